@@ -1,0 +1,51 @@
+"""alexft: AlexNet with the original Caffe ImageNet weights on TensorFlow 2.
+
+The public API (what the CLI and the notebooks use). Names are imported on first use, so
+`import alexft` and the weights tools stay quick and only the model pulls in TensorFlow.
+"""
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "AlexftError": "errors",
+    "ImageError": "errors",
+    "WeightsError": "errors",
+    "build_alexnet": "model",
+    "truncated": "model",
+    "WeightSet": "weights",
+    "load_weights": ("weights", "load"),
+    "save_weights": ("weights", "save"),
+    "assign_weights": ("weights", "assign"),
+    "weights_from_model": ("weights", "from_model"),
+    "imagenet_class_names": "weights",
+    "resolve_weights": "sources",
+    "download_weights": "download",
+    "read_image": "preprocess",
+    "decode_image": "preprocess",
+    "resize_and_subtract_mean": "preprocess",
+    "center_crop": "preprocess",
+    "ten_crops": "preprocess",
+    "image_views": "preprocess",
+    "find_images": "preprocess",
+    "Predictor": "predict",
+    "load_predictor": "predict",
+    "predict_files": "predict",
+    "classify": "predict",
+    "top_k": "predict",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'alexft' has no attribute {name!r}")
+    module, attribute = _EXPORTS[name] if isinstance(_EXPORTS[name], tuple) else (_EXPORTS[name], name)
+    value = getattr(importlib.import_module(f".{module}", __name__), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

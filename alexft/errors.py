@@ -1,0 +1,17 @@
+"""The errors alexft raises for a user's mistake or a bad file.
+
+Each carries a one-line message that names the file and the cause; the CLI prints
+the message alone, without a traceback.
+"""
+
+
+class AlexftError(Exception):
+    """Base class: a problem the user can fix, explained in one line."""
+
+
+class WeightsError(AlexftError, ValueError):
+    """A weights file is missing, unreadable, unsafe or does not fit the network."""
+
+
+class ImageError(AlexftError, ValueError):
+    """An image file cannot be used (missing, empty, not an image, truncated, too large)."""

@@ -1,0 +1,117 @@
+"""Images to class probabilities: the path shared by classify and evaluate.
+
+Images are decoded on a thread pool a couple of batches ahead of the network, so decoding
+overlaps with compute while memory stays bounded whatever the number of files.
+"""
+import collections
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from . import architecture as arch
+from . import weights as weights_io
+from .errors import AlexftError
+from .model import build_alexnet
+from .preprocess import image_views
+from .progress import progress_bar
+from .sources import resolve_weights
+
+
+@dataclass
+class Predictor:
+    """A model with its class names, ready to turn preprocessed views into probabilities."""
+
+    model: object
+    class_names: list
+
+    def __post_init__(self):
+        model = self.model
+        spec = tf.TensorSpec([None, arch.INPUT_SIZE, arch.INPUT_SIZE, 3], tf.float32)
+        # A fixed signature: a short last batch must not trigger a retrace.
+        self._softmax = tf.function(lambda views: tf.nn.softmax(model(views, training=False)), input_signature=[spec])
+
+    def probabilities(self, views):
+        """(N, 227, 227, 3) float32 views -> (N, classes) softmax probabilities."""
+        return self._softmax(tf.convert_to_tensor(views, tf.float32)).numpy()
+
+
+def load_predictor(weights=None, download=True, progress=None):
+    """Build the network and load `weights` (a path, or None for the default sources)."""
+    weight_set = weights_io.load(resolve_weights(weights, download=download, progress=progress))
+    model = build_alexnet(num_classes=weight_set.num_classes)
+    weights_io.assign(model, weight_set)
+    return Predictor(model, weights_io.class_names_for(weight_set))
+
+
+def predict_files(predictor, paths, ten_crop=False, batch_size=32, progress=None, workers=None):
+    """Yield (path, probabilities or None, error message or None) per path, in order.
+
+    With `ten_crop` the softmax of Caffe's ten crops is averaged. A file that cannot be read
+    yields its error and the run goes on.
+    """
+    paths = list(paths)
+    views_per_image = 10 if ten_crop else 1
+    loaded = _map_ahead(lambda path: _load(path, ten_crop), paths, workers, ahead=2 * batch_size)
+    with progress_bar(len(paths), progress, minimum=8, unit="img") as bar:
+        for chunk in _chunks(loaded, batch_size):
+            good = [(path, views) for path, views, _ in chunk if views is not None]
+            if good:
+                batch = np.concatenate([views for _, views in good])
+                probabilities = predictor.probabilities(batch)
+                averaged = iter(probabilities.reshape(len(good), views_per_image, -1).mean(axis=1))
+            for path, views, error in chunk:
+                yield path, (next(averaged) if views is not None else None), error
+            bar.update(len(chunk))
+
+
+def top_k(probabilities, class_names, k=5):
+    """The k most probable classes as [{"index", "label", "probability"}], most probable first."""
+    k = min(k, len(probabilities))
+    order = np.argsort(-probabilities, kind="stable")[:k]
+    return [
+        {"index": int(index), "label": class_names[index], "probability": float(probabilities[index])}
+        for index in order
+    ]
+
+
+def classify(predictor, paths, top=5, ten_crop=False, batch_size=32, progress=None):
+    """Yield one result dict per image: {"path", "predictions"} or {"path", "error"}."""
+    for path, probabilities, error in predict_files(predictor, paths, ten_crop, batch_size, progress):
+        if error is not None:
+            yield {"path": str(path), "error": error}
+        else:
+            yield {"path": str(path), "predictions": top_k(probabilities, predictor.class_names, top)}
+
+
+def _load(path, ten_crop):
+    try:
+        return path, image_views(path, ten_crop), None
+    except AlexftError as error:
+        return path, None, str(error)
+
+
+def _map_ahead(function, items, workers, ahead):
+    """Like map(), on a thread pool, with at most `ahead` results in flight."""
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        pending = collections.deque()
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) >= ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _chunks(iterable, size):
+    chunk = []
+    for item in iterable:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

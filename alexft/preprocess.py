@@ -1,0 +1,176 @@
+"""The pinned image pipeline shared by classify, training and evaluation.
+
+Caffe's recipe for bvlc_alexnet: colour image as 8-bit BGR -> resize to 256x256 ignoring
+the aspect ratio (bilinear) -> float32 -> subtract the ImageNet BGR mean -> 227x227 crops.
+Files are read as bytes and decoded with `cv2.imdecode`, so every caller sees the same
+pixels and non-ASCII paths work everywhere.
+"""
+import io
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .architecture import INPUT_SIZE
+from .errors import ImageError
+
+RESIZE = 256
+CROP = INPUT_SIZE
+MEAN_BGR = np.array([104.00698793, 116.66876762, 122.67891434], dtype=np.float32)
+
+# Images whose header declares more pixels than this are refused before decoding: a
+# 30000x30000 PNG can be under 1 MB on disk and 2.7 GB decoded. The figure is Pillow's
+# decompression-bomb limit; it admits photos up to about 180 megapixels.
+MAX_PIXELS = 2 * 89_478_485
+
+# Caffe's `oversample`: four corners, then the centre, then the same five mirrored.
+_EDGE = RESIZE - CROP
+_CENTRE = _EDGE // 2
+TEN_CROP_OFFSETS = ((0, 0), (0, _EDGE), (_EDGE, 0), (_EDGE, _EDGE), (_CENTRE, _CENTRE))
+
+IMAGE_SUFFIXES = frozenset(
+    ".jpg .jpeg .jpe .png .bmp .dib .webp .tif .tiff .ppm .pgm .pbm .pnm .gif .jp2".split()
+)
+
+
+def read_image(path, max_pixels=MAX_PIXELS):
+    """Read an image file as an (H, W, 3) uint8 BGR array; raise ImageError naming the cause."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a folder, not an image") from None
+    except OSError as error:
+        raise ImageError(f"{path}: cannot read: {error.strerror or error}") from None
+    return decode_image(data, name=str(path), max_pixels=max_pixels)
+
+
+def decode_image(data, name="<bytes>", max_pixels=MAX_PIXELS):
+    """Decode encoded image bytes (JPEG, PNG, ...) to (H, W, 3) uint8 BGR after checking the header.
+
+    Grey images are tiled to three channels, alpha is dropped, 16-bit is scaled to 8-bit and
+    EXIF orientation is applied (OpenCV's IMREAD_COLOR).
+    """
+    if not data:
+        raise ImageError(f"{name}: empty file")
+    image_format, (width, height) = _read_header(data, name)
+    if width * height > max_pixels:
+        raise ImageError(
+            f"{name}: {image_format} declares {width}x{height} pixels, over the limit of {max_pixels:,}; not decoded"
+        )
+    if image_format == "JPEG" and not _jpeg_is_complete(data):
+        raise ImageError(f"{name}: truncated JPEG (no end-of-image marker)")
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:
+        image = None
+    if image is None:
+        raise ImageError(f"{name}: cannot decode {image_format} (corrupt or truncated)")
+    return image
+
+
+def _read_header(data, name):
+    """The format and declared size from the header alone (Pillow opens lazily)."""
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            return header.format, header.size
+    except Image.DecompressionBombError as error:
+        raise ImageError(f"{name}: refused before decoding: {error}") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image ({_describe_start(data)})") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as error:
+        raise ImageError(f"{name}: corrupt image header ({error})") from None
+
+
+def _describe_start(data):
+    start = data[:64].lstrip().lower()
+    if start.startswith((b"<!doctype html", b"<html")):
+        return "an HTML page"
+    return f"starts with {data[:8]!r}"
+
+
+def _jpeg_is_complete(data):
+    """True if an end-of-image marker follows the first start-of-scan.
+
+    OpenCV decodes a truncated JPEG partly grey with only a warning, so check the markers:
+    walk the header segments to the first SOS (an EXIF thumbnail inside APP1 has its own
+    end marker, skipped this way), then look for EOI in the scan data, where byte stuffing
+    keeps 0xFFD9 from occurring by chance. Data appended after EOI (motion photos) is fine.
+    """
+    position = 2
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return False
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker == 0xDA:  # start of scan
+            return data.find(b"\xff\xd9", position) != -1
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            position += 2
+            continue
+        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+    return False
+
+
+def resize_and_subtract_mean(image):
+    """(H, W, 3) uint8 BGR -> (256, 256, 3) float32, mean-subtracted. The input is not modified."""
+    if image.shape[:2] != (RESIZE, RESIZE):
+        image = cv2.resize(image, (RESIZE, RESIZE), interpolation=cv2.INTER_LINEAR)
+    return image.astype(np.float32) - MEAN_BGR
+
+
+def center_crop(prepared):
+    """The centre 227x227 crop (offset 14, 14) of a 256x256 prepared image."""
+    return prepared[_CENTRE : _CENTRE + CROP, _CENTRE : _CENTRE + CROP]
+
+
+def ten_crops(prepared):
+    """Caffe's 10 crops of a 256x256 prepared image, as a (10, 227, 227, 3) array."""
+    corners = [prepared[top : top + CROP, left : left + CROP] for top, left in TEN_CROP_OFFSETS]
+    crops = np.stack(corners)
+    return np.concatenate([crops, crops[:, :, ::-1]])
+
+
+def image_views(path, ten_crop=False):
+    """Read a file and return the network's input views: (1 or 10, 227, 227, 3) float32."""
+    prepared = resize_and_subtract_mean(read_image(path))
+    if ten_crop:
+        return ten_crops(prepared)
+    return center_crop(prepared)[np.newaxis].copy()
+
+
+def is_image_file(path):
+    """An image by its suffix; hidden files (e.g. macOS '._photo.jpg' companions) are not."""
+    path = Path(path)
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def find_images(paths):
+    """Expand files and folders (recursively) into a list of paths in a stable order.
+
+    Files named explicitly are kept whatever their suffix, so a bad one is reported, not
+    silently dropped. Folders contribute their image files, sorted, hidden folders skipped.
+    """
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found.extend(_images_below(path))
+        else:
+            found.append(path)
+    return found
+
+
+def _images_below(folder):
+    images = []
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        if any(part.startswith(".") for part in relative.parts[:-1]):
+            continue
+        if is_image_file(path) and path.is_file():
+            images.append(path)
+    return images

@@ -1,0 +1,69 @@
+"""Where the weights come from when no file is named.
+
+Order: `$ALEXFT_WEIGHTS`, then `weights/bvlc_alexnet.npy` under the working directory, then
+the per-user cache; if none exists, the canonical file is downloaded into the cache.
+"""
+import logging
+import os
+from pathlib import Path
+
+from .download import download_weights
+from .errors import WeightsError
+
+log = logging.getLogger("alexft")
+
+CANONICAL_NAME = "bvlc_alexnet.npy"
+# Published by Michael Guerzhoy (converted from BVLC's Caffe model with caffe-tensorflow).
+CANONICAL_URL = "http://www.cs.toronto.edu/~guerzhoy/tf_alexnet/bvlc_alexnet.npy"
+# No checksum is published by the file's author; set ALEXFT_WEIGHTS_SHA256 to pin one.
+CANONICAL_SHA256 = None
+
+
+def cache_dir():
+    """`$ALEXFT_CACHE`, else `$XDG_CACHE_HOME/alexft`, else `~/.cache/alexft`."""
+    if os.environ.get("ALEXFT_CACHE"):
+        return Path(os.environ["ALEXFT_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "alexft"
+
+
+def candidates():
+    """The places looked at, in order, as (description, path)."""
+    places = []
+    if os.environ.get("ALEXFT_WEIGHTS"):
+        places.append(("$ALEXFT_WEIGHTS", Path(os.environ["ALEXFT_WEIGHTS"]).expanduser()))
+    places.append(("the working tree", Path("weights") / CANONICAL_NAME))
+    places.append(("the cache", cache_dir() / CANONICAL_NAME))
+    return places
+
+
+def resolve_weights(path=None, download=True, progress=None):
+    """Return the weights file to use: `path` if given, else the first existing candidate,
+    else the canonical file downloaded into the cache (when `download` is true)."""
+    if path is not None:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"{path}: weights file not found")
+        return path
+    env = os.environ.get("ALEXFT_WEIGHTS")
+    if env and not Path(env).expanduser().is_file():
+        raise WeightsError(f"{env}: weights file not found (named by $ALEXFT_WEIGHTS)")
+    for _, candidate in candidates():
+        if candidate.is_file():
+            return candidate
+    target = cache_dir() / CANONICAL_NAME
+    if not download:
+        raise WeightsError(_where_to_put_it(target))
+    url = os.environ.get("ALEXFT_WEIGHTS_URL") or CANONICAL_URL
+    log.warning("no weights file found; downloading %s to %s", url, target)
+    try:
+        return download_weights(url, target, sha256=os.environ.get("ALEXFT_WEIGHTS_SHA256") or CANONICAL_SHA256, progress=progress)
+    except WeightsError as error:
+        raise WeightsError(f"{error}. {_where_to_put_it(target)}") from None
+
+
+def _where_to_put_it(target):
+    return (
+        f"Put {CANONICAL_NAME} at {target} or at weights/{CANONICAL_NAME} here, "
+        f"or pass --weights PATH or set ALEXFT_WEIGHTS (file: {CANONICAL_URL})"
+    )

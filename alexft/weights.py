@@ -1,0 +1,301 @@
+"""Read, check, assign and save AlexNet weights.
+
+Two formats:
+- the canonical `bvlc_alexnet.npy`: `np.save` of a Python-2 dict `{layer: [W, b]}`, i.e. a
+  0-d object array holding a protocol-2 pickle. It is read with a restricted unpickler that
+  can build numpy arrays and nothing else, so a crafted file cannot run code.
+- our own `.npz` (keys `conv1/weights`, `conv1/biases`, ..., optional `class_names`), read
+  with `allow_pickle=False`.
+"""
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from . import architecture as arch
+from .errors import WeightsError
+
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+@dataclass
+class WeightSet:
+    """Network parameters `{layer: (weights, biases)}` and, for a fine-tuned model, its class names."""
+
+    params: dict
+    class_names: Optional[list] = None
+    path: Optional[Path] = None
+
+    @property
+    def num_classes(self):
+        return self.params["fc8"][0].shape[1] if "fc8" in self.params else None
+
+
+# --- reading ---------------------------------------------------------------------------
+
+
+def load(path, num_classes=None, skip=()):
+    """Read and check a weights file (`.npy` legacy pickle or `.npz`).
+
+    `skip` names layers the caller will not use: they need not be present, and their
+    shapes are not checked against `num_classes`. Raises WeightsError with a one-line reason.
+    """
+    path = Path(path)
+    head = _read_head(path)
+    if head.startswith(NPY_MAGIC):
+        params, class_names = _read_legacy_npy(path), None
+    elif head.startswith(ZIP_MAGIC):
+        params, class_names = _read_npz(path)
+    else:
+        raise WeightsError(f"{path}: not a weights file ({_describe_bytes(head)}); expected .npy or .npz")
+    check(params, path, num_classes=num_classes, skip=skip)
+    weight_set = WeightSet(params, class_names, path)
+    if class_names is not None and "fc8" in params and len(class_names) != weight_set.num_classes:
+        raise WeightsError(f"{path}: {len(class_names)} class names for {weight_set.num_classes} fc8 outputs")
+    return weight_set
+
+
+def _read_head(path):
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: weights file not found") from None
+    except IsADirectoryError:
+        raise WeightsError(f"{path}: is a folder, not a weights file") from None
+    except OSError as error:
+        raise WeightsError(f"{path}: cannot read weights file: {error.strerror or error}") from None
+    if not head:
+        raise WeightsError(f"{path}: weights file is empty")
+    return head
+
+
+def _describe_bytes(head):
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<")):
+        return "it is an HTML/XML page, perhaps an error page saved by a download"
+    return f"it starts with {head[:8]!r}"
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Builds numpy arrays and plain containers; refuses every other global.
+
+    Dicts, lists, tuples and strings are pickle opcodes and need no global. Only the three
+    names an ndarray's pickle uses are admitted, so no function can be called to run code.
+    """
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}: only numpy arrays are allowed")
+        if name == "_reconstruct":
+            return _reconstruct_function()
+        return getattr(np, name)
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("refused a persistent id: only numpy arrays are allowed")
+
+
+def _reconstruct_function():
+    # numpy 2 moved numpy.core to numpy._core; files from either era name one of them.
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+def _read_legacy_npy(path):
+    """The object array's pickle, unpickled safely; returns `{layer: (W, b)}`."""
+    with open(path, "rb") as handle:
+        try:
+            version = np.lib.format.read_magic(handle)
+            shape, _, dtype = _read_npy_header(handle, version)
+        except ValueError as error:
+            raise WeightsError(f"{path}: corrupt .npy header: {error}") from None
+        if dtype != object:
+            raise WeightsError(
+                f"{path}: .npy holds a plain {dtype} array of shape {shape}, not the layer dict of bvlc_alexnet.npy"
+            )
+        try:
+            # latin1 turns Python 2 byte strings (array data, dict keys) into str losslessly.
+            content = _NumpyOnlyUnpickler(handle, encoding="latin1").load()
+        except pickle.UnpicklingError as error:
+            raise WeightsError(f"{path}: unsafe or corrupt pickle: {error}") from None
+        except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError) as error:
+            raise WeightsError(f"{path}: corrupt or truncated pickle ({type(error).__name__}: {error})") from None
+    if isinstance(content, np.ndarray) and content.dtype == object and content.shape == ():
+        content = content.item()
+    if not isinstance(content, dict):
+        raise WeightsError(f"{path}: holds a {type(content).__name__}, expected a dict of layers")
+    return _layer_dict(content, path)
+
+
+def _read_npy_header(handle, version):
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(handle)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(handle)
+    raise ValueError(f"unsupported .npy version {version}")
+
+
+def _layer_dict(content, path):
+    params = {}
+    for key, value in content.items():
+        name = key.decode("latin1") if isinstance(key, bytes) else str(key)
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise WeightsError(f"{path}: layer {name} should be [weights, biases], got {_describe_value(value)}")
+        params[name] = (value[0], value[1])
+    return params
+
+
+def _describe_value(value):
+    if isinstance(value, (list, tuple)):
+        return f"a {type(value).__name__} of {len(value)} items"
+    return f"a {type(value).__name__}"
+
+
+def _read_npz(path):
+    params, class_names = {}, None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = set(archive.files)
+            for key in sorted(keys):
+                layer, _, part = key.partition("/")
+                if key == "class_names":
+                    class_names = [str(name) for name in archive[key]]
+                elif part not in ("weights", "biases"):
+                    raise WeightsError(f"{path}: unexpected entry {key!r}; expected <layer>/weights and <layer>/biases")
+            for layer in sorted({key.partition("/")[0] for key in keys if "/" in key}):
+                if f"{layer}/weights" not in keys or f"{layer}/biases" not in keys:
+                    raise WeightsError(f"{path}: layer {layer} needs both {layer}/weights and {layer}/biases")
+                params[layer] = (archive[f"{layer}/weights"], archive[f"{layer}/biases"])
+    except WeightsError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as error:
+        raise WeightsError(f"{path}: corrupt or truncated .npz ({type(error).__name__}: {error})") from None
+    return params, class_names
+
+
+# --- checking --------------------------------------------------------------------------
+
+
+def check(params, path, num_classes=None, skip=()):
+    """Check layer names, [W, b] structure, dtype, shapes and finiteness; raise WeightsError."""
+    skip = set(skip)
+    unknown = sorted(set(params) - set(arch.LAYER_NAMES))
+    if unknown:
+        raise WeightsError(f"{path}: unknown layer(s) {', '.join(unknown)}; AlexNet has {', '.join(arch.LAYER_NAMES)}")
+    missing = [name for name in arch.LAYER_NAMES if name not in params and name not in skip]
+    if missing:
+        raise WeightsError(f"{path}: missing layer(s) {', '.join(missing)}")
+    fc8 = params.get("fc8", (None,))[0]
+    file_classes = fc8.shape[1] if _is_array(fc8) and fc8.ndim == 2 else None
+    expected = arch.parameter_shapes(num_classes or file_classes or arch.IMAGENET_CLASSES)
+    for name, (weights, biases) in params.items():
+        for part, array, shape in (("weights", weights, expected[name][0]), ("biases", biases, expected[name][1])):
+            _check_array(path, name, part, array, shape, check_shape=name not in skip)
+
+
+def _is_array(value):
+    return isinstance(value, np.ndarray)
+
+
+def _check_array(path, layer, part, array, shape, check_shape):
+    if not _is_array(array):
+        raise WeightsError(f"{path}: {layer} {part} is a {type(array).__name__}, not an array")
+    if array.dtype != np.float32:
+        raise WeightsError(f"{path}: {layer} {part} are {array.dtype}, expected float32")
+    if check_shape and array.shape != shape:
+        hint = ""
+        if layer == "fc8" and array.shape[:1] == shape[:1]:
+            hint = ": pass --skip fc8 to train a new classifier"
+        elif layer in ("conv2", "conv4", "conv5") and array.ndim == 4 and array.shape[2] == 2 * shape[2]:
+            hint = " (an ungrouped network's layout; bvlc_alexnet uses two groups here)"
+        raise WeightsError(f"{path}: {layer} {part} have shape {array.shape}; this model needs {shape}{hint}")
+    if not np.all(np.isfinite(array)):
+        raise WeightsError(f"{path}: {layer} {part} contain NaN or infinite values")
+
+
+# --- using and saving ------------------------------------------------------------------
+
+
+def assign(model, weight_set, skip=()):
+    """Copy the file's layers into `model`, except those in `skip` (they keep their fresh init).
+
+    Returns the names of the layers loaded. Shapes are checked against the model first.
+    """
+    skip = set(skip)
+    unknown = skip - set(arch.LAYER_NAMES)
+    if unknown:
+        raise WeightsError(f"cannot skip unknown layer(s) {', '.join(sorted(unknown))}")
+    loaded = []
+    for name in arch.LAYER_NAMES:
+        if name in skip:
+            continue
+        layer = model.get_layer(name)
+        for part, variable, array in zip(("weights", "biases"), (layer.kernel, layer.bias), weight_set.params[name]):
+            if tuple(variable.shape) != array.shape:
+                hint = ": pass --skip fc8 to train a new classifier" if name == "fc8" else ""
+                raise WeightsError(
+                    f"{weight_set.path}: {name} {part} have shape {array.shape}; this model needs {tuple(variable.shape)}{hint}"
+                )
+            variable.assign(array)
+        loaded.append(name)
+    return loaded
+
+
+def from_model(model, class_names=None):
+    """The model's parameters as a WeightSet (float32 numpy copies)."""
+    params = {}
+    for name in arch.LAYER_NAMES:
+        layer = model.get_layer(name)
+        params[name] = (np.asarray(layer.kernel.numpy(), np.float32), np.asarray(layer.bias.numpy(), np.float32))
+    return WeightSet(params, list(class_names) if class_names is not None else None)
+
+
+def save(weight_set, path):
+    """Write the pickle-free `.npz` layout atomically (temporary file, then rename)."""
+    path = Path(path)
+    arrays = {}
+    for name, (weights, biases) in weight_set.params.items():
+        arrays[f"{name}/weights"] = weights
+        arrays[f"{name}/biases"] = biases
+    if weight_set.class_names is not None:
+        arrays["class_names"] = np.array(weight_set.class_names, dtype=str)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def imagenet_class_names():
+    """The 1000 ILSVRC-2012 class names in Caffe's order."""
+    text = (Path(__file__).parent / "imagenet_classes.txt").read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def class_names_for(weight_set):
+    """The labels to report: the names saved with the weights, else ImageNet's for 1000 classes."""
+    if weight_set.class_names is not None:
+        return list(weight_set.class_names)
+    if weight_set.num_classes == arch.IMAGENET_CLASSES:
+        return imagenet_class_names()
+    return [f"class {index}" for index in range(weight_set.num_classes)]

@@ -1,0 +1,48 @@
+"""Test data built from the specification: weights in the canonical layout, real photos."""
+import os
+from pathlib import Path
+
+import numpy as np
+
+# Shapes written out from shared/docs/BVLC_ALEXNET.md, not taken from alexft.
+CANONICAL_SHAPES = {
+    "conv1": ((11, 11, 3, 96), (96,)),
+    "conv2": ((5, 5, 48, 256), (256,)),
+    "conv3": ((3, 3, 256, 384), (384,)),
+    "conv4": ((3, 3, 192, 384), (384,)),
+    "conv5": ((3, 3, 192, 256), (256,)),
+    "fc6": ((9216, 4096), (4096,)),
+    "fc7": ((4096, 4096), (4096,)),
+    "fc8": ((4096, 1000), (1000,)),
+}
+
+
+def random_params(seed=0, num_classes=1000):
+    """He-scaled random weights, so activations stay of order one through all eight layers."""
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, (kernel_shape, bias_shape) in CANONICAL_SHAPES.items():
+        if name == "fc8":
+            kernel_shape, bias_shape = (4096, num_classes), (num_classes,)
+        fan_in = int(np.prod(kernel_shape[:-1]))
+        kernel = rng.standard_normal(kernel_shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
+        bias = rng.standard_normal(bias_shape, dtype=np.float32) * np.float32(0.1)
+        params[name] = [kernel, bias]
+    return params
+
+
+def photo_paths():
+    """Real photos shipped by scikit-image and scikit-learn."""
+    import skimage.data
+    import sklearn.datasets
+
+    skimage_dir = Path(os.path.dirname(skimage.data.__file__))
+    sklearn_dir = Path(os.path.dirname(sklearn.datasets.__file__)) / "images"
+    return {
+        "chelsea": skimage_dir / "chelsea.png",  # a cat
+        "coffee": skimage_dir / "coffee.png",  # a cup of coffee
+        "astronaut": skimage_dir / "astronaut.png",
+        "camera": skimage_dir / "camera.png",  # greyscale
+        "china": sklearn_dir / "china.jpg",
+        "flower": sklearn_dir / "flower.jpg",
+    }

@@ -1,0 +1,84 @@
+"""The Keras model against the independent numpy forward pass (tests/reference.py)."""
+import numpy as np
+import pytest
+
+import reference
+from alexft import preprocess
+from alexft.model import build_alexnet, truncated
+from alexft.weights import WeightSet, assign
+from fixtures import photo_paths, random_params
+
+
+def prepared_photos(names):
+    return [preprocess.resize_and_subtract_mean(preprocess.read_image(photo_paths()[name])) for name in names]
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    """A 10-class model with random weights: fast to build, same layers as the real one."""
+    params = random_params(seed=1, num_classes=10)
+    model = build_alexnet(num_classes=10)
+    assign(model, WeightSet({name: tuple(pair) for name, pair in params.items()}))
+    return model, params
+
+
+def assert_close_to_reference(actual, expected):
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_layer_output_shapes_follow_caffe():
+    model = build_alexnet()
+    shapes = {layer.name: tuple(layer.output.shape[1:]) for layer in model.layers}
+    assert shapes["conv1"] == (55, 55, 96)
+    assert shapes["pool1"] == (27, 27, 96)
+    assert shapes["conv2"] == (27, 27, 256)
+    assert shapes["pool2"] == (13, 13, 256)
+    assert shapes["conv5"] == (13, 13, 256)
+    assert shapes["pool5"] == (6, 6, 256)
+    assert shapes["fc8"] == (1000,)
+    assert model.count_params() == 60_965_224
+
+
+def test_centre_crop_logits_match_numpy_reference(small_model):
+    model, params = small_model
+    views = np.stack([preprocess.center_crop(p) for p in prepared_photos(["chelsea", "coffee", "camera", "china"])])
+    expected = reference.forward(params, views)
+    actual = model(views, training=False).numpy()
+    assert_close_to_reference(actual, expected)
+    # The photos are told apart: the comparison is not between near-constant outputs.
+    assert np.ptp(expected, axis=0).max() > 0.1 * np.abs(expected).max()
+
+
+def test_ten_crop_logits_match_numpy_reference(small_model):
+    model, params = small_model
+    views = preprocess.ten_crops(prepared_photos(["flower"])[0])
+    expected = reference.forward(params, views)
+    assert_close_to_reference(model(views, training=False).numpy(), expected)
+
+
+def test_intermediate_layers_match_reference(small_model):
+    model, params = small_model
+    views = preprocess.center_crop(prepared_photos(["astronaut"])[0])[np.newaxis]
+    for layer in ("conv1", "conv2", "pool5", "fc7"):
+        expected = reference.forward(params, views, until=layer)
+        assert_close_to_reference(truncated(model, layer)(views).numpy(), expected)
+
+
+def test_dropout_acts_only_while_training(small_model):
+    model, _ = small_model
+    views = preprocess.center_crop(prepared_photos(["coffee"])[0])[np.newaxis]
+    inference = [model(views, training=False).numpy() for _ in range(2)]
+    training = model(views, training=True).numpy()
+    np.testing.assert_array_equal(inference[0], inference[1])
+    assert not np.allclose(training, inference[0], rtol=1e-3)
+
+
+def test_seeded_builds_start_identical_and_follow_caffe_init():
+    first, second = build_alexnet(num_classes=10, seed=3), build_alexnet(num_classes=10, seed=3)
+    for name in ("conv1", "fc6", "fc8"):
+        np.testing.assert_array_equal(first.get_layer(name).kernel.numpy(), second.get_layer(name).kernel.numpy())
+    assert abs(first.get_layer("fc6").kernel.numpy().std() - 0.005) < 1e-4
+    assert abs(first.get_layer("conv1").kernel.numpy().std() - 0.01) < 1e-3
+    assert np.all(first.get_layer("conv2").bias.numpy() == np.float32(0.1))
+    assert np.all(first.get_layer("fc8").bias.numpy() == 0)
