@@ -2,16 +2,50 @@
 
 Results go to stdout (`--json` for machines); progress and messages go to stderr.
 """
+import contextlib
 import json
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import click
 
-# TensorFlow's C++ start-up chatter would bury our own messages; errors still show.
+# TensorFlow's C++ start-up chatter would bury our own messages. A user who sets
+# TF_CPP_MIN_LOG_LEVEL themselves gets TensorFlow's logging exactly as they asked.
+_SILENCE_TENSORFLOW = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@contextlib.contextmanager
+def _tensorflow_quiet():
+    """Hold back what TensorFlow's C++ code prints on stderr while it starts.
+
+    TF 2.21 logs (oneDNN, CUDA probing) before its log level is read, so the only way to
+    keep the terminal clean is to point file descriptor 2 elsewhere for the import and the
+    device probe. If that start-up fails, what it printed is shown after all.
+    """
+    if not _SILENCE_TENSORFLOW:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _fail_cleanly(function):
@@ -62,7 +96,8 @@ def classify(ctx, inputs, weights, top, ten_crop, batch_size, as_json, progress)
 
     Exit status 1 if any input could not be used; all others are still classified.
     """
-    from alexft.predict import classify as classify_images, load_predictor
+    with _tensorflow_quiet():
+        from alexft.predict import classify as classify_images, load_predictor
     from alexft.preprocess import find_images
 
     paths = find_images(inputs)

@@ -21,7 +21,7 @@ MEAN_BGR = np.array([104.00698793, 116.66876762, 122.67891434], dtype=np.float32
 
 # Images whose header declares more pixels than this are refused before decoding: a
 # 30000x30000 PNG can be under 1 MB on disk and 2.7 GB decoded. The figure is Pillow's
-# decompression-bomb limit; it admits photos up to about 180 megapixels.
+# decompression-bomb limit (its header reader enforces it too); photos up to ~179 megapixels pass.
 MAX_PIXELS = 2 * 89_478_485
 
 # Caffe's `oversample`: four corners, then the centre, then the same five mirrored.
@@ -34,7 +34,7 @@ IMAGE_SUFFIXES = frozenset(
 )
 
 
-def read_image(path, max_pixels=MAX_PIXELS):
+def read_image(path):
     """Read an image file as an (H, W, 3) uint8 BGR array; raise ImageError naming the cause."""
     path = Path(path)
     try:
@@ -45,10 +45,10 @@ def read_image(path, max_pixels=MAX_PIXELS):
         raise ImageError(f"{path}: is a folder, not an image") from None
     except OSError as error:
         raise ImageError(f"{path}: cannot read: {error.strerror or error}") from None
-    return decode_image(data, name=str(path), max_pixels=max_pixels)
+    return decode_image(data, name=str(path))
 
 
-def decode_image(data, name="<bytes>", max_pixels=MAX_PIXELS):
+def decode_image(data, name="<bytes>"):
     """Decode encoded image bytes (JPEG, PNG, ...) to (H, W, 3) uint8 BGR after checking the header.
 
     Grey images are tiled to three channels, alpha is dropped, 16-bit is scaled to 8-bit and
@@ -57,10 +57,8 @@ def decode_image(data, name="<bytes>", max_pixels=MAX_PIXELS):
     if not data:
         raise ImageError(f"{name}: empty file")
     image_format, (width, height) = _read_header(data, name)
-    if width * height > max_pixels:
-        raise ImageError(
-            f"{name}: {image_format} declares {width}x{height} pixels, over the limit of {max_pixels:,}; not decoded"
-        )
+    if width * height > MAX_PIXELS:  # Pillow checks this too, unless a program turned its check off
+        raise ImageError(f"{name}: refused before decoding: {image_format} declares {width}x{height} pixels, over {MAX_PIXELS:,}")
     if image_format == "JPEG" and not _jpeg_is_complete(data):
         raise ImageError(f"{name}: truncated JPEG (no end-of-image marker)")
     try:
@@ -78,7 +76,7 @@ def _read_header(data, name):
         with Image.open(io.BytesIO(data)) as header:
             return header.format, header.size
     except Image.DecompressionBombError as error:
-        raise ImageError(f"{name}: refused before decoding: {error}") from None
+        raise ImageError(f"{name}: refused before decoding: {error}") from None  # over MAX_PIXELS
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image ({_describe_start(data)})") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:

@@ -17,15 +17,20 @@ CANONICAL_SHAPES = {
 }
 
 
+# Gains so that, on mean-subtracted pixels (std ~60), activations stay of order one and the
+# softmax is neither flat nor saturated: then probability comparisons mean something.
+GAINS = {"conv1": 1 / 64, "fc8": 0.5}
+
+
 def random_params(seed=0, num_classes=1000):
-    """He-scaled random weights, so activations stay of order one through all eight layers."""
+    """He-scaled random weights (see GAINS) in the layout of bvlc_alexnet.npy."""
     rng = np.random.default_rng(seed)
     params = {}
     for name, (kernel_shape, bias_shape) in CANONICAL_SHAPES.items():
         if name == "fc8":
             kernel_shape, bias_shape = (4096, num_classes), (num_classes,)
         fan_in = int(np.prod(kernel_shape[:-1]))
-        kernel = rng.standard_normal(kernel_shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
+        kernel = rng.standard_normal(kernel_shape, dtype=np.float32) * np.float32(GAINS.get(name, 1) * np.sqrt(2.0 / fan_in))
         bias = rng.standard_normal(bias_shape, dtype=np.float32) * np.float32(0.1)
         params[name] = [kernel, bias]
     return params

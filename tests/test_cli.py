@@ -1,0 +1,112 @@
+"""`alexft classify` through click's runner and, once, as a real process."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from alexft.predict import predict_files
+from cli import main
+from fixtures import photo_paths
+from test_preprocess import bad_images
+
+
+def run(*args, **env):
+    return CliRunner().invoke(main, list(map(str, args)), env={k: str(v) for k, v in env.items()}, catch_exceptions=False)
+
+
+@pytest.fixture
+def photo_folder(tmp_path):
+    """Real photos in nested folders, plus every kind of broken file."""
+    folder = tmp_path / "photos"
+    (folder / "cats").mkdir(parents=True)
+    shutil.copy(photo_paths()["chelsea"], folder / "cats" / "chelsea.png")
+    shutil.copy(photo_paths()["coffee"], folder / "coffee.png")
+    shutil.copy(photo_paths()["china"], folder / "china.jpg")
+    for name, (content, _) in bad_images().items():
+        (folder / "broken").mkdir(exist_ok=True)
+        (folder / "broken" / name).write_bytes(content)
+    return folder
+
+
+def test_json_lines_for_a_folder_with_broken_files(photo_folder, canonical_weights_file):
+    result = run("classify", photo_folder, "--json", "--weights", canonical_weights_file)
+    assert result.exit_code == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    paths = [line["path"] for line in lines]
+    assert paths == sorted(paths) and len(lines) == 3 + len(bad_images())
+    good = [line for line in lines if "predictions" in line]
+    assert sorted(os.path.basename(line["path"]) for line in good) == ["chelsea.png", "china.jpg", "coffee.png"]
+    for line in good:
+        probabilities = [p["probability"] for p in line["predictions"]]
+        assert len(probabilities) == 5 and probabilities == sorted(probabilities, reverse=True)
+        assert set(line["predictions"][0]) == {"index", "label", "probability"}
+    for line in lines:
+        if "error" in line:
+            assert line["error"].startswith(line["path"] + ":")
+    assert f"{len(bad_images())} of {len(lines)} inputs could not be classified" in result.stderr
+
+
+def test_human_output_and_exit_status_zero(canonical_weights_file):
+    result = run("classify", photo_paths()["chelsea"], "--top-k", 3, "--weights", canonical_weights_file)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == str(photo_paths()["chelsea"])
+    assert len(lines) == 4 and all(line.strip().split()[0].endswith("%") for line in lines[1:])
+
+
+def test_ten_crop_output_matches_the_library(predictor, canonical_weights_file):
+    path = photo_paths()["flower"]
+    result = run("classify", path, "--ten-crop", "--json", "--top-k", 1000, "--weights", canonical_weights_file)
+    [line] = [json.loads(text) for text in result.stdout.splitlines()]
+    cli_probabilities = np.zeros(1000)
+    for prediction in line["predictions"]:
+        cli_probabilities[prediction["index"]] = prediction["probability"]
+    [(_, expected, _)] = predict_files(predictor, [path], ten_crop=True)
+    np.testing.assert_allclose(cli_probabilities, expected, rtol=1e-5, atol=1e-8)
+
+
+def test_weights_from_environment_variable(canonical_weights_file):
+    result = run("classify", photo_paths()["coffee"], "--json", ALEXFT_WEIGHTS=canonical_weights_file)
+    assert result.exit_code == 0 and "predictions" in json.loads(result.stdout)
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path, canonical_weights_file):
+    broken = tmp_path / "broken.npy"
+    broken.write_bytes(b"<html>oops</html>")
+    result = run("classify", photo_paths()["coffee"], "--weights", broken)
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [f"Error: {broken}: not a weights file (it is an HTML/XML page, perhaps an error page saved by a download); expected .npy or .npz"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run("classify", empty, "--weights", canonical_weights_file)
+    assert result.exit_code == 2 and "no images found" in result.stderr
+
+
+def test_no_weights_and_no_network_says_where_to_put_them():
+    result = run("classify", photo_paths()["coffee"])
+    assert result.exit_code == 1
+    [line] = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith("Error: ") and "weights/bvlc_alexnet.npy" in line and "--weights" in line
+
+
+def test_installed_command_runs_in_a_fresh_process(canonical_weights_file, tmp_path):
+    beside_python = os.path.join(os.path.dirname(sys.executable), "alexft")
+    command = beside_python if os.path.exists(beside_python) else shutil.which("alexft")
+    assert command, "the alexft console script is not installed"
+    env = dict(os.environ, ALEXFT_WEIGHTS=str(canonical_weights_file))
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    broken = tmp_path / "cut.jpg"
+    broken.write_bytes(bad_images()["cut.jpg"][0])
+    result = subprocess.run([command, "classify", photo_paths()["chelsea"], broken], capture_output=True, text=True, env=env)
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[0] == str(photo_paths()["chelsea"])
+    # Only our own messages on stderr: TensorFlow's start-up noise is held back.
+    assert result.stderr.splitlines() == [
+        f"error: {broken}: truncated JPEG (no end-of-image marker)",
+        "alexft: 1 of 2 inputs could not be classified",
+    ]

@@ -1,0 +1,76 @@
+"""Images to probabilities, end to end, against the reference pipeline written in the test."""
+import cv2
+import numpy as np
+import pytest
+
+import reference
+from alexft import weights
+from alexft.predict import classify, load_predictor, predict_files, top_k
+from fixtures import photo_paths
+
+PHOTOS = ["chelsea", "coffee", "camera", "china", "flower"]
+
+
+def reference_probabilities(params, path, ten_crop):
+    """Caffe's recipe spelled out: decode, resize 256, float, subtract mean, crop(s), softmax, mean."""
+    image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
+    image = cv2.resize(image, (256, 256), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    image -= np.array([104.00698793, 116.66876762, 122.67891434], np.float32)
+    if not ten_crop:
+        views = image[None, 14:241, 14:241]
+    else:
+        corners = [image[r:r + 227, c:c + 227] for r, c in [(0, 0), (0, 29), (29, 0), (29, 29), (14, 14)]]
+        views = np.stack(corners + [crop[:, ::-1] for crop in corners])
+    return reference.softmax(reference.forward(params, views)).mean(axis=0)
+
+
+@pytest.mark.parametrize("ten_crop", [False, True], ids=["centre", "ten-crop"])
+def test_probabilities_match_reference_on_real_photos(predictor, canonical_params, ten_crop):
+    paths = [photo_paths()[name] for name in PHOTOS]
+    results = list(predict_files(predictor, paths, ten_crop=ten_crop, batch_size=2))
+    assert [path for path, _, _ in results] == paths
+    for path, probabilities, error in results:
+        assert error is None
+        expected = reference_probabilities(canonical_params, path, ten_crop)
+        np.testing.assert_allclose(probabilities, expected, rtol=1e-3, atol=1e-6)
+        assert np.argmax(probabilities) == np.argmax(expected)
+
+
+def test_bad_file_in_a_batch_is_reported_and_others_unaffected(predictor, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really")
+    paths = [photo_paths()["chelsea"], broken, photo_paths()["coffee"]]
+    results = list(predict_files(predictor, paths, batch_size=2))
+    assert [path for path, _, _ in results] == paths
+    assert results[1][1] is None and str(broken) in results[1][2]
+    alone = list(predict_files(predictor, [paths[2]]))[0][1]
+    np.testing.assert_allclose(results[2][1], alone, rtol=1e-5)
+
+
+def test_top_k_is_sorted_and_labelled():
+    probabilities = np.array([0.1, 0.5, 0.05, 0.35])
+    assert top_k(probabilities, ["a", "b", "c", "d"], k=3) == [
+        {"index": 1, "label": "b", "probability": 0.5},
+        {"index": 3, "label": "d", "probability": 0.35},
+        {"index": 0, "label": "a", "probability": 0.1},
+    ]
+    assert len(top_k(probabilities, list("abcd"), k=10)) == 4
+
+
+def test_fine_tuned_weights_classify_with_their_own_labels(canonical_params, tmp_path):
+    params = {name: tuple(pair) for name, pair in canonical_params.items()}
+    params["fc8"] = (params["fc8"][0][:, :3].copy(), params["fc8"][1][:3].copy())
+    path = weights.save(weights.WeightSet(params, ["cat", "cup", "rocket"]), tmp_path / "mine.npz")
+    predictor = load_predictor(path, download=False)
+    [result] = classify(predictor, [photo_paths()["chelsea"]], top=5)
+    assert {p["label"] for p in result["predictions"]} == {"cat", "cup", "rocket"}
+    assert abs(sum(p["probability"] for p in result["predictions"]) - 1) < 1e-5
+
+
+def test_golden_photos_with_the_real_weights(real_weights_file):
+    predictor = load_predictor(real_weights_file, download=False)
+    cat, coffee = classify(predictor, [photo_paths()["chelsea"], photo_paths()["coffee"]], top=5)
+    cat_labels = " | ".join(p["label"] for p in cat["predictions"])
+    coffee_labels = " | ".join(p["label"] for p in coffee["predictions"])
+    assert any(name in cat_labels for name in ("tabby", "tiger cat", "Egyptian cat", "Persian cat", "lynx")), cat_labels
+    assert any(name in coffee_labels for name in ("espresso", "cup", "coffee mug")), coffee_labels

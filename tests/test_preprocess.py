@@ -1,0 +1,179 @@
+"""The pinned preprocessing and the image reader's handling of bad files."""
+import io
+import struct
+import subprocess
+import sys
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from alexft import preprocess
+from alexft.errors import ImageError
+from fixtures import photo_paths
+
+CAFFE_MEAN_BGR = [104.00698793, 116.66876762, 122.67891434]
+# caffe.io.oversample on a 256x256 image, 227 crops, from the docs' table: (rows, cols).
+CAFFE_CROPS = [((0, 227), (0, 227)), ((0, 227), (29, 256)), ((29, 256), (0, 227)),
+               ((29, 256), (29, 256)), ((14, 241), (14, 241))]
+
+
+def encode(image, suffix, **params):
+    ok, data = cv2.imencode(suffix, image, [int(k) for pair in params.items() for k in pair])
+    assert ok
+    return data.tobytes()
+
+
+def random_image(height=300, width=400, channels=3, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (height, width, channels), dtype=np.uint8)
+
+
+def test_resize_then_subtract_caffe_mean():
+    image = random_image()
+    original = image.copy()
+    prepared = preprocess.resize_and_subtract_mean(image)
+    expected = cv2.resize(image, (256, 256), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    expected -= np.array(CAFFE_MEAN_BGR, np.float32)
+    assert prepared.shape == (256, 256, 3) and prepared.dtype == np.float32
+    np.testing.assert_array_equal(prepared, expected)
+    np.testing.assert_array_equal(image, original)  # the input is not modified
+
+
+def test_ten_crops_follow_caffe_oversample_order():
+    prepared = np.random.default_rng(1).standard_normal((256, 256, 3)).astype(np.float32)
+    crops = preprocess.ten_crops(prepared)
+    assert crops.shape == (10, 227, 227, 3)
+    for index, ((top, bottom), (left, right)) in enumerate(CAFFE_CROPS):
+        np.testing.assert_array_equal(crops[index], prepared[top:bottom, left:right])
+        np.testing.assert_array_equal(crops[index + 5], prepared[top:bottom, left:right][:, ::-1])
+    np.testing.assert_array_equal(preprocess.center_crop(prepared), prepared[14:241, 14:241])
+
+
+def test_image_views_of_a_photo(tmp_path):
+    path = photo_paths()["china"]
+    views = preprocess.image_views(path)
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    expected = cv2.resize(image, (256, 256)).astype(np.float32) - np.array(CAFFE_MEAN_BGR, np.float32)
+    np.testing.assert_array_equal(views[0], expected[14:241, 14:241])
+    assert preprocess.image_views(path, ten_crop=True).shape == (10, 227, 227, 3)
+
+
+def test_grey_alpha_and_16_bit_images_become_8_bit_bgr(tmp_path):
+    grey = random_image(channels=1)[..., 0]
+    (tmp_path / "grey.png").write_bytes(encode(grey, ".png"))
+    decoded = preprocess.read_image(tmp_path / "grey.png")
+    assert decoded.shape == (300, 400, 3)
+    np.testing.assert_array_equal(decoded[..., 0], grey)
+    np.testing.assert_array_equal(decoded[..., 2], grey)
+
+    bgra = random_image(channels=4)
+    (tmp_path / "alpha.png").write_bytes(encode(bgra, ".png"))
+    np.testing.assert_array_equal(preprocess.read_image(tmp_path / "alpha.png"), bgra[..., :3])
+
+    deep = (random_image().astype(np.uint16) * 257)
+    (tmp_path / "deep.png").write_bytes(encode(deep, ".png"))
+    decoded = preprocess.read_image(tmp_path / "deep.png")
+    assert decoded.dtype == np.uint8
+    np.testing.assert_array_equal(decoded, random_image())
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    image = Image.fromarray(np.zeros((10, 20, 3), np.uint8))  # 20 wide, 10 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise for display
+    image.save(tmp_path / "rotated.jpg", exif=exif)
+    assert preprocess.read_image(tmp_path / "rotated.jpg").shape == (20, 10, 3)
+
+
+def test_non_ascii_path(tmp_path):
+    path = tmp_path / "café 猫.jpg"
+    path.write_bytes(encode(random_image(), ".jpg"))
+    assert preprocess.read_image(path).shape == (300, 400, 3)
+
+
+def jpeg_with_thumbnail_segment(main_jpeg, thumbnail_jpeg):
+    """Put a complete JPEG (with its own end marker) into an APP1 segment, as EXIF does."""
+    payload = b"Exif\x00\x00" + thumbnail_jpeg
+    segment = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+    return main_jpeg[:2] + segment + main_jpeg[2:]
+
+
+def bad_images():
+    jpeg = encode(random_image(), ".jpg")
+    png = encode(random_image(), ".png")
+    thumbnailed = jpeg_with_thumbnail_segment(jpeg, encode(random_image(32, 32), ".jpg"))
+    return {
+        "empty.jpg": (b"", "empty file"),
+        "notes.jpg": (b"just some text, not a picture\n" * 20, "not an image"),
+        "page.png": (b"<!DOCTYPE html><html><body>404</body></html>", "not an image \\(an HTML page\\)"),
+        "cut.png": (png[: len(png) // 2], "cannot decode PNG \\(corrupt or truncated\\)"),
+        "cut.jpg": (jpeg[: len(jpeg) * 2 // 3], "truncated JPEG \\(no end-of-image marker\\)"),
+        "cut-thumbnailed.jpg": (thumbnailed[: len(thumbnailed) * 2 // 3], "truncated JPEG"),
+        "header-only.jpg": (jpeg[:200], "truncated JPEG|corrupt"),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(bad_images()))
+def test_bad_images_raise_one_line_errors_naming_the_file(tmp_path, name):
+    content, cause = bad_images()[name]
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ImageError, match=cause) as caught:
+        preprocess.read_image(path)
+    assert str(caught.value).startswith(str(path)) and "\n" not in str(caught.value)
+
+
+def test_missing_file_and_folder_are_errors(tmp_path):
+    with pytest.raises(ImageError, match="file not found"):
+        preprocess.read_image(tmp_path / "missing.jpg")
+    with pytest.raises(ImageError, match="is a folder"):
+        preprocess.read_image(tmp_path)
+
+
+def test_data_after_the_end_marker_is_accepted(tmp_path):
+    # Motion photos append a video after the JPEG's end-of-image marker.
+    path = tmp_path / "motion.jpg"
+    path.write_bytes(encode(random_image(), ".jpg") + b"\x00\x00\x00\x18ftypmp42" + bytes(1000))
+    assert preprocess.read_image(path).shape == (300, 400, 3)
+    thumbnailed = jpeg_with_thumbnail_segment(encode(random_image(), ".jpg"), encode(random_image(32, 32), ".jpg"))
+    (tmp_path / "thumb.jpg").write_bytes(thumbnailed)
+    assert preprocess.read_image(tmp_path / "thumb.jpg").shape == (300, 400, 3)
+
+
+def png_bomb(path, side=30000):
+    """A real, decodable greyscale PNG of side x side black pixels (under 1 MB on disk)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    compressor = zlib.compressobj(9)
+    row = bytes(side + 1)  # filter byte + pixels
+    idat = b"".join(compressor.compress(row * 1000) for _ in range(side // 1000)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+def test_decompression_bomb_is_refused_from_the_header_without_allocating(tmp_path):
+    path = png_bomb(tmp_path / "bomb.png")
+    assert path.stat().st_size < 1_000_000
+    script = (
+        "import resource, sys\n"
+        "from alexft.preprocess import read_image\n"
+        "try:\n    read_image(sys.argv[1])\nexcept Exception as e:\n    print(e)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True)
+    message, peak_mib = result.stdout.strip().splitlines()
+    assert "bomb.png: refused before decoding" in message and "900000000 pixels" in message
+    assert int(peak_mib) < 500, f"peak memory {peak_mib} MiB: the image was decoded"
+
+
+def test_find_images_is_recursive_sorted_and_skips_hidden(tmp_path):
+    for relative in ["b/2.jpg", "b/1.PNG", "a.jpeg", "notes.txt", ".hidden/x.jpg", "b/._1.jpg"]:
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"x")
+    explicit = tmp_path / "notes.txt"
+    found = preprocess.find_images([tmp_path, explicit])
+    assert found == [tmp_path / "a.jpeg", tmp_path / "b/1.PNG", tmp_path / "b/2.jpg", explicit]

@@ -1,0 +1,96 @@
+"""Where weights come from, and the download into the cache (against a local HTTP server)."""
+import hashlib
+import logging
+
+import pytest
+
+from alexft import sources, weights
+from alexft.errors import WeightsError
+from http_server import serving
+
+
+@pytest.fixture(scope="module")
+def canonical_bytes(canonical_weights_file):
+    return canonical_weights_file.read_bytes()
+
+
+def test_lookup_order_env_then_working_tree_then_cache(tmp_path, monkeypatch):
+    cache_file = sources.cache_dir() / "bvlc_alexnet.npy"
+    cache_file.parent.mkdir(parents=True)
+    cache_file.write_bytes(b"x")
+    assert sources.resolve_weights(download=False) == cache_file
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "bvlc_alexnet.npy").write_bytes(b"x")
+    assert sources.resolve_weights(download=False).resolve() == (tmp_path / "weights" / "bvlc_alexnet.npy")
+    chosen = tmp_path / "chosen.npy"
+    chosen.write_bytes(b"x")
+    monkeypatch.setenv("ALEXFT_WEIGHTS", str(chosen))
+    assert sources.resolve_weights(download=False) == chosen
+    explicit = tmp_path / "explicit.npz"
+    explicit.write_bytes(b"x")
+    assert sources.resolve_weights(explicit) == explicit
+
+
+def test_named_files_that_do_not_exist_are_errors(tmp_path, monkeypatch):
+    with pytest.raises(WeightsError, match="nope.npz: weights file not found"):
+        sources.resolve_weights(tmp_path / "nope.npz")
+    monkeypatch.setenv("ALEXFT_WEIGHTS", str(tmp_path / "gone.npy"))
+    with pytest.raises(WeightsError, match=r"gone.npy: weights file not found \(named by \$ALEXFT_WEIGHTS\)"):
+        sources.resolve_weights()
+
+
+def test_missing_weights_are_downloaded_into_the_cache(canonical_bytes, monkeypatch, caplog):
+    with serving({"/bvlc_alexnet.npy": ("ok", canonical_bytes)}) as url:
+        monkeypatch.setenv("ALEXFT_WEIGHTS_URL", f"{url}/bvlc_alexnet.npy")
+        monkeypatch.setenv("ALEXFT_WEIGHTS_SHA256", hashlib.sha256(canonical_bytes).hexdigest())
+        with caplog.at_level(logging.WARNING, logger="alexft"):
+            path = sources.resolve_weights(progress=False)
+    assert path == sources.cache_dir() / "bvlc_alexnet.npy"
+    assert path.read_bytes() == canonical_bytes
+    assert "downloading" in caplog.text and str(path) in caplog.text
+    assert weights.load(path).num_classes == 1000
+    assert sorted(p.name for p in path.parent.iterdir()) == ["bvlc_alexnet.npy"]
+
+
+@pytest.mark.parametrize(
+    "mode, body, sha256, cause",
+    [
+        ("ok", b"<!DOCTYPE html><html>mirror moved</html>", None, "HTML/XML page"),
+        ("drop", None, None, "connection closed after"),
+        ("ok", None, "0" * 64, "SHA-256 is .*, expected 0000"),
+        ("ok", None, None, None),  # control: the same route works when nothing is wrong
+    ],
+    ids=["html", "dropped", "wrong-hash", "control"],
+)
+def test_a_bad_download_leaves_nothing_behind(canonical_bytes, monkeypatch, mode, body, sha256, cause):
+    body = canonical_bytes if body is None else body
+    target = sources.cache_dir() / "bvlc_alexnet.npy"
+    with serving({"/w.npy": (mode, body)}) as url:
+        monkeypatch.setenv("ALEXFT_WEIGHTS_URL", f"{url}/w.npy")
+        if sha256:
+            monkeypatch.setenv("ALEXFT_WEIGHTS_SHA256", sha256)
+        if cause is None:
+            assert sources.resolve_weights(progress=False) == target
+            return
+        with pytest.raises(WeightsError, match=cause) as caught:
+            sources.resolve_weights(progress=False)
+    assert "Put bvlc_alexnet.npy at" in str(caught.value) and str(target) in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert list(target.parent.iterdir()) == []
+
+
+def test_without_network_the_error_says_where_to_put_the_file():
+    # ALEXFT_WEIGHTS_URL points at a closed local port (see conftest).
+    with pytest.raises(WeightsError) as caught:
+        sources.resolve_weights(progress=False)
+    message = str(caught.value)
+    assert "download failed" in message
+    assert str(sources.cache_dir() / "bvlc_alexnet.npy") in message and "weights/bvlc_alexnet.npy" in message
+    assert "--weights" in message and "ALEXFT_WEIGHTS" in message
+
+
+def test_http_error_is_reported(monkeypatch):
+    with serving({}) as url:
+        monkeypatch.setenv("ALEXFT_WEIGHTS_URL", f"{url}/missing.npy")
+        with pytest.raises(WeightsError, match="server answered 404"):
+            sources.resolve_weights(progress=False)
