@@ -110,3 +110,14 @@ def test_installed_command_runs_in_a_fresh_process(canonical_weights_file, tmp_p
         f"error: {broken}: truncated JPEG (no end-of-image marker)",
         "alexft: 1 of 2 inputs could not be classified",
     ]
+
+
+def test_progress_bar_on_stderr_keeps_stdout_clean(tmp_path, canonical_weights_file):
+    for index in range(10):
+        shutil.copy(photo_paths()["camera"], tmp_path / f"{index}.png")
+    result = run("classify", tmp_path, "--json", "--progress", "--batch-size", 4, "--weights", canonical_weights_file)
+    assert result.exit_code == 0
+    assert "10/10" in result.stderr and "img/s" in result.stderr
+    assert len([json.loads(line) for line in result.stdout.splitlines()]) == 10
+    quiet = run("classify", tmp_path, "--json", "--batch-size", 4, "--weights", canonical_weights_file)
+    assert "img/s" not in quiet.stderr  # not a terminal: no bar unless asked
