@@ -67,12 +67,13 @@ def caffe_initializers(name, seed=None):
     return keras.initializers.RandomNormal(stddev=stddev, seed=seed), keras.initializers.Constant(bias)
 
 
-def build_alexnet(num_classes=arch.IMAGENET_CLASSES, seed=None):
-    """Build AlexNet with layers named conv1..conv5, fc6..fc8; outputs logits.
+def build_alexnet(num_classes=arch.IMAGENET_CLASSES, seed=None, dropout=arch.DROPOUT_RATE, dtype=None):
+    """Build AlexNet with layers named conv1..conv5, fc6..fc8; outputs float32 logits.
 
     Input: a batch of 227x227 BGR, mean-subtracted float images (see `preprocess`).
     Weights start with Caffe's random init (seeded by `seed`); use `weights.assign` to load.
-    Dropout (on fc6 and fc7) is active only when the model is called with training=True.
+    Dropout (on fc6 and fc7, rate `dropout`) is active only when called with training=True.
+    `dtype`: a Keras dtype policy such as "mixed_float16" (variables stay float32).
     """
     inputs = keras.Input((arch.INPUT_SIZE, arch.INPUT_SIZE, 3), name="image")
     x = inputs
@@ -80,24 +81,39 @@ def build_alexnet(num_classes=arch.IMAGENET_CLASSES, seed=None):
         layer_seed = None if seed is None else seed + index
         kernel_init, bias_init = caffe_initializers(name, layer_seed)
         if isinstance(spec, arch.Conv):
-            x = GroupedConv2D(spec, kernel_init, bias_init, name=name)(x)
+            x = GroupedConv2D(spec, kernel_init, bias_init, name=name, dtype=dtype)(x)
             if spec.lrn:
-                x = LocalResponseNorm(name=f"norm{name[-1]}")(x)
+                x = LocalResponseNorm(name=f"norm{name[-1]}", dtype=dtype)(x)
             if spec.pool:
-                x = keras.layers.MaxPooling2D(3, 2, name=f"pool{name[-1]}")(x)
+                x = keras.layers.MaxPooling2D(3, 2, name=f"pool{name[-1]}", dtype=dtype)(x)
         else:
             if name == "fc6":
-                x = keras.layers.Flatten(name="flatten")(x)  # (h, w, c) order, as the file's fc6
+                x = keras.layers.Flatten(name="flatten", dtype=dtype)(x)  # (h, w, c) order, as the file's fc6
             activation = "relu" if spec.relu else None
             units = spec.outputs or num_classes
             x = keras.layers.Dense(
-                units, activation=activation, kernel_initializer=kernel_init, bias_initializer=bias_init, name=name
+                units, activation=activation, kernel_initializer=kernel_init, bias_initializer=bias_init,
+                name=name, dtype=dtype,
             )(x)
             if spec.dropout:
-                x = keras.layers.Dropout(arch.DROPOUT_RATE, seed=layer_seed, name=f"drop{name[2:]}")(x)
+                x = keras.layers.Dropout(dropout, seed=layer_seed, name=f"drop{name[2:]}", dtype=dtype)(x)
     # Logits are float32 even under a mixed-precision policy, so softmax and loss stay exact.
     outputs = keras.layers.Activation("linear", dtype="float32", name="logits")(x)
     return keras.Model(inputs, outputs, name="alexnet")
+
+
+def head(model, after):
+    """A model from `after`'s output to the logits, sharing `model`'s layers (and weights).
+
+    Used to train the top layers on cached features of the frozen part below them.
+    """
+    names = [layer.name for layer in model.layers]
+    start = names.index(after) + 1
+    inputs = keras.Input(model.get_layer(after).output.shape[1:], name=f"{after}_features")
+    x = inputs
+    for layer in model.layers[start:]:
+        x = layer(x)
+    return keras.Model(inputs, x, name=f"alexnet_above_{after}")
 
 
 def truncated(model, layer):

@@ -19,7 +19,7 @@ CANONICAL_SHAPES = {
 
 # Gains so that, on mean-subtracted pixels (std ~60), activations stay of order one and the
 # softmax is neither flat nor saturated: then probability comparisons mean something.
-GAINS = {"conv1": 1 / 64, "fc8": 0.5}
+GAINS = {"conv1": 1 / 64, "fc7": 0.1, "fc8": 5}
 
 
 def random_params(seed=0, num_classes=1000):
@@ -51,3 +51,24 @@ def photo_paths():
         "china": sklearn_dir / "china.jpg",
         "flower": sklearn_dir / "flower.jpg",
     }
+
+
+def write_digits_folder(root, per_class=20, size=64, seed=0):
+    """scikit-learn's handwritten digits (real data) as a folder of PNGs, one sub-folder per digit.
+
+    The 8x8 images (0-16) are scaled to 0-255, upscaled to `size` and drawn dark on light.
+    """
+    import cv2
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    rng = np.random.default_rng(seed)
+    for label in range(10):
+        members = rng.permutation(np.flatnonzero(digits.target == label))[:per_class]
+        folder = Path(root) / f"digit_{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for index in members:
+            image = (255 - digits.images[index] * (255 / 16)).astype(np.uint8)
+            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_NEAREST)
+            cv2.imwrite(str(folder / f"{index:04d}.png"), image)
+    return Path(root)

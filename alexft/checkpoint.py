@@ -1,0 +1,65 @@
+"""Atomic, pickle-free training checkpoints.
+
+One `.npz` holds the trained variables (current and best), the optimizer's variables, the
+dropout RNG states and a JSON record (epoch, step, history, config, class names). It is
+written to a temporary file, fsynced and renamed, so a kill at any moment leaves the
+previous checkpoint intact, and a temporary file is never taken for a checkpoint.
+"""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import AlexftError
+
+
+class CheckpointError(AlexftError, ValueError):
+    """A checkpoint is missing, unreadable, or belongs to another configuration."""
+
+
+def write_atomic(path, write):
+    """Call write(handle) on a temporary file beside `path`, fsync, then rename over `path`."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+        _fsync_folder(path.parent)
+    except OSError as error:
+        raise CheckpointError(f"{path}: could not be written ({error.strerror or error}); the previous file is intact") from None
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def _fsync_folder(folder):
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def save(path, record, arrays):
+    """Write `record` (JSON-able dict) and `arrays` ({name: ndarray}) atomically."""
+    payload = dict(arrays)
+    payload["record"] = np.array(json.dumps(record))
+    return write_atomic(path, lambda handle: np.savez(handle, **payload))
+
+
+def load(path):
+    """Return (record, arrays) from a checkpoint written by `save`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint to resume from")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files if key != "record"}
+            record = json.loads(str(archive["record"]))
+    except (OSError, ValueError, KeyError, EOFError) as error:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({error})") from None
+    return record, arrays

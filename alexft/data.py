@@ -1,0 +1,136 @@
+"""Image folders with one sub-folder per class: listing, splits, broken files, tf.data.
+
+Listing reads no image, so a run over a large folder starts at once and memory does not
+grow with the number of files; images are decoded as the pipeline streams them.
+"""
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import AlexftError, ImageError
+from .preprocess import _images_below, resize_and_subtract_mean, read_image
+
+
+class DataError(AlexftError, ValueError):
+    """The dataset's layout cannot be used (no classes, an empty class, too many broken files)."""
+
+
+@dataclass
+class LabelledFiles:
+    paths: list
+    labels: np.ndarray  # int32 class indices
+
+    def __len__(self):
+        return len(self.paths)
+
+    def subset(self, indices):
+        return LabelledFiles([self.paths[i] for i in indices], self.labels[indices])
+
+
+@dataclass
+class Dataset:
+    class_names: list
+    train: LabelledFiles
+    val: LabelledFiles  # may be empty
+
+
+def class_folders(root):
+    """Sorted names of the non-hidden sub-folders of `root`."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder")
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def list_labelled(root, class_names):
+    """Every image below root/<class>/ (recursively), labelled by the class's index."""
+    root = Path(root)
+    paths, labels = [], []
+    for index, name in enumerate(class_names):
+        folder = root / name
+        files = _images_below(folder) if folder.is_dir() else []
+        if not files:
+            raise DataError(f"{folder}: class folder has no images")
+        paths.extend(files)
+        labels.extend([index] * len(files))
+    return LabelledFiles(paths, np.array(labels, np.int32))
+
+
+def stratified_split(labels, fraction, seed):
+    """Indices (train, val): each class gives round(fraction * n) images to validation
+    (at least one when it has two or more and fraction > 0), chosen by a seeded shuffle."""
+    rng = np.random.default_rng([seed, 0x5EED])
+    train, val = [], []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        rng.shuffle(members)
+        count = int(round(fraction * len(members)))
+        if fraction > 0 and len(members) >= 2:
+            count = min(max(count, 1), len(members) - 1)
+        val.extend(members[:count])
+        train.extend(members[count:])
+    return np.sort(np.array(train, int)), np.sort(np.array(val, int))
+
+
+def load_dataset(data_dir, val_dir=None, val_split=0.1, seed=0):
+    """Class names and train/val file lists.
+
+    Layout: DATA_DIR/<class>/..., or DATA_DIR/train/<class> and DATA_DIR/val/<class> when both
+    exist, or a separate `val_dir`. Classes are sorted by folder name.
+    """
+    data_dir = Path(data_dir)
+    if val_dir is None and (data_dir / "train").is_dir() and (data_dir / "val").is_dir():
+        data_dir, val_dir = data_dir / "train", data_dir / "val"
+    class_names = class_folders(data_dir)
+    if not class_names:
+        raise DataError(f"{data_dir}: no class sub-folders; expected {data_dir}/<class name>/<images>")
+    if len(class_names) < 2:
+        raise DataError(f"{data_dir}: only one class ({class_names[0]}); fine-tuning needs at least two")
+    train = list_labelled(data_dir, class_names)
+    if val_dir is not None:
+        val_classes = class_folders(val_dir)
+        unknown = sorted(set(val_classes) - set(class_names))
+        if unknown:
+            raise DataError(f"{val_dir}: class folder(s) {', '.join(unknown)} not among the training classes")
+        val = list_labelled(val_dir, val_classes)
+        val.labels = np.array([class_names.index(val_classes[i]) for i in val.labels], np.int32)
+        return Dataset(class_names, train, val)
+    train_idx, val_idx = stratified_split(train.labels, val_split, seed)
+    return Dataset(class_names, train.subset(train_idx), train.subset(val_idx))
+
+
+class BrokenFiles:
+    """A thread-safe ledger of files that could not be used, with a tolerance."""
+
+    def __init__(self, max_fraction=0.1):
+        self.max_fraction = max_fraction
+        self.errors = {}
+        self._lock = threading.Lock()
+
+    def add(self, path, message):
+        with self._lock:
+            self.errors[str(path)] = message
+
+    def check(self, total):
+        """Raise DataError when more than `max_fraction` of `total` files are broken."""
+        if total and len(self.errors) > self.max_fraction * total:
+            example = next(iter(self.errors.values()))
+            raise DataError(
+                f"{len(self.errors)} of {total} images are broken (over {self.max_fraction:.0%}); e.g. {example}"
+            )
+
+    def write(self, path):
+        rows = [{"path": p, "error": e} for p, e in sorted(self.errors.items())]
+        Path(path).write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def load_prepared(path, ledger):
+    """(256, 256, 3) float32 mean-subtracted image, or None (recorded in the ledger) if broken."""
+    try:
+        return resize_and_subtract_mean(read_image(path))
+    except ImageError as error:
+        ledger.add(path, str(error))
+        return None

@@ -1,0 +1,64 @@
+"""Where training runs: a device name, a tf.distribute strategy, the precision policy."""
+import tensorflow as tf
+
+from .errors import AlexftError
+
+
+class DeviceError(AlexftError, ValueError):
+    """A device or strategy was asked for that this machine does not have."""
+
+
+def resolve_device(name="auto"):
+    """'auto' | 'cpu' | 'gpu' | 'gpu:N' -> a TF device string such as '/GPU:0'."""
+    gpus = tf.config.list_logical_devices("GPU")
+    name = name.lower()
+    if name == "auto":
+        return gpus[0].name if gpus else "/CPU:0"
+    if name == "cpu":
+        return "/CPU:0"
+    kind, _, number = name.partition(":")
+    if kind == "gpu" and (number.isdigit() or not number):
+        index = int(number or 0)
+        if not gpus:
+            raise DeviceError(f"--device {name}: TensorFlow sees no GPU on this machine (is the CUDA build installed? `pip install tensorflow[and-cuda]`)")
+        if not 0 <= index < len(gpus):
+            raise DeviceError(f"--device {name}: there are {len(gpus)} GPU(s), numbered 0 to {len(gpus) - 1}")
+        return f"/GPU:{index}"
+    raise DeviceError(f"--device {name}: expected auto, cpu, gpu or gpu:N")
+
+
+def make_strategy(strategy="auto", device="auto"):
+    """'one': the resolved device; 'mirrored': data-parallel over all local GPUs (over the
+    logical CPUs where there is no GPU); 'auto': mirrored when several GPUs and --device auto."""
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    if strategy == "auto":
+        strategy = "mirrored" if len(gpus) > 1 and device == "auto" else "one"
+    if strategy == "one":
+        return tf.distribute.OneDeviceStrategy(resolve_device(device))
+    if strategy == "mirrored":
+        devices = gpus or [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+    raise DeviceError(f"--strategy {strategy}: expected auto, one or mirrored")
+
+
+def uses_gpu(strategy):
+    return any("GPU" in device.upper() for device in strategy.extended.worker_devices)
+
+
+def precision_policy(mixed_precision, strategy):
+    """'mixed_float16' (float16 compute, float32 variables, loss and softmax) or 'float32'.
+
+    Mixed precision is on by default on GPUs, off on CPUs (where float16 is slower).
+    """
+    if mixed_precision is None:
+        mixed_precision = uses_gpu(strategy)
+    return "mixed_float16" if mixed_precision else "float32"
+
+
+def split_cpu(count):
+    """Split the CPU into `count` logical devices (to try multi-device code without GPUs).
+
+    Must run before TensorFlow initialises its devices.
+    """
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
