@@ -124,5 +124,73 @@ def _print_result(result, as_json):
             click.echo(f"  {prediction['probability']:7.2%}  {prediction['label']}")
 
 
+def _layer_list(ctx, param, value):
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    return "all" if names == ["all"] else names
+
+
+@main.command()
+@click.argument("data_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@weights_option
+@click.option("--skip", default="fc8", show_default=True, callback=_layer_list, help="Layers not loaded from the weights (fresh init), comma-separated.")
+@click.option("--train", "train_layers", default=None, callback=_layer_list, help="Layers that learn, comma-separated, or 'all'. Default: the skipped ones.")
+@click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--lr", default=0.001, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Base learning rate (fresh layers 10x, biases 2x).")
+@click.option("--val-dir", type=click.Path(path_type=Path, exists=True, file_okay=False), help="Validation class folders (default: DATA_DIR/val if present).")
+@click.option("--val-split", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="Fraction held out per class when there is no validation folder.")
+@click.option("--ten-crop", is_flag=True, help="Validate on the average of Caffe's ten crops (default: centre crop).")
+@click.option("--output", type=click.Path(path_type=Path, file_okay=False), help="Run folder. Default: runs/<timestamp>.")
+@click.option("--resume", is_flag=True, help="Continue the run in --output from its last checkpoint.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, gpu or gpu:N.")
+@click.option("--strategy", default="auto", show_default=True, type=click.Choice(["auto", "one", "mirrored"]))
+@click.option("--mixed-precision/--no-mixed-precision", default=None, help="float16 compute. Default: on for GPUs, off for CPUs.")
+@click.option("--cache/--no-cache", default=True, show_default=True, help="Train the top layers on cached features of the frozen part.")
+@click.option("--dropout", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True))
+@click.option("--max-broken", default=0.1, show_default=True, type=click.FloatRange(0, 1), help="Stop when more than this fraction of images is broken.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final metrics as one JSON object.")
+@progress_option
+@_fail_cleanly
+def finetune(data_dir, weights, skip, train_layers, epochs, batch_size, lr, val_dir, val_split, ten_crop, output,
+             resume, seed, device, strategy, mixed_precision, cache, dropout, max_broken, as_json, progress):
+    """Fine-tune AlexNet on DATA_DIR/<class>/<images> (or DATA_DIR/train + DATA_DIR/val).
+
+    Writes model.npz (best by validation accuracy), model_last.npz, history.csv, curves.png,
+    config.json, classes.json, TensorBoard logs and checkpoint.npz into the run folder.
+    """
+    with _tensorflow_quiet():
+        from alexft.train import TrainingInterrupted, finetune as run_finetune
+    try:
+        summary = run_finetune(
+            data_dir, weights=weights, skip=skip, train=train_layers, epochs=epochs, batch_size=batch_size, lr=lr,
+            val_dir=val_dir, val_split=val_split, ten_crop_val=ten_crop, output=output, resume=resume, seed=seed,
+            device=device, strategy=strategy, mixed_precision=mixed_precision, cache=cache, dropout=dropout,
+            max_broken=max_broken, progress=progress,
+        )
+    except TrainingInterrupted as interrupted:
+        click.echo(f"alexft: {interrupted}", err=True)
+        sys.exit(128 + interrupted.signal_number)
+    except KeyboardInterrupt:  # before the first epoch started: there is nothing to save yet
+        click.echo("alexft: interrupted before training started; nothing was saved", err=True)
+        sys.exit(130)
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        click.echo(_describe_summary(summary))
+
+
+def _describe_summary(summary):
+    lines = [f"run folder: {summary['run']}", f"epochs: {summary['epochs']} (best: {summary['best_epoch']})"]
+    lines.append(f"train: {summary['train_images']} images, loss {summary['train_loss']:.4f}, accuracy {summary['train_accuracy']:.3f}")
+    if summary["val_accuracy"] is not None:
+        lines.append(f"val: {summary['val_images']} images, loss {summary['val_loss']:.4f}, accuracy {summary['val_accuracy']:.3f}")
+    if summary["broken_files"]:
+        lines.append(f"broken files skipped: {summary['broken_files']} (listed in broken_files.json)")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     main()

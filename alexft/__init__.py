@@ -33,6 +33,8 @@ _EXPORTS = {
     "predict_files": "predict",
     "classify": "predict",
     "top_k": "predict",
+    "finetune": "train",
+    "load_dataset": "data",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AlexftError, ImageError
-from .preprocess import _images_below, resize_and_subtract_mean, read_image
+from .preprocess import images_below, resize_and_subtract_mean, read_image
 
 
 class DataError(AlexftError, ValueError):
@@ -51,7 +51,7 @@ def list_labelled(root, class_names):
     paths, labels = [], []
     for index, name in enumerate(class_names):
         folder = root / name
-        files = _images_below(folder) if folder.is_dir() else []
+        files = images_below(folder) if folder.is_dir() else []
         if not files:
             raise DataError(f"{folder}: class folder has no images")
         paths.extend(files)

@@ -157,13 +157,14 @@ def find_images(paths):
     found = []
     for path in map(Path, paths):
         if path.is_dir():
-            found.extend(_images_below(path))
+            found.extend(images_below(path))
         else:
             found.append(path)
     return found
 
 
-def _images_below(folder):
+def images_below(folder):
+    """Image files below `folder`, recursively, sorted; hidden files and folders skipped."""
     images = []
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder)

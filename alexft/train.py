@@ -247,7 +247,7 @@ class Trainer:
     def _prepare_data(self):
         train, val = self.dataset.train, self.dataset.val
         if self.cache_after:
-            prefix = truncated(self.model, self.cache_after)
+            prefix = truncated(self._float32_model(), self.cache_after)
             spill = self.run / "feature_cache"
             self.train_features, kept = view_features(
                 prefix, train.paths, self.ledger, memory_budget=self.cache_memory, spill_path=spill / "train.npy",
@@ -263,6 +263,15 @@ class Trainer:
             self.train_count = len(train)
         if self.train_count == 0:
             raise DataError("no usable training images")
+
+    def _float32_model(self):
+        """The model itself, or under mixed precision a float32 copy: the cache is computed
+        once, so float16 would save little there and cost every epoch accuracy."""
+        if self.policy == "float32":
+            return self.model
+        copy = build_alexnet(len(self.dataset.class_names))
+        weights_io.assign(copy, weights_io.from_model(self.model))
+        return copy
 
     def _train_batches(self, epoch, skip_batches):
         order, views = epoch_plan(self.train_count, self.config["seed"], epoch)

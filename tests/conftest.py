@@ -11,6 +11,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fixtures import random_params  # noqa: E402
 from py2pickle import write_python2_npy  # noqa: E402
 
+# Two logical CPU devices, so multi-device code (MirroredStrategy) runs without GPUs.
+# TensorFlow only accepts this before it initialises its devices, i.e. at collection.
+from alexft.devices import split_cpu  # noqa: E402
+
+split_cpu(2)
+
 # Read before any test isolates the environment.
 REAL_WEIGHTS = os.environ.get("ALEXFT_WEIGHTS")
 
@@ -25,6 +31,22 @@ def canonical_params():
 def canonical_weights_file(tmp_path_factory, canonical_params):
     """A full-size (233 MB) bvlc_alexnet.npy written as Python 2's numpy wrote it."""
     return write_python2_npy(tmp_path_factory.mktemp("weights") / "bvlc_alexnet.npy", canonical_params)
+
+
+@pytest.fixture(scope="session")
+def digits_folder(tmp_path_factory):
+    """scikit-learn's digits as class folders: 30 images per digit."""
+    from fixtures import write_digits_folder
+
+    return write_digits_folder(tmp_path_factory.mktemp("digits") / "data", per_class=30)
+
+
+@pytest.fixture(scope="session")
+def small_digits_folder(tmp_path_factory):
+    """6 images per digit: enough for runs that test mechanics rather than accuracy."""
+    from fixtures import write_digits_folder
+
+    return write_digits_folder(tmp_path_factory.mktemp("digits_small") / "data", per_class=6, seed=1)
 
 
 @pytest.fixture(scope="session")

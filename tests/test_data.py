@@ -1,0 +1,67 @@
+"""Class folders, splits and the broken-file ledger (no TensorFlow needed)."""
+import numpy as np
+import pytest
+
+from alexft.data import BrokenFiles, DataError, load_dataset, stratified_split
+
+
+def make_tree(root, layout):
+    for relative in layout:
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    return root
+
+
+def test_classes_are_sorted_folder_names_and_files_are_recursive(tmp_path):
+    make_tree(tmp_path, ["zebra/a.jpg", "ant/x/b.png", "ant/c.jpg", "ant/notes.txt", ".git/d.jpg"])
+    dataset = load_dataset(tmp_path, val_split=0)
+    assert dataset.class_names == ["ant", "zebra"]
+    assert [p.relative_to(tmp_path).as_posix() for p in dataset.train.paths] == ["ant/c.jpg", "ant/x/b.png", "zebra/a.jpg"]
+    assert dataset.train.labels.tolist() == [0, 0, 1] and len(dataset.val) == 0
+
+
+def test_train_and_val_subfolders_are_used_and_matched_by_name(tmp_path):
+    make_tree(tmp_path, ["train/cat/1.jpg", "train/dog/2.jpg", "val/dog/3.jpg"])
+    dataset = load_dataset(tmp_path)
+    assert dataset.class_names == ["cat", "dog"]
+    assert dataset.val.labels.tolist() == [1]
+    make_tree(tmp_path, ["val/cow/4.jpg"])
+    with pytest.raises(DataError, match="cow not among the training classes"):
+        load_dataset(tmp_path)
+
+
+def test_stratified_split_is_seeded_and_keeps_every_class_in_both():
+    labels = np.repeat(np.arange(3), [10, 4, 2])
+    train, val = stratified_split(labels, 0.25, seed=7)
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(16))
+    assert [int((labels[val] == c).sum()) for c in range(3)] == [2, 1, 1]
+    assert all((labels[train] == c).any() for c in range(3))
+    again = stratified_split(labels, 0.25, seed=7)
+    assert np.array_equal(train, again[0]) and np.array_equal(val, again[1])
+    assert not np.array_equal(val, stratified_split(labels, 0.25, seed=8)[1])
+
+
+@pytest.mark.parametrize(
+    "layout, message",
+    [
+        ([], "no class sub-folders"),
+        (["only/a.jpg"], "only one class"),
+        (["cat/a.jpg", "dog/readme.txt"], "dog: class folder has no images"),
+    ],
+)
+def test_unusable_layouts_get_clear_errors(tmp_path, layout, message):
+    make_tree(tmp_path, layout)
+    with pytest.raises(DataError, match=message):
+        load_dataset(tmp_path)
+
+
+def test_broken_file_ledger_tolerates_a_fraction(tmp_path):
+    ledger = BrokenFiles(max_fraction=0.1)
+    ledger.add("a.jpg", "a.jpg: truncated JPEG")
+    ledger.check(10)  # 1 of 10 is within 10%
+    ledger.add("b.jpg", "b.jpg: empty file")
+    with pytest.raises(DataError, match="2 of 10 images are broken"):
+        ledger.check(10)
+    ledger.write(tmp_path / "broken.json")
+    assert "b.jpg: empty file" in (tmp_path / "broken.json").read_text()

@@ -1,0 +1,271 @@
+"""Fine-tuning on scikit-learn's digits with generated base weights."""
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from alexft import weights
+from alexft.devices import DeviceError, resolve_device
+from alexft.model import build_alexnet, head, truncated
+from alexft.preprocess import image_views
+from alexft.train import TrainingError, finetune
+from cli import main
+from test_preprocess import bad_images
+
+FROZEN = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"]
+
+
+def quiet(message):
+    pass
+
+
+@pytest.fixture(scope="module")
+def fc8_run(digits_folder, canonical_weights_file, tmp_path_factory):
+    """The common case: fc8 retrained on cached fc7 features of the ten crops."""
+    output = tmp_path_factory.mktemp("runs") / "fc8"
+    summary = finetune(digits_folder, weights=canonical_weights_file, epochs=30, batch_size=16, val_split=0.2,
+                       output=output, progress=False, log=quiet)
+    return summary, output
+
+
+def read_history(run):
+    with open(run / "history.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_fc8_learns_the_digits_far_above_chance(fc8_run):
+    summary, _ = fc8_run
+    assert summary["cached"] and summary["epochs"] == 30
+    assert summary["val_images"] == 60 and summary["train_images"] == 240
+    assert summary["val_accuracy"] > 0.5, summary  # chance is 0.1
+
+
+def test_frozen_layers_are_bit_identical_to_the_input_file(fc8_run, canonical_params):
+    _, run = fc8_run
+    for name in ("model.npz", "model_last.npz"):
+        saved = weights.load(run / name)
+        assert saved.class_names == [f"digit_{d}" for d in range(10)]
+        for layer in FROZEN:
+            assert np.array_equal(saved.params[layer][0], canonical_params[layer][0]), layer
+            assert np.array_equal(saved.params[layer][1], canonical_params[layer][1]), layer
+        assert saved.params["fc8"][0].shape == (4096, 10)
+
+
+def test_run_folder_describes_the_run(fc8_run):
+    summary, run = fc8_run
+    history = read_history(run)
+    assert [int(row["epoch"]) for row in history] == list(range(1, 31))
+    assert float(history[-1]["lr"]) == pytest.approx(0.0001) and float(history[0]["lr"]) == pytest.approx(0.001)
+    best = max(history, key=lambda row: float(row["val_accuracy"]))
+    assert summary["best_epoch"] == int(best["epoch"])
+    config = json.loads((run / "config.json").read_text())
+    assert config["seed"] == 0 and config["train"] == ["fc8"] and config["skip"] == ["fc8"]
+    assert set(config["versions"]) >= {"alexft", "tensorflow", "numpy", "opencv", "python"}
+    assert json.loads((run / "classes.json").read_text())[3] == "digit_3"
+    assert json.loads((run / "broken_files.json").read_text()) == []
+    curves = cv2.imread(str(run / "curves.png"))
+    assert curves is not None and curves.shape[:2] == (400, 1000)
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(run / "tensorboard"))
+    assert not [p for p in run.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_best_model_is_the_best_epoch(fc8_run):
+    summary, run = fc8_run
+    best, last = weights.load(run / "model.npz"), weights.load(run / "model_last.npz")
+    if summary["best_epoch"] != summary["epochs"]:
+        assert not np.array_equal(best.params["fc8"][0], last.params["fc8"][0])
+
+
+def test_cached_and_full_paths_give_the_same_loss_for_the_same_view(canonical_weights_file, digits_folder):
+    model = build_alexnet(num_classes=10, seed=1)
+    weights.assign(model, weights.load(canonical_weights_file), skip=("fc8",))
+    paths = sorted(digits_folder.glob("digit_*/*.png"))[::37][:4]
+    labels = np.array([int(p.parent.name[-1]) for p in paths])
+    views = np.stack([image_views(p, ten_crop=True) for p in paths])  # (4, 10, 227, 227, 3)
+    for after in ("fc7", "fc6", "pool5"):
+        cached = truncated(model, after).predict(views.reshape(-1, 227, 227, 3), verbose=0)
+        cached = cached.reshape((4, 10) + cached.shape[1:])
+        top = head(model, after)
+        for view in (0, 4, 7):
+            full_logits = model(views[:, view], training=False).numpy()
+            cached_logits = top(cached[:, view], training=False).numpy()
+            np.testing.assert_allclose(cached_logits, full_logits, rtol=1e-4, atol=1e-4)
+            full_loss = cross_entropy(full_logits, labels)
+            assert cross_entropy(cached_logits, labels) == pytest.approx(full_loss, rel=1e-5)
+
+
+def cross_entropy(logits, labels):
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return float(-log_probabilities[np.arange(len(labels)), labels].mean())
+
+
+def test_full_path_trains_fc7_and_fc8_with_ten_crop_validation(small_digits_folder, canonical_weights_file, tmp_path, canonical_params):
+    summary = finetune(small_digits_folder, weights=canonical_weights_file, train=["fc7", "fc8"], epochs=2, batch_size=8,
+                       val_split=0.2, ten_crop_val=True, cache=False, output=tmp_path / "run", progress=False, log=quiet)
+    assert not summary["cached"] and summary["epochs"] == 2
+    assert np.isfinite(summary["train_loss"]) and 0 <= summary["val_accuracy"] <= 1
+    saved = weights.load(tmp_path / "run" / "model_last.npz")
+    assert np.array_equal(saved.params["fc6"][0], canonical_params["fc6"][0])
+    assert not np.array_equal(saved.params["fc7"][0], canonical_params["fc7"][0])  # trained at 1x
+
+
+def test_broken_files_are_skipped_and_listed(small_digits_folder, canonical_weights_file, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(small_digits_folder, data)
+    for name in ("cut.jpg", "empty.jpg"):
+        (data / "digit_3" / name).write_bytes(bad_images()[name][0])
+    summary = finetune(data, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0, output=tmp_path / "run",
+                       progress=False, log=quiet)
+    assert summary["broken_files"] == 2 and summary["train_images"] == 60
+    listed = json.loads((tmp_path / "run" / "broken_files.json").read_text())
+    assert sorted(os.path.basename(row["path"]) for row in listed) == ["cut.jpg", "empty.jpg"]
+    assert "truncated JPEG" in " ".join(row["error"] for row in listed)
+    with pytest.raises(TrainingError.__mro__[1], match="2 of 62 images are broken"):
+        finetune(data, weights=canonical_weights_file, epochs=1, val_split=0, output=tmp_path / "strict",
+                 max_broken=0.01, progress=False, log=quiet)
+
+
+def test_layer_choices_that_would_leave_random_layers_are_refused(small_digits_folder, canonical_weights_file, tmp_path):
+    with pytest.raises(TrainingError, match="--skip fc7 without training it would leave it random"):
+        finetune(small_digits_folder, weights=canonical_weights_file, skip=["fc7", "fc8"], train=["fc8"],
+                 output=tmp_path / "a", log=quiet)
+    with pytest.raises(TrainingError, match="unknown layer.s. fc9"):
+        finetune(small_digits_folder, weights=canonical_weights_file, train=["fc9"], output=tmp_path / "b", log=quiet)
+
+
+def test_mirrored_strategy_on_two_cpu_devices_matches_one_device(small_digits_folder, canonical_weights_file, tmp_path):
+    results = {}
+    for strategy in ("one", "mirrored"):
+        finetune(small_digits_folder, weights=canonical_weights_file, epochs=2, batch_size=8, dropout=0.0, val_split=0,
+                 strategy=strategy, output=tmp_path / strategy, progress=False, log=quiet)
+        results[strategy] = weights.load(tmp_path / strategy / "model_last.npz").params["fc8"]
+    initial = build_alexnet(num_classes=10, seed=0).get_layer("fc8").kernel.numpy()
+    assert not np.allclose(results["one"][0], initial, atol=1e-6)  # it trained
+    np.testing.assert_allclose(results["mirrored"][0], results["one"][0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(results["mirrored"][1], results["one"][1], rtol=1e-4, atol=1e-6)
+
+
+def test_mixed_precision_path_runs_on_cpu(small_digits_folder, canonical_weights_file, tmp_path):
+    # float16 kernels are slow on CPUs: train fc8 only, on float32-cached features, so the
+    # mixed-precision training step (float16 head, loss scaling) is what runs here.
+    summary = finetune(small_digits_folder, weights=canonical_weights_file, epochs=2, batch_size=8,
+                       val_split=0.2, mixed_precision=True, output=tmp_path / "run", progress=False, log=quiet)
+    assert np.isfinite(summary["train_loss"]) and np.isfinite(summary["val_loss"])
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["mixed_precision"] is True
+    saved = weights.load(tmp_path / "run" / "model_last.npz")  # variables stay float32
+    assert saved.params["fc8"][0].dtype == np.float32
+    initial = build_alexnet(num_classes=10, seed=0).get_layer("fc8").kernel.numpy()
+    assert not np.allclose(saved.params["fc8"][0], initial)  # the loss-scaled updates were applied
+    model = build_alexnet(num_classes=10, dtype="mixed_float16")
+    assert model.get_layer("conv2").compute_dtype == "float16" and model.get_layer("conv2").kernel.dtype == "float32"
+    assert model.get_layer("fc8").compute_dtype == "float16" and model.output.dtype == "float32"  # logits
+
+
+def test_asking_for_a_missing_gpu_is_a_clear_error():
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(DeviceError, match="TensorFlow sees no GPU"):
+        resolve_device("gpu")
+    with pytest.raises(DeviceError, match="expected auto, cpu, gpu or gpu:N"):
+        resolve_device("tpu")
+    assert resolve_device("auto") == "/CPU:0"
+
+
+def test_divergence_stops_with_a_clear_message(small_digits_folder, canonical_weights_file, tmp_path):
+    with pytest.raises(TrainingError, match="training diverged; lower --lr"):
+        finetune(small_digits_folder, weights=canonical_weights_file, epochs=3, batch_size=8, lr=1e12, val_split=0,
+                 output=tmp_path / "run", progress=False, log=quiet)
+    assert not (tmp_path / "run" / "model.npz").exists()
+
+
+def test_resume_refuses_a_different_configuration(small_digits_folder, canonical_weights_file, tmp_path):
+    finetune(small_digits_folder, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0,
+             output=tmp_path / "run", progress=False, log=quiet)
+    with pytest.raises(TrainingError, match=r"cannot resume with a different configuration \(train: was \[\"fc8\"\], now \[\"fc7\", \"fc8\"\]"):
+        finetune(small_digits_folder, weights=canonical_weights_file, train=["fc7", "fc8"], epochs=1, batch_size=8,
+                 val_split=0, output=tmp_path / "run", resume=True, progress=False, log=quiet)
+    with pytest.raises(TrainingError, match="already holds a run; pass --resume"):
+        finetune(small_digits_folder, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0,
+                 output=tmp_path / "run", progress=False, log=quiet)
+
+
+def test_python_api_and_cli_produce_the_same_run(small_digits_folder, canonical_weights_file, tmp_path):
+    finetune(small_digits_folder, weights=canonical_weights_file, epochs=2, batch_size=8, seed=3,
+             output=tmp_path / "api", progress=False, log=quiet)
+    result = CliRunner().invoke(main, ["finetune", str(small_digits_folder), "--weights", str(canonical_weights_file),
+                                       "--epochs", "2", "--batch-size", "8", "--seed", "3", "--output", str(tmp_path / "cli"),
+                                       "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["run"] == str(tmp_path / "cli")
+    api, cli = (weights.load(tmp_path / name / "model.npz") for name in ("api", "cli"))
+    for layer in api.params:
+        np.testing.assert_array_equal(api.params[layer][0], cli.params[layer][0])
+    strip = lambda run: [{k: v for k, v in row.items() if k != "seconds"} for row in read_history(run)]  # noqa: E731
+    assert strip(tmp_path / "api") == strip(tmp_path / "cli")
+    assert sorted(os.listdir(tmp_path / "api")) == sorted(os.listdir(tmp_path / "cli"))
+
+
+def cli_command(data, weights_file, output, epochs=6):
+    return [sys.executable, "-m", "cli", "finetune", str(data), "--weights", str(weights_file), "--epochs", str(epochs),
+            "--batch-size", "4", "--val-split", "0.2", "--output", str(output), "--json"]
+
+
+def run_cli(command):
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(__file__)))
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(small_digits_folder, canonical_weights_file, tmp_path_factory):
+    output = tmp_path_factory.mktemp("runs") / "uninterrupted"
+    result = run_cli(cli_command(small_digits_folder, canonical_weights_file, output))
+    assert result.returncode == 0, result.stderr
+    return output
+
+
+def interrupt_after_first_checkpoint(command, output, signal_number):
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(__file__)))
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 300
+    while not (output / "checkpoint.npz").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal_number)
+    stdout, stderr = process.communicate(timeout=300)
+    return process.returncode, stderr
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
+def test_resume_after_interruption_matches_an_uninterrupted_run(
+        signal_number, small_digits_folder, canonical_weights_file, tmp_path, uninterrupted_run):
+    output = tmp_path / "run"
+    command = cli_command(small_digits_folder, canonical_weights_file, output)
+    returncode, stderr = interrupt_after_first_checkpoint(command, output, signal_number)
+    assert returncode == (130 if signal_number == signal.SIGINT else -signal.SIGKILL), stderr
+    if signal_number == signal.SIGINT:
+        assert "continue with --resume" in stderr
+    assert not (output / "model.npz").exists()
+    assert [p.name for p in output.iterdir() if p.name.startswith(".")] in ([], [".history.csv.tmp"])
+    resumed = run_cli(command + ["--resume"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr
+    history, reference_history = read_history(output), read_history(uninterrupted_run)
+    assert [row["epoch"] for row in history] == [str(e) for e in range(1, 7)]
+    for row, expected in zip(history, reference_history):
+        assert float(row["train_loss"]) == pytest.approx(float(expected["train_loss"]), rel=1e-4)
+        assert float(row["val_accuracy"]) == pytest.approx(float(expected["val_accuracy"]))
+    final, expected = (weights.load(run / "model_last.npz").params["fc8"][0] for run in (output, uninterrupted_run))
+    np.testing.assert_allclose(final, expected, rtol=1e-4, atol=1e-6)
