@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import architecture as arch
-from .predict import _chunks, _map_ahead
+from .pipeline import chunks, map_ahead
 from .errors import ImageError
 from .preprocess import read_image, resize_and_subtract_mean, ten_crops
 from .progress import progress_bar
@@ -27,9 +27,9 @@ def view_features(prefix, paths, ledger, batch_size=32, memory_budget=2 << 30, s
     feature_shape = tuple(prefix.output.shape[1:])
     features = _allocate((len(paths), VIEWS) + feature_shape, memory_budget, spill_path)
     kept = []
-    loaded = _map_ahead(lambda index: (index, _views_or_none(paths[index], ledger)), range(len(paths)), None, 2 * batch_size)
+    loaded = map_ahead(lambda index: (index, _views_or_none(paths[index], ledger)), range(len(paths)), None, 2 * batch_size)
     with progress_bar(len(paths), progress, unit="img", desc=desc) as bar:
-        for chunk in _chunks(loaded, batch_size):
+        for chunk in chunks(loaded, batch_size):
             good = [(index, views) for index, views in chunk if views is not None]
             if good:
                 output = run(np.concatenate([views for _, views in good])).numpy()

@@ -3,9 +3,6 @@
 Images are decoded on a thread pool a couple of batches ahead of the network, so decoding
 overlaps with compute while memory stays bounded whatever the number of files.
 """
-import collections
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +12,7 @@ from . import architecture as arch
 from . import weights as weights_io
 from .errors import AlexftError
 from .model import build_alexnet
+from .pipeline import chunks, map_ahead
 from .preprocess import image_views
 from .progress import progress_bar
 from .sources import resolve_weights
@@ -54,9 +52,9 @@ def predict_files(predictor, paths, ten_crop=False, batch_size=32, progress=None
     """
     paths = list(paths)
     views_per_image = 10 if ten_crop else 1
-    loaded = _map_ahead(lambda path: _load(path, ten_crop), paths, workers, ahead=2 * batch_size)
+    loaded = map_ahead(lambda path: _load(path, ten_crop), paths, workers, ahead=2 * batch_size)
     with progress_bar(len(paths), progress, minimum=8, unit="img") as bar:
-        for chunk in _chunks(loaded, batch_size):
+        for chunk in chunks(loaded, batch_size):
             good = [(path, views) for path, views, _ in chunk if views is not None]
             if good:
                 batch = np.concatenate([views for _, views in good])
@@ -91,27 +89,3 @@ def _load(path, ten_crop):
         return path, image_views(path, ten_crop), None
     except AlexftError as error:
         return path, None, str(error)
-
-
-def _map_ahead(function, items, workers, ahead):
-    """Like map(), on a thread pool, with at most `ahead` results in flight."""
-    workers = workers or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool:
-        pending = collections.deque()
-        for item in items:
-            pending.append(pool.submit(function, item))
-            if len(pending) >= ahead:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-
-
-def _chunks(iterable, size):
-    chunk = []
-    for item in iterable:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

@@ -9,6 +9,7 @@ import datetime
 import hashlib
 import json
 import math
+import shutil
 import signal
 import sys
 import threading
@@ -433,6 +434,7 @@ class Trainer:
             variable.assign(value)
         weights_io.save(weights_io.from_model(self.model, class_names), self.run / "model.npz")
         self.ledger.write(self.run / "broken_files.json")
+        shutil.rmtree(self.run / "feature_cache", ignore_errors=True)  # a resumed run rebuilds it
         final = state["history"][-1] if state["history"] else {}
         return dict(run=str(self.run), epochs=len(state["history"]), best_epoch=state["best_epoch"],
                     train_images=self.train_count, val_images=len(self.dataset.val), broken_files=len(self.ledger.errors),

@@ -1,5 +1,4 @@
 """The pinned preprocessing and the image reader's handling of bad files."""
-import io
 import struct
 import subprocess
 import sys

@@ -124,9 +124,11 @@ def test_broken_files_are_skipped_and_listed(small_digits_folder, canonical_weig
     shutil.copytree(small_digits_folder, data)
     for name in ("cut.jpg", "empty.jpg"):
         (data / "digit_3" / name).write_bytes(bad_images()[name][0])
+    # cache_memory=0: the feature cache goes to a memory-mapped file in the run folder.
     summary = finetune(data, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0, output=tmp_path / "run",
-                       progress=False, log=quiet)
-    assert summary["broken_files"] == 2 and summary["train_images"] == 60
+                       cache_memory=0, progress=False, log=quiet)
+    assert summary["broken_files"] == 2 and summary["train_images"] == 60 and summary["cached"]
+    assert not (tmp_path / "run" / "feature_cache").exists()
     listed = json.loads((tmp_path / "run" / "broken_files.json").read_text())
     assert sorted(os.path.basename(row["path"]) for row in listed) == ["cut.jpg", "empty.jpg"]
     assert "truncated JPEG" in " ".join(row["error"] for row in listed)

@@ -1,5 +1,4 @@
 """Reading, checking, assigning and saving weights; the legacy pickle is never trusted."""
-import os
 import subprocess
 import sys
 from pathlib import Path

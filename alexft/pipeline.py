@@ -1,0 +1,33 @@
+"""Small helpers for streaming work in order with bounded memory."""
+import collections
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+
+def map_ahead(function, items, workers=None, ahead=64):
+    """Like map(), on a thread pool, with at most `ahead` results in flight.
+
+    Results come back in the order of `items`; decoding images this way overlaps with the
+    network's compute (OpenCV and TensorFlow release the GIL) without reading a whole folder.
+    """
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        pending = collections.deque()
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) >= ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def chunks(iterable, size):
+    """Lists of `size` consecutive items (the last may be shorter)."""
+    chunk = []
+    for item in iterable:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
