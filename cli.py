@@ -124,6 +124,87 @@ def _print_result(result, as_json):
             click.echo(f"  {prediction['probability']:7.2%}  {prediction['label']}")
 
 
+@main.command()
+@click.argument("data", required=False, type=click.Path(path_type=Path, exists=True, file_okay=False))
+@weights_option
+@click.option("--list", "list_file", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="Caffe list file: 'relative/path label_index' per line (ILSVRC val.txt).")
+@click.option("--root", type=click.Path(path_type=Path, exists=True, file_okay=False), help="Folder the --list paths are relative to.")
+@click.option("--ten-crop", is_flag=True, help="Also report Caffe's 10-crop protocol (the centre crop is one of the ten).")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images per batch.")
+@click.option("--report", type=click.Path(path_type=Path, file_okay=False), help="Write metrics, per-class table, confusion matrix, misclassified images here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
+@progress_option
+@_fail_cleanly
+def evaluate(data, weights, list_file, root, ten_crop, batch_size, report, as_json, progress):
+    """Measure a model on DATA/<class>/<images> (folders matched to class names) or a --list file."""
+    with _tensorflow_quiet():
+        from alexft.evaluate import evaluate as run_evaluate, labelled_folder, labelled_list
+        from alexft.predict import load_predictor
+    if (data is None) == (list_file is None):
+        raise click.UsageError("give either DATA (class folders) or --list FILE")
+    predictor = load_predictor(weights, progress=progress)
+    if list_file is not None:
+        files = labelled_list(list_file, root or list_file.parent, len(predictor.class_names))
+    else:
+        files = labelled_folder(data, predictor.class_names)
+    summary = run_evaluate(predictor, files, ten_crop=ten_crop, batch_size=batch_size, progress=progress, report=report)
+    if as_json:
+        click.echo(json.dumps(summary, ensure_ascii=False))
+    else:
+        click.echo(_describe_evaluation(summary))
+    for message in summary["skipped_files"].values():
+        click.echo(f"skipped: {message}", err=True)
+
+
+def _describe_evaluation(summary):
+    lines = [f"images: {summary['images']} used, {summary['skipped']} skipped", "",
+             f"{'protocol':10s} {'top-1':>7s} {'top-5':>7s} {'class-mean':>10s} {'log loss':>9s}"]
+    for protocol in ("centre", "ten_crop"):
+        if protocol in summary:
+            m = summary[protocol]
+            top5 = f"{m['top5']:7.2%}" if m["top5"] is not None else f"{'-':>7s}"
+            lines.append(f"{protocol:10s} {m['top1']:7.2%} {top5} {m['mean_class_accuracy']:10.2%} {m['log_loss']:9.4f}")
+    confused = summary.get("ten_crop", summary["centre"])["most_confused"][:5]
+    if confused:
+        lines += ["", "most confused (true -> predicted):"]
+        lines += [f"  {pair['count']:5d}  {pair['true']} -> {pair['predicted']}" for pair in confused]
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True))
+@weights_option
+@click.option("--layer", default="fc7", show_default=True, type=click.Choice(["conv1", "conv2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8"]))
+@click.option("--ten-crop", is_flag=True, help="Average the activations of Caffe's ten crops.")
+@click.option("--output", required=True, type=click.Path(path_type=Path, dir_okay=False), help="The .npz to write.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@progress_option
+@_fail_cleanly
+def features(inputs, weights, layer, ten_crop, output, batch_size, progress):
+    """Write a layer's activations for images (files or folders) to an .npz.
+
+    One folder laid out as <class>/<images> also stores each image's label and the class names.
+    """
+    with _tensorflow_quiet():
+        from alexft.data import class_folders, list_labelled
+        from alexft.features import extract_features
+        from alexft.predict import load_predictor
+        from alexft.preprocess import find_images
+    predictor = load_predictor(weights, progress=progress)
+    labels = class_names = None
+    if len(inputs) == 1 and inputs[0].is_dir() and class_folders(inputs[0]):
+        class_names = class_folders(inputs[0])
+        files = list_labelled(inputs[0], class_names)
+        paths, labels = files.paths, files.labels
+    else:
+        paths = find_images(inputs)
+    written, skipped = extract_features(predictor.model, paths, layer, output, ten_crop=ten_crop, labels=labels,
+                                        class_names=class_names, batch_size=batch_size, progress=progress)
+    for message in skipped.values():
+        click.echo(f"skipped: {message}", err=True)
+    click.echo(f"{output}: {layer} features of {written} images" + (f" ({len(skipped)} skipped)" if skipped else ""))
+
+
 def _layer_list(ctx, param, value):
     if value is None:
         return None

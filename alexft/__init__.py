@@ -34,6 +34,11 @@ _EXPORTS = {
     "classify": "predict",
     "top_k": "predict",
     "finetune": "train",
+    "evaluate": "evaluate",
+    "labelled_folder": "evaluate",
+    "labelled_list": "evaluate",
+    "extract_features": "features",
+    "predict_views": "predict",
     "load_dataset": "data",
 }
 

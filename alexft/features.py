@@ -3,6 +3,8 @@
 Serves the feature cache of fine-tuning (the frozen part runs once per view) and feature
 extraction. Decoding overlaps with compute as in `predict`.
 """
+from pathlib import Path
+
 import numpy as np
 import tensorflow as tf
 
@@ -61,3 +63,69 @@ def centre_view(features):
     """The centre crop's features (view 4 of Caffe's ten)."""
     return features[:, 4]
 
+
+
+def extract_features(model, paths, layer, output, ten_crop=False, labels=None, class_names=None,
+                     batch_size=32, progress=None):
+    """Write `layer`'s activations for every readable image to `output` (.npz), streaming.
+
+    The file holds `features` (n, ...) float32 (the mean over the ten crops with `ten_crop`),
+    `paths`, and for labelled data `labels` and `class_names`. Activations go to a
+    memory-mapped file as they are computed, so memory stays flat for large folders.
+    Returns (number written, {path: error} for the skipped files).
+    """
+    import tempfile
+    import zipfile
+
+    from .model import truncated
+    from .preprocess import image_views
+
+    prefix = truncated(model, layer)
+    spec = tf.TensorSpec([None, arch.INPUT_SIZE, arch.INPUT_SIZE, 3], tf.float32)
+    run = tf.function(lambda views: prefix(views, training=False), input_signature=[spec])
+    shape = tuple(prefix.output.shape[1:])
+    views_per_image = VIEWS if ten_crop else 1
+    output = Path(output)
+    kept, skipped = [], {}
+
+    def load(index):
+        try:
+            return index, image_views(paths[index], ten_crop)
+        except ImageError as error:
+            skipped[str(paths[index])] = str(error)
+            return index, None
+
+    with tempfile.TemporaryDirectory(dir=output.parent) as scratch:
+        features = np.lib.format.open_memmap(Path(scratch) / "features.npy", mode="w+", dtype=np.float32,
+                                             shape=(len(paths),) + shape)
+        with progress_bar(len(paths), progress, minimum=8, unit="img", desc=f"{layer} features") as bar:
+            for chunk in chunks(map_ahead(load, range(len(paths)), None, 2 * batch_size), batch_size):
+                good = [(index, views) for index, views in chunk if views is not None]
+                if good:
+                    values = run(np.concatenate([views for _, views in good])).numpy()
+                    values = values.reshape((len(good), views_per_image) + shape).mean(axis=1)
+                    features[len(kept):len(kept) + len(good)] = values
+                    kept.extend(index for index, _ in good)
+                bar.update(len(chunk))
+        features.flush()
+        extras = {"paths": np.array([str(paths[i]) for i in kept], dtype=str)}
+        if labels is not None:
+            extras["labels"] = np.asarray(labels)[kept].astype(np.int32)
+            extras["class_names"] = np.array(class_names, dtype=str)
+        _write_npz(output, Path(scratch) / "features.npy", len(kept), extras, zipfile)
+    return len(kept), skipped
+
+
+def _write_npz(output, features_file, count, extras, zipfile):
+    """An .npz (uncompressed zip of .npy files) whose big member is copied from disk in pieces."""
+    temporary = output.with_name(f".{output.name}.tmp")
+    source = np.load(features_file, mmap_mode="r")[:count]
+    with zipfile.ZipFile(temporary, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        with archive.open("features.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, np.lib.format.header_data_from_array_1_0(source))
+            for start in range(0, count, 1024):
+                member.write(np.ascontiguousarray(source[start:start + 1024]).tobytes())
+        for name, array in extras.items():
+            with archive.open(f"{name}.npy", "w") as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
+    temporary.replace(output)

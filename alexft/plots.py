@@ -1,5 +1,6 @@
 """Figures written into run folders."""
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
@@ -19,5 +20,51 @@ def learning_curves(history, path):
         axes.grid(alpha=0.3)
         axes.legend()
     figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def confusion_matrix(matrix, class_names, path):
+    """Row-normalised confusion matrix (rows: true class) as a labelled heatmap.
+
+    The figure grows with the class count so that 100 labels stay legible.
+    """
+    count = len(class_names)
+    normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    side = min(max(6.0, 0.16 * count + 3), 30.0)
+    fontsize = max(4, min(10, 220 / max(count, 1)))
+    figure, axes = plt.subplots(figsize=(side, side), constrained_layout=True)
+    image = axes.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    labels = [name if len(name) <= 24 else name[:23] + "…" for name in class_names]
+    axes.set_xticks(range(count), labels, rotation=90, fontsize=fontsize)
+    axes.set_yticks(range(count), labels, fontsize=fontsize)
+    axes.set(xlabel="predicted", ylabel="true", title="confusion matrix (each row sums to 1)")
+    if count <= 20:
+        for (row, column), value in np.ndenumerate(normalised):
+            if value >= 0.005:
+                axes.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=fontsize,
+                          color="white" if value > 0.5 else "black")
+    figure.colorbar(image, ax=axes, shrink=0.8)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def contact_sheet(image_paths, captions, path, columns=4):
+    """Thumbnails in a grid with a caption under each (e.g. the worst-classified images)."""
+    from .errors import ImageError
+    from .preprocess import read_image
+
+    rows = max(1, -(-len(image_paths) // columns))
+    figure, grid = plt.subplots(rows, columns, figsize=(3 * columns, 3.4 * rows), constrained_layout=True, squeeze=False)
+    for axes in grid.flat:
+        axes.axis("off")
+    for axes, image_path, caption in zip(grid.flat, image_paths, captions):
+        try:
+            axes.imshow(read_image(image_path)[:, :, ::-1])  # BGR -> RGB for display
+        except ImageError:
+            axes.text(0.5, 0.5, "unreadable", ha="center")
+        axes.set_title(caption, fontsize=8)
+    figure.savefig(path, dpi=80)
     plt.close(figure)
     return path

@@ -44,25 +44,34 @@ def load_predictor(weights=None, download=True, progress=None):
     return Predictor(model, weights_io.class_names_for(weight_set))
 
 
-def predict_files(predictor, paths, ten_crop=False, batch_size=32, progress=None, workers=None):
-    """Yield (path, probabilities or None, error message or None) per path, in order.
+def predict_views(predictor, paths, ten_crop=False, batch_size=32, progress=None, workers=None):
+    """Yield (path, per-view probabilities or None, error message or None) per path, in order.
 
-    With `ten_crop` the softmax of Caffe's ten crops is averaged. A file that cannot be read
-    yields its error and the run goes on.
+    Probabilities are (1, classes) for the centre crop, or (10, classes) for Caffe's ten crops
+    in `oversample` order (the centre is view 4). The ten crops of a batch of images go
+    through the network as one batch. A file that cannot be read yields its error; the run goes on.
     """
     paths = list(paths)
     views_per_image = 10 if ten_crop else 1
     loaded = map_ahead(lambda path: _load(path, ten_crop), paths, workers, ahead=2 * batch_size)
     with progress_bar(len(paths), progress, minimum=8, unit="img") as bar:
         for chunk in chunks(loaded, batch_size):
-            good = [(path, views) for path, views, _ in chunk if views is not None]
+            good = [views for _, views, _ in chunk if views is not None]
             if good:
-                batch = np.concatenate([views for _, views in good])
-                probabilities = predictor.probabilities(batch)
-                averaged = iter(probabilities.reshape(len(good), views_per_image, -1).mean(axis=1))
+                probabilities = predictor.probabilities(np.concatenate(good))
+                per_image = iter(probabilities.reshape(len(good), views_per_image, -1))
             for path, views, error in chunk:
-                yield path, (next(averaged) if views is not None else None), error
+                yield path, (next(per_image) if views is not None else None), error
             bar.update(len(chunk))
+
+
+def predict_files(predictor, paths, ten_crop=False, batch_size=32, progress=None, workers=None):
+    """Yield (path, probabilities or None, error message or None) per path, in order.
+
+    With `ten_crop` the softmax outputs of Caffe's ten crops are averaged.
+    """
+    for path, views, error in predict_views(predictor, paths, ten_crop, batch_size, progress, workers):
+        yield path, (views.mean(axis=0) if views is not None else None), error
 
 
 def top_k(probabilities, class_names, k=5):

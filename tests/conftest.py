@@ -50,6 +50,17 @@ def small_digits_folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def fc8_run(digits_folder, canonical_weights_file, tmp_path_factory):
+    """The common case, run once: fc8 retrained on the digits from cached fc7 features."""
+    from alexft.train import finetune
+
+    output = tmp_path_factory.mktemp("runs") / "fc8"
+    summary = finetune(digits_folder, weights=canonical_weights_file, epochs=30, batch_size=16, val_split=0.2,
+                       output=output, progress=False, log=lambda message: None)
+    return summary, output
+
+
+@pytest.fixture(scope="session")
 def predictor(canonical_weights_file):
     from alexft.predict import load_predictor
 

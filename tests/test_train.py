@@ -28,15 +28,6 @@ def quiet(message):
     pass
 
 
-@pytest.fixture(scope="module")
-def fc8_run(digits_folder, canonical_weights_file, tmp_path_factory):
-    """The common case: fc8 retrained on cached fc7 features of the ten crops."""
-    output = tmp_path_factory.mktemp("runs") / "fc8"
-    summary = finetune(digits_folder, weights=canonical_weights_file, epochs=30, batch_size=16, val_split=0.2,
-                       output=output, progress=False, log=quiet)
-    return summary, output
-
-
 def read_history(run):
     with open(run / "history.csv") as handle:
         return list(csv.DictReader(handle))

@@ -1,0 +1,158 @@
+"""Measuring a model on labelled images: Caffe's centre and 10-crop protocols side by side.
+
+One pass computes the ten crops' probabilities; the centre crop is one of them (view 4), so
+both protocols are reported from the same forward passes.
+"""
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .data import DataError, LabelledFiles, class_folders, list_labelled
+from .predict import predict_views
+
+CENTRE_VIEW = 4
+
+
+@dataclass
+class Predictions:
+    """Per-image results of one evaluation pass over labelled files."""
+
+    paths: list  # the images that could be used
+    labels: np.ndarray
+    centre: np.ndarray  # (n, classes) probabilities of the centre crop
+    ten_crop: np.ndarray  # (n, classes) mean of the ten crops' probabilities, or None
+    skipped: dict  # path -> error
+
+
+def labelled_folder(data_dir, class_names):
+    """DATA/<class>/... with folders matched to the model's class names by name."""
+    folders = class_folders(data_dir)
+    if not folders:
+        raise DataError(f"{data_dir}: no class sub-folders; expected {data_dir}/<class name>/<images>")
+    unknown = [name for name in folders if name not in class_names]
+    if unknown:
+        raise DataError(f"{data_dir}: folder(s) {', '.join(unknown[:5])} are not classes of this model "
+                        f"(e.g. {', '.join(class_names[:3])})")
+    files = list_labelled(data_dir, folders)
+    files.labels = np.array([class_names.index(folders[i]) for i in files.labels], np.int32)
+    return files
+
+
+def labelled_list(list_file, root, num_classes):
+    """Caffe's list format (ILSVRC val.txt): `relative/path label_index` per line."""
+    paths, labels = [], []
+    for number, line in enumerate(Path(list_file).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        relative, _, label = line.rstrip().rpartition(" ")
+        if not relative or not label.lstrip("-").isdigit() or not 0 <= int(label) < num_classes:
+            raise DataError(f"{list_file}:{number}: expected 'path label' with a label in 0..{num_classes - 1}, got {line!r}")
+        paths.append(Path(root) / relative)
+        labels.append(int(label))
+    if not paths:
+        raise DataError(f"{list_file}: no images listed")
+    return LabelledFiles(paths, np.array(labels, np.int32))
+
+
+def predict_labelled(predictor, files, ten_crop=False, batch_size=32, progress=None):
+    """Run the model once over `files`; return Predictions (bad files skipped and named)."""
+    used, labels, centre, averaged, skipped = [], [], [], [], {}
+    results = predict_views(predictor, files.paths, ten_crop=ten_crop, batch_size=batch_size, progress=progress)
+    for (path, views, error), label in zip(results, files.labels):
+        if error is not None:
+            skipped[str(path)] = error
+            continue
+        used.append(path)
+        labels.append(label)
+        centre.append(views[CENTRE_VIEW] if ten_crop else views[0])
+        if ten_crop:
+            averaged.append(views.mean(axis=0))
+    if not used:
+        raise DataError(f"no usable images ({len(skipped)} skipped)")
+    return Predictions(used, np.array(labels), np.array(centre), np.array(averaged) if ten_crop else None, skipped)
+
+
+def metrics(probabilities, labels, class_names):
+    """Top-1/top-5, mean per-class accuracy, log loss, per-class P/R/F1, confusion matrix."""
+    count, classes = probabilities.shape
+    predicted = probabilities.argmax(axis=1)
+    confusion = np.zeros((classes, classes), np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    support = confusion.sum(axis=1)
+    true_positive = np.diag(confusion)
+    precision = _ratio(true_positive, confusion.sum(axis=0))
+    recall = _ratio(true_positive, support)
+    f1 = _ratio(2 * precision * recall, precision + recall)
+    present = support > 0
+    ranks = (probabilities > probabilities[np.arange(count), labels][:, None]).sum(axis=1)
+    result = dict(
+        images=int(count),
+        top1=float((predicted == labels).mean()),
+        top5=float((ranks < 5).mean()) if classes >= 5 else None,
+        mean_class_accuracy=float(recall[present].mean()),
+        log_loss=float(-np.log(np.maximum(probabilities[np.arange(count), labels], 1e-15)).mean()),
+        per_class=[dict(name=name, precision=float(p), recall=float(r), f1=float(f), support=int(s))
+                   for name, p, r, f, s in zip(class_names, precision, recall, f1, support) if s or confusion[:, class_names.index(name)].any()],
+        most_confused=_most_confused(confusion, class_names),
+    )
+    return result, confusion
+
+
+def _ratio(numerator, denominator):
+    numerator, denominator = np.asarray(numerator, float), np.asarray(denominator, float)
+    return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
+
+
+def _most_confused(confusion, class_names, top=10):
+    off_diagonal = confusion.copy()
+    np.fill_diagonal(off_diagonal, 0)
+    pairs = np.argwhere(off_diagonal > 0)
+    ordered = sorted(pairs.tolist(), key=lambda pair: -off_diagonal[pair[0], pair[1]])[:top]
+    return [dict(true=class_names[t], predicted=class_names[p], count=int(off_diagonal[t, p])) for t, p in ordered]
+
+
+def evaluate(predictor, files, ten_crop=False, batch_size=32, progress=None, report=None):
+    """Evaluate on labelled files; return the metrics dict (centre, and ten_crop when asked)."""
+    predictions = predict_labelled(predictor, files, ten_crop, batch_size, progress)
+    names = predictor.class_names
+    centre, confusion = metrics(predictions.centre, predictions.labels, names)
+    summary = dict(images=len(predictions.paths), skipped=len(predictions.skipped), skipped_files=predictions.skipped,
+                   centre=centre)
+    main_probabilities = predictions.centre
+    if ten_crop:
+        summary["ten_crop"], confusion = metrics(predictions.ten_crop, predictions.labels, names)
+        main_probabilities = predictions.ten_crop
+    if report is not None:
+        write_report(Path(report), summary, predictions, main_probabilities, confusion, names)
+    return summary
+
+
+def write_report(folder, summary, predictions, probabilities, confusion, class_names):
+    from . import plots
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    protocol = "ten_crop" if "ten_crop" in summary else "centre"
+    with open(folder / "per_class.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, ["name", "precision", "recall", "f1", "support"])
+        writer.writeheader()
+        writer.writerows(summary[protocol]["per_class"])
+    predicted = probabilities.argmax(axis=1)
+    losses = -np.log(np.maximum(probabilities[np.arange(len(predicted)), predictions.labels], 1e-15))
+    wrong = np.flatnonzero(predicted != predictions.labels)
+    with open(folder / "misclassified.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "true", "predicted", "p_true", "p_predicted", "loss"])
+        for index in wrong[np.argsort(-losses[wrong])]:
+            writer.writerow([str(predictions.paths[index]), class_names[predictions.labels[index]], class_names[predicted[index]],
+                             f"{probabilities[index, predictions.labels[index]]:.6f}", f"{probabilities[index, predicted[index]]:.6f}",
+                             f"{losses[index]:.6f}"])
+    used = sorted(set(predictions.labels.tolist()) | set(predicted.tolist()))
+    plots.confusion_matrix(confusion[np.ix_(used, used)], [class_names[i] for i in used], folder / "confusion_matrix.png")
+    worst = np.argsort(-losses)[:16]
+    captions = [f"true: {class_names[predictions.labels[i]]}\npred: {class_names[predicted[i]]} ({probabilities[i, predicted[i]]:.2f})"
+                for i in worst]
+    plots.contact_sheet([predictions.paths[i] for i in worst], captions, folder / "top_losses.png")

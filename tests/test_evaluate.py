@@ -1,0 +1,138 @@
+"""`alexft evaluate` and `alexft features` on a model fine-tuned on scikit-learn's digits."""
+import csv
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from alexft import weights
+from alexft.data import DataError
+from alexft.evaluate import labelled_folder, labelled_list, metrics
+from alexft.model import build_alexnet, truncated
+from alexft.preprocess import image_views
+from cli import main
+from test_preprocess import bad_images
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def evaluation(fc8_run, digits_folder, tmp_path_factory):
+    _, run_folder = fc8_run
+    report = tmp_path_factory.mktemp("report")
+    result = run("evaluate", digits_folder, "--weights", run_folder / "model.npz", "--ten-crop", "--report", report, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout), report, run_folder / "model.npz"
+
+
+def test_top1_equals_the_accuracy_of_classify_json(evaluation, digits_folder):
+    summary, _, model = evaluation
+    assert summary["images"] == 300 and summary["skipped"] == 0
+    for protocol, flags in (("centre", []), ("ten_crop", ["--ten-crop"])):
+        result = run("classify", digits_folder, "--json", "--top-k", 1, "--weights", model, *flags)
+        lines = [json.loads(line) for line in result.stdout.splitlines()]
+        correct = [line["predictions"][0]["label"] == line["path"].split("/")[-2] for line in lines]
+        assert len(lines) == 300
+        assert summary[protocol]["top1"] == pytest.approx(np.mean(correct))
+
+
+def test_metrics_are_consistent(evaluation):
+    summary, _, _ = evaluation
+    for protocol in ("centre", "ten_crop"):
+        m = summary[protocol]
+        assert 0 <= m["top1"] <= m["top5"] <= 1
+        assert sum(row["support"] for row in m["per_class"]) == 300
+        recalls = [row["recall"] for row in m["per_class"]]
+        assert m["mean_class_accuracy"] == pytest.approx(np.mean(recalls))
+        assert m["top1"] > 0.3  # a trained model, far above chance (0.1)
+
+
+def test_metrics_against_hand_computed_values():
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.5, 0.4], [0.3, 0.3, 0.4], [0.2, 0.7, 0.1]])
+    labels = np.array([0, 2, 2, 1])
+    result, confusion = metrics(probabilities, labels, ["a", "b", "c"])
+    assert result["top1"] == pytest.approx(0.75) and result["top5"] is None
+    assert confusion.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+    assert result["mean_class_accuracy"] == pytest.approx((1 + 1 + 0.5) / 3)
+    assert result["log_loss"] == pytest.approx(-np.mean(np.log([0.7, 0.4, 0.4, 0.7])))
+    b = next(row for row in result["per_class"] if row["name"] == "b")
+    assert (b["precision"], b["recall"], b["support"]) == (pytest.approx(0.5), pytest.approx(1.0), 1)
+    assert result["most_confused"] == [{"true": "c", "predicted": "b", "count": 1}]
+
+
+def test_report_files_are_well_formed(evaluation):
+    summary, report, _ = evaluation
+    assert json.loads((report / "metrics.json").read_text())["ten_crop"]["top1"] == summary["ten_crop"]["top1"]
+    with open(report / "per_class.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["name"] for row in rows] == [f"digit_{d}" for d in range(10)]
+    with open(report / "misclassified.csv") as handle:
+        wrong = list(csv.DictReader(handle))
+    assert len(wrong) == round(300 * (1 - summary["ten_crop"]["top1"]))
+    assert all(row["true"] != row["predicted"] for row in wrong)
+    losses = [float(row["loss"]) for row in wrong]
+    assert losses == sorted(losses, reverse=True)
+    confusion = cv2.imread(str(report / "confusion_matrix.png"))
+    sheet = cv2.imread(str(report / "top_losses.png"))
+    assert confusion.shape[:2] == (600, 600)  # 6 inches at 100 dpi for 10 classes
+    assert sheet.shape[:2] == (1088, 960)  # a 4x4 grid of 3x3.4-inch cells at 80 dpi
+
+
+def test_confusion_matrix_grows_for_many_classes(tmp_path):
+    from alexft.plots import confusion_matrix
+
+    rng = np.random.default_rng(0)
+    confusion_matrix(rng.integers(0, 5, (100, 100)), [f"class number {i}" for i in range(100)], tmp_path / "cm.png")
+    assert cv2.imread(str(tmp_path / "cm.png")).shape[:2] == (1900, 1900)
+
+
+def test_list_file_evaluation_matches_the_folder(fc8_run, digits_folder, tmp_path, evaluation):
+    summary, _, model = evaluation
+    class_names = weights.load(model).class_names
+    files = labelled_folder(digits_folder, class_names)
+    lines = [f"{p.relative_to(digits_folder).as_posix()} {label}" for p, label in zip(files.paths, files.labels)]
+    (tmp_path / "val.txt").write_text("\n".join(lines) + "\n")
+    result = run("evaluate", "--list", tmp_path / "val.txt", "--root", digits_folder, "--weights", model, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["centre"]["top1"] == summary["centre"]["top1"]
+    (tmp_path / "bad.txt").write_text("digit_0/x.png eleven\n")
+    with pytest.raises(DataError, match=r"bad.txt:1: expected 'path label'"):
+        labelled_list(tmp_path / "bad.txt", digits_folder, 10)
+
+
+def test_bad_files_are_skipped_and_unknown_folders_refused(fc8_run, small_digits_folder, tmp_path):
+    _, run_folder = fc8_run
+    data = tmp_path / "data"
+    shutil.copytree(small_digits_folder, data)
+    (data / "digit_1" / "cut.jpg").write_bytes(bad_images()["cut.jpg"][0])
+    result = run("evaluate", data, "--weights", run_folder / "model.npz", "--json")
+    assert result.exit_code == 0
+    summary = json.loads(result.stdout)
+    assert summary["images"] == 60 and summary["skipped"] == 1 and "cut.jpg: truncated JPEG" in result.stderr
+    (data / "cats").mkdir()
+    result = run("evaluate", data, "--weights", run_folder / "model.npz")
+    assert result.exit_code == 1 and "folder(s) cats are not classes of this model" in result.stderr
+
+
+def test_features_match_the_models_intermediate_activations(fc8_run, small_digits_folder, tmp_path):
+    _, run_folder = fc8_run
+    for flags, ten_crop in (([], False), (["--ten-crop"], True)):
+        output = tmp_path / f"features{len(flags)}.npz"
+        result = run("features", small_digits_folder, "--layer", "fc7", "--output", output, "--weights", run_folder / "model.npz", *flags)
+        assert result.exit_code == 0, result.output
+        with np.load(output, allow_pickle=False) as saved:
+            features, paths, labels = saved["features"], saved["paths"], saved["labels"]
+            assert list(saved["class_names"]) == [f"digit_{d}" for d in range(10)]
+        assert features.shape == (60, 4096) and len(paths) == 60
+        model = build_alexnet(num_classes=10)
+        weights.assign(model, weights.load(run_folder / "model.npz"))
+        fc7 = truncated(model, "fc7")
+        for index in (0, 17, 59):
+            expected = fc7(image_views(paths[index], ten_crop=ten_crop)).numpy().mean(axis=0)
+            np.testing.assert_allclose(features[index], expected, rtol=1e-4, atol=1e-4)
+            assert labels[index] == int(paths[index].split("/")[-2][-1])
