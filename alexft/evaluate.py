@@ -150,6 +150,10 @@ def write_report(folder, summary, predictions, probabilities, confusion, class_n
             writer.writerow([str(predictions.paths[index]), class_names[predictions.labels[index]], class_names[predicted[index]],
                              f"{probabilities[index, predictions.labels[index]]:.6f}", f"{probabilities[index, predicted[index]]:.6f}",
                              f"{losses[index]:.6f}"])
+    with open(folder / "confusion_matrix.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)  # rows: true class, columns: predicted class, counts
+        writer.writerow(["true \\ predicted"] + list(class_names))
+        writer.writerows([name] + row for name, row in zip(class_names, confusion.tolist()))
     used = sorted(set(predictions.labels.tolist()) | set(predicted.tolist()))
     plots.confusion_matrix(confusion[np.ix_(used, used)], [class_names[i] for i in used], folder / "confusion_matrix.png")
     worst = np.argsort(-losses)[:16]

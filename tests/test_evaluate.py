@@ -77,6 +77,10 @@ def test_report_files_are_well_formed(evaluation):
     assert all(row["true"] != row["predicted"] for row in wrong)
     losses = [float(row["loss"]) for row in wrong]
     assert losses == sorted(losses, reverse=True)
+    with open(report / "confusion_matrix.csv") as handle:
+        counts = np.array([row[1:] for row in list(csv.reader(handle))[1:]], int)
+    assert counts.shape == (10, 10) and counts.sum() == 300
+    assert np.trace(counts) == round(300 * summary["ten_crop"]["top1"])
     confusion = cv2.imread(str(report / "confusion_matrix.png"))
     sheet = cv2.imread(str(report / "top_losses.png"))
     assert confusion.shape[:2] == (600, 600)  # 6 inches at 100 dpi for 10 classes
