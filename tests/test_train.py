@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from alexft import checkpoint as checkpoints
 from alexft import weights
 from alexft.devices import DeviceError, resolve_device
 from alexft.model import build_alexnet, head, truncated
@@ -69,11 +70,15 @@ def test_run_folder_describes_the_run(fc8_run):
     assert not [p for p in run.iterdir() if p.name.startswith(".")], "temporary files left behind"
 
 
-def test_best_model_is_the_best_epoch(fc8_run):
+def test_best_and_last_models_are_the_tracked_epochs(fc8_run):
     summary, run = fc8_run
+    record, arrays = checkpoints.load(run / "checkpoint.npz")
+    assert record["best_epoch"] == summary["best_epoch"] and record["epoch"] == 30
     best, last = weights.load(run / "model.npz"), weights.load(run / "model_last.npz")
-    if summary["best_epoch"] != summary["epochs"]:
-        assert not np.array_equal(best.params["fc8"][0], last.params["fc8"][0])
+    # Trained variables in order: fc8 kernel, fc8 bias.
+    np.testing.assert_array_equal(best.params["fc8"][0], arrays["best/0"])
+    np.testing.assert_array_equal(last.params["fc8"][0], arrays["current/0"])
+    np.testing.assert_array_equal(last.params["fc8"][1], arrays["current/1"])
 
 
 def test_cached_and_full_paths_give_the_same_loss_for_the_same_view(canonical_weights_file, digits_folder):
