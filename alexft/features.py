@@ -3,6 +3,8 @@
 Serves the feature cache of fine-tuning (the frozen part runs once per view) and feature
 extraction. Decoding overlaps with compute as in `predict`.
 """
+import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -11,44 +13,55 @@ import tensorflow as tf
 from . import architecture as arch
 from .pipeline import chunks, map_ahead
 from .errors import ImageError
-from .preprocess import read_image, resize_and_subtract_mean, ten_crops
+from .model import truncated
+from .preprocess import image_views
 from .progress import progress_bar
 
 VIEWS = 10  # Caffe's ten crops; view 4 is the centre crop
 
 
-def view_features(prefix, paths, ledger, batch_size=32, memory_budget=2 << 30, spill_path=None, progress=None, desc="features"):
-    """Run `prefix` (a model ending at the cached layer) on the ten views of every image.
+def layer_outputs(prefix, paths, ten_crop, on_error, batch_size=32, progress=None, desc="features"):
+    """Yield (index, outputs) for every readable path, in order: `prefix`'s activations for
+    the image's views, shaped (1 or 10, ...). Unreadable files go to on_error(path, message).
 
-    Returns (features, kept): features is (len(kept), 10, *feature_shape) float32 in memory,
-    or a disk-backed memmap at `spill_path` (.npy) when it would exceed `memory_budget` bytes; kept
-    are the indices of the readable paths (the others are recorded in `ledger`).
+    Images are decoded on a thread pool ahead of the network; all views of a batch of images
+    go through it as one batch.
     """
     spec = tf.TensorSpec([None, arch.INPUT_SIZE, arch.INPUT_SIZE, 3], tf.float32)
     run = tf.function(lambda views: prefix(views, training=False), input_signature=[spec])
-    feature_shape = tuple(prefix.output.shape[1:])
-    features = _allocate((len(paths), VIEWS) + feature_shape, memory_budget, spill_path)
-    kept = []
-    loaded = map_ahead(lambda index: (index, _views_or_none(paths[index], ledger)), range(len(paths)), None, 2 * batch_size)
-    with progress_bar(len(paths), progress, unit="img", desc=desc) as bar:
-        for chunk in chunks(loaded, batch_size):
+    shape = tuple(prefix.output.shape[1:])
+    views_per_image = VIEWS if ten_crop else 1
+
+    def load(index):
+        try:
+            return index, image_views(paths[index], ten_crop)
+        except ImageError as error:
+            on_error(paths[index], str(error))
+            return index, None
+
+    with progress_bar(len(paths), progress, minimum=8, unit="img", desc=desc) as bar:
+        for chunk in chunks(map_ahead(load, range(len(paths)), None, 2 * batch_size), batch_size):
             good = [(index, views) for index, views in chunk if views is not None]
             if good:
-                output = run(np.concatenate([views for _, views in good])).numpy()
-                output = output.reshape((len(good), VIEWS) + feature_shape)
-                for row, (index, _) in enumerate(good):
-                    features[len(kept)] = output[row]
-                    kept.append(index)
+                values = run(np.concatenate([views for _, views in good])).numpy()
+                yield from zip((index for index, _ in good), values.reshape((len(good), views_per_image) + shape))
             bar.update(len(chunk))
+
+
+def view_features(prefix, paths, ledger, batch_size=32, memory_budget=2 << 30, spill_path=None, progress=None,
+                  desc="features"):
+    """Run `prefix` (a model ending at the cached layer) on the ten views of every image.
+
+    Returns (features, kept): features is (len(kept), 10, *feature_shape) float32 in memory,
+    or a disk-backed memmap at `spill_path` (.npy) when it would exceed `memory_budget` bytes;
+    kept are the indices of the readable paths (the others are recorded in `ledger`).
+    """
+    features = _allocate((len(paths), VIEWS) + tuple(prefix.output.shape[1:]), memory_budget, spill_path)
+    kept = []
+    for index, outputs in layer_outputs(prefix, paths, True, ledger.add, batch_size, progress, desc):
+        features[len(kept)] = outputs
+        kept.append(index)
     return features[: len(kept)], np.array(kept, int)
-
-
-def _views_or_none(path, ledger):
-    try:
-        return ten_crops(resize_and_subtract_mean(read_image(path)))
-    except ImageError as error:
-        ledger.add(path, str(error))
-        return None
 
 
 def _allocate(shape, memory_budget, spill_path):
@@ -57,12 +70,6 @@ def _allocate(shape, memory_budget, spill_path):
         return np.empty(shape, np.float32)
     spill_path.parent.mkdir(parents=True, exist_ok=True)
     return np.lib.format.open_memmap(spill_path, mode="w+", dtype=np.float32, shape=shape)
-
-
-def centre_view(features):
-    """The centre crop's features (view 4 of Caffe's ten)."""
-    return features[:, 4]
-
 
 
 def extract_features(model, paths, layer, output, ten_crop=False, labels=None, class_names=None,
@@ -74,49 +81,29 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
     memory-mapped file as they are computed, so memory stays flat for large folders.
     Returns (number written, {path: error} for the skipped files).
     """
-    import tempfile
-    import zipfile
-
-    from .model import truncated
-    from .preprocess import image_views
-
     prefix = truncated(model, layer)
-    spec = tf.TensorSpec([None, arch.INPUT_SIZE, arch.INPUT_SIZE, 3], tf.float32)
-    run = tf.function(lambda views: prefix(views, training=False), input_signature=[spec])
-    shape = tuple(prefix.output.shape[1:])
-    views_per_image = VIEWS if ten_crop else 1
     output = Path(output)
     kept, skipped = [], {}
 
-    def load(index):
-        try:
-            return index, image_views(paths[index], ten_crop)
-        except ImageError as error:
-            skipped[str(paths[index])] = str(error)
-            return index, None
+    def skip(path, message):
+        skipped[str(path)] = message
 
     with tempfile.TemporaryDirectory(dir=output.parent) as scratch:
         features = np.lib.format.open_memmap(Path(scratch) / "features.npy", mode="w+", dtype=np.float32,
-                                             shape=(len(paths),) + shape)
-        with progress_bar(len(paths), progress, minimum=8, unit="img", desc=f"{layer} features") as bar:
-            for chunk in chunks(map_ahead(load, range(len(paths)), None, 2 * batch_size), batch_size):
-                good = [(index, views) for index, views in chunk if views is not None]
-                if good:
-                    values = run(np.concatenate([views for _, views in good])).numpy()
-                    values = values.reshape((len(good), views_per_image) + shape).mean(axis=1)
-                    features[len(kept):len(kept) + len(good)] = values
-                    kept.extend(index for index, _ in good)
-                bar.update(len(chunk))
+                                             shape=(len(paths),) + tuple(prefix.output.shape[1:]))
+        for index, outputs in layer_outputs(prefix, paths, ten_crop, skip, batch_size, progress, f"{layer} features"):
+            features[len(kept)] = outputs.mean(axis=0)
+            kept.append(index)
         features.flush()
         extras = {"paths": np.array([str(paths[i]) for i in kept], dtype=str)}
         if labels is not None:
             extras["labels"] = np.asarray(labels)[kept].astype(np.int32)
             extras["class_names"] = np.array(class_names, dtype=str)
-        _write_npz(output, Path(scratch) / "features.npy", len(kept), extras, zipfile)
+        _write_npz(output, Path(scratch) / "features.npy", len(kept), extras)
     return len(kept), skipped
 
 
-def _write_npz(output, features_file, count, extras, zipfile):
+def _write_npz(output, features_file, count, extras):
     """An .npz (uncompressed zip of .npy files) whose big member is copied from disk in pieces."""
     temporary = output.with_name(f".{output.name}.tmp")
     source = np.load(features_file, mmap_mode="r")[:count]
