@@ -1,19 +1,32 @@
-"""Download a weights file safely: temporary file in the target folder, verify, then rename.
+"""Download a weights file safely: hidden partial file in the target folder, verify, then rename.
 
-A partial or corrupted download is never left where it could be taken for a complete file.
+The bytes go to `.NAME.part` next to the destination. A dropped connection is retried with an
+HTTP Range request when the server honours ranges (a server that does not gets the download
+restarted); a run that gives up keeps the partial file, and the next run resumes it. Only a
+file whose size, structure and (when known) SHA-256 check out is renamed to its real name,
+so a partial or corrupted download never looks complete.
 """
 import hashlib
+import http.client
 import os
+import re
+import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
-
 
 from . import weights as weights_io
 from .errors import WeightsError
 from .progress import progress_bar
 
 CHUNK = 1 << 20
+ATTEMPTS = 5
+RETRY_DELAY = 1.0  # seconds, doubled after each failed attempt
+
+
+class _Interrupted(Exception):
+    """The transfer stopped early; worth another attempt."""
 
 
 def download_weights(url, destination, sha256=None, progress=None, timeout=30):
@@ -24,46 +37,126 @@ def download_weights(url, destination, sha256=None, progress=None, timeout=30):
     """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    temporary = destination.with_name(f".{destination.name}.part-{os.getpid()}")
-    try:
-        digest = _fetch(url, temporary, progress, timeout)
-        if sha256 and digest != sha256.lower():
-            raise WeightsError(f"{url}: SHA-256 is {digest}, expected {sha256.lower()}; download discarded")
-        weights_io.load(temporary)  # structure and every shape, before it gets its real name
-        os.replace(temporary, destination)
-    except WeightsError as error:
-        raise WeightsError(str(error).replace(str(temporary), f"download from {url}")) from None
-    finally:
-        temporary.unlink(missing_ok=True)
+    partial = partial_path(destination)
+    with _exclusive(partial, url):
+        _fetch_with_retries(url, partial, progress, timeout)
+        _verify_or_discard(partial, url, sha256)
+        os.replace(partial, destination)
     return destination
 
 
-def _fetch(url, target, progress, timeout):
-    """Stream `url` into `target`; return its SHA-256 hex digest."""
-    digest = hashlib.sha256()
+def partial_path(destination):
+    """Where an unfinished download of `destination` is kept (hidden, never taken for the file)."""
+    destination = Path(destination)
+    return destination.with_name(f".{destination.name}.part")
+
+
+@contextmanager
+def _exclusive(partial, url):
+    """Hold a lock on the partial file so two downloads never write into it at once."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(target, "wb") as handle:
-            total = _content_length(response)
-            bar = progress_bar(total, progress, unit="B", unit_scale=True, unit_divisor=1024, desc="download")
-            with bar:
-                received = 0
-                while chunk := response.read(CHUNK):
-                    handle.write(chunk)
-                    digest.update(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-            if total is not None and received != total:
-                raise WeightsError(f"{url}: connection closed after {received:,} of {total:,} bytes")
-            handle.flush()
-            os.fsync(handle.fileno())
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; the rename is still atomic
+        yield
+        return
+    lock_path = partial.with_name(partial.name + ".lock")
+    with open(lock_path, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WeightsError(f"{url}: another download into {partial.parent} is running") from None
+        try:
+            yield
+        finally:
+            lock_path.unlink(missing_ok=True)
+
+
+def _fetch_with_retries(url, partial, progress, timeout):
+    delay = RETRY_DELAY
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            _fetch(url, partial, progress, timeout)
+            return
+        except _Interrupted as error:
+            if attempt == ATTEMPTS:
+                have = partial.stat().st_size if partial.exists() else 0
+                raise WeightsError(
+                    f"{url}: {error}; gave up after {ATTEMPTS} attempts, kept {have:,} bytes in {partial} to resume next time"
+                ) from None
+            time.sleep(delay)
+            delay *= 2
+
+
+def _fetch(url, partial, progress, timeout):
+    """One attempt: continue `partial` from its current size (or start over) until the server's end."""
+    have = partial.stat().st_size if partial.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as error:
+        if error.code == 416 and have:  # nothing left to send: the partial file is already whole
+            return
         raise WeightsError(f"{url}: server answered {error.code} {error.reason}") from None
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", None) or error
+        if have:  # it answered before; a later attempt may get through
+            raise _Interrupted(f"download failed: {reason}") from None
         raise WeightsError(f"{url}: download failed: {reason}") from None
+    with response:
+        start, total = _resume_point(response, have)
+        _stream(response, partial, start, total, progress)
+
+
+def _resume_point(response, have):
+    """(offset to write at, total size or None) from the response: 206 continues, 200 starts over."""
+    if response.status == 206:
+        match = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", response.headers.get("Content-Range", "").strip())
+        if match and int(match.group(1)) == have:
+            total = match.group(3)
+            return have, int(total) if total != "*" else None
+        raise _Interrupted(f"server sent an unexpected range ({response.headers.get('Content-Range')})")
+    length = response.headers.get("Content-Length")
+    return 0, int(length) if length and length.isdigit() else None
+
+
+def _stream(response, partial, start, total, progress):
+    bar = progress_bar(total, progress, unit="B", unit_scale=True, unit_divisor=1024, desc="download", initial=start)
+    received = start
+    with bar, open(partial, "r+b" if start else "wb") as handle:
+        handle.seek(start)
+        handle.truncate()
+        try:
+            while chunk := response.read(CHUNK):
+                handle.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+        except (OSError, http.client.HTTPException) as error:  # reset, timeout, IncompleteRead
+            raise _Interrupted(f"connection lost after {received:,} bytes ({error})") from None
+        handle.flush()
+        os.fsync(handle.fileno())
+    if total is not None and received != total:
+        raise _Interrupted(f"connection closed after {received:,} of {total:,} bytes")
+
+
+def _verify_or_discard(partial, url, sha256):
+    """Check the hash (when known) and the structure; a file that fails is deleted, not resumed."""
+    try:
+        digest = file_sha256(partial)
+        if sha256 and digest != sha256.lower():
+            raise WeightsError(f"{url}: SHA-256 is {digest}, expected {sha256.lower()}; download discarded")
+        try:
+            weights_io.load(partial)  # structure and every shape, before it gets its real name
+        except WeightsError as error:
+            raise WeightsError(str(error).replace(str(partial), f"download from {url}") + "; download discarded") from None
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def file_sha256(path):
+    """SHA-256 hex digest of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
     return digest.hexdigest()
-
-
-def _content_length(response):
-    value = response.headers.get("Content-Length")
-    return int(value) if value and value.isdigit() else None

@@ -1,40 +1,72 @@
-"""A tiny HTTP server on 127.0.0.1 for download tests; each route serves bytes in one way."""
+"""A tiny HTTP server on 127.0.0.1 for download tests; each route serves bytes in one way.
+
+Modes:
+- "ok": the bytes, honouring `Range: bytes=N-` with a 206 like a real file server;
+- "norange": the bytes, always whole with a 200 (a server without range support);
+- "drop": the first request announces everything, sends half and hangs up; later ones are "ok";
+- "stall": every request sends half of what it announces, then hangs up (never completes).
+Every request's path and Range header are recorded in `requests` of the yielded object.
+"""
 import http.server
+import re
 import threading
 from contextlib import contextmanager
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     routes = {}  # path -> (mode, bytes); set per server
+    log = None  # list of (path, range header) shared with the test
 
     def do_GET(self):
         mode, body = self.routes.get(self.path, ("missing", b""))
+        earlier = sum(1 for path, _ in self.log if path == self.path)
+        self.log.append((self.path, self.headers.get("Range")))
         if mode == "missing":
             self.send_error(404, "Not Found")
             return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
+        start = self._range_start() if mode != "norange" else None
+        if start is not None and start >= len(body):
+            self.send_error(416, "Range Not Satisfiable")
+            return
+        part = body[start or 0:]
+        self.send_response(206 if start is not None else 200)
+        if start is not None:
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        self.send_header("Content-Length", str(len(part)))
         self.end_headers()
-        if mode == "drop":  # announce everything, send half, hang up
-            self.wfile.write(body[: len(body) // 2])
+        if mode == "stall" or (mode == "drop" and earlier == 0):
+            self.wfile.write(part[: len(part) // 2])
             self.wfile.flush()
             self.connection.shutdown(2)
             return
-        self.wfile.write(body)
+        self.wfile.write(part)
+
+    def _range_start(self):
+        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+        return int(match.group(1)) if match else None
 
     def log_message(self, *args):
         pass
 
 
+class _Served(str):
+    """The base URL (a str) carrying the request log."""
+
+    requests: list
+
+
 @contextmanager
 def serving(routes):
-    """Serve `routes` ({"/path": ("ok" | "drop", bytes)}); yield the base URL."""
-    handler = type("Handler", (_Handler,), {"routes": routes})
+    """Serve `routes` ({"/path": (mode, bytes)}); yield the base URL (with `.requests`)."""
+    log = []
+    handler = type("Handler", (_Handler,), {"routes": routes, "log": log})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    base = _Served(f"http://127.0.0.1:{server.server_address[1]}")
+    base.requests = log
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield base
     finally:
         server.shutdown()
         server.server_close()
