@@ -34,6 +34,14 @@ def canonical_weights_file(tmp_path_factory, canonical_params):
 
 
 @pytest.fixture(scope="session")
+def canonical_caffemodel(tmp_path_factory, canonical_params):
+    """The same weights as Caffe's bvlc_alexnet.caffemodel would hold them (new `layer` form)."""
+    from caffemodel import write_canonical_caffemodel
+
+    return write_canonical_caffemodel(tmp_path_factory.mktemp("caffe") / "bvlc_alexnet.caffemodel", canonical_params)
+
+
+@pytest.fixture(scope="session")
 def digits_folder(tmp_path_factory):
     """scikit-learn's digits as class folders: 30 images per digit."""
     from fixtures import write_digits_folder
