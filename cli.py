@@ -68,13 +68,14 @@ def _fail_cleanly(function):
 @click.version_option(package_name="alexft")
 def main():
     """AlexNet with the original Caffe ImageNet weights: classify and fine-tune."""
-    logging.basicConfig(format="alexft: %(message)s", stream=sys.stderr, level=logging.INFO)
+    logging.basicConfig(format="alexft: %(message)s", stream=sys.stderr, level=logging.WARNING)
+    logging.getLogger("alexft").setLevel(logging.INFO)  # our own notes; libraries' INFO chatter stays out
 
 
 weights_option = click.option(
     "--weights",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Weights file (.npy or .npz). Default: $ALEXFT_WEIGHTS, weights/bvlc_alexnet.npy, the cache, else download.",
+    help="Weights file (.npz, .npy or .caffemodel). Default: $ALEXFT_WEIGHTS, weights/bvlc_alexnet.npy, the cache, else download.",
 )
 progress_option = click.option(
     "--progress/--no-progress", default=None, help="Progress bar on stderr. Default: on a terminal."
@@ -271,6 +272,79 @@ def _describe_summary(summary):
     if summary["broken_files"]:
         lines.append(f"broken files skipped: {summary['broken_files']} (listed in broken_files.json)")
     return "\n".join(lines)
+
+
+@main.group("weights")
+def weights_group():
+    """Get, inspect and convert weights files."""
+
+
+@weights_group.command("fetch")
+@click.option("--url", help="Where to download from. Default: $ALEXFT_WEIGHTS_URL, else the canonical bvlc_alexnet.npy.")
+@click.option("--sha256", help="Expected SHA-256 (hex). Default: $ALEXFT_WEIGHTS_SHA256 if set.")
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="File to write. Default: the cache, under the URL's file name.")
+@click.option("--force", is_flag=True, help="Download again even if the file is already there.")
+@progress_option
+@_fail_cleanly
+def weights_fetch(url, sha256, output, force, progress):
+    """Download a weights file: resumable, verified, renamed into place only when complete."""
+    from alexft.sources import fetch_weights
+
+    path, downloaded = fetch_weights(url=url, sha256=sha256, output=output, force=force, progress=progress)
+    if not downloaded:
+        click.echo(f"alexft: {path} is already there and valid (--force downloads again)", err=True)
+    click.echo(str(path))
+
+
+@weights_group.command("info")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@click.pass_context
+@_fail_cleanly
+def weights_info(ctx, file, as_json):
+    """Format, layers, shapes, parameter count, classes, SHA-256 of a weights file.
+
+    Exit status 1 if the file cannot be used as AlexNet weights (the reason is shown).
+    """
+    from alexft.weights_tools import describe
+
+    facts = describe(file)
+    click.echo(json.dumps(facts, ensure_ascii=False) if as_json else _describe_weights(facts))
+    if facts["problem"]:
+        ctx.exit(1)
+
+
+def _describe_weights(facts):
+    lines = [f"file: {facts['path']}", f"format: {facts['format_description']}",
+             f"size: {facts['bytes']:,} bytes", f"sha256: {facts['sha256']}"]
+    for layer in facts["layers"]:
+        kernel, bias = layer["weights"], layer["biases"]
+        lines.append(f"  {layer['name']:<6} weights {_shape(kernel):<18} {kernel['dtype']:<8} biases {_shape(bias):<8} {bias['dtype']}")
+    lines.append(f"parameters: {facts['parameters']:,}")
+    names = facts["class_names"]
+    stored = f" ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})" if names else " (no names stored)"
+    lines.append(f"classes: {facts['classes']}{stored}")
+    lines.append("layout: canonical bvlc_alexnet" if facts["canonical_layout"] else
+                 "layout: AlexNet with a different class count" if not facts["problem"] else f"problem: {facts['problem']}")
+    return "\n".join(lines)
+
+
+def _shape(array_facts):
+    return str(tuple(array_facts["shape"]))
+
+
+@weights_group.command("convert")
+@click.argument("source", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("destination", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--class-names", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="Text file, one class name per line, stored with the weights.")
+@_fail_cleanly
+def weights_convert(source, destination, class_names):
+    """Convert SOURCE (.npy pickle, .npz or Caffe .caffemodel) to DESTINATION.npz (pickle-free, fast to load)."""
+    from alexft.weights_tools import convert, read_class_names
+
+    names = read_class_names(class_names) if class_names else None
+    weight_set = convert(source, destination, class_names=names)
+    click.echo(f"{destination}: {weight_set.num_classes} classes, from {source}")
 
 
 if __name__ == "__main__":

@@ -5,9 +5,11 @@ the per-user cache; if none exists, the canonical file is downloaded into the ca
 """
 import logging
 import os
+import urllib.parse
 from pathlib import Path
 
-from .download import download_weights
+from . import weights as weights_io
+from .download import download_weights, file_sha256
 from .errors import WeightsError
 
 log = logging.getLogger("alexft")
@@ -60,6 +62,25 @@ def resolve_weights(path=None, download=True, progress=None):
         return download_weights(url, target, sha256=os.environ.get("ALEXFT_WEIGHTS_SHA256") or CANONICAL_SHA256, progress=progress)
     except WeightsError as error:
         raise WeightsError(f"{error}. {_where_to_put_it(target)}") from None
+
+
+def fetch_weights(url=None, sha256=None, output=None, force=False, progress=None):
+    """`alexft weights fetch`: download `url` (default: $ALEXFT_WEIGHTS_URL, else the canonical
+    file) to `output` (default: the cache, under the URL's file name), resuming a partial download.
+
+    `sha256` defaults to $ALEXFT_WEIGHTS_SHA256. An `output` already present is verified and
+    kept unless `force`. Returns (path, downloaded: bool).
+    """
+    url = url or os.environ.get("ALEXFT_WEIGHTS_URL") or CANONICAL_URL
+    sha256 = (sha256 or os.environ.get("ALEXFT_WEIGHTS_SHA256") or CANONICAL_SHA256 or "").lower() or None
+    name = Path(urllib.parse.urlparse(url).path).name or CANONICAL_NAME
+    output = Path(output).expanduser() if output else cache_dir() / name
+    if output.is_file() and not force:
+        if sha256 and file_sha256(output) != sha256:
+            raise WeightsError(f"{output}: already exists with a different SHA-256 than {sha256}; pass --force to download again")
+        weights_io.load(output)
+        return output, False
+    return download_weights(url, output, sha256=sha256, progress=progress), True
 
 
 def _where_to_put_it(target):

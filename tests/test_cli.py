@@ -80,7 +80,7 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, canonical_weights_
     broken.write_bytes(b"<html>oops</html>")
     result = run("classify", photo_paths()["coffee"], "--weights", broken)
     assert result.exit_code == 1
-    assert result.stderr.strip().splitlines() == [f"Error: {broken}: not a weights file (it is an HTML/XML page, perhaps an error page saved by a download); expected .npy or .npz"]
+    assert result.stderr.strip().splitlines() == [f"Error: {broken}: not a weights file (it is an HTML/XML page, perhaps an error page saved by a download); expected .npy, .npz or .caffemodel"]
     empty = tmp_path / "empty"
     empty.mkdir()
     result = run("classify", empty, "--weights", canonical_weights_file)

@@ -160,7 +160,7 @@ def test_npz_round_trip_keeps_arrays_and_class_names(tmp_path):
 def test_npz_with_pickled_objects_is_refused(tmp_path):
     path = tmp_path / "objects.npz"
     np.savez(path, **{"conv1/weights": np.array([{"a": 1}], dtype=object), "conv1/biases": np.zeros(1)})
-    with pytest.raises(WeightsError, match=r"objects\.npz: corrupt or truncated \.npz .*allow_pickle"):
+    with pytest.raises(WeightsError, match=r"objects\.npz: corrupt or truncated \.npz .*never unpickled"):
         weights.load(path)
 
 
@@ -192,3 +192,18 @@ def test_assign_refuses_a_class_count_mismatch(canonical_weights_file):
     loaded = weights.load(canonical_weights_file)
     with pytest.raises(WeightsError, match=r"fc8 weights have shape \(4096, 1000\); this model needs \(4096, 7\): pass --skip fc8"):
         weights.assign(build_alexnet(num_classes=7), loaded)
+
+
+def test_npz_written_by_numpy_in_other_ways_reads_the_same(tmp_path):
+    # Compressed members and Fortran-ordered arrays take other paths through the reader.
+    rng = np.random.default_rng(3)
+    arrays = {"fc6/weights": np.asfortranarray(rng.standard_normal((6, 4), dtype=np.float32)),
+              "fc6/biases": rng.standard_normal(4, dtype=np.float32)}
+    np.savez_compressed(tmp_path / "compressed.npz", **arrays, class_names=np.array(["a", "b", "c", "d"]))
+    np.savez(tmp_path / "fortran.npz", **arrays)
+    for path in (tmp_path / "compressed.npz", tmp_path / "fortran.npz"):
+        params, class_names, file_format = weights.read(path)
+        assert file_format == "npz"
+        np.testing.assert_array_equal(params["fc6"][0], arrays["fc6/weights"])
+        np.testing.assert_array_equal(params["fc6"][1], arrays["fc6/biases"])
+    assert weights.read(tmp_path / "compressed.npz")[1] == ["a", "b", "c", "d"]

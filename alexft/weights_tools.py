@@ -1,0 +1,88 @@
+"""What `alexft weights info` and `alexft weights convert` do: inspect any weights file, and
+turn any readable one into our pickle-free `.npz`, which loads several times faster."""
+from pathlib import Path
+
+from . import architecture as arch
+from . import weights as weights_io
+from .download import file_sha256
+from .errors import WeightsError
+
+
+def describe(path):
+    """A plain dict describing a weights file, also when it does not fit AlexNet.
+
+    Keys: path, format, format_description, bytes, sha256, layers (name, shape and dtype of
+    weights and biases), parameters, classes, class_names (stored ones, or None),
+    canonical_layout (exactly bvlc_alexnet's shapes, 1000 classes) and problem (why the
+    file cannot be used, or None).
+    """
+    path = Path(path)
+    params, class_names, file_format = weights_io.read(path)
+    try:
+        weights_io.check(params, path)
+        problem = None
+    except WeightsError as error:
+        problem = str(error)
+    fc8 = params.get("fc8", (None,))[0]
+    classes = int(fc8.shape[-1]) if getattr(fc8, "ndim", 0) == 2 else None
+    if problem is None and class_names is not None and len(class_names) != classes:
+        problem = f"{path}: {len(class_names)} class names for {classes} fc8 outputs"
+    canonical = arch.parameter_shapes(arch.IMAGENET_CLASSES)
+    return {
+        "path": str(path),
+        "format": file_format,
+        "format_description": weights_io.FORMATS[file_format],
+        "bytes": path.stat().st_size,
+        "sha256": file_sha256(path),
+        "layers": [_describe_layer(name, params[name]) for name in _ordered(params)],
+        "parameters": int(sum(getattr(array, "size", 0) for pair in params.values() for array in pair)),
+        "classes": classes,
+        "class_names": class_names,
+        "canonical_layout": problem is None and all(
+            tuple(params[name][index].shape) == canonical[name][index] for name in arch.LAYER_NAMES for index in (0, 1)
+        ),
+        "problem": problem,
+    }
+
+
+def _ordered(params):
+    known = [name for name in arch.LAYER_NAMES if name in params]
+    return known + sorted(set(params) - set(known))
+
+
+def _describe_layer(name, pair):
+    def array_facts(array):
+        return {"shape": list(getattr(array, "shape", ())), "dtype": str(getattr(array, "dtype", type(array).__name__))}
+
+    return {"name": name, "weights": array_facts(pair[0]), "biases": array_facts(pair[1])}
+
+
+def convert(source, destination, class_names=None):
+    """Read `source` (.npy, .npz or .caffemodel), check it, and write it as `.npz` at `destination`.
+
+    `class_names` (a list) are stored with the weights; otherwise names already in the
+    source are kept. Returns the written WeightSet.
+    """
+    source, destination = Path(source), Path(destination)
+    if destination.suffix.lower() != ".npz":
+        raise WeightsError(f"{destination}: the converted file must be an .npz")
+    if destination.exists() and destination.resolve() == source.resolve():
+        raise WeightsError(f"{destination}: is the source itself; choose another output")
+    weight_set = weights_io.load(source)
+    if class_names is not None:
+        if len(class_names) != weight_set.num_classes:
+            raise WeightsError(f"{len(class_names)} class names given for {weight_set.num_classes} fc8 outputs in {source}")
+        weight_set.class_names = list(class_names)
+    weights_io.save(weight_set, destination)
+    weight_set.path = destination
+    return weight_set
+
+
+def read_class_names(path):
+    """One class name per line (blank lines ignored), like imagenet_classes.txt."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise WeightsError(f"{path}: cannot read class names: {error}") from None
+    return [line.strip() for line in lines if line.strip()]

@@ -1,0 +1,208 @@
+"""`alexft weights fetch | info | convert`, downloads against a local HTTP server on 127.0.0.1."""
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from alexft import download, weights
+from cli import main
+from fixtures import photo_paths, random_params
+from http_server import serving
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(map(str, args)), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def canonical_bytes(canonical_weights_file):
+    return canonical_weights_file.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def canonical_sha256(canonical_bytes):
+    return hashlib.sha256(canonical_bytes).hexdigest()
+
+
+def folder_listing(folder):
+    return sorted(path.name for path in folder.iterdir())
+
+
+# --- fetch ---------------------------------------------------------------------------------
+
+
+def test_fetch_downloads_verifies_and_prints_the_path(tmp_path, canonical_bytes, canonical_sha256):
+    output = tmp_path / "dl" / "w.npy"
+    with serving({"/w.npy": ("ok", canonical_bytes)}) as url:
+        result = run("weights", "fetch", "--url", f"{url}/w.npy", "--sha256", canonical_sha256.upper(), "--output", output)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(output)
+    assert output.read_bytes() == canonical_bytes
+    assert folder_listing(output.parent) == ["w.npy"]
+
+
+def test_fetch_defaults_to_the_cache_under_the_urls_name(canonical_bytes):
+    from alexft.sources import cache_dir
+
+    with serving({"/mirror/bvlc_alexnet.npy": ("ok", canonical_bytes)}) as url:
+        result = run("weights", "fetch", "--url", f"{url}/mirror/bvlc_alexnet.npy")
+    assert result.stdout.strip() == str(cache_dir() / "bvlc_alexnet.npy")
+    assert (cache_dir() / "bvlc_alexnet.npy").read_bytes() == canonical_bytes
+
+
+def test_dropped_connection_resumes_with_a_range_request(tmp_path, canonical_bytes, canonical_sha256):
+    output = tmp_path / "w.npy"
+    with serving({"/w.npy": ("drop", canonical_bytes)}) as url:
+        result = run("weights", "fetch", "--url", f"{url}/w.npy", "--sha256", canonical_sha256, "--output", output)
+        requests = list(url.requests)
+    assert result.exit_code == 0, result.output
+    assert requests == [("/w.npy", None), ("/w.npy", f"bytes={len(canonical_bytes) // 2}-")]
+    assert output.read_bytes() == canonical_bytes
+    assert folder_listing(tmp_path) == ["w.npy"]
+
+
+def test_an_abandoned_download_is_resumed_by_the_next_run(tmp_path, canonical_bytes, canonical_sha256):
+    output = tmp_path / "w.npy"
+    with serving({"/w.npy": ("stall", canonical_bytes)}) as url:
+        result = run("weights", "fetch", "--url", f"{url}/w.npy", "--output", output)
+    assert result.exit_code == 1
+    assert f"gave up after {download.ATTEMPTS} attempts" in result.stderr and "\n" not in result.stderr.strip()
+    partial = download.partial_path(output)
+    assert folder_listing(tmp_path) == [partial.name], "only the hidden partial file may remain"
+    kept = partial.stat().st_size
+    assert 0 < kept < len(canonical_bytes)
+    with serving({"/w.npy": ("ok", canonical_bytes)}) as url:
+        result = run("weights", "fetch", "--url", f"{url}/w.npy", "--sha256", canonical_sha256, "--output", output)
+        requests = list(url.requests)
+    assert result.exit_code == 0, result.output
+    assert requests == [("/w.npy", f"bytes={kept}-")]
+    assert output.read_bytes() == canonical_bytes
+
+
+def test_a_server_without_ranges_restarts_the_download(tmp_path, canonical_bytes, canonical_sha256):
+    output = tmp_path / "w.npy"
+    download.partial_path(output).write_bytes(b"stale bytes from another file")
+    with serving({"/w.npy": ("norange", canonical_bytes)}) as url:
+        result = run("weights", "fetch", "--url", f"{url}/w.npy", "--sha256", canonical_sha256, "--output", output)
+    assert result.exit_code == 0, result.output
+    assert output.read_bytes() == canonical_bytes
+
+
+@pytest.mark.parametrize("damage", ["flipped", "stale-prefix", "html"])
+def test_wrong_bytes_are_refused_and_nothing_is_left(tmp_path, canonical_bytes, canonical_sha256, damage):
+    output = tmp_path / "w.npy"
+    body = canonical_bytes
+    if damage == "flipped":  # same size and structure, different numbers: only the hash can tell
+        body = bytearray(canonical_bytes)
+        body[len(body) // 2] ^= 0xFF
+        body = bytes(body)
+    elif damage == "stale-prefix":  # a partial file from elsewhere, resumed by a range-capable server
+        download.partial_path(output).write_bytes(b"\0" * 1000)
+    else:
+        body = b"<!DOCTYPE html><html><body>Service unavailable</body></html>"
+    sha = canonical_sha256 if damage != "html" else None
+    with serving({"/w.npy": ("ok", body)}) as url:
+        args = ["weights", "fetch", "--url", f"{url}/w.npy", "--output", output] + (["--sha256", sha] if sha else [])
+        result = run(*args)
+    assert result.exit_code == 1
+    cause = "HTML/XML page" if damage == "html" else f"expected {canonical_sha256}"
+    assert cause in result.stderr and "download discarded" in result.stderr
+    assert list(tmp_path.iterdir()) == [], "a refused download must leave nothing"
+
+
+def test_a_file_already_there_is_verified_not_downloaded_again(tmp_path, canonical_weights_file, canonical_sha256):
+    with serving({}) as url:
+        result = run("weights", "fetch", "--url", f"{url}/w.npy", "--output", canonical_weights_file, "--sha256", canonical_sha256)
+        assert url.requests == []
+    assert result.exit_code == 0 and "already there" in result.stderr
+    wrong = run("weights", "fetch", "--url", f"{url}/w.npy", "--output", canonical_weights_file, "--sha256", "0" * 64)
+    assert wrong.exit_code == 1 and "different SHA-256" in wrong.stderr
+
+
+# --- info ----------------------------------------------------------------------------------
+
+
+def test_info_json_describes_the_canonical_file(canonical_weights_file, canonical_sha256):
+    result = run("weights", "info", "--json", canonical_weights_file)
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.stdout)
+    assert facts["format"] == "npy" and facts["sha256"] == canonical_sha256
+    assert facts["parameters"] == 60_965_224 and facts["classes"] == 1000 and facts["class_names"] is None
+    assert facts["canonical_layout"] is True and facts["problem"] is None
+    assert [layer["name"] for layer in facts["layers"]] == ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
+    assert facts["layers"][1]["weights"] == {"shape": [5, 5, 48, 256], "dtype": "float32"}
+
+
+def test_info_on_a_fine_tuned_file_and_on_a_broken_one(tmp_path):
+    params = {name: tuple(pair) for name, pair in random_params(seed=4, num_classes=3).items()}
+    fine_tuned = weights.save(weights.WeightSet(params, ["cat", "dog", "elk"]), tmp_path / "model.npz")
+    human = run("weights", "info", fine_tuned)
+    assert human.exit_code == 0
+    assert "classes: 3 (cat, dog, elk)" in human.stdout and "different class count" in human.stdout
+    assert "fc8    weights (4096, 3)" in human.stdout
+    params["fc7"] = (params["fc7"][0][:100], params["fc7"][1])
+    broken = weights.save(weights.WeightSet(params), tmp_path / "broken.npz")
+    result = run("weights", "info", "--json", broken)
+    assert result.exit_code == 1
+    facts = json.loads(result.stdout)
+    assert facts["canonical_layout"] is False and "fc7 weights have shape (100, 4096)" in facts["problem"]
+
+
+def test_info_on_a_file_that_is_not_weights_is_a_one_line_error(tmp_path):
+    page = tmp_path / "page.npy"
+    page.write_text("<html>not found</html>")
+    result = run("weights", "info", page)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [f"Error: {page}: not a weights file (it is an HTML/XML page, perhaps an error page saved by a download); expected .npy, .npz or .caffemodel"]
+
+
+# --- convert -------------------------------------------------------------------------------
+
+
+def test_convert_legacy_npy_to_npz_that_never_unpickles(tmp_path, canonical_weights_file, canonical_params, monkeypatch):
+    output = tmp_path / "alexnet.npz"
+    result = run("weights", "convert", canonical_weights_file, output)
+    assert result.exit_code == 0, result.output
+    monkeypatch.setattr(weights, "_NumpyOnlyUnpickler", None)  # any unpickling attempt now fails loudly
+    loaded = weights.load(output)
+    for name, (kernel, bias) in canonical_params.items():
+        np.testing.assert_array_equal(loaded.params[name][0], kernel)
+        np.testing.assert_array_equal(loaded.params[name][1], bias)
+    assert json.loads(run("weights", "info", "--json", output).stdout)["canonical_layout"] is True
+
+
+def test_convert_stores_class_names(tmp_path):
+    params = {name: tuple(pair) for name, pair in random_params(seed=5, num_classes=2).items()}
+    source = weights.save(weights.WeightSet(params), tmp_path / "two.npz")
+    names = tmp_path / "names.txt"
+    names.write_text("sea otter\n\nrocket\n", encoding="utf-8")
+    assert run("weights", "convert", "--class-names", names, source, tmp_path / "named.npz").exit_code == 0
+    assert weights.load(tmp_path / "named.npz").class_names == ["sea otter", "rocket"]
+    names.write_text("only one\n")
+    result = run("weights", "convert", "--class-names", names, source, tmp_path / "bad.npz")
+    assert result.exit_code == 1 and "1 class names given for 2 fc8 outputs" in result.stderr
+
+
+def test_convert_refuses_other_outputs_and_bad_sources(tmp_path):
+    params = {name: tuple(pair) for name, pair in random_params(seed=5, num_classes=2).items()}
+    source = weights.save(weights.WeightSet(params), tmp_path / "two.npz")
+    assert "must be an .npz" in run("weights", "convert", source, tmp_path / "x.npy").stderr
+    assert "is the source itself" in run("weights", "convert", source, source).stderr
+    (tmp_path / "empty.npy").write_bytes(b"")
+    result = run("weights", "convert", tmp_path / "empty.npy", tmp_path / "out.npz")
+    assert result.exit_code == 1 and "empty.npy: weights file is empty" in result.stderr
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_caffemodel_converts_to_the_same_predictions(tmp_path, canonical_caffemodel, canonical_weights_file):
+    facts = json.loads(run("weights", "info", "--json", canonical_caffemodel).stdout)
+    assert facts["format"] == "caffemodel" and facts["canonical_layout"] is True
+    converted = tmp_path / "from_caffe.npz"
+    result = run("weights", "convert", canonical_caffemodel, converted)
+    assert result.exit_code == 0, result.output
+    photos = [photo_paths()[name] for name in ("chelsea", "china")]
+    direct = run("classify", "--json", "--weights", canonical_weights_file, *photos)
+    from_caffe = run("classify", "--json", "--weights", converted, *photos)
+    assert direct.exit_code == 0 and from_caffe.stdout == direct.stdout
