@@ -347,5 +347,24 @@ def weights_convert(source, destination, class_names):
     click.echo(f"{destination}: {weight_set.num_classes} classes, from {source}")
 
 
+@main.command()
+@click.argument("output", type=click.Path(path_type=Path))
+@weights_option
+@click.option("--format", "file_format", default="savedmodel", show_default=True, type=click.Choice(["savedmodel", "tflite"]),
+              help="savedmodel: a folder for TF Serving (takes image bytes, or preprocessed views); tflite: one file for phones.")
+@click.option("--top-k", "top", default=5, show_default=True, type=click.IntRange(min=1), help="Classes returned per image.")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@_fail_cleanly
+def export(output, weights, file_format, top, force):
+    """Export the model with its class labels for serving, to OUTPUT."""
+    with _tensorflow_quiet():
+        from alexft.export import export as export_model, labels_path
+    from alexft.sources import resolve_weights
+
+    path = export_model(resolve_weights(weights), output, file_format=file_format, top_k=top, force=force)
+    extra = f" (labels in {labels_path(path)})" if file_format == "tflite" else ""
+    click.echo(f"{path}: {file_format}{extra}")
+
+
 if __name__ == "__main__":
     main()

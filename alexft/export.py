@@ -1,0 +1,149 @@
+"""Export a model for serving: a TensorFlow SavedModel, or a TFLite file.
+
+The SavedModel has two signatures:
+- `serving_default`: a batch of encoded images (JPEG, PNG, BMP, GIF, WebP bytes) -> decoded,
+  resized and cropped in the graph the way `preprocess` does it with OpenCV;
+- `preprocessed`: a batch of (227, 227, 3) BGR mean-subtracted float32 views, as
+  `preprocess.image_views` makes them.
+Both return `probabilities` (N, classes), and the `top_k` most probable `classes` (labels) with
+their `scores`. The TFLite file holds the `preprocessed` signature; its class labels are
+written next to it (`<name>.labels.txt`), since TFLite apps read labels from a file; its
+outputs are `probabilities`, the top-k `indices` into that list, and their `scores`.
+
+In-graph decoding comes close to OpenCV's but not to the bit: JPEGs decode identically (both
+use libjpeg's accurate integer IDCT), but TensorFlow ignores EXIF orientation, and its
+bilinear resize works in float where OpenCV's uses fixed-point uint8 arithmetic, so after
+rounding about one pixel value in eight differs by one grey level. tests/test_export.py pins
+that bound on real photos.
+"""
+import contextlib
+import io
+import os
+import shutil
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from . import weights as weights_io
+from .errors import AlexftError
+from .model import build_alexnet
+from .preprocess import CROP, MEAN_BGR, RESIZE, TEN_CROP_OFFSETS
+
+FORMATS = ("savedmodel", "tflite")
+_CENTRE = TEN_CROP_OFFSETS[4][0]
+
+
+class ExportError(AlexftError):
+    """The model cannot be exported as asked."""
+
+
+def decode_and_preprocess(data):
+    """Encoded image bytes (scalar string tensor) -> (227, 227, 3) centre view, in TF ops only."""
+    image = tf.cond(  # RGB uint8
+        tf.io.is_jpeg(data),
+        # TensorFlow's default JPEG IDCT is libjpeg's fast one; OpenCV uses the accurate one.
+        lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(data, channels=3, expand_animations=False),
+    )
+    image = tf.reverse(image, axis=[-1])  # BGR, as the Caffe weights expect
+    resized = tf.image.resize(tf.cast(image, tf.float32), (RESIZE, RESIZE), method="bilinear", antialias=False)
+    resized = tf.clip_by_value(tf.round(resized), 0.0, 255.0)  # OpenCV's result is whole uint8 grey levels
+    prepared = resized - tf.constant(MEAN_BGR)
+    return prepared[_CENTRE : _CENTRE + CROP, _CENTRE : _CENTRE + CROP]
+
+
+class ServingModule(tf.Module):
+    """The network, its labels and the two serving functions, as one trackable object."""
+
+    def __init__(self, model, class_names, top_k=5):
+        super().__init__()
+        self.model = model
+        self.labels = tf.constant(list(class_names))
+        self.top_k = min(top_k, len(class_names))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, CROP, CROP, 3], tf.float32, name="views")])
+    def preprocessed(self, views):
+        return self._outputs(views)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+    def encoded(self, images):
+        views = tf.map_fn(decode_and_preprocess, images, fn_output_signature=tf.TensorSpec([CROP, CROP, 3], tf.float32))
+        return self._outputs(views)
+
+    def _outputs(self, views):
+        probabilities = tf.nn.softmax(self.model(views, training=False))
+        scores, indices = tf.math.top_k(probabilities, k=self.top_k)
+        return {"probabilities": probabilities, "classes": tf.gather(self.labels, indices), "scores": scores}
+
+
+def serving_module(weights_path, top_k=5):
+    """Load a weights file into a fresh float32 network wrapped for export."""
+    weight_set = weights_io.load(weights_path)
+    model = build_alexnet(num_classes=weight_set.num_classes, dropout=0.0)
+    weights_io.assign(model, weight_set)
+    return ServingModule(model, weights_io.class_names_for(weight_set), top_k=top_k)
+
+
+def export(weights_path, output, file_format="savedmodel", top_k=5, force=False):
+    """Write `weights_path`'s model to `output` as a SavedModel folder or a `.tflite` file.
+
+    Written under a temporary name and renamed when complete; an existing `output` is
+    replaced only with `force`. Returns the output path.
+    """
+    if file_format not in FORMATS:
+        raise ExportError(f"unknown export format {file_format!r}; choose one of {', '.join(FORMATS)}")
+    output = Path(output)
+    if output.exists() and not force:
+        raise ExportError(f"{output}: already exists; pass --force to replace it")
+    module = serving_module(weights_path, top_k=top_k)
+    temporary = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    try:
+        if file_format == "savedmodel":
+            _write_saved_model(module, temporary)
+        else:
+            _write_tflite(module, temporary)
+        _replace(temporary, output)
+    finally:
+        _remove(temporary)
+    if file_format == "tflite":
+        labels = labels_path(output)
+        labels.write_text("\n".join(module.labels.numpy().astype(str)) + "\n", encoding="utf-8")
+    return output
+
+
+def labels_path(tflite_path):
+    """The class labels written beside a `.tflite` file, one per line in output order."""
+    tflite_path = Path(tflite_path)
+    return tflite_path.with_name(tflite_path.stem + ".labels.txt")
+
+
+def _write_saved_model(module, folder):
+    signatures = {"serving_default": module.encoded, "preprocessed": module.preprocessed}
+    tf.saved_model.save(module, str(folder), signatures=signatures)
+
+
+def _write_tflite(module, path):
+    # The converter freezes Keras 3 variables only from a Keras model (a tf.Module wrapper
+    # converts to a file without them), so the numeric outputs are rebuilt as one.
+    views = keras.Input((CROP, CROP, 3), name="views")
+    probabilities = keras.layers.Softmax(name="probabilities")(module.model(views))
+    scores, indices = keras.ops.top_k(probabilities, module.top_k)
+    numeric = keras.Model(views, {"probabilities": probabilities, "indices": indices, "scores": scores})
+    with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its temporary export to stdout
+        path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(numeric).convert())
+
+
+def _replace(temporary, output):
+    if output.is_dir() and not output.is_symlink():
+        shutil.rmtree(output)
+    elif output.exists():
+        output.unlink()
+    os.replace(temporary, output)
+
+
+def _remove(path):
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

@@ -1,0 +1,128 @@
+"""`alexft export`: the SavedModel and TFLite files, loaded in a fresh process and compared
+with the Python path (`alexft classify`, the OpenCV preprocessing)."""
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from click.testing import CliRunner
+
+from alexft.export import decode_and_preprocess, labels_path
+from alexft.preprocess import image_views
+from alexft.weights import imagenet_class_names
+from cli import main
+from fixtures import photo_paths
+
+# Measured on the photos below: OpenCV's fixed-point bilinear resize and TensorFlow's float
+# one, both rounded to whole grey levels, differ by at most one level in about 1 value in 8.
+MAX_PIXEL_DIFFERENCE = 1.0
+MAX_FRACTION_DIFFERENT = 0.2
+
+# Runs in a new interpreter: nothing of alexft is imported, only TensorFlow and the files.
+SERVE_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+
+    saved_model, tflite, views_file, *images = sys.argv[1:]
+    views = np.load(views_file)
+    served = tf.saved_model.load(saved_model)
+    encoded = served.signatures["serving_default"](images=tf.constant([open(p, "rb").read() for p in images]))
+    preprocessed = served.signatures["preprocessed"](views=tf.constant(views))
+    runner = tf.lite.Interpreter(model_path=tflite).get_signature_runner()
+    lite = runner(views=views)
+    out = {f"encoded_{k}": v.numpy() for k, v in encoded.items()}
+    out.update({f"preprocessed_{k}": v.numpy() for k, v in preprocessed.items()})
+    out.update({f"tflite_{k}": v for k, v in lite.items()})
+    out["signatures"] = np.array(sorted(served.signatures))
+    np.savez(sys.argv[3] + ".out.npz", **{k: (v.astype(str) if v.dtype == object else v) for k, v in out.items()})
+    """
+)
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(map(str, args)), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return [photo_paths()[name] for name in ("chelsea", "coffee", "astronaut", "camera", "china", "flower")]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, canonical_weights_file):
+    folder = tmp_path_factory.mktemp("export")
+    for file_format, name in (("savedmodel", "alexnet"), ("tflite", "alexnet.tflite")):
+        result = run("export", "--weights", canonical_weights_file, "--format", file_format, folder / name)
+        assert result.exit_code == 0, result.output
+    return folder / "alexnet", folder / "alexnet.tflite"
+
+
+@pytest.fixture(scope="module")
+def served(exported, photos, tmp_path_factory):
+    """Every export's outputs on the photos, computed by a fresh Python process."""
+    views_file = tmp_path_factory.mktemp("serve") / "views.npy"
+    np.save(views_file, np.concatenate([image_views(path) for path in photos]))
+    saved_model, tflite = exported
+    subprocess.run([sys.executable, "-c", SERVE_SCRIPT, saved_model, tflite, views_file, *photos], check=True, timeout=600)
+    with np.load(f"{views_file}.out.npz") as outputs:
+        return {key: outputs[key] for key in outputs.files}, np.load(views_file)
+
+
+def test_in_graph_preprocessing_is_within_one_grey_level_of_opencv(photos):
+    for path in photos:
+        expected = image_views(path)[0]
+        in_graph = decode_and_preprocess(tf.constant(path.read_bytes())).numpy()
+        difference = np.abs(in_graph - expected)
+        assert difference.max() <= MAX_PIXEL_DIFFERENCE + 1e-4, path.name
+        assert (difference > 1e-4).mean() < MAX_FRACTION_DIFFERENT, path.name
+
+
+def test_saved_model_on_preprocessed_views_matches_the_python_path(served, predictor, photos):
+    outputs, views = served
+    assert list(outputs["signatures"]) == ["preprocessed", "serving_default"]
+    expected = predictor.probabilities(views)
+    np.testing.assert_allclose(outputs["preprocessed_probabilities"], expected, rtol=1e-5, atol=1e-7)
+    names = imagenet_class_names()
+    for row, probabilities in enumerate(expected):
+        top = np.argsort(-probabilities, kind="stable")[:5]
+        assert list(outputs["preprocessed_classes"][row]) == [names[index] for index in top]
+        np.testing.assert_allclose(outputs["preprocessed_scores"][row], probabilities[top], rtol=1e-5)
+
+
+def test_saved_model_on_image_bytes_comes_close_to_the_python_path(served, predictor):
+    outputs, views = served
+    expected = predictor.probabilities(views)
+    in_graph = outputs["encoded_probabilities"]
+    assert in_graph.shape == expected.shape
+    # One grey level on some pixels moves the probabilities a little, never the ranking of clear winners.
+    np.testing.assert_allclose(in_graph, expected, atol=2e-3)
+    assert np.abs(in_graph - expected).max() > 0, "decoding in the graph is expected to differ slightly"
+    clear = np.sort(expected, axis=1)[:, -1] - np.sort(expected, axis=1)[:, -2] > 5e-3
+    assert clear.any()
+    np.testing.assert_array_equal(in_graph.argmax(1)[clear], expected.argmax(1)[clear])
+
+
+def test_tflite_matches_alexft_classify(served, exported, canonical_weights_file, photos):
+    outputs, _ = served
+    result = run("classify", "--json", "--weights", canonical_weights_file, *photos)
+    assert result.exit_code == 0, result.output
+    classified = [json.loads(line) for line in result.stdout.splitlines()]
+    labels = labels_path(exported[1]).read_text(encoding="utf-8").splitlines()
+    assert labels == imagenet_class_names()
+    for row, record in enumerate(classified):
+        top = record["predictions"]
+        assert [labels[index] for index in outputs["tflite_indices"][row]] == [entry["label"] for entry in top]
+        np.testing.assert_allclose(outputs["tflite_scores"][row], [entry["probability"] for entry in top], rtol=1e-4, atol=1e-7)
+    assert outputs["tflite_probabilities"].shape == (len(photos), 1000)
+
+
+def test_export_refuses_to_overwrite_without_force(exported, canonical_weights_file):
+    saved_model, _ = exported
+    result = run("export", "--weights", canonical_weights_file, saved_model)
+    assert result.exit_code == 1 and "already exists; pass --force" in result.stderr
+    assert (saved_model / "saved_model.pb").is_file()
