@@ -277,8 +277,21 @@ def _check_array(path, layer, part, array, shape, check_shape):
         elif layer in ("conv2", "conv4", "conv5") and array.ndim == 4 and array.shape[2] == 2 * shape[2]:
             hint = " (an ungrouped network's layout; bvlc_alexnet uses two groups here)"
         raise WeightsError(f"{path}: {layer} {part} have shape {array.shape}; this model needs {shape}{hint}")
-    if array.size and not (np.isfinite(array.min()) and np.isfinite(array.max())):  # no temporary array
+    if not _all_finite(array):
         raise WeightsError(f"{path}: {layer} {part} contain NaN or infinite values")
+
+
+def _all_finite(array):
+    """True when no value is NaN or infinite, in one BLAS pass and without a temporary array.
+
+    A sum of squares is NaN or infinite exactly when some value is, or when a finite value
+    is beyond 1e19 and the sum overflows; only then are the values looked at one by one.
+    """
+    flat = array.reshape(-1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.dot(flat, flat)):
+            return True
+    return bool(np.isfinite(flat.min()) and np.isfinite(flat.max()))
 
 
 # --- using and saving ------------------------------------------------------------------
