@@ -206,3 +206,11 @@ def test_caffemodel_converts_to_the_same_predictions(tmp_path, canonical_caffemo
     direct = run("classify", "--json", "--weights", canonical_weights_file, *photos)
     from_caffe = run("classify", "--json", "--weights", converted, *photos)
     assert direct.exit_code == 0 and from_caffe.stdout == direct.stdout
+
+
+def test_fetch_a_caffemodel_recognised_by_its_content(tmp_path, canonical_caffemodel):
+    body = canonical_caffemodel.read_bytes()
+    with serving({"/zoo/bvlc_alexnet.caffemodel": ("drop", body)}) as url:
+        result = run("weights", "fetch", "--url", f"{url}/zoo/bvlc_alexnet.caffemodel", "--output", tmp_path / "alexnet.caffemodel")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "alexnet.caffemodel").read_bytes() == body
