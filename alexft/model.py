@@ -6,6 +6,7 @@ trains ~4.5x faster (Keras' grouped-conv gradient is slow on CPU; see
 shared/docs/PERF_NOTES.md). There is one code path, used for inference and training.
 """
 import keras
+import numpy as np
 import tensorflow as tf
 
 from . import architecture as arch
@@ -67,11 +68,45 @@ def caffe_initializers(name, seed=None):
     return keras.initializers.RandomNormal(stddev=stddev, seed=seed), keras.initializers.Constant(bias)
 
 
-def build_alexnet(num_classes=arch.IMAGENET_CLASSES, seed=None, dropout=arch.DROPOUT_RATE, dtype=None):
+class _FromArray(keras.initializers.Initializer):
+    """Starts a variable from a given array, then drops it: the weights are never held twice."""
+
+    def __init__(self, holder, key):
+        self.holder, self.key = holder, key
+
+    def __call__(self, shape, dtype=None):
+        array = self.holder.pop(self.key)
+        if tuple(array.shape) != tuple(shape):
+            raise ValueError(f"{self.key}: weights of shape {array.shape} for a variable of shape {tuple(shape)}")
+        if _shareable(array, dtype):
+            # The variable takes over the array's memory: no copy (convert_to_tensor makes two).
+            return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+        return tf.convert_to_tensor(array, dtype=dtype)
+
+
+def _shareable(array, dtype):
+    """Whether TensorFlow can adopt `array`'s buffer: float32, C-contiguous, 64-byte aligned
+    (TensorFlow aborts the process on a misaligned buffer, so this is checked, never assumed)."""
+    wanted = np.dtype(tf.as_dtype(dtype or "float32").as_numpy_dtype)
+    return (array.dtype == np.float32 == wanted and array.flags.c_contiguous and array.flags.writeable
+            and array.size > 0 and array.ctypes.data % 64 == 0)
+
+
+def _initializers(name, seed, initial):
+    if initial is None or name not in initial:
+        return caffe_initializers(name, seed)
+    holder = dict(zip(("weights", "biases"), initial.pop(name)))
+    return _FromArray(holder, "weights"), _FromArray(holder, "biases")
+
+
+def build_alexnet(num_classes=arch.IMAGENET_CLASSES, seed=None, dropout=arch.DROPOUT_RATE, dtype=None, initial=None):
     """Build AlexNet with layers named conv1..conv5, fc6..fc8; outputs float32 logits.
 
     Input: a batch of 227x227 BGR, mean-subtracted float images (see `preprocess`).
     Weights start with Caffe's random init (seeded by `seed`); use `weights.assign` to load.
+    `initial`, a dict `{layer: (weights, biases)}` (checked, e.g. `WeightSet.params`), starts
+    those layers from the arrays instead, without random init or a second copy: the dict
+    is emptied as the variables are made.
     Dropout (on fc6 and fc7, rate `dropout`) is active only when called with training=True.
     `dtype`: a Keras dtype policy such as "mixed_float16" (variables stay float32).
     """
@@ -79,7 +114,7 @@ def build_alexnet(num_classes=arch.IMAGENET_CLASSES, seed=None, dropout=arch.DRO
     x = inputs
     for index, (name, spec) in enumerate(arch.LAYERS.items()):
         layer_seed = None if seed is None else seed + index
-        kernel_init, bias_init = caffe_initializers(name, layer_seed)
+        kernel_init, bias_init = _initializers(name, layer_seed, initial)
         if isinstance(spec, arch.Conv):
             x = GroupedConv2D(spec, kernel_init, bias_init, name=name, dtype=dtype)(x)
             if spec.lrn:

@@ -39,9 +39,10 @@ class Predictor:
 def load_predictor(weights=None, download=True, progress=None):
     """Build the network and load `weights` (a path, or None for the default sources)."""
     weight_set = weights_io.load(resolve_weights(weights, download=download, progress=progress))
-    model = build_alexnet(num_classes=weight_set.num_classes)
-    weights_io.assign(model, weight_set)
-    return Predictor(model, weights_io.class_names_for(weight_set))
+    class_names = weights_io.class_names_for(weight_set)
+    # The variables start from the file's arrays, which are released as they are copied.
+    model = build_alexnet(num_classes=weight_set.num_classes, initial=weight_set.params)
+    return Predictor(model, class_names)
 
 
 def predict_views(predictor, paths, ten_crop=False, batch_size=32, progress=None, workers=None):

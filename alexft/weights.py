@@ -235,10 +235,23 @@ def _stored_array(handle, info):
     shape, fortran_order, dtype = _read_npy_header(handle, version)
     if dtype.hasobject:
         raise ValueError(f"{info.filename} holds Python objects, which are never unpickled")
-    array = np.empty(shape[::-1] if fortran_order else shape, dtype=dtype)
+    array = _aligned_empty(shape[::-1] if fortran_order else shape, dtype)
     if array.nbytes and handle.readinto(array.reshape(-1).view(np.uint8)) != array.nbytes:
         raise EOFError(f"{info.filename} is cut short")
     return array.T if fortran_order else array
+
+
+def _aligned_empty(shape, dtype, alignment=64):
+    """An uninitialised array whose data starts on a 64-byte boundary.
+
+    TensorFlow copies such an array into a tensor with one memcpy; numpy's default 16-byte
+    alignment sends it down a path that takes about twice as long.
+    """
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(size + alignment, dtype=np.uint8)
+    start = -raw.ctypes.data % alignment
+    return raw[start : start + size].view(dtype).reshape(shape)
 
 
 # --- checking --------------------------------------------------------------------------

@@ -82,3 +82,26 @@ def test_seeded_builds_start_identical_and_follow_caffe_init():
     assert abs(first.get_layer("conv1").kernel.numpy().std() - 0.01) < 1e-3
     assert np.all(first.get_layer("conv2").bias.numpy() == np.float32(0.1))
     assert np.all(first.get_layer("fc8").bias.numpy() == 0)
+
+
+def test_starting_from_arrays_equals_assigning_them(canonical_params):
+    from alexft.weights import _aligned_empty
+
+    params = {name: tuple(pair) for name, pair in canonical_params.items()}
+    expected = build_alexnet(seed=1)
+    assign(expected, WeightSet(params))
+    # Aligned float32 buffers are adopted by TensorFlow without a copy; others are copied.
+    initial = {}
+    for index, (name, (kernel, bias)) in enumerate(params.items()):
+        if index % 2 == 0:
+            aligned = _aligned_empty(kernel.shape, kernel.dtype)
+            aligned[...] = kernel
+            kernel = aligned
+        initial[name] = (kernel, bias)
+    model = build_alexnet(initial=initial)
+    assert initial == {}, "the arrays are handed over, not kept"
+    for name in params:
+        for ours, theirs in zip(model.get_layer(name).weights, expected.get_layer(name).weights):
+            np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    views = np.random.default_rng(0).standard_normal((2, 227, 227, 3), dtype=np.float32) * 50
+    np.testing.assert_array_equal(model(views).numpy(), expected(views).numpy())
