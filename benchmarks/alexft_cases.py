@@ -1,0 +1,125 @@
+"""alexft's side of the benchmark suite, one measurement per command, JSON on stdout.
+
+    python alexft_cases.py infer   --weights W.npz --batch 64 [--seconds 10]
+    python alexft_cases.py train   --weights W.npz --batch 64 --layers all|fc8
+    python alexft_cases.py check   --weights W.npz --views IN.npy --output OUT.npy
+    python alexft_cases.py tencrop --weights W.npz FOLDER [--images 100]
+
+`infer` times the Predictor's compiled softmax (what classify runs per batch). `train` times
+the step `alexft finetune` runs without the feature cache: SGD with momentum, softmax cross
+entropy plus Caffe's L2 decay, dropout on. `tencrop` times `predict_views` on the same images
+with the centre crop and with Caffe's ten crops.
+"""
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from alexft import weights as weights_io  # noqa: E402
+from alexft.model import build_alexnet  # noqa: E402
+from alexft.predict import load_predictor, predict_views  # noqa: E402
+from alexft.preprocess import find_images  # noqa: E402
+
+
+def images_per_second(function, batch, seconds):
+    """Median images/s over repeated calls, after two warm-up calls, for about `seconds`."""
+    function()
+    function()
+    samples, spent = [], 0.0
+    while spent < seconds or len(samples) < 3:
+        start = time.perf_counter()
+        function()
+        elapsed = time.perf_counter() - start
+        samples.append(batch / elapsed)
+        spent += elapsed
+    return statistics.median(samples)
+
+
+def random_views(batch, seed=0):
+    return np.random.default_rng(seed).standard_normal((batch, 227, 227, 3), dtype=np.float32) * 50
+
+
+def command_infer(args):
+    predictor = load_predictor(args.weights, download=False)
+    views = random_views(args.batch)
+    return {"img_per_s": images_per_second(lambda: predictor.probabilities(views), args.batch, args.seconds)}
+
+
+def training_step(model, layers, lr=0.001, momentum=0.9, decay=5e-4):
+    import keras
+
+    variables = [v for name in (["fc8"] if layers == "fc8" else [layer.name for layer in model.layers if layer.weights])
+                 for v in model.get_layer(name).trainable_weights]
+    optimizer = keras.optimizers.SGD(learning_rate=lr, momentum=momentum)
+
+    @tf.function
+    def step(images, labels):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+            loss += 0.5 * decay * tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables if len(v.shape) > 1])
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    return step
+
+
+def command_train(args):
+    weight_set = weights_io.load(args.weights)
+    model = build_alexnet()
+    weights_io.assign(model, weight_set)
+    step = training_step(model, args.layers)
+    views = tf.constant(random_views(args.batch))
+    labels = tf.constant(np.random.default_rng(1).integers(0, 1000, args.batch).astype(np.int32))
+    return {"img_per_s": images_per_second(lambda: float(step(views, labels)), args.batch, args.seconds)}
+
+
+def command_check(args):
+    predictor = load_predictor(args.weights, download=False)
+    np.save(args.output, predictor.probabilities(np.load(args.views)))
+    return {"written": str(args.output)}
+
+
+def command_tencrop(args):
+    predictor = load_predictor(args.weights, download=False)
+    paths = find_images([args.folder])[: args.images]
+    result = {}
+    for label, ten_crop in (("centre", False), ("ten_crop", True)):
+        for _ in predict_views(predictor, paths[:32], ten_crop=ten_crop, progress=False):
+            pass  # warm-up: traces and fills caches
+        start = time.perf_counter()
+        for _ in predict_views(predictor, paths, ten_crop=ten_crop, batch_size=32, progress=False):
+            pass
+        result[f"{label}_img_per_s"] = len(paths) / (time.perf_counter() - start)
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("infer", "train", "check", "tencrop"):
+        command = sub.add_parser(name)
+        command.add_argument("--weights", type=Path, required=True)
+        command.add_argument("--batch", type=int, default=64)
+        command.add_argument("--seconds", type=float, default=10)
+        if name == "train":
+            command.add_argument("--layers", choices=["all", "fc8"], default="all")
+        if name == "check":
+            command.add_argument("--views", type=Path, required=True)
+            command.add_argument("--output", type=Path, required=True)
+        if name == "tencrop":
+            command.add_argument("folder", type=Path)
+            command.add_argument("--images", type=int, default=100)
+    args = parser.parse_args()
+    print(json.dumps(globals()[f"command_{args.command}"](args)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""alexft against ONNX Runtime and PyTorch, side by side in one run: the targets of issue #6.
+
+    python benchmarks/suite.py [--rounds 3] [--seconds 8] [--json benchmarks/results.json] [--only NAME,...]
+
+Installs the peers once into their own virtual environment (`benchmarks/.peers/`, pinned
+versions below), writes generated weights in the canonical layout and 2000 real-size JPEGs
+(made from the photos scikit-image and scikit-learn ship) to a scratch folder, then runs
+every case as separate processes, alternating alexft and its peer for `--rounds` rounds.
+Reported: the median of the rounds, and the ratio alexft / peer against its target. Run it
+on an otherwise idle machine; ratios are what to trust, absolute figures drift.
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from fixtures import photo_paths, random_params  # noqa: E402
+from py2pickle import write_python2_npy  # noqa: E402
+
+PEERS = ["torch==2.13.0", "onnxruntime==1.31.1", "onnx==1.23.2", "numpy", "opencv-python-headless==5.0.0.93"]
+PEERS_VENV = HERE / ".peers"
+ALEXFT = shutil.which("alexft", path=str(Path(sys.executable).parent)) or "alexft"
+
+
+def peers_python():
+    """The peers' interpreter, installing them first if the pinned set changed."""
+    stamp = PEERS_VENV / "requirements.txt"
+    python = PEERS_VENV / "bin" / "python"
+    if not (python.exists() and stamp.exists() and stamp.read_text() == "\n".join(PEERS)):
+        print(f"installing the peers into {PEERS_VENV}: {' '.join(PEERS)}", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", PEERS_VENV], check=True)
+        subprocess.run([python, "-m", "pip", "install", "-q", *PEERS], check=True)
+        stamp.write_text("\n".join(PEERS))
+    return str(python)
+
+
+def write_jpegs(folder, count, seed=0):
+    """Real-size photos (about 500x375, like ImageNet's): random crops, flips and JPEG qualities."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    photos = [cv2.imread(str(path), cv2.IMREAD_COLOR) for path in photo_paths().values()]
+    sizes = [(500, 375), (375, 500), (500, 333), (640, 480)]
+    for index in range(count):
+        image = photos[index % len(photos)]
+        height, width = image.shape[:2]
+        scale = rng.uniform(0.6, 1.0)
+        h, w = int(height * scale), int(width * scale)
+        top, left = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
+        crop = image[top : top + h, left : left + w]
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        crop = cv2.resize(crop, sizes[rng.integers(len(sizes))], interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(folder / f"{index:05d}.jpg"), crop, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(80, 96))])
+    return folder
+
+
+def run_json(command, env=None):
+    result = subprocess.run(list(map(str, command)), capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, command))} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def wall_and_peak(command):
+    """(seconds, peak resident MiB) of a command run as a child process."""
+    start = time.perf_counter()
+    process = subprocess.Popen(list(map(str, command)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode not in (0,):
+        raise RuntimeError(f"{' '.join(map(str, command))} exited with {process.returncode}: {process.stderr.read()[-2000:]}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+class Suite:
+    def __init__(self, scratch, rounds, seconds):
+        self.scratch, self.rounds, self.seconds = scratch, rounds, seconds
+        self.results = []
+        self.peer = peers_python()
+        self.weights = scratch / "bvlc_alexnet.npz"
+        self._write_weights()
+        self.images_1000 = write_jpegs(scratch / "images_1000", 1000)
+        self.images_2000 = scratch / "images_2000"
+        shutil.copytree(self.images_1000, self.images_2000)
+        self._add_images(self.images_2000, 1000)
+
+    def _write_weights(self):
+        from alexft import weights as weights_io
+
+        params = random_params(seed=0)
+        weights_io.save(weights_io.WeightSet({k: tuple(v) for k, v in params.items()}), self.weights)
+        self.legacy = write_python2_npy(self.scratch / "bvlc_alexnet.npy", params)
+
+    def _add_images(self, folder, count):
+        extra = write_jpegs(self.scratch / "extra", count, seed=1)
+        for path in extra.iterdir():
+            path.rename(folder / f"x{path.name}")
+
+    def alexft(self, *args):
+        return run_json([sys.executable, HERE / "alexft_cases.py", *args, "--weights", self.weights])
+
+    def peers(self, *args):
+        return run_json([self.peer, HERE / "peers.py", *args, "--weights", self.weights])
+
+    def record(self, name, ours, theirs, peer_name, target, unit="img/s", higher_is_better=True):
+        ours_median, theirs_median = statistics.median(ours), statistics.median(theirs)
+        ratio = ours_median / theirs_median if higher_is_better else theirs_median / ours_median
+        row = {"case": name, "alexft": round(ours_median, 2), "peer": peer_name, "peer_value": round(theirs_median, 2),
+               "unit": unit, "ratio": round(ratio, 3), "target": target, "met": ratio >= target,
+               "alexft_rounds": [round(v, 2) for v in ours], "peer_rounds": [round(v, 2) for v in theirs]}
+        self.results.append(row)
+        print(f"{name:<44} alexft {ours_median:9.2f} {unit:<6} {peer_name:<28} {theirs_median:9.2f}   "
+              f"ratio {ratio:5.2f}x  target {target}x  {'met' if row['met'] else 'MISSED'}", flush=True)
+
+    def alternate(self, ours, theirs):
+        """Run the two measurements `rounds` times, alternating; return both lists."""
+        a, b = [], []
+        for _ in range(self.rounds):
+            a.append(ours())
+            b.append(theirs())
+        return a, b
+
+    # --- the cases ---------------------------------------------------------------------------
+
+    def check_peers_agree(self):
+        views = self.scratch / "check_views.npy"
+        np.save(views, np.random.default_rng(5).standard_normal((4, 227, 227, 3), dtype=np.float32) * 50)
+        self.alexft("check", "--views", views, "--output", self.scratch / "alexft.npy")
+        reference = np.load(self.scratch / "alexft.npy")
+        for runtime in ("onnx", "torch"):
+            self.peers("check", "--runtime", runtime, "--views", views, "--output", self.scratch / f"{runtime}.npy")
+            difference = float(np.abs(np.load(self.scratch / f"{runtime}.npy") - reference).max())
+            print(f"same network check: max |p(alexft) - p({runtime})| = {difference:.2e}", flush=True)
+            if difference > 1e-4:
+                raise RuntimeError(f"{runtime} computes a different network (difference {difference})")
+
+    def inference(self):
+        for batch, target in ((64, 1.3), (1, 1.0)):
+            seconds = str(self.seconds)
+            ours, theirs = self.alternate(
+                lambda: self.alexft("infer", "--batch", batch, "--seconds", seconds)["img_per_s"],
+                lambda: self.peers("infer", "--runtime", "onnx", "--batch", batch, "--seconds", seconds)["img_per_s"],
+            )
+            self.record(f"1. model-only inference, batch {batch}", ours, theirs, "ONNX Runtime", target)
+        ours, theirs = self.alternate(
+            lambda: self.alexft("infer", "--batch", 64, "--seconds", str(self.seconds))["img_per_s"],
+            lambda: self.peers("infer", "--runtime", "torch", "--batch", 64, "--seconds", str(self.seconds))["img_per_s"],
+        )
+        self.record("   (context) inference, batch 64", ours, theirs, "PyTorch (channels-last)", 0.0)
+
+    def classify_pipeline(self):
+        def marginal(command):
+            first, _ = wall_and_peak([*command, self.images_1000])
+            second, _ = wall_and_peak([*command, self.images_2000])
+            return 1000 / (second - first)
+
+        ours, theirs = self.alternate(
+            lambda: marginal([ALEXFT, "classify", "--json", "--no-progress", "--batch-size", "64", "--weights", self.weights]),
+            lambda: marginal([self.peer, HERE / "peers.py", "classify", "--weights", self.weights]),
+        )
+        self.record("2. classify 1000 JPEGs, marginal", ours, theirs, "ONNX Runtime + decode loop", 1.3)
+
+    def training(self):
+        ours, theirs = self.alternate(
+            lambda: self.alexft("train", "--layers", "all", "--batch", 64, "--seconds", str(self.seconds))["img_per_s"],
+            lambda: self.peers("train", "--runtime", "torch", "--layers", "all", "--batch", 64, "--seconds", str(self.seconds))["img_per_s"],
+        )
+        self.record("3. train all layers, batch 64", ours, theirs, "PyTorch (channels-last)", 3.0)
+        result = run_json([sys.executable, HERE / "finetune_cache.py", "--per-class", "20", "--epochs", "3"])
+        self.record("3. fc8 epoch on the feature cache", [result["cached"]["median_epoch_s"]],
+                    [result["full"]["median_epoch_s"]], "alexft full-forward epoch", 25.0, unit="s",
+                    higher_is_better=False)
+
+    def ten_crop(self):
+        ours = [self.alexft("tencrop", self.images_1000, "--images", "96") for _ in range(self.rounds)]
+        tens = [r["ten_crop_img_per_s"] for r in ours]
+        centres = [r["centre_img_per_s"] / 10 for r in ours]
+        self.record("4. ten-crop img/s vs centre img/s / 10", tens, centres, "alexft centre crop / 10", 0.9)
+
+    def cold_start(self):
+        one = next(self.images_1000.iterdir())
+        starts, peaks, imports = [], [], []
+        for _ in range(self.rounds):
+            seconds, peak = wall_and_peak([ALEXFT, "classify", "--weights", self.weights, one])
+            starts.append(seconds)
+            peaks.append(peak)
+            imports.append(wall_and_peak([sys.executable, "-c", "import tensorflow"])[0])
+        extra = [s - i for s, i in zip(starts, imports)]
+        self.results.append({"case": "5. cold start: classify one.jpg - import tensorflow", "alexft": round(statistics.median(extra), 2),
+                             "unit": "s", "target": "<= 1.0 s", "met": statistics.median(extra) <= 1.0,
+                             "classify_s": starts, "import_tensorflow_s": imports})
+        print(f"{'5. cold start, extra over import tensorflow':<44} {statistics.median(extra):.2f} s "
+              f"(classify {statistics.median(starts):.2f} s, import {statistics.median(imports):.2f} s)  target <= 1.0 s  "
+              f"{'met' if statistics.median(extra) <= 1.0 else 'MISSED'}", flush=True)
+        peak = statistics.median(peaks)
+        self.results.append({"case": "5. cold start peak memory", "alexft": round(peak), "unit": "MiB", "target": "<= 1229 MiB",
+                             "met": peak <= 1229})
+        print(f"{'5. cold start peak memory':<44} {peak:.0f} MiB  target <= 1229 MiB  {'met' if peak <= 1229 else 'MISSED'}", flush=True)
+
+    def weights_load(self):
+        subprocess.run([sys.executable, HERE / "weights_load.py", "--repeats", "5", "--json", self.scratch / "load.json"],
+                       check=True, stdout=subprocess.DEVNULL)
+        rows = {row["case"]: row for row in json.loads((self.scratch / "load.json").read_text())["results"]}
+        npz = rows["alexft .npz (converted)"]
+        self.results.append({"case": "6. load converted .npz vs pickled .npy", "ratio": npz["speedup_vs_pickled_npy"],
+                             "target": 4.0, "met": npz["speedup_vs_pickled_npy"] >= 4.0, "details": list(rows.values())})
+        print(f"{'6. load .npz vs pickled .npy':<44} ratio {npz['speedup_vs_pickled_npy']:.2f}x  target 4.0x  "
+              f"{'met' if npz['speedup_vs_pickled_npy'] >= 4 else 'MISSED'}", flush=True)
+
+
+CASES = ("check_peers_agree", "inference", "classify_pipeline", "training", "ten_crop", "cold_start", "weights_load")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8.0, help="Time per in-process measurement.")
+    parser.add_argument("--only", help=f"Comma-separated subset of: {', '.join(CASES)}.")
+    parser.add_argument("--json", type=Path, default=HERE / "results.json")
+    args = parser.parse_args()
+    chosen = args.only.split(",") if args.only else CASES
+    with tempfile.TemporaryDirectory() as scratch:
+        suite = Suite(Path(scratch), args.rounds, args.seconds)
+        for case in chosen:
+            getattr(suite, case)()
+    args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "rounds": args.rounds, "results": suite.results}, indent=2))
+    print(f"results: {args.json}")
+
+
+if __name__ == "__main__":
+    main()
