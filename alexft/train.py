@@ -36,6 +36,7 @@ from .sources import resolve_weights
 IDENTITY = ("skip", "train", "batch_size", "lr", "momentum", "weight_decay", "fresh_lr_multiplier",
             "bias_lr_multiplier", "dropout", "seed", "cache", "val_split", "class_names", "base_weights_sha256")
 CACHE_POINTS = {"fc6": "pool5", "fc7": "fc6", "fc8": "fc7"}  # first trained layer -> cached output
+CURVES_EVERY = 30  # seconds between redraws of curves.png during a run
 
 
 class TrainingError(AlexftError, RuntimeError):
@@ -174,6 +175,7 @@ class Trainer:
             self.optimizer.build(self.variables)
         self.cache_memory = cache_memory
         self.train_step = self._make_train_step()
+        self._curves_drawn = -math.inf
         self.evaluate_views = self._make_evaluate()
 
     # --- set-up ---------------------------------------------------------------------
@@ -219,7 +221,7 @@ class Trainer:
             correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
             return tf.reduce_sum(losses), correct, tf.cast(tf.shape(labels)[0], tf.float32)
 
-        @tf.function
+        @tf.function(reduce_retracing=True)  # the last batch of an epoch is smaller
         def step(batch):
             results = strategy.run(replica_step, args=batch)
             return [strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in results]
@@ -283,6 +285,10 @@ class Trainer:
             def gather(indices, chosen):
                 return np.ascontiguousarray(features[indices, chosen]), labels[indices]
 
+            if self.strategy.num_replicas_in_sync == 1:
+                # An epoch on cached features takes milliseconds; building a tf.data pipeline
+                # for it took longer than the training itself.
+                return _numpy_batches(gather, order, views, batch_size, skip_batches)
             data = tf.data.Dataset.from_tensor_slices((order, views)).batch(batch_size).skip(skip_batches)
             data = data.map(lambda i, v: _numpy_map(gather, (i, v), (tf.float32, tf.int32), features.shape[2:]))
         else:
@@ -336,6 +342,7 @@ class Trainer:
                             tf.summary.scalar(key, value)
                 self.log(_describe_row(row, epochs))
                 if stop.signal_number and epoch + 1 < epochs:
+                    self._write_history(state["history"], final=True)
                     raise TrainingInterrupted(
                         f"stopped by signal {stop.signal_number} after epoch {epoch + 1}; "
                         f"continue with --resume --output {self.run}", stop.signal_number)
@@ -358,7 +365,7 @@ class Trainer:
                 bar.update(int(count))
                 bar.set_postfix(loss=f"{totals[0] / totals[2]:.3f}", acc=f"{totals[1] / totals[2]:.3f}")
                 if stop.signal_number and step < batches:
-                    self._save(dict(state, epoch=epoch, step=step, partial=totals))
+                    self._save(dict(state, epoch=epoch, step=step, partial=totals), final=True)
                     raise TrainingInterrupted(
                         f"stopped by signal {stop.signal_number} at epoch {epoch + 1}, step {step}; "
                         f"continue with --resume --output {self.run}", stop.signal_number)
@@ -393,14 +400,14 @@ class Trainer:
     def _seed_states(self):
         return [layer.seed_generator.state for layer in self.model.layers if hasattr(layer, "seed_generator")]
 
-    def _save(self, state):
+    def _save(self, state, final=False):
         record = dict(state)
         arrays = {f"current/{i}": np.array(v.numpy()) for i, v in enumerate(self.variables)}
         arrays.update({f"best/{i}": value for i, value in enumerate(self.best)})
         arrays.update({f"optimizer/{i}": np.array(v.numpy()) for i, v in enumerate(self.optimizer.variables)})
         arrays.update({f"seed/{i}": np.array(v.numpy()) for i, v in enumerate(self._seed_states())})
         checkpoints.save(self.run / "checkpoint.npz", record, arrays)
-        self._write_history(record["history"])
+        self._write_history(record["history"], final=final)
 
     def _restore(self):
         self.best = [np.array(v.numpy()) for v in self.variables]
@@ -415,7 +422,7 @@ class Trainer:
         self.log(f"resuming {self.run} at epoch {record['epoch'] + 1}" + (f", step {record['step']}" if record["step"] else ""))
         return record
 
-    def _write_history(self, history):
+    def _write_history(self, history, final=False):
         columns = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
         temporary = self.run / ".history.csv.tmp"
         with open(temporary, "w", newline="") as handle:
@@ -423,10 +430,14 @@ class Trainer:
             writer.writeheader()
             writer.writerows({key: ("" if row.get(key) is None else row[key]) for key in columns} for row in history)
         temporary.replace(self.run / "history.csv")
-        if history:
+        # Drawing the curves takes most of a second, longer than a cached epoch: redraw at
+        # most every CURVES_EVERY seconds, and always at the end or on interruption.
+        if history and (final or time.monotonic() - self._curves_drawn >= CURVES_EVERY):
             learning_curves(history, self.run / "curves.png")
+            self._curves_drawn = time.monotonic()
 
     def _finish(self, state, seconds):
+        self._write_history(state["history"], final=True)
         class_names = self.dataset.class_names
         last = weights_io.from_model(self.model, class_names)
         weights_io.save(last, self.run / "model_last.npz")
@@ -440,6 +451,13 @@ class Trainer:
                     train_images=self.train_count, val_images=len(self.dataset.val), broken_files=len(self.ledger.errors),
                     cached=self.cache_after is not None, seconds=round(seconds, 3),
                     **{key: final.get(key) for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")})
+
+
+def _numpy_batches(gather, order, views, batch_size, skip_batches):
+    """The cached path's batches as tensors, straight from the feature arrays."""
+    for start in range(skip_batches * batch_size, len(order), batch_size):
+        images, labels = gather(order[start : start + batch_size], views[start : start + batch_size])
+        yield tf.convert_to_tensor(images), tf.convert_to_tensor(labels, tf.int32)
 
 
 def _numpy_map(function, args, dtypes, shape, batched=True):
