@@ -10,6 +10,7 @@ Two formats:
 import os
 import pickle
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -207,24 +208,27 @@ def _read_npz(path):
 def _npz_arrays(path):
     """Every array of an .npz, never unpickling.
 
-    `np.savez` stores members uncompressed, so each array is read with one `readinto` at
-    its offset: about four times faster than `np.load`, which copies through zipfile's
-    reader and checks CRCs (the layer checks that follow catch truncation and bad values).
-    Compressed members take numpy's path.
+    `np.savez` stores members uncompressed, so each array's bytes are read straight from
+    its offset into aligned memory, in chunks spread over a few threads: several times
+    faster than `np.load`, which copies through zipfile's reader and checks CRCs (the layer
+    checks that follow catch truncation and bad values). Compressed members take numpy's path.
     """
-    arrays = {}
+    arrays, reads = {}, []
     with zipfile.ZipFile(path) as archive, open(path, "rb") as handle:
         for info in archive.infolist():
             name = info.filename.removesuffix(".npy")
             if info.compress_type == zipfile.ZIP_STORED:
-                arrays[name] = _stored_array(handle, info)
+                arrays[name], offset = _stored_array(handle, info)
+                reads.append((arrays[name], offset, info.filename))
             else:
                 with archive.open(info) as member:
                     arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
+        _fill(handle.fileno(), reads)
     return arrays
 
 
 def _stored_array(handle, info):
+    """An empty array for a stored member, and the file offset of its data."""
     handle.seek(info.header_offset)
     local = handle.read(30)  # the local header's name and extra lengths can differ from the directory's
     if len(local) != 30 or local[:4] != ZIP_MAGIC:
@@ -236,9 +240,40 @@ def _stored_array(handle, info):
     if dtype.hasobject:
         raise ValueError(f"{info.filename} holds Python objects, which are never unpickled")
     array = _aligned_empty(shape[::-1] if fortran_order else shape, dtype)
-    if array.nbytes and handle.readinto(array.reshape(-1).view(np.uint8)) != array.nbytes:
-        raise EOFError(f"{info.filename} is cut short")
-    return array.T if fortran_order else array
+    return (array.T if fortran_order else array), handle.tell()
+
+
+READ_CHUNK = 8 << 20
+
+
+def _fill(fd, reads):
+    """Read each (array, offset, name) from the file; chunks go to a small thread pool
+    (copying out of the page cache is CPU work, and `os.preadv` releases the GIL)."""
+    chunks = []
+    for array, offset, name in reads:
+        buffer = (array.T if not array.flags.c_contiguous else array).reshape(-1).view(np.uint8)
+        chunks += [(buffer[start : start + READ_CHUNK], offset + start, name) for start in range(0, buffer.size, READ_CHUNK)]
+
+    def read(chunk):
+        view, offset, name = chunk
+        if _pread_into(fd, view, offset) != view.size:
+            raise EOFError(f"{name} is cut short")
+
+    workers = min(4, os.cpu_count() or 1)
+    if workers == 1 or len(chunks) < 2:
+        for chunk in chunks:
+            read(chunk)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(read, chunks))
+
+
+def _pread_into(fd, view, offset):
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, [view], offset)
+    with os.fdopen(os.dup(fd), "rb") as handle:  # Windows: no preadv
+        handle.seek(offset)
+        return handle.readinto(view)
 
 
 def _aligned_empty(shape, dtype, alignment=64):
