@@ -53,50 +53,12 @@ class GroupedConv2D(keras.layers.Layer):
 
 
 class LocalResponseNorm(keras.layers.Layer):
-    """Caffe's across-channel LRN with AlexNet's constants.
-
-    The forward pass is TensorFlow's own LRN kernel. Its gradient is our own: TensorFlow's
-    CPU `LRNGrad` took 11-18% of a training step with every layer trainable, and the same
-    formula written with a banded channel matmul and rsqrt runs 2-2.6x faster
-    (benchmarks/where_time_goes.py; equal to `LRNGrad` within 3e-7 relative, tested).
-    """
-
-    def build(self, input_shape):
-        channels = input_shape[-1]
-        offsets = np.abs(np.subtract.outer(np.arange(channels), np.arange(channels)))
-        # band[i, j] = 1 when channel j is within depth_radius of channel i: x @ band sums the window.
-        self.band = (offsets <= arch.LRN["depth_radius"]).astype(np.float32)  # numpy: a constant of each graph
+    """Caffe's across-channel LRN with AlexNet's constants."""
 
     def call(self, inputs):
         # TF's LRN kernel is float32-only on CPU; compute there and cast back.
-        outputs = local_response_norm(tf.cast(inputs, tf.float32), tf.constant(self.band))
+        outputs = tf.nn.local_response_normalization(tf.cast(inputs, tf.float32), **arch.LRN)
         return tf.cast(outputs, inputs.dtype)
-
-
-def local_response_norm(x, band):
-    """tf.nn.local_response_normalization with AlexNet's constants, and a faster gradient."""
-
-    @tf.custom_gradient
-    def normalise(x):
-        def gradient(upstream):
-            # y = x * d^-beta with d = bias + alpha * S(x^2), S the window sum over channels:
-            # dL/dx = g * d^-beta - 2 * alpha * beta * x * S(g * x * d^(-beta - 1)).
-            alpha, beta = arch.LRN["alpha"], arch.LRN["beta"]
-            d = arch.LRN["bias"] + alpha * _window_sum(tf.square(x), band)
-            if beta == 0.75:  # d^-3/4 = d^-1/2 * d^-1/4: two cheap roots instead of pow
-                d_to_minus_beta = tf.math.rsqrt(d) * tf.sqrt(tf.math.rsqrt(d))
-            else:
-                d_to_minus_beta = tf.pow(d, -beta)
-            return upstream * d_to_minus_beta - (2 * alpha * beta) * x * _window_sum(upstream * x * d_to_minus_beta / d, band)
-
-        return tf.nn.local_response_normalization(x, **arch.LRN), gradient
-
-    return normalise(x)
-
-
-def _window_sum(values, band):
-    channels = band.shape[0]
-    return tf.reshape(tf.matmul(tf.reshape(values, [-1, channels]), band), tf.shape(values))
 
 
 def caffe_initializers(name, seed=None):
