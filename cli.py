@@ -139,7 +139,7 @@ def _print_result(result, as_json):
 def evaluate(data, weights, list_file, root, ten_crop, batch_size, report, as_json, progress):
     """Measure a model on DATA/<class>/<images> (folders matched to class names) or a --list file."""
     with _tensorflow_quiet():
-        from alexft.evaluate import evaluate as run_evaluate, labelled_folder, labelled_list
+        from alexft.evaluation import evaluate as run_evaluate, labelled_folder, labelled_list
         from alexft.predict import load_predictor
     if (data is None) == (list_file is None):
         raise click.UsageError("give either DATA (class folders) or --list FILE")

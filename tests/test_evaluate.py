@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from alexft import weights
 from alexft.data import DataError
-from alexft.evaluate import labelled_folder, labelled_list, metrics
+from alexft.evaluation import labelled_folder, labelled_list, metrics
 from alexft.model import build_alexnet, truncated
 from alexft.preprocess import image_views
 from cli import main
@@ -140,3 +140,14 @@ def test_features_match_the_models_intermediate_activations(fc8_run, small_digit
             expected = fc7(image_views(paths[index], ten_crop=ten_crop)).numpy().mean(axis=0)
             np.testing.assert_allclose(features[index], expected, rtol=1e-4, atol=1e-4)
             assert labels[index] == int(paths[index].split("/")[-2][-1])
+
+
+def test_api_names_stay_functions_after_their_modules_are_imported():
+    import importlib
+
+    import alexft
+
+    for name in ("evaluate", "finetune", "classify", "extract_features", "export_model"):
+        module = alexft._EXPORTS[name] if isinstance(alexft._EXPORTS[name], str) else alexft._EXPORTS[name][0]
+        importlib.import_module(f"alexft.{module}")
+        assert callable(getattr(alexft, name)), f"alexft.{name} became the module alexft.{module}"
