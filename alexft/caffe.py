@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import WeightsError
+from .weights import open_weights_file
 
 CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 FC_LAYERS = ("fc6", "fc7", "fc8")
@@ -158,15 +159,7 @@ def looks_like_caffemodel(head: bytes) -> bool:
 @contextlib.contextmanager
 def _mapped(path):
     """A read-only memoryview of the whole file, released and closed on exit."""
-    try:
-        handle = open(path, "rb")
-    except FileNotFoundError:
-        raise WeightsError(f"{path}: weights file not found") from None
-    except IsADirectoryError:
-        raise WeightsError(f"{path}: is a folder, not a weights file") from None
-    except OSError as error:
-        raise WeightsError(f"{path}: cannot read weights file: {error.strerror or error}") from None
-    with handle:
+    with open_weights_file(path) as handle:
         if os.fstat(handle.fileno()).st_size == 0:
             raise WeightsError(f"{path}: weights file is empty")
         try:

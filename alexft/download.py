@@ -141,7 +141,7 @@ def _stream(response, partial, start, total, progress):
 def _verify_or_discard(partial, url, sha256):
     """Check the hash (when known) and the structure; a file that fails is deleted, not resumed."""
     try:
-        digest = file_sha256(partial)
+        digest = file_sha256(partial) if sha256 else None  # 233 MB of hashing only when it is checked
         if sha256 and digest != sha256.lower():
             raise WeightsError(f"{url}: SHA-256 is {digest}, expected {sha256.lower()}; download discarded")
         try:

@@ -55,11 +55,8 @@ def load(path, num_classes=None, skip=()):
     """
     path = Path(path)
     params, class_names, _ = read(path)
-    check(params, path, num_classes=num_classes, skip=skip)
-    weight_set = WeightSet(params, class_names, path)
-    if class_names is not None and "fc8" in params and len(class_names) != weight_set.num_classes:
-        raise WeightsError(f"{path}: {len(class_names)} class names for {weight_set.num_classes} fc8 outputs")
-    return weight_set
+    check(params, path, num_classes=num_classes, skip=skip, class_names=class_names)
+    return WeightSet(params, class_names, path)
 
 
 def read(path):
@@ -80,16 +77,21 @@ def read(path):
     raise WeightsError(f"{path}: not a weights file ({_describe_bytes(head)}); expected .npy, .npz or .caffemodel")
 
 
-def _read_head(path):
+def open_weights_file(path):
+    """Open a weights file for reading, or raise WeightsError saying why not (every reader uses this)."""
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(64)
+        return open(path, "rb")
     except FileNotFoundError:
         raise WeightsError(f"{path}: weights file not found") from None
     except IsADirectoryError:
         raise WeightsError(f"{path}: is a folder, not a weights file") from None
     except OSError as error:
         raise WeightsError(f"{path}: cannot read weights file: {error.strerror or error}") from None
+
+
+def _read_head(path):
+    with open_weights_file(path) as handle:
+        head = handle.read(64)
     if not head:
         raise WeightsError(f"{path}: weights file is empty")
     return head
@@ -292,8 +294,9 @@ def _aligned_empty(shape, dtype, alignment=64):
 # --- checking --------------------------------------------------------------------------
 
 
-def check(params, path, num_classes=None, skip=()):
-    """Check layer names, [W, b] structure, dtype, shapes and finiteness; raise WeightsError."""
+def check(params, path, num_classes=None, skip=(), class_names=None):
+    """Check layer names, [W, b] structure, dtype, shapes, finiteness and, when given, that
+    there is one class name per fc8 output; raise WeightsError."""
     skip = set(skip)
     unknown = sorted(set(params) - set(arch.LAYER_NAMES))
     if unknown:
@@ -307,6 +310,8 @@ def check(params, path, num_classes=None, skip=()):
     for name, (weights, biases) in params.items():
         for part, array, shape in (("weights", weights, expected[name][0]), ("biases", biases, expected[name][1])):
             _check_array(path, name, part, array, shape, check_shape=name not in skip)
+    if class_names is not None and "fc8" in params and len(class_names) != params["fc8"][0].shape[1]:
+        raise WeightsError(f"{path}: {len(class_names)} class names for {params['fc8'][0].shape[1]} fc8 outputs")
 
 
 def _is_array(value):

@@ -19,14 +19,12 @@ def describe(path):
     path = Path(path)
     params, class_names, file_format = weights_io.read(path)
     try:
-        weights_io.check(params, path)
+        weights_io.check(params, path, class_names=class_names)
         problem = None
     except WeightsError as error:
         problem = str(error)
     fc8 = params.get("fc8", (None,))[0]
     classes = int(fc8.shape[-1]) if getattr(fc8, "ndim", 0) == 2 else None
-    if problem is None and class_names is not None and len(class_names) != classes:
-        problem = f"{path}: {len(class_names)} class names for {classes} fc8 outputs"
     canonical = arch.parameter_shapes(arch.IMAGENET_CLASSES)
     return {
         "path": str(path),

@@ -101,7 +101,6 @@ def test_saved_model_on_image_bytes_comes_close_to_the_python_path(served, predi
     assert in_graph.shape == expected.shape
     # One grey level on some pixels moves the probabilities a little, never the ranking of clear winners.
     np.testing.assert_allclose(in_graph, expected, atol=2e-3)
-    assert np.abs(in_graph - expected).max() > 0, "decoding in the graph is expected to differ slightly"
     clear = np.sort(expected, axis=1)[:, -1] - np.sort(expected, axis=1)[:, -2] > 5e-3
     assert clear.any()
     np.testing.assert_array_equal(in_graph.argmax(1)[clear], expected.argmax(1)[clear])

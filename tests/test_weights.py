@@ -207,3 +207,13 @@ def test_npz_written_by_numpy_in_other_ways_reads_the_same(tmp_path):
         np.testing.assert_array_equal(params["fc6"][0], arrays["fc6/weights"])
         np.testing.assert_array_equal(params["fc6"][1], arrays["fc6/biases"])
     assert weights.read(tmp_path / "compressed.npz")[1] == ["a", "b", "c", "d"]
+
+
+def test_class_names_must_match_fc8_in_load_and_info(tmp_path):
+    from alexft.weights_tools import describe
+
+    params = {name: tuple(pair) for name, pair in random_params(seed=4, num_classes=3).items()}
+    path = weights.save(weights.WeightSet(params, ["cat", "dog"]), tmp_path / "named.npz")
+    with pytest.raises(WeightsError, match=r"named\.npz: 2 class names for 3 fc8 outputs"):
+        weights.load(path)
+    assert describe(path)["problem"] == f"{path}: 2 class names for 3 fc8 outputs"
