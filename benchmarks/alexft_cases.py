@@ -13,7 +13,7 @@ with the centre crop and with Caffe's ten crops.
 import argparse
 import json
 import os
-import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -27,23 +27,8 @@ from alexft.model import build_alexnet  # noqa: E402
 from alexft.predict import load_predictor, predict_views  # noqa: E402
 from alexft.preprocess import find_images  # noqa: E402
 
-
-def images_per_second(function, batch, seconds):
-    """Median images/s over repeated calls, after two warm-up calls, for about `seconds`."""
-    function()
-    function()
-    samples, spent = [], 0.0
-    while spent < seconds or len(samples) < 3:
-        start = time.perf_counter()
-        function()
-        elapsed = time.perf_counter() - start
-        samples.append(batch / elapsed)
-        spent += elapsed
-    return statistics.median(samples)
-
-
-def random_views(batch, seed=0):
-    return np.random.default_rng(seed).standard_normal((batch, 227, 227, 3), dtype=np.float32) * 50
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import images_per_second, random_views  # noqa: E402  (same timing and inputs as the peers)
 
 
 def command_infer(args):
