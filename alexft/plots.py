@@ -1,15 +1,15 @@
 """Figures written into run folders."""
-import matplotlib
 import numpy as np
-
-matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
+# Figures built without pyplot need no backend, so drawing a file never changes the
+# backend of the caller (a notebook's inline plots stay inline).
+from matplotlib.figure import Figure
 
 
 def learning_curves(history, path):
     """Loss and accuracy per epoch, train and validation, side by side."""
     epochs = [row["epoch"] for row in history]
-    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    loss_axes, accuracy_axes = figure.subplots(1, 2)
     for split, style in (("train", "o-"), ("val", "s--")):
         if any(row.get(f"{split}_loss") is not None for row in history):
             loss_axes.plot(epochs, [row.get(f"{split}_loss") for row in history], style, label=split)
@@ -20,7 +20,6 @@ def learning_curves(history, path):
         axes.grid(alpha=0.3)
         axes.legend()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
     return path
 
 
@@ -33,7 +32,8 @@ def confusion_matrix(matrix, class_names, path):
     normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     side = min(max(6.0, 0.16 * count + 3), 30.0)
     fontsize = max(4, min(10, 220 / max(count, 1)))
-    figure, axes = plt.subplots(figsize=(side, side), constrained_layout=True)
+    figure = Figure(figsize=(side, side), layout="constrained")
+    axes = figure.subplots()
     image = axes.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
     labels = [name if len(name) <= 24 else name[:23] + "…" for name in class_names]
     axes.set_xticks(range(count), labels, rotation=90, fontsize=fontsize)
@@ -46,7 +46,6 @@ def confusion_matrix(matrix, class_names, path):
                           color="white" if value > 0.5 else "black")
     figure.colorbar(image, ax=axes, shrink=0.8)
     figure.savefig(path, dpi=100)
-    plt.close(figure)
     return path
 
 
@@ -56,7 +55,8 @@ def contact_sheet(image_paths, captions, path, columns=4):
     from .preprocess import read_image
 
     rows = max(1, -(-len(image_paths) // columns))
-    figure, grid = plt.subplots(rows, columns, figsize=(3 * columns, 3.4 * rows), constrained_layout=True, squeeze=False)
+    figure = Figure(figsize=(3 * columns, 3.4 * rows), layout="constrained")
+    grid = figure.subplots(rows, columns, squeeze=False)
     for axes in grid.flat:
         axes.axis("off")
     for axes, image_path, caption in zip(grid.flat, image_paths, captions):
@@ -66,5 +66,4 @@ def contact_sheet(image_paths, captions, path, columns=4):
             axes.text(0.5, 0.5, "unreadable", ha="center")
         axes.set_title(caption, fontsize=8)
     figure.savefig(path, dpi=80)
-    plt.close(figure)
     return path
