@@ -2,50 +2,14 @@
 
 Results go to stdout (`--json` for machines); progress and messages go to stderr.
 """
-import contextlib
 import json
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import click
 
-# TensorFlow's C++ start-up chatter would bury our own messages. A user who sets
-# TF_CPP_MIN_LOG_LEVEL themselves gets TensorFlow's logging exactly as they asked.
-_SILENCE_TENSORFLOW = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-@contextlib.contextmanager
-def _tensorflow_quiet():
-    """Hold back what TensorFlow's C++ code prints on stderr while it starts.
-
-    TF 2.21 logs (oneDNN, CUDA probing) before its log level is read, so the only way to
-    keep the terminal clean is to point file descriptor 2 elsewhere for the import and the
-    device probe. If that start-up fails, what it printed is shown after all.
-    """
-    if not _SILENCE_TENSORFLOW:
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()
-            yield
-        except BaseException:
-            os.dup2(saved, 2)
-            held.seek(0)
-            sys.stderr.write(held.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+from alexft.quiet import import_tensorflow_quietly
 
 
 def _fail_cleanly(function):
@@ -97,8 +61,8 @@ def classify(ctx, inputs, weights, top, ten_crop, batch_size, as_json, progress)
 
     Exit status 1 if any input could not be used; all others are still classified.
     """
-    with _tensorflow_quiet():
-        from alexft.predict import classify as classify_images, load_predictor
+    import_tensorflow_quietly()
+    from alexft.predict import classify as classify_images, load_predictor
     from alexft.preprocess import find_images
 
     paths = find_images(inputs)
@@ -138,9 +102,9 @@ def _print_result(result, as_json):
 @_fail_cleanly
 def evaluate(data, weights, list_file, root, ten_crop, batch_size, report, as_json, progress):
     """Measure a model on DATA/<class>/<images> (folders matched to class names) or a --list file."""
-    with _tensorflow_quiet():
-        from alexft.evaluation import evaluate as run_evaluate, labelled_folder, labelled_list
-        from alexft.predict import load_predictor
+    import_tensorflow_quietly()
+    from alexft.evaluation import evaluate as run_evaluate, labelled_folder, labelled_list
+    from alexft.predict import load_predictor
     if (data is None) == (list_file is None):
         raise click.UsageError("give either DATA (class folders) or --list FILE")
     predictor = load_predictor(weights, progress=progress)
@@ -186,19 +150,11 @@ def features(inputs, weights, layer, ten_crop, output, batch_size, progress):
 
     One folder laid out as <class>/<images> also stores each image's label and the class names.
     """
-    with _tensorflow_quiet():
-        from alexft.data import class_folders, list_labelled
-        from alexft.features import extract_features
-        from alexft.predict import load_predictor
-        from alexft.preprocess import find_images
+    import_tensorflow_quietly()
+    from alexft.features import extract_features, images_with_labels
+    from alexft.predict import load_predictor
     predictor = load_predictor(weights, progress=progress)
-    labels = class_names = None
-    if len(inputs) == 1 and inputs[0].is_dir() and class_folders(inputs[0]):
-        class_names = class_folders(inputs[0])
-        files = list_labelled(inputs[0], class_names)
-        paths, labels = files.paths, files.labels
-    else:
-        paths = find_images(inputs)
+    paths, labels, class_names = images_with_labels(inputs)
     written, skipped = extract_features(predictor.model, paths, layer, output, ten_crop=ten_crop, labels=labels,
                                         class_names=class_names, batch_size=batch_size, progress=progress)
     for message in skipped.values():
@@ -243,8 +199,8 @@ def finetune(data_dir, weights, skip, train_layers, epochs, batch_size, lr, val_
     Writes model.npz (best by validation accuracy), model_last.npz, history.csv, curves.png,
     config.json, classes.json, TensorBoard logs and checkpoint.npz into the run folder.
     """
-    with _tensorflow_quiet():
-        from alexft.train import TrainingInterrupted, finetune as run_finetune
+    import_tensorflow_quietly()
+    from alexft.train import TrainingInterrupted, finetune as run_finetune
     try:
         summary = run_finetune(
             data_dir, weights=weights, skip=skip, train=train_layers, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -357,8 +313,8 @@ def weights_convert(source, destination, class_names):
 @_fail_cleanly
 def export(output, weights, file_format, top, force):
     """Export the model with its class labels for serving, to OUTPUT."""
-    with _tensorflow_quiet():
-        from alexft.export import export as export_model, labels_path
+    import_tensorflow_quietly()
+    from alexft.export import export as export_model, labels_path
     from alexft.sources import resolve_weights
 
     path = export_model(resolve_weights(weights), output, file_format=file_format, top_k=top, force=force)

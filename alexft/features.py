@@ -13,8 +13,9 @@ import tensorflow as tf
 from . import architecture as arch
 from .pipeline import chunks, map_ahead
 from .errors import ImageError
+from .data import class_folders, list_labelled
 from .model import truncated
-from .preprocess import image_views
+from .preprocess import find_images, image_views
 from .progress import progress_bar
 
 VIEWS = 10  # Caffe's ten crops; view 4 is the centre crop
@@ -70,6 +71,17 @@ def _allocate(shape, memory_budget, spill_path):
         return np.empty(shape, np.float32)
     spill_path.parent.mkdir(parents=True, exist_ok=True)
     return np.lib.format.open_memmap(spill_path, mode="w+", dtype=np.float32, shape=shape)
+
+
+def images_with_labels(inputs):
+    """(paths, labels, class_names) for image files or folders; labels and class names are
+    None unless `inputs` is one folder laid out as <class>/<images>."""
+    inputs = [Path(item) for item in inputs]
+    if len(inputs) == 1 and inputs[0].is_dir() and class_folders(inputs[0]):
+        class_names = class_folders(inputs[0])
+        files = list_labelled(inputs[0], class_names)
+        return files.paths, files.labels, class_names
+    return find_images(inputs), None, None
 
 
 def extract_features(model, paths, layer, output, ten_crop=False, labels=None, class_names=None,
