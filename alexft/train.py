@@ -373,6 +373,12 @@ class Trainer:
         return totals
 
     def _finish_epoch(self, epoch, state, totals, seconds):
+        # A step's loss is computed before its update, so the last update of an epoch can
+        # leave inf/NaN weights behind a finite loss: check them before they are saved.
+        if not all(bool(tf.reduce_all(tf.math.is_finite(variable))) for variable in self.variables):
+            raise TrainingError(
+                f"weights became non-finite in epoch {epoch + 1}: training diverged; lower --lr "
+                f"(now {self.config['lr']}). The last good checkpoint is kept in {self.run}")
         val_loss, val_accuracy = self._validate()
         row = dict(epoch=epoch + 1, train_loss=totals[0] / max(totals[2], 1), train_accuracy=totals[1] / max(totals[2], 1),
                    val_loss=val_loss, val_accuracy=val_accuracy, lr=learning_rate(self.config, epoch),

@@ -190,6 +190,17 @@ def test_divergence_stops_with_a_clear_message(small_digits_folder, canonical_we
     assert not (tmp_path / "run" / "model.npz").exists()
 
 
+def test_divergence_in_the_last_update_of_an_epoch_is_caught_before_it_is_saved(small_digits_folder, canonical_weights_file, tmp_path):
+    """With one batch per epoch every loss is computed before a diverging update: only the
+    weights show it. The run must stop there, keeping epoch 1's finite checkpoint."""
+    with pytest.raises(TrainingError, match="weights became non-finite in epoch 2: training diverged"):
+        finetune(small_digits_folder, weights=canonical_weights_file, epochs=3, batch_size=64, lr=1e30, val_split=0,
+                 output=tmp_path / "run", progress=False, log=quiet)
+    with np.load(tmp_path / "run" / "checkpoint.npz") as checkpoint:
+        assert json.loads(str(checkpoint["record"]))["epoch"] == 1
+        assert all(np.isfinite(checkpoint[key]).all() for key in checkpoint.files if key.startswith("current/"))
+
+
 def test_resume_refuses_a_different_configuration(small_digits_folder, canonical_weights_file, tmp_path):
     finetune(small_digits_folder, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0,
              output=tmp_path / "run", progress=False, log=quiet)
