@@ -43,6 +43,12 @@ _EXPORTS = {
     "labelled_folder": "evaluation",
     "labelled_list": "evaluation",
     "extract_features": "features",
+    "images_with_labels": "features",
+    "import_tensorflow_quietly": "quiet",
+    "generated_weights": "demo",
+    "weights_or_generated": "demo",
+    "sample_photos": "demo",
+    "write_digits": "demo",
     "predict_views": "predict",
     "load_dataset": "data",
 }
