@@ -1,4 +1,7 @@
 """Where training runs: a device name, a tf.distribute strategy, the precision policy."""
+import json
+import os
+
 import tensorflow as tf
 
 from .errors import AlexftError
@@ -29,7 +32,14 @@ def resolve_device(name="auto"):
 
 def make_strategy(strategy="auto", device="auto"):
     """'one': the resolved device; 'mirrored': data-parallel over all local GPUs (over the
-    logical CPUs where there is no GPU); 'auto': mirrored when several GPUs and --device auto."""
+    logical CPUs where there is no GPU); 'auto': mirrored when several GPUs and --device auto;
+    'multiworker': data-parallel over the machines TF_CONFIG describes (each with its local GPUs).
+
+    MultiWorkerMirroredStrategy must be made before TensorFlow runs its first op.
+    """
+    if strategy == "multiworker":
+        cluster_role()  # a clear error for a missing or malformed TF_CONFIG
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     if strategy == "auto":
         strategy = "mirrored" if len(gpus) > 1 and device == "auto" else "one"
@@ -38,7 +48,28 @@ def make_strategy(strategy="auto", device="auto"):
     if strategy == "mirrored":
         devices = gpus or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
-    raise DeviceError(f"--strategy {strategy}: expected auto, one or mirrored")
+    raise DeviceError(f"--strategy {strategy}: expected auto, one, mirrored or multiworker")
+
+
+def cluster_role():
+    """(is_chief, task description) from TF_CONFIG, the variable schedulers set for TensorFlow.
+
+    The chief is the task of type "chief", or worker 0 when the cluster has no chief task;
+    it alone writes the run folder.
+    """
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        raise DeviceError("--strategy multiworker needs TF_CONFIG: the cluster's workers and this task (see docs/cluster.md)")
+    try:
+        config = json.loads(text)
+        cluster, task = config["cluster"], config["task"]
+        kind, index = task["type"], int(task["index"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise DeviceError(f"TF_CONFIG must be JSON with 'cluster' and 'task' {{'type', 'index'}} ({error!r})") from None
+    if kind not in cluster or not 0 <= index < len(cluster[kind]):
+        raise DeviceError(f"TF_CONFIG: task {kind} {index} is not in the cluster {sorted(cluster)}")
+    chief = kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
+    return chief, f"{kind} {index}"
 
 
 def uses_gpu(strategy):

@@ -12,6 +12,7 @@ import math
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,9 +24,10 @@ from . import architecture as arch
 from . import checkpoint as checkpoints
 from . import weights as weights_io
 from .data import BrokenFiles, DataError, load_dataset, load_prepared
-from .devices import make_strategy, precision_policy
+from .devices import cluster_role, make_strategy, precision_policy
 from .errors import AlexftError
 from .features import VIEWS, view_features
+from .pipeline import map_ahead
 from .model import build_alexnet, head, truncated
 from .plots import learning_curves
 from .preprocess import CROP, RESIZE, TEN_CROP_OFFSETS
@@ -37,6 +39,8 @@ IDENTITY = ("skip", "train", "batch_size", "lr", "momentum", "weight_decay", "fr
             "bias_lr_multiplier", "dropout", "seed", "cache", "val_split", "class_names", "base_weights_sha256")
 CACHE_POINTS = {"fc6": "pool5", "fc7": "fc6", "fc8": "fc7"}  # first trained layer -> cached output
 CURVES_EVERY = 30  # seconds between redraws of curves.png during a run
+# What a collective op raises on the surviving workers when another worker is gone.
+LOST_WORKER = (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.DeadlineExceededError, tf.errors.AbortedError)
 
 
 class TrainingError(AlexftError, RuntimeError):
@@ -61,6 +65,12 @@ def finetune(data_dir, weights=None, skip=("fc8",), train=None, epochs=10, batch
     (default runs/<timestamp>); `resume=True` continues the run in `output`.
     """
     log = log or (lambda message: print(f"alexft: {message}", file=sys.stderr))
+    chief = True
+    if strategy == "multiworker":
+        chief, task = cluster_role()
+        if output is None:
+            raise TrainingError("--strategy multiworker needs --output: a run folder every worker can reach (shared storage)")
+        log(f"multi-worker training as {task}" + (" (chief: writes the run folder)" if chief else ""))
     dataset = load_dataset(data_dir, val_dir=val_dir, val_split=val_split, seed=seed)
     weights_path = resolve_weights(weights, progress=progress)
     weight_set = weights_io.load(weights_path, skip=skip)
@@ -74,8 +84,8 @@ def finetune(data_dir, weights=None, skip=("fc8",), train=None, epochs=10, batch
         mixed_precision=mixed_precision, cache=cache, max_broken=max_broken, class_names=dataset.class_names,
         versions=_versions(),
     )
-    run = _prepare_run_folder(output, resume, config)
-    trainer = Trainer(config, dataset, weight_set, run, cache_memory, progress, log)
+    run = _prepare_run_folder(output, resume, config, chief)
+    trainer = Trainer(config, dataset, weight_set, run, cache_memory, progress, log, chief)
     return trainer.fit()
 
 
@@ -118,14 +128,17 @@ def _versions():
                 opencv=cv2.__version__, python=sys.version.split()[0])
 
 
-def _prepare_run_folder(output, resume, config):
+def _prepare_run_folder(output, resume, config, chief=True):
+    """The run folder, checked for --resume; only the chief writes to it."""
     run = Path(output) if output else Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     saved = run / "config.json"
     if resume:
         if not saved.is_file():
             raise TrainingError(f"{run}: nothing to resume (no config.json); run without --resume first")
         _check_same_run(json.loads(saved.read_text()), config, run)
-    elif saved.exists():
+    if not chief:
+        return run
+    if not resume and saved.exists():
         raise TrainingError(f"{run}: already holds a run; pass --resume to continue it or choose another --output")
     run.mkdir(parents=True, exist_ok=True)
     saved.write_text(json.dumps(config, indent=1) + "\n")
@@ -160,10 +173,14 @@ def epoch_plan(count, seed, epoch):
 class Trainer:
     """One fine-tuning run: builds the network, feeds it, checkpoints it."""
 
-    def __init__(self, config, dataset, weight_set, run, cache_memory, progress, log):
+    def __init__(self, config, dataset, weight_set, run, cache_memory, progress, log, chief=True):
         self.config, self.dataset, self.run, self.progress, self.log = config, dataset, run, progress, log
+        self.chief = chief  # only the chief writes the run folder; other workers train alongside
         self.ledger = BrokenFiles(config["max_broken"])
         self.strategy = make_strategy(config["strategy"], config["device"])
+        self.multiworker = isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        if self.multiworker:
+            log(f"{self.strategy.num_replicas_in_sync} replicas in sync across the cluster")
         self.policy = precision_policy(config["mixed_precision"], self.strategy)
         self.cache_after = CACHE_POINTS.get(config["train"][0]) if config["cache"] else None
         with self.strategy.scope():
@@ -251,7 +268,9 @@ class Trainer:
         train, val = self.dataset.train, self.dataset.val
         if self.cache_after:
             prefix = truncated(self._float32_model(), self.cache_after)
-            spill = self.run / "feature_cache"
+            # Under multi-worker training every worker caches every image: each step's slices
+            # come from the whole set. Only the chief may spill into the run folder.
+            spill = self.run / "feature_cache" if self.chief else Path(self._scratch().name)
             self.train_features, kept = view_features(
                 prefix, train.paths, self.ledger, memory_budget=self.cache_memory, spill_path=spill / "train.npy",
                 progress=self.progress, desc="caching train features")
@@ -267,6 +286,11 @@ class Trainer:
         if self.train_count == 0:
             raise DataError("no usable training images")
 
+    def _scratch(self):
+        if not hasattr(self, "_scratch_folder"):
+            self._scratch_folder = tempfile.TemporaryDirectory(prefix="alexft-worker-cache-")
+        return self._scratch_folder
+
     def _float32_model(self):
         """The model itself, or under mixed precision a float32 copy: the cache is computed
         once, so float16 would save little there and cost every epoch accuracy."""
@@ -279,6 +303,8 @@ class Trainer:
     def _train_batches(self, epoch, skip_batches):
         order, views = epoch_plan(self.train_count, self.config["seed"], epoch)
         batch_size = self.config["batch_size"]
+        if self.multiworker:
+            return self._worker_batches(order, views, epoch, skip_batches)
         if self.cache_after:
             features, labels = self.train_features, self.train_labels
 
@@ -294,6 +320,42 @@ class Trainer:
         else:
             data = self._image_pipeline(self.dataset.train, order, epoch, batch_size).skip(skip_batches)
         return self.strategy.experimental_distribute_dataset(data.prefetch(tf.data.AUTOTUNE))
+
+    def _worker_batches(self, order, views, epoch, skip_batches):
+        """Multi-worker batches: each replica reads only its slice of every global batch.
+
+        The slices (np.array_split: sizes differ by at most one, and may be empty) of one
+        step together are exactly the single-process batch, so the all-reduced gradient is
+        the same. The next batches' images are decoded while this one trains.
+        """
+        strategy, batch_size = self.strategy, self.config["batch_size"]
+        replicas = strategy.num_replicas_in_sync
+        mine = [int(i) for i in strategy.experimental_local_results(
+            strategy.experimental_distribute_values_from_function(lambda context: context.replica_id_in_sync_group))]
+
+        def local_slices(start):
+            parts = np.array_split(np.arange(start, min(start + batch_size, len(order))), replicas)
+            return {replica: self._replica_batch(order[parts[replica]], views[parts[replica]], epoch) for replica in mine}
+
+        starts = range(skip_batches * batch_size, len(order), batch_size)
+        for prepared in map_ahead(local_slices, starts, workers=1, ahead=2):
+            yield strategy.experimental_distribute_values_from_function(
+                lambda context, prepared=prepared: prepared[context.replica_id_in_sync_group])
+
+    def _replica_batch(self, indices, views, epoch):
+        """(images or cached features, labels) for one replica's images, as tensors."""
+        if self.cache_after:
+            features = np.ascontiguousarray(self.train_features[indices, views])
+            return tf.constant(features), tf.constant(self.train_labels[indices], tf.int32)
+        train, seed = self.dataset.train, self.config["seed"]
+        crops, labels = [], []
+        for index in indices:
+            image = load_prepared(train.paths[index], self.ledger)
+            if image is not None:
+                crops.append(_random_view(tf.constant(image), index, seed, epoch))
+                labels.append(train.labels[index])
+        images = tf.stack(crops) if crops else tf.zeros([0, CROP, CROP, 3])
+        return images, tf.constant(np.array(labels, np.int32))
 
     def _image_pipeline(self, split, order, epoch, batch_size, augment=True, ten_crop=False):
         paths, labels, ledger = split.paths, split.labels, self.ledger
@@ -328,7 +390,7 @@ class Trainer:
         started = time.perf_counter()
         state = self._restore()
         self._prepare_data()
-        writer = tf.summary.create_file_writer(str(self.run / "tensorboard"))
+        writer = tf.summary.create_file_writer(str(self.run / "tensorboard")) if self.chief else tf.summary.create_noop_writer()
         epochs = self.config["epochs"]
         with _StopOnSignal() as stop:
             for epoch in range(state["epoch"], epochs):
@@ -355,7 +417,7 @@ class Trainer:
         with progress_bar(self.train_count, self.progress, unit="img", desc=desc, initial=int(totals[2])) as bar:
             step = state["step"]
             for batch in self._train_batches(epoch, step):
-                loss_sum, correct, count = (float(value) for value in self.train_step(batch))
+                loss_sum, correct, count = self._step(batch)
                 if not math.isfinite(loss_sum):
                     raise TrainingError(
                         f"loss became {loss_sum} at epoch {epoch + 1}, step {step + 1}: training diverged; lower --lr "
@@ -371,6 +433,17 @@ class Trainer:
                         f"continue with --resume --output {self.run}", stop.signal_number)
         self.ledger.check(len(self.dataset.train) + len(self.dataset.val))
         return totals
+
+    def _step(self, batch):
+        try:
+            return [float(value) for value in self.train_step(batch)]
+        except LOST_WORKER as error:
+            if not self.multiworker:
+                raise
+            cause = str(error).strip().splitlines()[-1][:200] if str(error).strip() else type(error).__name__
+            raise TrainingError(
+                f"lost contact with another worker ({cause}); the job cannot go on without it. "
+                f"Restart every worker with --resume to continue from the last checkpoint in {self.run}") from None
 
     def _finish_epoch(self, epoch, state, totals, seconds):
         # A step's loss is computed before its update, so the last update of an epoch can
@@ -407,6 +480,8 @@ class Trainer:
         return [layer.seed_generator.state for layer in self.model.layers if hasattr(layer, "seed_generator")]
 
     def _save(self, state, final=False):
+        if not self.chief:
+            return
         record = dict(state)
         arrays = {f"current/{i}": np.array(v.numpy()) for i, v in enumerate(self.variables)}
         arrays.update({f"best/{i}": value for i, value in enumerate(self.best)})
@@ -429,6 +504,8 @@ class Trainer:
         return record
 
     def _write_history(self, history, final=False):
+        if not self.chief:
+            return
         columns = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
         temporary = self.run / ".history.csv.tmp"
         with open(temporary, "w", newline="") as handle:
@@ -444,14 +521,15 @@ class Trainer:
 
     def _finish(self, state, seconds):
         self._write_history(state["history"], final=True)
-        class_names = self.dataset.class_names
-        last = weights_io.from_model(self.model, class_names)
-        weights_io.save(last, self.run / "model_last.npz")
-        for variable, value in zip(self.variables, self.best):
-            variable.assign(value)
-        weights_io.save(weights_io.from_model(self.model, class_names), self.run / "model.npz")
-        self.ledger.write(self.run / "broken_files.json")
-        shutil.rmtree(self.run / "feature_cache", ignore_errors=True)  # a resumed run rebuilds it
+        if self.chief:
+            class_names = self.dataset.class_names
+            last = weights_io.from_model(self.model, class_names)
+            weights_io.save(last, self.run / "model_last.npz")
+            for variable, value in zip(self.variables, self.best):
+                variable.assign(value)
+            weights_io.save(weights_io.from_model(self.model, class_names), self.run / "model.npz")
+            self.ledger.write(self.run / "broken_files.json")
+            shutil.rmtree(self.run / "feature_cache", ignore_errors=True)  # a resumed run rebuilds it
         final = state["history"][-1] if state["history"] else {}
         return dict(run=str(self.run), epochs=len(state["history"]), best_epoch=state["best_epoch"],
                     train_images=self.train_count, val_images=len(self.dataset.val), broken_files=len(self.ledger.errors),

@@ -79,7 +79,8 @@ def examples(path):
 def test_every_doc_file_has_examples_and_the_parser_sees_them():
     assert (ROOT / "docs" / "commands.md") in DOC_FILES
     for path in DOC_FILES:
-        if path.name not in ("README.md", "benchmarks.md", "index.md"):
+        # cluster.md's commands need two machines: tests/test_multiworker.py runs them on one.
+        if path.name not in ("README.md", "benchmarks.md", "cluster.md"):
             assert examples(path), f"{path.name} shows no command"
 
 
