@@ -46,6 +46,21 @@ progress_option = click.option(
 )
 
 
+def _shard(ctx, param, value):
+    if value is None:
+        return None
+    index, slash, count = value.partition("/")
+    if not (slash and index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+        raise click.BadParameter(f"{value!r}: expected I/N with 0 <= I < N, e.g. 0/4")
+    return int(index), int(count)
+
+
+shard_option = click.option(
+    "--shard", callback=_shard, metavar="I/N",
+    help="Only the I-th (0-based) of N contiguous, equal parts of the sorted inputs: N processes "
+         "cover them exactly once, and their outputs concatenated for I = 0..N-1 equal one run's.")
+
+
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @weights_option
@@ -53,21 +68,27 @@ progress_option = click.option(
 @click.option("--ten-crop", is_flag=True, help="Average Caffe's ten crops instead of the centre crop.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images per batch.")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines on stdout, one object per image.")
+@shard_option
 @progress_option
 @click.pass_context
 @_fail_cleanly
-def classify(ctx, inputs, weights, top, ten_crop, batch_size, as_json, progress):
+def classify(ctx, inputs, weights, top, ten_crop, batch_size, as_json, shard, progress):
     """Print the top classes of images (files, or folders searched recursively).
 
     Exit status 1 if any input could not be used; all others are still classified.
     """
     import_tensorflow_quietly()
+    from alexft.pipeline import shard as shard_of
     from alexft.predict import classify as classify_images, load_predictor
     from alexft.preprocess import find_images
 
     paths = find_images(inputs)
     if not paths:
         raise click.UsageError(f"no images found in {', '.join(map(str, inputs))}")
+    if shard:
+        paths = shard_of(paths, *shard)
+        if not paths:
+            return  # more shards than images: this one has nothing to do
     predictor = load_predictor(weights, progress=progress)
     failures = 0
     for result in classify_images(predictor, paths, top=top, ten_crop=ten_crop, batch_size=batch_size, progress=progress):
@@ -143,18 +164,24 @@ def _describe_evaluation(summary):
 @click.option("--ten-crop", is_flag=True, help="Average the activations of Caffe's ten crops.")
 @click.option("--output", required=True, type=click.Path(path_type=Path, dir_okay=False), help="The .npz to write.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@shard_option
 @progress_option
 @_fail_cleanly
-def features(inputs, weights, layer, ten_crop, output, batch_size, progress):
+def features(inputs, weights, layer, ten_crop, output, batch_size, shard, progress):
     """Write a layer's activations for images (files or folders) to an .npz.
 
     One folder laid out as <class>/<images> also stores each image's label and the class names.
     """
     import_tensorflow_quietly()
     from alexft.features import extract_features, images_with_labels
+    from alexft.pipeline import shard as shard_of
     from alexft.predict import load_predictor
     predictor = load_predictor(weights, progress=progress)
     paths, labels, class_names = images_with_labels(inputs)
+    if shard:  # labels and class names come from the whole listing, so every shard agrees on them
+        chosen = shard_of(range(len(paths)), *shard)
+        paths = [paths[index] for index in chosen]
+        labels = labels[chosen] if labels is not None else None
     written, skipped = extract_features(predictor.model, paths, layer, output, ten_crop=ten_crop, labels=labels,
                                         class_names=class_names, batch_size=batch_size, progress=progress)
     for message in skipped.values():

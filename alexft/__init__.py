@@ -44,6 +44,7 @@ _EXPORTS = {
     "labelled_list": "evaluation",
     "extract_features": "features",
     "images_with_labels": "features",
+    "merge_features": "features",
     "import_tensorflow_quietly": "quiet",
     "generated_weights": "demo",
     "weights_or_generated": "demo",

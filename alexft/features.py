@@ -115,6 +115,38 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
     return len(kept), skipped
 
 
+def merge_features(parts, output):
+    """Concatenate feature files written by `features --shard I/N`, in the order given, into
+    `output`: the same file one unsharded run writes. Reads one part at a time."""
+    parts = [Path(part) for part in parts]
+    if not parts:
+        raise ValueError("merge_features: no parts given")
+    shapes, extras = [], {}
+    for part in parts:
+        with np.load(part, allow_pickle=False) as stored:
+            shapes.append(stored["features"].shape)
+            for name in stored.files:
+                if name == "class_names":
+                    extras.setdefault(name, [stored[name]])
+                elif name != "features":
+                    extras.setdefault(name, []).append(stored[name])
+    if len({shape[1:] for shape in shapes}) != 1:
+        raise ValueError(f"merge_features: the parts hold features of different shapes {sorted(set(shapes))}")
+    output = Path(output)
+    total = sum(shape[0] for shape in shapes)
+    with tempfile.TemporaryDirectory(dir=output.parent) as scratch:
+        merged = np.lib.format.open_memmap(Path(scratch) / "features.npy", mode="w+", dtype=np.float32,
+                                           shape=(total,) + shapes[0][1:])
+        start = 0
+        for part, shape in zip(parts, shapes):
+            with np.load(part, allow_pickle=False) as stored:
+                merged[start:start + shape[0]] = stored["features"]
+            start += shape[0]
+        merged.flush()
+        _write_npz(output, Path(scratch) / "features.npy", total, {name: np.concatenate(arrays) for name, arrays in extras.items()})
+    return output
+
+
 def _write_npz(output, features_file, count, extras):
     """An .npz (uncompressed zip of .npy files) whose big member is copied from disk in pieces."""
     temporary = output.with_name(f".{output.name}.tmp")

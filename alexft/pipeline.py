@@ -31,3 +31,15 @@ def chunks(iterable, size):
             chunk = []
     if chunk:
         yield chunk
+
+
+def shard(items, index, count):
+    """The `index`-th of `count` contiguous, near-equal blocks of `items` (0 <= index < count).
+
+    Deterministic for the same items, so N processes given the same inputs cover them exactly
+    once, and their outputs concatenated in shard order equal one process's output.
+    """
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index}/{count}: expected 0 <= index < count")
+    items = list(items)
+    return items[index * len(items) // count:(index + 1) * len(items) // count]

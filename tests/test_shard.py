@@ -1,0 +1,87 @@
+"""`--shard I/N`: N processes cover a collection exactly once, and their outputs merged
+equal one process's."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from alexft.features import merge_features
+from alexft.pipeline import shard
+from cli import main
+from fixtures import photo_paths
+
+
+@pytest.mark.parametrize("count", range(1, 8))
+def test_shards_cover_every_item_once_in_order(count):
+    for size in range(0, 23):
+        items = list(range(size))
+        parts = [shard(items, index, count) for index in range(count)]
+        assert sum(parts, []) == items
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_a_shard_outside_the_range_is_refused():
+    with pytest.raises(ValueError, match="expected 0 <= index < count"):
+        shard([1, 2], 2, 2)
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(arg) for arg in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("shard_photos")
+    for name, path in photo_paths().items():
+        shutil.copy(path, folder / f"{name}{path.suffix}")
+        shutil.copy(path, folder / f"{name}_copy{path.suffix}")
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    return folder  # 13 files, one of them broken
+
+
+def _json_lines(text):
+    return [json.loads(line) for line in text.splitlines()]
+
+
+@pytest.mark.parametrize("count", [3, 20])  # 20 shards for 13 files: some shards are empty
+def test_classify_shards_merged_equal_one_run(photo_folder, canonical_weights_file, count):
+    whole = run("classify", photo_folder, "--json", "--weights", canonical_weights_file)
+    parts = [run("classify", photo_folder, "--json", "--shard", f"{index}/{count}", "--weights", canonical_weights_file)
+             for index in range(count)]
+    assert whole.exit_code == 1  # the broken file
+    assert [part.exit_code for part in parts].count(1) == 1 and set(part.exit_code for part in parts) <= {0, 1}
+    merged = _json_lines("".join(part.stdout for part in parts))
+    expected = _json_lines(whole.stdout)
+    assert [item["path"] for item in merged] == [item["path"] for item in expected] and len(expected) == 13
+    for got, want in zip(merged, expected):
+        assert got.get("error") == want.get("error")
+        if "predictions" in want:
+            assert [p["index"] for p in got["predictions"]] == [p["index"] for p in want["predictions"]]
+            np.testing.assert_allclose([p["probability"] for p in got["predictions"]],
+                                       [p["probability"] for p in want["predictions"]], rtol=1e-5)
+
+
+def test_features_shards_merged_equal_one_run(small_digits_folder, canonical_weights_file, tmp_path):
+    assert run("features", small_digits_folder, "--layer", "fc7", "--output", tmp_path / "whole.npz",
+               "--weights", canonical_weights_file).exit_code == 0
+    parts = [tmp_path / f"part{index}.npz" for index in range(4)]
+    for index, part in enumerate(parts):
+        result = run("features", small_digits_folder, "--layer", "fc7", "--output", part, "--shard", f"{index}/4",
+                     "--weights", canonical_weights_file)
+        assert result.exit_code == 0, result.output
+    merge_features(parts, tmp_path / "merged.npz")
+    with np.load(tmp_path / "whole.npz") as whole, np.load(tmp_path / "merged.npz") as merged:
+        assert sorted(whole.files) == sorted(merged.files) == ["class_names", "features", "labels", "paths"]
+        for name in ("paths", "labels", "class_names"):
+            np.testing.assert_array_equal(merged[name], whole[name])
+        assert len(whole["paths"]) == 60 and len(np.load(parts[1])["paths"]) == 15
+        np.testing.assert_allclose(merged["features"], whole["features"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("value", ["3/3", "1/0", "a/2", "2", "-1/2"])
+def test_a_bad_shard_is_a_usage_error(photo_folder, value):
+    result = run("classify", photo_folder, "--shard", value)
+    assert result.exit_code == 2
+    assert "expected I/N with 0 <= I < N" in result.output
