@@ -6,7 +6,14 @@ the message alone, without a traceback.
 
 
 class AlexftError(Exception):
-    """Base class: a problem the user can fix, explained in one line."""
+    """Base class: a problem the user can fix, explained in one line.
+
+    Messages often quote a library's own error text, which may span lines (numpy's header
+    errors do): the message is folded to one line here, once for every caller.
+    """
+
+    def __init__(self, message="", *args):
+        super().__init__(" ".join(str(message).split()), *args)
 
 
 class WeightsError(AlexftError, ValueError):

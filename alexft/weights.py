@@ -7,8 +7,10 @@ Two formats:
 - our own `.npz` (keys `conv1/weights`, `conv1/biases`, ..., optional `class_names`), read
   with `allow_pickle=False`.
 """
+import math
 import os
 import pickle
+import tokenize
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -155,7 +157,7 @@ def _read_legacy_npy(path):
             content = _NumpyOnlyUnpickler(handle, encoding="latin1").load()
         except pickle.UnpicklingError as error:
             raise WeightsError(f"{path}: unsafe or corrupt pickle: {error}") from None
-        except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError) as error:
+        except Exception as error:  # noqa: BLE001 - on corrupt bytes pickle raises anything (OverflowError, struct.error, ...)
             raise WeightsError(f"{path}: corrupt or truncated pickle ({type(error).__name__}: {error})") from None
     if isinstance(content, np.ndarray) and content.dtype == object and content.shape == ():
         content = content.item()
@@ -165,11 +167,14 @@ def _read_legacy_npy(path):
 
 
 def _read_npy_header(handle, version):
-    if version == (1, 0):
-        return np.lib.format.read_array_header_1_0(handle)
-    if version == (2, 0):
-        return np.lib.format.read_array_header_2_0(handle)
-    raise ValueError(f"unsupported .npy version {version}")
+    """(shape, fortran_order, dtype); any malformed header is a ValueError."""
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in readers:
+        raise ValueError(f"unsupported .npy version {version}")
+    try:
+        return readers[version](handle)
+    except (SyntaxError, tokenize.TokenError, TypeError) as error:  # numpy parses the header as a Python literal
+        raise ValueError(f"unreadable header ({type(error).__name__}: {error})") from None
 
 
 def _layer_dict(content, path):
@@ -241,6 +246,8 @@ def _stored_array(handle, info):
     shape, fortran_order, dtype = _read_npy_header(handle, version)
     if dtype.hasobject:
         raise ValueError(f"{info.filename} holds Python objects, which are never unpickled")
+    if math.prod(shape) * dtype.itemsize > info.file_size:  # refuse before allocating what is not there
+        raise ValueError(f"{info.filename} declares shape {shape}, more than its {info.file_size} bytes")
     array = _aligned_empty(shape[::-1] if fortran_order else shape, dtype)
     return (array.T if fortran_order else array), handle.tell()
 
