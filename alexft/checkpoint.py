@@ -6,11 +6,11 @@ written to a temporary file, fsynced and renamed, so a kill at any moment leaves
 previous checkpoint intact, and a temporary file is never taken for a checkpoint.
 """
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_atomic
 from .errors import AlexftError
 
 
@@ -18,37 +18,11 @@ class CheckpointError(AlexftError, ValueError):
     """A checkpoint is missing, unreadable, or belongs to another configuration."""
 
 
-def write_atomic(path, write):
-    """Call write(handle) on a temporary file beside `path`, fsync, then rename over `path`."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temporary, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-        _fsync_folder(path.parent)
-    except OSError as error:
-        raise CheckpointError(f"{path}: could not be written ({error.strerror or error}); the previous file is intact") from None
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
-
-
-def _fsync_folder(folder):
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 def save(path, record, arrays):
     """Write `record` (JSON-able dict) and `arrays` ({name: ndarray}) atomically."""
     payload = dict(arrays)
     payload["record"] = np.array(json.dumps(record))
-    return write_atomic(path, lambda handle: np.savez(handle, **payload))
+    return write_atomic(path, lambda handle: np.savez(handle, **payload), CheckpointError)
 
 
 def load(path):

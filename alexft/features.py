@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import architecture as arch
+from .atomic import write_atomic
 from .pipeline import chunks, map_ahead
 from .errors import ImageError
 from .data import class_folders, list_labelled
@@ -149,14 +150,16 @@ def merge_features(parts, output):
 
 def _write_npz(output, features_file, count, extras):
     """An .npz (uncompressed zip of .npy files) whose big member is copied from disk in pieces."""
-    temporary = output.with_name(f".{output.name}.tmp")
     source = np.load(features_file, mmap_mode="r")[:count]
-    with zipfile.ZipFile(temporary, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-        with archive.open("features.npy", "w", force_zip64=True) as member:
-            np.lib.format.write_array_header_1_0(member, np.lib.format.header_data_from_array_1_0(source))
-            for start in range(0, count, 1024):
-                member.write(np.ascontiguousarray(source[start:start + 1024]).tobytes())
-        for name, array in extras.items():
-            with archive.open(f"{name}.npy", "w") as member:
-                np.lib.format.write_array(member, array, allow_pickle=False)
-    temporary.replace(output)
+
+    def write(handle):
+        with zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+            with archive.open("features.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array_header_1_0(member, np.lib.format.header_data_from_array_1_0(source))
+                for start in range(0, count, 1024):
+                    member.write(np.ascontiguousarray(source[start:start + 1024]).tobytes())
+            for name, array in extras.items():
+                with archive.open(f"{name}.npy", "w") as member:
+                    np.lib.format.write_array(member, array, allow_pickle=False)
+
+    write_atomic(output, write)

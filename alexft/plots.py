@@ -4,6 +4,8 @@ import numpy as np
 # backend of the caller (a notebook's inline plots stay inline).
 from matplotlib.figure import Figure
 
+from .atomic import write_atomic
+
 
 def learning_curves(history, path):
     """Loss and accuracy per epoch, train and validation, side by side."""
@@ -19,7 +21,7 @@ def learning_curves(history, path):
     for axes in (loss_axes, accuracy_axes):
         axes.grid(alpha=0.3)
         axes.legend()
-    figure.savefig(path, dpi=100)
+    _save(figure, path, dpi=100)
     return path
 
 
@@ -45,7 +47,7 @@ def confusion_matrix(matrix, class_names, path):
                 axes.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=fontsize,
                           color="white" if value > 0.5 else "black")
     figure.colorbar(image, ax=axes, shrink=0.8)
-    figure.savefig(path, dpi=100)
+    _save(figure, path, dpi=100)
     return path
 
 
@@ -65,5 +67,9 @@ def contact_sheet(image_paths, captions, path, columns=4):
         except ImageError:
             axes.text(0.5, 0.5, "unreadable", ha="center")
         axes.set_title(caption, fontsize=8)
-    figure.savefig(path, dpi=80)
+    _save(figure, path, dpi=80)
     return path
+
+
+def _save(figure, path, dpi):
+    write_atomic(path, lambda handle: figure.savefig(handle, format="png", dpi=dpi))

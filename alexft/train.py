@@ -7,6 +7,7 @@ layers at 10x, base rate 0.001 cut to a tenth for the last third of the epochs.
 import csv
 import datetime
 import hashlib
+import io
 import json
 import math
 import shutil
@@ -23,6 +24,7 @@ import tensorflow as tf
 from . import architecture as arch
 from . import checkpoint as checkpoints
 from . import weights as weights_io
+from .atomic import remove_stale_temporaries, write_atomic
 from .data import BrokenFiles, DataError, load_dataset, load_prepared
 from .devices import cluster_role, make_strategy, precision_policy
 from .errors import AlexftError
@@ -492,6 +494,9 @@ class Trainer:
 
     def _restore(self):
         self.best = [np.array(v.numpy()) for v in self.variables]
+        if self.chief:
+            for name in remove_stale_temporaries(self.run):
+                self.log(f"removed {name}, left by an interrupted write")
         path = self.run / "checkpoint.npz"
         if not path.exists():
             return dict(epoch=0, step=0, history=[], best_score=None, best_epoch=None)
@@ -507,12 +512,11 @@ class Trainer:
         if not self.chief:
             return
         columns = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
-        temporary = self.run / ".history.csv.tmp"
-        with open(temporary, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, columns)
-            writer.writeheader()
-            writer.writerows({key: ("" if row.get(key) is None else row[key]) for key in columns} for row in history)
-        temporary.replace(self.run / "history.csv")
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, columns)
+        writer.writeheader()
+        writer.writerows({key: ("" if row.get(key) is None else row[key]) for key in columns} for row in history)
+        write_atomic(self.run / "history.csv", lambda handle: handle.write(text.getvalue().encode()), TrainingError)
         # Drawing the curves takes most of a second, longer than a cached epoch: redraw at
         # most every CURVES_EVERY seconds, and always at the end or on interruption.
         if history and (final or time.monotonic() - self._curves_drawn >= CURVES_EVERY):

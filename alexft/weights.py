@@ -20,6 +20,7 @@ from typing import Optional
 import numpy as np
 
 from . import architecture as arch
+from .atomic import write_atomic
 from .errors import WeightsError
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -400,16 +401,7 @@ def save(weight_set, path):
         arrays[f"{name}/biases"] = biases
     if weight_set.class_names is not None:
         arrays["class_names"] = np.array(weight_set.class_names, dtype=str)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temporary, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    return write_atomic(path, lambda handle: np.savez(handle, **arrays), WeightsError)
 
 
 def imagenet_class_names():

@@ -1,0 +1,58 @@
+"""Files that are either the old version or the new one, never half written.
+
+Everything alexft writes into a run folder or next to a user's file goes through
+`write_atomic`: a temporary file beside the target, fsync, rename, fsync of the folder.
+A kill at any moment, or a full disk, leaves the previous file as it was; the
+temporary file's name (`.NAME.tmp-PID`) can never be taken for the real one.
+"""
+import errno
+import os
+from pathlib import Path
+
+from .errors import AlexftError
+
+
+def temporary_path(path):
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def write_atomic(path, write, error=AlexftError):
+    """Call write(handle) on a temporary file beside `path`, fsync, then rename over `path`.
+
+    An OSError (no space left, a read-only or vanished folder) becomes `error` with a
+    one-line message; the previous file at `path` is untouched and the temporary removed.
+    """
+    path = Path(path)
+    temporary = temporary_path(path)
+    try:
+        with open(temporary, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+        _fsync_folder(path.parent)
+    except OSError as failure:
+        cause = "no space left on the device" if failure.errno == errno.ENOSPC else (failure.strerror or str(failure))
+        raise error(f"{path}: could not be written ({cause}); the previous file is intact") from None
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def remove_stale_temporaries(folder):
+    """Delete temporary files a killed process left in `folder` (`.NAME.tmp-PID`); return their names."""
+    removed = []
+    for stale in Path(folder).glob(".*.tmp-*"):
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
+            removed.append(stale.name)
+    return removed
+
+
+def _fsync_folder(folder):
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

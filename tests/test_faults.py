@@ -1,0 +1,156 @@
+"""Faults tried on purpose: kill -9 at random moments and in the middle of checkpoint
+writes, and a full disk while writing a checkpoint or the model. Nothing may be lost."""
+import errno
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from alexft import checkpoint as checkpoints
+from alexft import weights
+from alexft.errors import AlexftError
+from alexft.train import finetune
+from fixtures import write_digits_folder
+
+ALEXFT = str(Path(sys.executable).parent / "alexft")
+EPOCHS = 24
+# fc7 learns, so each checkpoint holds ~200 MB (fc7 and its momentum, current and best):
+# its write takes long enough to be hit on purpose.
+OPTIONS = dict(train=["fc7", "fc8"], epochs=EPOCHS, batch_size=4, val_split=0.25, seed=3)
+
+
+def _cli_options():
+    return ["--train", "fc7,fc8", "--epochs", str(EPOCHS), "--batch-size", "4", "--val-split", "0.25", "--seed", "3",
+            "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    return write_digits_folder(tmp_path_factory.mktemp("tiny") / "data", per_class=4, classes=range(3), seed=4)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_folder, canonical_weights_file, tmp_path_factory):
+    output = tmp_path_factory.mktemp("reference") / "run"
+    finetune(tiny_folder, weights=canonical_weights_file, output=output, progress=False, log=lambda message: None, **OPTIONS)
+    return output
+
+
+def _kill_when(process, run, moment, rng):
+    """SIGKILL `process` at `moment`: "write" = as soon as a checkpoint is being written,
+    "random" = after a random delay. Returns True if it was killed (not finished first)."""
+    deadline = time.monotonic() + (rng.uniform(0.5, 14) if moment == "random" else 300)
+    while process.poll() is None and time.monotonic() < deadline:
+        if moment == "write" and any(run.glob(".checkpoint.npz.tmp-*")):
+            break
+        time.sleep(0.001 if moment == "write" else 0.02)
+    if process.poll() is not None:
+        return False
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return True
+
+
+def test_kill_9_at_random_moments_and_mid_checkpoint_never_loses_a_checkpoint(
+        tiny_folder, canonical_weights_file, reference_run, tmp_path):
+    run, rng = tmp_path / "run", np.random.default_rng(11)
+    base = [ALEXFT, "finetune", str(tiny_folder), "--weights", str(canonical_weights_file), "--output", str(run)] + _cli_options()
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    done_epochs, kills, torn_writes = 0, 0, 0
+    for moment in ["write", "random"] * 4:
+        resume = ["--resume"] if (run / "config.json").exists() else []
+        process = subprocess.Popen(base + resume, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        if not _kill_when(process, run, moment, rng):
+            break  # the run finished before this kill
+        kills += 1
+        torn_writes += any(run.glob(".checkpoint.npz.tmp-*"))
+        if (run / "checkpoint.npz").exists():
+            record, arrays = checkpoints.load(run / "checkpoint.npz")  # never a half-written file
+            assert record["epoch"] >= done_epochs, "a kill lost an epoch that had been checkpointed"
+            assert all(np.isfinite(array).all() for name, array in arrays.items() if name.startswith("current/"))
+            done_epochs = record["epoch"]
+        assert not (run / "model.npz").exists()
+    assert kills == 8 and torn_writes >= 3, (kills, torn_writes)  # the write-time kills did land mid-write
+
+    result = subprocess.run(base + ["--resume"], capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "left by an interrupted write" in result.stderr
+    assert not list(run.glob(".*.tmp-*"))
+    history = [line.split(",") for line in (run / "history.csv").read_text().splitlines()[1:]]
+    expected = [line.split(",") for line in (reference_run / "history.csv").read_text().splitlines()[1:]]
+    assert [row[0] for row in history] == [str(epoch) for epoch in range(1, EPOCHS + 1)]
+    for row, want in zip(history, expected):
+        np.testing.assert_allclose([float(value) for value in row[1:5]], [float(value) for value in want[1:5]], rtol=1e-4, atol=1e-6)
+    for layer in ("fc7", "fc8"):
+        np.testing.assert_allclose(weights.load(run / "model_last.npz").params[layer][0],
+                                   weights.load(reference_run / "model_last.npz").params[layer][0], rtol=1e-4, atol=1e-6)
+
+
+@pytest.fixture
+def disk_fills_up(monkeypatch):
+    """os.fsync of a file whose name contains `target` fails with ENOSPC, once armed."""
+    state = dict(target=None, after=0, seen=0)
+    real_fsync = os.fsync
+
+    def fsync(descriptor):
+        name = os.readlink(f"/proc/self/fd/{descriptor}")
+        if state["target"] and state["target"] in name:
+            state["seen"] += 1
+            if state["seen"] > state["after"]:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return state
+
+
+def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tiny_folder, canonical_weights_file, tmp_path,
+                                                                       disk_fills_up):
+    run, options = tmp_path / "run", dict(OPTIONS, epochs=4)
+    disk_fills_up.update(target=".checkpoint.npz.tmp-", after=2)  # epochs 1 and 2 are saved, epoch 3's write fails
+    with pytest.raises(AlexftError) as failure:
+        finetune(tiny_folder, weights=canonical_weights_file, output=run, progress=False, log=lambda message: None, **options)
+    assert str(failure.value) == f"{run / 'checkpoint.npz'}: could not be written (no space left on the device); the previous file is intact"
+    record, _ = checkpoints.load(run / "checkpoint.npz")
+    assert record["epoch"] == 2
+    assert not list(run.glob(".*.tmp-*")) and not (run / "model.npz").exists()
+
+    disk_fills_up.update(target=None)  # space was freed: the run resumes from epoch 3
+    summary = finetune(tiny_folder, weights=canonical_weights_file, output=run, resume=True, progress=False,
+                       log=lambda message: None, **options)
+    assert summary["epochs"] == 4 and (run / "model.npz").exists()
+    assert [line.split(",")[0] for line in (run / "history.csv").read_text().splitlines()[1:]] == ["1", "2", "3", "4"]
+
+
+def test_a_full_disk_while_saving_the_model_keeps_the_checkpoint(tiny_folder, canonical_weights_file, tmp_path, disk_fills_up):
+    run = tmp_path / "run"
+    options = dict(OPTIONS, epochs=2)
+    disk_fills_up.update(target=".model.npz.tmp-", after=0)
+    with pytest.raises(AlexftError, match=r"model\.npz: could not be written \(no space left on the device\); the previous file is intact"):
+        finetune(tiny_folder, weights=canonical_weights_file, output=run, progress=False, log=lambda message: None, **options)
+    assert checkpoints.load(run / "checkpoint.npz")[0]["epoch"] == 2
+    assert not list(run.glob(".*.tmp-*"))
+
+    disk_fills_up.update(target=None)
+    summary = finetune(tiny_folder, weights=canonical_weights_file, output=run, resume=True, progress=False,
+                       log=lambda message: None, **options)
+    assert summary["epochs"] == 2 and weights.load(run / "model.npz").params["fc8"][0].shape == (4096, 3)
+
+
+def _fingerprint(paths):
+    return {str(path): (path.stat().st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest()) for path in paths}
+
+
+def test_inputs_are_never_modified(tiny_folder, canonical_weights_file, tmp_path):
+    inputs = sorted(path for path in tiny_folder.rglob("*") if path.is_file()) + [canonical_weights_file]
+    before = _fingerprint(inputs)
+    finetune(tiny_folder, weights=canonical_weights_file, output=tmp_path / "run", progress=False, log=lambda message: None,
+             **dict(OPTIONS, train=["fc8"], epochs=2))
+    assert _fingerprint(inputs) == before
+    assert sorted(path for path in tiny_folder.rglob("*") if path.is_file()) + [canonical_weights_file] == inputs
