@@ -80,7 +80,7 @@ def test_every_doc_file_has_examples_and_the_parser_sees_them():
     assert (ROOT / "docs" / "commands.md") in DOC_FILES
     for path in DOC_FILES:
         # cluster.md's commands need two machines: tests/test_multiworker.py runs them on one.
-        if path.name not in ("README.md", "benchmarks.md", "cluster.md"):
+        if path.name not in ("README.md", "benchmarks.md", "cluster.md", "reliability.md"):
             assert examples(path), f"{path.name} shows no command"
 
 
@@ -195,3 +195,12 @@ def test_readme_main_command_runs(sandbox_template, mirror, tmp_path):
     result = subprocess.run(["bash", "-c", job], cwd=sandbox, env=_environment(sandbox, *mirror), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 6  # the path, then five classes
+
+
+def test_every_test_the_reliability_page_names_exists():
+    text = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
+    named = re.findall(r"`(test_\w+\.py)::(test_\w+)`", text)
+    assert len(named) >= 30
+    for module, test in named:
+        source = (ROOT / "tests" / module).read_text(encoding="utf-8")
+        assert re.search(rf"^def {test}\(", source, re.MULTILINE), f"docs/reliability.md names {module}::{test}, which does not exist"
