@@ -29,8 +29,8 @@ from .data import BrokenFiles, DataError, load_dataset, load_prepared
 from .devices import cluster_role, make_strategy, precision_policy
 from .errors import AlexftError
 from .features import VIEWS, view_features
-from .pipeline import map_ahead
 from .model import build_alexnet, head, truncated
+from .pipeline import map_ahead
 from .plots import learning_curves
 from .preprocess import CROP, RESIZE, TEN_CROP_OFFSETS
 from .progress import progress_bar
