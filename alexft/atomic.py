@@ -31,12 +31,15 @@ def write_atomic(path, write, error=AlexftError):
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
-        _fsync_folder(path.parent)
     except OSError as failure:
         cause = "no space left on the device" if failure.errno == errno.ENOSPC else (failure.strerror or str(failure))
         raise error(f"{path}: could not be written ({cause}); the previous file is intact") from None
     finally:
         temporary.unlink(missing_ok=True)
+    try:
+        _fsync_folder(path.parent)  # makes the rename durable; some network file systems refuse it
+    except OSError:
+        pass
     return path
 
 

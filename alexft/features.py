@@ -122,12 +122,17 @@ def merge_features(parts, output):
     parts = [Path(part) for part in parts]
     if not parts:
         raise ValueError("merge_features: no parts given")
-    shapes, extras = [], {}
+    shapes, extras, members = [], {}, None
     for part in parts:
         with np.load(part, allow_pickle=False) as stored:
+            if members is not None and sorted(stored.files) != members:
+                raise ValueError(f"merge_features: {part} holds {sorted(stored.files)}, the first part {members}")
+            members = sorted(stored.files)
             shapes.append(stored["features"].shape)
             for name in stored.files:
                 if name == "class_names":
+                    if name in extras and not np.array_equal(extras[name][0], stored[name]):
+                        raise ValueError(f"merge_features: {part} has other class names than the first part")
                     extras.setdefault(name, [stored[name]])
                 elif name != "features":
                     extras.setdefault(name, []).append(stored[name])

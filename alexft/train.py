@@ -72,6 +72,9 @@ def finetune(data_dir, weights=None, skip=("fc8",), train=None, epochs=10, batch
         chief, task = cluster_role()
         if output is None:
             raise TrainingError("--strategy multiworker needs --output: a run folder every worker can reach (shared storage)")
+        if device != "auto":
+            raise TrainingError("--device cannot be combined with --strategy multiworker: each worker uses all its local "
+                                "devices (choose them with CUDA_VISIBLE_DEVICES on each machine)")
         log(f"multi-worker training as {task}" + (" (chief: writes the run folder)" if chief else ""))
     dataset = load_dataset(data_dir, val_dir=val_dir, val_split=val_split, seed=seed)
     weights_path = resolve_weights(weights, progress=progress)
@@ -137,15 +140,28 @@ def _prepare_run_folder(output, resume, config, chief=True):
     if resume:
         if not saved.is_file():
             raise TrainingError(f"{run}: nothing to resume (no config.json); run without --resume first")
-        _check_same_run(json.loads(saved.read_text()), config, run)
+        try:
+            earlier = json.loads(saved.read_text())
+        except ValueError as error:
+            raise TrainingError(f"{saved}: unreadable ({error}); the run cannot be resumed") from None
+        _check_same_run(earlier, config, run)
+    # A finished epoch leaves a checkpoint, which every worker can see before the cluster forms
+    # (the chief's fresh config.json cannot tell them apart): all refuse together, none waits.
+    if not resume and (run / "checkpoint.npz").exists():
+        raise TrainingError(f"{run}: already holds a run; pass --resume to continue it or choose another --output")
     if not chief:
         return run
     if not resume and saved.exists():
         raise TrainingError(f"{run}: already holds a run; pass --resume to continue it or choose another --output")
     run.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps(config, indent=1) + "\n")
-    (run / "classes.json").write_text(json.dumps(config["class_names"], indent=1, ensure_ascii=False) + "\n")
+    _write_json(saved, config)
+    _write_json(run / "classes.json", config["class_names"])
     return run
+
+
+def _write_json(path, value):
+    text = json.dumps(value, indent=1, ensure_ascii=False) + "\n"
+    write_atomic(path, lambda handle: handle.write(text.encode("utf-8")), TrainingError)
 
 
 def _check_same_run(saved, config, run):
@@ -228,6 +244,7 @@ class Trainer:
         def replica_step(images, labels):
             context = tf.distribute.get_replica_context()
             count = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.shape(labels)[0], tf.float32))
+            count = tf.maximum(count, 1.0)  # a batch whose images were all broken must not divide by zero
             with tf.GradientTape() as tape:
                 logits = net(images, training=True)
                 losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
@@ -427,7 +444,7 @@ class Trainer:
                 totals = [totals[0] + loss_sum, totals[1] + correct, totals[2] + count]
                 step += 1
                 bar.update(int(count))
-                bar.set_postfix(loss=f"{totals[0] / totals[2]:.3f}", acc=f"{totals[1] / totals[2]:.3f}")
+                bar.set_postfix(loss=f"{totals[0] / max(totals[2], 1):.3f}", acc=f"{totals[1] / max(totals[2], 1):.3f}")
                 if stop.signal_number and step < batches:
                     self._save(dict(state, epoch=epoch, step=step, partial=totals), final=True)
                     raise TrainingInterrupted(

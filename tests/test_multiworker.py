@@ -93,3 +93,35 @@ def test_a_killed_worker_ends_the_job_and_every_worker_resumes(small_digits_fold
     assert f"resuming {run} at epoch {done['epoch'] + 1}" in results[0][2]
     epochs = [line.split(",")[0] for line in (run / "history.csv").read_text().splitlines()[1:]]
     assert epochs == [str(number) for number in range(1, 7)]
+
+
+def test_cluster_mistakes_are_refused_before_any_worker_waits(small_digits_folder, canonical_weights_file, tmp_path, monkeypatch):
+    """Each of these would otherwise leave the other workers waiting for the cluster forever."""
+    import pytest
+
+    from alexft.devices import DeviceError
+    from alexft.train import TrainingError
+
+    def start(**options):
+        finetune(small_digits_folder, weights=canonical_weights_file, strategy="multiworker", progress=False,
+                 log=lambda message: None, **options)
+
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(DeviceError, match="needs TF_CONFIG"):
+        start(output=tmp_path / "run")
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(DeviceError, match="TF_CONFIG must be JSON"):
+        start(output=tmp_path / "run")
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 2}}))
+    with pytest.raises(DeviceError, match="task worker 2 is not in the cluster"):
+        start(output=tmp_path / "run")
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}}))
+    with pytest.raises(TrainingError, match="needs --output"):
+        start()
+    with pytest.raises(TrainingError, match="--device cannot be combined"):
+        start(output=tmp_path / "run", device="cpu")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "checkpoint.npz").write_bytes(b"an earlier run")
+    with pytest.raises(TrainingError, match="already holds a run; pass --resume"):  # worker 1, not only the chief
+        start(output=tmp_path / "old")

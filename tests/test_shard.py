@@ -85,3 +85,16 @@ def test_a_bad_shard_is_a_usage_error(photo_folder, value):
     result = run("classify", photo_folder, "--shard", value)
     assert result.exit_code == 2
     assert "expected I/N with 0 <= I < N" in result.output
+
+
+def test_merging_parts_that_do_not_belong_together_is_refused(tmp_path):
+    np.savez(tmp_path / "a.npz", features=np.zeros((2, 3), np.float32), paths=np.array(["x", "y"]),
+             labels=np.array([0, 1]), class_names=np.array(["cat", "dog"]))
+    np.savez(tmp_path / "b.npz", features=np.zeros((1, 3), np.float32), paths=np.array(["z"]))
+    np.savez(tmp_path / "c.npz", features=np.zeros((1, 3), np.float32), paths=np.array(["z"]),
+             labels=np.array([0]), class_names=np.array(["cow", "dog"]))
+    with pytest.raises(ValueError, match="b.npz holds"):
+        merge_features([tmp_path / "a.npz", tmp_path / "b.npz"], tmp_path / "out.npz")
+    with pytest.raises(ValueError, match="other class names"):
+        merge_features([tmp_path / "a.npz", tmp_path / "c.npz"], tmp_path / "out.npz")
+    assert not (tmp_path / "out.npz").exists()
