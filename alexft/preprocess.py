@@ -6,6 +6,7 @@ Files are read as bytes and decoded with `cv2.imdecode`, so every caller sees th
 pixels and non-ASCII paths work everywhere.
 """
 import io
+import warnings
 from pathlib import Path
 
 import cv2
@@ -73,8 +74,13 @@ def decode_image(data, name="<bytes>"):
 def _read_header(data, name):
     """The format and declared size from the header alone (Pillow opens lazily)."""
     try:
-        with Image.open(io.BytesIO(data)) as header:
-            return header.format, header.size
+        # Pillow only reads the header here; its warnings (corrupt EXIF, photos over its
+        # 89-megapixel warning size) would reach the terminal as multi-line Python warnings,
+        # while our own checks decide what is refused.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as header:
+                return header.format, header.size
     except Image.DecompressionBombError as error:
         raise ImageError(f"{name}: refused before decoding: {error}") from None  # over MAX_PIXELS
     except UnidentifiedImageError:

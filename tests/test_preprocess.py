@@ -2,6 +2,7 @@
 import struct
 import subprocess
 import sys
+import warnings
 import zlib
 
 import cv2
@@ -178,3 +179,12 @@ def test_find_images_is_recursive_sorted_and_skips_hidden(tmp_path):
     explicit = tmp_path / "notes.txt"
     found = preprocess.find_images([tmp_path, explicit])
     assert found == [tmp_path / "a.jpeg", tmp_path / "b/1.PNG", tmp_path / "b/2.jpg", explicit]
+
+
+def test_a_large_photo_under_the_limit_reads_without_warnings(tmp_path):
+    """100 megapixels: over Pillow's warning size, under ours; Pillow's header read must stay silent."""
+    path = png_bomb(tmp_path / "large.png", side=10_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        image = preprocess.read_image(path)
+    assert image.shape == (10_000, 10_000, 3)
