@@ -128,7 +128,7 @@ def merge_features(parts, output):
             if members is not None and sorted(stored.files) != members:
                 raise ValueError(f"merge_features: {part} holds {sorted(stored.files)}, the first part {members}")
             members = sorted(stored.files)
-            shapes.append(stored["features"].shape)
+            shapes.append(_features_shape(part))  # from the header: the array is read once, below
             for name in stored.files:
                 if name == "class_names":
                     if name in extras and not np.array_equal(extras[name][0], stored[name]):
@@ -151,6 +151,14 @@ def merge_features(parts, output):
         merged.flush()
         _write_npz(output, Path(scratch) / "features.npy", total, {name: np.concatenate(arrays) for name, arrays in extras.items()})
     return output
+
+
+def _features_shape(part):
+    """The shape of a feature file's `features`, from its .npy header alone."""
+    with zipfile.ZipFile(part) as archive, archive.open("features.npy") as member:
+        version = np.lib.format.read_magic(member)
+        read_header = np.lib.format.read_array_header_2_0 if version == (2, 0) else np.lib.format.read_array_header_1_0
+        return read_header(member)[0]
 
 
 def _write_npz(output, features_file, count, extras):
