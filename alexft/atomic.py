@@ -43,6 +43,12 @@ def write_atomic(path, write, error=AlexftError):
     return path
 
 
+def write_text(path, text, error=AlexftError):
+    """`write_atomic` for UTF-8 text."""
+    data = text.encode("utf-8")
+    return write_atomic(path, lambda handle: handle.write(data), error)
+
+
 def remove_stale_temporaries(folder):
     """Delete temporary files a killed process left in `folder` (`.NAME.tmp-PID`); return their names."""
     removed = []

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_atomic
+from .atomic import write_text
 from .errors import AlexftError, ImageError
 from .preprocess import images_below, resize_and_subtract_mean, read_image
 
@@ -125,8 +125,7 @@ class BrokenFiles:
 
     def write(self, path):
         rows = [{"path": p, "error": e} for p, e in sorted(self.errors.items())]
-        text = json.dumps(rows, indent=1, ensure_ascii=False) + "\n"
-        write_atomic(path, lambda handle: handle.write(text.encode("utf-8")), DataError)
+        write_text(path, json.dumps(rows, indent=1, ensure_ascii=False) + "\n", DataError)
 
 
 def load_prepared(path, ledger):

@@ -24,7 +24,7 @@ import tensorflow as tf
 from . import architecture as arch
 from . import checkpoint as checkpoints
 from . import weights as weights_io
-from .atomic import remove_stale_temporaries, write_atomic
+from .atomic import remove_stale_temporaries, write_text
 from .data import BrokenFiles, DataError, load_dataset, load_prepared
 from .devices import cluster_role, make_strategy, precision_policy
 from .errors import AlexftError
@@ -160,8 +160,7 @@ def _prepare_run_folder(output, resume, config, chief=True):
 
 
 def _write_json(path, value):
-    text = json.dumps(value, indent=1, ensure_ascii=False) + "\n"
-    write_atomic(path, lambda handle: handle.write(text.encode("utf-8")), TrainingError)
+    write_text(path, json.dumps(value, indent=1, ensure_ascii=False) + "\n", TrainingError)
 
 
 def _check_same_run(saved, config, run):
@@ -533,7 +532,7 @@ class Trainer:
         writer = csv.DictWriter(text, columns)
         writer.writeheader()
         writer.writerows({key: ("" if row.get(key) is None else row[key]) for key in columns} for row in history)
-        write_atomic(self.run / "history.csv", lambda handle: handle.write(text.getvalue().encode()), TrainingError)
+        write_text(self.run / "history.csv", text.getvalue(), TrainingError)
         # Drawing the curves takes most of a second, longer than a cached epoch: redraw at
         # most every CURVES_EVERY seconds, and always at the end or on interruption.
         if history and (final or time.monotonic() - self._curves_drawn >= CURVES_EVERY):
