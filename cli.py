@@ -212,7 +212,7 @@ def _layer_list(ctx, param, value):
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, gpu or gpu:N.")
 @click.option("--strategy", default="auto", show_default=True, type=click.Choice(["auto", "one", "mirrored", "multiworker"]), help="multiworker: across machines, configured by TF_CONFIG (docs/cluster.md).")
-@click.option("--mixed-precision/--no-mixed-precision", default=None, help="float16 compute. Default: on for GPUs, off for CPUs.")
+@click.option("--mixed-precision/--no-mixed-precision", default=None, help="16-bit compute: float16 on GPUs, bfloat16 on CPUs that have it (avx512_bf16, amx_bf16). Default: on for GPUs, off for CPUs.")
 @click.option("--cache/--no-cache", default=True, show_default=True, help="Train the top layers on cached features of the frozen part.")
 @click.option("--dropout", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True))
 @click.option("--max-broken", default=0.1, show_default=True, type=click.FloatRange(0, 1), help="Stop when more than this fraction of images is broken.")

@@ -77,13 +77,36 @@ def uses_gpu(strategy):
 
 
 def precision_policy(mixed_precision, strategy):
-    """'mixed_float16' (float16 compute, float32 variables, loss and softmax) or 'float32'.
+    """The Keras dtype policy: 'float32', 'mixed_float16' or 'mixed_bfloat16'.
 
-    Mixed precision is on by default on GPUs, off on CPUs (where float16 is slower).
+    `mixed_precision`: None (on for GPUs, off for CPUs), False, True (the device's own
+    16-bit type: float16 on a GPU, bfloat16 on a CPU), or 'float16' / 'bfloat16'.
+    Variables, loss and softmax stay float32 in every policy.
     """
     if mixed_precision is None:
         mixed_precision = uses_gpu(strategy)
-    return "mixed_float16" if mixed_precision else "float32"
+    if mixed_precision is False:
+        return "float32"
+    if mixed_precision is True:
+        mixed_precision = "float16" if uses_gpu(strategy) else "bfloat16"
+    if mixed_precision not in ("float16", "bfloat16"):
+        raise DeviceError(f"mixed precision {mixed_precision!r}: expected True, False, 'float16' or 'bfloat16'")
+    if mixed_precision == "bfloat16" and not uses_gpu(strategy) and cpu_has_bfloat16() is False:
+        raise DeviceError("--mixed-precision on this CPU: it has no bfloat16 instructions (avx512_bf16 or amx_bf16), "
+                          "so bfloat16 would be slower than float32; train without --mixed-precision")
+    return f"mixed_{mixed_precision}"
+
+
+def cpu_has_bfloat16(cpuinfo="/proc/cpuinfo"):
+    """True or False from the CPU's flags on Linux; None where they cannot be read."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as handle:
+            flags = next((line for line in handle if line.startswith("flags")), "").split()
+    except OSError:
+        return None
+    if not flags:
+        return None
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def split_cpu(count):

@@ -65,6 +65,8 @@ def finetune(data_dir, weights=None, skip=("fc8",), train=None, epochs=10, batch
     `skip`: layers not loaded from the weights file (fresh init). `train`: layers that learn,
     "all", or None for the skipped ones. Everything is written to the run folder `output`
     (default runs/<timestamp>); `resume=True` continues the run in `output`.
+    `mixed_precision`: None (on for GPUs, off for CPUs), True (float16 on a GPU, bfloat16 on
+    a CPU with bfloat16 instructions), False, or "float16" / "bfloat16" to choose the type.
     """
     log = log or (lambda message: print(f"alexft: {message}", file=sys.stderr))
     chief = True
@@ -199,6 +201,8 @@ class Trainer:
         if self.multiworker:
             log(f"{self.strategy.num_replicas_in_sync} replicas in sync across the cluster")
         self.policy = precision_policy(config["mixed_precision"], self.strategy)
+        if self.policy != "float32":
+            log(f"mixed precision: {self.policy[len('mixed_'):]} compute, float32 weights, loss and softmax")
         self.cache_after = CACHE_POINTS.get(config["train"][0]) if config["cache"] else None
         with self.strategy.scope():
             self.model = build_alexnet(len(dataset.class_names), seed=config["seed"], dropout=config["dropout"], dtype=self.policy)
@@ -311,7 +315,7 @@ class Trainer:
 
     def _float32_model(self):
         """The model itself, or under mixed precision a float32 copy: the cache is computed
-        once, so float16 would save little there and cost every epoch accuracy."""
+        once, so 16-bit compute would save little there and cost every epoch accuracy."""
         if self.policy == "float32":
             return self.model
         copy = build_alexnet(len(self.dataset.class_names))

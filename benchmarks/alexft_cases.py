@@ -1,13 +1,14 @@
 """alexft's side of the benchmark suite, one measurement per command, JSON on stdout.
 
     python alexft_cases.py infer   --weights W.npz --batch 64 [--seconds 10]
-    python alexft_cases.py train   --weights W.npz --batch 64 --layers all|fc8
+    python alexft_cases.py train   --weights W.npz --batch 64 --layers all|fc8 [--precision bfloat16]
     python alexft_cases.py check   --weights W.npz --views IN.npy --output OUT.npy
     python alexft_cases.py tencrop --weights W.npz FOLDER [--images 100]
 
 `infer` times the Predictor's compiled softmax (what classify runs per batch). `train` times
 the step `alexft finetune` runs without the feature cache: SGD with momentum, softmax cross
-entropy plus Caffe's L2 decay, dropout on. `tencrop` times `predict_views` on the same images
+entropy plus Caffe's L2 decay, dropout on; `--precision bfloat16` is
+`finetune --mixed-precision` on a CPU (Keras' mixed_bfloat16 policy, float32 variables). `tencrop` times `predict_views` on the same images
 with the centre crop and with Caffe's ten crops.
 """
 import argparse
@@ -58,7 +59,7 @@ def training_step(model, layers, lr=0.001, momentum=0.9, decay=5e-4):
 
 def command_train(args):
     weight_set = weights_io.load(args.weights)
-    model = build_alexnet()
+    model = build_alexnet(dtype=None if args.precision == "float32" else f"mixed_{args.precision}")
     weights_io.assign(model, weight_set)
     step = training_step(model, args.layers)
     views = tf.constant(random_views(args.batch))
@@ -96,6 +97,7 @@ def main():
         command.add_argument("--seconds", type=float, default=10)
         if name == "train":
             command.add_argument("--layers", choices=["all", "fc8"], default="all")
+            command.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
         if name == "check":
             command.add_argument("--views", type=Path, required=True)
             command.add_argument("--output", type=Path, required=True)

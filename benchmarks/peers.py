@@ -5,7 +5,7 @@ the weights from the same `.npz` alexft uses (`conv1/weights`, ... in bvlc_alexn
 Each command prints one JSON object on stdout.
 
     python peers.py infer  --runtime onnx|torch --weights W.npz --batch 64 [--seconds 10]
-    python peers.py train  --runtime torch --weights W.npz --batch 64 --layers all|fc8
+    python peers.py train  --runtime torch --weights W.npz --batch 64 --layers all|fc8 [--precision bfloat16]
     python peers.py check  --runtime onnx|torch --weights W.npz --views IN.npy --output OUT.npy
     python peers.py classify --weights W.npz FOLDER    # ONNX Runtime behind a plain decode loop
 """
@@ -147,7 +147,11 @@ def torch_infer(params):
     return run
 
 
-def torch_train_step(params, layers):
+def torch_train_step(params, layers, precision="float32"):
+    """SGD with momentum and weight decay; `precision` "bfloat16": forward and loss under
+    CPU autocast (PyTorch's mixed precision), backward and update as usual."""
+    import contextlib
+
     import torch
 
     model = torch_model(params).train()
@@ -158,14 +162,16 @@ def torch_train_step(params, layers):
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(parameters, lr=0.001, momentum=0.9, weight_decay=5e-4)
     loss_function = torch.nn.CrossEntropyLoss()
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bfloat16" else contextlib.nullcontext
 
     def step(views, labels):
         batch = torch.from_numpy(views).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_function(model(batch), torch.from_numpy(labels))
+        with autocast():
+            loss = loss_function(model(batch), torch.from_numpy(labels))
         loss.backward()
         optimizer.step()
-        return float(loss)
+        return float(loss.detach())
 
     return step
 
@@ -198,7 +204,7 @@ def command_infer(args):
 
 
 def command_train(args):
-    step = torch_train_step(load_params(args.weights), args.layers)
+    step = torch_train_step(load_params(args.weights), args.layers, args.precision)
     views = random_views(args.batch)
     labels = np.random.default_rng(1).integers(0, 1000, args.batch)
     return {"img_per_s": images_per_second(lambda: step(views, labels), args.batch, args.seconds)}
@@ -242,6 +248,7 @@ def main():
         command.add_argument("--seconds", type=float, default=10)
         if name == "train":
             command.add_argument("--layers", choices=["all", "fc8"], default="all")
+            command.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
         if name == "check":
             command.add_argument("--views", type=Path, required=True)
             command.add_argument("--output", type=Path, required=True)

@@ -90,6 +90,9 @@ class Suite:
         self.scratch, self.rounds, self.seconds = scratch, rounds, seconds
         self.results = []
         self.peer = peers_python()
+        from alexft.devices import cpu_has_bfloat16
+
+        self.cpu_has_bfloat16 = cpu_has_bfloat16() is not False
         self.weights = scratch / "bvlc_alexnet.npz"
         self._write_weights()
         self.images_1000 = write_jpegs(scratch / "images_1000", 1000)
@@ -179,6 +182,14 @@ class Suite:
             lambda: self.peers("train", "--runtime", "torch", "--layers", "all", "--batch", 64, "--seconds", str(self.seconds))["img_per_s"],
         )
         self.record("3. train all layers, batch 64", ours, theirs, "PyTorch (channels-last)", 3.0)
+        if self.cpu_has_bfloat16:  # --mixed-precision on a CPU; PyTorch's own mixed precision as the peer
+            ours, theirs = self.alternate(
+                lambda: self.alexft("train", "--layers", "all", "--batch", 64, "--seconds", str(self.seconds),
+                                    "--precision", "bfloat16")["img_per_s"],
+                lambda: self.peers("train", "--runtime", "torch", "--layers", "all", "--batch", 64, "--seconds",
+                                   str(self.seconds), "--precision", "bfloat16")["img_per_s"],
+            )
+            self.record("   (context) train all, bfloat16 mixed", ours, theirs, "PyTorch, autocast bfloat16", 0.0)
         result = run_json([sys.executable, HERE / "finetune_cache.py", "--per-class", "20", "--epochs", "3"])
         self.record("3. fc8 epoch on the feature cache", [result["cached"]["median_epoch_s"]],
                     [result["full"]["median_epoch_s"]], "alexft full-forward epoch", 25.0, unit="s",

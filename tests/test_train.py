@@ -154,14 +154,14 @@ def test_mirrored_strategy_on_two_cpu_devices_matches_one_device(small_digits_fo
     np.testing.assert_allclose(results["mirrored"][1], results["one"][1], rtol=1e-4, atol=1e-6)
 
 
-def test_mixed_precision_path_runs_on_cpu(small_digits_folder, canonical_weights_file, tmp_path):
-    # float16 kernels are slow on CPUs: train fc8 only, on float32-cached features, so the
-    # mixed-precision training step (float16 head, loss scaling) is what runs here.
+def test_float16_mixed_precision_path_runs_on_cpu(small_digits_folder, canonical_weights_file, tmp_path):
+    # The GPU's float16 path, forced on the CPU: float16 kernels are slow here, so train fc8
+    # only, on float32-cached features; the float16 training step (loss scaling) is what runs.
     summary = finetune(small_digits_folder, weights=canonical_weights_file, epochs=2, batch_size=8,
-                       val_split=0.2, mixed_precision=True, output=tmp_path / "run", progress=False, log=quiet)
+                       val_split=0.2, mixed_precision="float16", output=tmp_path / "run", progress=False, log=quiet)
     assert np.isfinite(summary["train_loss"]) and np.isfinite(summary["val_loss"])
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["mixed_precision"] is True
+    assert config["mixed_precision"] == "float16"
     saved = weights.load(tmp_path / "run" / "model_last.npz")  # variables stay float32
     assert saved.params["fc8"][0].dtype == np.float32
     initial = build_alexnet(num_classes=10, seed=0).get_layer("fc8").kernel.numpy()
@@ -169,6 +169,65 @@ def test_mixed_precision_path_runs_on_cpu(small_digits_folder, canonical_weights
     model = build_alexnet(num_classes=10, dtype="mixed_float16")
     assert model.get_layer("conv2").compute_dtype == "float16" and model.get_layer("conv2").kernel.dtype == "float32"
     assert model.get_layer("fc8").compute_dtype == "float16" and model.output.dtype == "float32"  # logits
+
+
+def test_mixed_precision_means_float16_on_gpus_and_bfloat16_on_cpus(monkeypatch):
+    import tensorflow as tf
+
+    from alexft import devices
+
+    cpu = tf.distribute.OneDeviceStrategy("/CPU:0")
+    monkeypatch.setattr(devices, "cpu_has_bfloat16", lambda: True)
+    assert [devices.precision_policy(choice, cpu) for choice in (None, False, True, "float16", "bfloat16")] == [
+        "float32", "float32", "mixed_bfloat16", "mixed_float16", "mixed_bfloat16"]
+    monkeypatch.setattr(devices, "uses_gpu", lambda strategy: True)
+    assert [devices.precision_policy(choice, cpu) for choice in (None, False, True)] == [
+        "mixed_float16", "float32", "mixed_float16"]
+    with pytest.raises(DeviceError, match="expected True, False, 'float16' or 'bfloat16'"):
+        devices.precision_policy("float8", cpu)
+
+
+def test_bfloat16_is_refused_on_a_cpu_without_it(monkeypatch, small_digits_folder, canonical_weights_file, tmp_path):
+    from alexft import devices
+
+    monkeypatch.setattr(devices, "cpu_has_bfloat16", lambda: False)
+    with pytest.raises(DeviceError, match="no bfloat16 instructions .* train without --mixed-precision"):
+        finetune(small_digits_folder, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0.2,
+                 mixed_precision=True, output=tmp_path / "run", progress=False, log=quiet)
+
+
+def test_cpu_bfloat16_flags_are_read_from_cpuinfo(tmp_path):
+    from alexft.devices import cpu_has_bfloat16
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert cpu_has_bfloat16(info) is True
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse amx_tile amx_bf16\n")
+    assert cpu_has_bfloat16(info) is True
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512bw\n")
+    assert cpu_has_bfloat16(info) is False
+    info.write_text("Processor\t: AArch64\n")  # no flags line: unknown
+    assert cpu_has_bfloat16(info) is None
+    assert cpu_has_bfloat16(tmp_path / "missing") is None
+
+
+def test_bfloat16_training_on_cpu_learns_every_layer(small_digits_folder, canonical_weights_file, tmp_path):
+    from alexft.devices import cpu_has_bfloat16
+
+    if cpu_has_bfloat16() is False:
+        pytest.skip("this CPU has no bfloat16 instructions (avx512_bf16, amx_bf16): the refusal is tested instead")
+    messages = []
+    summary = finetune(small_digits_folder, weights=canonical_weights_file, epochs=2, batch_size=16, val_split=0.2,
+                       train="all", mixed_precision=True, output=tmp_path / "run", progress=False, log=messages.append)
+    assert "mixed precision: bfloat16 compute, float32 weights, loss and softmax" in messages
+    assert np.isfinite(summary["train_loss"]) and np.isfinite(summary["val_loss"])
+    loaded = weights.load(canonical_weights_file).params
+    saved = weights.load(tmp_path / "run" / "model_last.npz").params
+    for name in ("conv1", "conv3", "fc7"):  # every layer learned, and stayed float32
+        assert saved[name][0].dtype == np.float32
+        assert not np.allclose(saved[name][0], loaded[name][0])
+    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert len(history) == 3  # header + 2 epochs
 
 
 def test_asking_for_a_missing_gpu_is_a_clear_error():
