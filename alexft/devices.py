@@ -4,6 +4,7 @@ import os
 
 import tensorflow as tf
 
+from .cpu_features import cpu_has_bfloat16
 from .errors import AlexftError
 
 
@@ -95,18 +96,6 @@ def precision_policy(mixed_precision, strategy):
         raise DeviceError("--mixed-precision on this CPU: it has no bfloat16 instructions (avx512_bf16 or amx_bf16), "
                           "so bfloat16 would be slower than float32; train without --mixed-precision")
     return f"mixed_{mixed_precision}"
-
-
-def cpu_has_bfloat16(cpuinfo="/proc/cpuinfo"):
-    """True or False from the CPU's flags on Linux; None where they cannot be read."""
-    try:
-        with open(cpuinfo, encoding="utf-8", errors="replace") as handle:
-            flags = next((line for line in handle if line.startswith("flags")), "").split()
-    except OSError:
-        return None
-    if not flags:
-        return None
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def split_cpu(count):

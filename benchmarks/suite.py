@@ -90,7 +90,7 @@ class Suite:
         self.scratch, self.rounds, self.seconds = scratch, rounds, seconds
         self.results = []
         self.peer = peers_python()
-        from alexft.devices import cpu_has_bfloat16
+        from alexft.cpu_features import cpu_has_bfloat16  # not alexft.devices: TensorFlow here would inflate children's peak RSS
 
         self.cpu_has_bfloat16 = cpu_has_bfloat16() is not False
         self.weights = scratch / "bvlc_alexnet.npz"

@@ -197,7 +197,7 @@ def test_bfloat16_is_refused_on_a_cpu_without_it(monkeypatch, small_digits_folde
 
 
 def test_cpu_bfloat16_flags_are_read_from_cpuinfo(tmp_path):
-    from alexft.devices import cpu_has_bfloat16
+    from alexft.cpu_features import cpu_has_bfloat16
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
@@ -212,7 +212,7 @@ def test_cpu_bfloat16_flags_are_read_from_cpuinfo(tmp_path):
 
 
 def test_bfloat16_training_on_cpu_learns_every_layer(small_digits_folder, canonical_weights_file, tmp_path):
-    from alexft.devices import cpu_has_bfloat16
+    from alexft.cpu_features import cpu_has_bfloat16
 
     if cpu_has_bfloat16() is False:
         pytest.skip("this CPU has no bfloat16 instructions (avx512_bf16, amx_bf16): the refusal is tested instead")
