@@ -85,10 +85,28 @@ def wall_and_peak(command):
     return seconds, usage.ru_maxrss / 1024
 
 
+def cpu_ticks():
+    """(stolen, total) CPU ticks so far from /proc/stat, or None off Linux. A virtual machine's
+    host takes "steal" time from it; a case measured under heavy steal is not comparable."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = [int(value) for value in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return fields[7] if len(fields) > 7 else 0, sum(fields[:8])
+
+
+def steal_percent(before, after):
+    if before is None or after is None or after[1] == before[1]:
+        return None
+    return 100 * (after[0] - before[0]) / (after[1] - before[1])
+
+
 class Suite:
     def __init__(self, scratch, rounds, seconds):
         self.scratch, self.rounds, self.seconds = scratch, rounds, seconds
         self.results = []
+        self.steal = []  # steal % of each measurement since the last record()
         self.peer = peers_python()
         from alexft.cpu_features import cpu_has_bfloat16  # not alexft.devices: TensorFlow here would inflate children's peak RSS
 
@@ -120,20 +138,27 @@ class Suite:
 
     def record(self, name, ours, theirs, peer_name, target, unit="img/s", higher_is_better=True):
         ours_median, theirs_median = statistics.median(ours), statistics.median(theirs)
+        steal = [value for value in self.steal if value is not None]
+        self.steal = []
         ratio = ours_median / theirs_median if higher_is_better else theirs_median / ours_median
         row = {"case": name, "alexft": round(ours_median, 2), "peer": peer_name, "peer_value": round(theirs_median, 2),
                "unit": unit, "ratio": round(ratio, 3), "target": target, "met": ratio >= target,
-               "alexft_rounds": [round(v, 2) for v in ours], "peer_rounds": [round(v, 2) for v in theirs]}
+               "alexft_rounds": [round(v, 2) for v in ours], "peer_rounds": [round(v, 2) for v in theirs],
+               "steal_percent": [round(v, 1) for v in steal]}
         self.results.append(row)
         print(f"{name:<44} alexft {ours_median:9.2f} {unit:<6} {peer_name:<28} {theirs_median:9.2f}   "
-              f"ratio {ratio:5.2f}x  target {target}x  {'met' if row['met'] else 'MISSED'}", flush=True)
+              f"ratio {ratio:5.2f}x  target {target}x  {'met' if row['met'] else 'MISSED'}"
+              + (f"  (steal up to {max(steal):.0f}%: the host took CPU time; rerun)" if steal and max(steal) > 5 else ""),
+              flush=True)
 
     def alternate(self, ours, theirs):
         """Run the two measurements `rounds` times, alternating; return both lists."""
         a, b = [], []
         for _ in range(self.rounds):
-            a.append(ours())
-            b.append(theirs())
+            for measure, values in ((ours, a), (theirs, b)):
+                before = cpu_ticks()
+                values.append(measure())
+                self.steal.append(steal_percent(before, cpu_ticks()))
         return a, b
 
     # --- the cases ---------------------------------------------------------------------------
