@@ -84,15 +84,16 @@ def precision_policy(mixed_precision, strategy):
     16-bit type: float16 on a GPU, bfloat16 on a CPU), or 'float16' / 'bfloat16'.
     Variables, loss and softmax stay float32 in every policy.
     """
+    gpu = uses_gpu(strategy)
     if mixed_precision is None:
-        mixed_precision = uses_gpu(strategy)
+        mixed_precision = gpu
     if mixed_precision is False:
         return "float32"
     if mixed_precision is True:
-        mixed_precision = "float16" if uses_gpu(strategy) else "bfloat16"
+        mixed_precision = "float16" if gpu else "bfloat16"
     if mixed_precision not in ("float16", "bfloat16"):
         raise DeviceError(f"mixed precision {mixed_precision!r}: expected True, False, 'float16' or 'bfloat16'")
-    if mixed_precision == "bfloat16" and not uses_gpu(strategy) and cpu_has_bfloat16() is False:
+    if mixed_precision == "bfloat16" and not gpu and cpu_has_bfloat16() is False:
         raise DeviceError("--mixed-precision on this CPU: it has no bfloat16 instructions (avx512_bf16 or amx_bf16), "
                           "so bfloat16 would be slower than float32; train without --mixed-precision")
     return f"mixed_{mixed_precision}"

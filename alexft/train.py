@@ -92,7 +92,12 @@ def finetune(data_dir, weights=None, skip=("fc8",), train=None, epochs=10, batch
         versions=_versions(),
     )
     run = _prepare_run_folder(output, resume, config, chief)
-    trainer = Trainer(config, dataset, weight_set, run, cache_memory, progress, log, chief)
+    try:
+        trainer = Trainer(config, dataset, weight_set, run, cache_memory, progress, log, chief)
+    except AlexftError:
+        if chief and not resume:
+            _discard_fresh_run(run)  # a start refused (device, precision...) must not block the next try
+        raise
     return trainer.fit()
 
 
@@ -159,6 +164,16 @@ def _prepare_run_folder(output, resume, config, chief=True):
     _write_json(saved, config)
     _write_json(run / "classes.json", config["class_names"])
     return run
+
+
+def _discard_fresh_run(run):
+    """Remove what `_prepare_run_folder` wrote for a run that never started."""
+    for name in ("config.json", "classes.json"):
+        (run / name).unlink(missing_ok=True)
+    try:
+        run.rmdir()  # only if nothing else is there
+    except OSError:
+        pass
 
 
 def _write_json(path, value):

@@ -7,9 +7,10 @@
 
 `infer` times the Predictor's compiled softmax (what classify runs per batch). `train` times
 the step `alexft finetune` runs without the feature cache: SGD with momentum, softmax cross
-entropy plus Caffe's L2 decay, dropout on; `--precision bfloat16` is
-`finetune --mixed-precision` on a CPU (Keras' mixed_bfloat16 policy, float32 variables). `tencrop` times `predict_views` on the same images
-with the centre crop and with Caffe's ten crops.
+entropy plus Caffe's L2 decay, dropout on; `--precision bfloat16` is what `finetune
+--mixed-precision` runs on a CPU (Keras' mixed_bfloat16 policy, float32 variables).
+`tencrop` times `predict_views` on the same images with the centre crop and with Caffe's
+ten crops.
 """
 import argparse
 import json

@@ -124,7 +124,7 @@ def ort_profile(peer_python, weights, calls, scratch):
     fc_names = iter(("fc6", "fc7", "fc8"))
     for name, op in first_seen:
         median = statistics.median(runs[name][-calls:])
-        if op in ("LRN",):
+        if op == "LRN":
             order["LRN"] += 1
         layer = ort_layer(name, order)
         if layer is None and op in ("Gemm", "FusedGemm", "MatMul"):

@@ -194,6 +194,7 @@ def test_bfloat16_is_refused_on_a_cpu_without_it(monkeypatch, small_digits_folde
     with pytest.raises(DeviceError, match="no bfloat16 instructions .* train without --mixed-precision"):
         finetune(small_digits_folder, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0.2,
                  mixed_precision=True, output=tmp_path / "run", progress=False, log=quiet)
+    assert not (tmp_path / "run").exists()  # the refused start left nothing that would block the next one
 
 
 def test_cpu_bfloat16_flags_are_read_from_cpuinfo(tmp_path):
