@@ -34,6 +34,7 @@ from .pipeline import map_ahead
 from .plots import learning_curves
 from .preprocess import CROP, RESIZE, TEN_CROP_OFFSETS
 from .progress import progress_bar
+from .sgd import CaffeSGD
 from .sources import resolve_weights
 
 # Options that must match when a run is resumed (epochs may grow; devices may change).
@@ -249,15 +250,13 @@ class Trainer:
     def _make_optimizer(self):
         import keras
 
-        optimizer = keras.optimizers.SGD(learning_rate=self.config["lr"], momentum=self.config["momentum"])
+        optimizer = CaffeSGD(self.config["lr"], self.config["momentum"], self.multipliers, self.decays)
         if self.policy == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         return optimizer
 
     def _make_train_step(self):
         net, variables, optimizer, strategy = self.net, self.variables, self.optimizer, self.strategy
-        multipliers, decays = self.multipliers, self.decays
-        replicas = strategy.num_replicas_in_sync
 
         def replica_step(images, labels):
             context = tf.distribute.get_replica_context()
@@ -266,12 +265,10 @@ class Trainer:
             with tf.GradientTape() as tape:
                 logits = net(images, training=True)
                 losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
-                # Caffe's weight decay is an L2 term; each replica adds its share once.
-                decay = tf.add_n([0.5 * d * tf.reduce_sum(tf.square(v)) for v, d in zip(variables, decays) if d] or [0.0])
-                loss = tf.reduce_sum(losses) / count + decay / replicas
-                scaled = optimizer.scale_loss(loss)
+                # Weight decay and learning-rate multipliers are the optimizer's (CaffeSGD).
+                scaled = optimizer.scale_loss(tf.reduce_sum(losses) / count)
             gradients = tape.gradient(scaled, variables)
-            optimizer.apply_gradients([(g * m, v) for g, v, m in zip(gradients, variables, multipliers)])
+            optimizer.apply_gradients(zip(gradients, variables))
             correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
             return tf.reduce_sum(losses), correct, tf.cast(tf.shape(labels)[0], tf.float32)
 

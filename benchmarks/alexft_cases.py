@@ -6,8 +6,8 @@
     python alexft_cases.py tencrop --weights W.npz FOLDER [--images 100]
 
 `infer` times the Predictor's compiled softmax (what classify runs per batch). `train` times
-the step `alexft finetune` runs without the feature cache: SGD with momentum, softmax cross
-entropy plus Caffe's L2 decay, dropout on; `--precision bfloat16` is what `finetune
+the step `alexft finetune` runs without the feature cache: Caffe's SGD (momentum, L2 decay,
+bias rate multiplier) on softmax cross entropy, dropout on; `--precision bfloat16` is what `finetune
 --mixed-precision` runs on a CPU (Keras' mixed_bfloat16 policy, float32 variables).
 `tencrop` times `predict_views` on the same images with the centre crop and with Caffe's
 ten crops.
@@ -28,6 +28,7 @@ from alexft import weights as weights_io  # noqa: E402
 from alexft.model import build_alexnet  # noqa: E402
 from alexft.predict import load_predictor, predict_views  # noqa: E402
 from alexft.preprocess import find_images  # noqa: E402
+from alexft.sgd import CaffeSGD  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import images_per_second, random_views  # noqa: E402  (same timing and inputs as the peers)
@@ -40,18 +41,17 @@ def command_infer(args):
 
 
 def training_step(model, layers, lr=0.001, momentum=0.9, decay=5e-4):
-    import keras
-
-    variables = [v for name in (["fc8"] if layers == "fc8" else [layer.name for layer in model.layers if layer.weights])
-                 for v in model.get_layer(name).trainable_weights]
-    optimizer = keras.optimizers.SGD(learning_rate=lr, momentum=momentum)
+    """The step `Trainer` compiles: Caffe's SGD (biases at 2x the rate, decay on kernels only)."""
+    names = ["fc8"] if layers == "fc8" else [layer.name for layer in model.layers if layer.weights]
+    variables = [v for name in names for v in model.get_layer(name).trainable_weights]
+    is_bias = [len(v.shape) == 1 for v in variables]
+    optimizer = CaffeSGD(lr, momentum, [2.0 if b else 1.0 for b in is_bias], [0.0 if b else decay for b in is_bias])
 
     @tf.function
     def step(images, labels):
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
-            loss += 0.5 * decay * tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables if len(v.shape) > 1])
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
 
