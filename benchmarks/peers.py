@@ -4,7 +4,7 @@ Runs in the peers' own virtual environment (see suite.py), never imports alexft,
 the weights from the same `.npz` alexft uses (`conv1/weights`, ... in bvlc_alexnet's layout).
 Each command prints one JSON object on stdout.
 
-    python peers.py infer  --runtime onnx|torch --weights W.npz --batch 64 [--seconds 10]
+    python peers.py infer  --runtime onnx|torch --weights W.npz --batch 64 [--seconds 10] [--threads N] [--no-spin]
     python peers.py train  --runtime torch --weights W.npz --batch 64 --layers all|fc8 [--precision bfloat16]
     python peers.py check  --runtime onnx|torch --weights W.npz --views IN.npy --output OUT.npy
     python peers.py classify --weights W.npz FOLDER    # ONNX Runtime behind a plain decode loop
@@ -54,7 +54,7 @@ def nchw_layout(params):
 # --- ONNX Runtime --------------------------------------------------------------------------
 
 
-def onnx_session(params, threads=None):
+def onnx_session(params, threads=None, spin=True):
     import onnxruntime
     from onnx import TensorProto, helper, numpy_helper
 
@@ -97,6 +97,8 @@ def onnx_session(params, threads=None):
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
+    if not spin:  # idle pool threads sleep instead of busy-waiting for the next parallel loop
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return lambda views: session.run(["probabilities"], {"views": views})[0]
 
@@ -198,7 +200,8 @@ def random_views(batch, seed=0):
 
 
 def command_infer(args):
-    run = (onnx_session if args.runtime == "onnx" else torch_infer)(load_params(args.weights))
+    params = load_params(args.weights)
+    run = onnx_session(params, args.threads, not args.no_spin) if args.runtime == "onnx" else torch_infer(params)
     views = random_views(args.batch)
     return {"img_per_s": images_per_second(lambda: run(views), args.batch, args.seconds)}
 
@@ -246,6 +249,9 @@ def main():
         command.add_argument("--weights", type=Path, required=True)
         command.add_argument("--batch", type=int, default=64)
         command.add_argument("--seconds", type=float, default=10)
+        if name == "infer":
+            command.add_argument("--threads", type=int, help="ONNX Runtime's intra-op threads (default: its own choice).")
+            command.add_argument("--no-spin", action="store_true", help="ONNX Runtime's pool threads sleep when idle.")
         if name == "train":
             command.add_argument("--layers", choices=["all", "fc8"], default="all")
             command.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")

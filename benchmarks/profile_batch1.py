@@ -142,17 +142,11 @@ def main():
     if args.child:
         sys.path.insert(0, str(HERE))
         return alexft_child(args.weights, args.calls)
-    from suite import peers_python
+    from suite import peers_python, write_weights
 
     with tempfile.TemporaryDirectory() as folder:
         scratch = Path(folder)
-        weights = args.weights
-        if weights is None:
-            from alexft import weights as weights_io
-            from fixtures import random_params
-
-            params = {name: tuple(pair) for name, pair in random_params(seed=0).items()}
-            weights = weights_io.save(weights_io.WeightSet(params), scratch / "weights.npz")
+        weights = args.weights or write_weights(scratch)
         ours, our_wall = alexft_profile(weights, args.calls)
         theirs, their_wall = ort_profile(peers_python(), weights, args.calls, scratch)
     print(f"batch 1, median ms per call over {args.calls} calls")

@@ -32,6 +32,7 @@ from py2pickle import write_python2_npy  # noqa: E402
 PEERS = ["torch==2.13.0", "onnxruntime==1.31.1", "onnx==1.23.2", "numpy", "opencv-python-headless==5.0.0.93"]
 PEERS_VENV = HERE / ".peers"
 ALEXFT = shutil.which("alexft", path=str(Path(sys.executable).parent)) or "alexft"
+ALEXFT_CASES = HERE / "alexft_cases.py"
 
 
 def peers_python():
@@ -44,6 +45,14 @@ def peers_python():
         subprocess.run([python, "-m", "pip", "install", "-q", *PEERS], check=True)
         stamp.write_text("\n".join(PEERS))
     return str(python)
+
+
+def write_weights(folder):
+    """Generated weights (seed 0) in the canonical layout, as alexft's converted `.npz`."""
+    from alexft import weights as weights_io
+
+    params = {name: tuple(pair) for name, pair in random_params(seed=0).items()}
+    return weights_io.save(weights_io.WeightSet(params), folder / "bvlc_alexnet.npz")
 
 
 def write_jpegs(folder, count, seed=0):
@@ -67,7 +76,8 @@ def write_jpegs(folder, count, seed=0):
 
 
 def run_json(command, env=None):
-    result = subprocess.run(list(map(str, command)), capture_output=True, text=True, env=env)
+    """The last stdout line of a child as JSON; `env`: variables added to this process's."""
+    result = subprocess.run(list(map(str, command)), capture_output=True, text=True, env={**os.environ, **(env or {})})
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, command))} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -111,7 +121,6 @@ class Suite:
         from alexft.cpu_features import cpu_has_bfloat16  # not alexft.devices: TensorFlow here would inflate children's peak RSS
 
         self.cpu_has_bfloat16 = cpu_has_bfloat16() is not False
-        self.weights = scratch / "bvlc_alexnet.npz"
         self._write_weights()
         self.images_1000 = write_jpegs(scratch / "images_1000", 1000)
         self.images_2000 = scratch / "images_2000"
@@ -119,11 +128,8 @@ class Suite:
         self._add_images(self.images_2000, 1000)
 
     def _write_weights(self):
-        from alexft import weights as weights_io
-
-        params = random_params(seed=0)
-        weights_io.save(weights_io.WeightSet({k: tuple(v) for k, v in params.items()}), self.weights)
-        self.legacy = write_python2_npy(self.scratch / "bvlc_alexnet.npy", params)
+        self.weights = write_weights(self.scratch)
+        self.legacy = write_python2_npy(self.scratch / "bvlc_alexnet.npy", random_params(seed=0))
 
     def _add_images(self, folder, count):
         extra = write_jpegs(self.scratch / "extra", count, seed=1)
@@ -131,7 +137,7 @@ class Suite:
             path.rename(folder / f"x{path.name}")
 
     def alexft(self, *args):
-        return run_json([sys.executable, HERE / "alexft_cases.py", *args, "--weights", self.weights])
+        return run_json([sys.executable, ALEXFT_CASES, *args, "--weights", self.weights])
 
     def peers(self, *args):
         return run_json([self.peer, HERE / "peers.py", *args, "--weights", self.weights])
