@@ -1,0 +1,74 @@
+"""The three passes of each AlexNet convolution at training batch size, one TensorFlow op
+each: forward, backward to the input, backward to the weights (issue #6, target 3).
+
+    python benchmarks/conv_passes.py [--batch 64] [--repeats 7]
+
+Per layer and pass: median ms for the whole layer (both groups, one after the other) and the
+multiply-adds per second reached; these passes are most of a training step. conv1's backward
+to the input is listed but a training step never computes it (nothing below conv1 learns).
+"""
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+
+from alexft import architecture as arch  # noqa: E402
+
+INPUT_SIZES = {"conv1": 227, "conv2": 27, "conv3": 13, "conv4": 13, "conv5": 13}
+
+
+def median_seconds(function, repeats):
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def layer_passes(spec, size, batch):
+    """The three passes of one group as compiled functions, and their multiply-adds."""
+    channels, filters = spec.in_channels // spec.groups, spec.filters // spec.groups
+    x = tf.random.normal([batch, size, size, channels])
+    w = tf.random.normal([spec.kernel, spec.kernel, channels, filters])
+    strides, padding = [1, spec.stride, spec.stride, 1], spec.padding.upper()
+    dy = tf.random.normal(tf.nn.conv2d(x, w, strides, padding).shape)
+    passes = {
+        "forward": lambda: tf.nn.conv2d(x, w, strides, padding),
+        "to input": lambda: tf.raw_ops.Conv2DBackpropInput(
+            input_sizes=x.shape, filter=w, out_backprop=dy, strides=strides, padding=padding),
+        "to weights": lambda: tf.raw_ops.Conv2DBackpropFilter(
+            input=x, filter_sizes=w.shape, out_backprop=dy, strides=strides, padding=padding),
+    }
+    macs = dy.shape[0] * dy.shape[1] * dy.shape[2] * filters * spec.kernel ** 2 * channels
+    return {name: tf.function(function) for name, function in passes.items()}, macs
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    totals = {}
+    print(f"batch {args.batch}: ms per layer (both groups), G multiply-adds/s")
+    for name, size in INPUT_SIZES.items():
+        spec = arch.LAYERS[name]
+        passes, macs = layer_passes(spec, size, args.batch)
+        cells = []
+        for label, function in passes.items():
+            seconds = median_seconds(lambda: function().numpy(), args.repeats) * spec.groups
+            if not (name == "conv1" and label == "to input"):
+                totals[label] = totals.get(label, 0.0) + seconds
+            cells.append(f"{label} {1000 * seconds:7.1f} ms {macs * spec.groups / seconds / 1e9:5.1f} G/s")
+        print(f"{name}  " + " | ".join(cells))
+    print("sum of what a step runs: " + ", ".join(f"{label} {1000 * s:.0f} ms" for label, s in totals.items())
+          + f"; all {1000 * sum(totals.values()):.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
