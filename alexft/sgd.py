@@ -19,10 +19,18 @@ class CaffeSGD(keras.optimizers.SGD):
     the optimizer is built with."""
 
     def __init__(self, learning_rate, momentum, multipliers, decays, **kwargs):
+        # Caffe's rule has no Nesterov step, and its decay is not Keras' decoupled one.
+        if kwargs.get("nesterov") or kwargs.get("weight_decay"):
+            raise ValueError("CaffeSGD takes neither nesterov nor weight_decay (decays are per variable)")
         super().__init__(learning_rate=learning_rate, momentum=momentum, **kwargs)
         if len(multipliers) != len(decays):
             raise ValueError(f"{len(multipliers)} multipliers for {len(decays)} decays")
         self.multipliers, self.decays = list(multipliers), list(decays)
+
+    def build(self, variables):
+        if not self.built and len(variables) != len(self.decays):
+            raise ValueError(f"{len(variables)} variables for {len(self.decays)} multipliers and decays")
+        super().build(variables)
 
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
@@ -37,6 +45,9 @@ class CaffeSGD(keras.optimizers.SGD):
             var=_handle(variable), accum=_handle(self.momentums[index]), lr=rate, grad=gradient,
             momentum=tf.cast(self.momentum, variable.dtype), use_locking=False,
         )
+
+    def get_config(self):
+        return {**super().get_config(), "multipliers": self.multipliers, "decays": self.decays}
 
 
 def _unwrap(variable):

@@ -1,61 +1,85 @@
 """CaffeSGD against Caffe's SGDSolver update, written out in numpy."""
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from alexft.sgd import CaffeSGD
 
-LR, MOMENTUM = 0.01, 0.9
+MOMENTUM = 0.9
+# The rate changes between steps, as the trainer's schedule does: with a fixed rate, Caffe's
+# rule (rate inside the history) and PyTorch's (rate outside) would give the same weights.
+RATES = [0.01, 0.01, 0.001]
 # (shape, lr_mult, decay): a kernel, a fresh layer's kernel (10x), a bias (2x, no decay)
 SPECS = [((5, 3), 1.0, 5e-4), ((4,), 10.0, 5e-4), ((3,), 2.0, 0.0)]
 
 
 def caffe_sgd(weights, gradients_per_step, momentum=MOMENTUM):
-    """Caffe: history = momentum * history - lr * lr_mult * (gradient + decay * w); w += history."""
+    """Caffe: history = momentum * history - rate * lr_mult * (gradient + decay * w); w += history.
+    Returns the weights and the histories after every step."""
     weights = [w.astype(np.float64) for w in weights]
     history = [np.zeros_like(w) for w in weights]
-    for gradients in gradients_per_step:
+    for rate, gradients in zip(RATES, gradients_per_step):
         for i, ((_, mult, decay), g) in enumerate(zip(SPECS, gradients)):
-            history[i] = momentum * history[i] - LR * mult * (g + decay * weights[i])
+            history[i] = momentum * history[i] - rate * mult * (g + decay * weights[i])
             weights[i] = weights[i] + history[i]
-    return weights
+    return weights, history
 
 
-def random_problem(steps, replicas=1, seed=0):
+def random_problem(replicas=1, seed=0):
     rng = np.random.default_rng(seed)
     weights = [rng.standard_normal(shape).astype(np.float32) * 3 for shape, _, _ in SPECS]
     gradients = [[[rng.standard_normal(shape).astype(np.float32) for shape, _, _ in SPECS] for _ in range(replicas)]
-                 for _ in range(steps)]
+                 for _ in RATES]
     return weights, gradients
 
 
-def optimizer_for(variables, momentum=MOMENTUM):
-    optimizer = CaffeSGD(LR, momentum, multipliers=[m for _, m, _ in SPECS], decays=[d for _, _, d in SPECS])
-    optimizer.build(variables)
-    return optimizer
+def caffe_optimizer(momentum=MOMENTUM):
+    return CaffeSGD(RATES[0], momentum, multipliers=[m for _, m, _ in SPECS], decays=[d for _, _, d in SPECS])
+
+
+def run_steps(optimizer, variables, gradients, scale=1.0):
+    step = tf.function(lambda grads: optimizer.apply_gradients(zip(grads, variables)))
+    for rate, (per_replica,) in zip(RATES, gradients):
+        optimizer.learning_rate.assign(rate)
+        step([tf.constant(g * scale) for g in per_replica])
 
 
 @pytest.mark.parametrize("momentum", [MOMENTUM, 0.0])
-def test_updates_follow_caffes_rule(momentum):
-    initial, gradients = random_problem(steps=3)
+def test_updates_follow_caffes_rule_as_the_rate_changes(momentum):
+    initial, gradients = random_problem()
     variables = [tf.Variable(w) for w in initial]
-    optimizer = optimizer_for(variables, momentum)
-    step = tf.function(lambda grads: optimizer.apply_gradients(zip(grads, variables)))
-    for (per_replica,) in gradients:
-        step([tf.constant(g) for g in per_replica])
-    expected = caffe_sgd(initial, [g for (g,) in gradients], momentum)
+    optimizer = caffe_optimizer(momentum)
+    run_steps(optimizer, variables, gradients)
+    expected, history = caffe_sgd(initial, [g for (g,) in gradients], momentum)
     for variable, want, start in zip(variables, expected, initial):
         assert not np.allclose(variable.numpy(), start)
-        np.testing.assert_allclose(variable.numpy(), want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(variable.numpy(), want, rtol=1e-6, atol=1e-7)
+    for saved, want in zip(optimizer.momentums, history):  # what a checkpoint stores
+        np.testing.assert_allclose(saved.numpy(), want, rtol=1e-5, atol=1e-8)
+
+
+def test_loss_scaling_wrapper_unscales_before_caffes_rule():
+    initial, gradients = random_problem(seed=1)
+    variables = [tf.Variable(w) for w in initial]
+    optimizer = keras.optimizers.LossScaleOptimizer(caffe_optimizer())
+    optimizer.build(variables)
+    scale = float(optimizer.dynamic_scale.numpy())
+    assert scale > 1
+    run_steps(optimizer, variables, gradients, scale=scale)  # gradients of the scaled loss
+    expected, _ = caffe_sgd(initial, [g for (g,) in gradients])
+    for variable, want in zip(variables, expected):
+        np.testing.assert_allclose(variable.numpy(), want, rtol=1e-6, atol=1e-7)
 
 
 def test_under_a_mirrored_strategy_the_replicas_gradients_are_summed_once():
     strategy = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")[:2]])
     assert strategy.num_replicas_in_sync == 2
-    initial, gradients = random_problem(steps=2, replicas=2)
+    initial, gradients = random_problem(replicas=2)
     with strategy.scope():
         variables = [tf.Variable(w) for w in initial]
-        optimizer = optimizer_for(variables)
+        optimizer = caffe_optimizer()
+        optimizer.build(variables)  # as Trainer does, in the strategy's scope
 
     @tf.function
     def step(per_replica):
@@ -64,14 +88,28 @@ def test_under_a_mirrored_strategy_the_replicas_gradients_are_summed_once():
             optimizer.apply_gradients(zip([tf.gather(g, index) for g in per_replica], variables))
         strategy.run(replica_step)
 
-    for per_replica in gradients:
+    for rate, per_replica in zip(RATES, gradients):
+        optimizer.learning_rate.assign(rate)
         step([tf.constant(np.stack(g)) for g in zip(*per_replica)])
-    expected = caffe_sgd(initial, [[sum(g) for g in zip(*per_replica)] for per_replica in gradients])
+    expected, _ = caffe_sgd(initial, [[sum(g) for g in zip(*per_replica)] for per_replica in gradients])
     for variable, want in zip(variables, expected):
         for replica_value in strategy.experimental_local_results(variable):
-            np.testing.assert_allclose(replica_value.numpy(), want, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(replica_value.numpy(), want, rtol=1e-6, atol=1e-7)
 
 
-def test_multipliers_and_decays_must_match():
+def test_keeps_keras_sgds_variables_so_checkpoints_carry_over():
+    initial, _ = random_problem()
+    ours, keras_sgd = caffe_optimizer(), keras.optimizers.SGD(RATES[0], MOMENTUM)
+    ours.build([tf.Variable(w) for w in initial])
+    keras_sgd.build([tf.Variable(w) for w in initial])
+    assert [(v.path.split("/")[-1], v.shape) for v in ours.variables] == \
+        [(v.path.split("/")[-1], v.shape) for v in keras_sgd.variables]
+
+
+def test_mismatched_or_foreign_settings_are_refused():
     with pytest.raises(ValueError, match="2 multipliers for 1 decays"):
-        CaffeSGD(LR, MOMENTUM, multipliers=[1.0, 2.0], decays=[5e-4])
+        CaffeSGD(0.01, MOMENTUM, multipliers=[1.0, 2.0], decays=[5e-4])
+    with pytest.raises(ValueError, match="neither nesterov nor weight_decay"):
+        CaffeSGD(0.01, MOMENTUM, multipliers=[1.0], decays=[5e-4], nesterov=True)
+    with pytest.raises(ValueError, match="2 variables for 1 multipliers"):
+        CaffeSGD(0.01, MOMENTUM, multipliers=[1.0], decays=[5e-4]).build([tf.Variable([1.0]), tf.Variable([2.0])])
