@@ -41,7 +41,8 @@ def command_infer(args):
 
 
 def training_step(model, layers, lr=0.001, momentum=0.9, decay=5e-4):
-    """The step `Trainer` compiles: Caffe's SGD (biases at 2x the rate, decay on kernels only)."""
+    """The update `Trainer` makes, Caffe's SGD (biases at 2x the rate, decay on kernels only),
+    on one device and without the 10x rate of a freshly initialised layer."""
     names = ["fc8"] if layers == "fc8" else [layer.name for layer in model.layers if layer.weights]
     variables = [v for name in names for v in model.get_layer(name).trainable_weights]
     is_bias = [len(v.shape) == 1 for v in variables]

@@ -3,8 +3,8 @@ each: forward, backward to the input, backward to the weights (issue #6, target 
 
     python benchmarks/conv_passes.py [--batch 64] [--repeats 7]
 
-Per layer and pass: median ms for the whole layer (both groups, one after the other) and the
-multiply-adds per second reached; these passes are most of a training step. conv1's backward
+Per layer and pass: median ms for the whole layer (one group timed alone, times the number
+of groups) and the multiply-adds per second reached; these passes are most of a training step. conv1's backward
 to the input is listed but a training step never computes it (nothing below conv1 learns).
 """
 import argparse

@@ -6,8 +6,8 @@ alexft falls behind at batch 1 when the host steals CPU time (issue #6, target 1
 Each configuration runs in its own process (thread pools are fixed at start-up), in turn,
 `--rounds` times; printed are the median img/s and the host's steal % during the runs.
 ONNX Runtime's pool threads busy-wait between parallel loops by default; turning that off
-shows what waking a sleeping thread costs on this machine, which is what TensorFlow's
-thread pools do between operations.
+shows what waking a sleeping thread costs on this machine. TensorFlow has no setting to make
+its pools spin longer (only `disable_thread_spinning`, which turns spinning off).
 """
 import argparse
 import statistics
@@ -21,7 +21,7 @@ sys.path.insert(0, str(HERE))
 from suite import ALEXFT_CASES, cpu_ticks, peers_python, run_json, steal_percent, write_weights  # noqa: E402
 
 CONFIGS = [  # label, runtime, extra arguments, environment
-    ("ONNX Runtime, default (2 threads, spinning)", "onnx", [], {}),
+    ("ONNX Runtime, default (busy-waiting pool)", "onnx", [], {}),
     ("ONNX Runtime, pool threads sleep when idle", "onnx", ["--no-spin"], {}),
     ("ONNX Runtime, 1 thread", "onnx", ["--threads", "1"], {}),
     ("alexft, default (TensorFlow's pools)", "alexft", [], {}),
