@@ -50,6 +50,21 @@ class CaffeSGD(keras.optimizers.SGD):
         return {**super().get_config(), "multipliers": self.multipliers, "decays": self.decays}
 
 
+def caffe_parameters(model, train, skip=(), weight_decay=5e-4, fresh_lr_multiplier=10.0, bias_lr_multiplier=2.0):
+    """The trained layers' kernels and biases with their multipliers and decays, as Caffe's
+    fine-tuning prototxt sets them: biases at `bias_lr_multiplier`x the rate and without decay,
+    freshly initialised (`skip`) layers at `fresh_lr_multiplier`x."""
+    variables, multipliers, decays = [], [], []
+    for name in train:
+        layer = model.get_layer(name)
+        fresh = fresh_lr_multiplier if name in skip else 1.0
+        for variable, is_bias in ((layer.kernel, False), (layer.bias, True)):
+            variables.append(variable)
+            multipliers.append(fresh * (bias_lr_multiplier if is_bias else 1.0))
+            decays.append(0.0 if is_bias else weight_decay)
+    return variables, multipliers, decays
+
+
 def _unwrap(variable):
     """The TensorFlow variable behind a Keras one (under a strategy, the distributed one,
     whose handle inside an update is the local replica's)."""

@@ -34,7 +34,7 @@ from .pipeline import map_ahead
 from .plots import learning_curves
 from .preprocess import CROP, RESIZE, TEN_CROP_OFFSETS
 from .progress import progress_bar
-from .sgd import CaffeSGD
+from .sgd import CaffeSGD, caffe_parameters
 from .sources import resolve_weights
 
 # Options that must match when a run is resumed (epochs may grow; devices may change).
@@ -238,14 +238,10 @@ class Trainer:
         trained = set(self.config["train"])
         for layer in self.model.layers:
             layer.trainable = layer.name in trained
-        self.variables, self.multipliers, self.decays = [], [], []
-        for name in self.config["train"]:
-            layer = self.model.get_layer(name)
-            fresh = self.config["fresh_lr_multiplier"] if name in self.config["skip"] else 1.0
-            for variable, is_bias in ((layer.kernel, False), (layer.bias, True)):
-                self.variables.append(variable)
-                self.multipliers.append(fresh * (self.config["bias_lr_multiplier"] if is_bias else 1.0))
-                self.decays.append(0.0 if is_bias else self.config["weight_decay"])
+        config = self.config
+        self.variables, self.multipliers, self.decays = caffe_parameters(
+            self.model, config["train"], config["skip"], config["weight_decay"], config["fresh_lr_multiplier"],
+            config["bias_lr_multiplier"])
 
     def _make_optimizer(self):
         import keras

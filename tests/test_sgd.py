@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexft.sgd import CaffeSGD
+from alexft.model import build_alexnet
+from alexft.sgd import CaffeSGD, caffe_parameters
 
 MOMENTUM = 0.9
 # The rate changes between steps, as the trainer's schedule does: with a fixed rate, Caffe's
@@ -113,3 +114,14 @@ def test_mismatched_or_foreign_settings_are_refused():
         CaffeSGD(0.01, MOMENTUM, multipliers=[1.0], decays=[5e-4], nesterov=True)
     with pytest.raises(ValueError, match="2 variables for 1 multipliers"):
         CaffeSGD(0.01, MOMENTUM, multipliers=[1.0], decays=[5e-4]).build([tf.Variable([1.0]), tf.Variable([2.0])])
+
+
+def test_parameters_get_caffes_fine_tuning_multipliers_and_decays():
+    # bvlc_alexnet's fine-tuning prototxt: weights lr_mult 1 decay_mult 1, biases lr_mult 2
+    # decay_mult 0; the freshly initialised fc8 at 10 and 20.
+    model = build_alexnet(num_classes=10, seed=0)
+    variables, multipliers, decays = caffe_parameters(model, ["fc7", "fc8"], skip=["fc8"], weight_decay=5e-4)
+    fc7, fc8 = model.get_layer("fc7"), model.get_layer("fc8")
+    assert [v.path for v in variables] == [fc7.kernel.path, fc7.bias.path, fc8.kernel.path, fc8.bias.path]
+    assert multipliers == [1.0, 2.0, 10.0, 20.0]
+    assert decays == [5e-4, 0.0, 5e-4, 0.0]
