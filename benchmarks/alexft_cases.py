@@ -28,7 +28,7 @@ from alexft import weights as weights_io  # noqa: E402
 from alexft.model import build_alexnet  # noqa: E402
 from alexft.predict import load_predictor, predict_views  # noqa: E402
 from alexft.preprocess import find_images  # noqa: E402
-from alexft.sgd import CaffeSGD  # noqa: E402
+from alexft.sgd import CaffeSGD, caffe_parameters  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import images_per_second, random_views  # noqa: E402  (same timing and inputs as the peers)
@@ -41,12 +41,11 @@ def command_infer(args):
 
 
 def training_step(model, layers, lr=0.001, momentum=0.9, decay=5e-4):
-    """The update `Trainer` makes, Caffe's SGD (biases at 2x the rate, decay on kernels only),
-    on one device and without the 10x rate of a freshly initialised layer."""
+    """The update `Trainer` makes, Caffe's SGD with its per-layer rates and decays, on one device
+    (fc8 counts as pretrained here, so there is no 10x rate for a fresh layer)."""
     names = ["fc8"] if layers == "fc8" else [layer.name for layer in model.layers if layer.weights]
-    variables = [v for name in names for v in model.get_layer(name).trainable_weights]
-    is_bias = [len(v.shape) == 1 for v in variables]
-    optimizer = CaffeSGD(lr, momentum, [2.0 if b else 1.0 for b in is_bias], [0.0 if b else decay for b in is_bias])
+    variables, multipliers, decays = caffe_parameters(model, names, weight_decay=decay)
+    optimizer = CaffeSGD(lr, momentum, multipliers, decays)
 
     @tf.function
     def step(images, labels):

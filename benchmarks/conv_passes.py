@@ -4,8 +4,9 @@ each: forward, backward to the input, backward to the weights (issue #6, target 
     python benchmarks/conv_passes.py [--batch 64] [--repeats 7]
 
 Per layer and pass: median ms for the whole layer (one group timed alone, times the number
-of groups) and the multiply-adds per second reached; these passes are most of a training step. conv1's backward
-to the input is listed but a training step never computes it (nothing below conv1 learns).
+of groups) and the multiply-adds per second reached; these passes are most of a training
+step. conv1's backward to the input is listed, but a step never computes it (nothing below
+conv1 learns).
 """
 import argparse
 import os
@@ -55,7 +56,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     totals = {}
-    print(f"batch {args.batch}: ms per layer (both groups), G multiply-adds/s")
+    print(f"batch {args.batch}: ms per layer (one group x groups), G multiply-adds/s")
     for name, size in INPUT_SIZES.items():
         spec = arch.LAYERS[name]
         passes, macs = layer_passes(spec, size, args.batch)

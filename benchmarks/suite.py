@@ -47,11 +47,12 @@ def peers_python():
     return str(python)
 
 
-def write_weights(folder):
-    """Generated weights (seed 0) in the canonical layout, as alexft's converted `.npz`."""
+def write_weights(folder, params=None):
+    """Generated weights (seed 0 unless `params` given) in the canonical layout, as alexft's
+    converted `.npz`."""
     from alexft import weights as weights_io
 
-    params = {name: tuple(pair) for name, pair in random_params(seed=0).items()}
+    params = {name: tuple(pair) for name, pair in (params or random_params(seed=0)).items()}
     return weights_io.save(weights_io.WeightSet(params), folder / "bvlc_alexnet.npz")
 
 
@@ -128,8 +129,9 @@ class Suite:
         self._add_images(self.images_2000, 1000)
 
     def _write_weights(self):
-        self.weights = write_weights(self.scratch)
-        self.legacy = write_python2_npy(self.scratch / "bvlc_alexnet.npy", random_params(seed=0))
+        params = random_params(seed=0)
+        self.weights = write_weights(self.scratch, params)
+        self.legacy = write_python2_npy(self.scratch / "bvlc_alexnet.npy", params)
 
     def _add_images(self, folder, count):
         extra = write_jpegs(self.scratch / "extra", count, seed=1)
