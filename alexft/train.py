@@ -240,8 +240,8 @@ class Trainer:
             layer.trainable = layer.name in trained
         config = self.config
         self.variables, self.multipliers, self.decays = caffe_parameters(
-            self.model, config["train"], config["skip"], config["weight_decay"], config["fresh_lr_multiplier"],
-            config["bias_lr_multiplier"])
+            self.model, config["train"], skip=config["skip"], weight_decay=config["weight_decay"],
+            fresh_lr_multiplier=config["fresh_lr_multiplier"], bias_lr_multiplier=config["bias_lr_multiplier"])
 
     def _make_optimizer(self):
         import keras
