@@ -339,3 +339,22 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(
         assert float(row["val_accuracy"]) == pytest.approx(float(expected["val_accuracy"]))
     final, expected = (weights.load(run / "model_last.npz").params["fc8"][0] for run in (output, uninterrupted_run))
     np.testing.assert_allclose(final, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_rate_multipliers_reach_the_update(small_digits_folder, canonical_weights_file, tmp_path):
+    """One update of fc8 (one batch, one epoch) moves a variable by lr * multiplier * (gradient +
+    decay * weight), the same for every run from the same start: so the moves must scale with the
+    fresh-layer and bias multipliers given to `finetune`."""
+    def fc8_after_one_update(fresh, bias):
+        output = tmp_path / f"fresh{fresh}-bias{bias}"
+        finetune(small_digits_folder, weights=canonical_weights_file, epochs=1, batch_size=64, val_split=0.2,
+                 cache=False, dropout=0.0, fresh_lr_multiplier=fresh, bias_lr_multiplier=bias, output=output,
+                 progress=False, log=quiet)
+        return weights.load(output / "model_last.npz").params["fc8"]
+
+    (k1, b1), (k2, b2), (k3, b3) = (fc8_after_one_update(1, 1), fc8_after_one_update(2, 1),
+                                    fc8_after_one_update(2, 2))
+    # kernel multipliers 1, 2, 2 (fresh); bias multipliers 1, 2, 4 (fresh x bias)
+    assert np.abs(k2 - k1).max() > 1e-6 and np.abs(b2 - b1).max() > 1e-6
+    np.testing.assert_allclose(k3, k2, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(b3 - b2, 2 * (b2 - b1), rtol=1e-4, atol=1e-7)
