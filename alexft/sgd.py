@@ -12,6 +12,11 @@ one decay add and TensorFlow's fused momentum kernel.
 import keras
 import tensorflow as tf
 
+# Caffe's fine-tuning recipe for bvlc_alexnet; `finetune` takes these as its defaults too.
+WEIGHT_DECAY = 5e-4
+FRESH_LR_MULTIPLIER = 10.0
+BIAS_LR_MULTIPLIER = 2.0
+
 
 class CaffeSGD(keras.optimizers.SGD):
     """Keras' SGD (same variables, so the same checkpoints) with Caffe's per-variable
@@ -50,7 +55,8 @@ class CaffeSGD(keras.optimizers.SGD):
         return {**super().get_config(), "multipliers": self.multipliers, "decays": self.decays}
 
 
-def caffe_parameters(model, train, skip=(), weight_decay=5e-4, fresh_lr_multiplier=10.0, bias_lr_multiplier=2.0):
+def caffe_parameters(model, train, skip=(), weight_decay=WEIGHT_DECAY, fresh_lr_multiplier=FRESH_LR_MULTIPLIER,
+                     bias_lr_multiplier=BIAS_LR_MULTIPLIER):
     """The trained layers' kernels and biases with their multipliers and decays, as Caffe's
     fine-tuning prototxt sets them: biases at `bias_lr_multiplier`x the rate and without decay,
     freshly initialised (`skip`) layers at `fresh_lr_multiplier`x."""

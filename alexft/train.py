@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from . import architecture as arch
 from . import checkpoint as checkpoints
+from . import sgd
 from . import weights as weights_io
 from .atomic import remove_stale_temporaries, write_text
 from .data import BrokenFiles, DataError, load_dataset, load_prepared
@@ -59,7 +60,8 @@ class TrainingInterrupted(TrainingError):
 def finetune(data_dir, weights=None, skip=("fc8",), train=None, epochs=10, batch_size=64, lr=0.001,
              val_dir=None, val_split=0.1, ten_crop_val=False, output=None, resume=False, seed=0,
              device="auto", strategy="auto", mixed_precision=None, cache=True, momentum=0.9,
-             weight_decay=5e-4, fresh_lr_multiplier=10.0, bias_lr_multiplier=2.0, dropout=0.5,
+             weight_decay=sgd.WEIGHT_DECAY, fresh_lr_multiplier=sgd.FRESH_LR_MULTIPLIER,
+             bias_lr_multiplier=sgd.BIAS_LR_MULTIPLIER, dropout=0.5,
              max_broken=0.1, cache_memory=2 << 30, progress=None, log=None):
     """Fine-tune AlexNet on DATA_DIR/<class>/<images>; return a summary dict.
 
