@@ -344,7 +344,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(
 def test_rate_multipliers_reach_the_update(small_digits_folder, canonical_weights_file, tmp_path):
     """One update of fc8 (one batch, one epoch) moves a variable by lr * multiplier * (gradient +
     decay * weight), the same for every run from the same start: so the moves must scale with the
-    fresh-layer and bias multipliers given to `finetune`."""
+    fresh-layer multiplier, and the biases' with fresh x bias multiplier."""
     def fc8_after_one_update(fresh, bias):
         output = tmp_path / f"fresh{fresh}-bias{bias}"
         finetune(small_digits_folder, weights=canonical_weights_file, epochs=1, batch_size=64, val_split=0.2,
@@ -354,9 +354,9 @@ def test_rate_multipliers_reach_the_update(small_digits_folder, canonical_weight
         shutil.rmtree(output)  # about 435 MB a run
         return fc8
 
-    (k1, b1), (k2, b2), (k3, b3) = (fc8_after_one_update(1, 1), fc8_after_one_update(2, 1),
-                                    fc8_after_one_update(2, 2))
-    # kernel multipliers 1, 2, 2 (fresh); bias multipliers 1, 2, 4 (fresh x bias)
+    (k1, b1), (k2, b2), (k4, b4) = (fc8_after_one_update(1, 1), fc8_after_one_update(2, 1),
+                                    fc8_after_one_update(4, 0.5))
+    # kernel multipliers 1, 2, 4 (fresh); bias multipliers 1, 2, 2 (fresh x bias)
     assert np.abs(k2 - k1).max() > 1e-6 and np.abs(b2 - b1).max() > 1e-6
-    np.testing.assert_allclose(k3, k2, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(b3 - b2, 2 * (b2 - b1), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(k4 - k2, 2 * (k2 - k1), rtol=1e-3, atol=1e-7)
+    np.testing.assert_allclose(b4, b2, rtol=1e-6, atol=1e-7)
