@@ -1,9 +1,12 @@
 """Session-wide fixtures: the expensive things are built once per test session."""
+import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).parent))
@@ -21,6 +24,28 @@ split_cpu(2)
 REAL_WEIGHTS = os.environ.get("ALEXFT_WEIGHTS")
 
 
+def built_once(tmp_path_factory, worker_id, name, build):
+    """The folder where `build(folder)` ran, once per test session even across pytest-xdist's workers.
+
+    Workers' temporary folders share a parent, which the controller deletes when the run
+    passes. The first worker to ask builds there under a lock; the others wait, then reuse
+    the files (xdist's documented recipe). Without xdist, the folder is the session's own.
+    """
+    if worker_id == "master":
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder
+    folder = tmp_path_factory.getbasetemp().parent / name
+    done = folder.with_name(f"{name}.done")
+    with FileLock(folder.with_name(f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # left by a worker that died mid-build
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def canonical_params():
     """Random weights with the exact shapes of bvlc_alexnet.npy."""
@@ -28,44 +53,52 @@ def canonical_params():
 
 
 @pytest.fixture(scope="session")
-def canonical_weights_file(tmp_path_factory, canonical_params):
+def canonical_weights_file(tmp_path_factory, worker_id, canonical_params):
     """A full-size (233 MB) bvlc_alexnet.npy written as Python 2's numpy wrote it."""
-    return write_python2_npy(tmp_path_factory.mktemp("weights") / "bvlc_alexnet.npy", canonical_params)
+    folder = built_once(tmp_path_factory, worker_id, "weights",
+                        lambda folder: write_python2_npy(folder / "bvlc_alexnet.npy", canonical_params))
+    return folder / "bvlc_alexnet.npy"
 
 
 @pytest.fixture(scope="session")
-def canonical_caffemodel(tmp_path_factory, canonical_params):
+def canonical_caffemodel(tmp_path_factory, worker_id, canonical_params):
     """The same weights as Caffe's bvlc_alexnet.caffemodel would hold them (new `layer` form)."""
     from caffemodel import write_canonical_caffemodel
 
-    return write_canonical_caffemodel(tmp_path_factory.mktemp("caffe") / "bvlc_alexnet.caffemodel", canonical_params)
+    folder = built_once(tmp_path_factory, worker_id, "caffe",
+                        lambda folder: write_canonical_caffemodel(folder / "bvlc_alexnet.caffemodel", canonical_params))
+    return folder / "bvlc_alexnet.caffemodel"
 
 
 @pytest.fixture(scope="session")
-def digits_folder(tmp_path_factory):
+def digits_folder(tmp_path_factory, worker_id):
     """scikit-learn's digits as class folders: 30 images per digit."""
     from fixtures import write_digits_folder
 
-    return write_digits_folder(tmp_path_factory.mktemp("digits") / "data", per_class=30)
+    return built_once(tmp_path_factory, worker_id, "digits", lambda folder: write_digits_folder(folder, per_class=30))
 
 
 @pytest.fixture(scope="session")
-def small_digits_folder(tmp_path_factory):
+def small_digits_folder(tmp_path_factory, worker_id):
     """6 images per digit: enough for runs that test mechanics rather than accuracy."""
     from fixtures import write_digits_folder
 
-    return write_digits_folder(tmp_path_factory.mktemp("digits_small") / "data", per_class=6, seed=1)
+    return built_once(tmp_path_factory, worker_id, "digits_small",
+                      lambda folder: write_digits_folder(folder, per_class=6, seed=1))
 
 
 @pytest.fixture(scope="session")
-def fc8_run(digits_folder, canonical_weights_file, tmp_path_factory):
+def fc8_run(digits_folder, canonical_weights_file, tmp_path_factory, worker_id):
     """The common case, run once: fc8 retrained on the digits from cached fc7 features."""
     from alexft.train import finetune
 
-    output = tmp_path_factory.mktemp("runs") / "fc8"
-    summary = finetune(digits_folder, weights=canonical_weights_file, epochs=30, batch_size=16, val_split=0.2,
-                       output=output, progress=False, log=lambda message: None)
-    return summary, output
+    def train(folder):
+        summary = finetune(digits_folder, weights=canonical_weights_file, epochs=30, batch_size=16, val_split=0.2,
+                           output=folder / "fc8", progress=False, log=lambda message: None)
+        (folder / "summary.json").write_text(json.dumps(summary))
+
+    folder = built_once(tmp_path_factory, worker_id, "runs", train)
+    return json.loads((folder / "summary.json").read_text()), folder / "fc8"
 
 
 @pytest.fixture(scope="session")
