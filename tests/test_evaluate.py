@@ -26,9 +26,12 @@ HELD_OUT = 100
 
 
 @pytest.fixture(scope="module")
-def held_out_folder(tmp_path_factory):
+def held_out_folder(tmp_path_factory, digits_folder):
     """10 digits per class that fc8_run never saw (it trained on the first 30 of the same shuffle)."""
-    return write_digits_folder(tmp_path_factory.mktemp("held_out") / "data", per_class=HELD_OUT // 10, start=30)
+    folder = write_digits_folder(tmp_path_factory.mktemp("held_out") / "data", per_class=HELD_OUT // 10, start=30)
+    seen = {path.relative_to(digits_folder) for path in digits_folder.rglob("*.png")}  # named by sample index
+    assert seen and not seen & {path.relative_to(folder) for path in folder.rglob("*.png")}
+    return folder
 
 
 @pytest.fixture(scope="module")
