@@ -27,22 +27,20 @@ REAL_WEIGHTS = os.environ.get("ALEXFT_WEIGHTS")
 def built_once(tmp_path_factory, worker_id, name, build):
     """The folder where `build(folder)` ran, once per test session even across pytest-xdist's workers.
 
-    Workers' temporary folders share a parent, which the controller deletes when the run
-    passes. The first worker to ask builds there under a lock; the others wait, then reuse
-    the files (xdist's documented recipe). Without xdist, the folder is the session's own.
+    The first process to ask builds under a lock; the others wait, then reuse the files
+    (xdist's documented recipe). Workers share their parent folder, the controller's, which
+    it deletes when the run passes; without xdist the session's own folder serves.
     """
-    if worker_id == "master":
-        folder = tmp_path_factory.mktemp(name)
-        build(folder)
-        return folder
-    folder = tmp_path_factory.getbasetemp().parent / name
-    done = folder.with_name(f"{name}.done")
-    with FileLock(folder.with_name(f"{name}.lock")):
-        if not done.exists():
+    root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        root = root.parent
+    folder = root / name
+    with FileLock(root / f"{name}.lock"):
+        if not (root / f"{name}.done").exists():
             shutil.rmtree(folder, ignore_errors=True)  # left by a worker that died mid-build
             folder.mkdir()
             build(folder)
-            done.touch()
+            (root / f"{name}.done").touch()
     return folder
 
 
