@@ -4,8 +4,15 @@ The public API (what the CLI and the notebooks use). Names are imported on first
 `import alexft` and the weights tools stay quick and only the model pulls in TensorFlow.
 """
 import importlib
+import os
 
 __version__ = "0.1.0"
+
+# TensorFlow turns on its oneDNN kernels by itself only on CPUs with AVX-512 VNNI, bfloat16 or
+# AMX. On AVX2 CPUs they train AlexNet ~40% and infer ~15% faster than its default Eigen ones
+# (docs/benchmarks.md). TensorFlow reads this once, at import, so it is set here, before any of
+# our modules imports it; a value the user set wins.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 _EXPORTS = {
     "AlexftError": "errors",

@@ -21,14 +21,15 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
+# alexft before TensorFlow: importing it chooses TensorFlow's CPU kernels (alexft/__init__.py).
 from alexft import weights as weights_io  # noqa: E402
 from alexft.model import build_alexnet  # noqa: E402
 from alexft.predict import load_predictor, predict_views  # noqa: E402
 from alexft.preprocess import find_images  # noqa: E402
 from alexft.sgd import CaffeSGD, caffe_parameters  # noqa: E402
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import images_per_second, random_views  # noqa: E402  (same timing and inputs as the peers)

@@ -15,9 +15,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402
-
+# alexft before TensorFlow: importing it chooses TensorFlow's CPU kernels (alexft/__init__.py).
 from alexft import architecture as arch  # noqa: E402
+
+import tensorflow as tf  # noqa: E402
 
 INPUT_SIZES = {"conv1": 227, "conv2": 27, "conv3": 13, "conv4": 13, "conv5": 13}
 

@@ -14,12 +14,13 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# alexft before TensorFlow: importing it chooses TensorFlow's CPU kernels (alexft/__init__.py).
+from alexft import architecture as arch  # noqa: E402
+from alexft.model import build_alexnet  # noqa: E402
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-
-from alexft import architecture as arch  # noqa: E402
-from alexft.model import build_alexnet  # noqa: E402
 
 
 def keras_grouped_alexnet():

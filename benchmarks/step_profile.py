@@ -22,13 +22,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+# alexft before TensorFlow: importing it chooses TensorFlow's CPU kernels (alexft/__init__.py).
+from alexft import weights as weights_io  # noqa: E402
+from alexft.model import build_alexnet  # noqa: E402
+from alexft_cases import random_views, training_step  # noqa: E402
+
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
-from alexft import weights as weights_io  # noqa: E402
-from alexft.model import build_alexnet  # noqa: E402
-from alexft_cases import random_views, training_step  # noqa: E402
 from fixtures import random_params  # noqa: E402
 
 # Op type (with oneDNN's prefixes removed) -> the part of the step it belongs to.

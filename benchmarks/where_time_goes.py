@@ -16,13 +16,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
+# alexft before TensorFlow: importing it chooses TensorFlow's CPU kernels (alexft/__init__.py).
 from alexft import weights as weights_io  # noqa: E402
 from alexft.model import LocalResponseNorm, build_alexnet, truncated  # noqa: E402
 from alexft.predict import load_predictor  # noqa: E402
 from alexft_cases import random_views, training_step  # noqa: E402
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
 from fixtures import random_params  # noqa: E402
 
 

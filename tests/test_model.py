@@ -1,4 +1,8 @@
 """The Keras model against the independent numpy forward pass (tests/reference.py)."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -105,3 +109,18 @@ def test_starting_from_arrays_equals_assigning_them(canonical_params):
             np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
     views = np.random.default_rng(0).standard_normal((2, 227, 227, 3), dtype=np.float32) * 50
     np.testing.assert_array_equal(model(views).numpy(), expected(views).numpy())
+
+
+@pytest.mark.parametrize("setting, enabled", [(None, "True"), ("0", "False")])
+def test_importing_alexft_first_turns_on_onednn_unless_the_user_chose(setting, enabled):
+    """TensorFlow picks its kernels once, at import: alexft asks for oneDNN's (faster on AVX2
+    CPUs, where TensorFlow would use Eigen's), and a value the user set wins."""
+    env = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
+    if setting is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = setting
+    code = ("import alexft, tensorflow\n"
+            "from tensorflow.python.util import _pywrap_util_port\n"
+            "print(_pywrap_util_port.IsMklEnabled())")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == enabled
