@@ -3,7 +3,10 @@
 Grouped convolutions are written as split -> one `tf.nn.conv2d` per group -> concat:
 on TF 2.21 CPU that formulation infers ~25% faster than `Conv2D(groups=2)` and
 trains ~4.5x faster (Keras' grouped-conv gradient is slow on CPU; see
-shared/docs/PERF_NOTES.md). There is one code path, used for inference and training.
+shared/docs/PERF_NOTES.md), and it runs on every TensorFlow kernel set. Only where
+TensorFlow's oneDNN kernels are on can inference instead run each grouped layer as one
+`tf.nn.conv2d` (`groups_as_one_op`): ~20% faster at batch 1 on an AVX2 CPU, the same
+at batch 64 and in training (docs/benchmarks.md).
 """
 import keras
 import numpy as np
@@ -16,11 +19,13 @@ class GroupedConv2D(keras.layers.Layer):
     """Caffe's convolution with `groups`: output group g sees only input group g.
 
     Holds one kernel of shape (k, k, in_channels / groups, filters), as the weights file does.
+    `as_one_op`: one grouped `tf.nn.conv2d` instead of one per group (see the module's notes).
     """
 
-    def __init__(self, spec, kernel_initializer, bias_initializer, **kwargs):
+    def __init__(self, spec, kernel_initializer, bias_initializer, as_one_op=False, **kwargs):
         super().__init__(**kwargs)
         self.spec = spec
+        self.as_one_op = as_one_op
         self.kernel_initializer = kernel_initializer
         self.bias_initializer = bias_initializer
 
@@ -35,11 +40,14 @@ class GroupedConv2D(keras.layers.Layer):
     def call(self, inputs):
         spec = self.spec
         kernel = tf.cast(self.kernel, inputs.dtype)
-        groups = zip(tf.split(inputs, spec.groups, axis=-1), tf.split(kernel, spec.groups, axis=-1))
-        outputs = [
-            tf.nn.conv2d(x, k, strides=spec.stride, padding=spec.padding.upper()) for x, k in groups
-        ]
-        outputs = outputs[0] if spec.groups == 1 else tf.concat(outputs, axis=-1)
+        if self.as_one_op or spec.groups == 1:
+            # conv2d infers the groups from the kernel's input depth.
+            outputs = tf.nn.conv2d(inputs, kernel, strides=spec.stride, padding=spec.padding.upper())
+        else:
+            groups = zip(tf.split(inputs, spec.groups, axis=-1), tf.split(kernel, spec.groups, axis=-1))
+            outputs = tf.concat([
+                tf.nn.conv2d(x, k, strides=spec.stride, padding=spec.padding.upper()) for x, k in groups
+            ], axis=-1)
         return tf.nn.relu(tf.nn.bias_add(outputs, tf.cast(self.bias, inputs.dtype)))
 
     def compute_output_shape(self, input_shape):
@@ -99,7 +107,19 @@ def _initializers(name, seed, initial):
     return _FromArray(holder, "weights"), _FromArray(holder, "biases")
 
 
-def build_alexnet(num_classes=arch.IMAGENET_CLASSES, seed=None, dropout=arch.DROPOUT_RATE, dtype=None, initial=None):
+def onednn_is_on():
+    """Whether TensorFlow runs its oneDNN CPU kernels in this process (decided at its import).
+    Only they run a grouped convolution as one op on a CPU: Eigen's fused convolution rejects
+    groups and has no grouped gradients."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:  # a TensorFlow that moved it: keep the formulation that runs everywhere
+        return False
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def build_alexnet(num_classes=arch.IMAGENET_CLASSES, seed=None, dropout=arch.DROPOUT_RATE, dtype=None, initial=None,
+                  groups_as_one_op=False):
     """Build AlexNet with layers named conv1..conv5, fc6..fc8; outputs float32 logits.
 
     Input: a batch of 227x227 BGR, mean-subtracted float images (see `preprocess`).
@@ -109,6 +129,9 @@ def build_alexnet(num_classes=arch.IMAGENET_CLASSES, seed=None, dropout=arch.DRO
     is emptied as the variables are made.
     Dropout (on fc6 and fc7, rate `dropout`) is active only when called with training=True.
     `dtype`: a Keras dtype policy such as "mixed_float16" (variables stay float32).
+    `groups_as_one_op`: run conv2, conv4 and conv5 as one op each, not one per group; only
+    where `onednn_is_on()` (or on a GPU). For inference in this process: an exported graph
+    must run on any kernels.
     """
     inputs = keras.Input((arch.INPUT_SIZE, arch.INPUT_SIZE, 3), name="image")
     x = inputs
@@ -116,7 +139,7 @@ def build_alexnet(num_classes=arch.IMAGENET_CLASSES, seed=None, dropout=arch.DRO
         layer_seed = None if seed is None else seed + index
         kernel_init, bias_init = _initializers(name, layer_seed, initial)
         if isinstance(spec, arch.Conv):
-            x = GroupedConv2D(spec, kernel_init, bias_init, name=name, dtype=dtype)(x)
+            x = GroupedConv2D(spec, kernel_init, bias_init, groups_as_one_op, name=name, dtype=dtype)(x)
             if spec.lrn:
                 x = LocalResponseNorm(name=f"norm{name[-1]}", dtype=dtype)(x)
             if spec.pool:

@@ -5,10 +5,12 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import reference
+from alexft import architecture as arch
 from alexft import preprocess
-from alexft.model import build_alexnet, truncated
+from alexft.model import build_alexnet, onednn_is_on, truncated
 from alexft.weights import WeightSet, assign
 from fixtures import photo_paths, random_params
 
@@ -52,6 +54,21 @@ def test_centre_crop_logits_match_numpy_reference(small_model):
     assert_close_to_reference(actual, expected)
     # The photos are told apart: the comparison is not between near-constant outputs.
     assert np.ptp(expected, axis=0).max() > 0.1 * np.abs(expected).max()
+
+
+def test_grouped_layers_as_one_op_match_numpy_reference(small_model):
+    """The formulation the Predictor uses where oneDNN is on (one op per grouped layer)."""
+    if not onednn_is_on():
+        pytest.skip("TensorFlow's oneDNN kernels are off (TF_ENABLE_ONEDNN_OPTS=0): no grouped convolution as one op")
+    _, params = small_model
+    model = build_alexnet(num_classes=10, groups_as_one_op=True)
+    assign(model, WeightSet({name: tuple(pair) for name, pair in params.items()}))
+    views = np.stack([preprocess.center_crop(p) for p in prepared_photos(["china", "flower"])])
+    assert_close_to_reference(model(views, training=False).numpy(), reference.forward(params, views))
+    # One convolution op per layer: the split formulation would have one per group.
+    graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(tf.TensorSpec(views.shape)).graph
+    conv_layers = [spec for spec in arch.LAYERS.values() if isinstance(spec, arch.Conv)]
+    assert sum(op.type == "Conv2D" for op in graph.get_operations()) == len(conv_layers)
 
 
 def test_ten_crop_logits_match_numpy_reference(small_model):
