@@ -86,12 +86,13 @@ def test_saved_model_on_preprocessed_views_matches_the_python_path(served, predi
     outputs, views = served
     assert list(outputs["signatures"]) == ["preprocessed", "serving_default"]
     expected = predictor.probabilities(views)
-    np.testing.assert_allclose(outputs["preprocessed_probabilities"], expected, rtol=1e-5, atol=1e-7)
+    # The export splits grouped layers (runs on any kernels); the Predictor may not: float32 order differs.
+    np.testing.assert_allclose(outputs["preprocessed_probabilities"], expected, rtol=1e-4, atol=1e-7)
     names = imagenet_class_names()
     for row, probabilities in enumerate(expected):
         top = np.argsort(-probabilities, kind="stable")[:5]
         assert list(outputs["preprocessed_classes"][row]) == [names[index] for index in top]
-        np.testing.assert_allclose(outputs["preprocessed_scores"][row], probabilities[top], rtol=1e-5)
+        np.testing.assert_allclose(outputs["preprocessed_scores"][row], probabilities[top], rtol=1e-4)
 
 
 def test_saved_model_on_image_bytes_comes_close_to_the_python_path(served, predictor):

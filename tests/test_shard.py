@@ -59,8 +59,9 @@ def test_classify_shards_merged_equal_one_run(photo_folder, canonical_weights_fi
         assert got.get("error") == want.get("error")
         if "predictions" in want:
             assert [p["index"] for p in got["predictions"]] == [p["index"] for p in want["predictions"]]
+            # Other batch sizes, so oneDNN may pick other kernels: float32 sums in another order.
             np.testing.assert_allclose([p["probability"] for p in got["predictions"]],
-                                       [p["probability"] for p in want["predictions"]], rtol=1e-5)
+                                       [p["probability"] for p in want["predictions"]], rtol=1e-4)
 
 
 def test_features_shards_merged_equal_one_run(small_digits_folder, canonical_weights_file, tmp_path):
@@ -77,7 +78,7 @@ def test_features_shards_merged_equal_one_run(small_digits_folder, canonical_wei
         for name in ("paths", "labels", "class_names"):
             np.testing.assert_array_equal(merged[name], whole[name])
         assert len(whole["paths"]) == 60 and len(np.load(parts[1])["paths"]) == 15
-        np.testing.assert_allclose(merged["features"], whole["features"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(merged["features"], whole["features"], rtol=1e-4, atol=1e-6)  # other batch sizes
 
 
 @pytest.mark.parametrize("value", ["3/3", "1/0", "a/2", "2", "-1/2"])
