@@ -19,13 +19,17 @@ def prepared_photos(names):
     return [preprocess.resize_and_subtract_mean(preprocess.read_image(photo_paths()[name])) for name in names]
 
 
+def ten_class_model(params, **options):
+    model = build_alexnet(num_classes=10, **options)
+    assign(model, WeightSet({name: tuple(pair) for name, pair in params.items()}))
+    return model
+
+
 @pytest.fixture(scope="module")
 def small_model():
     """A 10-class model with random weights: fast to build, same layers as the real one."""
     params = random_params(seed=1, num_classes=10)
-    model = build_alexnet(num_classes=10)
-    assign(model, WeightSet({name: tuple(pair) for name, pair in params.items()}))
-    return model, params
+    return ten_class_model(params), params
 
 
 def assert_close_to_reference(actual, expected):
@@ -61,8 +65,7 @@ def test_grouped_layers_as_one_op_match_numpy_reference(small_model):
     if not onednn_is_on():
         pytest.skip("TensorFlow's oneDNN kernels are off (TF_ENABLE_ONEDNN_OPTS=0): no grouped convolution as one op")
     _, params = small_model
-    model = build_alexnet(num_classes=10, groups_as_one_op=True)
-    assign(model, WeightSet({name: tuple(pair) for name, pair in params.items()}))
+    model = ten_class_model(params, groups_as_one_op=True)
     views = np.stack([preprocess.center_crop(p) for p in prepared_photos(["china", "flower"])])
     assert_close_to_reference(model(views, training=False).numpy(), reference.forward(params, views))
     # One convolution op per layer: the split formulation would have one per group.
