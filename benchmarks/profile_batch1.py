@@ -24,12 +24,16 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 LAYERS = ("conv1", "norm1", "pool1", "conv2", "norm2", "pool2", "conv3", "conv4", "conv5", "pool5",
-          "fc6", "fc7", "fc8", "layout and softmax")
+          "fc6", "fc7", "fc8", "weight reorders", "layout and softmax")
 
 # oneDNN primitive descriptions -> layer (shapes from bvlc_alexnet's deploy.prototxt).
+# A grouped layer run as one op shows its whole channel counts (conv2: ic96oc256), split it shows one
+# group's (ic48oc128).
 ONEDNN_LAYERS = [
-    (r"convolution.*ic3oc96", "conv1"), (r"convolution.*ic48oc128", "conv2"), (r"convolution.*ic256oc384", "conv3"),
-    (r"convolution.*ic192oc192", "conv4"), (r"convolution.*ic192oc128", "conv5"),
+    (r"convolution.*_ic3oc96", "conv1"), (r"convolution.*_ic(48oc128|96oc256)_", "conv2"),
+    (r"convolution.*_ic256oc384", "conv3"), (r"convolution.*_ic(192oc192|384oc384)_", "conv4"),
+    (r"convolution.*_ic(192oc128|384oc256)_", "conv5"),
+    (r"reorder.*x(5x5|3x3|11x11),", "weight reorders"),  # a conv kernel into oneDNN's blocked layout
     (r"gemm_api.*x96:96x96", "norm1"), (r"gemm_api.*x256:256x", "norm2"),  # TF's LRN: a banded channel matmul
     (r"pooling.*ic96_ih55", "pool1"), (r"pooling.*ic256_ih27", "pool2"), (r"pooling.*ic256_ih13", "pool5"),
     (r"inner_product.*ic9216", "fc6"), (r"inner_product.*ic4096oc4096", "fc7"), (r"inner_product.*ic4096oc", "fc8"),
