@@ -11,11 +11,16 @@ import tensorflow as tf
 from . import architecture as arch
 from . import weights as weights_io
 from .errors import AlexftError
-from .model import build_alexnet, onednn_is_on
+from .model import build_alexnet, fusing_lrn, onednn_is_on
 from .pipeline import chunks, map_ahead
 from .preprocess import image_views
 from .progress import progress_bar
 from .sources import resolve_weights
+
+
+# Views from which a run uses the fused LRN: its ~0.3 s compile, once per run, against ~2 ms saved
+# per view at batch 32-64 on a 2-core CPU (docs/benchmarks.md).
+FUSED_LRN_MIN_VIEWS = 512
 
 
 @dataclass
@@ -26,14 +31,26 @@ class Predictor:
     class_names: list
 
     def __post_init__(self):
+        self._softmax = self._softmax_function()
+        self._fused_softmax = None  # traced on first use
+
+    def _softmax_function(self):
         model = self.model
         spec = tf.TensorSpec([None, arch.INPUT_SIZE, arch.INPUT_SIZE, 3], tf.float32)
         # A fixed signature: a short last batch must not trigger a retrace.
-        self._softmax = tf.function(lambda views: tf.nn.softmax(model(views, training=False)), input_signature=[spec])
+        return tf.function(lambda views: tf.nn.softmax(model(views, training=False)), input_signature=[spec])
 
-    def probabilities(self, views):
-        """(N, 227, 227, 3) float32 views -> (N, classes) softmax probabilities."""
-        return self._softmax(tf.convert_to_tensor(views, tf.float32)).numpy()
+    def probabilities(self, views, fused_lrn=False):
+        """(N, 227, 227, 3) float32 views -> (N, classes) softmax probabilities.
+
+        `fused_lrn`: LRN as one XLA kernel, faster on large batches but compiled once per batch
+        size (~0.3 s each on a CPU): for long runs of equal batches.
+        """
+        if fused_lrn and self._fused_softmax is None:
+            with fusing_lrn(self.model):  # the layers read it while being traced, so trace now
+                self._fused_softmax = self._softmax_function().get_concrete_function()
+        softmax = self._fused_softmax if fused_lrn else self._softmax
+        return softmax(tf.convert_to_tensor(views, tf.float32)).numpy()
 
 
 def load_predictor(weights=None, download=True, progress=None):
@@ -46,21 +63,27 @@ def load_predictor(weights=None, download=True, progress=None):
     return Predictor(model, class_names)
 
 
-def predict_views(predictor, paths, ten_crop=False, batch_size=32, progress=None, workers=None):
+def predict_views(predictor, paths, ten_crop=False, batch_size=32, progress=None, workers=None, fused_lrn=None):
     """Yield (path, per-view probabilities or None, error message or None) per path, in order.
 
     Probabilities are (1, classes) for the centre crop, or (10, classes) for Caffe's ten crops
     in `oversample` order (the centre is view 4). The ten crops of a batch of images go
     through the network as one batch. A file that cannot be read yields its error; the run goes on.
+    `fused_lrn`: whether full batches use the fused LRN (`Predictor.probabilities`); by default,
+    runs of `FUSED_LRN_MIN_VIEWS` views or more do.
     """
     paths = list(paths)
     views_per_image = 10 if ten_crop else 1
+    if fused_lrn is None:
+        # Its compile (once per batch shape) pays back only over a long run.
+        fused_lrn = len(paths) * views_per_image >= FUSED_LRN_MIN_VIEWS
     loaded = map_ahead(lambda path: _load(path, ten_crop), paths, workers, ahead=2 * batch_size)
     with progress_bar(len(paths), progress, minimum=8, unit="img") as bar:
         for chunk in chunks(loaded, batch_size):
             good = [views for _, views, _ in chunk if views is not None]
             if good:
-                probabilities = predictor.probabilities(np.concatenate(good))
+                full = len(good) == batch_size  # one batch shape, one compile
+                probabilities = predictor.probabilities(np.concatenate(good), fused_lrn=fused_lrn and full)
                 per_image = iter(probabilities.reshape(len(good), views_per_image, -1))
             for path, views, error in chunk:
                 yield path, (next(per_image) if views is not None else None), error

@@ -1,11 +1,12 @@
 """alexft's side of the benchmark suite, one measurement per command, JSON on stdout.
 
-    python alexft_cases.py infer   --weights W.npz --batch 64 [--seconds 10]
+    python alexft_cases.py infer   --weights W.npz --batch 64 [--seconds 10] [--fused-lrn]
     python alexft_cases.py train   --weights W.npz --batch 64 --layers all|fc8 [--precision bfloat16]
     python alexft_cases.py check   --weights W.npz --views IN.npy --output OUT.npy
     python alexft_cases.py tencrop --weights W.npz FOLDER [--images 100]
 
-`infer` times the Predictor's compiled softmax (what classify runs per batch). `train` times
+`infer` times the Predictor's compiled softmax (what classify runs per batch; with `--fused-lrn`,
+what it runs on the full batches of a run of 512 views or more). `train` times
 the step `alexft finetune` runs without the feature cache: Caffe's SGD (momentum, L2 decay,
 bias rate multiplier) on softmax cross entropy, dropout on; `--precision bfloat16` is what `finetune
 --mixed-precision` runs on a CPU (Keras' mixed_bfloat16 policy, float32 variables).
@@ -38,7 +39,9 @@ from peers import images_per_second, random_views  # noqa: E402  (same timing an
 def command_infer(args):
     predictor = load_predictor(args.weights, download=False)
     views = random_views(args.batch)
-    return {"img_per_s": images_per_second(lambda: predictor.probabilities(views), args.batch, args.seconds)}
+    run = lambda: predictor.probabilities(views, fused_lrn=args.fused_lrn)  # noqa: E731
+    run()  # the fused LRN compiles on its first call, as once per classify run
+    return {"img_per_s": images_per_second(run, args.batch, args.seconds)}
 
 
 def training_step(model, layers, lr=0.001, momentum=0.9, decay=5e-4):
@@ -80,10 +83,11 @@ def command_tencrop(args):
     paths = find_images([args.folder])[: args.images]
     result = {}
     for label, ten_crop in (("centre", False), ("ten_crop", True)):
-        for _ in predict_views(predictor, paths[:32], ten_crop=ten_crop, progress=False):
-            pass  # warm-up: traces and fills caches
+        # Both on the path of a long run (fused LRN), whatever the number of images here.
+        for _ in predict_views(predictor, paths[:32], ten_crop=ten_crop, progress=False, fused_lrn=True):
+            pass  # warm-up: traces, compiles and fills caches
         start = time.perf_counter()
-        for _ in predict_views(predictor, paths, ten_crop=ten_crop, batch_size=32, progress=False):
+        for _ in predict_views(predictor, paths, ten_crop=ten_crop, batch_size=32, progress=False, fused_lrn=True):
             pass
         result[f"{label}_img_per_s"] = len(paths) / (time.perf_counter() - start)
     return result
@@ -97,6 +101,9 @@ def main():
         command.add_argument("--weights", type=Path, required=True)
         command.add_argument("--batch", type=int, default=64)
         command.add_argument("--seconds", type=float, default=10)
+        if name == "infer":
+            command.add_argument("--fused-lrn", action="store_true",
+                                 help="The path classify takes on full batches of a run of 512 views or more.")
         if name == "train":
             command.add_argument("--layers", choices=["all", "fc8"], default="all")
             command.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")

@@ -10,7 +10,7 @@ import tensorflow as tf
 import reference
 from alexft import architecture as arch
 from alexft import preprocess
-from alexft.model import build_alexnet, onednn_is_on, truncated
+from alexft.model import LocalResponseNorm, build_alexnet, fusing_lrn, onednn_is_on, truncated
 from alexft.weights import WeightSet, assign
 from fixtures import photo_paths, random_params
 
@@ -72,6 +72,32 @@ def test_grouped_layers_as_one_op_match_numpy_reference(small_model):
     graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(tf.TensorSpec(views.shape)).graph
     conv_layers = [spec for spec in arch.LAYERS.values() if isinstance(spec, arch.Conv)]
     assert sum(op.type == "Conv2D" for op in graph.get_operations()) == len(conv_layers)
+
+
+@pytest.mark.parametrize("channels", [96, 256], ids=["norm1", "norm2"])
+def test_fused_lrn_follows_caffes_formula(channels):
+    """The one-kernel LRN long classify runs use, on activations large enough that the
+    normalisation divides them by up to ~10 (with the random weights of the other tests it is
+    close to 1)."""
+    x = np.random.default_rng(channels).gamma(1.0, 120.0, (2, 6, 6, channels)).astype(np.float32)
+    expected = reference.caffe_lrn(x.astype(np.float64))
+    assert (x / expected).max() > 3  # the formula is exercised, not just the identity
+    layer = LocalResponseNorm()
+    layer.fused = True
+    np.testing.assert_allclose(layer(x).numpy(), expected, rtol=2e-6)
+
+
+def test_model_traced_with_fused_lrn_matches_numpy_reference(small_model):
+    model, params = small_model
+    views = np.stack([preprocess.center_crop(p) for p in prepared_photos(["china", "flower"])])
+    spec = tf.TensorSpec(views.shape)
+    with fusing_lrn(model):
+        fused = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    assert_close_to_reference(fused(tf.constant(views)).numpy(), reference.forward(params, views))
+    # TensorFlow's LRN op is gone from the traced graph, and back once the block has ended.
+    plain = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    assert [op.type for op in fused.graph.get_operations()].count("LRN") == 0
+    assert [op.type for op in plain.graph.get_operations()].count("LRN") == 2
 
 
 def test_ten_crop_logits_match_numpy_reference(small_model):

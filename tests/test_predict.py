@@ -5,7 +5,8 @@ import pytest
 
 import reference
 from alexft import weights
-from alexft.predict import classify, load_predictor, predict_files, top_k
+from alexft import predict
+from alexft.predict import classify, load_predictor, predict_files, predict_views, top_k
 from fixtures import photo_paths
 
 PHOTOS = ["chelsea", "coffee", "camera", "china", "flower"]
@@ -45,6 +46,36 @@ def test_bad_file_in_a_batch_is_reported_and_others_unaffected(predictor, tmp_pa
     assert results[1][1] is None and str(broken) in results[1][2]
     alone = list(predict_files(predictor, [paths[2]]))[0][1]
     np.testing.assert_allclose(results[2][1], alone, rtol=1e-5)
+
+
+def test_fused_lrn_path_matches_reference_on_real_photos(predictor, canonical_params):
+    paths = [photo_paths()[name] for name in PHOTOS]
+    for path, views, error in predict_views(predictor, paths, ten_crop=True, batch_size=2, fused_lrn=True):
+        assert error is None
+        np.testing.assert_allclose(views.mean(axis=0), reference_probabilities(canonical_params, path, True),
+                                   rtol=1e-3, atol=1e-6)
+
+
+def test_long_runs_use_the_fused_lrn_on_full_batches_only(predictor, monkeypatch, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    calls = []
+    probabilities = predictor.probabilities
+    monkeypatch.setattr(predictor, "probabilities",
+                        lambda views, fused_lrn=False: calls.append((len(views), fused_lrn)) or probabilities(views, fused_lrn))
+
+    def batches(paths, threshold, **options):
+        monkeypatch.setattr(predict, "FUSED_LRN_MIN_VIEWS", threshold)
+        calls.clear()
+        list(predict_views(predictor, paths, batch_size=2, **options))
+        return calls.copy()
+
+    photos = [photo_paths()[name] for name in PHOTOS]
+    assert batches(photos, 5) == [(2, True), (2, True), (1, False)]  # the short last batch: no new compile
+    assert batches(photos, 6) == [(2, False), (2, False), (1, False)]
+    assert batches(photos[:2], 20, ten_crop=True) == [(20, True)]  # views count, not images
+    assert batches([photos[0], broken, *photos[1:3]], 4) == [(1, False), (2, True)]
+    assert batches(photos[:3], 100, fused_lrn=True) == [(2, True), (1, False)]
 
 
 def test_top_k_is_sorted_and_labelled():
