@@ -8,14 +8,13 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
-from . import architecture as arch
 from .atomic import write_atomic
 from .pipeline import chunks, map_ahead
 from .errors import ImageError
 from .data import class_folders, list_labelled
-from .model import truncated
+from . import model as network
+from .model import InferenceFunction, truncated
 from .preprocess import find_images, image_views
 from .progress import progress_bar
 
@@ -29,10 +28,11 @@ def layer_outputs(prefix, paths, ten_crop, on_error, batch_size=32, progress=Non
     Images are decoded on a thread pool ahead of the network; all views of a batch of images
     go through it as one batch.
     """
-    spec = tf.TensorSpec([None, arch.INPUT_SIZE, arch.INPUT_SIZE, 3], tf.float32)
-    run = tf.function(lambda views: prefix(views, training=False), input_signature=[spec])
+    run = InferenceFunction(prefix)
     shape = tuple(prefix.output.shape[1:])
     views_per_image = VIEWS if ten_crop else 1
+    # As in `predict_views`: the fused LRN on the full batches of a long run.
+    fused_lrn = len(paths) * views_per_image >= network.FUSED_LRN_MIN_VIEWS
 
     def load(index):
         try:
@@ -45,7 +45,8 @@ def layer_outputs(prefix, paths, ten_crop, on_error, batch_size=32, progress=Non
         for chunk in chunks(map_ahead(load, range(len(paths)), None, 2 * batch_size), batch_size):
             good = [(index, views) for index, views in chunk if views is not None]
             if good:
-                values = run(np.concatenate([views for _, views in good])).numpy()
+                full = len(good) == batch_size
+                values = run(np.concatenate([views for _, views in good]), fused_lrn and full).numpy()
                 yield from zip((index for index, _ in good), values.reshape((len(good), views_per_image) + shape))
             bar.update(len(chunk))
 

@@ -8,19 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from . import architecture as arch
 from . import weights as weights_io
 from .errors import AlexftError
-from .model import build_alexnet, fusing_lrn, onednn_is_on
+from . import model as network
+from .model import InferenceFunction, build_alexnet, onednn_is_on
 from .pipeline import chunks, map_ahead
 from .preprocess import image_views
 from .progress import progress_bar
 from .sources import resolve_weights
-
-
-# Views from which a run uses the fused LRN: its ~0.3 s compile, once per run, against ~2 ms saved
-# per view at batch 32-64 on a 2-core CPU (docs/benchmarks.md).
-FUSED_LRN_MIN_VIEWS = 512
 
 
 @dataclass
@@ -31,14 +26,7 @@ class Predictor:
     class_names: list
 
     def __post_init__(self):
-        self._softmax = self._softmax_function()
-        self._fused_softmax = None  # traced on first use
-
-    def _softmax_function(self):
-        model = self.model
-        spec = tf.TensorSpec([None, arch.INPUT_SIZE, arch.INPUT_SIZE, 3], tf.float32)
-        # A fixed signature: a short last batch must not trigger a retrace.
-        return tf.function(lambda views: tf.nn.softmax(model(views, training=False)), input_signature=[spec])
+        self._softmax = InferenceFunction(self.model, tf.nn.softmax)
 
     def probabilities(self, views, fused_lrn=False):
         """(N, 227, 227, 3) float32 views -> (N, classes) softmax probabilities.
@@ -46,11 +34,7 @@ class Predictor:
         `fused_lrn`: LRN as one XLA kernel, faster on large batches but compiled once per batch
         size (~0.3 s each on a CPU): for long runs of equal batches.
         """
-        if fused_lrn and self._fused_softmax is None:
-            with fusing_lrn(self.model):  # the layers read it while being traced, so trace now
-                self._fused_softmax = self._softmax_function().get_concrete_function()
-        softmax = self._fused_softmax if fused_lrn else self._softmax
-        return softmax(tf.convert_to_tensor(views, tf.float32)).numpy()
+        return self._softmax(views, fused_lrn).numpy()
 
 
 def load_predictor(weights=None, download=True, progress=None):
@@ -70,13 +54,13 @@ def predict_views(predictor, paths, ten_crop=False, batch_size=32, progress=None
     in `oversample` order (the centre is view 4). The ten crops of a batch of images go
     through the network as one batch. A file that cannot be read yields its error; the run goes on.
     `fused_lrn`: whether full batches use the fused LRN (`Predictor.probabilities`); by default,
-    runs of `FUSED_LRN_MIN_VIEWS` views or more do.
+    runs of `model.FUSED_LRN_MIN_VIEWS` views or more do.
     """
     paths = list(paths)
     views_per_image = 10 if ten_crop else 1
     if fused_lrn is None:
         # Its compile (once per batch shape) pays back only over a long run.
-        fused_lrn = len(paths) * views_per_image >= FUSED_LRN_MIN_VIEWS
+        fused_lrn = len(paths) * views_per_image >= network.FUSED_LRN_MIN_VIEWS
     loaded = map_ahead(lambda path: _load(path, ten_crop), paths, workers, ahead=2 * batch_size)
     with progress_bar(len(paths), progress, minimum=8, unit="img") as bar:
         for chunk in chunks(loaded, batch_size):

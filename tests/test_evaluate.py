@@ -11,10 +11,12 @@ from click.testing import CliRunner
 from alexft import weights
 from alexft.data import DataError
 from alexft.evaluation import labelled_folder, labelled_list, metrics
-from alexft.model import build_alexnet, truncated
+from alexft import model as network
+from alexft.features import layer_outputs
+from alexft.model import InferenceFunction, build_alexnet, truncated
 from alexft.preprocess import image_views
 from cli import main
-from fixtures import write_digits_folder
+from fixtures import photo_paths, write_digits_folder
 from test_preprocess import bad_images
 
 
@@ -153,6 +155,26 @@ def test_features_match_the_models_intermediate_activations(fc8_run, small_digit
             expected = fc7(image_views(paths[index], ten_crop=ten_crop)).numpy().mean(axis=0)
             np.testing.assert_allclose(features[index], expected, rtol=1e-4, atol=1e-4)
             assert labels[index] == int(paths[index].split("/")[-2][-1])
+
+
+def test_long_feature_runs_use_the_fused_lrn_on_full_batches_only(monkeypatch):
+    calls = []
+    call = InferenceFunction.__call__
+    monkeypatch.setattr(InferenceFunction, "__call__",
+                        lambda self, views, fused_lrn=False: calls.append((len(views), fused_lrn)) or call(self, views, fused_lrn))
+    pool5 = truncated(build_alexnet(num_classes=10, seed=0), "pool5")
+    photos = sorted(photo_paths().values())[:5]
+
+    def features(threshold):
+        monkeypatch.setattr(network, "FUSED_LRN_MIN_VIEWS", threshold)
+        calls.clear()
+        return np.stack([values for _, values in layer_outputs(pool5, photos, False, print, batch_size=2)])
+
+    fused, plain = features(5), features(6)
+    assert calls == [(2, False), (2, False), (1, False)]
+    features(5)
+    assert calls == [(2, True), (2, True), (1, False)]  # the short last batch: no new compile
+    np.testing.assert_allclose(fused, plain, rtol=1e-5, atol=1e-5 * np.abs(plain).max())
 
 
 def test_api_names_stay_functions_after_their_modules_are_imported():

@@ -5,7 +5,7 @@ import pytest
 
 import reference
 from alexft import weights
-from alexft import predict
+from alexft import model as network
 from alexft.predict import classify, load_predictor, predict_files, predict_views, top_k
 from fixtures import photo_paths
 
@@ -65,7 +65,7 @@ def test_long_runs_use_the_fused_lrn_on_full_batches_only(predictor, monkeypatch
                         lambda views, fused_lrn=False: calls.append((len(views), fused_lrn)) or probabilities(views, fused_lrn))
 
     def batches(paths, threshold, **options):
-        monkeypatch.setattr(predict, "FUSED_LRN_MIN_VIEWS", threshold)
+        monkeypatch.setattr(network, "FUSED_LRN_MIN_VIEWS", threshold)
         calls.clear()
         list(predict_views(predictor, paths, batch_size=2, **options))
         return calls.copy()
