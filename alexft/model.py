@@ -6,15 +6,19 @@ trains ~4.5x faster (Keras' grouped-conv gradient is slow on CPU; see
 shared/docs/PERF_NOTES.md), and it runs on every TensorFlow kernel set. Only where
 TensorFlow's oneDNN kernels are on can inference instead run each grouped layer as one
 `tf.nn.conv2d` (`groups_as_one_op`): ~20% faster at batch 1 on an AVX2 CPU, the same
-at batch 64 and in training (docs/benchmarks.md).
+at batch 64 and in training (docs/benchmarks.md). Long inference runs can also trace LRN as
+one XLA kernel (`InferenceFunction`, `fusing_lrn`).
 """
 import contextlib
+import logging
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from . import architecture as arch
+
+log = logging.getLogger("alexft")
 
 
 class GroupedConv2D(keras.layers.Layer):
@@ -110,7 +114,7 @@ class InferenceFunction:
         self.model = model
         self.finish = finish or (lambda outputs: outputs)
         self._plain = self._traceable()
-        self._fused = None
+        self._fused = None  # traced on first use; False once XLA failed here
 
     def _traceable(self):
         spec = tf.TensorSpec([None, arch.INPUT_SIZE, arch.INPUT_SIZE, 3], tf.float32)
@@ -118,10 +122,18 @@ class InferenceFunction:
         return tf.function(lambda views: self.finish(self.model(views, training=False)), input_signature=[spec])
 
     def __call__(self, views, fused_lrn=False):
-        if fused_lrn and self._fused is None:
-            with fusing_lrn(self.model):  # the layers read it while being traced, so trace now
-                self._fused = self._traceable().get_concrete_function()
-        return (self._fused if fused_lrn else self._plain)(tf.convert_to_tensor(views, tf.float32))
+        views = tf.convert_to_tensor(views, tf.float32)
+        if fused_lrn and self._fused is not False:
+            if self._fused is None:
+                with fusing_lrn(self.model):  # the layers read it while being traced, so trace now
+                    self._fused = self._traceable().get_concrete_function()
+            try:
+                return self._fused(views)
+            except tf.errors.OpError as error:  # e.g. a device XLA cannot compile for: a long run goes on
+                log.warning("alexft: LRN as one XLA kernel failed, TensorFlow's LRN op takes over: %s",
+                            str(error.message).strip().splitlines()[0])
+                self._fused = False
+        return self._plain(views)
 
 
 @contextlib.contextmanager

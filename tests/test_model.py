@@ -10,7 +10,8 @@ import tensorflow as tf
 import reference
 from alexft import architecture as arch
 from alexft import preprocess
-from alexft.model import LocalResponseNorm, build_alexnet, fusing_lrn, onednn_is_on, truncated
+from alexft import model as model_module
+from alexft.model import InferenceFunction, LocalResponseNorm, build_alexnet, fusing_lrn, onednn_is_on, truncated
 from alexft.weights import WeightSet, assign
 from fixtures import photo_paths, random_params
 
@@ -98,6 +99,27 @@ def test_model_traced_with_fused_lrn_matches_numpy_reference(small_model):
     plain = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
     assert [op.type for op in fused.graph.get_operations()].count("LRN") == 0
     assert [op.type for op in plain.graph.get_operations()].count("LRN") == 2
+
+
+def test_inference_falls_back_to_tensorflows_lrn_where_xla_fails(small_model, monkeypatch, caplog):
+    model, params = small_model
+    views = np.stack([preprocess.center_crop(p) for p in prepared_photos(["china"])])
+
+    @tf.function(jit_compile=True)
+    def uncompilable(x):  # XLA cannot compile a call back into Python
+        y = tf.numpy_function(lambda a: a, [x], tf.float32)
+        y.set_shape(x.shape)
+        return y
+
+    monkeypatch.setattr(model_module, "_lrn_one_kernel", uncompilable)
+    run = InferenceFunction(model)
+    with caplog.at_level("WARNING", logger="alexft"):
+        outputs = run(views, fused_lrn=True).numpy()
+    assert_close_to_reference(outputs, reference.forward(params, views))
+    assert "LRN as one XLA kernel failed, TensorFlow's LRN op takes over" in caplog.text
+    caplog.clear()
+    run(views, fused_lrn=True)
+    assert caplog.text == ""  # tried once, not on every batch
 
 
 def test_ten_crop_logits_match_numpy_reference(small_model):
