@@ -13,8 +13,7 @@ from .atomic import write_atomic
 from .pipeline import chunks, map_ahead
 from .errors import ImageError
 from .data import class_folders, list_labelled
-from . import model as network
-from .model import InferenceFunction, truncated
+from .model import InferenceFunction, fused_lrn_pays_off, truncated
 from .preprocess import find_images, image_views
 from .progress import progress_bar
 
@@ -31,8 +30,7 @@ def layer_outputs(prefix, paths, ten_crop, on_error, batch_size=32, progress=Non
     run = InferenceFunction(prefix)
     shape = tuple(prefix.output.shape[1:])
     views_per_image = VIEWS if ten_crop else 1
-    # As in `predict_views`: the fused LRN on the full batches of a long run.
-    fused_lrn = len(paths) * views_per_image >= network.FUSED_LRN_MIN_VIEWS
+    fused_lrn = fused_lrn_pays_off(len(paths) * views_per_image)  # then only on full batches
 
     def load(index):
         try:

@@ -102,6 +102,12 @@ def _lrn_one_kernel(x):
 FUSED_LRN_MIN_VIEWS = 512
 
 
+def fused_lrn_pays_off(views_in_run):
+    """Whether a run of this many views should use the fused LRN on its full batches (one batch
+    shape, so one compile)."""
+    return views_in_run >= FUSED_LRN_MIN_VIEWS
+
+
 class InferenceFunction:
     """`model` on batches of preprocessed views, then `finish` (e.g. a softmax), for inference.
 

@@ -10,8 +10,7 @@ import tensorflow as tf
 
 from . import weights as weights_io
 from .errors import AlexftError
-from . import model as network
-from .model import InferenceFunction, build_alexnet, onednn_is_on
+from .model import InferenceFunction, build_alexnet, fused_lrn_pays_off, onednn_is_on
 from .pipeline import chunks, map_ahead
 from .preprocess import image_views
 from .progress import progress_bar
@@ -54,13 +53,12 @@ def predict_views(predictor, paths, ten_crop=False, batch_size=32, progress=None
     in `oversample` order (the centre is view 4). The ten crops of a batch of images go
     through the network as one batch. A file that cannot be read yields its error; the run goes on.
     `fused_lrn`: whether full batches use the fused LRN (`Predictor.probabilities`); by default,
-    runs of `model.FUSED_LRN_MIN_VIEWS` views or more do.
+    long runs do (`model.fused_lrn_pays_off`).
     """
     paths = list(paths)
     views_per_image = 10 if ten_crop else 1
     if fused_lrn is None:
-        # Its compile (once per batch shape) pays back only over a long run.
-        fused_lrn = len(paths) * views_per_image >= network.FUSED_LRN_MIN_VIEWS
+        fused_lrn = fused_lrn_pays_off(len(paths) * views_per_image)
     loaded = map_ahead(lambda path: _load(path, ten_crop), paths, workers, ahead=2 * batch_size)
     with progress_bar(len(paths), progress, minimum=8, unit="img") as bar:
         for chunk in chunks(loaded, batch_size):

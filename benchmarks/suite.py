@@ -187,14 +187,13 @@ class Suite:
         # Targets on the path a long classify run takes per full batch (fused LRN); the plain
         # path (runs under 512 views) as context.
         for batch, target in ((64, 1.3), (1, 1.0)):
-            for label, flags, row_target in (("", ["--fused-lrn"], target), ("   (context, plain LRN) ", [], 0.0)):
+            for prefix, flags, row_target in (("1. ", ["--fused-lrn"], target), ("   (context, plain LRN) ", [], 0.0)):
                 seconds = str(self.seconds)
                 ours, theirs = self.alternate(
                     lambda: self.alexft("infer", "--batch", batch, "--seconds", seconds, *flags)["img_per_s"],
                     lambda: self.peers("infer", "--runtime", "onnx", "--batch", batch, "--seconds", seconds)["img_per_s"],
                 )
-                name = f"{label}model-only inference, batch {batch}" if label else f"1. model-only inference, batch {batch}"
-                self.record(name, ours, theirs, "ONNX Runtime", row_target)
+                self.record(f"{prefix}model-only inference, batch {batch}", ours, theirs, "ONNX Runtime", row_target)
         ours, theirs = self.alternate(
             lambda: self.alexft("infer", "--batch", 64, "--seconds", str(self.seconds), "--fused-lrn")["img_per_s"],
             lambda: self.peers("infer", "--runtime", "torch", "--batch", 64, "--seconds", str(self.seconds))["img_per_s"],
