@@ -64,7 +64,9 @@ def training_step(model, layers, lr=0.001, momentum=0.9, decay=5e-4):
 
 def command_train(args):
     weight_set = weights_io.load(args.weights)
-    model = build_alexnet(dtype=None if args.precision == "float32" else f"mixed_{args.precision}")
+    # As `alexft finetune` builds it on a CPU (Winograd conv3-conv5 in float32), unless --direct-convs.
+    model = build_alexnet(dtype=None if args.precision == "float32" else f"mixed_{args.precision}",
+                          winograd_training=not args.direct_convs)
     weights_io.assign(model, weight_set)
     step = training_step(model, args.layers)
     views = tf.constant(random_views(args.batch))
@@ -107,6 +109,8 @@ def main():
         if name == "train":
             command.add_argument("--layers", choices=["all", "fc8"], default="all")
             command.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
+            command.add_argument("--direct-convs", action="store_true",
+                                 help="conv3-conv5 as oneDNN's direct convolutions, not Winograd (for comparison).")
         if name == "check":
             command.add_argument("--views", type=Path, required=True)
             command.add_argument("--output", type=Path, required=True)
