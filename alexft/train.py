@@ -25,6 +25,7 @@ from . import architecture as arch
 from . import checkpoint as checkpoints
 from . import sgd
 from . import weights as weights_io
+from . import winograd
 from .atomic import remove_stale_temporaries, write_text
 from .data import BrokenFiles, DataError, load_dataset, load_prepared
 from .devices import cluster_role, make_strategy, precision_policy, uses_gpu
@@ -223,9 +224,11 @@ class Trainer:
             log(f"mixed precision: {self.policy[len('mixed_'):]} compute, float32 weights, loss and softmax")
         self.cache_after = CACHE_POINTS.get(config["train"][0]) if config["cache"] else None
         with self.strategy.scope():
-            # On a CPU, conv3-conv5 train as Winograd convolutions (float32 only); GPUs have cuDNN's.
+            # On a CPU, conv3-conv5 train as Winograd convolutions (float32 only) in runs long enough
+            # to repay XLA's compile; GPUs have cuDNN's.
+            fast_convolutions = not uses_gpu(self.strategy) and winograd.pays_off(len(dataset.train) * config["epochs"])
             self.model = build_alexnet(len(dataset.class_names), seed=config["seed"], dropout=config["dropout"],
-                                       dtype=self.policy, winograd_training=not uses_gpu(self.strategy))
+                                       dtype=self.policy, winograd_training=fast_convolutions)
             weights_io.assign(self.model, weight_set, skip=config["skip"])
             self.net = head(self.model, self.cache_after) if self.cache_after else self.model
             self._freeze()

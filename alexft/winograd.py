@@ -6,7 +6,7 @@ multiplies are 36 batched matmuls (TensorFlow's, so oneDNN's); the tile transfor
 are XLA-compiled, each one pass over memory, with hand-written gradients (autodiff through
 them is 2x slower than the direct convolution). Forward and both backward passes together,
 at batch 64 on a 2-core AVX2 CPU: conv3 1.7x, conv4 1.6x, conv5 1.4x faster than oneDNN's
-direct passes; a whole training step ~12% faster (docs/benchmarks.md).
+direct passes; a whole training step 12-19% faster (docs/benchmarks.md).
 
 The price is float32 round-off: outputs and gradients within ~1e-5 of the exact values,
 relative to their largest value (the direct convolution: ~4e-7). Training tolerates that; inference keeps the direct
@@ -40,6 +40,17 @@ _AT = np.array([
     [0, 1, 1, 4, 4, 0],
     [0, 1, -1, 8, -8, 1],
 ], np.float32)
+
+
+# XLA compiles the tile transforms once per batch shape, ~7 s on a 2-core CPU (a run usually
+# has two shapes: its batches and a shorter last one), against ~0.35 s saved per step of 64
+# images: a run gains from ~2700 images on, so it pays off from about twice that.
+MIN_TRAINING_IMAGES = 5000
+
+
+def pays_off(training_images):
+    """Whether a training run through this many images (images x epochs) should use Winograd."""
+    return training_images >= MIN_TRAINING_IMAGES
 
 
 def applies(kernel, stride, padding, dtype):

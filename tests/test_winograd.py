@@ -108,8 +108,8 @@ def test_model_trains_conv3_to_conv5_as_winograd_and_infers_with_direct_convolut
         assert error < 1e-2, f"{variable.path}: gradient off by {error:.1e} of its norm"
 
 
-def test_finetune_uses_winograd_on_cpus_but_not_on_gpus(monkeypatch, small_digits_folder, canonical_weights_file,
-                                                        tmp_path):
+def test_finetune_uses_winograd_on_cpus_in_long_runs_only(monkeypatch, small_digits_folder, canonical_weights_file,
+                                                           tmp_path):
     built = []
 
     class Built(Exception):
@@ -119,13 +119,19 @@ def test_finetune_uses_winograd_on_cpus_but_not_on_gpus(monkeypatch, small_digit
         built.append(options["winograd_training"])
         raise Built
 
+    def build_for(run, epochs):
+        with pytest.raises(Built):
+            finetune(small_digits_folder, weights=canonical_weights_file, epochs=epochs, output=tmp_path / run,
+                     progress=False)
+
     monkeypatch.setattr(train_module, "build_alexnet", record)
-    with pytest.raises(Built):
-        finetune(small_digits_folder, weights=canonical_weights_file, output=tmp_path / "cpu", progress=False)
+    # 60 digits, 40-60 of them for training (after the validation split)
+    monkeypatch.setattr(winograd, "MIN_TRAINING_IMAGES", 100)
+    build_for("short", epochs=1)  # at most 60 images: not worth XLA's compile
+    build_for("long", epochs=4)  # at least 160
     monkeypatch.setattr(train_module, "uses_gpu", lambda strategy: True)
-    with pytest.raises(Built):
-        finetune(small_digits_folder, weights=canonical_weights_file, output=tmp_path / "gpu", progress=False)
-    assert built == [True, False]
+    build_for("gpu", epochs=4)  # cuDNN's own algorithms
+    assert built == [False, True, False]
 
 
 def test_all_layer_finetuning_on_two_cpu_devices_runs_winograd_in_each_replica(
@@ -133,6 +139,7 @@ def test_all_layer_finetuning_on_two_cpu_devices_runs_winograd_in_each_replica(
     """One update of every layer (one batch of all 60 images) on two CPU devices, the XLA kernels
     running in each replica, equals the update on one device."""
     traced = []
+    monkeypatch.setattr(winograd, "MIN_TRAINING_IMAGES", 0)  # a one-step run, as if it were long
     monkeypatch.setattr(winograd, "conv3x3", lambda *args, convolve=winograd.conv3x3: traced.append(1) or convolve(*args))
     initial = weights.load(canonical_weights_file).params
     updates = {}
