@@ -5,13 +5,14 @@ Each 6x6 input tile gives a 4x4 output tile with 36 multiplies per channel pair 
 multiplies are 36 batched matmuls (TensorFlow's, so oneDNN's); the tile transforms around them
 are XLA-compiled, each one pass over memory, with hand-written gradients (autodiff through
 them is 2x slower than the direct convolution). Forward and both backward passes together,
-at batch 64 on a 2-core AVX2 CPU: conv3 1.7x, conv4 1.6x, conv5 1.4x faster than oneDNN's
-direct passes; a whole training step 12-19% faster (docs/benchmarks.md).
+at batch 64 on a 2-core AVX2 CPU: conv3 1.7x, conv4 and conv5 1.4-1.5x faster than oneDNN's
+direct passes; a whole training step 12-19% faster (docs/benchmarks.md). XLA compiles the
+transforms once per batch shape, ~7 s: hence `pays_off`.
 
 The price is float32 round-off: outputs and gradients within ~1e-5 of the exact values,
-relative to their largest value (the direct convolution: ~4e-7). Training tolerates that; inference keeps the direct
-convolution, which matches Caffe. Matrices from Lavin & Gray, "Fast Algorithms for
-Convolutional Neural Networks" (2015), F(4x4, 3x3).
+relative to their largest value (the direct convolution: ~4e-7). Training tolerates that;
+inference keeps the direct convolution, which matches Caffe. Matrices from Lavin & Gray, "Fast
+Algorithms for Convolutional Neural Networks" (2015), F(4x4, 3x3).
 """
 import numpy as np
 import tensorflow as tf

@@ -140,7 +140,12 @@ def test_all_layer_finetuning_on_two_cpu_devices_runs_winograd_in_each_replica(
     running in each replica, equals the update on one device."""
     traced = []
     monkeypatch.setattr(winograd, "MIN_TRAINING_IMAGES", 0)  # a one-step run, as if it were long
-    monkeypatch.setattr(winograd, "conv3x3", lambda *args, convolve=winograd.conv3x3: traced.append(1) or convolve(*args))
+
+    def counted(*args, convolve=winograd.conv3x3):
+        traced.append(1)  # once per trace: the training step is traced, then runs as a graph
+        return convolve(*args)
+
+    monkeypatch.setattr(winograd, "conv3x3", counted)
     initial = weights.load(canonical_weights_file).params
     updates = {}
     for strategy in ("one", "mirrored"):
@@ -150,7 +155,8 @@ def test_all_layer_finetuning_on_two_cpu_devices_runs_winograd_in_each_replica(
                  log=lambda message: None)
         assert traced, f"{strategy}: no Winograd convolution was traced"
         final = weights.load(tmp_path / strategy / "model_last.npz").params
-        updates[strategy] = {name: final[name][0] - initial[name][0] for name in ("conv1", "conv3", "conv4", "conv5")}
+        updates[strategy] = {name: final[name][0] - initial[name][0]
+                             for name in ("conv1", "conv3", "conv4", "conv5")}
     for name, expected in updates["one"].items():
         scale = np.abs(expected).max()
         assert scale > 0, f"{name} did not move"
