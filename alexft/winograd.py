@@ -113,6 +113,11 @@ def _to_matmul_layout(tiles):
     return tf.reshape(tf.stack(tiles, 0), [TILE * TILE, -1, tiles[0].shape[-1]])
 
 
+def _from_matmul_layout(matrices, batch, th, tw):
+    """(36, n * th * tw, c) -> (6, 6, n, th, tw, c), the inverse of `_to_matmul_layout`."""
+    return tf.reshape(matrices, [TILE, TILE, batch, th, tw, matrices.shape[-1]])
+
+
 @tf.function(jit_compile=True)
 def _input_tiles(x):
     """B^T d B of every overlapping 6x6 tile (stride 4) of x, zero-padded by one on top and left."""
@@ -130,7 +135,7 @@ def _input_tiles(x):
 def _output_tiles(products, batch, height, width):
     """A^T m A of every tile, laid side by side and cropped to height x width."""
     th, tw = _tiles_a_side(height), _tiles_a_side(width)
-    m = tf.reshape(products, [TILE, TILE, batch, th, tw, products.shape[-1]])
+    m = _from_matmul_layout(products, batch, th, tw)
     rows = _combine(_AT, [m[a] for a in range(TILE)])  # 4 of (6, n, th, tw, c)
     tiles = tf.stack([tf.stack(_combine(_AT, [row[b] for b in range(TILE)]), 3) for row in rows], 2)
     outputs = tf.reshape(tiles, [batch, OUT * th, OUT * tw, tiles.shape[-1]])  # tiles: (n, th, 4, tw, 4, c)
@@ -160,7 +165,7 @@ def _input_tiles_gradient(grad, batch, height, width):
     j >= 4 (where it overlaps the next tile), and the 16 phase grids interleave into the image.
     """
     th, tw = _tiles_a_side(height), _tiles_a_side(width)
-    g = tf.reshape(grad, [TILE, TILE, batch, th, tw, grad.shape[-1]])
+    g = _from_matmul_layout(grad, batch, th, tw)
     rows = _combine(_BT.T, [g[a] for a in range(TILE)])
     tiles = [_combine(_BT.T, [row[b] for b in range(TILE)]) for row in rows]  # tiles[i][j]: (n, th, tw, c)
     phases = [[None] * OUT for _ in range(OUT)]
