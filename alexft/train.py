@@ -224,9 +224,11 @@ class Trainer:
             log(f"mixed precision: {self.policy[len('mixed_'):]} compute, float32 weights, loss and softmax")
         self.cache_after = CACHE_POINTS.get(config["train"][0]) if config["cache"] else None
         with self.strategy.scope():
-            # On a CPU, conv3-conv5 train as Winograd convolutions (float32 only) in runs long enough
-            # to repay XLA's compile; GPUs have cuDNN's.
-            fast_convolutions = not uses_gpu(self.strategy) and winograd.pays_off(len(dataset.train) * config["epochs"])
+            # On a CPU where it is faster, conv3-conv5 train as Winograd convolutions (float32 only) in
+            # runs long enough to repay XLA's compile; GPUs have cuDNN's.
+            training_images = len(dataset.train) * config["epochs"]
+            fast_convolutions = (not uses_gpu(self.strategy)
+                                 and winograd.pays_off(training_images, winograd.cpu_features()))
             self.model = build_alexnet(len(dataset.class_names), seed=config["seed"], dropout=config["dropout"],
                                        dtype=self.policy, winograd_training=fast_convolutions)
             weights_io.assign(self.model, weight_set, skip=config["skip"])

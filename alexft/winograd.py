@@ -6,8 +6,9 @@ multiplies are 36 batched matmuls (TensorFlow's, so oneDNN's); the tile transfor
 are XLA-compiled, each one pass over memory, with hand-written gradients (autodiff through
 them is 2x slower than the direct convolution). Forward and both backward passes together,
 at batch 64 on a 2-core AVX2 CPU: conv3 1.7x, conv4 and conv5 1.4-1.5x faster than oneDNN's
-direct passes; a whole training step 12-19% faster (docs/benchmarks.md). XLA compiles the
-transforms once per batch shape, ~7 s: hence `pays_off`.
+direct passes; a whole training step 12-19% faster. On an AVX-512 CPU, whose direct kernels are
+twice as wide, nothing is gained (docs/benchmarks.md). XLA compiles the transforms once per
+batch shape, ~7 s: hence `pays_off`.
 
 The price is float32 round-off: outputs and gradients within ~1e-5 of the exact values,
 relative to their largest value (the direct convolution: ~4e-7). Training tolerates that;
@@ -49,9 +50,31 @@ _AT = np.array([
 MIN_TRAINING_IMAGES = 5000
 
 
-def pays_off(training_images):
-    """Whether a training run through this many images (images x epochs) should use Winograd."""
-    return training_images >= MIN_TRAINING_IMAGES
+def pays_off(training_images, features):
+    """Whether a training run through this many images (images x epochs), on a CPU with these
+    instruction sets (`cpu_features()`), should use Winograd."""
+    return helps_on(features) and training_images >= MIN_TRAINING_IMAGES
+
+
+def helps_on(features):
+    """Whether Winograd beats oneDNN's direct convolutions on a CPU with these instruction sets.
+    Measured at batch 64, forward and backward: 1.4-1.7x per layer on an AVX2+FMA CPU without
+    AVX-512 (AMD EPYC, family 25); 0.87-1.0x with AVX-512 (AMD EPYC Zen 5). Unmeasured on other
+    CPUs (Arm among them), which keep the direct convolutions."""
+    return {"AVX2", "FMA3"} <= features and "AVX512F" not in features
+
+
+def cpu_features():
+    """The instruction sets numpy detected on this CPU at start-up, as names ('AVX2', 'AVX512F',
+    ...); empty when this numpy does not say."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:
+        try:  # numpy 1.x
+            from numpy.core._multiarray_umath import __cpu_features__
+        except ImportError:
+            return frozenset()
+    return frozenset(name for name, present in __cpu_features__.items() if present)
 
 
 def applies(kernel, stride, padding, dtype):

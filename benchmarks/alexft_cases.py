@@ -24,6 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # alexft before TensorFlow: importing it chooses TensorFlow's CPU kernels (alexft/__init__.py).
 from alexft import weights as weights_io  # noqa: E402
+from alexft import winograd  # noqa: E402
 from alexft.model import build_alexnet  # noqa: E402
 from alexft.predict import load_predictor, predict_views  # noqa: E402
 from alexft.preprocess import find_images  # noqa: E402
@@ -64,14 +65,18 @@ def training_step(model, layers, lr=0.001, momentum=0.9, decay=5e-4):
 
 def command_train(args):
     weight_set = weights_io.load(args.weights)
-    # As `alexft finetune` builds it on a CPU (Winograd conv3-conv5 in float32), unless --direct-convs.
+    # By default as a long `alexft finetune` run builds it on this CPU (Winograd conv3-conv5 where faster).
+    convs = args.convs
+    if convs == "auto":
+        convs = "winograd" if winograd.helps_on(winograd.cpu_features()) else "direct"
     model = build_alexnet(dtype=None if args.precision == "float32" else f"mixed_{args.precision}",
-                          winograd_training=not args.direct_convs)
+                          winograd_training=convs == "winograd")
     weights_io.assign(model, weight_set)
     step = training_step(model, args.layers)
     views = tf.constant(random_views(args.batch))
     labels = tf.constant(np.random.default_rng(1).integers(0, 1000, args.batch).astype(np.int32))
-    return {"img_per_s": images_per_second(lambda: float(step(views, labels)), args.batch, args.seconds)}
+    return {"img_per_s": images_per_second(lambda: float(step(views, labels)), args.batch, args.seconds),
+            "convs": convs}
 
 
 def command_check(args):
@@ -109,8 +114,9 @@ def main():
         if name == "train":
             command.add_argument("--layers", choices=["all", "fc8"], default="all")
             command.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
-            command.add_argument("--direct-convs", action="store_true",
-                                 help="conv3-conv5 as oneDNN's direct convolutions, not Winograd (for comparison).")
+            command.add_argument("--convs", choices=["auto", "direct", "winograd"], default="auto",
+                                 help="conv3-conv5 in training: as a long finetune run on this CPU (auto), "
+                                      "oneDNN's direct convolutions, or Winograd (float32 only).")
         if name == "check":
             command.add_argument("--views", type=Path, required=True)
             command.add_argument("--output", type=Path, required=True)

@@ -1,4 +1,7 @@
 """Winograd F(4x4, 3x3) convolutions (training on a CPU) against float64 numpy references."""
+import platform
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -14,6 +17,9 @@ from test_model import ten_class_model
 # (batch, height, width, in channels, out channels, groups): conv3- and conv4-like layers, sizes
 # that are and are not multiples of the 4x4 output tile, and a 1x1 image (all padding).
 SHAPES = [(2, 13, 13, 16, 24, 1), (3, 13, 11, 8, 12, 2), (1, 4, 4, 4, 6, 1), (2, 5, 7, 4, 6, 2), (2, 1, 1, 4, 4, 1)]
+# Instruction sets as numpy names them: the two kinds of x86 CPU Winograd was measured on.
+AVX2_CPU = frozenset({"SSE2", "SSE42", "AVX", "AVX2", "FMA3", "F16C"})
+AVX512_CPU = AVX2_CPU | {"AVX512F", "AVX512CD", "AVX512BW", "AVX512DQ", "AVX512VL"}
 
 
 def numpy_gradients(x, w, grad, groups):
@@ -127,11 +133,34 @@ def test_finetune_uses_winograd_on_cpus_in_long_runs_only(monkeypatch, small_dig
     monkeypatch.setattr(train_module, "build_alexnet", record)
     # 60 digits, 40-60 of them for training (after the validation split)
     monkeypatch.setattr(winograd, "MIN_TRAINING_IMAGES", 100)
+    monkeypatch.setattr(winograd, "cpu_features", lambda: AVX2_CPU)
     build_for("short", epochs=1)  # at most 60 images: not worth XLA's compile
     build_for("long", epochs=4)  # at least 160
+    monkeypatch.setattr(winograd, "cpu_features", lambda: AVX512_CPU)
+    build_for("avx512", epochs=4)  # oneDNN's direct kernels are as fast there
+    monkeypatch.setattr(winograd, "cpu_features", lambda: AVX2_CPU)
     monkeypatch.setattr(train_module, "uses_gpu", lambda strategy: True)
     build_for("gpu", epochs=4)  # cuDNN's own algorithms
-    assert built == [False, True, False]
+    assert built == [False, True, False, False]
+
+
+def test_winograd_is_chosen_only_on_cpus_where_it_was_measured_faster():
+    assert winograd.helps_on(AVX2_CPU)
+    assert not winograd.helps_on(AVX512_CPU)
+    assert not winograd.helps_on(frozenset({"NEON", "ASIMD", "ASIMDHP"}))  # an Arm CPU: unmeasured
+    assert not winograd.helps_on(frozenset({"SSE2", "SSE42", "AVX"}))  # no AVX2
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86-64 instruction names")
+def test_cpu_features_names_what_this_cpu_has():
+    features = winograd.cpu_features()
+    assert {"SSE", "SSE2"} <= features  # every x86-64 CPU has them
+    assert "NEON" not in features
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():  # Linux: the kernel's own list of the CPU's flags
+        flags = set(cpuinfo.read_text().split())
+        assert ("AVX2" in features) == ("avx2" in flags)
+        assert ("AVX512F" in features) == ("avx512f" in flags)
 
 
 def test_all_layer_finetuning_on_two_cpu_devices_runs_winograd_in_each_replica(
@@ -140,6 +169,7 @@ def test_all_layer_finetuning_on_two_cpu_devices_runs_winograd_in_each_replica(
     running in each replica, equals the update on one device."""
     traced = []
     monkeypatch.setattr(winograd, "MIN_TRAINING_IMAGES", 0)  # a one-step run, as if it were long
+    monkeypatch.setattr(winograd, "cpu_features", lambda: AVX2_CPU)  # whatever this CPU is
 
     def counted(*args, convolve=winograd.conv3x3):
         traced.append(1)  # once per trace: the training step is traced, then runs as a graph
