@@ -7,6 +7,16 @@ import tensorflow as tf
 from .cpu_features import cpu_has_bfloat16
 from .errors import AlexftError
 
+# Seconds the chief's coordination service waits for a worker's heartbeat before it calls the
+# worker lost and stops the job. Workers heartbeat every half timeout, so a stall of half the
+# timeout is already at risk: TensorFlow's own 10 s stopped healthy jobs on a busy machine (the
+# test suite on 2 cores). 120 s rides out stalls of a minute. The price: the heartbeat is also
+# how a crashed or killed worker is noticed (the others wait for it in the next collective,
+# tests/test_multiworker.py), so such a job now stops 1-2 minutes after the crash instead of
+# 5-10 s, with the same error telling to --resume.
+HEARTBEAT_TIMEOUT = 120
+HEARTBEAT_TIMEOUT_VARIABLE = "ALEXFT_HEARTBEAT_TIMEOUT"
+
 
 class DeviceError(AlexftError, ValueError):
     """A device or strategy was asked for that this machine does not have."""
@@ -31,15 +41,18 @@ def resolve_device(name="auto"):
     raise DeviceError(f"--device {name}: expected auto, cpu, gpu or gpu:N")
 
 
-def make_strategy(strategy="auto", device="auto"):
+def make_strategy(strategy="auto", device="auto", heartbeat_timeout=None):
     """'one': the resolved device; 'mirrored': data-parallel over all local GPUs (over the
     logical CPUs where there is no GPU); 'auto': mirrored when several GPUs and --device auto;
     'multiworker': data-parallel over the machines TF_CONFIG describes (each with its local GPUs).
 
+    `heartbeat_timeout` (multiworker only): seconds without a heartbeat before a worker counts
+    as lost; None takes $ALEXFT_HEARTBEAT_TIMEOUT, else HEARTBEAT_TIMEOUT. Give every worker the same.
     MultiWorkerMirroredStrategy must be made before TensorFlow runs its first op.
     """
     if strategy == "multiworker":
         cluster_role()  # a clear error for a missing or malformed TF_CONFIG
+        _configure_coordination(_heartbeat_seconds(heartbeat_timeout))
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     if strategy == "auto":
@@ -50,6 +63,46 @@ def make_strategy(strategy="auto", device="auto"):
         devices = gpus or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
     raise DeviceError(f"--strategy {strategy}: expected auto, one, mirrored or multiworker")
+
+
+def _heartbeat_seconds(value):
+    """`value`, else $ALEXFT_HEARTBEAT_TIMEOUT, else HEARTBEAT_TIMEOUT, in seconds (at least 1:
+    the agent heartbeats every half timeout, so less would make it spin)."""
+    if value is not None:
+        if not isinstance(value, (int, float)) or not 1 <= value < float("inf"):
+            raise DeviceError(f"heartbeat timeout {value!r}: expected a number of seconds, at least 1")
+        return value
+    text = os.environ.get(HEARTBEAT_TIMEOUT_VARIABLE, "").strip()
+    if not text:
+        return HEARTBEAT_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = None
+    if seconds is None or not 1 <= seconds < float("inf"):
+        raise DeviceError(f"{HEARTBEAT_TIMEOUT_VARIABLE}={text!r}: expected a number of seconds, at least 1 "
+                          f"(unset: {HEARTBEAT_TIMEOUT})")
+    return seconds
+
+
+def _configure_coordination(heartbeat_seconds):
+    """The coordination service configuration MultiWorkerMirroredStrategy makes itself when
+    none is set (tensorflow/python/distribute/collective_all_reduce_strategy.py), plus our
+    heartbeat timeout, which it offers no other way to change."""
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    if resolver.task_type not in ("chief", "worker"):
+        return  # the strategy coordinates only these tasks
+    cluster = multi_worker_util.normalize_cluster_spec(resolver.cluster_spec())
+    context.context().configure_coordination_service(
+        service_type="standalone", service_leader=multi_worker_util.coordination_leader(cluster),
+        heartbeat_timeout_in_ms=round(heartbeat_seconds * 1000))
+    jobs = context.context().coordination_service.coordinated_job_list
+    for job in ("chief", "worker"):
+        if job in cluster.jobs:
+            jobs.add(name=job, num_tasks=cluster.num_tasks(job))
 
 
 def cluster_role():
