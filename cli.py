@@ -196,45 +196,73 @@ def _layer_list(ctx, param, value):
     return "all" if names == ["all"] else names
 
 
+class _RateType(click.ParamType):
+    """A positive learning rate, or "auto" (measured by a range test before training)."""
+
+    name = "RATE|auto"
+
+    def convert(self, value, param, ctx):
+        from alexft.train_options import OptionsError, parse_rate
+
+        try:
+            return parse_rate(value)
+        except OptionsError as error:
+            self.fail(str(error), param, ctx)
+
+
 @main.command()
 @click.argument("data_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @weights_option
-@click.option("--skip", default="fc8", show_default=True, callback=_layer_list, help="Layers not loaded from the weights (fresh init), comma-separated.")
-@click.option("--train", "train_layers", default=None, callback=_layer_list, help="Layers that learn, comma-separated, or 'all'. Default: the skipped ones.")
-@click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option("--lr", default=0.001, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Base learning rate (fresh layers 10x, biases 2x).")
+@click.option("--skip", default="fc8", show_default=True, callback=_layer_list,
+              help="Layers not loaded from the weights (fresh init), comma-separated: conv1-conv5, fc6-fc8.")
+@click.option("--train", "train_layers", default=None, callback=_layer_list,
+              help="Layers that learn, comma-separated (conv1-conv5, fc6-fc8), or 'all'. Default: the skipped ones.")
+@click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Passes over the training images (with --resume: may grow).")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Images per training step.")
+@click.option("--lr", default="auto", show_default=True, type=_RateType(), metavar="RATE|auto",
+              help="Base learning rate, or 'auto': measured by a range test on the training data before the first "
+                   "epoch (lr_find.png). Fresh layers learn 10x faster and biases 2x; the rate drops to a tenth for "
+                   "the last third of the epochs. With --resume: a new rate from now on.")
 @click.option("--val-dir", type=click.Path(path_type=Path, exists=True, file_okay=False), help="Validation class folders (default: DATA_DIR/val if present).")
 @click.option("--val-split", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="Fraction held out per class when there is no validation folder.")
 @click.option("--ten-crop", is_flag=True, help="Validate on the average of Caffe's ten crops (default: centre crop).")
 @click.option("--output", type=click.Path(path_type=Path, file_okay=False), help="Run folder. Default: runs/<timestamp>.")
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last checkpoint.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds the split, the data order, the crops and dropout.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, gpu or gpu:N.")
 @click.option("--strategy", default="auto", show_default=True, type=click.Choice(["auto", "one", "mirrored", "multiworker"]), help="multiworker: across machines, configured by TF_CONFIG (docs/cluster.md).")
+@click.option("--heartbeat-timeout", type=click.FloatRange(min=1), metavar="SECONDS",
+              help="multiworker: silence after which a worker counts as lost; the same on every worker. "
+                   "Default: $ALEXFT_HEARTBEAT_TIMEOUT, else 120.")
 @click.option("--mixed-precision/--no-mixed-precision", default=None, help="16-bit compute: float16 on GPUs, bfloat16 on CPUs that have it (avx512_bf16, amx_bf16). Default: on for GPUs, off for CPUs.")
 @click.option("--cache/--no-cache", default=True, show_default=True, help="Train the top layers on cached features of the frozen part.")
-@click.option("--dropout", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True))
+@click.option("--dropout", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Dropout rate of fc6 and fc7 while training.")
 @click.option("--max-broken", default=0.1, show_default=True, type=click.FloatRange(0, 1), help="Stop when more than this fraction of images is broken.")
+@click.option("--max-recoveries", default=3, show_default=True, type=click.IntRange(min=0),
+              help="Times a diverging epoch is restarted from the last good state at a tenth of the rate before the run stops.")
+@click.option("--keep-last", is_flag=True, help="Also keep the last epoch's trained layers (last_layers.npz).")
+@click.option("--keep-checkpoint", is_flag=True, help="Keep checkpoint.npz after the run finishes (to --resume with more --epochs).")
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as one JSON object.")
 @progress_option
 @_fail_cleanly
-def finetune(data_dir, weights, skip, train_layers, epochs, batch_size, lr, val_dir, val_split, ten_crop, output,
-             resume, seed, device, strategy, mixed_precision, cache, dropout, max_broken, as_json, progress):
+def finetune(data_dir, weights, train_layers, output, resume, as_json, progress, **values):
     """Fine-tune AlexNet on DATA_DIR/<class>/<images> (or DATA_DIR/train + DATA_DIR/val).
 
-    Writes model.npz (best by validation accuracy), model_last.npz, history.csv, curves.png,
-    config.json, classes.json, TensorBoard logs and checkpoint.npz into the run folder.
+    Writes model.npz (the best epoch, from epoch 1 on), history.csv, curves.png, lr_find.png,
+    config.json, classes.json and TensorBoard logs into the run folder; checkpoint.npz while
+    it runs. Exit status 130/143 when stopped by Ctrl-C/SIGTERM (model.npz and the checkpoint stay).
     """
+    from alexft.train_options import TrainOptions
+
+    values["ten_crop_val"] = values.pop("ten_crop")
+    values["val_dir"] = values["val_dir"] and str(values["val_dir"])
+    options = TrainOptions(train=train_layers, **values)
     import_tensorflow_quietly()
     from alexft.train import TrainingInterrupted, finetune as run_finetune
     try:
-        summary = run_finetune(
-            data_dir, weights=weights, skip=skip, train=train_layers, epochs=epochs, batch_size=batch_size, lr=lr,
-            val_dir=val_dir, val_split=val_split, ten_crop_val=ten_crop, output=output, resume=resume, seed=seed,
-            device=device, strategy=strategy, mixed_precision=mixed_precision, cache=cache, dropout=dropout,
-            max_broken=max_broken, progress=progress,
-        )
+        summary = run_finetune(data_dir, options, weights=weights, output=output, resume=resume, progress=progress)
     except TrainingInterrupted as interrupted:
         click.echo(f"alexft: {interrupted}", err=True)
         sys.exit(128 + interrupted.signal_number)
@@ -248,10 +276,17 @@ def finetune(data_dir, weights, skip, train_layers, epochs, batch_size, lr, val_
 
 
 def _describe_summary(summary):
-    lines = [f"run folder: {summary['run']}", f"epochs: {summary['epochs']} (best: {summary['best_epoch']})"]
-    lines.append(f"train: {summary['train_images']} images, loss {summary['train_loss']:.4f}, accuracy {summary['train_accuracy']:.3f}")
-    if summary["val_accuracy"] is not None:
-        lines.append(f"val: {summary['val_images']} images, loss {summary['val_loss']:.4f}, accuracy {summary['val_accuracy']:.3f}")
+    best = summary["best"]
+    lines = [f"run folder: {summary['run']}",
+             f"epochs: {summary['epochs']} (model.npz holds epoch {summary['best_epoch']})",
+             f"base learning rate: {summary['base_lr']:.3g}" + (" (chosen by the range test)" if summary["lr"] == "auto" else "")
+             + (f", after {summary['recoveries']} recoveries from divergence" if summary["recoveries"] else "")]
+    for name, metrics in (("best", best), ("last", summary)):
+        line = f"{name}: train loss {metrics['train_loss']:.4f}, accuracy {metrics['train_accuracy']:.3f}"
+        if metrics["val_accuracy"] is not None:
+            line += f"; val loss {metrics['val_loss']:.4f}, accuracy {metrics['val_accuracy']:.3f}"
+        lines.append(line)
+    lines.append(f"images: {summary['train_images']} training, {summary['val_images']} validation")
     if summary["broken_files"]:
         lines.append(f"broken files skipped: {summary['broken_files']} (listed in broken_files.json)")
     return "\n".join(lines)

@@ -46,6 +46,7 @@ _EXPORTS = {
     "classify": "predict",
     "top_k": "predict",
     "finetune": "train",
+    "TrainOptions": "train_options",
     "evaluate": "evaluation",
     "labelled_folder": "evaluation",
     "labelled_list": "evaluation",

@@ -22,3 +22,7 @@ class WeightsError(AlexftError, ValueError):
 
 class ImageError(AlexftError, ValueError):
     """An image file cannot be used (missing, empty, not an image, truncated, too large)."""
+
+
+class TrainingError(AlexftError, RuntimeError):
+    """Training cannot go on (diverged, interrupted, an option conflict, a run folder in the way)."""

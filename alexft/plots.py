@@ -25,6 +25,26 @@ def learning_curves(history, path):
     return path
 
 
+def range_test_curve(result, path):
+    """The learning-rate range test: loss against the base rate (log scale), raw and smoothed,
+    with the edge and the chosen rate marked."""
+    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    axes = figure.subplots()
+    axes.plot(result.rates, result.losses, ".", color="0.7", label="batch loss")
+    axes.plot(result.rates, result.smoothed, "-", label="smoothed")
+    axes.axvline(result.edge, color="tab:red", linestyle=":", label=f"edge: loss within 5% of its lowest ({result.edge:.2e})")
+    axes.axvline(result.chosen, color="tab:green", linestyle="--", label=f"chosen base rate ({result.chosen:.2e})")
+    axes.set_xscale("log")
+    finite = [loss for loss in result.smoothed if np.isfinite(loss)]
+    if finite:  # the exploding tail would flatten the useful part of the curve
+        axes.set_ylim(min(result.losses) * 0.9, max(finite[0], min(finite)) * 2.5)
+    axes.set(title="learning-rate range test", xlabel="base learning rate", ylabel="training loss")
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(fontsize=8)
+    _save(figure, path, dpi=100)
+    return path
+
+
 def confusion_matrix(matrix, class_names, path):
     """Row-normalised confusion matrix (rows: true class) as a labelled heatmap.
 

@@ -12,10 +12,8 @@ one decay add and TensorFlow's fused momentum kernel.
 import keras
 import tensorflow as tf
 
-# Caffe's fine-tuning recipe for bvlc_alexnet; `finetune` takes these as its defaults too.
-WEIGHT_DECAY = 5e-4
-FRESH_LR_MULTIPLIER = 10.0
-BIAS_LR_MULTIPLIER = 2.0
+# Caffe's fine-tuning recipe for bvlc_alexnet, kept with the options (importable without TensorFlow).
+from .train_options import BIAS_LR_MULTIPLIER, FRESH_LR_MULTIPLIER, WEIGHT_DECAY
 
 
 class CaffeSGD(keras.optimizers.SGD):

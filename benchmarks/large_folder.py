@@ -4,7 +4,7 @@ and training starts without reading every image first.
 Builds a folder of N image files in 100 class folders (hard links to a dozen small real
 JPEGs, so 100,000 files cost seconds and no disk), then, in a fresh process per N:
 - lists and splits it as `alexft finetune` does (`load_dataset`),
-- builds the training input pipeline (`Trainer._image_pipeline`: decode, resize, mean,
+- builds the training input pipeline (`train_data.image_pipeline`: decode, resize, mean,
   random crop and mirror, batches of 64) and times its first batch,
 - streams every training image through it,
 - lists it for `alexft classify --shard 0/4`,
@@ -63,7 +63,7 @@ def measure(folder):
     from alexft.data import BrokenFiles, load_dataset
     from alexft.pipeline import shard
     from alexft.preprocess import find_images
-    from alexft.train import Trainer, epoch_plan
+    from alexft.train_data import epoch_plan, image_pipeline
 
     result = {"after_import_mib": memory_mib()[0]}
     started = time.perf_counter()
@@ -71,11 +71,10 @@ def measure(folder):
     result.update(list_split_s=time.perf_counter() - started, after_list_mib=memory_mib()[0],
                   train_images=len(dataset.train), val_images=len(dataset.val))
 
-    trainer = type("PipelineOnly", (), {})()  # what _image_pipeline reads from a Trainer
-    trainer.ledger, trainer.config = BrokenFiles(), {"seed": 0}
+    ledger = BrokenFiles()
     order, _ = epoch_plan(len(dataset.train), 0, 0)
     started = time.perf_counter()
-    batches = iter(Trainer._image_pipeline(trainer, dataset.train, order, 0, 64))
+    batches = iter(image_pipeline(dataset.train, order, 0, 64, 0, ledger))
     first = next(batches)
     result["first_batch_s"] = time.perf_counter() - started
     streamed = len(first[1])
@@ -88,7 +87,7 @@ def measure(folder):
     mine = shard(find_images([folder]), 0, 4)
     result.update(classify_list_s=time.perf_counter() - started, classify_shard_images=len(mine))
     result["peak_mib"] = memory_mib()[1]
-    assert streamed == len(dataset.train) and not trainer.ledger.errors and np.isfinite(first[0].numpy()).all()
+    assert streamed == len(dataset.train) and not ledger.errors and np.isfinite(first[0].numpy()).all()
     print(json.dumps(result))
 
 

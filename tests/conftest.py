@@ -91,8 +91,10 @@ def fc8_run(digits_folder, canonical_weights_file, tmp_path_factory, worker_id):
     from alexft.train import finetune
 
     def train(folder):
+        # Default options (lr auto) but for what is kept, so the tests can compare best and last.
         summary = finetune(digits_folder, weights=canonical_weights_file, epochs=30, batch_size=16, val_split=0.2,
-                           output=folder / "fc8", progress=False, log=lambda message: None)
+                           keep_last=True, keep_checkpoint=True, output=folder / "fc8", progress=False,
+                           log=lambda message: None)
         (folder / "summary.json").write_text(json.dumps(summary))
 
     folder = built_once(tmp_path_factory, worker_id, "runs", train)

@@ -44,23 +44,30 @@ def test_fc8_learns_the_digits_far_above_chance(fc8_run):
 
 def test_frozen_layers_are_bit_identical_to_the_input_file(fc8_run, canonical_params):
     _, run = fc8_run
-    for name in ("model.npz", "model_last.npz"):
-        saved = weights.load(run / name)
-        assert saved.class_names == [f"digit_{d}" for d in range(10)]
-        for layer in FROZEN:
-            assert np.array_equal(saved.params[layer][0], canonical_params[layer][0]), layer
-            assert np.array_equal(saved.params[layer][1], canonical_params[layer][1]), layer
-        assert saved.params["fc8"][0].shape == (4096, 10)
+    saved = weights.load(run / "model.npz")
+    assert saved.class_names == [f"digit_{d}" for d in range(10)]
+    for layer in FROZEN:
+        assert np.array_equal(saved.params[layer][0], canonical_params[layer][0]), layer
+        assert np.array_equal(saved.params[layer][1], canonical_params[layer][1]), layer
+    assert saved.params["fc8"][0].shape == (4096, 10)
 
 
 def test_run_folder_describes_the_run(fc8_run):
     summary, run = fc8_run
     history = read_history(run)
     assert [int(row["epoch"]) for row in history] == list(range(1, 31))
-    assert float(history[-1]["lr"]) == pytest.approx(0.0001) and float(history[0]["lr"]) == pytest.approx(0.001)
+    config = json.loads((run / "config.json").read_text())
+    # --lr auto: the range test's rate is the base of Caffe's schedule (a tenth for the last third).
+    assert config["lr"] == "auto" and 1e-8 < config["lr_found"] < 100 and summary["lr_found"] == config["lr_found"]
+    assert float(history[0]["lr"]) == pytest.approx(config["lr_found"])
+    assert float(history[19]["lr"]) == pytest.approx(config["lr_found"])
+    assert float(history[20]["lr"]) == pytest.approx(config["lr_found"] / 10)
+    assert history[0]["note"] == f"lr auto: range test chose {config['lr_found']:.3g}"
+    assert cv2.imread(str(run / "lr_find.png")) is not None
     best = max(history, key=lambda row: float(row["val_accuracy"]))
     assert summary["best_epoch"] == int(best["epoch"])
-    config = json.loads((run / "config.json").read_text())
+    assert summary["best"]["val_accuracy"] == pytest.approx(float(best["val_accuracy"]))
+    assert summary["val_accuracy"] == pytest.approx(float(history[-1]["val_accuracy"]))
     assert config["seed"] == 0 and config["train"] == ["fc8"] and config["skip"] == ["fc8"]
     assert set(config["versions"]) >= {"alexft", "tensorflow", "numpy", "opencv", "python"}
     assert json.loads((run / "classes.json").read_text())[3] == "digit_3"
@@ -73,9 +80,12 @@ def test_run_folder_describes_the_run(fc8_run):
 
 def test_best_and_last_models_are_the_tracked_epochs(fc8_run):
     summary, run = fc8_run
+    # The fixture keeps the checkpoint and the last epoch's layers (--keep-checkpoint, --keep-last).
     record, arrays = checkpoints.load(run / "checkpoint.npz")
     assert record["best_epoch"] == summary["best_epoch"] and record["epoch"] == 30
-    best, last = weights.load(run / "model.npz"), weights.load(run / "model_last.npz")
+    best = weights.load(run / "model.npz")
+    last = weights.load(run / "last_layers.npz", skip=FROZEN)
+    assert sorted(last.params) == ["fc8"] and last.class_names == best.class_names
     # Trained variables in order: fc8 kernel, fc8 bias.
     np.testing.assert_array_equal(best.params["fc8"][0], arrays["best/0"])
     np.testing.assert_array_equal(last.params["fc8"][0], arrays["current/0"])
@@ -108,10 +118,11 @@ def cross_entropy(logits, labels):
 
 def test_full_path_trains_fc7_and_fc8_with_ten_crop_validation(small_digits_folder, canonical_weights_file, tmp_path, canonical_params):
     summary = finetune(small_digits_folder, weights=canonical_weights_file, train=["fc7", "fc8"], epochs=2, batch_size=8,
-                       val_split=0.2, ten_crop_val=True, cache=False, output=tmp_path / "run", progress=False, log=quiet)
+                       lr=0.001, val_split=0.2, ten_crop_val=True, cache=False, keep_last=True, output=tmp_path / "run",
+                       progress=False, log=quiet)
     assert not summary["cached"] and summary["epochs"] == 2
     assert np.isfinite(summary["train_loss"]) and 0 <= summary["val_accuracy"] <= 1
-    saved = weights.load(tmp_path / "run" / "model_last.npz")
+    saved = weights.load(tmp_path / "run" / "model.npz")
     assert np.array_equal(saved.params["fc6"][0], canonical_params["fc6"][0])
     assert not np.array_equal(saved.params["fc7"][0], canonical_params["fc7"][0])  # trained at 1x
 
@@ -146,8 +157,8 @@ def test_mirrored_strategy_on_two_cpu_devices_matches_one_device(small_digits_fo
     results = {}
     for strategy in ("one", "mirrored"):
         finetune(small_digits_folder, weights=canonical_weights_file, epochs=2, batch_size=8, dropout=0.0, val_split=0,
-                 strategy=strategy, output=tmp_path / strategy, progress=False, log=quiet)
-        results[strategy] = weights.load(tmp_path / strategy / "model_last.npz").params["fc8"]
+                 lr=0.001, strategy=strategy, keep_last=True, output=tmp_path / strategy, progress=False, log=quiet)
+        results[strategy] = weights.load(tmp_path / strategy / "last_layers.npz", skip=FROZEN).params["fc8"]
     initial = build_alexnet(num_classes=10, seed=0).get_layer("fc8").kernel.numpy()
     assert not np.allclose(results["one"][0], initial, atol=1e-6)  # it trained
     np.testing.assert_allclose(results["mirrored"][0], results["one"][0], rtol=1e-4, atol=1e-6)
@@ -157,12 +168,12 @@ def test_mirrored_strategy_on_two_cpu_devices_matches_one_device(small_digits_fo
 def test_float16_mixed_precision_path_runs_on_cpu(small_digits_folder, canonical_weights_file, tmp_path):
     # The GPU's float16 path, forced on the CPU: float16 kernels are slow here, so train fc8
     # only, on float32-cached features; the float16 training step (loss scaling) is what runs.
-    summary = finetune(small_digits_folder, weights=canonical_weights_file, epochs=2, batch_size=8,
+    summary = finetune(small_digits_folder, weights=canonical_weights_file, epochs=2, batch_size=8, lr=0.001,
                        val_split=0.2, mixed_precision="float16", output=tmp_path / "run", progress=False, log=quiet)
     assert np.isfinite(summary["train_loss"]) and np.isfinite(summary["val_loss"])
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["mixed_precision"] == "float16"
-    saved = weights.load(tmp_path / "run" / "model_last.npz")  # variables stay float32
+    saved = weights.load(tmp_path / "run" / "model.npz")  # variables stay float32
     assert saved.params["fc8"][0].dtype == np.float32
     initial = build_alexnet(num_classes=10, seed=0).get_layer("fc8").kernel.numpy()
     assert not np.allclose(saved.params["fc8"][0], initial)  # the loss-scaled updates were applied
@@ -219,11 +230,12 @@ def test_bfloat16_training_on_cpu_learns_every_layer(small_digits_folder, canoni
         pytest.skip("this CPU has no bfloat16 instructions (avx512_bf16, amx_bf16): the refusal is tested instead")
     messages = []
     summary = finetune(small_digits_folder, weights=canonical_weights_file, epochs=2, batch_size=16, val_split=0.2,
-                       train="all", mixed_precision=True, output=tmp_path / "run", progress=False, log=messages.append)
+                       train="all", lr=0.001, mixed_precision=True, keep_last=True, output=tmp_path / "run", progress=False,
+                       log=messages.append)
     assert "mixed precision: bfloat16 compute, float32 weights, loss and softmax" in messages
     assert np.isfinite(summary["train_loss"]) and np.isfinite(summary["val_loss"])
     loaded = weights.load(canonical_weights_file).params
-    saved = weights.load(tmp_path / "run" / "model_last.npz").params
+    saved = weights.load(tmp_path / "run" / "last_layers.npz").params
     for name in ("conv1", "conv3", "fc7"):  # every layer learned, and stayed float32
         assert saved[name][0].dtype == np.float32
         assert not np.allclose(saved[name][0], loaded[name][0])
@@ -243,22 +255,92 @@ def test_asking_for_a_missing_gpu_is_a_clear_error():
     assert resolve_device("auto") == "/CPU:0"
 
 
-def test_divergence_stops_with_a_clear_message(small_digits_folder, canonical_weights_file, tmp_path):
-    with pytest.raises(TrainingError, match="training diverged; lower --lr"):
+def test_a_huge_rate_is_recovered_to_a_finite_usable_model(small_digits_folder, canonical_weights_file, tmp_path):
+    messages = []
+    summary = finetune(small_digits_folder, weights=canonical_weights_file, epochs=2, batch_size=8, lr=1.0, val_split=0.2,
+                       output=tmp_path / "run", progress=False, log=messages.append)
+    assert 1 <= summary["recoveries"] <= 3
+    assert summary["base_lr"] == pytest.approx(1.0 / 10 ** summary["recoveries"])
+    recoveries = [message for message in messages if "recovered from" in message]
+    assert len(recoveries) == summary["recoveries"]
+    assert recoveries[0].startswith("epoch 1: recovered from loss") and "base rate 1 -> 0.1;" in recoveries[0]
+    history = read_history(tmp_path / "run")
+    assert history[0]["note"].count("recovered from") == summary["recoveries"] - ("recovered" in history[1]["note"])
+    assert all(np.isfinite(float(row["train_loss"])) for row in history)
+    model = weights.load(tmp_path / "run" / "model.npz")  # the loader refuses non-finite values
+    assert model.params["fc8"][0].shape == (4096, 10)
+
+
+def test_divergence_that_recoveries_cannot_mend_stops_with_a_clear_message(small_digits_folder, canonical_weights_file, tmp_path):
+    messages = []
+    with pytest.raises(TrainingError, match=r"in epoch 1: training diverged \(base rate 1e\+10 after 2 recoveries\); no epoch had ended, so no model"):
         finetune(small_digits_folder, weights=canonical_weights_file, epochs=3, batch_size=8, lr=1e12, val_split=0,
-                 output=tmp_path / "run", progress=False, log=quiet)
-    assert not (tmp_path / "run" / "model.npz").exists()
+                 max_recoveries=2, output=tmp_path / "run", progress=False, log=messages.append)
+    assert sum("recovered from" in message for message in messages) == 2
+    assert not (tmp_path / "run" / "model.npz").exists()  # no epoch ever ended
 
 
 def test_divergence_in_the_last_update_of_an_epoch_is_caught_before_it_is_saved(small_digits_folder, canonical_weights_file, tmp_path):
     """With one batch per epoch every loss is computed before a diverging update: only the
-    weights show it. The run must stop there, keeping epoch 1's finite checkpoint."""
-    with pytest.raises(TrainingError, match="weights became non-finite in epoch 2: training diverged"):
+    weights show it. With no recovery allowed the run stops there, keeping epoch 1's model."""
+    with pytest.raises(TrainingError, match="weights became non-finite in epoch 2: training diverged .* model.npz .epoch 1. "
+                                            "and the checkpoint of epoch 1 are kept"):
         finetune(small_digits_folder, weights=canonical_weights_file, epochs=3, batch_size=64, lr=1e30, val_split=0,
-                 output=tmp_path / "run", progress=False, log=quiet)
+                 max_recoveries=0, keep_checkpoint=True, output=tmp_path / "run", progress=False, log=quiet)
     with np.load(tmp_path / "run" / "checkpoint.npz") as checkpoint:
         assert json.loads(str(checkpoint["record"]))["epoch"] == 1
         assert all(np.isfinite(checkpoint[key]).all() for key in checkpoint.files if key.startswith("current/"))
+    weights.load(tmp_path / "run" / "model.npz")  # epoch 1's, finite
+
+
+def test_loss_watch_defines_a_runaway_loss():
+    from alexft.recovery import LossWatch
+
+    floor = np.log(10)
+    watch = LossWatch(num_classes=10)
+    assert [watch.check(loss, step) for step, loss in enumerate([3.0, 5.0, 9.0, 12.0, 16.0], 1)] == [None] * 5  # 9 < 12
+    assert watch.check(30.0, 6).startswith("loss ran away at step 6")  # mean of 5, 9, 12, 16, 30 = 14.4 > 4 x 3
+    low = LossWatch(num_classes=10)  # a start near zero is floored at ln(10): 0.01 -> 5 is not a runaway
+    assert [low.check(loss, step) for step, loss in enumerate([0.01] + [5.0] * 6, 1)] == [None] * 7
+    assert low.check(27.0, 8) is not None and 4 * floor < (4 * 5 + 27) / 5  # 9.4 > 9.2
+    later = LossWatch(num_classes=10, previous_epoch_loss=10.0)  # a lucky first batch does not lower the bar
+    assert [later.check(loss, step) for step, loss in enumerate([2.0] + [30.0] * 5, 1)] == [None] * 6
+    assert later.check(100.0, 7) is not None
+    retried = LossWatch(num_classes=10, previous_epoch_loss=10.0, settle=True)  # restored where the loss was 43
+    assert [retried.check(loss, step) for step, loss in enumerate([9.0, 60.0, 40.0, 50.0, 56.0, 43.0, 47.0], 1)] == [None] * 7
+    assert retried.check(1000.0, 8) is not None
+    assert retried.check_epoch(55.0) is None and retried.check_epoch(500.0) is not None
+    assert LossWatch(10).check(float("nan"), 7) == "loss became nan at step 7"
+    assert LossWatch(10).check(float("inf"), 1) == "loss became inf at step 1"
+    across = LossWatch(num_classes=10, previous_epoch_loss=3.0)
+    assert across.check_epoch(11.9) is None and "ran away (over 4x its start 3)" in across.check_epoch(12.1)
+    assert LossWatch(10, previous_epoch_loss=0.01).check_epoch(9.0) is None  # 4 ln 10 = 9.2
+    short = LossWatch(num_classes=3)  # an epoch of 4 batches never fills the window: its mean is judged
+    assert [short.check(loss, step) for step, loss in enumerate([1.1, 90.0, 3000.0, 4000.0], 1)] == [None] * 4
+    assert "ran away (over 4x its start 1.1)" in short.check_epoch(1772.8)
+
+
+def test_range_test_rule_on_known_curves():
+    from alexft import lr_finder
+
+    rates = lr_finder.rates(100)
+    assert rates[0] == pytest.approx(1e-8) and rates[-1] == pytest.approx(100) and len(rates) == 100
+    # Flat at 2.0 up to 1e-3, then rising steeply, exploding past 1e-1. The smoothed curve
+    # passes 2.1 (5% over its lowest) a few steps after the raw one does, near 2e-3.
+    def curve(rate, batch):
+        return 2.0 + max(0.0, np.log10(rate) + 3) * 2 if rate < 0.1 else float("nan")
+    result = lr_finder.run(curve, iter(range(10**6)), 100)
+    assert result.stopped.startswith("loss exploded at") or result.stopped.startswith("loss nan")
+    raw_edge = max(rate for rate, loss in zip(result.rates, result.losses) if loss <= 2.1)
+    assert 1.12e-3 / 1.27 <= raw_edge <= 1.12e-3  # the grid has 1.26 between rates
+    assert raw_edge <= result.edge <= 4 * raw_edge and result.chosen == pytest.approx(result.edge / 3)
+    # A flat curve with noise: the edge is where it leaves the noise, not where the noise is lowest.
+    noise = np.random.default_rng(0)
+    flat = lr_finder.run(lambda rate, batch: 2.3 + 0.02 * noise.standard_normal() + (50 if rate > 1 else 0),
+                         iter(range(10**6)), 100)
+    assert 0.3 <= flat.edge <= 1.0
+    with pytest.raises(lr_finder.RangeTestError):
+        lr_finder.run(lambda rate, batch: float("inf"), iter(range(10)), 10)
 
 
 def test_resume_refuses_a_different_configuration(small_digits_folder, canonical_weights_file, tmp_path):
@@ -327,7 +409,8 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(
     returncode, stderr = interrupt_after_first_checkpoint(command, output, signal_number)
     assert returncode == 128 + signal_number, stderr
     assert "continue with --resume" in stderr
-    assert not (output / "model.npz").exists()
+    stopped_model = weights.load(output / "model.npz")  # epoch 1 had ended: its model is there
+    assert stopped_model.params["fc8"][0].shape == (4096, 10)
     assert not [p.name for p in output.iterdir() if p.name.startswith(".")]
     resumed = run_cli(command + ["--resume"])
     assert resumed.returncode == 0, resumed.stderr
@@ -337,8 +420,9 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(
     for row, expected in zip(history, reference_history):
         assert float(row["train_loss"]) == pytest.approx(float(expected["train_loss"]), rel=1e-4)
         assert float(row["val_accuracy"]) == pytest.approx(float(expected["val_accuracy"]))
-    final, expected = (weights.load(run / "model_last.npz").params["fc8"][0] for run in (output, uninterrupted_run))
+    final, expected = (weights.load(run / "model.npz").params["fc8"][0] for run in (output, uninterrupted_run))
     np.testing.assert_allclose(final, expected, rtol=1e-4, atol=1e-6)
+    assert not (output / "checkpoint.npz").exists()  # removed once the run finished
 
 
 def test_rate_multipliers_reach_the_update(small_digits_folder, canonical_weights_file, tmp_path):
@@ -347,10 +431,10 @@ def test_rate_multipliers_reach_the_update(small_digits_folder, canonical_weight
     fresh-layer multiplier, and the biases' with fresh x bias multiplier."""
     def fc8_after_one_update(fresh, bias):
         output = tmp_path / f"fresh{fresh}-bias{bias}"
-        finetune(small_digits_folder, weights=canonical_weights_file, epochs=1, batch_size=64, val_split=0.2,
+        finetune(small_digits_folder, weights=canonical_weights_file, epochs=1, batch_size=64, val_split=0.2, lr=0.001,
                  cache=False, dropout=0.0, fresh_lr_multiplier=fresh, bias_lr_multiplier=bias, output=output,
                  progress=False, log=quiet)
-        fc8 = weights.load(output / "model_last.npz").params["fc8"]
+        fc8 = weights.load(output / "model.npz").params["fc8"]  # one epoch: the best is the last
         shutil.rmtree(output)  # about 435 MB a run
         return fc8
 
@@ -360,3 +444,120 @@ def test_rate_multipliers_reach_the_update(small_digits_folder, canonical_weight
     assert np.abs(k2 - k1).max() > 1e-6 and np.abs(b2 - b1).max() > 1e-6
     np.testing.assert_allclose(k4 - k2, 2 * (k2 - k1), rtol=1e-3, atol=1e-7)
     np.testing.assert_allclose(b4, b2, rtol=1e-6, atol=1e-7)
+
+
+def test_the_range_test_leaves_no_trace(small_digits_folder, canonical_weights_file, tmp_path):
+    """A run with --lr auto equals, bit for bit, a run given the rate the range test chose."""
+    auto = finetune(small_digits_folder, weights=canonical_weights_file, epochs=3, batch_size=8, val_split=0.2,
+                    output=tmp_path / "auto", progress=False, log=quiet)
+    chosen = json.loads((tmp_path / "auto" / "config.json").read_text())["lr_found"]
+    assert auto["lr"] == "auto" and auto["base_lr"] == chosen and auto["recoveries"] == 0
+    given = finetune(small_digits_folder, weights=canonical_weights_file, epochs=3, batch_size=8, val_split=0.2,
+                     lr=chosen, output=tmp_path / "given", progress=False, log=quiet)
+    assert given["lr_found"] is None and not (tmp_path / "given" / "lr_find.png").exists()
+    a, b = (weights.load(tmp_path / run / "model.npz").params for run in ("auto", "given"))
+    for layer in ("fc7", "fc8"):
+        np.testing.assert_array_equal(a[layer][0], b[layer][0])
+        np.testing.assert_array_equal(a[layer][1], b[layer][1])
+    strip = lambda run: [{k: v for k, v in row.items() if k not in ("seconds", "note")} for row in read_history(run)]  # noqa: E731
+    assert strip(tmp_path / "auto") == strip(tmp_path / "given")
+
+
+def test_range_test_restores_every_variable_bit_for_bit(small_digits_folder, canonical_weights_file, tmp_path):
+    from alexft.data import load_dataset
+    from alexft.run_folder import RunFolder
+    from alexft.train import Trainer
+    from alexft.train_options import TrainOptions
+
+    options = TrainOptions(train=["fc7", "fc8"], batch_size=8, mixed_precision=False)
+    dataset = load_dataset(small_digits_folder, val_split=0.2)
+    run = RunFolder(tmp_path / "run")
+    run.start(dict(options.as_dict(), class_names=dataset.class_names))
+    trainer = Trainer(options, dict(lr="auto", lr_found=None), dataset, weights.load(canonical_weights_file, skip=["fc8"]),
+                      run, 2 << 30, False, quiet)
+    trainer.data.prepare(trainer.net.model, trainer.net.policy, 10, 2 << 30, False)
+    before = trainer.net.state_arrays()
+    assert set(before) >= {"current/0", "current/3", "optimizer/0", "seed/0"}  # fc7, fc8, the iteration count, dropout
+    state = dict(notes=[])
+    chosen = trainer._find_rate(state)
+    after = trainer.net.state_arrays()
+    assert sorted(after) == sorted(before)
+    for name in before:
+        np.testing.assert_array_equal(after[name], before[name], err_msg=name)
+    assert state["notes"] == [f"lr auto: range test chose {chosen:.3g}"] and (tmp_path / "run" / "lr_find.png").exists()
+
+
+def test_resume_may_change_the_rate_and_the_epochs(small_digits_folder, canonical_weights_file, tmp_path):
+    options = dict(weights=canonical_weights_file, batch_size=8, val_split=0.2, output=tmp_path / "run", progress=False,
+                   log=quiet)
+    finetune(small_digits_folder, epochs=2, lr=0.001, keep_checkpoint=True, **options)
+    messages = []
+    summary = finetune(small_digits_folder, **dict(options, log=messages.append), epochs=4, lr=0.0001, resume=True)
+    assert "resumed with base rate 0.001 -> 0.0001, epochs 2 -> 4" in messages
+    history = read_history(tmp_path / "run")
+    assert [float(row["lr"]) for row in history] == pytest.approx([0.001, 0.001, 0.0001, 0.00001])
+    assert history[2]["note"] == "resumed with base rate 0.001 -> 0.0001, epochs 2 -> 4"
+    assert summary["epochs"] == 4 and summary["base_lr"] == 0.0001
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["lr"] == 0.0001
+    assert not (tmp_path / "run" / "checkpoint.npz").exists()  # this time not kept
+
+    messages.clear()
+    again = finetune(small_digits_folder, **dict(options, log=messages.append), epochs=4, resume=True)
+    assert again["already_finished"] and again["best_epoch"] == summary["best_epoch"]
+    assert messages == [f"{tmp_path / 'run'}: already finished (4 epochs; model.npz holds epoch {summary['best_epoch']}); "
+                        "nothing to resume"]
+    with pytest.raises(TrainingError, match="finished after 4 epochs and its checkpoint was removed"):
+        finetune(small_digits_folder, **options, epochs=6, resume=True)
+
+
+@pytest.mark.parametrize("train", [["fc8"], ["fc7", "fc8"], "all"], ids=["fc8", "fc7+fc8", "all"])
+def test_a_finished_run_folder_holds_one_network(train, small_digits_folder, canonical_weights_file, tmp_path):
+    from alexft.run_folder import size_mb
+
+    # All layers train on images (no cache) with a given rate, to keep the test short.
+    extra = dict(lr=0.001, batch_size=32) if train == "all" else dict(batch_size=8)
+    finetune(small_digits_folder, weights=canonical_weights_file, train=train, epochs=1, val_split=0.2,
+             output=tmp_path / "run", progress=False, log=quiet, **extra)
+    names = sorted(path.name for path in (tmp_path / "run").iterdir())
+    assert names == sorted(["broken_files.json", "classes.json", "config.json", "curves.png", "history.csv", "model.npz",
+                            "summary.json", "tensorboard"] + ([] if train == "all" else ["lr_find.png"]))
+    assert size_mb(tmp_path / "run") <= 260
+
+
+def test_validation_that_cannot_be_done_is_announced(small_digits_folder, canonical_weights_file, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(small_digits_folder, data)
+    for extra in sorted((data / "digit_7").iterdir())[1:]:
+        extra.unlink()  # digit_7 keeps one image
+    messages = []
+    finetune(data, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0.2, output=tmp_path / "a",
+             progress=False, log=messages.append)
+    assert ("warning: class 'digit_7' has 1 training image(s) and none for validation: its accuracy is not measured "
+            "(a class of one image cannot be split)") in messages
+    messages.clear()
+    summary = finetune(data, weights=canonical_weights_file, epochs=2, batch_size=8, val_split=0, output=tmp_path / "b",
+                       progress=False, log=messages.append)
+    assert "no validation images (--val-split 0): model.npz will be the epoch with the lowest training loss" in messages
+    history = read_history(tmp_path / "b")
+    best = min(range(2), key=lambda i: float(history[i]["train_loss"]))
+    assert summary["best_epoch"] == best + 1
+
+
+def test_kill_9_after_epoch_1_leaves_a_loadable_model(small_digits_folder, canonical_weights_file, tmp_path):
+    output = tmp_path / "run"
+    command = cli_command(small_digits_folder, canonical_weights_file, output, epochs=50)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(__file__)))
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline:
+        if (output / "history.csv").exists() and len(read_history(output)) >= 1:
+            break
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    model = weights.load(output / "model.npz")
+    assert model.class_names == [f"digit_{d}" for d in range(10)] and np.isfinite(model.params["fc8"][0]).all()
+    result = run_cli(command + ["--resume"])
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["epochs"] == 50 and "resuming" in result.stderr

@@ -1,0 +1,157 @@
+"""The run folder of a fine-tuning run: what is in it, when it is written, what stays at the end.
+
+    config.json      the options record and the run's facts (data, weights, classes, versions)
+    classes.json     the class names, in the order of the model's outputs
+    history.csv      one row per epoch (rate, losses, accuracies, recoveries and resumes)
+    curves.png       the learning curves; lr_find.png the range test's curve (--lr auto)
+    model.npz        the best epoch so far: written when epoch 1 ends and whenever it improves
+    checkpoint.npz   the trainable layers and the optimizer: what --resume needs; removed when
+                     the run finishes unless --keep-checkpoint
+    summary.json     written when the run finishes; marks it as finished
+
+Only the chief of a multi-worker run writes here. Every write is atomic.
+"""
+import csv
+import datetime
+import io
+import json
+import shutil
+import time
+from pathlib import Path
+
+from . import checkpoint as checkpoints
+from .atomic import remove_stale_temporaries, write_text
+from .errors import TrainingError
+from .plots import learning_curves
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds", "note"]
+CURVES_EVERY = 30  # seconds between redraws of curves.png during a run
+MODEL_WRITE_SHARE = 0.1  # model.npz rewrites may take at most this share of the run's time
+
+
+class RunFolderError(TrainingError):
+    """The run folder cannot be used as asked (exists, nothing to resume, other options)."""
+
+
+class RunFolder:
+    def __init__(self, path, chief=True):
+        self.path, self.chief = Path(path), chief
+        self._curves_drawn = -float("inf")
+        self._model_allowed_at = -float("inf")
+
+    @classmethod
+    def default_path(cls):
+        return Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+    @property
+    def checkpoint(self):
+        return self.path / "checkpoint.npz"
+
+    @property
+    def model(self):
+        return self.path / "model.npz"
+
+    # --- starting and resuming ----------------------------------------------------------
+
+    def earlier_config(self):
+        """config.json of the run being resumed."""
+        saved = self.path / "config.json"
+        if not saved.is_file():
+            raise RunFolderError(f"{self.path}: nothing to resume (no config.json); run without --resume first")
+        try:
+            return json.loads(saved.read_text())
+        except ValueError as error:
+            raise RunFolderError(f"{saved}: unreadable ({error}); the run cannot be resumed") from None
+
+    def finished_summary(self):
+        """The summary of a run that finished, or None."""
+        try:
+            return json.loads((self.path / "summary.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def refuse_existing(self):
+        # A finished epoch leaves a checkpoint, which every worker can see before the cluster forms
+        # (the chief's fresh config.json cannot tell them apart): all refuse together, none waits.
+        if self.checkpoint.exists() or (self.chief and (self.path / "config.json").exists()):
+            raise RunFolderError(f"{self.path}: already holds a run; pass --resume to continue it or choose another --output")
+
+    def start(self, config):
+        if not self.chief:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.write_config(config)
+        write_json(self.path / "classes.json", config["class_names"])
+
+    def write_config(self, config):
+        if self.chief:
+            write_json(self.path / "config.json", config)
+
+    def discard_fresh(self):
+        """Remove what `start` wrote for a run that never trained."""
+        for name in ("config.json", "classes.json", "lr_find.png"):
+            (self.path / name).unlink(missing_ok=True)
+        try:
+            self.path.rmdir()  # only if nothing else is there
+        except OSError:
+            pass
+
+    def remove_stale(self, log):
+        if self.chief:
+            for name in remove_stale_temporaries(self.path):
+                log(f"removed {name}, left by an interrupted write")
+
+    # --- during the run -------------------------------------------------------------------
+
+    def save_checkpoint(self, record, arrays):
+        if self.chief:
+            checkpoints.save(self.checkpoint, record, arrays)
+
+    def write_history(self, history, final=False):
+        if not self.chief:
+            return
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, HISTORY_COLUMNS)
+        writer.writeheader()
+        writer.writerows({key: ("" if row.get(key) is None else row[key]) for key in HISTORY_COLUMNS} for row in history)
+        write_text(self.path / "history.csv", text.getvalue(), RunFolderError)
+        # Drawing the curves takes most of a second, longer than a cached epoch: redraw at
+        # most every CURVES_EVERY seconds, and always at the end or on interruption.
+        if history and (final or time.monotonic() - self._curves_drawn >= CURVES_EVERY):
+            learning_curves(history, self.path / "curves.png")
+            self._curves_drawn = time.monotonic()
+
+    def model_write_due(self):
+        """Rewriting model.npz (233 MB, about a second) after every improving epoch would
+        dominate a cached run whose epochs take milliseconds: after each write, wait nine
+        times as long as it took, so writes take at most a tenth of the run."""
+        return time.monotonic() >= self._model_allowed_at
+
+    def write_model(self, weight_set):
+        if not self.chief:
+            return
+        from . import weights as weights_io
+
+        started = time.monotonic()
+        weights_io.save(weight_set, self.model)
+        spent = time.monotonic() - started
+        self._model_allowed_at = time.monotonic() + spent * (1 / MODEL_WRITE_SHARE - 1)
+
+    # --- the end --------------------------------------------------------------------------
+
+    def finish(self, summary, keep_checkpoint):
+        if not self.chief:
+            return
+        write_json(self.path / "summary.json", summary)
+        if not keep_checkpoint:
+            self.checkpoint.unlink(missing_ok=True)
+        shutil.rmtree(self.path / "feature_cache", ignore_errors=True)  # a resumed run rebuilds it
+
+
+def write_json(path, value):
+    write_text(path, json.dumps(value, indent=1, ensure_ascii=False) + "\n", RunFolderError)
+
+
+def size_mb(path):
+    """Total size of the files below `path`, in MB (10^6 bytes)."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) / 1e6

@@ -1,0 +1,168 @@
+"""The network a fine-tuning run trains: devices, precision, the frozen part, the optimizer,
+one training step, validation, and its whole state as arrays (for checkpoints, the range
+test and recovery)."""
+import numpy as np
+import tensorflow as tf
+
+from . import weights as weights_io
+from . import winograd
+from .devices import make_strategy, precision_policy, uses_gpu
+from .errors import AlexftError
+from .model import build_alexnet, head
+from .sgd import CaffeSGD, caffe_parameters
+
+# What a collective op raises on the surviving workers when another worker is gone.
+LOST_WORKER = (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.DeadlineExceededError, tf.errors.AbortedError)
+
+
+class LostWorker(AlexftError, RuntimeError):
+    """Another worker of a multi-worker run is gone."""
+
+
+class TrainingNetwork:
+    """AlexNet with its frozen layers set, the trained variables and Caffe's SGD for them.
+
+    `cache_after`: the layer whose cached output feeds the network (None: images).
+    """
+
+    def __init__(self, options, weight_set, class_count, training_images, cache_after, log):
+        self.options, self.class_count = options, class_count
+        self.strategy = make_strategy(options.strategy, options.device, options.heartbeat_timeout)
+        self.multiworker = isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        if self.multiworker:
+            log(f"{self.strategy.num_replicas_in_sync} replicas in sync across the cluster")
+        self.policy = precision_policy(options.mixed_precision, self.strategy)
+        if self.policy != "float32":
+            log(f"mixed precision: {self.policy[len('mixed_'):]} compute, float32 weights, loss and softmax")
+        with self.strategy.scope():
+            # On a CPU where it is faster, conv3-conv5 train as Winograd convolutions (float32 only) in
+            # runs long enough to repay XLA's compile; GPUs have cuDNN's.
+            fast_convolutions = (not uses_gpu(self.strategy)
+                                 and winograd.pays_off(training_images, winograd.cpu_features()))
+            self.model = build_alexnet(class_count, seed=options.seed, dropout=options.dropout,
+                                       dtype=self.policy, winograd_training=fast_convolutions)
+            weights_io.assign(self.model, weight_set, skip=options.skip)
+            self.net = head(self.model, cache_after) if cache_after else self.model
+            self._freeze()
+            self.optimizer = self._make_optimizer()
+            self.optimizer.build(self.variables)
+        self._train_step = self._make_train_step()
+        self._evaluate = self._make_evaluate()
+        self._frozen = None
+
+    def _freeze(self):
+        trained, options = set(self.options.train), self.options
+        for layer in self.model.layers:
+            layer.trainable = layer.name in trained
+        self.variables, self.multipliers, self.decays = caffe_parameters(
+            self.model, options.train, skip=options.skip, weight_decay=options.weight_decay,
+            fresh_lr_multiplier=options.fresh_lr_multiplier, bias_lr_multiplier=options.bias_lr_multiplier)
+
+    def _make_optimizer(self):
+        import keras
+
+        optimizer = CaffeSGD(0.0, self.options.momentum, self.multipliers, self.decays)
+        if self.policy == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        return optimizer
+
+    def _make_train_step(self):
+        net, variables, optimizer, strategy = self.net, self.variables, self.optimizer, self.strategy
+
+        def replica_step(images, labels):
+            context = tf.distribute.get_replica_context()
+            count = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.shape(labels)[0], tf.float32))
+            count = tf.maximum(count, 1.0)  # a batch whose images were all broken must not divide by zero
+            with tf.GradientTape() as tape:
+                logits = net(images, training=True)
+                losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+                # Weight decay and learning-rate multipliers are the optimizer's (CaffeSGD).
+                scaled = optimizer.scale_loss(tf.reduce_sum(losses) / count)
+            gradients = tape.gradient(scaled, variables)
+            optimizer.apply_gradients(zip(gradients, variables))
+            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
+            return tf.reduce_sum(losses), correct, tf.cast(tf.shape(labels)[0], tf.float32)
+
+        @tf.function(reduce_retracing=True)  # the last batch of an epoch is smaller
+        def step(batch):
+            results = strategy.run(replica_step, args=batch)
+            return [strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in results]
+
+        return step
+
+    def _make_evaluate(self):
+        net = self.net
+
+        @tf.function
+        def evaluate(views, labels):
+            """views: (batch, V, ...) -> summed loss and correct count of the V-view average."""
+            shape = tf.shape(views)
+            flat = tf.reshape(views, tf.concat([[shape[0] * shape[1]], shape[2:]], 0))
+            probabilities = tf.nn.softmax(net(flat, training=False))
+            probabilities = tf.reduce_mean(tf.reshape(probabilities, [shape[0], shape[1], -1]), axis=1)
+            picked = tf.gather(probabilities, labels, batch_dims=1)
+            loss = -tf.reduce_sum(tf.math.log(tf.maximum(picked, 1e-12)))
+            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probabilities, -1, output_type=tf.int32), labels), tf.float32))
+            return loss, correct
+
+        return evaluate
+
+    # --- training and validation ------------------------------------------------------------
+
+    def set_rate(self, rate):
+        self.optimizer.learning_rate.assign(rate)
+
+    def step(self, batch):
+        """One update; returns (summed loss, correct, images) of the batch as floats."""
+        try:
+            return [float(value) for value in self._train_step(batch)]
+        except LOST_WORKER as error:
+            if not self.multiworker:
+                raise
+            cause = str(error).strip().splitlines()[-1][:200] if str(error).strip() else type(error).__name__
+            raise LostWorker(cause) from None
+
+    def validate(self, batches):
+        """(mean loss, accuracy) over (views, labels) batches, or (None, None) for none."""
+        loss = correct = count = 0.0
+        for views, labels in batches:  # views: (batch, 1 or 10, ...)
+            batch_loss, batch_correct = self._evaluate(views, labels)
+            loss, correct, count = loss + float(batch_loss), correct + float(batch_correct), count + len(labels)
+        return (loss / count, correct / count) if count else (None, None)
+
+    def weights_finite(self):
+        return all(bool(tf.reduce_all(tf.math.is_finite(variable))) for variable in self.variables)
+
+    # --- state ------------------------------------------------------------------------------
+
+    def _seed_states(self):
+        return [layer.seed_generator.state for layer in self.model.layers if hasattr(layer, "seed_generator")]
+
+    def _state_groups(self):
+        return {"current": self.variables, "optimizer": self.optimizer.variables, "seed": self._seed_states()}
+
+    def trained_values(self):
+        return [np.array(variable.numpy()) for variable in self.variables]
+
+    def state_arrays(self):
+        """Everything an update changes, as named numpy copies: trained variables, optimizer
+        slots, iteration count and rate, dropout RNG states."""
+        return {f"{group}/{i}": np.array(variable.numpy())
+                for group, targets in self._state_groups().items() for i, variable in enumerate(targets)}
+
+    def load_state_arrays(self, arrays):
+        for group, targets in self._state_groups().items():
+            for i, variable in enumerate(targets):
+                variable.assign(arrays[f"{group}/{i}"])
+
+    def weight_set(self, trained_values, class_names, trained_only=False):
+        """The network with `trained_values` in its trained layers, as a WeightSet (all layers,
+        or the trained ones only)."""
+        params = {}
+        if not trained_only:
+            if self._frozen is None:  # the other layers never change: read them once
+                self._frozen = weights_io.from_model(self.model).params
+            params.update(self._frozen)
+        for i, name in enumerate(self.options.train):
+            params[name] = (trained_values[2 * i], trained_values[2 * i + 1])  # caffe_parameters' order
+        return weights_io.WeightSet(params, list(class_names))

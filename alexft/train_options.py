@@ -1,0 +1,108 @@
+"""The options of a fine-tuning run: one record, checked once, written as the run's config.json.
+
+The defaults follow Caffe's fine-tuning recipe for bvlc_alexnet (SGD with momentum 0.9,
+weight decay 5e-4 on kernels, biases at 2x the rate, fresh layers at 10x, the rate cut to a
+tenth for the last third of the epochs), except the base rate: "auto" measures it with a
+learning-rate range test (alexft/lr_finder.py), a number keeps Caffe's recipe exactly.
+"""
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+from . import architecture as arch
+from .errors import AlexftError
+
+WEIGHT_DECAY = 5e-4
+FRESH_LR_MULTIPLIER = 10.0
+BIAS_LR_MULTIPLIER = 2.0
+
+
+class OptionsError(AlexftError, ValueError):
+    """An option has a value fine-tuning cannot use."""
+
+
+@dataclass
+class TrainOptions:
+    """How to fine-tune. Every field is plain JSON, so the record is also config.json.
+
+    `skip`: layers not loaded from the weights file (fresh init). `train`: layers that learn,
+    "all", or None for the skipped ones. `lr`: "auto" or the base rate. `mixed_precision`:
+    None (on for GPUs, off for CPUs), True, False, "float16" or "bfloat16".
+    """
+
+    skip: list = field(default_factory=lambda: ["fc8"])
+    train: Optional[Union[list, str]] = None
+    epochs: int = 10
+    batch_size: int = 64
+    lr: Union[str, float] = "auto"
+    val_dir: Optional[str] = None
+    val_split: float = 0.1
+    ten_crop_val: bool = False
+    seed: int = 0
+    device: str = "auto"
+    strategy: str = "auto"
+    heartbeat_timeout: Optional[float] = None  # multi-worker: seconds of silence before a worker counts as lost
+    mixed_precision: Optional[Union[bool, str]] = None
+    cache: bool = True
+    momentum: float = 0.9
+    weight_decay: float = WEIGHT_DECAY
+    fresh_lr_multiplier: float = FRESH_LR_MULTIPLIER
+    bias_lr_multiplier: float = BIAS_LR_MULTIPLIER
+    dropout: float = 0.5
+    max_broken: float = 0.1
+    max_recoveries: int = 3
+    keep_last: bool = False
+    keep_checkpoint: bool = False
+
+    # Options that must match when a run is resumed; the others (epochs, lr, devices, what
+    # is kept at the end) may change between sessions of one run.
+    IDENTITY = ("skip", "train", "batch_size", "momentum", "weight_decay", "fresh_lr_multiplier",
+                "bias_lr_multiplier", "dropout", "seed", "cache", "val_split")
+
+    def __post_init__(self):
+        self.skip = list(arch.LAYER_NAMES) if self.skip in ("all", ["all"]) else list(dict.fromkeys(self.skip or ()))
+        if self.train in ("all", ["all"]):
+            self.train = list(arch.LAYER_NAMES)
+        elif self.train is not None:
+            self.train = list(self.train)
+        if self.val_dir is not None:
+            self.val_dir = str(self.val_dir)
+        self.lr = parse_rate(self.lr)
+        for name in ("epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise OptionsError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+        if not 0 <= self.val_split < 1:
+            raise OptionsError(f"val_split must be in [0, 1), got {self.val_split!r}")
+        if not 0 <= self.dropout < 1:
+            raise OptionsError(f"dropout must be in [0, 1), got {self.dropout!r}")
+
+    @property
+    def auto_lr(self):
+        return self.lr == "auto"
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, values):
+        """The record from config.json (facts about the run stored beside it are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in names})
+
+
+def parse_rate(value):
+    """"auto" or a positive finite float."""
+    if isinstance(value, str):
+        if value.strip().lower() == "auto":
+            return "auto"
+        try:
+            value = float(value)
+        except ValueError:
+            raise OptionsError(f"learning rate {value!r}: expected a positive number or 'auto'") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise OptionsError(f"learning rate {value!r}: expected a positive number or 'auto'")
+    return float(value)
