@@ -231,6 +231,8 @@ class Trainer:
         self.net.load_state_arrays(arrays)
         self.best = [arrays[f"best/{i}"] for i in range(len(self.net.variables))]
         state = dict(fresh, **record)
+        # A model write that failed (a full disk) or was cut short by a kill: write it again.
+        self.model_pending = state["best_epoch"] is not None and not self.run.model.exists()
         self.log(f"resuming {self.run.path} at epoch {state['epoch'] + 1}" + (f", step {state['step']}" if state["step"] else ""))
         self._note_changes(state)
         return state

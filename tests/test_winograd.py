@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 import reference
-from alexft import train as train_module
+from alexft import train_network as train_module  # where the network is built
 from alexft import weights
 from alexft import winograd
 from alexft.train import finetune
