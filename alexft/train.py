@@ -5,8 +5,8 @@ config.json), `train_network` (the network, optimizer and one step), `train_data
 it), `lr_finder` (the learning-rate range test), `recovery` (when training went wrong) and
 `run_folder` (what is written where, and when).
 """
-import hashlib
 import itertools
+import json
 import math
 import signal
 import sys
@@ -20,6 +20,7 @@ from . import lr_finder, recovery
 from . import weights as weights_io
 from .data import BrokenFiles, load_dataset
 from .devices import cluster_role
+from .download import file_sha256
 from .errors import AlexftError, TrainingError
 from .plots import range_test_curve
 from .progress import progress_bar
@@ -56,7 +57,7 @@ def finetune(data_dir, options=None, *, weights=None, output=None, resume=False,
     options = _layer_choice(options, weight_set, len(dataset.class_names), log)
     run = RunFolder(output or RunFolder.default_path(), chief)
     config = dict(options.as_dict(), data_dir=str(data_dir), weights=str(weights_path),
-                  base_weights_sha256=_sha256(weights_path), class_names=dataset.class_names, versions=_versions(),
+                  base_weights_sha256=file_sha256(weights_path), class_names=dataset.class_names, versions=_versions(),
                   lr_found=None)
     if resume:
         earlier = run.earlier_config()
@@ -126,14 +127,6 @@ def _layer_choice(options, weight_set, num_classes, log):
     return options.replace(skip=sorted(skip, key=order.index), train=sorted(set(train), key=order.index))
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _versions():
     import cv2
     import keras
@@ -154,8 +147,6 @@ def _check_same_run(saved, config, run):
 
 
 def _short(value):
-    import json
-
     text = json.dumps(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
