@@ -466,7 +466,8 @@ def parse_args(argv=None):
                         help="fc7 feature scales relative to the generated weights, e.g. 1,40,1/20")
     parser.add_argument("--datasets", default=",".join(DATASETS), help="digits, photos")
     parser.add_argument("--modes", default=",".join(MODES), help="fc8, fc7+fc8, all")
-    parser.add_argument("--epochs", type=int, default=10, help="epochs of the fc8 and fc7+fc8 modes (the library's default)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs of the fc8 and fc7+fc8 modes (default: the library's, 'auto')")
     parser.add_argument("--all-epochs", type=int, default=MODES["all"].epochs, help="epochs of the all-layers mode")
     parser.add_argument("--all-per-class", type=int, default=MODES["all"].subset,
                         help="training images per class in the all-layers mode")

@@ -1,14 +1,14 @@
 """The convergence matrix's fast subset (issue #22): fc8 fine-tuning with the library's default
-options (but the epochs: see EPOCHS) on scikit-learn digits, from base weights at the three fc7 feature scales of
+options on scikit-learn digits, from base weights at the three fc7 feature scales of
 benchmarks/convergence.py (the generated weights, the same with fc7 40 times larger, 20 times
 smaller). The helpers are the benchmark's own, so the two measure the same thing.
 
 Each scale asserts the matrix's hard targets: a history without NaN or infinity and a model.npz
 that loads; and that the run learned: its last epoch's training loss below its first's (a loss
 running away, as with Caffe's fixed rate at x40, fails this however validation accuracy
-jumps), and a last-epoch validation accuracy of at least four times chance. The gap to a
-logistic-regression probe on the same frozen fc7 features is in the assertion messages and in
-the benchmark's table.
+jumps), and a last-epoch validation accuracy within MAX_GAP of a logistic-regression probe on
+the same frozen fc7 features (the benchmark's full matrix holds it to 5 points on 300 validation
+images; 100 here make a point of accuracy one image).
 """
 import sys
 from fractions import Fraction
@@ -23,10 +23,7 @@ import convergence as matrix  # noqa: E402
 # Every image costs ten forward passes (the feature cache takes Caffe's ten views of train and
 # val images alike) at ~40-80 views/s on a 2-core CPU: 100 + 100 images keep a scale at 40-60 s.
 TRAIN_PER_CLASS, VAL_PER_CLASS = 10, 10
-MIN_ACCURACY = 0.4  # four times chance
-# 100 training images at the default batch of 64 make 2 steps an epoch: 50 epochs give the ~100
-# SGD steps of the benchmark's cell (600 images, 10 epochs). Epochs on cached features cost ~0.1 s.
-EPOCHS = 50
+MAX_GAP = 0.10
 SCALES = [Fraction(1), Fraction(40), Fraction(1, 20)]
 
 
@@ -68,7 +65,7 @@ def test_fc8_fine_tuning_converges_at_any_feature_scale(factor, base, digits_spl
     assert measured["probe_converged"]
     train, val = digits_split
     run = tmp_path / "run"
-    cell = matrix.run_cell(train, val, weights, matrix.MODES["fc8"], EPOCHS, run)  # the library's defaults otherwise
+    cell = matrix.run_cell(train, val, weights, matrix.MODES["fc8"], None, run)  # the library's defaults otherwise
 
     assert cell["error"] is None
     assert not cell["nonfinite"], (run / "history.csv").read_text()
@@ -76,11 +73,10 @@ def test_fc8_fine_tuning_converges_at_any_feature_scale(factor, base, digits_spl
     described = (f"last epoch: val accuracy {cell['val_last']:.2f} (best {cell['val_best']:.2f}), train loss "
                  f"{cell['train_loss_last']:.3g}; base lr {cell['lr']}; the probe's val accuracy {measured['probe']:.2f} "
                  f"on fc7 features of norm {measured['fc7_norm']:.0f}")
-    # What CI holds the default to: it learned and did not run away (the last epoch's loss is
-    # below the first's), far above chance (0.1). How close it comes to the probe is the
-    # benchmark's table (docs/training.md): with ~100 SGD steps it stays 10-35 points short at
-    # every scale, whatever the rate (see the module docstring of benchmarks/convergence.py).
+    # It learned and did not run away (the last epoch's loss is below the first's), and the
+    # default epochs ("auto": 200 here, 2 steps each) bring it close to the linear probe.
     history = [float(line.split(",")[1]) for line in (run / "history.csv").read_text().splitlines()[1:]]
     assert cell["train_loss_last"] < history[0], described
-    assert cell["val_last"] >= MIN_ACCURACY, described
+    assert len(history) == 200, described
+    assert cell["val_last"] >= measured["probe"] - MAX_GAP, described
     matrix.drop_models(run)  # 230 MB each; a failed test keeps them for inspection
