@@ -4,7 +4,9 @@ The public API (what the CLI and the notebooks use). Names are imported on first
 `import alexft` and the weights tools stay quick and only the model pulls in TensorFlow.
 """
 import importlib
+import importlib.util
 import os
+import sys
 
 __version__ = "0.1.0"
 
@@ -15,6 +17,10 @@ __version__ = "0.1.0"
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 _EXPORTS = {
+    "AlexNet": "applications",
+    "preprocess_input": "applications",
+    "decode_predictions": "applications",
+    "imagenet_wordnet_ids": ("imagenet", "wordnet_ids"),
     "AlexftError": "errors",
     "ImageError": "errors",
     "WeightsError": "errors",
@@ -51,8 +57,8 @@ _EXPORTS = {
     "labelled_folder": "evaluation",
     "labelled_list": "evaluation",
     "extract_features": "features",
-    "images_with_labels": "features",
-    "merge_features": "features",
+    "images_with_labels": "data",
+    "merge_features": "feature_files",
     "import_tensorflow_quietly": "quiet",
     "generated_weights": "demo",
     "weights_or_generated": "demo",
@@ -63,6 +69,51 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
+
+
+class _RegisterLayersWithKeras:
+    """Keras finds alexft's layers by their registered names ("alexft>GroupedConv2D") when it
+    loads a saved model, so they must be registered before any load. Registering imports
+    TensorFlow, which `import alexft` must not do: this import hook registers them right after
+    Keras itself is imported (and at once if it already is)."""
+
+    searching = False
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "keras" or self.searching:
+            return None
+        self.searching = True  # let the other finders find Keras
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self.searching = False
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        run_module = spec.loader.exec_module
+
+        def exec_module(module):
+            run_module(module)
+            if self in sys.meta_path:  # (a find_spec without an import, e.g. a version check, leaves it)
+                sys.meta_path.remove(self)
+            _register_layers()
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def _register_layers():
+    try:
+        importlib.import_module(".layers", __name__)
+    except Exception as error:  # never break the user's `import keras`
+        import warnings
+
+        warnings.warn(f"alexft could not register its Keras layers: {error}", stacklevel=2)
+
+
+if "keras" in sys.modules:
+    _register_layers()
+else:
+    sys.meta_path.insert(0, _RegisterLayersWithKeras())
 
 
 def __getattr__(name):

@@ -18,92 +18,11 @@ import numpy as np
 import tensorflow as tf
 
 from . import architecture as arch
-from . import winograd
+from .layers import GroupedConv2D, LocalResponseNorm, _lrn_one_kernel  # noqa: F401  (re-exported)
+from .quiet import hide_false_retracing_warnings
 
 log = logging.getLogger("alexft")
-
-
-class GroupedConv2D(keras.layers.Layer):
-    """Caffe's convolution with `groups`: output group g sees only input group g.
-
-    Holds one kernel of shape (k, k, in_channels / groups, filters), as the weights file does.
-    `as_one_op`: one grouped `tf.nn.conv2d` instead of one per group (see the module's notes).
-    `winograd_training`: when called with training=True, a 3x3 stride-1 layer in float32 runs as
-    Winograd F(4x4, 3x3) (faster on a CPU, round-off within ~1e-5); inference stays direct.
-    """
-
-    def __init__(self, spec, kernel_initializer, bias_initializer, as_one_op=False, winograd_training=False,
-                 **kwargs):
-        super().__init__(**kwargs)
-        self.spec = spec
-        self.as_one_op = as_one_op
-        self.winograd_training = winograd_training
-        self.kernel_initializer = kernel_initializer
-        self.bias_initializer = bias_initializer
-
-    def build(self, input_shape):
-        spec = self.spec
-        if input_shape[-1] != spec.in_channels:
-            raise ValueError(f"{self.name} expects {spec.in_channels} channels, got {input_shape[-1]}")
-        kernel_shape = (spec.kernel, spec.kernel, spec.in_channels // spec.groups, spec.filters)
-        self.kernel = self.add_weight(name="kernel", shape=kernel_shape, initializer=self.kernel_initializer)
-        self.bias = self.add_weight(name="bias", shape=(spec.filters,), initializer=self.bias_initializer)
-
-    def call(self, inputs, training=None):
-        spec = self.spec
-        kernel = tf.cast(self.kernel, inputs.dtype)
-        fast = training and self.winograd_training
-        if fast and winograd.applies(spec.kernel, spec.stride, spec.padding, inputs.dtype):
-            outputs = winograd.conv3x3(inputs, kernel, spec.groups)
-        elif self.as_one_op or spec.groups == 1:
-            # conv2d infers the groups from the kernel's input depth.
-            outputs = tf.nn.conv2d(inputs, kernel, strides=spec.stride, padding=spec.padding.upper())
-        else:
-            groups = zip(tf.split(inputs, spec.groups, axis=-1), tf.split(kernel, spec.groups, axis=-1))
-            outputs = tf.concat([
-                tf.nn.conv2d(x, k, strides=spec.stride, padding=spec.padding.upper()) for x, k in groups
-            ], axis=-1)
-        return tf.nn.relu(tf.nn.bias_add(outputs, tf.cast(self.bias, inputs.dtype)))
-
-    def compute_output_shape(self, input_shape):
-        spec = self.spec
-        size = input_shape[1]
-        if spec.padding == "valid":
-            size = (size - spec.kernel) // spec.stride + 1
-        else:
-            size = -(-size // spec.stride)
-        return (input_shape[0], size, size, spec.filters)
-
-
-class LocalResponseNorm(keras.layers.Layer):
-    """Caffe's across-channel LRN with AlexNet's constants.
-
-    `fused` (set while tracing, see `fusing_lrn`): one XLA-compiled kernel instead of TensorFlow's
-    LRN op, ~19% faster inference at batch 64 on a CPU, but compiled once per batch shape.
-    """
-
-    fused = False
-
-    def call(self, inputs):
-        # TF's LRN kernel is float32-only on CPU; compute there and cast back.
-        inputs32 = tf.cast(inputs, tf.float32)
-        outputs = _lrn_one_kernel(inputs32) if self.fused else tf.nn.local_response_normalization(inputs32, **arch.LRN)
-        return tf.cast(outputs, inputs.dtype)
-
-
-@tf.function(jit_compile=True)
-def _lrn_one_kernel(x):
-    """TensorFlow's LRN formula, x / (bias + alpha * sum of squares over 2r+1 channels) ** beta, as
-    elementwise ops XLA fuses into one pass. TensorFlow's op sums the squares with a banded
-    (channels x channels) matmul, then takes a general power."""
-    radius, bias, alpha, beta = (arch.LRN[key] for key in ("depth_radius", "bias", "alpha", "beta"))
-    channels = x.shape[-1]
-    squares = tf.pad(tf.square(x), [[0, 0], [0, 0], [0, 0], [radius, radius]])
-    window = tf.add_n([squares[..., shift:shift + channels] for shift in range(2 * radius + 1)])
-    scale = bias + alpha * window
-    if beta == 0.75:  # AlexNet's: t^-0.75 as two reciprocal roots, cheaper than a power
-        return x * tf.math.rsqrt(scale) * tf.math.rsqrt(tf.sqrt(scale))
-    return x * tf.pow(scale, -beta)
+hide_false_retracing_warnings()
 
 
 # Views from which a run uses the fused LRN: its compile (~0.3 s, once per batch shape) against
@@ -218,46 +137,61 @@ def build_alexnet(num_classes=arch.IMAGENET_CLASSES, seed=None, dropout=arch.DRO
                   groups_as_one_op=False, winograd_training=False):
     """Build AlexNet with layers named conv1..conv5, fc6..fc8; outputs float32 logits.
 
-    Input: a batch of 227x227 BGR, mean-subtracted float images (see `preprocess`).
-    Weights start with Caffe's random init (seeded by `seed`); use `weights.assign` to load.
-    `initial`, a dict `{layer: (weights, biases)}` (checked, e.g. `WeightSet.params`), starts
-    those layers from the arrays instead, without random init or a second copy: the dict
-    is emptied as the variables are made.
+    Input: a batch of 227x227 BGR, mean-subtracted float images (`alexft.preprocess_input`).
+    Weights start with Caffe's random init (seeded by `seed`); `alexft.assign_weights` loads a
+    file's. `initial`, a dict `{layer: (weights, biases)}` (checked, e.g. `WeightSet.params`),
+    starts those layers from the arrays instead, without random init or a second copy: the
+    dict is emptied as the variables are made.
     Dropout (on fc6 and fc7, rate `dropout`) is active only when called with training=True.
     `dtype`: a Keras dtype policy such as "mixed_float16" (variables stay float32).
     `groups_as_one_op`: run conv2, conv4 and conv5 as one op each, not one per group; only
-    where `onednn_is_on()` (or on a GPU). For inference in this process: an exported graph
+    where TensorFlow runs its oneDNN CPU kernels (or on a GPU). For inference in this process: an exported graph
     must run on any kernels.
     `winograd_training`: in training (training=True), conv3-conv5 run as Winograd convolutions
     when the compute dtype is float32: 1.4-1.7x faster per layer on a CPU, after a compile per
-    batch shape (see `winograd`); on a GPU, cuDNN picks its own algorithms, so leave it off there.
+    batch shape; on a GPU, cuDNN picks its own algorithms, so leave it off there.
+    `alexft.AlexNet` is the keras.applications-style way to get one with weights.
     """
     inputs = keras.Input((arch.INPUT_SIZE, arch.INPUT_SIZE, 3), name="image")
-    x = inputs
+    x = alexnet_layers(inputs, num_classes, seed=seed, dropout=dropout, dtype=dtype, initial=initial,
+                       groups_as_one_op=groups_as_one_op, winograd_training=winograd_training)
+    # Logits are float32 even under a mixed-precision policy, so softmax and loss stay exact.
+    outputs = keras.layers.Activation("linear", dtype="float32", name="logits")(x)
+    return keras.Model(inputs, outputs, name="alexnet")
+
+
+def alexnet_layers(x, num_classes=arch.IMAGENET_CLASSES, last="fc8", seed=None, dropout=arch.DROPOUT_RATE, dtype=None,
+                   initial=None, groups_as_one_op=False, winograd_training=False):
+    """Apply AlexNet's layers to the Keras tensor `x`, up to and including `last` (a layer of
+    `arch.LAYERS` or a pooling/norm layer such as "pool5"); see `build_alexnet` for the rest."""
     for index, (name, spec) in enumerate(arch.LAYERS.items()):
         layer_seed = None if seed is None else seed + index
         kernel_init, bias_init = _initializers(name, layer_seed, initial)
         if isinstance(spec, arch.Conv):
-            x = GroupedConv2D(spec, kernel_init, bias_init, groups_as_one_op, winograd_training, name=name,
-                              dtype=dtype)(x)
+            steps = [GroupedConv2D(spec, kernel_init, bias_init, groups_as_one_op, winograd_training, name=name,
+                                   dtype=dtype)]
             if spec.lrn:
-                x = LocalResponseNorm(name=f"norm{name[-1]}", dtype=dtype)(x)
+                steps.append(LocalResponseNorm(name=f"norm{name[-1]}", dtype=dtype))
             if spec.pool:
-                x = keras.layers.MaxPooling2D(3, 2, name=f"pool{name[-1]}", dtype=dtype)(x)
+                steps.append(keras.layers.MaxPooling2D(3, 2, name=f"pool{name[-1]}", dtype=dtype))
         else:
-            if name == "fc6":
-                x = keras.layers.Flatten(name="flatten", dtype=dtype)(x)  # (h, w, c) order, as the file's fc6
-            activation = "relu" if spec.relu else None
-            units = spec.outputs or num_classes
-            x = keras.layers.Dense(
-                units, activation=activation, kernel_initializer=kernel_init, bias_initializer=bias_init,
-                name=name, dtype=dtype,
-            )(x)
+            steps = [keras.layers.Flatten(name="flatten", dtype=dtype)] if name == "fc6" else []  # (h, w, c), as the file's fc6
+            steps.append(keras.layers.Dense(spec.outputs or num_classes, activation="relu" if spec.relu else None,
+                                            kernel_initializer=kernel_init, bias_initializer=bias_init, name=name,
+                                            dtype=dtype))
             if spec.dropout:
-                x = keras.layers.Dropout(dropout, seed=layer_seed, name=f"drop{name[2:]}", dtype=dtype)(x)
-    # Logits are float32 even under a mixed-precision policy, so softmax and loss stay exact.
-    outputs = keras.layers.Activation("linear", dtype="float32", name="logits")(x)
-    return keras.Model(inputs, outputs, name="alexnet")
+                steps.append(keras.layers.Dropout(dropout, seed=layer_seed, name=f"drop{name[2:]}", dtype=dtype))
+        for step in steps:
+            x = step(x)
+            if step.name == name and isinstance(kernel_init, _FromArray):
+                # The arrays are in the variables now; the config records Caffe's init, which
+                # serialises (a model saved, cloned or rebuilt from its config starts from it).
+                step.kernel_initializer, step.bias_initializer = caffe_initializers(name, layer_seed)
+            if step.name == last:
+                return x
+    if last not in (None, "fc8"):
+        raise ValueError(f"AlexNet has no layer {last!r}")
+    return x
 
 
 def head(model, after):

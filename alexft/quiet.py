@@ -34,3 +34,26 @@ def import_tensorflow_quietly():
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+# alexft makes each of these functions once per model and traces it once per input signature.
+# TensorFlow's retracing detector keys on the Python code object, so the second predictor or
+# training run in a process counts as a "retrace" of the first and it warns about a loop that
+# does not exist. Only these functions' warnings are dropped; any other function's still show.
+OWN_TRACED_FUNCTIONS = ("InferenceFunction._traceable.", "TrainingNetwork.")
+
+
+class _OwnRetracingFilter:
+    def filter(self, record):
+        message = record.getMessage()
+        return not ("triggered tf.function retracing" in message
+                    and any(f"<function {name}" in message for name in OWN_TRACED_FUNCTIONS))
+
+
+def hide_false_retracing_warnings():
+    """Drop TensorFlow's retracing warnings about alexft's per-model functions (idempotent)."""
+    import logging
+
+    logger = logging.getLogger("tensorflow")
+    if not any(isinstance(item, _OwnRetracingFilter) for item in logger.filters):
+        logger.addFilter(_OwnRetracingFilter())

@@ -406,8 +406,9 @@ def save(weight_set, path):
 
 def imagenet_class_names():
     """The 1000 ILSVRC-2012 class names in Caffe's order."""
-    text = (Path(__file__).parent / "imagenet_classes.txt").read_text(encoding="utf-8")
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    from . import imagenet
+
+    return imagenet.class_names()
 
 
 def class_names_for(weight_set):

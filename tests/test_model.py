@@ -10,7 +10,7 @@ import tensorflow as tf
 import reference
 from alexft import architecture as arch
 from alexft import preprocess
-from alexft import model as network
+from alexft import layers
 from alexft.model import InferenceFunction, LocalResponseNorm, build_alexnet, fusing_lrn, onednn_is_on, truncated
 from alexft.weights import WeightSet, assign
 from fixtures import photo_paths, random_params
@@ -111,7 +111,7 @@ def test_inference_falls_back_to_tensorflows_lrn_where_xla_fails(small_model, mo
         y.set_shape(x.shape)
         return y
 
-    monkeypatch.setattr(network, "_lrn_one_kernel", uncompilable)
+    monkeypatch.setattr(layers, "_lrn_one_kernel", uncompilable)
     run = InferenceFunction(model)
     with caplog.at_level("WARNING", logger="alexft"):
         outputs = run(views, fused_lrn=True).numpy()

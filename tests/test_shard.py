@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from alexft.features import merge_features
+from alexft.feature_files import merge_features
 from alexft.pipeline import shard
-from cli import main
+from alexft.cli import main
 from fixtures import photo_paths
 
 

@@ -1,0 +1,192 @@
+"""AlexNet the way `keras.applications` offers its networks: one call for a model with weights,
+`preprocess_input` for the images Keras users hold, `decode_predictions` for the output.
+
+Where alexft differs from keras.applications, on purpose:
+- `preprocess_input` takes RGB images of any size and does all of Caffe's pipeline (resize to
+  256x256, BGR, ImageNet mean, centre 227x227 crop): exactly what `alexft classify` does, so a
+  model given its output agrees with the command line to the last bit;
+- the layers keep the weights file's names (conv1..fc8), and the classifier's activation is a
+  layer of its own ("prob", Caffe's name, or "logits" without one);
+- `classes` defaults to what the weights file holds (a fine-tuned file has its own count).
+"""
+import os
+
+import numpy as np
+
+from . import architecture as arch
+from . import imagenet
+from .preprocess import CROP, center_crop, resize_and_subtract_mean
+
+IMAGENET = "imagenet"
+POOLINGS = (None, "avg", "max")
+
+
+def AlexNet(weights=IMAGENET, include_top=True, classes=None, pooling=None, classifier_activation="softmax",
+            input_tensor=None, input_shape=None, last_layer=None, name="alexnet", progress=None):  # noqa: N802 (Keras' name)
+    """AlexNet as a Keras model, with `weights`:
+
+    - "imagenet": Caffe's bvlc_alexnet, found or downloaded as `alexft classify` does;
+    - a path to any weights file alexft reads (.npy, .npz, .caffemodel), e.g. a fine-tuned model.npz;
+    - None: Caffe's random initialisation.
+
+    `include_top=False` ends at pool5, or at `last_layer` (any layer, e.g. "conv5" or "fc7"), and
+    then takes `pooling` ("avg" or "max": global pooling of a convolutional output) and any
+    `input_shape` of at least 67x67 (without fc6, no size is fixed). With the top, the input is
+    227x227x3 and the output the class scores after `classifier_activation` ("softmax", None for
+    logits, or any Keras activation). Inputs are what `preprocess_input` returns.
+    """
+    import keras
+
+    from .model import alexnet_layers
+
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of None, 'avg', 'max'; got {pooling!r}")
+    if include_top and last_layer not in (None, "fc8"):
+        raise ValueError(f"last_layer={last_layer!r} needs include_top=False")
+    last = "fc8" if include_top else (last_layer or "pool5")
+    weight_set = _weight_set(weights, include_top, last, progress)
+    classes = _class_count(weight_set, classes, include_top)
+    inputs = _input(keras, input_tensor, input_shape, include_top)
+    x = alexnet_layers(inputs, classes, last=last, initial=weight_set.params if weight_set else None)
+    if not include_top and pooling:
+        if len(x.shape) != 4:
+            raise ValueError(f"pooling={pooling!r} needs a convolutional output; {last} is {x.shape[1:]}")
+        pool = keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
+        x = pool(name=f"{pooling}_pool")(x)
+    if include_top:
+        activation = keras.activations.get(classifier_activation)
+        x = keras.layers.Activation(activation, dtype="float32",
+                                    name="logits" if classifier_activation is None else "prob")(x)
+    source = inputs if input_tensor is None else keras.utils.get_source_inputs(input_tensor)
+    model = keras.Model(source, x, name=name)
+    if weight_set is not None and weight_set.class_names is not None:
+        model.class_names = list(weight_set.class_names)  # for decode_predictions
+    return model
+
+
+def _weight_set(weights, include_top, last, progress):
+    if weights is None:
+        return None
+    from . import weights as weights_io
+    from .sources import resolve_weights
+
+    if isinstance(weights, str) and weights == IMAGENET:
+        path = resolve_weights(None, progress=progress)
+    elif isinstance(weights, (str, os.PathLike)):
+        path = resolve_weights(weights, download=False)
+    else:
+        raise TypeError(f"weights must be 'imagenet', a path or None; got {type(weights).__name__}")
+    names = list(arch.LAYER_NAMES)
+    needed = names[: names.index(last) + 1] if last in names else _layers_below(last)
+    return weights_io.load(path, skip=[layer for layer in names if layer not in needed])
+
+
+def _layers_below(last):
+    """The weighted layers a model ending at a norm or pooling layer (e.g. "pool5") needs."""
+    names = list(arch.LAYER_NAMES)
+    for index, name in enumerate(names):
+        if last in (f"norm{name[-1]}", f"pool{name[-1]}") and name.startswith("conv"):
+            return names[: index + 1]
+    return names  # not a layer name: alexnet_layers says so
+
+
+def _class_count(weight_set, classes, include_top):
+    held = weight_set.num_classes if weight_set is not None and "fc8" in weight_set.params else None
+    if classes is None:
+        return held or arch.IMAGENET_CLASSES
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
+        raise ValueError(f"classes must be a positive whole number; got {classes!r}")
+    if include_top and held is not None and classes != held:
+        raise ValueError(f"the weights {weight_set.path} have {held} classes, not {classes}: leave classes unset, "
+                         "or use include_top=False and a head of your own")
+    return classes
+
+
+def _input(keras, input_tensor, input_shape, include_top):
+    size = arch.INPUT_SIZE
+    if input_shape is None:
+        input_shape = (size, size, 3) if input_tensor is None else tuple(input_tensor.shape[1:])
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3 or input_shape[-1] != 3:
+        raise ValueError(f"input_shape must be (height, width, 3); got {input_shape}")
+    if include_top and input_shape != (size, size, 3):
+        raise ValueError(f"with include_top=True the input is ({size}, {size}, 3); got {input_shape}")
+    if any(side is not None and side < 67 for side in input_shape[:2]):
+        raise ValueError(f"input_shape {input_shape}: AlexNet needs at least 67x67 pixels")
+    if input_tensor is None:
+        return keras.Input(input_shape, name="image")
+    if not keras.backend.is_keras_tensor(input_tensor):
+        return keras.Input(tensor=input_tensor, shape=input_shape, name="image")
+    return input_tensor
+
+
+def preprocess_input(x):
+    """RGB images -> AlexNet's inputs, exactly as `alexft classify` prepares a file's pixels.
+
+    `x`: one image (H, W, 3) or a batch (N, H, W, 3), any size, uint8 or float in 0-255 (floats
+    are rounded to 8 bits, as an image file holds them); a numpy array or a tensor (also a
+    symbolic one, e.g. in `tf.data.Dataset.map`). Returns float32 (227, 227, 3) or
+    (N, 227, 227, 3): resized to 256x256 (bilinear, aspect ratio ignored), BGR, ImageNet's mean
+    pixel subtracted, centre crop. Unlike keras.applications' preprocess_input it resizes and
+    crops, and it returns a new array.
+    """
+    if _is_tensor(x):
+        return _preprocess_tensor(x)
+    return _preprocess_array(np.asarray(x))
+
+
+def _is_tensor(x):
+    return type(x).__module__.startswith(("tensorflow", "keras")) and not isinstance(x, np.ndarray)
+
+
+def _preprocess_array(x):
+    if x.ndim not in (3, 4) or x.shape[-1] != 3:
+        raise ValueError(f"preprocess_input takes RGB images shaped (H, W, 3) or (N, H, W, 3); got {x.shape}")
+    if x.dtype != np.uint8:
+        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+            raise TypeError(f"preprocess_input takes uint8 or float pixels; got {x.dtype}")
+        x = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    images = x if x.ndim == 4 else x[np.newaxis]
+    views = np.empty((len(images), CROP, CROP, 3), np.float32)
+    for index, rgb in enumerate(images):
+        views[index] = center_crop(resize_and_subtract_mean(np.ascontiguousarray(rgb[:, :, ::-1])))
+    return views if x.ndim == 4 else views[0]
+
+
+def _preprocess_tensor(x):
+    import tensorflow as tf
+
+    rank = x.shape.rank
+    if rank not in (3, 4):
+        raise ValueError(f"preprocess_input takes RGB images shaped (H, W, 3) or (N, H, W, 3); got {x.shape}")
+    views = tf.numpy_function(_preprocess_array, [x], tf.float32, stateful=False)
+    views.set_shape(x.shape[:-3].concatenate([CROP, CROP, 3]))
+    return views
+
+
+def decode_predictions(preds, top=5, class_names=None):
+    """The `top` classes of each row of `preds` (N, classes), most probable first, as
+    `[[(class_id, name, score), ...], ...]` like keras.applications'. For ImageNet's 1000
+    classes the id is the WordNet id (e.g. "n02123045") and the name Caffe's; for other models
+    pass `class_names` (e.g. `alexft.load_weights(path).class_names`, or a fine-tuned model's
+    `model.class_names`), and the id is the class index.
+    """
+    preds = np.asarray(preds)
+    if preds.ndim != 2:
+        raise ValueError(f"decode_predictions expects a batch of scores shaped (N, classes); got {preds.shape}")
+    count = preds.shape[1]
+    if class_names is None:
+        if count != arch.IMAGENET_CLASSES:
+            raise ValueError(f"{count} classes: pass class_names (ImageNet's need 1000 scores per row)")
+        ids, class_names = imagenet.wordnet_ids(), imagenet.class_names()
+    else:
+        class_names = list(class_names)
+        if len(class_names) != count:
+            raise ValueError(f"{len(class_names)} class names for {count} scores per row")
+        ids = list(range(count))
+    top = max(1, min(int(top), count))
+    decoded = []
+    for row in preds:
+        order = np.argsort(-row, kind="stable")[:top]
+        decoded.append([(ids[index], class_names[index], float(row[index])) for index in order])
+    return decoded

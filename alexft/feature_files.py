@@ -1,0 +1,72 @@
+"""Feature files (.npz) as `alexft features` writes them: merging shards, streaming writes.
+No TensorFlow here: joining files must not wait for it."""
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import write_atomic
+from .preprocess import path_list
+
+
+def merge_features(parts, output):
+    """Concatenate feature files written by `features --shard I/N`, in the order given, into
+    `output`: the same file one unsharded run writes. Reads one part at a time."""
+    parts = path_list(parts)
+    if not parts:
+        raise ValueError("merge_features: no parts given")
+    shapes, extras, members = [], {}, None
+    for part in parts:
+        with np.load(part, allow_pickle=False) as stored:
+            if members is not None and sorted(stored.files) != members:
+                raise ValueError(f"merge_features: {part} holds {sorted(stored.files)}, the first part {members}")
+            members = sorted(stored.files)
+            shapes.append(_features_shape(part))  # from the header: the array is read once, below
+            for name in stored.files:
+                if name == "class_names":
+                    if name in extras and not np.array_equal(extras[name][0], stored[name]):
+                        raise ValueError(f"merge_features: {part} has other class names than the first part")
+                    extras.setdefault(name, [stored[name]])
+                elif name != "features":
+                    extras.setdefault(name, []).append(stored[name])
+    if len({shape[1:] for shape in shapes}) != 1:
+        raise ValueError(f"merge_features: the parts hold features of different shapes {sorted(set(shapes))}")
+    output = Path(output)
+    total = sum(shape[0] for shape in shapes)
+    with tempfile.TemporaryDirectory(dir=output.parent) as scratch:
+        merged = np.lib.format.open_memmap(Path(scratch) / "features.npy", mode="w+", dtype=np.float32,
+                                           shape=(total,) + shapes[0][1:])
+        start = 0
+        for part, shape in zip(parts, shapes):
+            with np.load(part, allow_pickle=False) as stored:
+                merged[start:start + shape[0]] = stored["features"]
+            start += shape[0]
+        merged.flush()
+        write_npz(output, Path(scratch) / "features.npy", total, {name: np.concatenate(arrays) for name, arrays in extras.items()})
+    return output
+
+
+def _features_shape(part):
+    """The shape of a feature file's `features`, from its .npy header alone."""
+    with zipfile.ZipFile(part) as archive, archive.open("features.npy") as member:
+        version = np.lib.format.read_magic(member)
+        read_header = np.lib.format.read_array_header_2_0 if version == (2, 0) else np.lib.format.read_array_header_1_0
+        return read_header(member)[0]
+
+
+def write_npz(output, features_file, count, extras):
+    """An .npz (uncompressed zip of .npy files) whose big member is copied from disk in pieces."""
+    source = np.load(features_file, mmap_mode="r")[:count]
+
+    def write(handle):
+        with zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+            with archive.open("features.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array_header_1_0(member, np.lib.format.header_data_from_array_1_0(source))
+                for start in range(0, count, 1024):
+                    member.write(np.ascontiguousarray(source[start:start + 1024]).tobytes())
+            for name, array in extras.items():
+                with archive.open(f"{name}.npy", "w") as member:
+                    np.lib.format.write_array(member, array, allow_pickle=False)
+
+    write_atomic(output, write)

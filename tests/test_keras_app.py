@@ -1,0 +1,352 @@
+"""alexft as a Keras citizen (issue #23): `alexft.AlexNet` in keras.applications' manner,
+`preprocess_input`, `decode_predictions`, models that save, load, clone and export, and
+training in plain Keras. Outputs are checked against the numpy forward pass (tests/reference.py)
+and the pipeline against Caffe's recipe written out here, not against alexft's own code."""
+import json
+import subprocess
+import sys
+
+import cv2
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import alexft
+import reference
+from alexft.weights import WeightSet, save
+from fixtures import photo_paths, random_params
+
+MEAN_BGR = np.array([104.00698793, 116.66876762, 122.67891434])  # Caffe's ilsvrc_2012 mean pixel
+TEN_CLASSES = [f"class {chr(65 + index)}" for index in range(10)]
+
+
+@pytest.fixture(scope="module")
+def ten_class_weights(tmp_path_factory):
+    """A fine-tuned-like file: 10 classes with names."""
+    params = random_params(seed=4, num_classes=10)
+    path = tmp_path_factory.mktemp("ten") / "model.npz"
+    save(WeightSet({name: tuple(pair) for name, pair in params.items()}, TEN_CLASSES), path)
+    return path, params
+
+
+def caffe_views(rgb_images):
+    """Caffe's recipe from its description: 8-bit BGR, 256x256 bilinear, minus the mean pixel,
+    the centre 227x227 (offset 14)."""
+    views = []
+    for rgb in rgb_images:
+        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        resized = cv2.resize(bgr, (256, 256), interpolation=cv2.INTER_LINEAR).astype(np.float64) - MEAN_BGR
+        views.append(resized[14:241, 14:241])
+    return np.stack(views).astype(np.float32)
+
+
+def photos_rgb(names=("chelsea", "coffee")):
+    return [np.asarray(Image.open(photo_paths()[name]).convert("RGB")) for name in names]
+
+
+def photo_views():
+    return np.stack([alexft.preprocess_input(image) for image in photos_rgb()])
+
+
+def assert_close(actual, expected, rtol=2e-4):
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=rtol * scale)
+
+
+# --- preprocess_input, decode_predictions ---------------------------------------------------------
+
+
+def test_preprocess_input_is_caffes_recipe_and_what_classify_feeds_the_network():
+    images = photos_rgb()
+    views = np.stack([alexft.preprocess_input(image) for image in images])
+    assert views.shape == (2, 227, 227, 3) and views.dtype == np.float32
+    np.testing.assert_allclose(views, caffe_views(images), atol=1e-4)
+    for name, view in zip(("chelsea", "coffee"), views):  # the command line's own input, bit for bit
+        np.testing.assert_array_equal(view, alexft.image_views(photo_paths()[name])[0])
+    same_size = [cv2.resize(image, (320, 240)) for image in images]
+    batch = alexft.preprocess_input(np.stack(same_size))
+    np.testing.assert_array_equal(batch, np.stack([alexft.preprocess_input(image) for image in same_size]))
+    # Floats in 0-255 are the same pixels; the input is left alone.
+    as_float = same_size[0].astype(np.float32)
+    np.testing.assert_array_equal(alexft.preprocess_input(as_float), batch[0])
+    np.testing.assert_array_equal(as_float, same_size[0])
+
+
+def test_preprocess_input_runs_on_tensors_and_in_a_dataset_map():
+    images = np.stack([cv2.resize(image, (256, 256)) for image in photos_rgb()])
+    expected = alexft.preprocess_input(images)
+    np.testing.assert_array_equal(alexft.preprocess_input(tf.constant(images)).numpy(), expected)
+    dataset = tf.data.Dataset.from_tensor_slices(images.astype(np.float32)).batch(2).map(alexft.preprocess_input)
+    assert dataset.element_spec.shape.as_list() == [None, 227, 227, 3]
+    np.testing.assert_array_equal(next(iter(dataset)).numpy(), expected)
+
+
+def test_preprocess_input_refuses_what_is_not_an_rgb_image():
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) or \(N, H, W, 3\); got \(10, 10\)"):
+        alexft.preprocess_input(np.zeros((10, 10), np.uint8))
+    with pytest.raises(ValueError, match="got \\(10, 10, 4\\)"):
+        alexft.preprocess_input(np.zeros((10, 10, 4), np.uint8))
+    with pytest.raises(TypeError, match="uint8 or float pixels; got <U1"):
+        alexft.preprocess_input(np.full((10, 10, 3), "a"))
+
+
+def test_decode_predictions_names_imagenet_classes_by_wordnet_id():
+    scores = np.zeros((2, 1000), np.float32)
+    scores[0, [281, 285, 3]] = [0.7, 0.2, 0.1]
+    scores[1, 999] = 1.0
+    decoded = alexft.decode_predictions(scores, top=3)
+    # Index 281 of ILSVRC-2012 in Caffe's synset order is n02123045, "tabby, tabby cat".
+    assert decoded[0] == [("n02123045", "tabby, tabby cat", pytest.approx(0.7)),
+                          ("n02124075", "Egyptian cat", pytest.approx(0.2)),
+                          ("n01491361", "tiger shark, Galeocerdo cuvieri", pytest.approx(0.1))]
+    assert decoded[1][0][:2] == ("n15075141", "toilet tissue, toilet paper, bathroom tissue")
+    assert len(alexft.decode_predictions(scores)[0]) == 5
+    assert alexft.decode_predictions(np.eye(3)[[2]], top=2, class_names=["a", "b", "c"]) == [[(2, "c", 1.0), (0, "a", 0.0)]]
+    with pytest.raises(ValueError, match="3 classes: pass class_names"):
+        alexft.decode_predictions(np.eye(3))
+    with pytest.raises(ValueError, match=r"shaped \(N, classes\)"):
+        alexft.decode_predictions(np.zeros(1000))
+
+
+# --- AlexNet(...) --------------------------------------------------------------------------------
+
+
+def test_alexnet_with_a_weights_file_matches_the_reference(canonical_weights_file, canonical_params):
+    images = photos_rgb()
+    views = alexft.preprocess_input(np.stack([cv2.resize(image, (300, 300)) for image in images]))
+    model = alexft.AlexNet(weights=canonical_weights_file)
+    assert [layer.name for layer in model.layers if layer.weights] == ["conv1", "conv2", "conv3", "conv4", "conv5",
+                                                                       "fc6", "fc7", "fc8"]
+    expected_logits = reference.forward(canonical_params, views)
+    assert_close(model(views).numpy(), reference.softmax(expected_logits))
+    assert model.layers[-1].name == "prob"
+    logits = alexft.AlexNet(weights=canonical_weights_file, classifier_activation=None)
+    assert logits.layers[-1].name == "logits"
+    assert_close(logits(views).numpy(), expected_logits)
+
+
+def test_alexnet_takes_its_class_count_and_names_from_the_file(ten_class_weights):
+    path, params = ten_class_weights
+    model = alexft.AlexNet(weights=path)
+    assert model.output.shape[-1] == 10 and model.class_names == TEN_CLASSES
+    views = photo_views()
+    scores = model(views).numpy()
+    assert_close(scores, reference.softmax(reference.forward(params, views)))
+    assert alexft.decode_predictions(scores, top=1, class_names=model.class_names)[0][0][1] in TEN_CLASSES
+    with pytest.raises(ValueError, match="have 10 classes, not 1000: leave classes unset, or use include_top=False"):
+        alexft.AlexNet(weights=path, classes=1000)
+    assert alexft.AlexNet(weights=None, classes=7).output.shape[-1] == 7
+
+
+def test_without_the_top_it_ends_at_pool5_or_any_layer_and_pools_as_keras_does(canonical_weights_file,
+                                                                                   canonical_params):
+    views = photo_views()
+    base = alexft.AlexNet(weights=canonical_weights_file, include_top=False)
+    assert base.output.shape[1:] == (6, 6, 256) and not any(layer.name.startswith("fc") for layer in base.layers)
+    pool5 = reference.forward(canonical_params, views, until="pool5")
+    assert_close(base(views).numpy(), pool5)
+    assert_close(alexft.AlexNet(weights=canonical_weights_file, include_top=False, pooling="avg")(views).numpy(),
+                 pool5.mean(axis=(1, 2)))
+    assert_close(alexft.AlexNet(weights=canonical_weights_file, include_top=False, pooling="max")(views).numpy(),
+                 pool5.max(axis=(1, 2)))
+    fc7 = alexft.AlexNet(weights=canonical_weights_file, include_top=False, last_layer="fc7")
+    assert_close(fc7(views).numpy(), reference.forward(canonical_params, views, until="fc7"))
+    # Without fc6 any size of at least 67 pixels goes; conv5 of a 291-pixel input is 17x17.
+    wide = alexft.AlexNet(weights=None, include_top=False, last_layer="conv5", input_shape=(291, 291, 3))
+    assert wide.output.shape[1:] == (17, 17, 256)
+    for wrong, message in ((dict(include_top=True, input_shape=(300, 300, 3)), "the input is \\(227, 227, 3\\)"),
+                           (dict(include_top=False, pooling="mean"), "pooling must be one of"),
+                           (dict(include_top=False, last_layer="fc7", pooling="avg"), "needs a convolutional output"),
+                           (dict(include_top=False, last_layer="fc9"), "AlexNet has no layer 'fc9'"),
+                           (dict(include_top=True, last_layer="fc7"), "needs include_top=False"),
+                           (dict(include_top=False, input_shape=(40, 40, 3)), "at least 67x67")):
+        with pytest.raises(ValueError, match=message):
+            alexft.AlexNet(weights=None, **wrong)
+    with pytest.raises(TypeError, match="weights must be 'imagenet', a path or None; got int"):
+        alexft.AlexNet(weights=3)
+
+
+def test_imagenet_weights_are_found_as_the_command_line_finds_them(canonical_weights_file, monkeypatch):
+    monkeypatch.setenv("ALEXFT_WEIGHTS", str(canonical_weights_file))
+    model = alexft.AlexNet(weights="imagenet", include_top=False, last_layer="conv1")
+    kernel = model.get_layer("conv1").kernel.numpy()
+    np.testing.assert_array_equal(kernel, alexft.load_weights(canonical_weights_file).params["conv1"][0])
+    monkeypatch.delenv("ALEXFT_WEIGHTS")
+    with pytest.raises(alexft.WeightsError, match="unreachable.npy"):  # the tests' download source is closed
+        alexft.AlexNet(weights="imagenet")
+
+
+# --- serialisation --------------------------------------------------------------------------------
+
+LOAD_AND_RUN = """
+import json, sys
+import numpy as np
+import alexft  # registers alexft's layers with Keras when Keras is imported
+import keras
+import tensorflow as tf
+
+folder = sys.argv[1]
+views = np.load(folder + "/views.npy")
+out = {}
+for name in ("full.keras", "user.keras", "user.h5"):
+    out[name] = np.asarray(keras.models.load_model(folder + "/" + name)(views)).tolist()
+rebuilt = keras.models.model_from_json(open(folder + "/user.json").read())
+rebuilt.load_weights(folder + "/user.weights.h5")
+out["json"] = np.asarray(rebuilt(views)).tolist()
+exported = tf.saved_model.load(folder + "/user_saved_model")  # kept: its variables live as long as it does
+out["saved_model"] = exported.serve(tf.constant(views)).numpy().tolist()
+print(json.dumps(out))
+"""
+
+
+def test_models_save_and_load_bit_for_bit_in_a_fresh_process(ten_class_weights, tmp_path):
+    path, _ = ten_class_weights
+    views = photo_views()
+    full = alexft.AlexNet(weights=path)
+    base = alexft.AlexNet(weights=path, include_top=False, pooling="avg")
+    base.trainable = False
+    inputs = keras.Input((227, 227, 3))
+    user = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="head")(base(inputs)))
+    expected = {"full.keras": full(views).numpy(), "user": user(views).numpy()}
+
+    np.save(tmp_path / "views.npy", views)
+    full.save(tmp_path / "full.keras")
+    user.save(tmp_path / "user.keras")
+    user.save(tmp_path / "user.h5")
+    (tmp_path / "user.json").write_text(user.to_json())
+    user.save_weights(tmp_path / "user.weights.h5")
+    user.export(str(tmp_path / "user_saved_model"), verbose=False)
+
+    done = subprocess.run([sys.executable, "-c", LOAD_AND_RUN, str(tmp_path)], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = json.loads(done.stdout.splitlines()[-1])
+    np.testing.assert_array_equal(np.float32(loaded.pop("full.keras")), expected["full.keras"])
+    for name, outputs in loaded.items():
+        np.testing.assert_array_equal(np.float32(outputs), expected["user"], err_msg=name)
+
+    clone = keras.models.clone_model(user)
+    clone.set_weights(user.get_weights())
+    np.testing.assert_array_equal(clone(views).numpy(), expected["user"])
+    config = full.get_layer("conv2").get_config()
+    assert config["spec"]["groups"] == 2 and keras.saving.get_registered_name(type(full.get_layer("conv2"))) == \
+        "alexft>GroupedConv2D"
+
+
+def test_a_model_built_from_its_config_starts_from_caffes_initialisation(ten_class_weights):
+    """The file's arrays are not part of the config: rebuilding gives fresh Caffe-initialised
+    layers (weights come from the saved file), never an error."""
+    model = alexft.AlexNet(weights=ten_class_weights[0])
+    config = model.get_layer("fc8").get_config()["kernel_initializer"]
+    assert config["class_name"] == "RandomNormal" and config["config"]["stddev"] == 0.01
+    rebuilt = keras.Model.from_config(model.get_config())
+    assert rebuilt.get_layer("fc6").kernel.numpy().std() == pytest.approx(0.005, rel=0.05)
+
+
+# --- training in plain Keras ----------------------------------------------------------------------
+
+
+def test_a_frozen_base_with_a_keras_head_learns_the_digits(digits_folder, canonical_weights_file, tmp_path):
+    keras.utils.set_random_seed(0)
+    train, val = keras.utils.image_dataset_from_directory(
+        digits_folder, validation_split=0.3, subset="both", seed=1, image_size=(256, 256), batch_size=32,
+        label_mode="int", verbose=False)
+    classes = len(train.class_names)
+    train = train.map(lambda images, labels: (alexft.preprocess_input(images), labels))
+    val = val.map(lambda images, labels: (alexft.preprocess_input(images), labels))
+
+    base = alexft.AlexNet(weights=canonical_weights_file, include_top=False, last_layer="fc7")
+    base.trainable = False
+    frozen_before = [weight.numpy().copy() for weight in base.weights]
+    inputs = keras.Input((227, 227, 3))
+    features = keras.layers.LayerNormalization(name="standardise")(base(inputs, training=False))
+    model = keras.Model(inputs, keras.layers.Dense(classes, activation="softmax", name="head")(features))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    best = tmp_path / "best.keras"
+    history = model.fit(train, validation_data=val, epochs=6, verbose=0, callbacks=[
+        keras.callbacks.ModelCheckpoint(best, monitor="val_accuracy", save_best_only=True),
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=3, restore_best_weights=True)])
+
+    assert max(history.history["val_accuracy"]) >= 0.5, history.history  # chance is 0.1
+    for before, after in zip(frozen_before, base.weights):
+        np.testing.assert_array_equal(after.numpy(), before)
+    reloaded = keras.models.load_model(best)
+    assert reloaded.evaluate(val, verbose=0)[1] == pytest.approx(max(history.history["val_accuracy"]), abs=1e-6)
+
+
+# --- API without traps ----------------------------------------------------------------------------
+
+
+def test_one_path_or_a_folder_works_wherever_paths_are_taken(predictor, tmp_path):
+    photo = photo_paths()["chelsea"]
+    for given in (str(photo), photo):
+        results = list(alexft.classify(predictor, given))
+        assert len(results) == 1 and results[0]["path"] == str(photo) and "predictions" in results[0]
+    folder = tmp_path / "pictures"
+    (folder / "inner").mkdir(parents=True)
+    for name in ("chelsea", "coffee"):
+        (folder / "inner" / f"{name}.png").write_bytes(photo_paths()[name].read_bytes())
+    assert [r["path"] for r in alexft.classify(predictor, folder)] == [str(folder / "inner" / "chelsea.png"),
+                                                                       str(folder / "inner" / "coffee.png")]
+    assert len(list(alexft.classify(predictor, [photo, folder]))) == 3
+    for wrong in (42, b"photo.png", None, [photo, 3]):
+        with pytest.raises(TypeError, match="expected a path"):
+            list(alexft.classify(predictor, wrong))
+    with pytest.raises(TypeError, match="expected a path"):
+        alexft.find_images(7)
+
+
+TENSORFLOW_FREE = """
+import sys
+import numpy as np
+import alexft
+
+folder = sys.argv[1]
+alexft.describe_weights(folder + "/model.npz")
+alexft.load_weights(folder + "/model.npz")
+alexft.convert_weights(folder + "/model.npz", folder + "/copy.npz")
+alexft.find_images(folder)
+alexft.imagenet_class_names()
+alexft.imagenet_wordnet_ids()
+for part in ("a", "b"):
+    np.savez(folder + f"/{part}.npz", features=np.ones((2, 3), np.float32), paths=np.array([part + "1", part + "2"]))
+alexft.merge_features([folder + "/a.npz", folder + "/b.npz"], folder + "/merged.npz")
+alexft.preprocess_input(np.zeros((300, 200, 3), np.uint8))
+alexft.decode_predictions(np.ones((1, 1000)))
+print(sorted(name for name in ("tensorflow", "keras") if name in sys.modules))
+"""
+
+
+def test_tools_that_need_no_network_do_not_import_tensorflow(ten_class_weights, tmp_path):
+    (tmp_path / "model.npz").write_bytes(ten_class_weights[0].read_bytes())
+    done = subprocess.run([sys.executable, "-c", TENSORFLOW_FREE, str(tmp_path)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["[]"]
+    with np.load(tmp_path / "merged.npz") as merged:
+        assert merged["paths"].tolist() == ["a1", "a2", "b1", "b2"]
+
+
+def test_several_predictors_in_one_process_raise_no_retracing_warning():
+    import logging
+
+    from alexft.model import InferenceFunction, build_alexnet
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("tensorflow")
+    logger.addHandler(handler)
+    try:
+        views = np.zeros((2, 227, 227, 3), np.float32)
+        for _ in range(6):  # TensorFlow warns from the fifth trace of one code object on
+            InferenceFunction(build_alexnet(num_classes=3))(views)
+        ours = [record.getMessage() for record in records if "retracing" in record.getMessage()]
+        for size in range(1, 7):  # a function of the user's retraced on every call still warns
+            tf.function(lambda x: x * 2)(tf.zeros([size]))
+    finally:
+        logger.removeHandler(handler)
+    assert ours == []
+    assert any("triggered tf.function retracing" in record.getMessage() for record in records)
