@@ -12,8 +12,16 @@ import click
 from alexft.quiet import import_tensorflow_quietly
 
 
+# The exit-code contract of every command (docs/commands.md): 0 all good; 1 some input could
+# not be used (named on stderr); 2 usage error (click's); 130/143 interrupted by Ctrl-C/SIGTERM.
+EXIT_INPUT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
 def _fail_cleanly(function):
-    """Turn an AlexftError (a user's mistake or a bad file) into a one-line message, no traceback."""
+    """Turn an AlexftError (a user's mistake or a bad file) into a one-line message, no
+    traceback, exit 1; Ctrl-C into exit 130 (click would say "Aborted!" and exit 1). What was
+    already printed stays printed."""
     import functools
 
     @functools.wraps(function)
@@ -24,8 +32,49 @@ def _fail_cleanly(function):
             return function(*args, **kwargs)
         except AlexftError as error:
             raise click.ClickException(str(error)) from None
+        except KeyboardInterrupt:
+            sys.stdout.flush()
+            click.echo("alexft: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
 
     return wrapper
+
+
+class _ImageInput(click.ParamType):
+    """An image file or folder that exists, `-` (one image on standard input) or an http(s) URL."""
+
+    name = "IMAGE"
+
+    def convert(self, value, param, ctx):
+        from alexft.image_sources import STDIN, image_source, is_url
+
+        if not isinstance(value, str) or value == STDIN or is_url(value):
+            return image_source(value) if isinstance(value, str) else value
+        if not Path(value).exists():
+            self.fail(f"{value}: no such file or folder", param, ctx)
+        return Path(value)
+
+
+def _expand_inputs(inputs):
+    """Files, URLs and stdin as given; folders as their images, sorted. A folder without images
+    is a warning; no image at all, or `-` twice, a usage error (exit 2). No TensorFlow yet."""
+    from alexft.image_sources import StdinImage
+    from alexft.preprocess import images_below
+
+    found = []
+    for item in inputs:
+        if isinstance(item, Path) and item.is_dir():
+            images = images_below(item)
+            if not images:
+                click.echo(f"alexft: warning: {item}: no images in this folder", err=True)
+            found.extend(images)
+        else:
+            found.append(item)
+    if sum(isinstance(item, StdinImage) for item in found) > 1:
+        raise click.UsageError("'-' (standard input) can be given once")
+    if not found:
+        raise click.UsageError(f"no images found in {', '.join(map(str, inputs))}")
+    return found
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,7 +111,7 @@ shard_option = click.option(
 
 
 @main.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=_ImageInput())
 @weights_option
 @click.option("--top-k", "top", default=5, show_default=True, type=click.IntRange(min=1), help="Classes shown per image.")
 @click.option("--ten-crop", is_flag=True, help="Average Caffe's ten crops instead of the centre crop.")
@@ -73,22 +122,23 @@ shard_option = click.option(
 @click.pass_context
 @_fail_cleanly
 def classify(ctx, inputs, weights, top, ten_crop, batch_size, as_json, shard, progress):
-    """Print the top classes of images (files, or folders searched recursively).
+    """Print the top classes of images: files, folders (searched recursively), http(s) URLs,
+    or - for one image on standard input.
 
     Exit status 1 if any input could not be used; all others are still classified.
     """
-    import_tensorflow_quietly()
     from alexft.pipeline import shard as shard_of
-    from alexft.predict import classify as classify_images, load_predictor
-    from alexft.preprocess import find_images
+    from alexft.sources import resolve_weights
 
-    paths = find_images(inputs)
-    if not paths:
-        raise click.UsageError(f"no images found in {', '.join(map(str, inputs))}")
+    paths = _expand_inputs(inputs)
     if shard:
         paths = shard_of(paths, *shard)
         if not paths:
             return  # more shards than images: this one has nothing to do
+    weights = resolve_weights(weights, progress=progress)  # before TensorFlow: a missing file is said at once
+    import_tensorflow_quietly()
+    from alexft.predict import classify as classify_images, load_predictor
+
     predictor = load_predictor(weights, progress=progress)
     failures = 0
     for result in classify_images(predictor, paths, top=top, ten_crop=ten_crop, batch_size=batch_size, progress=progress):
@@ -120,14 +170,19 @@ def _print_result(result, as_json):
 @click.option("--report", type=click.Path(path_type=Path, file_okay=False), help="Write metrics, per-class table, confusion matrix, misclassified images here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @progress_option
+@click.pass_context
 @_fail_cleanly
-def evaluate(data, weights, list_file, root, ten_crop, batch_size, report, as_json, progress):
+def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, as_json, progress):
     """Measure a model on DATA/<class>/<images> (folders matched to class names) or a --list file."""
+    if (data is None) == (list_file is None):
+        raise click.UsageError("give either DATA (class folders) or --list FILE")
+    from alexft.sources import resolve_weights
+
+    weights = resolve_weights(weights, progress=progress)
     import_tensorflow_quietly()
     from alexft.evaluation import evaluate as run_evaluate, labelled_folder, labelled_list
     from alexft.predict import load_predictor
-    if (data is None) == (list_file is None):
-        raise click.UsageError("give either DATA (class folders) or --list FILE")
+
     predictor = load_predictor(weights, progress=progress)
     if list_file is not None:
         files = labelled_list(list_file, root or list_file.parent, len(predictor.class_names))
@@ -139,7 +194,11 @@ def evaluate(data, weights, list_file, root, ten_crop, batch_size, report, as_js
     else:
         click.echo(_describe_evaluation(summary))
     for message in summary["skipped_files"].values():
-        click.echo(f"skipped: {message}", err=True)
+        click.echo(f"error: {message}", err=True)
+    if summary["skipped"]:
+        click.echo(f"alexft: {summary['skipped']} of {summary['images'] + summary['skipped']} images could not be used",
+                   err=True)
+        ctx.exit(EXIT_INPUT_FAILED)
 
 
 def _describe_evaluation(summary):
@@ -150,9 +209,10 @@ def _describe_evaluation(summary):
             m = summary[protocol]
             top5 = f"{m['top5']:7.2%}" if m["top5"] is not None else f"{'-':>7s}"
             lines.append(f"{protocol:10s} {m['top1']:7.2%} {top5} {m['mean_class_accuracy']:10.2%} {m['log_loss']:9.4f}")
-    confused = summary.get("ten_crop", summary["centre"])["most_confused"][:5]
+    protocol = "ten_crop" if "ten_crop" in summary else "centre"
+    confused = summary[protocol]["most_confused"][:5]
     if confused:
-        lines += ["", "most confused (true -> predicted):"]
+        lines += ["", f"most confused, {protocol} (true -> predicted):"]
         lines += [f"  {pair['count']:5d}  {pair['true']} -> {pair['predicted']}" for pair in confused]
     return "\n".join(lines)
 
@@ -160,24 +220,35 @@ def _describe_evaluation(summary):
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True))
 @weights_option
-@click.option("--layer", default="fc7", show_default=True, type=click.Choice(["conv1", "conv2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8"]))
+@click.option("--layer", default="fc7", show_default=True,
+              type=click.Choice(["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8"]),
+              help="The layer whose activations are written (after its ReLU; fc8: the logits).")
 @click.option("--ten-crop", is_flag=True, help="Average the activations of Caffe's ten crops.")
 @click.option("--output", required=True, type=click.Path(path_type=Path, dir_okay=False), help="The .npz to write.")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images per batch.")
 @shard_option
 @progress_option
+@click.pass_context
 @_fail_cleanly
-def features(inputs, weights, layer, ten_crop, output, batch_size, shard, progress):
+def features(ctx, inputs, weights, layer, ten_crop, output, batch_size, shard, progress):
     """Write a layer's activations for images (files or folders) to an .npz.
 
     One folder laid out as <class>/<images> also stores each image's label and the class names.
+    Exit status 1 if any input could not be used; the others are still written.
     """
-    import_tensorflow_quietly()
-    from alexft.features import extract_features, images_with_labels
+    from alexft.data import images_with_labels
     from alexft.pipeline import shard as shard_of
-    from alexft.predict import load_predictor
-    predictor = load_predictor(weights, progress=progress)
+    from alexft.sources import resolve_weights
+
     paths, labels, class_names = images_with_labels(inputs)
+    if labels is None:
+        paths = _expand_inputs(inputs)  # the same as find_images, and says which folders were empty
+    weights = resolve_weights(weights, progress=progress)
+    import_tensorflow_quietly()
+    from alexft.features import extract_features
+    from alexft.predict import load_predictor
+
+    predictor = load_predictor(weights, progress=progress)
     if shard:  # labels and class names come from the whole listing, so every shard agrees on them
         chosen = shard_of(range(len(paths)), *shard)
         paths = [paths[index] for index in chosen]
@@ -185,8 +256,11 @@ def features(inputs, weights, layer, ten_crop, output, batch_size, shard, progre
     written, skipped = extract_features(predictor.model, paths, layer, output, ten_crop=ten_crop, labels=labels,
                                         class_names=class_names, batch_size=batch_size, progress=progress)
     for message in skipped.values():
-        click.echo(f"skipped: {message}", err=True)
+        click.echo(f"error: {message}", err=True)
     click.echo(f"{output}: {layer} features of {written} images" + (f" ({len(skipped)} skipped)" if skipped else ""))
+    if skipped:
+        click.echo(f"alexft: {len(skipped)} of {len(paths)} inputs could not be used", err=True)
+        ctx.exit(EXIT_INPUT_FAILED)
 
 
 def _layer_list(ctx, param, value):
@@ -210,6 +284,20 @@ class _RateType(click.ParamType):
             self.fail(str(error), param, ctx)
 
 
+class _EpochsType(click.ParamType):
+    """A whole number of epochs, or "auto" (chosen from the folder's size and the feature cache)."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        from alexft.train_options import OptionsError, parse_epochs
+
+        try:
+            return parse_epochs(value)
+        except OptionsError as error:
+            self.fail(str(error), param, ctx)
+
+
 @main.command()
 @click.argument("data_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @weights_option
@@ -217,8 +305,9 @@ class _RateType(click.ParamType):
               help="Layers not loaded from the weights (fresh init), comma-separated: conv1-conv5, fc6-fc8.")
 @click.option("--train", "train_layers", default=None, callback=_layer_list,
               help="Layers that learn, comma-separated (conv1-conv5, fc6-fc8), or 'all'. Default: the skipped ones.")
-@click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1),
-              help="Passes over the training images (with --resume: may grow).")
+@click.option("--epochs", default="auto", show_default=True, type=_EpochsType(), metavar="N|auto",
+              help="Passes over the training images, or 'auto': 10 on images; on the feature cache, enough for "
+                   "1000 steps (10-200 epochs). With --resume: may grow.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Images per training step.")
 @click.option("--lr", default="auto", show_default=True, type=_RateType(), metavar="RATE|auto",
               help="Base learning rate, or 'auto': measured by a range test on the training data before the first "
@@ -259,10 +348,12 @@ def finetune(data_dir, weights, train_layers, output, resume, as_json, progress,
     values["ten_crop_val"] = values.pop("ten_crop")
     values["val_dir"] = values["val_dir"] and str(values["val_dir"])
     options = TrainOptions(train=train_layers, **values)
+    dataset, weights = _check_before_training(data_dir, options, weights, output, resume, progress)
     import_tensorflow_quietly()
     from alexft.train import TrainingInterrupted, finetune as run_finetune
     try:
-        summary = run_finetune(data_dir, options, weights=weights, output=output, resume=resume, progress=progress)
+        summary = run_finetune(data_dir, options, weights=weights, output=output, resume=resume, progress=progress,
+                               dataset=dataset)
     except TrainingInterrupted as interrupted:
         click.echo(f"alexft: {interrupted}", err=True)
         sys.exit(128 + interrupted.signal_number)
@@ -273,6 +364,19 @@ def finetune(data_dir, weights, train_layers, output, resume, as_json, progress,
         click.echo(json.dumps(summary))
     else:
         click.echo(_describe_summary(summary))
+
+
+def _check_before_training(data_dir, options, weights, output, resume, progress):
+    """What can be refused without TensorFlow is refused before its seconds of start-up: the
+    data's layout, a run folder already in use, missing weights. Returns (dataset, weights file)."""
+    from alexft.data import load_dataset
+    from alexft.run_folder import RunFolder
+    from alexft.sources import resolve_weights
+
+    dataset = load_dataset(data_dir, val_dir=options.val_dir, val_split=options.val_split, seed=options.seed)
+    if output is not None and not resume and options.strategy != "multiworker":
+        RunFolder(output).refuse_existing()
+    return dataset, resolve_weights(weights, progress=progress)
 
 
 def _describe_summary(summary):
@@ -340,7 +444,7 @@ def _describe_weights(facts):
         lines.append(f"  {layer['name']:<6} weights {_shape(kernel):<18} {kernel['dtype']:<8} biases {_shape(bias):<8} {bias['dtype']}")
     lines.append(f"parameters: {facts['parameters']:,}")
     names = facts["class_names"]
-    stored = f" ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})" if names else " (no names stored)"
+    stored = f" ({', '.join(map(repr, names[:5]))}{', ...' if len(names) > 5 else ''})" if names else " (no names stored)"
     lines.append(f"classes: {facts['classes']}{stored}")
     lines.append("layout: canonical bvlc_alexnet" if facts["canonical_layout"] else
                  "layout: AlexNet with a different class count" if not facts["problem"] else f"problem: {facts['problem']}")

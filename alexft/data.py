@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import write_text
+from .progress import progress_bar
 from .errors import AlexftError, ImageError
-from .preprocess import images_below, resize_and_subtract_mean, read_image
+from .preprocess import find_images, images_below, path_list, resize_and_subtract_mean, read_image
 
 
 class DataError(AlexftError, ValueError):
@@ -50,13 +51,15 @@ def list_labelled(root, class_names):
     """Every image below root/<class>/ (recursively), labelled by the class's index."""
     root = Path(root)
     paths, labels = [], []
-    for index, name in enumerate(class_names):
-        folder = root / name
-        files = images_below(folder) if folder.is_dir() else []
-        if not files:
-            raise DataError(f"{folder}: class folder has no images")
-        paths.extend(files)
-        labels.extend([index] * len(files))
+    with progress_bar(len(class_names), minimum=100, desc=f"listing {root}", unit="class") as bar:
+        for index, name in enumerate(class_names):
+            folder = root / name
+            files = images_below(folder) if folder.is_dir() else []
+            if not files:
+                raise DataError(f"{folder}: class folder has no images")
+            paths.extend(files)
+            labels.extend([index] * len(files))
+            bar.update(1)
     return LabelledFiles(paths, np.array(labels, np.int32))
 
 
@@ -65,8 +68,12 @@ def stratified_split(labels, fraction, seed):
     (at least one when it has two or more and fraction > 0), chosen by a seeded shuffle."""
     rng = np.random.default_rng([seed, 0x5EED])
     train, val = [], []
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
+    # One stable sort groups each class's indices in ascending order (what a per-class scan
+    # gives, in one pass instead of classes x images: 10,000 classes took minutes).
+    order = np.argsort(labels, kind="stable")
+    classes, starts = np.unique(np.asarray(labels)[order], return_index=True)
+    for members in np.split(order, starts[1:]):
+        members = members.copy()
         rng.shuffle(members)
         count = int(round(fraction * len(members)))
         if fraction > 0 and len(members) >= 2:
@@ -135,3 +142,14 @@ def load_prepared(path, ledger):
     except ImageError as error:
         ledger.add(path, str(error))
         return None
+
+
+def images_with_labels(inputs):
+    """(paths, labels, class_names) for image files or folders; labels and class names are
+    None unless `inputs` is one folder laid out as <class>/<images>."""
+    inputs = path_list(inputs)
+    if len(inputs) == 1 and inputs[0].is_dir() and class_folders(inputs[0]):
+        class_names = class_folders(inputs[0])
+        files = list_labelled(inputs[0], class_names)
+        return files.paths, files.labels, class_names
+    return find_images(inputs), None, None

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import imagenet
 from .data import DataError, LabelledFiles, class_folders, list_labelled
 from .predict import predict_views
 
@@ -28,17 +29,27 @@ class Predictions:
 
 
 def labelled_folder(data_dir, class_names):
-    """DATA/<class>/... with folders matched to the model's class names by name."""
+    """DATA/<class>/... with folders matched to the model's classes: by class name, or, for a
+    1000-class model, by WordNet id as ImageNet's own folders are named (n02123045/)."""
     folders = class_folders(data_dir)
     if not folders:
         raise DataError(f"{data_dir}: no class sub-folders; expected {data_dir}/<class name>/<images>")
-    unknown = [name for name in folders if name not in class_names]
+    index = {name: position for position, name in enumerate(class_names)}
+    if len(class_names) == len(imagenet.wordnet_ids()):
+        index.update({wordnet_id: position for position, wordnet_id in enumerate(imagenet.wordnet_ids())})
+    unknown = [name for name in folders if name not in index]
     if unknown:
-        raise DataError(f"{data_dir}: folder(s) {', '.join(unknown[:5])} are not classes of this model "
-                        f"(e.g. {', '.join(class_names[:3])})")
+        raise DataError(f"{data_dir}: folder(s) {quoted_names(unknown[:5])} are not classes of this model "
+                        f"(e.g. {quoted_names(class_names[:3])}" +
+                        (", or WordNet ids such as 'n01440764')" if len(class_names) == 1000 else ")"))
     files = list_labelled(data_dir, folders)
-    files.labels = np.array([class_names.index(folders[i]) for i in files.labels], np.int32)
+    files.labels = np.array([index[folders[i]] for i in files.labels], np.int32)
     return files
+
+
+def quoted_names(names):
+    """Class names, several of which hold commas ("tabby, tabby cat"), listed unambiguously."""
+    return ", ".join(repr(str(name)) for name in names)
 
 
 def labelled_list(list_file, root, num_classes):
@@ -133,30 +144,34 @@ def evaluate(predictor, files, ten_crop=False, batch_size=32, progress=None, rep
 def write_report(folder, summary, predictions, probabilities, confusion, class_names):
     from . import plots
 
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "metrics.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    # The per-image files and figures show one protocol, the ten crops when they were run;
+    # each says which (metrics.json holds both protocols' figures, each under its name).
     protocol = "ten_crop" if "ten_crop" in summary else "centre"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").write_text(json.dumps(dict(summary, report_protocol=protocol), indent=1, ensure_ascii=False)
+                                         + "\n", encoding="utf-8")
     with open(folder / "per_class.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, ["name", "precision", "recall", "f1", "support"])
+        writer = csv.DictWriter(handle, ["protocol", "name", "precision", "recall", "f1", "support"])
         writer.writeheader()
-        writer.writerows(summary[protocol]["per_class"])
+        writer.writerows(dict(row, protocol=protocol) for row in summary[protocol]["per_class"])
     predicted = probabilities.argmax(axis=1)
     losses = -np.log(np.maximum(probabilities[np.arange(len(predicted)), predictions.labels], 1e-15))
     wrong = np.flatnonzero(predicted != predictions.labels)
     with open(folder / "misclassified.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "true", "predicted", "p_true", "p_predicted", "loss"])
+        writer.writerow(["protocol", "path", "true", "predicted", "p_true", "p_predicted", "loss"])
         for index in wrong[np.argsort(-losses[wrong])]:
-            writer.writerow([str(predictions.paths[index]), class_names[predictions.labels[index]], class_names[predicted[index]],
+            writer.writerow([protocol, str(predictions.paths[index]), class_names[predictions.labels[index]], class_names[predicted[index]],
                              f"{probabilities[index, predictions.labels[index]]:.6f}", f"{probabilities[index, predicted[index]]:.6f}",
                              f"{losses[index]:.6f}"])
     with open(folder / "confusion_matrix.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)  # rows: true class, columns: predicted class, counts
-        writer.writerow(["true \\ predicted"] + list(class_names))
+        writer.writerow([f"true \\ predicted ({protocol})"] + list(class_names))
         writer.writerows([name] + row for name, row in zip(class_names, confusion.tolist()))
     used = sorted(set(predictions.labels.tolist()) | set(predicted.tolist()))
-    plots.confusion_matrix(confusion[np.ix_(used, used)], [class_names[i] for i in used], folder / "confusion_matrix.png")
+    plots.confusion_matrix(confusion[np.ix_(used, used)], [class_names[i] for i in used], folder / "confusion_matrix.png",
+                           protocol)
     worst = np.argsort(-losses)[:16]
-    captions = [f"true: {class_names[predictions.labels[i]]}\npred: {class_names[predicted[i]]} ({probabilities[i, predicted[i]]:.2f})"
+    captions = [f"{protocol} true: {class_names[predictions.labels[i]]}\npred: {class_names[predicted[i]]} ({probabilities[i, predicted[i]]:.2f})"
                 for i in worst]
     plots.contact_sheet([predictions.paths[i] for i in worst], captions, folder / "top_losses.png")

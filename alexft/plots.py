@@ -3,12 +3,18 @@ import numpy as np
 # Figures built without pyplot need no backend, so drawing a file never changes the
 # backend of the caller (a notebook's inline plots stay inline).
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .atomic import write_atomic
 
 
 def learning_curves(history, path):
     """Loss and accuracy per epoch, train and validation, side by side."""
+    _save(curves_figure(history), path, dpi=100)
+    return path
+
+
+def curves_figure(history):
     epochs = [row["epoch"] for row in history]
     figure = Figure(figsize=(10, 4), layout="constrained")
     loss_axes, accuracy_axes = figure.subplots(1, 2)
@@ -21,8 +27,8 @@ def learning_curves(history, path):
     for axes in (loss_axes, accuracy_axes):
         axes.grid(alpha=0.3)
         axes.legend()
-    _save(figure, path, dpi=100)
-    return path
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no 1.5 ticks
+    return figure
 
 
 def range_test_curve(result, path):
@@ -45,7 +51,7 @@ def range_test_curve(result, path):
     return path
 
 
-def confusion_matrix(matrix, class_names, path):
+def confusion_matrix(matrix, class_names, path, protocol=None):
     """Row-normalised confusion matrix (rows: true class) as a labelled heatmap.
 
     The figure grows with the class count so that 100 labels stay legible.
@@ -60,7 +66,8 @@ def confusion_matrix(matrix, class_names, path):
     labels = [name if len(name) <= 24 else name[:23] + "…" for name in class_names]
     axes.set_xticks(range(count), labels, rotation=90, fontsize=fontsize)
     axes.set_yticks(range(count), labels, fontsize=fontsize)
-    axes.set(xlabel="predicted", ylabel="true", title="confusion matrix (each row sums to 1)")
+    title = "confusion matrix (each row sums to 1)" + (f", {protocol}" if protocol else "")
+    axes.set(xlabel="predicted", ylabel="true", title=title)
     if count <= 20:
         for (row, column), value in np.ndenumerate(normalised):
             if value >= 0.005:

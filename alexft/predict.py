@@ -12,7 +12,7 @@ from . import weights as weights_io
 from .errors import AlexftError
 from .model import InferenceFunction, build_alexnet, fused_lrn_pays_off, onednn_is_on
 from .pipeline import chunks, map_ahead
-from .preprocess import image_views
+from .preprocess import find_images, image_views
 from .progress import progress_bar
 from .sources import resolve_weights
 
@@ -47,15 +47,17 @@ def load_predictor(weights=None, download=True, progress=None):
 
 
 def predict_views(predictor, paths, ten_crop=False, batch_size=32, progress=None, workers=None, fused_lrn=None):
-    """Yield (path, per-view probabilities or None, error message or None) per path, in order.
+    """Yield (path, per-view probabilities or None, error message or None) per image, in order.
+
+    `paths`: an image or folder, or a list of them (folders give their images, sorted).
 
     Probabilities are (1, classes) for the centre crop, or (10, classes) for Caffe's ten crops
     in `oversample` order (the centre is view 4). The ten crops of a batch of images go
     through the network as one batch. A file that cannot be read yields its error; the run goes on.
     `fused_lrn`: whether full batches use the fused LRN (`Predictor.probabilities`); by default,
-    long runs do (`model.fused_lrn_pays_off`).
+    runs of 512 views or more do.
     """
-    paths = list(paths)
+    paths = find_images(paths)  # one path or many; folders expand as on the command line
     views_per_image = 10 if ten_crop else 1
     if fused_lrn is None:
         fused_lrn = fused_lrn_pays_off(len(paths) * views_per_image)

@@ -6,7 +6,9 @@ Files are read as bytes and decoded with `cv2.imdecode`, so every caller sees th
 pixels and non-ASCII paths work everywhere.
 """
 import io
+import os
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -141,8 +143,10 @@ def ten_crops(prepared):
 
 
 def image_views(path, ten_crop=False):
-    """Read a file and return the network's input views: (1 or 10, 227, 227, 3) float32."""
-    prepared = resize_and_subtract_mean(read_image(path))
+    """Read a file (or an image source with `read_bytes()`, e.g. a URL) and return the
+    network's input views: (1 or 10, 227, 227, 3) float32."""
+    image = read_image(path) if isinstance(path, (str, os.PathLike)) else decode_image(path.read_bytes(), str(path))
+    prepared = resize_and_subtract_mean(image)
     if ten_crop:
         return ten_crops(prepared)
     return center_crop(prepared)[np.newaxis].copy()
@@ -154,15 +158,40 @@ def is_image_file(path):
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
+def path_list(paths):
+    """One path (str or os.PathLike) or an iterable of them, as a list of Paths; anything else
+    (a number, bytes, None) is a TypeError: a string is never taken letter by letter. Image
+    sources that are not files (objects with `read_bytes()`, e.g. URLs) pass through as they are."""
+    if isinstance(paths, (str, os.PathLike)) or _is_source(paths):
+        return [_as_path(paths)]
+    if isinstance(paths, (bytes, bytearray)) or not isinstance(paths, Iterable):
+        raise TypeError(f"expected a path (str or os.PathLike) or a list of paths, got {type(paths).__name__}")
+    listed = list(paths)
+    for item in listed:
+        if not isinstance(item, (str, os.PathLike)) and not _is_source(item):
+            raise TypeError(f"expected a path (str or os.PathLike) or a list of paths; the list holds a "
+                            f"{type(item).__name__}: {item!r}")
+    return [_as_path(item) for item in listed]
+
+
+def _is_source(item):
+    return hasattr(item, "read_bytes") and not isinstance(item, (str, bytes, os.PathLike))
+
+
+def _as_path(item):
+    return item if _is_source(item) else Path(item)
+
+
 def find_images(paths):
     """Expand files and folders (recursively) into a list of paths in a stable order.
 
-    Files named explicitly are kept whatever their suffix, so a bad one is reported, not
-    silently dropped. Folders contribute their image files, sorted, hidden folders skipped.
+    `paths`: one path or a list of them. Files named explicitly are kept whatever their
+    suffix, so a bad one is reported, not silently dropped. Folders contribute their image
+    files, sorted, hidden folders skipped.
     """
     found = []
-    for path in map(Path, paths):
-        if path.is_dir():
+    for path in path_list(paths):
+        if isinstance(path, Path) and path.is_dir():
             found.extend(images_below(path))
         else:
             found.append(path)

@@ -88,9 +88,10 @@ class RunFolder:
             write_json(self.path / "config.json", config)
 
     def discard_fresh(self):
-        """Remove what `start` wrote for a run that never trained."""
-        for name in ("config.json", "classes.json", "lr_find.png"):
+        """Remove what a run that never finished an epoch wrote."""
+        for name in ("config.json", "classes.json", "lr_find.png", "broken_files.json"):
             (self.path / name).unlink(missing_ok=True)
+        shutil.rmtree(self.path / "tensorboard", ignore_errors=True)
         try:
             self.path.rmdir()  # only if nothing else is there
         except OSError:

@@ -39,22 +39,25 @@ class TrainingInterrupted(TrainingError):
 
 
 def finetune(data_dir, options=None, *, weights=None, output=None, resume=False, cache_memory=2 << 30,
-             progress=None, log=None, **fields):
+             progress=None, log=None, dataset=None, **fields):
     """Fine-tune AlexNet on DATA_DIR/<class>/<images>; return a summary dict.
 
     `options`: a TrainOptions record; keyword `fields` of TrainOptions build one (or change
     the given one). Everything is written to the run folder `output` (default
     runs/<timestamp>); `resume=True` continues the run there, and may change `epochs`, `lr`
-    and the devices. See alexft/run_folder.py for what the folder holds.
+    and the devices. docs/data.md lists what the folder holds. `dataset`: DATA_DIR already
+    listed by `load_dataset` with these options (the command line lists it before it starts
+    TensorFlow).
     """
     options = options.replace(**fields) if options else TrainOptions(**fields)
     log = log or (lambda message: print(f"alexft: {message}", file=sys.stderr))
     chief = _check_cluster(options, output, log)
-    dataset = load_dataset(data_dir, val_dir=options.val_dir, val_split=options.val_split, seed=options.seed)
+    dataset = dataset or load_dataset(data_dir, val_dir=options.val_dir, val_split=options.val_split, seed=options.seed)
     _report_split(dataset, options, log)
     weights_path = resolve_weights(weights, progress=progress)
     weight_set = weights_io.load(weights_path, skip=options.skip)
     options = _layer_choice(options, weight_set, len(dataset.class_names), log)
+    options = _plan_epochs(options, len(dataset.train), log)
     run = RunFolder(output or RunFolder.default_path(), chief)
     config = dict(options.as_dict(), data_dir=str(data_dir), weights=str(weights_path),
                   base_weights_sha256=file_sha256(weights_path), class_names=dataset.class_names, versions=_versions(),
@@ -71,12 +74,13 @@ def finetune(data_dir, options=None, *, weights=None, output=None, resume=False,
         run.refuse_existing()
         run.start(config)
     try:
-        trainer = Trainer(options, config, dataset, weight_set, run, cache_memory, progress, log)
-    except AlexftError:
-        if chief and not resume:
-            run.discard_fresh()  # a start refused (device, precision...) must not block the next try
+        return Trainer(options, config, dataset, weight_set, run, cache_memory, progress, log).fit()
+    except BaseException:
+        if chief and not resume and not run.checkpoint.exists() and not run.model.exists():
+            # Refused (device, precision...), failed or stopped (Ctrl-C while caching features)
+            # before epoch 1 ended: nothing a fresh start would trip on stays.
+            run.discard_fresh()
         raise
-    return trainer.fit()
 
 
 def _check_cluster(options, output, log):
@@ -127,6 +131,13 @@ def _layer_choice(options, weight_set, num_classes, log):
     return options.replace(skip=sorted(skip, key=order.index), train=sorted(set(train), key=order.index))
 
 
+def _plan_epochs(options, train_count, log):
+    epochs, why = options.planned_epochs(train_count, cache_point(options) is not None)
+    if why:
+        log(f"{epochs} epochs ({why}; --epochs N to choose)")
+    return options.replace(epochs=epochs)
+
+
 def _versions():
     import cv2
     import keras
@@ -166,6 +177,18 @@ def scheduled_rate(base_rate, epoch, epochs):
     return base_rate * (0.1 if epoch >= math.ceil(2 * epochs / 3) and epochs >= 3 else 1.0)
 
 
+def epoch_score(row):
+    """Higher is better: validation accuracy, ties (frequent on small validation sets over many
+    epochs) broken by the lower validation loss; the training loss when nothing is held out."""
+    if row["val_accuracy"] is None:
+        return [-row["train_loss"]]
+    return [row["val_accuracy"], -row["val_loss"]]
+
+
+def _stored_score(score):
+    return list(score) if isinstance(score, (list, tuple)) else [score]  # checkpoints before the tie-break hold a float
+
+
 class Trainer:
     """One fine-tuning run: the range test, the epochs with recovery, the run folder's writes."""
 
@@ -187,15 +210,12 @@ class Trainer:
         self.data.prepare(self.net.model, self.net.policy, len(self.dataset.class_names), self.cache_memory, self.progress)
         if state["base_lr"] is None:
             state["base_lr"] = self._find_rate(state)
-        writer = tf.summary.create_file_writer(str(self.run.path / "tensorboard")) if self.run.chief else tf.summary.create_noop_writer()
+        board = _TensorBoard(self.run.path / "tensorboard" if self.run.chief else None)
         try:
             with _StopOnSignal() as stop:
                 while state["epoch"] < self.options.epochs:
                     row = self._epoch_with_recovery(state, stop)
-                    with writer.as_default(step=row["epoch"]):
-                        for key, value in row.items():
-                            if key not in ("epoch", "note") and value is not None:
-                                tf.summary.scalar(key, value)
+                    board.write(row)
                     self.log(_describe_row(row, self.options.epochs))
                     if stop.signal_number and state["epoch"] < self.options.epochs:
                         self.run.write_history(state["history"], final=True)
@@ -348,9 +368,8 @@ class Trainer:
                    note="; ".join(state["notes"]) or None)
         state["history"].append(row)
         state.update(notes=[], retry=False)
-        # Best by validation accuracy, or by training loss when nothing is held out.
-        score = val_accuracy if val_accuracy is not None else -train_loss
-        if state["best_score"] is None or score > state["best_score"]:
+        score = epoch_score(row)
+        if state["best_score"] is None or score > _stored_score(state["best_score"]):
             state.update(best_score=score, best_epoch=epoch + 1)
             self.best = self.net.trained_values()
             self.model_pending = True
@@ -407,6 +426,28 @@ def _describe_row(row, epochs):
     if row["val_accuracy"] is not None:
         text += f"; val loss {row['val_loss']:.4f}, val accuracy {row['val_accuracy']:.3f}"
     return text + f" (lr {row['lr']:.3g}, {row['seconds']:.1f} s)"
+
+
+class _TensorBoard:
+    """Each epoch's figures laid out as Keras' TensorBoard callback lays them out: runs `train`
+    and `validation`, scalars `epoch_loss` and `epoch_accuracy` (overlaid on one chart per metric),
+    and `epoch_learning_rate` under `train`. `folder` None (not the chief): nothing is written."""
+
+    def __init__(self, folder):
+        self.writers = {}
+        if folder is not None:
+            self.writers = {split: tf.summary.create_file_writer(str(folder / split)) for split in ("train", "validation")}
+
+    def write(self, row):
+        scalars = {"train": dict(epoch_loss=row["train_loss"], epoch_accuracy=row["train_accuracy"],
+                                 epoch_learning_rate=row["lr"]),
+                   "validation": dict(epoch_loss=row["val_loss"], epoch_accuracy=row["val_accuracy"])}
+        for split, writer in self.writers.items():
+            with writer.as_default(step=row["epoch"]):
+                for name, value in scalars[split].items():
+                    if value is not None:
+                        tf.summary.scalar(name, value)
+            writer.flush()
 
 
 class _StopOnSignal:

@@ -124,3 +124,38 @@ def real_weights_file():
     if not REAL_WEIGHTS or not Path(REAL_WEIGHTS).is_file():
         pytest.skip("needs the real bvlc_alexnet.npy: set ALEXFT_WEIGHTS to its path")
     return Path(REAL_WEIGHTS)
+
+
+def _release_memory():
+    """What a test module leaves (models, traced functions, freed TensorFlow buffers) goes back
+    to the system: two workers each holding several GB of freed heap exhausted a 24 GB machine."""
+    import ctypes
+    import gc
+
+    if "keras" in sys.modules:
+        sys.modules["keras"].backend.clear_session(free_memory=True)
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+@pytest.fixture(scope="module", autouse=True)
+def release_memory_after_each_module():
+    yield
+    _release_memory()
+
+
+MEMORY_LOG = os.environ.get("ALEXFT_TEST_MEMORY_LOG")
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    """ALEXFT_TEST_MEMORY_LOG=FILE: each test's end and its process' resident memory, for
+    finding the tests that make a worker grow."""
+    if MEMORY_LOG:
+        import resource
+
+        with open(MEMORY_LOG, "a") as log:
+            rss = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() >> 20
+            log.write(f"{os.getpid()} {rss} {nodeid}\n")

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from alexft.predict import predict_files
-from cli import main
+from alexft.cli import main
 from fixtures import photo_paths
 from test_preprocess import bad_images
 

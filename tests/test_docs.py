@@ -27,7 +27,7 @@ import pytest
 from click.testing import CliRunner
 
 from fixtures import photo_paths, write_digits_folder
-from cli import main
+from alexft.cli import main
 from http_server import serving
 
 ROOT = Path(__file__).parents[1]

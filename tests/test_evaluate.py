@@ -15,7 +15,7 @@ from alexft import model as network
 from alexft.features import layer_outputs
 from alexft.model import InferenceFunction, build_alexnet, truncated
 from alexft.preprocess import image_views
-from cli import main
+from alexft.cli import main
 from fixtures import photo_paths, write_digits_folder
 from test_preprocess import bad_images
 
@@ -86,14 +86,20 @@ def test_report_files_are_well_formed(evaluation):
     with open(report / "per_class.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["name"] for row in rows] == [f"digit_{d}" for d in range(10)]
+    # Every file says which protocol it shows: the ten crops, which were asked for.
+    assert {row["protocol"] for row in rows} == {"ten_crop"}
+    assert json.loads((report / "metrics.json").read_text())["report_protocol"] == "ten_crop"
     with open(report / "misclassified.csv") as handle:
         wrong = list(csv.DictReader(handle))
+    assert {row["protocol"] for row in wrong} <= {"ten_crop"}
     assert len(wrong) == round(HELD_OUT * (1 - summary["ten_crop"]["top1"]))
     assert all(row["true"] != row["predicted"] for row in wrong)
     losses = [float(row["loss"]) for row in wrong]
     assert losses == sorted(losses, reverse=True)
     with open(report / "confusion_matrix.csv") as handle:
-        counts = np.array([row[1:] for row in list(csv.reader(handle))[1:]], int)
+        table = list(csv.reader(handle))
+    assert table[0][0] == "true \\ predicted (ten_crop)"
+    counts = np.array([row[1:] for row in table[1:]], int)
     assert counts.shape == (10, 10) and counts.sum() == HELD_OUT
     assert np.trace(counts) == round(HELD_OUT * summary["ten_crop"]["top1"])
     confusion = cv2.imread(str(report / "confusion_matrix.png"))
@@ -130,12 +136,13 @@ def test_bad_files_are_skipped_and_unknown_folders_refused(fc8_run, small_digits
     shutil.copytree(small_digits_folder, data)
     (data / "digit_1" / "cut.jpg").write_bytes(bad_images()["cut.jpg"][0])
     result = run("evaluate", data, "--weights", run_folder / "model.npz", "--json")
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # the metrics of the others, and the contract's "an input could not be used"
     summary = json.loads(result.stdout)
-    assert summary["images"] == 60 and summary["skipped"] == 1 and "cut.jpg: truncated JPEG" in result.stderr
+    assert summary["images"] == 60 and summary["skipped"] == 1
+    assert f"error: {data / 'digit_1' / 'cut.jpg'}: truncated JPEG" in result.stderr
     (data / "cats").mkdir()
     result = run("evaluate", data, "--weights", run_folder / "model.npz")
-    assert result.exit_code == 1 and "folder(s) cats are not classes of this model" in result.stderr
+    assert result.exit_code == 1 and "folder(s) 'cats' are not classes of this model" in result.stderr
 
 
 def test_features_match_the_models_intermediate_activations(fc8_run, small_digits_folder, tmp_path):

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from alexft.export import decode_and_preprocess, labels_path
 from alexft.preprocess import image_views
 from alexft.weights import imagenet_class_names
-from cli import main
+from alexft.cli import main
 from fixtures import photo_paths
 
 # Measured on the photos below: OpenCV's fixed-point bilinear resize and TensorFlow's float
@@ -33,12 +33,21 @@ SERVE_SCRIPT = textwrap.dedent(
     served = tf.saved_model.load(saved_model)
     encoded = served.signatures["serving_default"](images=tf.constant([open(p, "rb").read() for p in images]))
     preprocessed = served.signatures["preprocessed"](views=tf.constant(views))
-    runner = tf.lite.Interpreter(model_path=tflite).get_signature_runner()
+    interpreter = tf.lite.Interpreter(model_path=tflite)
+    signature_list = interpreter.get_signature_list()
+    runner = interpreter.get_signature_runner()
     lite = runner(views=views)
+    try:  # one undecodable image in a batch: the request fails as a whole (documented)
+        served.signatures["serving_default"](images=tf.constant([open(images[0], "rb").read(), b"not an image"]))
+        mixed_batch = "succeeded"
+    except tf.errors.InvalidArgumentError:
+        mixed_batch = "refused"
     out = {f"encoded_{k}": v.numpy() for k, v in encoded.items()}
     out.update({f"preprocessed_{k}": v.numpy() for k, v in preprocessed.items()})
     out.update({f"tflite_{k}": v for k, v in lite.items()})
     out["signatures"] = np.array(sorted(served.signatures))
+    out["tflite_signatures"] = np.array(json.dumps(signature_list, sort_keys=True))
+    out["mixed_batch"] = np.array(mixed_batch)
     np.savez(sys.argv[3] + ".out.npz", **{k: (v.astype(str) if v.dtype == object else v) for k, v in out.items()})
     """
 )
@@ -93,6 +102,21 @@ def test_saved_model_on_preprocessed_views_matches_the_python_path(served, predi
         top = np.argsort(-probabilities, kind="stable")[:5]
         assert list(outputs["preprocessed_classes"][row]) == [names[index] for index in top]
         np.testing.assert_allclose(outputs["preprocessed_scores"][row], probabilities[top], rtol=1e-4)
+
+
+def test_the_tflite_file_holds_what_the_docs_say(served):
+    """docs/commands.md: one signature, `serving_default`, taking `views` and returning
+    `probabilities`, `indices` and `scores`."""
+    outputs, _ = served
+    signatures = json.loads(str(outputs["tflite_signatures"]))
+    assert sorted(signatures) == ["serving_default"]
+    assert signatures["serving_default"]["inputs"] == ["views"]
+    assert sorted(signatures["serving_default"]["outputs"]) == ["indices", "probabilities", "scores"]
+
+
+def test_a_batch_with_an_undecodable_image_is_refused_as_a_whole_as_documented(served):
+    outputs, _ = served
+    assert str(outputs["mixed_batch"]) == "refused"
 
 
 def test_saved_model_on_image_bytes_comes_close_to_the_python_path(served, predictor):

@@ -1,7 +1,9 @@
 """Where weights come from, and the download into the cache (against a local HTTP server)."""
 import hashlib
 import logging
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from alexft import sources, weights
@@ -39,17 +41,36 @@ def test_named_files_that_do_not_exist_are_errors(tmp_path, monkeypatch):
         sources.resolve_weights()
 
 
-def test_missing_weights_are_downloaded_into_the_cache(canonical_bytes, monkeypatch, caplog):
+def test_missing_weights_are_downloaded_into_the_cache_and_converted_once(canonical_bytes, canonical_params,
+                                                                          monkeypatch, caplog):
     with serving({"/bvlc_alexnet.npy": ("ok", canonical_bytes)}) as url:
         monkeypatch.setenv("ALEXFT_WEIGHTS_URL", f"{url}/bvlc_alexnet.npy")
         monkeypatch.setenv("ALEXFT_WEIGHTS_SHA256", hashlib.sha256(canonical_bytes).hexdigest())
         with caplog.at_level(logging.WARNING, logger="alexft"):
             path = sources.resolve_weights(progress=False)
-    assert path == sources.cache_dir() / "bvlc_alexnet.npy"
-    assert path.read_bytes() == canonical_bytes
-    assert "downloading" in caplog.text and str(path) in caplog.text
-    assert weights.load(path).num_classes == 1000
-    assert sorted(p.name for p in path.parent.iterdir()) == ["bvlc_alexnet.npy"]
+    download = sources.cache_dir() / "bvlc_alexnet.npy"
+    assert path == sources.cache_dir() / "bvlc_alexnet.npz"
+    assert download.read_bytes() == canonical_bytes  # kept as it came
+    assert "downloading" in caplog.text and f"converted {download} to {path}" in caplog.text
+    converted = weights.load(path).params
+    for name, (kernel, bias) in canonical_params.items():  # the generator's arrays, bit for bit
+        assert np.array_equal(converted[name][0], kernel) and np.array_equal(converted[name][1], bias)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["bvlc_alexnet.npy", "bvlc_alexnet.npz"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="alexft"):
+        assert sources.resolve_weights(download=False) == path  # found from now on, nothing downloaded
+    assert caplog.text == ""
+
+
+def test_each_place_is_searched_for_npz_then_npy_then_caffemodel(tmp_path):
+    (tmp_path / "weights").mkdir()
+    found = lambda: sources.resolve_weights(download=False).name  # noqa: E731
+    for name in ("bvlc_alexnet.caffemodel", "bvlc_alexnet.npy", "bvlc_alexnet.npz"):
+        (sources.cache_dir()).mkdir(parents=True, exist_ok=True)
+        (sources.cache_dir() / name).write_bytes(b"x")
+        assert found() == name  # each newcomer is preferred to those already there
+    (tmp_path / "weights" / "bvlc_alexnet.caffemodel").write_bytes(b"x")
+    assert sources.resolve_weights(download=False) == Path("weights") / "bvlc_alexnet.caffemodel"  # the working tree first
 
 
 @pytest.mark.parametrize(
@@ -70,7 +91,7 @@ def test_a_bad_download_leaves_nothing_behind(canonical_bytes, monkeypatch, mode
         if sha256:
             monkeypatch.setenv("ALEXFT_WEIGHTS_SHA256", sha256)
         if cause is None:
-            assert sources.resolve_weights(progress=False) == target
+            assert sources.resolve_weights(progress=False) == target.with_suffix(".npz")
             return
         with pytest.raises(WeightsError, match=cause) as caught:
             sources.resolve_weights(progress=False)

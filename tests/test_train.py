@@ -11,6 +11,7 @@ import time
 import cv2
 import numpy as np
 import pytest
+import tensorflow as tf
 from click.testing import CliRunner
 
 from alexft import checkpoint as checkpoints
@@ -20,7 +21,7 @@ from alexft.devices import DeviceError, resolve_device
 from alexft.model import build_alexnet, head, truncated
 from alexft.preprocess import image_views
 from alexft.train import TrainingError, finetune
-from cli import main
+from alexft.cli import main
 from test_preprocess import bad_images
 
 FROZEN = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"]
@@ -64,7 +65,7 @@ def test_run_folder_describes_the_run(fc8_run):
     assert float(history[20]["lr"]) == pytest.approx(config["lr_found"] / 10)
     assert history[0]["note"] == f"lr auto: range test chose {config['lr_found']:.3g}"
     assert cv2.imread(str(run / "lr_find.png")) is not None
-    best = max(history, key=lambda row: float(row["val_accuracy"]))
+    best = max(history, key=lambda row: (float(row["val_accuracy"]), -float(row["val_loss"])))  # ties: the lower loss
     assert summary["best_epoch"] == int(best["epoch"])
     assert summary["best"]["val_accuracy"] == pytest.approx(float(best["val_accuracy"]))
     assert summary["val_accuracy"] == pytest.approx(float(history[-1]["val_accuracy"]))
@@ -74,7 +75,16 @@ def test_run_folder_describes_the_run(fc8_run):
     assert json.loads((run / "broken_files.json").read_text()) == []
     curves = cv2.imread(str(run / "curves.png"))
     assert curves is not None and curves.shape[:2] == (400, 1000)
-    assert any(name.startswith("events.out.tfevents") for name in os.listdir(run / "tensorboard"))
+    # Keras' layout: runs train/ and validation/, one chart per metric with both overlaid.
+    board = {}
+    for events in (run / "tensorboard").rglob("events.out.tfevents*"):
+        for record in tf.compat.v1.train.summary_iterator(str(events)):
+            for value in record.summary.value:
+                board.setdefault((events.parent.name, value.tag), []).append(record.step)
+    history = read_history(run)
+    assert sorted(board) == [("train", "epoch_accuracy"), ("train", "epoch_learning_rate"), ("train", "epoch_loss"),
+                             ("validation", "epoch_accuracy"), ("validation", "epoch_loss")]
+    assert all(steps == [int(row["epoch"]) for row in history] for steps in board.values())
     assert not [p for p in run.iterdir() if p.name.startswith(".")], "temporary files left behind"
 
 
@@ -372,7 +382,7 @@ def test_python_api_and_cli_produce_the_same_run(small_digits_folder, canonical_
 
 
 def cli_command(data, weights_file, output, epochs=6):
-    return [sys.executable, "-m", "cli", "finetune", str(data), "--weights", str(weights_file), "--epochs", str(epochs),
+    return [sys.executable, "-m", "alexft", "finetune", str(data), "--weights", str(weights_file), "--epochs", str(epochs),
             "--batch-size", "4", "--val-split", "0.2", "--output", str(output), "--json"]
 
 
@@ -561,3 +571,44 @@ def test_kill_9_after_epoch_1_leaves_a_loadable_model(small_digits_folder, canon
     result = run_cli(command + ["--resume"])
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["epochs"] == 50 and "resuming" in result.stderr
+
+
+def test_auto_epochs_give_the_cache_about_a_thousand_steps():
+    from alexft.train_options import OptionsError, TrainOptions
+
+    def planned(count, batch, cached=True, epochs="auto"):
+        return TrainOptions(batch_size=batch, epochs=epochs).planned_epochs(count, cached)[0]
+
+    assert planned(600, 64) == 100      # 10 steps an epoch
+    assert planned(540, 64) == 112      # 9 steps: ceil(1000 / 9)
+    assert planned(100_000, 64) == 10   # a big folder: never fewer than 10
+    assert planned(20, 64) == 200       # one step an epoch: at most 200
+    assert planned(600, 64, cached=False) == 10  # on images an epoch is costly: Caffe's count
+    assert planned(600, 64, epochs=3) == 3 and planned(600, 64, cached=False, epochs="7") == 7
+    for wrong in (0, -1, 2.5, "ten", True):
+        with pytest.raises(OptionsError, match="expected a whole number of at least 1 or 'auto'"):
+            TrainOptions(epochs=wrong)
+
+
+def test_a_run_without_epochs_plans_them_and_records_the_number(small_digits_folder, canonical_weights_file, tmp_path):
+    messages = []
+    summary = finetune(small_digits_folder, weights=canonical_weights_file, batch_size=2, val_split=0.2, lr=0.001,
+                       output=tmp_path / "run", progress=False, log=messages.append)
+    steps = -(-summary["train_images"] // 2)
+    expected = -(-1000 // steps)
+    assert 10 < expected < 200 and summary["epochs"] == expected
+    assert f"{expected} epochs (auto: {expected * steps} steps of 2 on the feature cache, at least 1000 within " \
+           f"10-200 epochs; --epochs N to choose)" in messages
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["epochs"] == expected
+    assert len(read_history(tmp_path / "run")) == expected
+
+
+def test_the_best_epoch_is_the_most_accurate_then_the_lowest_validation_loss():
+    from alexft.train import epoch_score
+
+    def row(accuracy, val_loss, train_loss=1.0):
+        return dict(val_accuracy=accuracy, val_loss=val_loss, train_loss=train_loss)
+
+    rows = [row(0.8, 0.9), row(0.9, 0.7), row(0.9, 0.5), row(0.9, 0.6), row(0.85, 0.1)]
+    assert max(range(len(rows)), key=lambda index: epoch_score(rows[index])) == 2
+    assert epoch_score(row(None, None, 0.3)) > epoch_score(row(None, None, 0.4))  # nothing held out: training loss

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from alexft import download, weights
-from cli import main
+from alexft.cli import main
 from fixtures import photo_paths, random_params
 from http_server import serving
 
@@ -137,10 +137,11 @@ def test_info_json_describes_the_canonical_file(canonical_weights_file, canonica
 
 def test_info_on_a_fine_tuned_file_and_on_a_broken_one(tmp_path):
     params = {name: tuple(pair) for name, pair in random_params(seed=4, num_classes=3).items()}
-    fine_tuned = weights.save(weights.WeightSet(params, ["cat", "dog", "elk"]), tmp_path / "model.npz")
+    fine_tuned = weights.save(weights.WeightSet(params, ["tabby, tabby cat", "dog", "elk"]), tmp_path / "model.npz")
     human = run("weights", "info", fine_tuned)
     assert human.exit_code == 0
-    assert "classes: 3 (cat, dog, elk)" in human.stdout and "different class count" in human.stdout
+    # A name holding commas stays one name: each is quoted.
+    assert "classes: 3 ('tabby, tabby cat', 'dog', 'elk')" in human.stdout and "different class count" in human.stdout
     assert "fc8    weights (4096, 3)" in human.stdout
     params["fc7"] = (params["fc7"][0][:100], params["fc7"][1])
     broken = weights.save(weights.WeightSet(params), tmp_path / "broken.npz")

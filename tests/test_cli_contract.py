@@ -1,0 +1,232 @@
+"""The command line's contract (issue #24): usage errors before TensorFlow starts, one exit-code
+rule for every command (0 good, 1 an input could not be used, 2 usage, 130/143 interrupted),
+described options, images from standard input and URLs, and no silent skips."""
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from alexft.cli import main
+from alexft.image_sources import UrlImage
+from fixtures import photo_paths, write_digits_folder
+from http_server import serving
+
+ALEXFT = str(Path(sys.executable).parent / "alexft")
+
+# Runs the command in this process without TensorFlow and says whether it got imported.
+WITHOUT_TENSORFLOW = """
+import sys
+from alexft.cli import main
+try:
+    main(sys.argv[1:], prog_name="alexft")
+except SystemExit as done:
+    code = done.code
+print("exit", code, "tensorflow" in sys.modules, file=sys.stderr)
+"""
+
+
+def run(*args, **kwargs):
+    return CliRunner().invoke(main, [str(arg) for arg in args], catch_exceptions=False, **kwargs)
+
+
+@pytest.fixture
+def one_class_folder(tmp_path):
+    folder = tmp_path / "one"
+    write_digits_folder(folder, per_class=3, classes=[4])
+    return folder
+
+
+def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folder, small_digits_folder,
+                                                       canonical_weights_file):
+    existing = tmp_path / "runs" / "existing"
+    existing.mkdir(parents=True)
+    (existing / "config.json").write_text("{}")
+    (tmp_path / "empty").mkdir()
+    weights = ["--weights", str(canonical_weights_file)]
+    cases = [
+        (["classify", "nope.jpg"], 2, "nope.jpg: no such file or folder"),
+        (["classify", str(tmp_path / "empty")], 2, "no images found in"),
+        (["classify", "-", "-"], 2, "'-' (standard input) can be given once"),
+        (["classify", str(photo_paths()["chelsea"]), "--weights", "missing.npz"], 1, "missing.npz: weights file not found"),
+        (["features", "nope.jpg", "--output", "f.npz"], 2, "does not exist"),
+        (["features", str(photo_paths()["chelsea"]), "--output", "f.npz", "--layer", "pool9"], 2, "'pool9' is not one of"),
+        (["finetune", str(one_class_folder), *weights], 1, "only one class (digit_4); fine-tuning needs at least two"),
+        (["finetune", str(small_digits_folder), "--output", str(existing), *weights], 1, "already holds a run"),
+        (["finetune", str(small_digits_folder), "--epochs", "0", *weights], 2, "expected a whole number of at least 1"),
+        (["finetune", str(small_digits_folder), "--lr", "fast", *weights], 2, "expected a positive number or 'auto'"),
+        (["evaluate", *weights], 2, "give either DATA (class folders) or --list FILE"),
+        (["export", "out", "--format", "onnx", *weights], 2, "'onnx' is not one of"),
+        (["weights", "info", "missing.npz"], 1, "missing.npz"),
+        (["clasify", "x.jpg"], 2, "No such command 'clasify'"),
+    ]
+    for args, status, message in cases:
+        done = subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, *args], capture_output=True, text=True,
+                              cwd=tmp_path, timeout=120)
+        assert done.stderr.splitlines()[-1] == f"exit {status} False", (args, done.stderr)
+        assert message in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr
+
+
+def test_ctrl_c_during_classify_exits_130_and_keeps_the_lines_already_printed(canonical_weights_file, tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for index in range(600):
+        shutil.copy(photo_paths()["coffee"], folder / f"coffee_{index:03d}.png")
+    output = tmp_path / "out.jsonl"
+    with open(output, "w") as stdout:
+        process = subprocess.Popen([ALEXFT, "classify", str(folder), "--json", "--batch-size", "8", "--weights",
+                                    str(canonical_weights_file)], stdout=stdout, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 300
+        while output.stat().st_size == 0:  # wait for the first results
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        stopped_at = time.monotonic()
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert time.monotonic() - stopped_at < 15
+    assert stderr.strip().splitlines()[-1] == "alexft: interrupted" and "Aborted" not in stderr
+    lines = output.read_text().splitlines()
+    assert 0 < len(lines) < 600 and all(json.loads(line)["path"].endswith(".png") for line in lines)
+
+
+def test_features_exits_1_naming_each_input_it_could_not_use(canonical_weights_file, tmp_path):
+    good = tmp_path / "good.png"
+    shutil.copy(photo_paths()["chelsea"], good)
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    result = run("features", good, empty, "--layer", "pool1", "--output", tmp_path / "f.npz", "--weights",
+                 canonical_weights_file)
+    assert result.exit_code == 1
+    assert f"error: {empty}: empty file" in result.stderr
+    assert "1 of 2 inputs could not be used" in result.stderr
+    with np.load(tmp_path / "f.npz") as stored:
+        assert stored["features"].shape == (1, 27, 27, 96) and stored["paths"].tolist() == [str(good)]
+    result = run("features", good, "--layer", "pool2", "--output", tmp_path / "p2.npz", "--weights", canonical_weights_file)
+    assert result.exit_code == 0, result.output
+    with np.load(tmp_path / "p2.npz") as stored:
+        assert stored["features"].shape == (1, 13, 13, 256)
+
+
+def test_an_empty_folder_beside_an_image_is_named_in_a_warning(canonical_weights_file, tmp_path):
+    (tmp_path / "nothing_here").mkdir()
+    result = run("classify", photo_paths()["chelsea"], tmp_path / "nothing_here", "--weights", canonical_weights_file)
+    assert result.exit_code == 0
+    assert f"alexft: warning: {tmp_path / 'nothing_here'}: no images in this folder" in result.stderr
+
+
+def test_an_image_on_standard_input_and_at_urls(canonical_weights_file, predictor):
+    photo = photo_paths()["chelsea"].read_bytes()
+    result = run("classify", "-", "--json", "--weights", canonical_weights_file, input=photo)
+    assert result.exit_code == 0, result.output
+    from_stdin = json.loads(result.stdout)
+    assert from_stdin["path"] == "-"
+    from_file = json.loads(run("classify", photo_paths()["chelsea"], "--json", "--weights", canonical_weights_file).stdout)
+    assert from_stdin["predictions"] == from_file["predictions"]
+
+    routes = {"/cat.png": ("ok", photo), "/page": ("ok", b"<!DOCTYPE html><html>cats</html>")}
+    with serving(routes) as url:
+        result = run("classify", f"{url}/cat.png", f"{url}/missing.png", f"{url}/page", "http://[broken", "--json",
+                     "--weights", canonical_weights_file)
+        big = UrlImage(f"{url}/cat.png", max_bytes=1000)
+        with pytest.raises(Exception, match=rf"^{url}/cat.png: .*1,000-byte limit$"):
+            big.read_bytes()
+    assert result.exit_code == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[0]["path"] == f"{url}/cat.png" and lines[0]["predictions"] == from_file["predictions"]
+    errors = [line["error"] for line in lines[1:]]
+    assert errors[0] == f"{url}/missing.png: HTTP 404 Not Found"
+    assert errors[1].startswith(f"{url}/page: ") and ("web page" in errors[1] or "HTML" in errors[1])
+    assert errors[2].startswith("http://[broken: not a valid URL")
+    assert all("\n" not in error for error in errors)
+    assert "3 of 4 inputs could not be classified" in result.stderr
+
+
+def test_every_option_is_described_and_layer_options_list_the_layers():
+    def commands(group, prefix=""):
+        for name, command in group.commands.items():
+            if isinstance(command, click.Group):
+                yield from commands(command, f"{prefix}{name} ")
+            else:
+                yield f"{prefix}{name}", command
+
+    for name, command in commands(main):
+        for param in command.params:
+            if isinstance(param, click.Option) and param.name != "help":
+                assert param.help, f"alexft {name} {param.opts[0]} has no description"
+    finetune = main.commands["finetune"]
+    for option in ("skip", "train"):
+        help_text = next(param.help for param in finetune.params if param.name in (option, f"{option}_layers"))
+        assert "conv1-conv5" in help_text and "fc6-fc8" in help_text
+    layer = next(param for param in main.commands["features"].params if param.name == "layer")
+    assert {"pool1", "pool2", "pool5", "fc7"} <= set(layer.type.choices)
+    assert "pool1" in run("features", "--help").output
+
+
+def test_wordnet_id_folders_are_imagenet_classes(canonical_weights_file, tmp_path):
+    data = tmp_path / "imagenet_val"
+    for wordnet_id, name in (("n02123045", "chelsea"), ("n07920052", "coffee")):  # tabby (281), espresso (967)
+        (data / wordnet_id).mkdir(parents=True)
+        shutil.copy(photo_paths()[name], data / wordnet_id / f"{name}.png")
+    result = run("evaluate", data, "--json", "--weights", canonical_weights_file)
+    assert result.exit_code == 0, result.output
+    support = {row["name"]: row["support"] for row in json.loads(result.stdout)["centre"]["per_class"] if row["support"]}
+    assert support == {"tabby, tabby cat": 1, "espresso": 1}
+    (data / "kittens").mkdir()
+    result = run("evaluate", data, "--weights", canonical_weights_file)
+    assert result.exit_code == 1
+    assert ("folder(s) 'kittens' are not classes of this model (e.g. 'tench, Tinca tinca', 'goldfish, Carassius "
+            "auratus', 'great white shark, white shark, man-eater, man-eating shark, Carcharodon carcharias', or "
+            "WordNet ids such as 'n01440764')") in result.stderr
+
+
+def test_interrupting_feature_caching_stops_soon_and_leaves_no_run_behind(small_digits_folder, canonical_weights_file,
+                                                                          tmp_path):
+    run_folder = tmp_path / "run"
+    command = [ALEXFT, "finetune", str(small_digits_folder), "--weights", str(canonical_weights_file), "--output",
+               str(run_folder), "--epochs", "2", "--val-split", "0.2", "--progress"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, seen = time.monotonic() + 300, ""
+    while "features" not in seen:  # the caching bar has started
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        seen += process.stderr.read(1)
+    process.send_signal(signal.SIGINT)
+    stopped_at = time.monotonic()
+    _, stderr = process.communicate(timeout=120)
+    waited = time.monotonic() - stopped_at
+    assert process.returncode == 130, seen + stderr
+    assert waited < 10, waited
+    assert not run_folder.exists() or not any(run_folder.iterdir()), sorted(run_folder.iterdir())
+    # A fresh start in the same folder is not refused.
+    result = run("finetune", small_digits_folder, "--weights", canonical_weights_file, "--output", run_folder,
+                 "--epochs", "1", "--val-split", "0.2", "--lr", "0.001")
+    assert result.exit_code == 0, result.output
+
+
+def test_without_a_terminal_progress_is_a_line_every_interval(monkeypatch, capsys):
+    from alexft import progress
+
+    monkeypatch.setattr(progress, "LOG_INTERVAL", 0.05)
+    with progress.progress_bar(40, desc="features", unit="img") as bar:  # capsys: stderr is not a terminal
+        for _ in range(40):
+            time.sleep(0.005)
+            bar.update(1)
+    with progress.progress_bar(5, desc="quick", unit="img") as bar:  # done within the interval: silent
+        bar.update(5)
+    lines = capsys.readouterr().err.splitlines()
+    assert 3 <= len(lines) <= 6, lines
+    assert all(line.startswith("alexft: features: ") and "img/s]" in line for line in lines)
+    assert lines[-1].startswith("alexft: features: 40/40 (100%)")
+    counts = [int(line.split(": ")[2].split("/")[0]) for line in lines]
+    assert counts == sorted(set(counts))  # each line a new count, the last one not repeated
+    with progress.progress_bar(40, progress=False) as bar:
+        bar.update(40)
+    assert capsys.readouterr().err == ""
