@@ -22,7 +22,6 @@ from pathlib import Path
 from . import checkpoint as checkpoints
 from .atomic import remove_stale_temporaries, write_text
 from .errors import TrainingError
-from .plots import learning_curves
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds", "note"]
 CURVES_EVERY = 30  # seconds between redraws of curves.png during a run
@@ -119,6 +118,8 @@ class RunFolder:
         # Drawing the curves takes most of a second, longer than a cached epoch: redraw at
         # most every CURVES_EVERY seconds, and always at the end or on interruption.
         if history and (final or time.monotonic() - self._curves_drawn >= CURVES_EVERY):
+            from .plots import learning_curves  # matplotlib: not for a command that only checks its folder
+
             learning_curves(history, self.path / "curves.png")
             self._curves_drawn = time.monotonic()
 

@@ -225,6 +225,8 @@ class Trainer:
         except BaseException:
             self._write_pending_model(quietly=True)  # whatever stops the run, model.npz is the best epoch
             raise
+        finally:
+            board.close()
         self._write_pending_model()
         return self._finish(state, time.perf_counter() - started)
 
@@ -447,7 +449,10 @@ class _TensorBoard:
                 for name, value in scalars[split].items():
                     if value is not None:
                         tf.summary.scalar(name, value)
-            writer.flush()
+
+    def close(self):
+        for writer in self.writers.values():
+            writer.close()
 
 
 class _StopOnSignal:

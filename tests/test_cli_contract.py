@@ -230,3 +230,24 @@ def test_without_a_terminal_progress_is_a_line_every_interval(monkeypatch, capsy
     with progress.progress_bar(40, progress=False) as bar:
         bar.update(40)
     assert capsys.readouterr().err == ""
+
+
+def test_learning_curves_mark_whole_epochs_only():
+    from alexft.plots import curves_figure
+
+    for epochs in (2, 3, 7, 30):
+        history = [dict(epoch=epoch, train_loss=1 / epoch, train_accuracy=0.5, val_loss=2 / epoch, val_accuracy=0.4)
+                   for epoch in range(1, epochs + 1)]
+        for axes in curves_figure(history).axes:
+            ticks = [tick for tick in axes.get_xticks() if 1 <= tick <= epochs]
+            assert ticks and all(float(tick).is_integer() for tick in ticks), (epochs, ticks)
+
+
+def test_the_install_adds_no_top_level_cli_module(tmp_path):
+    """The command is alexft.cli (also `python -m alexft`); cli.py stays a shim in the checkout only."""
+    done = subprocess.run([sys.executable, "-c", "import importlib.util, sys; print(importlib.util.find_spec('cli'))"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert done.stdout.strip() == "None", done.stdout
+    done = subprocess.run([sys.executable, "-m", "alexft", "--help"], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("Usage: alexft [OPTIONS] COMMAND")

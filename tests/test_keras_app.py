@@ -265,10 +265,11 @@ def test_a_frozen_base_with_a_keras_head_learns_the_digits(digits_folder, canoni
     model = keras.Model(inputs, keras.layers.Dense(classes, activation="softmax", name="head")(features))
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     best = tmp_path / "best.keras"
-    history = model.fit(train, validation_data=val, epochs=6, verbose=0, callbacks=[
+    history = model.fit(train, validation_data=val, epochs=4, verbose=0, callbacks=[
         keras.callbacks.ModelCheckpoint(best, monitor="val_accuracy", save_best_only=True),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=3, restore_best_weights=True)])
 
+    print("val accuracy by epoch:", history.history["val_accuracy"])
     assert max(history.history["val_accuracy"]) >= 0.5, history.history  # chance is 0.1
     for before, after in zip(frozen_before, base.weights):
         np.testing.assert_array_equal(after.numpy(), before)

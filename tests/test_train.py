@@ -479,7 +479,7 @@ def test_range_test_restores_every_variable_bit_for_bit(small_digits_folder, can
     from alexft.train import Trainer
     from alexft.train_options import TrainOptions
 
-    options = TrainOptions(train=["fc7", "fc8"], batch_size=8, mixed_precision=False)
+    options = TrainOptions(train=["fc7", "fc8"], batch_size=8, epochs=2, mixed_precision=False)
     dataset = load_dataset(small_digits_folder, val_split=0.2)
     run = RunFolder(tmp_path / "run")
     run.start(dict(options.as_dict(), class_names=dataset.class_names))
