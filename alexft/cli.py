@@ -270,31 +270,18 @@ def _layer_list(ctx, param, value):
     return "all" if names == ["all"] else names
 
 
-class _RateType(click.ParamType):
-    """A positive learning rate, or "auto" (measured by a range test before training)."""
+class _OptionValue(click.ParamType):
+    """A value TrainOptions parses (a number or "auto"); its OptionsError becomes click's usage error."""
 
-    name = "RATE|auto"
-
-    def convert(self, value, param, ctx):
-        from alexft.train_options import OptionsError, parse_rate
-
-        try:
-            return parse_rate(value)
-        except OptionsError as error:
-            self.fail(str(error), param, ctx)
-
-
-class _EpochsType(click.ParamType):
-    """A whole number of epochs, or "auto" (chosen from the folder's size and the feature cache)."""
-
-    name = "N|auto"
+    def __init__(self, name, parser_name):
+        self.name, self.parser_name = name, parser_name
 
     def convert(self, value, param, ctx):
-        from alexft.train_options import OptionsError, parse_epochs
+        from alexft import train_options
 
         try:
-            return parse_epochs(value)
-        except OptionsError as error:
+            return getattr(train_options, self.parser_name)(value)
+        except train_options.OptionsError as error:
             self.fail(str(error), param, ctx)
 
 
@@ -305,11 +292,11 @@ class _EpochsType(click.ParamType):
               help="Layers not loaded from the weights (fresh init), comma-separated: conv1-conv5, fc6-fc8.")
 @click.option("--train", "train_layers", default=None, callback=_layer_list,
               help="Layers that learn, comma-separated (conv1-conv5, fc6-fc8), or 'all'. Default: the skipped ones.")
-@click.option("--epochs", default="auto", show_default=True, type=_EpochsType(), metavar="N|auto",
+@click.option("--epochs", default="auto", show_default=True, type=_OptionValue("N|auto", "parse_epochs"), metavar="N|auto",
               help="Passes over the training images, or 'auto': 10 on images; on the feature cache, enough for "
                    "1000 steps (10-200 epochs). With --resume: may grow.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Images per training step.")
-@click.option("--lr", default="auto", show_default=True, type=_RateType(), metavar="RATE|auto",
+@click.option("--lr", default="auto", show_default=True, type=_OptionValue("RATE|auto", "parse_rate"), metavar="RATE|auto",
               help="Base learning rate, or 'auto': measured by a range test on the training data before the first "
                    "epoch (lr_find.png). Fresh layers learn 10x faster and biases 2x; the rate drops to a tenth for "
                    "the last third of the epochs. With --resume: a new rate from now on.")

@@ -129,11 +129,15 @@ def real_weights_file():
 def _release_memory():
     """What a test module leaves (models, traced functions, freed TensorFlow buffers) goes back
     to the system: two workers each holding several GB of freed heap exhausted a 24 GB machine."""
+    if "keras" in sys.modules:
+        sys.modules["keras"].backend.clear_session(free_memory=True)
+    _return_freed_memory()
+
+
+def _return_freed_memory():
     import ctypes
     import gc
 
-    if "keras" in sys.modules:
-        sys.modules["keras"].backend.clear_session(free_memory=True)
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -151,15 +155,8 @@ def release_memory_after_each_module():
 def release_freed_memory_after_each_test():
     """The cheap part after every test: a worker running one long module (test_train.py) grew
     to 7 GB without it."""
-    import ctypes
-    import gc
-
     yield
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    _return_freed_memory()
 
 
 MEMORY_LOG = os.environ.get("ALEXFT_TEST_MEMORY_LOG")
