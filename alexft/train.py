@@ -29,7 +29,7 @@ from .run_folder import RunFolder
 from .sources import resolve_weights
 from .train_data import TrainingData, cache_point
 from .train_network import LostWorker, TrainingNetwork
-from .train_options import TrainOptions
+from .train_options import CAFFE_BASE_LR, TrainOptions, decay_for_rate
 
 
 class TrainingInterrupted(TrainingError):
@@ -210,6 +210,7 @@ class Trainer:
         self.data.prepare(self.net.model, self.net.policy, len(self.dataset.class_names), self.cache_memory, self.progress)
         if state["base_lr"] is None:
             state["base_lr"] = self._find_rate(state)
+        self._follow_rate_with_decay()
         board = _TensorBoard(self.run.path / "tensorboard" if self.run.chief else None)
         try:
             with _StopOnSignal() as stop:
@@ -289,6 +290,18 @@ class Trainer:
         self.run.write_config(self.config)
         state["notes"].append(f"lr auto: range test chose {result.chosen:.3g}")
         return result.chosen
+
+    def _follow_rate_with_decay(self):
+        """With a measured rate, the decay that keeps Caffe's rate x decay (decay_for_rate)."""
+        if self.config["lr_found"] is None or self.options.weight_decay == 0:
+            return
+        decay = decay_for_rate(self.options.weight_decay, self.config["lr_found"])
+        self.net.set_weight_decay(decay)
+        if self.config.get("weight_decay_used") != decay:
+            self.config["weight_decay_used"] = decay
+            self.run.write_config(self.config)
+            self.log(f"weight decay {decay:.3g} on kernels: {self.options.weight_decay:g} x {CAFFE_BASE_LR:g} / "
+                     f"{self.config['lr_found']:.3g}, Caffe's decay per step at the measured rate")
 
     def _epoch_with_recovery(self, state, stop):
         """Train one epoch; if it goes wrong, restore its start, divide the rate, and retry."""
@@ -416,6 +429,7 @@ class Trainer:
                        train_images=self.data.train_count, val_images=len(self.dataset.val),
                        broken_files=len(self.ledger.errors), cached=self.data.cache_after is not None,
                        seconds=round(seconds, 3), lr=self.config["lr"], lr_found=self.config["lr_found"],
+                       weight_decay=self.config.get("weight_decay_used", self.options.weight_decay),
                        base_lr=state["base_lr"], recoveries=state["recoveries"],
                        **{key: (history[-1] if history else {}).get(key) for key in metrics},
                        best={key: best.get(key) for key in metrics})

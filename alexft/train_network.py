@@ -58,6 +58,12 @@ class TrainingNetwork:
             self.model, options.train, skip=options.skip, weight_decay=options.weight_decay,
             fresh_lr_multiplier=options.fresh_lr_multiplier, bias_lr_multiplier=options.bias_lr_multiplier)
 
+    def set_weight_decay(self, decay):
+        """The kernels' decay (biases keep none), from the next step on: the step is traced again."""
+        optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
+        self.decays = optimizer.decays = [decay if current else 0.0 for current in optimizer.decays]
+        self._train_step = self._make_train_step()
+
     def _make_optimizer(self):
         import keras
 

@@ -157,6 +157,9 @@ def _read_legacy_npy(path):
             # latin1 turns Python 2 byte strings (array data, dict keys) into str losslessly.
             content = _NumpyOnlyUnpickler(handle, encoding="latin1").load()
         except pickle.UnpicklingError as error:
+            if "truncated" in str(error):  # the commonest damage: a copy or download cut short
+                raise WeightsError(f"{path}: the file ends early ({path.stat().st_size:,} bytes; "
+                                   "an interrupted download or copy?)") from None
             raise WeightsError(f"{path}: unsafe or corrupt pickle: {error}") from None
         except Exception as error:  # noqa: BLE001 - on corrupt bytes pickle raises anything (OverflowError, struct.error, ...)
             raise WeightsError(f"{path}: corrupt or truncated pickle ({type(error).__name__}: {error})") from None

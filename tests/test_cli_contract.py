@@ -251,3 +251,34 @@ def test_the_install_adds_no_top_level_cli_module(tmp_path):
     done = subprocess.run([sys.executable, "-m", "alexft", "--help"], capture_output=True, text=True, cwd=tmp_path,
                           timeout=60)
     assert done.returncode == 0 and done.stdout.startswith("Usage: alexft [OPTIONS] COMMAND")
+
+
+def test_every_command_exits_1_naming_a_damaged_weights_file_or_a_dead_url(canonical_weights_file, small_digits_folder,
+                                                                            tmp_path):
+    """Status 1 and one `Error:` line naming the file (or URL) and the cause, for every command
+    that reads weights, when the file is cut short, as an interrupted copy leaves it."""
+    cut = tmp_path / "cut.npy"
+    with open(canonical_weights_file, "rb") as whole:
+        cut.write_bytes(whole.read(5_000_000))
+    photo = photo_paths()["chelsea"]
+    commands = [
+        ["classify", photo, "--weights", cut],
+        ["features", photo, "--output", tmp_path / "f.npz", "--weights", cut],
+        ["evaluate", small_digits_folder, "--weights", cut],
+        ["finetune", small_digits_folder, "--output", tmp_path / "run", "--weights", cut],
+        ["export", tmp_path / "exported", "--weights", cut],
+        ["weights", "info", cut],
+        ["weights", "convert", cut, tmp_path / "converted.npz"],
+    ]
+    for args in commands:
+        result = run(*args)
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 1, (args, result.stderr)
+        assert lines[-1].startswith(f"Error: {cut}: ") and "Traceback" not in result.stderr, (args, result.stderr)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "exported").exists()
+    assert not (tmp_path / "f.npz").exists() and not (tmp_path / "converted.npz").exists()
+
+    with serving({}) as url:  # every path answers 404
+        missing = run("weights", "fetch", "--url", f"{url}/gone.npy", "--output", tmp_path / "w.npy")
+    assert missing.exit_code == 1 and f"{url}/gone.npy" in missing.stderr and "404" in missing.stderr, missing.stderr
+    assert not (tmp_path / "w.npy").exists()

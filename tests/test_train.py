@@ -457,20 +457,28 @@ def test_rate_multipliers_reach_the_update(small_digits_folder, canonical_weight
 
 
 def test_the_range_test_leaves_no_trace(small_digits_folder, canonical_weights_file, tmp_path):
-    """A run with --lr auto equals, bit for bit, a run given the rate the range test chose."""
-    auto = finetune(small_digits_folder, weights=canonical_weights_file, epochs=3, batch_size=8, val_split=0.2,
-                    output=tmp_path / "auto", progress=False, log=quiet)
-    chosen = json.loads((tmp_path / "auto" / "config.json").read_text())["lr_found"]
+    """A run with --lr auto equals, bit for bit, a run given the rate the range test chose and
+    the decay that goes with it: Caffe's rate x decay, 0.001 x 5e-4, kept at the measured rate.
+    With Caffe's decay instead the run differs, so the decay chosen is the one that was applied."""
+    def run(name, **options):
+        summary = finetune(small_digits_folder, weights=canonical_weights_file, epochs=3, batch_size=8, val_split=0.2,
+                           output=tmp_path / name, progress=False, log=quiet, **options)
+        return summary, weights.load(tmp_path / name / "model.npz").params
+
+    auto, a = run("auto")
+    config = json.loads((tmp_path / "auto" / "config.json").read_text())
+    chosen = config["lr_found"]
     assert auto["lr"] == "auto" and auto["base_lr"] == chosen and auto["recoveries"] == 0
-    given = finetune(small_digits_folder, weights=canonical_weights_file, epochs=3, batch_size=8, val_split=0.2,
-                     lr=chosen, output=tmp_path / "given", progress=False, log=quiet)
+    assert config["weight_decay_used"] == auto["weight_decay"] == pytest.approx(0.001 * 5e-4 / chosen, rel=1e-12)
+    given, b = run("given", lr=chosen, weight_decay=auto["weight_decay"])
     assert given["lr_found"] is None and not (tmp_path / "given" / "lr_find.png").exists()
-    a, b = (weights.load(tmp_path / run / "model.npz").params for run in ("auto", "given"))
     for layer in ("fc7", "fc8"):
         np.testing.assert_array_equal(a[layer][0], b[layer][0])
         np.testing.assert_array_equal(a[layer][1], b[layer][1])
     strip = lambda run: [{k: v for k, v in row.items() if k not in ("seconds", "note")} for row in read_history(run)]  # noqa: E731
     assert strip(tmp_path / "auto") == strip(tmp_path / "given")
+    _, caffe_decay = run("caffe-decay", lr=chosen)
+    assert not np.array_equal(a["fc8"][0], caffe_decay["fc8"][0])
 
 
 def test_range_test_restores_every_variable_bit_for_bit(small_digits_folder, canonical_weights_file, tmp_path):
