@@ -1,29 +1,63 @@
 """Progress on stderr, one policy for every long task: a bar on a terminal, periodic lines
 when stderr is a file or a pipe (Keras' verbose=2 manner), so a log shows the run is alive."""
+import os
 import sys
+import threading
 import time
 
 from tqdm import tqdm
 
 LOG_INTERVAL = 10.0  # seconds between lines when stderr is not a terminal
+REDRAW_INTERVAL = 1.0  # seconds between redraws of a terminal bar whose count stands still
 LINE_FORMAT = "{desc}{n_fmt}/{total_fmt} ({percentage:.0f}%) [{elapsed}<{remaining}, {rate_fmt}]"
 
 
+class _Heartbeat:
+    """Redraws a bar every `interval` seconds from a daemon thread until stopped, so that the
+    elapsed time moves, and a log line still comes, while one slow item holds the count still
+    (the first batch, which builds the model's graph; a slow disk; a machine under load)."""
+
+    def __init__(self, bar, interval):
+        self._stopped = threading.Event()
+        threading.Thread(target=self._beat, args=(bar, interval), daemon=True, name="alexft-progress").start()
+
+    def _beat(self, bar, interval):
+        while not self._stopped.wait(interval):
+            bar.refresh()
+
+    def stop(self):
+        self._stopped.set()
+
+
+class _Bar(tqdm):
+    """tqdm's bar on a terminal, redrawn every REDRAW_INTERVAL seconds even when no item ends."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._heartbeat = _Heartbeat(self, REDRAW_INTERVAL)
+
+    def close(self):
+        self._heartbeat.stop()
+        super().close()
+
+
 class _LogLines(tqdm):
-    """tqdm's counts, rate and ETA as whole lines, at most one every LOG_INTERVAL seconds, and
-    a last line when the task ends; a task shorter than the interval prints nothing."""
+    """tqdm's counts, rate and ETA as whole lines, one every LOG_INTERVAL seconds while the task
+    runs (also when the count stands still), and a last line when the task ends; a task shorter
+    than the interval prints nothing."""
 
     def __init__(self, *args, **kwargs):
         self._last_line = time.monotonic()
         self._lines, self._shown = 0, None
         super().__init__(*args, mininterval=LOG_INTERVAL, maxinterval=LOG_INTERVAL, **kwargs)
+        self._heartbeat = _Heartbeat(self, LOG_INTERVAL)
 
     def display(self, msg=None, pos=None):
         now = time.monotonic()
         finished = self.disable or (self.total is not None and self.n >= self.total)
         if not (finished and self._lines) and now - self._last_line < LOG_INTERVAL:
             return True
-        if self._shown == self.n:
+        if finished and self._shown == self.n:
             return True
         values = dict(self.format_dict, bar_format=LINE_FORMAT)
         values["prefix"] = f"{values['prefix']}: " if values.get("prefix") else ""
@@ -33,6 +67,7 @@ class _LogLines(tqdm):
         return True
 
     def close(self):
+        self._heartbeat.stop()
         if not self.disable and self._lines:
             self._last_line = float("-inf")
             self.display()  # the last line: where it ended
@@ -52,7 +87,16 @@ def progress_bar(total, progress=None, minimum=0, **kwargs):
         return tqdm(total=total, disable=True, **kwargs)
     if progress is None and not _is_terminal(sys.stderr):
         return _LogLines(total=total, file=sys.stderr, **kwargs)
-    return tqdm(total=total, dynamic_ncols=True, file=sys.stderr, **kwargs)
+    if _columns(sys.stderr) == 0:  # a terminal that reports no size (some containers, editors): tqdm would draw nothing
+        return _Bar(total=total, ncols=80, nrows=24, file=sys.stderr, **kwargs)
+    return _Bar(total=total, dynamic_ncols=True, file=sys.stderr, **kwargs)
+
+
+def _columns(stream):
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def _is_terminal(stream):

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import tensorflow as tf
 
 from . import architecture as arch
@@ -103,14 +104,24 @@ def _report_split(dataset, options, log):
         reason = "--val-split 0" if options.val_split == 0 else f"--val-split {options.val_split} holds out no image"
         log(f"no validation images ({reason}): model.npz will be the epoch with the lowest training loss")
         return
-    held = set(dataset.val.labels.tolist())
-    for label, name in enumerate(dataset.class_names):
-        in_train = int((dataset.train.labels == label).sum())
-        if label not in held:
-            log(f"warning: class {name!r} has {in_train} training image(s) and none for validation: "
-                f"its accuracy is not measured" + (" (a class of one image cannot be split)" if in_train == 1 else ""))
-        elif in_train == 1:
-            log(f"warning: class {name!r} has a single training image")
+    classes = len(dataset.class_names)
+    in_train = np.bincount(dataset.train.labels, minlength=classes)
+    in_val = np.bincount(dataset.val.labels, minlength=classes)
+    unmeasured = [dataset.class_names[label] for label in np.flatnonzero(in_val == 0)]
+    single = [dataset.class_names[label] for label in np.flatnonzero((in_val > 0) & (in_train == 1))]
+    if unmeasured:
+        why = " (a class of one image cannot be split)" if (in_train[in_val == 0] == 1).any() else ""
+        log(f"warning: {_some_classes(unmeasured)} no image for validation: accuracy is not measured there{why}")
+    if single:
+        log(f"warning: {_some_classes(single)} a single training image")
+
+
+def _some_classes(names, shown=5):
+    """'class 'a' has' or '1,234 classes have' with the first few named, for one warning line."""
+    if len(names) == 1:
+        return f"class {names[0]!r} has"
+    listed = ", ".join(repr(name) for name in names[:shown]) + (", ..." if len(names) > shown else "")
+    return f"{len(names):,} classes ({listed}) have"
 
 
 def _layer_choice(options, weight_set, num_classes, log):

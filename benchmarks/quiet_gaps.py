@@ -33,6 +33,7 @@ ALEXFT = str(Path(sys.executable).parent / "alexft")
 def make_folder(root, classes, per_class):
     from large_folder import make_folder as linked_images  # 12 small real JPEGs, hard-linked
 
+    (root / "sources").mkdir()
     linked_images(root / "sources", 12)
     sources = sorted((root / "sources").glob("source_*.jpg"))
     data = root / "data"

@@ -226,10 +226,36 @@ def test_without_a_terminal_progress_is_a_line_every_interval(monkeypatch, capsy
     assert all(line.startswith("alexft: features: ") and "img/s]" in line for line in lines)
     assert lines[-1].startswith("alexft: features: 40/40 (100%)")
     counts = [int(line.split(": ")[2].split("/")[0]) for line in lines]
-    assert counts == sorted(set(counts))  # each line a new count, the last one not repeated
+    assert counts == sorted(counts) and counts[-2] < counts[-1]  # the last line is not a repeat
     with progress.progress_bar(40, progress=False) as bar:
         bar.update(40)
     assert capsys.readouterr().err == ""
+
+
+def test_progress_keeps_moving_while_one_slow_item_holds_the_count(monkeypatch, capsys):
+    """The first batch of feature caching builds the model's graph, and under load one batch can
+    take longer than the interval: lines (when piped) and redraws (on a terminal) go on."""
+    from alexft import progress
+
+    monkeypatch.setattr(progress, "LOG_INTERVAL", 0.1)
+    with progress.progress_bar(2, desc="caching", unit="img") as bar:  # stderr is not a terminal
+        time.sleep(0.55)  # one item takes five intervals
+        bar.update(2)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) >= 4 and all(line.startswith("alexft: caching: 0/2 (0%) [") for line in lines[:-1]), lines
+    assert lines[-1].startswith("alexft: caching: 2/2 (100%)")
+
+    redraws = []
+    monkeypatch.setattr(progress, "REDRAW_INTERVAL", 0.1)
+    monkeypatch.setattr(progress, "_is_terminal", lambda stream: True)
+    monkeypatch.setattr(progress._Bar, "refresh", lambda self, *args, **kwargs: redraws.append(self.n))
+    with progress.progress_bar(2, desc="caching") as bar:
+        time.sleep(0.55)
+        assert len(redraws) >= 4 and set(redraws) == {0}
+        bar.update(2)
+    count = len(redraws)
+    time.sleep(0.3)
+    assert len(redraws) == count  # a closed bar is left alone
 
 
 def test_learning_curves_mark_whole_epochs_only():

@@ -542,6 +542,30 @@ def test_a_finished_run_folder_holds_one_network(train, small_digits_folder, can
     assert size_mb(tmp_path / "run") <= 260
 
 
+def test_thousands_of_small_classes_make_one_warning_line_each_kind():
+    from types import SimpleNamespace
+
+    from alexft.train import _report_split
+
+    class Split(SimpleNamespace):
+        def __len__(self):
+            return len(self.labels)
+
+    names = [f"c{index:05d}" for index in range(10_000)]
+    # 0-8,999: one image for training, one for validation; 9,000-9,499: one image, for training;
+    # 9,500-9,999: three for training, one for validation
+    train = np.r_[np.arange(9_500), np.repeat(np.arange(9_500, 10_000), 3)]
+    val = np.r_[np.arange(9_000), np.arange(9_500, 10_000)]
+    messages = []
+    _report_split(SimpleNamespace(class_names=names, train=Split(labels=train), val=Split(labels=val)),
+                  SimpleNamespace(val_split=0.5), messages.append)
+    assert messages == [
+        "warning: 500 classes ('c09000', 'c09001', 'c09002', 'c09003', 'c09004', ...) have no image for validation: "
+        "accuracy is not measured there (a class of one image cannot be split)",
+        "warning: 9,000 classes ('c00000', 'c00001', 'c00002', 'c00003', 'c00004', ...) have a single training image",
+    ]
+
+
 def test_validation_that_cannot_be_done_is_announced(small_digits_folder, canonical_weights_file, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(small_digits_folder, data)
@@ -550,7 +574,7 @@ def test_validation_that_cannot_be_done_is_announced(small_digits_folder, canoni
     messages = []
     finetune(data, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0.2, output=tmp_path / "a",
              progress=False, log=messages.append)
-    assert ("warning: class 'digit_7' has 1 training image(s) and none for validation: its accuracy is not measured "
+    assert ("warning: class 'digit_7' has no image for validation: accuracy is not measured there "
             "(a class of one image cannot be split)") in messages
     messages.clear()
     summary = finetune(data, weights=canonical_weights_file, epochs=2, batch_size=8, val_split=0, output=tmp_path / "b",
