@@ -389,17 +389,21 @@ def weights_group():
 
 
 @weights_group.command("fetch")
-@click.option("--url", help="Where to download from. Default: $ALEXFT_WEIGHTS_URL, else the canonical bvlc_alexnet.npy.")
-@click.option("--sha256", help="Expected SHA-256 (hex). Default: $ALEXFT_WEIGHTS_SHA256 if set.")
+@click.option("--url", help="Where to download from (URL#sha1=HEX or URL#sha256=HEX pins its hash). Default: "
+              "$ALEXFT_WEIGHTS_URL, else the BVLC model zoo's bvlc_alexnet.caffemodel (SHA-1 verified), then "
+              "the unverified bvlc_alexnet.npy.")
+@click.option("--sha256", help="Expected SHA-256 (hex). Default: the source's published hash, or "
+              "$ALEXFT_WEIGHTS_SHA256 for a single $ALEXFT_WEIGHTS_URL.")
+@click.option("--sha1", help="Expected SHA-1 (hex), as the Caffe model zoo publishes them.")
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="File to write. Default: the cache, under the URL's file name.")
 @click.option("--force", is_flag=True, help="Download again even if the file is already there.")
 @progress_option
 @_fail_cleanly
-def weights_fetch(url, sha256, output, force, progress):
+def weights_fetch(url, sha256, sha1, output, force, progress):
     """Download a weights file: resumable, verified, renamed into place only when complete."""
     from alexft.sources import fetch_weights
 
-    path, downloaded = fetch_weights(url=url, sha256=sha256, output=output, force=force, progress=progress)
+    path, downloaded = fetch_weights(url=url, sha256=sha256, sha1=sha1, output=output, force=force, progress=progress)
     if not downloaded:
         click.echo(f"alexft: {path} is already there and valid (--force downloads again)", err=True)
     click.echo(str(path))
@@ -411,7 +415,7 @@ def weights_fetch(url, sha256, output, force, progress):
 @click.pass_context
 @_fail_cleanly
 def weights_info(ctx, file, as_json):
-    """Format, layers, shapes, parameter count, classes, SHA-256 of a weights file.
+    """Format, source, layers, shapes, parameter count, classes, hashes of a weights file.
 
     Exit status 1 if the file cannot be used as AlexNet weights (the reason is shown).
     """
@@ -425,7 +429,8 @@ def weights_info(ctx, file, as_json):
 
 def _describe_weights(facts):
     lines = [f"file: {facts['path']}", f"format: {facts['format_description']}",
-             f"size: {facts['bytes']:,} bytes", f"sha256: {facts['sha256']}"]
+             f"size: {facts['bytes']:,} bytes", f"sha256: {facts['sha256']}", f"sha1: {facts['sha1']}",
+             f"source: {facts['source'] or 'unknown (not a published file, nor one alexft downloaded or converted here)'}"]
     for layer in facts["layers"]:
         kernel, bias = layer["weights"], layer["biases"]
         lines.append(f"  {layer['name']:<6} weights {_shape(kernel):<18} {kernel['dtype']:<8} biases {_shape(bias):<8} {bias['dtype']}")

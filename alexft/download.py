@@ -3,7 +3,7 @@
 The bytes go to `.NAME.part` next to the destination. A dropped connection is retried with an
 HTTP Range request when the server honours ranges (a server that does not gets the download
 restarted); a run that gives up keeps the partial file, and the next run resumes it. Only a
-file whose size, structure and (when known) SHA-256 check out is renamed to its real name,
+file whose size, (when known) hash and structure check out is renamed to its real name,
 so a partial or corrupted download never looks complete.
 """
 import hashlib
@@ -29,10 +29,11 @@ class _Interrupted(Exception):
     """The transfer stopped early; worth another attempt."""
 
 
-def download_weights(url, destination, sha256=None, progress=None, timeout=30):
+def download_weights(url, destination, sha256=None, progress=None, timeout=30, sha1=None):
     """Fetch `url` to `destination`, check it is a valid AlexNet weights file, then move it into place.
 
-    `sha256`, when given, must match the file's hash. `progress=None` shows a bar only on a terminal.
+    `sha256` and `sha1`, when given, must match the file's hashes; they are checked before
+    anything in the file is read. `progress=None` shows a bar only on a terminal.
     Returns the destination path; raises WeightsError with the reason otherwise.
     """
     destination = Path(destination)
@@ -40,7 +41,7 @@ def download_weights(url, destination, sha256=None, progress=None, timeout=30):
     partial = partial_path(destination)
     with _exclusive(partial, url):
         _fetch_with_retries(url, partial, progress, timeout)
-        _verify_or_discard(partial, url, sha256)
+        _verify_or_discard(partial, url, dict(sha256=sha256, sha1=sha1))
         os.replace(partial, destination)
     return destination
 
@@ -138,12 +139,13 @@ def _stream(response, partial, start, total, progress):
         raise _Interrupted(f"connection closed after {received:,} of {total:,} bytes")
 
 
-def _verify_or_discard(partial, url, sha256):
-    """Check the hash (when known) and the structure; a file that fails is deleted, not resumed."""
+def _verify_or_discard(partial, url, expected):
+    """Check the hashes given ({algorithm: hex or None}), then the structure; a file that fails
+    is deleted, not resumed."""
     try:
-        digest = file_sha256(partial) if sha256 else None  # 233 MB of hashing only when it is checked
-        if sha256 and digest != sha256.lower():
-            raise WeightsError(f"{url}: SHA-256 is {digest}, expected {sha256.lower()}; download discarded")
+        for algorithm, digest in expected.items():
+            if digest and (found := file_digest(partial, algorithm)) != digest.lower():
+                raise WeightsError(f"{url}: {_LABELS[algorithm]} is {found}, expected {digest.lower()}; download discarded")
         try:
             weights_io.load(partial)  # structure and every shape, before it gets its real name
         except WeightsError as error:
@@ -153,10 +155,18 @@ def _verify_or_discard(partial, url, sha256):
         raise
 
 
-def file_sha256(path):
-    """SHA-256 hex digest of a file, read in chunks."""
-    digest = hashlib.sha256()
+_LABELS = {"sha256": "SHA-256", "sha1": "SHA-1"}
+
+
+def file_digest(path, algorithm):
+    """Hex digest of a file (`algorithm`: a hashlib name), read in chunks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         while chunk := handle.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def file_sha256(path):
+    """SHA-256 hex digest of a file, read in chunks."""
+    return file_digest(path, "sha256")

@@ -1,26 +1,70 @@
 """Where the weights come from when no file is named.
 
 Order: `$ALEXFT_WEIGHTS`, then `weights/bvlc_alexnet.{npz,npy,caffemodel}` under the working
-directory, then the same names in the per-user cache; if none exists, the canonical file is
-downloaded into the cache and converted once to `.npz` (which loads 6-12x faster than the
-pickle), and that is what later runs find.
+directory, then the same names in the per-user cache. If none exists, the sources are tried in
+turn (`SOURCES`, or the URLs `$ALEXFT_WEIGHTS_URL` names), each failure said in one line:
+1. the BVLC model zoo's `bvlc_alexnet.caffemodel`, verified by the SHA-1 its readme publishes
+   before anything in it is read;
+2. the `bvlc_alexnet.npy` most TensorFlow ports use, which has no published checksum: its
+   SHA-256 is recorded at the first download and later downloads must match it (trust on
+   first use, said when it happens).
+The download is converted once to `.npz` in the cache (checked by reading it back), which the
+lookup finds first from then on. `known_files.json` in the cache remembers the hashes of what
+was downloaded and converted, so `alexft weights info` can say where a file came from.
 """
+import datetime
+import hashlib
+import json
 import logging
 import os
 import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from . import weights as weights_io
+from .atomic import write_text
 from .download import download_weights, file_sha256
-from .errors import WeightsError
+from .errors import AlexftError, WeightsError
 
 log = logging.getLogger("alexft")
 
-CANONICAL_NAME = "bvlc_alexnet.npy"
-# Published by Michael Guerzhoy (converted from BVLC's Caffe model with caffe-tensorflow).
-CANONICAL_URL = "http://www.cs.toronto.edu/~guerzhoy/tf_alexnet/bvlc_alexnet.npy"
-# No checksum is published by the file's author; set ALEXFT_WEIGHTS_SHA256 to pin one.
-CANONICAL_SHA256 = None
+CANONICAL_NAME = "bvlc_alexnet.npy"  # the name users hold the weights under
+
+
+@dataclass(frozen=True)
+class Source:
+    """A URL to download weights from and, when its publisher gives one, the file's hash."""
+
+    url: str
+    sha1: Optional[str] = None
+    sha256: Optional[str] = None
+    about: str = ""
+
+    @property
+    def name(self):
+        return Path(urllib.parse.urlparse(self.url).path).name or CANONICAL_NAME
+
+    @property
+    def cache_name(self):
+        """The name the download gets in the cache: one the lookup finds (LOOKED_FOR)."""
+        suffix = Path(self.name).suffix.lower()
+        return f"bvlc_alexnet{suffix if suffix in ('.npz', '.caffemodel') else '.npy'}"
+
+    @property
+    def pinned(self):
+        return bool(self.sha1 or self.sha256)
+
+
+ZOO_CAFFEMODEL = Source(
+    "http://dl.caffe.berkeleyvision.org/bvlc_alexnet.caffemodel", sha1="9116a64c0fbe4459d18f4bb6b56d647b63920377",
+    about="the BVLC model zoo's bvlc_alexnet.caffemodel (SHA-1 from the model's readme, also pinned by OpenCV's "
+          "and MXNet's download scripts)")
+GUERZHOY_NPY = Source(
+    "http://www.cs.toronto.edu/~guerzhoy/tf_alexnet/bvlc_alexnet.npy",
+    about="bvlc_alexnet.npy as converted with caffe-tensorflow by Michael Guerzhoy (no published checksum)")
+SOURCES = (ZOO_CAFFEMODEL, GUERZHOY_NPY)
+KNOWN_FILES = "known_files.json"
 
 
 def cache_dir():
@@ -47,7 +91,8 @@ def candidates():
 
 def resolve_weights(path=None, download=True, progress=None):
     """Return the weights file to use: `path` if given, else the first existing candidate,
-    else the canonical file downloaded into the cache (when `download` is true)."""
+    else the first source that downloads and verifies, converted once into the cache (when
+    `download` is true)."""
     if path is not None:
         path = Path(path).expanduser()
         if not path.is_file():
@@ -59,25 +104,82 @@ def resolve_weights(path=None, download=True, progress=None):
     for _, candidate in candidates():
         if candidate.is_file():
             return candidate
-    target = cache_dir() / CANONICAL_NAME
     if not download:
-        raise WeightsError(_where_to_put_it(target))
-    url = os.environ.get("ALEXFT_WEIGHTS_URL") or CANONICAL_URL
-    log.warning("no weights file found; downloading %s to %s", url, target)
-    try:
-        downloaded = download_weights(url, target, sha256=os.environ.get("ALEXFT_WEIGHTS_SHA256") or CANONICAL_SHA256,
-                                      progress=progress)
-    except WeightsError as error:
-        raise WeightsError(f"{error}. {_where_to_put_it(target)}") from None
-    return _converted_once(downloaded)
+        raise WeightsError(_where_to_put_it())
+    failures = []
+    for number, source in enumerate(sources(), 1):
+        target = cache_dir() / source.cache_name
+        log.warning("no weights file found; downloading %s to %s (%s)", source.url, target, _trust(source))
+        try:
+            downloaded = _download(source, target, progress)
+        except WeightsError as error:
+            failures.append(str(error))
+            log.warning("source %d failed: %s", number, error)
+            continue
+        return _converted_once(downloaded, source)
+    raise WeightsError(f"{'; '.join(failures)}. {_where_to_put_it()}")
 
 
-def _converted_once(downloaded):
+def sources():
+    """The sources to try, in order: the URLs $ALEXFT_WEIGHTS_URL names (separated by spaces or
+    commas), else SOURCES. A URL may carry its hash as `#sha1=HEX` or `#sha256=HEX`; a URL of a
+    known source gets that source's hash; $ALEXFT_WEIGHTS_SHA256 pins a single URL's."""
+    named = (os.environ.get("ALEXFT_WEIGHTS_URL") or "").replace(",", " ").split()
+    if not named:
+        return SOURCES
+    parsed = [parse_source(text) for text in named]
+    sha256 = os.environ.get("ALEXFT_WEIGHTS_SHA256")
+    if sha256 and len(parsed) == 1 and not parsed[0].pinned:
+        parsed[0] = Source(parsed[0].url, sha256=sha256.lower(), about=parsed[0].about)
+    return tuple(parsed)
+
+
+def parse_source(text):
+    """A Source from `URL` or `URL#sha1=HEX` / `URL#sha256=HEX`."""
+    url, _, fragment = text.partition("#")
+    hashes = dict(part.split("=", 1) for part in fragment.split("&") if "=" in part)
+    unknown = set(hashes) - {"sha1", "sha256"}
+    if unknown:
+        raise WeightsError(f"{text}: unknown hash {', '.join(sorted(unknown))} (use #sha1=HEX or #sha256=HEX)")
+    known = next((source for source in SOURCES if source.url == url), None)
+    if not hashes and known:
+        return known
+    return Source(url, sha1=_hex(hashes.get("sha1")), sha256=_hex(hashes.get("sha256")), about=url)
+
+
+def _hex(value):
+    return value.lower() if value else None
+
+
+def _trust(source):
+    if source.sha1:
+        return f"verified by SHA-1 {source.sha1}"
+    if source.sha256:
+        return f"verified by SHA-256 {source.sha256}"
+    return "no published checksum: trusted on first use"
+
+
+def _download(source, target, progress):
+    """Download one source, checking its published hash, or the one recorded at its first download."""
+    recorded = None if source.pinned else _recorded_sha256(source.url)
+    downloaded = download_weights(source.url, target, sha256=source.sha256 or recorded, sha1=source.sha1,
+                                  progress=progress)
+    digest = file_sha256(downloaded)
+    if not source.pinned and recorded is None:
+        log.warning("%s has no published checksum; its SHA-256 %s is now recorded in %s, and later downloads must "
+                    "match it (trust on first use)", source.url, digest, cache_dir() / KNOWN_FILES)
+    _remember(digest, dict(what=f"downloaded from {source.url}", url=source.url, verified=_trust(source)))
+    return downloaded
+
+
+def _converted_once(downloaded, source=None):
     """The downloaded file as `.npz` beside it (written once, checked by reading it back), which
     the lookup finds first from then on; the download itself is kept as it came."""
     from .weights_tools import convert
 
     converted = downloaded.with_suffix(".npz")
+    if converted == downloaded:
+        return downloaded  # already the fast format
     try:
         written = convert(downloaded, converted).params
         if not _same_arrays(weights_io.load(converted).params, written):
@@ -86,27 +188,94 @@ def _converted_once(downloaded):
         log.warning("could not convert %s to %s (%s); using the download as it is", downloaded, converted, error)
         converted.unlink(missing_ok=True)
         return downloaded
+    origin = source.url if source else str(downloaded)
+    _remember(file_sha256(converted), dict(what=f"converted by alexft from {downloaded.name} ({origin})", url=origin,
+                                           verified=_trust(source) if source else "unknown"))
     log.warning("converted %s to %s: later runs load that", downloaded, converted)
     return converted
 
 
-def fetch_weights(url=None, sha256=None, output=None, force=False, progress=None):
-    """`alexft weights fetch`: download `url` (default: $ALEXFT_WEIGHTS_URL, else the canonical
-    file) to `output` (default: the cache, under the URL's file name), resuming a partial download.
+def identify(path):
+    """Where the file at `path` came from, by its hashes: a pinned source, a file this machine
+    downloaded or converted (known_files.json), or None."""
+    sha1, sha256 = _hashes(path)
+    for source in SOURCES:
+        if (source.sha1 and source.sha1 == sha1) or (source.sha256 and source.sha256 == sha256):
+            return f"{source.about}: hash verified"
+    known = _known_files().get(sha256)
+    if known:
+        return f"{known['what']}, {known['when']} ({known['verified']})"
+    return None
 
-    `sha256` defaults to $ALEXFT_WEIGHTS_SHA256. An `output` already present is verified and
-    kept unless `force`. Returns (path, downloaded: bool).
+
+def _hashes(path):
+    sha1, sha256 = hashlib.sha1(), hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            sha1.update(chunk)
+            sha256.update(chunk)
+    return sha1.hexdigest(), sha256.hexdigest()
+
+
+def _known_files():
+    try:
+        return json.loads((cache_dir() / KNOWN_FILES).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _recorded_sha256(url):
+    return next((digest for digest, record in _known_files().items()
+                 if record.get("url") == url and record["what"].startswith("downloaded")), None)
+
+
+def _remember(sha256, record):
+    known = _known_files()
+    known[sha256] = dict(record, when=datetime.date.today().isoformat())
+    try:
+        write_text(cache_dir() / KNOWN_FILES, json.dumps(known, indent=1))
+    except (OSError, AlexftError) as error:  # a read-only or full cache: the weights are still good
+        log.warning("could not record the hash in %s (%s)", cache_dir() / KNOWN_FILES, error)
+
+
+def fetch_weights(url=None, sha256=None, output=None, force=False, progress=None, sha1=None):
+    """`alexft weights fetch`: download `url` (default: the first of `sources()` that works) to
+    `output` (default: the cache, under the URL's file name), resuming a partial download.
+
+    `sha256`/`sha1` default to the source's published hash ($ALEXFT_WEIGHTS_SHA256 for a single
+    $ALEXFT_WEIGHTS_URL). An `output` already present is verified and kept unless `force`.
+    Returns (path, downloaded: bool).
     """
-    url = url or os.environ.get("ALEXFT_WEIGHTS_URL") or CANONICAL_URL
-    sha256 = (sha256 or os.environ.get("ALEXFT_WEIGHTS_SHA256") or CANONICAL_SHA256 or "").lower() or None
-    name = Path(urllib.parse.urlparse(url).path).name or CANONICAL_NAME
-    output = Path(output).expanduser() if output else cache_dir() / name
-    if output.is_file() and not force:
-        if sha256 and file_sha256(output) != sha256:
-            raise WeightsError(f"{output}: already exists with a different SHA-256 than {sha256}; pass --force to download again")
-        weights_io.load(output)
-        return output, False
-    return download_weights(url, output, sha256=sha256, progress=progress), True
+    if url:
+        source = parse_source(url)
+        if sha256 or sha1:
+            source = Source(source.url, sha1=_hex(sha1), sha256=_hex(sha256), about=source.about)
+        chosen = [source]
+    else:
+        chosen = list(sources())
+        if sha256 or sha1:
+            chosen = [Source(chosen[0].url, sha1=_hex(sha1), sha256=_hex(sha256), about=chosen[0].about)]
+    failures = []
+    for source in chosen:
+        target = Path(output).expanduser() if output else cache_dir() / source.name
+        if target.is_file() and not force:
+            _check_present(target, source)
+            return target, False
+        try:
+            return _download(source, target, progress), True
+        except WeightsError as error:
+            failures.append(str(error))
+            if len(chosen) > 1:
+                log.warning("%s", error)
+    raise WeightsError("; ".join(failures))
+
+
+def _check_present(target, source):
+    sha1, sha256 = _hashes(target) if source.pinned else (None, None)
+    if (source.sha1 and sha1 != source.sha1) or (source.sha256 and sha256 != source.sha256):
+        kind, expected = ("SHA-1", source.sha1) if source.sha1 else ("SHA-256", source.sha256)
+        raise WeightsError(f"{target}: already exists with a different {kind} than {expected}; pass --force to download again")
+    weights_io.load(target)
 
 
 def _same_arrays(params, expected):
@@ -116,8 +285,8 @@ def _same_arrays(params, expected):
         all(np.array_equal(a, b) for a, b in zip(params[name], expected[name])) for name in params)
 
 
-def _where_to_put_it(target):
+def _where_to_put_it():
     return (
-        f"Put {CANONICAL_NAME} at {target} or at weights/{CANONICAL_NAME} here, "
-        f"or pass --weights PATH or set ALEXFT_WEIGHTS (file: {CANONICAL_URL})"
+        f"Put {CANONICAL_NAME} (or bvlc_alexnet.caffemodel) in {cache_dir()} or in weights/ here, "
+        f"or pass --weights PATH or set ALEXFT_WEIGHTS (files: {', '.join(source.url for source in SOURCES)})"
     )

@@ -1,28 +1,26 @@
 """Fine-tuning: the entry point and the loop (range test, epochs, recovery, checkpoints, resume).
 
 The parts live beside it, each with one job: `train_options` (the options record, also
-config.json), `train_network` (the network, optimizer and one step), `train_data` (what feeds
-it), `lr_finder` (the learning-rate range test), `recovery` (when training went wrong) and
-`run_folder` (what is written where, and when).
+config.json), `train_setup` (the checks and choices before the first step), `train_network`
+(the network, optimizer and one step), `train_data` (what feeds it), `lr_finder` (the
+learning-rate range test), `recovery` (when training went wrong) and `run_folder` (what is
+written where, and when).
 """
 import itertools
-import json
 import math
 import signal
 import sys
 import threading
 import time
 
-import numpy as np
 import tensorflow as tf
 
-from . import architecture as arch
-from . import lr_finder, recovery
+from . import lr_finder, recovery, train_setup
 from . import weights as weights_io
 from .data import BrokenFiles, load_dataset
-from .devices import cluster_role
 from .download import file_sha256
 from .errors import AlexftError, TrainingError
+from .features import VIEWS
 from .plots import range_test_curve
 from .progress import progress_bar
 from .recovery import Diverged, LossWatch
@@ -52,23 +50,23 @@ def finetune(data_dir, options=None, *, weights=None, output=None, resume=False,
     """
     options = options.replace(**fields) if options else TrainOptions(**fields)
     log = log or (lambda message: print(f"alexft: {message}", file=sys.stderr))
-    chief = _check_cluster(options, output, log)
+    chief = train_setup.check_cluster(options, output, log)
     dataset = dataset or load_dataset(data_dir, val_dir=options.val_dir, val_split=options.val_split, seed=options.seed)
-    _report_split(dataset, options, log)
+    train_setup.report_split(dataset, options, log)
     weights_path = resolve_weights(weights, progress=progress)
     weight_set = weights_io.load(weights_path, skip=options.skip)
-    options = _layer_choice(options, weight_set, len(dataset.class_names), log)
-    options = _plan_epochs(options, len(dataset.train), log)
+    options = train_setup.layer_choice(options, weight_set, len(dataset.class_names), log)
+    options = train_setup.plan_epochs(options, len(dataset.train), log)
     run = RunFolder(output or RunFolder.default_path(), chief)
     config = dict(options.as_dict(), data_dir=str(data_dir), weights=str(weights_path),
-                  base_weights_sha256=file_sha256(weights_path), class_names=dataset.class_names, versions=_versions(),
+                  base_weights_sha256=file_sha256(weights_path), class_names=dataset.class_names, versions=train_setup.versions(),
                   lr_found=None)
     if resume:
         earlier = run.earlier_config()
-        _check_same_run(earlier, config, run.path)
+        train_setup.check_same_run(earlier, config, run.path)
         finished = run.finished_summary()
         if finished and (finished["epochs"] >= options.epochs or not run.checkpoint.exists()):
-            return _already_finished(run, finished, options, log)
+            return train_setup.already_finished(run, finished, options, log)
         config.update(lr_found=earlier.get("lr_found"), lr=earlier["lr"] if options.auto_lr else options.lr)
         run.write_config(config)
     else:
@@ -82,105 +80,6 @@ def finetune(data_dir, options=None, *, weights=None, output=None, resume=False,
             # before epoch 1 ended: nothing a fresh start would trip on stays.
             run.discard_fresh()
         raise
-
-
-def _check_cluster(options, output, log):
-    """Whether this process is the chief (always, outside multi-worker training)."""
-    if options.strategy != "multiworker":
-        return True
-    chief, task = cluster_role()
-    if output is None:
-        raise TrainingError("--strategy multiworker needs --output: a run folder every worker can reach (shared storage)")
-    if options.device != "auto":
-        raise TrainingError("--device cannot be combined with --strategy multiworker: each worker uses all its local "
-                            "devices (choose them with CUDA_VISIBLE_DEVICES on each machine)")
-    log(f"multi-worker training as {task}" + (" (chief: writes the run folder)" if chief else ""))
-    return chief
-
-
-def _report_split(dataset, options, log):
-    """Say at the start what validation will and will not measure."""
-    if len(dataset.val) == 0:
-        reason = "--val-split 0" if options.val_split == 0 else f"--val-split {options.val_split} holds out no image"
-        log(f"no validation images ({reason}): model.npz will be the epoch with the lowest training loss")
-        return
-    classes = len(dataset.class_names)
-    in_train = np.bincount(dataset.train.labels, minlength=classes)
-    in_val = np.bincount(dataset.val.labels, minlength=classes)
-    unmeasured = [dataset.class_names[label] for label in np.flatnonzero(in_val == 0)]
-    single = [dataset.class_names[label] for label in np.flatnonzero((in_val > 0) & (in_train == 1))]
-    if unmeasured:
-        why = " (a class of one image cannot be split)" if (in_train[in_val == 0] == 1).any() else ""
-        log(f"warning: {_some_classes(unmeasured)} no image for validation: accuracy is not measured there{why}")
-    if single:
-        log(f"warning: {_some_classes(single)} a single training image")
-
-
-def _some_classes(names, shown=5):
-    """'class 'a' has' or '1,234 classes have' with the first few named, for one warning line."""
-    if len(names) == 1:
-        return f"class {names[0]!r} has"
-    listed = ", ".join(repr(name) for name in names[:shown]) + (", ..." if len(names) > shown else "")
-    return f"{len(names):,} classes ({listed}) have"
-
-
-def _layer_choice(options, weight_set, num_classes, log):
-    skip = list(options.skip)
-    if weight_set.num_classes != num_classes and "fc8" not in skip:
-        log(f"{num_classes} classes but the weights have {weight_set.num_classes}: fc8 starts fresh")
-        skip.append("fc8")
-    train = list(skip) if options.train is None else list(options.train)
-    unknown = sorted((set(skip) | set(train)) - set(arch.LAYER_NAMES))
-    if unknown:
-        raise TrainingError(f"unknown layer(s) {', '.join(unknown)}; AlexNet has {', '.join(arch.LAYER_NAMES)}")
-    if not train:
-        raise TrainingError("no layer to train: pass --skip fc8 or --train LAYERS")
-    frozen_fresh = [name for name in skip if name not in train]
-    if frozen_fresh:
-        raise TrainingError(f"--skip {','.join(frozen_fresh)} without training it would leave it random: add it to --train")
-    order = list(arch.LAYER_NAMES)
-    return options.replace(skip=sorted(skip, key=order.index), train=sorted(set(train), key=order.index))
-
-
-def _plan_epochs(options, train_count, log):
-    epochs, why = options.planned_epochs(train_count, cache_point(options) is not None)
-    if why:
-        log(f"{epochs} epochs ({why}; --epochs N to choose)")
-    return options.replace(epochs=epochs)
-
-
-def _versions():
-    import cv2
-    import keras
-    import numpy as np
-
-    from . import __version__
-
-    return dict(alexft=__version__, tensorflow=tf.__version__, keras=keras.__version__, numpy=np.__version__,
-                opencv=cv2.__version__, python=sys.version.split()[0])
-
-
-def _check_same_run(saved, config, run):
-    keys = TrainOptions.IDENTITY + ("class_names", "base_weights_sha256")
-    changed = [key for key in keys if saved.get(key) != config.get(key)]
-    if changed:
-        details = "; ".join(f"{key}: was {_short(saved.get(key))}, now {_short(config.get(key))}" for key in changed)
-        raise TrainingError(f"{run}: cannot resume with a different configuration ({details})")
-
-
-def _short(value):
-    text = json.dumps(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _already_finished(run, summary, options, log):
-    if summary["epochs"] < options.epochs:
-        raise TrainingError(
-            f"{run.path}: finished after {summary['epochs']} epochs and its checkpoint was removed; to train longer, "
-            f"start a new run from its model (--weights {run.model}), or keep the checkpoint with --keep-checkpoint")
-    log(f"{run.path}: already finished ({summary['epochs']} epochs; model.npz holds epoch {summary['best_epoch']}); "
-        "nothing to resume")
-    return dict(summary, already_finished=True)
 
 
 def scheduled_rate(base_rate, epoch, epochs):
@@ -218,6 +117,10 @@ class Trainer:
     def fit(self):
         started = time.perf_counter()
         state = self._restore()
+        if self.data.cache_after:
+            self.log(f"caching the frozen layers' output ({self.data.cache_after}) for the {len(self.dataset.train):,} "
+                     f"training and {len(self.dataset.val):,} validation images, {VIEWS} views each; the epochs "
+                     "then train on it (--no-cache: from the images)")
         self.data.prepare(self.net.model, self.net.policy, len(self.dataset.class_names), self.cache_memory, self.progress)
         if state["base_lr"] is None:
             state["base_lr"] = self._find_rate(state)

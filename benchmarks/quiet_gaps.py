@@ -48,8 +48,9 @@ def make_folder(root, classes, per_class):
 def watch(command, seconds):
     """Run `command`, timestamp its stderr lines, SIGINT it after `seconds`."""
     started = time.monotonic()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    # As a user starts it: large_folder sets TF_CPP_MIN_LOG_LEVEL, which would show TensorFlow's start-up log.
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     lines = []
 
     def read():

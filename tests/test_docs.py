@@ -204,3 +204,34 @@ def test_every_test_the_reliability_page_names_exists():
     for module, test in named:
         source = (ROOT / "tests" / module).read_text(encoding="utf-8")
         assert re.search(rf"^def {test}\(", source, re.MULTILINE), f"docs/reliability.md names {module}::{test}, which does not exist"
+
+
+def test_the_readmes_first_command_runs_as_written(tmp_path, canonical_caffemodel, canonical_params):
+    """The README's install-and-classify line, from its `alexft` part on, run as written in a
+    fresh process from the repository's top: no weights anywhere, so the caffemodel is
+    downloaded (from a local server standing in for the zoo, pinned by SHA-1 as the zoo's URL
+    is), verified, converted once, and the shipped photo classified. A second run loads the
+    converted file and downloads nothing."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    first = readme[readme.index("```bash\n") + len("```bash\n"):].splitlines()[0]
+    command = first[first.index("alexft classify"):]
+    assert command == "alexft classify examples/chelsea.jpg" and (ROOT / command.split()[-1]).is_file()
+    body = canonical_caffemodel.read_bytes()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("ALEXFT_", "TF_CPP"))}
+    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", ALEXFT_CACHE=str(tmp_path / "cache"))
+    with serving({"/bvlc_alexnet.caffemodel": ("ok", body)}) as url:
+        env["ALEXFT_WEIGHTS_URL"] = f"{url}/bvlc_alexnet.caffemodel#sha1={hashlib.sha1(body).hexdigest()}"
+        first_run = subprocess.run(shlex.split(command), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        second_run = subprocess.run(shlex.split(command), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert len(url.requests) == 1
+    assert first_run.returncode == 0, first_run.stderr
+    assert f"verified by SHA-1 {hashlib.sha1(body).hexdigest()}" in first_run.stderr
+    assert "converted" in first_run.stderr and "bvlc_alexnet.npz" in first_run.stderr
+    lines = first_run.stdout.splitlines()
+    from alexft.weights import imagenet_class_names
+
+    top = [re.fullmatch(r"\s*(\d+\.\d+)%\s+(.+)", line) for line in lines[1:]]
+    assert lines[0] == "examples/chelsea.jpg" and len(top) == 5 and all(top), first_run.stdout
+    assert all(match[2] in imagenet_class_names() for match in top)
+    assert [float(match[1]) for match in top] == sorted((float(match[1]) for match in top), reverse=True)
+    assert second_run.returncode == 0 and second_run.stdout == first_run.stdout and "downloading" not in second_run.stderr

@@ -55,7 +55,7 @@ def test_missing_weights_are_downloaded_into_the_cache_and_converted_once(canoni
     converted = weights.load(path).params
     for name, (kernel, bias) in canonical_params.items():  # the generator's arrays, bit for bit
         assert np.array_equal(converted[name][0], kernel) and np.array_equal(converted[name][1], bias)
-    assert sorted(p.name for p in path.parent.iterdir()) == ["bvlc_alexnet.npy", "bvlc_alexnet.npz"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["bvlc_alexnet.npy", "bvlc_alexnet.npz", "known_files.json"]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="alexft"):
         assert sources.resolve_weights(download=False) == path  # found from now on, nothing downloaded
@@ -95,7 +95,8 @@ def test_a_bad_download_leaves_nothing_behind(canonical_bytes, monkeypatch, mode
             return
         with pytest.raises(WeightsError, match=cause) as caught:
             sources.resolve_weights(progress=False)
-    assert "Put bvlc_alexnet.npy at" in str(caught.value) and str(target) in str(caught.value)
+    assert "Put bvlc_alexnet.npy (or bvlc_alexnet.caffemodel) in" in str(caught.value)
+    assert str(target.parent) in str(caught.value)
     assert "\n" not in str(caught.value)
     leftovers = [path.name for path in target.parent.iterdir()]
     # A stalled transfer keeps its hidden partial file for the next run to resume; nothing else remains.
@@ -108,7 +109,7 @@ def test_without_network_the_error_says_where_to_put_the_file():
         sources.resolve_weights(progress=False)
     message = str(caught.value)
     assert "download failed" in message
-    assert str(sources.cache_dir() / "bvlc_alexnet.npy") in message and "weights/bvlc_alexnet.npy" in message
+    assert str(sources.cache_dir()) in message and "in weights/ here" in message
     assert "--weights" in message and "ALEXFT_WEIGHTS" in message
 
 
@@ -117,3 +118,89 @@ def test_http_error_is_reported(monkeypatch):
         monkeypatch.setenv("ALEXFT_WEIGHTS_URL", f"{url}/missing.npy")
         with pytest.raises(WeightsError, match="server answered 404"):
             sources.resolve_weights(progress=False)
+
+
+# --- the default sources: a pinned caffemodel first, an unverified .npy after it -------------
+
+
+@pytest.fixture
+def served_sources(canonical_caffemodel, canonical_bytes, monkeypatch):
+    """SOURCES as shipped, pointed at a local server: the caffemodel pinned by its SHA-1 (the
+    generated file's, as the zoo's readme gives the real one's), the .npy with no hash."""
+    monkeypatch.delenv("ALEXFT_WEIGHTS_URL")  # conftest points it at a closed port
+    caffemodel = canonical_caffemodel.read_bytes()
+    routes = {"/zoo/bvlc_alexnet.caffemodel": ("ok", caffemodel), "/npy/bvlc_alexnet.npy": ("ok", canonical_bytes)}
+
+    def point(url, caffemodel_sha1=hashlib.sha1(caffemodel).hexdigest()):
+        monkeypatch.setattr(sources, "SOURCES", (
+            sources.Source(f"{url}/zoo/bvlc_alexnet.caffemodel", sha1=caffemodel_sha1, about="the zoo's caffemodel"),
+            sources.Source(f"{url}/npy/bvlc_alexnet.npy", about="the unverified npy")))
+
+    with serving(routes) as url:
+        yield url, routes, point
+
+
+def test_the_pinned_caffemodel_is_verified_converted_once_and_recognised(served_sources, canonical_params, caplog):
+    url, _, point = served_sources
+    point(url)
+    with caplog.at_level(logging.WARNING, logger="alexft"):
+        path = sources.resolve_weights(progress=False)
+    assert path == sources.cache_dir() / "bvlc_alexnet.npz"
+    assert [path for path, _ in url.requests] == ["/zoo/bvlc_alexnet.caffemodel"]
+    assert f"verified by SHA-1 {sources.SOURCES[0].sha1}" in caplog.text
+    converted = weights.load(path).params
+    for name, (kernel, bias) in canonical_params.items():
+        assert np.array_equal(converted[name][0], kernel) and np.array_equal(converted[name][1], bias)
+    assert sources.identify(sources.cache_dir() / "bvlc_alexnet.caffemodel") == "the zoo's caffemodel: hash verified"
+    assert sources.identify(path).startswith("converted by alexft from bvlc_alexnet.caffemodel (" + url)
+    assert sources.resolve_weights(download=False) == path
+
+
+def test_a_caffemodel_with_another_sha1_is_refused_before_it_is_read_and_the_npy_is_trusted_on_first_use(
+        served_sources, canonical_bytes, caplog, monkeypatch):
+    url, routes, point = served_sources
+    point(url, caffemodel_sha1="0" * 40)
+    read, load = [], weights.load
+    with monkeypatch.context() as patch, caplog.at_level(logging.WARNING, logger="alexft"):
+        patch.setattr(weights, "load", lambda path, *args, **kwargs: read.append(Path(path).name) or load(path, *args, **kwargs))
+        path = sources.resolve_weights(progress=False)
+    failure = [line for line in caplog.text.splitlines() if "source 1 failed" in line]
+    assert len(failure) == 1 and "SHA-1 is" in failure[0] and "expected " + "0" * 40 in failure[0]
+    assert ".bvlc_alexnet.npy.part" in read and ".bvlc_alexnet.caffemodel.part" not in read  # never parsed
+    assert path == sources.cache_dir() / "bvlc_alexnet.npz"
+    assert "no published checksum" in caplog.text and "trust on first use" in caplog.text
+    # Later downloads of that URL must match what was trusted the first time.
+    for name in ("bvlc_alexnet.npy", "bvlc_alexnet.npz"):
+        (sources.cache_dir() / name).unlink()
+    routes["/npy/bvlc_alexnet.npy"] = ("ok", canonical_bytes[:-1] + bytes([canonical_bytes[-1] ^ 1]))
+    with pytest.raises(WeightsError) as caught:
+        sources.resolve_weights(progress=False)
+    assert f"SHA-256 is {hashlib.sha256(routes['/npy/bvlc_alexnet.npy'][1]).hexdigest()}" in str(caught.value)
+    assert f"expected {hashlib.sha256(canonical_bytes).hexdigest()}" in str(caught.value)
+
+
+def test_urls_named_in_the_environment_are_tried_in_order_with_their_hashes(served_sources, canonical_caffemodel,
+                                                                             monkeypatch):
+    url, _, _ = served_sources
+    sha1 = hashlib.sha1(canonical_caffemodel.read_bytes()).hexdigest()
+    monkeypatch.setenv("ALEXFT_WEIGHTS_URL", f"{url}/gone.npy, {url}/zoo/bvlc_alexnet.caffemodel#sha1={sha1.upper()}")
+    assert [(s.url, s.sha1) for s in sources.sources()] == [(f"{url}/gone.npy", None),
+                                                           (f"{url}/zoo/bvlc_alexnet.caffemodel", sha1)]
+    assert sources.resolve_weights(progress=False) == sources.cache_dir() / "bvlc_alexnet.npz"
+    assert [path for path, _ in url.requests] == ["/gone.npy", "/zoo/bvlc_alexnet.caffemodel"]
+    monkeypatch.setenv("ALEXFT_WEIGHTS_URL", f"{url}/x.npy#md5=00")
+    with pytest.raises(WeightsError, match="unknown hash md5"):
+        sources.sources()
+    monkeypatch.setenv("ALEXFT_WEIGHTS_URL", sources.ZOO_CAFFEMODEL.url)  # a known URL keeps its pinned hash
+    assert sources.sources() == (sources.ZOO_CAFFEMODEL,)
+
+
+def test_the_shipped_default_is_the_zoos_caffemodel_pinned_by_its_published_sha1():
+    first = sources.SOURCES[0]
+    assert first.url == "http://dl.caffe.berkeleyvision.org/bvlc_alexnet.caffemodel"
+    assert first.sha1 == "9116a64c0fbe4459d18f4bb6b56d647b63920377"
+    assert not sources.SOURCES[1].pinned and sources.SOURCES[1].name == "bvlc_alexnet.npy"
+
+
+def test_a_file_of_unknown_origin_is_said_to_be_unknown(tmp_path, canonical_weights_file):
+    assert sources.identify(canonical_weights_file) is None

@@ -545,7 +545,7 @@ def test_a_finished_run_folder_holds_one_network(train, small_digits_folder, can
 def test_thousands_of_small_classes_make_one_warning_line_each_kind():
     from types import SimpleNamespace
 
-    from alexft.train import _report_split
+    from alexft.train_setup import report_split
 
     class Split(SimpleNamespace):
         def __len__(self):
@@ -557,7 +557,7 @@ def test_thousands_of_small_classes_make_one_warning_line_each_kind():
     train = np.r_[np.arange(9_500), np.repeat(np.arange(9_500, 10_000), 3)]
     val = np.r_[np.arange(9_000), np.arange(9_500, 10_000)]
     messages = []
-    _report_split(SimpleNamespace(class_names=names, train=Split(labels=train), val=Split(labels=val)),
+    report_split(SimpleNamespace(class_names=names, train=Split(labels=train), val=Split(labels=val)),
                   SimpleNamespace(val_split=0.5), messages.append)
     assert messages == [
         "warning: 500 classes ('c09000', 'c09001', 'c09002', 'c09003', 'c09004', ...) have no image for validation: "

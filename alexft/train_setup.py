@@ -1,0 +1,112 @@
+"""What fine-tuning checks and decides before its first step: the machine's role in a cluster,
+what validation will measure, which layers start fresh and learn, how many epochs, and whether
+a run folder may be resumed (alexft/train.py runs what this decides)."""
+import json
+import sys
+
+import numpy as np
+
+from . import architecture as arch
+from .devices import cluster_role
+from .errors import TrainingError
+from .train_data import cache_point
+from .train_options import TrainOptions
+
+
+def check_cluster(options, output, log):
+    """Whether this process is the chief (always, outside multi-worker training)."""
+    if options.strategy != "multiworker":
+        return True
+    chief, task = cluster_role()
+    if output is None:
+        raise TrainingError("--strategy multiworker needs --output: a run folder every worker can reach (shared storage)")
+    if options.device != "auto":
+        raise TrainingError("--device cannot be combined with --strategy multiworker: each worker uses all its local "
+                            "devices (choose them with CUDA_VISIBLE_DEVICES on each machine)")
+    log(f"multi-worker training as {task}" + (" (chief: writes the run folder)" if chief else ""))
+    return chief
+
+
+def report_split(dataset, options, log):
+    """Say at the start what validation will and will not measure."""
+    if len(dataset.val) == 0:
+        reason = "--val-split 0" if options.val_split == 0 else f"--val-split {options.val_split} holds out no image"
+        log(f"no validation images ({reason}): model.npz will be the epoch with the lowest training loss")
+        return
+    classes = len(dataset.class_names)
+    in_train = np.bincount(dataset.train.labels, minlength=classes)
+    in_val = np.bincount(dataset.val.labels, minlength=classes)
+    unmeasured = [dataset.class_names[label] for label in np.flatnonzero(in_val == 0)]
+    single = [dataset.class_names[label] for label in np.flatnonzero((in_val > 0) & (in_train == 1))]
+    if unmeasured:
+        why = " (a class of one image cannot be split)" if (in_train[in_val == 0] == 1).any() else ""
+        log(f"warning: {_some_classes(unmeasured)} no image for validation: accuracy is not measured there{why}")
+    if single:
+        log(f"warning: {_some_classes(single)} a single training image")
+
+
+def _some_classes(names, shown=5):
+    """'class 'a' has' or '1,234 classes have' with the first few named, for one warning line."""
+    if len(names) == 1:
+        return f"class {names[0]!r} has"
+    listed = ", ".join(repr(name) for name in names[:shown]) + (", ..." if len(names) > shown else "")
+    return f"{len(names):,} classes ({listed}) have"
+
+
+def layer_choice(options, weight_set, num_classes, log):
+    skip = list(options.skip)
+    if weight_set.num_classes != num_classes and "fc8" not in skip:
+        log(f"{num_classes} classes but the weights have {weight_set.num_classes}: fc8 starts fresh")
+        skip.append("fc8")
+    train = list(skip) if options.train is None else list(options.train)
+    unknown = sorted((set(skip) | set(train)) - set(arch.LAYER_NAMES))
+    if unknown:
+        raise TrainingError(f"unknown layer(s) {', '.join(unknown)}; AlexNet has {', '.join(arch.LAYER_NAMES)}")
+    if not train:
+        raise TrainingError("no layer to train: pass --skip fc8 or --train LAYERS")
+    frozen_fresh = [name for name in skip if name not in train]
+    if frozen_fresh:
+        raise TrainingError(f"--skip {','.join(frozen_fresh)} without training it would leave it random: add it to --train")
+    order = list(arch.LAYER_NAMES)
+    return options.replace(skip=sorted(skip, key=order.index), train=sorted(set(train), key=order.index))
+
+
+def plan_epochs(options, train_count, log):
+    epochs, why = options.planned_epochs(train_count, cache_point(options) is not None)
+    if why:
+        log(f"{epochs} epochs ({why}; --epochs N to choose)")
+    return options.replace(epochs=epochs)
+
+
+def versions():
+    import cv2
+    import keras
+    import tensorflow as tf
+
+    from . import __version__
+
+    return dict(alexft=__version__, tensorflow=tf.__version__, keras=keras.__version__, numpy=np.__version__,
+                opencv=cv2.__version__, python=sys.version.split()[0])
+
+
+def check_same_run(saved, config, run):
+    keys = TrainOptions.IDENTITY + ("class_names", "base_weights_sha256")
+    changed = [key for key in keys if saved.get(key) != config.get(key)]
+    if changed:
+        details = "; ".join(f"{key}: was {_short(saved.get(key))}, now {_short(config.get(key))}" for key in changed)
+        raise TrainingError(f"{run}: cannot resume with a different configuration ({details})")
+
+
+def _short(value):
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def already_finished(run, summary, options, log):
+    if summary["epochs"] < options.epochs:
+        raise TrainingError(
+            f"{run.path}: finished after {summary['epochs']} epochs and its checkpoint was removed; to train longer, "
+            f"start a new run from its model (--weights {run.model}), or keep the checkpoint with --keep-checkpoint")
+    log(f"{run.path}: already finished ({summary['epochs']} epochs; model.npz holds epoch {summary['best_epoch']}); "
+        "nothing to resume")
+    return dict(summary, already_finished=True)
