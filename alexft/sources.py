@@ -106,18 +106,25 @@ def resolve_weights(path=None, download=True, progress=None):
             return candidate
     if not download:
         raise WeightsError(_where_to_put_it())
+    tried = sources()
     failures = []
-    for number, source in enumerate(sources(), 1):
+    for number, source in enumerate(tried, 1):
         target = cache_dir() / source.cache_name
-        log.warning("no weights file found; downloading %s to %s (%s)", source.url, target, _trust(source))
+        start = "no weights file found; downloading" if number == 1 else f"trying source {number} of {len(tried)}:"
+        log.warning("%s %s to %s (%s)", start, source.url, target, _trust(source))
         try:
             downloaded = _download(source, target, progress)
         except WeightsError as error:
             failures.append(str(error))
-            log.warning("source %d failed: %s", number, error)
+            if len(tried) > 1:
+                log.warning("source %d failed: %s", number, error)
             continue
         return _converted_once(downloaded, source)
-    raise WeightsError(f"{'; '.join(failures)}. {_where_to_put_it()}")
+    raise WeightsError(f"{_failed(failures)}. {_where_to_put_it()}")
+
+
+def _failed(failures):
+    return failures[0] if len(failures) == 1 else f"all {len(failures)} sources failed (each said above)"
 
 
 def sources():
@@ -153,9 +160,9 @@ def _hex(value):
 
 def _trust(source):
     if source.sha1:
-        return f"verified by SHA-1 {source.sha1}"
+        return f"checked against SHA-1 {source.sha1}"
     if source.sha256:
-        return f"verified by SHA-256 {source.sha256}"
+        return f"checked against SHA-256 {source.sha256}"
     return "no published checksum: trusted on first use"
 
 
@@ -267,7 +274,7 @@ def fetch_weights(url=None, sha256=None, output=None, force=False, progress=None
             failures.append(str(error))
             if len(chosen) > 1:
                 log.warning("%s", error)
-    raise WeightsError("; ".join(failures))
+    raise WeightsError(_failed(failures))
 
 
 def _check_present(target, source):

@@ -225,7 +225,7 @@ def test_the_readmes_first_command_runs_as_written(tmp_path, canonical_caffemode
         second_run = subprocess.run(shlex.split(command), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert len(url.requests) == 1
     assert first_run.returncode == 0, first_run.stderr
-    assert f"verified by SHA-1 {hashlib.sha1(body).hexdigest()}" in first_run.stderr
+    assert f"checked against SHA-1 {hashlib.sha1(body).hexdigest()}" in first_run.stderr
     assert "converted" in first_run.stderr and "bvlc_alexnet.npz" in first_run.stderr
     lines = first_run.stdout.splitlines()
     from alexft.weights import imagenet_class_names
