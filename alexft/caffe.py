@@ -36,6 +36,7 @@ for inner-product weights, (1, 1, 1, out) for biases.
 """
 import codecs
 import contextlib
+import logging
 import math
 import mmap
 import os
@@ -45,6 +46,8 @@ import numpy as np
 
 from .errors import WeightsError
 from .weights import open_weights_file
+
+log = logging.getLogger("alexft")
 
 CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 FC_LAYERS = ("fc6", "fc7", "fc8")
@@ -100,18 +103,23 @@ class _Truncated(_FormatError):
 # --- public API --------------------------------------------------------------------------
 
 
-def read_caffemodel(path):
+def read_caffemodel(path, renames=None):
     """Read conv1-conv5 and fc6-fc8 from a `.caffemodel` as `{layer: (weights, biases)}`.
 
     Arrays are float32, C-contiguous, in alexft's layout (see the module docstring). Raises
     WeightsError with a one-line message starting with the path for any unusable file.
     Shapes are not checked against AlexNet's: only what the conversion needs.
+
+    A layer stored under another name (Caffe's fine-tuning example calls fc8 `fc8_flickr`) is
+    found when the file leaves one reading: the only layer with weights between its
+    neighbours (fc7 and the end, for fc8); that is said in one warning. `renames`
+    ({name in the file: alexft's name}) names them instead.
     """
     path = Path(path)
     failure = None
     with _mapped(path) as data:
         try:
-            params = _params_from_net(data)
+            params = _params_from_net(data, renames or {}, path)
         except _FormatError as error:
             failure = str(error)
         except (IndexError, ValueError, OverflowError, MemoryError) as error:  # a safety net
@@ -248,9 +256,9 @@ def _text(data, span):
 # --- NetParameter and layers ---------------------------------------------------------------
 
 
-def _params_from_net(data):
+def _params_from_net(data, renames, path):
     layers = _read_layers(data)
-    wanted = _pick_wanted_layers(layers)
+    wanted = _pick_wanted_layers(layers, renames, path)
     caffe_params = {name: _read_layer_blobs(data, name, blob_spans) for name, blob_spans in wanted.items()}
     return _to_alexft_layout(caffe_params)
 
@@ -292,19 +300,45 @@ def _read_layer(data, span, field_numbers, number):
     return name, blob_spans
 
 
-def _pick_wanted_layers(layers):
-    """{name: blob spans} of the eight layers alexft uses; every one must be present once."""
+def _pick_wanted_layers(layers, renames, path):
+    """{name: blob spans} of the eight layers alexft uses; every one must be present once,
+    under its own name, a name in `renames`, or as the one layer that can only be it."""
+    found = [name for name, _ in layers]
+    absent = sorted(set(renames) - set(found))
+    if absent:
+        raise _FormatError(f"--rename {', '.join(absent)}: no such layer; {_describe_found(found)}")
+    named = [(renames.get(name, name), blob_spans) for name, blob_spans in layers]
     wanted = {}
-    for name, blob_spans in layers:
+    for name, blob_spans in named:
         if name in LAYERS:
             if name in wanted:
                 raise _FormatError(f"layer {name} appears more than once")
             wanted[name] = blob_spans
+    for missing in [name for name in LAYERS if name not in wanted]:
+        position = _only_candidate(named, missing, wanted)
+        if position is not None:
+            original = layers[position][0]
+            wanted[missing] = layers[position][1]
+            log.warning("%s: layer %r read as %s, the only layer with weights where %s belongs "
+                        "(weights convert --rename %s=LAYER says otherwise)", path, original, missing, missing, original)
     missing = [name for name in LAYERS if name not in wanted]
     if missing:
-        found = [name for name, _ in layers]
-        raise _FormatError(f"missing layer(s) {', '.join(missing)}; {_describe_found(found)}")
+        raise _FormatError(f"missing layer(s) {', '.join(missing)}; {_describe_found(found)}; if one is stored under "
+                           "another name, give it with weights convert --rename NAME=LAYER")
     return wanted
+
+
+def _only_candidate(named, missing, wanted):
+    """The file position of the one unknown layer with two blobs (weights, biases) between the
+    layers before and after `missing` in AlexNet's order, or None when there is not exactly one."""
+    positions = {name: index for index, (name, _) in enumerate(named) if name in wanted}
+    order = LAYERS.index(missing)
+    before = [positions[name] for name in LAYERS[:order] if name in positions]
+    after = [positions[name] for name in LAYERS[order + 1:] if name in positions]
+    low, high = max(before, default=-1), min(after, default=len(named))
+    candidates = [index for index in range(low + 1, high)
+                  if named[index][0] not in LAYERS and len(named[index][1]) == 2]
+    return candidates[0] if len(candidates) == 1 else None
 
 
 def _describe_found(names):

@@ -451,13 +451,16 @@ def _shape(array_facts):
 @click.argument("source", type=click.Path(path_type=Path, dir_okay=False))
 @click.argument("destination", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--class-names", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="Text file, one class name per line, stored with the weights.")
+@click.option("--rename", "renames", multiple=True, metavar="NAME=LAYER",
+              help="A .caffemodel layer stored under another name, e.g. fc8_flickr=fc8 (repeatable). A single "
+                   "renamed layer is found without it.")
 @_fail_cleanly
-def weights_convert(source, destination, class_names):
+def weights_convert(source, destination, class_names, renames):
     """Convert SOURCE (.npy pickle, .npz or Caffe .caffemodel) to DESTINATION.npz (pickle-free, fast to load)."""
-    from alexft.weights_tools import convert, read_class_names
+    from alexft.weights_tools import convert, parse_renames, read_class_names
 
     names = read_class_names(class_names) if class_names else None
-    weight_set = convert(source, destination, class_names=names)
+    weight_set = convert(source, destination, class_names=names, renames=parse_renames(renames))
     click.echo(f"{destination}: {weight_set.num_classes} classes, from {source}")
 
 

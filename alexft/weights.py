@@ -68,15 +68,29 @@ def read(path):
     The format comes from the content (magic bytes), so a misnamed file is still read right.
     """
     path = Path(path)
-    head = _read_head(path)
-    if head.startswith(NPY_MAGIC):
+    kind = read_format(path)
+    if kind == "npy":
         return _read_legacy_npy(path), None, "npy"
-    if head.startswith(ZIP_MAGIC):
+    if kind == "npz":
         return (*_read_npz(path), "npz")
     from . import caffe  # protobuf reader, only needed for this format
 
+    return caffe.read_caffemodel(path), None, "caffemodel"
+
+
+def read_format(path):
+    """"npy", "npz" or "caffemodel", from the first bytes (and the suffix, for a Caffe model,
+    whose protobuf has no magic number); WeightsError for anything else."""
+    path = Path(path)
+    head = _read_head(path)
+    if head.startswith(NPY_MAGIC):
+        return "npy"
+    if head.startswith(ZIP_MAGIC):
+        return "npz"
+    from . import caffe
+
     if path.suffix.lower() == ".caffemodel" or caffe.looks_like_caffemodel(head):
-        return caffe.read_caffemodel(path), None, "caffemodel"
+        return "caffemodel"
     raise WeightsError(f"{path}: not a weights file ({_describe_bytes(head)}); expected .npy, .npz or .caffemodel")
 
 

@@ -61,18 +61,19 @@ def _describe_layer(name, pair):
     return {"name": name, "weights": array_facts(pair[0]), "biases": array_facts(pair[1])}
 
 
-def convert(source, destination, class_names=None):
+def convert(source, destination, class_names=None, renames=None):
     """Read `source` (.npy, .npz or .caffemodel), check it, and write it as `.npz` at `destination`.
 
     `class_names` (a list) are stored with the weights; otherwise names already in the
-    source are kept. Returns the written WeightSet.
+    source are kept. `renames` ({layer name in a .caffemodel: alexft's name}) maps layers a
+    fine-tuned Caffe model stored under other names. Returns the written WeightSet.
     """
     source, destination = Path(source), Path(destination)
     if destination.suffix.lower() != ".npz":
         raise WeightsError(f"{destination}: the converted file must be an .npz")
     if destination.exists() and destination.resolve() == source.resolve():
         raise WeightsError(f"{destination}: is the source itself; choose another output")
-    weight_set = weights_io.load(source)
+    weight_set = _load_renamed(source, renames) if renames else weights_io.load(source)
     if class_names is not None:
         if len(class_names) != weight_set.num_classes:
             raise WeightsError(f"{len(class_names)} class names given for {weight_set.num_classes} fc8 outputs in {source}")
@@ -80,6 +81,30 @@ def convert(source, destination, class_names=None):
     weights_io.save(weight_set, destination)
     weight_set.path = destination
     return weight_set
+
+
+def _load_renamed(source, renames):
+    from . import caffe
+
+    if weights_io.read_format(source) != "caffemodel":
+        raise WeightsError(f"{source}: --rename applies to .caffemodel files (layer names of other formats are alexft's)")
+    unknown = sorted(set(renames.values()) - set(arch.LAYER_NAMES))
+    if unknown:
+        raise WeightsError(f"--rename to {', '.join(unknown)}: AlexNet's layers are {', '.join(arch.LAYER_NAMES)}")
+    params = caffe.read_caffemodel(source, renames)
+    weights_io.check(params, source)
+    return weights_io.WeightSet(params, None, source)
+
+
+def parse_renames(pairs):
+    """{old: new} from `--rename OLD=NEW` values."""
+    renames = {}
+    for pair in pairs:
+        old, equals, new = pair.partition("=")
+        if not (equals and old.strip() and new.strip()):
+            raise WeightsError(f"--rename {pair!r}: expected OLD=NEW, e.g. fc8_flickr=fc8")
+        renames[old.strip()] = new.strip()
+    return renames
 
 
 def read_class_names(path):

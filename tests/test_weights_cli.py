@@ -1,6 +1,7 @@
 """`alexft weights fetch | info | convert`, downloads against a local HTTP server on 127.0.0.1."""
 import hashlib
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -215,3 +216,58 @@ def test_fetch_a_caffemodel_recognised_by_its_content(tmp_path, canonical_caffem
         result = run("weights", "fetch", "--url", f"{url}/zoo/bvlc_alexnet.caffemodel", "--output", tmp_path / "alexnet.caffemodel")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "alexnet.caffemodel").read_bytes() == body
+
+
+# --- fine-tuned Caffe models that rename fc8 ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def flickr_style_caffemodels(tmp_path_factory, canonical_params):
+    """Caffe models as its fine-tuning example leaves them: fc8 renamed fc8_flickr, 20 classes
+    (the layer written after fc7's dropout, as there); and one with two candidate layers."""
+    from caffemodel import to_caffe_layout, write_caffemodel
+
+    folder = tmp_path_factory.mktemp("flickr")
+    caffe = to_caffe_layout(canonical_params)
+    rng = np.random.default_rng(5)
+    fresh = [rng.standard_normal((20, 4096)).astype(np.float32), rng.standard_normal(20).astype(np.float32)]
+    other = [rng.standard_normal((7, 4096)).astype(np.float32), rng.standard_normal(7).astype(np.float32)]
+    base = {name: blobs for name, blobs in caffe.items() if name != "fc8"}
+    one = write_caffemodel(folder / "finetune_flickr_style.caffemodel", dict(base, fc8_flickr=fresh))
+    two = write_caffemodel(folder / "two_heads.caffemodel", dict(base, fc8_a=other, fc8_b=fresh))
+    return one, two, fresh
+
+
+def test_a_renamed_fc8_is_found_when_it_is_the_only_reading(flickr_style_caffemodels, canonical_params, tmp_path,
+                                                             caplog):
+    one, _, fresh = flickr_style_caffemodels
+    with caplog.at_level(logging.WARNING, logger="alexft"):
+        result = run("weights", "convert", one, tmp_path / "flickr.npz")
+    assert result.exit_code == 0, result.output
+    notes = [record.getMessage() for record in caplog.records if "fc8_flickr" in record.getMessage()]
+    assert len(notes) == 1 and "'fc8_flickr' read as fc8" in notes[0] and "\n" not in notes[0], caplog.text
+    converted = weights.load(tmp_path / "flickr.npz")
+    assert converted.num_classes == 20
+    np.testing.assert_array_equal(converted.params["fc8"][0], fresh[0].T)  # Caffe's (out, in) -> (in, out)
+    np.testing.assert_array_equal(converted.params["fc8"][1], fresh[1])
+    np.testing.assert_array_equal(converted.params["fc7"][0], canonical_params["fc7"][0])
+
+
+def test_two_candidates_need_rename_and_rename_is_checked(flickr_style_caffemodels, canonical_weights_file, tmp_path):
+    _, two, fresh = flickr_style_caffemodels
+    ambiguous = run("weights", "convert", two, tmp_path / "x.npz")
+    assert ambiguous.exit_code == 1 and "missing layer(s) fc8" in ambiguous.stderr
+    assert "'fc8_a', 'fc8_b'" in ambiguous.stderr and "--rename NAME=LAYER" in ambiguous.stderr
+    chosen = run("weights", "convert", two, tmp_path / "b.npz", "--rename", "fc8_b=fc8")
+    assert chosen.exit_code == 0, chosen.output
+    np.testing.assert_array_equal(weights.load(tmp_path / "b.npz").params["fc8"][1], fresh[1])
+    for args, message in [
+        (["--rename", "fc8_c=fc8"], "--rename fc8_c: no such layer"),
+        (["--rename", "fc8_b"], "expected OLD=NEW"),
+        (["--rename", "fc8_b=fc9"], "--rename to fc9: AlexNet's layers are conv1"),
+    ]:
+        refused = run("weights", "convert", two, tmp_path / "r.npz", *args)
+        assert refused.exit_code == 1 and message in refused.stderr, (args, refused.stderr)
+    on_npy = run("weights", "convert", canonical_weights_file, tmp_path / "n.npz", "--rename", "a=fc8")
+    assert on_npy.exit_code == 1 and "--rename applies to .caffemodel files" in on_npy.stderr
+    assert not any(tmp_path.glob("[rn].npz"))
