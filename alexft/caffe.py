@@ -90,6 +90,7 @@ MAX_SMALL_FIELD = 4096  # bytes of any NetParameter field but the layers
 REPEATED_NET_FIELDS = {2, 3, 4, 8, 100}
 
 MAX_NAMES_SHOWN = 50
+MEAN_SIDE = 256  # the mean image's height and width: the size images are resized to
 
 
 class _FormatError(Exception):
@@ -128,6 +129,35 @@ def read_caffemodel(path, renames=None):
     if failure is not None:
         raise WeightsError(f"{path}: {_one_line(failure)}")
     return params
+
+
+def read_mean_image(path):
+    """Caffe's mean image (`imagenet_mean.binaryproto`: one BlobProto, 1x3x256x256 in BGR,
+    channel-major) as a (256, 256, 3) float32 BGR array, what `preprocess` subtracts instead
+    of the mean pixel. Raises WeightsError naming the file and the cause."""
+    path = Path(path)
+    failure = None
+    if path.is_file() and path.stat().st_size == 0:
+        raise WeightsError(f"{path}: mean file is empty")
+    values = None
+    with _mapped(path) as data:
+        try:
+            _reject_text(data)
+            shape, values = _read_blob(data, 0, len(data))
+            dims = tuple(dim for dim in shape if dim != 1) if len(shape) == 4 and shape[0] == 1 else tuple(shape)
+            if dims != (3, MEAN_SIDE, MEAN_SIDE):
+                raise _FormatError(f"a blob of shape {tuple(shape)}, not a 3x{MEAN_SIDE}x{MEAN_SIDE} mean image "
+                                   "(Caffe's imagenet_mean.binaryproto is 1x3x256x256)")
+            mean = np.ascontiguousarray(values.reshape(dims).transpose(1, 2, 0), dtype=np.float32)
+        except _FormatError as error:
+            failure = f"not a Caffe mean file: {error}"
+        except (IndexError, ValueError, OverflowError, MemoryError) as error:
+            failure = f"not a Caffe mean file ({type(error).__name__}: {error})"
+        finally:
+            values = None  # a view of the mapping: it must go before the mapping closes
+    if failure is not None:
+        raise WeightsError(f"{path}: {_one_line(failure)}")
+    return mean
 
 
 def looks_like_caffemodel(head: bytes) -> bool:

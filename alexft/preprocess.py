@@ -123,11 +123,16 @@ def _jpeg_is_complete(data):
     return False
 
 
-def resize_and_subtract_mean(image):
-    """(H, W, 3) uint8 BGR -> (256, 256, 3) float32, mean-subtracted. The input is not modified."""
+def resize_and_subtract_mean(image, mean=None):
+    """(H, W, 3) uint8 BGR -> (256, 256, 3) float32, mean-subtracted. The input is not modified.
+
+    `mean`: None for the mean pixel (MEAN_BGR), or Caffe's (256, 256, 3) mean image. Subtracting
+    the whole image before cropping is Caffe's data layer, which subtracts the mean image's
+    pixels under each crop (mirrored along with the crop).
+    """
     if image.shape[:2] != (RESIZE, RESIZE):
         image = cv2.resize(image, (RESIZE, RESIZE), interpolation=cv2.INTER_LINEAR)
-    return image.astype(np.float32) - MEAN_BGR
+    return image.astype(np.float32) - (MEAN_BGR if mean is None else mean)
 
 
 def center_crop(prepared):
@@ -142,11 +147,11 @@ def ten_crops(prepared):
     return np.concatenate([crops, crops[:, :, ::-1]])
 
 
-def image_views(path, ten_crop=False):
+def image_views(path, ten_crop=False, mean=None):
     """Read a file (or an image source with `read_bytes()`, e.g. a URL) and return the
-    network's input views: (1 or 10, 227, 227, 3) float32."""
+    network's input views: (1 or 10, 227, 227, 3) float32. `mean`: see resize_and_subtract_mean."""
     image = read_image(path) if isinstance(path, (str, os.PathLike)) else decode_image(path.read_bytes(), str(path))
-    prepared = resize_and_subtract_mean(image)
+    prepared = resize_and_subtract_mean(image, mean)
     if ten_crop:
         return ten_crops(prepared)
     return center_crop(prepared)[np.newaxis].copy()

@@ -50,6 +50,8 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
     existing.mkdir(parents=True)
     (existing / "config.json").write_text("{}")
     (tmp_path / "empty").mkdir()
+    page = tmp_path / "page.binaryproto"
+    page.write_bytes(b"<!DOCTYPE html><html>moved</html>")
     weights = ["--weights", str(canonical_weights_file)]
     cases = [
         (["classify", "nope.jpg"], 2, "nope.jpg: no such file or folder"),
@@ -66,6 +68,9 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["export", "out", "--format", "onnx", *weights], 2, "'onnx' is not one of"),
         (["weights", "info", "missing.npz"], 1, "missing.npz"),
         (["clasify", "x.jpg"], 2, "No such command 'clasify'"),
+        (["classify", str(photo_paths()["chelsea"]), "--mean", "nope.binaryproto", *weights], 2, "does not exist"),
+        (["features", str(photo_paths()["chelsea"]), "--output", "f.npz", "--mean", str(page), *weights], 1,
+         "page.binaryproto: not a Caffe mean file"),
     ]
     for args, status, message in cases:
         done = subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, *args], capture_output=True, text=True,
@@ -308,3 +313,39 @@ def test_every_command_exits_1_naming_a_damaged_weights_file_or_a_dead_url(canon
         missing = run("weights", "fetch", "--url", f"{url}/gone.npy", "--output", tmp_path / "w.npy")
     assert missing.exit_code == 1 and f"{url}/gone.npy" in missing.stderr and "404" in missing.stderr, missing.stderr
     assert not (tmp_path / "w.npy").exists()
+
+
+def test_classify_evaluate_and_features_apply_a_mean_image(canonical_weights_file, tmp_path):
+    """A mean image of the mean pixel everywhere gives the default results; a different one
+    changes them: the file reaches each command's preprocessing."""
+    from alexft.preprocess import MEAN_BGR
+    from test_preprocess import write_binaryproto
+
+    flat = write_binaryproto(tmp_path / "flat.binaryproto",
+                             np.broadcast_to(MEAN_BGR[:, None, None], (3, 256, 256)).astype(np.float32))
+    other = write_binaryproto(tmp_path / "other.binaryproto",
+                              (np.random.default_rng(0).random((3, 256, 256)) * 255).astype(np.float32))
+    photo, weights = photo_paths()["coffee"], ["--weights", canonical_weights_file]
+
+    def probabilities(*mean):
+        result = run("classify", photo, "--json", "--top-k", "1000", *weights, *mean)
+        assert result.exit_code == 0, result.output
+        return np.array([entry["probability"] for entry in sorted(json.loads(result.stdout)["predictions"],
+                                                                  key=lambda entry: entry["label"])])
+
+    default = probabilities()
+    np.testing.assert_allclose(probabilities("--mean", flat), default, rtol=0, atol=1e-6)
+    assert np.abs(probabilities("--mean", other) - default).max() > 1e-4
+
+    def fc7(name, *mean):
+        assert run("features", photo, "--layer", "fc7", "--output", tmp_path / name, *weights, *mean).exit_code == 0
+        return np.load(tmp_path / name)["features"]
+
+    np.testing.assert_allclose(fc7("flat.npz", "--mean", flat), fc7("default.npz"), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(fc7("other.npz", "--mean", other), fc7("default.npz"), rtol=1e-3, atol=1e-3)
+    listing = tmp_path / "val.txt"
+    listing.write_text("".join(f"{photo_paths()[name]} {label}\n" for name, label in [("chelsea", 281), ("coffee", 967)]))
+    reports = [json.loads(run("evaluate", "--list", listing, "--root", "/", "--json", *weights, *mean).stdout)
+               for mean in ((), ("--mean", flat), ("--mean", other))]
+    assert reports[0]["centre"]["log_loss"] == pytest.approx(reports[1]["centre"]["log_loss"], abs=1e-5)
+    assert reports[0]["centre"]["log_loss"] != pytest.approx(reports[2]["centre"]["log_loss"], abs=1e-4)

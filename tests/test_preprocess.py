@@ -188,3 +188,78 @@ def test_a_large_photo_under_the_limit_reads_without_warnings(tmp_path):
         warnings.simplefilter("error")
         image = preprocess.read_image(path)
     assert image.shape == (10_000, 10_000, 3)
+
+
+# --- Caffe's mean image (--mean imagenet_mean.binaryproto) -------------------------------
+
+
+def write_binaryproto(path, mean_chw, packed=False, legacy=True):
+    """A BlobProto as Caffe's compute_image_mean writes it: num 1, channels, height, width
+    (legacy dimensions) and the values channel-major, BGR."""
+    from caffemodel import message_classes
+
+    blob = message_classes(packed)["BlobProto"]()
+    if legacy:
+        blob.num, (blob.channels, blob.height, blob.width) = 1, mean_chw.shape
+    else:
+        blob.shape.dim.extend((1,) + mean_chw.shape)
+    blob.data.extend(mean_chw.ravel().tolist())
+    path.write_bytes(blob.SerializeToString())
+    return path
+
+
+def caffe_transform(datum_chw, mean_chw, h_off, w_off, mirror, crop=227):
+    """Caffe's DataTransformer::Transform for one crop, index for index as its C++ computes
+    it: top[(c*crop + h)*crop + (crop-1-w if mirror else w)] = datum[i] - mean[i] with
+    i = (c*H + h_off + h)*W + w_off + w. Returns (crop, crop, C) to compare with alexft's views."""
+    channels, height, width = datum_chw.shape
+    c, h, w = np.meshgrid(np.arange(channels), np.arange(crop), np.arange(crop), indexing="ij")
+    data_index = (c * height + h_off + h) * width + w_off + w
+    top_index = (c * crop + h) * crop + np.where(mirror, crop - 1 - w, w)
+    top = np.empty(channels * crop * crop, np.float32)
+    top[top_index.ravel()] = (datum_chw.ravel()[data_index.ravel()].astype(np.float32)
+                              - mean_chw.ravel()[data_index.ravel()])
+    return top.reshape(channels, crop, crop).transpose(1, 2, 0)
+
+
+def test_the_mean_image_is_subtracted_as_caffes_data_layer_does(tmp_path):
+    from alexft.caffe import read_mean_image
+
+    rng = np.random.default_rng(3)
+    mean_chw = (rng.random((3, 256, 256)) * 255).astype(np.float32)  # no symmetry a mistake could hide behind
+    for name in ("chelsea", "coffee"):
+        for legacy in (True, False):
+            path = write_binaryproto(tmp_path / f"mean_{legacy}.binaryproto", mean_chw, packed=not legacy, legacy=legacy)
+            mean = read_mean_image(path)
+            np.testing.assert_array_equal(mean, mean_chw.transpose(1, 2, 0))
+            views = preprocess.image_views(photo_paths()[name], ten_crop=True, mean=mean)
+            datum = cv2.resize(cv2.imread(str(photo_paths()[name]), cv2.IMREAD_COLOR), (256, 256),
+                               interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1)  # what convert_imageset stores
+            offsets = [(0, 0), (0, 29), (29, 0), (29, 29), (14, 14)]  # Caffe's oversample: corners, centre
+            expected = [caffe_transform(datum, mean_chw, h, w, mirror) for mirror in (False, True) for h, w in offsets]
+            np.testing.assert_allclose(views, np.stack(expected), rtol=0, atol=1e-4)
+            centre = preprocess.image_views(photo_paths()[name], mean=mean)
+            np.testing.assert_allclose(centre[0], expected[4], rtol=0, atol=1e-4)
+    flat = np.broadcast_to(preprocess.MEAN_BGR[:, None, None], (3, 256, 256)).astype(np.float32)
+    same = read_mean_image(write_binaryproto(tmp_path / "flat.binaryproto", flat))
+    np.testing.assert_allclose(preprocess.image_views(photo_paths()["chelsea"], mean=same),
+                               preprocess.image_views(photo_paths()["chelsea"]), rtol=0, atol=1e-4)
+
+
+def test_an_unusable_mean_file_is_refused_by_name(tmp_path):
+    from alexft.caffe import read_mean_image
+    from alexft.errors import WeightsError
+
+    small = write_binaryproto(tmp_path / "small.binaryproto", np.zeros((3, 100, 100), np.float32))
+    with pytest.raises(WeightsError, match=r"small.binaryproto: not a Caffe mean file: a blob of shape \(1, 3, 100, 100\)"):
+        read_mean_image(small)
+    (tmp_path / "page.binaryproto").write_bytes(b"<html>404</html>")
+    with pytest.raises(WeightsError, match="page.binaryproto: not a Caffe mean file: .*HTML"):
+        read_mean_image(tmp_path / "page.binaryproto")
+    cut = tmp_path / "cut.binaryproto"
+    cut.write_bytes(write_binaryproto(tmp_path / "whole.binaryproto", np.ones((3, 256, 256), np.float32)).read_bytes()[:5000])
+    with pytest.raises(WeightsError, match="cut.binaryproto: not a Caffe mean file"):
+        read_mean_image(cut)
+    (tmp_path / "empty.binaryproto").write_bytes(b"")
+    with pytest.raises(WeightsError, match="empty.binaryproto: mean file is empty"):
+        read_mean_image(tmp_path / "empty.binaryproto")
