@@ -93,19 +93,28 @@ weights_option = click.option(
 progress_option = click.option(
     "--progress/--no-progress", default=None, help="Progress bar on stderr. Default: on a terminal."
 )
-mean_option = click.option(
-    "--mean", "mean_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    help="Caffe's mean image (imagenet_mean.binaryproto) to subtract, cropped with each view, as Caffe's "
-         "test protocol does. Default: its per-channel mean pixel.")
+def _preprocessing_options(command):
+    """--mean and --resize: the choices Caffe's own tools differ on (preprocess.Preprocessing)."""
+    command = click.option(
+        "--resize", "resize", type=click.Choice(["uint8", "float"]), default="uint8", show_default=True,
+        help="uint8: resize 8-bit pixels, as Caffe's convert_imageset built the databases the zoo's accuracy was "
+             "measured on; float: resize in floating point, as Caffe's classify.py does (under a grey level apart).")(command)
+    return click.option(
+        "--mean", "mean_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+        help="Caffe's mean image (imagenet_mean.binaryproto) to subtract, cropped with each view, as Caffe's "
+             "test protocol does. Default: its per-channel mean pixel.")(command)
 
 
-def _read_mean(mean_file):
-    """The mean image, read (and refused) before TensorFlow starts."""
-    if mean_file is None:
-        return None
-    from alexft.caffe import read_mean_image
+def _preprocessing(mean_file, resize):
+    """The Preprocessing asked for; the mean file is read (and refused) before TensorFlow starts."""
+    from alexft.preprocess import Preprocessing
 
-    return read_mean_image(mean_file)
+    mean = None
+    if mean_file is not None:
+        from alexft.caffe import read_mean_image
+
+        mean = read_mean_image(mean_file)
+    return Preprocessing(mean=mean, float_resize=resize == "float")
 
 
 def _shard(ctx, param, value):
@@ -131,11 +140,11 @@ shard_option = click.option(
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images per batch.")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines on stdout, one object per image.")
 @shard_option
-@mean_option
+@_preprocessing_options
 @progress_option
 @click.pass_context
 @_fail_cleanly
-def classify(ctx, inputs, weights, top, ten_crop, batch_size, as_json, shard, mean_file, progress):
+def classify(ctx, inputs, weights, top, ten_crop, batch_size, as_json, shard, mean_file, resize, progress):
     """Print the top classes of images: files, folders (searched recursively), http(s) URLs,
     or - for one image on standard input.
 
@@ -150,11 +159,11 @@ def classify(ctx, inputs, weights, top, ten_crop, batch_size, as_json, shard, me
         if not paths:
             return  # more shards than images: this one has nothing to do
     weights = resolve_weights(weights, progress=progress)  # before TensorFlow: a missing file is said at once
-    mean = _read_mean(mean_file)
+    preprocessing = _preprocessing(mean_file, resize)
     import_tensorflow_quietly()
     from alexft.predict import classify as classify_images, load_predictor
 
-    predictor = load_predictor(weights, progress=progress, mean=mean)
+    predictor = load_predictor(weights, progress=progress, preprocessing=preprocessing)
     failures = 0
     for result in classify_images(predictor, paths, top=top, ten_crop=ten_crop, batch_size=batch_size, progress=progress):
         failures += "error" in result
@@ -184,23 +193,23 @@ def _print_result(result, as_json):
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images per batch.")
 @click.option("--report", type=click.Path(path_type=Path, file_okay=False), help="Write metrics, per-class table, confusion matrix, misclassified images here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
-@mean_option
+@_preprocessing_options
 @progress_option
 @click.pass_context
 @_fail_cleanly
-def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, as_json, mean_file, progress):
+def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, as_json, mean_file, resize, progress):
     """Measure a model on DATA/<class>/<images> (folders matched to class names) or a --list file."""
     if (data is None) == (list_file is None):
         raise click.UsageError("give either DATA (class folders) or --list FILE")
     from alexft.sources import resolve_weights
 
     weights = resolve_weights(weights, progress=progress)
-    mean = _read_mean(mean_file)
+    preprocessing = _preprocessing(mean_file, resize)
     import_tensorflow_quietly()
     from alexft.evaluation import evaluate as run_evaluate, labelled_folder, labelled_list
     from alexft.predict import load_predictor
 
-    predictor = load_predictor(weights, progress=progress, mean=mean)
+    predictor = load_predictor(weights, progress=progress, preprocessing=preprocessing)
     if list_file is not None:
         files = labelled_list(list_file, root or list_file.parent, len(predictor.class_names))
     else:
@@ -244,11 +253,11 @@ def _describe_evaluation(summary):
 @click.option("--output", required=True, type=click.Path(path_type=Path, dir_okay=False), help="The .npz to write.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images per batch.")
 @shard_option
-@mean_option
+@_preprocessing_options
 @progress_option
 @click.pass_context
 @_fail_cleanly
-def features(ctx, inputs, weights, layer, ten_crop, output, batch_size, shard, mean_file, progress):
+def features(ctx, inputs, weights, layer, ten_crop, output, batch_size, shard, mean_file, resize, progress):
     """Write a layer's activations for images (files or folders) to an .npz.
 
     One folder laid out as <class>/<images> also stores each image's label and the class names.
@@ -262,18 +271,19 @@ def features(ctx, inputs, weights, layer, ten_crop, output, batch_size, shard, m
     if labels is None:
         paths = _expand_inputs(inputs)  # the same as find_images, and says which folders were empty
     weights = resolve_weights(weights, progress=progress)
-    mean = _read_mean(mean_file)
+    preprocessing = _preprocessing(mean_file, resize)
     import_tensorflow_quietly()
     from alexft.features import extract_features
     from alexft.predict import load_predictor
 
-    predictor = load_predictor(weights, progress=progress, mean=mean)
+    predictor = load_predictor(weights, progress=progress, preprocessing=preprocessing)
     if shard:  # labels and class names come from the whole listing, so every shard agrees on them
         chosen = shard_of(range(len(paths)), *shard)
         paths = [paths[index] for index in chosen]
         labels = labels[chosen] if labels is not None else None
     written, skipped = extract_features(predictor.model, paths, layer, output, ten_crop=ten_crop, labels=labels,
-                                        class_names=class_names, batch_size=batch_size, progress=progress, mean=mean)
+                                        class_names=class_names, batch_size=batch_size, progress=progress,
+                                        preprocessing=preprocessing)
     for message in skipped.values():
         click.echo(f"error: {message}", err=True)
     click.echo(f"{output}: {layer} features of {written} images" + (f" ({len(skipped)} skipped)" if skipped else ""))

@@ -19,7 +19,8 @@ from .progress import progress_bar
 VIEWS = 10  # Caffe's ten crops; view 4 is the centre crop
 
 
-def layer_outputs(prefix, paths, ten_crop, on_error, batch_size=32, progress=None, desc="features", mean=None):
+def layer_outputs(prefix, paths, ten_crop, on_error, batch_size=32, progress=None, desc="features",
+                  preprocessing=None):
     """Yield (index, outputs) for every readable path, in order: `prefix`'s activations for
     the image's views, shaped (1 or 10, ...). Unreadable files go to on_error(path, message).
 
@@ -33,7 +34,7 @@ def layer_outputs(prefix, paths, ten_crop, on_error, batch_size=32, progress=Non
 
     def load(index):
         try:
-            return index, image_views(paths[index], ten_crop, mean)
+            return index, image_views(paths[index], ten_crop, preprocessing)
         except ImageError as error:
             on_error(paths[index], str(error))
             return index, None
@@ -73,7 +74,7 @@ def _allocate(shape, memory_budget, spill_path):
 
 
 def extract_features(model, paths, layer, output, ten_crop=False, labels=None, class_names=None,
-                     batch_size=32, progress=None, mean=None):
+                     batch_size=32, progress=None, preprocessing=None):
     """Write `layer`'s activations for every readable image to `output` (.npz), streaming.
 
     The file holds `features` (n, ...) float32 (the mean over the ten crops with `ten_crop`),
@@ -95,7 +96,7 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
         features = np.lib.format.open_memmap(Path(scratch) / "features.npy", mode="w+", dtype=np.float32,
                                              shape=(len(paths),) + tuple(prefix.output.shape[1:]))
         for index, outputs in layer_outputs(prefix, paths, ten_crop, skip, batch_size, progress, f"{layer} features",
-                                            mean):
+                                            preprocessing):
             features[len(kept)] = outputs.mean(axis=0)
             kept.append(index)
         features.flush()

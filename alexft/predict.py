@@ -23,7 +23,7 @@ class Predictor:
 
     model: object
     class_names: list
-    mean: object = None  # Caffe's (256, 256, 3) mean image, or None for the mean pixel
+    preprocessing: object = None  # a preprocess.Preprocessing; None: alexft's recipe
 
     def __post_init__(self):
         self._softmax = InferenceFunction(self.model, tf.nn.softmax)
@@ -37,15 +37,15 @@ class Predictor:
         return self._softmax(views, fused_lrn).numpy()
 
 
-def load_predictor(weights=None, download=True, progress=None, mean=None):
+def load_predictor(weights=None, download=True, progress=None, preprocessing=None):
     """Build the network and load `weights` (a path, or None for the default sources).
-    `mean`: Caffe's mean image to subtract instead of the mean pixel (caffe.read_mean_image)."""
+    `preprocessing`: a preprocess.Preprocessing (Caffe's mean image, float resizing)."""
     weight_set = weights_io.load(resolve_weights(weights, download=download, progress=progress))
     class_names = weights_io.class_names_for(weight_set)
     # The variables start from the file's arrays, which are released as they are copied.
     # Grouped layers as one op where oneDNN runs them: ~20% faster at batch 1 on AVX2 CPUs.
     model = build_alexnet(num_classes=weight_set.num_classes, initial=weight_set.params, groups_as_one_op=onednn_is_on())
-    return Predictor(model, class_names, mean)
+    return Predictor(model, class_names, preprocessing)
 
 
 def predict_views(predictor, paths, ten_crop=False, batch_size=32, progress=None, workers=None, fused_lrn=None):
@@ -63,7 +63,7 @@ def predict_views(predictor, paths, ten_crop=False, batch_size=32, progress=None
     views_per_image = 10 if ten_crop else 1
     if fused_lrn is None:
         fused_lrn = fused_lrn_pays_off(len(paths) * views_per_image)
-    loaded = map_ahead(lambda path: _load(path, ten_crop, predictor.mean), paths, workers, ahead=2 * batch_size)
+    loaded = map_ahead(lambda path: _load(path, ten_crop, predictor.preprocessing), paths, workers, ahead=2 * batch_size)
     with progress_bar(len(paths), progress, minimum=8, unit="img") as bar:
         for chunk in chunks(loaded, batch_size):
             good = [views for _, views, _ in chunk if views is not None]
@@ -104,8 +104,8 @@ def classify(predictor, paths, top=5, ten_crop=False, batch_size=32, progress=No
             yield {"path": str(path), "predictions": top_k(probabilities, predictor.class_names, top)}
 
 
-def _load(path, ten_crop, mean=None):
+def _load(path, ten_crop, preprocessing=None):
     try:
-        return path, image_views(path, ten_crop, mean), None
+        return path, image_views(path, ten_crop, preprocessing), None
     except AlexftError as error:
         return path, None, str(error)

@@ -9,7 +9,9 @@ import io
 import os
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -123,16 +125,30 @@ def _jpeg_is_complete(data):
     return False
 
 
-def resize_and_subtract_mean(image, mean=None):
-    """(H, W, 3) uint8 BGR -> (256, 256, 3) float32, mean-subtracted. The input is not modified.
+@dataclass(frozen=True, eq=False)
+class Preprocessing:
+    """The two choices Caffe's own tools differ on; the defaults are alexft's recipe.
 
-    `mean`: None for the mean pixel (MEAN_BGR), or Caffe's (256, 256, 3) mean image. Subtracting
-    the whole image before cropping is Caffe's data layer, which subtracts the mean image's
-    pixels under each crop (mirrored along with the crop).
+    `mean`: None subtracts the mean pixel (MEAN_BGR); Caffe's (256, 256, 3) mean image
+    (`caffe.read_mean_image`) is subtracted whole before cropping, which is what Caffe's data
+    layer does: each crop loses the mean image's pixels under it (mirrored with the crop).
+    `float_resize`: resize in floating point, as Caffe's classify.py does (scikit-image,
+    bilinear, no anti-aliasing), instead of on 8-bit pixels, as its convert_imageset does when
+    it builds the training and validation databases. They differ by under a grey level.
     """
+
+    mean: Optional[np.ndarray] = None
+    float_resize: bool = False
+
+
+def resize_and_subtract_mean(image, preprocessing=None):
+    """(H, W, 3) uint8 BGR -> (256, 256, 3) float32, mean-subtracted. The input is not modified."""
+    preprocessing = preprocessing or Preprocessing()
+    if preprocessing.float_resize:
+        image = image.astype(np.float64)  # no rounding to 8 bits after interpolating
     if image.shape[:2] != (RESIZE, RESIZE):
         image = cv2.resize(image, (RESIZE, RESIZE), interpolation=cv2.INTER_LINEAR)
-    return image.astype(np.float32) - (MEAN_BGR if mean is None else mean)
+    return image.astype(np.float32) - (MEAN_BGR if preprocessing.mean is None else preprocessing.mean)
 
 
 def center_crop(prepared):
@@ -147,11 +163,11 @@ def ten_crops(prepared):
     return np.concatenate([crops, crops[:, :, ::-1]])
 
 
-def image_views(path, ten_crop=False, mean=None):
+def image_views(path, ten_crop=False, preprocessing=None):
     """Read a file (or an image source with `read_bytes()`, e.g. a URL) and return the
-    network's input views: (1 or 10, 227, 227, 3) float32. `mean`: see resize_and_subtract_mean."""
+    network's input views: (1 or 10, 227, 227, 3) float32. `preprocessing`: a Preprocessing."""
     image = read_image(path) if isinstance(path, (str, os.PathLike)) else decode_image(path.read_bytes(), str(path))
-    prepared = resize_and_subtract_mean(image, mean)
+    prepared = resize_and_subtract_mean(image, preprocessing)
     if ten_crop:
         return ten_crops(prepared)
     return center_crop(prepared)[np.newaxis].copy()

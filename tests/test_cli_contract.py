@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import click
+import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -315,9 +316,10 @@ def test_every_command_exits_1_naming_a_damaged_weights_file_or_a_dead_url(canon
     assert not (tmp_path / "w.npy").exists()
 
 
-def test_classify_evaluate_and_features_apply_a_mean_image(canonical_weights_file, tmp_path):
+def test_classify_evaluate_and_features_apply_a_mean_image_and_float_resizing(canonical_weights_file, tmp_path):
     """A mean image of the mean pixel everywhere gives the default results; a different one
-    changes them: the file reaches each command's preprocessing."""
+    changes them: the file reaches each command's preprocessing. --resize float moves the
+    probabilities a little, not at all with a 256x256 image (nothing to resize)."""
     from alexft.preprocess import MEAN_BGR
     from test_preprocess import write_binaryproto
 
@@ -336,6 +338,12 @@ def test_classify_evaluate_and_features_apply_a_mean_image(canonical_weights_fil
     default = probabilities()
     np.testing.assert_allclose(probabilities("--mean", flat), default, rtol=0, atol=1e-6)
     assert np.abs(probabilities("--mean", other) - default).max() > 1e-4
+    assert 0 < np.abs(probabilities("--resize", "float") - default).max() < 1e-2
+    square = tmp_path / "square.png"
+    cv2.imwrite(str(square), cv2.resize(cv2.imread(str(photo)), (256, 256)))
+    photo = square
+    np.testing.assert_array_equal(probabilities("--resize", "float"), probabilities())
+    photo = photo_paths()["coffee"]
 
     def fc7(name, *mean):
         assert run("features", photo, "--layer", "fc7", "--output", tmp_path / name, *weights, *mean).exit_code == 0

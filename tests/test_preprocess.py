@@ -232,17 +232,17 @@ def test_the_mean_image_is_subtracted_as_caffes_data_layer_does(tmp_path):
             path = write_binaryproto(tmp_path / f"mean_{legacy}.binaryproto", mean_chw, packed=not legacy, legacy=legacy)
             mean = read_mean_image(path)
             np.testing.assert_array_equal(mean, mean_chw.transpose(1, 2, 0))
-            views = preprocess.image_views(photo_paths()[name], ten_crop=True, mean=mean)
+            views = preprocess.image_views(photo_paths()[name], ten_crop=True, preprocessing=preprocess.Preprocessing(mean))
             datum = cv2.resize(cv2.imread(str(photo_paths()[name]), cv2.IMREAD_COLOR), (256, 256),
                                interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1)  # what convert_imageset stores
             offsets = [(0, 0), (0, 29), (29, 0), (29, 29), (14, 14)]  # Caffe's oversample: corners, centre
             expected = [caffe_transform(datum, mean_chw, h, w, mirror) for mirror in (False, True) for h, w in offsets]
             np.testing.assert_allclose(views, np.stack(expected), rtol=0, atol=1e-4)
-            centre = preprocess.image_views(photo_paths()[name], mean=mean)
+            centre = preprocess.image_views(photo_paths()[name], preprocessing=preprocess.Preprocessing(mean))
             np.testing.assert_allclose(centre[0], expected[4], rtol=0, atol=1e-4)
     flat = np.broadcast_to(preprocess.MEAN_BGR[:, None, None], (3, 256, 256)).astype(np.float32)
     same = read_mean_image(write_binaryproto(tmp_path / "flat.binaryproto", flat))
-    np.testing.assert_allclose(preprocess.image_views(photo_paths()["chelsea"], mean=same),
+    np.testing.assert_allclose(preprocess.image_views(photo_paths()["chelsea"], preprocessing=preprocess.Preprocessing(same)),
                                preprocess.image_views(photo_paths()["chelsea"]), rtol=0, atol=1e-4)
 
 
@@ -263,3 +263,35 @@ def test_an_unusable_mean_file_is_refused_by_name(tmp_path):
     (tmp_path / "empty.binaryproto").write_bytes(b"")
     with pytest.raises(WeightsError, match="empty.binaryproto: mean file is empty"):
         read_mean_image(tmp_path / "empty.binaryproto")
+
+
+def bilinear_float64(image, size=256):
+    """Bilinear resizing in float64 from its definition, as Caffe's classify.py gets it from
+    scikit-image (order 1, no anti-aliasing): output pixel (y, x) samples the input at
+    ((y + 0.5) * H / size - 0.5, (x + 0.5) * W / size - 0.5), pixel centres aligned, edges repeated."""
+    height, width = image.shape[:2]
+
+    def taps(out, size_in):
+        position = np.clip((np.arange(out) + 0.5) * size_in / out - 0.5, 0, size_in - 1)
+        low = np.floor(position).astype(int)
+        high = np.minimum(low + 1, size_in - 1)
+        return low, high, position - low
+
+    (y0, y1, fy), (x0, x1, fx) = taps(size, height), taps(size, width)
+    image = image.astype(np.float64)
+    top = image[y0][:, x0] * (1 - fx)[None, :, None] + image[y0][:, x1] * fx[None, :, None]
+    bottom = image[y1][:, x0] * (1 - fx)[None, :, None] + image[y1][:, x1] * fx[None, :, None]
+    return top * (1 - fy)[:, None, None] + bottom * fy[:, None, None]
+
+
+def test_float_resizing_is_bilinear_in_floating_point_and_8bit_is_within_a_grey_level_of_it():
+    """--resize float against a float64 reference written from the definition; the default
+    (OpenCV on 8-bit pixels, as convert_imageset) rounds to whole grey levels on top."""
+    worst_uint8 = 0.0
+    for name in ("chelsea", "coffee", "astronaut", "china"):  # down- and upscaled, grey and colour
+        image = preprocess.read_image(photo_paths()[name])
+        expected = bilinear_float64(image) - preprocess.MEAN_BGR
+        floated = preprocess.resize_and_subtract_mean(image, preprocess.Preprocessing(float_resize=True))
+        np.testing.assert_allclose(floated, expected, rtol=0, atol=1e-4, err_msg=name)
+        worst_uint8 = max(worst_uint8, float(np.abs(preprocess.resize_and_subtract_mean(image) - expected).max()))
+    assert 0.3 < worst_uint8 <= 0.8  # seen: 0.753 (rounding to whole levels, OpenCV's 11-bit coefficients)
