@@ -28,7 +28,7 @@ from .run_folder import RunFolder
 from .sources import resolve_weights
 from .train_data import TrainingData, cache_point
 from .train_network import LostWorker, TrainingNetwork
-from .train_options import CAFFE_BASE_LR, TrainOptions, decay_for_rate
+from .train_options import CAFFE_BASE_LR, TrainOptions, bias_factor_for_rate, decay_for_rate
 
 
 class TrainingInterrupted(TrainingError):
@@ -124,7 +124,7 @@ class Trainer:
         self.data.prepare(self.net.model, self.net.policy, len(self.dataset.class_names), self.cache_memory, self.progress)
         if state["base_lr"] is None:
             state["base_lr"] = self._find_rate(state)
-        self._follow_rate_with_decay()
+        self._follow_rate()
         board = _TensorBoard(self.run.path / "tensorboard" if self.run.chief else None)
         try:
             with _StopOnSignal() as stop:
@@ -179,8 +179,15 @@ class Trainer:
             self.log(state["notes"][-1])
 
     def _find_rate(self, state):
-        """Run the range test from the run's starting point, then put everything back."""
+        """Run the range test from the run's starting point, then put everything back.
+
+        The test measures the kernels' rate: the biases are held still during it, since their
+        gradients do not scale with the features and they keep Caffe's own rate
+        (`_follow_rate`). Moving them with the sweep let them set the edge instead: at features
+        20x smaller the test then chose 8x too small a rate for the kernels.
+        """
         before = self.net.state_arrays()
+        self.net.set_rule(self.options.weight_decay, bias_factor=0.0)
         steps = lr_finder.step_count(self.data.batches_per_epoch, self.data.cache_after is not None)
         batches = itertools.chain.from_iterable(self.data.train_batches(epoch) for epoch in itertools.count())
 
@@ -197,6 +204,7 @@ class Trainer:
                 raise TrainingError(str(error)) from None
             finally:
                 self.net.load_state_arrays(before)
+                self.net.set_rule(self.options.weight_decay, bias_factor=1.0)
         self.log(result.describe())
         if self.run.chief:
             range_test_curve(result, self.run.path / "lr_find.png")
@@ -205,17 +213,20 @@ class Trainer:
         state["notes"].append(f"lr auto: range test chose {result.chosen:.3g}")
         return result.chosen
 
-    def _follow_rate_with_decay(self):
-        """With a measured rate, the decay that keeps Caffe's rate x decay (decay_for_rate)."""
-        if self.config["lr_found"] is None or self.options.weight_decay == 0:
+    def _follow_rate(self):
+        """With a measured rate: the kernels' decay keeps Caffe's rate x decay, and the biases
+        keep Caffe's rate (train_options.decay_for_rate, bias_factor_for_rate)."""
+        found = self.config["lr_found"]
+        if found is None:
             return
-        decay = decay_for_rate(self.options.weight_decay, self.config["lr_found"])
-        self.net.set_weight_decay(decay)
+        decay, bias_factor = decay_for_rate(self.options.weight_decay, found), bias_factor_for_rate(found)
+        self.net.set_rule(decay, bias_factor)
         if self.config.get("weight_decay_used") != decay:
-            self.config["weight_decay_used"] = decay
+            self.config.update(weight_decay_used=decay, bias_rate_factor=bias_factor)
             self.run.write_config(self.config)
-            self.log(f"weight decay {decay:.3g} on kernels: {self.options.weight_decay:g} x {CAFFE_BASE_LR:g} / "
-                     f"{self.config['lr_found']:.3g}, Caffe's decay per step at the measured rate")
+            self.log(f"with the measured rate {found:.3g}: weight decay {decay:.3g} on kernels ({self.options.weight_decay:g}"
+                     f" x {CAFFE_BASE_LR:g} / {found:.3g}, Caffe's decay per step); biases at Caffe's rate "
+                     f"({CAFFE_BASE_LR:g} x their multipliers)")
 
     def _epoch_with_recovery(self, state, stop):
         """Train one epoch; if it goes wrong, restore its start, divide the rate, and retry."""

@@ -58,10 +58,16 @@ class TrainingNetwork:
             self.model, options.train, skip=options.skip, weight_decay=options.weight_decay,
             fresh_lr_multiplier=options.fresh_lr_multiplier, bias_lr_multiplier=options.bias_lr_multiplier)
 
-    def set_weight_decay(self, decay):
-        """The kernels' decay (biases keep none), from the next step on: the step is traced again."""
+    def set_rule(self, decay, bias_factor):
+        """From the next step on: `decay` on the kernels (biases keep none), and the biases'
+        rate multipliers (Caffe's) times `bias_factor`. The step is traced again."""
         optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
-        self.decays = optimizer.decays = [decay if current else 0.0 for current in optimizer.decays]
+        _, caffe_multipliers, caffe_decays = caffe_parameters(
+            self.model, self.options.train, skip=self.options.skip, weight_decay=1.0,
+            fresh_lr_multiplier=self.options.fresh_lr_multiplier, bias_lr_multiplier=self.options.bias_lr_multiplier)
+        self.decays = optimizer.decays = [decay * is_kernel for is_kernel in caffe_decays]
+        self.multipliers = optimizer.multipliers = [
+            multiplier * (1.0 if is_kernel else bias_factor) for multiplier, is_kernel in zip(caffe_multipliers, caffe_decays)]
         self._train_step = self._make_train_step()
 
     def _make_optimizer(self):

@@ -457,9 +457,10 @@ def test_rate_multipliers_reach_the_update(small_digits_folder, canonical_weight
 
 
 def test_the_range_test_leaves_no_trace(small_digits_folder, canonical_weights_file, tmp_path):
-    """A run with --lr auto equals, bit for bit, a run given the rate the range test chose and
-    the decay that goes with it: Caffe's rate x decay, 0.001 x 5e-4, kept at the measured rate.
-    With Caffe's decay instead the run differs, so the decay chosen is the one that was applied."""
+    """A run with --lr auto equals, bit for bit, a run given the rate the range test chose, the
+    decay that goes with it (Caffe's rate x decay, 0.001 x 5e-4, kept at the measured rate) and
+    biases at Caffe's rate (0.001 x 2, whatever the kernels' rate). With Caffe's decay and
+    multipliers instead the run differs, so what was chosen is what was applied."""
     def run(name, **options):
         summary = finetune(small_digits_folder, weights=canonical_weights_file, epochs=3, batch_size=8, val_split=0.2,
                            output=tmp_path / name, progress=False, log=quiet, **options)
@@ -470,7 +471,7 @@ def test_the_range_test_leaves_no_trace(small_digits_folder, canonical_weights_f
     chosen = config["lr_found"]
     assert auto["lr"] == "auto" and auto["base_lr"] == chosen and auto["recoveries"] == 0
     assert config["weight_decay_used"] == auto["weight_decay"] == pytest.approx(0.001 * 5e-4 / chosen, rel=1e-12)
-    given, b = run("given", lr=chosen, weight_decay=auto["weight_decay"])
+    given, b = run("given", lr=chosen, weight_decay=auto["weight_decay"], bias_lr_multiplier=2.0 * 0.001 / chosen)
     assert given["lr_found"] is None and not (tmp_path / "given" / "lr_find.png").exists()
     for layer in ("fc7", "fc8"):
         np.testing.assert_array_equal(a[layer][0], b[layer][0])
