@@ -68,7 +68,7 @@ def _weight_set(weights, include_top, last, progress):
     if weights is None:
         return None
     from . import weights as weights_io
-    from .sources import resolve_weights
+    from .weights.sources import resolve_weights
 
     if isinstance(weights, str) and weights == IMAGENET:
         path = resolve_weights(None, progress=progress)

@@ -111,7 +111,7 @@ def _preprocessing(mean_file, resize):
 
     mean = None
     if mean_file is not None:
-        from alexft.caffe import read_mean_image
+        from alexft.weights.caffe import read_mean_image
 
         mean = read_mean_image(mean_file)
     return Preprocessing(mean=mean, float_resize=resize == "float")
@@ -151,7 +151,7 @@ def classify(ctx, inputs, weights, top, ten_crop, batch_size, as_json, shard, me
     Exit status 1 if any input could not be used; all others are still classified.
     """
     from alexft.pipeline import shard as shard_of
-    from alexft.sources import resolve_weights
+    from alexft.weights.sources import resolve_weights
 
     paths = _expand_inputs(inputs)
     if shard:
@@ -201,7 +201,7 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
     """Measure a model on DATA/<class>/<images> (folders matched to class names) or a --list file."""
     if (data is None) == (list_file is None):
         raise click.UsageError("give either DATA (class folders) or --list FILE")
-    from alexft.sources import resolve_weights
+    from alexft.weights.sources import resolve_weights
 
     weights = resolve_weights(weights, progress=progress)
     preprocessing = _preprocessing(mean_file, resize)
@@ -265,7 +265,7 @@ def features(ctx, inputs, weights, layer, ten_crop, output, batch_size, shard, m
     """
     from alexft.data import images_with_labels
     from alexft.pipeline import shard as shard_of
-    from alexft.sources import resolve_weights
+    from alexft.weights.sources import resolve_weights
 
     paths, labels, class_names = images_with_labels(inputs)
     if labels is None:
@@ -387,7 +387,7 @@ def _check_before_training(data_dir, options, weights, output, resume, progress)
     data's layout, a run folder already in use, missing weights. Returns (dataset, weights file)."""
     from alexft.data import load_dataset
     from alexft.run_folder import RunFolder
-    from alexft.sources import resolve_weights
+    from alexft.weights.sources import resolve_weights
 
     dataset = load_dataset(data_dir, val_dir=options.val_dir, val_split=options.val_split, seed=options.seed)
     if output is not None and not resume and options.strategy != "multiworker":
@@ -430,7 +430,7 @@ def weights_group():
 @_fail_cleanly
 def weights_fetch(url, sha256, sha1, output, force, progress):
     """Download a weights file: resumable, verified, renamed into place only when complete."""
-    from alexft.sources import fetch_weights
+    from alexft.weights.sources import fetch_weights
 
     path, downloaded = fetch_weights(url=url, sha256=sha256, sha1=sha1, output=output, force=force, progress=progress)
     if not downloaded:
@@ -448,9 +448,11 @@ def weights_info(ctx, file, as_json):
 
     Exit status 1 if the file cannot be used as AlexNet weights (the reason is shown).
     """
-    from alexft.weights_tools import describe
+    from alexft.weights.sources import identify
+    from alexft.weights.tools import describe
 
     facts = describe(file)
+    facts["source"] = identify(file)
     click.echo(json.dumps(facts, ensure_ascii=False) if as_json else _describe_weights(facts))
     if facts["problem"]:
         ctx.exit(1)
@@ -486,7 +488,7 @@ def _shape(array_facts):
 @_fail_cleanly
 def weights_convert(source, destination, class_names, renames):
     """Convert SOURCE (.npy pickle, .npz or Caffe .caffemodel) to DESTINATION.npz (pickle-free, fast to load)."""
-    from alexft.weights_tools import convert, parse_renames, read_class_names
+    from alexft.weights.tools import convert, parse_renames, read_class_names
 
     names = read_class_names(class_names) if class_names else None
     weight_set = convert(source, destination, class_names=names, renames=parse_renames(renames))
@@ -505,7 +507,7 @@ def export(output, weights, file_format, top, force):
     """Export the model with its class labels for serving, to OUTPUT."""
     import_tensorflow_quietly()
     from alexft.export import export as export_model, labels_path
-    from alexft.sources import resolve_weights
+    from alexft.weights.sources import resolve_weights
 
     path = export_model(resolve_weights(weights), output, file_format=file_format, top_k=top, force=force)
     extra = f" (labels in {labels_path(path)})" if file_format == "tflite" else ""

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import architecture as arch
 from . import weights as weights_io
-from .sources import cache_dir
+from .weights.sources import cache_dir
 
 # He-scaled random weights would give activations that grow or vanish with depth on
 # mean-subtracted pixels (std ~60); these gains keep them of order one, so the softmax is

@@ -14,7 +14,7 @@ from .model import InferenceFunction, build_alexnet, fused_lrn_pays_off, onednn_
 from .pipeline import chunks, map_ahead
 from .preprocess import find_images, image_views
 from .progress import progress_bar
-from .sources import resolve_weights
+from .weights.sources import resolve_weights
 
 
 @dataclass

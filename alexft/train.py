@@ -18,14 +18,14 @@ import tensorflow as tf
 from . import lr_finder, recovery, train_setup
 from . import weights as weights_io
 from .data import BrokenFiles, load_dataset
-from .download import file_sha256
+from .weights.download import file_sha256
 from .errors import AlexftError, TrainingError
 from .features import VIEWS
 from .plots import range_test_curve
 from .progress import progress_bar
 from .recovery import Diverged, LossWatch
 from .run_folder import RunFolder
-from .sources import resolve_weights
+from .weights.sources import resolve_weights
 from .train_data import TrainingData, cache_point
 from .train_network import LostWorker, TrainingNetwork
 from .train_options import CAFFE_BASE_LR, TrainOptions, bias_factor_for_rate, decay_for_rate

@@ -25,7 +25,7 @@ from fixtures import random_params  # noqa: E402
 from py2pickle import write_python2_npy  # noqa: E402
 
 from alexft import weights  # noqa: E402
-from alexft.weights_tools import convert  # noqa: E402
+from alexft.weights.tools import convert  # noqa: E402
 
 
 def timed(function, path):

@@ -1,4 +1,4 @@
-"""Test-side writer of Caffe `.caffemodel` files, independent of `alexft.caffe`.
+"""Test-side writer of Caffe `.caffemodel` files, independent of `alexft.weights.caffe`.
 
 The messages are built at run time with Google's `protobuf` package from the field numbers
 of BVLC/caffe's src/caffe/proto/caffe.proto (a subset: what a trained AlexNet holds, plus a

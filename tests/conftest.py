@@ -115,7 +115,7 @@ def isolated_weight_sources(tmp_path, monkeypatch):
     monkeypatch.setenv("ALEXFT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("ALEXFT_WEIGHTS_URL", "http://127.0.0.1:9/unreachable.npy")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("alexft.download.RETRY_DELAY", 0)  # retries of a dropped download, without the pause
+    monkeypatch.setattr("alexft.weights.download.RETRY_DELAY", 0)  # retries of a dropped download, without the pause
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""alexft.caffe: reading bvlc_alexnet.caffemodel, checked against files written by protobuf itself."""
+"""alexft.weights.caffe: reading bvlc_alexnet.caffemodel, checked against files written by protobuf itself."""
 import math
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from caffemodel import (RawBlob, message_classes, tiny_caffe_params, tiny_params, to_caffe_layout,
                         unknown_fields_bytes, write_caffemodel)
 
-from alexft.caffe import looks_like_caffemodel, read_caffemodel
+from alexft.weights.caffe import looks_like_caffemodel, read_caffemodel
 from alexft.errors import WeightsError
 
 

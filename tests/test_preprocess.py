@@ -223,7 +223,7 @@ def caffe_transform(datum_chw, mean_chw, h_off, w_off, mirror, crop=227):
 
 
 def test_the_mean_image_is_subtracted_as_caffes_data_layer_does(tmp_path):
-    from alexft.caffe import read_mean_image
+    from alexft.weights.caffe import read_mean_image
 
     rng = np.random.default_rng(3)
     mean_chw = (rng.random((3, 256, 256)) * 255).astype(np.float32)  # no symmetry a mistake could hide behind
@@ -247,7 +247,7 @@ def test_the_mean_image_is_subtracted_as_caffes_data_layer_does(tmp_path):
 
 
 def test_an_unusable_mean_file_is_refused_by_name(tmp_path):
-    from alexft.caffe import read_mean_image
+    from alexft.weights.caffe import read_mean_image
     from alexft.errors import WeightsError
 
     small = write_binaryproto(tmp_path / "small.binaryproto", np.zeros((3, 100, 100), np.float32))

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alexft import sources, weights
+from alexft import weights
+from alexft.weights import formats, sources
 from alexft.errors import WeightsError
 from http_server import serving
 
@@ -160,9 +161,9 @@ def test_a_caffemodel_with_another_sha1_is_refused_before_it_is_read_and_the_npy
         served_sources, canonical_bytes, caplog, monkeypatch):
     url, routes, point = served_sources
     point(url, caffemodel_sha1="0" * 40)
-    read, load = [], weights.load
+    read, load = [], formats.load
     with monkeypatch.context() as patch, caplog.at_level(logging.WARNING, logger="alexft"):
-        patch.setattr(weights, "load", lambda path, *args, **kwargs: read.append(Path(path).name) or load(path, *args, **kwargs))
+        patch.setattr(formats, "load", lambda path, *args, **kwargs: read.append(Path(path).name) or load(path, *args, **kwargs))
         path = sources.resolve_weights(progress=False)
     failure = [line for line in caplog.text.splitlines() if "source 1 failed" in line]
     assert len(failure) == 1 and "SHA-1 is" in failure[0] and "expected " + "0" * 40 in failure[0]

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from alexft import download, weights
+from alexft import weights
+from alexft.weights import download, formats
 from alexft.cli import main
 from fixtures import photo_paths, random_params
 from http_server import serving
@@ -45,7 +46,7 @@ def test_fetch_downloads_verifies_and_prints_the_path(tmp_path, canonical_bytes,
 
 
 def test_fetch_defaults_to_the_cache_under_the_urls_name(canonical_bytes):
-    from alexft.sources import cache_dir
+    from alexft.weights.sources import cache_dir
 
     with serving({"/mirror/bvlc_alexnet.npy": ("ok", canonical_bytes)}) as url:
         result = run("weights", "fetch", "--url", f"{url}/mirror/bvlc_alexnet.npy")
@@ -167,7 +168,7 @@ def test_convert_legacy_npy_to_npz_that_never_unpickles(tmp_path, canonical_weig
     output = tmp_path / "alexnet.npz"
     result = run("weights", "convert", canonical_weights_file, output)
     assert result.exit_code == 0, result.output
-    monkeypatch.setattr(weights, "_NumpyOnlyUnpickler", None)  # any unpickling attempt now fails loudly
+    monkeypatch.setattr(formats, "_NumpyOnlyUnpickler", None)  # any unpickling attempt now fails loudly
     loaded = weights.load(output)
     for name, (kernel, bias) in canonical_params.items():
         np.testing.assert_array_equal(loaded.params[name][0], kernel)

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from . import weights as weights_io
-from .atomic import write_text
+from ..atomic import write_text
+from ..errors import AlexftError, WeightsError
+from . import formats as weights_io
 from .download import download_weights, file_sha256
-from .errors import AlexftError, WeightsError
+from .tools import convert
 
 log = logging.getLogger("alexft")
 
@@ -182,8 +183,6 @@ def _download(source, target, progress):
 def _converted_once(downloaded, source=None):
     """The downloaded file as `.npz` beside it (written once, checked by reading it back), which
     the lookup finds first from then on; the download itself is kept as it came."""
-    from .weights_tools import convert
-
     converted = downloaded.with_suffix(".npz")
     if converted == downloaded:
         return downloaded  # already the fast format

@@ -16,9 +16,9 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import weights as weights_io
-from .errors import WeightsError
-from .progress import progress_bar
+from ..errors import WeightsError
+from ..progress import progress_bar
+from . import formats as weights_io
 
 CHUNK = 1 << 20
 ATTEMPTS = 5

@@ -2,24 +2,21 @@
 turn any readable one into our pickle-free `.npz`, which loads several times faster."""
 from pathlib import Path
 
-from . import architecture as arch
-from . import weights as weights_io
+from .. import architecture as arch
+from ..errors import WeightsError
+from . import caffe
+from . import formats as weights_io
 from .download import file_digest, file_sha256
-from .errors import WeightsError
 
 
 def describe(path):
     """A plain dict describing a weights file, also when it does not fit AlexNet.
 
-    Keys: path, format, format_description, bytes, sha256, sha1, source (where the file came
-    from, recognised by its hash: a pinned source, or a file this machine downloaded or
-    converted; None when unknown), layers (name, shape and dtype of
+    Keys: path, format, format_description, bytes, sha256, sha1, layers (name, shape and dtype of
     weights and biases), parameters, classes, class_names (stored ones, or None),
     canonical_layout (exactly bvlc_alexnet's shapes, 1000 classes) and problem (why the
     file cannot be used, or None).
     """
-    from .sources import identify  # sources imports this module to convert downloads
-
     path = Path(path)
     params, class_names, file_format = weights_io.read(path)
     try:
@@ -37,7 +34,6 @@ def describe(path):
         "bytes": path.stat().st_size,
         "sha256": file_sha256(path),
         "sha1": file_digest(path, "sha1"),
-        "source": identify(path),
         "layers": [_describe_layer(name, params[name]) for name in _ordered(params)],
         "parameters": int(sum(getattr(array, "size", 0) for pair in params.values() for array in pair)),
         "classes": classes,
@@ -84,8 +80,6 @@ def convert(source, destination, class_names=None, renames=None):
 
 
 def _load_renamed(source, renames):
-    from . import caffe
-
     if weights_io.read_format(source) != "caffemodel":
         raise WeightsError(f"{source}: --rename applies to .caffemodel files (layer names of other formats are alexft's)")
     unknown = sorted(set(renames.values()) - set(arch.LAYER_NAMES))

@@ -19,9 +19,11 @@ from typing import Optional
 
 import numpy as np
 
-from . import architecture as arch
-from .atomic import write_atomic
-from .errors import WeightsError
+from .. import architecture as arch
+from ..atomic import write_atomic
+from ..errors import WeightsError
+from . import caffe
+from .files import read_head
 
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -73,8 +75,6 @@ def read(path):
         return _read_legacy_npy(path), None, "npy"
     if kind == "npz":
         return (*_read_npz(path), "npz")
-    from . import caffe  # protobuf reader, only needed for this format
-
     return caffe.read_caffemodel(path), None, "caffemodel"
 
 
@@ -82,36 +82,14 @@ def read_format(path):
     """"npy", "npz" or "caffemodel", from the first bytes (and the suffix, for a Caffe model,
     whose protobuf has no magic number); WeightsError for anything else."""
     path = Path(path)
-    head = _read_head(path)
+    head = read_head(path)
     if head.startswith(NPY_MAGIC):
         return "npy"
     if head.startswith(ZIP_MAGIC):
         return "npz"
-    from . import caffe
-
     if path.suffix.lower() == ".caffemodel" or caffe.looks_like_caffemodel(head):
         return "caffemodel"
     raise WeightsError(f"{path}: not a weights file ({_describe_bytes(head)}); expected .npy, .npz or .caffemodel")
-
-
-def open_weights_file(path):
-    """Open a weights file for reading, or raise WeightsError saying why not (every reader uses this)."""
-    try:
-        return open(path, "rb")
-    except FileNotFoundError:
-        raise WeightsError(f"{path}: weights file not found") from None
-    except IsADirectoryError:
-        raise WeightsError(f"{path}: is a folder, not a weights file") from None
-    except OSError as error:
-        raise WeightsError(f"{path}: cannot read weights file: {error.strerror or error}") from None
-
-
-def _read_head(path):
-    with open_weights_file(path) as handle:
-        head = handle.read(64)
-    if not head:
-        raise WeightsError(f"{path}: weights file is empty")
-    return head
 
 
 def _describe_bytes(head):
@@ -423,7 +401,7 @@ def save(weight_set, path):
 
 def imagenet_class_names():
     """The 1000 ILSVRC-2012 class names in Caffe's order."""
-    from . import imagenet
+    from .. import imagenet
 
     return imagenet.class_names()
 

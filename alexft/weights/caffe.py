@@ -44,8 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import WeightsError
-from .weights import open_weights_file
+from ..errors import WeightsError
+from .files import open_weights_file
 
 log = logging.getLogger("alexft")
 
@@ -112,8 +112,9 @@ def read_caffemodel(path, renames=None):
     Shapes are not checked against AlexNet's: only what the conversion needs.
 
     A layer stored under another name (Caffe's fine-tuning example calls fc8 `fc8_flickr`) is
-    found when the file leaves one reading: the only layer with weights between its
-    neighbours (fc7 and the end, for fc8); that is said in one warning. `renames`
+    found when the file leaves one reading: it is the only AlexNet layer missing, and the
+    only unknown layer with weights lies between its neighbours (fc7 and the end, for fc8);
+    that is said in one warning. `renames`
     ({name in the file: alexft's name}) names them instead.
     """
     path = Path(path)
@@ -344,7 +345,8 @@ def _pick_wanted_layers(layers, renames, path):
             if name in wanted:
                 raise _FormatError(f"layer {name} appears more than once")
             wanted[name] = blob_spans
-    for missing in [name for name in LAYERS if name not in wanted]:
+    absent_layers = [name for name in LAYERS if name not in wanted]
+    for missing in absent_layers if len(absent_layers) == 1 else ():  # two missing: an unknown layer could be either
         position = _only_candidate(named, missing, wanted)
         if position is not None:
             original = layers[position][0]
