@@ -365,6 +365,9 @@ def finetune(data_dir, weights, train_layers, output, resume, as_json, progress,
     values["val_dir"] = values["val_dir"] and str(values["val_dir"])
     options = TrainOptions(train=train_layers, **values)
     dataset, weights = _check_before_training(data_dir, options, weights, output, resume, progress)
+    # Said before TensorFlow's seconds of start-up, so a log shows at once what the run found.
+    click.echo(f"alexft: {data_dir}: {len(dataset.class_names):,} classes, {len(dataset.train):,} training and "
+               f"{len(dataset.val):,} validation images; weights {weights}", err=True)
     import_tensorflow_quietly()
     from alexft.train import TrainingInterrupted, finetune as run_finetune
     try:
