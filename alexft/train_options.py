@@ -142,9 +142,9 @@ def bias_factor_for_rate(measured_rate):
 
     A bias's gradient does not scale with the features (for fc8 it is the softmax's error), so
     the rate the range test measures for the kernels, 50-1000x Caffe's when the features are
-    small, would throw the biases about. Measured at features 20x smaller on the photo crops,
-    everything else equal: 58.3% with the biases at the measured rate, 68.3% at Caffe's (at x1:
-    66.7%; probe 69.4%).
+    small, would throw the biases about (and, moving with the sweep, they set its edge). At
+    features 20x smaller on the photo crops fc8 ended at 58.3% with the biases at the measured
+    rate, 67.8% at Caffe's, held still during the test (at x1: 66.7%; the probe: 69.4%).
     """
     if measured_rate is None:
         return 1.0
