@@ -155,6 +155,14 @@ def test_the_pinned_caffemodel_is_verified_converted_once_and_recognised(served_
     assert sources.identify(sources.cache_dir() / "bvlc_alexnet.caffemodel") == "the zoo's caffemodel: hash verified"
     assert sources.identify(path).startswith("converted by alexft from bvlc_alexnet.caffemodel (" + url)
     assert sources.resolve_weights(download=False) == path
+    from click.testing import CliRunner
+
+    from alexft.cli import main
+
+    for file, expected in [(sources.cache_dir() / "bvlc_alexnet.caffemodel", "source: the zoo's caffemodel: hash verified"),
+                           (path, "source: converted by alexft from bvlc_alexnet.caffemodel (")]:
+        shown = CliRunner().invoke(main, ["weights", "info", str(file)]).stdout
+        assert any(line.startswith(expected) for line in shown.splitlines()), shown
 
 
 def test_a_caffemodel_with_another_sha1_is_refused_before_it_is_read_and_the_npy_is_trusted_on_first_use(

@@ -130,7 +130,8 @@ def test_info_json_describes_the_canonical_file(canonical_weights_file, canonica
     result = run("weights", "info", "--json", canonical_weights_file)
     assert result.exit_code == 0, result.output
     facts = json.loads(result.stdout)
-    assert facts["format"] == "npy" and facts["sha256"] == canonical_sha256
+    assert facts["format"] == "npy" and facts["sha256"] == canonical_sha256 and facts["source"] is None
+    assert "source: unknown" in run("weights", "info", canonical_weights_file).stdout
     assert facts["parameters"] == 60_965_224 and facts["classes"] == 1000 and facts["class_names"] is None
     assert facts["canonical_layout"] is True and facts["problem"] is None
     assert [layer["name"] for layer in facts["layers"]] == ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
