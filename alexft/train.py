@@ -31,6 +31,9 @@ from .train_network import LostWorker, TrainingNetwork
 from .train_options import CAFFE_BASE_LR, TrainOptions, bias_factor_for_rate, decay_for_rate
 
 
+CHANCE_LOSS_SHARE = 0.97  # a best training loss at least this share of ln(classes) learned nothing
+
+
 class TrainingInterrupted(TrainingError):
     def __init__(self, message, signal_number):
         super().__init__(message)
@@ -181,13 +184,13 @@ class Trainer:
     def _find_rate(self, state):
         """Run the range test from the run's starting point, then put everything back.
 
-        The test measures the kernels' rate: the biases are held still during it, since their
-        gradients do not scale with the features and they keep Caffe's own rate
+        The test measures the kernels' rate: the fresh layers' biases are held still during it,
+        since their gradients do not scale with the features and they keep Caffe's own rate
         (`_follow_rate`). Moving them with the sweep let them set the edge instead: at features
         20x smaller the test then chose 8x too small a rate for the kernels.
         """
         before = self.net.state_arrays()
-        self.net.set_rule(self.options.weight_decay, bias_factor=0.0)
+        self.net.set_rule(self.options.weight_decay, fresh_bias_factor=0.0)
         steps = lr_finder.step_count(self.data.batches_per_epoch, self.data.cache_after is not None)
         batches = itertools.chain.from_iterable(self.data.train_batches(epoch) for epoch in itertools.count())
 
@@ -204,7 +207,7 @@ class Trainer:
                 raise TrainingError(str(error)) from None
             finally:
                 self.net.load_state_arrays(before)
-                self.net.set_rule(self.options.weight_decay, bias_factor=1.0)
+                self.net.set_rule(self.options.weight_decay, fresh_bias_factor=1.0)
         self.log(result.describe())
         if self.run.chief:
             range_test_curve(result, self.run.path / "lr_find.png")
@@ -215,7 +218,7 @@ class Trainer:
 
     def _follow_rate(self):
         """With a measured rate: the kernels' decay keeps Caffe's rate x decay, and the biases
-        keep Caffe's rate (train_options.decay_for_rate, bias_factor_for_rate)."""
+        keep Caffe's rate in fresh layers (train_options.decay_for_rate, bias_factor_for_rate)."""
         found = self.config["lr_found"]
         if found is None:
             return
@@ -225,7 +228,7 @@ class Trainer:
             self.config.update(weight_decay_used=decay, bias_rate_factor=bias_factor)
             self.run.write_config(self.config)
             self.log(f"with the measured rate {found:.3g}: weight decay {decay:.3g} on kernels ({self.options.weight_decay:g}"
-                     f" x {CAFFE_BASE_LR:g} / {found:.3g}, Caffe's decay per step); biases at Caffe's rate "
+                     f" x {CAFFE_BASE_LR:g} / {found:.3g}, Caffe's decay per step); fresh layers' biases at Caffe's rate "
                      f"({CAFFE_BASE_LR:g} x their multipliers)")
 
     def _epoch_with_recovery(self, state, stop):
@@ -359,7 +362,17 @@ class Trainer:
                        **{key: (history[-1] if history else {}).get(key) for key in metrics},
                        best={key: best.get(key) for key in metrics})
         self.run.finish(summary, self.options.keep_checkpoint)
+        self._say_if_nothing_was_learned(best, state["base_lr"])
         return summary
+
+    def _say_if_nothing_was_learned(self, best, base_lr):
+        """A run whose best epoch still has a uniform guess's loss ends with a warning, not in silence."""
+        classes = len(self.dataset.class_names)
+        loss = best.get("train_loss")
+        if loss is not None and loss >= CHANCE_LOSS_SHARE * math.log(classes):
+            self.log(f"warning: nothing was learned: the best epoch's training loss {loss:.4f} is a uniform guess's "
+                     f"(ln {classes} = {math.log(classes):.4f}); try a smaller --lr than {base_lr:.3g}, or train "
+                     "fewer layers")
 
 
 def _describe_row(row, epochs):

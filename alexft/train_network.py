@@ -58,16 +58,19 @@ class TrainingNetwork:
             self.model, options.train, skip=options.skip, weight_decay=options.weight_decay,
             fresh_lr_multiplier=options.fresh_lr_multiplier, bias_lr_multiplier=options.bias_lr_multiplier)
 
-    def set_rule(self, decay, bias_factor):
-        """From the next step on: `decay` on the kernels (biases keep none), and the biases'
-        rate multipliers (Caffe's) times `bias_factor`. The step is traced again."""
+    def set_rule(self, decay, fresh_bias_factor):
+        """From the next step on: `decay` on the kernels (biases keep none), and the rate
+        multipliers of the fresh layers' biases (Caffe's) times `fresh_bias_factor`; the
+        pre-trained layers' biases keep Caffe's multipliers. The step is traced again."""
         optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
         _, caffe_multipliers, caffe_decays = caffe_parameters(
             self.model, self.options.train, skip=self.options.skip, weight_decay=1.0,
             fresh_lr_multiplier=self.options.fresh_lr_multiplier, bias_lr_multiplier=self.options.bias_lr_multiplier)
+        fresh = [name in self.options.skip for name in self.options.train for _ in ("kernel", "bias")]
         self.decays = optimizer.decays = [decay * is_kernel for is_kernel in caffe_decays]
         self.multipliers = optimizer.multipliers = [
-            multiplier * (1.0 if is_kernel else bias_factor) for multiplier, is_kernel in zip(caffe_multipliers, caffe_decays)]
+            multiplier * (fresh_bias_factor if is_fresh and not is_kernel else 1.0)
+            for multiplier, is_kernel, is_fresh in zip(caffe_multipliers, caffe_decays, fresh)]
         self._train_step = self._make_train_step()
 
     def _make_optimizer(self):

@@ -645,3 +645,19 @@ def test_the_best_epoch_is_the_most_accurate_then_the_lowest_validation_loss():
     rows = [row(0.8, 0.9), row(0.9, 0.7), row(0.9, 0.5), row(0.9, 0.6), row(0.85, 0.1)]
     assert max(range(len(rows)), key=lambda index: epoch_score(rows[index])) == 2
     assert epoch_score(row(None, None, 0.3)) > epoch_score(row(None, None, 0.4))  # nothing held out: training loss
+
+
+def test_a_run_that_learned_nothing_ends_with_a_warning():
+    """The issue's complaint was a run that 'silently ends at chance': the loss of a uniform
+    guess over 10 classes is ln 10 = 2.3026; a best epoch there is named, a better one is not."""
+    from types import SimpleNamespace
+
+    from alexft.train import Trainer
+
+    messages = []
+    trainer = SimpleNamespace(dataset=SimpleNamespace(class_names=[f"c{i}" for i in range(10)]), log=messages.append)
+    Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.3027}, 0.0195)
+    Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.0}, 0.0195)
+    Trainer._say_if_nothing_was_learned(trainer, {}, 0.0195)  # no epoch ended
+    assert messages == ["warning: nothing was learned: the best epoch's training loss 2.3027 is a uniform guess's "
+                        "(ln 10 = 2.3026); try a smaller --lr than 0.0195, or train fewer layers"]
