@@ -157,7 +157,7 @@ def test_seeded_builds_start_identical_and_follow_caffe_init():
 
 
 def test_starting_from_arrays_equals_assigning_them(canonical_params):
-    from alexft.weights import _aligned_empty
+    from alexft.weights.formats import _aligned_empty
 
     params = {name: tuple(pair) for name, pair in canonical_params.items()}
     expected = build_alexnet(seed=1)
