@@ -96,7 +96,7 @@ def test_a_bad_download_leaves_nothing_behind(canonical_bytes, monkeypatch, mode
             return
         with pytest.raises(WeightsError, match=cause) as caught:
             sources.resolve_weights(progress=False)
-    assert "Put bvlc_alexnet.npy (or bvlc_alexnet.caffemodel) in" in str(caught.value)
+    assert "Put bvlc_alexnet.npy (or bvlc_alexnet.caffemodel) at weights/bvlc_alexnet.npy here or in" in str(caught.value)
     assert str(target.parent) in str(caught.value)
     assert "\n" not in str(caught.value)
     leftovers = [path.name for path in target.parent.iterdir()]
@@ -110,7 +110,7 @@ def test_without_network_the_error_says_where_to_put_the_file():
         sources.resolve_weights(progress=False)
     message = str(caught.value)
     assert "download failed" in message
-    assert str(sources.cache_dir()) in message and "in weights/ here" in message
+    assert str(sources.cache_dir()) in message and "weights/bvlc_alexnet.npy here" in message
     assert "--weights" in message and "ALEXFT_WEIGHTS" in message
 
 

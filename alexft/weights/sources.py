@@ -293,6 +293,6 @@ def _same_arrays(params, expected):
 
 def _where_to_put_it():
     return (
-        f"Put {CANONICAL_NAME} (or bvlc_alexnet.caffemodel) in {cache_dir()} or in weights/ here, "
+        f"Put {CANONICAL_NAME} (or bvlc_alexnet.caffemodel) at weights/{CANONICAL_NAME} here or in {cache_dir()}, "
         f"or pass --weights PATH or set ALEXFT_WEIGHTS (files: {', '.join(source.url for source in SOURCES)})"
     )
