@@ -66,6 +66,7 @@ _EXPORTS = {
     "sample_photos": "demo",
     "write_digits": "demo",
     "predict_views": "predict",
+    "load_litert_predictor": "fast_start",
     "load_dataset": "data",
 }
 

@@ -49,14 +49,28 @@ def write_text(path, text, error=AlexftError):
     return write_atomic(path, lambda handle: handle.write(data), error)
 
 
-def remove_stale_temporaries(folder):
-    """Delete temporary files a killed process left in `folder` (`.NAME.tmp-PID`); return their names."""
+def remove_stale_temporaries(folder, shared=False):
+    """Delete temporary files a killed process left in `folder` (`.NAME.tmp-PID`); return their
+    names. `shared`: other processes may be writing there now (a cache), so only files whose
+    process is gone are deleted."""
     removed = []
     for stale in Path(folder).glob(".*.tmp-*"):
-        if stale.is_file():
+        if stale.is_file() and not (shared and _process_alive(stale.name.rpartition("-")[2])):
             stale.unlink(missing_ok=True)
             removed.append(stale.name)
     return removed
+
+
+def _process_alive(pid):
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _fsync_folder(folder):

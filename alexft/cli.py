@@ -90,6 +90,10 @@ weights_option = click.option(
     type=click.Path(path_type=Path, dir_okay=False),
     help="Weights file (.npz, .npy or .caffemodel). Default: $ALEXFT_WEIGHTS, weights/bvlc_alexnet.npy, the cache, else download.",
 )
+precision_option = click.option(
+    "--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
+    help="bfloat16: weights held and computed in bfloat16, for CPUs with AVX512_BF16 or AMX (and GPUs); faster there, "
+         "its distance from float32 is measured in docs/benchmarks.md. float32 is Caffe's arithmetic.")
 progress_option = click.option(
     "--progress/--no-progress", default=None, help="Progress bar on stderr. Default: on a terminal."
 )
@@ -139,20 +143,33 @@ shard_option = click.option(
 @click.option("--ten-crop", is_flag=True, help="Average Caffe's ten crops instead of the centre crop.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images per batch.")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines on stdout, one object per image.")
+@click.option(
+    "--runtime", type=click.Choice(["auto", "tensorflow", "litert"]), default="auto", show_default=True,
+    envvar="ALEXFT_RUNTIME", show_envvar=True,
+    help="auto: up to 128 views (images, or ten each with --ten-crop) on LiteRT, which starts in a fraction of "
+         "a second, from a copy of the weights built once in the cache; longer runs on TensorFlow.")
 @shard_option
 @_preprocessing_options
+@precision_option
 @progress_option
 @click.pass_context
 @_fail_cleanly
-def classify(ctx, inputs, weights, top, ten_crop, batch_size, as_json, shard, mean_file, resize, progress):
+def classify(ctx, inputs, weights, top, ten_crop, batch_size, as_json, runtime, shard, mean_file, resize, precision,
+             progress):
     """Print the top classes of images: files, folders (searched recursively), http(s) URLs,
     or - for one image on standard input.
 
     Exit status 1 if any input could not be used; all others are still classified.
     """
+    from alexft import fast_start
     from alexft.pipeline import shard as shard_of
+    from alexft.predict import classify as classify_images
     from alexft.weights.sources import resolve_weights
 
+    if precision != "float32":
+        if runtime == "litert":
+            raise click.UsageError("--runtime litert computes in float32; --precision bfloat16 runs on TensorFlow")
+        runtime = "tensorflow"
     paths = _expand_inputs(inputs)
     if shard:
         paths = shard_of(paths, *shard)
@@ -160,17 +177,41 @@ def classify(ctx, inputs, weights, top, ten_crop, batch_size, as_json, shard, me
             return  # more shards than images: this one has nothing to do
     weights = resolve_weights(weights, progress=progress)  # before TensorFlow: a missing file is said at once
     preprocessing = _preprocessing(mean_file, resize)
-    import_tensorflow_quietly()
-    from alexft.predict import classify as classify_images, load_predictor
-
-    predictor = load_predictor(weights, progress=progress, preprocessing=preprocessing)
+    on_litert = fast_start.suits(runtime, len(paths) * (10 if ten_crop else 1))
+    # auto builds the LiteRT copy after the results, so a first call answers as soon as before.
+    predictor = on_litert and fast_start.load_litert_predictor(weights, preprocessing, build=runtime == "litert")
+    if not predictor:
+        predictor = _tensorflow_predictor(weights, progress, preprocessing, precision)
     failures = 0
     for result in classify_images(predictor, paths, top=top, ten_crop=ten_crop, batch_size=batch_size, progress=progress):
         failures += "error" in result
         _print_result(result, as_json)
+    sys.stdout.flush()
     if failures:
         click.echo(f"alexft: {failures} of {len(paths)} inputs could not be classified", err=True)
+    if on_litert and not isinstance(predictor, fast_start.LitePredictor):
+        del predictor  # the build loads a second network
+        _build_litert_copy(weights)
+    if failures:
         ctx.exit(1)
+
+
+def _tensorflow_predictor(weights, progress, preprocessing, precision="float32"):
+    import_tensorflow_quietly()
+    from alexft.predict import load_predictor
+
+    return load_predictor(weights, progress=progress, preprocessing=preprocessing, precision=precision)
+
+
+def _build_litert_copy(weights):
+    """The one-off build `--runtime auto` does after its results; a failure only costs the fast start."""
+    from alexft import fast_start
+    from alexft.errors import AlexftError
+
+    try:
+        fast_start.build_copy(weights)
+    except AlexftError as error:
+        click.echo(f"alexft: warning: no LiteRT copy was built, short calls stay on TensorFlow: {error}", err=True)
 
 
 def _print_result(result, as_json):
@@ -194,10 +235,12 @@ def _print_result(result, as_json):
 @click.option("--report", type=click.Path(path_type=Path, file_okay=False), help="Write metrics, per-class table, confusion matrix, misclassified images here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @_preprocessing_options
+@precision_option
 @progress_option
 @click.pass_context
 @_fail_cleanly
-def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, as_json, mean_file, resize, progress):
+def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, as_json, mean_file, resize, precision,
+             progress):
     """Measure a model on DATA/<class>/<images> (folders matched to class names) or a --list file."""
     if (data is None) == (list_file is None):
         raise click.UsageError("give either DATA (class folders) or --list FILE")
@@ -205,11 +248,9 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
 
     weights = resolve_weights(weights, progress=progress)
     preprocessing = _preprocessing(mean_file, resize)
-    import_tensorflow_quietly()
     from alexft.evaluation import evaluate as run_evaluate, labelled_folder, labelled_list
-    from alexft.predict import load_predictor
 
-    predictor = load_predictor(weights, progress=progress, preprocessing=preprocessing)
+    predictor = _tensorflow_predictor(weights, progress, preprocessing, precision)
     if list_file is not None:
         files = labelled_list(list_file, root or list_file.parent, len(predictor.class_names))
     else:
@@ -254,10 +295,11 @@ def _describe_evaluation(summary):
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images per batch.")
 @shard_option
 @_preprocessing_options
+@precision_option
 @progress_option
 @click.pass_context
 @_fail_cleanly
-def features(ctx, inputs, weights, layer, ten_crop, output, batch_size, shard, mean_file, resize, progress):
+def features(ctx, inputs, weights, layer, ten_crop, output, batch_size, shard, mean_file, resize, precision, progress):
     """Write a layer's activations for images (files or folders) to an .npz.
 
     One folder laid out as <class>/<images> also stores each image's label and the class names.
@@ -272,11 +314,9 @@ def features(ctx, inputs, weights, layer, ten_crop, output, batch_size, shard, m
         paths = _expand_inputs(inputs)  # the same as find_images, and says which folders were empty
     weights = resolve_weights(weights, progress=progress)
     preprocessing = _preprocessing(mean_file, resize)
-    import_tensorflow_quietly()
+    predictor = _tensorflow_predictor(weights, progress, preprocessing, precision)
     from alexft.features import extract_features
-    from alexft.predict import load_predictor
 
-    predictor = load_predictor(weights, progress=progress, preprocessing=preprocessing)
     if shard:  # labels and class names come from the whole listing, so every shard agrees on them
         chosen = shard_of(range(len(paths)), *shard)
         paths = [paths[index] for index in chosen]
@@ -504,17 +544,46 @@ def weights_convert(source, destination, class_names, renames):
 @click.option("--format", "file_format", default="savedmodel", show_default=True, type=click.Choice(["savedmodel", "tflite"]),
               help="savedmodel: a folder for TF Serving (takes image bytes, or preprocessed views); tflite: one file for phones.")
 @click.option("--top-k", "top", default=5, show_default=True, type=click.IntRange(min=1), help="Classes returned per image.")
+@click.option("--quantize", type=click.Choice(["float16", "int8"]),
+              help="TF Lite only. float16: weights in half precision (half the file); int8: weights and activations "
+                   "in 8 bits (a quarter), calibrated on --calibration images. Default: float32.")
+@click.option("--calibration", type=click.Path(path_type=Path, exists=True),
+              help="Images (a folder, searched recursively) like those the model will see, for --quantize int8; "
+                   "at most 200 are used, spread over the folder.")
+@precision_option
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @_fail_cleanly
-def export(output, weights, file_format, top, force):
+def export(output, weights, file_format, top, quantize, calibration, precision, force):
     """Export the model with its class labels for serving, to OUTPUT."""
-    import_tensorflow_quietly()
-    from alexft.export import export as export_model, labels_path
+    from alexft.quantize import Quantization, QuantizationError
     from alexft.weights.sources import resolve_weights
 
-    path = export_model(resolve_weights(weights), output, file_format=file_format, top_k=top, force=force)
+    if quantize and file_format != "tflite":
+        raise click.UsageError("--quantize needs --format tflite")
+    if precision != "float32" and file_format == "tflite":
+        raise click.UsageError("TF Lite has no bfloat16 kernels: use --quantize float16 or int8 for a smaller, faster file")
+    try:
+        quantization = Quantization.from_options(quantize, calibration) if quantize else None
+    except QuantizationError as error:
+        raise click.UsageError(str(error)) from None
+    if calibration is not None and quantization is None:
+        raise click.UsageError("--calibration is for --quantize int8")
+    if output.exists() and not force:
+        raise click.ClickException(f"{output}: already exists; pass --force to replace it")
+    weights = resolve_weights(weights)  # before TensorFlow: a missing file is said at once
+    import_tensorflow_quietly()
+    from alexft.export import export as export_model, labels_path
+
+    path = export_model(weights, output, file_format=file_format, top_k=top, force=force, quantization=quantization,
+                        precision=precision)
     extra = f" (labels in {labels_path(path)})" if file_format == "tflite" else ""
-    click.echo(f"{path}: {file_format}{extra}")
+    kind = ", ".join([file_format] + ([quantize] if quantize else []) + ([precision] if precision != "float32" else []))
+    click.echo(f"{path}: {kind}, {_size(path)}{extra}")
+
+
+def _size(path):
+    total = path.stat().st_size if path.is_file() else sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
+    return f"{total / 2**20:.0f} MB"
 
 
 if __name__ == "__main__":

@@ -28,7 +28,9 @@ import tensorflow as tf
 from . import weights as weights_io
 from .errors import AlexftError
 from .model import build_alexnet
+from .predict import model_dtype
 from .preprocess import CROP, MEAN_BGR, RESIZE, TEN_CROP_OFFSETS
+from .quiet import stderr_held_back
 
 FORMATS = ("savedmodel", "tflite")
 _CENTRE = TEN_CROP_OFFSETS[4][0]
@@ -77,32 +79,38 @@ class ServingModule(tf.Module):
         return {"probabilities": probabilities, "classes": tf.gather(self.labels, indices), "scores": scores}
 
 
-def serving_module(weights_path, top_k=5):
-    """Load a weights file into a fresh float32 network wrapped for export."""
+def serving_module(weights_path, top_k=5, precision="float32"):
+    """Load a weights file into a fresh network wrapped for export; `precision` as in
+    predict.load_predictor (its inputs and outputs stay float32)."""
     weight_set = weights_io.load(weights_path)
-    model = build_alexnet(num_classes=weight_set.num_classes, dropout=0.0)
+    model = build_alexnet(num_classes=weight_set.num_classes, dropout=0.0, dtype=model_dtype(precision))
     weights_io.assign(model, weight_set)
     return ServingModule(model, weights_io.class_names_for(weight_set), top_k=top_k)
 
 
-def export(weights_path, output, file_format="savedmodel", top_k=5, force=False):
+def export(weights_path, output, file_format="savedmodel", top_k=5, force=False, quantization=None, precision="float32"):
     """Write `weights_path`'s model to `output` as a SavedModel folder or a `.tflite` file.
 
-    Written under a temporary name and renamed when complete; an existing `output` is
-    replaced only with `force`. Returns the output path.
+    `quantization`: a quantize.Quantization (TF Lite only); `precision`: "bfloat16" holds a
+    SavedModel's weights in bfloat16 (TF Lite has no bfloat16 kernels: --quantize). Written under a temporary name and
+    renamed when complete; an existing `output` is replaced only with `force`. Returns the output path.
     """
     if file_format not in FORMATS:
         raise ExportError(f"unknown export format {file_format!r}; choose one of {', '.join(FORMATS)}")
+    if quantization is not None and file_format != "tflite":
+        raise ExportError("quantization applies to the TF Lite format only")
+    if precision != "float32" and file_format == "tflite":
+        raise ExportError("TF Lite has no bfloat16 kernels: export float32, or --quantize float16 or int8")
     output = Path(output)
     if output.exists() and not force:
         raise ExportError(f"{output}: already exists; pass --force to replace it")
-    module = serving_module(weights_path, top_k=top_k)
+    module = serving_module(weights_path, top_k=top_k, precision=precision)
     temporary = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     try:
         if file_format == "savedmodel":
             _write_saved_model(module, temporary)
         else:
-            _write_tflite(module, temporary)
+            temporary.write_bytes(tflite_flatbuffer(module, quantization))
         _replace(temporary, output)
     finally:
         _remove(temporary)
@@ -123,15 +131,21 @@ def _write_saved_model(module, folder):
     tf.saved_model.save(module, str(folder), signatures=signatures)
 
 
-def _write_tflite(module, path):
+def tflite_flatbuffer(module, quantization=None):
+    """The TF Lite model of a ServingModule's `preprocessed` outputs (probabilities, the top-k
+    indices and scores), as bytes; `quantization`: a quantize.Quantization."""
     # The converter freezes Keras 3 variables only from a Keras model (a tf.Module wrapper
     # converts to a file without them), so the numeric outputs are rebuilt as one.
     views = keras.Input((CROP, CROP, 3), name="views")
     probabilities = keras.layers.Softmax(name="probabilities")(module.model(views))
     scores, indices = keras.ops.top_k(probabilities, module.top_k)
     numeric = keras.Model(views, {"probabilities": probabilities, "indices": indices, "scores": scores})
-    with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its temporary export to stdout
-        path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(numeric).convert())
+    # The converter prints its temporary export on stdout and its C++ steps on stderr.
+    converter = tf.lite.TFLiteConverter.from_keras_model(numeric)
+    if quantization is not None:
+        quantization.configure(converter)
+    with contextlib.redirect_stdout(io.StringIO()), stderr_held_back():
+        return converter.convert()
 
 
 def _replace(temporary, output):

@@ -45,6 +45,7 @@ def layer_outputs(prefix, paths, ten_crop, on_error, batch_size=32, progress=Non
             if good:
                 full = len(good) == batch_size
                 values = run(np.concatenate([views for _, views in good]), fused_lrn and full).numpy()
+                values = values.astype(np.float32, copy=False)  # a bfloat16 model's activations, widened
                 yield from zip((index for index, _ in good), values.reshape((len(good), views_per_image) + shape))
             bar.update(len(chunk))
 

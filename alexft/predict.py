@@ -2,19 +2,23 @@
 
 Images are decoded on a thread pool a couple of batches ahead of the network, so decoding
 overlaps with compute while memory stays bounded whatever the number of files.
+
+TensorFlow is imported by `Predictor` only: the same loop runs `fast_start.LitePredictor`,
+which answers short classify calls on LiteRT without it.
 """
+import logging
 from dataclasses import dataclass
 
 import numpy as np
-import tensorflow as tf
 
 from . import weights as weights_io
 from .errors import AlexftError
-from .model import InferenceFunction, build_alexnet, fused_lrn_pays_off, onednn_is_on
 from .pipeline import chunks, map_ahead
 from .preprocess import find_images, image_views
 from .progress import progress_bar
 from .weights.sources import resolve_weights
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -26,6 +30,10 @@ class Predictor:
     preprocessing: object = None  # a preprocess.Preprocessing; None: alexft's recipe
 
     def __post_init__(self):
+        import tensorflow as tf
+
+        from .model import InferenceFunction
+
         self._softmax = InferenceFunction(self.model, tf.nn.softmax)
 
     def probabilities(self, views, fused_lrn=False):
@@ -37,15 +45,43 @@ class Predictor:
         return self._softmax(views, fused_lrn).numpy()
 
 
-def load_predictor(weights=None, download=True, progress=None, preprocessing=None):
+def load_predictor(weights=None, download=True, progress=None, preprocessing=None, precision="float32"):
     """Build the network and load `weights` (a path, or None for the default sources).
-    `preprocessing`: a preprocess.Preprocessing (Caffe's mean image, float resizing)."""
+    `preprocessing`: a preprocess.Preprocessing (Caffe's mean image, float resizing).
+    `precision`: "float32", or "bfloat16" (weights held and computed in bfloat16, logits and
+    probabilities in float32; see `model_dtype`)."""
+    from .model import build_alexnet, onednn_is_on
+
+    dtype = model_dtype(precision)
     weight_set = weights_io.load(resolve_weights(weights, download=download, progress=progress))
     class_names = weights_io.class_names_for(weight_set)
     # The variables start from the file's arrays, which are released as they are copied.
     # Grouped layers as one op where oneDNN runs them: ~20% faster at batch 1 on AVX2 CPUs.
-    model = build_alexnet(num_classes=weight_set.num_classes, initial=weight_set.params, groups_as_one_op=onednn_is_on())
+    model = build_alexnet(num_classes=weight_set.num_classes, initial=weight_set.params, groups_as_one_op=onednn_is_on(),
+                          dtype=dtype)
     return Predictor(model, class_names, preprocessing)
+
+
+PRECISIONS = ("float32", "bfloat16")
+
+
+def model_dtype(precision):
+    """The Keras dtype for an inference `precision`: None (float32), or "bfloat16": the weights
+    are converted once and held in bfloat16 (half the memory; not cast on every call, as
+    Keras' mixed_bfloat16 policy does), for CPUs with AVX512_BF16 or AMX, and GPUs. Elsewhere
+    TensorFlow emulates it, slower than float32: said in a warning."""
+    if precision not in PRECISIONS:
+        raise AlexftError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "float32":
+        return None
+    import tensorflow as tf
+
+    from .cpu_features import cpu_has_bfloat16
+
+    if cpu_has_bfloat16() is False and not tf.config.list_physical_devices("GPU"):
+        log.warning("this CPU has no bfloat16 instructions (AVX512_BF16 or AMX): bfloat16 is emulated here, "
+                    "slower than float32")
+    return "bfloat16"
 
 
 def predict_views(predictor, paths, ten_crop=False, batch_size=32, progress=None, workers=None, fused_lrn=None):
@@ -62,7 +98,7 @@ def predict_views(predictor, paths, ten_crop=False, batch_size=32, progress=None
     paths = find_images(paths)  # one path or many; folders expand as on the command line
     views_per_image = 10 if ten_crop else 1
     if fused_lrn is None:
-        fused_lrn = fused_lrn_pays_off(len(paths) * views_per_image)
+        fused_lrn = isinstance(predictor, Predictor) and _fused_lrn_pays_off(len(paths) * views_per_image)
     loaded = map_ahead(lambda path: _load(path, ten_crop, predictor.preprocessing), paths, workers, ahead=2 * batch_size)
     with progress_bar(len(paths), progress, minimum=8, unit="img") as bar:
         for chunk in chunks(loaded, batch_size):
@@ -102,6 +138,12 @@ def classify(predictor, paths, top=5, ten_crop=False, batch_size=32, progress=No
             yield {"path": str(path), "error": error}
         else:
             yield {"path": str(path), "predictions": top_k(probabilities, predictor.class_names, top)}
+
+
+def _fused_lrn_pays_off(views):
+    from .model import fused_lrn_pays_off
+
+    return fused_lrn_pays_off(views)
 
 
 def _load(path, ten_crop, preprocessing=None):

@@ -1,4 +1,5 @@
 """Starting TensorFlow without its C++ start-up chatter on stderr."""
+import contextlib
 import os
 import sys
 import tempfile
@@ -17,15 +18,24 @@ def import_tensorflow_quietly():
 
         return tf
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    with stderr_held_back():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+        return tf
+
+
+@contextlib.contextmanager
+def stderr_held_back():
+    """Run the block with file descriptor 2 pointed at a temporary file (C++ libraries' start-up
+    lines, e.g. LiteRT's "Created TensorFlow Lite XNNPACK delegate"); if it raises, what was
+    written is shown after all."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as held:
         os.dup2(held.fileno(), 2)
         try:
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()
-            return tf
+            yield
         except BaseException:
             os.dup2(saved, 2)
             held.seek(0)

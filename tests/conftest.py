@@ -114,6 +114,9 @@ def isolated_weight_sources(tmp_path, monkeypatch):
     monkeypatch.delenv("ALEXFT_WEIGHTS", raising=False)
     monkeypatch.setenv("ALEXFT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("ALEXFT_WEIGHTS_URL", "http://127.0.0.1:9/unreachable.npy")
+    # classify's default would build a LiteRT copy (~25 s) in every test's fresh cache;
+    # tests/test_fast_start.py is where that path is tested.
+    monkeypatch.setenv("ALEXFT_RUNTIME", "tensorflow")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("alexft.weights.download.RETRY_DELAY", 0)  # retries of a dropped download, without the pause
 

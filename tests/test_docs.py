@@ -223,3 +223,5 @@ def test_the_readmes_first_command_runs_as_written(tmp_path, canonical_caffemode
     assert all(match[2] in imagenet_class_names() for match in top)
     assert [float(match[1]) for match in top] == sorted((float(match[1]) for match in top), reverse=True)
     assert second_run.returncode == 0 and second_run.stdout == first_run.stdout and "downloading" not in second_run.stderr
+    # The first run answered on TensorFlow, then built the LiteRT copy the second one used.
+    assert "building a LiteRT copy" in first_run.stderr and "building" not in second_run.stderr

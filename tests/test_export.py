@@ -150,3 +150,52 @@ def test_export_refuses_to_overwrite_without_force(exported, canonical_weights_f
     result = run("export", "--weights", canonical_weights_file, saved_model)
     assert result.exit_code == 1 and "already exists; pass --force" in result.stderr
     assert (saved_model / "saved_model.pb").is_file()
+
+
+def _calibration_folder(folder, photos, per_photo=5, seed=0):
+    """Random crops of the photos, as a user's own images would be; and one broken file."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir()
+    for index, path in enumerate(photos):
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        height, width = image.shape[:2]
+        for crop in range(per_photo):
+            h, w = int(height * rng.uniform(0.5, 0.9)), int(width * rng.uniform(0.5, 0.9))
+            top, left = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
+            cv2.imwrite(str(folder / f"{index}_{crop}.jpg"), image[top:top + h, left:left + w])
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    return folder
+
+
+def test_quantized_tflite_files_are_smaller_and_agree_with_float32(exported, served, canonical_weights_file, photos,
+                                                                   tmp_path, caplog):
+    from ai_edge_litert.interpreter import Interpreter
+
+    outputs, views = served
+    float32 = outputs["tflite_probabilities"]
+    calibration = _calibration_folder(tmp_path / "calibration", photos)
+    for mode in ("float16", "int8"):
+        path = tmp_path / f"{mode}.tflite"
+        extra = ["--calibration", calibration] if mode == "int8" else []
+        result = run("export", "--weights", canonical_weights_file, "--format", "tflite", "--quantize", mode, *extra, path)
+        assert result.exit_code == 0, result.output
+        assert f"tflite, {mode}" in result.stdout and labels_path(path).is_file()
+        interpreter = Interpreter(model_path=str(path))
+        got = np.array(interpreter.get_signature_runner()(views=views)["probabilities"])
+        size = path.stat().st_size / exported[1].stat().st_size
+        tensor_types = {detail["dtype"] for detail in interpreter.get_tensor_details()}
+        if mode == "float16":
+            assert 0.45 < size < 0.55 and np.float16 in tensor_types
+            assert np.abs(got - float32).max() < 2e-3 and (got.argmax(1) == float32.argmax(1)).all()
+        else:
+            assert size < 0.3 and np.int8 in tensor_types
+            assert "measuring the activations' ranges on 30 calibration images" in caplog.text
+            assert "calibration: skipped" in caplog.text and "broken.jpg" in caplog.text
+            # The int8 softmax's output is in steps of 1/256, so small probabilities read 0; what
+            # a user needs is the same ranking (benchmarks/quantized.py measures it on 200 images).
+            assert np.allclose(got * 256, np.round(got * 256), atol=1e-3)
+            assert (got.argmax(1) == float32.argmax(1)).sum() >= len(views) - 1
+            overlap = [len(set(a) & set(b)) for a, b in zip(np.argsort(-got, 1)[:, :5], np.argsort(-float32, 1)[:, :5])]
+            assert np.mean(overlap) >= 3

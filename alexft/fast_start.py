@@ -1,0 +1,152 @@
+"""Short classify calls in about a second: the network on LiteRT, TensorFlow not imported.
+
+`import tensorflow` takes 5-7 s on a laptop-class CPU; LiteRT (`ai-edge-litert`, the TensorFlow
+family's inference engine) imports in 0.2 s and maps a TF Lite file instead of building a model.
+So the first short call with a weights file also writes a TF Lite copy of it into the cache
+(with TensorFlow, once, announced), and later short calls run on that copy. TensorFlow stays
+the reference: the copy is the same network, checked against it to 1e-5 in probability in
+tests/test_fast_start.py. Long runs stay on TensorFlow, which is faster once started.
+
+A copy belongs to one weights file, recognised by its resolved path, size and modification
+time: replacing the file makes a new copy; the old one is overwritten, never used.
+"""
+import contextlib
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .atomic import remove_stale_temporaries, write_atomic, write_text
+from .errors import AlexftError
+from .quiet import stderr_held_back
+from .weights.sources import cache_dir
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("auto", "tensorflow", "litert")
+# `auto` takes LiteRT up to this many views (images, or 10 per image with --ten-crop). LiteRT
+# costs more per view than TensorFlow's batched path but saves its start-up: on a 2-core
+# AVX2 EPYC the two break even near 230 views (docs/benchmarks.md); this leaves a margin
+# for machines where TensorFlow's batches are faster still.
+MAX_VIEWS = 128
+# Raised whenever the copy's graph changes, so older copies are rebuilt rather than used.
+COPY_FORMAT = 1
+
+
+class FastStartError(AlexftError):
+    """The LiteRT path cannot be used as asked."""
+
+
+def litert_installed():
+    return importlib.util.find_spec("ai_edge_litert") is not None
+
+
+def suits(runtime, views):
+    """Whether a classify call of `views` views runs on LiteRT under `runtime`."""
+    if runtime == "litert":
+        if not litert_installed():
+            raise FastStartError("--runtime litert needs LiteRT: pip install ai-edge-litert")
+        return True
+    return runtime == "auto" and views <= MAX_VIEWS and litert_installed()
+
+
+def copy_paths(weights):
+    """(model, record) paths of the TF Lite copy of `weights` in the cache, one pair per weights path."""
+    weights = Path(weights).resolve()
+    key = hashlib.sha1(str(weights).encode("utf-8")).hexdigest()[:12]
+    folder = cache_dir() / "litert"
+    return folder / f"{weights.name}-{key}.tflite", folder / f"{weights.name}-{key}.json"
+
+
+def current_copy(weights):
+    """(model path, class names) of an up-to-date copy of `weights`, or None."""
+    model, record = copy_paths(weights)
+    try:
+        saved = json.loads(record.read_text(encoding="utf-8"))
+        if saved["source"] == _identity(weights) and model.stat().st_size == saved["model_size"]:
+            return model, saved["class_names"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # absent, half-gone or from another version: built again
+    return None
+
+
+def build_copy(weights):
+    """Write the TF Lite copy of `weights` into the cache (imports TensorFlow); return its path."""
+    from .quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    from .export import serving_module, tflite_flatbuffer
+
+    model, record = copy_paths(weights)
+    start = time.perf_counter()
+    log.warning("building a LiteRT copy of %s in %s, once, so that short classify calls start without "
+                "TensorFlow (about half a minute; --runtime tensorflow skips it)", weights, model.parent)
+    source = _identity(weights)  # taken first: a file replaced while it is read is not mistaken for this one
+    module = serving_module(weights)
+    flatbuffer = tflite_flatbuffer(module)
+    model.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(model.parent, shared=True)  # two first calls may build at once
+    write_atomic(model, lambda handle: handle.write(flatbuffer), FastStartError)
+    class_names = [str(name) for name in module.labels.numpy().astype(str)]
+    write_text(record, json.dumps({"source": source, "model_size": len(flatbuffer), "class_names": class_names}),
+               FastStartError)
+    log.warning("built %s (%d MB) in %.0f s", model.name, len(flatbuffer) // 2**20, time.perf_counter() - start)
+    return model
+
+
+def load_litert_predictor(weights, preprocessing=None, build=True):
+    """A predictor on LiteRT for `weights`, building its copy first if needed (with `build`,
+    else None when there is none). Same interface as predict.Predictor."""
+    copy = current_copy(weights)
+    if copy is None and build:
+        build_copy(weights)
+        copy = current_copy(weights)
+    if copy is None:
+        return None
+    return LitePredictor(*copy, preprocessing=preprocessing)
+
+
+class LitePredictor:
+    """`predict.Predictor`'s interface (`probabilities`, `class_names`, `preprocessing`) on LiteRT."""
+
+    def __init__(self, model_path, class_names, preprocessing=None, threads=None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.class_names = list(class_names)
+        self.preprocessing = preprocessing
+        try:
+            interpreter = Interpreter(model_path=str(model_path), num_threads=threads or _usable_cores())
+            self._run = interpreter.get_signature_runner()
+        except (ValueError, RuntimeError) as error:
+            raise FastStartError(f"{model_path}: LiteRT cannot load it ({error}); delete it to rebuild") from None
+        self._started = False
+
+    def probabilities(self, views, fused_lrn=False):
+        """(N, 227, 227, 3) float32 views -> (N, classes) softmax probabilities. `fused_lrn` is
+        TensorFlow's choice and ignored here."""
+        # The first run sets up LiteRT's CPU delegate, which announces itself on stderr.
+        with contextlib.nullcontext() if self._started else stderr_held_back():
+            # Copied out at once: LiteRT refuses to resize while its output buffers are referenced.
+            probabilities = np.array(self._run(views=np.ascontiguousarray(views, np.float32))["probabilities"])
+        self._started = True
+        return probabilities
+
+
+def _identity(weights):
+    weights = Path(weights).resolve()
+    stat = weights.stat()
+    return {"path": str(weights), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "alexft": __version__, "format": COPY_FORMAT}
+
+
+def _usable_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1

@@ -1,0 +1,128 @@
+"""Short classify calls on LiteRT (alexft/fast_start.py): the same answers as TensorFlow, the
+reference, without importing it; the copy is built once per weights file and rebuilt when the
+file changes."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from alexft import fast_start
+from alexft.demo import sample_photos
+from alexft.preprocess import image_views
+
+pytestmark = pytest.mark.skipif(not fast_start.litert_installed(), reason="needs ai-edge-litert")
+
+PHOTOS = sorted(sample_photos().values())
+
+
+def _views(ten_crop):
+    return np.concatenate([image_views(photo, ten_crop) for photo in PHOTOS])
+
+
+def _tensorflow_probabilities(weights, views):
+    from alexft.predict import load_predictor
+
+    return load_predictor(weights, download=False).probabilities(views)
+
+
+def test_the_litert_copy_of_the_canonical_npy_agrees_with_tensorflow(canonical_weights_file, predictor):
+    """The pickled bvlc_alexnet.npy as users hold it; six real photos, centre and ten crops."""
+    lite = fast_start.load_litert_predictor(canonical_weights_file)
+    assert lite.class_names == predictor.class_names
+    for ten_crop in (False, True):
+        views = _views(ten_crop)
+        expected = predictor.probabilities(views)
+        got = lite.probabilities(views)
+        assert got.shape == expected.shape == (len(views), 1000)
+        assert np.abs(got - expected).max() <= 1e-5
+        assert (np.argsort(-got, axis=1)[:, :5] == np.argsort(-expected, axis=1)[:, :5]).all()
+
+
+def test_the_copy_agrees_where_the_softmax_is_sharp(canonical_params, tmp_path):
+    """Generated weights give a flat softmax (top class ~3%); fc8 x 40 makes it confident, where
+    a difference in the logits shows in the probabilities."""
+    from alexft import weights as weights_io
+
+    params = {name: [array.copy() for array in arrays] for name, arrays in canonical_params.items()}
+    params["fc8"] = [params["fc8"][0] * 40, params["fc8"][1]]
+    sharp = weights_io.save(weights_io.WeightSet(params, weights_io.imagenet_class_names()), tmp_path / "sharp.npz")
+    views = _views(ten_crop=False)
+    expected = _tensorflow_probabilities(sharp, views)
+    assert expected.max(axis=1).min() > 0.5  # the case this test is about
+    got = fast_start.load_litert_predictor(sharp).probabilities(views)
+    assert np.abs(got - expected).max() <= 1e-5
+    assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
+
+
+def _classify(*args, cache):
+    env = dict(os.environ, ALEXFT_CACHE=str(cache))
+    env.pop("ALEXFT_RUNTIME", None)
+    script = ("import sys\nfrom alexft.cli import main\ntry:\n    main()\nfinally:\n"
+              "    print('tensorflow imported:', 'tensorflow' in sys.modules, file=sys.stderr)\n")
+    return subprocess.run([sys.executable, "-c", script, "classify", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_auto_answers_on_tensorflow_builds_once_then_starts_without_it(canonical_weights_file, tmp_path):
+    cache = tmp_path / "cache"
+    photos = PHOTOS[:2]
+    first = _classify("--weights", canonical_weights_file, "--json", *photos, cache=cache)
+    assert first.returncode == 0, first.stderr
+    assert "building a LiteRT copy" in first.stderr and "tensorflow imported: True" in first.stderr
+    # The results came before the build.
+    assert first.stdout.count("\n") == 2
+
+    second = _classify("--weights", canonical_weights_file, "--json", *photos, cache=cache)
+    assert second.returncode == 0, second.stderr
+    assert "tensorflow imported: False" in second.stderr
+    assert "building" not in second.stderr and "XNNPACK" not in second.stderr
+    reference = _classify("--weights", canonical_weights_file, "--json", "--runtime", "tensorflow", *photos, cache=cache)
+    assert "building" not in reference.stderr
+    for lite, tensorflow in zip(_predictions(second), _predictions(reference), strict=True):
+        assert [p["label"] for p in lite] == [p["label"] for p in tensorflow]
+        assert np.allclose([p["probability"] for p in lite], [p["probability"] for p in tensorflow], rtol=0, atol=1e-5)
+
+
+def _predictions(completed):
+    return [json.loads(line)["predictions"] for line in completed.stdout.splitlines()]
+
+
+def test_a_changed_or_damaged_weights_copy_is_not_used(canonical_weights_file, tmp_path):
+    weights = tmp_path / "bvlc_alexnet.npy"
+    shutil.copyfile(canonical_weights_file, weights)
+    fast_start.build_copy(weights)
+    model, record = fast_start.copy_paths(weights)
+    assert fast_start.current_copy(weights)[0] == model
+
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # the file was replaced
+    assert fast_start.current_copy(weights) is None
+
+    fast_start.build_copy(weights)
+    assert fast_start.current_copy(weights) is not None
+    assert sorted(path.name for path in model.parent.iterdir()) == sorted([model.name, record.name])  # overwritten
+    with open(model, "r+b") as handle:  # an interrupted copy of the cache, say
+        handle.truncate(1000)
+    assert fast_start.current_copy(weights) is None
+
+
+def test_auto_takes_litert_for_short_calls_only():
+    assert fast_start.suits("auto", 1) and fast_start.suits("auto", fast_start.MAX_VIEWS)
+    assert not fast_start.suits("auto", fast_start.MAX_VIEWS + 1)
+    assert not fast_start.suits("tensorflow", 1)
+    assert fast_start.suits("litert", 10_000)
+
+
+def test_two_first_calls_do_not_delete_each_others_half_written_copy(tmp_path):
+    from alexft.atomic import remove_stale_temporaries
+
+    live = tmp_path / f".bvlc_alexnet.npy-abc.tflite.tmp-{os.getpid()}"
+    dead = tmp_path / ".bvlc_alexnet.npy-abc.tflite.tmp-99999999"  # above any Linux pid_max
+    for path in (live, dead):
+        path.write_bytes(b"half")
+    assert remove_stale_temporaries(tmp_path, shared=True) == [dead.name]
+    assert live.exists() and not dead.exists()
