@@ -1,12 +1,13 @@
-"""The peers' side of the benchmark suite: the same AlexNet in ONNX Runtime and in PyTorch.
+"""The peers' side of the benchmark suite: the same AlexNet in ONNX Runtime, OpenVINO and PyTorch.
 
 Runs in the peers' own virtual environment (see suite.py), never imports alexft, and reads
 the weights from the same `.npz` alexft uses (`conv1/weights`, ... in bvlc_alexnet's layout).
 Each command prints one JSON object on stdout.
 
-    python peers.py infer  --runtime onnx|torch --weights W.npz --batch 64 [--seconds 10] [--threads N] [--no-spin]
+    python peers.py infer  --runtime onnx|openvino|torch --weights W.npz --batch 64 [--seconds 10] [--threads N] [--no-spin]
+                           [--precision float32|default]     # OpenVINO's inference precision
     python peers.py train  --runtime torch --weights W.npz --batch 64 --layers all|fc8 [--precision bfloat16]
-    python peers.py check  --runtime onnx|torch --weights W.npz --views IN.npy --output OUT.npy
+    python peers.py check  --runtime onnx|openvino|torch --weights W.npz --views IN.npy --output OUT.npy
     python peers.py classify --weights W.npz FOLDER    # ONNX Runtime behind a plain decode loop
 """
 import argparse
@@ -54,8 +55,8 @@ def nchw_layout(params):
 # --- ONNX Runtime --------------------------------------------------------------------------
 
 
-def onnx_session(params, threads=None, spin=True):
-    import onnxruntime
+def onnx_model(params):
+    """The network as an ONNX ModelProto (NHWC float32 views in, softmax probabilities out)."""
     from onnx import TensorProto, helper, numpy_helper
 
     params = nchw_layout(params)
@@ -93,6 +94,13 @@ def onnx_session(params, threads=None, spin=True):
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
+    return model
+
+
+def onnx_session(params, threads=None, spin=True):
+    import onnxruntime
+
+    model = onnx_model(params)
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
@@ -101,6 +109,28 @@ def onnx_session(params, threads=None, spin=True):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return lambda views: session.run(["probabilities"], {"views": views})[0]
+
+
+def openvino_model(params, batch, precision="float32"):
+    """OpenVINO's CPU plugin on the same ONNX graph, reshaped to a static batch as its users do
+    for a fixed batch size. `precision`: "float32", or "default" (its own choice: bfloat16 on
+    CPUs with AMX or AVX512-BF16, float32 elsewhere)."""
+    import tempfile
+
+    import openvino
+
+    core = openvino.Core()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "alexnet.onnx"
+        path.write_bytes(onnx_model(params).SerializeToString())
+        model = core.read_model(str(path))
+        model.reshape([batch, 227, 227, 3])
+        config = {"INFERENCE_PRECISION_HINT": "f32"} if precision == "float32" else {}
+        compiled = core.compile_model(model, "CPU", config)
+    request = compiled.create_infer_request()
+    print(f"openvino {openvino.__version__}: inference precision "
+          f"{compiled.get_property('INFERENCE_PRECISION_HINT')}", file=sys.stderr)
+    return lambda views: request.infer([views])[0].copy()
 
 
 # --- PyTorch -------------------------------------------------------------------------------
@@ -201,7 +231,12 @@ def random_views(batch, seed=0):
 
 def command_infer(args):
     params = load_params(args.weights)
-    run = onnx_session(params, args.threads, not args.no_spin) if args.runtime == "onnx" else torch_infer(params)
+    if args.runtime == "onnx":
+        run = onnx_session(params, args.threads, not args.no_spin)
+    elif args.runtime == "openvino":
+        run = openvino_model(params, args.batch, args.precision)
+    else:
+        run = torch_infer(params)
     views = random_views(args.batch)
     return {"img_per_s": images_per_second(lambda: run(views), args.batch, args.seconds)}
 
@@ -214,8 +249,12 @@ def command_train(args):
 
 
 def command_check(args):
-    run = (onnx_session if args.runtime == "onnx" else torch_infer)(load_params(args.weights))
-    np.save(args.output, run(np.load(args.views)))
+    params, views = load_params(args.weights), np.load(args.views)
+    if args.runtime == "openvino":
+        run = openvino_model(params, len(views), args.precision)
+    else:
+        run = (onnx_session if args.runtime == "onnx" else torch_infer)(params)
+    np.save(args.output, run(views))
     return {"written": str(args.output)}
 
 
@@ -245,7 +284,7 @@ def main():
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("infer", "train", "check", "classify"):
         command = sub.add_parser(name)
-        command.add_argument("--runtime", choices=["onnx", "torch"], default="onnx")
+        command.add_argument("--runtime", choices=["onnx", "torch", "openvino"], default="onnx")
         command.add_argument("--weights", type=Path, required=True)
         command.add_argument("--batch", type=int, default=64)
         command.add_argument("--seconds", type=float, default=10)
@@ -255,6 +294,9 @@ def main():
         if name == "train":
             command.add_argument("--layers", choices=["all", "fc8"], default="all")
             command.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
+        if name in ("infer", "check"):
+            command.add_argument("--precision", choices=["float32", "default"], default="float32",
+                                 help="OpenVINO's inference precision: float32, or its default for this CPU.")
         if name == "check":
             command.add_argument("--views", type=Path, required=True)
             command.add_argument("--output", type=Path, required=True)

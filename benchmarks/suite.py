@@ -29,7 +29,8 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from fixtures import photo_paths, random_params  # noqa: E402
 from py2pickle import write_python2_npy  # noqa: E402
 
-PEERS = ["torch==2.13.0", "onnxruntime==1.31.1", "onnx==1.23.2", "numpy", "opencv-python-headless==5.0.0.93"]
+PEERS = ["torch==2.13.0", "onnxruntime==1.31.1", "onnx==1.23.2", "openvino==2026.4.1", "numpy",
+         "opencv-python-headless==5.0.0.93"]
 PEERS_VENV = HERE / ".peers"
 ALEXFT = shutil.which("alexft", path=str(Path(sys.executable).parent)) or "alexft"
 ALEXFT_CASES = HERE / "alexft_cases.py"
@@ -84,10 +85,11 @@ def run_json(command, env=None):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def wall_and_peak(command):
-    """(seconds, peak resident MiB) of a command run as a child process."""
+def wall_and_peak(command, env=None):
+    """(seconds, peak resident MiB) of a command run as a child process; `env`: variables added."""
     start = time.perf_counter()
-    process = subprocess.Popen(list(map(str, command)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(list(map(str, command)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env={**os.environ, **(env or {})})
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - start
     process.returncode = os.waitstatus_to_exitcode(status)
@@ -176,7 +178,7 @@ class Suite:
         np.save(views, np.random.default_rng(5).standard_normal((4, 227, 227, 3), dtype=np.float32) * 50)
         self.alexft("check", "--views", views, "--output", self.scratch / "alexft.npy")
         reference = np.load(self.scratch / "alexft.npy")
-        for runtime in ("onnx", "torch"):
+        for runtime in ("onnx", "openvino", "torch"):
             self.peers("check", "--runtime", runtime, "--views", views, "--output", self.scratch / f"{runtime}.npy")
             difference = float(np.abs(np.load(self.scratch / f"{runtime}.npy") - reference).max())
             print(f"same network check: max |p(alexft) - p({runtime})| = {difference:.2e}", flush=True)
@@ -199,6 +201,28 @@ class Suite:
             lambda: self.peers("infer", "--runtime", "torch", "--batch", 64, "--seconds", str(self.seconds))["img_per_s"],
         )
         self.record("   (context) inference, batch 64", ours, theirs, "PyTorch (channels-last)", 0.0)
+
+    def openvino(self):
+        """Against OpenVINO (issue #26): float32 to float32, and its default precision (bfloat16 on
+        CPUs with AMX or AVX512-BF16, float32 elsewhere) as context."""
+        seconds = str(self.seconds)
+        # OpenVINO's default is bfloat16 where the CPU has it: there alexft's bfloat16 is its match
+        # (target 1.0x at both batches), elsewhere its default is float32 and the row is context.
+        ours_default = "bfloat16" if self.cpu_has_bfloat16 else "float32"
+        for batch, target in ((1, 1.0), (64, 1.3)):
+            for ours_precision, theirs_precision, prefix, row_target in (
+                ("float32", "float32", "1b. ", target),
+                (ours_default, "default", "1c. " if self.cpu_has_bfloat16 else "   (context) ",
+                 1.0 if self.cpu_has_bfloat16 else 0.0),
+            ):
+                ours, theirs = self.alternate(
+                    lambda: self.alexft("infer", "--batch", batch, "--seconds", seconds, "--fused-lrn",
+                                        "--precision", ours_precision)["img_per_s"],
+                    lambda: self.peers("infer", "--runtime", "openvino", "--precision", theirs_precision, "--batch", batch,
+                                       "--seconds", seconds)["img_per_s"],
+                )
+                self.record(f"{prefix}inference {ours_precision}, batch {batch}", ours, theirs,
+                            f"OpenVINO {theirs_precision}", row_target)
 
     def classify_pipeline(self):
         def marginal(command):
@@ -239,23 +263,35 @@ class Suite:
 
     def cold_start(self):
         one = next(self.images_1000.iterdir())
-        starts, peaks, imports = [], [], []
+        cache = {"ALEXFT_CACHE": str(self.scratch / "cache")}
+        files = {"npz": self.weights, "pickled npy": self.legacy}
+        # The first short call answers on TensorFlow, then builds the LiteRT copy: once per file.
+        first = {name: wall_and_peak([ALEXFT, "classify", "--weights", path, one], cache)[0] for name, path in files.items()}
+        tensorflow, peaks, imports, litert = [], [], [], {name: [] for name in files}
         for _ in range(self.rounds):
-            seconds, peak = wall_and_peak([ALEXFT, "classify", "--weights", self.weights, one])
-            starts.append(seconds)
+            seconds, peak = wall_and_peak([ALEXFT, "classify", "--runtime", "tensorflow", "--weights", self.weights, one], cache)
+            tensorflow.append(seconds)
             peaks.append(peak)
             imports.append(wall_and_peak([sys.executable, "-c", "import tensorflow"])[0])
-        extra = [s - i for s, i in zip(starts, imports)]
-        self.results.append({"case": "5. cold start: classify one.jpg - import tensorflow", "alexft": round(statistics.median(extra), 2),
-                             "unit": "s", "target": "<= 1.0 s", "met": statistics.median(extra) <= 1.0,
-                             "classify_s": starts, "import_tensorflow_s": imports})
-        print(f"{'5. cold start, extra over import tensorflow':<44} {statistics.median(extra):.2f} s "
-              f"(classify {statistics.median(starts):.2f} s, import {statistics.median(imports):.2f} s)  target <= 1.0 s  "
-              f"{'met' if statistics.median(extra) <= 1.0 else 'MISSED'}", flush=True)
+            for name, path in files.items():
+                litert[name].append(wall_and_peak([ALEXFT, "classify", "--weights", path, one], cache))
+        extra = statistics.median([s - i for s, i in zip(tensorflow, imports)])
+        self.results.append({"case": "5. cold start on TensorFlow: classify one.jpg - import tensorflow", "alexft": round(extra, 2),
+                             "unit": "s", "target": "<= 1.0 s", "met": extra <= 1.0,
+                             "classify_s": tensorflow, "import_tensorflow_s": imports})
+        print(f"{'5. cold start on TF, extra over import':<44} {extra:.2f} s (classify {statistics.median(tensorflow):.2f} s, "
+              f"import {statistics.median(imports):.2f} s)  target <= 1.0 s  {'met' if extra <= 1.0 else 'MISSED'}", flush=True)
         peak = statistics.median(peaks)
-        self.results.append({"case": "5. cold start peak memory", "alexft": round(peak), "unit": "MiB", "target": "<= 1229 MiB",
+        self.results.append({"case": "5. cold start on TF, peak memory", "alexft": round(peak), "unit": "MiB", "target": "<= 1229 MiB",
                              "met": peak <= 1229})
-        print(f"{'5. cold start peak memory':<44} {peak:.0f} MiB  target <= 1229 MiB  {'met' if peak <= 1229 else 'MISSED'}", flush=True)
+        print(f"{'5. cold start on TF, peak memory':<44} {peak:.0f} MiB  target <= 1229 MiB  {'met' if peak <= 1229 else 'MISSED'}", flush=True)
+        for name, runs in litert.items():
+            wall, peak = statistics.median(run[0] for run in runs), statistics.median(run[1] for run in runs)
+            self.results.append({"case": f"5. cold start, classify one.jpg (default: LiteRT copy), {name}", "alexft": round(wall, 2),
+                                 "unit": "s", "target": "<= 2.0 s", "met": wall <= 2.0, "peak_mib": round(peak),
+                                 "first_call_with_build_s": round(first[name], 1), "import_tensorflow_s": imports})
+            print(f"{'5. cold start (LiteRT), ' + name:<44} {wall:.2f} s, peak {peak:.0f} MiB (first call, with the one-off "
+                  f"build: {first[name]:.1f} s)  target <= 2.0 s  {'met' if wall <= 2.0 else 'MISSED'}", flush=True)
 
     def weights_load(self):
         subprocess.run([sys.executable, HERE / "weights_load.py", "--repeats", "5", "--json", self.scratch / "load.json"],
@@ -268,7 +304,7 @@ class Suite:
               f"{'met' if npz['speedup_vs_pickled_npy'] >= 4 else 'MISSED'}", flush=True)
 
 
-CASES = ("check_peers_agree", "inference", "classify_pipeline", "training", "ten_crop", "cold_start", "weights_load")
+CASES = ("check_peers_agree", "inference", "openvino", "classify_pipeline", "training", "ten_crop", "cold_start", "weights_load")
 
 
 def main():
