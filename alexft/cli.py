@@ -178,8 +178,7 @@ def classify(ctx, inputs, weights, top, ten_crop, batch_size, as_json, runtime, 
     weights = resolve_weights(weights, progress=progress)  # before TensorFlow: a missing file is said at once
     preprocessing = _preprocessing(mean_file, resize)
     on_litert = fast_start.suits(runtime, len(paths) * (10 if ten_crop else 1))
-    # auto builds the LiteRT copy after the results, so a first call answers as soon as before.
-    predictor = on_litert and fast_start.load_litert_predictor(weights, preprocessing, build=runtime == "litert")
+    predictor = on_litert and _litert_predictor(weights, preprocessing, runtime)
     if not predictor:
         predictor = _tensorflow_predictor(weights, progress, preprocessing, precision)
     failures = 0
@@ -194,6 +193,20 @@ def classify(ctx, inputs, weights, top, ten_crop, batch_size, as_json, runtime, 
         _build_litert_copy(weights)
     if failures:
         ctx.exit(1)
+
+
+def _litert_predictor(weights, preprocessing, runtime):
+    """The LiteRT predictor, or None for TensorFlow. `auto` builds a missing copy after the
+    results, so a first call answers as soon as before, and replaces a copy LiteRT refuses."""
+    from alexft import fast_start
+
+    try:
+        return fast_start.load_litert_predictor(weights, preprocessing, build=runtime == "litert")
+    except fast_start.FastStartError as error:
+        if runtime == "litert":
+            raise
+        click.echo(f"alexft: warning: {error}; answering on TensorFlow, then building it again", err=True)
+        return None
 
 
 def _tensorflow_predictor(weights, progress, preprocessing, precision="float32"):

@@ -124,7 +124,7 @@ class LitePredictor:
             interpreter = Interpreter(model_path=str(model_path), num_threads=threads or _usable_cores())
             self._run = interpreter.get_signature_runner()
         except (ValueError, RuntimeError) as error:
-            raise FastStartError(f"{model_path}: LiteRT cannot load it ({error}); delete it to rebuild") from None
+            raise FastStartError(f"{model_path}: LiteRT cannot load it ({error})") from None
         self._started = False
 
     def probabilities(self, views, fused_lrn=False):

@@ -126,3 +126,25 @@ def test_two_first_calls_do_not_delete_each_others_half_written_copy(tmp_path):
         path.write_bytes(b"half")
     assert remove_stale_temporaries(tmp_path, shared=True) == [dead.name]
     assert live.exists() and not dead.exists()
+
+
+def test_a_copy_litert_refuses_is_answered_on_tensorflow_then_rebuilt(canonical_weights_file, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from alexft.cli import main
+
+    model, record = fast_start.copy_paths(canonical_weights_file)
+    model.parent.mkdir(parents=True)
+    model.write_bytes(os.urandom(4096))  # the right size on record, but not a TF Lite file
+    record.write_text(json.dumps({"source": fast_start._identity(canonical_weights_file), "model_size": 4096,
+                                  "class_names": ["x"] * 1000}))
+    with pytest.raises(fast_start.FastStartError, match="LiteRT cannot load it"):
+        fast_start.load_litert_predictor(canonical_weights_file, build=False)
+    builds = []
+    monkeypatch.setattr(fast_start, "build_copy", builds.append)
+    result = CliRunner().invoke(main, ["classify", "--runtime", "auto", "--weights", str(canonical_weights_file),
+                                       str(PHOTOS[0])])
+    assert result.exit_code == 0, result.output
+    assert "LiteRT cannot load it" in result.stderr and "answering on TensorFlow" in result.stderr
+    assert result.stdout.startswith(str(PHOTOS[0])) and len(result.stdout.splitlines()) == 6
+    assert builds == [canonical_weights_file]
