@@ -85,17 +85,29 @@ def run_json(command, env=None):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+# A child's peak resident memory (ru_maxrss) includes the memory of the process it was forked
+# from, up to its exec: measured directly from this (large) process, every child would report
+# at least this process's size (the cold start's "1020 MiB" was the suite's own). So each
+# command starts from a small Python launcher that forks it, times it and reads its rusage.
+LAUNCHER = """
+import json, os, sys, time
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(json.dumps([time.perf_counter() - start, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)]), file=sys.stderr)
+"""
+
+
 def wall_and_peak(command, env=None):
     """(seconds, peak resident MiB) of a command run as a child process; `env`: variables added."""
-    start = time.perf_counter()
-    process = subprocess.Popen(list(map(str, command)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               env={**os.environ, **(env or {})})
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode not in (0,):
-        raise RuntimeError(f"{' '.join(map(str, command))} exited with {process.returncode}: {process.stderr.read()[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024
+    process = subprocess.run([sys.executable, "-c", LAUNCHER, *map(str, command)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    seconds, peak, status = json.loads(process.stderr.strip().splitlines()[-1])
+    if status != 0:
+        raise RuntimeError(f"{' '.join(map(str, command))} exited with {status}: {process.stderr[-2000:]}")
+    return seconds, peak
 
 
 def cpu_ticks():
