@@ -148,3 +148,11 @@ def test_a_copy_litert_refuses_is_answered_on_tensorflow_then_rebuilt(canonical_
     assert "LiteRT cannot load it" in result.stderr and "answering on TensorFlow" in result.stderr
     assert result.stdout.startswith(str(PHOTOS[0])) and len(result.stdout.splitlines()) == 6
     assert builds == [canonical_weights_file]
+
+
+def test_a_cache_that_cannot_be_written_is_said_before_the_conversion(canonical_weights_file, tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("ALEXFT_CACHE", str(tmp_path / "file" / "cache"))
+    monkeypatch.setattr("alexft.export.tflite_flatbuffer", lambda *args: pytest.fail("converted for nothing"))
+    with pytest.raises(fast_start.FastStartError, match="cannot be written"):
+        fast_start.build_copy(canonical_weights_file)
