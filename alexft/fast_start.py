@@ -29,10 +29,10 @@ from .weights.sources import cache_dir
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("auto", "tensorflow", "litert")
 # `auto` takes LiteRT up to this many views (images, or 10 per image with --ten-crop). LiteRT
 # costs more per view than TensorFlow's batched path but saves its start-up: on a 2-core
-# AVX2 EPYC the two break even near 230 views (docs/benchmarks.md); this leaves a margin
+# AVX2 EPYC (measured by hand, under load: LiteRT about 22 img/s at batch 32, TensorFlow
+# about 65 after 7 s of start-up) the two break even near 230 views; this leaves a margin
 # for machines where TensorFlow's batches are faster still.
 MAX_VIEWS = 128
 # Raised whenever the copy's graph changes, so older copies are rebuilt rather than used.
