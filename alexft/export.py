@@ -26,18 +26,13 @@ import keras
 import tensorflow as tf
 
 from . import weights as weights_io
-from .errors import AlexftError
+from .export_request import FORMATS, ExportError, ExportOptionsError, ExportRequest  # noqa: F401  (re-exported)
 from .model import build_alexnet
 from .predict import model_dtype
 from .preprocess import CROP, MEAN_BGR, RESIZE, TEN_CROP_OFFSETS
 from .quiet import stderr_held_back
 
-FORMATS = ("savedmodel", "tflite")
 _CENTRE = TEN_CROP_OFFSETS[4][0]
-
-
-class ExportError(AlexftError):
-    """The model cannot be exported as asked."""
 
 
 def decode_and_preprocess(data):
@@ -95,15 +90,7 @@ def export(weights_path, output, file_format="savedmodel", top_k=5, force=False,
     SavedModel's weights in bfloat16 (TF Lite has no bfloat16 kernels: --quantize). Written under a temporary name and
     renamed when complete; an existing `output` is replaced only with `force`. Returns the output path.
     """
-    if file_format not in FORMATS:
-        raise ExportError(f"unknown export format {file_format!r}; choose one of {', '.join(FORMATS)}")
-    if quantization is not None and file_format != "tflite":
-        raise ExportError("quantization applies to the TF Lite format only")
-    if precision != "float32" and file_format == "tflite":
-        raise ExportError("TF Lite has no bfloat16 kernels: export float32, or --quantize float16 or int8")
-    output = Path(output)
-    if output.exists() and not force:
-        raise ExportError(f"{output}: already exists; pass --force to replace it")
+    output = ExportRequest(Path(output), file_format, top_k, quantization, precision, force).check().output
     module = serving_module(weights_path, top_k=top_k, precision=precision)
     temporary = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     try:

@@ -36,7 +36,12 @@ class Quantization:
 
     @classmethod
     def from_options(cls, mode, calibration_folder=None):
-        """Checked before TensorFlow starts: int8 needs images, the others take none."""
+        """Checked before TensorFlow starts: int8 needs images, the others take none. No mode
+        (float32) gives None."""
+        if mode is None:
+            if calibration_folder is not None:
+                raise QuantizationError("calibration images are for int8 quantization only")
+            return None
         if mode not in MODES:
             raise QuantizationError(f"unknown quantization {mode!r}; choose one of {', '.join(MODES)}")
         if mode != "int8":

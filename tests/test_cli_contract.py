@@ -67,7 +67,7 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["finetune", str(small_digits_folder), "--lr", "fast", *weights], 2, "expected a positive number or 'auto'"),
         (["evaluate", *weights], 2, "give either DATA (class folders) or --list FILE"),
         (["export", "out", "--format", "onnx", *weights], 2, "'onnx' is not one of"),
-        (["export", "out", "--quantize", "int8", *weights], 2, "--quantize needs --format tflite"),
+        (["export", "out", "--quantize", "int8", *weights], 2, "quantization needs the TF Lite format (--format tflite)"),
         (["export", "out.tflite", "--format", "tflite", "--quantize", "int8", *weights], 2,
          "int8 quantization needs calibration images (--calibration DIR)"),
         (["export", "out.tflite", "--format", "tflite", "--quantize", "int8", "--calibration", str(tmp_path / "empty"),

@@ -1,0 +1,121 @@
+"""What every `alexft` command shares: the exit-code contract, clean failures, the image
+inputs and the options several commands take. Nothing here imports TensorFlow."""
+import functools
+import sys
+from pathlib import Path
+
+import click
+
+# The exit-code contract of every command (docs/commands.md): 0 all good; 1 some input could
+# not be used (named on stderr); 2 usage error (click's); 130/143 interrupted by Ctrl-C/SIGTERM.
+EXIT_INPUT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+def fail_cleanly(function):
+    """Turn an AlexftError (a user's mistake or a bad file) into a one-line message, no
+    traceback, exit 1; Ctrl-C into exit 130 (click would say "Aborted!" and exit 1). What was
+    already printed stays printed."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        from alexft.errors import AlexftError
+
+        try:
+            return function(*args, **kwargs)
+        except AlexftError as error:
+            raise click.ClickException(str(error)) from None
+        except KeyboardInterrupt:
+            sys.stdout.flush()
+            click.echo("alexft: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+
+    return wrapper
+
+
+class ImageInput(click.ParamType):
+    """An image file or folder that exists, `-` (one image on standard input) or an http(s) URL."""
+
+    name = "IMAGE"
+
+    def convert(self, value, param, ctx):
+        from alexft.image_sources import STDIN, image_source, is_url
+
+        if not isinstance(value, str) or value == STDIN or is_url(value):
+            return image_source(value) if isinstance(value, str) else value
+        if not Path(value).exists():
+            self.fail(f"{value}: no such file or folder", param, ctx)
+        return Path(value)
+
+
+def expand_inputs(inputs):
+    """Files, URLs and stdin as given; folders as their images, sorted. A folder without images
+    is a warning; no image at all, or `-` twice, a usage error (exit 2). No TensorFlow yet."""
+    from alexft.image_sources import StdinImage
+    from alexft.preprocess import images_below
+
+    found = []
+    for item in inputs:
+        if isinstance(item, Path) and item.is_dir():
+            images = images_below(item)
+            if not images:
+                click.echo(f"alexft: warning: {item}: no images in this folder", err=True)
+            found.extend(images)
+        else:
+            found.append(item)
+    if sum(isinstance(item, StdinImage) for item in found) > 1:
+        raise click.UsageError("'-' (standard input) can be given once")
+    if not found:
+        raise click.UsageError(f"no images found in {', '.join(map(str, inputs))}")
+    return found
+
+
+
+weights_option = click.option(
+    "--weights",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Weights file (.npz, .npy or .caffemodel). Default: $ALEXFT_WEIGHTS, weights/bvlc_alexnet.npy, the cache, else download.",
+)
+precision_option = click.option(
+    "--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
+    help="bfloat16: weights held and computed in bfloat16, for CPUs with AVX512_BF16 or AMX (and GPUs); faster there, "
+         "its distance from float32 is measured in docs/benchmarks.md. float32 is Caffe's arithmetic.")
+progress_option = click.option(
+    "--progress/--no-progress", default=None, help="Progress bar on stderr. Default: on a terminal."
+)
+def preprocessing_options(command):
+    """--mean and --resize: the choices Caffe's own tools differ on (preprocess.Preprocessing)."""
+    command = click.option(
+        "--resize", "resize", type=click.Choice(["uint8", "float"]), default="uint8", show_default=True,
+        help="uint8: resize 8-bit pixels, as Caffe's convert_imageset built the databases the zoo's accuracy was "
+             "measured on; float: resize in floating point, as Caffe's classify.py does (under a grey level apart).")(command)
+    return click.option(
+        "--mean", "mean_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+        help="Caffe's mean image (imagenet_mean.binaryproto) to subtract, cropped with each view, as Caffe's "
+             "test protocol does. Default: its per-channel mean pixel.")(command)
+
+
+def preprocessing_from(mean_file, resize):
+    """The Preprocessing asked for; the mean file is read (and refused) before TensorFlow starts."""
+    from alexft.preprocess import Preprocessing
+
+    mean = None
+    if mean_file is not None:
+        from alexft.weights.caffe import read_mean_image
+
+        mean = read_mean_image(mean_file)
+    return Preprocessing(mean=mean, float_resize=resize == "float")
+
+
+def parse_shard(ctx, param, value):
+    if value is None:
+        return None
+    index, slash, count = value.partition("/")
+    if not (slash and index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+        raise click.BadParameter(f"{value!r}: expected I/N with 0 <= I < N, e.g. 0/4")
+    return int(index), int(count)
+
+
+shard_option = click.option(
+    "--shard", callback=parse_shard, metavar="I/N",
+    help="Only the I-th (0-based) of N contiguous, equal parts of the sorted inputs: N processes "
+         "cover them exactly once, and their outputs concatenated for I = 0..N-1 equal one run's.")

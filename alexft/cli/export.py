@@ -1,0 +1,50 @@
+"""`export`: a SavedModel or a TF Lite file for serving."""
+from pathlib import Path
+
+import click
+
+from alexft.quiet import import_tensorflow_quietly
+
+from .common import fail_cleanly, precision_option, weights_option
+
+
+@click.command()
+@click.argument("output", type=click.Path(path_type=Path))
+@weights_option
+@click.option("--format", "file_format", default="savedmodel", show_default=True, type=click.Choice(["savedmodel", "tflite"]),
+              help="savedmodel: a folder for TF Serving (takes image bytes, or preprocessed views); tflite: one file for phones.")
+@click.option("--top-k", "top", default=5, show_default=True, type=click.IntRange(min=1), help="Classes returned per image.")
+@click.option("--quantize", type=click.Choice(["float16", "int8"]),
+              help="TF Lite only. float16: weights in half precision (half the file); int8: weights and activations "
+                   "in 8 bits (a quarter), calibrated on --calibration images. Default: float32.")
+@click.option("--calibration", type=click.Path(path_type=Path, exists=True),
+              help="Images (a folder, searched recursively) like those the model will see, for --quantize int8; "
+                   "at most 200 are used, spread over the folder.")
+@precision_option
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@fail_cleanly
+def export(output, weights, file_format, top, quantize, calibration, precision, force):
+    """Export the model with its class labels for serving, to OUTPUT."""
+    from alexft.export_request import ExportOptionsError, ExportRequest
+    from alexft.quantize import Quantization, QuantizationError
+    from alexft.weights.sources import resolve_weights
+
+    try:  # the cheap checks first, then the calibration folder is listed
+        ExportRequest(output, file_format, top, quantize, precision, force).check()
+        quantization = Quantization.from_options(quantize, calibration)
+    except (ExportOptionsError, QuantizationError) as error:
+        raise click.UsageError(str(error)) from None
+    weights = resolve_weights(weights)  # before TensorFlow: a missing file is said at once
+    import_tensorflow_quietly()
+    from alexft.export import export as export_model, labels_path
+
+    path = export_model(weights, output, file_format=file_format, top_k=top, force=force, quantization=quantization,
+                        precision=precision)
+    extra = f" (labels in {labels_path(path)})" if file_format == "tflite" else ""
+    kind = ", ".join([file_format] + ([quantize] if quantize else []) + ([precision] if precision != "float32" else []))
+    click.echo(f"{path}: {kind}, {_size(path)}{extra}")
+
+
+def _size(path):
+    total = path.stat().st_size if path.is_file() else sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
+    return f"{total / 2**20:.0f} MB"

@@ -1,0 +1,220 @@
+"""`classify`, `evaluate` and `features`: images through the network."""
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from alexft.quiet import import_tensorflow_quietly
+
+from .common import (EXIT_INPUT_FAILED, ImageInput, expand_inputs, fail_cleanly, precision_option,
+                     preprocessing_from, preprocessing_options, progress_option, shard_option, weights_option)
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True, type=ImageInput())
+@weights_option
+@click.option("--top-k", "top", default=5, show_default=True, type=click.IntRange(min=1), help="Classes shown per image.")
+@click.option("--ten-crop", is_flag=True, help="Average Caffe's ten crops instead of the centre crop.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images per batch.")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines on stdout, one object per image.")
+@click.option(
+    "--runtime", type=click.Choice(["auto", "tensorflow", "litert"]), default="auto", show_default=True,
+    envvar="ALEXFT_RUNTIME", show_envvar=True,
+    help="auto: up to 128 views (images, or ten each with --ten-crop) on LiteRT, which starts in a fraction of "
+         "a second, from a copy of the weights built once in the cache; longer runs on TensorFlow.")
+@shard_option
+@preprocessing_options
+@precision_option
+@progress_option
+@click.pass_context
+@fail_cleanly
+def classify(ctx, inputs, weights, top, ten_crop, batch_size, as_json, runtime, shard, mean_file, resize, precision,
+             progress):
+    """Print the top classes of images: files, folders (searched recursively), http(s) URLs,
+    or - for one image on standard input.
+
+    Exit status 1 if any input could not be used; all others are still classified.
+    """
+    from alexft import fast_start
+    from alexft.pipeline import shard as shard_of
+    from alexft.predict import classify as classify_images
+    from alexft.weights.sources import resolve_weights
+
+    if precision != "float32":
+        if runtime == "litert":
+            raise click.UsageError("--runtime litert computes in float32; --precision bfloat16 runs on TensorFlow")
+        runtime = "tensorflow"
+    paths = expand_inputs(inputs)
+    if shard:
+        paths = shard_of(paths, *shard)
+        if not paths:
+            return  # more shards than images: this one has nothing to do
+    weights = resolve_weights(weights, progress=progress)  # before TensorFlow: a missing file is said at once
+    preprocessing = preprocessing_from(mean_file, resize)
+    on_litert = fast_start.suits(runtime, len(paths) * (10 if ten_crop else 1))
+    predictor = on_litert and _litert_predictor(weights, preprocessing, runtime)
+    if not predictor:
+        predictor = _tensorflow_predictor(weights, progress, preprocessing, precision)
+    failures = 0
+    for result in classify_images(predictor, paths, top=top, ten_crop=ten_crop, batch_size=batch_size, progress=progress):
+        failures += "error" in result
+        _print_result(result, as_json)
+    sys.stdout.flush()
+    if failures:
+        click.echo(f"alexft: {failures} of {len(paths)} inputs could not be classified", err=True)
+    if on_litert and not isinstance(predictor, fast_start.LitePredictor):
+        del predictor  # the build loads a second network
+        _build_litert_copy(weights)
+    if failures:
+        ctx.exit(1)
+
+
+def _litert_predictor(weights, preprocessing, runtime):
+    """The LiteRT predictor, or None for TensorFlow. `auto` builds a missing copy after the
+    results, so a first call answers as soon as before, and replaces a copy LiteRT refuses."""
+    from alexft import fast_start
+
+    try:
+        return fast_start.load_litert_predictor(weights, preprocessing, build=runtime == "litert")
+    except fast_start.FastStartError as error:
+        if runtime == "litert":
+            raise
+        click.echo(f"alexft: warning: {error}; answering on TensorFlow, then building it again", err=True)
+        return None
+
+
+def _tensorflow_predictor(weights, progress, preprocessing, precision="float32"):
+    import_tensorflow_quietly()
+    from alexft.predict import load_predictor
+
+    return load_predictor(weights, progress=progress, preprocessing=preprocessing, precision=precision)
+
+
+def _build_litert_copy(weights):
+    """The one-off build `--runtime auto` does after its results; a failure only costs the fast start."""
+    from alexft import fast_start
+    from alexft.errors import AlexftError
+
+    try:
+        fast_start.build_copy(weights)
+    except AlexftError as error:
+        click.echo(f"alexft: warning: no LiteRT copy was built, short calls stay on TensorFlow: {error}", err=True)
+
+
+def _print_result(result, as_json):
+    if as_json:
+        click.echo(json.dumps(result, ensure_ascii=False))
+    elif "error" in result:
+        click.echo(f"error: {result['error']}", err=True)
+    else:
+        click.echo(result["path"])
+        for prediction in result["predictions"]:
+            click.echo(f"  {prediction['probability']:7.2%}  {prediction['label']}")
+
+
+@click.command()
+@click.argument("data", required=False, type=click.Path(path_type=Path, exists=True, file_okay=False))
+@weights_option
+@click.option("--list", "list_file", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="Caffe list file: 'relative/path label_index' per line (ILSVRC val.txt).")
+@click.option("--root", type=click.Path(path_type=Path, exists=True, file_okay=False), help="Folder the --list paths are relative to.")
+@click.option("--ten-crop", is_flag=True, help="Also report Caffe's 10-crop protocol (the centre crop is one of the ten).")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images per batch.")
+@click.option("--report", type=click.Path(path_type=Path, file_okay=False), help="Write metrics, per-class table, confusion matrix, misclassified images here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
+@preprocessing_options
+@precision_option
+@progress_option
+@click.pass_context
+@fail_cleanly
+def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, as_json, mean_file, resize, precision,
+             progress):
+    """Measure a model on DATA/<class>/<images> (folders matched to class names) or a --list file."""
+    if (data is None) == (list_file is None):
+        raise click.UsageError("give either DATA (class folders) or --list FILE")
+    from alexft.weights.sources import resolve_weights
+
+    weights = resolve_weights(weights, progress=progress)
+    preprocessing = preprocessing_from(mean_file, resize)
+    from alexft.evaluation import evaluate as run_evaluate, labelled_folder, labelled_list
+
+    predictor = _tensorflow_predictor(weights, progress, preprocessing, precision)
+    if list_file is not None:
+        files = labelled_list(list_file, root or list_file.parent, len(predictor.class_names))
+    else:
+        files = labelled_folder(data, predictor.class_names)
+    summary = run_evaluate(predictor, files, ten_crop=ten_crop, batch_size=batch_size, progress=progress, report=report)
+    if as_json:
+        click.echo(json.dumps(summary, ensure_ascii=False))
+    else:
+        click.echo(_describe_evaluation(summary))
+    for message in summary["skipped_files"].values():
+        click.echo(f"error: {message}", err=True)
+    if summary["skipped"]:
+        click.echo(f"alexft: {summary['skipped']} of {summary['images'] + summary['skipped']} images could not be used",
+                   err=True)
+        ctx.exit(EXIT_INPUT_FAILED)
+
+
+def _describe_evaluation(summary):
+    lines = [f"images: {summary['images']} used, {summary['skipped']} skipped", "",
+             f"{'protocol':10s} {'top-1':>7s} {'top-5':>7s} {'class-mean':>10s} {'log loss':>9s}"]
+    for protocol in ("centre", "ten_crop"):
+        if protocol in summary:
+            m = summary[protocol]
+            top5 = f"{m['top5']:7.2%}" if m["top5"] is not None else f"{'-':>7s}"
+            lines.append(f"{protocol:10s} {m['top1']:7.2%} {top5} {m['mean_class_accuracy']:10.2%} {m['log_loss']:9.4f}")
+    protocol = "ten_crop" if "ten_crop" in summary else "centre"
+    confused = summary[protocol]["most_confused"][:5]
+    if confused:
+        lines += ["", f"most confused, {protocol} (true -> predicted):"]
+        lines += [f"  {pair['count']:5d}  {pair['true']} -> {pair['predicted']}" for pair in confused]
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True))
+@weights_option
+@click.option("--layer", default="fc7", show_default=True,
+              type=click.Choice(["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8"]),
+              help="The layer whose activations are written (after its ReLU; fc8: the logits).")
+@click.option("--ten-crop", is_flag=True, help="Average the activations of Caffe's ten crops.")
+@click.option("--output", required=True, type=click.Path(path_type=Path, dir_okay=False), help="The .npz to write.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images per batch.")
+@shard_option
+@preprocessing_options
+@precision_option
+@progress_option
+@click.pass_context
+@fail_cleanly
+def features(ctx, inputs, weights, layer, ten_crop, output, batch_size, shard, mean_file, resize, precision, progress):
+    """Write a layer's activations for images (files or folders) to an .npz.
+
+    One folder laid out as <class>/<images> also stores each image's label and the class names.
+    Exit status 1 if any input could not be used; the others are still written.
+    """
+    from alexft.data import images_with_labels
+    from alexft.pipeline import shard as shard_of
+    from alexft.weights.sources import resolve_weights
+
+    paths, labels, class_names = images_with_labels(inputs)
+    if labels is None:
+        paths = expand_inputs(inputs)  # the same as find_images, and says which folders were empty
+    weights = resolve_weights(weights, progress=progress)
+    preprocessing = preprocessing_from(mean_file, resize)
+    predictor = _tensorflow_predictor(weights, progress, preprocessing, precision)
+    from alexft.features import extract_features
+
+    if shard:  # labels and class names come from the whole listing, so every shard agrees on them
+        chosen = shard_of(range(len(paths)), *shard)
+        paths = [paths[index] for index in chosen]
+        labels = labels[chosen] if labels is not None else None
+    written, skipped = extract_features(predictor.model, paths, layer, output, ten_crop=ten_crop, labels=labels,
+                                        class_names=class_names, batch_size=batch_size, progress=progress,
+                                        preprocessing=preprocessing)
+    for message in skipped.values():
+        click.echo(f"error: {message}", err=True)
+    click.echo(f"{output}: {layer} features of {written} images" + (f" ({len(skipped)} skipped)" if skipped else ""))
+    if skipped:
+        click.echo(f"alexft: {len(skipped)} of {len(paths)} inputs could not be used", err=True)
+        ctx.exit(EXIT_INPUT_FAILED)

@@ -1,0 +1,133 @@
+"""`finetune`: train AlexNet's layers on a folder of class folders."""
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from alexft.quiet import import_tensorflow_quietly
+
+from .common import fail_cleanly, progress_option, weights_option
+
+
+def _layer_list(ctx, param, value):
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    return "all" if names == ["all"] else names
+
+
+class _OptionValue(click.ParamType):
+    """A value TrainOptions parses (a number or "auto"); its OptionsError becomes click's usage error."""
+
+    def __init__(self, name, parser_name):
+        self.name, self.parser_name = name, parser_name
+
+    def convert(self, value, param, ctx):
+        from alexft import train_options
+
+        try:
+            return getattr(train_options, self.parser_name)(value)
+        except train_options.OptionsError as error:
+            self.fail(str(error), param, ctx)
+
+
+@click.command()
+@click.argument("data_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@weights_option
+@click.option("--skip", default="fc8", show_default=True, callback=_layer_list,
+              help="Layers not loaded from the weights (fresh init), comma-separated: conv1-conv5, fc6-fc8.")
+@click.option("--train", "train_layers", default=None, callback=_layer_list,
+              help="Layers that learn, comma-separated (conv1-conv5, fc6-fc8), or 'all'. Default: the skipped ones.")
+@click.option("--epochs", default="auto", show_default=True, type=_OptionValue("N|auto", "parse_epochs"), metavar="N|auto",
+              help="Passes over the training images, or 'auto': 10 on images; on the feature cache, enough for "
+                   "1000 steps (10-200 epochs). With --resume: may grow.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Images per training step.")
+@click.option("--lr", default="auto", show_default=True, type=_OptionValue("RATE|auto", "parse_rate"), metavar="RATE|auto",
+              help="Base learning rate, or 'auto': measured by a range test on the training data before the first "
+                   "epoch (lr_find.png). Fresh layers learn 10x faster and biases 2x; the rate drops to a tenth for "
+                   "the last third of the epochs. With --resume: a new rate from now on.")
+@click.option("--val-dir", type=click.Path(path_type=Path, exists=True, file_okay=False), help="Validation class folders (default: DATA_DIR/val if present).")
+@click.option("--val-split", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="Fraction held out per class when there is no validation folder.")
+@click.option("--ten-crop", is_flag=True, help="Validate on the average of Caffe's ten crops (default: centre crop).")
+@click.option("--output", type=click.Path(path_type=Path, file_okay=False), help="Run folder. Default: runs/<timestamp>.")
+@click.option("--resume", is_flag=True, help="Continue the run in --output from its last checkpoint.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds the split, the data order, the crops and dropout.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, gpu or gpu:N.")
+@click.option("--strategy", default="auto", show_default=True, type=click.Choice(["auto", "one", "mirrored", "multiworker"]), help="multiworker: across machines, configured by TF_CONFIG (docs/cluster.md).")
+@click.option("--heartbeat-timeout", type=click.FloatRange(min=1), metavar="SECONDS",
+              help="multiworker: silence after which a worker counts as lost; the same on every worker. "
+                   "Default: $ALEXFT_HEARTBEAT_TIMEOUT, else 120.")
+@click.option("--mixed-precision/--no-mixed-precision", default=None, help="16-bit compute: float16 on GPUs, bfloat16 on CPUs that have it (avx512_bf16, amx_bf16). Default: on for GPUs, off for CPUs.")
+@click.option("--cache/--no-cache", default=True, show_default=True, help="Train the top layers on cached features of the frozen part.")
+@click.option("--dropout", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Dropout rate of fc6 and fc7 while training.")
+@click.option("--max-broken", default=0.1, show_default=True, type=click.FloatRange(0, 1), help="Stop when more than this fraction of images is broken.")
+@click.option("--max-recoveries", default=3, show_default=True, type=click.IntRange(min=0),
+              help="Times a diverging epoch is restarted from the last good state at a tenth of the rate before the run stops.")
+@click.option("--keep-last", is_flag=True, help="Also keep the last epoch's trained layers (last_layers.npz).")
+@click.option("--keep-checkpoint", is_flag=True, help="Keep checkpoint.npz after the run finishes (to --resume with more --epochs).")
+@click.option("--json", "as_json", is_flag=True, help="Print the final metrics as one JSON object.")
+@progress_option
+@fail_cleanly
+def finetune(data_dir, weights, train_layers, output, resume, as_json, progress, **values):
+    """Fine-tune AlexNet on DATA_DIR/<class>/<images> (or DATA_DIR/train + DATA_DIR/val).
+
+    Writes model.npz (the best epoch, from epoch 1 on), history.csv, curves.png, lr_find.png,
+    config.json, classes.json and TensorBoard logs into the run folder; checkpoint.npz while
+    it runs. Exit status 130/143 when stopped by Ctrl-C/SIGTERM (model.npz and the checkpoint stay).
+    """
+    from alexft.train_options import TrainOptions
+
+    values["ten_crop_val"] = values.pop("ten_crop")
+    values["val_dir"] = values["val_dir"] and str(values["val_dir"])
+    options = TrainOptions(train=train_layers, **values)
+    dataset, weights = _check_before_training(data_dir, options, weights, output, resume, progress)
+    # Said before TensorFlow's seconds of start-up, so a log shows at once what the run found.
+    click.echo(f"alexft: {data_dir}: {len(dataset.class_names):,} classes, {len(dataset.train):,} training and "
+               f"{len(dataset.val):,} validation images; weights {weights}", err=True)
+    import_tensorflow_quietly()
+    from alexft.train import TrainingInterrupted, finetune as run_finetune
+    try:
+        summary = run_finetune(data_dir, options, weights=weights, output=output, resume=resume, progress=progress,
+                               dataset=dataset)
+    except TrainingInterrupted as interrupted:
+        click.echo(f"alexft: {interrupted}", err=True)
+        sys.exit(128 + interrupted.signal_number)
+    except KeyboardInterrupt:  # before the first epoch started: there is nothing to save yet
+        click.echo("alexft: interrupted before training started; nothing was saved", err=True)
+        sys.exit(130)
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        click.echo(_describe_summary(summary))
+
+
+def _check_before_training(data_dir, options, weights, output, resume, progress):
+    """What can be refused without TensorFlow is refused before its seconds of start-up: the
+    data's layout, a run folder already in use, missing weights. Returns (dataset, weights file)."""
+    from alexft.data import load_dataset
+    from alexft.run_folder import RunFolder
+    from alexft.weights.sources import resolve_weights
+
+    dataset = load_dataset(data_dir, val_dir=options.val_dir, val_split=options.val_split, seed=options.seed)
+    if output is not None and not resume and options.strategy != "multiworker":
+        RunFolder(output).refuse_existing()
+    return dataset, resolve_weights(weights, progress=progress)
+
+
+def _describe_summary(summary):
+    best = summary["best"]
+    lines = [f"run folder: {summary['run']}",
+             f"epochs: {summary['epochs']} (model.npz holds epoch {summary['best_epoch']})",
+             f"base learning rate: {summary['base_lr']:.3g}" + (" (chosen by the range test)" if summary["lr"] == "auto" else "")
+             + (f", after {summary['recoveries']} recoveries from divergence" if summary["recoveries"] else "")]
+    for name, metrics in (("best", best), ("last", summary)):
+        line = f"{name}: train loss {metrics['train_loss']:.4f}, accuracy {metrics['train_accuracy']:.3f}"
+        if metrics["val_accuracy"] is not None:
+            line += f"; val loss {metrics['val_loss']:.4f}, accuracy {metrics['val_accuracy']:.3f}"
+        lines.append(line)
+    lines.append(f"images: {summary['train_images']} training, {summary['val_images']} validation")
+    if summary["broken_files"]:
+        lines.append(f"broken files skipped: {summary['broken_files']} (listed in broken_files.json)")
+    return "\n".join(lines)

@@ -1,0 +1,90 @@
+"""`weights fetch`, `weights info` and `weights convert`."""
+import json
+from pathlib import Path
+
+import click
+
+from .common import fail_cleanly, progress_option
+
+
+@click.group("weights")
+def weights_group():
+    """Get, inspect and convert weights files."""
+
+
+@weights_group.command("fetch")
+@click.option("--url", help="Where to download from (URL#sha1=HEX or URL#sha256=HEX pins its hash). Default: "
+              "$ALEXFT_WEIGHTS_URL, else the BVLC model zoo's bvlc_alexnet.caffemodel (SHA-1 verified), then "
+              "the unverified bvlc_alexnet.npy.")
+@click.option("--sha256", help="Expected SHA-256 (hex). Default: the source's published hash, or "
+              "$ALEXFT_WEIGHTS_SHA256 for a single $ALEXFT_WEIGHTS_URL.")
+@click.option("--sha1", help="Expected SHA-1 (hex), as the Caffe model zoo publishes them.")
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="File to write. Default: the cache, under the URL's file name.")
+@click.option("--force", is_flag=True, help="Download again even if the file is already there.")
+@progress_option
+@fail_cleanly
+def weights_fetch(url, sha256, sha1, output, force, progress):
+    """Download a weights file: resumable, verified, renamed into place only when complete."""
+    from alexft.weights.sources import fetch_weights
+
+    path, downloaded = fetch_weights(url=url, sha256=sha256, sha1=sha1, output=output, force=force, progress=progress)
+    if not downloaded:
+        click.echo(f"alexft: {path} is already there and valid (--force downloads again)", err=True)
+    click.echo(str(path))
+
+
+@weights_group.command("info")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@click.pass_context
+@fail_cleanly
+def weights_info(ctx, file, as_json):
+    """Format, source, layers, shapes, parameter count, classes, hashes of a weights file.
+
+    Exit status 1 if the file cannot be used as AlexNet weights (the reason is shown).
+    """
+    from alexft.weights.sources import identify
+    from alexft.weights.tools import describe
+
+    facts = describe(file)
+    facts["source"] = identify(file)
+    click.echo(json.dumps(facts, ensure_ascii=False) if as_json else _describe_weights(facts))
+    if facts["problem"]:
+        ctx.exit(1)
+
+
+def _describe_weights(facts):
+    lines = [f"file: {facts['path']}", f"format: {facts['format_description']}",
+             f"size: {facts['bytes']:,} bytes", f"sha256: {facts['sha256']}", f"sha1: {facts['sha1']}",
+             f"source: {facts['source'] or 'unknown (not a published file, nor one alexft downloaded or converted here)'}"]
+    for layer in facts["layers"]:
+        kernel, bias = layer["weights"], layer["biases"]
+        lines.append(f"  {layer['name']:<6} weights {_shape(kernel):<18} {kernel['dtype']:<8} biases {_shape(bias):<8} {bias['dtype']}")
+    lines.append(f"parameters: {facts['parameters']:,}")
+    names = facts["class_names"]
+    stored = f" ({', '.join(map(repr, names[:5]))}{', ...' if len(names) > 5 else ''})" if names else " (no names stored)"
+    lines.append(f"classes: {facts['classes']}{stored}")
+    lines.append("layout: canonical bvlc_alexnet" if facts["canonical_layout"] else
+                 "layout: AlexNet with a different class count" if not facts["problem"] else f"problem: {facts['problem']}")
+    return "\n".join(lines)
+
+
+def _shape(array_facts):
+    return str(tuple(array_facts["shape"]))
+
+
+@weights_group.command("convert")
+@click.argument("source", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("destination", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--class-names", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="Text file, one class name per line, stored with the weights.")
+@click.option("--rename", "renames", multiple=True, metavar="NAME=LAYER",
+              help="A .caffemodel layer stored under another name, e.g. fc8_flickr=fc8 (repeatable). A single "
+                   "renamed layer is found without it.")
+@fail_cleanly
+def weights_convert(source, destination, class_names, renames):
+    """Convert SOURCE (.npy pickle, .npz or Caffe .caffemodel) to DESTINATION.npz (pickle-free, fast to load)."""
+    from alexft.weights.tools import convert, parse_renames, read_class_names
+
+    names = read_class_names(class_names) if class_names else None
+    weight_set = convert(source, destination, class_names=names, renames=parse_renames(renames))
+    click.echo(f"{destination}: {weight_set.num_classes} classes, from {source}")
