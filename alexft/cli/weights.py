@@ -47,7 +47,7 @@ def weights_info(ctx, file, as_json):
     from alexft.weights.tools import describe
 
     facts = describe(file)
-    facts["source"] = identify(file)
+    facts["source"] = identify(file, {"sha1": facts["sha1"], "sha256": facts["sha256"]})  # hashed once
     click.echo(json.dumps(facts, ensure_ascii=False) if as_json else _describe_weights(facts))
     if facts["problem"]:
         ctx.exit(1)

@@ -160,11 +160,17 @@ _LABELS = {"sha256": "SHA-256", "sha1": "SHA-1"}
 
 def file_digest(path, algorithm):
     """Hex digest of a file (`algorithm`: a hashlib name), read in chunks."""
-    digest = hashlib.new(algorithm)
+    return file_digests(path, (algorithm,))[algorithm]
+
+
+def file_digests(path, algorithms=("sha1", "sha256")):
+    """{algorithm: hex digest} of a file, all from one read (a weights file is 233 MB)."""
+    digests = {algorithm: hashlib.new(algorithm) for algorithm in algorithms}
     with open(path, "rb") as handle:
         while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+            for digest in digests.values():
+                digest.update(chunk)
+    return {algorithm: digest.hexdigest() for algorithm, digest in digests.items()}
 
 
 def file_sha256(path):

@@ -13,7 +13,6 @@ lookup finds first from then on. `known_files.json` in the cache remembers the h
 was downloaded and converted, so `alexft weights info` can say where a file came from.
 """
 import datetime
-import hashlib
 import json
 import logging
 import os
@@ -25,7 +24,7 @@ from typing import Optional
 from ..atomic import write_text
 from ..errors import AlexftError, WeightsError
 from . import formats as weights_io
-from .download import download_weights, file_sha256
+from .download import download_weights, file_digests, file_sha256
 from .tools import convert
 
 log = logging.getLogger("alexft")
@@ -201,10 +200,12 @@ def _converted_once(downloaded, source=None):
     return converted
 
 
-def identify(path):
+def identify(path, digests=None):
     """Where the file at `path` came from, by its hashes: a pinned source, a file this machine
-    downloaded or converted (known_files.json), or None."""
-    sha1, sha256 = _hashes(path)
+    downloaded or converted (known_files.json), or None. `digests`: its {"sha1", "sha256"}
+    when already computed (`file_digests`), so the file is not read again."""
+    digests = digests or file_digests(path)
+    sha1, sha256 = digests["sha1"], digests["sha256"]
     for source in SOURCES:
         if (source.sha1 and source.sha1 == sha1) or (source.sha256 and source.sha256 == sha256):
             return f"{source.about}: hash verified"
@@ -212,15 +213,6 @@ def identify(path):
     if known:
         return f"{known['what']}, {known['when']} ({known['verified']})"
     return None
-
-
-def _hashes(path):
-    sha1, sha256 = hashlib.sha1(), hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            sha1.update(chunk)
-            sha256.update(chunk)
-    return sha1.hexdigest(), sha256.hexdigest()
 
 
 def _known_files():
@@ -277,8 +269,8 @@ def fetch_weights(url=None, sha256=None, output=None, force=False, progress=None
 
 
 def _check_present(target, source):
-    sha1, sha256 = _hashes(target) if source.pinned else (None, None)
-    if (source.sha1 and sha1 != source.sha1) or (source.sha256 and sha256 != source.sha256):
+    digests = file_digests(target) if source.pinned else {}
+    if (source.sha1 and digests["sha1"] != source.sha1) or (source.sha256 and digests["sha256"] != source.sha256):
         kind, expected = ("SHA-1", source.sha1) if source.sha1 else ("SHA-256", source.sha256)
         raise WeightsError(f"{target}: already exists with a different {kind} than {expected}; pass --force to download again")
     weights_io.load(target)

@@ -6,7 +6,7 @@ from .. import architecture as arch
 from ..errors import WeightsError
 from . import caffe
 from . import formats as weights_io
-from .download import file_digest, file_sha256
+from .download import file_digests
 
 
 def describe(path):
@@ -27,13 +27,14 @@ def describe(path):
     fc8 = params.get("fc8", (None,))[0]
     classes = int(fc8.shape[-1]) if getattr(fc8, "ndim", 0) == 2 else None
     canonical = arch.parameter_shapes(arch.IMAGENET_CLASSES)
+    digests = file_digests(path)
     return {
         "path": str(path),
         "format": file_format,
         "format_description": weights_io.FORMATS[file_format],
         "bytes": path.stat().st_size,
-        "sha256": file_sha256(path),
-        "sha1": file_digest(path, "sha1"),
+        "sha256": digests["sha256"],
+        "sha1": digests["sha1"],
         "layers": [_describe_layer(name, params[name]) for name in _ordered(params)],
         "parameters": int(sum(getattr(array, "size", 0) for pair in params.values() for array in pair)),
         "classes": classes,
