@@ -40,22 +40,24 @@ def export(weights, mode, folder, calibration):
     return path, time.perf_counter() - start
 
 
-def interpreter(path):
+def litert_predict(path):
+    """The TF Lite file's `views -> probabilities`, on LiteRT."""
     from ai_edge_litert.interpreter import Interpreter
 
-    return Interpreter(model_path=str(path), num_threads=len(os.sched_getaffinity(0))).get_signature_runner()
+    runner = Interpreter(model_path=str(path), num_threads=len(os.sched_getaffinity(0))).get_signature_runner()
+    return lambda views: np.asarray(runner(views=views)["probabilities"])
 
 
-def probabilities(run, views, batch=32):
-    return np.concatenate([np.array(run(views=views[i:i + batch])["probabilities"]) for i in range(0, len(views), batch)])
+def probabilities(predict, views, batch=32):
+    return np.concatenate([predict(views[i:i + batch]) for i in range(0, len(views), batch)])
 
 
-def images_per_second(run, views, batch, seconds):
+def images_per_second(predict, views, batch, seconds):
     x = views[:batch]
-    run(views=x)
+    predict(x)
     done, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        run(views=x)
+        predict(x)
         done += batch
     return done / (time.perf_counter() - start)
 
@@ -76,7 +78,7 @@ def main():
         files = {mode: export(weights, mode, scratch, calibration) for mode in MODES}
         sizes = {mode: path.stat().st_size for mode, (path, _) in files.items()}
         views = np.concatenate([image_views(path) for path in find_images(images)])
-        runs = {mode: interpreter(path) for mode, (path, _) in files.items()}
+        runs = {mode: litert_predict(path) for mode, (path, _) in files.items()}
         outputs = {mode: probabilities(run, views) for mode, run in runs.items()}
         speed = {(mode, batch): [] for mode in MODES for batch in (1, 32)}
         for _ in range(args.rounds):
@@ -106,8 +108,7 @@ def tensorflow_rows(weights, views, args):
     for _ in range(args.rounds):
         for batch, column in ((1, 0), (32, 1)):
             for precision, predictor in predictors.items():
-                run = lambda views: {"probabilities": predictor.probabilities(views)}  # noqa: E731
-                results[precision][column].append(images_per_second(lambda **kw: run(kw["views"]), views, batch, args.seconds))
+                results[precision][column].append(images_per_second(predictor.probabilities, views, batch, args.seconds))
     return results
 
 
