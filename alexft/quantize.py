@@ -40,13 +40,13 @@ class Quantization:
         (float32) gives None."""
         if mode is None:
             if calibration_folder is not None:
-                raise QuantizationError("calibration images are for int8 quantization only")
+                raise QuantizationError("calibration images are for int8 quantization only (--quantize int8)")
             return None
         if mode not in MODES:
             raise QuantizationError(f"unknown quantization {mode!r}; choose one of {', '.join(MODES)}")
         if mode != "int8":
             if calibration_folder is not None:
-                raise QuantizationError("calibration images are for int8 quantization only")
+                raise QuantizationError("calibration images are for int8 quantization only (--quantize int8)")
             return cls(mode)
         if calibration_folder is None:
             raise QuantizationError("int8 quantization needs calibration images (--calibration DIR): "

@@ -22,3 +22,12 @@ def random_params(seed=0, num_classes=1000):
     """Random weights (alexft.demo's scaling) in the layout of bvlc_alexnet.npy, from the shapes above."""
     shapes = dict(CANONICAL_SHAPES, fc8=((4096, num_classes), (num_classes,)))
     return demo.random_params(shapes, seed)
+
+
+def as_at_a_terminal():
+    """Popen's `preexec_fn` for a child that must see Ctrl-C: SIGINT back to its default. A suite
+    started in the background (`nohup`, `&`) has SIGINT ignored, a child inherits that, and
+    Python then installs no KeyboardInterrupt handler."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from alexft.cli import main
 from alexft.image_sources import UrlImage
-from fixtures import photo_paths, write_digits_folder
+from fixtures import as_at_a_terminal, photo_paths, write_digits_folder
 from http_server import serving
 
 ALEXFT = str(Path(sys.executable).parent / "alexft")
@@ -102,7 +102,8 @@ def test_ctrl_c_during_classify_exits_130_and_keeps_the_lines_already_printed(ca
     output = tmp_path / "out.jsonl"
     with open(output, "w") as stdout:
         process = subprocess.Popen([ALEXFT, "classify", str(folder), "--json", "--batch-size", "8", "--weights",
-                                    str(canonical_weights_file)], stdout=stdout, stderr=subprocess.PIPE, text=True)
+                                    str(canonical_weights_file)], stdout=stdout, stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=as_at_a_terminal)
         deadline = time.monotonic() + 300
         while output.stat().st_size == 0:  # wait for the first results
             assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
@@ -212,7 +213,8 @@ def test_interrupting_feature_caching_stops_soon_and_leaves_no_run_behind(small_
     run_folder = tmp_path / "run"
     command = [ALEXFT, "finetune", str(small_digits_folder), "--weights", str(canonical_weights_file), "--output",
                str(run_folder), "--epochs", "2", "--val-split", "0.2", "--progress"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=as_at_a_terminal)
     deadline, seen = time.monotonic() + 300, ""
     while "features" not in seen:  # the caching bar has started
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
