@@ -6,7 +6,7 @@ multiplies are 36 batched matmuls (TensorFlow's, so oneDNN's); the tile transfor
 are XLA-compiled, each one pass over memory, with hand-written gradients (autodiff through
 them is 2x slower than the direct convolution). Forward and both backward passes together,
 at batch 64 on a 2-core AVX2 CPU: conv3 1.7x, conv4 and conv5 1.4-1.5x faster than oneDNN's
-direct passes; a whole training step 12-19% faster. On an AVX-512 CPU (AMD Zen 5), where
+direct passes; a whole training step 12-19% faster (+6% on 2026-12-02: docs/benchmarks.md). On an AVX-512 CPU (AMD Zen 5), where
 oneDNN's direct passes ran 2.4-2.8x faster, it gained nothing (docs/benchmarks.md): hence
 `helps_on`. XLA compiles the transforms once per batch shape, ~7 s: hence `pays_off`.
 
