@@ -140,13 +140,19 @@ class Trainer:
                         raise TrainingInterrupted(
                             f"stopped by signal {stop.signal_number} after epoch {state['epoch']}; "
                             f"continue with --resume --output {self.run.path}", stop.signal_number)
+                # The last epoch has ended: a signal now waits for the run's last writes (a few
+                # seconds), so that a finished run is never left looking unfinished.
+                board.close()
+                self._write_pending_model()
+                summary = self._finish(state, time.perf_counter() - started)
         except BaseException:
             self._write_pending_model(quietly=True)  # whatever stops the run, model.npz is the best epoch
             raise
         finally:
             board.close()
-        self._write_pending_model()
-        return self._finish(state, time.perf_counter() - started)
+        if stop.signal_number:
+            self.log(f"signal {stop.signal_number} came after the last epoch: the run was completed first")
+        return summary
 
     def _restore(self):
         self.best = self.net.trained_values()
@@ -402,9 +408,10 @@ class _TensorBoard:
                     if value is not None:
                         tf.summary.scalar(name, value)
 
-    def close(self):
+    def close(self):  # may be called twice
         for writer in self.writers.values():
             writer.close()
+        self.writers = {}
 
 
 class _StopOnSignal:

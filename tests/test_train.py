@@ -435,6 +435,29 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(
     assert not (output / "checkpoint.npz").exists()  # removed once the run finished
 
 
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_a_signal_after_the_last_epoch_lets_the_run_finish(signal_number, monkeypatch, small_digits_folder,
+                                                           canonical_weights_file, tmp_path):
+    """Ctrl-C as the last epoch's writes are made: the run still ends finished (summary, no
+    checkpoint left), not as a half-finished folder with a message that nothing was saved."""
+    from alexft import train as train_module
+
+    finish = train_module.Trainer._finish
+
+    def signalled_finish(trainer, *args):
+        os.kill(os.getpid(), signal_number)  # delivered at once, to this (the main) thread
+        return finish(trainer, *args)
+
+    monkeypatch.setattr(train_module.Trainer, "_finish", signalled_finish)
+    said = []
+    summary = finetune(small_digits_folder, weights=canonical_weights_file, epochs=2, batch_size=8, lr=0.001,
+                       val_split=0.2, output=tmp_path / "run", progress=False, log=said.append)
+    assert summary["epochs"] == 2
+    assert (tmp_path / "run" / "summary.json").exists() and not (tmp_path / "run" / "checkpoint.npz").exists()
+    assert weights.load(tmp_path / "run" / "model.npz").params["fc8"][0].shape == (4096, 10)
+    assert f"signal {signal_number} came after the last epoch: the run was completed first" in said
+
+
 def test_rate_multipliers_reach_the_update(small_digits_folder, canonical_weights_file, tmp_path):
     """One update of fc8 (one batch, one epoch) moves a variable by lr * multiplier * (gradient +
     decay * weight), the same for every run from the same start: so the moves must scale with the

@@ -94,8 +94,9 @@ def finetune(data_dir, weights, train_layers, output, resume, as_json, progress,
     except TrainingInterrupted as interrupted:
         click.echo(f"alexft: {interrupted}", err=True)
         sys.exit(128 + interrupted.signal_number)
-    except KeyboardInterrupt:  # before the first epoch started: there is nothing to save yet
-        click.echo("alexft: interrupted before training started; nothing was saved", err=True)
+    except KeyboardInterrupt:  # before the epochs started (caching, range test): nothing new to save
+        click.echo("alexft: interrupted before training resumed; the run folder is as it was" if resume else
+                   "alexft: interrupted before training started; nothing was saved", err=True)
         sys.exit(130)
     if as_json:
         click.echo(json.dumps(summary))
