@@ -134,8 +134,7 @@ class TrainingNetwork:
         except LOST_WORKER as error:
             if not self.multiworker:
                 raise
-            cause = str(error).strip().splitlines()[-1][:200] if str(error).strip() else type(error).__name__
-            raise LostWorker(cause) from None
+            raise LostWorker(_why_lost(error)) from None
 
     def validate(self, batches):
         """(mean loss, accuracy) over (views, labels) batches, or (None, None) for none."""
@@ -181,3 +180,12 @@ class TrainingNetwork:
         for i, name in enumerate(self.options.train):
             params[name] = (trained_values[2 * i], trained_values[2 * i + 1])  # caffe_parameters' order
         return weights_io.WeightSet(params, list(class_names))
+
+
+def _why_lost(error):
+    """One line of TensorFlow's (often long) error: the one that says a worker stopped sending
+    heartbeats when there is one, else the last."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    return next((line for line in lines if "heartbeat" in line), lines[-1])[:200]
