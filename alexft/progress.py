@@ -1,5 +1,6 @@
 """Progress on stderr, one policy for every long task: a bar on a terminal, periodic lines
 when stderr is a file or a pipe (Keras' verbose=2 manner), so a log shows the run is alive."""
+import contextlib
 import os
 import sys
 import threading
@@ -90,6 +91,17 @@ def progress_bar(total, progress=None, minimum=0, **kwargs):
     if _columns(sys.stderr) == 0:  # a terminal that reports no size (some containers, editors): tqdm would draw nothing
         return _Bar(total=total, ncols=80, nrows=24, file=sys.stderr, **kwargs)
     return _Bar(total=total, dynamic_ncols=True, file=sys.stderr, **kwargs)
+
+
+@contextlib.contextmanager
+def beside_bars(stream):
+    """Wrap a print to `stream` made while a bar may be drawn: when both are on a terminal, the
+    bars are cleared first and drawn again after, so no line lands in the middle of a bar."""
+    if _is_terminal(stream) and _is_terminal(sys.stderr):
+        with tqdm.external_write_mode(file=sys.stderr):
+            yield
+    else:
+        yield
 
 
 def _columns(stream):
