@@ -16,6 +16,7 @@ import datetime
 import json
 import logging
 import os
+import re
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,14 +149,25 @@ def parse_source(text):
     unknown = set(hashes) - {"sha1", "sha256"}
     if unknown:
         raise WeightsError(f"{text}: unknown hash {', '.join(sorted(unknown))} (use #sha1=HEX or #sha256=HEX)")
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https") or not urllib.parse.urlsplit(url).netloc:
+        raise WeightsError(f"{url}: not an http:// or https:// URL (a file already here is given with --weights PATH)")
     known = next((source for source in SOURCES if source.url == url), None)
     if not hashes and known:
         return known
-    return Source(url, sha1=_hex(hashes.get("sha1")), sha256=_hex(hashes.get("sha256")), about=url)
+    return Source(url, sha1=_hex(hashes.get("sha1"), "sha1"), sha256=_hex(hashes.get("sha256"), "sha256"), about=url)
 
 
-def _hex(value):
-    return value.lower() if value else None
+HEX_DIGITS = {"sha1": 40, "sha256": 64}
+
+
+def _hex(value, kind):
+    """A hash as given, checked before any download: hexadecimal, of the hash's length."""
+    if not value:
+        return None
+    if not re.fullmatch(f"[0-9a-fA-F]{{{HEX_DIGITS[kind]}}}", value):
+        raise WeightsError(f"{value!r} is not a {kind.upper().replace('SHA', 'SHA-')}: expected {HEX_DIGITS[kind]} "
+                           "hexadecimal digits")
+    return value.lower()
 
 
 def _trust(source):
@@ -247,12 +259,12 @@ def fetch_weights(url=None, sha256=None, output=None, force=False, progress=None
     if url:
         source = parse_source(url)
         if sha256 or sha1:
-            source = Source(source.url, sha1=_hex(sha1), sha256=_hex(sha256), about=source.about)
+            source = Source(source.url, sha1=_hex(sha1, "sha1"), sha256=_hex(sha256, "sha256"), about=source.about)
         chosen = [source]
     else:
         chosen = list(sources())
         if sha256 or sha1:
-            chosen = [Source(chosen[0].url, sha1=_hex(sha1), sha256=_hex(sha256), about=chosen[0].about)]
+            chosen = [Source(chosen[0].url, sha1=_hex(sha1, "sha1"), sha256=_hex(sha256, "sha256"), about=chosen[0].about)]
     failures = []
     for source in chosen:
         target = Path(output).expanduser() if output else cache_dir() / source.name
