@@ -43,6 +43,21 @@ def write_atomic(path, write, error=AlexftError):
     return path
 
 
+def check_writable(path, error=AlexftError):
+    """Raise `error` now, before minutes of work, if `path` could not be written: the nearest
+    folder above it that exists (the writer creates the missing ones) must be a folder this
+    process may write in."""
+    path = Path(path)
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise error(f"{path}: cannot be written: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise error(f"{path}: cannot be written: no permission to write in {folder}")
+    return path
+
+
 def write_text(path, text, error=AlexftError):
     """`write_atomic` for UTF-8 text."""
     data = text.encode("utf-8")

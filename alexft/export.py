@@ -30,6 +30,7 @@ from .export_request import FORMATS, ExportError, ExportOptionsError, ExportRequ
 from .model import build_alexnet
 from .predict import model_dtype
 from .preprocess import CROP, MEAN_BGR, RESIZE, TEN_CROP_OFFSETS
+from .atomic import write_text
 from .quiet import stderr_held_back
 
 _CENTRE = TEN_CROP_OFFSETS[4][0]
@@ -57,6 +58,7 @@ class ServingModule(tf.Module):
         super().__init__()
         self.model = model
         self.labels = tf.constant(list(class_names))
+        self.class_names = list(class_names)  # as given: TensorFlow's strings come back as UTF-8 bytes
         self.top_k = min(top_k, len(class_names))
 
     @tf.function(input_signature=[tf.TensorSpec([None, CROP, CROP, 3], tf.float32, name="views")])
@@ -94,16 +96,18 @@ def export(weights_path, output, file_format="savedmodel", top_k=5, force=False,
     module = serving_module(weights_path, top_k=top_k, precision=precision)
     temporary = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     try:
+        output.parent.mkdir(parents=True, exist_ok=True)
         if file_format == "savedmodel":
             _write_saved_model(module, temporary)
         else:
             temporary.write_bytes(tflite_flatbuffer(module, quantization))
         _replace(temporary, output)
+    except OSError as failure:
+        raise ExportError(f"{output}: could not be written ({failure.strerror or failure})") from None
     finally:
         _remove(temporary)
     if file_format == "tflite":
-        labels = labels_path(output)
-        labels.write_text("\n".join(module.labels.numpy().astype(str)) + "\n", encoding="utf-8")
+        write_text(labels_path(output), "\n".join(module.class_names) + "\n", ExportError)
     return output
 
 

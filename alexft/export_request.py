@@ -6,6 +6,7 @@
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import check_writable
 from .errors import AlexftError
 from .predict import PRECISIONS
 from .quantize import Quantization
@@ -46,6 +47,24 @@ class ExportRequest:
         if self.precision != "float32" and self.file_format == "tflite":
             raise ExportOptionsError("TF Lite has no bfloat16 kernels: export float32, or quantize "
                                      "(--quantize float16 or int8) for a smaller, faster file")
-        if Path(self.output).exists() and not self.force:
-            raise ExportError(f"{self.output}: already exists; pass --force to replace it")
+        output = Path(self.output)
+        if output.exists() or output.is_symlink():
+            if not self.force:
+                raise ExportError(f"{output}: already exists; pass --force to replace it")
+            if not is_an_export(output):
+                raise ExportError(f"{output}: exists and is not an earlier export (a SavedModel folder or a TF Lite "
+                                  "file), so --force will not replace it; remove it yourself or choose another OUTPUT")
+        check_writable(output, ExportError)
         return self
+
+
+def is_an_export(path):
+    """Whether `path` is what an export writes, so that --force may replace it without losing
+    anything else: a SavedModel folder, an empty folder, or a TF Lite file."""
+    path = Path(path)
+    if path.is_symlink() or not path.exists():
+        return path.is_symlink()  # a link is replaced, never what it points to
+    if path.is_dir():
+        return (path / "saved_model.pb").is_file() or not any(path.iterdir())
+    with open(path, "rb") as handle:
+        return handle.read(8)[4:] == b"TFL3"  # a TF Lite flatbuffer's identifier

@@ -84,20 +84,19 @@ def build_copy(weights):
     from .export import serving_module, tflite_flatbuffer
 
     model, record = copy_paths(weights)
-    start = time.perf_counter()
-    log.warning("building a LiteRT copy of %s in %s, once, so that short classify calls start without "
-                "TensorFlow (about half a minute; --runtime tensorflow skips it)", weights, model.parent)
-    try:
+    try:  # before the announcement: a cache that cannot be written builds nothing
         model.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(model.parent, shared=True)  # two first calls may build at once
     except OSError as error:
         raise FastStartError(f"{model.parent}: cannot be written ({error.strerror or error})") from None
+    start = time.perf_counter()
+    log.warning("building a LiteRT copy of %s in %s, once, so that short classify calls start without "
+                "TensorFlow (about half a minute; --runtime tensorflow skips it)", weights, model.parent)
     source = _identity(weights)  # taken first: a file replaced while it is read is not mistaken for this one
     module = serving_module(weights)
     flatbuffer = tflite_flatbuffer(module)
     write_atomic(model, lambda handle: handle.write(flatbuffer), FastStartError)
-    class_names = [str(name) for name in module.labels.numpy().astype(str)]
-    write_text(record, json.dumps({"source": source, "model_size": len(flatbuffer), "class_names": class_names}),
+    write_text(record, json.dumps({"source": source, "model_size": len(flatbuffer), "class_names": module.class_names}),
                FastStartError)
     log.warning("built %s (%d MB) in %.0f s", model.name, len(flatbuffer) // 2**20, time.perf_counter() - start)
     return model

@@ -152,6 +152,19 @@ def test_export_refuses_to_overwrite_without_force(exported, canonical_weights_f
     assert (saved_model / "saved_model.pb").is_file()
 
 
+def test_force_may_replace_what_an_export_writes_and_nothing_else(exported, tmp_path):
+    """--force deletes OUTPUT first: only an earlier export (or an empty folder) may go. The
+    refusals on the command line are in test_cli_contract.py."""
+    from alexft.export_request import is_an_export
+
+    saved_model, tflite = exported
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.tflite").write_text("not a flatbuffer")
+    (tmp_path / "serving" / "1").mkdir(parents=True)
+    assert is_an_export(saved_model) and is_an_export(tflite) and is_an_export(tmp_path / "empty")
+    assert not is_an_export(tmp_path / "notes.tflite") and not is_an_export(tmp_path / "serving")
+
+
 def _calibration_folder(folder, photos, per_photo=5, seed=0):
     """Random crops of the photos, as a user's own images would be; and one broken file."""
     import cv2
@@ -176,12 +189,22 @@ def test_quantized_tflite_files_are_smaller_and_agree_with_float32(exported, ser
     outputs, views = served
     float32 = outputs["tflite_probabilities"]
     calibration = _calibration_folder(tmp_path / "calibration", photos)
+    # float16 from the same weights under other class names, some not ASCII (a model fine-tuned
+    # on folders named in any language), into a folder that does not exist yet.
+    from alexft import weights as weights_io
+
+    renamed = weights_io.load(canonical_weights_file)
+    names = [f"{name} · n°{index} é" if index % 7 == 0 else name for index, name in enumerate(imagenet_class_names())]
+    renamed = weights_io.save(weights_io.WeightSet(renamed.params, names), tmp_path / "renamed.npz")
     for mode in ("float16", "int8"):
-        path = tmp_path / f"{mode}.tflite"
+        path = tmp_path / "new" / f"{mode}.tflite" if mode == "float16" else tmp_path / f"{mode}.tflite"
         extra = ["--calibration", calibration] if mode == "int8" else []
-        result = run("export", "--weights", canonical_weights_file, "--format", "tflite", "--quantize", mode, *extra, path)
+        source = renamed if mode == "float16" else canonical_weights_file
+        result = run("export", "--weights", source, "--format", "tflite", "--quantize", mode, *extra, path)
         assert result.exit_code == 0, result.output
         assert f"tflite, {mode}" in result.stdout and labels_path(path).is_file()
+        expected_names = names if mode == "float16" else imagenet_class_names()
+        assert labels_path(path).read_text(encoding="utf-8").splitlines() == expected_names
         interpreter = Interpreter(model_path=str(path))
         got = np.array(interpreter.get_signature_runner()(views=views)["probabilities"])
         size = path.stat().st_size / exported[1].stat().st_size

@@ -49,11 +49,15 @@ def test_the_copy_agrees_where_the_softmax_is_sharp(canonical_params, tmp_path):
 
     params = {name: [array.copy() for array in arrays] for name, arrays in canonical_params.items()}
     params["fc8"] = [params["fc8"][0] * 40, params["fc8"][1]]
-    sharp = weights_io.save(weights_io.WeightSet(params, weights_io.imagenet_class_names()), tmp_path / "sharp.npz")
+    # Class names that are not all ASCII (a model fine-tuned on folders named in any language).
+    names = [f"{name} · n°{index} é" if index % 7 == 0 else name for index, name in enumerate(weights_io.imagenet_class_names())]
+    sharp = weights_io.save(weights_io.WeightSet(params, names), tmp_path / "sharp.npz")
     views = _views(ten_crop=False)
     expected = _tensorflow_probabilities(sharp, views)
     assert expected.max(axis=1).min() > 0.5  # the case this test is about
-    got = fast_start.load_litert_predictor(sharp).probabilities(views)
+    lite = fast_start.load_litert_predictor(sharp)
+    assert lite.class_names == names
+    got = lite.probabilities(views)
     assert np.abs(got - expected).max() <= 1e-5
     assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
 
@@ -150,9 +154,11 @@ def test_a_copy_litert_refuses_is_answered_on_tensorflow_then_rebuilt(canonical_
     assert builds == [canonical_weights_file]
 
 
-def test_a_cache_that_cannot_be_written_is_said_before_the_conversion(canonical_weights_file, tmp_path, monkeypatch):
+def test_a_cache_that_cannot_be_written_is_said_before_the_conversion(canonical_weights_file, tmp_path, monkeypatch,
+                                                                      caplog):
     (tmp_path / "file").write_text("not a folder")
     monkeypatch.setenv("ALEXFT_CACHE", str(tmp_path / "file" / "cache"))
     monkeypatch.setattr("alexft.export.tflite_flatbuffer", lambda *args: pytest.fail("converted for nothing"))
     with pytest.raises(fast_start.FastStartError, match="cannot be written"):
         fast_start.build_copy(canonical_weights_file)
+    assert "building a LiteRT copy" not in caplog.text  # nothing is announced that will not happen

@@ -21,7 +21,7 @@ from .common import fail_cleanly, precision_option, weights_option
               help="Images (a folder, searched recursively) like those the model will see, for --quantize int8; "
                    "at most 200 are used, spread over the folder.")
 @precision_option
-@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it is an earlier export (a SavedModel folder or a TF Lite file).")
 @fail_cleanly
 def export(output, weights, file_format, top, quantize, calibration, precision, force):
     """Export the model with its class labels for serving, to OUTPUT."""
