@@ -13,7 +13,7 @@ import numpy as np
 from .atomic import write_text
 from .progress import progress_bar
 from .errors import AlexftError, ImageError
-from .preprocess import find_images, images_below, path_list, resize_and_subtract_mean, read_image
+from .preprocess import find_images, images_below, is_image_file, path_list, resize_and_subtract_mean, read_image
 
 
 class DataError(AlexftError, ValueError):
@@ -45,6 +45,11 @@ def class_folders(root):
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def loose_images(folder):
+    """The image files directly in `folder`, beside its sub-folders."""
+    return sorted(path for path in Path(folder).iterdir() if is_image_file(path) and path.is_file())
 
 
 def list_labelled(root, class_names):
@@ -146,9 +151,10 @@ def load_prepared(path, ledger):
 
 def images_with_labels(inputs):
     """(paths, labels, class_names) for image files or folders; labels and class names are
-    None unless `inputs` is one folder laid out as <class>/<images>."""
+    None unless `inputs` is one folder laid out as <class>/<images>: sub-folders, and no images
+    beside them (those would belong to no class: the folder is then read as plain images)."""
     inputs = path_list(inputs)
-    if len(inputs) == 1 and inputs[0].is_dir() and class_folders(inputs[0]):
+    if len(inputs) == 1 and inputs[0].is_dir() and class_folders(inputs[0]) and not loose_images(inputs[0]):
         class_names = class_folders(inputs[0])
         files = list_labelled(inputs[0], class_names)
         return files.paths, files.labels, class_names

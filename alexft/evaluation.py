@@ -39,7 +39,8 @@ def labelled_folder(data_dir, class_names):
         index.update({wordnet_id: position for position, wordnet_id in enumerate(imagenet.wordnet_ids())})
     unknown = [name for name in folders if name not in index]
     if unknown:
-        raise DataError(f"{data_dir}: folder(s) {quoted_names(unknown[:5])} are not classes of this model "
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise DataError(f"{data_dir}: folder(s) {quoted_names(unknown[:5])}{more} are not classes of this model "
                         f"(e.g. {quoted_names(class_names[:3])}" +
                         (", or WordNet ids such as 'n01440764')" if len(class_names) == 1000 else ")"))
     files = list_labelled(data_dir, folders)

@@ -93,6 +93,7 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
     def skip(path, message):
         skipped[str(path)] = message
 
+    output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output.parent) as scratch:
         features = np.lib.format.open_memmap(Path(scratch) / "features.npy", mode="w+", dtype=np.float32,
                                              shape=(len(paths),) + tuple(prefix.output.shape[1:]))

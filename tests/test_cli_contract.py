@@ -53,6 +53,10 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
     (tmp_path / "empty").mkdir()
     page = tmp_path / "page.binaryproto"
     page.write_bytes(b"<!DOCTYPE html><html>moved</html>")
+    (tmp_path / "afile").write_text("a file, not a folder")
+    precious = tmp_path / "precious"
+    (precious / "1").mkdir(parents=True)  # like serving/alex/1: OUTPUT given without its version number
+    (precious / "thesis.txt").write_text("years of work")
     weights = ["--weights", str(canonical_weights_file)]
     cases = [
         (["classify", "nope.jpg"], 2, "nope.jpg: no such file or folder"),
@@ -66,6 +70,7 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["finetune", str(small_digits_folder), "--epochs", "0", *weights], 2, "expected a whole number of at least 1"),
         (["finetune", str(small_digits_folder), "--lr", "fast", *weights], 2, "expected a positive number or 'auto'"),
         (["evaluate", *weights], 2, "give either DATA (class folders) or --list FILE"),
+        (["evaluate", str(tmp_path / "empty"), *weights], 2, "empty: no class sub-folders"),
         (["export", "out", "--format", "onnx", *weights], 2, "'onnx' is not one of"),
         (["export", "out", "--quantize", "int8", *weights], 2, "quantization needs the TF Lite format (--format tflite)"),
         (["export", "out.tflite", "--format", "tflite", "--quantize", "int8", *weights], 2,
@@ -85,6 +90,19 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["classify", str(photo_paths()["chelsea"]), "--mean", "nope.binaryproto", *weights], 2, "does not exist"),
         (["features", str(photo_paths()["chelsea"]), "--output", "f.npz", "--mean", str(page), *weights], 1,
          "page.binaryproto: not a Caffe mean file"),
+        # Where the results would go is checked first, not after minutes of work.
+        (["features", str(photo_paths()["chelsea"]), "--output", "afile/f.npz", *weights], 1,
+         f"afile/f.npz: cannot be written: {tmp_path / 'afile'} is not a folder"),
+        (["evaluate", str(small_digits_folder), "--report", "afile/report", *weights], 1,
+         f"cannot be written: {tmp_path / 'afile'} is not a folder"),
+        (["export", "afile/x.tflite", "--format", "tflite", *weights], 1, "afile/x.tflite: cannot be written"),
+        (["export", str(precious), "--force", *weights], 1, "exists and is not an earlier export"),
+        (["export", str(precious), "--format", "tflite", "--force", *weights], 1, "exists and is not an earlier export"),
+        (["export", "afile", "--format", "tflite", "--force", *weights], 1, "exists and is not an earlier export"),
+        (["weights", "fetch", "--url", "notaurl"], 1, "notaurl: not an http:// or https:// URL"),
+        (["weights", "fetch", "--url", "http://127.0.0.1:9/w.npy", "--sha256", "xyz"], 1,
+         "'xyz' is not a SHA-256: expected 64 hexadecimal digits"),
+        (["weights", "fetch", "--url", "http://127.0.0.1:9/w.npy#sha1=abc"], 1, "'abc' is not a SHA-1"),
     ]
     for args, status, message in cases:
         done = subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, *args], capture_output=True, text=True,
@@ -92,6 +110,8 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         assert done.stderr.splitlines()[-1] == f"exit {status} False", (args, done.stderr)
         assert message in done.stderr, (args, done.stderr)
         assert "Traceback" not in done.stderr
+    assert (precious / "thesis.txt").read_text() == "years of work" and (precious / "1").is_dir()
+    assert (tmp_path / "afile").read_text() == "a file, not a folder"
 
 
 def test_ctrl_c_during_classify_exits_130_and_keeps_the_lines_already_printed(canonical_weights_file, tmp_path):
@@ -118,6 +138,59 @@ def test_ctrl_c_during_classify_exits_130_and_keeps_the_lines_already_printed(ca
     assert 0 < len(lines) < 600 and all(json.loads(line)["path"].endswith(".png") for line in lines)
 
 
+def test_results_on_a_terminal_never_land_inside_the_progress_bar(canonical_weights_file, tmp_path):
+    """stdout and stderr on one terminal, as a user runs classify: the bar is cleared before each
+    result and drawn again after, so every result line reads as it would without a bar."""
+    import os
+    import pty
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for index in range(24):
+        shutil.copy(photo_paths()["coffee"], folder / f"coffee_{index:02d}.png")
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([ALEXFT, "classify", str(folder), "--batch-size", "4", "--top-k", "1", "--weights",
+                                str(canonical_weights_file)], stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal,
+                               env=dict(os.environ, COLUMNS="120"))
+    os.close(terminal)
+    written = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the child closed the terminal (EIO)
+            break
+        if not chunk:
+            break
+        written += chunk
+    os.close(controller)
+    assert process.wait(timeout=120) == 0, written.decode(errors="replace")[-2000:]
+    screen = _as_a_terminal_shows(written.decode("utf-8", errors="replace"))
+    paths = [line for line in screen if "coffee_" in line]
+    assert paths == [str(folder / f"coffee_{index:02d}.png") for index in range(24)], "\n".join(screen)
+    assert any("img/s" in line for line in screen)  # a bar was drawn
+
+
+def _as_a_terminal_shows(text):
+    """The lines a terminal shows for `text`: a carriage return goes back to the line's start,
+    and what follows overwrites what was there."""
+    import re
+
+    lines = []
+    for raw in re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text).split("\n"):
+        line, cursor = [], 0
+        for char in raw:
+            if char == "\r":
+                cursor = 0
+                continue
+            if cursor < len(line):
+                line[cursor] = char
+            else:
+                line.append(char)
+            cursor += 1
+        lines.append("".join(line).rstrip())
+    return lines
+
+
 def test_features_exits_1_naming_each_input_it_could_not_use(canonical_weights_file, tmp_path):
     good = tmp_path / "good.png"
     shutil.copy(photo_paths()["chelsea"], good)
@@ -134,6 +207,18 @@ def test_features_exits_1_naming_each_input_it_could_not_use(canonical_weights_f
     assert result.exit_code == 0, result.output
     with np.load(tmp_path / "p2.npz") as stored:
         assert stored["features"].shape == (1, 13, 13, 256)
+    # Images beside sub-folders belong to no class: the folder is read as plain images, all of them.
+    mixed = tmp_path / "mixed"
+    (mixed / "old").mkdir(parents=True)
+    shutil.copy(good, mixed / "top.png")
+    shutil.copy(good, mixed / "old" / "below.png")
+    result = run("features", mixed, "--layer", "pool1", "--output", tmp_path / "new" / "mixed.npz", "--weights",
+                 canonical_weights_file)
+    assert result.exit_code == 0, result.output
+    assert "holds images beside its sub-folders, so it is read as plain images" in result.stderr
+    with np.load(tmp_path / "new" / "mixed.npz") as stored:  # the missing folder "new" was made
+        assert sorted(stored["paths"].tolist()) == [str(mixed / "old" / "below.png"), str(mixed / "top.png")]
+        assert "labels" not in stored.files
 
 
 def test_an_empty_folder_beside_an_image_is_named_in_a_warning(canonical_weights_file, tmp_path):

@@ -103,14 +103,17 @@ def _build_litert_copy(weights):
 
 
 def _print_result(result, as_json):
+    from alexft.progress import beside_bars
+
     if as_json:
-        click.echo(json.dumps(result, ensure_ascii=False))
+        lines, stream = [json.dumps(result, ensure_ascii=False)], sys.stdout
     elif "error" in result:
-        click.echo(f"error: {result['error']}", err=True)
+        lines, stream = [f"error: {result['error']}"], sys.stderr
     else:
-        click.echo(result["path"])
-        for prediction in result["predictions"]:
-            click.echo(f"  {prediction['probability']:7.2%}  {prediction['label']}")
+        lines = [str(result["path"])] + [f"  {p['probability']:7.2%}  {p['label']}" for p in result["predictions"]]
+        stream = sys.stdout
+    with beside_bars(stream):
+        click.echo("\n".join(lines), file=stream)
 
 
 @click.command()
@@ -132,8 +135,16 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
     """Measure a model on DATA/<class>/<images> (folders matched to class names) or a --list file."""
     if (data is None) == (list_file is None):
         raise click.UsageError("give either DATA (class folders) or --list FILE")
+    from alexft.atomic import check_writable
     from alexft.weights.sources import resolve_weights
 
+    if data is not None:  # the layout first: the class names it is matched to come with the weights
+        from alexft.data import class_folders
+
+        if not class_folders(data):
+            raise click.UsageError(f"{data}: no class sub-folders; expected {data}/<class name>/<images>")
+    if report is not None:
+        check_writable(report / "metrics.json")  # before the work, which would be lost
     weights = resolve_weights(weights, progress=progress)
     preprocessing = preprocessing_from(mean_file, resize)
     from alexft.evaluation import evaluate as run_evaluate, labelled_folder, labelled_list
@@ -193,13 +204,19 @@ def features(ctx, inputs, weights, layer, ten_crop, output, batch_size, shard, m
     One folder laid out as <class>/<images> also stores each image's label and the class names.
     Exit status 1 if any input could not be used; the others are still written.
     """
-    from alexft.data import images_with_labels
+    from alexft.atomic import check_writable
+    from alexft.data import class_folders, images_with_labels, loose_images
     from alexft.pipeline import shard as shard_of
     from alexft.weights.sources import resolve_weights
 
+    check_writable(output)  # before TensorFlow and the work, not after
     paths, labels, class_names = images_with_labels(inputs)
     if labels is None:
         paths = expand_inputs(inputs)  # the same as find_images, and says which folders were empty
+        folder = inputs[0] if len(inputs) == 1 and isinstance(inputs[0], Path) and inputs[0].is_dir() else None
+        if folder is not None and loose_images(folder) and class_folders(folder):
+            click.echo(f"note: {folder} holds images beside its sub-folders, so it is read as plain images, every "
+                       "one below it, without class labels (labels need <class>/<images> only)", err=True)
     weights = resolve_weights(weights, progress=progress)
     preprocessing = preprocessing_from(mean_file, resize)
     predictor = _tensorflow_predictor(weights, progress, preprocessing, precision)
