@@ -1,7 +1,9 @@
 """What every `alexft` command shares: the exit-code contract, clean failures, the image
 inputs and the options several commands take. Nothing here imports TensorFlow."""
 import functools
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -20,16 +22,49 @@ def fail_cleanly(function):
     def wrapper(*args, **kwargs):
         from alexft.errors import AlexftError
 
+        interrupts = _InterruptWatch()
         try:
             return function(*args, **kwargs)
         except AlexftError as error:
             raise click.ClickException(str(error)) from None
         except KeyboardInterrupt:
-            sys.stdout.flush()
-            click.echo("alexft: interrupted", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+            _interrupted()
+        except Exception:
+            if interrupts.seen:  # Ctrl-C inside TensorFlow's import or tracing can surface as another error
+                _interrupted()
+            raise
+        finally:
+            interrupts.stop()
 
     return wrapper
+
+
+def _interrupted():
+    sys.stdout.flush()
+    click.echo("alexft: interrupted", err=True)
+    sys.exit(EXIT_INTERRUPTED)
+
+
+class _InterruptWatch:
+    """Ctrl-C raises KeyboardInterrupt as always, and is also remembered while a command runs:
+    one that lands in TensorFlow's start-up can come out as a RuntimeError or TypeError, which
+    must end as an interruption (exit 130), not as a traceback. Only where Python's own
+    handler is in place (not when SIGINT is ignored, as under nohup) and in the main thread."""
+
+    def __init__(self):
+        self.seen, self._installed = False, False
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, self._remember)
+            self._installed = True
+
+    def _remember(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def stop(self):
+        if self._installed and signal.getsignal(signal.SIGINT) == self._remember:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class ImageInput(click.ParamType):
