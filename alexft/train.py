@@ -58,10 +58,10 @@ def finetune(data_dir, options=None, *, weights=None, output=None, resume=False,
     train_setup.report_split(dataset, options, log)
     weights_path = resolve_weights(weights, progress=progress)
     weight_set = weights_io.load(weights_path, skip=options.skip)
-    options = train_setup.layer_choice(options, weight_set, len(dataset.class_names), log)
+    options = train_setup.layer_choice(options, weight_set, dataset.class_names, log)
     options = train_setup.plan_epochs(options, len(dataset.train), log)
     run = RunFolder(output or RunFolder.default_path(), chief)
-    config = dict(options.as_dict(), data_dir=str(data_dir), weights=str(weights_path),
+    config = dict(options.as_dict(), data_dir=str(data_dir), data=train_setup.data_identity(dataset), weights=str(weights_path),
                   base_weights_sha256=file_sha256(weights_path), class_names=dataset.class_names, versions=train_setup.versions(),
                   lr_found=None)
     if resume:
@@ -138,7 +138,7 @@ class Trainer:
                     if stop.signal_number and state["epoch"] < self.options.epochs:
                         self.run.write_history(state["history"], final=True)
                         raise TrainingInterrupted(
-                            f"stopped by signal {stop.signal_number} after epoch {state['epoch']}; "
+                            f"stopped by {_signal_name(stop.signal_number)} after epoch {state['epoch']}; "
                             f"continue with --resume --output {self.run.path}", stop.signal_number)
                 # The last epoch has ended: a signal now waits for the run's last writes (a few
                 # seconds), so that a finished run is never left looking unfinished.
@@ -293,8 +293,10 @@ class Trainer:
                 bar.set_postfix(loss=f"{totals[0] / max(totals[2], 1):.3f}", acc=f"{totals[1] / max(totals[2], 1):.3f}")
                 if stop.signal_number and step < batches:
                     self._save(dict(state, step=step, partial=totals), final=True)
+                    kept = (f"model.npz holds epoch {state['best_epoch']}" if self.run.model.exists()
+                            else "no model.npz yet (one is written when an epoch ends)")
                     raise TrainingInterrupted(
-                        f"stopped by signal {stop.signal_number} at epoch {epoch + 1}, step {step}; "
+                        f"stopped by {_signal_name(stop.signal_number)} at epoch {epoch + 1}, step {step}: {kept}; "
                         f"continue with --resume --output {self.run.path}", stop.signal_number)
         self.ledger.check(len(self.dataset.train) + len(self.dataset.val))
         return totals
@@ -434,3 +436,14 @@ class _StopOnSignal:
         for number, handler in self._previous.items():
             signal.signal(number, handler)
         return False
+
+
+def _signal_name(number):
+    """"Ctrl-C (SIGINT)" for the signal a user sends by hand, else the signal's name."""
+    import signal
+
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+    return "Ctrl-C (SIGINT)" if name == "SIGINT" else name

@@ -72,20 +72,19 @@ class TrainOptions:
     # Options that must match when a run is resumed; the others (epochs, lr, devices, what
     # is kept at the end) may change between sessions of one run.
     IDENTITY = ("skip", "train", "batch_size", "momentum", "weight_decay", "fresh_lr_multiplier",
-                "bias_lr_multiplier", "dropout", "seed", "cache", "val_split")
+                "bias_lr_multiplier", "dropout", "seed", "cache", "val_split", "ten_crop_val")
 
     def __post_init__(self):
-        self.skip = list(arch.LAYER_NAMES) if self.skip in ("all", ["all"]) else list(dict.fromkeys(self.skip or ()))
-        if self.train in ("all", ["all"]):
-            self.train = list(arch.LAYER_NAMES)
-        elif self.train is not None:
-            self.train = list(self.train)
+        self.skip = layer_list(self.skip)
+        self.skip = list(arch.LAYER_NAMES) if self.skip == ["all"] else list(dict.fromkeys(self.skip))
+        if self.train is not None:
+            self.train = layer_list(self.train)
+            self.train = list(arch.LAYER_NAMES) if self.train == ["all"] else self.train
         if self.val_dir is not None:
             self.val_dir = str(self.val_dir)
         self.lr = parse_rate(self.lr)
         self.epochs = parse_epochs(self.epochs)
-        if int(self.batch_size) < 1:
-            raise OptionsError(f"batch_size must be at least 1, got {self.batch_size!r}")
+        self.batch_size = _whole_number(self.batch_size, "batch_size")
         if not 0 <= self.val_split < 1:
             raise OptionsError(f"val_split must be in [0, 1), got {self.val_split!r}")
         if not 0 <= self.dropout < 1:
@@ -149,6 +148,27 @@ def bias_factor_for_rate(measured_rate):
     if measured_rate is None:
         return 1.0
     return CAFFE_BASE_LR / measured_rate
+
+
+def layer_list(value):
+    """Layer names as a list, from a list or from the command line's "fc7,fc8" (a plain string
+    must not become its letters); None and "" are no layers."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [name.strip() for name in value.split(",") if name.strip()]
+    return list(value)
+
+
+def _whole_number(value, name):
+    """A positive whole number, from an int or its digits ("16")."""
+    try:
+        number = int(value) if isinstance(value, str) else value
+    except ValueError:
+        number = None
+    if isinstance(number, bool) or not isinstance(number, numbers.Integral) or number < 1:
+        raise OptionsError(f"{name} {value!r}: expected a whole number of at least 1")
+    return int(number)
 
 
 def parse_epochs(value):

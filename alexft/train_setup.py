@@ -3,6 +3,7 @@ what validation will measure, which layers start fresh and learn, how many epoch
 a run folder may be resumed (alexft/train.py runs what this decides)."""
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -53,7 +54,8 @@ def _some_classes(names, shown=5):
     return f"{len(names):,} classes ({listed}) have"
 
 
-def layer_choice(options, weight_set, num_classes, log):
+def layer_choice(options, weight_set, class_names, log):
+    num_classes = len(class_names)
     skip = list(options.skip)
     if weight_set.num_classes != num_classes and "fc8" not in skip:
         log(f"{num_classes} classes but the weights have {weight_set.num_classes}: fc8 starts fresh")
@@ -66,7 +68,13 @@ def layer_choice(options, weight_set, num_classes, log):
         raise TrainingError("no layer to train: pass --skip fc8 or --train LAYERS")
     frozen_fresh = [name for name in skip if name not in train]
     if frozen_fresh:
-        raise TrainingError(f"--skip {','.join(frozen_fresh)} without training it would leave it random: add it to --train")
+        why = ", the default," if frozen_fresh == ["fc8"] and options.skip == ["fc8"] else ""
+        raise TrainingError(f"--skip {','.join(frozen_fresh)}{why} starts {' and '.join(frozen_fresh)} afresh, and "
+                            f"without training it would leave it random: train it too "
+                            f"(--train {','.join(sorted(set(train) | set(frozen_fresh), key=arch.LAYER_NAMES.index))})")
+    if "fc8" in skip and weight_set.class_names is not None and list(weight_set.class_names) == list(class_names):
+        log(f"warning: the weights' fc8 was trained for these very classes ({len(class_names)}), and --skip fc8 "
+            "starts it afresh; to go on training it instead: --skip '' --train fc8")
     order = list(arch.LAYER_NAMES)
     return options.replace(skip=sorted(skip, key=order.index), train=sorted(set(train), key=order.index))
 
@@ -89,8 +97,21 @@ def versions():
                 opencv=cv2.__version__, python=sys.version.split()[0])
 
 
+def data_identity(dataset):
+    """What a run trains and validates on, independent of where the folder lies now: the image
+    counts and a digest of each image's split, label and file name."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for split, files in (("train", dataset.train), ("val", dataset.val)):
+        for path, label in zip(files.paths, files.labels):
+            digest.update(f"{split}\t{int(label)}\t{Path(path).name}\n".encode("utf-8", "surrogateescape"))
+    return dict(train_images=len(dataset.train), val_images=len(dataset.val), files_sha256=digest.hexdigest()[:16])
+
+
 def check_same_run(saved, config, run):
     keys = TrainOptions.IDENTITY + ("class_names", "base_weights_sha256")
+    keys += ("data",) if "data" in saved else ()  # runs begun before it was recorded
     changed = [key for key in keys if saved.get(key) != config.get(key)]
     if changed:
         details = "; ".join(f"{key}: was {_short(saved.get(key))}, now {_short(config.get(key))}" for key in changed)
@@ -106,7 +127,8 @@ def already_finished(run, summary, options, log):
     if summary["epochs"] < options.epochs:
         raise TrainingError(
             f"{run.path}: finished after {summary['epochs']} epochs and its checkpoint was removed; to train longer, "
-            f"start a new run from its model (--weights {run.model}), or keep the checkpoint with --keep-checkpoint")
+            f"start a new run from its model, keeping what it learned (--weights {run.model} --skip '' "
+            f"--train {','.join(options.train)}), or keep the checkpoint with --keep-checkpoint")
     log(f"{run.path}: already finished ({summary['epochs']} epochs; model.npz holds epoch {summary['best_epoch']}); "
         "nothing to resume")
     return dict(summary, already_finished=True)

@@ -156,11 +156,48 @@ def test_broken_files_are_skipped_and_listed(small_digits_folder, canonical_weig
 
 
 def test_layer_choices_that_would_leave_random_layers_are_refused(small_digits_folder, canonical_weights_file, tmp_path):
-    with pytest.raises(TrainingError, match="--skip fc7 without training it would leave it random"):
+    with pytest.raises(TrainingError, match=r"--skip fc7 starts fc7 afresh, and without training it would leave it "
+                                            r"random: train it too \(--train fc7,fc8\)"):
         finetune(small_digits_folder, weights=canonical_weights_file, skip=["fc7", "fc8"], train=["fc8"],
                  output=tmp_path / "a", log=quiet)
+    # The default --skip fc8, which the user never typed, is named as the default.
+    with pytest.raises(TrainingError, match=r"--skip fc8, the default, starts fc8 afresh.*\(--train fc6,fc8\)"):
+        finetune(small_digits_folder, weights=canonical_weights_file, train="fc6", output=tmp_path / "c", log=quiet)
     with pytest.raises(TrainingError, match="unknown layer.s. fc9"):
         finetune(small_digits_folder, weights=canonical_weights_file, train=["fc9"], output=tmp_path / "b", log=quiet)
+
+
+def test_layers_may_be_given_as_the_command_line_writes_them():
+    from alexft.train_options import OptionsError, TrainOptions
+
+    options = TrainOptions(skip="fc7, fc8", train="fc6,fc7,fc8", batch_size="16")
+    assert options.skip == ["fc7", "fc8"] and options.train == ["fc6", "fc7", "fc8"] and options.batch_size == 16
+    assert TrainOptions(skip="", train="all").skip == [] and TrainOptions(train="all").train[0] == "conv1"
+    assert TrainOptions(skip=None).skip == [] and TrainOptions(skip="all").skip[-1] == "fc8"
+    for wrong in ("sixteen", 0, 2.5, True):
+        with pytest.raises(OptionsError, match="batch_size .*: expected a whole number of at least 1"):
+            TrainOptions(batch_size=wrong)
+
+
+def test_a_base_whose_fc8_knows_these_classes_is_not_reset_silently():
+    """A model fine-tuned on this very folder, given back as --weights: the default --skip fc8
+    would start its fc8 afresh, so that is said, with the options that keep it."""
+    from alexft.train_options import TrainOptions
+    from alexft.train_setup import layer_choice
+    from alexft.weights import WeightSet
+
+    def fine_tuned(names):
+        return WeightSet({"fc8": (np.zeros((4096, 2), np.float32), np.zeros(2, np.float32))}, names)
+
+    said = []
+    layer_choice(TrainOptions(), fine_tuned(["cat", "dog"]), ["cat", "dog"], said.append)
+    assert said == ["warning: the weights' fc8 was trained for these very classes (2), and --skip fc8 starts it "
+                    "afresh; to go on training it instead: --skip '' --train fc8"]
+    said.clear()
+    layer_choice(TrainOptions(), fine_tuned(["cat", "dog"]), ["cat", "fox"], said.append)
+    layer_choice(TrainOptions(), fine_tuned(None), ["cat", "dog"], said.append)  # ImageNet's file: no names
+    kept = layer_choice(TrainOptions(skip="", train="fc8"), fine_tuned(["cat", "dog"]), ["cat", "dog"], said.append)
+    assert said == [] and kept.skip == [] and kept.train == ["fc8"]
 
 
 def test_mirrored_strategy_on_two_cpu_devices_matches_one_device(small_digits_folder, canonical_weights_file, tmp_path):
@@ -357,8 +394,22 @@ def test_resume_refuses_a_different_configuration(small_digits_folder, canonical
     finetune(small_digits_folder, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0,
              output=tmp_path / "run", progress=False, log=quiet)
     with pytest.raises(TrainingError, match=r"cannot resume with a different configuration \(train: was \[\"fc8\"\], now \[\"fc7\", \"fc8\"\]"):
-        finetune(small_digits_folder, weights=canonical_weights_file, train=["fc7", "fc8"], epochs=1, batch_size=8,
+        finetune(small_digits_folder, weights=canonical_weights_file, train="fc7,fc8", epochs=1, batch_size="8",
                  val_split=0, output=tmp_path / "run", resume=True, progress=False, log=quiet)
+    # Other images are another run; the same images in a folder moved elsewhere are not.
+    moved, fewer = tmp_path / "moved", tmp_path / "fewer"
+    shutil.copytree(small_digits_folder, moved)
+    shutil.copytree(small_digits_folder, fewer)
+    next((fewer / "digit_4").iterdir()).unlink()
+    with pytest.raises(TrainingError, match=r"different configuration \(data: was \{\"train_images\": 60.*now \{\"train_images\": 59"):
+        finetune(fewer, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0, output=tmp_path / "run",
+                 resume=True, progress=False, log=quiet)
+    with pytest.raises(TrainingError, match=r"different configuration \(ten_crop_val: was false, now true"):
+        finetune(moved, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0, ten_crop_val=True,
+                 output=tmp_path / "run", resume=True, progress=False, log=quiet)
+    again = finetune(moved, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0, output=tmp_path / "run",
+                     resume=True, progress=False, log=quiet)
+    assert again["already_finished"]
     with pytest.raises(TrainingError, match="already holds a run; pass --resume"):
         finetune(small_digits_folder, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0,
                  output=tmp_path / "run", progress=False, log=quiet)

@@ -11,10 +11,9 @@ from .common import fail_cleanly, progress_option, weights_option
 
 
 def _layer_list(ctx, param, value):
-    if value is None:
-        return None
-    names = [name.strip() for name in value.split(",") if name.strip()]
-    return "all" if names == ["all"] else names
+    from alexft.train_options import layer_list
+
+    return None if value is None else layer_list(value)
 
 
 class _OptionValue(click.ParamType):
