@@ -74,7 +74,8 @@ def finetune(data_dir, weights, train_layers, output, resume, as_json, progress,
 
     Writes model.npz (the best epoch, from epoch 1 on), history.csv, curves.png, lr_find.png,
     config.json, classes.json and TensorBoard logs into the run folder; checkpoint.npz while
-    it runs. Exit status 130/143 when stopped by Ctrl-C/SIGTERM (model.npz and the checkpoint stay).
+    it runs. Exit status 130/143 when stopped by Ctrl-C/SIGTERM (the checkpoint stays, and
+    model.npz once an epoch has ended).
     """
     from alexft.train_options import TrainOptions
 
