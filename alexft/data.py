@@ -116,16 +116,25 @@ def load_dataset(data_dir, val_dir=None, val_split=0.1, seed=0):
 
 
 class BrokenFiles:
-    """A thread-safe ledger of files that could not be used, with a tolerance."""
+    """A thread-safe ledger of files that could not be used, with a tolerance. `say`, if given,
+    is called with each file's message the first time it is found, for the first SAID_AT_MOST
+    files (all of them are in the ledger)."""
 
-    def __init__(self, max_fraction=0.1):
-        self.max_fraction = max_fraction
+    SAID_AT_MOST = 20
+
+    def __init__(self, max_fraction=0.1, say=None):
+        self.max_fraction, self.say = max_fraction, say
         self.errors = {}
         self._lock = threading.Lock()
 
     def add(self, path, message):
         with self._lock:
+            new = str(path) not in self.errors
             self.errors[str(path)] = message
+            count = len(self.errors)
+        if new and self.say is not None and count <= self.SAID_AT_MOST:
+            more = "; more are only listed in broken_files.json" if count == self.SAID_AT_MOST else ""
+            self.say(f"skipped: {message}{more}")
 
     def check(self, total):
         """Raise DataError when more than `max_fraction` of `total` files are broken."""

@@ -20,6 +20,10 @@ from PIL import Image, UnidentifiedImageError
 from .architecture import INPUT_SIZE
 from .errors import ImageError
 
+# OpenCV's own warnings ("[ WARN:0@6.7] global grfmt_png.cpp ... buffer is incomplete") would
+# come before, and say less than, the one line naming the file that every bad image gets here.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
 RESIZE = 256
 CROP = INPUT_SIZE
 MEAN_BGR = np.array([104.00698793, 116.66876762, 122.67891434], dtype=np.float32)

@@ -108,7 +108,7 @@ class Trainer:
     def __init__(self, options, config, dataset, weight_set, run, cache_memory, progress, log):
         self.options, self.config, self.dataset, self.run = options, config, dataset, run
         self.cache_memory, self.progress, self.log = cache_memory, progress, log
-        self.ledger = BrokenFiles(options.max_broken)
+        self.ledger = BrokenFiles(options.max_broken, say=log if run.chief else None)
         self.net = TrainingNetwork(options, weight_set, len(dataset.class_names), len(dataset.train) * options.epochs,
                                    cache_point(options), log)
         self.data = TrainingData(dataset, options, self.net.strategy, self.ledger, run.path, run.chief,

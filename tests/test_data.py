@@ -67,6 +67,17 @@ def test_broken_file_ledger_tolerates_a_fraction(tmp_path):
     assert "b.jpg: empty file" in (tmp_path / "broken.json").read_text()
 
 
+def test_broken_files_are_said_once_each_and_at_most_twenty():
+    said = []
+    ledger = BrokenFiles(say=said.append)
+    for epoch in range(2):  # a file read again (the next epoch) is not said again
+        for index in range(25):
+            ledger.add(f"{index}.jpg", f"{index}.jpg: empty file")
+    assert said[:2] == ["skipped: 0.jpg: empty file", "skipped: 1.jpg: empty file"] and len(said) == 20
+    assert said[-1] == "skipped: 19.jpg: empty file; more are only listed in broken_files.json"
+    assert len(ledger.errors) == 25
+
+
 def test_the_stratified_split_is_the_per_class_rule_and_fast_for_many_classes():
     """Reference: each class's indices in ascending order, shuffled by one generator class after
     class, round(fraction * n) to validation (at least one of two or more, never all)."""

@@ -143,9 +143,12 @@ def test_broken_files_are_skipped_and_listed(small_digits_folder, canonical_weig
     for name in ("cut.jpg", "empty.jpg"):
         (data / "digit_3" / name).write_bytes(bad_images()[name][0])
     # cache_memory=0: the feature cache goes to a memory-mapped file in the run folder.
+    said = []
     summary = finetune(data, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0, output=tmp_path / "run",
-                       cache_memory=0, progress=False, log=quiet)
+                       cache_memory=0, progress=False, log=said.append)
     assert summary["broken_files"] == 2 and summary["train_images"] == 60 and summary["cached"]
+    skipped = sorted(line for line in said if line.startswith("skipped: "))  # named as they are found
+    assert [line.split(": ")[1] for line in skipped] == [str(data / "digit_3" / name) for name in ("cut.jpg", "empty.jpg")]
     assert not (tmp_path / "run" / "feature_cache").exists()
     listed = json.loads((tmp_path / "run" / "broken_files.json").read_text())
     assert sorted(os.path.basename(row["path"]) for row in listed) == ["cut.jpg", "empty.jpg"]
