@@ -95,7 +95,10 @@ def load_dataset(data_dir, val_dir=None, val_split=0.1, seed=0):
     exist, or a separate `val_dir`. Classes are sorted by folder name.
     """
     data_dir = Path(data_dir)
-    if val_dir is None and (data_dir / "train").is_dir() and (data_dir / "val").is_dir():
+    if (data_dir / "train").is_dir() and (data_dir / "val").is_dir():
+        if val_dir is not None:
+            raise DataError(f"{data_dir}: holds train/ and val/, and a validation folder was given too ({val_dir}); "
+                            f"give {data_dir / 'train'} as the data with it, or leave the validation folder out")
         data_dir, val_dir = data_dir / "train", data_dir / "val"
     class_names = class_folders(data_dir)
     if not class_names:

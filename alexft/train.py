@@ -377,10 +377,16 @@ class Trainer:
         """A run whose best epoch still has a uniform guess's loss ends with a warning, not in silence."""
         classes = len(self.dataset.class_names)
         loss = best.get("train_loss")
-        if loss is not None and loss >= CHANCE_LOSS_SHARE * math.log(classes):
+        guess = math.log(classes)
+        if loss is None or loss < CHANCE_LOSS_SHARE * guess:
+            return
+        if loss > 1.5 * guess:  # worse than guessing: the steps overshoot
+            self.log(f"warning: nothing was learned: the best epoch's training loss {loss:.4f} is worse than a uniform "
+                     f"guess's (ln {classes} = {guess:.4f}); try a smaller --lr than {base_lr:.3g}, or train fewer layers")
+        else:
             self.log(f"warning: nothing was learned: the best epoch's training loss {loss:.4f} is a uniform guess's "
-                     f"(ln {classes} = {math.log(classes):.4f}); try a smaller --lr than {base_lr:.3g}, or train "
-                     "fewer layers")
+                     f"(ln {classes} = {guess:.4f}); try more --epochs (more steps), a smaller --lr than {base_lr:.3g}, "
+                     "or training fewer layers")
 
 
 def _describe_row(row, epochs):

@@ -2,6 +2,7 @@
 what validation will measure, which layers start fresh and learn, how many epochs, and whether
 a run folder may be resumed (alexft/train.py runs what this decides)."""
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -44,6 +45,10 @@ def report_split(dataset, options, log):
         log(f"warning: {_some_classes(unmeasured)} no image for validation: accuracy is not measured there{why}")
     if single:
         log(f"warning: {_some_classes(single)} a single training image")
+    shared = len(set(map(os.path.abspath, dataset.val.paths)) & set(map(os.path.abspath, dataset.train.paths)))
+    if shared:
+        log(f"warning: {shared} of the {len(dataset.val)} validation images are also training images: accuracy "
+            "there says little about images the model has not seen (is the validation folder the data folder?)")
 
 
 def _some_classes(names, shown=5):

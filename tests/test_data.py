@@ -26,6 +26,12 @@ def test_train_and_val_subfolders_are_used_and_matched_by_name(tmp_path):
     dataset = load_dataset(tmp_path)
     assert dataset.class_names == ["cat", "dog"]
     assert dataset.val.labels.tolist() == [1]
+    # A validation folder given as well: which one was meant is asked, not guessed (the train/
+    # and val/ folders were once taken as two classes and every class called unknown).
+    make_tree(tmp_path / "other", ["dog/5.jpg"])
+    with pytest.raises(DataError, match=r"holds train/ and val/, and a validation folder was given too .*other"):
+        load_dataset(tmp_path, val_dir=tmp_path / "other")
+    assert load_dataset(tmp_path / "train", val_dir=tmp_path / "other").val.labels.tolist() == [1]
     make_tree(tmp_path, ["val/cow/4.jpg"])
     with pytest.raises(DataError, match="cow not among the training classes"):
         load_dataset(tmp_path)

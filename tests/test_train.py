@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -16,7 +17,7 @@ from click.testing import CliRunner
 
 from alexft import checkpoint as checkpoints
 from alexft import weights
-from alexft.data import DataError
+from alexft.data import DataError, LabelledFiles
 from alexft.devices import DeviceError, resolve_device
 from alexft.model import build_alexnet, head, truncated
 from alexft.preprocess import image_views
@@ -635,13 +636,29 @@ def test_thousands_of_small_classes_make_one_warning_line_each_kind():
     train = np.r_[np.arange(9_500), np.repeat(np.arange(9_500, 10_000), 3)]
     val = np.r_[np.arange(9_000), np.arange(9_500, 10_000)]
     messages = []
-    report_split(SimpleNamespace(class_names=names, train=Split(labels=train), val=Split(labels=val)),
-                  SimpleNamespace(val_split=0.5), messages.append)
+    report_split(SimpleNamespace(class_names=names, train=Split(labels=train, paths=[f"t/{i}" for i in range(len(train))]),
+                                 val=Split(labels=val, paths=[f"v/{i}" for i in range(len(val))])),
+                 SimpleNamespace(val_split=0.5), messages.append)
     assert messages == [
         "warning: 500 classes ('c09000', 'c09001', 'c09002', 'c09003', 'c09004', ...) have no image for validation: "
         "accuracy is not measured there (a class of one image cannot be split)",
         "warning: 9,000 classes ('c00000', 'c00001', 'c00002', 'c00003', 'c00004', ...) have a single training image",
     ]
+
+
+def test_validation_on_the_training_images_is_announced(tmp_path, monkeypatch):
+    """--val-dir pointing at the data folder itself (here as a relative and an absolute path)."""
+    from alexft.train_setup import report_split
+
+    monkeypatch.chdir(tmp_path)
+    labels = np.array([0, 1, 0, 1])
+    train = LabelledFiles([f"data/c{i % 2}/{i}.png" for i in range(4)], labels)
+    val = LabelledFiles([str(tmp_path / f"data/c{i % 2}/{i}.png") for i in range(3)], labels[:3])
+    messages = []
+    report_split(SimpleNamespace(class_names=["c0", "c1"], train=train, val=val), SimpleNamespace(val_split=0),
+                 messages.append)
+    assert messages == ["warning: 3 of the 3 validation images are also training images: accuracy there says little "
+                        "about images the model has not seen (is the validation folder the data folder?)"]
 
 
 def test_validation_that_cannot_be_done_is_announced(small_digits_folder, canonical_weights_file, tmp_path):
@@ -736,5 +753,9 @@ def test_a_run_that_learned_nothing_ends_with_a_warning():
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.3027}, 0.0195)
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.0}, 0.0195)
     Trainer._say_if_nothing_was_learned(trainer, {}, 0.0195)  # no epoch ended
+    Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 113.2}, 1.0)  # far worse than guessing
     assert messages == ["warning: nothing was learned: the best epoch's training loss 2.3027 is a uniform guess's "
-                        "(ln 10 = 2.3026); try a smaller --lr than 0.0195, or train fewer layers"]
+                        "(ln 10 = 2.3026); try more --epochs (more steps), a smaller --lr than 0.0195, or training "
+                        "fewer layers",
+                        "warning: nothing was learned: the best epoch's training loss 113.2000 is worse than a uniform "
+                        "guess's (ln 10 = 2.3026); try a smaller --lr than 1, or train fewer layers"]
