@@ -233,9 +233,11 @@ class Trainer:
         if self.config.get("weight_decay_used") != decay:
             self.config.update(weight_decay_used=decay, bias_rate_factor=bias_factor)
             self.run.write_config(self.config)
+            given = self.config["lr"]  # a number: a resumed run's new --lr, which the schedule now follows
+            now = "" if given == "auto" else f"; the base rate is now {given:.3g} (--lr), the decay stays the range test's"
             self.log(f"with the measured rate {found:.3g}: weight decay {decay:.3g} on kernels ({self.options.weight_decay:g}"
                      f" x {CAFFE_BASE_LR:g} / {found:.3g}, Caffe's decay per step); fresh layers' biases at Caffe's rate "
-                     f"({CAFFE_BASE_LR:g} x their multipliers)")
+                     f"({CAFFE_BASE_LR:g} x their multipliers){now}")
 
     def _epoch_with_recovery(self, state, stop):
         """Train one epoch; if it goes wrong, restore its start, divide the rate, and retry."""

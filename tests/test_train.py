@@ -603,7 +603,9 @@ def test_resume_may_change_the_rate_and_the_epochs(small_digits_folder, canonica
     assert again["already_finished"] and again["best_epoch"] == summary["best_epoch"]
     assert messages == [f"{tmp_path / 'run'}: already finished (4 epochs; model.npz holds epoch {summary['best_epoch']}); "
                         "nothing to resume"]
-    with pytest.raises(TrainingError, match="finished after 4 epochs and its checkpoint was removed"):
+    with pytest.raises(TrainingError, match=r"finished after 4 epochs and its checkpoint was removed; to train longer, "
+                                            r"start a new run from its model, keeping what it learned \(--weights "
+                                            r".*model.npz --skip '' --train fc8\)"):
         finetune(small_digits_folder, **options, epochs=6, resume=True)
 
 
