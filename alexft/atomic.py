@@ -25,6 +25,7 @@ def write_atomic(path, write, error=AlexftError):
     """
     path = Path(path)
     temporary = temporary_path(path)
+    existed = path.exists()
     try:
         with open(temporary, "wb") as handle:
             write(handle)
@@ -33,7 +34,8 @@ def write_atomic(path, write, error=AlexftError):
         os.replace(temporary, path)
     except OSError as failure:
         cause = "no space left on the device" if failure.errno == errno.ENOSPC else (failure.strerror or str(failure))
-        raise error(f"{path}: could not be written ({cause}); the previous file is intact") from None
+        kept = "the previous file is intact" if existed else "nothing was left there"
+        raise error(f"{path}: could not be written ({cause}); {kept}") from None
     finally:
         temporary.unlink(missing_ok=True)
     try:

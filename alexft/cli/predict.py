@@ -231,7 +231,8 @@ def features(ctx, inputs, weights, layer, ten_crop, output, batch_size, shard, m
                                         preprocessing=preprocessing)
     for message in skipped.values():
         click.echo(f"error: {message}", err=True)
-    click.echo(f"{output}: {layer} features of {written} images" + (f" ({len(skipped)} skipped)" if skipped else ""))
+    click.echo(f"{output}: {layer} features of {written} image{'' if written == 1 else 's'}"
+               + (f" ({len(skipped)} skipped)" if skipped else ""))
     if skipped:
         click.echo(f"alexft: {len(skipped)} of {len(paths)} inputs could not be used", err=True)
         ctx.exit(EXIT_INPUT_FAILED)
