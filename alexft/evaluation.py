@@ -72,7 +72,8 @@ def labelled_list(list_file, root, num_classes):
 def predict_labelled(predictor, files, ten_crop=False, batch_size=32, progress=None):
     """Run the model once over `files`; return Predictions (bad files skipped and named)."""
     used, labels, centre, averaged, skipped = [], [], [], [], {}
-    results = predict_views(predictor, files.paths, ten_crop=ten_crop, batch_size=batch_size, progress=progress)
+    results = predict_views(predictor, files.paths, ten_crop=ten_crop, batch_size=batch_size, progress=progress,
+                            desc="evaluate")
     for (path, views, error), label in zip(results, files.labels):
         if error is not None:
             skipped[str(path)] = error

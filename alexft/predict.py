@@ -84,7 +84,8 @@ def model_dtype(precision):
     return "bfloat16"
 
 
-def predict_views(predictor, paths, ten_crop=False, batch_size=32, progress=None, workers=None, fused_lrn=None):
+def predict_views(predictor, paths, ten_crop=False, batch_size=32, progress=None, workers=None, fused_lrn=None,
+                  desc="classify"):
     """Yield (path, per-view probabilities or None, error message or None) per image, in order.
 
     `paths`: an image or folder, or a list of them (folders give their images, sorted).
@@ -93,14 +94,14 @@ def predict_views(predictor, paths, ten_crop=False, batch_size=32, progress=None
     in `oversample` order (the centre is view 4). The ten crops of a batch of images go
     through the network as one batch. A file that cannot be read yields its error; the run goes on.
     `fused_lrn`: whether full batches use the fused LRN (`Predictor.probabilities`); by default,
-    runs of 512 views or more do.
+    runs of 512 views or more do. `desc`: the progress bar's label.
     """
     paths = find_images(paths)  # one path or many; folders expand as on the command line
     views_per_image = 10 if ten_crop else 1
     if fused_lrn is None:
         fused_lrn = isinstance(predictor, Predictor) and _fused_lrn_pays_off(len(paths) * views_per_image)
     loaded = map_ahead(lambda path: _load(path, ten_crop, predictor.preprocessing), paths, workers, ahead=2 * batch_size)
-    with progress_bar(len(paths), progress, minimum=8, unit="img") as bar:
+    with progress_bar(len(paths), progress, minimum=8, unit="img", desc=desc) as bar:
         for chunk in chunks(loaded, batch_size):
             good = [views for _, views, _ in chunk if views is not None]
             if good:
