@@ -282,7 +282,9 @@ class Trainer:
         totals = state.pop("partial", None) or [0.0, 0.0, 0.0]
         batches = self.data.batches_per_epoch
         desc = f"epoch {epoch + 1}/{self.options.epochs}"
-        with progress_bar(self.data.train_count, self.progress, unit="img", desc=desc, initial=int(totals[2])) as bar:
+        # The bar goes when the epoch ends (leave=False): its summary line stays, one per epoch, as in Keras.
+        with progress_bar(self.data.train_count, self.progress, unit="img", desc=desc, initial=int(totals[2]),
+                          leave=False) as bar:
             step = state["step"]
             for batch in self.data.train_batches(epoch, step):
                 loss_sum, correct, count = self._step(batch)
