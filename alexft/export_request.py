@@ -62,8 +62,10 @@ def is_an_export(path):
     """Whether `path` is what an export writes, so that --force may replace it without losing
     anything else: a SavedModel folder, an empty folder, or a TF Lite file."""
     path = Path(path)
-    if path.is_symlink() or not path.exists():
-        return path.is_symlink()  # a link is replaced, never what it points to
+    if path.is_symlink():
+        return True  # the link is replaced, never what it points to
+    if not path.exists():
+        return False
     if path.is_dir():
         return (path / "saved_model.pb").is_file() or not any(path.iterdir())
     with open(path, "rb") as handle:

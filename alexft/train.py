@@ -450,8 +450,6 @@ class _StopOnSignal:
 
 def _signal_name(number):
     """"Ctrl-C (SIGINT)" for the signal a user sends by hand, else the signal's name."""
-    import signal
-
     try:
         name = signal.Signals(number).name
     except ValueError:

@@ -160,29 +160,23 @@ def layer_list(value):
     return list(value)
 
 
-def _whole_number(value, name):
-    """A positive whole number, from an int or its digits ("16")."""
+def _whole_number(value, name, also=""):
+    """A whole number of at least 1, from an int or its digits ("16"); `also` names the other
+    values the caller accepts, for the message."""
     try:
         number = int(value) if isinstance(value, str) else value
     except ValueError:
         number = None
     if isinstance(number, bool) or not isinstance(number, numbers.Integral) or number < 1:
-        raise OptionsError(f"{name} {value!r}: expected a whole number of at least 1")
+        raise OptionsError(f"{name} {value!r}: expected a whole number of at least 1{also}")
     return int(number)
 
 
 def parse_epochs(value):
     """"auto" or a whole number of at least 1."""
-    if isinstance(value, str):
-        if value.strip().lower() == "auto":
-            return "auto"
-        try:
-            value = int(value)
-        except ValueError:
-            raise OptionsError(f"epochs {value!r}: expected a whole number of at least 1 or 'auto'") from None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise OptionsError(f"epochs {value!r}: expected a whole number of at least 1 or 'auto'")
-    return int(value)
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    return _whole_number(value, "epochs", also=" or 'auto'")
 
 
 def parse_rate(value):
