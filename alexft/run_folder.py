@@ -26,6 +26,10 @@ from .errors import TrainingError
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds", "note"]
 CURVES_EVERY = 30  # seconds between redraws of curves.png during a run
 MODEL_WRITE_SHARE = 0.1  # model.npz rewrites may take at most this share of the run's time
+# What a run writes, replaces or removes in its folder: a folder holding any of them that is not a
+# run's (no config.json) is refused, so that nothing of the user's is overwritten or deleted.
+RUN_FILES = ("config.json", "classes.json", "checkpoint.npz", "model.npz", "last_layers.npz", "history.csv",
+             "curves.png", "summary.json", "lr_find.png", "broken_files.json", "tensorboard", "feature_cache")
 
 
 class RunFolderError(TrainingError):
@@ -74,6 +78,11 @@ class RunFolder:
         # (the chief's fresh config.json cannot tell them apart): all refuse together, none waits.
         if self.checkpoint.exists() or (self.chief and (self.path / "config.json").exists()):
             raise RunFolderError(f"{self.path}: already holds a run; pass --resume to continue it or choose another --output")
+        taken = [name for name in RUN_FILES if (self.path / name).exists()] if self.chief else []
+        if taken:
+            one = len(taken) == 1
+            raise RunFolderError(f"{self.path}: {', '.join(taken)} there {'is' if one else 'are'} not from an alexft run, "
+                                 f"and a run would replace {'it' if one else 'them'}; choose another --output")
 
     def start(self, config):
         if not self.chief:
@@ -90,7 +99,8 @@ class RunFolder:
         """Remove what a run that never finished an epoch wrote."""
         for name in ("config.json", "classes.json", "lr_find.png", "broken_files.json"):
             (self.path / name).unlink(missing_ok=True)
-        shutil.rmtree(self.path / "tensorboard", ignore_errors=True)
+        for folder in ("tensorboard", "feature_cache"):
+            shutil.rmtree(self.path / folder, ignore_errors=True)
         try:
             self.path.rmdir()  # only if nothing else is there
         except OSError:

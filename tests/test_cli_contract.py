@@ -57,6 +57,8 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
     precious = tmp_path / "precious"
     (precious / "1").mkdir(parents=True)  # like serving/alex/1: OUTPUT given without its version number
     (precious / "thesis.txt").write_text("years of work")
+    logs = tmp_path / "experiments"  # the user's own TensorBoard logs: a run would write into them and may remove them
+    (logs / "tensorboard").mkdir(parents=True)
     weights = ["--weights", str(canonical_weights_file)]
     cases = [
         (["classify", "nope.jpg"], 2, "nope.jpg: no such file or folder"),
@@ -67,6 +69,8 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["features", str(photo_paths()["chelsea"]), "--output", "f.npz", "--layer", "pool9"], 2, "'pool9' is not one of"),
         (["finetune", str(one_class_folder), *weights], 1, "only one class (digit_4); fine-tuning needs at least two"),
         (["finetune", str(small_digits_folder), "--output", str(existing), *weights], 1, "already holds a run"),
+        (["finetune", str(small_digits_folder), "--output", str(logs), *weights], 1,
+         f"{logs}: tensorboard there is not from an alexft run, and a run would replace it; choose another --output"),
         (["finetune", str(small_digits_folder), "--epochs", "0", *weights], 2, "expected a whole number of at least 1"),
         (["finetune", str(small_digits_folder), "--lr", "fast", *weights], 2, "expected a positive number or 'auto'"),
         (["evaluate", *weights], 2, "give either DATA (class folders) or --list FILE"),

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
@@ -761,3 +762,25 @@ def test_a_run_that_learned_nothing_ends_with_a_warning():
                         "fewer layers",
                         "warning: nothing was learned: the best epoch's training loss 113.2000 is worse than a uniform "
                         "guess's (ln 10 = 2.3026); try a smaller --lr than 1, or train fewer layers"]
+
+
+def test_a_run_may_share_a_folder_with_other_files_but_never_replaces_them(tmp_path):
+    from alexft.run_folder import RunFolder
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("the user's")
+    RunFolder(folder).refuse_existing()  # other files may sit beside a run's
+    for name, make in [("model.npz", Path.touch), ("history.csv", Path.touch), ("tensorboard", Path.mkdir),
+                       ("feature_cache", Path.mkdir)]:
+        make(folder / name)
+        with pytest.raises(TrainingError, match=f"mine: {name} there is not from an alexft run, and a run would replace it"):
+            RunFolder(folder).refuse_existing()
+        (folder / name).rmdir() if (folder / name).is_dir() else (folder / name).unlink()
+    # A fresh run stopped before its first epoch removes what it wrote, its spilled feature cache too, and only that.
+    run = RunFolder(folder)
+    run.start({"class_names": ["a", "b"]})
+    (folder / "feature_cache").mkdir()
+    (folder / "feature_cache" / "train.npy").write_bytes(b"partial")
+    run.discard_fresh()
+    assert sorted(path.name for path in folder.iterdir()) == ["notes.txt"]
