@@ -7,6 +7,7 @@ temporary file's name (`.NAME.tmp-PID`) can never be taken for the real one.
 """
 import errno
 import os
+import shutil
 from pathlib import Path
 
 from .errors import AlexftError
@@ -67,14 +68,19 @@ def write_text(path, text, error=AlexftError):
 
 
 def remove_stale_temporaries(folder, shared=False):
-    """Delete temporary files a killed process left in `folder` (`.NAME.tmp-PID`); return their
-    names. `shared`: other processes may be writing there now (a cache), so only files whose
-    process is gone are deleted."""
+    """Delete temporary files and folders (an export's SavedModel, the TF Lite converter's scratch)
+    a killed process left in `folder` (`.NAME.tmp-PID`); return their names. `shared`: other
+    processes may be writing there now (a cache, an export folder), so only those whose process
+    is gone are deleted."""
     removed = []
     for stale in Path(folder).glob(".*.tmp-*"):
-        if stale.is_file() and not (shared and _process_alive(stale.name.rpartition("-")[2])):
+        if shared and _process_alive(stale.name.rpartition("-")[2]):
+            continue
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
             stale.unlink(missing_ok=True)
-            removed.append(stale.name)
+        removed.append(stale.name)
     return removed
 
 

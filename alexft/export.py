@@ -20,17 +20,18 @@ import contextlib
 import io
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
 from . import weights as weights_io
-from .export_request import FORMATS, ExportError, ExportOptionsError, ExportRequest  # noqa: F401  (re-exported)
+from .export_request import FORMATS, ExportError, ExportOptionsError, ExportRequest, labels_path  # noqa: F401  (re-exported)
 from .model import build_alexnet
 from .predict import model_dtype
 from .preprocess import CROP, MEAN_BGR, RESIZE, TEN_CROP_OFFSETS
-from .atomic import write_text
+from .atomic import remove_stale_temporaries, temporary_path, write_text
 from .quiet import stderr_held_back
 
 _CENTRE = TEN_CROP_OFFSETS[4][0]
@@ -94,27 +95,24 @@ def export(weights_path, output, file_format="savedmodel", top_k=5, force=False,
     """
     output = ExportRequest(Path(output), file_format, top_k, quantization, precision, force).check().output
     module = serving_module(weights_path, top_k=top_k, precision=precision)
-    temporary = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    # Beside the output, named as temporaries: what a killed export leaves is removed by the next.
+    temporary, scratch = temporary_path(output), temporary_path(output.with_name(output.name + ".convert"))
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(output.parent, shared=True)
         if file_format == "savedmodel":
             _write_saved_model(module, temporary)
         else:
-            temporary.write_bytes(tflite_flatbuffer(module, quantization))
+            temporary.write_bytes(tflite_flatbuffer(module, quantization, scratch))
         _replace(temporary, output)
     except OSError as failure:
         raise ExportError(f"{output}: could not be written ({failure.strerror or failure})") from None
     finally:
         _remove(temporary)
+        _remove(scratch)
     if file_format == "tflite":
         write_text(labels_path(output), "\n".join(module.class_names) + "\n", ExportError)
     return output
-
-
-def labels_path(tflite_path):
-    """The class labels written beside a `.tflite` file, one per line in output order."""
-    tflite_path = Path(tflite_path)
-    return tflite_path.with_name(tflite_path.stem + ".labels.txt")
 
 
 def _write_saved_model(module, folder):
@@ -122,9 +120,11 @@ def _write_saved_model(module, folder):
     tf.saved_model.save(module, str(folder), signatures=signatures)
 
 
-def tflite_flatbuffer(module, quantization=None):
+def tflite_flatbuffer(module, quantization=None, scratch=None):
     """The TF Lite model of a ServingModule's `preprocessed` outputs (probabilities, the top-k
-    indices and scores), as bytes; `quantization`: a quantize.Quantization."""
+    indices and scores), as bytes; `quantization`: a quantize.Quantization. `scratch`: a folder
+    (created, not removed) for the converter's temporary SavedModel (~470 MB) instead of the
+    system's temporary folder."""
     # The converter freezes Keras 3 variables only from a Keras model (a tf.Module wrapper
     # converts to a file without them), so the numeric outputs are rebuilt as one.
     views = keras.Input((CROP, CROP, 3), name="views")
@@ -135,8 +135,22 @@ def tflite_flatbuffer(module, quantization=None):
     converter = tf.lite.TFLiteConverter.from_keras_model(numeric)
     if quantization is not None:
         quantization.configure(converter)
-    with contextlib.redirect_stdout(io.StringIO()), stderr_held_back():
+    with contextlib.redirect_stdout(io.StringIO()), stderr_held_back(), _temporary_files_in(scratch):
         return converter.convert()
+
+
+@contextlib.contextmanager
+def _temporary_files_in(folder):
+    """Python's temporary files (the converter's) go into `folder` while active; None: unchanged."""
+    if folder is None:
+        yield
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    previous, tempfile.tempdir = tempfile.tempdir, str(folder)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous
 
 
 def _replace(temporary, output):

@@ -49,13 +49,25 @@ class ExportRequest:
                                      "(--quantize float16 or int8) for a smaller, faster file")
         output = Path(self.output)
         if output.exists() or output.is_symlink():
-            if not self.force:
-                raise ExportError(f"{output}: already exists; pass --force to replace it")
             if not is_an_export(output):
                 raise ExportError(f"{output}: exists and is not an earlier export (a SavedModel folder or a TF Lite "
-                                  "file), so --force will not replace it; remove it yourself or choose another OUTPUT")
+                                  "file); remove it yourself or choose another OUTPUT")
+            if not self.force:
+                raise ExportError(f"{output}: already exists; pass --force to replace it")
+        labels = labels_path(output)
+        if self.file_format == "tflite" and labels.exists() and not (self.force and is_an_export(output)):
+            # The labels belong to the .tflite beside them: replaced with it, never on their own.
+            raise ExportError(f"{labels}: already exists, where the labels of {output.name} go; "
+                              + ("pass --force to replace both" if output.exists() else
+                                 "remove it yourself or choose another OUTPUT"))
         check_writable(output, ExportError)
         return self
+
+
+def labels_path(tflite_path):
+    """The class labels written beside a `.tflite` file, one per line in output order."""
+    tflite_path = Path(tflite_path)
+    return tflite_path.with_name(tflite_path.stem + ".labels.txt")
 
 
 def is_an_export(path):

@@ -33,6 +33,7 @@ class Quantization:
 
     mode: str
     calibration: tuple = field(default=())
+    skipped: list = field(default_factory=list, compare=False)  # calibration images that could not be read
 
     @classmethod
     def from_options(cls, mode, calibration_folder=None):
@@ -76,6 +77,7 @@ class Quantization:
                 views.append(image_views(path)[0])
             except AlexftError as error:
                 log.warning("calibration: skipped %s", error)
+                self.skipped.append(str(path))
         if not views:
             raise QuantizationError("no calibration image could be read")
         log.warning("int8: measuring the activations' ranges on %d calibration image%s", len(views),

@@ -59,6 +59,7 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
     (precious / "thesis.txt").write_text("years of work")
     logs = tmp_path / "experiments"  # the user's own TensorBoard logs: a run would write into them and may remove them
     (logs / "tensorboard").mkdir(parents=True)
+    (tmp_path / "y.labels.txt").write_text("notes of the user's, where an export to y.tflite would put its labels")
     weights = ["--weights", str(canonical_weights_file)]
     cases = [
         (["classify", "nope.jpg"], 2, "nope.jpg: no such file or folder"),
@@ -103,6 +104,10 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["export", str(precious), "--force", *weights], 1, "exists and is not an earlier export"),
         (["export", str(precious), "--format", "tflite", "--force", *weights], 1, "exists and is not an earlier export"),
         (["export", "afile", "--format", "tflite", "--force", *weights], 1, "exists and is not an earlier export"),
+        (["export", "afile", *weights], 1, "afile: exists and is not an earlier export (a SavedModel folder or a TF Lite "
+                                           "file); remove it yourself or choose another OUTPUT"),
+        (["export", "y.tflite", "--format", "tflite", *weights], 1,
+         "y.labels.txt: already exists, where the labels of y.tflite go; remove it yourself or choose another OUTPUT"),
         (["weights", "fetch", "--url", "notaurl"], 1, "notaurl: not an http:// or https:// URL"),
         (["weights", "fetch", "--url", "http://127.0.0.1:9/w.npy", "--sha256", "xyz"], 1,
          "'xyz' is not a SHA-256: expected 64 hexadecimal digits"),

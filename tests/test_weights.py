@@ -217,3 +217,52 @@ def test_class_names_must_match_fc8_in_load_and_info(tmp_path):
     with pytest.raises(WeightsError, match=r"named\.npz: 2 class names for 3 fc8 outputs"):
         weights.load(path)
     assert describe(path)["problem"] == f"{path}: 2 class names for 3 fc8 outputs"
+
+
+@pytest.mark.parametrize("combine", ["zlib", "python"])
+def test_a_damaged_byte_in_an_npz_is_refused_by_its_crc(tmp_path, monkeypatch, combine):
+    """The fast reader takes its arrays straight from the file; the zip's CRC-32s are what tell a
+    damaged copy from a good one. Small chunks: members span many, whose CRCs are combined.
+    (Every full-size load in the suite checks 8 MB chunks the same way.)"""
+    import zipfile
+
+    from alexft.weights import formats
+
+    monkeypatch.setattr(formats, "READ_CHUNK", 4096)
+    if combine == "python":  # where libz cannot be loaded
+        monkeypatch.setattr(formats, "_zlib_combine", lambda: None)
+    rng = np.random.default_rng(4)
+    arrays = {"fc6/weights": rng.standard_normal((300, 70), dtype=np.float32),
+              "fc6/biases": rng.standard_normal(70, dtype=np.float32),
+              "fc7/weights": np.asfortranarray(rng.standard_normal((90, 50), dtype=np.float32)),
+              "fc7/biases": rng.standard_normal(50, dtype=np.float32)}
+    np.savez(tmp_path / "good.npz", **arrays)
+    good = (tmp_path / "good.npz").read_bytes()
+    params = weights.read(tmp_path / "good.npz")[0]  # every CRC matches, across chunks
+    np.testing.assert_array_equal(params["fc7"][0], arrays["fc7/weights"])
+    with zipfile.ZipFile(tmp_path / "good.npz") as archive:
+        members = {info.filename: info for info in archive.infolist()}
+    for member, position in [("fc6/weights.npy", 0.5), ("fc7/weights.npy", 0.3), ("fc7/biases.npy", 0.99)]:
+        info = members[member]
+        with open(tmp_path / "good.npz", "rb") as handle:  # the local header's lengths, as the reader takes them
+            handle.seek(info.header_offset + 26)
+            names, extra = int.from_bytes(handle.read(2), "little"), int.from_bytes(handle.read(2), "little")
+        damaged = bytearray(good)
+        damaged[info.header_offset + 30 + names + extra + int(info.file_size * position)] ^= 0x04  # one bit
+        path = tmp_path / "damaged.npz"
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(WeightsError, match=rf"damaged\.npz: corrupt or truncated \.npz \(ValueError: {member} is "
+                                               r"damaged: its bytes do not match the archive's CRC-32\)"):
+            weights.read(path)
+
+
+def test_crc32_combine_is_the_crc_of_the_joined_bytes():
+    import os
+    import zlib
+
+    from alexft.weights import formats
+
+    for first, second in [(0, 1), (1, 0), (7, 4096), (100_000, 3), (12_345, 65_537)]:
+        a, b = os.urandom(first), os.urandom(second)
+        assert formats._crc32_combine(zlib.crc32(a), zlib.crc32(b), second) == zlib.crc32(a + b)
+        assert formats._crc32_combine_python(zlib.crc32(a), zlib.crc32(b), second) == zlib.crc32(a + b)

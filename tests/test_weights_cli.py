@@ -174,7 +174,11 @@ def test_convert_legacy_npy_to_npz_that_never_unpickles(tmp_path, canonical_weig
     for name, (kernel, bias) in canonical_params.items():
         np.testing.assert_array_equal(loaded.params[name][0], kernel)
         np.testing.assert_array_equal(loaded.params[name][1], bias)
-    assert json.loads(run("weights", "info", "--json", output).stdout)["canonical_layout"] is True
+    facts = json.loads(run("weights", "info", "--json", output).stdout)
+    assert facts["canonical_layout"] is True
+    # Recorded, so that info can say where the file came from (the generated source is no published file).
+    assert facts["source"].startswith(f"converted by alexft from {canonical_weights_file.name}, ")
+    assert facts["source"].endswith(" (source unknown)")
 
 
 def test_convert_stores_class_names(tmp_path):

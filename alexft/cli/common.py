@@ -1,5 +1,6 @@
 """What every `alexft` command shares: the exit-code contract, clean failures, the image
 inputs and the options several commands take. Nothing here imports TensorFlow."""
+import contextlib
 import functools
 import signal
 import sys
@@ -43,6 +44,30 @@ def _interrupted():
     sys.stdout.flush()
     click.echo("alexft: interrupted", err=True)
     sys.exit(EXIT_INTERRUPTED)
+
+
+EXIT_TERMINATED = 143
+
+
+@contextlib.contextmanager
+def terminating_cleanly():
+    """SIGTERM ends the command as Ctrl-C does, through Python, so that `finally` blocks remove
+    temporary files (the default action kills at once), exit 143. A signal that lands inside a
+    long TensorFlow call takes effect when the call returns. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        sys.stdout.flush()
+        click.echo("alexft: terminated", err=True)
+        raise SystemExit(EXIT_TERMINATED)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _InterruptWatch:

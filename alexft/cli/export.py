@@ -5,7 +5,7 @@ import click
 
 from alexft.quiet import import_tensorflow_quietly
 
-from .common import fail_cleanly, precision_option, weights_option
+from .common import EXIT_INPUT_FAILED, fail_cleanly, precision_option, terminating_cleanly, weights_option
 
 
 @click.command()
@@ -38,11 +38,16 @@ def export(output, weights, file_format, top, quantize, calibration, precision, 
     import_tensorflow_quietly()
     from alexft.export import export as export_model, labels_path
 
-    path = export_model(weights, output, file_format=file_format, top_k=top, force=force, quantization=quantization,
-                        precision=precision)
+    with terminating_cleanly():  # SIGTERM: the temporary SavedModel and converter files are removed
+        path = export_model(weights, output, file_format=file_format, top_k=top, force=force,
+                            quantization=quantization, precision=precision)
     extra = f" (labels in {labels_path(path)})" if file_format == "tflite" else ""
     kind = ", ".join([file_format] + ([quantize] if quantize else []) + ([precision] if precision != "float32" else []))
     click.echo(f"{path}: {kind}, {_size(path)}{extra}")
+    if quantization is not None and quantization.skipped:  # written, but not from every image given
+        total = len(quantization.calibration)
+        click.echo(f"alexft: {len(quantization.skipped)} of {total} calibration images could not be used", err=True)
+        click.get_current_context().exit(EXIT_INPUT_FAILED)
 
 
 def _size(path):

@@ -83,8 +83,10 @@ def _shape(array_facts):
 @fail_cleanly
 def weights_convert(source, destination, class_names, renames):
     """Convert SOURCE (.npy pickle, .npz or Caffe .caffemodel) to DESTINATION.npz (pickle-free, fast to load)."""
+    from alexft.weights.sources import remember_conversion
     from alexft.weights.tools import convert, parse_renames, read_class_names
 
     names = read_class_names(class_names) if class_names else None
     weight_set = convert(source, destination, class_names=names, renames=parse_renames(renames))
+    remember_conversion(source, destination)
     click.echo(f"{destination}: {weight_set.num_classes} classes, from {source}")

@@ -7,11 +7,15 @@ Two formats:
 - our own `.npz` (keys `conv1/weights`, `conv1/biases`, ..., optional `class_names`), read
   with `allow_pickle=False`.
 """
+import ctypes
+import ctypes.util
+import functools
 import math
 import os
 import pickle
 import tokenize
 import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,31 +217,37 @@ def _npz_arrays(path):
 
     `np.savez` stores members uncompressed, so each array's bytes are read straight from
     its offset into aligned memory, in chunks spread over a few threads: several times
-    faster than `np.load`, which copies through zipfile's reader and checks CRCs (the layer
-    checks that follow catch truncation and bad values). Compressed members take numpy's path.
+    faster than `np.load`, which copies through zipfile's reader. Each chunk's CRC-32 is taken
+    as it is read and the chunks' are combined into each member's, which must match the zip
+    directory's: a damaged byte is refused, not computed with. Compressed members take
+    numpy's path, which checks them.
     """
     arrays, reads = {}, []
     with zipfile.ZipFile(path) as archive, open(path, "rb") as handle:
         for info in archive.infolist():
             name = info.filename.removesuffix(".npy")
             if info.compress_type == zipfile.ZIP_STORED:
-                arrays[name], offset = _stored_array(handle, info)
-                reads.append((arrays[name], offset, info.filename))
+                arrays[name], offset, header = _stored_array(handle, info)
+                reads.append((arrays[name], offset, info, header))
             else:
                 with archive.open(info) as member:
                     arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
-        _fill(handle.fileno(), reads)
+        for (array, _, info, header), crc in zip(reads, _fill(handle.fileno(), reads)):
+            if crc != info.CRC:
+                raise ValueError(f"{info.filename} is damaged: its bytes do not match the archive's CRC-32")
     return arrays
 
 
 def _stored_array(handle, info):
-    """An empty array for a stored member, and the file offset of its data."""
+    """An empty array for a stored member, the file offset of its data, and the bytes of the
+    member before it (the .npy header, for the CRC)."""
     handle.seek(info.header_offset)
     local = handle.read(30)  # the local header's name and extra lengths can differ from the directory's
     if len(local) != 30 or local[:4] != ZIP_MAGIC:
         raise ValueError(f"bad local header for {info.filename}")
     name_length, extra_length = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
-    handle.seek(info.header_offset + 30 + name_length + extra_length)
+    start = info.header_offset + 30 + name_length + extra_length
+    handle.seek(start)
     version = np.lib.format.read_magic(handle)
     shape, fortran_order, dtype = _read_npy_header(handle, version)
     if dtype.hasobject:
@@ -245,32 +255,104 @@ def _stored_array(handle, info):
     if math.prod(shape) * dtype.itemsize > info.file_size:  # refuse before allocating what is not there
         raise ValueError(f"{info.filename} declares shape {shape}, more than its {info.file_size} bytes")
     array = _aligned_empty(shape[::-1] if fortran_order else shape, dtype)
-    return (array.T if fortran_order else array), handle.tell()
+    offset = handle.tell()
+    handle.seek(start)
+    return (array.T if fortran_order else array), offset, handle.read(offset - start)
 
 
 READ_CHUNK = 8 << 20
 
 
 def _fill(fd, reads):
-    """Read each (array, offset, name) from the file; chunks go to a small thread pool
-    (copying out of the page cache is CPU work, and `os.preadv` releases the GIL)."""
-    chunks = []
-    for array, offset, name in reads:
-        buffer = (array.T if not array.flags.c_contiguous else array).reshape(-1).view(np.uint8)
-        chunks += [(buffer[start : start + READ_CHUNK], offset + start, name) for start in range(0, buffer.size, READ_CHUNK)]
+    """Read each (array, offset, zip info, member header) from the file and return each
+    member's CRC-32. Chunks go to a small thread pool (copying out of the page cache is CPU
+    work, and `os.preadv` and `zlib.crc32` release the GIL)."""
+    chunks, members = [], []
+    for array, offset, info, header in reads:
+        buffer = _file_bytes(array)
+        starts = range(0, buffer.size, READ_CHUNK)
+        members.append((header, len(starts)))
+        chunks += [(buffer[start : start + READ_CHUNK], offset + start, info.filename) for start in starts]
 
     def read(chunk):
         view, offset, name = chunk
         if _pread_into(fd, view, offset) != view.size:
             raise EOFError(f"{name} is cut short")
+        return zlib.crc32(view), view.size
 
     workers = min(4, os.cpu_count() or 1)
     if workers == 1 or len(chunks) < 2:
-        for chunk in chunks:
-            read(chunk)
-        return
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(read, chunks))
+        sums = [read(chunk) for chunk in chunks]
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            sums = list(pool.map(read, chunks))
+    crcs, done = [], 0
+    for header, count in members:
+        crc = zlib.crc32(header)
+        for chunk_crc, size in sums[done : done + count]:
+            crc = _crc32_combine(crc, chunk_crc, size)
+        crcs.append(crc)
+        done += count
+    return crcs
+
+
+def _file_bytes(array):
+    """The bytes of an array as the file holds them."""
+    return (array.T if not array.flags.c_contiguous else array).reshape(-1).view(np.uint8)
+
+
+@functools.lru_cache(maxsize=1)
+def _zlib_combine():
+    """zlib's crc32_combine64 (not exposed by Python's zlib module), or None."""
+    try:
+        library = ctypes.CDLL(ctypes.util.find_library("z") or "libz.so.1")
+        combine = library.crc32_combine64
+    except (OSError, AttributeError, TypeError):
+        return None
+    combine.restype, combine.argtypes = ctypes.c_ulong, [ctypes.c_ulong, ctypes.c_ulong, ctypes.c_int64]
+    return combine
+
+
+def _crc32_combine(crc1, crc2, length2):
+    """The CRC-32 of A+B from crc1 = CRC(A), crc2 = CRC(B) and len(B)."""
+    combine = _zlib_combine()
+    if combine is not None:
+        return combine(crc1, crc2, length2) & 0xFFFFFFFF
+    return _crc32_combine_python(crc1, crc2, length2)
+
+
+def _crc32_combine_python(crc1, crc2, length2):
+    """zlib's algorithm: append length2 zero bytes to crc1 by squaring a GF(2) operator matrix
+    (a few ms per chunk in Python; used only where libz cannot be loaded)."""
+    def times(matrix, vector):
+        total, row = 0, 0
+        while vector:
+            if vector & 1:
+                total ^= matrix[row]
+            vector >>= 1
+            row += 1
+        return total
+
+    def square(matrix):
+        return [times(matrix, matrix[row]) for row in range(32)]
+
+    odd = [0xEDB88320] + [1 << row for row in range(31)]  # the operator for one zero bit
+    even = square(odd)  # two zero bits
+    odd = square(even)  # four
+    while True:
+        even = square(odd)  # one zero byte first, then doubling
+        if length2 & 1:
+            crc1 = times(even, crc1)
+        length2 >>= 1
+        if not length2:
+            break
+        odd = square(even)
+        if length2 & 1:
+            crc1 = times(odd, crc1)
+        length2 >>= 1
+        if not length2:
+            break
+    return crc1 ^ crc2
 
 
 def _pread_into(fd, view, offset):

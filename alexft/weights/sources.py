@@ -212,6 +212,14 @@ def _converted_once(downloaded, source=None):
     return converted
 
 
+def remember_conversion(source, converted):
+    """Record a file `alexft weights convert` wrote, so that `weights info` can tell where it came
+    from: converted here, from a source that is itself identified (a published file) or not."""
+    origin = identify(source)
+    _remember(file_sha256(converted), dict(what=f"converted by alexft from {Path(source).name}", url=str(source),
+                                           verified=f"source: {origin}" if origin else "source unknown"))
+
+
 def identify(path, digests=None):
     """Where the file at `path` came from, by its hashes: a pinned source, a file this machine
     downloaded or converted (known_files.json), or None. `digests`: its {"sha1", "sha256"}
@@ -243,6 +251,7 @@ def _remember(sha256, record):
     known = _known_files()
     known[sha256] = dict(record, when=datetime.date.today().isoformat())
     try:
+        cache_dir().mkdir(parents=True, exist_ok=True)
         write_text(cache_dir() / KNOWN_FILES, json.dumps(known, indent=1))
     except (OSError, AlexftError) as error:  # a read-only or full cache: the weights are still good
         log.warning("could not record the hash in %s (%s)", cache_dir() / KNOWN_FILES, error)
