@@ -59,6 +59,11 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
     (precious / "thesis.txt").write_text("years of work")
     logs = tmp_path / "experiments"  # the user's own TensorBoard logs: a run would write into them and may remove them
     (logs / "tensorboard").mkdir(parents=True)
+    whole = Path(canonical_weights_file).read_bytes()  # the pickled .npy users hold
+    (tmp_path / "cut.npy").write_bytes(whole[: len(whole) // 2])  # a download cut short, renamed by hand
+    np.savez(tmp_path / "small.npz", **{"fc8/weights": np.zeros((4096, 10), np.float32)})
+    small = (tmp_path / "small.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(small[: len(small) - 100])
     (tmp_path / "y.labels.txt").write_text("notes of the user's, where an export to y.tflite would put its labels")
     weights = ["--weights", str(canonical_weights_file)]
     cases = [
@@ -91,6 +96,11 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["export", "out.tflite", "--format", "tflite", "--precision", "bfloat16", *weights], 2,
          "TF Lite has no bfloat16 kernels"),
         (["weights", "info", "missing.npz"], 1, "missing.npz"),
+        # A broken weights file is said at once, not after TensorFlow's start-up.
+        (["classify", str(photo_paths()["chelsea"]), "--weights", "cut.npy"], 1,
+         "cut.npy: corrupt or truncated .npy (it ends early: no end of its pickle)"),
+        (["export", "out", "--weights", "cut.npz"], 1, "cut.npz: corrupt or truncated .npz (File is not a zip file)"),
+        (["finetune", str(small_digits_folder), "--weights", "cut.npz"], 1, "cut.npz: corrupt or truncated .npz"),
         (["clasify", "x.jpg"], 2, "No such command 'clasify'"),
         (["classify", str(photo_paths()["chelsea"]), "--mean", "nope.binaryproto", *weights], 2, "does not exist"),
         (["features", str(photo_paths()["chelsea"]), "--output", "f.npz", "--mean", str(page), *weights], 1,

@@ -30,7 +30,7 @@ def test_lookup_order_env_then_working_tree_then_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("ALEXFT_WEIGHTS", str(chosen))
     assert sources.resolve_weights(download=False) == chosen
     explicit = tmp_path / "explicit.npz"
-    explicit.write_bytes(b"x")
+    np.savez(explicit, **{"fc8/biases": np.zeros(3, np.float32)})  # a whole zip: a named file is checked at once
     assert sources.resolve_weights(explicit) == explicit
 
 

@@ -62,7 +62,8 @@ def test_dropped_connection_resumes_with_a_range_request(tmp_path, canonical_byt
     assert result.exit_code == 0, result.output
     assert requests == [("/w.npy", None), ("/w.npy", f"bytes={len(canonical_bytes) // 2}-")]
     assert output.read_bytes() == canonical_bytes
-    assert folder_listing(tmp_path) == ["w.npy"]
+    assert folder_listing(tmp_path) == ["cache", "w.npy"]  # no partial file; the cache holds the hash, for later downloads
+    assert canonical_sha256 in (tmp_path / "cache" / "known_files.json").read_text()  # $ALEXFT_CACHE (conftest.py)
 
 
 def test_an_abandoned_download_is_resumed_by_the_next_run(tmp_path, canonical_bytes, canonical_sha256):

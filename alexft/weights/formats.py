@@ -96,6 +96,35 @@ def read_format(path):
     raise WeightsError(f"{path}: not a weights file ({_describe_bytes(head)}); expected .npy, .npz or .caffemodel")
 
 
+def quick_check(path):
+    """What can be seen of a weights file in milliseconds, before TensorFlow's seconds of
+    start-up: its format, and that it is whole (an .npz's zip directory, at its end, lists
+    members that fit in the file; a pickled .npy ends with the pickle's STOP). `load` checks
+    everything else."""
+    path = Path(path)
+    kind = read_format(path)
+    if kind == "npz":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                size = path.stat().st_size
+                cut = [info.filename for info in archive.infolist() if info.header_offset + info.compress_size > size]
+        except (zipfile.BadZipFile, OSError) as error:
+            raise WeightsError(f"{path}: corrupt or truncated .npz ({error})") from None
+        if cut:
+            raise WeightsError(f"{path}: corrupt or truncated .npz ({cut[0]} is cut short)")
+    elif kind == "npy":
+        with open(path, "rb") as handle:
+            try:
+                version = np.lib.format.read_magic(handle)
+                pickled = _read_npy_header(handle, version)[2].hasobject
+            except ValueError:
+                return kind  # load says what is wrong with the header
+            handle.seek(-1, os.SEEK_END)
+            if pickled and handle.read(1) != pickle.STOP:
+                raise WeightsError(f"{path}: corrupt or truncated .npy (it ends early: no end of its pickle)")
+    return kind
+
+
 def _describe_bytes(head):
     text = head.lstrip().lower()
     if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<")):

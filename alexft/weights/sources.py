@@ -98,6 +98,7 @@ def resolve_weights(path=None, download=True, progress=None):
         path = Path(path).expanduser()
         if not path.is_file():
             raise WeightsError(f"{path}: weights file not found")
+        weights_io.quick_check(path)  # a broken file is said now, not after TensorFlow's start-up
         return path
     env = os.environ.get("ALEXFT_WEIGHTS")
     if env and not Path(env).expanduser().is_file():
