@@ -6,6 +6,7 @@ A kill at any moment, or a full disk, leaves the previous file as it was; the
 temporary file's name (`.NAME.tmp-PID`) can never be taken for the real one.
 """
 import errno
+import glob
 import os
 import shutil
 from pathlib import Path
@@ -67,15 +68,16 @@ def write_text(path, text, error=AlexftError):
     return write_atomic(path, lambda handle: handle.write(data), error)
 
 
-def remove_stale_temporaries(folder, shared=False):
+def remove_stale_temporaries(folder, shared=False, prefix=""):
     """Delete temporary files and folders (an export's SavedModel, the TF Lite converter's scratch)
-    a killed process left in `folder` (`.NAME.tmp-PID`); return their names. `shared`: other
-    processes may be writing there now (a cache, an export folder), so only those whose process
-    is gone are deleted."""
+    a killed process left in `folder` (`.NAME.tmp-PID`, NAME starting with `prefix`); return their
+    names. `shared`: other processes may be writing there now (a cache, an export folder), so
+    only those whose process is gone are deleted."""
     removed = []
-    for stale in Path(folder).glob(".*.tmp-*"):
-        if shared and _process_alive(stale.name.rpartition("-")[2]):
-            continue
+    for stale in Path(folder).glob(f".{glob.escape(prefix)}*.tmp-*"):
+        pid = stale.name.rpartition("-")[2]
+        if not pid.isdigit() or (shared and _process_alive(pid)):
+            continue  # not one of ours, or still being written
         if stale.is_dir() and not stale.is_symlink():
             shutil.rmtree(stale, ignore_errors=True)
         else:

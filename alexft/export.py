@@ -99,7 +99,7 @@ def export(weights_path, output, file_format="savedmodel", top_k=5, force=False,
     temporary, scratch = temporary_path(output), temporary_path(output.with_name(output.name + ".convert"))
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(output.parent, shared=True)
+        remove_stale_temporaries(output.parent, shared=True, prefix=output.name)  # only this output's
         if file_format == "savedmodel":
             _write_saved_model(module, temporary)
         else:

@@ -193,10 +193,13 @@ def test_a_killed_export_leaves_temporaries_that_the_next_one_removes(tmp_path):
     stale = tmp_path / f".x.tflite.convert.tmp-{dead.stdout.strip()}"
     (stale / "variables").mkdir(parents=True)
     (stale / "variables" / "variables.data-00000-of-00001").write_bytes(bytes(1000))
-    running = tmp_path / f".y.tflite.tmp-{os.getpid()}"  # another export, still writing
+    running = tmp_path / f".x.tflite.tmp-{os.getpid()}"  # another export, still writing
     running.write_bytes(b"half")
-    assert remove_stale_temporaries(tmp_path, shared=True) == [stale.name]
-    assert sorted(path.name for path in tmp_path.iterdir()) == [running.name]
+    others = [tmp_path / ".x.tflite.tmp-draft", tmp_path / f".y.tflite.tmp-{dead.stdout.strip()}"]  # not ours / not x's
+    for other in others:
+        other.write_bytes(b"")
+    assert remove_stale_temporaries(tmp_path, shared=True, prefix="x.tflite") == [stale.name]
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([running.name] + [other.name for other in others])
 
 
 def test_sigterm_stops_a_tflite_export_and_leaves_nothing(canonical_weights_file, tmp_path):
