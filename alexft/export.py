@@ -96,20 +96,19 @@ def export(weights_path, output, file_format="savedmodel", top_k=5, force=False,
     output = ExportRequest(Path(output), file_format, top_k, quantization, precision, force).check().output
     module = serving_module(weights_path, top_k=top_k, precision=precision)
     # Beside the output, named as temporaries: what a killed export leaves is removed by the next.
-    temporary, scratch = temporary_path(output), temporary_path(output.with_name(output.name + ".convert"))
+    temporary = temporary_path(output)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(output.parent, shared=True, prefix=output.name)  # only this output's
         if file_format == "savedmodel":
             _write_saved_model(module, temporary)
         else:
-            temporary.write_bytes(tflite_flatbuffer(module, quantization, scratch))
+            temporary.write_bytes(tflite_flatbuffer(module, quantization, beside=output))
         _replace(temporary, output)
     except OSError as failure:
         raise ExportError(f"{output}: could not be written ({failure.strerror or failure})") from None
     finally:
         _remove(temporary)
-        _remove(scratch)
     if file_format == "tflite":
         write_text(labels_path(output), "\n".join(module.class_names) + "\n", ExportError)
     return output
@@ -120,11 +119,12 @@ def _write_saved_model(module, folder):
     tf.saved_model.save(module, str(folder), signatures=signatures)
 
 
-def tflite_flatbuffer(module, quantization=None, scratch=None):
+def tflite_flatbuffer(module, quantization=None, beside=None):
     """The TF Lite model of a ServingModule's `preprocessed` outputs (probabilities, the top-k
-    indices and scores), as bytes; `quantization`: a quantize.Quantization. `scratch`: a folder
-    (created, not removed) for the converter's temporary SavedModel (~470 MB) instead of the
-    system's temporary folder."""
+    indices and scores), as bytes; `quantization`: a quantize.Quantization. `beside`: the file
+    being made, next to which the converter keeps its temporary SavedModel (~470 MB, named as a
+    temporary: what a killed conversion leaves, the next one removes) instead of in the system's
+    temporary folder."""
     # The converter freezes Keras 3 variables only from a Keras model (a tf.Module wrapper
     # converts to a file without them), so the numeric outputs are rebuilt as one.
     views = keras.Input((CROP, CROP, 3), name="views")
@@ -135,22 +135,25 @@ def tflite_flatbuffer(module, quantization=None, scratch=None):
     converter = tf.lite.TFLiteConverter.from_keras_model(numeric)
     if quantization is not None:
         quantization.configure(converter)
-    with contextlib.redirect_stdout(io.StringIO()), stderr_held_back(), _temporary_files_in(scratch):
+    with contextlib.redirect_stdout(io.StringIO()), stderr_held_back(), _temporary_files_beside(beside):
         return converter.convert()
 
 
 @contextlib.contextmanager
-def _temporary_files_in(folder):
-    """Python's temporary files (the converter's) go into `folder` while active; None: unchanged."""
-    if folder is None:
+def _temporary_files_beside(path):
+    """Python's temporary files (the converter's) go into a folder beside `path` while active,
+    removed after; None: unchanged."""
+    if path is None:
         yield
         return
-    Path(folder).mkdir(parents=True, exist_ok=True)
+    folder = temporary_path(Path(path).with_name(Path(path).name + ".convert"))
+    folder.mkdir(parents=True, exist_ok=True)
     previous, tempfile.tempdir = tempfile.tempdir, str(folder)
     try:
         yield
     finally:
         tempfile.tempdir = previous
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _replace(temporary, output):

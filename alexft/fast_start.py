@@ -16,14 +16,13 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
-from .atomic import remove_stale_temporaries, temporary_path, write_atomic, write_text
+from .atomic import remove_stale_temporaries, write_atomic, write_text
 from .errors import AlexftError
 from .quiet import stderr_held_back
 from .weights.sources import cache_dir
@@ -95,11 +94,7 @@ def build_copy(weights):
                 "TensorFlow (about half a minute; --runtime tensorflow skips it)", weights, model.parent)
     source = _identity(weights)  # taken first: a file replaced while it is read is not mistaken for this one
     module = serving_module(weights)
-    scratch = temporary_path(model.with_name(model.name + ".convert"))  # a killed build's: removed by the next
-    try:
-        flatbuffer = tflite_flatbuffer(module, scratch=scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    flatbuffer = tflite_flatbuffer(module, beside=model)
     write_atomic(model, lambda handle: handle.write(flatbuffer), FastStartError)
     write_text(record, json.dumps({"source": source, "model_size": len(flatbuffer), "class_names": module.class_names}),
                FastStartError)

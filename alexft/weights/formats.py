@@ -258,7 +258,7 @@ def _npz_arrays(path):
             else:
                 with archive.open(info) as member:
                     arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
-        for (array, _, info, header), crc in zip(reads, _fill(handle.fileno(), reads)):
+        for (_, _, info, _), crc in zip(reads, _fill(handle.fileno(), reads)):
             if crc != info.CRC:
                 raise ValueError(f"{info.filename} is damaged: its bytes do not match the archive's CRC-32")
     return arrays
