@@ -212,6 +212,10 @@ class Trainer:
             except lr_finder.RangeTestError as error:
                 raise TrainingError(str(error)) from None
             finally:
+                # The test stops mid-epoch. Left to the cyclic collector (matplotlib's savefig
+                # keeps frames in cycles), the unfinished tf.data iterator stalled a later
+                # gc.collect() for up to a minute on a busy machine: it goes now.
+                del batches
                 self.net.load_state_arrays(before)
                 self.net.set_rule(self.options.weight_decay, fresh_bias_factor=1.0)
         self.log(result.describe())
