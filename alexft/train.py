@@ -382,19 +382,31 @@ class Trainer:
         return summary
 
     def _say_if_nothing_was_learned(self, best, base_lr):
-        """A run whose best epoch still has a uniform guess's loss ends with a warning, not in silence."""
+        """A run whose best epoch still has a uniform guess's loss ends with a warning, not in
+        silence; one whose validation accuracy is clearly above chance did learn, and is told so."""
         classes = len(self.dataset.class_names)
         loss = best.get("train_loss")
         guess = math.log(classes)
         if loss is None or loss < CHANCE_LOSS_SHARE * guess:
             return
-        if loss > 1.5 * guess:  # worse than guessing: the steps overshoot
-            self.log(f"warning: nothing was learned: the best epoch's training loss {loss:.4f} is worse than a uniform "
-                     f"guess's (ln {classes} = {guess:.4f}); try a smaller --lr than {base_lr:.3g}, or train fewer layers")
+        relation = "about" if loss <= 1.1 * guess else "above"
+        said = f"the best epoch's training loss {loss:.4f} is {relation} a uniform guess's (ln {classes} = {guess:.4f})"
+        accuracy = best.get("val_accuracy")
+        if accuracy is not None and _above_chance(accuracy, classes, len(self.dataset.val)):
+            self.log(f"warning: {said}, though its validation accuracy {accuracy:.3f} is above chance "
+                     f"({1 / classes:.3f}): the steps overshoot; try a smaller --lr than {base_lr:.3g}")
+        elif loss > 1.5 * guess:
+            self.log(f"warning: nothing was learned: {said}; try a smaller --lr than {base_lr:.3g}, or train fewer layers")
         else:
-            self.log(f"warning: nothing was learned: the best epoch's training loss {loss:.4f} is a uniform guess's "
-                     f"(ln {classes} = {guess:.4f}); try more --epochs (more steps), a smaller --lr than {base_lr:.3g}, "
-                     "or training fewer layers")
+            self.log(f"warning: nothing was learned: {said}; try more --epochs (more steps), a smaller --lr than "
+                     f"{base_lr:.3g}, or training fewer layers")
+
+
+def _above_chance(accuracy, classes, images):
+    """Whether a validation accuracy over `images` images is beyond what guessing among
+    `classes` classes reaches by luck: more than three standard errors above 1/classes."""
+    chance = 1 / classes
+    return images > 0 and accuracy > chance + 3 * math.sqrt(chance * (1 - chance) / images)
 
 
 def _describe_row(row, epochs):

@@ -777,16 +777,27 @@ def test_a_run_that_learned_nothing_ends_with_a_warning():
     from alexft.train import Trainer
 
     messages = []
-    trainer = SimpleNamespace(dataset=SimpleNamespace(class_names=[f"c{i}" for i in range(10)]), log=messages.append)
+    trainer = SimpleNamespace(dataset=SimpleNamespace(class_names=[f"c{i}" for i in range(10)], val=[None] * 10),
+                              log=messages.append)
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.3027}, 0.0195)
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.0}, 0.0195)
     Trainer._say_if_nothing_was_learned(trainer, {}, 0.0195)  # no epoch ended
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 113.2}, 1.0)  # far worse than guessing
-    assert messages == ["warning: nothing was learned: the best epoch's training loss 2.3027 is a uniform guess's "
+    # Seen by a user: a loss above guessing, yet 6 of 10 held-out images right (chance: 1).
+    Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.9948, "val_accuracy": 0.6}, 0.001)
+    # 3 of 10 right is within luck's reach (1/10 + 3 standard errors = 0.385): nothing learned.
+    Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.9948, "val_accuracy": 0.3}, 0.001)
+    assert messages == ["warning: nothing was learned: the best epoch's training loss 2.3027 is about a uniform guess's "
                         "(ln 10 = 2.3026); try more --epochs (more steps), a smaller --lr than 0.0195, or training "
                         "fewer layers",
-                        "warning: nothing was learned: the best epoch's training loss 113.2000 is worse than a uniform "
-                        "guess's (ln 10 = 2.3026); try a smaller --lr than 1, or train fewer layers"]
+                        "warning: nothing was learned: the best epoch's training loss 113.2000 is above a uniform "
+                        "guess's (ln 10 = 2.3026); try a smaller --lr than 1, or train fewer layers",
+                        "warning: the best epoch's training loss 2.9948 is above a uniform guess's (ln 10 = 2.3026), "
+                        "though its validation accuracy 0.600 is above chance (0.100): the steps overshoot; try a "
+                        "smaller --lr than 0.001",
+                        "warning: nothing was learned: the best epoch's training loss 2.9948 is above a uniform "
+                        "guess's (ln 10 = 2.3026); try more --epochs (more steps), a smaller --lr than 0.001, or "
+                        "training fewer layers"]
 
 
 def test_a_run_may_share_a_folder_with_other_files_but_never_replaces_them(tmp_path):
