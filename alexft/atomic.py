@@ -9,6 +9,7 @@ import errno
 import glob
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from .errors import AlexftError
@@ -59,6 +60,10 @@ def check_writable(path, error=AlexftError):
         raise error(f"{path}: cannot be written: {folder} is not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise error(f"{path}: cannot be written: no permission to write in {folder}")
+    try:  # what os.access cannot tell: /proc and /sys, read-only mounts, root's limits
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as problem:
+        raise error(f"{path}: cannot be written: {problem.strerror or problem} in {folder}") from None
     return path
 
 

@@ -65,6 +65,8 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
     small = (tmp_path / "small.npz").read_bytes()
     (tmp_path / "cut.npz").write_bytes(small[: len(small) - 100])
     (tmp_path / "y.labels.txt").write_text("notes of the user's, where an export to y.tflite would put its labels")
+    shutil.copy(photo_paths()["chelsea"], tmp_path / "photo.png")
+    (tmp_path / "earlier.npz").write_bytes(small)
     weights = ["--weights", str(canonical_weights_file)]
     cases = [
         (["classify", "nope.jpg"], 2, "nope.jpg: no such file or folder"),
@@ -108,6 +110,15 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         # Where the results would go is checked first, not after minutes of work.
         (["features", str(photo_paths()["chelsea"]), "--output", "afile/f.npz", *weights], 1,
          f"afile/f.npz: cannot be written: {tmp_path / 'afile'} is not a folder"),
+        # A user's photo named as the output by mistake, or earlier features, are not overwritten.
+        (["features", str(photo_paths()["coffee"]), "--output", "photo.png", *weights], 1,
+         "photo.png: features are written as .npz; name the output so (e.g. photo.npz)"),
+        (["features", str(photo_paths()["coffee"]), "--output", "earlier.npz", *weights], 1,
+         "earlier.npz: exists; pass --force to replace it"),
+        (["features", str(photo_paths()["coffee"]), "--output", "earlier.npz", "--force", "--mean", str(page), *weights],
+         1, "page.binaryproto: not a Caffe mean file"),  # --force passes the output check
+        (["features", str(photo_paths()["coffee"]), "--output", "/proc/f.npz", *weights], 1,
+         "/proc/f.npz: cannot be written"),  # os.access says yes to root there; trying says no
         (["evaluate", str(small_digits_folder), "--report", "afile/report", *weights], 1,
          f"cannot be written: {tmp_path / 'afile'} is not a folder"),
         (["export", "afile/x.tflite", "--format", "tflite", *weights], 1, "afile/x.tflite: cannot be written"),
@@ -131,6 +142,8 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         assert "Traceback" not in done.stderr
     assert (precious / "thesis.txt").read_text() == "years of work" and (precious / "1").is_dir()
     assert (tmp_path / "afile").read_text() == "a file, not a folder"
+    assert (tmp_path / "photo.png").read_bytes() == photo_paths()["chelsea"].read_bytes()
+    assert (tmp_path / "earlier.npz").read_bytes() == small
 
 
 def test_ctrl_c_during_classify_exits_130_and_keeps_the_lines_already_printed(canonical_weights_file, tmp_path):
@@ -260,6 +273,12 @@ def test_features_exits_1_naming_each_input_it_could_not_use(canonical_weights_f
     assert result.exit_code == 0, result.output
     with np.load(tmp_path / "p2.npz") as stored:
         assert stored["features"].shape == (1, 13, 13, 256)
+    # An existing output is replaced only when asked to (a refusal is in the pre-TensorFlow table).
+    result = run("features", good, "--layer", "pool1", "--output", tmp_path / "p2.npz", "--force", "--weights",
+                 canonical_weights_file)
+    assert result.exit_code == 0, result.output
+    with np.load(tmp_path / "p2.npz") as stored:
+        assert stored["features"].shape == (1, 27, 27, 96)
     # Images beside sub-folders belong to no class: the folder is read as plain images, all of them.
     mixed = tmp_path / "mixed"
     (mixed / "old").mkdir(parents=True)

@@ -183,6 +183,22 @@ def _describe_evaluation(summary):
     return "\n".join(lines)
 
 
+def _check_features_output(output, force):
+    """An .npz that may be written: never another kind of file by mistake (a photo named in
+    place of the output), and an existing file only with --force."""
+    from alexft.atomic import check_writable
+    from alexft.errors import AlexftError
+
+    if output.suffix.lower() != ".npz":
+        raise AlexftError(f"{output}: features are written as .npz; name the output so (e.g. {output.stem}.npz)")
+    if output.is_symlink() or output.exists():
+        if not force:
+            raise AlexftError(f"{output}: exists; pass --force to replace it")
+        if not output.is_symlink() and not output.is_file():
+            raise AlexftError(f"{output}: exists and is not a file; --force replaces only files")
+    check_writable(output)
+
+
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True))
 @weights_option
@@ -191,6 +207,7 @@ def _describe_evaluation(summary):
               help="The layer whose activations are written (after its ReLU; fc8: the logits).")
 @click.option("--ten-crop", is_flag=True, help="Average the activations of Caffe's ten crops.")
 @click.option("--output", required=True, type=click.Path(path_type=Path, dir_okay=False), help="The .npz to write.")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images per batch.")
 @shard_option
 @preprocessing_options
@@ -198,18 +215,18 @@ def _describe_evaluation(summary):
 @progress_option
 @click.pass_context
 @fail_cleanly
-def features(ctx, inputs, weights, layer, ten_crop, output, batch_size, shard, mean_file, resize, precision, progress):
+def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, shard, mean_file, resize, precision,
+             progress):
     """Write a layer's activations for images (files or folders) to an .npz.
 
     One folder laid out as <class>/<images> also stores each image's label and the class names.
     Exit status 1 if any input could not be used; the others are still written.
     """
-    from alexft.atomic import check_writable
     from alexft.data import class_folders, images_with_labels, loose_images
     from alexft.pipeline import shard as shard_of
     from alexft.weights.sources import resolve_weights
 
-    check_writable(output)  # before TensorFlow and the work, not after
+    _check_features_output(output, force)  # before TensorFlow and the work, not after
     paths, labels, class_names = images_with_labels(inputs)
     if labels is None:
         paths = expand_inputs(inputs)  # the same as find_images, and says which folders were empty
