@@ -125,8 +125,8 @@ class BrokenFiles:
 
     SAID_AT_MOST = 20
 
-    def __init__(self, max_fraction=0.1, say=None):
-        self.max_fraction, self.say = max_fraction, say
+    def __init__(self, max_fraction=0.1, say=None, total=None):
+        self.max_fraction, self.say, self.total = max_fraction, say, total
         self.errors = {}
         self._lock = threading.Lock()
 
@@ -139,8 +139,11 @@ class BrokenFiles:
             more = "; more are only listed in broken_files.json" if count == self.SAID_AT_MOST else ""
             self.say(f"skipped: {message}{more}")
 
-    def check(self, total):
-        """Raise DataError when more than `max_fraction` of `total` files are broken."""
+    def check(self, total=None):
+        """Raise DataError when more than `max_fraction` of `total` files (default: the
+        ledger's `total`, all there are) are broken. With the ledger's own total it may be
+        called while files are still being read: once over, a ledger never gets back under."""
+        total = total or self.total
         if total and len(self.errors) > self.max_fraction * total:
             example = next(iter(self.errors.values()))
             raise DataError(

@@ -53,19 +53,25 @@ def quoted_names(names):
     return ", ".join(repr(str(name)) for name in names)
 
 
-def labelled_list(list_file, root, num_classes):
-    """Caffe's list format (ILSVRC val.txt): `relative/path label_index` per line."""
+def labelled_list(list_file, root, num_classes=None):
+    """Caffe's list format (ILSVRC val.txt): `relative/path label_index` per line; labels are
+    checked against `num_classes` when it is given. A list none of whose files is under
+    `root` is refused: the images are elsewhere (the usual cause: --root not given)."""
     paths, labels = [], []
     for number, line in enumerate(Path(list_file).read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         relative, _, label = line.rstrip().rpartition(" ")
-        if not relative or not label.lstrip("-").isdigit() or not 0 <= int(label) < num_classes:
-            raise DataError(f"{list_file}:{number}: expected 'path label' with a label in 0..{num_classes - 1}, got {line!r}")
+        if not relative or not label.lstrip("-").isdigit() or not 0 <= int(label) < (num_classes or float("inf")):
+            expected = f"a label in 0..{num_classes - 1}" if num_classes else "a whole-number label"
+            raise DataError(f"{list_file}:{number}: expected 'path label' with {expected}, got {line!r}")
         paths.append(Path(root) / relative)
         labels.append(int(label))
     if not paths:
         raise DataError(f"{list_file}: no images listed")
+    if not any(path.exists() for path in paths[:1000]):
+        raise DataError(f"{list_file}: none of its listed images is in {root} (the first: {paths[0]}); "
+                        "--root names the folder the listed paths are relative to")
     return LabelledFiles(paths, np.array(labels, np.int32))
 
 
@@ -84,7 +90,7 @@ def predict_labelled(predictor, files, ten_crop=False, batch_size=32, progress=N
         if ten_crop:
             averaged.append(views.mean(axis=0))
     if not used:
-        raise DataError(f"no usable images ({len(skipped)} skipped)")
+        raise DataError(f"no usable images: none of the {len(skipped)} could be read (the first: {next(iter(skipped.values()))})")
     return Predictions(used, np.array(labels), np.array(centre), np.array(averaged) if ten_crop else None, skipped)
 
 

@@ -61,6 +61,7 @@ def view_features(prefix, paths, ledger, batch_size=32, memory_budget=2 << 30, s
     features = _allocate((len(paths), VIEWS) + tuple(prefix.output.shape[1:]), memory_budget, spill_path)
     kept = []
     for index, outputs in layer_outputs(prefix, paths, True, ledger.add, batch_size, progress, desc):
+        ledger.check()  # too many broken files stop the run now, not after hours of caching the rest
         features[len(kept)] = outputs
         kept.append(index)
     return features[: len(kept)], np.array(kept, int)

@@ -77,6 +77,9 @@ class RunFolder:
         # A finished epoch leaves a checkpoint, which every worker can see before the cluster forms
         # (the chief's fresh config.json cannot tell them apart): all refuse together, none waits.
         if self.checkpoint.exists() or (self.chief and (self.path / "config.json").exists()):
+            if self.chief and self.finished_summary() is not None:  # --resume would only say it is finished
+                more = " (or --resume with more --epochs: its checkpoint was kept)" if self.checkpoint.exists() else ""
+                raise RunFolderError(f"{self.path}: holds a finished run; choose another --output{more}")
             raise RunFolderError(f"{self.path}: already holds a run; pass --resume to continue it or choose another --output")
         taken = [name for name in RUN_FILES if (self.path / name).exists()] if self.chief else []
         if taken:

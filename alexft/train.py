@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 import tensorflow as tf
 
@@ -61,7 +62,7 @@ def finetune(data_dir, options=None, *, weights=None, output=None, resume=False,
     options = train_setup.layer_choice(options, weight_set, dataset.class_names, log)
     options = train_setup.plan_epochs(options, len(dataset.train), log)
     run = RunFolder(output or RunFolder.default_path(), chief)
-    config = dict(options.as_dict(), data_dir=str(data_dir), data=train_setup.data_identity(dataset), weights=str(weights_path),
+    config = dict(options.as_dict(), data_dir=str(Path(data_dir).absolute()), data=train_setup.data_identity(dataset), weights=str(weights_path),
                   base_weights_sha256=file_sha256(weights_path), class_names=dataset.class_names, versions=train_setup.versions(),
                   lr_found=None)
     if resume:
@@ -108,7 +109,8 @@ class Trainer:
     def __init__(self, options, config, dataset, weight_set, run, cache_memory, progress, log):
         self.options, self.config, self.dataset, self.run = options, config, dataset, run
         self.cache_memory, self.progress, self.log = cache_memory, progress, log
-        self.ledger = BrokenFiles(options.max_broken, say=log if run.chief else None)
+        self.ledger = BrokenFiles(options.max_broken, say=log if run.chief else None,
+                                  total=len(dataset.train) + len(dataset.val))
         self.net = TrainingNetwork(options, weight_set, len(dataset.class_names), len(dataset.train) * options.epochs,
                                    cache_point(options), log)
         self.data = TrainingData(dataset, options, self.net.strategy, self.ledger, run.path, run.chief,

@@ -150,6 +150,26 @@ def bias_factor_for_rate(measured_rate):
     return CAFFE_BASE_LR / measured_rate
 
 
+def check_layers(skip, train, default_skip=False):
+    """The layer choice's mistakes that need no weights, as sorted (skip, train): unknown
+    names, nothing to train, a layer started afresh (skipped) but left untrained. `train`
+    None: the skipped layers; `default_skip`: the user never typed --skip. Raises OptionsError."""
+    train = list(skip) if train is None else list(train)
+    unknown = sorted((set(skip) | set(train)) - set(arch.LAYER_NAMES))
+    if unknown:
+        raise OptionsError(f"unknown layer(s) {', '.join(unknown)}; AlexNet has {', '.join(arch.LAYER_NAMES)}")
+    if not train:
+        raise OptionsError("no layer to train: pass --skip fc8 or --train LAYERS")
+    frozen_fresh = [name for name in skip if name not in train]
+    if frozen_fresh:
+        why = ", the default," if frozen_fresh == ["fc8"] and default_skip else ""
+        raise OptionsError(f"--skip {','.join(frozen_fresh)}{why} starts {' and '.join(frozen_fresh)} afresh, and "
+                           f"without training it would leave it random: train it too "
+                           f"(--train {','.join(sorted(set(train) | set(frozen_fresh), key=arch.LAYER_NAMES.index))})")
+    order = arch.LAYER_NAMES.index
+    return sorted(skip, key=order), sorted(set(train), key=order)
+
+
 def layer_list(value):
     """Layer names as a list, from a list or from the command line's "fc7,fc8" (a plain string
     must not become its letters); None and "" are no layers."""

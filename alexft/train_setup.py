@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import architecture as arch
 from .devices import cluster_role
 from .errors import TrainingError
 from .train_data import cache_point
-from .train_options import TrainOptions
+from .train_options import OptionsError, TrainOptions, check_layers
 
 
 def check_cluster(options, output, log):
@@ -65,23 +64,14 @@ def layer_choice(options, weight_set, class_names, log):
     if weight_set.num_classes != num_classes and "fc8" not in skip:
         log(f"{num_classes} classes but the weights have {weight_set.num_classes}: fc8 starts fresh")
         skip.append("fc8")
-    train = list(skip) if options.train is None else list(options.train)
-    unknown = sorted((set(skip) | set(train)) - set(arch.LAYER_NAMES))
-    if unknown:
-        raise TrainingError(f"unknown layer(s) {', '.join(unknown)}; AlexNet has {', '.join(arch.LAYER_NAMES)}")
-    if not train:
-        raise TrainingError("no layer to train: pass --skip fc8 or --train LAYERS")
-    frozen_fresh = [name for name in skip if name not in train]
-    if frozen_fresh:
-        why = ", the default," if frozen_fresh == ["fc8"] and options.skip == ["fc8"] else ""
-        raise TrainingError(f"--skip {','.join(frozen_fresh)}{why} starts {' and '.join(frozen_fresh)} afresh, and "
-                            f"without training it would leave it random: train it too "
-                            f"(--train {','.join(sorted(set(train) | set(frozen_fresh), key=arch.LAYER_NAMES.index))})")
+    try:
+        skip_sorted, train = check_layers(skip, options.train, default_skip=options.skip == ["fc8"])
+    except OptionsError as mistake:
+        raise TrainingError(str(mistake)) from None
     if "fc8" in skip and weight_set.class_names is not None and list(weight_set.class_names) == list(class_names):
         log(f"warning: the weights' fc8 was trained for these very classes ({len(class_names)}), and --skip fc8 "
             "starts it afresh; to go on training it instead: --skip '' --train fc8")
-    order = list(arch.LAYER_NAMES)
-    return options.replace(skip=sorted(skip, key=order.index), train=sorted(set(train), key=order.index))
+    return options.replace(skip=skip_sorted, train=train)
 
 
 def plan_epochs(options, train_count, log):

@@ -50,6 +50,13 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
     existing = tmp_path / "runs" / "existing"
     existing.mkdir(parents=True)
     (existing / "config.json").write_text("{}")
+    finished = tmp_path / "runs" / "finished"
+    finished.mkdir()
+    (finished / "config.json").write_text("{}")
+    (finished / "summary.json").write_text('{"epochs": 3}')
+    moved = tmp_path / "runs" / "moved"  # a run whose data folder has gone since
+    moved.mkdir()
+    (moved / "config.json").write_text(json.dumps({"data_dir": str(tmp_path / "gone")}))
     (tmp_path / "empty").mkdir()
     page = tmp_path / "page.binaryproto"
     page.write_bytes(b"<!DOCTYPE html><html>moved</html>")
@@ -77,6 +84,20 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["features", str(photo_paths()["chelsea"]), "--output", "f.npz", "--layer", "pool9"], 2, "'pool9' is not one of"),
         (["finetune", str(one_class_folder), *weights], 1, "only one class (digit_4); fine-tuning needs at least two"),
         (["finetune", str(small_digits_folder), "--output", str(existing), *weights], 1, "already holds a run"),
+        (["finetune", str(small_digits_folder), "--output", str(finished), *weights], 1,
+         f"{finished}: holds a finished run; choose another --output"),
+        (["finetune", *weights], 2, "Missing argument 'DATA_DIR'"),
+        (["finetune", str(small_digits_folder), "--skip", "fc9", *weights], 2,
+         "unknown layer(s) fc9; AlexNet has conv1, conv2, conv3, conv4, conv5, fc6, fc7, fc8"),
+        (["finetune", str(small_digits_folder), "--train", "fc7,fc9", *weights], 2, "unknown layer(s) fc9"),
+        (["finetune", str(small_digits_folder), "--skip", "fc7", "--train", "fc8", *weights], 2,
+         "--skip fc7 starts fc7 afresh, and without training it would leave it random: train it too (--train fc7,fc8)"),
+        (["finetune", str(small_digits_folder), "--train", "fc7", *weights], 2,
+         "--skip fc8, the default, starts fc8 afresh"),
+        (["finetune", "--resume", *weights], 2, "--resume needs --output, the run folder to continue"),
+        (["finetune", "--resume", "--output", str(tmp_path / "empty")], 1, "nothing to resume (no config.json)"),
+        (["finetune", "--resume", "--output", str(existing)], 1, "its config.json names no data folder; give DATA_DIR"),
+        (["finetune", "--resume", "--output", str(moved)], 1, f"its data folder {tmp_path / 'gone'} is not there"),
         (["finetune", str(small_digits_folder), "--output", str(logs), *weights], 1,
          f"{logs}: tensorboard there is not from an alexft run, and a run would replace it; choose another --output"),
         (["finetune", str(small_digits_folder), "--epochs", "0", *weights], 2, "expected a whole number of at least 1"),
@@ -521,8 +542,9 @@ def test_classify_evaluate_and_features_apply_a_mean_image_and_float_resizing(ca
         assert run("features", photo, "--layer", "fc7", "--output", tmp_path / name, *weights, *mean).exit_code == 0
         return np.load(tmp_path / name)["features"]
 
-    np.testing.assert_allclose(fc7("flat.npz", "--mean", flat), fc7("default.npz"), rtol=1e-5, atol=1e-5)
-    assert not np.allclose(fc7("other.npz", "--mean", other), fc7("default.npz"), rtol=1e-3, atol=1e-3)
+    default_fc7 = fc7("default.npz")
+    np.testing.assert_allclose(fc7("flat.npz", "--mean", flat), default_fc7, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(fc7("other.npz", "--mean", other), default_fc7, rtol=1e-3, atol=1e-3)
     listing = tmp_path / "val.txt"
     listing.write_text("".join(f"{photo_paths()[name]} {label}\n" for name, label in [("chelsea", 281), ("coffee", 967)]))
     reports = [json.loads(run("evaluate", "--list", listing, "--root", "/", "--json", *weights, *mean).stdout)

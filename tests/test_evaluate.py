@@ -125,6 +125,11 @@ def test_list_file_evaluation_matches_the_folder(held_out_folder, tmp_path, eval
     result = run("evaluate", "--list", tmp_path / "val.txt", "--root", held_out_folder, "--weights", model, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["centre"]["top1"] == summary["centre"]["top1"]
+    # --root forgotten: the paths are looked for beside the list, where none is.
+    result = run("evaluate", "--list", tmp_path / "val.txt", "--weights", model)
+    assert result.exit_code == 1
+    assert (f"val.txt: none of its listed images is in {tmp_path} (the first: {tmp_path / lines[0].split()[0]}); "
+            "--root names the folder the listed paths are relative to") in result.stderr
     (tmp_path / "bad.txt").write_text("digit_0/x.png eleven\n")
     with pytest.raises(DataError, match=r"bad.txt:1: expected 'path label'"):
         labelled_list(tmp_path / "bad.txt", held_out_folder, 10)
@@ -143,6 +148,15 @@ def test_bad_files_are_skipped_and_unknown_folders_refused(fc8_run, small_digits
     (data / "cats").mkdir()
     result = run("evaluate", data, "--weights", run_folder / "model.npz")
     assert result.exit_code == 1 and "folder(s) 'cats' are not classes of this model" in result.stderr
+    # Nothing readable at all: the error names a file and why, not only a count.
+    broken = tmp_path / "broken"
+    for name in ("digit_1", "digit_2"):
+        (broken / name).mkdir(parents=True)
+        (broken / name / "cut.jpg").write_bytes(bad_images()["cut.jpg"][0])
+    result = run("evaluate", broken, "--weights", run_folder / "model.npz")
+    assert result.exit_code == 1
+    assert (f"no usable images: none of the 2 could be read (the first: {broken / 'digit_1' / 'cut.jpg'}: "
+            "truncated JPEG") in result.stderr
 
 
 def test_features_match_the_models_intermediate_activations(fc8_run, small_digits_folder, tmp_path):

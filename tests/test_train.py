@@ -140,7 +140,7 @@ def test_full_path_trains_fc7_and_fc8_with_ten_crop_validation(small_digits_fold
     assert not np.array_equal(saved.params["fc7"][0], canonical_params["fc7"][0])  # trained at 1x
 
 
-def test_broken_files_are_skipped_and_listed(small_digits_folder, canonical_weights_file, tmp_path):
+def test_broken_files_are_skipped_and_listed(small_digits_folder, canonical_weights_file, tmp_path, monkeypatch):
     data = tmp_path / "data"
     shutil.copytree(small_digits_folder, data)
     for name in ("cut.jpg", "empty.jpg"):
@@ -156,9 +156,23 @@ def test_broken_files_are_skipped_and_listed(small_digits_folder, canonical_weig
     listed = json.loads((tmp_path / "run" / "broken_files.json").read_text())
     assert sorted(os.path.basename(row["path"]) for row in listed) == ["cut.jpg", "empty.jpg"]
     assert "truncated JPEG" in " ".join(row["error"] for row in listed)
+
+    # Over --max-broken, the run stops as soon as it is over, not after caching every image:
+    # both broken files are in the first batch of 32 images, so the network runs once.
+    from alexft import features as features_module
+
+    calls = []
+
+    class Counted(features_module.InferenceFunction):
+        def __call__(self, *args, **kwargs):
+            calls.append(1)
+            return super().__call__(*args, **kwargs)
+
+    monkeypatch.setattr(features_module, "InferenceFunction", Counted)
     with pytest.raises(DataError, match="2 of 62 images are broken"):
         finetune(data, weights=canonical_weights_file, epochs=1, val_split=0, output=tmp_path / "strict",
                  max_broken=0.01, progress=False, log=quiet)
+    assert len(calls) == 1
 
 
 def test_layer_choices_that_would_leave_random_layers_are_refused(small_digits_folder, canonical_weights_file, tmp_path):
@@ -416,7 +430,7 @@ def test_resume_refuses_a_different_configuration(small_digits_folder, canonical
     again = finetune(moved, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0, output=tmp_path / "run",
                      resume=True, progress=False, log=quiet)
     assert again["already_finished"]
-    with pytest.raises(TrainingError, match="already holds a run; pass --resume"):
+    with pytest.raises(TrainingError, match=f"{tmp_path / 'run'}: holds a finished run; choose another --output$"):
         finetune(small_digits_folder, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0,
                  output=tmp_path / "run", progress=False, log=quiet)
 
@@ -475,11 +489,15 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(
     command = cli_command(small_digits_folder, canonical_weights_file, output)
     returncode, stderr = interrupt_after_first_checkpoint(command, output, signal_number)
     assert returncode == 128 + signal_number, stderr
-    assert "continue with --resume" in stderr
+    hint = f"continue with --resume --output {output}"
+    assert hint in stderr
     stopped_model = weights.load(output / "model.npz")  # epoch 1 had ended: its model is there
     assert stopped_model.params["fc8"][0].shape == (4096, 10)
     assert not [p.name for p in output.iterdir() if p.name.startswith(".")]
-    resumed = run_cli(command + ["--resume"])
+    if signal_number == signal.SIGINT:  # the hint as printed: data, weights, --batch-size, ... are the run's
+        resumed = run_cli(command[:4] + ["--resume", "--output", str(output), "--json"])
+    else:  # everything given again
+        resumed = run_cli(command + ["--resume"])
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stderr
     history, reference_history = read_history(output), read_history(uninterrupted_run)

@@ -143,11 +143,14 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
 
         if not class_folders(data):
             raise click.UsageError(f"{data}: no class sub-folders; expected {data}/<class name>/<images>")
+    from alexft.evaluation import evaluate as run_evaluate, labelled_folder, labelled_list
+
+    if list_file is not None:
+        labelled_list(list_file, root or list_file.parent)  # its form and whereabouts; the labels' range needs the model
     if report is not None:
         check_writable(report / "metrics.json")  # before the work, which would be lost
     weights = resolve_weights(weights, progress=progress)
     preprocessing = preprocessing_from(mean_file, resize)
-    from alexft.evaluation import evaluate as run_evaluate, labelled_folder, labelled_list
 
     predictor = _tensorflow_predictor(weights, progress, preprocessing, precision)
     if list_file is not None:

@@ -32,7 +32,7 @@ class _OptionValue(click.ParamType):
 
 
 @click.command()
-@click.argument("data_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("data_dir", required=False, type=click.Path(path_type=Path, exists=True, file_okay=False))
 @weights_option
 @click.option("--skip", default="fc8", show_default=True, callback=_layer_list,
               help="Layers not loaded from the weights (fresh init), comma-separated: conv1-conv5, fc6-fc8.")
@@ -69,19 +69,26 @@ class _OptionValue(click.ParamType):
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as one JSON object.")
 @progress_option
 @fail_cleanly
-def finetune(data_dir, weights, train_layers, output, resume, as_json, progress, **values):
+def finetune(output, resume, as_json, progress, **values):
     """Fine-tune AlexNet on DATA_DIR/<class>/<images> (or DATA_DIR/train + DATA_DIR/val).
 
     Writes model.npz (the best epoch, from epoch 1 on), history.csv, curves.png, lr_find.png,
     config.json, classes.json and TensorBoard logs into the run folder; checkpoint.npz while
     it runs. Exit status 130/143 when stopped by Ctrl-C/SIGTERM (the checkpoint stays, and
-    model.npz once an epoch has ended).
+    model.npz once an epoch has ended). With --resume, DATA_DIR and every option not given
+    are the run's own, from its config.json.
     """
     from alexft.train_options import TrainOptions
 
+    if resume:
+        _take_the_runs_settings(click.get_current_context(), output, values)
+    elif values["data_dir"] is None:
+        raise click.UsageError("Missing argument 'DATA_DIR'.")
+    data_dir, weights, train_layers = values.pop("data_dir"), values.pop("weights"), values.pop("train_layers")
     values["ten_crop_val"] = values.pop("ten_crop")
     values["val_dir"] = values["val_dir"] and str(values["val_dir"])
     options = TrainOptions(train=train_layers, **values)
+    _check_layers(click.get_current_context(), options)
     dataset, weights = _check_before_training(data_dir, options, weights, output, resume, progress)
     # Said before TensorFlow's seconds of start-up, so a log shows at once what the run found.
     click.echo(f"alexft: {data_dir}: {len(dataset.class_names):,} classes, {len(dataset.train):,} training and "
@@ -102,6 +109,52 @@ def finetune(data_dir, weights, train_layers, output, resume, as_json, progress,
         click.echo(json.dumps(summary))
     else:
         click.echo(_describe_summary(summary))
+
+
+def _check_layers(ctx, options):
+    """A layer choice that cannot work is a usage mistake, said at once (exit 2). Left to the
+    run: no layer given at all, as fc8 then starts fresh if the classes differ from the weights'."""
+    from click.core import ParameterSource
+
+    from alexft.train_options import OptionsError, check_layers
+
+    if options.train is None and not options.skip:
+        return
+    try:
+        check_layers(options.skip, options.train, default_skip=ctx.get_parameter_source("skip") is ParameterSource.DEFAULT)
+    except OptionsError as mistake:
+        raise click.UsageError(str(mistake)) from None
+
+
+# Where a parameter's value is kept in config.json, when the name differs.
+_CONFIG_KEYS = {"train_layers": "train", "ten_crop": "ten_crop_val"}
+
+
+def _take_the_runs_settings(ctx, output, values):
+    """--resume: what the command line leaves at its default is the resumed run's setting, so
+    `finetune --resume --output RUN` (as a stopped run says) continues it as it was begun.
+    What is given stays given: a changed --lr or --epochs is taken, any other change refused."""
+    from click.core import ParameterSource
+
+    from alexft.errors import AlexftError
+    from alexft.run_folder import RunFolder
+
+    if output is None:
+        raise click.UsageError("--resume needs --output, the run folder to continue.")
+    saved = RunFolder(output).earlier_config()
+    for name in values:
+        key = _CONFIG_KEYS.get(name, name)
+        if key in saved and ctx.get_parameter_source(name) is ParameterSource.DEFAULT:
+            values[name] = saved[key]
+    if ctx.get_parameter_source("data_dir") is ParameterSource.DEFAULT:
+        recorded = saved.get("data_dir")
+        if recorded is None:
+            raise AlexftError(f"{output}: its config.json names no data folder; give DATA_DIR")
+        if not Path(recorded).is_dir():
+            raise AlexftError(f"{output}: its data folder {recorded} is not there; give DATA_DIR")
+        values["data_dir"] = Path(recorded)
+    if values["weights"] is not None:
+        values["weights"] = Path(values["weights"])
 
 
 def _check_before_training(data_dir, options, weights, output, resume, progress):
