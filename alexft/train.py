@@ -62,7 +62,9 @@ def finetune(data_dir, options=None, *, weights=None, output=None, resume=False,
     options = train_setup.layer_choice(options, weight_set, dataset.class_names, log)
     options = train_setup.plan_epochs(options, len(dataset.train), log)
     run = RunFolder(output or RunFolder.default_path(), chief)
-    config = dict(options.as_dict(), data_dir=str(Path(data_dir).absolute()), data=train_setup.data_identity(dataset), weights=str(weights_path),
+    # Absolute paths: `--resume` from another folder takes the data and weights from here.
+    config = dict(options.as_dict(), data_dir=str(Path(data_dir).absolute()), data=train_setup.data_identity(dataset),
+                  weights=str(Path(weights_path).absolute()),
                   base_weights_sha256=file_sha256(weights_path), class_names=dataset.class_names, versions=train_setup.versions(),
                   lr_found=None)
     if resume:
