@@ -133,7 +133,8 @@ def expand_inputs(inputs):
 weights_option = click.option(
     "--weights",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Weights file (.npz, .npy or .caffemodel). Default: $ALEXFT_WEIGHTS, weights/bvlc_alexnet.npy, the cache, else download.",
+    help="Weights file (.npz, .npy or .caffemodel). Default: $ALEXFT_WEIGHTS, weights/bvlc_alexnet.{npz,npy,caffemodel}, "
+         "the same in the cache, else download (weights/README.md).",
 )
 precision_option = click.option(
     "--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
