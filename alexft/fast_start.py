@@ -99,7 +99,21 @@ def build_copy(weights):
     write_text(record, json.dumps({"source": source, "model_size": len(flatbuffer), "class_names": module.class_names}),
                FastStartError)
     log.warning("built %s (%d MB) in %.0f s", model.name, len(flatbuffer) // 2**20, time.perf_counter() - start)
+    _remove_orphans(model.parent)
     return model
+
+
+def _remove_orphans(folder):
+    """Copies whose weights file is gone (a deleted run's model.npz, say) are 232 MB each that
+    nothing can use again: each build clears them."""
+    for record in folder.glob("*.json"):
+        try:
+            source = Path(json.loads(record.read_text(encoding="utf-8"))["source"]["path"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a record of ours, or being written
+        if not source.exists():
+            record.with_suffix(".tflite").unlink(missing_ok=True)
+            record.unlink(missing_ok=True)
 
 
 def load_litert_predictor(weights, preprocessing=None, build=True):

@@ -107,9 +107,16 @@ def test_a_changed_or_damaged_weights_copy_is_not_used(canonical_weights_file, t
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # the file was replaced
     assert fast_start.current_copy(weights) is None
 
+    # The copy of a weights file since deleted goes with the next build; another file's stays.
+    for name, source in (("gone", tmp_path / "gone.npz"), ("other", canonical_weights_file)):
+        (model.parent / f"{name}.tflite").write_bytes(b"a copy")
+        (model.parent / f"{name}.json").write_text(json.dumps({"source": {"path": str(source)}}))
     fast_start.build_copy(weights)
     assert fast_start.current_copy(weights) is not None
-    assert sorted(path.name for path in model.parent.iterdir()) == sorted([model.name, record.name])  # overwritten
+    assert sorted(path.name for path in model.parent.iterdir()) == sorted(
+        [model.name, record.name, "other.tflite", "other.json"])  # overwritten, and the orphan removed
+    for name in ("other.tflite", "other.json"):
+        (model.parent / name).unlink()
     with open(model, "r+b") as handle:  # an interrupted copy of the cache, say
         handle.truncate(1000)
     assert fast_start.current_copy(weights) is None
