@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 MODES = ("float16", "int8")
 # TensorFlow's guide suggests 100-500 samples; more costs minutes and changes little.
 CALIBRATION_IMAGES = 200
+FEW_CALIBRATION_IMAGES = 100  # under the guide's least, the user is told the ranges may be rough
 
 
 class QuantizationError(AlexftError):
@@ -80,8 +81,10 @@ class Quantization:
                 self.skipped.append(str(path))
         if not views:
             raise QuantizationError("no calibration image could be read")
-        log.warning("int8: measuring the activations' ranges on %d calibration image%s", len(views),
-                    "" if len(views) == 1 else "s")
+        few = ("; so few give rough ranges: a few hundred like the ones the model will see are better"
+               if len(views) < FEW_CALIBRATION_IMAGES else "")
+        log.warning("int8: measuring the activations' ranges on %d calibration image%s%s", len(views),
+                    "" if len(views) == 1 else "s", few)
         return views
 
 
