@@ -170,3 +170,16 @@ def write_json(path, value):
 def size_mb(path):
     """Total size of the files below `path`, in MB (10^6 bytes)."""
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) / 1e6
+
+
+def refuse_changes(saved, config, run, keys):
+    """Refuse to resume `run` when any of `keys` differs between its saved config and this one."""
+    changed = [key for key in keys if saved.get(key) != config.get(key)]
+    if changed:
+        details = "; ".join(f"{key}: was {_short(saved.get(key))}, now {_short(config.get(key))}" for key in changed)
+        raise RunFolderError(f"{run}: cannot resume with a different configuration ({details})")
+
+
+def _short(value):
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,7 +1,6 @@
 """What fine-tuning checks and decides before its first step: the machine's role in a cluster,
 what validation will measure, which layers start fresh and learn, how many epochs, and whether
 a run folder may be resumed (alexft/train.py runs what this decides)."""
-import json
 import os
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ import numpy as np
 
 from .devices import cluster_role
 from .errors import TrainingError
+from .run_folder import refuse_changes
 from .train_data import cache_point
 from .train_options import OptionsError, TrainOptions, check_layers
 
@@ -107,15 +107,7 @@ def data_identity(dataset):
 def check_same_run(saved, config, run):
     keys = TrainOptions.IDENTITY + ("class_names", "base_weights_sha256")
     keys += ("data",) if "data" in saved else ()  # runs begun before it was recorded
-    changed = [key for key in keys if saved.get(key) != config.get(key)]
-    if changed:
-        details = "; ".join(f"{key}: was {_short(saved.get(key))}, now {_short(config.get(key))}" for key in changed)
-        raise TrainingError(f"{run}: cannot resume with a different configuration ({details})")
-
-
-def _short(value):
-    text = json.dumps(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    refuse_changes(saved, config, run, keys)
 
 
 def already_finished(run, summary, options, log):

@@ -57,6 +57,10 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
     moved = tmp_path / "runs" / "moved"  # a run whose data folder has gone since
     moved.mkdir()
     (moved / "config.json").write_text(json.dumps({"data_dir": str(tmp_path / "gone")}))
+    begun = tmp_path / "runs" / "begun"  # a run stopped at batch size 16, seed 0, cached
+    begun.mkdir()
+    (begun / "config.json").write_text(json.dumps({"data_dir": str(small_digits_folder), "batch_size": 16, "seed": 0,
+                                                   "cache": True}))
     (tmp_path / "empty").mkdir()
     page = tmp_path / "page.binaryproto"
     page.write_bytes(b"<!DOCTYPE html><html>moved</html>")
@@ -98,6 +102,10 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["finetune", "--resume", "--output", str(tmp_path / "empty")], 1, "nothing to resume (no config.json)"),
         (["finetune", "--resume", "--output", str(existing)], 1, "its config.json names no data folder; give DATA_DIR"),
         (["finetune", "--resume", "--output", str(moved)], 1, f"its data folder {tmp_path / 'gone'} is not there"),
+        (["finetune", "--resume", "--output", str(begun), "--batch-size", "64"], 1,
+         f"{begun}: cannot resume with a different configuration (batch_size: was 16, now 64)"),
+        (["finetune", "--resume", "--output", str(begun), "--no-cache", "--seed", "0"], 1,
+         "different configuration (cache: was true, now false)"),
         (["finetune", str(small_digits_folder), "--output", str(logs), *weights], 1,
          f"{logs}: tensorboard there is not from an alexft run, and a run would replace it; choose another --output"),
         (["finetune", str(small_digits_folder), "--epochs", "0", *weights], 2, "expected a whole number of at least 1"),

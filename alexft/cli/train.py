@@ -80,8 +80,9 @@ def finetune(output, resume, as_json, progress, **values):
     """
     from alexft.train_options import TrainOptions
 
+    saved = None
     if resume:
-        _take_the_runs_settings(click.get_current_context(), output, values)
+        saved = _take_the_runs_settings(click.get_current_context(), output, values)
     elif values["data_dir"] is None:
         raise click.UsageError("Missing argument 'DATA_DIR'.")
     data_dir, weights, train_layers = values.pop("data_dir"), values.pop("weights"), values.pop("train_layers")
@@ -89,6 +90,11 @@ def finetune(output, resume, as_json, progress, **values):
     values["val_dir"] = values["val_dir"] and str(values["val_dir"])
     options = TrainOptions(train=train_layers, **values)
     _check_layers(click.get_current_context(), options)
+    if saved is not None:  # an option given again with another value: said now, not after TensorFlow's start-up
+        from alexft.run_folder import refuse_changes
+
+        keys = [key for key in options.IDENTITY if key in saved and key not in ("skip", "train")]  # layers: the run decides
+        refuse_changes(saved, options.as_dict(), output, keys)
     dataset, weights = _check_before_training(data_dir, options, weights, output, resume, progress)
     # Said before TensorFlow's seconds of start-up, so a log shows at once what the run found.
     click.echo(f"alexft: {data_dir}: {len(dataset.class_names):,} classes, {len(dataset.train):,} training and "
@@ -133,7 +139,8 @@ _CONFIG_KEYS = {"train_layers": "train", "ten_crop": "ten_crop_val"}
 def _take_the_runs_settings(ctx, output, values):
     """--resume: what the command line leaves at its default is the resumed run's setting, so
     `finetune --resume --output RUN` (as a stopped run says) continues it as it was begun.
-    What is given stays given: a changed --lr or --epochs is taken, any other change refused."""
+    What is given stays given: a changed --lr or --epochs is taken, any other change refused.
+    Returns the run's config.json."""
     from click.core import ParameterSource
 
     from alexft.errors import AlexftError
@@ -155,6 +162,7 @@ def _take_the_runs_settings(ctx, output, values):
         values["data_dir"] = Path(recorded)
     if values["weights"] is not None:
         values["weights"] = Path(values["weights"])
+    return saved
 
 
 def _check_before_training(data_dir, options, weights, output, resume, progress):
