@@ -63,7 +63,7 @@ def check_writable(path, error=AlexftError):
     try:  # what os.access cannot tell: /proc and /sys, read-only mounts, root's limits
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as problem:
-        raise error(f"{path}: cannot be written: {problem.strerror or problem} in {folder}") from None
+        raise error(f"{path}: cannot be written: files cannot be created in {folder} ({problem.strerror or problem})") from None
     return path
 
 

@@ -111,9 +111,23 @@ def _remove_orphans(folder):
             source = Path(json.loads(record.read_text(encoding="utf-8"))["source"]["path"])
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not a record of ours, or being written
-        if not source.exists():
-            record.with_suffix(".tflite").unlink(missing_ok=True)
-            record.unlink(missing_ok=True)
+        if _gone(source):
+            try:
+                record.with_suffix(".tflite").unlink(missing_ok=True)
+                record.unlink(missing_ok=True)
+            except OSError:
+                pass  # another user's, in a shared cache: theirs to clear
+
+
+def _gone(path):
+    """True only when `path` is known not to exist; a path this user may not look at is kept."""
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def load_litert_predictor(weights, preprocessing=None, build=True):

@@ -73,11 +73,22 @@ class RunFolder:
         except (OSError, ValueError):
             return None
 
+    def _finished_and_not_extended(self):
+        """Finished, and not since resumed with more epochs (that leaves a newer checkpoint)."""
+        try:
+            finished = (self.path / "summary.json").stat().st_mtime_ns
+        except OSError:
+            return False
+        try:
+            return self.checkpoint.stat().st_mtime_ns <= finished
+        except OSError:
+            return True
+
     def refuse_existing(self):
         # A finished epoch leaves a checkpoint, which every worker can see before the cluster forms
         # (the chief's fresh config.json cannot tell them apart): all refuse together, none waits.
         if self.checkpoint.exists() or (self.chief and (self.path / "config.json").exists()):
-            if self.chief and self.finished_summary() is not None:  # --resume would only say it is finished
+            if self.chief and self._finished_and_not_extended():  # --resume would only say it is finished
                 more = " (or --resume with more --epochs: its checkpoint was kept)" if self.checkpoint.exists() else ""
                 raise RunFolderError(f"{self.path}: holds a finished run; choose another --output{more}")
             raise RunFolderError(f"{self.path}: already holds a run; pass --resume to continue it or choose another --output")

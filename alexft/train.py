@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 
 from . import lr_finder, recovery, train_setup
@@ -65,6 +66,7 @@ def finetune(data_dir, options=None, *, weights=None, output=None, resume=False,
     # Absolute paths: `--resume` from another folder takes the data and weights from here.
     config = dict(options.as_dict(), data_dir=str(Path(data_dir).absolute()), data=train_setup.data_identity(dataset),
                   weights=str(Path(weights_path).absolute()),
+                  val_dir=options.val_dir and str(Path(options.val_dir).absolute()),
                   base_weights_sha256=file_sha256(weights_path), class_names=dataset.class_names, versions=train_setup.versions(),
                   lr_found=None)
     if resume:
@@ -395,21 +397,28 @@ class Trainer:
             return
         relation = "about" if loss <= 1.1 * guess else "above"
         said = f"the best epoch's training loss {loss:.4f} is {relation} a uniform guess's (ln {classes} = {guess:.4f})"
-        accuracy = best.get("val_accuracy")
-        if accuracy is not None and _above_chance(accuracy, classes, len(self.dataset.val)):
+        accuracy, chance = best.get("val_accuracy"), _chance_accuracy(self.dataset.val.labels)
+        if accuracy is not None and _above_chance(accuracy, chance, len(self.dataset.val.labels)):
             self.log(f"warning: {said}, though its validation accuracy {accuracy:.3f} is above chance "
-                     f"({1 / classes:.3f}): the steps overshoot; try a smaller --lr than {base_lr:.3g}")
+                     f"({chance:.3f}): the steps overshoot; try a smaller --lr than {base_lr:.3g}")
         elif loss > 1.5 * guess:
             self.log(f"warning: nothing was learned: {said}; try a smaller --lr than {base_lr:.3g}, or train fewer layers")
+        elif relation == "above":  # worse than guessing: more steps at this rate would not help
+            self.log(f"warning: nothing was learned: {said}; try a smaller --lr than {base_lr:.3g}, more --epochs, "
+                     "or training fewer layers")
         else:
             self.log(f"warning: nothing was learned: {said}; try more --epochs (more steps), a smaller --lr than "
                      f"{base_lr:.3g}, or training fewer layers")
 
 
-def _above_chance(accuracy, classes, images):
-    """Whether a validation accuracy over `images` images is beyond what guessing among
-    `classes` classes reaches by luck: more than three standard errors above 1/classes."""
-    chance = 1 / classes
+def _chance_accuracy(labels):
+    """What always answering the most common class scores on these labels (1/classes when balanced)."""
+    return float(np.bincount(labels).max() / len(labels)) if len(labels) else 0.0
+
+
+def _above_chance(accuracy, chance, images):
+    """Whether a validation accuracy over `images` images is beyond what guessing reaches by
+    luck: more than three standard errors above `chance`."""
     return images > 0 and accuracy > chance + 3 * math.sqrt(chance * (1 - chance) / images)
 
 

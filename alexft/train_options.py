@@ -30,6 +30,10 @@ AUTO_MAX_EPOCHS = 200
 CAFFE_BASE_LR = 0.001  # the rate Caffe's fine-tuning recipe pairs with its decay of 5e-4
 
 
+# TrainOptions fields the command line does not offer (Caffe's recipe, changeable from Python).
+API_ONLY_OPTIONS = ("momentum", "weight_decay", "fresh_lr_multiplier", "bias_lr_multiplier")
+
+
 class OptionsError(AlexftError, ValueError):
     """An option has a value fine-tuning cannot use."""
 

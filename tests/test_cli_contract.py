@@ -2,6 +2,7 @@
 rule for every command (0 good, 1 an input could not be used, 2 usage, 130/143 interrupted),
 described options, images from standard input and URLs, and no silent skips."""
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -54,6 +55,11 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
     finished.mkdir()
     (finished / "config.json").write_text("{}")
     (finished / "summary.json").write_text('{"epochs": 3}')
+    extended = tmp_path / "runs" / "extended"  # finished, then resumed with more epochs and stopped
+    extended.mkdir()
+    for name in ("config.json", "summary.json", "checkpoint.npz"):
+        (extended / name).write_text("{}")
+    os.utime(extended / "summary.json", ns=(1_000_000_000, 1_000_000_000))
     moved = tmp_path / "runs" / "moved"  # a run whose data folder has gone since
     moved.mkdir()
     (moved / "config.json").write_text(json.dumps({"data_dir": str(tmp_path / "gone")}))
@@ -90,6 +96,8 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["finetune", str(small_digits_folder), "--output", str(existing), *weights], 1, "already holds a run"),
         (["finetune", str(small_digits_folder), "--output", str(finished), *weights], 1,
          f"{finished}: holds a finished run; choose another --output"),
+        (["finetune", str(small_digits_folder), "--output", str(extended), *weights], 1,
+         f"{extended}: already holds a run; pass --resume to continue it"),
         (["finetune", *weights], 2, "Missing argument 'DATA_DIR'"),
         (["finetune", str(small_digits_folder), "--skip", "fc9", *weights], 2,
          "unknown layer(s) fc9; AlexNet has conv1, conv2, conv3, conv4, conv5, fc6, fc7, fc8"),
@@ -140,7 +148,7 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["features", str(photo_paths()["chelsea"]), "--output", "afile/f.npz", *weights], 1,
          f"afile/f.npz: cannot be written: {tmp_path / 'afile'} is not a folder"),
         # A user's photo named as the output by mistake, or earlier features, are not overwritten.
-        (["features", str(photo_paths()["coffee"]), "--output", "photo.png", *weights], 1,
+        (["features", str(photo_paths()["coffee"]), "--output", "photo.png", *weights], 2,
          "photo.png: features are written as .npz; name the output so (e.g. photo.npz)"),
         (["features", str(photo_paths()["coffee"]), "--output", "earlier.npz", *weights], 1,
          "earlier.npz: exists; pass --force to replace it"),

@@ -435,6 +435,37 @@ def test_resume_refuses_a_different_configuration(small_digits_folder, canonical
                  output=tmp_path / "run", progress=False, log=quiet)
 
 
+def test_a_cli_resume_takes_the_runs_settings_but_not_its_rate_or_devices(small_digits_folder, canonical_weights_file,
+                                                                          tmp_path, monkeypatch):
+    """`finetune --resume --output RUN`: what is not given is the run's, from its config.json,
+    options only Python can set included; but not the rate ("auto" keeps the run's own, after
+    recoveries too), nor the device, strategy and precision, nor a weights path gone since."""
+    from alexft import train as train_module
+
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = dict(data_dir=str(small_digits_folder), weights=str(tmp_path / "moved.npy"), batch_size=16, seed=5,
+                 lr=0.01, device="gpu:0", strategy="mirrored", mixed_precision=True, keep_checkpoint=True,
+                 keep_last=True, momentum=0.95, skip=["fc8"], train=["fc7", "fc8"], epochs=7)
+    (run / "config.json").write_text(json.dumps(saved))
+    seen = {}
+
+    def fake_finetune(data_dir, options, **kwargs):
+        seen.update(data_dir=data_dir, options=options, **kwargs)
+        return dict(already_finished=True)
+
+    monkeypatch.setattr(train_module, "finetune", fake_finetune)
+    monkeypatch.setenv("ALEXFT_WEIGHTS", str(canonical_weights_file))
+    result = CliRunner().invoke(main, ["finetune", "--resume", "--output", str(run), "--no-keep-last", "--json"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    options = seen["options"]
+    assert seen["data_dir"] == small_digits_folder and seen["resume"] and seen["weights"] == canonical_weights_file
+    assert (options.batch_size, options.seed, options.epochs, options.momentum) == (16, 5, 7, 0.95)
+    assert (options.skip, options.train, options.keep_checkpoint, options.keep_last) == (["fc8"], ["fc7", "fc8"], True, False)
+    assert (options.lr, options.device, options.strategy, options.mixed_precision) == ("auto", "auto", "auto", None)
+
+
 def test_python_api_and_cli_produce_the_same_run(small_digits_folder, canonical_weights_file, tmp_path):
     finetune(small_digits_folder, weights=canonical_weights_file, epochs=2, batch_size=8, seed=3,
              output=tmp_path / "api", progress=False, log=quiet)
@@ -795,7 +826,8 @@ def test_a_run_that_learned_nothing_ends_with_a_warning():
     from alexft.train import Trainer
 
     messages = []
-    trainer = SimpleNamespace(dataset=SimpleNamespace(class_names=[f"c{i}" for i in range(10)], val=[None] * 10),
+    balanced = SimpleNamespace(labels=np.arange(10))  # 10 held-out images, one per class
+    trainer = SimpleNamespace(dataset=SimpleNamespace(class_names=[f"c{i}" for i in range(10)], val=balanced),
                               log=messages.append)
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.3027}, 0.0195)
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.0}, 0.0195)
@@ -805,6 +837,9 @@ def test_a_run_that_learned_nothing_ends_with_a_warning():
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.9948, "val_accuracy": 0.6}, 0.001)
     # 3 of 10 right is within luck's reach (1/10 + 3 standard errors = 0.385): nothing learned.
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.9948, "val_accuracy": 0.3}, 0.001)
+    # On a lopsided validation set, always answering its largest class is chance: 9 of 10 here.
+    trainer.dataset.val = SimpleNamespace(labels=np.array([0] * 90 + [1] * 10))
+    Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.9948, "val_accuracy": 0.9}, 0.001)
     assert messages == ["warning: nothing was learned: the best epoch's training loss 2.3027 is about a uniform guess's "
                         "(ln 10 = 2.3026); try more --epochs (more steps), a smaller --lr than 0.0195, or training "
                         "fewer layers",
@@ -813,9 +848,9 @@ def test_a_run_that_learned_nothing_ends_with_a_warning():
                         "warning: the best epoch's training loss 2.9948 is above a uniform guess's (ln 10 = 2.3026), "
                         "though its validation accuracy 0.600 is above chance (0.100): the steps overshoot; try a "
                         "smaller --lr than 0.001",
-                        "warning: nothing was learned: the best epoch's training loss 2.9948 is above a uniform "
-                        "guess's (ln 10 = 2.3026); try more --epochs (more steps), a smaller --lr than 0.001, or "
-                        "training fewer layers"]
+                        ] + ["warning: nothing was learned: the best epoch's training loss 2.9948 is above a uniform "
+                             "guess's (ln 10 = 2.3026); try a smaller --lr than 0.001, more --epochs, or training "
+                             "fewer layers"] * 2
 
 
 def test_a_run_may_share_a_folder_with_other_files_but_never_replaces_them(tmp_path):

@@ -193,7 +193,7 @@ def _check_features_output(output, force):
     from alexft.errors import AlexftError
 
     if output.suffix.lower() != ".npz":
-        raise AlexftError(f"{output}: features are written as .npz; name the output so (e.g. {output.stem}.npz)")
+        raise click.UsageError(f"{output}: features are written as .npz; name the output so (e.g. {output.stem}.npz)")
     if output.is_symlink() or output.exists():
         if not force:
             raise AlexftError(f"{output}: exists; pass --force to replace it")

@@ -64,8 +64,9 @@ class _OptionValue(click.ParamType):
 @click.option("--max-broken", default=0.1, show_default=True, type=click.FloatRange(0, 1), help="Stop when more than this fraction of images is broken.")
 @click.option("--max-recoveries", default=3, show_default=True, type=click.IntRange(min=0),
               help="Times a diverging epoch is restarted from the last good state at a tenth of the rate before the run stops.")
-@click.option("--keep-last", is_flag=True, help="Also keep the last epoch's trained layers (last_layers.npz).")
-@click.option("--keep-checkpoint", is_flag=True, help="Keep checkpoint.npz after the run finishes (to --resume with more --epochs).")
+@click.option("--keep-last/--no-keep-last", default=False, help="Also keep the last epoch's trained layers (last_layers.npz).")
+@click.option("--keep-checkpoint/--no-keep-checkpoint", default=False,
+              help="Keep checkpoint.npz after the run finishes (to --resume with more --epochs).")
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as one JSON object.")
 @progress_option
 @fail_cleanly
@@ -134,6 +135,9 @@ def _check_layers(ctx, options):
 
 # Where a parameter's value is kept in config.json, when the name differs.
 _CONFIG_KEYS = {"train_layers": "train", "ten_crop": "ten_crop_val"}
+# Not taken from the resumed run: the rate ("auto" keeps the run's own, recoveries included)
+# and where and how it computes (a run begun on a GPU may end on a CPU).
+_NOT_RESUMED = {"lr", "device", "strategy", "heartbeat_timeout", "mixed_precision"}
 
 
 def _take_the_runs_settings(ctx, output, values):
@@ -145,14 +149,18 @@ def _take_the_runs_settings(ctx, output, values):
 
     from alexft.errors import AlexftError
     from alexft.run_folder import RunFolder
+    from alexft.train_options import API_ONLY_OPTIONS
 
     if output is None:
         raise click.UsageError("--resume needs --output, the run folder to continue.")
     saved = RunFolder(output).earlier_config()
-    for name in values:
+    for name in set(values) - _NOT_RESUMED:
         key = _CONFIG_KEYS.get(name, name)
         if key in saved and ctx.get_parameter_source(name) is ParameterSource.DEFAULT:
             values[name] = saved[key]
+    for key in API_ONLY_OPTIONS:  # a run begun from Python may have set what the command line cannot
+        if key in saved:
+            values[key] = saved[key]
     if ctx.get_parameter_source("data_dir") is ParameterSource.DEFAULT:
         recorded = saved.get("data_dir")
         if recorded is None:
@@ -162,6 +170,8 @@ def _take_the_runs_settings(ctx, output, values):
         values["data_dir"] = Path(recorded)
     if values["weights"] is not None:
         values["weights"] = Path(values["weights"])
+        if ctx.get_parameter_source("weights") is ParameterSource.DEFAULT and not values["weights"].is_file():
+            values["weights"] = None  # moved or on another machine: looked for as usual, and its digest must match
     return saved
 
 
