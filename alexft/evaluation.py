@@ -72,7 +72,7 @@ def labelled_list(list_file, root, num_classes=None):
     looked_at = paths[:1000]  # enough to tell a wrong root, without a stat per image of a long list
     if not any(path.exists() for path in looked_at):
         which = "its listed images" if len(looked_at) == len(paths) else f"the first {len(looked_at):,} images it lists"
-        raise DataError(f"{list_file}: none of {which} is in {root} (the first: {paths[0]}); "
+        raise DataError(f"{list_file}: none of {which} is in {Path(root).absolute()} (the first: {paths[0]}); "
                         "--root names the folder the listed paths are relative to")
     return LabelledFiles(paths, np.array(labels, np.int32))
 
