@@ -76,8 +76,8 @@ def finetune(output, resume, as_json, progress, **values):
     Writes model.npz (the best epoch, from epoch 1 on), history.csv, curves.png, lr_find.png,
     config.json, classes.json and TensorBoard logs into the run folder; checkpoint.npz while
     it runs. Exit status 130/143 when stopped by Ctrl-C/SIGTERM (the checkpoint stays, and
-    model.npz once an epoch has ended). With --resume, DATA_DIR and every option not given
-    are the run's own, from its config.json.
+    model.npz once an epoch has ended). With --resume, DATA_DIR and the options not given
+    are the run's own (its config.json), except the rate, device and precision.
     """
     from alexft.train_options import TrainOptions
 
