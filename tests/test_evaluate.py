@@ -125,6 +125,11 @@ def test_list_file_evaluation_matches_the_folder(held_out_folder, tmp_path, eval
     result = run("evaluate", "--list", tmp_path / "val.txt", "--root", held_out_folder, "--weights", model, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["centre"]["top1"] == summary["centre"]["top1"]
+    # A label past the model's classes is named with its line, once the model is known.
+    (tmp_path / "eleven.txt").write_text(f"{lines[0]}\n{lines[1].split()[0]} 10\n")
+    result = run("evaluate", "--list", tmp_path / "eleven.txt", "--root", held_out_folder, "--weights", model)
+    assert result.exit_code == 1
+    assert f"eleven.txt:2: expected 'path label' with a label in 0..9, got '{lines[1].split()[0]} 10'" in result.stderr
     # --root forgotten: the paths are looked for beside the list, where none is.
     result = run("evaluate", "--list", tmp_path / "val.txt", "--weights", model)
     assert result.exit_code == 1

@@ -145,16 +145,19 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
             raise click.UsageError(f"{data}: no class sub-folders; expected {data}/<class name>/<images>")
     from alexft.evaluation import evaluate as run_evaluate, labelled_folder, labelled_list
 
-    if list_file is not None:
-        labelled_list(list_file, root or list_file.parent)  # its form and whereabouts; the labels' range needs the model
+    listed = None
+    if list_file is not None:  # its form and whereabouts now; the labels' range needs the model's classes
+        listed = labelled_list(list_file, root or list_file.parent)
     if report is not None:
         check_writable(report / "metrics.json")  # before the work, which would be lost
     weights = resolve_weights(weights, progress=progress)
     preprocessing = preprocessing_from(mean_file, resize)
 
     predictor = _tensorflow_predictor(weights, progress, preprocessing, precision)
-    if list_file is not None:
-        files = labelled_list(list_file, root or list_file.parent, len(predictor.class_names))
+    if listed is not None:
+        files = listed
+        if files.labels.max() >= len(predictor.class_names):  # read again only to name the first line out of range
+            labelled_list(list_file, root or list_file.parent, len(predictor.class_names))
     else:
         files = labelled_folder(data, predictor.class_names)
     summary = run_evaluate(predictor, files, ten_crop=ten_crop, batch_size=batch_size, progress=progress, report=report)
