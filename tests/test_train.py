@@ -618,8 +618,10 @@ def _live_tf_data_iterators():
     return [o for o in gc.get_objects() if isinstance(o, (OwnedIterator, DistributedIterator))]
 
 
-def test_the_range_test_leaves_no_data_pipeline_for_the_garbage_collector(small_digits_folder, canonical_weights_file,
-                                                                          tmp_path):
+# Both tf.data pipelines: decoded images on one device, cached features over two (mirrored).
+@pytest.mark.parametrize("options", [dict(cache=False), dict(cache=True, strategy="mirrored")], ids=["images", "mirrored"])
+def test_the_range_test_leaves_no_data_pipeline_for_the_garbage_collector(options, small_digits_folder,
+                                                                          canonical_weights_file, tmp_path):
     """The range test stops mid-epoch. Its unfinished tf.data iterator, kept only by reference
     cycles, stalled the gc.collect() that freed it for up to a minute on a busy machine (seen
     in the suite's teardowns): it must be gone when finetune returns, without a collection."""
@@ -628,8 +630,8 @@ def test_the_range_test_leaves_no_data_pipeline_for_the_garbage_collector(small_
     gc.disable()  # so only what finetune itself released is gone
     try:
         summary = finetune(small_digits_folder, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0.2,
-                           cache=False, output=tmp_path / "run", progress=False, log=quiet)
-        assert summary["lr_found"] is not None  # the range test ran, on the image pipeline
+                           output=tmp_path / "run", progress=False, log=quiet, **options)
+        assert summary["lr_found"] is not None  # the range test ran, on a tf.data pipeline
         assert len(_live_tf_data_iterators()) == before
     finally:
         gc.enable()
