@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .feature_files import write_npz
+from .feature_store import file_digest
 from .pipeline import chunks, map_ahead
 from .errors import ImageError
 from .data import images_with_labels  # noqa: F401  (re-exported)
@@ -51,20 +52,49 @@ def layer_outputs(prefix, paths, ten_crop, on_error, batch_size=32, progress=Non
 
 
 def view_features(prefix, paths, ledger, batch_size=32, memory_budget=2 << 30, spill_path=None, progress=None,
-                  desc="features"):
+                  desc="features", store=None):
     """Run `prefix` (a model ending at the cached layer) on the ten views of every image.
 
     Returns (features, kept): features is (len(kept), 10, *feature_shape) float32 in memory,
     or a disk-backed memmap at `spill_path` (.npy) when it would exceed `memory_budget` bytes;
     kept are the indices of the readable paths (the others are recorded in `ledger`).
+    `store`: a FeatureStore; images found there are not computed, the others are added to it
+    as they are computed (so an interrupted run loses nothing it had computed).
     """
     features = _allocate((len(paths), VIEWS) + tuple(prefix.output.shape[1:]), memory_budget, spill_path)
-    kept = []
-    for index, outputs in layer_outputs(prefix, paths, True, ledger.add, batch_size, progress, desc):
+    done = np.zeros(len(paths), bool)
+    digests = _read_stored(store, paths, features, done, progress, desc) if store else [None] * len(paths)
+    missing = np.flatnonzero(~done)
+    for position, outputs in layer_outputs(prefix, [paths[i] for i in missing], True, ledger.add, batch_size,
+                                           progress, desc):
         ledger.check()  # too many broken files stop the run now, not after hours of caching the rest
-        features[len(kept)] = outputs
-        kept.append(index)
-    return features[: len(kept)], np.array(kept, int)
+        index = missing[position]
+        features[index], done[index] = outputs, True
+        if store is not None and digests[index]:
+            store.save(digests[index], outputs)
+    if store is not None and store.written:
+        store.trim(keep=digests)
+    kept = np.flatnonzero(done)
+    for row, index in enumerate(kept):  # close the broken files' gaps, in place: row <= index
+        if row != index:
+            features[row] = features[index]
+    return features[: len(kept)], kept
+
+
+def _read_stored(store, paths, features, done, progress, desc):
+    """Fill `features` rows found in `store` (marking them in `done`); return every path's digest."""
+    def look_up(index):
+        digest = file_digest(paths[index])
+        return index, digest, digest and store.load(digest)
+
+    digests = [None] * len(paths)
+    with progress_bar(len(paths), progress, minimum=64, unit="img", desc="stored features") as bar:
+        for index, digest, value in map_ahead(look_up, range(len(paths)), None, 64):
+            digests[index] = digest
+            if value is not None:
+                features[index], done[index] = value, True
+            bar.update(1)
+    return digests
 
 
 def _allocate(shape, memory_budget, spill_path):

@@ -130,7 +130,8 @@ class Trainer:
             self.log(f"caching the frozen layers' output ({self.data.cache_after}) for the {len(self.dataset.train):,} "
                      f"training and {len(self.dataset.val):,} validation images, {VIEWS} views each; the epochs "
                      "then train on it (--no-cache: from the images)")
-        self.data.prepare(self.net.model, self.net.policy, len(self.dataset.class_names), self.cache_memory, self.progress)
+        self.data.prepare(self.net.model, self.net.policy, len(self.dataset.class_names), self.cache_memory, self.progress,
+                          self.log)
         if state["base_lr"] is None:
             state["base_lr"] = self._find_rate(state)
         self._follow_rate()

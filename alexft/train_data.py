@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from . import weights as weights_io
 from .data import DataError, load_prepared
+from .feature_store import FeatureStore
 from .features import VIEWS, view_features
 from .model import build_alexnet, truncated
 from .pipeline import map_ahead
@@ -45,24 +46,31 @@ class TrainingData:
     def batches_per_epoch(self):
         return math.ceil(self.train_count / self.options.batch_size)
 
-    def prepare(self, model, policy, class_count, cache_memory, progress):
-        """Compute the feature cache where it applies; count the usable training images."""
+    def prepare(self, model, policy, class_count, cache_memory, progress, log):
+        """Compute the feature cache where it applies, reading what the feature store holds;
+        count the usable training images."""
         train, val = self.dataset.train, self.dataset.val
         if self.cache_after:
             prefix = truncated(_float32_model(model, policy, class_count), self.cache_after)
+            store = FeatureStore.for_prefix(prefix, self.cache_after, say=log)
+            if store is not None:
+                store.fits(len(train) + len(val))
             # Under multi-worker training every worker caches every image: each step's slices
             # come from the whole set. Only the chief may spill into the run folder.
             spill = self.run / "feature_cache" if self.chief else Path(self._scratch().name)
             self.train_features, kept = view_features(
                 prefix, train.paths, self.ledger, memory_budget=cache_memory, spill_path=spill / "train.npy",
-                progress=progress, desc="caching train features")
+                progress=progress, desc="caching train features", store=store)
             self.train_labels = train.labels[kept]
             self.val_features, kept = view_features(
                 prefix, val.paths, self.ledger, memory_budget=cache_memory, spill_path=spill / "val.npy",
-                progress=progress, desc="caching val features")
+                progress=progress, desc="caching val features", store=store)
             self.val_labels = val.labels[kept]
             self.ledger.check(len(train) + len(val))
             self.train_count = len(self.train_labels)
+            if store is not None and self.chief:
+                log(f"feature store: {store.read:,} images' features reused, {store.written:,} added "
+                    f"({store.root}; ALEXFT_FEATURE_STORE=off turns it off)")
         if self.train_count == 0:
             raise DataError("no usable training images")
 

@@ -171,9 +171,12 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
          "'xyz' is not a SHA-256: expected 64 hexadecimal digits"),
         (["weights", "fetch", "--url", "http://127.0.0.1:9/w.npy#sha1=abc"], 1, "'abc' is not a SHA-1"),
     ]
-    for args, status, message in cases:
+    # A mistyped setting in the environment, too.
+    cases.append((["finetune", str(small_digits_folder), *weights], 1,
+                  "ALEXFT_FEATURE_STORE_GB='ten': expected a number of gigabytes", dict(ALEXFT_FEATURE_STORE_GB="ten")))
+    for args, status, message, *env in cases:
         done = subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, *args], capture_output=True, text=True,
-                              cwd=tmp_path, timeout=120)
+                              cwd=tmp_path, timeout=120, env=dict(os.environ, **(env[0] if env else {})))
         assert done.stderr.splitlines()[-1] == f"exit {status} False", (args, done.stderr)
         assert message in done.stderr, (args, done.stderr)
         assert "Traceback" not in done.stderr

@@ -58,7 +58,10 @@ class _OptionValue(click.ParamType):
               help="multiworker: silence after which a worker counts as lost; the same on every worker. "
                    "Default: $ALEXFT_HEARTBEAT_TIMEOUT, else 120.")
 @click.option("--mixed-precision/--no-mixed-precision", default=None, help="16-bit compute: float16 on GPUs, bfloat16 on CPUs that have it (avx512_bf16, amx_bf16). Default: on for GPUs, off for CPUs.")
-@click.option("--cache/--no-cache", default=True, show_default=True, help="Train the top layers on cached features of the frozen part.")
+@click.option("--cache/--no-cache", default=True, show_default=True,
+              help="Train the top layers on cached features of the frozen part, kept for the next run on the same "
+                   "images: $ALEXFT_FEATURE_STORE (default: the cache's features/; 'off': not kept), "
+                   "at most $ALEXFT_FEATURE_STORE_GB (10).")
 @click.option("--dropout", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Dropout rate of fc6 and fc7 while training.")
 @click.option("--max-broken", default=0.1, show_default=True, type=click.FloatRange(0, 1), help="Stop when more than this fraction of images is broken.")
@@ -109,8 +112,9 @@ def finetune(output, resume, as_json, progress, **values):
         click.echo(f"alexft: {interrupted}", err=True)
         sys.exit(128 + interrupted.signal_number)
     except KeyboardInterrupt:  # before the epochs started (caching, range test): nothing new to save
-        click.echo("alexft: interrupted before training resumed; the run folder is as it was" if resume else
-                   "alexft: interrupted before training started; nothing was saved", err=True)
+        said = ("interrupted before training resumed; the run folder is as it was" if resume else
+                "interrupted before training started; no run folder was kept")
+        click.echo(f"alexft: {said}{_kept_features(options)}", err=True)
         sys.exit(130)
     if as_json:
         click.echo(json.dumps(summary))
@@ -177,15 +181,29 @@ def _take_the_runs_settings(ctx, output, values):
 
 def _check_before_training(data_dir, options, weights, output, resume, progress):
     """What can be refused without TensorFlow is refused before its seconds of start-up: the
-    data's layout, a run folder already in use, missing weights. Returns (dataset, weights file)."""
+    data's layout, a run folder already in use, missing weights, the feature store's limit. Returns (dataset, weights file)."""
     from alexft.data import load_dataset
     from alexft.run_folder import RunFolder
     from alexft.weights.sources import resolve_weights
 
+    from alexft.feature_store import limit_bytes
+
+    limit_bytes()  # a mistyped $ALEXFT_FEATURE_STORE_GB
     dataset = load_dataset(data_dir, val_dir=options.val_dir, val_split=options.val_split, seed=options.seed)
     if output is not None and not resume and options.strategy != "multiworker":
         RunFolder(output).refuse_existing()
     return dataset, resolve_weights(weights, progress=progress)
+
+
+def _kept_features(options):
+    """What an interruption before training leaves for the next run: the features cached so far."""
+    from alexft.feature_store import store_folder
+    from alexft.train_data import CACHE_POINTS
+    from alexft.train_options import check_layers
+
+    folder = store_folder()
+    cached = options.cache and check_layers(options.skip, options.train)[1][0] in CACHE_POINTS
+    return f"; the features cached so far are kept in {folder} for the next run" if folder and cached else ""
 
 
 def _describe_summary(summary):

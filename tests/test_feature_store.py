@@ -1,0 +1,212 @@
+"""The feature store: a second fine-tuning run on the same images computes nothing the first
+one computed, and nothing stored is used unless it belongs to these weights and these files."""
+import os
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+
+from alexft import features as features_module
+from alexft import weights
+from alexft.data import BrokenFiles
+from alexft.feature_store import FeatureStore, StoreSettingError, prefix_identity
+from alexft.features import view_features
+from alexft.model import build_alexnet, truncated
+from alexft.preprocess import image_views, images_below
+from alexft.train import finetune
+
+TRAINING = dict(epochs=2, lr=0.001, batch_size=8, val_split=0.2, progress=False)
+
+
+@pytest.fixture
+def network_calls(monkeypatch):
+    """How often the frozen part runs on a batch of views."""
+    calls = []
+
+    class Counted(features_module.InferenceFunction):
+        def __call__(self, views, *args, **kwargs):
+            calls.append(len(views))
+            return super().__call__(views, *args, **kwargs)
+
+    monkeypatch.setattr(features_module, "InferenceFunction", Counted)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def prefix(canonical_weights_file):
+    model = build_alexnet(1000)
+    weights.assign(model, weights.load(canonical_weights_file))
+    return truncated(model, "fc7")
+
+
+def entries(root):
+    return sorted(root.glob("*/*/*.npy"))
+
+
+def test_a_second_run_computes_nothing_and_trains_the_same_model(small_digits_folder, canonical_weights_file, tmp_path,
+                                                                 network_calls, prefix):
+    said = []
+    first = finetune(small_digits_folder, weights=canonical_weights_file, output=tmp_path / "a", log=said.append, **TRAINING)
+    images = len(images_below(small_digits_folder))
+    assert sum(network_calls) == 10 * images  # ten views of each, all computed
+    assert f"feature store: 0 images' features reused, {images} added" in " ".join(said)
+    stored = entries(tmp_path / "cache" / "features")
+    assert len(stored) == images and all(path.stat().st_size == 10 * 4096 * 4 + 128 for path in stored)
+
+    network_calls.clear()
+    said.clear()
+    second = finetune(small_digits_folder, weights=canonical_weights_file, output=tmp_path / "b", log=said.append, **TRAINING)
+    assert network_calls == []
+    assert f"feature store: {images} images' features reused, 0 added" in " ".join(said)
+    assert second["val_accuracy"] == first["val_accuracy"] and second["train_loss"] == first["train_loss"]
+    a, b = weights.load(tmp_path / "a" / "model.npz"), weights.load(tmp_path / "b" / "model.npz")
+    for layer in ("fc8",):
+        for one, other in zip(a.params[layer], b.params[layer]):
+            np.testing.assert_array_equal(one, other)
+
+    # What was stored is fc7 of Caffe's ten views, computed here by Keras' own predict.
+    path = images_below(small_digits_folder)[7]
+    expected = prefix.predict(image_views(path, ten_crop=True), verbose=0)
+    import hashlib
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    (entry,) = [stored_path for stored_path in stored if stored_path.stem == digest]
+    np.testing.assert_allclose(np.load(entry), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+def test_an_interrupted_caching_keeps_what_it_computed(small_digits_folder, canonical_weights_file, tmp_path,
+                                                       monkeypatch):
+    calls_before_ctrl_c, network_calls = 1, []  # Ctrl-C after the first 32 of the 50 training images
+    finished_first = False
+
+    class Interrupted(features_module.InferenceFunction):
+        def __call__(self, *args, **kwargs):
+            if len(network_calls) == calls_before_ctrl_c and not finished_first:
+                raise KeyboardInterrupt
+            network_calls.append(1)
+            return super().__call__(*args, **kwargs)
+
+    monkeypatch.setattr(features_module, "InferenceFunction", Interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(small_digits_folder, weights=canonical_weights_file, output=tmp_path / "a", log=lambda m: None, **TRAINING)
+    assert len(entries(tmp_path / "cache" / "features")) == 32  # the batch computed before Ctrl-C
+
+    finished_first = True
+    said = []
+    finetune(small_digits_folder, weights=canonical_weights_file, output=tmp_path / "a", log=said.append, **TRAINING)
+    images = len(images_below(small_digits_folder))
+    assert f"feature store: 32 images' features reused, {images - 32} added" in " ".join(said), \
+        [line for line in said if "store" in line]
+
+
+def _store(prefix, said=None):
+    return FeatureStore.for_prefix(prefix, "fc7", say=(said.append if said is not None else None))
+
+
+def test_features_follow_the_file_contents_not_the_paths(small_digits_folder, prefix, tmp_path, network_calls):
+    paths = images_below(small_digits_folder)[:12]
+    first, kept = view_features(prefix, paths, BrokenFiles(), store=_store(prefix))
+    assert list(kept) == list(range(12)) and sum(network_calls) == 120
+
+    # Copied elsewhere under other names, one file's bytes changed, and one file broken:
+    # only the changed file is computed, the broken one is named, the rest is read back.
+    moved = []
+    for index, path in enumerate(paths):
+        moved.append(tmp_path / "elsewhere" / f"{index:03d}{path.suffix}")
+        moved[-1].parent.mkdir(exist_ok=True)
+        shutil.copyfile(path, moved[-1])
+    shutil.copyfile(images_below(small_digits_folder)[40], moved[3])
+    moved[5].write_bytes(b"not an image")
+    network_calls.clear()
+    ledger = BrokenFiles(max_fraction=1)
+    again, kept = view_features(prefix, moved, ledger, store=_store(prefix))
+    assert network_calls == [10] and list(ledger.errors) == [str(moved[5])]
+    assert list(kept) == [index for index in range(12) if index != 5]
+    unchanged = [row for row, index in enumerate(kept) if index != 3]
+    np.testing.assert_array_equal(again[unchanged], first[[index for index in kept if index != 3]])
+    fresh, _ = view_features(prefix, [moved[3]], BrokenFiles())
+    np.testing.assert_array_equal(again[list(kept).index(3)], fresh[0])
+
+
+def test_other_frozen_weights_or_layers_have_their_own_entries(canonical_params):
+    def identity(params, layer="fc7"):
+        model = build_alexnet(1000)
+        weights.assign(model, weights.WeightSet(params))
+        return prefix_identity(truncated(model, layer), layer)
+
+    base = identity(canonical_params)
+    changed_conv1 = {**canonical_params, "conv1": (canonical_params["conv1"][0].copy(), canonical_params["conv1"][1])}
+    changed_conv1["conv1"][0].flat[123] += 1e-6
+    changed_fc8 = {**canonical_params, "fc8": (canonical_params["fc8"][0] * 2, canonical_params["fc8"][1])}
+    assert identity(changed_conv1) != base  # one weight of a frozen layer
+    assert identity(changed_fc8) == base  # the trained layer is not part of the features
+    assert identity(canonical_params, "fc6") != base
+
+
+class _WritesAFile:
+    def __reduce__(self):
+        return (open, ("/tmp/alexft-store-pickle-ran", "w"))
+
+
+def test_damaged_or_foreign_entries_are_computed_again_and_never_unpickled(small_digits_folder, prefix, tmp_path,
+                                                                           network_calls):
+    paths = images_below(small_digits_folder)[:4]
+    first, _ = view_features(prefix, paths, BrokenFiles(), store=_store(prefix))
+    stored = entries(tmp_path / "cache" / "features")
+    stored[0].write_bytes(stored[0].read_bytes()[:1000])  # cut short
+    np.save(stored[1], np.zeros((10, 4096), np.float64))  # another dtype
+    np.save(stored[2], np.zeros((9, 4096), np.float32))  # another shape
+    with open(stored[3], "wb") as handle:
+        pickle.dump(np.array([_WritesAFile()], dtype=object), handle)
+    if os.path.exists("/tmp/alexft-store-pickle-ran"):
+        os.unlink("/tmp/alexft-store-pickle-ran")
+    network_calls.clear()
+    store = _store(prefix)
+    again, _ = view_features(prefix, paths, BrokenFiles(), store=store)
+    assert sum(network_calls) == 40 and store.read == 0 and store.written == 4
+    assert not os.path.exists("/tmp/alexft-store-pickle-ran")
+    np.testing.assert_array_equal(again, first)
+    assert all(np.load(path).shape == (10, 4096) for path in entries(tmp_path / "cache" / "features"))
+
+
+def test_the_store_keeps_within_its_limit_dropping_the_least_recently_used(small_digits_folder, prefix, tmp_path,
+                                                                          monkeypatch, network_calls):
+    paths = images_below(small_digits_folder)
+    entry = 10 * 4096 * 4 + 128
+    monkeypatch.setenv("ALEXFT_FEATURE_STORE_GB", str(10.5 * entry / 1e9))  # room for ten entries
+    view_features(prefix, paths[:6], BrokenFiles(), store=_store(prefix))
+    view_features(prefix, paths[6:12], BrokenFiles(), store=_store(prefix))
+    root = tmp_path / "cache" / "features"
+    names = {path.stem for path in entries(root)}
+    assert len(names) == 10  # the first set's two oldest entries went
+    store = _store(prefix)
+    view_features(prefix, paths[6:12], BrokenFiles(), store=store)
+    assert store.read == 6
+
+    # A set larger than the whole store is not kept at all, and the user is told once.
+    said = []
+    store = _store(prefix, said)
+    store.fits(len(paths))
+    view_features(prefix, paths[12:30], BrokenFiles(), store=store)
+    assert store.written == 0 and len(said) == 1 and "not kept for the next run" in said[0]
+    assert {path.stem for path in entries(root)} == names
+
+
+def test_a_store_that_cannot_be_written_never_stops_the_work(small_digits_folder, prefix, tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("ALEXFT_FEATURE_STORE", str(tmp_path / "a-file"))
+    said = []
+    store = _store(prefix, said)
+    features, kept = view_features(prefix, images_below(small_digits_folder)[:3], BrokenFiles(), store=store)
+    assert len(kept) == 3 and store.written == 0
+    assert len(said) == 1 and said[0].startswith(f"feature store: cannot write to {tmp_path / 'a-file'}")
+
+
+def test_the_store_can_be_turned_off_and_its_limit_must_be_a_number(prefix, monkeypatch):
+    monkeypatch.setenv("ALEXFT_FEATURE_STORE", "off")
+    assert _store(prefix) is None
+    monkeypatch.setenv("ALEXFT_FEATURE_STORE", "")
+    for bad in ("ten", "-1", "nan"):
+        monkeypatch.setenv("ALEXFT_FEATURE_STORE_GB", bad)
+        with pytest.raises(StoreSettingError, match=f"ALEXFT_FEATURE_STORE_GB='{bad}': expected a number of gigabytes"):
+            _store(prefix)
