@@ -16,7 +16,9 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -71,15 +73,33 @@ def prefix_identity(prefix, layer):
     return digest.hexdigest()
 
 
-def file_digest(path):
-    """SHA-256 of a file's bytes, or None when it cannot be read (the decoder then says why)."""
-    try:
-        with open(path, "rb") as handle:
-            if hasattr(hashlib, "file_digest"):  # Python 3.11+
-                return hashlib.file_digest(handle, "sha256").hexdigest()
-            return hashlib.sha256(handle.read()).hexdigest()
-    except (OSError, TypeError):  # TypeError: an image source that is not a file
-        return None
+class FileKey(NamedTuple):
+    """An image file's entry name (the SHA-256 of its bytes) and its size and modification
+    time when it was read, to tell whether it changed before its features were computed."""
+    digest: str
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path):
+        """The file's key, or None when it cannot be read (the decoder then says why)."""
+        try:
+            with open(path, "rb") as handle:
+                stat = os.fstat(handle.fileno())
+                if hasattr(hashlib, "file_digest"):  # Python 3.11+
+                    digest = hashlib.file_digest(handle, "sha256").hexdigest()
+                else:
+                    digest = hashlib.sha256(handle.read()).hexdigest()
+        except (OSError, TypeError):  # TypeError: an image source that is not a file
+            return None
+        return cls(digest, stat.st_size, stat.st_mtime_ns)
+
+    def still_describes(self, path):
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return False
+        return (stat.st_size, stat.st_mtime_ns) == (self.size, self.mtime_ns)
 
 
 class FeatureStore:
@@ -108,9 +128,9 @@ class FeatureStore:
     def _path(self, digest):
         return self.folder / digest[:2] / f"{digest}.npy"
 
-    def load(self, digest):
-        """The stored features for a file digest, or None. A used entry is marked as used."""
-        path = self._path(digest)
+    def load(self, key):
+        """The stored features of the file `key` describes, or None. A used entry is marked as used."""
+        path = self._path(key.digest)
         try:
             with open(path, "rb") as handle:
                 value = np.load(handle, allow_pickle=False)
@@ -133,10 +153,12 @@ class FeatureStore:
                      f"{self.limit / 1e9:.1f} GB ($ALEXFT_FEATURE_STORE_GB); they are not kept for the next run")
         return self.writable
 
-    def save(self, digest, value):
-        if not self.writable:
+    def save(self, key, value, image_path):
+        """Keep `value` as the features of the file `key` describes, unless the file was
+        changed since it was hashed (its features may be the new content's)."""
+        if not self.writable or not key.still_describes(image_path):
             return
-        path = self._path(digest)
+        path = self._path(key.digest)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".", suffix=".tmp", delete=False) as handle:
@@ -154,9 +176,15 @@ class FeatureStore:
                      "this run goes on without keeping its features")
 
     def trim(self, keep=()):
-        """Remove the least recently used entries, never those in `keep` (digests), until the
+        """Remove the least recently used entries, never those in `keep` (FileKeys), until the
         store is within its limit. Entries of other prefixes count and go too."""
-        entries = []
+        entries, day_ago = [], time.time() - 86400
+        for path in self.root.glob("*/*/.*.tmp"):  # left by a run killed while writing
+            try:
+                if path.stat().st_mtime < day_ago:
+                    path.unlink()
+            except OSError:
+                pass
         for path in self.root.glob("*/*/*.npy"):
             try:
                 stat = path.stat()
@@ -164,7 +192,7 @@ class FeatureStore:
                 continue
             entries.append((stat.st_mtime, stat.st_size, path))
         total = sum(size for _, size, _ in entries)
-        keep = {f"{digest}.npy" for digest in keep if digest}
+        keep = {f"{key.digest}.npy" for key in keep if key}
         for _, size, path in sorted(entries):
             if total <= self.limit:
                 break

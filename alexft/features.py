@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .feature_files import write_npz
-from .feature_store import file_digest
+from .feature_store import FileKey
 from .pipeline import chunks, map_ahead
 from .errors import ImageError
 from .data import images_with_labels  # noqa: F401  (re-exported)
@@ -63,17 +63,17 @@ def view_features(prefix, paths, ledger, batch_size=32, memory_budget=2 << 30, s
     """
     features = _allocate((len(paths), VIEWS) + tuple(prefix.output.shape[1:]), memory_budget, spill_path)
     done = np.zeros(len(paths), bool)
-    digests = _read_stored(store, paths, features, done, progress, desc) if store else [None] * len(paths)
+    keys = _read_stored(store, paths, features, done, progress) if store else [None] * len(paths)
     missing = np.flatnonzero(~done)
     for position, outputs in layer_outputs(prefix, [paths[i] for i in missing], True, ledger.add, batch_size,
                                            progress, desc):
         ledger.check()  # too many broken files stop the run now, not after hours of caching the rest
         index = missing[position]
         features[index], done[index] = outputs, True
-        if store is not None and digests[index]:
-            store.save(digests[index], outputs)
+        if store is not None and keys[index]:
+            store.save(keys[index], outputs, paths[index])
     if store is not None and store.written:
-        store.trim(keep=digests)
+        store.trim(keep=keys)
     kept = np.flatnonzero(done)
     for row, index in enumerate(kept):  # close the broken files' gaps, in place: row <= index
         if row != index:
@@ -81,20 +81,20 @@ def view_features(prefix, paths, ledger, batch_size=32, memory_budget=2 << 30, s
     return features[: len(kept)], kept
 
 
-def _read_stored(store, paths, features, done, progress, desc):
-    """Fill `features` rows found in `store` (marking them in `done`); return every path's digest."""
+def _read_stored(store, paths, features, done, progress):
+    """Fill `features` rows found in `store` (marking them in `done`); return every path's FileKey."""
     def look_up(index):
-        digest = file_digest(paths[index])
-        return index, digest, digest and store.load(digest)
+        key = FileKey.of(paths[index])
+        return index, key, key and store.load(key)
 
-    digests = [None] * len(paths)
+    keys = [None] * len(paths)
     with progress_bar(len(paths), progress, minimum=64, unit="img", desc="stored features") as bar:
-        for index, digest, value in map_ahead(look_up, range(len(paths)), None, 64):
-            digests[index] = digest
+        for index, key, value in map_ahead(look_up, range(len(paths)), None, 64):
+            keys[index] = key
             if value is not None:
                 features[index], done[index] = value, True
             bar.update(1)
-    return digests
+    return keys
 
 
 def _allocate(shape, memory_budget, spill_path):

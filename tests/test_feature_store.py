@@ -1,5 +1,6 @@
 """The feature store: a second fine-tuning run on the same images computes nothing the first
 one computed, and nothing stored is used unless it belongs to these weights and these files."""
+import hashlib
 import os
 import pickle
 import shutil
@@ -68,7 +69,6 @@ def test_a_second_run_computes_nothing_and_trains_the_same_model(small_digits_fo
     # What was stored is fc7 of Caffe's ten views, computed here by Keras' own predict.
     path = images_below(small_digits_folder)[7]
     expected = prefix.predict(image_views(path, ten_crop=True), verbose=0)
-    import hashlib
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     (entry,) = [stored_path for stored_path in stored if stored_path.stem == digest]
     np.testing.assert_allclose(np.load(entry), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
@@ -210,3 +210,24 @@ def test_the_store_can_be_turned_off_and_its_limit_must_be_a_number(prefix, monk
         monkeypatch.setenv("ALEXFT_FEATURE_STORE_GB", bad)
         with pytest.raises(StoreSettingError, match=f"ALEXFT_FEATURE_STORE_GB='{bad}': expected a number of gigabytes"):
             _store(prefix)
+
+
+def test_an_image_changed_while_it_is_computed_is_not_kept(small_digits_folder, prefix, tmp_path, monkeypatch):
+    paths = []
+    for index, source in enumerate(images_below(small_digits_folder)[:3]):
+        paths.append(tmp_path / f"{index}{source.suffix}")
+        shutil.copyfile(source, paths[-1])
+    original = paths[1].read_bytes()
+
+    class EditedMeanwhile(features_module.InferenceFunction):
+        def __call__(self, *args, **kwargs):  # the views are decoded; the user saves an edit now
+            shutil.copyfile(images_below(small_digits_folder)[50], paths[1])
+            os.utime(paths[1], ns=(1, 1))
+            return super().__call__(*args, **kwargs)
+
+    monkeypatch.setattr(features_module, "InferenceFunction", EditedMeanwhile)
+    store = _store(prefix)
+    view_features(prefix, paths, BrokenFiles(), store=store)
+    stored = {path.stem for path in entries(tmp_path / "cache" / "features")}
+    assert store.written == 2 and hashlib.sha256(original).hexdigest() not in stored
+    assert stored == {hashlib.sha256(paths[i].read_bytes()).hexdigest() for i in (0, 2)}
