@@ -160,10 +160,15 @@ def test_damaged_or_foreign_entries_are_computed_again_and_never_unpickled(small
         pickle.dump(np.array([_WritesAFile()], dtype=object), handle)
     if os.path.exists("/tmp/alexft-store-pickle-ran"):
         os.unlink("/tmp/alexft-store-pickle-ran")
+    left_by_a_kill, being_written = stored[0].parent / ".old.tmp", stored[0].parent / ".new.tmp"
+    for path in (left_by_a_kill, being_written):
+        path.write_bytes(b"half")
+    os.utime(left_by_a_kill, (1, 1))
     network_calls.clear()
     store = _store(prefix)
     again, _ = view_features(prefix, paths, BrokenFiles(), store=store)
     assert sum(network_calls) == 40 and store.read == 0 and store.written == 4
+    assert not left_by_a_kill.exists() and being_written.exists()  # another run's may be in progress
     assert not os.path.exists("/tmp/alexft-store-pickle-ran")
     np.testing.assert_array_equal(again, first)
     assert all(np.load(path).shape == (10, 4096) for path in entries(tmp_path / "cache" / "features"))
