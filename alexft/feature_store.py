@@ -134,13 +134,14 @@ class FeatureStore:
         try:
             with open(path, "rb") as handle:
                 value = np.load(handle, allow_pickle=False)
-            if value.dtype != np.float32 or value.shape != self.shape:
-                raise ValueError(f"holds {value.dtype} {value.shape}")
-            os.utime(path)
-        except FileNotFoundError:
+        except (OSError, ValueError, EOFError):  # missing, or damaged: computed again, and replaced
             return None
-        except (OSError, ValueError, EOFError):  # damaged: computed again, and replaced
+        if value.dtype != np.float32 or value.shape != self.shape:
             return None
+        try:
+            os.utime(path)  # recently used: the last to be trimmed
+        except OSError:  # a store shared read-only
+            pass
         self.read += 1
         return value
 
@@ -149,8 +150,8 @@ class FeatureStore:
         need = count * self.entry_bytes
         if need > self.limit and self.writable:
             self.writable = False
-            self.say(f"feature store: these features need {need / 1e9:.1f} GB, over its limit of "
-                     f"{self.limit / 1e9:.1f} GB ($ALEXFT_FEATURE_STORE_GB); they are not kept for the next run")
+            self.say(f"feature store: these features need {_size(need)}, over its limit of {_size(self.limit)} "
+                     "($ALEXFT_FEATURE_STORE_GB); they are not kept for the next run")
         return self.writable
 
     def save(self, key, value, image_path):
@@ -204,3 +205,7 @@ class FeatureStore:
             except OSError:
                 pass
         return total
+
+
+def _size(count):
+    return f"{count / 1e9:.1f} GB" if count >= 1e8 else f"{count / 1e6:.1f} MB"
