@@ -108,11 +108,23 @@ def predictor(canonical_weights_file):
     return load_predictor(canonical_weights_file, download=False)
 
 
+@pytest.fixture(scope="session")
+def shared_feature_store(tmp_path_factory, worker_id):
+    """One feature store for the whole session, both workers: its entries are named by content,
+    so a test reads only features of its own weights and images, and the dozens of short runs on
+    the same digits compute them once. tests/test_feature_store.py tests the store itself on
+    stores of its own, as does every test that needs the features computed."""
+    root = tmp_path_factory.getbasetemp()
+    return (root.parent if worker_id != "master" else root) / "feature_store"
+
+
 @pytest.fixture(autouse=True)
-def isolated_weight_sources(tmp_path, monkeypatch):
+def isolated_weight_sources(tmp_path, monkeypatch, shared_feature_store):
     """No test may find or download weights from the user's real places by accident."""
     monkeypatch.delenv("ALEXFT_WEIGHTS", raising=False)
     monkeypatch.setenv("ALEXFT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("ALEXFT_FEATURE_STORE", str(shared_feature_store))
+    monkeypatch.delenv("ALEXFT_FEATURE_STORE_GB", raising=False)
     monkeypatch.setenv("ALEXFT_WEIGHTS_URL", "http://127.0.0.1:9/unreachable.npy")
     # classify's default would build a LiteRT copy (~25 s) in every test's fresh cache;
     # tests/test_fast_start.py is where that path is tested.

@@ -406,7 +406,8 @@ def test_wordnet_id_folders_are_imagenet_classes(canonical_weights_file, tmp_pat
 
 
 def test_interrupting_feature_caching_stops_soon_and_leaves_no_run_behind(small_digits_folder, canonical_weights_file,
-                                                                          tmp_path):
+                                                                          tmp_path, monkeypatch):
+    monkeypatch.setenv("ALEXFT_FEATURE_STORE", str(tmp_path / "store"))  # an empty store: the features are computed
     run_folder = tmp_path / "run"
     command = [ALEXFT, "finetune", str(small_digits_folder), "--weights", str(canonical_weights_file), "--output",
                str(run_folder), "--epochs", "2", "--val-split", "0.2", "--progress"]

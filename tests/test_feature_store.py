@@ -20,6 +20,12 @@ from alexft.train import finetune
 TRAINING = dict(epochs=2, lr=0.001, batch_size=8, val_split=0.2, progress=False)
 
 
+@pytest.fixture(autouse=True)
+def own_store(tmp_path, monkeypatch):
+    """A store of this test's own, where the cache folder puts it by default."""
+    monkeypatch.delenv("ALEXFT_FEATURE_STORE")
+
+
 @pytest.fixture
 def network_calls(monkeypatch):
     """How often the frozen part runs on a batch of views."""
