@@ -15,18 +15,23 @@ recently used entries go first.
 import hashlib
 import json
 import os
-import tempfile
+import re
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
 from .errors import AlexftError
 from .weights.sources import cache_dir
 
-# Bump when an entry's values change without a version below changing (views, preprocessing).
+# Bump when what an entry holds changes in a way the identity below does not see.
 FORMAT = 1
+# The modules whose code decides the features' values: their source is part of the identity,
+# so a changed preprocessing or layer never meets features computed before the change.
+SOURCES = ("preprocess.py", "layers.py", "model.py", "architecture.py", "features.py")
+# Only names the store writes are ever trimmed: $ALEXFT_FEATURE_STORE may be a folder of the user's.
+ENTRY = re.compile(r"[0-9a-f]{32}/[0-9a-f]{2}/[0-9a-f]{64}\.npy")
+LEFT_BEHIND = re.compile(r"[0-9a-f]{32}/[0-9a-f]{2}/\.[0-9a-f]{64}\.[^/]*\.tmp")
 DEFAULT_LIMIT_GB = 10.0
 OFF = ("off", "0", "no", "false", "none")
 
@@ -56,16 +61,19 @@ def limit_bytes():
 
 def prefix_identity(prefix, layer):
     """A digest of everything a stored feature depends on but the image: the frozen layers'
-    weights (their values, in order), the layer and the preprocessing."""
+    weights (their values, in order), the layer, the preprocessing and the code that computes
+    them, and the versions of the libraries."""
     import cv2
     import tensorflow as tf
 
     from . import __version__, preprocess
 
     facts = dict(format=FORMAT, layer=layer, alexft=__version__, tensorflow=tf.__version__, opencv=cv2.__version__,
-                 resize=preprocess.RESIZE, crop=preprocess.CROP, offsets=preprocess.TEN_CROP_OFFSETS,
-                 mean=preprocess.MEAN_BGR.tolist())
+                 numpy=np.__version__, resize=preprocess.RESIZE, crop=preprocess.CROP,
+                 offsets=preprocess.TEN_CROP_OFFSETS, mean=preprocess.MEAN_BGR.tolist())
     digest = hashlib.sha256(json.dumps(facts, sort_keys=True).encode())
+    for name in SOURCES:
+        digest.update((Path(__file__).parent / name).read_bytes())
     for weight in prefix.weights:
         value = np.ascontiguousarray(weight.numpy())
         digest.update(f"{value.dtype.str}{value.shape}".encode())
@@ -73,40 +81,24 @@ def prefix_identity(prefix, layer):
     return digest.hexdigest()
 
 
-class FileKey(NamedTuple):
-    """An image file's entry name (the SHA-256 of its bytes) and its size and modification
-    time when it was read, to tell whether it changed before its features were computed."""
-    digest: str
-    size: int
-    mtime_ns: int
-
-    @classmethod
-    def of(cls, path):
-        """The file's key, or None when it cannot be read (the decoder then says why)."""
-        try:
-            with open(path, "rb") as handle:
-                stat = os.fstat(handle.fileno())
-                if hasattr(hashlib, "file_digest"):  # Python 3.11+
-                    digest = hashlib.file_digest(handle, "sha256").hexdigest()
-                else:
-                    digest = hashlib.sha256(handle.read()).hexdigest()
-        except (OSError, TypeError):  # TypeError: an image source that is not a file
-            return None
-        return cls(digest, stat.st_size, stat.st_mtime_ns)
-
-    def still_describes(self, path):
-        try:
-            stat = os.stat(path)
-        except OSError:
-            return False
-        return (stat.st_size, stat.st_mtime_ns) == (self.size, self.mtime_ns)
+def file_digest(path):
+    """SHA-256 of a file's bytes, or None when it cannot be read (the decoder then says why)."""
+    try:
+        with open(path, "rb") as handle:
+            if hasattr(hashlib, "file_digest"):  # Python 3.11+
+                return hashlib.file_digest(handle, "sha256").hexdigest()
+            return hashlib.sha256(handle.read()).hexdigest()
+    except (OSError, TypeError):  # TypeError: an image source that is not a file
+        return None
 
 
 class FeatureStore:
     """Entries of one prefix (a folder named by `prefix_identity`) of shape `shape`.
 
     Writing never fails a run: the first failure (disk full, no permission) is said once and
-    the store is then only read. Counts of what was read and written are kept for the log.
+    the store is then only read. The first entry written for an image stays: a run that
+    computed the same image meanwhile uses the stored values, so two runs sharing a store
+    always train on the same numbers. Called from one thread; `load` from any.
     """
 
     def __init__(self, root, identity, shape, limit, say=None):
@@ -114,7 +106,11 @@ class FeatureStore:
         self.say = say or (lambda message: None)
         self.entry_bytes = int(np.prod(self.shape)) * 4 + 128  # the .npy header
         self.read = self.written = 0
+        self.used = set()  # digests this run read or wrote: never trimmed by it
         self.writable = True
+        umask = os.umask(0)
+        os.umask(umask)
+        self.mode = 0o666 & ~umask  # as any file the user creates, so a shared store is readable
 
     @classmethod
     def for_prefix(cls, prefix, layer, say=None):
@@ -128,22 +124,36 @@ class FeatureStore:
     def _path(self, digest):
         return self.folder / digest[:2] / f"{digest}.npy"
 
-    def load(self, key):
-        """The stored features of the file `key` describes, or None. A used entry is marked as used."""
-        path = self._path(key.digest)
+    def load(self, digest):
+        """The stored features of the file with this digest, or None. A used entry is marked as used."""
+        path = self._path(digest)
+        value = self._read(path)
+        if value is not None:
+            try:
+                os.utime(path)  # recently used: the last to be trimmed
+            except OSError:  # a store shared read-only
+                pass
+        return value
+
+    def _read(self, path):
+        """The entry's array, or None when it is missing or anything but (10, ...) float32."""
         try:
             with open(path, "rb") as handle:
+                version = np.lib.format.read_magic(handle)
+                read_header = np.lib.format.read_array_header_2_0 if version == (2, 0) else \
+                    np.lib.format.read_array_header_1_0
+                shape, fortran, dtype = read_header(handle)  # checked before any data is read
+                if shape != self.shape or fortran or dtype != np.dtype(np.float32):
+                    return None
+                handle.seek(0)
                 value = np.load(handle, allow_pickle=False)
-        except (OSError, ValueError, EOFError):  # missing, or damaged: computed again, and replaced
+        except Exception:  # missing, or damaged in any way: computed again, and replaced
             return None
-        if value.dtype != np.float32 or value.shape != self.shape:
-            return None
-        try:
-            os.utime(path)  # recently used: the last to be trimmed
-        except OSError:  # a store shared read-only
-            pass
+        return value if isinstance(value, np.ndarray) and value.shape == self.shape else None
+
+    def note_read(self, digest):
         self.read += 1
-        return value
+        self.used.add(digest)
 
     def fits(self, count):
         """Whether `count` entries fit within the limit at all; said once when not."""
@@ -154,50 +164,66 @@ class FeatureStore:
                      "($ALEXFT_FEATURE_STORE_GB); they are not kept for the next run")
         return self.writable
 
-    def save(self, key, value, image_path):
-        """Keep `value` as the features of the file `key` describes, unless the file was
-        changed since it was hashed (its features may be the new content's)."""
-        if not self.writable or not key.still_describes(image_path):
-            return
-        path = self._path(key.digest)
+    def save(self, digest, value):
+        """Keep `value` as the features of the file with this digest. Returns the values to use:
+        `value`, or those another run stored first."""
+        if not self.writable or digest is None:
+            return value
+        path = self._path(digest)
+        temporary = path.parent / f".{digest}.{os.getpid()}.tmp"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".", suffix=".tmp", delete=False) as handle:
-                try:
-                    np.save(handle, np.asarray(value, np.float32), allow_pickle=False)
-                    handle.flush()
-                except BaseException:
-                    os.unlink(handle.name)
-                    raise
-            os.replace(handle.name, path)
+            with open(temporary, "wb") as handle:
+                np.save(handle, np.asarray(value, np.float32), allow_pickle=False)
+                os.fchmod(handle.fileno(), self.mode)
+            value = self._place(temporary, path, value)
             self.written += 1
+            self.used.add(digest)
         except OSError as error:
             self.writable = False
             self.say(f"feature store: cannot write to {self.root} ({error.strerror or error}); "
                      "this run goes on without keeping its features")
-
-    def trim(self, keep=()):
-        """Remove the least recently used entries, never those in `keep` (FileKeys), until the
-        store is within its limit. Entries of other prefixes count and go too."""
-        entries, day_ago = [], time.time() - 86400
-        for path in self.root.glob("*/*/.*.tmp"):  # left by a run killed while writing
+        finally:
             try:
-                if path.stat().st_mtime < day_ago:
-                    path.unlink()
+                temporary.unlink()
             except OSError:
                 pass
-        for path in self.root.glob("*/*/*.npy"):
+        return value
+
+    def _place(self, temporary, path, value):
+        """Link the new entry into place unless a sound one is there already (then use it)."""
+        try:
+            os.link(temporary, path)
+            return value
+        except FileExistsError:
+            stored = self._read(path)
+            if stored is not None:
+                return stored
+        except OSError:  # no hard links on this file system: the last writer wins
+            pass
+        os.replace(temporary, path)
+        return value
+
+    def trim(self):
+        """Remove the least recently used entries, never those this run used, until the store
+        is within its limit. Entries of other prefixes count and go too; files the store did
+        not write are never touched."""
+        entries, day_ago = [], time.time() - 86400
+        for path in self.root.glob("*/*/*"):
+            name = path.relative_to(self.root).as_posix()
             try:
-                stat = path.stat()
+                if LEFT_BEHIND.fullmatch(name) and path.stat().st_mtime < day_ago:  # by a run killed while writing
+                    path.unlink()
+                elif ENTRY.fullmatch(name):
+                    stat = path.stat()
+                    entries.append((stat.st_mtime, stat.st_size, path))
             except OSError:  # removed meanwhile by another run's trim
                 continue
-            entries.append((stat.st_mtime, stat.st_size, path))
         total = sum(size for _, size, _ in entries)
-        keep = {f"{key.digest}.npy" for key in keep if key}
         for _, size, path in sorted(entries):
             if total <= self.limit:
                 break
-            if path.name in keep and path.parent.parent == self.folder:
+            if path.stem in self.used and path.parent.parent == self.folder:
                 continue
             try:
                 path.unlink()
@@ -209,3 +235,22 @@ class FeatureStore:
 
 def _size(count):
     return f"{count / 1e9:.1f} GB" if count >= 1e8 else f"{count / 1e6:.1f} MB"
+
+
+class HashedFile:
+    """An image file as the decoder reads it (`read_bytes`), noting the SHA-256 of the very
+    bytes it decodes: the entry its features go to is named by what was computed, even if the
+    file changed since it was looked up."""
+
+    def __init__(self, path):
+        self.path, self.digest = path, None
+
+    def read_bytes(self):
+        from .preprocess import read_file
+
+        data = read_file(self.path)
+        self.digest = hashlib.sha256(data).hexdigest()
+        return data
+
+    def __str__(self):
+        return str(self.path)

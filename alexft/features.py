@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .feature_files import write_npz
-from .feature_store import FileKey
+from .feature_store import HashedFile, file_digest
 from .pipeline import chunks, map_ahead
 from .errors import ImageError
 from .data import images_with_labels  # noqa: F401  (re-exported)
@@ -63,17 +63,15 @@ def view_features(prefix, paths, ledger, batch_size=32, memory_budget=2 << 30, s
     """
     features = _allocate((len(paths), VIEWS) + tuple(prefix.output.shape[1:]), memory_budget, spill_path)
     done = np.zeros(len(paths), bool)
-    keys = _read_stored(store, paths, features, done, progress) if store else [None] * len(paths)
+    if store is not None:
+        _read_stored(store, paths, features, done, progress)
     missing = np.flatnonzero(~done)
-    for position, outputs in layer_outputs(prefix, [paths[i] for i in missing], True, ledger.add, batch_size,
-                                           progress, desc):
+    sources = [HashedFile(paths[i]) if store is not None else paths[i] for i in missing]
+    for position, outputs in layer_outputs(prefix, sources, True, ledger.add, batch_size, progress, desc):
         ledger.check()  # too many broken files stop the run now, not after hours of caching the rest
-        index = missing[position]
-        features[index], done[index] = outputs, True
-        if store is not None and keys[index]:
-            store.save(keys[index], outputs, paths[index])
-    if store is not None and store.written:
-        store.trim(keep=keys)
+        if store is not None:
+            outputs = store.save(sources[position].digest, outputs)
+        features[missing[position]], done[missing[position]] = outputs, True
     kept = np.flatnonzero(done)
     for row, index in enumerate(kept):  # close the broken files' gaps, in place: row <= index
         if row != index:
@@ -82,19 +80,17 @@ def view_features(prefix, paths, ledger, batch_size=32, memory_budget=2 << 30, s
 
 
 def _read_stored(store, paths, features, done, progress):
-    """Fill `features` rows found in `store` (marking them in `done`); return every path's FileKey."""
+    """Fill the `features` rows `store` holds, marking them in `done`."""
     def look_up(index):
-        key = FileKey.of(paths[index])
-        return index, key, key and store.load(key)
+        digest = file_digest(paths[index])
+        return index, digest, digest and store.load(digest)
 
-    keys = [None] * len(paths)
     with progress_bar(len(paths), progress, minimum=64, unit="img", desc="stored features") as bar:
-        for index, key, value in map_ahead(look_up, range(len(paths)), None, 64):
-            keys[index] = key
+        for index, digest, value in map_ahead(look_up, range(len(paths)), None, 64):
             if value is not None:
                 features[index], done[index] = value, True
+                store.note_read(digest)
             bar.update(1)
-    return keys
 
 
 def _allocate(shape, memory_budget, spill_path):

@@ -45,16 +45,20 @@ IMAGE_SUFFIXES = frozenset(
 
 def read_image(path):
     """Read an image file as an (H, W, 3) uint8 BGR array; raise ImageError naming the cause."""
+    return decode_image(read_file(path), name=str(path))
+
+
+def read_file(path):
+    """A file's bytes; ImageError naming the path when it cannot be read."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise ImageError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise ImageError(f"{path}: is a folder, not an image") from None
     except OSError as error:
         raise ImageError(f"{path}: cannot read: {error.strerror or error}") from None
-    return decode_image(data, name=str(path))
 
 
 def decode_image(data, name="<bytes>"):

@@ -52,20 +52,28 @@ class TrainingData:
         train, val = self.dataset.train, self.dataset.val
         if self.cache_after:
             prefix = truncated(_float32_model(model, policy, class_count), self.cache_after)
-            store = FeatureStore.for_prefix(prefix, self.cache_after, say=log)
+            store = FeatureStore.for_prefix(prefix, self.cache_after, say=log if self.chief else None)
             if store is not None:
                 store.fits(len(train) + len(val))
             # Under multi-worker training every worker caches every image: each step's slices
             # come from the whole set. Only the chief may spill into the run folder.
             spill = self.run / "feature_cache" if self.chief else Path(self._scratch().name)
-            self.train_features, kept = view_features(
-                prefix, train.paths, self.ledger, memory_budget=cache_memory, spill_path=spill / "train.npy",
-                progress=progress, desc="caching train features", store=store)
-            self.train_labels = train.labels[kept]
-            self.val_features, kept = view_features(
-                prefix, val.paths, self.ledger, memory_budget=cache_memory, spill_path=spill / "val.npy",
-                progress=progress, desc="caching val features", store=store)
-            self.val_labels = val.labels[kept]
+            try:
+                self.train_features, kept = view_features(
+                    prefix, train.paths, self.ledger, memory_budget=cache_memory, spill_path=spill / "train.npy",
+                    progress=progress, desc="caching train features", store=store)
+                self.train_labels = train.labels[kept]
+                self.val_features, kept = view_features(
+                    prefix, val.paths, self.ledger, memory_budget=cache_memory, spill_path=spill / "val.npy",
+                    progress=progress, desc="caching val features", store=store)
+                self.val_labels = val.labels[kept]
+            except KeyboardInterrupt:
+                if store is not None and store.written and self.chief:
+                    log(f"feature store: the {store.written:,} images' features computed before the interruption "
+                        f"are kept for the next run ({store.root})")
+                raise
+            if store is not None:
+                store.trim()
             self.ledger.check(len(train) + len(val))
             self.train_count = len(self.train_labels)
             if store is not None and self.chief:

@@ -118,6 +118,17 @@ def shared_feature_store(tmp_path_factory, worker_id):
     return (root.parent if worker_id != "master" else root) / "feature_store"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_session(shared_feature_store, tmp_path_factory):
+    """Session- and module-wide fixtures (fc8_run...) run before any test's own isolation
+    below: they too must never write into the user's cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ALEXFT_CACHE", str(tmp_path_factory.mktemp("session_cache")))
+        patch.setenv("ALEXFT_FEATURE_STORE", str(shared_feature_store))
+        patch.delenv("ALEXFT_FEATURE_STORE_GB", raising=False)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_weight_sources(tmp_path, monkeypatch, shared_feature_store):
     """No test may find or download weights from the user's real places by accident."""

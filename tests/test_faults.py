@@ -59,7 +59,8 @@ def _kill_when(process, run, moment, rng):
 
 
 def test_kill_9_at_random_moments_and_mid_checkpoint_never_loses_a_checkpoint(
-        tiny_folder, canonical_weights_file, reference_run, tmp_path):
+        tiny_folder, canonical_weights_file, reference_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("ALEXFT_FEATURE_STORE", str(tmp_path / "store"))  # empty: kills may land while caching, too
     run, rng = tmp_path / "run", np.random.default_rng(11)
     base = [ALEXFT, "finetune", str(tiny_folder), "--weights", str(canonical_weights_file), "--output", str(run)] + _cli_options()
     env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}

@@ -93,12 +93,14 @@ def test_an_interrupted_caching_keeps_what_it_computed(small_digits_folder, cano
             return super().__call__(*args, **kwargs)
 
     monkeypatch.setattr(features_module, "InferenceFunction", Interrupted)
+    said = []
     with pytest.raises(KeyboardInterrupt):
-        finetune(small_digits_folder, weights=canonical_weights_file, output=tmp_path / "a", log=lambda m: None, **TRAINING)
+        finetune(small_digits_folder, weights=canonical_weights_file, output=tmp_path / "a", log=said.append, **TRAINING)
     assert len(entries(tmp_path / "cache" / "features")) == 32  # the batch computed before Ctrl-C
+    assert said[-1].startswith("feature store: the 32 images' features computed before the interruption are kept")
 
     finished_first = True
-    said = []
+    said.clear()
     finetune(small_digits_folder, weights=canonical_weights_file, output=tmp_path / "a", log=said.append, **TRAINING)
     images = len(images_below(small_digits_folder))
     assert f"feature store: 32 images' features reused, {images - 32} added" in " ".join(said), \
@@ -166,13 +168,14 @@ def test_damaged_or_foreign_entries_are_computed_again_and_never_unpickled(small
         pickle.dump(np.array([_WritesAFile()], dtype=object), handle)
     if os.path.exists("/tmp/alexft-store-pickle-ran"):
         os.unlink("/tmp/alexft-store-pickle-ran")
-    left_by_a_kill, being_written = stored[0].parent / ".old.tmp", stored[0].parent / ".new.tmp"
+    left_by_a_kill, being_written = (stored[0].parent / f".{stored[0].stem}.{pid}.tmp" for pid in (1, 2))
     for path in (left_by_a_kill, being_written):
         path.write_bytes(b"half")
     os.utime(left_by_a_kill, (1, 1))
     network_calls.clear()
     store = _store(prefix)
     again, _ = view_features(prefix, paths, BrokenFiles(), store=store)
+    store.trim()  # as a run does once its features are cached
     assert sum(network_calls) == 40 and store.read == 0 and store.written == 4
     assert not left_by_a_kill.exists() and being_written.exists()  # another run's may be in progress
     assert not os.path.exists("/tmp/alexft-store-pickle-ran")
@@ -185,11 +188,19 @@ def test_the_store_keeps_within_its_limit_dropping_the_least_recently_used(small
     paths = images_below(small_digits_folder)
     entry = 10 * 4096 * 4 + 128
     monkeypatch.setenv("ALEXFT_FEATURE_STORE_GB", str(10.5 * entry / 1e9))  # room for ten entries
-    view_features(prefix, paths[:6], BrokenFiles(), store=_store(prefix))
-    view_features(prefix, paths[6:12], BrokenFiles(), store=_store(prefix))
     root = tmp_path / "cache" / "features"
-    names = {path.stem for path in entries(root)}
+    yours = [root / "notes.npy", root / "ab" / "cd" / "yours.npy", root / ("e" * 31) / "ab" / f"{'a' * 64}.npy"]
+    for path in yours:  # $ALEXFT_FEATURE_STORE may name a folder holding files of the user's
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, np.zeros(50_000, np.float32))
+        os.utime(path, (1, 1))
+    for chunk in (paths[:6], paths[6:12]):
+        store = _store(prefix)
+        view_features(prefix, chunk, BrokenFiles(), store=store)
+        store.trim()
+    names = {path.stem for path in entries(root) if path not in yours}
     assert len(names) == 10  # the first set's two oldest entries went
+    assert all(path.exists() for path in yours)
     store = _store(prefix)
     view_features(prefix, paths[6:12], BrokenFiles(), store=store)
     assert store.read == 6
@@ -200,7 +211,7 @@ def test_the_store_keeps_within_its_limit_dropping_the_least_recently_used(small
     store.fits(len(paths))
     view_features(prefix, paths[12:30], BrokenFiles(), store=store)
     assert store.written == 0 and len(said) == 1 and "not kept for the next run" in said[0]
-    assert {path.stem for path in entries(root)} == names
+    assert {path.stem for path in entries(root) if path not in yours} == names
 
 
 def test_a_store_that_cannot_be_written_never_stops_the_work(small_digits_folder, prefix, tmp_path, monkeypatch):
@@ -223,22 +234,48 @@ def test_the_store_can_be_turned_off_and_its_limit_must_be_a_number(prefix, monk
             _store(prefix)
 
 
-def test_an_image_changed_while_it_is_computed_is_not_kept(small_digits_folder, prefix, tmp_path, monkeypatch):
+def test_an_image_edited_after_it_was_looked_up_is_kept_under_its_new_content(small_digits_folder, prefix, tmp_path,
+                                                                               monkeypatch):
     paths = []
     for index, source in enumerate(images_below(small_digits_folder)[:3]):
         paths.append(tmp_path / f"{index}{source.suffix}")
         shutil.copyfile(source, paths[-1])
-    original = paths[1].read_bytes()
+    original, edit = paths[1].read_bytes(), images_below(small_digits_folder)[50].read_bytes()
+    looked_up = features_module.file_digest
 
-    class EditedMeanwhile(features_module.InferenceFunction):
-        def __call__(self, *args, **kwargs):  # the views are decoded; the user saves an edit now
-            shutil.copyfile(images_below(small_digits_folder)[50], paths[1])
-            os.utime(paths[1], ns=(1, 1))
-            return super().__call__(*args, **kwargs)
+    def then_edited(path):  # the user saves an edit between the look-up and the decoding
+        digest = looked_up(path)
+        if path == paths[1]:
+            path.write_bytes(edit)
+        return digest
 
-    monkeypatch.setattr(features_module, "InferenceFunction", EditedMeanwhile)
+    monkeypatch.setattr(features_module, "file_digest", then_edited)
     store = _store(prefix)
-    view_features(prefix, paths, BrokenFiles(), store=store)
+    features, _ = view_features(prefix, paths, BrokenFiles(), store=store)
     stored = {path.stem for path in entries(tmp_path / "cache" / "features")}
-    assert store.written == 2 and hashlib.sha256(original).hexdigest() not in stored
-    assert stored == {hashlib.sha256(paths[i].read_bytes()).hexdigest() for i in (0, 2)}
+    sha = lambda data: hashlib.sha256(data).hexdigest()  # noqa: E731
+    assert store.written == 3 and sha(original) not in stored
+    assert stored == {sha(paths[0].read_bytes()), sha(edit), sha(paths[2].read_bytes())}
+    again = _store(prefix)
+    assert np.array_equal(again.load(sha(edit)), features[1])
+
+
+def test_the_first_entry_written_for_an_image_stays_and_later_writers_use_it(tmp_path):
+    first, second = (FeatureStore(tmp_path, "f" * 64, (10, 4), limit=10**6) for _ in range(2))
+    digest = "0" * 64
+    ours, theirs = np.full((10, 4), 1, np.float32), np.full((10, 4), 2, np.float32)
+    assert first.save(digest, ours) is ours
+    np.testing.assert_array_equal(second.save(digest, theirs), ours)  # computed meanwhile by another run
+    np.testing.assert_array_equal(second.load(digest), ours)
+    assert not list(tmp_path.rglob("*.tmp"))
+    entry = next(tmp_path.rglob("*.npy"))
+    entry.write_bytes(b"damaged")
+    np.testing.assert_array_equal(second.save(digest, theirs), theirs)  # a damaged entry is replaced
+    np.testing.assert_array_equal(first.load(digest), theirs)
+    assert entry.stat().st_mode & 0o777 == 0o666 & ~_umask()  # readable by others as the user's files are
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -112,9 +112,8 @@ def finetune(output, resume, as_json, progress, **values):
         click.echo(f"alexft: {interrupted}", err=True)
         sys.exit(128 + interrupted.signal_number)
     except KeyboardInterrupt:  # before the epochs started (caching, range test): nothing new to save
-        said = ("interrupted before training resumed; the run folder is as it was" if resume else
-                "interrupted before training started; no run folder was kept")
-        click.echo(f"alexft: {said}{_kept_features(options)}", err=True)
+        click.echo("alexft: interrupted before training resumed; the run folder is as it was" if resume else
+                   "alexft: interrupted before training started; no run folder was kept", err=True)
         sys.exit(130)
     if as_json:
         click.echo(json.dumps(summary))
@@ -193,17 +192,6 @@ def _check_before_training(data_dir, options, weights, output, resume, progress)
     if output is not None and not resume and options.strategy != "multiworker":
         RunFolder(output).refuse_existing()
     return dataset, resolve_weights(weights, progress=progress)
-
-
-def _kept_features(options):
-    """What an interruption before training leaves for the next run: the features cached so far."""
-    from alexft.feature_store import store_folder
-    from alexft.train_data import CACHE_POINTS
-    from alexft.train_options import check_layers
-
-    folder = store_folder()
-    cached = options.cache and check_layers(options.skip, options.train)[1][0] in CACHE_POINTS
-    return f"; the features cached so far are kept in {folder} for the next run" if folder and cached else ""
 
 
 def _describe_summary(summary):
