@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AlexftError
+from .weights.download import file_sha256
 from .weights.sources import cache_dir
 
 # Bump when what an entry holds changes in a way the identity below does not see.
@@ -43,7 +44,7 @@ class StoreSettingError(AlexftError, ValueError):
 def store_folder():
     """The store's folder, or None when $ALEXFT_FEATURE_STORE turns it off."""
     setting = os.environ.get("ALEXFT_FEATURE_STORE", "").strip()
-    if setting.lower() in OFF and setting:
+    if setting and setting.lower() in OFF:
         return None
     return Path(setting).expanduser() if setting else cache_dir() / "features"
 
@@ -84,10 +85,7 @@ def prefix_identity(prefix, layer):
 def file_digest(path):
     """SHA-256 of a file's bytes, or None when it cannot be read (the decoder then says why)."""
     try:
-        with open(path, "rb") as handle:
-            if hasattr(hashlib, "file_digest"):  # Python 3.11+
-                return hashlib.file_digest(handle, "sha256").hexdigest()
-            return hashlib.sha256(handle.read()).hexdigest()
+        return file_sha256(path)
     except (OSError, TypeError):  # TypeError: an image source that is not a file
         return None
 
@@ -176,8 +174,8 @@ class FeatureStore:
             with open(temporary, "wb") as handle:
                 np.save(handle, np.asarray(value, np.float32), allow_pickle=False)
                 os.fchmod(handle.fileno(), self.mode)
-            value = self._place(temporary, path, value)
-            self.written += 1
+            value, placed = self._place(temporary, path, value)
+            self.written += placed
             self.used.add(digest)
         except OSError as error:
             self.writable = False
@@ -191,18 +189,19 @@ class FeatureStore:
         return value
 
     def _place(self, temporary, path, value):
-        """Link the new entry into place unless a sound one is there already (then use it)."""
+        """Link the new entry into place unless a sound one is there already (then use it).
+        Returns (the values to use, whether this entry was placed)."""
         try:
             os.link(temporary, path)
-            return value
-        except FileExistsError:
+            return value, True
+        except FileExistsError:  # another run, or a copy of the same image in this one, came first
             stored = self._read(path)
             if stored is not None:
-                return stored
+                return stored, False
         except OSError:  # no hard links on this file system: the last writer wins
             pass
         os.replace(temporary, path)
-        return value
+        return value, True
 
     def trim(self):
         """Remove the least recently used entries, never those this run used, until the store

@@ -81,6 +81,8 @@ def view_features(prefix, paths, ledger, batch_size=32, memory_budget=2 << 30, s
 
 def _read_stored(store, paths, features, done, progress):
     """Fill the `features` rows `store` holds, marking them in `done`."""
+    if not store.folder.is_dir():  # nothing stored for these weights yet: no file is read twice
+        return
     def look_up(index):
         digest = file_digest(paths[index])
         return index, digest, digest and store.load(digest)

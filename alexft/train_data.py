@@ -72,7 +72,7 @@ class TrainingData:
                     log(f"feature store: the {store.written:,} images' features computed before the interruption "
                         f"are kept for the next run ({store.root})")
                 raise
-            if store is not None:
+            if store is not None and store.written:  # reading never grows the store
                 store.trim()
             self.ledger.check(len(train) + len(val))
             self.train_count = len(self.train_labels)

@@ -130,12 +130,10 @@ def isolated_session(shared_feature_store, tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def isolated_weight_sources(tmp_path, monkeypatch, shared_feature_store):
+def isolated_weight_sources(tmp_path, monkeypatch):
     """No test may find or download weights from the user's real places by accident."""
     monkeypatch.delenv("ALEXFT_WEIGHTS", raising=False)
-    monkeypatch.setenv("ALEXFT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("ALEXFT_FEATURE_STORE", str(shared_feature_store))
-    monkeypatch.delenv("ALEXFT_FEATURE_STORE_GB", raising=False)
+    monkeypatch.setenv("ALEXFT_CACHE", str(tmp_path / "cache"))  # the feature store stays the session's
     monkeypatch.setenv("ALEXFT_WEIGHTS_URL", "http://127.0.0.1:9/unreachable.npy")
     # classify's default would build a LiteRT copy (~25 s) in every test's fresh cache;
     # tests/test_fast_start.py is where that path is tested.

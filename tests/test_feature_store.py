@@ -111,10 +111,15 @@ def _store(prefix, said=None):
     return FeatureStore.for_prefix(prefix, "fc7", say=(said.append if said is not None else None))
 
 
-def test_features_follow_the_file_contents_not_the_paths(small_digits_folder, prefix, tmp_path, network_calls):
+def test_features_follow_the_file_contents_not_the_paths(small_digits_folder, prefix, tmp_path, network_calls,
+                                                        monkeypatch):
     paths = images_below(small_digits_folder)[:12]
+    hashed, digest = [], features_module.file_digest
+    monkeypatch.setattr(features_module, "file_digest", lambda path: hashed.append(path))
     first, kept = view_features(prefix, paths, BrokenFiles(), store=_store(prefix))
     assert list(kept) == list(range(12)) and sum(network_calls) == 120
+    assert hashed == []  # an empty store is not looked in: no file is read twice
+    monkeypatch.setattr(features_module, "file_digest", digest)
 
     # Copied elsewhere under other names, one file's bytes changed, and one file broken:
     # only the changed file is computed, the broken one is named, the rest is read back.
@@ -249,12 +254,13 @@ def test_an_image_edited_after_it_was_looked_up_is_kept_under_its_new_content(sm
             path.write_bytes(edit)
         return digest
 
+    view_features(prefix, paths[:1], BrokenFiles(), store=_store(prefix))  # the store is looked in from now on
     monkeypatch.setattr(features_module, "file_digest", then_edited)
     store = _store(prefix)
     features, _ = view_features(prefix, paths, BrokenFiles(), store=store)
     stored = {path.stem for path in entries(tmp_path / "cache" / "features")}
     sha = lambda data: hashlib.sha256(data).hexdigest()  # noqa: E731
-    assert store.written == 3 and sha(original) not in stored
+    assert (store.read, store.written) == (1, 2) and sha(original) not in stored
     assert stored == {sha(paths[0].read_bytes()), sha(edit), sha(paths[2].read_bytes())}
     again = _store(prefix)
     assert np.array_equal(again.load(sha(edit)), features[1])
@@ -266,6 +272,7 @@ def test_the_first_entry_written_for_an_image_stays_and_later_writers_use_it(tmp
     ours, theirs = np.full((10, 4), 1, np.float32), np.full((10, 4), 2, np.float32)
     assert first.save(digest, ours) is ours
     np.testing.assert_array_equal(second.save(digest, theirs), ours)  # computed meanwhile by another run
+    assert (first.written, second.written) == (1, 0)  # the log counts entries added, not attempts
     np.testing.assert_array_equal(second.load(digest), ours)
     assert not list(tmp_path.rglob("*.tmp"))
     entry = next(tmp_path.rglob("*.npy"))

@@ -180,12 +180,12 @@ def _take_the_runs_settings(ctx, output, values):
 
 def _check_before_training(data_dir, options, weights, output, resume, progress):
     """What can be refused without TensorFlow is refused before its seconds of start-up: the
-    data's layout, a run folder already in use, missing weights, the feature store's limit. Returns (dataset, weights file)."""
+    data's layout, a run folder already in use, missing weights, the feature store's limit.
+    Returns (dataset, weights file)."""
     from alexft.data import load_dataset
+    from alexft.feature_store import limit_bytes
     from alexft.run_folder import RunFolder
     from alexft.weights.sources import resolve_weights
-
-    from alexft.feature_store import limit_bytes
 
     limit_bytes()  # a mistyped $ALEXFT_FEATURE_STORE_GB
     dataset = load_dataset(data_dir, val_dir=options.val_dir, val_split=options.val_split, seed=options.seed)
