@@ -205,6 +205,23 @@ def test_convert_refuses_other_outputs_and_bad_sources(tmp_path):
     assert not (tmp_path / "out.npz").exists()
 
 
+def test_convert_replaces_an_existing_output_only_with_force(tmp_path):
+    first = weights.save(weights.WeightSet({n: tuple(p) for n, p in random_params(seed=5, num_classes=2).items()}),
+                         tmp_path / "first.npz")
+    second = weights.save(weights.WeightSet({n: tuple(p) for n, p in random_params(seed=6, num_classes=3).items()}),
+                          tmp_path / "second.npz")
+    output = tmp_path / "fine-tuned.npz"
+    assert run("weights", "convert", first, output).exit_code == 0
+    kept = output.read_bytes()
+    refused = run("weights", "convert", second, output)
+    assert refused.exit_code == 1 and refused.stdout == ""
+    assert refused.stderr.strip().splitlines() == [f"Error: {output}: already exists; pass --force to replace it"]
+    assert output.read_bytes() == kept
+    replaced = run("weights", "convert", "--force", second, output)
+    assert replaced.exit_code == 0, replaced.output
+    assert weights.load(output).num_classes == 3
+
+
 def test_caffemodel_converts_to_the_same_predictions(tmp_path, canonical_caffemodel, canonical_weights_file):
     facts = json.loads(run("weights", "info", "--json", canonical_caffemodel).stdout)
     assert facts["format"] == "caffemodel" and facts["canonical_layout"] is True

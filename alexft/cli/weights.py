@@ -80,13 +80,14 @@ def _shape(array_facts):
 @click.option("--rename", "renames", multiple=True, metavar="NAME=LAYER",
               help="A .caffemodel layer stored under another name, e.g. fc8_flickr=fc8 (repeatable). A single "
                    "renamed layer is found without it.")
+@click.option("--force", is_flag=True, help="Replace DESTINATION if it exists.")
 @fail_cleanly
-def weights_convert(source, destination, class_names, renames):
+def weights_convert(source, destination, class_names, renames, force):
     """Convert SOURCE (.npy pickle, .npz or Caffe .caffemodel) to DESTINATION.npz (pickle-free, fast to load)."""
     from alexft.weights.sources import remember_conversion
     from alexft.weights.tools import convert, parse_renames, read_class_names
 
     names = read_class_names(class_names) if class_names else None
-    weight_set = convert(source, destination, class_names=names, renames=parse_renames(renames))
+    weight_set = convert(source, destination, class_names=names, renames=parse_renames(renames), force=force)
     remember_conversion(source, destination)
     click.echo(f"{destination}: {weight_set.num_classes} classes, from {source}")

@@ -199,7 +199,7 @@ def _converted_once(downloaded, source=None):
     if converted == downloaded:
         return downloaded  # already the fast format
     try:
-        written = convert(downloaded, converted).params
+        written = convert(downloaded, converted, force=True).params  # a stale copy of an earlier download
         if not _same_arrays(weights_io.load(converted).params, written):
             raise WeightsError("the file read back differs from the download")
     except (WeightsError, OSError) as error:  # a full disk, say: the download is still good

@@ -58,18 +58,21 @@ def _describe_layer(name, pair):
     return {"name": name, "weights": array_facts(pair[0]), "biases": array_facts(pair[1])}
 
 
-def convert(source, destination, class_names=None, renames=None):
+def convert(source, destination, class_names=None, renames=None, force=False):
     """Read `source` (.npy, .npz or .caffemodel), check it, and write it as `.npz` at `destination`.
 
     `class_names` (a list) are stored with the weights; otherwise names already in the
     source are kept. `renames` ({layer name in a .caffemodel: alexft's name}) maps layers a
-    fine-tuned Caffe model stored under other names. Returns the written WeightSet.
+    fine-tuned Caffe model stored under other names. An existing `destination` is replaced
+    only with `force` (it may be the only copy of fine-tuned weights). Returns the written WeightSet.
     """
     source, destination = Path(source), Path(destination)
     if destination.suffix.lower() != ".npz":
         raise WeightsError(f"{destination}: the converted file must be an .npz")
     if destination.exists() and destination.resolve() == source.resolve():
         raise WeightsError(f"{destination}: is the source itself; choose another output")
+    if (destination.exists() or destination.is_symlink()) and not force:
+        raise WeightsError(f"{destination}: already exists; pass --force to replace it")
     weight_set = _load_renamed(source, renames) if renames else weights_io.load(source)
     if class_names is not None:
         if len(class_names) != weight_set.num_classes:
