@@ -12,7 +12,6 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -20,7 +19,6 @@ import tensorflow as tf
 from . import lr_finder, recovery, train_setup
 from . import weights as weights_io
 from .data import BrokenFiles, load_dataset
-from .weights.download import file_sha256
 from .errors import AlexftError, TrainingError
 from .features import VIEWS
 from .plots import range_test_curve
@@ -28,9 +26,9 @@ from .progress import progress_bar
 from .recovery import Diverged, LossWatch
 from .run_folder import RunFolder
 from .weights.sources import resolve_weights
-from .train_data import TrainingData, cache_point
+from .train_data import TrainingData
 from .train_network import LostWorker, TrainingNetwork
-from .train_options import CAFFE_BASE_LR, TrainOptions, bias_factor_for_rate, decay_for_rate
+from .train_options import CAFFE_BASE_LR, TrainOptions, bias_factor_for_rate, cache_point, decay_for_rate
 
 
 CHANCE_LOSS_SHARE = 0.97  # a best training loss at least this share of ln(classes) learned nothing
@@ -59,22 +57,13 @@ def finetune(data_dir, options=None, *, weights=None, output=None, resume=False,
     dataset = dataset or load_dataset(data_dir, val_dir=options.val_dir, val_split=options.val_split, seed=options.seed)
     train_setup.report_split(dataset, options, log)
     weights_path = resolve_weights(weights, progress=progress)
-    weight_set = weights_io.load(weights_path, skip=options.skip)
-    options = train_setup.layer_choice(options, weight_set, dataset.class_names, log)
-    options = train_setup.plan_epochs(options, len(dataset.train), log)
+    options, weight_set, config = train_setup.planned_run(data_dir, options, dataset, weights_path, log)
+    config["versions"] = train_setup.versions()
     run = RunFolder(output or RunFolder.default_path(), chief)
-    # Absolute paths: `--resume` from another folder takes the data and weights from here.
-    config = dict(options.as_dict(), data_dir=str(Path(data_dir).absolute()), data=train_setup.data_identity(dataset),
-                  weights=str(Path(weights_path).absolute()),
-                  val_dir=options.val_dir and str(Path(options.val_dir).absolute()),
-                  base_weights_sha256=file_sha256(weights_path), class_names=dataset.class_names, versions=train_setup.versions(),
-                  lr_found=None)
     if resume:
-        earlier = run.earlier_config()
-        train_setup.check_same_run(earlier, config, run.path)
-        finished = run.finished_summary()
-        if finished and (finished["epochs"] >= options.epochs or not run.checkpoint.exists()):
-            return train_setup.already_finished(run, finished, options, log)
+        earlier, finished = train_setup.resume_point(run, config, options, log)
+        if finished:
+            return finished
         config.update(lr_found=earlier.get("lr_found"), lr=earlier["lr"] if options.auto_lr else options.lr)
         run.write_config(config)
     else:

@@ -18,14 +18,7 @@ from .features import VIEWS, view_features
 from .model import build_alexnet, truncated
 from .pipeline import map_ahead
 from .preprocess import CROP, RESIZE, TEN_CROP_OFFSETS
-
-CACHE_POINTS = {"fc6": "pool5", "fc7": "fc6", "fc8": "fc7"}  # first trained layer -> cached output
-
-
-def cache_point(options):
-    """The layer whose output is cached, or None when training reaches below fc6."""
-    return CACHE_POINTS.get(options.train[0]) if options.cache else None
-
+from .train_options import cache_point
 
 def epoch_plan(count, seed, epoch):
     """The epoch's image order and, for cached training, each image's view (0-9)."""

@@ -215,3 +215,11 @@ def parse_rate(value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
         raise OptionsError(f"learning rate {value!r}: expected a positive number or 'auto'")
     return float(value)
+
+
+CACHE_POINTS = {"fc6": "pool5", "fc7": "fc6", "fc8": "fc7"}  # first trained layer -> cached output
+
+
+def cache_point(options):
+    """The layer whose output is cached, or None when training reaches below fc6."""
+    return CACHE_POINTS.get(options.train[0]) if options.cache else None

@@ -7,17 +7,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .devices import cluster_role
+from . import weights as weights_io
 from .errors import TrainingError
 from .run_folder import refuse_changes
-from .train_data import cache_point
-from .train_options import OptionsError, TrainOptions, check_layers
+from .train_options import OptionsError, TrainOptions, cache_point, check_layers
+from .weights.download import file_sha256
 
 
 def check_cluster(options, output, log):
     """Whether this process is the chief (always, outside multi-worker training)."""
     if options.strategy != "multiworker":
         return True
+    from .devices import cluster_role  # TensorFlow's: this module stays free of it
+
     chief, task = cluster_role()
     if output is None:
         raise TrainingError("--strategy multiworker needs --output: a run folder every worker can reach (shared storage)")
@@ -56,6 +58,33 @@ def _some_classes(names, shown=5):
         return f"class {names[0]!r} has"
     listed = ", ".join(repr(name) for name in names[:shown]) + (", ..." if len(names) > shown else "")
     return f"{len(names):,} classes ({listed}) have"
+
+
+def planned_run(data_dir, options, dataset, weights_path, log):
+    """The layers and epochs this run takes, its weights, and what config.json records of it;
+    without TensorFlow, so that the command line can check a resume before its start-up.
+    Returns (options, weight set, config)."""
+    weight_set = weights_io.load(weights_path, skip=options.skip)
+    options = layer_choice(options, weight_set, dataset.class_names, log)
+    options = plan_epochs(options, len(dataset.train), log)
+    # Absolute paths: `--resume` from another folder takes the data and weights from here.
+    config = dict(options.as_dict(), data_dir=str(Path(data_dir).absolute()), data=data_identity(dataset),
+                  weights=str(Path(weights_path).absolute()),
+                  val_dir=options.val_dir and str(Path(options.val_dir).absolute()),
+                  base_weights_sha256=file_sha256(weights_path), class_names=dataset.class_names, lr_found=None)
+    return options, weight_set, config
+
+
+def resume_point(run, config, options, log):
+    """--resume: (the run's saved config, its summary if it has already finished all it was
+    asked for, else None). Refused when this run differs where it matters, or when it finished
+    without a checkpoint to train longer from."""
+    earlier = run.earlier_config()
+    check_same_run(earlier, config, run.path)
+    finished = run.finished_summary()
+    if finished and (finished["epochs"] >= options.epochs or not run.checkpoint.exists()):
+        return earlier, already_finished(run, finished, options, log)
+    return earlier, None
 
 
 def layer_choice(options, weight_set, class_names, log):

@@ -186,6 +186,44 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
     assert (tmp_path / "earlier.npz").read_bytes() == small
 
 
+def without_tensorflow(args, cwd):
+    done = subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+    status, imported = done.stderr.splitlines()[-1].split()[1:]
+    return int(status), imported == "True", done
+
+
+def test_a_resume_the_run_refuses_or_has_nothing_to_do_for_is_said_before_tensorflow(fc8_run, digits_folder,
+                                                                                       canonical_params, tmp_path):
+    """Other layers, images or base weights than the run's are refused, and a finished run says
+    so, without TensorFlow's start-up (a resume that goes on needs it, and is tested elsewhere)."""
+    from alexft import weights
+
+    summary, finished_run = fc8_run
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run, ignore=shutil.ignore_patterns("model.npz", "last_layers.npz", "tensorboard"))
+    changed_data = tmp_path / "digits"
+    shutil.copytree(digits_folder, changed_data)
+    extra = next((changed_data / "digit_3").iterdir())
+    shutil.copy(extra, extra.with_name("another_" + extra.name))
+    other_weights = {name: (kernel.copy(), bias) for name, (kernel, bias) in canonical_params.items()}
+    other_weights["conv1"][0][0, 0, 0, 0] += 1  # one value differs
+    other = weights.save(weights.WeightSet(other_weights), tmp_path / "other.npz")
+    refusals = [
+        (["--train", "fc7,fc8"], 'train: was ["fc8"], now ["fc7", "fc8"]'),
+        ([changed_data], 'data: was {"train_images": '),
+        (["--weights", other], "base_weights_sha256: was"),
+    ]
+    for args, change in refusals:
+        status, imported, done = without_tensorflow(["finetune", "--resume", "--output", run, *args], tmp_path)
+        assert (status, imported) == (1, False), done.stderr
+        assert f"Error: {run}: cannot resume with a different configuration ({change}" in done.stderr
+    status, imported, done = without_tensorflow(["finetune", "--resume", "--output", run, "--json"], tmp_path)
+    assert (status, imported) == (0, False), done.stderr
+    assert f"{run}: already finished ({summary['epochs']} epochs" in done.stderr
+    assert json.loads(done.stdout)["already_finished"] is True
+
+
 def test_ctrl_c_during_classify_exits_130_and_keeps_the_lines_already_printed(canonical_weights_file, tmp_path):
     folder = tmp_path / "many"
     folder.mkdir()

@@ -99,7 +99,10 @@ def finetune(output, resume, as_json, progress, **values):
 
         keys = [key for key in options.IDENTITY if key in saved and key not in ("skip", "train")]  # layers: the run decides
         refuse_changes(saved, options.as_dict(), output, keys)
-    dataset, weights = _check_before_training(data_dir, options, weights, output, resume, progress)
+    dataset, weights, finished = _check_before_training(data_dir, options, weights, output, resume, progress)
+    if finished:  # --resume of a run that has done all it was asked for: nothing to start TensorFlow for
+        click.echo(json.dumps(finished) if as_json else _describe_summary(finished))
+        return
     # Said before TensorFlow's seconds of start-up, so a log shows at once what the run found.
     click.echo(f"alexft: {data_dir}: {len(dataset.class_names):,} classes, {len(dataset.train):,} training and "
                f"{len(dataset.val):,} validation images; weights {weights}", err=True)
@@ -180,18 +183,26 @@ def _take_the_runs_settings(ctx, output, values):
 
 def _check_before_training(data_dir, options, weights, output, resume, progress):
     """What can be refused without TensorFlow is refused before its seconds of start-up: the
-    data's layout, a run folder already in use, missing weights, the feature store's limit.
-    Returns (dataset, weights file)."""
+    data's layout, a run folder already in use, missing weights, the feature store's limit,
+    and a resume with other layers, images, classes or base weights than the run's.
+    Returns (dataset, weights file, the summary of a resumed run that has already finished or None)."""
     from alexft.data import load_dataset
     from alexft.feature_store import limit_bytes
     from alexft.run_folder import RunFolder
+    from alexft.train_setup import planned_run, resume_point
     from alexft.weights.sources import resolve_weights
 
     limit_bytes()  # a mistyped $ALEXFT_FEATURE_STORE_GB
     dataset = load_dataset(data_dir, val_dir=options.val_dir, val_split=options.val_split, seed=options.seed)
     if output is not None and not resume and options.strategy != "multiworker":
         RunFolder(output).refuse_existing()
-    return dataset, resolve_weights(weights, progress=progress)
+    weights = resolve_weights(weights, progress=progress)
+    if not resume:
+        return dataset, weights, None
+    # The run decides again after TensorFlow's start-up, saying what it decides (hence no log here).
+    planned, _, config = planned_run(data_dir, options, dataset, weights, log=lambda message: None)
+    _, finished = resume_point(RunFolder(output), config, planned, log=lambda message: click.echo(f"alexft: {message}", err=True))
+    return dataset, weights, finished
 
 
 def _describe_summary(summary):
