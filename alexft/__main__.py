@@ -1,4 +1,4 @@
 """`python -m alexft ...`: the `alexft` command."""
-from .cli import main
+from .cli import run
 
-main(prog_name="alexft")
+run()

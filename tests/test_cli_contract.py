@@ -224,6 +224,25 @@ def test_a_resume_the_run_refuses_or_has_nothing_to_do_for_is_said_before_tensor
     assert json.loads(done.stdout)["already_finished"] is True
 
 
+def test_the_command_starts_tensorflow_without_scikit_learn_and_the_library_leaves_it(canonical_weights_file):
+    """Keras imports scikit-learn, when it is installed (as here, for the tests), as TensorFlow
+    starts: 1.3 s of every command's start-up, for wrappers no command uses. The executable goes
+    without it and answers the same; `import alexft` in a user's process changes nothing."""
+    from importlib.metadata import entry_points
+
+    assert entry_points(group="console_scripts")["alexft"].value == "alexft.cli:run"
+    photo = photo_paths()["chelsea"]
+    args = ["classify", "--runtime", "tensorflow", "--json", str(photo), "--weights", str(canonical_weights_file)]
+    script = ("import sys\nfrom alexft.cli import run\ntry:\n    run()\nexcept SystemExit as done:\n    code = done.code\n"
+              "print('exit', code, 'tensorflow' in sys.modules, sys.modules.get('sklearn', 'absent'), file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300)
+    assert done.stderr.splitlines()[-1] == "exit 0 True None", done.stderr
+    assert json.loads(done.stdout) == json.loads(run(*args).stdout)  # this process has scikit-learn loaded
+    library = subprocess.run([sys.executable, "-c", "import alexft, tensorflow, sys; print(sys.modules['sklearn'].__name__)"],
+                             capture_output=True, text=True, timeout=300)
+    assert library.stdout.strip() == "sklearn", library.stderr
+
+
 def test_ctrl_c_during_classify_exits_130_and_keeps_the_lines_already_printed(canonical_weights_file, tmp_path):
     folder = tmp_path / "many"
     folder.mkdir()

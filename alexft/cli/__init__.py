@@ -26,5 +26,16 @@ def main():
 for command in (classify, evaluate, features, finetune, weights_group, export):
     main.add_command(command)
 
+
+def run():
+    """The `alexft` executable, `python -m alexft` and `python cli.py`: the command in a process
+    of its own (tests and notebooks call `main` in theirs)."""
+    # Keras imports scikit-learn, when it is installed, for wrappers no command uses: 1.3 s and
+    # 60 MB of every TensorFlow start-up (docs/benchmarks.md). A process of its own may go
+    # without it; `import alexft` in the user's process leaves their imports alone.
+    sys.modules.setdefault("sklearn", None)
+    main(prog_name="alexft")
+
+
 if __name__ == "__main__":
-    main()
+    run()
