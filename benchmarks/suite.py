@@ -34,6 +34,8 @@ PEERS = ["torch==2.13.0", "onnxruntime==1.31.1", "onnx==1.23.2", "openvino==2026
 PEERS_VENV = HERE / ".peers"
 ALEXFT = shutil.which("alexft", path=str(Path(sys.executable).parent)) or "alexft"
 ALEXFT_CASES = HERE / "alexft_cases.py"
+# What the alexft executable does before TensorFlow starts (alexft/cli/__init__.py: run).
+NO_SKLEARN = "import sys; sys.modules.setdefault('sklearn', None); "
 
 
 def peers_python():
@@ -279,20 +281,25 @@ class Suite:
         files = {"npz": self.weights, "pickled npy": self.legacy}
         # The first short call answers on TensorFlow, then builds the LiteRT copy: once per file.
         first = {name: wall_and_peak([ALEXFT, "classify", "--weights", path, one], cache)[0] for name, path in files.items()}
-        tensorflow, peaks, imports, litert = [], [], [], {name: [] for name in files}
+        tensorflow, peaks, imports, plain_imports, litert = [], [], [], [], {name: [] for name in files}
         for _ in range(self.rounds):
             seconds, peak = wall_and_peak([ALEXFT, "classify", "--runtime", "tensorflow", "--weights", self.weights, one], cache)
             tensorflow.append(seconds)
             peaks.append(peak)
-            imports.append(wall_and_peak([sys.executable, "-c", "import tensorflow"])[0])
+            # The peer starts TensorFlow as the command does, without scikit-learn (which Keras
+            # imports when installed, as it is here for the tests); a plain import for context.
+            imports.append(wall_and_peak([sys.executable, "-c", NO_SKLEARN + "import tensorflow"])[0])
+            plain_imports.append(wall_and_peak([sys.executable, "-c", "import tensorflow"])[0])
             for name, path in files.items():
                 litert[name].append(wall_and_peak([ALEXFT, "classify", "--weights", path, one], cache))
         extra = statistics.median([s - i for s, i in zip(tensorflow, imports)])
         self.results.append({"case": "5. cold start on TensorFlow: classify one.jpg - import tensorflow", "alexft": round(extra, 2),
                              "unit": "s", "target": "<= 1.0 s", "met": extra <= 1.0,
-                             "classify_s": tensorflow, "import_tensorflow_s": imports})
+                             "classify_s": tensorflow, "import_tensorflow_s": imports,
+                             "import_tensorflow_with_sklearn_s": plain_imports})
         print(f"{'5. cold start on TF, extra over import':<44} {extra:.2f} s (classify {statistics.median(tensorflow):.2f} s, "
-              f"import {statistics.median(imports):.2f} s)  target <= 1.0 s  {'met' if extra <= 1.0 else 'MISSED'}", flush=True)
+              f"import {statistics.median(imports):.2f} s; with scikit-learn {statistics.median(plain_imports):.2f} s)  "
+              f"target <= 1.0 s  {'met' if extra <= 1.0 else 'MISSED'}", flush=True)
         peak = statistics.median(peaks)
         self.results.append({"case": "5. cold start on TF, peak memory", "alexft": round(peak), "unit": "MiB", "target": "<= 1229 MiB",
                              "met": peak <= 1229})
