@@ -46,14 +46,16 @@ class Predictor:
 
 
 def load_predictor(weights=None, download=True, progress=None, preprocessing=None, precision="float32"):
-    """Build the network and load `weights` (a path, or None for the default sources).
+    """Build the network and load `weights` (a path, a WeightSet already read, whose arrays are
+    then released as they are copied, or None for the default sources).
     `preprocessing`: a preprocess.Preprocessing (Caffe's mean image, float resizing).
     `precision`: "float32", or "bfloat16" (weights held and computed in bfloat16, logits and
     probabilities in float32; see `model_dtype`)."""
     from .model import build_alexnet, onednn_is_on
 
     dtype = model_dtype(precision)
-    weight_set = weights_io.load(resolve_weights(weights, download=download, progress=progress))
+    weight_set = weights if isinstance(weights, weights_io.WeightSet) else \
+        weights_io.load(resolve_weights(weights, download=download, progress=progress))
     class_names = weights_io.class_names_for(weight_set)
     # The variables start from the file's arrays, which are released as they are copied.
     # Grouped layers as one op where oneDNN runs them: ~20% faster at batch 1 on AVX2 CPUs.

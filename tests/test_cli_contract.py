@@ -84,6 +84,7 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
     (tmp_path / "y.labels.txt").write_text("notes of the user's, where an export to y.tflite would put its labels")
     shutil.copy(photo_paths()["chelsea"], tmp_path / "photo.png")
     (tmp_path / "earlier.npz").write_bytes(small)
+    (tmp_path / "labels.txt").write_text("photo.png 1000\n")  # ImageNet's labels end at 999
     weights = ["--weights", str(canonical_weights_file)]
     cases = [
         (["classify", "nope.jpg"], 2, "nope.jpg: no such file or folder"),
@@ -120,6 +121,11 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["finetune", str(small_digits_folder), "--lr", "fast", *weights], 2, "expected a positive number or 'auto'"),
         (["evaluate", *weights], 2, "give either DATA (class folders) or --list FILE"),
         (["evaluate", str(tmp_path / "empty"), *weights], 2, "empty: no class sub-folders"),
+        # Class folders or labels that the weights' classes do not match, before the seconds of start-up.
+        (["evaluate", str(small_digits_folder), *weights], 1, "folder(s) 'digit_0', 'digit_1', 'digit_2', 'digit_3', "
+                                                              "'digit_4' and 5 more are not classes of this model"),
+        (["evaluate", "--list", "labels.txt", *weights], 1,
+         "labels.txt:1: expected 'path label' with a label in 0..999, got 'photo.png 1000'"),
         (["export", "out", "--format", "onnx", *weights], 2, "'onnx' is not one of"),
         (["export", "out", "--quantize", "int8", *weights], 2, "quantization needs the TF Lite format (--format tflite)"),
         (["export", "out.tflite", "--format", "tflite", "--quantize", "int8", *weights], 2,

@@ -135,6 +135,7 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
     """Measure a model on DATA/<class>/<images> (folders matched to class names) or a --list file."""
     if (data is None) == (list_file is None):
         raise click.UsageError("give either DATA (class folders) or --list FILE")
+    from alexft import weights as weights_io
     from alexft.atomic import check_writable
     from alexft.weights.sources import resolve_weights
 
@@ -152,14 +153,17 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
         check_writable(report / "metrics.json")  # before the work, which would be lost
     weights = resolve_weights(weights, progress=progress)
     preprocessing = preprocessing_from(mean_file, resize)
-
-    predictor = _tensorflow_predictor(weights, progress, preprocessing, precision)
+    # The weights are read before TensorFlow starts: folders or labels that do not match their
+    # classes are said at once, not after its seconds of start-up.
+    weight_set = weights_io.load(weights)
+    class_names = weights_io.class_names_for(weight_set)
     if listed is not None:
         files = listed
-        if files.labels.max() >= len(predictor.class_names):  # read again only to name the first line out of range
-            labelled_list(list_file, root or list_file.parent, len(predictor.class_names))
+        if files.labels.max() >= len(class_names):  # read again only to name the first line out of range
+            labelled_list(list_file, root or list_file.parent, len(class_names))
     else:
-        files = labelled_folder(data, predictor.class_names)
+        files = labelled_folder(data, class_names)
+    predictor = _tensorflow_predictor(weight_set, progress, preprocessing, precision)
     summary = run_evaluate(predictor, files, ten_crop=ten_crop, batch_size=batch_size, progress=progress, report=report)
     if as_json:
         click.echo(json.dumps(summary, ensure_ascii=False))
