@@ -97,6 +97,7 @@ def export(weights_path, output, file_format="savedmodel", top_k=5, force=False,
     module = serving_module(weights_path, top_k=top_k, precision=precision)
     # Beside the output, named as temporaries: what a killed export leaves is removed by the next.
     temporary = temporary_path(output)
+    made = _missing_folders(output.parent)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(output.parent, shared=True, prefix=output.name)  # only this output's
@@ -109,9 +110,28 @@ def export(weights_path, output, file_format="savedmodel", top_k=5, force=False,
         raise ExportError(f"{output}: could not be written ({failure.strerror or failure})") from None
     finally:
         _remove(temporary)
+        if not output.exists():  # failed or interrupted: the folders made for it go too
+            _remove_empty(made)
     if file_format == "tflite":
         write_text(labels_path(output), "\n".join(module.class_names) + "\n", ExportError)
     return output
+
+
+def _missing_folders(folder):
+    """`folder` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_empty(folders):
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # something else was put there meanwhile: it stays
+            return
 
 
 def _write_saved_model(module, folder):

@@ -204,8 +204,9 @@ def test_a_killed_export_leaves_temporaries_that_the_next_one_removes(tmp_path):
 
 def test_sigterm_stops_a_tflite_export_and_leaves_nothing(canonical_weights_file, tmp_path):
     """The converter's ~470 MB temporary SavedModel goes beside the output, and SIGTERM runs
-    the cleanup (its default action would kill the process with the files left)."""
-    folder = tmp_path / "out"
+    the cleanup (its default action would kill the process with the files left), down to the
+    folders made for the output."""
+    folder = tmp_path / "out" / "models"
     process = subprocess.Popen([sys.executable, "-m", "alexft", "export", str(folder / "x.tflite"), "--format", "tflite",
                                 "--weights", str(canonical_weights_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
@@ -217,7 +218,7 @@ def test_sigterm_stops_a_tflite_export_and_leaves_nothing(canonical_weights_file
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 143, stderr
     assert stderr.splitlines()[-1] == "alexft: terminated"
-    assert list(folder.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []
 
 
 def _calibration_folder(folder, photos, per_photo=5, seed=0):
