@@ -20,6 +20,7 @@ from .pipeline import map_ahead
 from .preprocess import CROP, RESIZE, TEN_CROP_OFFSETS
 from .train_options import cache_point
 
+
 def epoch_plan(count, seed, epoch):
     """The epoch's image order and, for cached training, each image's view (0-9)."""
     rng = np.random.default_rng([seed, epoch, 0xA1E7])
