@@ -183,11 +183,13 @@ def size_mb(path):
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) / 1e6
 
 
-def refuse_changes(saved, config, run, keys):
-    """Refuse to resume `run` when any of `keys` differs between its saved config and this one."""
+def refuse_changes(saved, config, run, keys, describe=None):
+    """Refuse to resume `run` when any of `keys` differs between its saved config and this one.
+    `describe(key, saved, config)` may say a change in words (None: "KEY: was X, now Y")."""
     changed = [key for key in keys if saved.get(key) != config.get(key)]
     if changed:
-        details = "; ".join(f"{key}: was {_short(saved.get(key))}, now {_short(config.get(key))}" for key in changed)
+        details = "; ".join((describe and describe(key, saved, config))
+                            or f"{key}: was {_short(saved.get(key))}, now {_short(config.get(key))}" for key in changed)
         raise RunFolderError(f"{run}: cannot resume with a different configuration ({details})")
 
 

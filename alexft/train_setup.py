@@ -136,7 +136,23 @@ def data_identity(dataset):
 def check_same_run(saved, config, run):
     keys = TrainOptions.IDENTITY + ("class_names", "base_weights_sha256")
     keys += ("data",) if "data" in saved else ()  # runs begun before it was recorded
-    refuse_changes(saved, config, run, keys)
+    refuse_changes(saved, config, run, keys, describe=_change_in_words)
+
+
+def _change_in_words(key, saved, config):
+    """The weights' and the images' changes, which digests alone would not explain."""
+    was, now = saved.get(key), config.get(key)
+    if key == "base_weights_sha256" and was and now:
+        return (f"base weights: SHA-256 was {was[:12]}... ({saved.get('weights', 'file not recorded')}), "
+                f"now {now[:12]}... ({config['weights']})")
+    if key == "data" and isinstance(was, dict) and isinstance(now, dict):
+        counts = [(part.get("train_images"), part.get("val_images")) for part in (was, now)]
+        if counts[0] != counts[1]:
+            return (f"images: was {counts[0][0]} training and {counts[0][1]} validation, now {counts[1][0]} and "
+                    f"{counts[1][1]} (in {config['data_dir']})")
+        return (f"images: as many as before, but other files, classes or splits (in {config['data_dir']}; "
+                "a file's name, class and split make the digest)")
+    return None
 
 
 def already_finished(run, summary, options, log):

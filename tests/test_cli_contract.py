@@ -200,10 +200,16 @@ def without_tensorflow(args, cwd):
 
 
 def test_a_resume_the_run_refuses_or_has_nothing_to_do_for_is_said_before_tensorflow(fc8_run, digits_folder,
+                                                                                       canonical_weights_file,
                                                                                        canonical_params, tmp_path):
     """Other layers, images or base weights than the run's are refused, and a finished run says
     so, without TensorFlow's start-up (a resume that goes on needs it, and is tested elsewhere)."""
+    import hashlib
+
     from alexft import weights
+
+    def sha256(path):
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
     summary, finished_run = fc8_run
     run = tmp_path / "run"
@@ -212,13 +218,19 @@ def test_a_resume_the_run_refuses_or_has_nothing_to_do_for_is_said_before_tensor
     shutil.copytree(digits_folder, changed_data)
     extra = next((changed_data / "digit_3").iterdir())
     shutil.copy(extra, extra.with_name("another_" + extra.name))
+    renamed_data = tmp_path / "renamed"
+    shutil.copytree(digits_folder, renamed_data)
+    renamed = next((renamed_data / "digit_3").iterdir())
+    renamed.rename(renamed.with_name("renamed_" + renamed.name))
     other_weights = {name: (kernel.copy(), bias) for name, (kernel, bias) in canonical_params.items()}
     other_weights["conv1"][0][0, 0, 0, 0] += 1  # one value differs
     other = weights.save(weights.WeightSet(other_weights), tmp_path / "other.npz")
     refusals = [
         (["--train", "fc7,fc8"], 'train: was ["fc8"], now ["fc7", "fc8"]'),
-        ([changed_data], 'data: was {"train_images": '),
-        (["--weights", other], "base_weights_sha256: was"),
+        ([changed_data], f"images: was 240 training and 60 validation, now 241 and 60 (in {changed_data.absolute()})"),
+        ([renamed_data], f"images: as many as before, but other files, classes or splits (in {renamed_data.absolute()}"),
+        (["--weights", other], f"base weights: SHA-256 was {sha256(canonical_weights_file)[:12]}... "
+                               f"({canonical_weights_file.absolute()}), now {sha256(other)[:12]}... ({other.absolute()})"),
     ]
     for args, change in refusals:
         status, imported, done = without_tensorflow(["finetune", "--resume", "--output", run, *args], tmp_path)

@@ -422,7 +422,7 @@ def test_resume_refuses_a_different_configuration(small_digits_folder, canonical
     shutil.copytree(small_digits_folder, moved)
     shutil.copytree(small_digits_folder, fewer)
     next((fewer / "digit_4").iterdir()).unlink()
-    with pytest.raises(TrainingError, match=r"different configuration \(data: was \{\"train_images\": 60.*now \{\"train_images\": 59"):
+    with pytest.raises(TrainingError, match=r"different configuration \(images: was 60 training and \d+ validation, now 59 and \d+ \(in "):
         finetune(fewer, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0, output=tmp_path / "run",
                  resume=True, progress=False, log=quiet)
     with pytest.raises(TrainingError, match=r"different configuration \(ten_crop_val: was false, now true"):
