@@ -96,7 +96,7 @@ def _predictions(completed):
     return [json.loads(line)["predictions"] for line in completed.stdout.splitlines()]
 
 
-def test_a_changed_or_damaged_weights_copy_is_not_used(canonical_weights_file, tmp_path):
+def test_a_changed_or_damaged_weights_copy_is_not_used(canonical_weights_file, tmp_path, monkeypatch):
     weights = tmp_path / "bvlc_alexnet.npy"
     shutil.copyfile(canonical_weights_file, weights)
     fast_start.build_copy(weights)
@@ -104,8 +104,17 @@ def test_a_changed_or_damaged_weights_copy_is_not_used(canonical_weights_file, t
     assert fast_start.current_copy(weights)[0] == model
 
     stat = weights.stat()
-    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # the file was replaced
-    assert fast_start.current_copy(weights) is None
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # touched: the same bytes
+    hashed, real_sha256 = [], fast_start.file_sha256
+    monkeypatch.setattr(fast_start, "file_sha256", lambda path: hashed.append(path) or real_sha256(path))
+    assert fast_start.current_copy(weights)[0] == model and len(hashed) == 1
+    assert fast_start.current_copy(weights)[0] == model and len(hashed) == 1  # hashed once, then known
+    contents = bytearray(weights.read_bytes())
+    contents[-1] ^= 1  # replaced by other bytes of the same size
+    weights.write_bytes(bytes(contents))
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
+    assert fast_start.current_copy(weights) is None and len(hashed) == 2
+    shutil.copyfile(canonical_weights_file, weights)
 
     # The copy of a weights file since deleted goes with the next build; another file's stays.
     for name, source in (("gone", tmp_path / "gone.npz"), ("other", canonical_weights_file)):
