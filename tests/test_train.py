@@ -441,7 +441,7 @@ def test_a_cli_resume_takes_the_runs_settings_but_not_its_rate_or_devices(small_
     """`finetune --resume --output RUN`: what is not given is the run's, from its config.json,
     options only Python can set included; but not the rate ("auto" keeps the run's own, after
     recoveries too), nor the device, strategy and precision, nor a weights path gone since."""
-    from alexft import train as train_module
+    from alexft import train as train_module, train_setup
 
     run = tmp_path / "run"
     run.mkdir()
@@ -456,10 +456,15 @@ def test_a_cli_resume_takes_the_runs_settings_but_not_its_rate_or_devices(small_
         return dict(already_finished=True)
 
     monkeypatch.setattr(train_module, "finetune", fake_finetune)
+    # The config.json above holds only what this test is about; the check before TensorFlow
+    # compares the rest (tested in test_resume_refuses_a_different_configuration).
+    checked = []
+    monkeypatch.setattr(train_setup, "check_same_run", lambda saved, config, run: checked.append(config))
     monkeypatch.setenv("ALEXFT_WEIGHTS", str(canonical_weights_file))
     result = CliRunner().invoke(main, ["finetune", "--resume", "--output", str(run), "--no-keep-last", "--json"],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
+    assert [(config["batch_size"], config["train"]) for config in checked] == [(16, ["fc7", "fc8"])]
     options = seen["options"]
     assert seen["data_dir"] == small_digits_folder and seen["resume"] and seen["weights"] == canonical_weights_file
     assert (options.batch_size, options.seed, options.epochs, options.momentum) == (16, 5, 7, 0.95)
