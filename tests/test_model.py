@@ -88,6 +88,21 @@ def test_fused_lrn_follows_caffes_formula(channels):
     np.testing.assert_allclose(layer(x).numpy(), expected, rtol=2e-6)
 
 
+def test_a_bfloat16_fused_lrn_computes_in_float32_inside_its_one_kernel():
+    """`--precision bfloat16` runs: the widening and the rounding back are part of the XLA
+    kernel, not two passes of their own over the activations."""
+    x = tf.cast(np.random.default_rng(7).gamma(1.0, 120.0, (2, 6, 6, 96)).astype(np.float32), tf.bfloat16)
+    expected = reference.caffe_lrn(tf.cast(x, tf.float64).numpy())
+    layer = LocalResponseNorm(dtype="bfloat16")
+    layer.fused = True
+    outputs = layer(x)
+    assert outputs.dtype == tf.bfloat16
+    # one rounding of the float32 result to bfloat16 (8 significant bits): at most 2^-8 relative
+    np.testing.assert_allclose(tf.cast(outputs, tf.float64).numpy(), expected, rtol=2.0 ** -8 * 1.001)
+    graph = tf.function(layer).get_concrete_function(tf.TensorSpec(x.shape, tf.bfloat16)).graph
+    assert [op.type for op in graph.get_operations() if op.type == "Cast"] == []
+
+
 def test_model_traced_with_fused_lrn_matches_numpy_reference(small_model):
     model, params = small_model
     views = np.stack([preprocess.center_crop(p) for p in prepared_photos(["china", "flower"])])
