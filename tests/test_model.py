@@ -88,11 +88,14 @@ def test_fused_lrn_follows_caffes_formula(channels):
     np.testing.assert_allclose(layer(x).numpy(), expected, rtol=2e-6)
 
 
-def test_a_bfloat16_fused_lrn_computes_in_float32_inside_its_one_kernel():
+@pytest.mark.parametrize("channels, scale", [(96, 120.0), (256, 3.0)], ids=["norm1-large", "norm2-small"])
+def test_a_bfloat16_fused_lrn_computes_in_float32_inside_its_one_kernel(channels, scale):
     """`--precision bfloat16` runs: the widening and the rounding back are part of the XLA
-    kernel, not two passes of their own over the activations."""
-    x = tf.cast(np.random.default_rng(7).gamma(1.0, 120.0, (2, 6, 6, 96)).astype(np.float32), tf.bfloat16)
+    kernel, not two passes of their own over the activations. Activations where the
+    normalisation divides by up to ~10, and small ones where it is nearly the identity."""
+    x = tf.cast(np.random.default_rng(channels).gamma(1.0, scale, (2, 6, 6, channels)).astype(np.float32), tf.bfloat16)
     expected = reference.caffe_lrn(tf.cast(x, tf.float64).numpy())
+    assert ((tf.cast(x, tf.float64).numpy() / expected).max() > 3) == (scale > 100)
     layer = LocalResponseNorm(dtype="bfloat16")
     layer.fused = True
     outputs = layer(x)
