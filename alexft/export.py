@@ -77,24 +77,27 @@ class ServingModule(tf.Module):
         return {"probabilities": probabilities, "classes": tf.gather(self.labels, indices), "scores": scores}
 
 
-def serving_module(weights_path, top_k=5, precision="float32"):
-    """Load a weights file into a fresh network wrapped for export; `precision` as in
-    predict.load_predictor (its inputs and outputs stay float32)."""
-    weight_set = weights_io.load(weights_path)
-    model = build_alexnet(num_classes=weight_set.num_classes, dropout=0.0, dtype=model_dtype(precision))
-    weights_io.assign(model, weight_set)
-    return ServingModule(model, weights_io.class_names_for(weight_set), top_k=top_k)
+def serving_module(weights, top_k=5, precision="float32"):
+    """A weights file (or a WeightSet already read) in a fresh network wrapped for export;
+    `precision` as in predict.load_predictor (its inputs and outputs stay float32)."""
+    weight_set = weights_io.as_weight_set(weights)
+    class_names = weights_io.class_names_for(weight_set)
+    # The variables start from the set's arrays, which are released as they are copied.
+    model = build_alexnet(num_classes=weight_set.num_classes, dropout=0.0, dtype=model_dtype(precision),
+                          initial=weight_set.params)
+    return ServingModule(model, class_names, top_k=top_k)
 
 
-def export(weights_path, output, file_format="savedmodel", top_k=5, force=False, quantization=None, precision="float32"):
-    """Write `weights_path`'s model to `output` as a SavedModel folder or a `.tflite` file.
+def export(weights, output, file_format="savedmodel", top_k=5, force=False, quantization=None, precision="float32"):
+    """Write the model of `weights` (a file, or a WeightSet already read) to `output` as a
+    SavedModel folder or a `.tflite` file.
 
     `quantization`: a quantize.Quantization (TF Lite only); `precision`: "bfloat16" holds a
     SavedModel's weights in bfloat16 (TF Lite has no bfloat16 kernels: --quantize). Written under a temporary name and
     renamed when complete; an existing `output` is replaced only with `force`. Returns the output path.
     """
     output = ExportRequest(Path(output), file_format, top_k, quantization, precision, force).check().output
-    module = serving_module(weights_path, top_k=top_k, precision=precision)
+    module = serving_module(weights, top_k=top_k, precision=precision)
     # Beside the output, named as temporaries: what a killed export leaves is removed by the next.
     temporary = temporary_path(output)
     made = _missing_folders(output.parent)

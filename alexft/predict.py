@@ -54,8 +54,9 @@ def load_predictor(weights=None, download=True, progress=None, preprocessing=Non
     from .model import build_alexnet, onednn_is_on
 
     dtype = model_dtype(precision)
-    weight_set = weights if isinstance(weights, weights_io.WeightSet) else \
-        weights_io.load(resolve_weights(weights, download=download, progress=progress))
+    if not isinstance(weights, weights_io.WeightSet):
+        weights = resolve_weights(weights, download=download, progress=progress)
+    weight_set = weights_io.as_weight_set(weights)
     class_names = weights_io.class_names_for(weight_set)
     # The variables start from the file's arrays, which are released as they are copied.
     # Grouped layers as one op where oneDNN runs them: ~20% faster at batch 1 on AVX2 CPUs.

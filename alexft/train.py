@@ -45,7 +45,8 @@ def finetune(data_dir, options=None, *, weights=None, output=None, resume=False,
     """Fine-tune AlexNet on DATA_DIR/<class>/<images>; return a summary dict.
 
     `options`: a TrainOptions record; keyword `fields` of TrainOptions build one (or change
-    the given one). Everything is written to the run folder `output` (default
+    the given one). `weights`: a file (None: the default sources), or a WeightSet already read
+    with this run's `skip`. Everything is written to the run folder `output` (default
     runs/<timestamp>); `resume=True` continues the run there, and may change `epochs`, `lr`
     and the devices. docs/data.md lists what the folder holds. `dataset`: DATA_DIR already
     listed by `load_dataset` with these options (the command line lists it before it starts
@@ -56,8 +57,9 @@ def finetune(data_dir, options=None, *, weights=None, output=None, resume=False,
     chief = train_setup.check_cluster(options, output, log)
     dataset = dataset or load_dataset(data_dir, val_dir=options.val_dir, val_split=options.val_split, seed=options.seed)
     train_setup.report_split(dataset, options, log)
-    weights_path = resolve_weights(weights, progress=progress)
-    options, weight_set, config = train_setup.planned_run(data_dir, options, dataset, weights_path, log)
+    if not isinstance(weights, weights_io.WeightSet):  # one the command line read before TensorFlow started
+        weights = resolve_weights(weights, progress=progress)
+    options, weight_set, config = train_setup.planned_run(data_dir, options, dataset, weights, log)
     config["versions"] = train_setup.versions()
     run = RunFolder(output or RunFolder.default_path(), chief)
     if resume:

@@ -60,11 +60,12 @@ def _some_classes(names, shown=5):
     return f"{len(names):,} classes ({listed}) have"
 
 
-def planned_run(data_dir, options, dataset, weights_path, log):
-    """The layers and epochs this run takes, its weights, and what config.json records of it;
-    without TensorFlow, so that the command line can check a resume before its start-up.
-    Returns (options, weight set, config)."""
-    weight_set = weights_io.load(weights_path, skip=options.skip)
+def planned_run(data_dir, options, dataset, weights, log):
+    """The layers and epochs this run takes, its weights (a file, or a WeightSet the command
+    line read), and what config.json records of it; without TensorFlow, so that the command
+    line can check a resume before its start-up. Returns (options, weight set, config)."""
+    weight_set = weights_io.as_weight_set(weights, skip=options.skip)
+    weights_path = weight_set.path
     options = layer_choice(options, weight_set, dataset.class_names, log)
     options = plan_epochs(options, len(dataset.train), log)
     # Absolute paths: `--resume` from another folder takes the data and weights from here.

@@ -47,7 +47,7 @@ def one_class_folder(tmp_path):
 
 
 def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folder, small_digits_folder,
-                                                       canonical_weights_file):
+                                                       canonical_weights_file, canonical_caffemodel):
     existing = tmp_path / "runs" / "existing"
     existing.mkdir(parents=True)
     (existing / "config.json").write_text("{}")
@@ -81,6 +81,10 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
     np.savez(tmp_path / "small.npz", **{"fc8/weights": np.zeros((4096, 10), np.float32)})
     small = (tmp_path / "small.npz").read_bytes()
     (tmp_path / "cut.npz").write_bytes(small[: len(small) - 100])
+    np.savez(tmp_path / "fc7.npz", features=np.zeros((2, 4096), np.float32))  # features named as the weights
+    whole_model = Path(canonical_caffemodel).read_bytes()
+    (tmp_path / "cut.caffemodel").write_bytes(whole_model[: len(whole_model) // 3])  # a download cut short
+    cut_caffemodel = "cut.caffemodel: truncated or corrupt file"
     (tmp_path / "y.labels.txt").write_text("notes of the user's, where an export to y.tflite would put its labels")
     shutil.copy(photo_paths()["chelsea"], tmp_path / "photo.png")
     (tmp_path / "earlier.npz").write_bytes(small)
@@ -146,6 +150,18 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
          "cut.npy: corrupt or truncated .npy (it ends early: no end of its pickle)"),
         (["export", "out", "--weights", "cut.npz"], 1, "cut.npz: corrupt or truncated .npz (File is not a zip file)"),
         (["finetune", str(small_digits_folder), "--weights", "cut.npz"], 1, "cut.npz: corrupt or truncated .npz"),
+        # A whole file of the wrong kind too, by every command that reads the weights.
+        (["classify", str(photo_paths()["chelsea"]), "--weights", "fc7.npz"], 1,
+         "fc7.npz: unexpected entry 'features'; expected <layer>/weights and <layer>/biases"),
+        (["classify", str(photo_paths()["chelsea"]), "--runtime", "tensorflow", "--weights", "cut.caffemodel"], 1,
+         cut_caffemodel),
+        (["features", str(photo_paths()["chelsea"]), "--output", "f.npz", "--weights", "fc7.npz"], 1,
+         "fc7.npz: unexpected entry 'features'"),
+        (["evaluate", str(small_digits_folder), "--weights", "cut.caffemodel"], 1, cut_caffemodel),
+        (["export", "out", "--weights", "fc7.npz"], 1, "fc7.npz: unexpected entry 'features'"),
+        (["export", "out.tflite", "--format", "tflite", "--weights", "cut.caffemodel"], 1, cut_caffemodel),
+        (["finetune", str(small_digits_folder), "--weights", "fc7.npz"], 1, "fc7.npz: unexpected entry 'features'"),
+        (["finetune", str(small_digits_folder), "--train", "all", "--weights", "cut.caffemodel"], 1, cut_caffemodel),
         (["clasify", "x.jpg"], 2, "No such command 'clasify'"),
         (["classify", str(photo_paths()["chelsea"]), "--mean", "nope.binaryproto", *weights], 2, "does not exist"),
         (["features", str(photo_paths()["chelsea"]), "--output", "f.npz", "--mean", str(page), *weights], 1,

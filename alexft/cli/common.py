@@ -130,6 +130,16 @@ def expand_inputs(inputs):
 
 
 
+def read_weights(weights, progress=None, skip=()):
+    """The --weights file (or the default one) found, read and checked against AlexNet, before
+    TensorFlow's seconds of start-up: a missing, mistaken or broken file is said at once. The
+    set read is handed on, so the file is read once."""
+    from alexft.weights import load
+    from alexft.weights.sources import resolve_weights
+
+    return load(resolve_weights(weights, progress=progress), skip=skip)
+
+
 weights_option = click.option(
     "--weights",
     type=click.Path(path_type=Path, dir_okay=False),

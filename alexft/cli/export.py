@@ -5,7 +5,7 @@ import click
 
 from alexft.quiet import import_tensorflow_quietly
 
-from .common import EXIT_INPUT_FAILED, fail_cleanly, precision_option, terminating_cleanly, weights_option
+from .common import EXIT_INPUT_FAILED, fail_cleanly, precision_option, read_weights, terminating_cleanly, weights_option
 
 
 @click.command()
@@ -27,19 +27,18 @@ def export(output, weights, file_format, top, quantize, calibration, precision, 
     """Export the model with its class labels for serving, to OUTPUT."""
     from alexft.export_request import ExportOptionsError, ExportRequest
     from alexft.quantize import Quantization, QuantizationError
-    from alexft.weights.sources import resolve_weights
 
     try:  # the cheap checks first, then the calibration folder is listed
         ExportRequest(output, file_format, top, quantize, precision, force).check()
         quantization = Quantization.from_options(quantize, calibration)
     except (ExportOptionsError, QuantizationError) as error:
         raise click.UsageError(str(error)) from None
-    weights = resolve_weights(weights)  # before TensorFlow: a missing file is said at once
+    weight_set = read_weights(weights)  # before TensorFlow: a missing, wrong or broken file is said at once
     import_tensorflow_quietly()
     from alexft.export import export as export_model, labels_path
 
     with terminating_cleanly():  # SIGTERM: the temporary SavedModel and converter files are removed
-        path = export_model(weights, output, file_format=file_format, top_k=top, force=force,
+        path = export_model(weight_set, output, file_format=file_format, top_k=top, force=force,
                             quantization=quantization, precision=precision)
     extra = f" (labels in {labels_path(path)})" if file_format == "tflite" else ""
     kind = ", ".join([file_format] + ([quantize] if quantize else []) + ([precision] if precision != "float32" else []))

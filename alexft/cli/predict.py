@@ -8,7 +8,8 @@ import click
 from alexft.quiet import import_tensorflow_quietly
 
 from .common import (EXIT_INPUT_FAILED, ImageInput, expand_inputs, fail_cleanly, precision_option,
-                     preprocessing_from, preprocessing_options, progress_option, shard_option, weights_option)
+                     preprocessing_from, preprocessing_options, progress_option, read_weights, shard_option,
+                     weights_option)
 
 
 @click.command()
@@ -85,10 +86,14 @@ def _litert_predictor(weights, preprocessing, runtime):
 
 
 def _tensorflow_predictor(weights, progress, preprocessing, precision="float32"):
+    """The network on TensorFlow, the weights (a file, or a WeightSet already read) read first."""
+    from alexft.weights import as_weight_set
+
+    weight_set = as_weight_set(weights)  # before TensorFlow: a wrong or broken file is said at once
     import_tensorflow_quietly()
     from alexft.predict import load_predictor
 
-    return load_predictor(weights, progress=progress, preprocessing=preprocessing, precision=precision)
+    return load_predictor(weight_set, progress=progress, preprocessing=preprocessing, precision=precision)
 
 
 def _build_litert_copy(weights):
@@ -137,7 +142,6 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
         raise click.UsageError("give either DATA (class folders) or --list FILE")
     from alexft import weights as weights_io
     from alexft.atomic import check_writable
-    from alexft.weights.sources import resolve_weights
 
     if data is not None:  # the layout first: the class names it is matched to come with the weights
         from alexft.data import class_folders
@@ -151,11 +155,10 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
         listed = labelled_list(list_file, root or list_file.parent)
     if report is not None:
         check_writable(report / "metrics.json")  # before the work, which would be lost
-    weights = resolve_weights(weights, progress=progress)
-    preprocessing = preprocessing_from(mean_file, resize)
     # The weights are read before TensorFlow starts: folders or labels that do not match their
     # classes are said at once, not after its seconds of start-up.
-    weight_set = weights_io.load(weights)
+    weight_set = read_weights(weights, progress=progress)
+    preprocessing = preprocessing_from(mean_file, resize)
     class_names = weights_io.class_names_for(weight_set)
     if listed is not None:
         files = listed
@@ -234,7 +237,6 @@ def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, s
     """
     from alexft.data import class_folders, images_with_labels, loose_images
     from alexft.pipeline import shard as shard_of
-    from alexft.weights.sources import resolve_weights
 
     _check_features_output(output, force)  # before TensorFlow and the work, not after
     paths, labels, class_names = images_with_labels(inputs)
@@ -244,9 +246,9 @@ def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, s
         if folder is not None and loose_images(folder) and class_folders(folder):
             click.echo(f"note: {folder} holds images beside its sub-folders, so it is read as plain images, every "
                        "one below it, without class labels (labels need <class>/<images> only)", err=True)
-    weights = resolve_weights(weights, progress=progress)
+    weight_set = read_weights(weights, progress=progress)
     preprocessing = preprocessing_from(mean_file, resize)
-    predictor = _tensorflow_predictor(weights, progress, preprocessing, precision)
+    predictor = _tensorflow_predictor(weight_set, progress, preprocessing, precision)
     from alexft.features import extract_features
 
     if shard:  # labels and class names come from the whole listing, so every shard agrees on them

@@ -7,7 +7,7 @@ import click
 
 from alexft.quiet import import_tensorflow_quietly
 
-from .common import fail_cleanly, progress_option, weights_option
+from .common import fail_cleanly, progress_option, read_weights, weights_option
 
 
 def _layer_list(ctx, param, value):
@@ -105,7 +105,7 @@ def finetune(output, resume, as_json, progress, **values):
         return
     # Said before TensorFlow's seconds of start-up, so a log shows at once what the run found.
     click.echo(f"alexft: {data_dir}: {len(dataset.class_names):,} classes, {len(dataset.train):,} training and "
-               f"{len(dataset.val):,} validation images; weights {weights}", err=True)
+               f"{len(dataset.val):,} validation images; weights {weights.path}", err=True)
     import_tensorflow_quietly()
     from alexft.train import TrainingInterrupted, finetune as run_finetune
     try:
@@ -185,24 +185,23 @@ def _check_before_training(data_dir, options, weights, output, resume, progress)
     """What can be refused without TensorFlow is refused before its seconds of start-up: the
     data's layout, a run folder already in use, missing weights, the feature store's limit,
     and a resume with other layers, images, classes or base weights than the run's.
-    Returns (dataset, weights file, the summary of a resumed run that has already finished or None)."""
+    Returns (dataset, the weights read (a WeightSet), the summary of a resumed run that has already finished or None)."""
     from alexft.data import load_dataset
     from alexft.feature_store import limit_bytes
     from alexft.run_folder import RunFolder
     from alexft.train_setup import planned_run, resume_point
-    from alexft.weights.sources import resolve_weights
 
     limit_bytes()  # a mistyped $ALEXFT_FEATURE_STORE_GB
     dataset = load_dataset(data_dir, val_dir=options.val_dir, val_split=options.val_split, seed=options.seed)
     if output is not None and not resume and options.strategy != "multiworker":
         RunFolder(output).refuse_existing()
-    weights = resolve_weights(weights, progress=progress)
+    weight_set = read_weights(weights, progress=progress, skip=options.skip)
     if not resume:
-        return dataset, weights, None
+        return dataset, weight_set, None
     # The run decides again after TensorFlow's start-up, saying what it decides (hence no log here).
-    planned, _, config = planned_run(data_dir, options, dataset, weights, log=lambda message: None)
+    planned, _, config = planned_run(data_dir, options, dataset, weight_set, log=lambda message: None)
     _, finished = resume_point(RunFolder(output), config, planned, log=lambda message: click.echo(f"alexft: {message}", err=True))
-    return dataset, weights, finished
+    return dataset, weight_set, finished
 
 
 def _describe_summary(summary):

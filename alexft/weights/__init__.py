@@ -13,9 +13,9 @@
 Imports only go down that list's dependencies (files <- caffe <- formats <- download, tools
 <- sources): no circle.
 """
-from .formats import (FORMATS, NPY_MAGIC, ZIP_MAGIC, WeightSet, assign, check, class_names_for, from_model,
-                      imagenet_class_names, load, read, read_format, save)
+from .formats import (FORMATS, NPY_MAGIC, ZIP_MAGIC, WeightSet, as_weight_set, assign, check, class_names_for,
+                      from_model, imagenet_class_names, load, read, read_format, save)
 from .files import open_weights_file
 
-__all__ = ["FORMATS", "NPY_MAGIC", "ZIP_MAGIC", "WeightSet", "assign", "check", "class_names_for", "from_model",
-           "imagenet_class_names", "load", "open_weights_file", "read", "read_format", "save"]
+__all__ = ["FORMATS", "NPY_MAGIC", "ZIP_MAGIC", "WeightSet", "as_weight_set", "assign", "check", "class_names_for",
+           "from_model", "imagenet_class_names", "load", "open_weights_file", "read", "read_format", "save"]

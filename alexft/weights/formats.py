@@ -65,6 +65,13 @@ def load(path, num_classes=None, skip=()):
     return WeightSet(params, class_names, path)
 
 
+def as_weight_set(weights, skip=()):
+    """`weights` as a WeightSet: one already read as it is, a path read and checked by `load`.
+    The commands read the file before TensorFlow starts, so that a wrong or broken one is said
+    at once, and hand the set on."""
+    return weights if isinstance(weights, WeightSet) else load(weights, skip=skip)
+
+
 def read(path):
     """`(params, class_names or None, format)` from any supported file, before any checking.
 
