@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ALEXFT = str(Path(sys.executable).parent / "alexft")
 
 
@@ -33,6 +35,8 @@ def cases(folder):
         (folder / "two" / name / "x.png").write_bytes(b"not read")
     weights = folder / "w.npz"
     weights.write_bytes(b"not read either")
+    features = folder / "fc7.npz"  # a whole .npz, but features, not weights: found by reading it
+    np.savez(features, features=np.zeros((2, 4096), np.float32))
     return {
         "classify nope.jpg": ["classify", "nope.jpg"],
         "classify --top-k 0": ["classify", "x.jpg", "--top-k", "0"],
@@ -43,6 +47,9 @@ def cases(folder):
         "finetune --lr fast": ["finetune", str(folder / "two"), "--lr", "fast"],
         "evaluate (no data)": ["evaluate"],
         "export --format onnx": ["export", "out", "--format", "onnx"],
+        "classify --weights (features .npz)": ["classify", str(folder / "two" / "a" / "x.png"), "--runtime",
+                                               "tensorflow", "--weights", str(features)],
+        "export --weights (features .npz)": ["export", "out", "--weights", str(features)],
         "weights info nope.npz": ["weights", "info", "nope.npz"],
         "weights convert nope.npy": ["weights", "convert", "nope.npy", "out.npz"],
         "clasify (typo)": ["clasify", "x.jpg"],
