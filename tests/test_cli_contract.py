@@ -301,6 +301,40 @@ def test_ctrl_c_during_classify_exits_130_and_keeps_the_lines_already_printed(ca
     assert 0 < len(lines) < 600 and all(json.loads(line)["path"].endswith(".png") for line in lines)
 
 
+@pytest.mark.parametrize("command", ["features", "classify"])
+def test_sigterm_ends_a_command_as_ctrl_c_does_and_leaves_no_scratch_files(command, canonical_weights_file, tmp_path):
+    """SIGTERM, what `kill`, `timeout`, systemd and container stops send, ends the command through
+    Python: exit 143, `alexft: terminated`, the lines already printed kept whole, and the scratch
+    file features writes into (sized for every image, beside the output) removed with its folder.
+    The signal's default action would kill the process at once and leave them."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for index in range(600):
+        shutil.copy(photo_paths()["coffee"], folder / f"coffee_{index:03d}.png")
+    results, printed = tmp_path / "results", tmp_path / "printed.jsonl"
+    results.mkdir()
+    arguments = {"features": ["features", str(folder), "--output", str(results / "fc7.npz")],
+                 "classify": ["classify", str(folder), "--json"]}[command]
+    with open(printed, "w") as stdout:
+        process = subprocess.Popen([ALEXFT, *arguments, "--batch-size", "8", "--weights", str(canonical_weights_file)],
+                                   stdout=stdout, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 300
+        # Under way: features' scratch file exists, or classify has printed its first results.
+        while not (list(results.glob("*/features.npy")) if command == "features" else printed.stat().st_size):
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == "alexft: terminated"
+    assert list(results.iterdir()) == []
+    lines = printed.read_text().splitlines()
+    if command == "classify":
+        assert 0 < len(lines) < 600 and all(json.loads(line)["path"].endswith(".png") for line in lines)
+    else:
+        assert lines == []
+
+
 def test_results_on_a_terminal_never_land_inside_the_progress_bar(canonical_weights_file, tmp_path):
     """stdout and stderr on one terminal, as a user runs classify: the bar is cleared before each
     result and drawn again after, so every result line reads as it would without a bar."""

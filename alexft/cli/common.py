@@ -53,7 +53,8 @@ EXIT_TERMINATED = 143
 def terminating_cleanly():
     """SIGTERM ends the command as Ctrl-C does, through Python, so that `finally` blocks remove
     temporary files (the default action kills at once), exit 143. A signal that lands inside a
-    long TensorFlow call takes effect when the call returns. Main thread only."""
+    long TensorFlow call takes effect when the call returns. Main thread only. Also a decorator:
+    `@terminating_cleanly()` puts a whole command under it."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

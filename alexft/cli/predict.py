@@ -9,7 +9,7 @@ from alexft.quiet import import_tensorflow_quietly
 
 from .common import (EXIT_INPUT_FAILED, ImageInput, expand_inputs, fail_cleanly, precision_option,
                      preprocessing_from, preprocessing_options, progress_option, read_weights, shard_option,
-                     weights_option)
+                     terminating_cleanly, weights_option)
 
 
 @click.command()
@@ -30,6 +30,7 @@ from .common import (EXIT_INPUT_FAILED, ImageInput, expand_inputs, fail_cleanly,
 @progress_option
 @click.pass_context
 @fail_cleanly
+@terminating_cleanly()  # SIGTERM as Ctrl-C: the lines printed stay, scratch files go
 def classify(ctx, inputs, weights, top, ten_crop, batch_size, as_json, runtime, shard, mean_file, resize, precision,
              progress):
     """Print the top classes of images: files, folders (searched recursively), http(s) URLs,
@@ -135,6 +136,7 @@ def _print_result(result, as_json):
 @progress_option
 @click.pass_context
 @fail_cleanly
+@terminating_cleanly()  # SIGTERM as Ctrl-C: the lines printed stay, scratch files go
 def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, as_json, mean_file, resize, precision,
              progress):
     """Measure a model on DATA/<class>/<images> (folders matched to class names) or a --list file."""
@@ -228,6 +230,7 @@ def _check_features_output(output, force):
 @progress_option
 @click.pass_context
 @fail_cleanly
+@terminating_cleanly()  # SIGTERM as Ctrl-C: the lines printed stay, scratch files go
 def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, shard, mean_file, resize, precision,
              progress):
     """Write a layer's activations for images (files or folders) to an .npz.
