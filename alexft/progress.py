@@ -33,12 +33,17 @@ class _Heartbeat:
 class _Bar(tqdm):
     """tqdm's bar on a terminal, redrawn every REDRAW_INTERVAL seconds even when no item ends."""
 
+    # None until tqdm's own start-up is done: a Ctrl-C during its first draw leaves a half-made
+    # bar, which tqdm closes when it is collected, and that close must not raise.
+    _heartbeat = None
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._heartbeat = _Heartbeat(self, REDRAW_INTERVAL)
 
     def close(self):
-        self._heartbeat.stop()
+        if self._heartbeat:
+            self._heartbeat.stop()
         super().close()
 
 
@@ -46,6 +51,8 @@ class _LogLines(tqdm):
     """tqdm's counts, rate and ETA as whole lines, one every LOG_INTERVAL seconds while the task
     runs (also when the count stands still), and a last line when the task ends; a task shorter
     than the interval prints nothing."""
+
+    _heartbeat = None  # as _Bar's
 
     def __init__(self, *args, **kwargs):
         self._last_line = time.monotonic()
@@ -68,7 +75,8 @@ class _LogLines(tqdm):
         return True
 
     def close(self):
-        self._heartbeat.stop()
+        if self._heartbeat:
+            self._heartbeat.stop()
         if not self.disable and self._lines:
             self._last_line = float("-inf")
             self.display()  # the last line: where it ended

@@ -555,6 +555,34 @@ def test_interrupting_feature_caching_stops_soon_and_leaves_no_run_behind(small_
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.parametrize("terminal", [True, False], ids=["bar", "lines"])
+def test_a_bar_interrupted_while_it_starts_is_collected_without_a_traceback(terminal, monkeypatch):
+    """Ctrl-C can land in tqdm's own start-up (its first draw) before the bar's heartbeat exists.
+    tqdm closes the half-made bar when it is collected; a failing close would print
+    "Exception ignored in ... AttributeError" under the user's `alexft: interrupted`."""
+    import gc
+
+    from tqdm import tqdm
+
+    from alexft import progress
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(progress, "_is_terminal", lambda stream: terminal)
+    monkeypatch.setattr(tqdm, "refresh", interrupted)  # the first draw, inside tqdm.__init__
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    try:
+        progress.progress_bar(40, desc="features")
+    except KeyboardInterrupt:
+        pass
+    else:
+        pytest.fail("the first draw was not reached")
+    gc.collect()
+    assert [str(item.exc_value) for item in unraisable] == []
+
+
 def test_without_a_terminal_progress_is_a_line_every_interval(monkeypatch, capsys):
     from alexft import progress
 
