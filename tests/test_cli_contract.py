@@ -530,8 +530,10 @@ def test_wordnet_id_folders_are_imagenet_classes(canonical_weights_file, tmp_pat
             "WordNet ids such as 'n01440764')") in result.stderr
 
 
-def test_interrupting_feature_caching_stops_soon_and_leaves_no_run_behind(small_digits_folder, canonical_weights_file,
-                                                                          tmp_path, monkeypatch):
+@pytest.mark.parametrize("signal_number, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["sigint", "sigterm"])
+def test_interrupting_feature_caching_stops_soon_and_leaves_no_run_behind(signal_number, status, small_digits_folder,
+                                                                          canonical_weights_file, tmp_path, monkeypatch):
+    """Ctrl-C, or SIGTERM alike, before the epochs (while the frozen layers' features are cached)."""
     monkeypatch.setenv("ALEXFT_FEATURE_STORE", str(tmp_path / "store"))  # an empty store: the features are computed
     run_folder = tmp_path / "run"
     command = [ALEXFT, "finetune", str(small_digits_folder), "--weights", str(canonical_weights_file), "--output",
@@ -542,11 +544,12 @@ def test_interrupting_feature_caching_stops_soon_and_leaves_no_run_behind(small_
     while "features" not in seen:  # the caching bar has started
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
         seen += process.stderr.read(1)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signal_number)
     stopped_at = time.monotonic()
     _, stderr = process.communicate(timeout=120)
     waited = time.monotonic() - stopped_at
-    assert process.returncode == 130, seen + stderr
+    assert process.returncode == status, seen + stderr
+    assert "no run folder was kept" in stderr.splitlines()[-1], stderr
     assert waited < 10, waited
     assert not run_folder.exists() or not any(run_folder.iterdir()), sorted(run_folder.iterdir())
     # A fresh start in the same folder is not refused.

@@ -17,8 +17,8 @@ EXIT_INTERRUPTED = 130
 
 def fail_cleanly(function):
     """Turn an AlexftError (a user's mistake or a bad file) into a one-line message, no
-    traceback, exit 1; Ctrl-C into exit 130 (click would say "Aborted!" and exit 1). What was
-    already printed stays printed."""
+    traceback, exit 1; Ctrl-C into exit 130 (click would say "Aborted!" and exit 1), SIGTERM
+    under `terminating_cleanly` into exit 143. What was already printed stays printed."""
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         from alexft.errors import AlexftError
@@ -28,8 +28,8 @@ def fail_cleanly(function):
             return function(*args, **kwargs)
         except AlexftError as error:
             raise click.ClickException(str(error)) from None
-        except KeyboardInterrupt:
-            _interrupted()
+        except KeyboardInterrupt as stop:
+            _interrupted(stop)
         except Exception:
             if interrupts.seen:  # Ctrl-C inside TensorFlow's import or tracing can surface as another error
                 _interrupted()
@@ -40,29 +40,35 @@ def fail_cleanly(function):
     return wrapper
 
 
-def _interrupted():
-    sys.stdout.flush()
-    click.echo("alexft: interrupted", err=True)
-    sys.exit(EXIT_INTERRUPTED)
-
-
 EXIT_TERMINATED = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt: whatever stops cleanly on Ctrl-C
+    (scratch files removed, a fresh run folder discarded, the feature store keeping what it
+    computed) does so on SIGTERM too. The command then exits 143, not 130."""
+
+
+def _interrupted(stop=None):
+    sys.stdout.flush()
+    terminated = isinstance(stop, Terminated)
+    click.echo("alexft: terminated" if terminated else "alexft: interrupted", err=True)
+    sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
 
 
 @contextlib.contextmanager
 def terminating_cleanly():
-    """SIGTERM ends the command as Ctrl-C does, through Python, so that `finally` blocks remove
-    temporary files (the default action kills at once), exit 143. A signal that lands inside a
-    long TensorFlow call takes effect when the call returns. Main thread only. Also a decorator:
-    `@terminating_cleanly()` puts a whole command under it."""
+    """SIGTERM ends the command as Ctrl-C does (the default action kills at once): raised as
+    Terminated, so `finally` blocks remove temporary files and Ctrl-C's own clean-ups run;
+    `fail_cleanly` then exits 143. A signal that lands inside a long TensorFlow call takes
+    effect when the call returns. Main thread only. Also a decorator: `@terminating_cleanly()`
+    puts a whole command under it."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def terminate(signum, frame):
-        sys.stdout.flush()
-        click.echo("alexft: terminated", err=True)
-        raise SystemExit(EXIT_TERMINATED)
+        raise Terminated
 
     previous = signal.signal(signal.SIGTERM, terminate)
     try:

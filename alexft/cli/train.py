@@ -7,7 +7,8 @@ import click
 
 from alexft.quiet import import_tensorflow_quietly
 
-from .common import fail_cleanly, progress_option, read_weights, weights_option
+from .common import (EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, fail_cleanly, progress_option, read_weights,
+                     terminating_cleanly, weights_option)
 
 
 def _layer_list(ctx, param, value):
@@ -73,6 +74,7 @@ class _OptionValue(click.ParamType):
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as one JSON object.")
 @progress_option
 @fail_cleanly
+@terminating_cleanly()  # before the epochs SIGTERM stops as Ctrl-C does; the epochs take both signals themselves
 def finetune(output, resume, as_json, progress, **values):
     """Fine-tune AlexNet on DATA_DIR/<class>/<images> (or DATA_DIR/train + DATA_DIR/val).
 
@@ -114,10 +116,11 @@ def finetune(output, resume, as_json, progress, **values):
     except TrainingInterrupted as interrupted:
         click.echo(f"alexft: {interrupted}", err=True)
         sys.exit(128 + interrupted.signal_number)
-    except KeyboardInterrupt:  # before the epochs started (caching, range test): nothing new to save
-        click.echo("alexft: interrupted before training resumed; the run folder is as it was" if resume else
-                   "alexft: interrupted before training started; no run folder was kept", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as stop:  # before the epochs started (caching, range test): nothing new to save
+        how = "terminated" if isinstance(stop, Terminated) else "interrupted"
+        click.echo(f"alexft: {how} before training resumed; the run folder is as it was" if resume else
+                   f"alexft: {how} before training started; no run folder was kept", err=True)
+        sys.exit(EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED)
     if as_json:
         click.echo(json.dumps(summary))
     else:
