@@ -530,7 +530,8 @@ def test_wordnet_id_folders_are_imagenet_classes(canonical_weights_file, tmp_pat
             "WordNet ids such as 'n01440764')") in result.stderr
 
 
-@pytest.mark.parametrize("signal_number, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["sigint", "sigterm"])
+@pytest.mark.parametrize("signal_number, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["sigint", "sigterm"])
 def test_interrupting_feature_caching_stops_soon_and_leaves_no_run_behind(signal_number, status, small_digits_folder,
                                                                           canonical_weights_file, tmp_path, monkeypatch):
     """Ctrl-C, or SIGTERM alike, before the epochs (while the frozen layers' features are cached)."""

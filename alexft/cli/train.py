@@ -117,10 +117,11 @@ def finetune(output, resume, as_json, progress, **values):
         click.echo(f"alexft: {interrupted}", err=True)
         sys.exit(128 + interrupted.signal_number)
     except KeyboardInterrupt as stop:  # before the epochs started (caching, range test): nothing new to save
-        how = "terminated" if isinstance(stop, Terminated) else "interrupted"
+        terminated = isinstance(stop, Terminated)  # SIGTERM
+        how = "terminated" if terminated else "interrupted"
         click.echo(f"alexft: {how} before training resumed; the run folder is as it was" if resume else
                    f"alexft: {how} before training started; no run folder was kept", err=True)
-        sys.exit(EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED)
+        sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
     if as_json:
         click.echo(json.dumps(summary))
     else:
@@ -188,7 +189,8 @@ def _check_before_training(data_dir, options, weights, output, resume, progress)
     """What can be refused without TensorFlow is refused before its seconds of start-up: the
     data's layout, a run folder already in use, missing weights, the feature store's limit,
     and a resume with other layers, images, classes or base weights than the run's.
-    Returns (dataset, the weights read (a WeightSet), the summary of a resumed run that has already finished or None)."""
+    Returns (dataset, the weights read (a WeightSet), the summary of a resumed run that has
+    already finished or None)."""
     from alexft.data import load_dataset
     from alexft.feature_store import limit_bytes
     from alexft.run_folder import RunFolder
