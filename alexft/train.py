@@ -337,12 +337,23 @@ class Trainer:
     # --- writing ----------------------------------------------------------------------------
 
     def _save(self, state, final=False):
-        """Checkpoint, then model.npz when due, then history.csv: a row in the history means
-        its epoch's checkpoint and model are on disk."""
+        """The checkpoint, model.npz when due, then history.csv: a row in the history means its
+        epoch's checkpoint and model are on disk. The first model.npz comes before the
+        checkpoint, so that a kill between the two never leaves an epoch checkpointed with no
+        model; later ones come after it, so model.npz never holds an epoch the checkpoint
+        has not recorded as the best."""
+        first_model_error = None
+        if self.model_pending and not self.run.model.exists():
+            try:
+                self._write_pending_model()
+            except AlexftError as error:  # a full disk: the epoch is still checkpointed if it fits
+                first_model_error = error
         arrays = self.net.state_arrays()
         arrays.update({f"best/{i}": value for i, value in enumerate(self.best)})
         self.run.save_checkpoint(state, arrays)
-        if self.model_pending and (final or not self.run.model.exists() or self.run.model_write_due()):
+        if first_model_error:
+            raise first_model_error
+        if self.model_pending and (final or self.run.model_write_due()):
             self._write_pending_model()
         self.run.write_history(state["history"], final=final)
 

@@ -139,7 +139,7 @@ def test_a_full_disk_while_saving_the_model_keeps_the_checkpoint(tiny_folder, ca
     # There was no model.npz before: the message does not claim a previous one is intact.
     with pytest.raises(AlexftError, match=r"model\.npz: could not be written \(no space left on the device\); nothing was left there$"):
         finetune(tiny_folder, weights=canonical_weights_file, output=run, progress=False, log=lambda message: None, **options)
-    assert checkpoints.load(run / "checkpoint.npz")[0]["epoch"] == 1  # saved before the model
+    assert checkpoints.load(run / "checkpoint.npz")[0]["epoch"] == 1  # saved though the model was not
     assert not list(run.glob(".*.tmp-*")) and not (run / "model.npz").exists()
 
     disk_fills_up.update(target=None)

@@ -786,6 +786,26 @@ def test_kill_9_after_epoch_1_leaves_a_loadable_model(small_digits_folder, canon
     assert json.loads(result.stdout)["epochs"] == 50 and "resuming" in result.stderr
 
 
+def test_no_checkpoint_past_an_epoch_is_ever_on_disk_without_a_model(monkeypatch, small_digits_folder,
+                                                                    canonical_weights_file, tmp_path):
+    """kill -9 may land between any two writes: at every moment a checkpoint is written, the
+    model of an ended epoch must already be beside it (CI once killed a run between epoch 1's
+    checkpoint and its first model.npz)."""
+    from alexft.run_folder import RunFolder
+
+    save_checkpoint, seen = RunFolder.save_checkpoint, []
+
+    def recorded(run, record, arrays):
+        save_checkpoint(run, record, arrays)
+        seen.append((record["epoch"], record["step"], run.model.exists()))
+
+    monkeypatch.setattr(RunFolder, "save_checkpoint", recorded)
+    finetune(small_digits_folder, weights=canonical_weights_file, epochs=3, batch_size=8, lr=0.001, val_split=0.2,
+             output=tmp_path / "run", progress=False, log=lambda line: None)
+    assert [epoch for epoch, step, _ in seen if step == 0] == [1, 2, 3]
+    assert all(has_model for epoch, _, has_model in seen if epoch >= 1), seen
+
+
 def test_auto_epochs_give_the_cache_about_a_thousand_steps():
     from alexft.train_options import OptionsError, TrainOptions
 
