@@ -301,7 +301,7 @@ def test_ctrl_c_during_classify_exits_130_and_keeps_the_lines_already_printed(ca
     assert 0 < len(lines) < 600 and all(json.loads(line)["path"].endswith(".png") for line in lines)
 
 
-@pytest.mark.parametrize("command", ["features", "classify"])
+@pytest.mark.parametrize("command", ["features", "classify", "evaluate"])
 def test_sigterm_ends_a_command_as_ctrl_c_does_and_leaves_no_scratch_files(command, canonical_weights_file, tmp_path):
     """SIGTERM, what `kill`, `timeout`, systemd and container stops send, ends the command through
     Python: exit 143, `alexft: terminated`, the lines already printed kept whole, and the scratch
@@ -309,19 +309,26 @@ def test_sigterm_ends_a_command_as_ctrl_c_does_and_leaves_no_scratch_files(comma
     The signal's default action would kill the process at once and leave them."""
     folder = tmp_path / "many"
     folder.mkdir()
-    for index in range(600):
-        shutil.copy(photo_paths()["coffee"], folder / f"coffee_{index:03d}.png")
+    count = 1200 if command == "evaluate" else 600
+    for index in range(count):
+        shutil.copy(photo_paths()["coffee"], folder / f"coffee_{index:04d}.png")
+    (tmp_path / "val.txt").write_text("".join(f"coffee_{index:04d}.png 504\n" for index in range(count)))
     results, printed = tmp_path / "results", tmp_path / "printed.jsonl"
     results.mkdir()
     arguments = {"features": ["features", str(folder), "--output", str(results / "fc7.npz")],
-                 "classify": ["classify", str(folder), "--json"]}[command]
+                 "classify": ["classify", str(folder), "--json"],
+                 "evaluate": ["evaluate", "--list", str(tmp_path / "val.txt"), "--root", str(folder), "--json"]}[command]
+    started = time.monotonic()
+    # Under way: features' scratch file exists, classify has printed its first results; evaluate
+    # prints only at the end, so it is stopped after a few seconds (its 1,200 images take longer).
+    under_way = {"features": lambda: list(results.glob("*/features.npy")),
+                 "classify": lambda: printed.stat().st_size,
+                 "evaluate": lambda: time.monotonic() - started > 8}[command]
     with open(printed, "w") as stdout:
         process = subprocess.Popen([ALEXFT, *arguments, "--batch-size", "8", "--weights", str(canonical_weights_file)],
                                    stdout=stdout, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 300
-        # Under way: features' scratch file exists, or classify has printed its first results.
-        while not (list(results.glob("*/features.npy")) if command == "features" else printed.stat().st_size):
-            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        while not under_way():
+            assert process.poll() is None and time.monotonic() - started < 300, process.communicate()
             time.sleep(0.1)
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
@@ -330,7 +337,7 @@ def test_sigterm_ends_a_command_as_ctrl_c_does_and_leaves_no_scratch_files(comma
     assert list(results.iterdir()) == []
     lines = printed.read_text().splitlines()
     if command == "classify":
-        assert 0 < len(lines) < 600 and all(json.loads(line)["path"].endswith(".png") for line in lines)
+        assert 0 < len(lines) < count and all(json.loads(line)["path"].endswith(".png") for line in lines)
     else:
         assert lines == []
 
