@@ -124,6 +124,31 @@ def test_a_file_already_there_is_verified_not_downloaded_again(tmp_path, canonic
     assert wrong.exit_code == 1 and "different SHA-256" in wrong.stderr
 
 
+def test_a_file_already_there_must_be_the_urls_file_as_recorded_at_its_first_download(
+        tmp_path, canonical_bytes, canonical_sha256, caplog):
+    """An unpinned URL is trusted on first use; a file later found at --output is kept only if
+    it has the hash recorded then, even when that first download came through a mirror too."""
+    other = bytearray(canonical_bytes)
+    other[len(other) // 2] ^= 0xFF  # still a readable weights file: only the hash can tell
+    routes = {"/a/w.npy": ("ok", canonical_bytes), "/b/w.npy": ("ok", canonical_bytes)}
+    with serving(routes) as url:
+        for mirror in ("a", "b"):  # the same bytes from two URLs: both stay recorded
+            assert run("weights", "fetch", "--url", f"{url}/{mirror}/w.npy", "--output", tmp_path / mirror).exit_code == 0
+        (tmp_path / "other.npy").write_bytes(other)
+        for mirror in ("a", "b"):
+            kept = run("weights", "fetch", "--url", f"{url}/{mirror}/w.npy", "--output", tmp_path / "other.npy")
+            assert kept.exit_code == 1 and "already exists with a different SHA-256" in kept.stderr, kept.output
+            assert f"{canonical_sha256}, recorded for {url}/{mirror}/w.npy" in kept.stderr
+        routes["/a/w.npy"] = ("ok", bytes(other))  # the first URL now serves other bytes: refused
+        changed = run("weights", "fetch", "--url", f"{url}/a/w.npy", "--output", tmp_path / "again.npy")
+        assert changed.exit_code == 1 and f"expected {canonical_sha256}" in changed.stderr
+        with caplog.at_level(logging.WARNING, logger="alexft"):  # a URL never downloaded: kept, and said
+            unchecked = run("weights", "fetch", "--url", f"{url}/never/w.npy", "--output", tmp_path / "other.npy")
+        assert url.requests.count(("/never/w.npy", None)) == 0
+    assert unchecked.exit_code == 0 and "not checked against" in caplog.text
+    assert (tmp_path / "other.npy").read_bytes() == bytes(other)
+
+
 # --- info ----------------------------------------------------------------------------------
 
 

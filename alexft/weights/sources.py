@@ -244,12 +244,22 @@ def _known_files():
 
 
 def _recorded_sha256(url):
-    return next((digest for digest, record in _known_files().items()
-                 if record.get("url") == url and record["what"].startswith("downloaded")), None)
+    return next((digest for digest, record in _known_files().items() if url in _download_urls(record)), None)
+
+
+def _download_urls(record):
+    """Every URL a file was downloaded from: the same bytes from a mirror must not drop the
+    first URL's record, or that URL would be trusted afresh."""
+    if not record.get("what", "").startswith("downloaded"):
+        return []
+    return record.get("urls") or [record.get("url")]
 
 
 def _remember(sha256, record):
     known = _known_files()
+    if record["what"].startswith("downloaded"):
+        urls = _download_urls(known.get(sha256, {})) + [record["url"]]
+        record = dict(record, urls=list(dict.fromkeys(urls)))
     known[sha256] = dict(record, when=datetime.date.today().isoformat())
     try:
         cache_dir().mkdir(parents=True, exist_ok=True)
@@ -291,11 +301,25 @@ def fetch_weights(url=None, sha256=None, output=None, force=False, progress=None
 
 
 def _check_present(target, source):
-    digests = file_digests(target) if source.pinned else {}
-    if (source.sha1 and digests["sha1"] != source.sha1) or (source.sha256 and digests["sha256"] != source.sha256):
-        kind, expected = ("SHA-1", source.sha1) if source.sha1 else ("SHA-256", source.sha256)
-        raise WeightsError(f"{target}: already exists with a different {kind} than {expected}; pass --force to download again")
+    """A file already at the target is kept only if it is the source's file: checked against the
+    published hash, else the one recorded at the URL's first download; with neither, any
+    readable weights file is kept, and the log says it could not be checked."""
+    recorded = None if source.pinned else _recorded_sha256(source.url)
+    if source.pinned or recorded:
+        digests = file_digests(target)
+        if source.sha1 and digests["sha1"] != source.sha1:
+            _refuse_present(target, "SHA-1", source.sha1)
+        expected = source.sha256 or recorded
+        if expected and digests["sha256"] != expected:
+            _refuse_present(target, "SHA-256", expected + ("" if source.sha256 else f", recorded for {source.url}"))
+    else:
+        log.warning("%s: kept as it is, not checked against %s: no published hash, and none recorded by an earlier "
+                    "download (--force downloads it)", target, source.url)
     weights_io.load(target)
+
+
+def _refuse_present(target, kind, expected):
+    raise WeightsError(f"{target}: already exists with a different {kind} than {expected}; pass --force to download again")
 
 
 def _same_arrays(params, expected):
