@@ -4,12 +4,14 @@ Modes:
 - "ok": the bytes, honouring `Range: bytes=N-` with a 206 like a real file server;
 - "norange": the bytes, always whole with a 200 (a server without range support);
 - "drop": the first request announces everything, sends half and hangs up; later ones are "ok";
-- "stall": every request sends half of what it announces, then hangs up (never completes).
+- "stall": every request sends half of what it announces, then hangs up (never completes);
+- "hang": sends half, then keeps the connection open without sending for a minute.
 Every request's path and Range header are recorded in `requests` of the yielded object.
 """
 import http.server
 import re
 import threading
+import time
 from contextlib import contextmanager
 
 
@@ -34,6 +36,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
         self.send_header("Content-Length", str(len(part)))
         self.end_headers()
+        if mode == "hang":
+            self.wfile.write(part[: len(part) // 2])
+            self.wfile.flush()
+            time.sleep(60)
+            return
         if mode == "stall" or (mode == "drop" and earlier == 0):
             self.wfile.write(part[: len(part) // 2])
             self.wfile.flush()

@@ -2,6 +2,11 @@
 import hashlib
 import json
 import logging
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,6 +152,31 @@ def test_a_file_already_there_must_be_the_urls_file_as_recorded_at_its_first_dow
         assert url.requests.count(("/never/w.npy", None)) == 0
     assert unchecked.exit_code == 0 and "not checked against" in caplog.text
     assert (tmp_path / "other.npy").read_bytes() == bytes(other)
+
+
+@pytest.mark.parametrize("command", ["convert", "fetch"])
+def test_sigterm_mid_write_leaves_only_what_the_next_run_uses(command, tmp_path, canonical_caffemodel):
+    """SIGTERM (kill, timeout, a container stop) ends convert and fetch as Ctrl-C does: exit 143,
+    `alexft: terminated`. convert's half-written hidden file is removed (it would be a
+    nearly full-size copy nothing ever deletes); fetch keeps its partial download, which the
+    next fetch continues."""
+    out = tmp_path / "out"
+    out.mkdir()
+    alexft = str(Path(sys.executable).parent / "alexft")
+    with serving({"/w.caffemodel": ("hang", canonical_caffemodel.read_bytes())}) as url:
+        arguments = {"convert": ["weights", "convert", str(canonical_caffemodel), str(out / "w.npz")],
+                     "fetch": ["weights", "fetch", "--url", f"{url}/w.caffemodel", "--output", str(out / "w.caffemodel")]}
+        process = subprocess.Popen([alexft, *arguments[command]], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                   text=True)
+        started, pattern = time.monotonic(), {"convert": ".w.npz.tmp-*", "fetch": ".w.caffemodel.part"}[command]
+        while not [path for path in out.glob(pattern) if path.stat().st_size]:  # mid-write
+            assert process.poll() is None and time.monotonic() - started < 120, process.communicate()
+            time.sleep(0.005)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == "alexft: terminated"
+    assert folder_listing(out) == ([] if command == "convert" else [".w.caffemodel.part"])
 
 
 # --- info ----------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from .common import fail_cleanly, progress_option
+from .common import fail_cleanly, progress_option, terminating_cleanly
 
 
 @click.group("weights")
@@ -23,6 +23,7 @@ def weights_group():
 @click.option("--force", is_flag=True, help="Download again even if the file is already there.")
 @progress_option
 @fail_cleanly
+@terminating_cleanly()
 def weights_fetch(url, sha256, sha1, output, force, progress):
     """Download a weights file: resumable, verified, renamed into place only when complete."""
     from alexft.weights.sources import fetch_weights
@@ -82,6 +83,7 @@ def _shape(array_facts):
                    "renamed layer is found without it.")
 @click.option("--force", is_flag=True, help="Replace DESTINATION if it exists.")
 @fail_cleanly
+@terminating_cleanly()
 def weights_convert(source, destination, class_names, renames, force):
     """Convert SOURCE (.npy pickle, .npz or Caffe .caffemodel) to DESTINATION.npz (pickle-free, fast to load)."""
     from alexft.weights.sources import remember_conversion
