@@ -735,3 +735,17 @@ def test_classify_evaluate_and_features_apply_a_mean_image_and_float_resizing(ca
                for mean in ((), ("--mean", flat), ("--mean", other))]
     assert reports[0]["centre"]["log_loss"] == pytest.approx(reports[1]["centre"]["log_loss"], abs=1e-5)
     assert reports[0]["centre"]["log_loss"] != pytest.approx(reports[2]["centre"]["log_loss"], abs=1e-4)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full, a device whose writes fail as a full disk's do")
+@pytest.mark.parametrize("arguments", [["weights", "info"], ["weights", "info", "--json"], ["--help"]],
+                         ids=["text", "json", "help"])
+def test_results_that_cannot_be_written_give_one_line_not_a_traceback(arguments, canonical_weights_file):
+    """`alexft ... > results.json` on a full disk: one line saying standard output could not
+    be written, exit 1; not a traceback, nor a second error when Python flushes at exit."""
+    command = [ALEXFT, *arguments] + ([str(canonical_weights_file)] if arguments[0] == "weights" else [])
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "alexft: error: the results could not be written to standard output: No space left on device"]

@@ -4,7 +4,9 @@ Results go to stdout (`--json` for machines); progress and messages go to stderr
 per command group; none imports TensorFlow until a command needs it, so mistakes are refused
 at once (benchmarks/usage_errors.py).
 """
+import errno
 import logging
+import os
 import sys
 
 import click
@@ -34,7 +36,30 @@ def run():
     # 60 MB of every TensorFlow start-up (docs/benchmarks.md). A process of its own may go
     # without it; `import alexft` in the user's process leaves their imports alone.
     sys.modules.setdefault("sklearn", None)
-    main(prog_name="alexft")
+    try:
+        try:
+            main(prog_name="alexft")
+        finally:
+            sys.stdout.flush()  # a full disk behind `> results.json` shows here at the latest
+    except OSError as error:
+        if error.filename or error.errno not in OUTPUT_LOST:
+            raise  # our own files' errors name them; this one is about standard output
+        _stop_writing_stdout(error)
+
+
+# Standard output that cannot take the results: a full disk or quota behind `> file`, or a
+# reader that went away (`| head`).
+OUTPUT_LOST = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EPIPE})
+
+
+def _stop_writing_stdout(error):
+    """One line instead of a traceback, exit 1; what is still buffered goes nowhere, so that
+    Python's own flush at exit does not fail a second time. A closed pipe is the reader's
+    choice and is not reported."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if error.errno != errno.EPIPE:
+        print(f"alexft: error: the results could not be written to standard output: {error.strerror}", file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == "__main__":
