@@ -43,7 +43,7 @@ class ExportRequest:
         if self.precision not in PRECISIONS:
             raise ExportOptionsError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if self.quantization is not None and self.file_format != "tflite":
-            raise ExportOptionsError("quantization needs the TF Lite format (--format tflite)")
+            raise ExportOptionsError("quantization needs the TF Lite format (--format tflite, or an OUTPUT ending in .tflite)")
         if self.precision != "float32" and self.file_format == "tflite":
             raise ExportOptionsError("TF Lite has no bfloat16 kernels: export float32, or quantize "
                                      "(--quantize float16 or int8) for a smaller, faster file")
@@ -62,6 +62,12 @@ class ExportRequest:
                                  "remove it yourself or choose another OUTPUT"))
         check_writable(output, ExportError)
         return self
+
+
+def format_for(output):
+    """The format an OUTPUT name asks for when none is given: `x.tflite` is a TF Lite file (a
+    SavedModel folder under that name would surprise), anything else a SavedModel."""
+    return "tflite" if Path(output).suffix.lower() == ".tflite" else "savedmodel"
 
 
 def labels_path(tflite_path):

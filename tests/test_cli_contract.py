@@ -131,8 +131,9 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["evaluate", "--list", "labels.txt", *weights], 1,
          "labels.txt:1: expected 'path label' with a label in 0..999, got 'photo.png 1000'"),
         (["export", "out", "--format", "onnx", *weights], 2, "'onnx' is not one of"),
-        (["export", "out", "--quantize", "int8", *weights], 2, "quantization needs the TF Lite format (--format tflite)"),
-        (["export", "out.tflite", "--format", "tflite", "--quantize", "int8", *weights], 2,
+        (["export", "out", "--quantize", "int8", *weights], 2,
+         "quantization needs the TF Lite format (--format tflite, or an OUTPUT ending in .tflite)"),
+        (["export", "out.tflite", "--quantize", "int8", *weights], 2,  # the format follows the name
          "int8 quantization needs calibration images (--calibration DIR)"),
         (["export", "out.tflite", "--format", "tflite", "--quantize", "int8", "--calibration", str(tmp_path / "empty"),
           *weights], 2, "empty: no images to calibrate on"),
@@ -142,8 +143,9 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["classify", str(photo_paths()["chelsea"]), "--runtime", "onnx", *weights], 2, "'onnx' is not one of"),
         (["classify", str(photo_paths()["chelsea"]), "--runtime", "litert", "--precision", "bfloat16", *weights], 2,
          "--runtime litert computes in float32"),
-        (["export", "out.tflite", "--format", "tflite", "--precision", "bfloat16", *weights], 2,
-         "TF Lite has no bfloat16 kernels"),
+        (["export", "out.tflite", "--precision", "bfloat16", *weights], 2, "TF Lite has no bfloat16 kernels"),
+        (["export", "out.TFLite", "--format", "savedmodel", "--quantize", "float16", *weights], 2,
+         "quantization needs the TF Lite format"),  # a --format given wins over the name
         (["weights", "info", "missing.npz"], 1, "missing.npz"),
         # A broken weights file is said at once, not after TensorFlow's start-up.
         (["classify", str(photo_paths()["chelsea"]), "--weights", "cut.npy"], 1,

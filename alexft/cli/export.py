@@ -11,8 +11,9 @@ from .common import EXIT_INPUT_FAILED, fail_cleanly, precision_option, read_weig
 @click.command()
 @click.argument("output", type=click.Path(path_type=Path))
 @weights_option
-@click.option("--format", "file_format", default="savedmodel", show_default=True, type=click.Choice(["savedmodel", "tflite"]),
-              help="savedmodel: a folder for TF Serving (takes image bytes, or preprocessed views); tflite: one file for phones.")
+@click.option("--format", "file_format", type=click.Choice(["savedmodel", "tflite"]),
+              help="savedmodel: a folder for TF Serving (takes image bytes, or preprocessed views); tflite: one file for "
+                   "phones. Default: tflite when OUTPUT ends in .tflite, else savedmodel.")
 @click.option("--top-k", "top", default=5, show_default=True, type=click.IntRange(min=1), help="Classes returned per image.")
 @click.option("--quantize", type=click.Choice(["float16", "int8"]),
               help="TF Lite only. float16: weights in half precision (half the file); int8: weights and activations "
@@ -25,9 +26,10 @@ from .common import EXIT_INPUT_FAILED, fail_cleanly, precision_option, read_weig
 @fail_cleanly
 def export(output, weights, file_format, top, quantize, calibration, precision, force):
     """Export the model with its class labels for serving, to OUTPUT."""
-    from alexft.export_request import ExportOptionsError, ExportRequest
+    from alexft.export_request import ExportOptionsError, ExportRequest, format_for
     from alexft.quantize import Quantization, QuantizationError
 
+    file_format = file_format or format_for(output)
     try:  # the cheap checks first, then the calibration folder is listed
         ExportRequest(output, file_format, top, quantize, precision, force).check()
         quantization = Quantization.from_options(quantize, calibration)
