@@ -58,10 +58,12 @@ def AlexNet(weights=IMAGENET, include_top=True, classes=None, pooling=None, clas
         x = keras.layers.Activation(activation, dtype="float32",
                                     name="logits" if classifier_activation is None else "prob")(x)
     source = inputs if input_tensor is None else keras.utils.get_source_inputs(input_tensor)
-    model = keras.Model(source, x, name=name)
-    if weight_set is not None and weight_set.class_names is not None:
-        model.class_names = list(weight_set.class_names)  # for decode_predictions
-    return model
+    class_names = weight_set.class_names if weight_set is not None else None
+    if class_names is None:
+        return keras.Model(source, x, name=name)
+    from .layers import ClassifierModel
+
+    return ClassifierModel(source, x, name=name, class_names=class_names)  # for decode_predictions, kept when saved
 
 
 def _weight_set(weights, include_top, last, progress):

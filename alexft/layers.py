@@ -110,3 +110,29 @@ def _lrn_one_kernel(x):
     if beta == 0.75:  # AlexNet's: t^-0.75 as two reciprocal roots, cheaper than a power
         return tf.cast(x * tf.math.rsqrt(scale) * tf.math.rsqrt(tf.sqrt(scale)), dtype)
     return tf.cast(x * tf.pow(scale, -beta), dtype)
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class ClassifierModel(keras.Model):
+    """A functional model that knows the names of the classes it scores (`class_names`, what
+    `decode_predictions` needs) and keeps them through `.keras` and `.h5` save and load, and
+    when it sits inside another model; in every other way a `keras.Model`."""
+
+    def __init__(self, *args, class_names=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.class_names = None if class_names is None else [str(name) for name in class_names]
+
+    def get_config(self):
+        return dict(super().get_config(), class_names=None if self.class_names is None else list(self.class_names))
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        class_names = config.pop("class_names", None)
+        model = super().from_config(config, custom_objects=custom_objects)
+        model.class_names = class_names
+        return model
+
+
+# The legacy .h5 format looks up the saved model's own class by its bare name.
+keras.saving.get_custom_objects().setdefault(ClassifierModel.__name__, ClassifierModel)

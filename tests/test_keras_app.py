@@ -190,8 +190,13 @@ import tensorflow as tf
 folder = sys.argv[1]
 views = np.load(folder + "/views.npy")
 out = {}
-for name in ("full.keras", "user.keras", "user.h5"):
+for name in ("full.keras", "full.h5", "user.keras", "user.h5"):
     out[name] = np.asarray(keras.models.load_model(folder + "/" + name)(views)).tolist()
+# A fine-tuned model keeps the names of its classes, for decode_predictions; so does one inside another.
+full = keras.models.load_model(folder + "/full.h5")
+out["class_names"] = [keras.models.load_model(folder + "/full.keras").class_names, full.class_names,
+                      keras.models.load_model(folder + "/user.h5").get_layer("alexnet").class_names]
+out["decoded"] = alexft.decode_predictions(np.asarray(full(views)), top=1, class_names=full.class_names)[0][0][1]
 rebuilt = keras.models.model_from_json(open(folder + "/user.json").read())
 rebuilt.load_weights(folder + "/user.weights.h5")
 out["json"] = np.asarray(rebuilt(views)).tolist()
@@ -213,6 +218,7 @@ def test_models_save_and_load_bit_for_bit_in_a_fresh_process(ten_class_weights, 
 
     np.save(tmp_path / "views.npy", views)
     full.save(tmp_path / "full.keras")
+    full.save(tmp_path / "full.h5")
     user.save(tmp_path / "user.keras")
     user.save(tmp_path / "user.h5")
     (tmp_path / "user.json").write_text(user.to_json())
@@ -223,7 +229,10 @@ def test_models_save_and_load_bit_for_bit_in_a_fresh_process(ten_class_weights, 
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     loaded = json.loads(done.stdout.splitlines()[-1])
-    np.testing.assert_array_equal(np.float32(loaded.pop("full.keras")), expected["full.keras"])
+    assert loaded.pop("class_names") == [TEN_CLASSES] * 3
+    assert loaded.pop("decoded") == TEN_CLASSES[int(np.argmax(expected["full.keras"][0]))]
+    for name in ("full.keras", "full.h5"):
+        np.testing.assert_array_equal(np.float32(loaded.pop(name)), expected["full.keras"], err_msg=name)
     for name, outputs in loaded.items():
         np.testing.assert_array_equal(np.float32(outputs), expected["user"], err_msg=name)
 
