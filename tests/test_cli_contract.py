@@ -190,10 +190,13 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
                                            "file); remove it yourself or choose another OUTPUT"),
         (["export", "y.tflite", "--format", "tflite", *weights], 1,
          "y.labels.txt: already exists, where the labels of y.tflite go; remove it yourself or choose another OUTPUT"),
-        (["weights", "fetch", "--url", "notaurl"], 1, "notaurl: not an http:// or https:// URL"),
-        (["weights", "fetch", "--url", "http://127.0.0.1:9/w.npy", "--sha256", "xyz"], 1,
+        # A malformed option of the weights commands is a usage error, as click's own are.
+        (["weights", "fetch", "--url", "notaurl"], 2, "notaurl: not an http:// or https:// URL"),
+        (["weights", "fetch", "--url", "http://127.0.0.1:9/w.npy", "--sha256", "xyz"], 2,
          "'xyz' is not a SHA-256: expected 64 hexadecimal digits"),
-        (["weights", "fetch", "--url", "http://127.0.0.1:9/w.npy#sha1=abc"], 1, "'abc' is not a SHA-1"),
+        (["weights", "fetch", "--url", "http://127.0.0.1:9/w.npy#sha1=abc"], 2, "'abc' is not a SHA-1"),
+        (["weights", "convert", "missing.npy", "x.npy"], 2, "x.npy: the converted file must be an .npz"),
+        (["weights", "convert", "missing.npy", "x.npz", "--rename", "fc8_b"], 2, "expected OLD=NEW"),
     ]
     # A mistyped setting in the environment, too.
     cases.append((["finetune", str(small_digits_folder), *weights], 1,

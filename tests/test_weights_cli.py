@@ -252,7 +252,8 @@ def test_convert_stores_class_names(tmp_path):
 def test_convert_refuses_other_outputs_and_bad_sources(tmp_path):
     params = {name: tuple(pair) for name, pair in random_params(seed=5, num_classes=2).items()}
     source = weights.save(weights.WeightSet(params), tmp_path / "two.npz")
-    assert "must be an .npz" in run("weights", "convert", source, tmp_path / "x.npy").stderr
+    npy = run("weights", "convert", source, tmp_path / "x.npy")
+    assert npy.exit_code == 2 and "must be an .npz" in npy.stderr
     assert "is the source itself" in run("weights", "convert", source, source).stderr
     (tmp_path / "empty.npy").write_bytes(b"")
     result = run("weights", "convert", tmp_path / "empty.npy", tmp_path / "out.npz")
@@ -340,13 +341,13 @@ def test_two_candidates_need_rename_and_rename_is_checked(flickr_style_caffemode
     chosen = run("weights", "convert", two, tmp_path / "b.npz", "--rename", "fc8_b=fc8")
     assert chosen.exit_code == 0, chosen.output
     np.testing.assert_array_equal(weights.load(tmp_path / "b.npz").params["fc8"][1], fresh[1])
-    for args, message in [
-        (["--rename", "fc8_c=fc8"], "--rename fc8_c: no such layer"),
-        (["--rename", "fc8_b"], "expected OLD=NEW"),
-        (["--rename", "fc8_b=fc9"], "--rename to fc9: AlexNet's layers are conv1"),
+    for args, status, message in [
+        (["--rename", "fc8_c=fc8"], 1, "--rename fc8_c: no such layer"),
+        (["--rename", "fc8_b"], 2, "expected OLD=NEW"),  # malformed: a usage error
+        (["--rename", "fc8_b=fc9"], 1, "--rename to fc9: AlexNet's layers are conv1"),
     ]:
         refused = run("weights", "convert", two, tmp_path / "r.npz", *args)
-        assert refused.exit_code == 1 and message in refused.stderr, (args, refused.stderr)
+        assert refused.exit_code == status and message in refused.stderr, (args, refused.stderr)
     on_npy = run("weights", "convert", canonical_weights_file, tmp_path / "n.npz", "--rename", "a=fc8")
     assert on_npy.exit_code == 1 and "--rename applies to .caffemodel files" in on_npy.stderr
     assert not any(tmp_path.glob("[rn].npz"))

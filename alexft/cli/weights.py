@@ -1,4 +1,5 @@
 """`weights fetch`, `weights info` and `weights convert`."""
+import importlib
 import json
 from pathlib import Path
 
@@ -12,13 +13,38 @@ def weights_group():
     """Get, inspect and convert weights files."""
 
 
+def _refused_as_usage(check):
+    """A click callback: a value `check` refuses (WeightsError) is a usage error, exit 2 as for
+    click's own checks, said before anything is downloaded or read."""
+    def callback(ctx, param, value):
+        if value in (None, ()):
+            return value
+        from alexft.errors import WeightsError
+
+        try:
+            check(value)
+        except WeightsError as error:
+            raise click.BadParameter(str(error)) from None
+        return value
+
+    return callback
+
+
+def _weights(module):
+    """alexft.weights.`module`, imported only when a command runs (it imports numpy)."""
+    return importlib.import_module(f"alexft.weights.{module}")
+
+
 @weights_group.command("fetch")
-@click.option("--url", help="Where to download from (URL#sha1=HEX or URL#sha256=HEX pins its hash). Default: "
+@click.option("--url", callback=_refused_as_usage(lambda url: _weights("sources").parse_source(url)),
+              help="Where to download from (URL#sha1=HEX or URL#sha256=HEX pins its hash). Default: "
               "$ALEXFT_WEIGHTS_URL, else the BVLC model zoo's bvlc_alexnet.caffemodel (SHA-1 verified), then "
               "the unverified bvlc_alexnet.npy.")
-@click.option("--sha256", help="Expected SHA-256 (hex). Default: the source's published hash, or "
+@click.option("--sha256", callback=_refused_as_usage(lambda value: _weights("sources").checked_hex(value, "sha256")),
+              help="Expected SHA-256 (hex). Default: the source's published hash, or "
               "$ALEXFT_WEIGHTS_SHA256 for a single $ALEXFT_WEIGHTS_URL.")
-@click.option("--sha1", help="Expected SHA-1 (hex), as the Caffe model zoo publishes them.")
+@click.option("--sha1", callback=_refused_as_usage(lambda value: _weights("sources").checked_hex(value, "sha1")),
+              help="Expected SHA-1 (hex), as the Caffe model zoo publishes them.")
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="File to write. Default: the cache, under the URL's file name.")
 @click.option("--force", is_flag=True, help="Download again even if the file is already there.")
 @progress_option
@@ -76,9 +102,11 @@ def _shape(array_facts):
 
 @weights_group.command("convert")
 @click.argument("source", type=click.Path(path_type=Path, dir_okay=False))
-@click.argument("destination", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("destination", type=click.Path(path_type=Path, dir_okay=False),
+                callback=_refused_as_usage(lambda path: _weights("tools").check_destination_name(path)))
 @click.option("--class-names", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="Text file, one class name per line, stored with the weights.")
 @click.option("--rename", "renames", multiple=True, metavar="NAME=LAYER",
+              callback=_refused_as_usage(lambda pairs: _weights("tools").parse_renames(pairs)),
               help="A .caffemodel layer stored under another name, e.g. fc8_flickr=fc8 (repeatable). A single "
                    "renamed layer is found without it.")
 @click.option("--force", is_flag=True, help="Replace DESTINATION if it exists.")

@@ -155,13 +155,13 @@ def parse_source(text):
     known = next((source for source in SOURCES if source.url == url), None)
     if not hashes and known:
         return known
-    return Source(url, sha1=_hex(hashes.get("sha1"), "sha1"), sha256=_hex(hashes.get("sha256"), "sha256"), about=url)
+    return Source(url, sha1=checked_hex(hashes.get("sha1"), "sha1"), sha256=checked_hex(hashes.get("sha256"), "sha256"), about=url)
 
 
 HEX_DIGITS = {"sha1": 40, "sha256": 64}
 
 
-def _hex(value, kind):
+def checked_hex(value, kind):
     """A hash as given, checked before any download: hexadecimal, of the hash's length."""
     if not value:
         return None
@@ -279,12 +279,12 @@ def fetch_weights(url=None, sha256=None, output=None, force=False, progress=None
     if url:
         source = parse_source(url)
         if sha256 or sha1:
-            source = Source(source.url, sha1=_hex(sha1, "sha1"), sha256=_hex(sha256, "sha256"), about=source.about)
+            source = Source(source.url, sha1=checked_hex(sha1, "sha1"), sha256=checked_hex(sha256, "sha256"), about=source.about)
         chosen = [source]
     else:
         chosen = list(sources())
         if sha256 or sha1:
-            chosen = [Source(chosen[0].url, sha1=_hex(sha1, "sha1"), sha256=_hex(sha256, "sha256"), about=chosen[0].about)]
+            chosen = [Source(chosen[0].url, sha1=checked_hex(sha1, "sha1"), sha256=checked_hex(sha256, "sha256"), about=chosen[0].about)]
     failures = []
     for source in chosen:
         target = Path(output).expanduser() if output else cache_dir() / source.name

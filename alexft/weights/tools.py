@@ -67,8 +67,7 @@ def convert(source, destination, class_names=None, renames=None, force=False):
     only with `force` (it may be the only copy of fine-tuned weights). Returns the written WeightSet.
     """
     source, destination = Path(source), Path(destination)
-    if destination.suffix.lower() != ".npz":
-        raise WeightsError(f"{destination}: the converted file must be an .npz")
+    check_destination_name(destination)
     if destination.exists() and destination.resolve() == source.resolve():
         raise WeightsError(f"{destination}: is the source itself; choose another output")
     if (destination.exists() or destination.is_symlink()) and not force:
@@ -92,6 +91,11 @@ def _load_renamed(source, renames):
     params = caffe.read_caffemodel(source, renames)
     weights_io.check(params, source)
     return weights_io.WeightSet(params, None, source)
+
+
+def check_destination_name(destination):
+    if Path(destination).suffix.lower() != ".npz":
+        raise WeightsError(f"{destination}: the converted file must be an .npz")
 
 
 def parse_renames(pairs):
