@@ -190,6 +190,8 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
                                            "file); remove it yourself or choose another OUTPUT"),
         (["export", "y.tflite", "--format", "tflite", *weights], 1,
          "y.labels.txt: already exists, where the labels of y.tflite go; remove it yourself or choose another OUTPUT"),
+        (["evaluate", str(small_digits_folder), "--report", str(small_digits_folder / "digit_0" / "report"), *weights],
+         2, "digit_0/report is inside"),  # the report's figures would be read as digits next time
         # A malformed option of the weights commands is a usage error, as click's own are.
         (["weights", "fetch", "--url", "notaurl"], 2, "notaurl: not an http:// or https:// URL"),
         (["weights", "fetch", "--url", "http://127.0.0.1:9/w.npy", "--sha256", "xyz"], 2,

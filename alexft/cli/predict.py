@@ -156,6 +156,9 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
     if list_file is not None:  # its form and whereabouts now; the labels' range needs the model's classes
         listed = labelled_list(list_file, root or list_file.parent)
     if report is not None:
+        if data is not None and _within(report, data):  # its figures would be taken for images next time
+            raise click.UsageError(f"--report {report} is inside {data}, the class folders being evaluated; "
+                                   "choose a folder outside it")
         check_writable(report / "metrics.json")  # before the work, which would be lost
     # The weights are read before TensorFlow starts: folders or labels that do not match their
     # classes are said at once, not after its seconds of start-up.
@@ -180,6 +183,11 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
         click.echo(f"alexft: {summary['skipped']} of {summary['images'] + summary['skipped']} images could not be used",
                    err=True)
         ctx.exit(EXIT_INPUT_FAILED)
+
+
+def _within(path, folder):
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
 
 
 def _describe_evaluation(summary):
