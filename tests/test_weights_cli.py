@@ -57,6 +57,11 @@ def test_fetch_defaults_to_the_cache_under_the_urls_name(canonical_bytes):
         result = run("weights", "fetch", "--url", f"{url}/mirror/bvlc_alexnet.npy")
     assert result.stdout.strip() == str(cache_dir() / "bvlc_alexnet.npy")
     assert (cache_dir() / "bvlc_alexnet.npy").read_bytes() == canonical_bytes
+    assert "note:" not in result.stderr  # a name the commands look for: found without --weights
+    with serving({"/w.npy": ("ok", canonical_bytes)}) as url:
+        elsewhere = run("weights", "fetch", "--url", f"{url}/w.npy")
+    assert elsewhere.exit_code == 0 and elsewhere.stdout.strip() == str(cache_dir() / "w.npy")
+    assert f"note: commands use w.npy only when given it (--weights {cache_dir() / 'w.npy'})" in elsewhere.stderr
 
 
 def test_dropped_connection_resumes_with_a_range_request(tmp_path, canonical_bytes, canonical_sha256):

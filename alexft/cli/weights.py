@@ -52,11 +52,14 @@ def _weights(module):
 @terminating_cleanly()
 def weights_fetch(url, sha256, sha1, output, force, progress):
     """Download a weights file: resumable, verified, renamed into place only when complete."""
-    from alexft.weights.sources import fetch_weights
+    from alexft.weights.sources import candidates, fetch_weights
 
     path, downloaded = fetch_weights(url=url, sha256=sha256, sha1=sha1, output=output, force=force, progress=progress)
     if not downloaded:
         click.echo(f"alexft: {path} is already there and valid (--force downloads again)", err=True)
+    if all(path.resolve() != place.resolve() for _, place in candidates()):  # else a second download follows
+        click.echo(f"alexft: note: commands use {path.name} only when given it (--weights {path}); without "
+                   "--weights they look for bvlc_alexnet.npz, .npy or .caffemodel in weights/ or the cache", err=True)
     click.echo(str(path))
 
 
