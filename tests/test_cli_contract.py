@@ -479,6 +479,18 @@ def test_an_empty_folder_beside_an_image_is_named_in_a_warning(canonical_weights
     assert f"alexft: warning: {tmp_path / 'nothing_here'}: no images in this folder" in result.stderr
 
 
+def test_images_beside_evaluates_class_folders_are_named_in_a_warning(canonical_weights_file, tmp_path):
+    for name in ("n02123045", "n02124075"):  # tabby and Egyptian cat, by WordNet id
+        (tmp_path / name).mkdir()
+        shutil.copy(photo_paths()["chelsea"], tmp_path / name / "cat.png")
+    shutil.copy(photo_paths()["coffee"], tmp_path / "loose.png")
+    result = run("evaluate", tmp_path, "--json", "--weights", canonical_weights_file)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["images"] == 2
+    assert (f"alexft: warning: {tmp_path}: 1 image(s) beside the class folders have no class and are not evaluated "
+            "(e.g. loose.png)") in result.stderr
+
+
 def test_an_image_on_standard_input_and_at_urls(canonical_weights_file, predictor):
     photo = photo_paths()["chelsea"].read_bytes()
     result = run("classify", "-", "--json", "--weights", canonical_weights_file, input=photo)

@@ -150,6 +150,7 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
 
         if not class_folders(data):
             raise click.UsageError(f"{data}: no class sub-folders; expected {data}/<class name>/<images>")
+        _warn_of_loose_images(data)
     from alexft.evaluation import evaluate as run_evaluate, labelled_folder, labelled_list
 
     listed = None
@@ -183,6 +184,16 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
         click.echo(f"alexft: {summary['skipped']} of {summary['images'] + summary['skipped']} images could not be used",
                    err=True)
         ctx.exit(EXIT_INPUT_FAILED)
+
+
+def _warn_of_loose_images(data):
+    """Images beside the class folders have no class: left out, but not in silence."""
+    from alexft.data import loose_images
+
+    loose = loose_images(data)
+    if loose:
+        click.echo(f"alexft: warning: {data}: {len(loose)} image(s) beside the class folders have no class and are "
+                   f"not evaluated (e.g. {loose[0].name}); evaluate reads <class>/<images>", err=True)
 
 
 def _within(path, folder):
