@@ -259,6 +259,12 @@ def test_convert_refuses_other_outputs_and_bad_sources(tmp_path):
     source = weights.save(weights.WeightSet(params), tmp_path / "two.npz")
     npy = run("weights", "convert", source, tmp_path / "x.npy")
     assert npy.exit_code == 2 and "must be an .npz" in npy.stderr
+    into_new_folders = run("weights", "convert", source, tmp_path / "new" / "sub" / "two.npz")
+    assert into_new_folders.exit_code == 0, into_new_folders.output
+    assert weights.load(tmp_path / "new" / "sub" / "two.npz").num_classes == 2
+    (tmp_path / "a_file").write_text("not a folder")
+    blocked = run("weights", "convert", source, tmp_path / "a_file" / "two.npz")
+    assert blocked.exit_code == 1 and "a_file/two.npz: its folder cannot be made" in blocked.stderr, blocked.stderr
     assert "is the source itself" in run("weights", "convert", source, source).stderr
     (tmp_path / "empty.npy").write_bytes(b"")
     result = run("weights", "convert", tmp_path / "empty.npy", tmp_path / "out.npz")

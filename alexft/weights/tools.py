@@ -77,6 +77,10 @@ def convert(source, destination, class_names=None, renames=None, force=False):
         if len(class_names) != weight_set.num_classes:
             raise WeightsError(f"{len(class_names)} class names given for {weight_set.num_classes} fc8 outputs in {source}")
         weight_set.class_names = list(class_names)
+    try:  # as fetch and features do: a folder named for the output is made
+        destination.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise WeightsError(f"{destination}: its folder cannot be made ({error.strerror or error})") from None
     weights_io.save(weight_set, destination)
     weight_set.path = destination
     return weight_set
