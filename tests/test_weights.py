@@ -142,7 +142,7 @@ def test_unknown_layer_and_bad_structure_are_errors(tmp_path, canonical_params):
 
 
 def test_file_fc8_of_other_class_count_suggests_skip(canonical_params):
-    with pytest.raises(WeightsError, match=r"fc8 weights have shape \(4096, 1000\); this model needs \(4096, 10\): pass --skip fc8"):
+    with pytest.raises(WeightsError, match=r"fc8 weights have shape \(4096, 1000\); this model needs \(4096, 10\): skip fc8 to train a new classifier \(--skip fc8; skip=\[\"fc8\"\] in Python\)"):
         weights.check(canonical_params, "w.npy", num_classes=10)
     weights.check(canonical_params, "w.npy", num_classes=10, skip=("fc8",))
 
@@ -190,7 +190,7 @@ def test_skipped_layers_keep_their_fresh_init(canonical_weights_file):
 
 def test_assign_refuses_a_class_count_mismatch(canonical_weights_file):
     loaded = weights.load(canonical_weights_file)
-    with pytest.raises(WeightsError, match=r"fc8 weights have shape \(4096, 1000\); this model needs \(4096, 7\): pass --skip fc8"):
+    with pytest.raises(WeightsError, match=r"fc8 weights have shape \(4096, 1000\); this model needs \(4096, 7\): skip fc8 to train a new classifier \(--skip fc8"):
         weights.assign(build_alexnet(num_classes=7), loaded)
 
 

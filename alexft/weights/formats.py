@@ -382,6 +382,10 @@ def _is_array(value):
     return isinstance(value, np.ndarray)
 
 
+# Said where fc8 has another class count: the command line's and the Python API's spelling.
+FC8_HINT = ": skip fc8 to train a new classifier (--skip fc8; skip=[\"fc8\"] in Python)"
+
+
 def _check_array(path, layer, part, array, shape, check_shape):
     if not _is_array(array):
         raise WeightsError(f"{path}: {layer} {part} is a {type(array).__name__}, not an array")
@@ -390,7 +394,7 @@ def _check_array(path, layer, part, array, shape, check_shape):
     if check_shape and array.shape != shape:
         hint = ""
         if layer == "fc8" and array.shape[:1] == shape[:1]:
-            hint = ": pass --skip fc8 to train a new classifier"
+            hint = FC8_HINT
         elif layer in ("conv2", "conv4", "conv5") and array.ndim == 4 and array.shape[2] == 2 * shape[2]:
             hint = " (an ungrouped network's layout; bvlc_alexnet uses two groups here)"
         raise WeightsError(f"{path}: {layer} {part} have shape {array.shape}; this model needs {shape}{hint}")
@@ -430,7 +434,7 @@ def assign(model, weight_set, skip=()):
         layer = model.get_layer(name)
         for part, variable, array in zip(("weights", "biases"), (layer.kernel, layer.bias), weight_set.params[name]):
             if tuple(variable.shape) != array.shape:
-                hint = ": pass --skip fc8 to train a new classifier" if name == "fc8" else ""
+                hint = FC8_HINT if name == "fc8" else ""
                 raise WeightsError(
                     f"{weight_set.path}: {name} {part} have shape {array.shape}; this model needs {tuple(variable.shape)}{hint}"
                 )
