@@ -436,6 +436,39 @@ def test_ctrl_c_that_surfaces_as_another_error_still_exits_130():
         signal.signal(signal.SIGINT, previous)
 
 
+def test_sigterm_that_surfaces_as_another_error_still_exits_143():
+    """In CI a SIGTERM inside the TF Lite converter came out as a TypeError from the converter's
+    fallback path, and export ended in a traceback, exit 1: a SIGTERM the command took is still
+    a termination whatever error follows it. The same error without SIGTERM stays an error."""
+    import os
+
+    from alexft.cli.common import fail_cleanly, terminating_cleanly
+
+    @click.command()
+    @fail_cleanly
+    @terminating_cleanly()
+    def terminated_inside_a_library():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler runs here
+        except BaseException:
+            raise TypeError("'NoneType' object is not callable")  # what the converter's fallback raised
+        pytest.fail("no Terminated")
+
+    @click.command()
+    @fail_cleanly
+    @terminating_cleanly()
+    def failing():
+        raise TypeError("a bug")
+
+    default = signal.getsignal(signal.SIGTERM)
+    result = CliRunner().invoke(terminated_inside_a_library, [])
+    assert result.exit_code == 143 and result.stderr.strip() == "alexft: terminated", result.output
+    assert signal.getsignal(signal.SIGTERM) == default  # put back after the command
+    result = CliRunner().invoke(failing, [])  # a fresh command: the earlier SIGTERM is not counted
+    assert isinstance(result.exception, TypeError) and result.exit_code == 1
+
+
 def test_features_exits_1_naming_each_input_it_could_not_use(canonical_weights_file, tmp_path):
     good = tmp_path / "good.png"
     shutil.copy(photo_paths()["chelsea"], good)

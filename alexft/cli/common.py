@@ -24,6 +24,7 @@ def fail_cleanly(function):
         from alexft.errors import AlexftError
 
         interrupts = _InterruptWatch()
+        _terminations.clear()
         try:
             return function(*args, **kwargs)
         except AlexftError as error:
@@ -31,7 +32,12 @@ def fail_cleanly(function):
         except KeyboardInterrupt as stop:
             _interrupted(stop)
         except Exception:
-            if interrupts.seen:  # Ctrl-C inside TensorFlow's import or tracing can surface as another error
+            # A signal inside TensorFlow's import, tracing or converter can surface as another
+            # error (in CI a SIGTERM in the TF Lite converter's export ended as a TypeError from
+            # the converter's fallback path).
+            if _terminations:
+                _interrupted(Terminated())
+            if interrupts.seen:
                 _interrupted()
             raise
         finally:
@@ -41,6 +47,7 @@ def fail_cleanly(function):
 
 
 EXIT_TERMINATED = 143
+_terminations = []  # the SIGTERMs `terminating_cleanly` took since the command began
 
 
 class Terminated(KeyboardInterrupt):
@@ -68,6 +75,7 @@ def terminating_cleanly():
         return
 
     def terminate(signum, frame):
+        _terminations.append(signum)
         raise Terminated
 
     previous = signal.signal(signal.SIGTERM, terminate)
