@@ -4,14 +4,19 @@ One pass computes the ten crops' probabilities; the centre crop is one of them (
 both protocols are reported from the same forward passes.
 """
 import csv
+import errno
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import imagenet
+from .atomic import remove_stale_temporaries, temporary_path
 from .data import DataError, LabelledFiles, class_folders, list_labelled
+from .errors import AlexftError
 from .predict import predict_views
 
 CENTRE_VIEW = 4
@@ -137,27 +142,79 @@ def _most_confused(confusion, class_names, top=10):
 
 def evaluate(predictor, files, ten_crop=False, batch_size=32, progress=None, report=None):
     """Evaluate on labelled files; return the metrics dict (centre, and ten_crop when asked)."""
+    evaluation = measure(predictor, files, ten_crop, batch_size, progress)
+    if report is not None:
+        evaluation.write_report(report)
+    return evaluation.summary
+
+
+@dataclass
+class Evaluation:
+    """The figures of one pass (`summary`) and what the report shows beyond them."""
+
+    summary: dict
+    predictions: Predictions
+    probabilities: np.ndarray  # the protocol the report shows: the ten crops when run
+    confusion: np.ndarray
+    class_names: list
+
+    def write_report(self, folder):
+        write_report(Path(folder), self.summary, self.predictions, self.probabilities, self.confusion,
+                     self.class_names)
+
+
+def measure(predictor, files, ten_crop=False, batch_size=32, progress=None):
+    """One pass over labelled files: an Evaluation, its report not written yet (the command
+    prints the figures first, so a report that cannot be written loses none of them)."""
     predictions = predict_labelled(predictor, files, ten_crop, batch_size, progress)
     names = predictor.class_names
     centre, confusion = metrics(predictions.centre, predictions.labels, names)
     summary = dict(images=len(predictions.paths), skipped=len(predictions.skipped), skipped_files=predictions.skipped,
                    centre=centre)
-    main_probabilities = predictions.centre
+    probabilities = predictions.centre
     if ten_crop:
         summary["ten_crop"], confusion = metrics(predictions.ten_crop, predictions.labels, names)
-        main_probabilities = predictions.ten_crop
-    if report is not None:
-        write_report(Path(report), summary, predictions, main_probabilities, confusion, names)
-    return summary
+        probabilities = predictions.ten_crop
+    return Evaluation(summary, predictions, probabilities, confusion, names)
+
+
+REPORT_FILES = ("metrics.json", "per_class.csv", "misclassified.csv", "confusion_matrix.csv", "confusion_matrix.png",
+                "top_losses.png")
 
 
 def write_report(folder, summary, predictions, probabilities, confusion, class_names):
+    """The report's files, made in a scratch folder inside `folder` and moved over the previous
+    report's only when all are written: Ctrl-C, a kill or a full disk midway leaves the earlier
+    report whole, never one file of each run."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(folder, shared=True, prefix="report")  # what a killed run left
+        scratch = temporary_path(folder / "report")
+        scratch.mkdir()
+    except OSError as failure:
+        raise AlexftError(f"{folder}: the report could not be written ({_cause(failure)})") from None
+    try:
+        _write_report_files(scratch, summary, predictions, probabilities, confusion, class_names)
+        for name in REPORT_FILES:
+            os.replace(scratch / name, folder / name)
+    except OSError as failure:
+        raise AlexftError(f"{folder}: the report could not be written ({_cause(failure)}); "
+                              "an earlier report there is as it was") from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _cause(failure):
+    return "no space left on the device" if failure.errno == errno.ENOSPC else (failure.strerror or str(failure))
+
+
+def _write_report_files(folder, summary, predictions, probabilities, confusion, class_names):
     from . import plots
 
     # The per-image files and figures show one protocol, the ten crops when they were run;
     # each says which (metrics.json holds both protocols' figures, each under its name).
     protocol = "ten_crop" if "ten_crop" in summary else "centre"
-    folder.mkdir(parents=True, exist_ok=True)
     (folder / "metrics.json").write_text(json.dumps(dict(summary, report_protocol=protocol), indent=1, ensure_ascii=False)
                                          + "\n", encoding="utf-8")
     with open(folder / "per_class.csv", "w", newline="", encoding="utf-8") as handle:

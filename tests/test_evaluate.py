@@ -212,3 +212,87 @@ def test_api_names_stay_functions_after_their_modules_are_imported():
         module = alexft._EXPORTS[name] if isinstance(alexft._EXPORTS[name], str) else alexft._EXPORTS[name][0]
         importlib.import_module(f"alexft.{module}")
         assert callable(getattr(alexft, name)), f"alexft.{name} became the module alexft.{module}"
+
+
+def _report_of(tmp_path, images, seed):
+    """write_report's arguments for `images` labelled at random among 3 classes: a report whose
+    figures differ with `seed`."""
+    from alexft.evaluation import Predictions, metrics as metrics_of
+
+    rng = np.random.default_rng(seed)
+    names = ["cat", "dog", "fox"]
+    labels = rng.integers(0, 3, len(images))
+    probabilities = rng.dirichlet(np.ones(3), len(images)).astype(np.float32)
+    centre, confusion = metrics_of(probabilities, labels, names)
+    summary = dict(images=len(images), skipped=0, skipped_files={}, centre=centre)
+    return summary, Predictions(images, labels, probabilities, None, {}), probabilities, confusion, names
+
+
+def _files(folder):
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def test_an_interrupted_or_failed_report_leaves_the_earlier_one_whole(tmp_path, monkeypatch):
+    """Before, the six files were rewritten one by one in place: Ctrl-C in the figures, a kill
+    or a full disk left the new metrics.json beside the previous run's figures, a report that
+    contradicts itself. Now an earlier report stays as it was until a new one is complete."""
+    import errno
+
+    from alexft import plots
+    from alexft.errors import AlexftError
+    from alexft.evaluation import REPORT_FILES, write_report
+
+    images = list(photo_paths().values())[:5]
+    folder = tmp_path / "report"
+    write_report(folder, *_report_of(tmp_path, images, seed=1))
+    earlier = _files(folder)
+    assert sorted(earlier) == sorted(REPORT_FILES)
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    def disk_full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(plots, "contact_sheet", interrupted)  # the last file written
+        with pytest.raises(KeyboardInterrupt):
+            write_report(folder, *_report_of(tmp_path, images, seed=2))
+        assert _files(folder) == earlier  # nor any scratch left
+        patched.setattr(plots, "contact_sheet", disk_full)
+        with pytest.raises(AlexftError, match=f"^{folder}: the report could not be written \\(no space left on the "
+                                              "device\\); an earlier report there is as it was$"):
+            write_report(folder, *_report_of(tmp_path, images, seed=2))
+        assert _files(folder) == earlier
+
+    (folder / ".report.tmp-999999999").mkdir()  # what a kill -9 midway leaves (no such process)
+    (folder / ".report.tmp-999999999" / "metrics.json").write_text("{}")
+    (folder / "notes.txt").write_text("the user's own")
+    write_report(folder, *_report_of(tmp_path, images, seed=2))
+    now = _files(folder)
+    assert sorted(now) == sorted(REPORT_FILES + ("notes.txt",))  # the stale scratch is gone, the user's file kept
+    assert now["metrics.json"] != earlier["metrics.json"] and now["per_class.csv"] != earlier["per_class.csv"]
+    assert json.loads(now["metrics.json"])["images"] == 5
+
+
+def test_a_report_that_cannot_be_written_loses_none_of_the_figures(evaluation, held_out_folder, tmp_path, monkeypatch):
+    """The figures of a long evaluation were printed only after the report was written: a full
+    disk under the report lost them all to a one-line error. Now they are printed, then the
+    report's failure is named, exit 1, and the report folder holds no half of one."""
+    import errno
+
+    from alexft import plots
+
+    summary, _, model = evaluation
+
+    def disk_full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(plots, "contact_sheet", disk_full)
+    report = tmp_path / "report"
+    result = run("evaluate", held_out_folder, "--weights", model, "--ten-crop", "--report", report, "--json")
+    assert result.exit_code == 1
+    assert json.loads(result.stdout) == summary
+    assert result.stderr.splitlines()[-1] == (f"error: {report}: the report could not be written (no space left on the "
+                                              "device); an earlier report there is as it was")
+    assert list(report.iterdir()) == []

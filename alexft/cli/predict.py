@@ -151,7 +151,8 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
         if not class_folders(data):
             raise click.UsageError(f"{data}: no class sub-folders; expected {data}/<class name>/<images>")
         _warn_of_loose_images(data)
-    from alexft.evaluation import evaluate as run_evaluate, labelled_folder, labelled_list
+    from alexft.errors import AlexftError
+    from alexft.evaluation import labelled_folder, labelled_list, measure
 
     listed = None
     if list_file is not None:  # its form and whereabouts now; the labels' range needs the model's classes
@@ -173,16 +174,25 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
     else:
         files = labelled_folder(data, class_names)
     predictor = _tensorflow_predictor(weight_set, progress, preprocessing, precision)
-    summary = run_evaluate(predictor, files, ten_crop=ten_crop, batch_size=batch_size, progress=progress, report=report)
+    evaluation = measure(predictor, files, ten_crop=ten_crop, batch_size=batch_size, progress=progress)
+    summary = evaluation.summary
     if as_json:
         click.echo(json.dumps(summary, ensure_ascii=False))
     else:
         click.echo(_describe_evaluation(summary))
     for message in summary["skipped_files"].values():
         click.echo(f"error: {message}", err=True)
-    if summary["skipped"]:
+    failed = bool(summary["skipped"])
+    if failed:
         click.echo(f"alexft: {summary['skipped']} of {summary['images'] + summary['skipped']} images could not be used",
                    err=True)
+    if report is not None:
+        try:
+            evaluation.write_report(report)
+        except AlexftError as error:  # the figures are printed above: only the report is missing
+            click.echo(f"error: {error}", err=True)
+            failed = True
+    if failed:
         ctx.exit(EXIT_INPUT_FAILED)
 
 
