@@ -6,8 +6,12 @@ Modes:
 - "drop": the first request announces everything, sends half and hangs up; later ones are "ok";
 - "stall": every request sends half of what it announces, then hangs up (never completes);
 - "hang": sends half, then keeps the connection open without sending for a minute.
-Every request's path and Range header are recorded in `requests` of the yielded object.
+Every response but "norange"'s carries an ETag of its bytes, and a Range request whose
+`If-Range` names another gets the whole file (200), as RFC 9110 has file servers do.
+Every request's path and Range header are recorded in `requests` of the yielded object, its
+If-Range header in `if_ranges`.
 """
+import hashlib
 import http.server
 import re
 import threading
@@ -18,15 +22,20 @@ from contextlib import contextmanager
 class _Handler(http.server.BaseHTTPRequestHandler):
     routes = {}  # path -> (mode, bytes); set per server
     log = None  # list of (path, range header) shared with the test
+    if_ranges = None  # list of If-Range headers (None when absent), one per request
 
     def do_GET(self):
         mode, body = self.routes.get(self.path, ("missing", b""))
         earlier = sum(1 for path, _ in self.log if path == self.path)
         self.log.append((self.path, self.headers.get("Range")))
+        self.if_ranges.append(self.headers.get("If-Range"))
         if mode == "missing":
             self.send_error(404, "Not Found")
             return
+        etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
         start = self._range_start() if mode != "norange" else None
+        if self.headers.get("If-Range") not in (None, etag):  # the file has changed since: all of it
+            start = None
         if start is not None and start >= len(body):
             self.send_error(416, "Range Not Satisfiable")
             return
@@ -35,6 +44,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if start is not None:
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
         self.send_header("Content-Length", str(len(part)))
+        if mode != "norange":
+            self.send_header("ETag", etag)
         self.end_headers()
         if mode == "hang":
             self.wfile.write(part[: len(part) // 2])
@@ -60,18 +71,20 @@ class _Served(str):
     """The base URL (a str) carrying the request log."""
 
     requests: list
+    if_ranges: list
+    routes: dict
 
 
 @contextmanager
 def serving(routes):
     """Serve `routes` ({"/path": (mode, bytes)}); yield the base URL (with `.requests`)."""
-    log = []
-    handler = type("Handler", (_Handler,), {"routes": routes, "log": log})
+    log, if_ranges = [], []
+    handler = type("Handler", (_Handler,), {"routes": routes, "log": log, "if_ranges": if_ranges})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     base = _Served(f"http://127.0.0.1:{server.server_address[1]}")
-    base.requests = log
+    base.requests, base.if_ranges, base.routes = log, if_ranges, routes  # routes: may be changed while serving
     try:
         yield base
     finally:

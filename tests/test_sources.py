@@ -99,9 +99,10 @@ def test_a_bad_download_leaves_nothing_behind(canonical_bytes, monkeypatch, mode
     assert "Put bvlc_alexnet.npy (or bvlc_alexnet.caffemodel) at weights/bvlc_alexnet.npy here or in" in str(caught.value)
     assert str(target.parent) in str(caught.value)
     assert "\n" not in str(caught.value)
-    leftovers = [path.name for path in target.parent.iterdir()]
-    # A stalled transfer keeps its hidden partial file for the next run to resume; nothing else remains.
-    assert leftovers == ([".bvlc_alexnet.npy.part"] if mode == "stall" else [])
+    leftovers = sorted(path.name for path in target.parent.iterdir())
+    # A stalled transfer keeps its hidden partial file for the next run to resume, and the record
+    # of where it came from; nothing else remains.
+    assert leftovers == ([".bvlc_alexnet.npy.part", ".bvlc_alexnet.npy.part.source"] if mode == "stall" else [])
 
 
 def test_without_network_the_error_says_where_to_put_the_file():

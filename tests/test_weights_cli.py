@@ -80,30 +80,86 @@ def test_an_abandoned_download_is_resumed_by_the_next_run(tmp_path, canonical_by
     output = tmp_path / "w.npy"
     with serving({"/w.npy": ("stall", canonical_bytes)}) as url:
         result = run("weights", "fetch", "--url", f"{url}/w.npy", "--output", output)
-    assert result.exit_code == 1
-    assert f"gave up after {download.ATTEMPTS} attempts" in result.stderr and "\n" not in result.stderr.strip()
-    partial = download.partial_path(output)
-    assert folder_listing(tmp_path) == [partial.name], "only the hidden partial file may remain"
-    kept = partial.stat().st_size
-    assert 0 < kept < len(canonical_bytes)
-    with serving({"/w.npy": ("ok", canonical_bytes)}) as url:
+        assert result.exit_code == 1
+        assert f"gave up after {download.ATTEMPTS} attempts" in result.stderr and "\n" not in result.stderr.strip()
+        partial = download.partial_path(output)
+        # Only the hidden partial file and the record of where it came from may remain.
+        assert folder_listing(tmp_path) == [partial.name, partial.name + ".source"]
+        kept = partial.stat().st_size
+        assert 0 < kept < len(canonical_bytes)
+        url.routes["/w.npy"], earlier = ("ok", canonical_bytes), len(url.requests)
         result = run("weights", "fetch", "--url", f"{url}/w.npy", "--sha256", canonical_sha256, "--output", output)
-        requests = list(url.requests)
+        requests, if_ranges = url.requests[earlier:], url.if_ranges[earlier:]
     assert result.exit_code == 0, result.output
     assert requests == [("/w.npy", f"bytes={kept}-")]
+    assert if_ranges == [f'"{canonical_sha256[:16]}"']  # the ETag the first run was given (http_server.py)
     assert output.read_bytes() == canonical_bytes
+    assert folder_listing(tmp_path) == ["cache", "w.npy"]
+
+
+def _changed(body):
+    """Another version of the weights file: same size and structure, a number in its first
+    half changed (the half a stalled download holds)."""
+    changed = bytearray(body)
+    changed[len(body) // 4] ^= 0xFF
+    return bytes(changed)
+
+
+def test_a_file_changed_on_the_server_since_the_partial_download_is_fetched_whole(tmp_path, canonical_bytes):
+    """Before, the next run asked for the rest with a bare Range: the old version's first half
+    was spliced onto the new version's second half, and without a published hash the mix
+    (here: exactly the old file) passed every check. Now the range is asked If-Range the
+    version begun, and a changed file comes whole."""
+    output, new = tmp_path / "w.npy", _changed(canonical_bytes)
+    with serving({"/w.npy": ("stall", canonical_bytes)}) as url:
+        assert run("weights", "fetch", "--url", f"{url}/w.npy", "--output", output).exit_code == 1
+        kept = download.partial_path(output).stat().st_size
+        url.routes["/w.npy"], earlier = ("ok", new), len(url.requests)
+        result = run("weights", "fetch", "--url", f"{url}/w.npy", "--output", output)
+        requests, if_ranges = url.requests[earlier:], url.if_ranges[earlier:]
+    assert result.exit_code == 0, result.output
+    assert requests == [("/w.npy", f"bytes={kept}-")] and if_ranges[0] is not None
+    assert output.read_bytes() == new
+    assert folder_listing(tmp_path) == ["cache", "w.npy"]
+
+
+@pytest.mark.parametrize("began", ["another URL", "unknown"])
+def test_a_partial_download_is_resumed_only_from_the_url_that_began_it(tmp_path, canonical_bytes, began, caplog):
+    """Before, a partial file was resumed from whatever URL the next fetch was given, or
+    whatever left it there: another file's head with this one's tail. Now it is started over,
+    with a note."""
+    output, wanted = tmp_path / "w.npy", _changed(canonical_bytes)
+    partial = download.partial_path(output)
+    with serving({"/old.npy": ("stall", canonical_bytes), "/new.npy": ("ok", wanted)}) as url:
+        if began == "another URL":
+            assert run("weights", "fetch", "--url", f"{url}/old.npy", "--output", output).exit_code == 1
+            origin = f"from {url}/old.npy"
+        else:  # bytes of unknown origin (an older alexft kept no record)
+            partial.write_bytes(canonical_bytes[:1000])
+            origin = "of unknown origin"
+        earlier = len(url.requests)
+        with caplog.at_level(logging.WARNING, logger="alexft"):
+            result = run("weights", "fetch", "--url", f"{url}/new.npy", "--output", output)
+        requests = url.requests[earlier:]
+    assert result.exit_code == 0, result.output
+    assert f"{partial}: an unfinished download {origin}; starting over from {url}/new.npy" in caplog.text
+    assert requests == [("/new.npy", None)]
+    assert output.read_bytes() == wanted
 
 
 def test_a_server_without_ranges_restarts_the_download(tmp_path, canonical_bytes, canonical_sha256):
     output = tmp_path / "w.npy"
-    download.partial_path(output).write_bytes(b"stale bytes from another file")
-    with serving({"/w.npy": ("norange", canonical_bytes)}) as url:
+    with serving({"/w.npy": ("stall", canonical_bytes)}) as url:
+        assert run("weights", "fetch", "--url", f"{url}/w.npy", "--output", output).exit_code == 1
+        url.routes["/w.npy"], earlier = ("norange", canonical_bytes), len(url.requests)
         result = run("weights", "fetch", "--url", f"{url}/w.npy", "--sha256", canonical_sha256, "--output", output)
+        requests = url.requests[earlier:]
     assert result.exit_code == 0, result.output
+    assert requests[0][1] is not None  # a range was asked for, and the whole file came instead
     assert output.read_bytes() == canonical_bytes
 
 
-@pytest.mark.parametrize("damage", ["flipped", "stale-prefix", "html"])
+@pytest.mark.parametrize("damage", ["flipped", "html"])
 def test_wrong_bytes_are_refused_and_nothing_is_left(tmp_path, canonical_bytes, canonical_sha256, damage):
     output = tmp_path / "w.npy"
     body = canonical_bytes
@@ -111,8 +167,6 @@ def test_wrong_bytes_are_refused_and_nothing_is_left(tmp_path, canonical_bytes, 
         body = bytearray(canonical_bytes)
         body[len(body) // 2] ^= 0xFF
         body = bytes(body)
-    elif damage == "stale-prefix":  # a partial file from elsewhere, resumed by a range-capable server
-        download.partial_path(output).write_bytes(b"\0" * 1000)
     else:
         body = b"<!DOCTYPE html><html><body>Service unavailable</body></html>"
     sha = canonical_sha256 if damage != "html" else None
@@ -181,7 +235,7 @@ def test_sigterm_mid_write_leaves_only_what_the_next_run_uses(command, tmp_path,
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, stderr
     assert stderr.strip().splitlines()[-1] == "alexft: terminated"
-    assert folder_listing(out) == ([] if command == "convert" else [".w.caffemodel.part"])
+    assert folder_listing(out) == ([] if command == "convert" else [".w.caffemodel.part", ".w.caffemodel.part.source"])
 
 
 # --- info ----------------------------------------------------------------------------------

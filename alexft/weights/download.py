@@ -5,9 +5,17 @@ HTTP Range request when the server honours ranges (a server that does not gets t
 restarted); a run that gives up keeps the partial file, and the next run resumes it. Only a
 file whose size, (when known) hash and structure check out is renamed to its real name,
 so a partial or corrupted download never looks complete.
+
+Beside the partial file, `.NAME.part.source` records the URL it came from and the server's
+validator (its ETag, else Last-Modified). A partial file is resumed only from that URL, and
+with `If-Range`, so a server whose file has changed sends the new one whole instead of its
+tail spliced onto the old one's head: without a published hash that mix could pass every
+other check.
 """
 import hashlib
 import http.client
+import json
+import logging
 import os
 import re
 import time
@@ -16,6 +24,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..atomic import write_text
 from ..errors import WeightsError
 from ..progress import progress_bar
 from . import formats as weights_io
@@ -23,6 +32,8 @@ from . import formats as weights_io
 CHUNK = 1 << 20
 ATTEMPTS = 5
 RETRY_DELAY = 1.0  # seconds, doubled after each failed attempt
+
+log = logging.getLogger("alexft")
 
 
 class _Interrupted(Exception):
@@ -40,9 +51,11 @@ def download_weights(url, destination, sha256=None, progress=None, timeout=30, s
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(destination)
     with _exclusive(partial, url):
+        _start_over_unless_from(url, partial)
         _fetch_with_retries(url, partial, progress, timeout)
         _verify_or_discard(partial, url, dict(sha256=sha256, sha1=sha1))
         os.replace(partial, destination)
+        _source_path(partial).unlink(missing_ok=True)
     return destination
 
 
@@ -50,6 +63,41 @@ def partial_path(destination):
     """Where an unfinished download of `destination` is kept (hidden, never taken for the file)."""
     destination = Path(destination)
     return destination.with_name(f".{destination.name}.part")
+
+
+def _source_path(partial):
+    return partial.with_name(partial.name + ".source")
+
+
+def _recorded_source(partial):
+    """{"url", "validator"} of the download `partial` holds the beginning of; {} if unknown."""
+    try:
+        record = json.loads(_source_path(partial).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _start_over_unless_from(url, partial):
+    """A partial file from another URL, or with no record of where it came from (an older
+    alexft's, or not ours), is discarded rather than resumed: its bytes belong to another file."""
+    if not partial.exists():
+        _source_path(partial).unlink(missing_ok=True)
+        return
+    began = _recorded_source(partial).get("url")
+    if began != url:
+        log.warning("%s: an unfinished download %s; starting over from %s", partial,
+                    f"from {began}" if began else "of unknown origin", url)
+        partial.unlink()
+        _source_path(partial).unlink(missing_ok=True)
+
+
+def _validator(response):
+    """What identifies this version of the file for If-Range: a strong ETag, else Last-Modified."""
+    etag = response.headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return response.headers.get("Last-Modified")
 
 
 @contextmanager
@@ -91,7 +139,13 @@ def _fetch_with_retries(url, partial, progress, timeout):
 def _fetch(url, partial, progress, timeout):
     """One attempt: continue `partial` from its current size (or start over) until the server's end."""
     have = partial.stat().st_size if partial.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    headers = {}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+        validator = _recorded_source(partial).get("validator")
+        if validator:  # the rest of the same version, or the whole of a changed file (200)
+            headers["If-Range"] = validator
+    request = urllib.request.Request(url, headers=headers)
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as error:
@@ -105,6 +159,8 @@ def _fetch(url, partial, progress, timeout):
         raise WeightsError(f"{url}: download failed: {reason}") from None
     with response:
         start, total = _resume_point(response, have)
+        if start == 0:  # a new beginning: what it is the beginning of, before any byte
+            write_text(_source_path(partial), json.dumps(dict(url=url, validator=_validator(response))), WeightsError)
         _stream(response, partial, start, total, progress)
 
 
@@ -152,6 +208,7 @@ def _verify_or_discard(partial, url, expected):
             raise WeightsError(str(error).replace(str(partial), f"download from {url}") + "; download discarded") from None
     except BaseException:
         partial.unlink(missing_ok=True)
+        _source_path(partial).unlink(missing_ok=True)
         raise
 
 
