@@ -147,6 +147,22 @@ def test_a_partial_download_is_resumed_only_from_the_url_that_began_it(tmp_path,
     assert output.read_bytes() == wanted
 
 
+def test_a_mirror_pinned_to_the_same_hash_continues_a_partial_download(tmp_path, canonical_bytes, canonical_sha256):
+    """What mirrors are for: the URL that began the download fails, a mirror given the same
+    --sha256 continues from where it stopped (the hash at the end guards the splice), without
+    sending it the first server's ETag."""
+    output = tmp_path / "w.npy"
+    with serving({"/a/w.npy": ("stall", canonical_bytes), "/b/w.npy": ("ok", canonical_bytes)}) as url:
+        assert run("weights", "fetch", "--url", f"{url}/a/w.npy", "--sha256", canonical_sha256,
+                   "--output", output).exit_code == 1
+        kept, earlier = download.partial_path(output).stat().st_size, len(url.requests)
+        result = run("weights", "fetch", "--url", f"{url}/b/w.npy", "--sha256", canonical_sha256, "--output", output)
+        requests, if_ranges = url.requests[earlier:], url.if_ranges[earlier:]
+    assert result.exit_code == 0, result.output
+    assert requests == [("/b/w.npy", f"bytes={kept}-")] and if_ranges == [None]
+    assert output.read_bytes() == canonical_bytes
+
+
 def test_a_server_without_ranges_restarts_the_download(tmp_path, canonical_bytes, canonical_sha256):
     output = tmp_path / "w.npy"
     with serving({"/w.npy": ("stall", canonical_bytes)}) as url:

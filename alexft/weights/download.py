@@ -7,7 +7,8 @@ file whose size, (when known) hash and structure check out is renamed to its rea
 so a partial or corrupted download never looks complete.
 
 Beside the partial file, `.NAME.part.source` records the URL it came from and the server's
-validator (its ETag, else Last-Modified). A partial file is resumed only from that URL, and
+validator (its ETag, else Last-Modified), and the hashes it was pinned to. A partial file is
+resumed only from that URL (or a mirror pinned to the same hash, which the end checks), and
 with `If-Range`, so a server whose file has changed sends the new one whole instead of its
 tail spliced onto the old one's head: without a published hash that mix could pass every
 other check.
@@ -51,9 +52,10 @@ def download_weights(url, destination, sha256=None, progress=None, timeout=30, s
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(destination)
     with _exclusive(partial, url):
-        _start_over_unless_from(url, partial)
-        _fetch_with_retries(url, partial, progress, timeout)
-        _verify_or_discard(partial, url, dict(sha256=sha256, sha1=sha1))
+        expected = dict(sha256=sha256, sha1=sha1)
+        _start_over_unless_from(url, partial, expected)
+        _fetch_with_retries(url, partial, expected, progress, timeout)
+        _verify_or_discard(partial, url, expected)
         os.replace(partial, destination)
         _source_path(partial).unlink(missing_ok=True)
     return destination
@@ -70,7 +72,7 @@ def _source_path(partial):
 
 
 def _recorded_source(partial):
-    """{"url", "validator"} of the download `partial` holds the beginning of; {} if unknown."""
+    """{"url", "validator", "pinned"} of the download `partial` holds the beginning of; {} if unknown."""
     try:
         record = json.loads(_source_path(partial).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -78,14 +80,22 @@ def _recorded_source(partial):
     return record if isinstance(record, dict) else {}
 
 
-def _start_over_unless_from(url, partial):
+def _pinned(expected):
+    return {algorithm: digest.lower() for algorithm, digest in expected.items() if digest}
+
+
+def _start_over_unless_from(url, partial, expected):
     """A partial file from another URL, or with no record of where it came from (an older
-    alexft's, or not ours), is discarded rather than resumed: its bytes belong to another file."""
+    alexft's, or not ours), is discarded rather than resumed: its bytes may belong to another
+    file. A mirror pinned to the same hash as the URL that began it continues it."""
     if not partial.exists():
         _source_path(partial).unlink(missing_ok=True)
         return
-    began = _recorded_source(partial).get("url")
-    if began != url:
+    record = _recorded_source(partial)
+    began, pinned = record.get("url"), record.get("pinned")
+    pinned = pinned if isinstance(pinned, dict) else {}
+    same_file = any(pinned.get(algorithm) == digest for algorithm, digest in _pinned(expected).items())
+    if began != url and not same_file:
         log.warning("%s: an unfinished download %s; starting over from %s", partial,
                     f"from {began}" if began else "of unknown origin", url)
         partial.unlink()
@@ -120,11 +130,11 @@ def _exclusive(partial, url):
             lock_path.unlink(missing_ok=True)
 
 
-def _fetch_with_retries(url, partial, progress, timeout):
+def _fetch_with_retries(url, partial, expected, progress, timeout):
     delay = RETRY_DELAY
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            _fetch(url, partial, progress, timeout)
+            _fetch(url, partial, expected, progress, timeout)
             return
         except _Interrupted as error:
             if attempt == ATTEMPTS:
@@ -136,15 +146,15 @@ def _fetch_with_retries(url, partial, progress, timeout):
             delay *= 2
 
 
-def _fetch(url, partial, progress, timeout):
+def _fetch(url, partial, expected, progress, timeout):
     """One attempt: continue `partial` from its current size (or start over) until the server's end."""
     have = partial.stat().st_size if partial.exists() else 0
     headers = {}
     if have:
         headers["Range"] = f"bytes={have}-"
-        validator = _recorded_source(partial).get("validator")
-        if validator:  # the rest of the same version, or the whole of a changed file (200)
-            headers["If-Range"] = validator
+        record = _recorded_source(partial)
+        if record.get("validator") and record.get("url") == url:  # (a mirror's ETag is another server's)
+            headers["If-Range"] = record["validator"]  # the rest of the same version, or a changed file whole
     request = urllib.request.Request(url, headers=headers)
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
@@ -160,7 +170,8 @@ def _fetch(url, partial, progress, timeout):
     with response:
         start, total = _resume_point(response, have)
         if start == 0:  # a new beginning: what it is the beginning of, before any byte
-            write_text(_source_path(partial), json.dumps(dict(url=url, validator=_validator(response))), WeightsError)
+            record = dict(url=url, validator=_validator(response), pinned=_pinned(expected))
+            write_text(_source_path(partial), json.dumps(record), WeightsError)
         _stream(response, partial, start, total, progress)
 
 
