@@ -35,6 +35,7 @@ class Quantization:
     mode: str
     calibration: tuple = field(default=())
     skipped: list = field(default_factory=list, compare=False)  # calibration images that could not be read
+    views: list = field(default_factory=list, compare=False, repr=False)  # their centre views, once read
 
     @classmethod
     def from_options(cls, mode, calibration_folder=None):
@@ -71,7 +72,14 @@ class Quantization:
             converter.representative_dataset = lambda: ([view[np.newaxis]] for view in views)
 
     def calibration_views(self):
-        """The centre views of the calibration images that can be read (200 are 124 MB)."""
+        """The centre views of the calibration images that can be read (200 are 124 MB), read
+        once: the command reads them before TensorFlow's start-up, so a folder of images none
+        of which can be read is said at once."""
+        if not self.views:
+            self.views.extend(self._read_views())
+        return self.views
+
+    def _read_views(self):
         views = []
         for path in self.calibration:
             try:
@@ -80,7 +88,9 @@ class Quantization:
                 log.warning("calibration: skipped %s", error)
                 self.skipped.append(str(path))
         if not views:
-            raise QuantizationError("no calibration image could be read")
+            tried = len(self.calibration)
+            raise QuantizationError(f"no calibration image could be read ({tried} tried, "
+                                    f"{'named' if tried == 1 else 'each named'} above)")
         few = ("; so few give rough ranges: a few hundred like the ones the model will see are better"
                if len(views) < FEW_CALIBRATION_IMAGES else "")
         log.warning("int8: measuring the activations' ranges on %d calibration image%s%s", len(views),

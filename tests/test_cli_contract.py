@@ -68,6 +68,9 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
     (begun / "config.json").write_text(json.dumps({"data_dir": str(small_digits_folder), "batch_size": 16, "seed": 0,
                                                    "cache": True}))
     (tmp_path / "empty").mkdir()
+    (tmp_path / "unreadable").mkdir()
+    (tmp_path / "unreadable" / "a.jpg").write_bytes(b"not a JPEG")
+    (tmp_path / "unreadable" / "b.png").write_bytes(b"")
     page = tmp_path / "page.binaryproto"
     page.write_bytes(b"<!DOCTYPE html><html>moved</html>")
     (tmp_path / "afile").write_text("a file, not a folder")
@@ -137,6 +140,9 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
          "int8 quantization needs calibration images (--calibration DIR)"),
         (["export", "out.tflite", "--format", "tflite", "--quantize", "int8", "--calibration", str(tmp_path / "empty"),
           *weights], 2, "empty: no images to calibrate on"),
+        # Calibration images none of which can be read (each named), before the start-up, not after it.
+        (["export", "out.tflite", "--quantize", "int8", "--calibration", "unreadable", *weights], 1,
+         "no calibration image could be read (2 tried, each named above)"),
         (["export", "out.tflite", "--format", "tflite", "--quantize", "float16", "--calibration", str(tmp_path / "empty"),
           *weights], 2, "calibration images are for int8 quantization only"),
         (["export", "out.tflite", "--format", "tflite", "--weights", "missing.npz"], 1, "missing.npz: weights file not found"),

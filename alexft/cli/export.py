@@ -36,6 +36,8 @@ def export(output, weights, file_format, top, quantize, calibration, precision, 
     except (ExportOptionsError, QuantizationError) as error:
         raise click.UsageError(str(error)) from None
     weight_set = read_weights(weights)  # before TensorFlow: a missing, wrong or broken file is said at once
+    if quantization is not None and quantization.mode == "int8":
+        quantization.calibration_views()  # and calibration images none of which can be read
     import_tensorflow_quietly()
     from alexft.export import export as export_model, labels_path
 
