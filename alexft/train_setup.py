@@ -137,7 +137,14 @@ def data_identity(dataset):
 def check_same_run(saved, config, run):
     keys = TrainOptions.IDENTITY + ("class_names", "base_weights_sha256")
     keys += ("data",) if "data" in saved else ()  # runs begun before it was recorded
-    refuse_changes(saved, config, run, keys, describe=_change_in_words)
+    refuse_changes(as_recorded_now(saved), config, run, keys, describe=_change_in_words)
+
+
+def as_recorded_now(saved):
+    """A run's config.json as this version records it: an option added since the run began
+    (e.g. ten_crop_val) is missing, and the run went by its default then."""
+    defaults = TrainOptions().as_dict()
+    return {**{key: defaults[key] for key in TrainOptions.IDENTITY if key not in saved}, **saved}
 
 
 def _change_in_words(key, saved, config):

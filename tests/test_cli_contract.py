@@ -269,6 +269,16 @@ def test_a_resume_the_run_refuses_or_has_nothing_to_do_for_is_said_before_tensor
     assert (status, imported) == (0, False), done.stderr
     assert f"{run}: already finished ({summary['epochs']} epochs" in done.stderr
     assert json.loads(done.stdout)["already_finished"] is True
+    # A run begun before an option existed went by its default: resumed as such, not refused as
+    # "ten_crop_val: was null, now false"; asked otherwise now, refused as a change from it.
+    config = json.loads((run / "config.json").read_text())
+    del config["ten_crop_val"]
+    (run / "config.json").write_text(json.dumps(config))
+    status, imported, done = without_tensorflow(["finetune", "--resume", "--output", run], tmp_path)
+    assert (status, imported) == (0, False) and f"{run}: already finished" in done.stderr, done.stderr
+    status, imported, done = without_tensorflow(["finetune", "--resume", "--output", run, "--ten-crop"], tmp_path)
+    assert (status, imported) == (1, False)
+    assert "cannot resume with a different configuration (ten_crop_val: was false, now true)" in done.stderr
 
 
 def test_the_command_starts_tensorflow_without_scikit_learn_and_the_library_leaves_it(canonical_weights_file):
