@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from . import checkpoint as checkpoints
-from .atomic import remove_stale_temporaries, write_text
+from .atomic import check_writable, remove_stale_temporaries, write_text
 from .errors import TrainingError
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds", "note"]
@@ -92,6 +92,8 @@ class RunFolder:
                 more = " (or --resume with more --epochs: its checkpoint was kept)" if self.checkpoint.exists() else ""
                 raise RunFolderError(f"{self.path}: holds a finished run; choose another --output{more}")
             raise RunFolderError(f"{self.path}: already holds a run; pass --resume to continue it or choose another --output")
+        if self.chief:  # a file where a folder should be, a read-only disk: said now, not after the start-up
+            check_writable(self.path / "config.json", RunFolderError)
         taken = [name for name in RUN_FILES if (self.path / name).exists()] if self.chief else []
         if taken:
             one = len(taken) == 1
@@ -101,7 +103,10 @@ class RunFolder:
     def start(self, config):
         if not self.chief:
             return
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as problem:  # made unwritable since the check
+            raise RunFolderError(f"{self.path}: the run folder cannot be made ({problem.strerror or problem})") from None
         self.write_config(config)
         write_json(self.path / "classes.json", config["class_names"])
 

@@ -186,6 +186,11 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
          1, "page.binaryproto: not a Caffe mean file"),  # --force passes the output check
         (["features", str(photo_paths()["coffee"]), "--output", "/proc/f.npz", *weights], 1,
          "/proc/f.npz: cannot be written"),  # os.access says yes to root there; trying says no
+        (["finetune", str(small_digits_folder), "--output", "afile/run", *weights], 1,
+         f"afile/run/config.json: cannot be written: {tmp_path / 'afile'} is not a folder"),
+        (["finetune", str(small_digits_folder), "--output", "/proc/run", *weights], 1, "/proc/run/config.json: cannot be written"),
+        (["weights", "fetch", "--url", "http://127.0.0.1:9/w.npz", "--output", "afile/w.npz"], 1,
+         f"afile/w.npz: cannot be written: {tmp_path / 'afile'} is not a folder"),
         (["evaluate", str(small_digits_folder), "--report", "afile/report", *weights], 1,
          f"cannot be written: {tmp_path / 'afile'} is not a folder"),
         (["export", "afile/x.tflite", "--format", "tflite", *weights], 1, "afile/x.tflite: cannot be written"),

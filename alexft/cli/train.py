@@ -198,8 +198,8 @@ def _check_before_training(data_dir, options, weights, output, resume, progress)
 
     limit_bytes()  # a mistyped $ALEXFT_FEATURE_STORE_GB
     dataset = load_dataset(data_dir, val_dir=options.val_dir, val_split=options.val_split, seed=options.seed)
-    if output is not None and not resume and options.strategy != "multiworker":
-        RunFolder(output).refuse_existing()
+    if not resume and options.strategy != "multiworker":  # the default, runs/<timestamp>, is checked for writing
+        RunFolder(output if output is not None else RunFolder.default_path()).refuse_existing()
     weight_set = read_weights(weights, progress=progress, skip=options.skip)
     if not resume:
         return dataset, weight_set, None

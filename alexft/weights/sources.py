@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..atomic import write_text
+from ..atomic import check_writable, write_text
 from ..errors import AlexftError, WeightsError
 from . import formats as weights_io
 from .download import download_weights, file_digests, file_sha256
@@ -291,6 +291,7 @@ def fetch_weights(url=None, sha256=None, output=None, force=False, progress=None
         if target.is_file() and not force:
             _check_present(target, source)
             return target, False
+        check_writable(target, WeightsError)  # a file where its folder should be: said before the download
         try:
             return _download(source, target, progress), True
         except WeightsError as error:
