@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from alexft import weights
 from alexft.weights import download, formats
+from alexft.weights.download import file_sha256
 from alexft.cli import main
 from fixtures import photo_paths, random_params
 from http_server import serving
@@ -76,11 +77,16 @@ def test_dropped_connection_resumes_with_a_range_request(tmp_path, canonical_byt
     assert canonical_sha256 in (tmp_path / "cache" / "known_files.json").read_text()  # $ALEXFT_CACHE (conftest.py)
 
 
-def test_an_abandoned_download_is_resumed_by_the_next_run(tmp_path, canonical_bytes, canonical_sha256):
+def test_an_abandoned_download_is_resumed_by_the_next_run(tmp_path, canonical_bytes, canonical_sha256, caplog):
     output = tmp_path / "w.npy"
     with serving({"/w.npy": ("stall", canonical_bytes)}) as url:
-        result = run("weights", "fetch", "--url", f"{url}/w.npy", "--output", output)
+        with caplog.at_level(logging.INFO, logger="alexft"):
+            result = run("weights", "fetch", "--url", f"{url}/w.npy", "--output", output)
         assert result.exit_code == 1
+        retries = [record.getMessage() for record in caplog.records if "trying again" in record.getMessage()]
+        assert len(retries) == download.ATTEMPTS - 1, "each retry is said as it happens, not only at the end"
+        assert f"(attempt {download.ATTEMPTS} of {download.ATTEMPTS})" in retries[-1]
+        caplog.clear()
         assert f"gave up after {download.ATTEMPTS} attempts" in result.stderr and "\n" not in result.stderr.strip()
         partial = download.partial_path(output)
         # Only the hidden partial file and the record of where it came from may remain.
@@ -88,9 +94,11 @@ def test_an_abandoned_download_is_resumed_by_the_next_run(tmp_path, canonical_by
         kept = partial.stat().st_size
         assert 0 < kept < len(canonical_bytes)
         url.routes["/w.npy"], earlier = ("ok", canonical_bytes), len(url.requests)
-        result = run("weights", "fetch", "--url", f"{url}/w.npy", "--sha256", canonical_sha256, "--output", output)
+        with caplog.at_level(logging.INFO, logger="alexft"):
+            result = run("weights", "fetch", "--url", f"{url}/w.npy", "--sha256", canonical_sha256, "--output", output)
         requests, if_ranges = url.requests[earlier:], url.if_ranges[earlier:]
     assert result.exit_code == 0, result.output
+    assert f"continuing at {kept:,} of {len(canonical_bytes):,} bytes" in caplog.text
     assert requests == [("/w.npy", f"bytes={kept}-")]
     assert if_ranges == [f'"{canonical_sha256[:16]}"']  # the ETag the first run was given (http_server.py)
     assert output.read_bytes() == canonical_bytes
@@ -202,6 +210,7 @@ def test_a_file_already_there_is_verified_not_downloaded_again(tmp_path, canonic
     assert result.exit_code == 0 and "already there" in result.stderr
     wrong = run("weights", "fetch", "--url", f"{url}/w.npy", "--output", canonical_weights_file, "--sha256", "0" * 64)
     assert wrong.exit_code == 1 and "different SHA-256" in wrong.stderr
+    assert f"{canonical_sha256}, not {'0' * 64}" in wrong.stderr, "the file's own hash is shown, to compare"
 
 
 def test_a_file_already_there_must_be_the_urls_file_as_recorded_at_its_first_download(
@@ -218,7 +227,7 @@ def test_a_file_already_there_must_be_the_urls_file_as_recorded_at_its_first_dow
         for mirror in ("a", "b"):
             kept = run("weights", "fetch", "--url", f"{url}/{mirror}/w.npy", "--output", tmp_path / "other.npy")
             assert kept.exit_code == 1 and "already exists with a different SHA-256" in kept.stderr, kept.output
-            assert f"{canonical_sha256}, recorded for {url}/{mirror}/w.npy" in kept.stderr
+            assert f"{file_sha256(tmp_path / 'other.npy')}, not {canonical_sha256}, recorded for {url}/{mirror}/w.npy" in kept.stderr
         routes["/a/w.npy"] = ("ok", bytes(other))  # the first URL now serves other bytes: refused
         changed = run("weights", "fetch", "--url", f"{url}/a/w.npy", "--output", tmp_path / "again.npy")
         assert changed.exit_code == 1 and f"expected {canonical_sha256}" in changed.stderr
@@ -251,6 +260,9 @@ def test_sigterm_mid_write_leaves_only_what_the_next_run_uses(command, tmp_path,
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, stderr
     assert stderr.strip().splitlines()[-1] == "alexft: terminated"
+    if command == "fetch":  # what it keeps is said
+        kept = (out / ".w.caffemodel.part").stat().st_size
+        assert f".w.caffemodel.part: {kept:,} bytes kept; the next fetch of {url}/w.caffemodel continues" in stderr
     assert folder_listing(out) == ([] if command == "convert" else [".w.caffemodel.part", ".w.caffemodel.part.source"])
 
 

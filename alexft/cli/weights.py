@@ -56,7 +56,7 @@ def weights_fetch(url, sha256, sha1, output, force, progress):
 
     path, downloaded = fetch_weights(url=url, sha256=sha256, sha1=sha1, output=output, force=force, progress=progress)
     if not downloaded:
-        click.echo(f"alexft: {path} is already there and valid (--force downloads again)", err=True)
+        click.echo(f"alexft: {path} is already there; not downloaded again (--force does)", err=True)
     if all(path.resolve() != place.resolve() for _, place in candidates()):  # else a second download follows
         click.echo(f"alexft: note: commands use {path.name} only when given it (--weights {path}); without "
                    "--weights they look for bvlc_alexnet.npz, .npy or .caffemodel in weights/ or the cache", err=True)

@@ -54,7 +54,13 @@ def download_weights(url, destination, sha256=None, progress=None, timeout=30, s
     with _exclusive(partial, url):
         expected = dict(sha256=sha256, sha1=sha1)
         _start_over_unless_from(url, partial, expected)
-        _fetch_with_retries(url, partial, expected, progress, timeout)
+        try:
+            _fetch_with_retries(url, partial, expected, progress, timeout)
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: what came is kept, and the user is told so
+            if partial.exists() and partial.stat().st_size:
+                log.warning("%s: %s bytes kept; the next fetch of %s continues from there", partial,
+                            f"{partial.stat().st_size:,}", url)
+            raise
         _verify_or_discard(partial, url, expected)
         os.replace(partial, destination)
         _source_path(partial).unlink(missing_ok=True)
@@ -142,6 +148,7 @@ def _fetch_with_retries(url, partial, expected, progress, timeout):
                 raise WeightsError(
                     f"{url}: {error}; gave up after {ATTEMPTS} attempts, kept {have:,} bytes in {partial} to resume next time"
                 ) from None
+            log.warning("%s: %s; trying again in %g s (attempt %d of %d)", url, error, delay, attempt + 1, ATTEMPTS)
             time.sleep(delay)
             delay *= 2
 
@@ -169,6 +176,8 @@ def _fetch(url, partial, expected, progress, timeout):
         raise WeightsError(f"{url}: download failed: {reason}") from None
     with response:
         start, total = _resume_point(response, have)
+        if start:
+            log.info("%s: continuing at %s of %s bytes", url, f"{start:,}", f"{total:,}" if total else "an unknown number of")
         if start == 0:  # a new beginning: what it is the beginning of, before any byte
             record = dict(url=url, validator=_validator(response), pinned=_pinned(expected))
             write_text(_source_path(partial), json.dumps(record), WeightsError)

@@ -309,18 +309,20 @@ def _check_present(target, source):
     if source.pinned or recorded:
         digests = file_digests(target)
         if source.sha1 and digests["sha1"] != source.sha1:
-            _refuse_present(target, "SHA-1", source.sha1)
+            _refuse_present(target, "SHA-1", digests["sha1"], source.sha1)
         expected = source.sha256 or recorded
         if expected and digests["sha256"] != expected:
-            _refuse_present(target, "SHA-256", expected + ("" if source.sha256 else f", recorded for {source.url}"))
+            _refuse_present(target, "SHA-256", digests["sha256"], expected + ("" if source.sha256 else f", recorded for {source.url}"))
+        log.info("%s: its hash matches %s", target, "the one given" if source.pinned else f"the one recorded for {source.url}")
     else:
         log.warning("%s: kept as it is, not checked against %s: no published hash, and none recorded by an earlier "
                     "download (--force downloads it)", target, source.url)
     weights_io.load(target)
 
 
-def _refuse_present(target, kind, expected):
-    raise WeightsError(f"{target}: already exists with a different {kind} than {expected}; pass --force to download again")
+def _refuse_present(target, kind, actual, expected):
+    raise WeightsError(f"{target}: already exists with a different {kind}: {actual}, not {expected}; "
+                       "if the file is the wrong one, pass --force to download it again")
 
 
 def _same_arrays(params, expected):
