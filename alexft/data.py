@@ -4,6 +4,7 @@ Listing reads no image, so a run over a large folder starts at once and memory d
 grow with the number of files; images are decoded as the pipeline streams them.
 """
 import json
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,9 @@ from .atomic import write_text
 from .progress import progress_bar
 from .errors import AlexftError, ImageError
 from .preprocess import find_images, images_below, is_image_file, path_list, resize_and_subtract_mean, read_image
+
+
+log = logging.getLogger("alexft")
 
 
 class DataError(AlexftError, ValueError):
@@ -52,19 +56,27 @@ def loose_images(folder):
     return sorted(path for path in Path(folder).iterdir() if is_image_file(path) and path.is_file())
 
 
-def list_labelled(root, class_names):
-    """Every image below root/<class>/ (recursively), labelled by the class's index."""
+def list_labelled(root, class_names, empty_ok=False):
+    """Every image below root/<class>/ (recursively), labelled by the class's index. An empty
+    class folder is refused, or with `empty_ok` (measuring, not learning) left out with a warning."""
     root = Path(root)
-    paths, labels = [], []
+    paths, labels, empty = [], [], []
     with progress_bar(len(class_names), minimum=100, desc=f"listing {root}", unit="class") as bar:
         for index, name in enumerate(class_names):
             folder = root / name
             files = images_below(folder) if folder.is_dir() else []
-            if not files:
+            if not files and not empty_ok:
                 raise DataError(f"{folder}: class folder has no images")
+            empty += [] if files else [name]
             paths.extend(files)
             labels.extend([index] * len(files))
             bar.update(1)
+    if not paths:
+        raise DataError(f"{root}: none of its class folders holds an image")
+    if empty:
+        more = f" and {len(empty) - 5} more" if len(empty) > 5 else ""
+        log.warning("%s: %d class folder(s) with no images, left out: %s%s", root, len(empty),
+                    ", ".join(repr(name) for name in empty[:5]), more)
     return LabelledFiles(paths, np.array(labels, np.int32))
 
 

@@ -48,7 +48,7 @@ def labelled_folder(data_dir, class_names):
         raise DataError(f"{data_dir}: folder(s) {quoted_names(unknown[:5])}{more} are not classes of this model "
                         f"(e.g. {quoted_names(class_names[:3])}" +
                         (", or WordNet ids such as 'n01440764')" if len(class_names) == 1000 else ")"))
-    files = list_labelled(data_dir, folders)
+    files = list_labelled(data_dir, folders, empty_ok=True)  # a class with no images has no figures, not an error
     files.labels = np.array([index[folders[i]] for i in files.labels], np.int32)
     return files
 

@@ -1,6 +1,7 @@
 """`alexft evaluate` and `alexft features` on a model fine-tuned on scikit-learn's digits."""
 import csv
 import json
+import logging
 import shutil
 
 import cv2
@@ -42,6 +43,7 @@ def evaluation(fc8_run, held_out_folder, tmp_path_factory):
     report = tmp_path_factory.mktemp("report")
     result = run("evaluate", held_out_folder, "--weights", run_folder / "model.npz", "--ten-crop", "--report", report, "--json")
     assert result.exit_code == 0, result.output
+    assert f"report written to {report}" in result.stderr  # where it went, off stdout's JSON
     return json.loads(result.stdout), report, run_folder / "model.npz"
 
 
@@ -114,6 +116,25 @@ def test_confusion_matrix_grows_for_many_classes(tmp_path):
     rng = np.random.default_rng(0)
     confusion_matrix(rng.integers(0, 5, (100, 100)), [f"class number {i}" for i in range(100)], tmp_path / "cm.png")
     assert cv2.imread(str(tmp_path / "cm.png")).shape[:2] == (1900, 1900)
+
+
+def test_an_empty_class_folder_is_left_out_of_an_evaluation_with_a_warning(tmp_path, caplog):
+    """Measuring, unlike learning, needs no image of every class: one empty folder among many
+    is named and left out; the other classes keep their own labels."""
+    write_digits_folder(tmp_path / "data", per_class=2, classes=[0, 2])
+    for name in ("digit_1", "digit_3"):
+        (tmp_path / "data" / name).mkdir()
+    class_names = [f"digit_{i}" for i in range(4)]
+    with caplog.at_level(logging.WARNING, logger="alexft"):
+        files = labelled_folder(tmp_path / "data", class_names)
+    assert sorted(path.parent.name for path in files.paths) == ["digit_0"] * 2 + ["digit_2"] * 2
+    assert all(class_names[label] == path.parent.name for path, label in zip(files.paths, files.labels))
+    assert "2 class folder(s) with no images, left out: 'digit_1', 'digit_3'" in caplog.text
+    for name in ("digit_0", "digit_2"):
+        shutil.rmtree(tmp_path / "data" / name)
+        (tmp_path / "data" / name).mkdir()
+    with pytest.raises(DataError, match="none of its class folders holds an image"):
+        labelled_folder(tmp_path / "data", class_names)
 
 
 def test_list_file_evaluation_matches_the_folder(held_out_folder, tmp_path, evaluation):

@@ -192,6 +192,8 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
         except AlexftError as error:  # the figures are printed above: only the report is missing
             click.echo(f"error: {error}", err=True)
             failed = True
+        else:
+            click.echo(f"alexft: report written to {report}", err=True)
     if failed:
         ctx.exit(EXIT_INPUT_FAILED)
 
