@@ -185,6 +185,15 @@ def test_bad_files_are_skipped_and_unknown_folders_refused(fc8_run, small_digits
             "truncated JPEG") in result.stderr
 
 
+def test_weights_info_names_the_run_a_model_was_fine_tuned_in(fc8_run, digits_folder, tmp_path):
+    _, run_folder = fc8_run
+    result = run("weights", "info", run_folder / "model.npz")
+    assert result.exit_code == 0, result.output
+    assert f"source: fine-tuned by alexft (run folder {run_folder}: fc8 trained on {digits_folder})" in result.stdout
+    shutil.copy(run_folder / "model.npz", tmp_path / "model.npz")  # away from its run: nothing tells
+    assert "source: unknown" in run("weights", "info", tmp_path / "model.npz").stdout
+
+
 def test_features_match_the_models_intermediate_activations(fc8_run, small_digits_folder, tmp_path):
     _, run_folder = fc8_run
     for flags, ten_crop in (([], False), (["--ten-crop"], True)):

@@ -77,10 +77,26 @@ def weights_info(ctx, file, as_json):
     from alexft.weights.tools import describe
 
     facts = describe(file)
-    facts["source"] = identify(file, {"sha1": facts["sha1"], "sha256": facts["sha256"]})  # hashed once
+    facts["source"] = (identify(file, {"sha1": facts["sha1"], "sha256": facts["sha256"]})  # hashed once
+                       or _fine_tuned_here(file))
     click.echo(json.dumps(facts, ensure_ascii=False) if as_json else _describe_weights(facts))
     if facts["problem"]:
         ctx.exit(1)
+
+
+def _fine_tuned_here(file):
+    """A run's model.npz is rewritten as the run goes, so no hash can know it: its run folder's
+    config.json does."""
+    if file.name not in ("model.npz", "last_layers.npz"):
+        return None
+    try:
+        config = json.loads((file.parent / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict) or "data_dir" not in config:
+        return None
+    trained = ",".join(config.get("train") or config.get("skip") or []) or "?"
+    return f"fine-tuned by alexft (run folder {file.parent}: {trained} trained on {config['data_dir']})"
 
 
 def _describe_weights(facts):
