@@ -36,7 +36,7 @@ def stderr_held_back():
         os.dup2(held.fileno(), 2)
         try:
             yield
-        except BaseException:
+        except Exception:  # a failed start-up: what it said may tell why (not so for Ctrl-C or SIGTERM)
             os.dup2(saved, 2)
             held.seek(0)
             sys.stderr.write(held.read().decode(errors="replace"))

@@ -370,6 +370,45 @@ def test_sigterm_ends_a_command_as_ctrl_c_does_and_leaves_no_scratch_files(comma
         assert lines == []
 
 
+@pytest.mark.parametrize("command", ["classify", "evaluate", "export", "finetune"])
+def test_sigterm_during_tensorflows_start_up_is_said_and_shows_none_of_its_chatter(
+        command, canonical_weights_file, small_digits_folder, tmp_path):
+    """A SIGTERM in the seconds `import tensorflow` takes ends the command as at any other time
+    (`alexft: terminated`, exit 143), and what TensorFlow's C++ start-up printed while stderr
+    was held back stays held back: it is shown only for a start-up that fails."""
+    weights = ["--weights", str(canonical_weights_file)]
+    arguments = {"classify": ["classify", str(photo_paths()["coffee"]), "--runtime", "tensorflow"],
+                 "evaluate": ["evaluate", "--list", str(tmp_path / "val.txt"), "--root", str(tmp_path)],
+                 "export": ["export", str(tmp_path / "out")],
+                 "finetune": ["finetune", str(small_digits_folder), "--output", str(tmp_path / "run")]}[command]
+    shutil.copy(photo_paths()["coffee"], tmp_path / "coffee.png")
+    (tmp_path / "val.txt").write_text("coffee.png 504\n")
+    environment = {name: value for name, value in os.environ.items() if name != "TF_CPP_MIN_LOG_LEVEL"}  # held back
+    process = subprocess.Popen([ALEXFT, *arguments, *weights], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=environment)
+    started, maps = time.monotonic(), Path(f"/proc/{process.pid}/maps")
+    while "_pywrap_tensorflow_internal" not in maps.read_text():  # TensorFlow's library is being loaded
+        assert process.poll() is None and time.monotonic() - started < 120, process.communicate()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == "alexft: terminated", stderr
+    assert "Traceback" not in stderr and "oneDNN" not in stderr and "cpu_feature_guard" not in stderr, stderr
+    assert stdout == "" and not (tmp_path / "out").exists() and not (tmp_path / "run").exists()
+
+
+def test_what_a_start_up_printed_is_shown_when_it_fails_not_when_it_is_stopped(capfd):
+    from alexft.quiet import stderr_held_back
+
+    for stop, shown in ((ImportError("libcudart.so: cannot open"), True), (KeyboardInterrupt(), False)):
+        with pytest.raises(type(stop)):
+            with stderr_held_back():
+                os.write(2, b"I0000 cpu_feature_guard.cc: oneDNN custom operations are on\n")
+                raise stop
+        assert ("oneDNN custom operations" in capfd.readouterr().err) is shown, stop
+
+
 def test_results_on_a_terminal_never_land_inside_the_progress_bar(canonical_weights_file, tmp_path):
     """stdout and stderr on one terminal, as a user runs classify: the bar is cleared before each
     result and drawn again after, so every result line reads as it would without a bar."""

@@ -24,6 +24,7 @@ from .common import EXIT_INPUT_FAILED, fail_cleanly, precision_option, read_weig
 @precision_option
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it is an earlier export (a SavedModel folder or a TF Lite file).")
 @fail_cleanly
+@terminating_cleanly()  # SIGTERM, from the start-up on: the temporary SavedModel and converter files are removed
 def export(output, weights, file_format, top, quantize, calibration, precision, force):
     """Export the model with its class labels for serving, to OUTPUT."""
     from alexft.export_request import ExportOptionsError, ExportRequest, format_for
@@ -41,9 +42,8 @@ def export(output, weights, file_format, top, quantize, calibration, precision, 
     import_tensorflow_quietly()
     from alexft.export import export as export_model, labels_path
 
-    with terminating_cleanly():  # SIGTERM: the temporary SavedModel and converter files are removed
-        path = export_model(weight_set, output, file_format=file_format, top_k=top, force=force,
-                            quantization=quantization, precision=precision)
+    path = export_model(weight_set, output, file_format=file_format, top_k=top, force=force,
+                        quantization=quantization, precision=precision)
     extra = f" (labels in {labels_path(path)})" if file_format == "tflite" else ""
     kind = ", ".join([file_format] + ([quantize] if quantize else []) + ([precision] if precision != "float32" else []))
     click.echo(f"{path}: {kind}, {_size(path)}{extra}")
