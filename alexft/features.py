@@ -66,8 +66,11 @@ def view_features(prefix, paths, ledger, batch_size=32, memory_budget=2 << 30, s
     if store is not None:
         _read_stored(store, paths, features, done, progress)
     missing = np.flatnonzero(~done)
+    if len(missing) < len(paths):  # the bar counts only the images computed: it says where the rest came from
+        desc = f"{desc} ({len(paths) - len(missing):,} of {len(paths):,} from the feature store)"
     sources = [HashedFile(paths[i]) if store is not None else paths[i] for i in missing]
-    for position, outputs in layer_outputs(prefix, sources, True, ledger.add, batch_size, progress, desc):
+    computed = layer_outputs(prefix, sources, True, ledger.add, batch_size, progress, desc) if sources else ()
+    for position, outputs in computed:
         ledger.check()  # too many broken files stop the run now, not after hours of caching the rest
         if store is not None:
             outputs = store.save(sources[position].digest, outputs)

@@ -118,9 +118,9 @@ class Trainer:
         started = time.perf_counter()
         state = self._restore()
         if self.data.cache_after:
-            self.log(f"caching the frozen layers' output ({self.data.cache_after}) for the {len(self.dataset.train):,} "
-                     f"training and {len(self.dataset.val):,} validation images, {VIEWS} views each; the epochs "
-                     "then train on it (--no-cache: from the images)")
+            self.log(f"the frozen layers' output ({self.data.cache_after}) for the {len(self.dataset.train):,} "
+                     f"training and {len(self.dataset.val):,} validation images, {VIEWS} views each, is taken from the "
+                     "feature store or computed once; the epochs then train on it (--no-cache: on the images)")
         self.data.prepare(self.net.model, self.net.policy, len(self.dataset.class_names), self.cache_memory, self.progress,
                           self.log)
         if state["base_lr"] is None:
