@@ -182,11 +182,32 @@ REPORT_FILES = ("metrics.json", "per_class.csv", "misclassified.csv", "confusion
                 "top_losses.png")
 
 
+def refuse_foreign_files(folder):
+    """A report replaces an earlier report's files, never a file of the user's that has one of
+    their names (your own metrics.json): a folder holding such a file without an alexft
+    metrics.json is refused."""
+    folder = Path(folder)
+    taken = [name for name in REPORT_FILES if (folder / name).exists()]
+    if taken and not _earlier_report(folder / "metrics.json"):
+        one = len(taken) == 1
+        raise AlexftError(f"{folder}: {', '.join(taken)} there {'is' if one else 'are'} not from an alexft report, and "
+                          f"the report would replace {'it' if one else 'them'}; choose another --report folder")
+
+
+def _earlier_report(metrics):
+    try:
+        written = json.loads(metrics.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(written, dict) and {"images", "centre", "report_protocol"} <= written.keys()
+
+
 def write_report(folder, summary, predictions, probabilities, confusion, class_names):
     """The report's files, made in a scratch folder inside `folder` and moved over the previous
     report's only when all are written: Ctrl-C, a kill or a full disk midway leaves the earlier
     report whole, never one file of each run."""
     folder = Path(folder)
+    refuse_foreign_files(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(folder, shared=True, prefix="report")  # what a killed run left

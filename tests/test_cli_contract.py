@@ -74,6 +74,8 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
     page = tmp_path / "page.binaryproto"
     page.write_bytes(b"<!DOCTYPE html><html>moved</html>")
     (tmp_path / "afile").write_text("a file, not a folder")
+    (tmp_path / "mine").mkdir()  # the user's own figures, under a name a report writes
+    (tmp_path / "mine" / "metrics.json").write_text('{"accuracy": 0.93}')
     precious = tmp_path / "precious"
     (precious / "1").mkdir(parents=True)  # like serving/alex/1: OUTPUT given without its version number
     (precious / "thesis.txt").write_text("years of work")
@@ -191,6 +193,8 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["finetune", str(small_digits_folder), "--output", "/proc/run", *weights], 1, "/proc/run/config.json: cannot be written"),
         (["weights", "fetch", "--url", "http://127.0.0.1:9/w.npz", "--output", "afile/w.npz"], 1,
          f"afile/w.npz: cannot be written: {tmp_path / 'afile'} is not a folder"),
+        (["evaluate", str(small_digits_folder), "--report", "mine", *weights], 1, "mine: metrics.json there is not "
+         "from an alexft report, and the report would replace it; choose another --report folder"),
         (["evaluate", str(small_digits_folder), "--report", "afile/report", *weights], 1,
          f"cannot be written: {tmp_path / 'afile'} is not a folder"),
         (["export", "afile/x.tflite", "--format", "tflite", *weights], 1, "afile/x.tflite: cannot be written"),
@@ -222,6 +226,7 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         assert "Traceback" not in done.stderr
     assert (precious / "thesis.txt").read_text() == "years of work" and (precious / "1").is_dir()
     assert (tmp_path / "afile").read_text() == "a file, not a folder"
+    assert (tmp_path / "mine" / "metrics.json").read_text() == '{"accuracy": 0.93}'
     assert (tmp_path / "photo.png").read_bytes() == photo_paths()["chelsea"].read_bytes()
     assert (tmp_path / "earlier.npz").read_bytes() == small
 

@@ -304,6 +304,14 @@ def test_an_interrupted_or_failed_report_leaves_the_earlier_one_whole(tmp_path, 
     assert now["metrics.json"] != earlier["metrics.json"] and now["per_class.csv"] != earlier["per_class.csv"]
     assert json.loads(now["metrics.json"])["images"] == 5
 
+    # From Python too, a file of the user's under a report's name is never replaced.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "per_class.csv").write_text("class,accuracy\ncat,0.9\n")
+    with pytest.raises(AlexftError, match="per_class.csv there is not from an alexft report"):
+        write_report(mine, *_report_of(tmp_path, images, seed=3))
+    assert _files(mine) == {"per_class.csv": b"class,accuracy\ncat,0.9\n"}
+
 
 def test_a_report_that_cannot_be_written_loses_none_of_the_figures(evaluation, held_out_folder, tmp_path, monkeypatch):
     """The figures of a long evaluation were printed only after the report was written: a full

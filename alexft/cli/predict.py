@@ -152,7 +152,7 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
             raise click.UsageError(f"{data}: no class sub-folders; expected {data}/<class name>/<images>")
         _warn_of_loose_images(data)
     from alexft.errors import AlexftError
-    from alexft.evaluation import labelled_folder, labelled_list, measure
+    from alexft.evaluation import labelled_folder, labelled_list, measure, refuse_foreign_files
 
     listed = None
     if list_file is not None:  # its form and whereabouts now; the labels' range needs the model's classes
@@ -162,6 +162,7 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
             raise click.UsageError(f"--report {report} is inside {data}, the class folders being evaluated; "
                                    "choose a folder outside it")
         check_writable(report / "metrics.json")  # before the work, which would be lost
+        refuse_foreign_files(report)
     # The weights are read before TensorFlow starts: folders or labels that do not match their
     # classes are said at once, not after its seconds of start-up.
     weight_set = read_weights(weights, progress=progress)
