@@ -171,6 +171,30 @@ def test_a_copy_litert_refuses_is_answered_on_tensorflow_then_rebuilt(canonical_
     assert builds == [canonical_weights_file]
 
 
+def test_the_copy_is_built_only_after_a_call_that_classified_something(canonical_weights_file, tmp_path, monkeypatch):
+    """A call whose every input failed (a typo'd or broken photo) answers at once, without 12 s
+    of building; a build stopped by Ctrl-C says it will be done next time."""
+    from click.testing import CliRunner
+
+    from alexft.cli import main
+
+    builds = []
+    monkeypatch.setattr(fast_start, "build_copy", builds.append)
+    (tmp_path / "fake.png").write_text("not a photo")
+    arguments = ["classify", "--runtime", "auto", "--weights", str(canonical_weights_file)]
+    failed = CliRunner().invoke(main, [*arguments, str(tmp_path / "fake.png")])
+    assert failed.exit_code == 1 and "fake.png: not an image" in failed.stderr
+    assert builds == []
+
+    def interrupted(weights):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fast_start, "build_copy", interrupted)
+    stopped = CliRunner().invoke(main, [*arguments, str(tmp_path / "fake.png"), str(PHOTOS[0])])
+    assert stopped.exit_code == 130 and len(stopped.stdout.splitlines()) == 6  # the photo's results stay printed
+    assert "the LiteRT copy was not finished; the next short classify builds it" in stopped.stderr
+
+
 def test_a_cache_that_cannot_be_written_is_said_before_the_conversion(canonical_weights_file, tmp_path, monkeypatch,
                                                                       caplog):
     (tmp_path / "file").write_text("not a folder")

@@ -65,7 +65,9 @@ def classify(ctx, inputs, weights, top, ten_crop, batch_size, as_json, runtime, 
     sys.stdout.flush()
     if failures:
         click.echo(f"alexft: {failures} of {len(paths)} inputs could not be classified", err=True)
-    if on_litert and not isinstance(predictor, fast_start.LitePredictor):
+    # Built only after a call that classified something: a mistyped or broken photo is not
+    # worth the seconds, and the user's next call, the right one, builds it.
+    if on_litert and failures < len(paths) and not isinstance(predictor, fast_start.LitePredictor):
         del predictor  # the build loads a second network
         _build_litert_copy(weights)
     if failures:
@@ -104,6 +106,9 @@ def _build_litert_copy(weights):
 
     try:
         fast_start.build_copy(weights)
+    except KeyboardInterrupt:  # the results are printed; only the speed-up is put off
+        click.echo("alexft: the LiteRT copy was not finished; the next short classify builds it", err=True)
+        raise
     except AlexftError as error:
         click.echo(f"alexft: warning: no LiteRT copy was built, short calls stay on TensorFlow: {error}", err=True)
 
