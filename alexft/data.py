@@ -65,8 +65,6 @@ def list_labelled(root, class_names, empty_ok=False):
         for index, name in enumerate(class_names):
             folder = root / name
             files = images_below(folder) if folder.is_dir() else []
-            if not files and not empty_ok:
-                raise DataError(f"{folder}: class folder has no images")
             empty += [] if files else [name]
             paths.extend(files)
             labels.extend([index] * len(files))
@@ -75,8 +73,12 @@ def list_labelled(root, class_names, empty_ok=False):
         raise DataError(f"{root}: none of its class folders holds an image")
     if empty:
         more = f" and {len(empty) - 5} more" if len(empty) > 5 else ""
-        log.warning("%s: %d class folder(s) with no images, left out: %s%s", root, len(empty),
-                    ", ".join(repr(name) for name in empty[:5]), more)
+        named = ", ".join(repr(name) for name in empty[:5]) + more
+        if not empty_ok:  # all of them named at once, not one per try
+            if len(empty) == 1:
+                raise DataError(f"{root / empty[0]}: class folder has no images")
+            raise DataError(f"{root}: {len(empty)} class folders have no images: {named}; each class needs some")
+        log.warning("%s: %d class folder(s) with no images, left out: %s", root, len(empty), named)
     return LabelledFiles(paths, np.array(labels, np.int32))
 
 

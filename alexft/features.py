@@ -90,7 +90,7 @@ def _read_stored(store, paths, features, done, progress):
         digest = file_digest(paths[index])
         return index, digest, digest and store.load(digest)
 
-    with progress_bar(len(paths), progress, minimum=64, unit="img", desc="stored features") as bar:
+    with progress_bar(len(paths), progress, minimum=64, unit="img", desc="looking in the feature store") as bar:
         for index, digest, value in map_ahead(look_up, range(len(paths)), None, 64):
             if value is not None:
                 features[index], done[index] = value, True

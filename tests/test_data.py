@@ -54,6 +54,10 @@ def test_stratified_split_is_seeded_and_keeps_every_class_in_both():
         ([], "no class sub-folders"),
         (["only/a.jpg"], "only one class"),
         (["cat/a.jpg", "dog/readme.txt"], "dog: class folder has no images"),
+        # Every empty one named at once, not one per run.
+        (["cat/a.jpg", "dog/readme.txt", "elk/x.txt", "fox/y.txt"],
+         "3 class folders have no images: 'dog', 'elk', 'fox'; each class needs some"),
+        (["cat/readme.txt", "dog/readme.txt"], "none of its class folders holds an image"),
     ],
 )
 def test_unusable_layouts_get_clear_errors(tmp_path, layout, message):
