@@ -203,11 +203,12 @@ def test_wrong_bytes_are_refused_and_nothing_is_left(tmp_path, canonical_bytes, 
     assert list(tmp_path.iterdir()) == [], "a refused download must leave nothing"
 
 
-def test_a_file_already_there_is_verified_not_downloaded_again(tmp_path, canonical_weights_file, canonical_sha256):
-    with serving({}) as url:
+def test_a_file_already_there_is_verified_not_downloaded_again(tmp_path, canonical_weights_file, canonical_sha256, caplog):
+    with serving({}) as url, caplog.at_level(logging.INFO, logger="alexft"):
         result = run("weights", "fetch", "--url", f"{url}/w.npy", "--output", canonical_weights_file, "--sha256", canonical_sha256)
         assert url.requests == []
     assert result.exit_code == 0 and "already there" in result.stderr
+    assert f"its hash matches the one expected of {url}/w.npy" in caplog.text
     wrong = run("weights", "fetch", "--url", f"{url}/w.npy", "--output", canonical_weights_file, "--sha256", "0" * 64)
     assert wrong.exit_code == 1 and "different SHA-256" in wrong.stderr
     assert f"{canonical_sha256}, not {'0' * 64}" in wrong.stderr, "the file's own hash is shown, to compare"

@@ -313,7 +313,8 @@ def _check_present(target, source):
         expected = source.sha256 or recorded
         if expected and digests["sha256"] != expected:
             _refuse_present(target, "SHA-256", digests["sha256"], expected + ("" if source.sha256 else f", recorded for {source.url}"))
-        log.info("%s: its hash matches %s", target, "the one given" if source.pinned else f"the one recorded for {source.url}")
+        log.info("%s: its hash matches %s", target,  # pinned: --sha256/--sha1, URL#sha1= or the source's published one
+                 f"the one expected of {source.url}" if source.pinned else f"the one recorded for {source.url}")
     else:
         log.warning("%s: kept as it is, not checked against %s: no published hash, and none recorded by an earlier "
                     "download (--force downloads it)", target, source.url)
