@@ -56,6 +56,14 @@ def loose_images(folder):
     return sorted(path for path in Path(folder).iterdir() if is_image_file(path) and path.is_file())
 
 
+def quoted_names(names, at_most=5):
+    """Class names, several of which hold commas ("tabby, tabby cat"), listed unambiguously:
+    the first `at_most` quoted, then how many more."""
+    names = [str(name) for name in names]
+    more = f" and {len(names) - at_most} more" if len(names) > at_most else ""
+    return ", ".join(repr(name) for name in names[:at_most]) + more
+
+
 def list_labelled(root, class_names, empty_ok=False):
     """Every image below root/<class>/ (recursively), labelled by the class's index. An empty
     class folder is refused, or with `empty_ok` (measuring, not learning) left out with a warning."""
@@ -72,8 +80,7 @@ def list_labelled(root, class_names, empty_ok=False):
     if not paths:
         raise DataError(f"{root}: none of its class folders holds an image")
     if empty:
-        more = f" and {len(empty) - 5} more" if len(empty) > 5 else ""
-        named = ", ".join(repr(name) for name in empty[:5]) + more
+        named = quoted_names(empty)
         if not empty_ok:  # all of them named at once, not one per try
             if len(empty) == 1:
                 raise DataError(f"{root / empty[0]}: class folder has no images")

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import imagenet
 from .atomic import remove_stale_temporaries, temporary_path
-from .data import DataError, LabelledFiles, class_folders, list_labelled
+from .data import DataError, LabelledFiles, class_folders, list_labelled, quoted_names
 from .errors import AlexftError
 from .predict import predict_views
 
@@ -44,18 +44,12 @@ def labelled_folder(data_dir, class_names):
         index.update({wordnet_id: position for position, wordnet_id in enumerate(imagenet.wordnet_ids())})
     unknown = [name for name in folders if name not in index]
     if unknown:
-        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-        raise DataError(f"{data_dir}: folder(s) {quoted_names(unknown[:5])}{more} are not classes of this model "
+        raise DataError(f"{data_dir}: folder(s) {quoted_names(unknown)} are not classes of this model "
                         f"(e.g. {quoted_names(class_names[:3])}" +
                         (", or WordNet ids such as 'n01440764')" if len(class_names) == 1000 else ")"))
     files = list_labelled(data_dir, folders, empty_ok=True)  # a class with no images has no figures, not an error
     files.labels = np.array([index[folders[i]] for i in files.labels], np.int32)
     return files
-
-
-def quoted_names(names):
-    """Class names, several of which hold commas ("tabby, tabby cat"), listed unambiguously."""
-    return ", ".join(repr(str(name)) for name in names)
 
 
 def labelled_list(list_file, root, num_classes=None):
