@@ -53,6 +53,8 @@ def check_writable(path, error=AlexftError):
     folder above it that exists (the writer creates the missing ones) must be a folder this
     process may write in."""
     path = Path(path)
+    if path.is_dir():  # renaming a finished file onto it would fail only after the work
+        raise error(f"{path}: cannot be written: it is a folder")
     folder = path.absolute().parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent

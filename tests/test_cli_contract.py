@@ -74,6 +74,7 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
     page = tmp_path / "page.binaryproto"
     page.write_bytes(b"<!DOCTYPE html><html>moved</html>")
     (tmp_path / "afile").write_text("a file, not a folder")
+    (tmp_path / "adir.npz").mkdir()  # a folder where an output file would go
     (tmp_path / "mine").mkdir()  # the user's own figures, under a name a report writes
     (tmp_path / "mine" / "metrics.json").write_text('{"accuracy": 0.93}')
     precious = tmp_path / "precious"
@@ -129,7 +130,9 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["finetune", str(small_digits_folder), "--epochs", "0", *weights], 2, "expected a whole number of at least 1"),
         (["finetune", str(small_digits_folder), "--lr", "fast", *weights], 2, "expected a positive number or 'auto'"),
         (["evaluate", *weights], 2, "give either DATA (class folders) or --list FILE"),
-        (["evaluate", str(tmp_path / "empty"), *weights], 2, "empty: no class sub-folders"),
+        # A data folder of the wrong layout is the same input mistake (exit 1) in both commands.
+        (["evaluate", str(tmp_path / "empty"), *weights], 1, "empty: no class sub-folders"),
+        (["finetune", str(tmp_path / "empty"), *weights], 1, "empty: no class sub-folders"),
         # Class folders or labels that the weights' classes do not match, before the seconds of start-up.
         (["evaluate", str(small_digits_folder), *weights], 1, "folder(s) 'digit_0', 'digit_1', 'digit_2', 'digit_3', "
                                                               "'digit_4' and 5 more are not classes of this model"),
@@ -193,6 +196,18 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["finetune", str(small_digits_folder), "--output", "/proc/run", *weights], 1, "/proc/run/config.json: cannot be written"),
         (["weights", "fetch", "--url", "http://127.0.0.1:9/w.npz", "--output", "afile/w.npz"], 1,
          f"afile/w.npz: cannot be written: {tmp_path / 'afile'} is not a folder"),
+        # An output of the wrong kind (a file for a folder, a folder for a file) is an output that cannot be
+        # written (exit 1), as every other one, not click's usage error; said before the work, never after it.
+        (["evaluate", str(small_digits_folder), "--report", "afile", *weights], 1,
+         f"afile/metrics.json: cannot be written: {tmp_path / 'afile'} is not a folder"),
+        (["finetune", str(small_digits_folder), "--output", "afile", *weights], 1,
+         f"afile/config.json: cannot be written: {tmp_path / 'afile'} is not a folder"),
+        (["features", str(photo_paths()["coffee"]), "--output", "adir.npz", *weights], 1,
+         "adir.npz: exists and is not a file; --force replaces only files"),
+        (["weights", "fetch", "--url", "http://127.0.0.1:9/w.npz", "--output", "adir.npz"], 1,
+         "adir.npz: cannot be written: it is a folder"),
+        (["weights", "convert", str(canonical_weights_file), "adir.npz", "--force"], 1,
+         "adir.npz: is a folder; --force replaces only files"),
         (["evaluate", str(small_digits_folder), "--report", "mine", *weights], 1, "mine: metrics.json there is not "
          "from an alexft report, and the report would replace it; choose another --report folder"),
         (["evaluate", str(small_digits_folder), "--report", "afile/report", *weights], 1,

@@ -134,7 +134,7 @@ def _print_result(result, as_json):
 @click.option("--root", type=click.Path(path_type=Path, exists=True, file_okay=False), help="Folder the --list paths are relative to.")
 @click.option("--ten-crop", is_flag=True, help="Also report Caffe's 10-crop protocol (the centre crop is one of the ten).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images per batch.")
-@click.option("--report", type=click.Path(path_type=Path, file_okay=False), help="Write metrics, per-class table, confusion matrix, misclassified images here.")
+@click.option("--report", type=click.Path(path_type=Path), help="Write metrics, per-class table, confusion matrix, misclassified images here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @preprocessing_options
 @precision_option
@@ -151,10 +151,10 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
     from alexft.atomic import check_writable
 
     if data is not None:  # the layout first: the class names it is matched to come with the weights
-        from alexft.data import class_folders
+        from alexft.data import DataError, class_folders
 
-        if not class_folders(data):
-            raise click.UsageError(f"{data}: no class sub-folders; expected {data}/<class name>/<images>")
+        if not class_folders(data):  # the data's mistake, not the command line's: exit 1, as in finetune
+            raise DataError(f"{data}: no class sub-folders; expected {data}/<class name>/<images>")
         _warn_of_loose_images(data)
     from alexft.errors import AlexftError
     from alexft.evaluation import labelled_folder, labelled_list, measure, refuse_foreign_files
@@ -244,10 +244,10 @@ def _check_features_output(output, force):
     if output.suffix.lower() != ".npz":
         raise click.UsageError(f"{output}: features are written as .npz; name the output so (e.g. {output.stem}.npz)")
     if output.is_symlink() or output.exists():
-        if not force:
-            raise AlexftError(f"{output}: exists; pass --force to replace it")
         if not output.is_symlink() and not output.is_file():
             raise AlexftError(f"{output}: exists and is not a file; --force replaces only files")
+        if not force:
+            raise AlexftError(f"{output}: exists; pass --force to replace it")
     check_writable(output)
 
 
@@ -258,7 +258,7 @@ def _check_features_output(output, force):
               type=click.Choice(["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8"]),
               help="The layer whose activations are written (after its ReLU; fc8: the logits).")
 @click.option("--ten-crop", is_flag=True, help="Average the activations of Caffe's ten crops.")
-@click.option("--output", required=True, type=click.Path(path_type=Path, dir_okay=False), help="The .npz to write.")
+@click.option("--output", required=True, type=click.Path(path_type=Path), help="The .npz to write.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images per batch.")
 @shard_option

@@ -45,7 +45,7 @@ def _weights(module):
               "$ALEXFT_WEIGHTS_SHA256 for a single $ALEXFT_WEIGHTS_URL.")
 @click.option("--sha1", callback=_refused_as_usage(lambda value: _weights("sources").checked_hex(value, "sha1")),
               help="Expected SHA-1 (hex), as the Caffe model zoo publishes them.")
-@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="File to write. Default: the cache, under the URL's file name.")
+@click.option("--output", type=click.Path(path_type=Path), help="File to write. Default: the cache, under the URL's file name.")
 @click.option("--force", is_flag=True, help="Download again even if the file is already there.")
 @progress_option
 @fail_cleanly
@@ -121,7 +121,7 @@ def _shape(array_facts):
 
 @weights_group.command("convert")
 @click.argument("source", type=click.Path(path_type=Path, dir_okay=False))
-@click.argument("destination", type=click.Path(path_type=Path, dir_okay=False),
+@click.argument("destination", type=click.Path(path_type=Path),
                 callback=_refused_as_usage(lambda path: _weights("tools").check_destination_name(path)))
 @click.option("--class-names", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="Text file, one class name per line, stored with the weights.")
 @click.option("--rename", "renames", multiple=True, metavar="NAME=LAYER",

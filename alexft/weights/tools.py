@@ -3,6 +3,7 @@ turn any readable one into our pickle-free `.npz`, which loads several times fas
 from pathlib import Path
 
 from .. import architecture as arch
+from ..atomic import check_writable
 from ..errors import WeightsError
 from . import caffe
 from . import formats as weights_io
@@ -70,8 +71,11 @@ def convert(source, destination, class_names=None, renames=None, force=False):
     check_destination_name(destination)
     if destination.exists() and destination.resolve() == source.resolve():
         raise WeightsError(f"{destination}: is the source itself; choose another output")
+    if destination.is_dir():
+        raise WeightsError(f"{destination}: is a folder; --force replaces only files")
     if (destination.exists() or destination.is_symlink()) and not force:
         raise WeightsError(f"{destination}: already exists; pass --force to replace it")
+    check_writable(destination, WeightsError)  # before reading a .caffemodel for seconds
     weight_set = _load_renamed(source, renames) if renames else weights_io.load(source)
     if class_names is not None:
         if len(class_names) != weight_set.num_classes:
