@@ -46,7 +46,7 @@ def AlexNet(weights=IMAGENET, include_top=True, classes=None, pooling=None, clas
     last = "fc8" if include_top else (last_layer or "pool5")
     weight_set = _weight_set(weights, include_top, last, progress)
     classes = _class_count(weight_set, classes, include_top)
-    inputs = _input(keras, input_tensor, input_shape, include_top)
+    inputs = _input(keras, input_tensor, input_shape, include_top, last)
     x = alexnet_layers(inputs, classes, last=last, initial=weight_set.params if weight_set else None)
     if not include_top and pooling:
         if len(x.shape) != 4:
@@ -58,9 +58,10 @@ def AlexNet(weights=IMAGENET, include_top=True, classes=None, pooling=None, clas
         x = keras.layers.Activation(activation, dtype="float32",
                                     name="logits" if classifier_activation is None else "prob")(x)
     source = inputs if input_tensor is None else keras.utils.get_source_inputs(input_tensor)
-    class_names = weight_set.class_names if weight_set is not None else None
-    if class_names is None:
-        return keras.Model(source, x, name=name)
+    # Names only for class scores. One model class whatever the weights: Keras' .weights.h5 files
+    # key a nested model by its class, so a model rebuilt with weights=None must be the same class
+    # to load_weights() saved from one built on a file that names its classes.
+    class_names = weight_set.class_names if weight_set is not None and include_top else None
     from .layers import ClassifierModel
 
     return ClassifierModel(source, x, name=name, class_names=class_names)  # for decode_predictions, kept when saved
@@ -104,7 +105,7 @@ def _class_count(weight_set, classes, include_top):
     return classes
 
 
-def _input(keras, input_tensor, input_shape, include_top):
+def _input(keras, input_tensor, input_shape, include_top, last):
     size = arch.INPUT_SIZE
     if input_shape is None:
         input_shape = (size, size, 3) if input_tensor is None else tuple(input_tensor.shape[1:])
@@ -113,6 +114,9 @@ def _input(keras, input_tensor, input_shape, include_top):
         raise ValueError(f"input_shape must be (height, width, 3); got {input_shape}")
     if include_top and input_shape != (size, size, 3):
         raise ValueError(f"with include_top=True the input is ({size}, {size}, 3); got {input_shape}")
+    if last.startswith("fc") and input_shape != (size, size, 3):  # fc6's weights take pool5's 6x6x256 only
+        raise ValueError(f"a model up to {last} takes ({size}, {size}, 3) inputs (fc6 is fixed to pool5's 6x6x256); "
+                         f"got {input_shape}: end at pool5 or a convolution for other sizes")
     if any(side is not None and side < 67 for side in input_shape[:2]):
         raise ValueError(f"input_shape {input_shape}: AlexNet needs at least 67x67 pixels")
     if input_tensor is None:

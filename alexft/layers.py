@@ -65,13 +65,16 @@ class GroupedConv2D(keras.layers.Layer):
         return tf.nn.relu(tf.nn.bias_add(outputs, tf.cast(self.bias, inputs.dtype)))
 
     def compute_output_shape(self, input_shape):
+        """Height and width each (inputs need not be square), None where the input's is unknown."""
+        return (input_shape[0], *(self._side(side) for side in input_shape[1:3]), self.spec.filters)
+
+    def _side(self, size):
         spec = self.spec
-        size = input_shape[1]
+        if size is None:
+            return None
         if spec.padding == "valid":
-            size = (size - spec.kernel) // spec.stride + 1
-        else:
-            size = -(-size // spec.stride)
-        return (input_shape[0], size, size, spec.filters)
+            return (size - spec.kernel) // spec.stride + 1
+        return -(-size // spec.stride)
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
@@ -90,6 +93,32 @@ class LocalResponseNorm(keras.layers.Layer):
         # TF's LRN kernel is float32-only on CPU; compute there and cast back.
         outputs = tf.nn.local_response_normalization(tf.cast(inputs, tf.float32), **arch.LRN)
         return tf.cast(outputs, inputs.dtype)
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class CaffeMaxPooling2D(keras.layers.MaxPooling2D):
+    """Max pooling sized as Caffe sizes it: ceil((side - pool) / stride) + 1 windows, the last one
+    clipped at the border, where Keras' "valid" rounds down and drops it. The same on AlexNet's
+    227x227 input (55, 27 and 13 leave nothing over); on other sizes (a model without fc6) the
+    last row or column of windows would otherwise be missing."""
+
+    def call(self, inputs):
+        missing = [self._missing(inputs.shape[axis], tf.shape(inputs)[axis]) for axis in (1, 2)]
+        if all(isinstance(side, int) and side == 0 for side in missing):  # 227x227: no pad op at all
+            return super().call(inputs)
+        lowest = tf.as_dtype(inputs.dtype).min  # padding never wins a max
+        padded = tf.pad(inputs, [[0, 0], [0, missing[0]], [0, missing[1]], [0, 0]], constant_values=lowest)
+        return super().call(padded)
+
+    def _missing(self, static, dynamic):
+        """The rows (or columns) the last, clipped window reaches past the border."""
+        side = static if static is not None else dynamic
+        return (-(side - self.pool_size[0])) % self.strides[0]
+
+    def compute_output_shape(self, input_shape):
+        sides = [None if side is None else -(-(side - self.pool_size[0]) // self.strides[0]) + 1
+                 for side in input_shape[1:3]]
+        return (input_shape[0], *sides, input_shape[3])
 
 
 @tf.function(jit_compile=True)

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import architecture as arch
-from .layers import GroupedConv2D, LocalResponseNorm, _lrn_one_kernel  # noqa: F401  (re-exported)
+from .layers import CaffeMaxPooling2D, GroupedConv2D, LocalResponseNorm, _lrn_one_kernel  # noqa: F401  (re-exported)
 from .quiet import hide_false_retracing_warnings
 
 log = logging.getLogger("alexft")
@@ -173,7 +173,7 @@ def alexnet_layers(x, num_classes=arch.IMAGENET_CLASSES, last="fc8", seed=None, 
             if spec.lrn:
                 steps.append(LocalResponseNorm(name=f"norm{name[-1]}", dtype=dtype))
             if spec.pool:
-                steps.append(keras.layers.MaxPooling2D(3, 2, name=f"pool{name[-1]}", dtype=dtype))
+                steps.append(CaffeMaxPooling2D(3, 2, name=f"pool{name[-1]}", dtype=dtype))
         else:
             steps = [keras.layers.Flatten(name="flatten", dtype=dtype)] if name == "fc6" else []  # (h, w, c), as the file's fc6
             steps.append(keras.layers.Dense(spec.outputs or num_classes, activation="relu" if spec.relu else None,

@@ -39,14 +39,15 @@ def caffe_lrn(x, local_size=5, alpha=1e-4, beta=0.75, k=1.0):
 
 
 def caffe_max_pool(x, size=3, stride=2):
-    """Caffe's pooling rounds the output size up and clips windows at the border."""
-    height = x.shape[1]
-    out = int(math.ceil((height - size) / stride)) + 1
-    result = np.empty((x.shape[0], out, out, x.shape[3]), x.dtype)
-    for i in range(out):
-        for j in range(out):
+    """Caffe's pooling rounds the output size up and clips windows at the border (each side on
+    its own: inputs need not be square)."""
+    height, width = x.shape[1:3]
+    out_h, out_w = (int(math.ceil((side - size) / stride)) + 1 for side in (height, width))
+    result = np.empty((x.shape[0], out_h, out_w, x.shape[3]), x.dtype)
+    for i in range(out_h):
+        for j in range(out_w):
             rows = slice(i * stride, min(i * stride + size, height))
-            cols = slice(j * stride, min(j * stride + size, height))
+            cols = slice(j * stride, min(j * stride + size, width))
             result[:, i, j] = x[:, rows, cols].max(axis=(1, 2))
     return result
 

@@ -168,6 +168,47 @@ def test_without_the_top_it_ends_at_pool5_or_any_layer_and_pools_as_keras_does(c
         alexft.AlexNet(weights=3)
 
 
+def test_any_input_size_without_fc6_also_not_square_or_not_fixed(canonical_weights_file, canonical_params):
+    """Height and width each follow the input (291x195 gives conv5 17x11), pooled as Caffe pools:
+    rounding up, the last window clipped (a 250-pixel side gives conv1 60 wide, pool1 30, where
+    rounding down would give 29); (None, None, 3) takes every size in one model. A model up to fc6
+    or beyond takes 227x227 only, said so."""
+    rng = np.random.default_rng(0)
+    tall = rng.uniform(-120, 120, (1, 291, 195, 3)).astype(np.float32)
+    wide = rng.uniform(-120, 120, (1, 150, 250, 3)).astype(np.float32)
+    free = alexft.AlexNet(weights=canonical_weights_file, include_top=False, last_layer="conv5", input_shape=(None, None, 3))
+    assert free.output.shape[1:] == (None, None, 256)
+    for images, size in ((tall, (17, 11)), (wide, (8, 15))):
+        fixed = alexft.AlexNet(weights=canonical_weights_file, include_top=False, last_layer="conv5",
+                               input_shape=images.shape[1:])
+        expected = reference.forward(canonical_params, images, until="conv5")
+        assert fixed.output.shape[1:] == expected.shape[1:] == (*size, 256)
+        assert_close(fixed(images).numpy(), expected)
+        assert_close(free(images).numpy(), expected)
+    pool1 = alexft.AlexNet(weights=canonical_weights_file, include_top=False, last_layer="pool1", input_shape=wide.shape[1:])
+    expected = reference.caffe_max_pool(reference.caffe_lrn(reference.forward(canonical_params, wide, until="conv1")))
+    assert pool1.output.shape[1:] == expected.shape[1:] == (17, 30, 96)
+    assert_close(pool1(wide).numpy(), expected)
+    with pytest.raises(ValueError, match=r"a model up to fc7 takes \(227, 227, 3\) inputs .*got \(300, 300, 3\)"):
+        alexft.AlexNet(weights=None, include_top=False, last_layer="fc7", input_shape=(300, 300, 3))
+
+
+def test_weights_saved_from_a_model_on_a_file_load_into_one_built_without_weights(ten_class_weights, tmp_path):
+    """Keras' save_weights/load_weights pattern: the same code, built once on a file that names its
+    classes and once with weights=None, gives models whose .weights.h5 files are interchangeable."""
+    def classifier(weights):
+        return keras.Sequential([alexft.AlexNet(weights=weights, include_top=False, last_layer="fc7"),
+                                 keras.layers.Dense(3, name="head")])
+
+    trained = classifier(ten_class_weights[0])
+    trained.save_weights(tmp_path / "classifier.weights.h5")
+    rebuilt = classifier(None)
+    rebuilt.load_weights(tmp_path / "classifier.weights.h5")
+    views = photo_views()
+    np.testing.assert_array_equal(rebuilt(views).numpy(), trained(views).numpy())
+    assert trained.layers[0].class_names is None  # fc7 features are not class scores
+
+
 def test_imagenet_weights_are_found_as_the_command_line_finds_them(canonical_weights_file, monkeypatch):
     monkeypatch.setenv("ALEXFT_WEIGHTS", str(canonical_weights_file))
     model = alexft.AlexNet(weights="imagenet", include_top=False, last_layer="conv1")
@@ -195,7 +236,9 @@ for name in ("full.keras", "full.h5", "user.keras", "user.h5"):
 # A fine-tuned model keeps the names of its classes, for decode_predictions; so does one inside another.
 full = keras.models.load_model(folder + "/full.h5")
 out["class_names"] = [keras.models.load_model(folder + "/full.keras").class_names, full.class_names,
-                      keras.models.load_model(folder + "/user.h5").get_layer("alexnet").class_names]
+                      keras.models.load_model(folder + "/wrapped.h5").get_layer("alexnet").class_names]
+# A base without the top scores no classes, so it names none.
+out["base_class_names"] = keras.models.load_model(folder + "/user.h5").get_layer("alexnet").class_names
 out["decoded"] = alexft.decode_predictions(np.asarray(full(views)), top=1, class_names=full.class_names)[0][0][1]
 rebuilt = keras.models.model_from_json(open(folder + "/user.json").read())
 rebuilt.load_weights(folder + "/user.weights.h5")
@@ -221,6 +264,7 @@ def test_models_save_and_load_bit_for_bit_in_a_fresh_process(ten_class_weights, 
     full.save(tmp_path / "full.h5")
     user.save(tmp_path / "user.keras")
     user.save(tmp_path / "user.h5")
+    keras.Model(inputs, full(inputs), name="wrapped").save(tmp_path / "wrapped.h5")
     (tmp_path / "user.json").write_text(user.to_json())
     user.save_weights(tmp_path / "user.weights.h5")
     user.export(str(tmp_path / "user_saved_model"), verbose=False)
@@ -230,6 +274,7 @@ def test_models_save_and_load_bit_for_bit_in_a_fresh_process(ten_class_weights, 
     assert done.returncode == 0, done.stderr[-3000:]
     loaded = json.loads(done.stdout.splitlines()[-1])
     assert loaded.pop("class_names") == [TEN_CLASSES] * 3
+    assert loaded.pop("base_class_names") is None
     assert loaded.pop("decoded") == TEN_CLASSES[int(np.argmax(expected["full.keras"][0]))]
     for name in ("full.keras", "full.h5"):
         np.testing.assert_array_equal(np.float32(loaded.pop(name)), expected["full.keras"], err_msg=name)
