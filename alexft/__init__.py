@@ -19,6 +19,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 _EXPORTS = {
     "AlexNet": "applications",
     "preprocess_input": "applications",
+    "CaffePreprocessing": "preprocessing_layer",
     "decode_predictions": "applications",
     "imagenet_wordnet_ids": ("imagenet", "wordnet_ids"),
     "AlexftError": "errors",
@@ -106,6 +107,7 @@ class _RegisterLayersWithKeras:
 def _register_layers():
     try:
         importlib.import_module(".layers", __name__)
+        importlib.import_module(".preprocessing_layer", __name__)
     except Exception as error:  # never break the user's `import keras`
         import warnings
 

@@ -10,6 +10,7 @@ Where alexft differs from keras.applications, on purpose:
 - `classes` defaults to what the weights file holds (a fine-tuned file has its own count).
 """
 import os
+import warnings
 
 import numpy as np
 
@@ -134,11 +135,26 @@ def preprocess_input(x):
     symbolic one, e.g. in `tf.data.Dataset.map`). Returns float32 (227, 227, 3) or
     (N, 227, 227, 3): resized to 256x256 (bilinear, aspect ratio ignored), BGR, ImageNet's mean
     pixel subtracted, centre crop. Unlike keras.applications' preprocess_input it resizes and
-    crops, and it returns a new array.
+    crops, and it returns a new array. Pixels within 0-1, or below 0 (preprocessed already),
+    are warned of; NaN is refused.
+
+    A Keras tensor (`keras.Input((None, None, 3))`, a model's input) gets a `CaffePreprocessing`
+    layer instead: TensorFlow ops only, so the model saves, exports and serves without Python,
+    within a grey level of OpenCV's resize on some pixels. (Arrays and TensorFlow tensors go
+    through OpenCV, exactly; do not wrap this in a `Lambda` layer: its `tf.numpy_function`
+    cannot be exported.)
     """
+    if _is_keras_tensor(x):  # a model's input: TF ops only, so the model saves, exports and serves
+        from .preprocessing_layer import CaffePreprocessing
+
+        return CaffePreprocessing()(x)
     if _is_tensor(x):
         return _preprocess_tensor(x)
     return _preprocess_array(np.asarray(x))
+
+
+def _is_keras_tensor(x):
+    return type(x).__name__ == "KerasTensor"
 
 
 def _is_tensor(x):
@@ -151,12 +167,28 @@ def _preprocess_array(x):
     if x.dtype != np.uint8:
         if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
             raise TypeError(f"preprocess_input takes uint8 or float pixels; got {x.dtype}")
+        _warn_of_unlikely_pixels(x)
         x = np.clip(np.rint(x), 0, 255).astype(np.uint8)
     images = x if x.ndim == 4 else x[np.newaxis]
     views = np.empty((len(images), CROP, CROP, 3), np.float32)
     for index, rgb in enumerate(images):
         views[index] = center_crop(resize_and_subtract_mean(np.ascontiguousarray(rgb[:, :, ::-1])))
     return views if x.ndim == 4 else views[0]
+
+
+def _warn_of_unlikely_pixels(x):
+    """Pixels that are not 0-255 grey levels would be rounded into a wrong but plausible image."""
+    if not x.size:
+        return
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        raise ValueError("preprocess_input: the images hold NaN or infinite pixels")
+    low, high = x.min(), x.max()
+    if low < 0:
+        warnings.warn(f"preprocess_input: pixels down to {low:.4g}, below 0: these look preprocessed already "
+                      "(it takes RGB grey levels 0-255); they are clipped to 0", stacklevel=4)
+    elif 0 < high <= 1 and np.issubdtype(x.dtype, np.floating):
+        warnings.warn("preprocess_input: every pixel is within 0-1; it takes grey levels 0-255 (multiply by 255), "
+                      "and rounds these to 0 and 1", stacklevel=4)
 
 
 def _preprocess_tensor(x):

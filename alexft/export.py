@@ -30,11 +30,10 @@ from . import weights as weights_io
 from .export_request import FORMATS, ExportError, ExportOptionsError, ExportRequest, labels_path  # noqa: F401  (re-exported)
 from .model import build_alexnet
 from .predict import model_dtype
-from .preprocess import CROP, MEAN_BGR, RESIZE, TEN_CROP_OFFSETS
+from .preprocess import CROP
+from .preprocessing_layer import caffe_views
 from .atomic import remove_stale_temporaries, temporary_path, write_text
 from .quiet import stderr_held_back
-
-_CENTRE = TEN_CROP_OFFSETS[4][0]
 
 
 def decode_and_preprocess(data):
@@ -45,11 +44,7 @@ def decode_and_preprocess(data):
         lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
         lambda: tf.io.decode_image(data, channels=3, expand_animations=False),
     )
-    image = tf.reverse(image, axis=[-1])  # BGR, as the Caffe weights expect
-    resized = tf.image.resize(tf.cast(image, tf.float32), (RESIZE, RESIZE), method="bilinear", antialias=False)
-    resized = tf.clip_by_value(tf.round(resized), 0.0, 255.0)  # OpenCV's result is whole uint8 grey levels
-    prepared = resized - tf.constant(MEAN_BGR)
-    return prepared[_CENTRE : _CENTRE + CROP, _CENTRE : _CENTRE + CROP]
+    return caffe_views(image)
 
 
 class ServingModule(tf.Module):

@@ -5,6 +5,7 @@ and the pipeline against Caffe's recipe written out here, not against alexft's o
 import json
 import subprocess
 import sys
+import warnings
 
 import cv2
 import keras
@@ -90,6 +91,48 @@ def test_preprocess_input_refuses_what_is_not_an_rgb_image():
         alexft.preprocess_input(np.zeros((10, 10, 4), np.uint8))
     with pytest.raises(TypeError, match="uint8 or float pixels; got <U1"):
         alexft.preprocess_input(np.full((10, 10, 3), "a"))
+
+
+def test_preprocess_input_warns_of_pixels_that_are_not_grey_levels():
+    """0-1 floats would be rounded to a black-and-white image, and preprocessed views clipped: both
+    give a confident wrong answer, so both are said; NaN is refused."""
+    image = photos_rgb()[0]
+    for wrong, message in ((image / 255.0, "every pixel is within 0-1; it takes grey levels 0-255"),
+                           (alexft.preprocess_input(image), "below 0: these look preprocessed already")):
+        with pytest.warns(UserWarning, match=message) as caught:
+            alexft.preprocess_input(wrong)
+        assert caught[0].filename == __file__  # pointed at the caller's line
+    with pytest.raises(ValueError, match="NaN or infinite pixels"):
+        alexft.preprocess_input(np.full((50, 50, 3), np.nan, np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # grey levels as floats, a black image: no warning
+        alexft.preprocess_input(image.astype(np.float32))
+        alexft.preprocess_input(np.zeros((50, 50, 3), np.float32))
+
+
+def test_preprocess_input_on_a_models_input_is_a_layer_that_exports_and_serves_without_python(tmp_path):
+    """On `keras.Input` it builds TF ops (a numpy_function would leave a SavedModel no other
+    process can call): within a grey level of the exact OpenCV path on some pixels, and the
+    exported model gives the same views in a process that never imports alexft."""
+    images = photos_rgb()
+    pixels = keras.Input((None, None, 3), dtype="uint8")
+    model = keras.Model(pixels, alexft.preprocess_input(pixels))
+    assert isinstance(model.layers[-1], alexft.CaffePreprocessing) and model.output.shape[1:] == (227, 227, 3)
+    for image in images:
+        in_graph = model(image[np.newaxis]).numpy()[0]
+        difference = np.abs(in_graph - alexft.preprocess_input(image))
+        assert difference.max() <= 1 + 1e-4 and (difference > 1e-4).mean() < 0.2
+    model.save(tmp_path / "pre.keras")
+    np.testing.assert_array_equal(keras.models.load_model(tmp_path / "pre.keras")(images[0][np.newaxis]),
+                                  model(images[0][np.newaxis]))
+    model.export(str(tmp_path / "served"), verbose=False)
+    np.save(tmp_path / "image.npy", images[1][np.newaxis])
+    serve = ("import sys, numpy as np, tensorflow as tf; served = tf.saved_model.load(sys.argv[1]); "
+             "print(repr(served.serve(np.load(sys.argv[2])).numpy().tolist()))")
+    done = subprocess.run([sys.executable, "-c", serve, str(tmp_path / "served"), str(tmp_path / "image.npy")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    np.testing.assert_array_equal(np.float32(eval(done.stdout)), model(images[1][np.newaxis]).numpy())
 
 
 def test_decode_predictions_names_imagenet_classes_by_wordnet_id():

@@ -1,0 +1,45 @@
+"""Caffe's preprocessing in TensorFlow ops only, as a Keras layer: for a model that takes raw
+RGB images and must save, export and serve without Python (a `tf.numpy_function` cannot).
+
+It comes close to OpenCV's pipeline (`preprocess_input`, `alexft classify`) but not to the bit:
+TensorFlow's bilinear resize works in float where OpenCV's uses fixed-point uint8 arithmetic,
+so about one pixel value in eight differs by one grey level (tests/test_export.py pins it).
+"""
+import keras
+import tensorflow as tf
+
+from .preprocess import CROP, MEAN_BGR, RESIZE, TEN_CROP_OFFSETS
+
+PACKAGE = "alexft"
+_CENTRE = TEN_CROP_OFFSETS[4][0]
+
+
+def caffe_views(images):
+    """RGB images, (H, W, 3) or (N, H, W, 3), uint8 or floats in 0-255 -> float32 centre views:
+    whole grey levels, BGR, resized to 256x256 (bilinear, aspect ratio ignored), whole grey
+    levels again, ImageNet's mean pixel subtracted, the centre 227x227."""
+    images = tf.convert_to_tensor(images)
+    pixels = tf.cast(images, tf.float32)
+    if images.dtype.is_floating:  # as preprocess_input rounds floats to what an image file holds
+        pixels = tf.clip_by_value(tf.round(pixels), 0.0, 255.0)
+    bgr = tf.reverse(pixels, axis=[-1])
+    resized = tf.image.resize(bgr, (RESIZE, RESIZE), method="bilinear", antialias=False)
+    resized = tf.clip_by_value(tf.round(resized), 0.0, 255.0)  # OpenCV's result is whole uint8 grey levels
+    prepared = resized - tf.constant(MEAN_BGR)
+    return prepared[..., _CENTRE : _CENTRE + CROP, _CENTRE : _CENTRE + CROP, :]
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class CaffePreprocessing(keras.layers.Layer):
+    """RGB images of any size (uint8 or 0-255 floats) -> AlexNet's (227, 227, 3) inputs, in the
+    graph. What `preprocess_input` returns for a Keras tensor, e.g. `keras.Input((None, None, 3))`."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("autocast", False)  # uint8 pixels stay uint8 until caffe_views rounds them
+        super().__init__(**kwargs)
+
+    def call(self, images):
+        return caffe_views(images)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-3], CROP, CROP, 3)
