@@ -52,6 +52,9 @@ def finetune(data_dir, options=None, *, weights=None, output=None, resume=False,
     listed by `load_dataset` with these options (the command line lists it before it starts
     TensorFlow).
     """
+    if options is not None and not isinstance(options, TrainOptions):  # e.g. finetune("photos/", "fc8")
+        raise TypeError(f"finetune's second argument is a TrainOptions record, not {type(options).__name__} "
+                        f"{options!r}; give the options by name, e.g. finetune(data_dir, train=['fc8'], epochs=5)")
     options = options.replace(**fields) if options else TrainOptions(**fields)
     log = log or (lambda message: print(f"alexft: {message}", file=sys.stderr))
     chief = train_setup.check_cluster(options, output, log)

@@ -198,6 +198,13 @@ def test_layers_may_be_given_as_the_command_line_writes_them():
     for wrong in ("sixteen", 0, 2.5, True):
         with pytest.raises(OptionsError, match="batch_size .*: expected a whole number of at least 1"):
             TrainOptions(batch_size=wrong)
+    # A layer where the options record goes (the command line's order) is said plainly, not as
+    # dataclasses.replace's "expected at least 2 arguments".
+    from alexft.train import finetune
+
+    with pytest.raises(TypeError, match=r"second argument is a TrainOptions record, not str 'fc8'; give the options "
+                                        r"by name, e.g. finetune\(data_dir, train=\['fc8'\], epochs=5\)"):
+        finetune("photos/", "fc8")
 
 
 def test_a_base_whose_fc8_knows_these_classes_is_not_reset_silently():
