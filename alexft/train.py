@@ -114,6 +114,8 @@ class Trainer:
         self.data = TrainingData(dataset, options, self.net.strategy, self.ledger, run.path, run.chief,
                                  self.net.multiworker)
         self.model_pending = False  # a better epoch than model.npz holds
+        self.model_epoch = None  # the epoch model.npz holds, recorded in each checkpoint
+        self.best_epoch = None  # the epoch self.best holds
 
     # --- the run ----------------------------------------------------------------------------
 
@@ -169,8 +171,12 @@ class Trainer:
         self.net.load_state_arrays(arrays)
         self.best = [arrays[f"best/{i}"] for i in range(len(self.net.variables))]
         state = dict(fresh, **record)
-        # A model write that failed (a full disk) or was cut short by a kill: write it again.
-        self.model_pending = state["best_epoch"] is not None and not self.run.model.exists()
+        # A model write that failed (a full disk), was cut short by a kill, or had not come yet (they
+        # are spaced out) when the run was killed: model.npz may hold an earlier best epoch, or none.
+        # Checkpoints from before `model_epoch` was recorded do not say: written again to be sure.
+        self.model_epoch, self.best_epoch = state.get("model_epoch"), state["best_epoch"]
+        self.model_pending = state["best_epoch"] is not None and (
+            not self.run.model.exists() or self.model_epoch != state["best_epoch"])
         self.log(f"resuming {self.run.path} at epoch {state['epoch'] + 1}" + (f", step {state['step']}" if state["step"] else ""))
         self._note_changes(state)
         return state
@@ -331,7 +337,7 @@ class Trainer:
         score = epoch_score(row)
         if state["best_score"] is None or score > _stored_score(state["best_score"]):
             state.update(best_score=score, best_epoch=epoch + 1)
-            self.best = self.net.trained_values()
+            self.best, self.best_epoch = self.net.trained_values(), epoch + 1
             self.model_pending = True
         state.update(epoch=epoch + 1, step=0, planned_epochs=self.options.epochs)
         self._save(state)
@@ -353,6 +359,7 @@ class Trainer:
                 first_model_error = error
         arrays = self.net.state_arrays()
         arrays.update({f"best/{i}": value for i, value in enumerate(self.best)})
+        state["model_epoch"] = self.model_epoch
         self.run.save_checkpoint(state, arrays)
         if first_model_error:
             raise first_model_error
@@ -366,6 +373,7 @@ class Trainer:
         try:
             self.run.write_model(self.net.weight_set(self.best, self.dataset.class_names))
             self.model_pending = False
+            self.model_epoch = self.best_epoch
         except AlexftError as error:
             if not quietly:
                 raise

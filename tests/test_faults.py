@@ -100,6 +100,47 @@ def test_kill_9_at_random_moments_and_mid_checkpoint_never_loses_a_checkpoint(
                                    weights.load(reference_run / "model.npz").params[layer][0], rtol=1e-3, atol=1e-6)
 
 
+KILLED_BEFORE_A_DEFERRED_MODEL_WRITE = """
+import os, signal, sys
+import alexft
+from alexft.run_folder import RunFolder
+
+RunFolder.model_write_due = lambda self: False  # model.npz rewrites are spaced out: here all are put off
+original, writes = RunFolder.write_model, []
+
+def write_model(self, weight_set):  # the first model.npz is written; kill -9 lands before the second
+    writes.append(1)
+    if len(writes) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    original(self, weight_set)
+
+RunFolder.write_model = write_model
+data, weights, output = sys.argv[1:]
+alexft.finetune(data, weights=weights, output=output, epochs=6, batch_size=4, val_split=0.2, seed=1, lr=0.001,
+                log=lambda message: None)
+"""
+
+
+def test_a_kill_before_a_put_off_model_write_still_ends_with_the_best_epochs_model(
+        small_digits_folder, canonical_weights_file, tmp_path):
+    """model.npz is rewritten at most a tenth of the run's time, so a better epoch may be
+    checkpointed while model.npz still holds an earlier one. Killed then, the resumed run must
+    write it: the checkpoint records which epoch model.npz holds."""
+    run = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(__file__)))
+    killed = subprocess.run([sys.executable, "-c", KILLED_BEFORE_A_DEFERRED_MODEL_WRITE, str(small_digits_folder),
+                             str(canonical_weights_file), str(run)], capture_output=True, text=True, env=env, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]  # a later epoch was better than the first
+    record, arrays = checkpoints.load(run / "checkpoint.npz")
+    assert record["epoch"] == 6 and record["best_epoch"] > 1
+    best_fc8 = next(array for name, array in arrays.items() if name.startswith("best/") and array.shape == (4096, 10))
+    assert not np.array_equal(weights.load(run / "model.npz").params["fc8"][0], best_fc8)  # an earlier epoch's
+    resumed = subprocess.run([ALEXFT, "finetune", "--resume", "--output", str(run), "--no-progress"],
+                             capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    np.testing.assert_array_equal(weights.load(run / "model.npz").params["fc8"][0], best_fc8)
+
+
 @pytest.fixture
 def disk_fills_up(monkeypatch):
     """os.fsync of a file whose name contains `target` fails with ENOSPC, once armed."""
