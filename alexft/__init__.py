@@ -25,6 +25,8 @@ _EXPORTS = {
     "AlexftError": "errors",
     "ImageError": "errors",
     "WeightsError": "errors",
+    "TrainingError": "errors",
+    "TrainingInterrupted": "train",
     "build_alexnet": "model",
     "truncated": "model",
     "WeightSet": "weights",

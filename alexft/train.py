@@ -34,7 +34,12 @@ from .train_options import CAFFE_BASE_LR, TrainOptions, bias_factor_for_rate, ca
 CHANCE_LOSS_SHARE = 0.97  # a best training loss at least this share of ln(classes) learned nothing
 
 
-class TrainingInterrupted(TrainingError):
+class TrainingInterrupted(TrainingError, KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the run after the step in progress and its checkpoint (and
+    model.npz, once an epoch had ended) were saved. A KeyboardInterrupt too, as Keras' fit raises
+    one, so `except KeyboardInterrupt` in a notebook or script catches it; `signal_number` says
+    which signal came."""
+
     def __init__(self, message, signal_number):
         super().__init__(message)
         self.signal_number = signal_number

@@ -555,6 +555,32 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(
     assert not (output / "checkpoint.npz").exists()  # removed once the run finished
 
 
+PYTHON_RUN = """
+import sys, alexft
+data, weights, output = sys.argv[1:]
+try:
+    alexft.finetune(data, weights=weights, output=output, epochs=6, batch_size=4, val_split=0.2, log=lambda m: None)
+except KeyboardInterrupt as stop:  # what a notebook or script catches on Ctrl-C, as around Keras' fit
+    print(type(stop).__name__, isinstance(stop, alexft.TrainingError), stop.signal_number, "|", stop)
+"""
+
+
+def test_ctrl_c_in_the_python_api_is_a_keyboard_interrupt_after_the_checkpoint(small_digits_folder,
+                                                                               canonical_weights_file, tmp_path):
+    output = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(__file__)))
+    process = subprocess.Popen([sys.executable, "-c", PYTHON_RUN, str(small_digits_folder), str(canonical_weights_file),
+                                str(output)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 300
+    while not (output / "checkpoint.npz").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-2000:]
+    assert stdout.startswith(f"TrainingInterrupted True {int(signal.SIGINT)} | stopped by Ctrl-C"), stdout
+    assert (output / "checkpoint.npz").exists() and (output / "model.npz").exists()
+
+
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
 def test_a_signal_after_the_last_epoch_lets_the_run_finish(signal_number, monkeypatch, small_digits_folder,
                                                            canonical_weights_file, tmp_path):
