@@ -1,4 +1,5 @@
 """The notebooks run top to bottom on a fresh install, and are committed without outputs."""
+import json
 import re
 from pathlib import Path
 
@@ -24,6 +25,9 @@ def test_committed_without_outputs(path):
     dirty = [number for number, cell in enumerate(notebook.cells, 1)
              if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)]
     assert not dirty, f"{path.name}: cells {dirty} hold outputs; clear them (jupyter nbconvert --clear-output --inplace)"
+    # nbformat 4.5 gives every cell an id; without, Jupyter and nbformat warn on every open.
+    missing = [number for number, cell in enumerate(json.loads(path.read_text())["cells"], 1) if "id" not in cell]
+    assert not missing, f"{path.name}: cells {missing} have no id (nbformat.validator.normalize adds them)"
 
 
 @pytest.fixture(scope="session")
