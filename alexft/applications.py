@@ -130,9 +130,9 @@ def _input(keras, input_tensor, input_shape, include_top, last):
 def preprocess_input(x):
     """RGB images -> AlexNet's inputs, exactly as `alexft classify` prepares a file's pixels.
 
-    `x`: one image (H, W, 3) or a batch (N, H, W, 3), any size, uint8 or float in 0-255 (floats
-    are rounded to 8 bits, as an image file holds them); a numpy array or a tensor (also a
-    symbolic one, e.g. in `tf.data.Dataset.map`). Returns float32 (227, 227, 3) or
+    `x`: one image (H, W, 3), a batch (N, H, W, 3) or a list of images of different sizes;
+    uint8 or float in 0-255 (floats are rounded to 8 bits, as an image file holds them); a numpy
+    array or a tensor (also a symbolic one, e.g. in `tf.data.Dataset.map`). Returns float32 (227, 227, 3) or
     (N, 227, 227, 3): resized to 256x256 (bilinear, aspect ratio ignored), BGR, ImageNet's mean
     pixel subtracted, centre crop. Unlike keras.applications' preprocess_input it resizes and
     crops, and it returns a new array. Pixels within 0-1, or below 0 (preprocessed already),
@@ -150,6 +150,8 @@ def preprocess_input(x):
         return CaffePreprocessing()(x)
     if _is_tensor(x):
         return _preprocess_tensor(x)
+    if isinstance(x, (list, tuple)) and x and len({np.shape(image) for image in x}) > 1:  # photos as they come
+        return np.stack([_preprocess_array(np.asarray(image)) for image in x])
     return _preprocess_array(np.asarray(x))
 
 
@@ -164,6 +166,8 @@ def _is_tensor(x):
 def _preprocess_array(x):
     if x.ndim not in (3, 4) or x.shape[-1] != 3:
         raise ValueError(f"preprocess_input takes RGB images shaped (H, W, 3) or (N, H, W, 3); got {x.shape}")
+    if 0 in x.shape[-3:-1]:
+        raise ValueError(f"preprocess_input: an image of no pixels, shaped {x.shape}")
     if x.dtype != np.uint8:
         if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
             raise TypeError(f"preprocess_input takes uint8 or float pixels; got {x.dtype}")
@@ -222,7 +226,9 @@ def decode_predictions(preds, top=5, class_names=None):
         if len(class_names) != count:
             raise ValueError(f"{len(class_names)} class names for {count} scores per row")
         ids = list(range(count))
-    top = max(1, min(int(top), count))
+    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
+        raise ValueError(f"top must be a whole number of at least 1; got {top!r}")
+    top = min(int(top), count)
     decoded = []
     for row in preds:
         order = np.argsort(-row, kind="stable")[:top]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import weights as weights_io
+from .architecture import INPUT_SIZE
 from .errors import AlexftError
 from .pipeline import chunks, map_ahead
 from .preprocess import find_images, image_views
@@ -42,7 +43,16 @@ class Predictor:
         `fused_lrn`: LRN as one XLA kernel, faster on large batches but compiled once per batch
         size (~0.3 s each on a CPU): for long runs of equal batches.
         """
+        check_views(views)
         return self._softmax(views, fused_lrn).numpy()
+
+
+def check_views(views):
+    """What the network takes, said plainly: a tf.function's own refusal of raw pixels is pages long."""
+    shape, dtype = tuple(getattr(views, "shape", ())), str(getattr(views, "dtype", type(views).__name__))
+    if len(shape) != 4 or tuple(shape[1:]) != (INPUT_SIZE, INPUT_SIZE, 3) or "float" not in dtype:
+        raise ValueError(f"the network takes preprocessed views, float (N, {INPUT_SIZE}, {INPUT_SIZE}, 3); got {dtype} "
+                         f"{shape}: prepare images with alexft.preprocess_input (arrays) or alexft.image_views (files)")
 
 
 def load_predictor(weights=None, download=True, progress=None, preprocessing=None, precision="float32"):

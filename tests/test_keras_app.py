@@ -91,6 +91,23 @@ def test_preprocess_input_refuses_what_is_not_an_rgb_image():
         alexft.preprocess_input(np.zeros((10, 10, 4), np.uint8))
     with pytest.raises(TypeError, match="uint8 or float pixels; got <U1"):
         alexft.preprocess_input(np.full((10, 10, 3), "a"))
+    with pytest.raises(ValueError, match=r"an image of no pixels, shaped \(0, 10, 3\)"):
+        alexft.preprocess_input(np.zeros((0, 10, 3), np.uint8))
+
+
+def test_preprocess_input_takes_a_list_of_photos_of_different_sizes():
+    images = photos_rgb() + [cv2.resize(photos_rgb()[0], (123, 77))]
+    assert len({image.shape for image in images}) == 3
+    np.testing.assert_array_equal(alexft.preprocess_input(images),
+                                  np.stack([alexft.preprocess_input(image) for image in images]))
+
+
+def test_the_predictor_names_what_it_takes_when_given_raw_pixels(predictor):
+    raw = photos_rgb()[0][np.newaxis]  # uint8, 300x451: a tf.function's refusal would be pages long
+    for wrong, said in ((raw, r"got uint8 \(1, 300, 451, 3\)"), (raw.astype(np.float32), r"got float32 \(1, 300, 451, 3\)"),
+                        (np.zeros((227, 227, 3), np.float32), r"got float32 \(227, 227, 3\)")):
+        with pytest.raises(ValueError, match="the network takes preprocessed views, float \\(N, 227, 227, 3\\); " + said):
+            predictor.probabilities(wrong)
 
 
 def test_preprocess_input_warns_of_pixels_that_are_not_grey_levels():
@@ -151,6 +168,9 @@ def test_decode_predictions_names_imagenet_classes_by_wordnet_id():
         alexft.decode_predictions(np.eye(3))
     with pytest.raises(ValueError, match=r"shaped \(N, classes\)"):
         alexft.decode_predictions(np.zeros(1000))
+    for wrong in (0, -1, 2.5, True):  # top=0 gave the top 1
+        with pytest.raises(ValueError, match="top must be a whole number of at least 1"):
+            alexft.decode_predictions(np.eye(3), top=wrong, class_names=["a", "b", "c"])
 
 
 # --- AlexNet(...) --------------------------------------------------------------------------------

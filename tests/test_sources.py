@@ -37,6 +37,9 @@ def test_lookup_order_env_then_working_tree_then_cache(tmp_path, monkeypatch):
 def test_named_files_that_do_not_exist_are_errors(tmp_path, monkeypatch):
     with pytest.raises(WeightsError, match="nope.npz: weights file not found"):
         sources.resolve_weights(tmp_path / "nope.npz")
+    (tmp_path / "photos").mkdir()  # a data folder given as the weights by mistake: said as such
+    with pytest.raises(WeightsError, match="photos: is a folder, not a weights file"):
+        sources.resolve_weights(tmp_path / "photos")
     monkeypatch.setenv("ALEXFT_WEIGHTS", str(tmp_path / "gone.npy"))
     with pytest.raises(WeightsError, match=r"gone.npy: weights file not found \(named by \$ALEXFT_WEIGHTS\)"):
         sources.resolve_weights()

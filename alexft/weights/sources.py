@@ -96,6 +96,8 @@ def resolve_weights(path=None, download=True, progress=None):
     `download` is true)."""
     if path is not None:
         path = Path(path).expanduser()
+        if path.is_dir():
+            raise WeightsError(f"{path}: is a folder, not a weights file")
         if not path.is_file():
             raise WeightsError(f"{path}: weights file not found")
         weights_io.quick_check(path)  # a broken file is said now, not after TensorFlow's start-up
