@@ -7,6 +7,7 @@ pixels and non-ASCII paths work everywhere.
 """
 import io
 import os
+import reprlib
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -193,14 +194,27 @@ def path_list(paths):
     sources that are not files (objects with `read_bytes()`, e.g. URLs) pass through as they are."""
     if isinstance(paths, (str, os.PathLike)) or _is_source(paths):
         return [_as_path(paths)]
+    if _is_pixels(paths) or any(_is_pixels(item) for item in _first(paths)):
+        raise TypeError("expected a path (str or os.PathLike) or a list of paths, got pixels (an array): for images "
+                        "in memory, use alexft.preprocess_input and then the predictor's probabilities")
     if isinstance(paths, (bytes, bytearray)) or not isinstance(paths, Iterable):
         raise TypeError(f"expected a path (str or os.PathLike) or a list of paths, got {type(paths).__name__}")
     listed = list(paths)
     for item in listed:
         if not isinstance(item, (str, os.PathLike)) and not _is_source(item):
             raise TypeError(f"expected a path (str or os.PathLike) or a list of paths; the list holds a "
-                            f"{type(item).__name__}: {item!r}")
+                            f"{type(item).__name__}: {reprlib.repr(item)}")
     return [_as_path(item) for item in listed]
+
+
+def _is_pixels(item):
+    """A numeric array (an image in memory); an array of strings is a list of paths (a features file's)."""
+    return isinstance(item, np.ndarray) and item.dtype.kind in "uifb"
+
+
+def _first(paths):
+    """The first item of a list or tuple (not of a generator, which would be used up), to see what it holds."""
+    return paths[:1] if isinstance(paths, (list, tuple)) else ()
 
 
 def _is_source(item):

@@ -414,6 +414,13 @@ def test_one_path_or_a_folder_works_wherever_paths_are_taken(predictor, tmp_path
             list(alexft.classify(predictor, wrong))
     with pytest.raises(TypeError, match="expected a path"):
         alexft.find_images(7)
+    pixels = photos_rgb()[0]  # an image in memory where files go: said in one line, not printed in full
+    for wrong in (pixels, [pixels]):
+        with pytest.raises(TypeError, match=r"got pixels \(an array\): for images in memory, use "
+                                            r"alexft.preprocess_input") as refused:
+            list(alexft.classify(predictor, wrong))
+        assert len(str(refused.value)) < 200
+    assert len(list(alexft.classify(predictor, np.array([str(photo)])))) == 1  # paths as a features file holds them
 
 
 TENSORFLOW_FREE = """
