@@ -103,16 +103,19 @@ class CaffeMaxPooling2D(keras.layers.MaxPooling2D):
     last row or column of windows would otherwise be missing."""
 
     def call(self, inputs):
-        missing = [self._missing(inputs.shape[axis], tf.shape(inputs)[axis]) for axis in (1, 2)]
+        missing = [self._missing(inputs, axis) for axis in (1, 2)]
         if all(isinstance(side, int) and side == 0 for side in missing):  # 227x227: no pad op at all
             return super().call(inputs)
         lowest = tf.as_dtype(inputs.dtype).min  # padding never wins a max
         padded = tf.pad(inputs, [[0, 0], [0, missing[0]], [0, missing[1]], [0, 0]], constant_values=lowest)
         return super().call(padded)
 
-    def _missing(self, static, dynamic):
-        """The rows (or columns) the last, clipped window reaches past the border."""
-        side = static if static is not None else dynamic
+    def _missing(self, inputs, axis):
+        """The rows (or columns) the last, clipped window reaches past the border: a number when
+        the side is known, else a tensor (no shape op is added where the side is known)."""
+        side = inputs.shape[axis]
+        if side is None:
+            side = tf.shape(inputs)[axis]
         return (-(side - self.pool_size[0])) % self.strides[0]
 
     def compute_output_shape(self, input_shape):

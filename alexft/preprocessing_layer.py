@@ -8,9 +8,9 @@ so about one pixel value in eight differs by one grey level (tests/test_export.p
 import keras
 import tensorflow as tf
 
+from .layers import PACKAGE
 from .preprocess import CROP, MEAN_BGR, RESIZE, TEN_CROP_OFFSETS
 
-PACKAGE = "alexft"
 _CENTRE = TEN_CROP_OFFSETS[4][0]
 
 
