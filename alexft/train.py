@@ -19,6 +19,7 @@ import tensorflow as tf
 from . import lr_finder, recovery, train_setup
 from . import weights as weights_io
 from .data import BrokenFiles, load_dataset
+from .epoch_log import EpochLog
 from .errors import AlexftError, TrainingError
 from .features import VIEWS
 from .plots import range_test_curve
@@ -137,12 +138,13 @@ class Trainer:
             state["base_lr"] = self._find_rate(state)
         self._follow_rate()
         board = _TensorBoard(self.run.path / "tensorboard" if self.run.chief else None)
+        show = EpochLog(self.log, self.options.epochs, self.run.path / "history.csv")
         try:
             with _StopOnSignal() as stop:
                 while state["epoch"] < self.options.epochs:
                     row = self._epoch_with_recovery(state, stop)
                     board.write(row)
-                    self.log(_describe_row(row, self.options.epochs))
+                    show(row, stopping=bool(stop.signal_number))
                     if stop.signal_number and state["epoch"] < self.options.epochs:
                         self.run.write_history(state["history"], final=True)
                         raise TrainingInterrupted(
@@ -439,13 +441,6 @@ def _above_chance(accuracy, chance, images):
     """Whether a validation accuracy over `images` images is beyond what guessing reaches by
     luck: more than three standard errors above `chance`."""
     return images > 0 and accuracy > chance + 3 * math.sqrt(chance * (1 - chance) / images)
-
-
-def _describe_row(row, epochs):
-    text = f"epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f}, accuracy {row['train_accuracy']:.3f}"
-    if row["val_accuracy"] is not None:
-        text += f"; val loss {row['val_loss']:.4f}, val accuracy {row['val_accuracy']:.3f}"
-    return text + f" (lr {row['lr']:.3g}, {row['seconds']:.1f} s)"
 
 
 class _TensorBoard:

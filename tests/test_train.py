@@ -346,6 +346,19 @@ def test_a_huge_rate_is_recovered_to_a_finite_usable_model(small_digits_folder, 
     assert model.params["fc8"][0].shape == (4096, 10)
 
 
+def test_a_run_of_many_quick_epochs_logs_a_few_evenly_spaced_lines(small_digits_folder, canonical_weights_file, tmp_path):
+    messages = []
+    finetune(small_digits_folder, weights=canonical_weights_file, epochs=45, batch_size=8, lr=0.001, val_split=0.2,
+             output=tmp_path / "run", progress=False, log=messages.append)
+    shown = [int(message.split("/")[0].split()[1]) for message in messages if message.startswith("epoch ")]
+    # One line every ceil(45 / 20) = 3 epochs, and the first; an epoch ending 10 s after the
+    # last line (a machine under load) may add one.
+    assert shown[0] == 1 and shown[-1] == 45 and {3, 6, 42} <= set(shown) and 16 <= len(shown) <= 20
+    notice = [message for message in messages if message.startswith("epochs are quick")]
+    assert notice == [f"epochs are quick: one line every 3 epochs from here, every epoch is in {tmp_path / 'run' / 'history.csv'}"]
+    assert [int(row["epoch"]) for row in read_history(tmp_path / "run")] == list(range(1, 46))
+
+
 def test_divergence_that_recoveries_cannot_mend_stops_with_a_clear_message(small_digits_folder, canonical_weights_file, tmp_path):
     messages = []
     with pytest.raises(TrainingError, match=r"in epoch 1: training diverged \(base rate 1e\+10 after 2 recoveries\); no epoch had ended, so no model"):
