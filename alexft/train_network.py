@@ -124,8 +124,9 @@ class TrainingNetwork:
 
     # --- training and validation ------------------------------------------------------------
 
-    def set_rate(self, rate):
-        self.optimizer.learning_rate.assign(rate)
+    def set_rate(self, rate, momentum_follows=False):
+        """The base rate of the next steps; `momentum_follows`: see CaffeSGD.change_rate."""
+        getattr(self.optimizer, "inner_optimizer", self.optimizer).change_rate(rate, momentum_follows)
 
     def step(self, batch):
         """One update; returns (summed loss, correct, images) of the batch as floats."""

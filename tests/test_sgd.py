@@ -60,6 +60,52 @@ def test_updates_follow_caffes_rule_as_the_rate_changes(momentum):
         np.testing.assert_allclose(saved.numpy(), want, rtol=1e-5, atol=1e-8)
 
 
+def pytorch_sgd(weights, gradients_per_step, momentum=MOMENTUM):
+    """PyTorch's SGD as its documentation writes it (dampening 0, decay added to the gradient):
+    v = momentum * v + (gradient + decay * w); w -= rate * lr_mult * v. The rate multiplies
+    the history, so a new rate applies to the whole next step. Returns the weights and the
+    velocities after every step."""
+    weights = [w.astype(np.float64) for w in weights]
+    velocity = [np.zeros_like(w) for w in weights]
+    for rate, gradients in zip(RATES, gradients_per_step):
+        for i, ((_, mult, decay), g) in enumerate(zip(SPECS, gradients)):
+            velocity[i] = momentum * velocity[i] + (g + decay * weights[i])
+            weights[i] = weights[i] - rate * mult * velocity[i]
+    return weights, velocity
+
+
+def test_a_rate_change_with_the_momentum_following_is_pytorchs_rule():
+    initial, gradients = random_problem(seed=2)
+    variables = [tf.Variable(w) for w in initial]
+    optimizer = caffe_optimizer()
+    step = tf.function(lambda grads: optimizer.apply_gradients(zip(grads, variables)))
+    optimizer.change_rate(RATES[0])  # before the first step: there is no history to rescale
+    for rate, (per_replica,) in zip(RATES, gradients):
+        optimizer.change_rate(rate)
+        step([tf.constant(g) for g in per_replica])
+    expected, velocity = pytorch_sgd(initial, [g for (g,) in gradients])
+    caffes, _ = caffe_sgd(initial, [g for (g,) in gradients])
+    for variable, want, caffe in zip(variables, expected, caffes):
+        np.testing.assert_allclose(variable.numpy(), want, rtol=1e-6, atol=1e-7)
+        assert not np.allclose(variable.numpy(), caffe, rtol=1e-4, atol=1e-5)  # the drop made a difference
+    # The stored history is Caffe's form at the current rate, so checkpoints keep their meaning.
+    for saved, v, (_, mult, _) in zip(optimizer.momentums, velocity, SPECS):
+        np.testing.assert_allclose(saved.numpy(), -RATES[-1] * mult * v, rtol=1e-5, atol=1e-9)
+
+
+def test_a_rate_change_without_the_momentum_following_keeps_caffes_rule():
+    initial, gradients = random_problem(seed=3)
+    variables = [tf.Variable(w) for w in initial]
+    optimizer = caffe_optimizer()
+    step = tf.function(lambda grads: optimizer.apply_gradients(zip(grads, variables)))
+    for rate, (per_replica,) in zip(RATES, gradients):
+        optimizer.change_rate(rate, momentum_follows=False)
+        step([tf.constant(g) for g in per_replica])
+    expected, _ = caffe_sgd(initial, [g for (g,) in gradients])
+    for variable, want in zip(variables, expected):
+        np.testing.assert_allclose(variable.numpy(), want, rtol=1e-6, atol=1e-7)
+
+
 def test_loss_scaling_wrapper_unscales_before_caffes_rule():
     initial, gradients = random_problem(seed=1)
     variables = [tf.Variable(w) for w in initial]
@@ -90,12 +136,15 @@ def test_under_a_mirrored_strategy_the_replicas_gradients_are_summed_once():
         strategy.run(replica_step)
 
     for rate, per_replica in zip(RATES, gradients):
-        optimizer.learning_rate.assign(rate)
+        optimizer.change_rate(rate)  # as Trainer does between epochs, outside the replicas
         step([tf.constant(np.stack(g)) for g in zip(*per_replica)])
-    expected, _ = caffe_sgd(initial, [[sum(g) for g in zip(*per_replica)] for per_replica in gradients])
+    expected, velocity = pytorch_sgd(initial, [[sum(g) for g in zip(*per_replica)] for per_replica in gradients])
     for variable, want in zip(variables, expected):
         for replica_value in strategy.experimental_local_results(variable):
             np.testing.assert_allclose(replica_value.numpy(), want, rtol=1e-6, atol=1e-7)
+    for saved, v, (_, mult, _) in zip(optimizer.momentums, velocity, SPECS):
+        for replica_value in strategy.experimental_local_results(saved):
+            np.testing.assert_allclose(replica_value.numpy(), -RATES[-1] * mult * v, rtol=1e-5, atol=1e-9)
 
 
 def test_keeps_keras_sgds_variables_so_checkpoints_carry_over():

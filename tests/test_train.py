@@ -714,6 +714,46 @@ def test_range_test_restores_every_variable_bit_for_bit(small_digits_folder, can
     assert state["notes"] == [f"lr auto: range test chose {chosen:.3g}"] and (tmp_path / "run" / "lr_find.png").exists()
 
 
+def test_the_rate_drop_takes_the_momentum_with_it_also_across_a_resume(small_digits_folder, canonical_weights_file,
+                                                                        tmp_path, monkeypatch):
+    """Epoch 3 of 3 runs at a tenth of the rate. Stopped before it and resumed, the run must
+    rescale the momentum history exactly as the uninterrupted run did (the rate it was
+    accumulated at comes from the checkpoint), and the rescale must change the run."""
+    options = dict(weights=canonical_weights_file, epochs=3, batch_size=8, lr=0.001, val_split=0.2, progress=False,
+                   keep_checkpoint=True)
+
+    def final_state(run):
+        return checkpoints.load(run / "checkpoint.npz")[1]
+
+    finetune(small_digits_folder, output=tmp_path / "whole", log=quiet, **options)
+
+    def stop_after_epoch_2(message):
+        if message.startswith("epoch 2/3"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune(small_digits_folder, output=tmp_path / "split", log=stop_after_epoch_2, **options)
+    assert [row["epoch"] for row in read_history(tmp_path / "split")] == ["1", "2"]
+    assert not any(row["note"] for row in read_history(tmp_path / "split"))  # no recovery changed the rate
+    finetune(small_digits_folder, output=tmp_path / "split", log=quiet, resume=True, **options)
+    whole, split = final_state(tmp_path / "whole"), final_state(tmp_path / "split")
+    assert set(whole) == set(split)
+    for name in whole:
+        np.testing.assert_allclose(split[name], whole[name], rtol=1e-6, atol=1e-9, err_msg=name)
+
+    from alexft.train_network import TrainingNetwork
+
+    caffes_rule = TrainingNetwork.set_rate
+    monkeypatch.setattr(TrainingNetwork, "set_rate", lambda net, rate, momentum_follows=False: caffes_rule(net, rate))
+    finetune(small_digits_folder, output=tmp_path / "caffe", log=quiet, **options)
+    coasting = final_state(tmp_path / "caffe")
+    last_losses = [float(read_history(run)[2]["train_loss"]) for run in (tmp_path / "whole", tmp_path / "caffe")]
+    assert float(read_history(tmp_path / "caffe")[1]["train_loss"]) == pytest.approx(
+        float(read_history(tmp_path / "whole")[1]["train_loss"]), rel=1e-5)  # the same up to the drop
+    assert last_losses[0] != pytest.approx(last_losses[1], rel=1e-4)
+    assert not np.allclose(coasting["current/0"], whole["current/0"], rtol=1e-4, atol=1e-6)
+
+
 def test_resume_may_change_the_rate_and_the_epochs(small_digits_folder, canonical_weights_file, tmp_path):
     options = dict(weights=canonical_weights_file, batch_size=8, val_split=0.2, output=tmp_path / "run", progress=False,
                    log=quiet)
