@@ -48,6 +48,9 @@ def test_json_lines_for_a_folder_with_broken_files(photo_folder, canonical_weigh
     for line in lines:
         if "error" in line:
             assert line["error"].startswith(line["path"] + ":")
+    # The exit status says each bad input is named on stderr: with --json too, in the same words.
+    named = [line[len("error: "):] for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert named == [line["error"] for line in lines if "error" in line] and len(named) == len(bad_images())
     assert f"{len(bad_images())} of {len(lines)} inputs could not be classified" in result.stderr
 
 

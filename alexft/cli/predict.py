@@ -116,10 +116,13 @@ def _build_litert_copy(weights):
 def _print_result(result, as_json):
     from alexft.progress import beside_bars
 
+    if "error" in result:  # named on stderr also with --json, as the exit status promises
+        with beside_bars(sys.stderr):
+            click.echo(f"error: {result['error']}", err=True)
+        if not as_json:
+            return
     if as_json:
         lines, stream = [json.dumps(result, ensure_ascii=False)], sys.stdout
-    elif "error" in result:
-        lines, stream = [f"error: {result['error']}"], sys.stderr
     else:
         lines = [str(result["path"])] + [f"  {p['probability']:7.2%}  {p['label']}" for p in result["predictions"]]
         stream = sys.stdout
