@@ -226,6 +226,10 @@ def _describe_value(value):
     return f"a {type(value).__name__}"
 
 
+# The array groups of a run's checkpoint.npz (train_network.TrainingNetwork.state_arrays).
+CHECKPOINT_GROUPS = ("current", "best", "optimizer", "seed")
+
+
 def _read_npz(path):
     params, class_names = {}, None
     try:
@@ -236,6 +240,9 @@ def _read_npz(path):
         layer, _, part = key.partition("/")
         if key == "class_names":
             class_names = [str(name) for name in arrays[key]]
+        elif layer in CHECKPOINT_GROUPS:
+            raise WeightsError(f"{path}: a fine-tuning run's checkpoint, not weights; the run's model is "
+                               f"{Path(path).parent / 'model.npz'}")
         elif part not in ("weights", "biases"):
             raise WeightsError(f"{path}: unexpected entry {key!r}; expected <layer>/weights and <layer>/biases")
     for layer in sorted({key.partition("/")[0] for key in arrays if "/" in key}):
