@@ -105,9 +105,14 @@ class TrainOptions:
         if not cached:
             return AUTO_EPOCHS, "auto: 10 on images"
         steps_per_epoch = max(math.ceil(train_count / self.batch_size), 1)
-        epochs = min(max(math.ceil(AUTO_STEPS / steps_per_epoch), AUTO_EPOCHS), AUTO_MAX_EPOCHS)
-        return epochs, (f"auto: {epochs * steps_per_epoch} steps of {self.batch_size} on the feature cache, "
-                        f"at least {AUTO_STEPS} within {AUTO_EPOCHS}-{AUTO_MAX_EPOCHS} epochs")
+        wanted = math.ceil(AUTO_STEPS / steps_per_epoch)  # the fewest epochs that give AUTO_STEPS steps
+        epochs = min(max(wanted, AUTO_EPOCHS), AUTO_MAX_EPOCHS)
+        steps = f"{epochs * steps_per_epoch} steps of {self.batch_size} on the feature cache"
+        if wanted > AUTO_MAX_EPOCHS:
+            return epochs, f"auto: {steps}, the most it runs; {AUTO_STEPS} would take {wanted} epochs"
+        if wanted < AUTO_EPOCHS:
+            return epochs, f"auto: {steps}, the fewest epochs it runs"
+        return epochs, f"auto: {steps}, the fewest epochs that give {AUTO_STEPS}"
 
     def as_dict(self):
         return dataclasses.asdict(self)

@@ -903,6 +903,11 @@ def test_auto_epochs_give_the_cache_about_a_thousand_steps():
     assert planned(100_000, 64) == 10   # a big folder: never fewer than 10
     assert planned(20, 64) == 200       # one step an epoch: at most 200
     assert planned(600, 64, cached=False) == 10  # on images an epoch is costly: Caffe's count
+    # Why that many, said without contradiction at either bound.
+    why = lambda count: TrainOptions(epochs="auto", batch_size=64).planned_epochs(count, cached=True)[1]  # noqa: E731
+    assert why(20) == "auto: 200 steps of 64 on the feature cache, the most it runs; 1000 would take 1000 epochs"
+    assert why(100_000) == "auto: 15630 steps of 64 on the feature cache, the fewest epochs it runs"
+    assert why(600) == "auto: 1000 steps of 64 on the feature cache, the fewest epochs that give 1000"
     assert planned(600, 64, epochs=3) == 3 and planned(600, 64, cached=False, epochs="7") == 7
     for wrong in (0, -1, 2.5, "ten", True):
         with pytest.raises(OptionsError, match="expected a whole number of at least 1 or 'auto'"):
@@ -916,8 +921,8 @@ def test_a_run_without_epochs_plans_them_and_records_the_number(small_digits_fol
     steps = -(-summary["train_images"] // 2)
     expected = -(-1000 // steps)
     assert 10 < expected < 200 and summary["epochs"] == expected
-    assert f"{expected} epochs (auto: {expected * steps} steps of 2 on the feature cache, at least 1000 within " \
-           f"10-200 epochs; --epochs N to choose)" in messages
+    assert f"{expected} epochs (auto: {expected * steps} steps of 2 on the feature cache, the fewest epochs that give " \
+           f"1000; --epochs N to choose)" in messages
     assert json.loads((tmp_path / "run" / "config.json").read_text())["epochs"] == expected
     assert len(read_history(tmp_path / "run")) == expected
 
