@@ -113,7 +113,8 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
     The file holds `features` (n, ...) float32 (the mean over the ten crops with `ten_crop`),
     `paths`, and for labelled data `labels` and `class_names`. Activations go to a
     memory-mapped file as they are computed, so memory stays flat for large folders.
-    Returns (number written, {path: error} for the skipped files).
+    Returns (number written, {path: error} for the skipped files). When no input could be
+    used, nothing is written (an earlier `output` stays as it was).
     """
     paths = path_list(paths)
     if labels is None:
@@ -134,6 +135,8 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
             features[len(kept)] = outputs.mean(axis=0)
             kept.append(index)
         features.flush()
+        if skipped and not kept:  # a file of no features would look like a result, or replace one
+            return 0, skipped
         extras = {"paths": np.array([str(paths[i]) for i in kept], dtype=str)}
         if labels is not None:
             extras["labels"] = np.asarray(labels)[kept].astype(np.int32)

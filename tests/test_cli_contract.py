@@ -572,6 +572,14 @@ def test_features_exits_1_naming_each_input_it_could_not_use(canonical_weights_f
     assert result.exit_code == 0, result.output
     with np.load(tmp_path / "p2.npz") as stored:
         assert stored["features"].shape == (1, 13, 13, 256)
+    # No usable input at all: nothing is written, and with --force an earlier file stays as it was.
+    result = run("features", empty, "--layer", "pool1", "--output", tmp_path / "p2.npz", "--force", "--weights",
+                 canonical_weights_file)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.splitlines()[-2:] == [f"alexft: {tmp_path / 'p2.npz'}: not written, as no input could be used",
+                                               "alexft: 1 of 1 inputs could not be used"]
+    with np.load(tmp_path / "p2.npz") as stored:
+        assert stored["features"].shape == (1, 13, 13, 256)
     # An existing output is replaced only when asked to (a refusal is in the pre-TensorFlow table).
     result = run("features", good, "--layer", "pool1", "--output", tmp_path / "p2.npz", "--force", "--weights",
                  canonical_weights_file)

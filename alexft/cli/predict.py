@@ -303,8 +303,11 @@ def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, s
                                         preprocessing=preprocessing)
     for message in skipped.values():
         click.echo(f"error: {message}", err=True)
-    click.echo(f"{output}: {layer} features of {written} image{'' if written == 1 else 's'}"
-               + (f" ({len(skipped)} skipped)" if skipped else ""))
+    if written or not skipped:
+        click.echo(f"{output}: {layer} features of {written} image{'' if written == 1 else 's'}"
+                   + (f" ({len(skipped)} skipped)" if skipped else ""))
+    else:
+        click.echo(f"alexft: {output}: not written, as no input could be used", err=True)
     if skipped:
         click.echo(f"alexft: {len(skipped)} of {len(paths)} inputs could not be used", err=True)
         ctx.exit(EXIT_INPUT_FAILED)
