@@ -189,8 +189,9 @@ def images_with_labels(inputs):
     """(paths, labels, class_names) for image files or folders; labels and class names are
     None unless `inputs` is one folder laid out as <class>/<images>: sub-folders, and no images
     beside them (those would belong to no class: the folder is then read as plain images)."""
-    inputs = path_list(inputs)
-    if len(inputs) == 1 and inputs[0].is_dir() and class_folders(inputs[0]) and not loose_images(inputs[0]):
+    inputs = path_list(inputs)  # URLs and standard input pass through as image sources
+    one_folder = len(inputs) == 1 and isinstance(inputs[0], Path) and inputs[0].is_dir()
+    if one_folder and class_folders(inputs[0]) and not loose_images(inputs[0]):
         class_names = class_folders(inputs[0])
         files = list_labelled(inputs[0], class_names)
         return files.paths, files.labels, class_names

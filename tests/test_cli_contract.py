@@ -105,7 +105,7 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["classify", str(tmp_path / "empty")], 2, "no images found in"),
         (["classify", "-", "-"], 2, "'-' (standard input) can be given once"),
         (["classify", str(photo_paths()["chelsea"]), "--weights", "missing.npz"], 1, "missing.npz: weights file not found"),
-        (["features", "nope.jpg", "--output", "f.npz"], 2, "does not exist"),
+        (["features", "nope.jpg", "--output", "f.npz"], 2, "nope.jpg: no such file or folder"),
         (["features", str(photo_paths()["chelsea"]), "--output", "f.npz", "--layer", "pool9"], 2, "'pool9' is not one of"),
         (["finetune", str(one_class_folder), *weights], 1, "only one class (digit_4); fine-tuning needs at least two"),
         (["finetune", str(small_digits_folder), "--output", str(existing), *weights], 1, "already holds a run"),
@@ -644,6 +644,25 @@ def test_an_image_on_standard_input_and_at_urls(canonical_weights_file, predicto
     assert errors[2].startswith("http://[broken: not a valid URL")
     assert all("\n" not in error for error in errors)
     assert "3 of 4 inputs could not be classified" in result.stderr
+
+
+def test_features_take_standard_input_and_urls_as_classify_does(canonical_weights_file, tmp_path):
+    photo = photo_paths()["chelsea"].read_bytes()
+    args = ["--layer", "pool5", "--weights", canonical_weights_file]
+    result = run("features", photo_paths()["chelsea"], "--output", tmp_path / "file.npz", *args)
+    assert result.exit_code == 0, result.output
+    result = run("features", "-", "--output", tmp_path / "stdin.npz", *args, input=photo)
+    assert result.exit_code == 0, result.output
+    with serving({"/cat.png": ("ok", photo)}) as url:
+        result = run("features", f"{url}/cat.png", f"{url}/missing.png", "--output", tmp_path / "url.npz", *args)
+    assert result.exit_code == 1
+    assert f"error: {url}/missing.png: HTTP 404 Not Found" in result.stderr.splitlines()
+    with np.load(tmp_path / "file.npz") as file, np.load(tmp_path / "stdin.npz") as stdin, \
+            np.load(tmp_path / "url.npz") as fetched:
+        assert stdin["paths"].tolist() == ["-"] and fetched["paths"].tolist() == [f"{url}/cat.png"]
+        assert file["features"].shape == (1, 6, 6, 256) and file["features"].any()
+        np.testing.assert_array_equal(stdin["features"], file["features"])
+        np.testing.assert_array_equal(fetched["features"], file["features"])
 
 
 def test_every_option_is_described_and_layer_options_list_the_layers():

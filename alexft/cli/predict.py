@@ -255,7 +255,7 @@ def _check_features_output(output, force):
 
 
 @click.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True))
+@click.argument("inputs", nargs=-1, required=True, type=ImageInput())
 @weights_option
 @click.option("--layer", default="fc7", show_default=True,
               type=click.Choice(["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8"]),
@@ -273,7 +273,8 @@ def _check_features_output(output, force):
 @terminating_cleanly()  # SIGTERM as Ctrl-C: the lines printed stay, scratch files go
 def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, shard, mean_file, resize, precision,
              progress):
-    """Write a layer's activations for images (files or folders) to an .npz.
+    """Write a layer's activations for images (files, folders, http(s) URLs, or - for one image
+    on standard input) to an .npz.
 
     One folder laid out as <class>/<images> also stores each image's label and the class names.
     Exit status 1 if any input could not be used; the others are still written.
