@@ -296,6 +296,15 @@ def test_info_on_a_fine_tuned_file_and_on_a_broken_one(tmp_path):
     assert result.exit_code == 1
     facts = json.loads(result.stdout)
     assert facts["canonical_layout"] is False and "fc7 weights have shape (100, 4096)" in facts["problem"]
+    assert result.stderr.splitlines() == [f"Error: {facts['problem']}"]  # the exit status's reason, on stderr too
+    # Class names stored without an fc8 are not said to be its classes.
+    del params["fc8"]
+    params["fc7"] = random_params(seed=4, num_classes=3)["fc7"]
+    headless = weights.save(weights.WeightSet(params, ["tabby, tabby cat", "dog", "elk"]), tmp_path / "headless.npz")
+    result = run("weights", "info", headless)
+    assert result.exit_code == 1
+    assert "classes: unknown, no fc8 layer (3 names stored)" in result.stdout
+    assert result.stderr.splitlines() == [f"Error: {headless}: missing layer(s) fc8"]
 
 
 def test_info_on_a_file_that_is_not_weights_is_a_one_line_error(tmp_path):
@@ -304,6 +313,9 @@ def test_info_on_a_file_that_is_not_weights_is_a_one_line_error(tmp_path):
     result = run("weights", "info", page)
     assert result.exit_code == 1 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [f"Error: {page}: not a weights file (it is an HTML/XML page, perhaps an error page saved by a download); expected .npy, .npz or .caffemodel"]
+    # --json gives its one object even then: the path and why.
+    result = run("weights", "info", "--json", page)
+    assert result.exit_code == 1 and json.loads(result.stdout) == {"path": str(page), "problem": result.stderr[7:].strip()}
 
 
 # --- convert -------------------------------------------------------------------------------

@@ -73,14 +73,23 @@ def weights_info(ctx, file, as_json):
 
     Exit status 1 if the file cannot be used as AlexNet weights (the reason is shown).
     """
+    from alexft.errors import AlexftError
     from alexft.weights.sources import identify
     from alexft.weights.tools import describe
 
-    facts = describe(file)
+    try:
+        facts = describe(file)
+    except AlexftError as error:
+        if not as_json:
+            raise
+        # --json promises one object: a file that cannot even be read gives its path and why.
+        click.echo(json.dumps({"path": str(file), "problem": str(error)}, ensure_ascii=False))
+        raise
     facts["source"] = (identify(file, {"sha1": facts["sha1"], "sha256": facts["sha256"]})  # hashed once
                        or _fine_tuned_here(file))
     click.echo(json.dumps(facts, ensure_ascii=False) if as_json else _describe_weights(facts))
     if facts["problem"]:
+        click.echo(f"Error: {facts['problem']}", err=True)  # the exit status's reason, where errors go
         ctx.exit(1)
 
 
@@ -109,7 +118,9 @@ def _describe_weights(facts):
     lines.append(f"parameters: {facts['parameters']:,}")
     names = facts["class_names"]
     stored = f" ({', '.join(map(repr, names[:5]))}{', ...' if len(names) > 5 else ''})" if names else " (no names stored)"
-    lines.append(f"classes: {facts['classes']}{stored}")
+    if facts["classes"] is None:  # no usable fc8: the names stored cannot be said to be its classes
+        stored = f" ({len(names)} names stored)" if names else ""
+    lines.append(f"classes: {'unknown, no fc8 layer' if facts['classes'] is None else facts['classes']}{stored}")
     lines.append("layout: canonical bvlc_alexnet" if facts["canonical_layout"] else
                  "layout: AlexNet with a different class count" if not facts["problem"] else f"problem: {facts['problem']}")
     return "\n".join(lines)
