@@ -124,3 +124,18 @@ def test_progress_bar_on_stderr_keeps_stdout_clean(tmp_path, canonical_weights_f
     assert len([json.loads(line) for line in result.stdout.splitlines()]) == 10
     quiet = run("classify", tmp_path, "--json", "--batch-size", 4, "--weights", canonical_weights_file)
     assert "img/s" not in quiet.stderr  # not a terminal: no bar unless asked
+
+
+def test_a_top_k_beyond_the_models_classes_is_said_once(tmp_path):
+    from alexft import weights
+    from fixtures import random_params
+
+    three = weights.save(weights.WeightSet({name: tuple(pair) for name, pair in random_params(seed=5, num_classes=3).items()},
+                                           ["cat", "dog", "elk"]), tmp_path / "three.npz")
+    # On TensorFlow: the LiteRT copy of a new weights file would take its one-off build here.
+    result = run("classify", photo_paths()["chelsea"], "--top-k", 5, "--json", "--runtime", "tensorflow", "--weights", three)
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["predictions"]) == 3
+    assert result.stderr.splitlines() == ["alexft: note: --top-k 5, but the model knows 3 classes: each image gets all 3"]
+    exact = run("classify", photo_paths()["chelsea"], "--top-k", 3, "--json", "--runtime", "tensorflow", "--weights", three)
+    assert exact.exit_code == 0 and "note" not in exact.stderr

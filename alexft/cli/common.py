@@ -168,6 +168,15 @@ precision_option = click.option(
 progress_option = click.option(
     "--progress/--no-progress", default=None, help="Progress bar on stderr. Default: on a terminal."
 )
+
+
+def note_top_k(top, class_count):
+    """A --top-k beyond the model's classes gives them all: said once, not silently."""
+    if top > class_count:
+        click.echo(f"alexft: note: --top-k {top}, but the model knows {class_count} classes: each image gets all "
+                   f"{class_count}", err=True)
+
+
 def preprocessing_options(command):
     """--mean and --resize: the choices Caffe's own tools differ on (preprocess.Preprocessing)."""
     command = click.option(

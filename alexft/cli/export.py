@@ -5,7 +5,8 @@ import click
 
 from alexft.quiet import import_tensorflow_quietly
 
-from .common import EXIT_INPUT_FAILED, fail_cleanly, precision_option, read_weights, terminating_cleanly, weights_option
+from .common import (EXIT_INPUT_FAILED, fail_cleanly, note_top_k, precision_option, read_weights, terminating_cleanly,
+                     weights_option)
 
 
 @click.command()
@@ -37,6 +38,7 @@ def export(output, weights, file_format, top, quantize, calibration, precision, 
     except (ExportOptionsError, QuantizationError) as error:
         raise click.UsageError(str(error)) from None
     weight_set = read_weights(weights)  # before TensorFlow: a missing, wrong or broken file is said at once
+    note_top_k(top, weight_set.num_classes)
     if quantization is not None and quantization.mode == "int8":
         quantization.calibration_views()  # and calibration images none of which can be read
     import_tensorflow_quietly()

@@ -7,7 +7,7 @@ import click
 
 from alexft.quiet import import_tensorflow_quietly
 
-from .common import (EXIT_INPUT_FAILED, ImageInput, expand_inputs, fail_cleanly, precision_option,
+from .common import (EXIT_INPUT_FAILED, ImageInput, expand_inputs, fail_cleanly, note_top_k, precision_option,
                      preprocessing_from, preprocessing_options, progress_option, read_weights, shard_option,
                      terminating_cleanly, weights_option)
 
@@ -58,6 +58,7 @@ def classify(ctx, inputs, weights, top, ten_crop, batch_size, as_json, runtime, 
     predictor = on_litert and _litert_predictor(weights, preprocessing, runtime)
     if not predictor:
         predictor = _tensorflow_predictor(weights, progress, preprocessing, precision)
+    note_top_k(top, len(predictor.class_names))
     failures = 0
     for result in classify_images(predictor, paths, top=top, ten_crop=ten_crop, batch_size=batch_size, progress=progress):
         failures += "error" in result
