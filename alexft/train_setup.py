@@ -169,6 +169,8 @@ def already_finished(run, summary, options, log):
             f"{run.path}: finished after {summary['epochs']} epochs and its checkpoint was removed; to train longer, "
             f"start a new run from its model, keeping what it learned (--weights {run.model} --skip '' "
             f"--train {','.join(options.train)}), or keep the checkpoint with --keep-checkpoint")
+    fewer = (f"; --epochs {options.epochs} is fewer than it ran, and a run is never cut back: model.npz is the best "
+             "epoch of all" if options.epochs < summary["epochs"] else "")
     log(f"{run.path}: already finished ({summary['epochs']} epochs; model.npz holds epoch {summary['best_epoch']}); "
-        "nothing to resume")
+        f"nothing to resume{fewer}")
     return dict(summary, already_finished=True)

@@ -773,6 +773,11 @@ def test_resume_may_change_the_rate_and_the_epochs(small_digits_folder, canonica
     assert again["already_finished"] and again["best_epoch"] == summary["best_epoch"]
     assert messages == [f"{tmp_path / 'run'}: already finished (4 epochs; model.npz holds epoch {summary['best_epoch']}); "
                         "nothing to resume"]
+    messages.clear()  # asking for fewer epochs than it ran is said, not ignored
+    fewer = finetune(small_digits_folder, **dict(options, log=messages.append), epochs=2, resume=True)
+    assert fewer["already_finished"] and fewer["epochs"] == 4
+    assert messages[0].endswith("nothing to resume; --epochs 2 is fewer than it ran, and a run is never cut back: "
+                                "model.npz is the best epoch of all")
     with pytest.raises(TrainingError, match=r"finished after 4 epochs and its checkpoint was removed; to train longer, "
                                             r"start a new run from its model, keeping what it learned \(--weights "
                                             r".*model.npz --skip '' --train fc8\)"):
