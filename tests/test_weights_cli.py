@@ -459,3 +459,14 @@ def test_two_candidates_need_rename_and_rename_is_checked(flickr_style_caffemode
     on_npy = run("weights", "convert", canonical_weights_file, tmp_path / "n.npz", "--rename", "a=fc8")
     assert on_npy.exit_code == 1 and "--rename applies to .caffemodel files" in on_npy.stderr
     assert not any(tmp_path.glob("[rn].npz"))
+
+
+def test_a_truncated_npz_reads_the_same_in_info_and_convert_as_in_the_other_commands(tmp_path):
+    whole = weights.save(weights.WeightSet({name: tuple(pair) for name, pair in random_params(seed=6).items()}),
+                         tmp_path / "whole.npz")
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(whole.read_bytes()[:1000])
+    expected = f"Error: {cut}: corrupt or truncated .npz (File is not a zip file)"  # as classify and export say it
+    for args in (["weights", "info", cut], ["weights", "convert", cut, tmp_path / "out.npz"]):
+        result = run(*args)
+        assert result.exit_code == 1 and result.stderr.splitlines() == [expected], args

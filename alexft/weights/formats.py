@@ -235,7 +235,9 @@ def _read_npz(path):
     try:
         arrays = _npz_arrays(path)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as error:
-        raise WeightsError(f"{path}: corrupt or truncated .npz ({type(error).__name__}: {error})") from None
+        # Worded as quick_check words it, so a broken file reads the same in every command.
+        reason = error if isinstance(error, (zipfile.BadZipFile, OSError)) else f"{type(error).__name__}: {error}"
+        raise WeightsError(f"{path}: corrupt or truncated .npz ({reason})") from None
     for key in sorted(arrays):
         layer, _, part = key.partition("/")
         if key == "class_names":
