@@ -215,7 +215,7 @@ class Trainer:
         batches = itertools.chain.from_iterable(self.data.train_batches(epoch) for epoch in itertools.count())
 
         def step(rate, batch):
-            self.net.set_rate(rate)
+            self.net.set_rate(rate, momentum_follows=False)  # its rising rates keep Caffe's rule, which its choice was tuned on
             loss_sum, _, count = self.net.step(batch)
             bar.update(1)
             return loss_sum / max(count, 1.0)
@@ -285,7 +285,7 @@ class Trainer:
         epoch, epochs = state["epoch"], self.options.epochs
         # A new rate (the schedule's drop, a recovery, a resume with a new --lr) applies at once,
         # momentum included (CaffeSGD.change_rate).
-        self.net.set_rate(scheduled_rate(state["base_lr"], epoch, epochs), momentum_follows=True)
+        self.net.set_rate(scheduled_rate(state["base_lr"], epoch, epochs))
         previous = state["history"][-1]["train_loss"] if state["history"] else None
         watch = LossWatch(len(self.dataset.class_names), previous, settle=state.get("retry", False))
         started = time.perf_counter()

@@ -124,7 +124,7 @@ class TrainingNetwork:
 
     # --- training and validation ------------------------------------------------------------
 
-    def set_rate(self, rate, momentum_follows=False):
+    def set_rate(self, rate, momentum_follows=True):
         """The base rate of the next steps; `momentum_follows`: see CaffeSGD.change_rate."""
         getattr(self.optimizer, "inner_optimizer", self.optimizer).change_rate(rate, momentum_follows)
 

@@ -744,7 +744,7 @@ def test_the_rate_drop_takes_the_momentum_with_it_also_across_a_resume(small_dig
     from alexft.train_network import TrainingNetwork
 
     caffes_rule = TrainingNetwork.set_rate
-    monkeypatch.setattr(TrainingNetwork, "set_rate", lambda net, rate, momentum_follows=False: caffes_rule(net, rate))
+    monkeypatch.setattr(TrainingNetwork, "set_rate", lambda net, rate, momentum_follows=True: caffes_rule(net, rate, False))
     finetune(small_digits_folder, output=tmp_path / "caffe", log=quiet, **options)
     coasting = final_state(tmp_path / "caffe")
     last_losses = [float(read_history(run)[2]["train_loss"]) for run in (tmp_path / "whole", tmp_path / "caffe")]
