@@ -54,12 +54,14 @@ class CaffeSGD(keras.optimizers.SGD):
         """Set the base rate of the next steps. Caffe's history holds rate x gradient, so after
         a drop the old rate's velocity coasts on for tens of steps: a run that was oscillating
         saw its loss rise for 5-10 epochs after the schedule's 10x drop. With
-        `momentum_follows` the history is rescaled by the new rate over the old, as if the rate
-        multiplied it (PyTorch's rule), and a lower rate takes effect at the next step. Steps
-        at one rate stay Caffe's."""
+        `momentum_follows`, a lower rate rescales the history by the new rate over the old, as
+        if the rate multiplied it (PyTorch's rule), and takes effect at the next step. A higher
+        rate (a resume that moves the drop later, a larger --lr) leaves the history as it is and
+        builds up over the next steps, as in Caffe, rather than multiplying the velocity at
+        once. Steps at one rate stay Caffe's."""
         old = self.learning_rate.numpy()
         new = np.asarray(rate, old.dtype)  # compared as stored: 0.01 is not float32(0.01)
-        if momentum_follows and self.built and self.momentum and old > 0 and new != old:
+        if momentum_follows and self.built and self.momentum and 0 < new < old:
             for history in self.momentums:
                 history.assign(history * float(new / old))
         self.learning_rate.assign(new)

@@ -283,8 +283,8 @@ class Trainer:
 
     def _epoch(self, state, stop):
         epoch, epochs = state["epoch"], self.options.epochs
-        # A new rate (the schedule's drop, a recovery, a resume with a new --lr) applies at once,
-        # momentum included (CaffeSGD.change_rate).
+        # A lower rate (the schedule's drop, a recovery, a resume with a lower --lr) applies at
+        # once, momentum included (CaffeSGD.change_rate).
         self.net.set_rate(scheduled_rate(state["base_lr"], epoch, epochs))
         previous = state["history"][-1]["train_loss"] if state["history"] else None
         watch = LossWatch(len(self.dataset.class_names), previous, settle=state.get("retry", False))

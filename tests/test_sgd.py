@@ -93,6 +93,21 @@ def test_a_rate_change_with_the_momentum_following_is_pytorchs_rule():
         np.testing.assert_allclose(saved.numpy(), -RATES[-1] * mult * v, rtol=1e-5, atol=1e-9)
 
 
+def test_a_higher_rate_leaves_the_momentum_history_as_it_is():
+    initial, gradients = random_problem(seed=4)
+    variables = [tf.Variable(w) for w in initial]
+    optimizer = caffe_optimizer()
+    optimizer.apply_gradients(zip([tf.constant(g) for g in gradients[0][0]], variables))
+    before = [history.numpy().copy() for history in optimizer.momentums]
+    assert any(h.any() for h in before)
+    optimizer.change_rate(RATES[0] * 10)  # up: the history builds up over the next steps, as in Caffe
+    for history, was in zip(optimizer.momentums, before):
+        np.testing.assert_array_equal(history.numpy(), was)
+    optimizer.change_rate(RATES[0])  # down: scaled at once by the new rate over the old
+    for history, was in zip(optimizer.momentums, before):
+        np.testing.assert_allclose(history.numpy(), was * 0.1, rtol=1e-6)
+
+
 def test_a_rate_change_without_the_momentum_following_keeps_caffes_rule():
     initial, gradients = random_problem(seed=3)
     variables = [tf.Variable(w) for w in initial]
