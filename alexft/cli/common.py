@@ -170,9 +170,12 @@ progress_option = click.option(
 )
 
 
-def note_top_k(top, class_count):
-    """A --top-k beyond the model's classes gives them all: said once, not silently."""
-    if top > class_count:
+def note_top_k(ctx, top, class_count):
+    """A --top-k asked for beyond the model's classes gives them all: said once, not silently
+    (the default 5 on a model of 2 classes is no request, so it says nothing)."""
+    from click.core import ParameterSource
+
+    if top > class_count and ctx.get_parameter_source("top") is ParameterSource.COMMANDLINE:
         click.echo(f"alexft: note: --top-k {top}, but the model knows {class_count} classes: each image gets all "
                    f"{class_count}", err=True)
 

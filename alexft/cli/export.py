@@ -24,9 +24,10 @@ from .common import (EXIT_INPUT_FAILED, fail_cleanly, note_top_k, precision_opti
                    "at most 200 are used, spread over the folder.")
 @precision_option
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it is an earlier export (a SavedModel folder or a TF Lite file).")
+@click.pass_context
 @fail_cleanly
 @terminating_cleanly()  # SIGTERM, from the start-up on: the temporary SavedModel and converter files are removed
-def export(output, weights, file_format, top, quantize, calibration, precision, force):
+def export(ctx, output, weights, file_format, top, quantize, calibration, precision, force):
     """Export the model with its class labels for serving, to OUTPUT."""
     from alexft.export_request import ExportOptionsError, ExportRequest, format_for
     from alexft.quantize import Quantization, QuantizationError
@@ -38,7 +39,7 @@ def export(output, weights, file_format, top, quantize, calibration, precision, 
     except (ExportOptionsError, QuantizationError) as error:
         raise click.UsageError(str(error)) from None
     weight_set = read_weights(weights)  # before TensorFlow: a missing, wrong or broken file is said at once
-    note_top_k(top, weight_set.num_classes)
+    note_top_k(ctx, top, weight_set.num_classes)
     if quantization is not None and quantization.mode == "int8":
         quantization.calibration_views()  # and calibration images none of which can be read
     import_tensorflow_quietly()

@@ -58,7 +58,7 @@ def classify(ctx, inputs, weights, top, ten_crop, batch_size, as_json, runtime, 
     predictor = on_litert and _litert_predictor(weights, preprocessing, runtime)
     if not predictor:
         predictor = _tensorflow_predictor(weights, progress, preprocessing, precision)
-    note_top_k(top, len(predictor.class_names))
+    note_top_k(ctx, top, len(predictor.class_names))
     failures = 0
     for result in classify_images(predictor, paths, top=top, ten_crop=ten_crop, batch_size=batch_size, progress=progress):
         failures += "error" in result
