@@ -88,10 +88,14 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
     small = (tmp_path / "small.npz").read_bytes()
     (tmp_path / "cut.npz").write_bytes(small[: len(small) - 100])
     np.savez(tmp_path / "fc7.npz", features=np.zeros((2, 4096), np.float32))  # features named as the weights
-    (tmp_path / "run").mkdir()  # a run's checkpoint named as the weights, in its layout (TrainingNetwork.state_arrays)
-    np.savez(tmp_path / "run" / "checkpoint.npz", **{"best/0": np.zeros((4096, 10), np.float32),
-                                                      "current/0": np.zeros((4096, 10), np.float32),
-                                                      "optimizer/0": np.zeros((), np.int64)})
+    # A run's checkpoint named as the weights, in its layout (TrainingNetwork.state_arrays), beside
+    # its model.npz, and one stopped before its first epoch ended, without one.
+    for run_name in ("run", "early"):
+        (tmp_path / run_name).mkdir()
+        np.savez(tmp_path / run_name / "checkpoint.npz", **{"best/0": np.zeros((4096, 10), np.float32),
+                                                            "current/0": np.zeros((4096, 10), np.float32),
+                                                            "optimizer/0": np.zeros((), np.int64)})
+    (tmp_path / "run" / "model.npz").touch()  # only named, never read
     whole_model = Path(canonical_caffemodel).read_bytes()
     (tmp_path / "cut.caffemodel").write_bytes(whole_model[: len(whole_model) // 3])  # a download cut short
     cut_caffemodel = "cut.caffemodel: truncated or corrupt file"
@@ -173,6 +177,8 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["classify", str(photo_paths()["chelsea"]), "--weights", "run/checkpoint.npz"], 1,
          "run/checkpoint.npz: a fine-tuning run's checkpoint, not weights; the run's model is run/model.npz"),
         (["weights", "info", "run/checkpoint.npz"], 1, "the run's model is run/model.npz"),
+        (["weights", "info", "early/checkpoint.npz"], 1, "early/checkpoint.npz: a fine-tuning run's checkpoint, not "
+         "weights; a run writes its model, model.npz, beside it when an epoch ends (early/model.npz is not there)"),
         (["classify", str(photo_paths()["chelsea"]), "--runtime", "tensorflow", "--weights", "cut.caffemodel"], 1,
          cut_caffemodel),
         (["features", str(photo_paths()["chelsea"]), "--output", "f.npz", "--weights", "fc7.npz"], 1,

@@ -243,8 +243,10 @@ def _read_npz(path):
         if key == "class_names":
             class_names = [str(name) for name in arrays[key]]
         elif layer in CHECKPOINT_GROUPS:
-            raise WeightsError(f"{path}: a fine-tuning run's checkpoint, not weights; the run's model is "
-                               f"{Path(path).parent / 'model.npz'}")
+            model = Path(path).parent / "model.npz"
+            where = (f"the run's model is {model}" if model.exists() else
+                     f"a run writes its model, model.npz, beside it when an epoch ends ({model} is not there)")
+            raise WeightsError(f"{path}: a fine-tuning run's checkpoint, not weights; {where}")
         elif part not in ("weights", "biases"):
             raise WeightsError(f"{path}: unexpected entry {key!r}; expected <layer>/weights and <layer>/biases")
     for layer in sorted({key.partition("/")[0] for key in arrays if "/" in key}):
