@@ -29,8 +29,8 @@ class EpochLog:
         if not due:
             if not self._said_thinned:
                 self._said_thinned = True
-                self.log(f"epochs are quick: one line every {self.every} epochs from here, every epoch is in "
-                         f"{self.history_path}")
+                self.log(f"epochs are quick: from here a line every {self.every} epochs (or {LOG_INTERVAL:.0f} s), "
+                         f"every epoch is in {self.history_path}")
             return
         self.log(describe_row(row, self.epochs))
         self._shown_any, self._last_line = True, time.monotonic()

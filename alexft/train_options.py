@@ -109,7 +109,7 @@ class TrainOptions:
         epochs = min(max(wanted, AUTO_EPOCHS), AUTO_MAX_EPOCHS)
         steps = f"{epochs * steps_per_epoch} steps of {self.batch_size} on the feature cache"
         if wanted > AUTO_MAX_EPOCHS:
-            return epochs, f"auto: {steps}, the most it runs; {AUTO_STEPS} would take {wanted} epochs"
+            return epochs, f"auto: {steps}, the most it runs; {AUTO_STEPS} steps would take {wanted} epochs"
         if wanted < AUTO_EPOCHS:
             return epochs, f"auto: {steps}, the fewest epochs it runs"
         return epochs, f"auto: {steps}, the fewest epochs that give {AUTO_STEPS}"

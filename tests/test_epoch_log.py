@@ -32,7 +32,7 @@ def test_a_run_of_up_to_twenty_epochs_shows_every_one(clock):
 def test_many_quick_epochs_show_an_even_twentieth_and_say_where_the_rest_are(clock):
     shown, lines = shown_epochs(200, 0.01, clock)
     assert shown == [1] + list(range(10, 201, 10))
-    assert lines[1] == "epochs are quick: one line every 10 epochs from here, every epoch is in run/history.csv"
+    assert lines[1] == "epochs are quick: from here a line every 10 epochs (or 10 s), every epoch is in run/history.csv"
     assert sum(line.startswith("epochs are quick") for line in lines) == 1
 
 

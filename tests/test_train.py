@@ -355,7 +355,8 @@ def test_a_run_of_many_quick_epochs_logs_a_few_evenly_spaced_lines(small_digits_
     # last line (a machine under load) may add one.
     assert shown[0] == 1 and shown[-1] == 45 and {3, 6, 42} <= set(shown) and 16 <= len(shown) <= 20
     notice = [message for message in messages if message.startswith("epochs are quick")]
-    assert notice == [f"epochs are quick: one line every 3 epochs from here, every epoch is in {tmp_path / 'run' / 'history.csv'}"]
+    history = tmp_path / "run" / "history.csv"
+    assert notice == [f"epochs are quick: from here a line every 3 epochs (or 10 s), every epoch is in {history}"]
     assert [int(row["epoch"]) for row in read_history(tmp_path / "run")] == list(range(1, 46))
 
 
@@ -910,7 +911,7 @@ def test_auto_epochs_give_the_cache_about_a_thousand_steps():
     assert planned(600, 64, cached=False) == 10  # on images an epoch is costly: Caffe's count
     # Why that many, said without contradiction at either bound.
     why = lambda count: TrainOptions(epochs="auto", batch_size=64).planned_epochs(count, cached=True)[1]  # noqa: E731
-    assert why(20) == "auto: 200 steps of 64 on the feature cache, the most it runs; 1000 would take 1000 epochs"
+    assert why(20) == "auto: 200 steps of 64 on the feature cache, the most it runs; 1000 steps would take 1000 epochs"
     assert why(100_000) == "auto: 15630 steps of 64 on the feature cache, the fewest epochs it runs"
     assert why(600) == "auto: 1000 steps of 64 on the feature cache, the fewest epochs that give 1000"
     assert planned(600, 64, epochs=3) == 3 and planned(600, 64, cached=False, epochs="7") == 7

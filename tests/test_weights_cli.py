@@ -303,7 +303,7 @@ def test_info_on_a_fine_tuned_file_and_on_a_broken_one(tmp_path):
     headless = weights.save(weights.WeightSet(params, ["tabby, tabby cat", "dog", "elk"]), tmp_path / "headless.npz")
     result = run("weights", "info", headless)
     assert result.exit_code == 1
-    assert "classes: unknown, no fc8 layer (3 names stored)" in result.stdout
+    assert "classes: unknown, no usable fc8 (3 names stored)" in result.stdout
     assert result.stderr.splitlines() == [f"Error: {headless}: missing layer(s) fc8"]
 
 
