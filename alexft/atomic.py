@@ -48,12 +48,13 @@ def write_atomic(path, write, error=AlexftError):
     return path
 
 
-def check_writable(path, error=AlexftError):
+def check_writable(path, error=AlexftError, folder_ok=False):
     """Raise `error` now, before minutes of work, if `path` could not be written: the nearest
     folder above it that exists (the writer creates the missing ones) must be a folder this
-    process may write in."""
+    process may write in. `folder_ok`: `path` may be a folder the writer replaces as a whole
+    (an earlier SavedModel export)."""
     path = Path(path)
-    if path.is_dir():  # renaming a finished file onto it would fail only after the work
+    if path.is_dir() and not folder_ok:  # renaming a finished file onto it would fail only after the work
         raise error(f"{path}: cannot be written: it is a folder")
     folder = path.absolute().parent
     while not folder.exists() and folder != folder.parent:

@@ -60,7 +60,7 @@ class ExportRequest:
             raise ExportError(f"{labels}: already exists, where the labels of {output.name} go; "
                               + ("pass --force to replace both" if output.exists() else
                                  "remove it yourself or choose another OUTPUT"))
-        check_writable(output, ExportError)
+        check_writable(output, ExportError, folder_ok=True)  # a folder here is an earlier export, replaced (--force)
         return self
 
 

@@ -186,6 +186,19 @@ def test_labels_beside_a_tflite_file_are_replaced_only_with_it(tmp_path):
     assert notes.read_text() == "my own notes"
 
 
+def test_an_earlier_savedmodel_folder_is_replaced_with_force_only(tmp_path):
+    """A folder output is refused as unwritable everywhere else; an earlier SavedModel is not
+    (the refusal landed in 1a97c37 and made `export DIR --force` fail on every SavedModel)."""
+    from alexft.export_request import ExportError, ExportRequest
+
+    earlier = tmp_path / "served"
+    earlier.mkdir()
+    (earlier / "saved_model.pb").write_bytes(b"an earlier export")
+    with pytest.raises(ExportError, match="served: already exists; pass --force to replace it"):
+        ExportRequest(earlier, "savedmodel").check()
+    assert ExportRequest(earlier, "savedmodel", force=True).check().output == earlier
+
+
 def test_a_killed_export_leaves_temporaries_that_the_next_one_removes(tmp_path):
     from alexft.atomic import remove_stale_temporaries
 
