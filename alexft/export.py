@@ -83,13 +83,16 @@ def serving_module(weights, top_k=5, precision="float32"):
     return ServingModule(model, class_names, top_k=top_k)
 
 
-def export(weights, output, file_format="savedmodel", top_k=5, force=False, quantization=None, precision="float32"):
+def export(weights, output, file_format="savedmodel", top_k=5, force=False, quantization=None, precision="float32",
+           before_writing=None):
     """Write the model of `weights` (a file, or a WeightSet already read) to `output` as a
     SavedModel folder or a `.tflite` file.
 
     `quantization`: a quantize.Quantization (TF Lite only); `precision`: "bfloat16" holds a
     SavedModel's weights in bfloat16 (TF Lite has no bfloat16 kernels: --quantize). Written under a temporary name and
-    renamed when complete; an existing `output` is replaced only with `force`. Returns the output path.
+    renamed when complete; an existing `output` is replaced only with `force`. `before_writing`:
+    called when the model is made, before it takes `output`'s place; what it raises leaves
+    `output` as it was. Returns the output path.
     """
     output = ExportRequest(Path(output), file_format, top_k, quantization, precision, force).check().output
     module = serving_module(weights, top_k=top_k, precision=precision)
@@ -103,6 +106,8 @@ def export(weights, output, file_format="savedmodel", top_k=5, force=False, quan
             _write_saved_model(module, temporary)
         else:
             temporary.write_bytes(tflite_flatbuffer(module, quantization, beside=output))
+        if before_writing is not None:
+            before_writing()
         _replace(temporary, output)
     except OSError as failure:
         raise ExportError(f"{output}: could not be written ({failure.strerror or failure})") from None

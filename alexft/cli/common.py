@@ -26,7 +26,10 @@ def fail_cleanly(function):
         interrupts = _InterruptWatch()
         _terminations.clear()
         try:
-            return function(*args, **kwargs)
+            result = function(*args, **kwargs)
+            if _terminations:  # a SIGTERM whose exception code it landed in swallowed: still honoured
+                raise Terminated
+            return result
         except AlexftError as error:
             raise click.ClickException(str(error)) from None
         except KeyboardInterrupt as stop:
@@ -61,6 +64,14 @@ def _interrupted(stop=None):
     terminated = isinstance(stop, Terminated)
     click.echo("alexft: terminated" if terminated else "alexft: interrupted", err=True)
     sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+
+
+def raise_if_terminated():
+    """For a point of no return (an output about to replace another): a SIGTERM whose
+    Terminated was swallowed where it landed (TensorFlow's converter runs finalizers and
+    callbacks, where exceptions are only printed) stops the command here instead."""
+    if _terminations:
+        raise Terminated
 
 
 @contextlib.contextmanager

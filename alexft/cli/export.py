@@ -5,8 +5,8 @@ import click
 
 from alexft.quiet import import_tensorflow_quietly
 
-from .common import (EXIT_INPUT_FAILED, fail_cleanly, note_top_k, precision_option, read_weights, terminating_cleanly,
-                     weights_option)
+from .common import (EXIT_INPUT_FAILED, fail_cleanly, note_top_k, precision_option, raise_if_terminated, read_weights,
+                     terminating_cleanly, weights_option)
 
 
 @click.command()
@@ -46,7 +46,7 @@ def export(ctx, output, weights, file_format, top, quantize, calibration, precis
     from alexft.export import export as export_model, labels_path
 
     path = export_model(weight_set, output, file_format=file_format, top_k=top, force=force,
-                        quantization=quantization, precision=precision)
+                        quantization=quantization, precision=precision, before_writing=raise_if_terminated)
     extra = f" (labels in {labels_path(path)})" if file_format == "tflite" else ""
     kind = ", ".join([file_format] + ([quantize] if quantize else []) + ([precision] if precision != "float32" else []))
     click.echo(f"{path}: {kind}, {_size(path)}{extra}")
