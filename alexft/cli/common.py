@@ -27,8 +27,7 @@ def fail_cleanly(function):
         _terminations.clear()
         try:
             result = function(*args, **kwargs)
-            if _terminations:  # a SIGTERM whose exception code it landed in swallowed: still honoured
-                raise Terminated
+            raise_if_terminated()  # a SIGTERM whose exception was swallowed where it landed: still honoured
             return result
         except AlexftError as error:
             raise click.ClickException(str(error)) from None
@@ -67,9 +66,9 @@ def _interrupted(stop=None):
 
 
 def raise_if_terminated():
-    """For a point of no return (an output about to replace another): a SIGTERM whose
-    Terminated was swallowed where it landed (TensorFlow's converter runs finalizers and
-    callbacks, where exceptions are only printed) stops the command here instead."""
+    """A SIGTERM whose Terminated was swallowed where it landed (TensorFlow's converter runs
+    finalizers and callbacks, where exceptions are only printed) stops the command here: at a
+    point of no return (an output about to replace another), and when the command returns."""
     if _terminations:
         raise Terminated
 
