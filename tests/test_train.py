@@ -739,6 +739,9 @@ def test_the_rate_drop_takes_the_momentum_with_it_also_across_a_resume(small_dig
     finetune(small_digits_folder, output=tmp_path / "split", log=quiet, resume=True, **options)
     whole, split = final_state(tmp_path / "whole"), final_state(tmp_path / "split")
     assert set(whole) == set(split)
+    from alexft.weights.formats import CHECKPOINT_GROUPS  # how a checkpoint given as weights is told apart
+
+    assert {name.split("/")[0] for name in whole} <= set(CHECKPOINT_GROUPS)
     for name in whole:
         np.testing.assert_allclose(split[name], whole[name], rtol=1e-6, atol=1e-9, err_msg=name)
 
