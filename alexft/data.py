@@ -116,11 +116,15 @@ def load_dataset(data_dir, val_dir=None, val_split=0.1, seed=0):
     exist, or a separate `val_dir`. Classes are sorted by folder name.
     """
     data_dir = Path(data_dir)
+    _warn_of_loose_images(data_dir)
     if (data_dir / "train").is_dir() and (data_dir / "val").is_dir():
         if val_dir is not None:
             raise DataError(f"{data_dir}: holds train/ and val/, and a validation folder was given too ({val_dir}); "
                             f"give {data_dir / 'train'} as the data with it, or leave the validation folder out")
         data_dir, val_dir = data_dir / "train", data_dir / "val"
+        _warn_of_loose_images(data_dir)
+    if val_dir is not None:
+        _warn_of_loose_images(Path(val_dir))
     class_names = class_folders(data_dir)
     if not class_names:
         raise DataError(f"{data_dir}: no class sub-folders; expected {data_dir}/<class name>/<images>")
@@ -137,6 +141,16 @@ def load_dataset(data_dir, val_dir=None, val_split=0.1, seed=0):
         return Dataset(class_names, train, val)
     train_idx, val_idx = stratified_split(train.labels, val_split, seed)
     return Dataset(class_names, train.subset(train_idx), train.subset(val_idx))
+
+
+def _warn_of_loose_images(folder):
+    """Images beside the sub-folders belong to no class: left out, but not in silence."""
+    if not folder.is_dir() or not class_folders(folder):  # no layout at all: the error that follows says so
+        return
+    loose = loose_images(folder)
+    if loose:
+        log.warning("warning: %s: %d image(s) beside its sub-folders belong to no class and are left out (e.g. %s); "
+                    "fine-tuning reads <class>/<images>", folder, len(loose), loose[0].name)
 
 
 class BrokenFiles:
