@@ -127,16 +127,19 @@ def _input(keras, input_tensor, input_shape, include_top, last):
     return input_tensor
 
 
-def preprocess_input(x):
+def preprocess_input(x, data_format=None):
     """RGB images -> AlexNet's inputs, exactly as `alexft classify` prepares a file's pixels.
 
     `x`: one image (H, W, 3), a batch (N, H, W, 3) or a list of images of different sizes;
-    uint8 or float in 0-255 (floats are rounded to 8 bits, as an image file holds them); a numpy
-    array or a tensor (also a symbolic one, e.g. in `tf.data.Dataset.map`). Returns float32 (227, 227, 3) or
-    (N, 227, 227, 3): resized to 256x256 (bilinear, aspect ratio ignored), BGR, ImageNet's mean
-    pixel subtracted, centre crop. Unlike keras.applications' preprocess_input it resizes and
-    crops, and it returns a new array. Pixels within 0-1, or below 0 (preprocessed already),
-    are warned of; NaN is refused.
+    uint8 or float in 0-255 (floats are rounded to 8 bits, as an image file holds them), or
+    uint16 in 0-65535 (16-bit images, scaled to 8 bits as OpenCV reads a 16-bit file); a numpy
+    array or a tensor (also a symbolic one, e.g. in `tf.data.Dataset.map`). Grey images, (H, W)
+    or (..., 1), are tiled to RGB and RGBA's alpha, (..., 4), is dropped, as for files. Returns
+    float32 (227, 227, 3) or (N, 227, 227, 3): resized to 256x256 (bilinear, aspect ratio ignored),
+    BGR, ImageNet's mean pixel subtracted, centre crop. Unlike keras.applications' preprocess_input
+    it resizes and crops, and it returns a new array. Pixels within 0-1, below 0 (preprocessed
+    already) or above 255 are warned of; NaN is refused. `data_format` is Keras' argument: alexft's
+    models take "channels_last" only.
 
     A Keras tensor (`keras.Input((None, None, 3))`, a model's input) gets a `CaffePreprocessing`
     layer instead: TensorFlow ops only, so the model saves, exports and serves without Python,
@@ -144,13 +147,16 @@ def preprocess_input(x):
     through OpenCV, exactly; do not wrap this in a `Lambda` layer: its `tf.numpy_function`
     cannot be exported.)
     """
+    if data_format not in (None, "channels_last"):
+        raise ValueError(f"preprocess_input: data_format {data_format!r}: alexft's models take channels_last "
+                         "images, (N, H, W, 3)")
     if _is_keras_tensor(x):  # a model's input: TF ops only, so the model saves, exports and serves
         from .preprocessing_layer import CaffePreprocessing
 
         return CaffePreprocessing()(x)
     if _is_tensor(x):
         return _preprocess_tensor(x)
-    if isinstance(x, (list, tuple)) and x and len({np.shape(image) for image in x}) > 1:  # photos as they come
+    if isinstance(x, (list, tuple)) and x:  # photos as they come: each its own size, grey or colour
         return np.stack([_preprocess_array(np.asarray(image)) for image in x])
     return _preprocess_array(np.asarray(x))
 
@@ -164,13 +170,15 @@ def _is_tensor(x):
 
 
 def _preprocess_array(x):
-    if x.ndim not in (3, 4) or x.shape[-1] != 3:
-        raise ValueError(f"preprocess_input takes RGB images shaped (H, W, 3) or (N, H, W, 3); got {x.shape}")
+    x = _as_rgb(x)
     if 0 in x.shape[-3:-1]:
         raise ValueError(f"preprocess_input: an image of no pixels, shaped {x.shape}")
-    if x.dtype != np.uint8:
+    if x.dtype == np.uint16:
+        _warn_of_8_bit_levels_in_16_bits(x)
+        x = (x >> 8).astype(np.uint8)  # OpenCV's IMREAD_COLOR on a 16-bit file, bit for bit
+    elif x.dtype != np.uint8:
         if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-            raise TypeError(f"preprocess_input takes uint8 or float pixels; got {x.dtype}")
+            raise TypeError(f"preprocess_input takes uint8, uint16 or float pixels; got {x.dtype}")
         _warn_of_unlikely_pixels(x)
         x = np.clip(np.rint(x), 0, 255).astype(np.uint8)
     images = x if x.ndim == 4 else x[np.newaxis]
@@ -178,6 +186,25 @@ def _preprocess_array(x):
     for index, rgb in enumerate(images):
         views[index] = center_crop(resize_and_subtract_mean(np.ascontiguousarray(rgb[:, :, ::-1])))
     return views if x.ndim == 4 else views[0]
+
+
+def _as_rgb(x):
+    """Grey (H, W) or (..., 1) tiled, RGBA's alpha dropped: what reading such a file gives."""
+    if x.ndim == 2:
+        x = x[:, :, np.newaxis]
+    if x.ndim not in (3, 4) or x.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"preprocess_input takes RGB images shaped (H, W, 3) or (N, H, W, 3) (or grey (H, W), "
+                         f"(..., 1), RGBA (..., 4)); got {x.shape}")
+    if x.shape[-1] == 1:
+        return np.repeat(x, 3, axis=-1)
+    return x[..., :3]
+
+
+def _warn_of_8_bit_levels_in_16_bits(x):
+    high = x.max(initial=0)
+    if 0 < high <= 255:
+        warnings.warn(f"preprocess_input: uint16 pixels, all up to {high}: uint16 is read as 16-bit levels "
+                      "(0-65535), which makes these near black; pass 8-bit grey levels as uint8", stacklevel=4)
 
 
 def _warn_of_unlikely_pixels(x):
@@ -190,6 +217,9 @@ def _warn_of_unlikely_pixels(x):
     if low < 0:
         warnings.warn(f"preprocess_input: pixels down to {low:.4g}, below 0: these look preprocessed already "
                       "(it takes RGB grey levels 0-255); they are clipped to 0", stacklevel=4)
+    elif high > 255:
+        warnings.warn(f"preprocess_input: pixels up to {high:.6g}, above 255: it takes grey levels 0-255 and clips "
+                      "these to 255 (16-bit images: pass them as uint16)", stacklevel=4)
     elif 0 < high <= 1 and np.issubdtype(x.dtype, np.floating):
         warnings.warn("preprocess_input: every pixel is within 0-1; it takes grey levels 0-255 (multiply by 255), "
                       "and rounds these to 0 and 1", stacklevel=4)
@@ -199,7 +229,7 @@ def _preprocess_tensor(x):
     import tensorflow as tf
 
     rank = x.shape.rank
-    if rank not in (3, 4):
+    if rank not in (3, 4):  # a grey (H, W) tensor would need its shape guessed: arrays only
         raise ValueError(f"preprocess_input takes RGB images shaped (H, W, 3) or (N, H, W, 3); got {x.shape}")
     views = tf.numpy_function(_preprocess_array, [x], tf.float32, stateful=False)
     views.set_shape(x.shape[:-3].concatenate([CROP, CROP, 3]))

@@ -84,15 +84,39 @@ def test_preprocess_input_runs_on_tensors_and_in_a_dataset_map():
     np.testing.assert_array_equal(next(iter(dataset)).numpy(), expected)
 
 
-def test_preprocess_input_refuses_what_is_not_an_rgb_image():
-    with pytest.raises(ValueError, match=r"\(H, W, 3\) or \(N, H, W, 3\); got \(10, 10\)"):
-        alexft.preprocess_input(np.zeros((10, 10), np.uint8))
-    with pytest.raises(ValueError, match="got \\(10, 10, 4\\)"):
-        alexft.preprocess_input(np.zeros((10, 10, 4), np.uint8))
-    with pytest.raises(TypeError, match="uint8 or float pixels; got <U1"):
+def test_preprocess_input_refuses_what_is_not_an_image():
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) or \(N, H, W, 3\) \(or grey .*; got \(2, 10, 10\)"):
+        alexft.preprocess_input(np.zeros((2, 10, 10), np.uint8))  # grey images in a batch: (N, H, W, 1)
+    with pytest.raises(ValueError, match=r"got \(10, 10, 2\)"):
+        alexft.preprocess_input(np.zeros((10, 10, 2), np.uint8))
+    with pytest.raises(TypeError, match="uint8, uint16 or float pixels; got <U1"):
         alexft.preprocess_input(np.full((10, 10, 3), "a"))
+    with pytest.raises(ValueError, match="data_format 'channels_first': alexft's models take channels_last"):
+        alexft.preprocess_input(np.zeros((1, 3, 10, 10), np.uint8), data_format="channels_first")
     with pytest.raises(ValueError, match=r"an image of no pixels, shaped \(0, 10, 3\)"):
         alexft.preprocess_input(np.zeros((0, 10, 3), np.uint8))
+
+
+def test_grey_rgba_and_16_bit_images_are_read_as_their_files_are(tmp_path):
+    """What OpenCV makes of such a file (grey tiled, alpha dropped, 16 bits shifted to 8) is
+    what the same pixels as an array get."""
+    rgb = cv2.resize(photos_rgb()[0], (200, 150))
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    rgba = np.dstack([rgb, np.arange(150 * 200).reshape(150, 200) % 256]).astype(np.uint8)
+    deep = rgb.astype(np.uint16) * 257 + np.random.default_rng(0).integers(0, 257, rgb.shape, dtype=np.uint16)
+    for name, pixels, as_written in (("grey.png", grey, grey), ("rgba.png", rgba, cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA)),
+                                     ("deep.png", deep, deep[:, :, ::-1])):
+        path = tmp_path / name
+        assert cv2.imwrite(str(path), as_written)
+        from_file = alexft.image_views(path)[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            np.testing.assert_array_equal(alexft.preprocess_input(pixels), from_file, err_msg=name)
+            np.testing.assert_array_equal(alexft.preprocess_input(pixels[np.newaxis, ..., np.newaxis] if pixels.ndim == 2
+                                                                  else pixels[np.newaxis])[0], from_file, err_msg=name)
+    assert not np.array_equal(alexft.preprocess_input(rgba), alexft.preprocess_input(grey))
+    # A list of grey photos of one size is images, not one (N, H, W) array to guess about.
+    np.testing.assert_array_equal(alexft.preprocess_input([grey, grey])[1], alexft.preprocess_input(grey))
 
 
 def test_preprocess_input_takes_a_list_of_photos_of_different_sizes():
@@ -119,6 +143,10 @@ def test_preprocess_input_warns_of_pixels_that_are_not_grey_levels():
         with pytest.warns(UserWarning, match=message) as caught:
             alexft.preprocess_input(wrong)
         assert caught[0].filename == __file__  # pointed at the caller's line
+    with pytest.warns(UserWarning, match=f"pixels up to {int(image.max()) * 4}, above 255: it takes grey levels 0-255 and clips"):
+        alexft.preprocess_input(image.astype(np.float32) * 4)
+    with pytest.warns(UserWarning, match=f"uint16 pixels, all up to {image.max()}: uint16 is read as 16-bit levels"):
+        alexft.preprocess_input(image.astype(np.uint16))
     with pytest.raises(ValueError, match="NaN or infinite pixels"):
         alexft.preprocess_input(np.full((50, 50, 3), np.nan, np.float32))
     with warnings.catch_warnings():
