@@ -6,16 +6,49 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_atomic
+from .atomic import check_writable, write_atomic
+from .errors import AlexftError
 from .preprocess import path_list
 
 
-def merge_features(parts, output):
+class OutputNameError(AlexftError, ValueError):
+    """The output is not named as a feature file (.npz): most likely another file named by mistake."""
+
+
+def check_output(output, overwrite, option="overwrite=True"):
+    """Refuse, before any work, an output that is not an .npz (a photo named by mistake) or that
+    exists: replaced only with `overwrite` (`option` is how the caller's user says so), and
+    only if it is an earlier feature file, never another kind of file that happens to be an .npz."""
+    output = Path(output)
+    if output.suffix.lower() != ".npz":
+        raise OutputNameError(f"{output}: features are written as .npz; name the output so (e.g. {output.stem}.npz)")
+    if output.is_symlink() or output.exists():
+        if not output.is_symlink() and not output.is_file():
+            raise AlexftError(f"{output}: exists and is not a file; {option} replaces only files")
+        if not overwrite:
+            raise AlexftError(f"{output}: exists; pass {option} to replace it")
+        if not _is_feature_file(output):
+            raise AlexftError(f"{output}: exists and is not a feature file (no features and paths in it), so it is "
+                              f"not replaced, even with {option}; remove it first if it should go")
+    check_writable(output)
+
+
+def _is_feature_file(path):
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return {"features.npy", "paths.npy"} <= set(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def merge_features(parts, output, overwrite=True):
     """Concatenate feature files written by `features --shard I/N`, in the order given, into
-    `output`: the same file one unsharded run writes. Reads one part at a time."""
+    `output`: the same file one unsharded run writes. Reads one part at a time. An existing
+    `output` is replaced only if it is a feature file, and with `overwrite` (see `check_output`)."""
     parts = path_list(parts)
     if not parts:
         raise ValueError("merge_features: no parts given")
+    check_output(output, overwrite)
     shapes, extras, members = [], {}, None
     for part in parts:
         with np.load(part, allow_pickle=False) as stored:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .feature_files import write_npz
+from .feature_files import check_output, write_npz
 from .feature_store import HashedFile, file_digest
 from .pipeline import chunks, map_ahead
 from .errors import ImageError
@@ -107,15 +107,18 @@ def _allocate(shape, memory_budget, spill_path):
 
 
 def extract_features(model, paths, layer, output, ten_crop=False, labels=None, class_names=None,
-                     batch_size=32, progress=None, preprocessing=None):
+                     batch_size=32, progress=None, preprocessing=None, overwrite=True):
     """Write `layer`'s activations for every readable image to `output` (.npz), streaming.
 
     The file holds `features` (n, ...) float32 (the mean over the ten crops with `ten_crop`),
     `paths`, and for labelled data `labels` and `class_names`. Activations go to a
     memory-mapped file as they are computed, so memory stays flat for large folders.
     Returns (number written, {path: error} for the skipped files). When no input could be
-    used, nothing is written (an earlier `output` stays as it was).
+    used, nothing is written (an earlier `output` stays as it was). `output` must end in .npz;
+    an existing one is replaced only if it is a feature file, and with `overwrite` (as Keras'
+    `save`): a photo or a weights file named by mistake is refused before any work.
     """
+    check_output(output, overwrite)
     paths = path_list(paths)
     if labels is None:
         paths = find_images(paths)  # folders expand as on the command line

@@ -101,7 +101,8 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
     cut_caffemodel = "cut.caffemodel: truncated or corrupt file"
     (tmp_path / "y.labels.txt").write_text("notes of the user's, where an export to y.tflite would put its labels")
     shutil.copy(photo_paths()["chelsea"], tmp_path / "photo.png")
-    (tmp_path / "earlier.npz").write_bytes(small)
+    np.savez(tmp_path / "earlier.npz", features=np.zeros((1, 4096), np.float32), paths=np.array(["a.jpg"]))
+    earlier = (tmp_path / "earlier.npz").read_bytes()
     (tmp_path / "labels.txt").write_text("photo.png 1000\n")  # ImageNet's labels end at 999
     weights = ["--weights", str(canonical_weights_file)]
     cases = [
@@ -202,6 +203,9 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
          "earlier.npz: exists; pass --force to replace it"),
         (["features", str(photo_paths()["coffee"]), "--output", "earlier.npz", "--force", "--mean", str(page), *weights],
          1, "page.binaryproto: not a Caffe mean file"),  # --force passes the output check
+        (["features", str(photo_paths()["coffee"]), "--output", "small.npz", "--force", *weights], 1,
+         "small.npz: exists and is not a feature file (no features and paths in it), so it is not replaced, even "
+         "with --force"),  # weights, say: never replaced by features
         (["features", str(photo_paths()["coffee"]), "--output", "/proc/f.npz", *weights], 1,
          "/proc/f.npz: cannot be written"),  # os.access says yes to root there; trying says no
         (["finetune", str(small_digits_folder), "--output", "afile/run", *weights], 1,
@@ -256,7 +260,8 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
     assert (tmp_path / "afile").read_text() == "a file, not a folder"
     assert (tmp_path / "mine" / "metrics.json").read_text() == '{"accuracy": 0.93}'
     assert (tmp_path / "photo.png").read_bytes() == photo_paths()["chelsea"].read_bytes()
-    assert (tmp_path / "earlier.npz").read_bytes() == small
+    assert (tmp_path / "earlier.npz").read_bytes() == earlier
+    assert (tmp_path / "small.npz").read_bytes() == small
 
 
 def without_tensorflow(args, cwd):

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from alexft.feature_files import merge_features
+from alexft.errors import AlexftError
+from alexft.feature_files import OutputNameError, merge_features
+from alexft.features import extract_features
 from alexft.pipeline import shard
 from alexft.cli import main
 from fixtures import photo_paths
@@ -99,3 +101,29 @@ def test_merging_parts_that_do_not_belong_together_is_refused(tmp_path):
     with pytest.raises(ValueError, match="other class names"):
         merge_features([tmp_path / "a.npz", tmp_path / "c.npz"], tmp_path / "out.npz")
     assert not (tmp_path / "out.npz").exists()
+
+
+def test_feature_outputs_never_replace_another_kind_of_file(tmp_path):
+    """The Python API guards its output as `features` does: a photo or a weights file named by
+    mistake is refused before any work (the model is not even looked at), and an earlier feature
+    file is replaced unless overwrite=False."""
+    np.savez(tmp_path / "a.npz", features=np.ones((2, 3), np.float32), paths=np.array(["x", "y"]))
+    np.savez(tmp_path / "weights.npz", conv1_w=np.zeros((2, 2), np.float32))
+    (tmp_path / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n photo")
+    (tmp_path / "folder.npz").mkdir()
+    originals = {name: (tmp_path / name).read_bytes() for name in ("weights.npz", "photo.png")}
+    for output, error, message in (("photo.png", OutputNameError, "photo.png: features are written as .npz; name the "
+                                                                   "output so \\(e.g. photo.npz\\)"),
+                                   ("weights.npz", AlexftError, "weights.npz: exists and is not a feature file"),
+                                   ("folder.npz", AlexftError, "folder.npz: exists and is not a file")):
+        with pytest.raises(error, match=message):
+            merge_features([tmp_path / "a.npz"], tmp_path / output)
+        with pytest.raises(error, match=message):
+            extract_features(None, [tmp_path / "photo.png"], "fc7", tmp_path / output)
+    assert {name: (tmp_path / name).read_bytes() for name in originals} == originals
+    merge_features([tmp_path / "a.npz"], tmp_path / "out.npz")
+    merge_features([tmp_path / "a.npz", tmp_path / "a.npz"], tmp_path / "out.npz")  # an earlier one is replaced
+    with np.load(tmp_path / "out.npz") as merged:
+        assert merged["features"].shape == (4, 3)
+    with pytest.raises(AlexftError, match="out.npz: exists; pass overwrite=True to replace it"):
+        merge_features([tmp_path / "a.npz"], tmp_path / "out.npz", overwrite=False)

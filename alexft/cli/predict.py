@@ -240,19 +240,13 @@ def _describe_evaluation(summary):
 
 
 def _check_features_output(output, force):
-    """An .npz that may be written: never another kind of file by mistake (a photo named in
-    place of the output), and an existing file only with --force."""
-    from alexft.atomic import check_writable
-    from alexft.errors import AlexftError
+    """An .npz that may be written, checked before TensorFlow starts; a wrong name is a usage error."""
+    from alexft.feature_files import OutputNameError, check_output
 
-    if output.suffix.lower() != ".npz":
-        raise click.UsageError(f"{output}: features are written as .npz; name the output so (e.g. {output.stem}.npz)")
-    if output.is_symlink() or output.exists():
-        if not output.is_symlink() and not output.is_file():
-            raise AlexftError(f"{output}: exists and is not a file; --force replaces only files")
-        if not force:
-            raise AlexftError(f"{output}: exists; pass --force to replace it")
-    check_writable(output)
+    try:
+        check_output(output, force, option="--force")
+    except OutputNameError as error:
+        raise click.UsageError(str(error)) from None
 
 
 @click.command()
