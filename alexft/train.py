@@ -36,10 +36,11 @@ CHANCE_LOSS_SHARE = 0.97  # a best training loss at least this share of ln(class
 
 
 class TrainingInterrupted(TrainingError, KeyboardInterrupt):
-    """Ctrl-C or SIGTERM stopped the run after the step in progress and its checkpoint (and
-    model.npz, once an epoch had ended) were saved. A KeyboardInterrupt too, as Keras' fit raises
-    one, so `except KeyboardInterrupt` in a notebook or script catches it; `signal_number` says
-    which signal came."""
+    """Ctrl-C or SIGTERM stopped the run: during the epochs, after the step in progress and its
+    checkpoint (and model.npz, once an epoch had ended) were saved; before them (listing,
+    caching features, the range test), with a fresh run folder discarded or a resumed one as it
+    was. A KeyboardInterrupt too, as Keras' fit raises one, so `except KeyboardInterrupt` in a
+    notebook or script catches it; `signal_number` says which signal came."""
 
     def __init__(self, message, signal_number):
         super().__init__(message)
@@ -56,8 +57,21 @@ def finetune(data_dir, options=None, *, weights=None, output=None, resume=False,
     runs/<timestamp>); `resume=True` continues the run there, and may change `epochs`, `lr`
     and the devices. docs/data.md lists what the folder holds. `dataset`: DATA_DIR already
     listed by `load_dataset` with these options (the command line lists it before it starts
-    TensorFlow).
+    TensorFlow). Ctrl-C or SIGTERM raises TrainingInterrupted, also before the first epoch.
     """
+    try:
+        return _finetune(data_dir, options, weights=weights, output=output, resume=resume, cache_memory=cache_memory,
+                         progress=progress, log=log, dataset=dataset, **fields)
+    except TrainingInterrupted:
+        raise
+    except KeyboardInterrupt as stop:  # before the run folder was touched: one exception to catch, however early
+        raise _interrupted(stop, " before training resumed; the run folder is as it was" if resume else
+                           " before training started; no run folder was kept") from None
+
+
+def _finetune(data_dir, options=None, *, weights=None, output=None, resume=False, cache_memory=2 << 30,
+              progress=None, log=None, dataset=None, **fields):
+    """finetune's work; Ctrl-C here is turned into TrainingInterrupted by finetune."""
     if options is not None and not isinstance(options, TrainOptions):  # e.g. finetune("photos/", "fc8")
         raise TypeError(f"finetune's second argument is a TrainOptions record, not {type(options).__name__} "
                         f"{options!r}; give the options by name, e.g. finetune(data_dir, train=['fc8'], epochs=5)")
@@ -82,12 +96,27 @@ def finetune(data_dir, options=None, *, weights=None, output=None, resume=False,
         run.start(config)
     try:
         return Trainer(options, config, dataset, weight_set, run, cache_memory, progress, log).fit()
-    except BaseException:
-        if chief and not resume and not run.checkpoint.exists() and not run.model.exists():
+    except BaseException as error:
+        discarded = chief and not resume and not run.checkpoint.exists() and not run.model.exists()
+        if discarded:
             # Refused (device, precision...), failed or stopped (Ctrl-C while caching features)
             # before epoch 1 ended: nothing a fresh start would trip on stays.
             run.discard_fresh()
+        if isinstance(error, KeyboardInterrupt) and not isinstance(error, TrainingInterrupted):
+            # Not by the epochs' own signal handling (caching, the range test, a callback's
+            # KeyboardInterrupt): said as what is left on disk.
+            left = (" before training started; no run folder was kept" if discarded else
+                    f"; the run folder keeps its last checkpoint: continue with --resume --output {run.path}"
+                    if run.checkpoint.exists() else f"; the run folder {run.path} is kept")
+            raise _interrupted(error, left) from None
         raise
+
+
+def _interrupted(stop, what_is_left):
+    """A bare KeyboardInterrupt (or the command line's SIGTERM) as TrainingInterrupted."""
+    number = getattr(stop, "signal_number", signal.SIGINT)
+    how = "terminated" if number == signal.SIGTERM else "interrupted"
+    return TrainingInterrupted(how + what_is_left, number)
 
 
 def scheduled_rate(base_rate, epoch, epochs):

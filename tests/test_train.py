@@ -1002,3 +1002,46 @@ def test_a_run_may_share_a_folder_with_other_files_but_never_replaces_them(tmp_p
     (folder / "feature_cache" / "train.npy").write_bytes(b"partial")
     run.discard_fresh()
     assert sorted(path.name for path in folder.iterdir()) == ["notes.txt"]
+
+
+def test_a_keyboard_interrupt_at_any_stage_is_training_interrupted_saying_what_is_left(
+        small_digits_folder, canonical_weights_file, tmp_path, monkeypatch):
+    """Scripts catch one exception, however early Ctrl-C comes (caching and the range test can
+    take minutes), and its message says what is on disk."""
+    from alexft import train as train_module
+    from alexft.train import TrainingInterrupted
+
+    options = dict(weights=canonical_weights_file, epochs=2, batch_size=8, lr=0.001, val_split=0.2, progress=False)
+
+    class Terminated(KeyboardInterrupt):  # the command line's SIGTERM, as alexft.cli.common raises it
+        signal_number = signal.SIGTERM
+
+    def stop_at(start, stop=KeyboardInterrupt):
+        def log(message):
+            if message.startswith(start):
+                raise stop
+        return log
+
+    for stop, number, how in ((KeyboardInterrupt, signal.SIGINT, "interrupted"), (Terminated, signal.SIGTERM, "terminated")):
+        with pytest.raises(TrainingInterrupted) as caught:  # while the features are cached
+            finetune(small_digits_folder, output=tmp_path / "early", log=stop_at("the frozen layers' output", stop), **options)
+        assert str(caught.value) == f"{how} before training started; no run folder was kept"
+        assert caught.value.signal_number == number and isinstance(caught.value, (TrainingError, KeyboardInterrupt))
+        assert not (tmp_path / "early").exists()
+    with pytest.raises(TrainingInterrupted) as caught:  # a callback's own KeyboardInterrupt after epoch 1
+        finetune(small_digits_folder, output=tmp_path / "run", log=stop_at("epoch 1/2"), **options)
+    assert str(caught.value) == ("interrupted; the run folder keeps its last checkpoint: continue with --resume "
+                                 f"--output {tmp_path / 'run'}")
+    assert (tmp_path / "run" / "checkpoint.npz").exists() and (tmp_path / "run" / "model.npz").exists()
+
+    def no_weights_yet(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "resolve_weights", no_weights_yet)  # before the run folder is touched
+    before = sorted((path.name, path.stat().st_mtime_ns) for path in (tmp_path / "run").iterdir())
+    with pytest.raises(TrainingInterrupted, match="^interrupted before training resumed; the run folder is as it was$"):
+        finetune(small_digits_folder, output=tmp_path / "run", resume=True, **dict(options, weights=None))
+    assert sorted((path.name, path.stat().st_mtime_ns) for path in (tmp_path / "run").iterdir()) == before
+    with pytest.raises(TrainingInterrupted, match="^interrupted before training started; no run folder was kept$"):
+        finetune(small_digits_folder, output=tmp_path / "fresh", **dict(options, weights=None))
+    assert not (tmp_path / "fresh").exists()

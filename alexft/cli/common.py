@@ -57,6 +57,8 @@ class Terminated(KeyboardInterrupt):
     (scratch files removed, a fresh run folder discarded, the feature store keeping what it
     computed) does so on SIGTERM too. The command then exits 143, not 130."""
 
+    signal_number = signal.SIGTERM
+
 
 def _interrupted(stop=None):
     sys.stdout.flush()

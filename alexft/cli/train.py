@@ -7,7 +7,7 @@ import click
 
 from alexft.quiet import import_tensorflow_quietly
 
-from .common import (EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, fail_cleanly, progress_option, read_weights,
+from .common import (fail_cleanly, progress_option, read_weights,
                      terminating_cleanly, weights_option)
 
 
@@ -113,15 +113,9 @@ def finetune(output, resume, as_json, progress, **values):
     try:
         summary = run_finetune(data_dir, options, weights=weights, output=output, resume=resume, progress=progress,
                                dataset=dataset)
-    except TrainingInterrupted as interrupted:
+    except TrainingInterrupted as interrupted:  # also before the epochs (caching, range test): it says what was kept
         click.echo(f"alexft: {interrupted}", err=True)
         sys.exit(128 + interrupted.signal_number)
-    except KeyboardInterrupt as stop:  # before the epochs started (caching, range test): nothing new to save
-        terminated = isinstance(stop, Terminated)  # SIGTERM
-        how = "terminated" if terminated else "interrupted"
-        click.echo(f"alexft: {how} before training resumed; the run folder is as it was" if resume else
-                   f"alexft: {how} before training started; no run folder was kept", err=True)
-        sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
     if as_json:
         click.echo(json.dumps(summary))
     else:
