@@ -436,6 +436,34 @@ def test_sigterm_during_tensorflows_start_up_is_said_and_shows_none_of_its_chatt
     assert stdout == "" and not (tmp_path / "out").exists() and not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("command", ["classify", "evaluate", "export", "finetune"])
+def test_a_sigterm_swallowed_by_tensorflows_start_up_stops_the_command_before_any_work(
+        command, canonical_weights_file, small_digits_folder, tmp_path, monkeypatch):
+    """Under load in CI a SIGTERM sent while TensorFlow was being imported let classify print its
+    answer and only then exit 143: the signal's exception had landed where TensorFlow's import
+    code swallows it. Simulated here: the signal is recorded, its exception never arrives."""
+    import alexft.quiet
+    from alexft.cli import common
+
+    real_import = alexft.quiet.import_tensorflow_quietly
+
+    def import_while_a_sigterm_is_swallowed():
+        common._terminations.append(signal.SIGTERM)
+        return real_import()
+
+    monkeypatch.setattr(alexft.quiet, "import_tensorflow_quietly", import_while_a_sigterm_is_swallowed)
+    shutil.copy(photo_paths()["coffee"], tmp_path / "coffee.png")
+    (tmp_path / "val.txt").write_text("coffee.png 504\n")
+    arguments = {"classify": ["classify", str(tmp_path / "coffee.png"), "--runtime", "tensorflow"],
+                 "evaluate": ["evaluate", "--list", str(tmp_path / "val.txt"), "--root", str(tmp_path)],
+                 "export": ["export", str(tmp_path / "out")],
+                 "finetune": ["finetune", str(small_digits_folder), "--output", str(tmp_path / "run")]}[command]
+    result = CliRunner().invoke(main, [*arguments, "--weights", str(canonical_weights_file)], catch_exceptions=False)
+    assert result.exit_code == 143 and result.stderr.splitlines()[-1] == "alexft: terminated", result.output
+    assert result.stdout == ""
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["coffee.png", "val.txt"]
+
+
 def test_what_a_start_up_printed_is_shown_when_it_fails_not_when_it_is_stopped(capfd):
     from alexft.quiet import stderr_held_back
 

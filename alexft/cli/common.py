@@ -75,6 +75,16 @@ def raise_if_terminated():
         raise Terminated
 
 
+def start_tensorflow():
+    """Import TensorFlow quietly. A SIGTERM during its seconds of start-up may land in a bare
+    `except:` of its import code and be swallowed: the command stops here then, before any work
+    or output, not when it returns."""
+    from alexft.quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    raise_if_terminated()
+
+
 @contextlib.contextmanager
 def terminating_cleanly():
     """SIGTERM ends the command as Ctrl-C does (the default action kills at once): raised as

@@ -3,10 +3,9 @@ from pathlib import Path
 
 import click
 
-from alexft.quiet import import_tensorflow_quietly
 
 from .common import (EXIT_INPUT_FAILED, fail_cleanly, note_top_k, precision_option, raise_if_terminated, read_weights,
-                     terminating_cleanly, weights_option)
+                     start_tensorflow, terminating_cleanly, weights_option)
 
 
 @click.command()
@@ -42,7 +41,7 @@ def export(ctx, output, weights, file_format, top, quantize, calibration, precis
     note_top_k(ctx, top, weight_set.num_classes)
     if quantization is not None and quantization.mode == "int8":
         quantization.calibration_views()  # and calibration images none of which can be read
-    import_tensorflow_quietly()
+    start_tensorflow()
     from alexft.export import export as export_model, labels_path
 
     path = export_model(weight_set, output, file_format=file_format, top_k=top, force=force,

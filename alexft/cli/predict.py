@@ -5,11 +5,10 @@ from pathlib import Path
 
 import click
 
-from alexft.quiet import import_tensorflow_quietly
 
 from .common import (EXIT_INPUT_FAILED, ImageInput, expand_inputs, fail_cleanly, note_top_k, precision_option,
                      preprocessing_from, preprocessing_options, progress_option, read_weights, shard_option,
-                     terminating_cleanly, weights_option)
+                     start_tensorflow, terminating_cleanly, weights_option)
 
 
 @click.command()
@@ -94,7 +93,7 @@ def _tensorflow_predictor(weights, progress, preprocessing, precision="float32")
     from alexft.weights import as_weight_set
 
     weight_set = as_weight_set(weights)  # before TensorFlow: a wrong or broken file is said at once
-    import_tensorflow_quietly()
+    start_tensorflow()
     from alexft.predict import load_predictor
 
     return load_predictor(weight_set, progress=progress, preprocessing=preprocessing, precision=precision)

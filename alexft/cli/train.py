@@ -5,10 +5,9 @@ from pathlib import Path
 
 import click
 
-from alexft.quiet import import_tensorflow_quietly
 
-from .common import (fail_cleanly, progress_option, read_weights,
-                     terminating_cleanly, weights_option)
+from .common import (fail_cleanly, progress_option, read_weights, start_tensorflow, terminating_cleanly,
+                     weights_option)
 
 
 def _layer_list(ctx, param, value):
@@ -108,7 +107,7 @@ def finetune(output, resume, as_json, progress, **values):
     # Said before TensorFlow's seconds of start-up, so a log shows at once what the run found.
     click.echo(f"alexft: {data_dir}: {len(dataset.class_names):,} classes, {len(dataset.train):,} training and "
                f"{len(dataset.val):,} validation images; weights {weights.path}", err=True)
-    import_tensorflow_quietly()
+    start_tensorflow()
     from alexft.train import TrainingInterrupted, finetune as run_finetune
     try:
         summary = run_finetune(data_dir, options, weights=weights, output=output, resume=resume, progress=progress,
