@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .architecture import INPUT_SIZE
 from .errors import ImageError
+from .image_sources import UrlImage, is_url
 
 # OpenCV's own warnings ("[ WARN:0@6.7] global grfmt_png.cpp ... buffer is incomplete") would
 # come before, and say less than, the one line naming the file that every bad image gets here.
@@ -191,7 +192,8 @@ def is_image_file(path):
 def path_list(paths):
     """One path (str or os.PathLike) or an iterable of them, as a list of Paths; anything else
     (a number, bytes, None) is a TypeError: a string is never taken letter by letter. Image
-    sources that are not files (objects with `read_bytes()`, e.g. URLs) pass through as they are."""
+    sources that are not files (objects with `read_bytes()`) pass through as they are, and
+    http(s) URLs given as strings become such sources."""
     if isinstance(paths, (str, os.PathLike)) or _is_source(paths):
         return [_as_path(paths)]
     if _is_pixels(paths) or any(_is_pixels(item) for item in _first(paths)):
@@ -222,7 +224,11 @@ def _is_source(item):
 
 
 def _as_path(item):
-    return item if _is_source(item) else Path(item)
+    if _is_source(item):
+        return item
+    if isinstance(item, str) and is_url(item):  # as on the command line; Path() would fold "//" into "/"
+        return UrlImage(item)
+    return Path(item)
 
 
 def find_images(paths):

@@ -425,6 +425,22 @@ def test_a_frozen_base_with_a_keras_head_learns_the_digits(digits_folder, canoni
 # --- API without traps ----------------------------------------------------------------------------
 
 
+def test_urls_given_as_strings_are_fetched_as_on_the_command_line(predictor, tmp_path):
+    from http_server import serving
+
+    photo = photo_paths()["chelsea"]
+    with serving({"/cat.png": ("ok", photo.read_bytes())}) as url:
+        fetched = list(alexft.classify(predictor, [f"{url}/cat.png", photo, f"{url}/gone.png"], top=3))
+        assert [result["path"] for result in fetched] == [f"{url}/cat.png", str(photo), f"{url}/gone.png"]
+        assert fetched[0]["predictions"] == fetched[1]["predictions"]
+        assert fetched[2]["error"].startswith(f"{url}/gone.png: ") and "404" in fetched[2]["error"]
+        written, skipped = alexft.extract_features(predictor.model, [f"{url}/cat.png"], "fc7", tmp_path / "f.npz")
+    assert written == 1 and not skipped
+    with np.load(tmp_path / "f.npz") as stored:
+        assert stored["paths"].tolist() == [f"{url}/cat.png"]
+    assert not (tmp_path / "http:").exists()
+
+
 def test_one_path_or_a_folder_works_wherever_paths_are_taken(predictor, tmp_path):
     photo = photo_paths()["chelsea"]
     for given in (str(photo), photo):
