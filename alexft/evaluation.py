@@ -135,7 +135,16 @@ def _most_confused(confusion, class_names, top=10):
 
 
 def evaluate(predictor, files, ten_crop=False, batch_size=32, progress=None, report=None):
-    """Evaluate on labelled files; return the metrics dict (centre, and ten_crop when asked)."""
+    """Evaluate on labelled files; return the metrics dict (centre, and ten_crop when asked).
+
+    `files`: LabelledFiles (e.g. `load_dataset(...).val`), or a folder laid out as
+    <class>/<images> whose folder names are the predictor's classes, as `alexft evaluate DATA` reads.
+    """
+    if isinstance(files, (str, os.PathLike)):
+        files = labelled_folder(files, predictor.class_names)
+    elif not (hasattr(files, "paths") and hasattr(files, "labels")):  # LabelledFiles or alike
+        raise TypeError(f"evaluate takes a folder of <class>/<images> or labelled files (e.g. "
+                        f"alexft.load_dataset(folder).val), not {type(files).__name__}")
     evaluation = measure(predictor, files, ten_crop, batch_size, progress)
     if report is not None:
         evaluation.write_report(report)

@@ -334,3 +334,18 @@ def test_a_report_that_cannot_be_written_loses_none_of_the_figures(evaluation, h
     assert result.stderr.splitlines()[-1] == (f"error: {report}: the report could not be written (no space left on the "
                                               "device); an earlier report there is as it was")
     assert list(report.iterdir()) == []
+
+
+def test_the_python_evaluate_takes_a_folder_as_the_command_does(evaluation, held_out_folder):
+    import alexft
+
+    summary, _, model = evaluation
+    predictor = alexft.load_predictor(model, download=False)
+    for given in (held_out_folder, str(held_out_folder)):
+        figures = alexft.evaluate(predictor, given, ten_crop=True)
+        assert figures["images"] == HELD_OUT
+        for protocol in ("centre", "ten_crop"):
+            assert figures[protocol]["top1"] == pytest.approx(summary[protocol]["top1"])
+    with pytest.raises(TypeError, match=r"evaluate takes a folder of <class>/<images> or labelled files \(e.g. "
+                                        r"alexft.load_dataset\(folder\).val\), not list"):
+        alexft.evaluate(predictor, [held_out_folder / "digit_0"])
