@@ -177,6 +177,10 @@ class LitePredictor:
     def probabilities(self, views, fused_lrn=False):
         """(N, 227, 227, 3) float32 views -> (N, classes) softmax probabilities. `fused_lrn` is
         TensorFlow's choice and ignored here."""
+        from .predict import check_views
+
+        if not check_views(views):
+            return np.zeros((0, len(self.class_names)), np.float32)
         # The first run sets up LiteRT's CPU delegate, which announces itself on stderr.
         with contextlib.nullcontext() if self._started else stderr_held_back():
             # Copied out at once: LiteRT refuses to resize while its output buffers are referenced.

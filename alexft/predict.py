@@ -43,16 +43,26 @@ class Predictor:
         `fused_lrn`: LRN as one XLA kernel, faster on large batches but compiled once per batch
         size (~0.3 s each on a CPU): for long runs of equal batches.
         """
-        check_views(views)
+        if not check_views(views):
+            return np.zeros((0, len(self.class_names)), np.float32)
         return self._softmax(views, fused_lrn).numpy()
 
 
 def check_views(views):
-    """What the network takes, said plainly: a tf.function's own refusal of raw pixels is pages long."""
+    """What the network takes, said plainly: a tf.function's own refusal of raw pixels is pages long.
+    Returns the number of views: none (an empty batch, as a filtered list may leave) has no
+    network call to make, and the predictors answer it with (0, classes)."""
     shape, dtype = tuple(getattr(views, "shape", ())), str(getattr(views, "dtype", type(views).__name__))
     if len(shape) != 4 or tuple(shape[1:]) != (INPUT_SIZE, INPUT_SIZE, 3) or "float" not in dtype:
         raise ValueError(f"the network takes preprocessed views, float (N, {INPUT_SIZE}, {INPUT_SIZE}, 3); got {dtype} "
                          f"{shape}: prepare images with alexft.preprocess_input (arrays) or alexft.image_views (files)")
+    return shape[0]
+
+
+def check_top(top):
+    """A count of classes to show: a whole number of at least 1 (a list cut at 0 or -1 is a mistake)."""
+    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
+        raise ValueError(f"top must be a whole number of at least 1; got {top!r}")
 
 
 def load_predictor(weights=None, download=True, progress=None, preprocessing=None, precision="float32"):
@@ -136,8 +146,14 @@ def predict_files(predictor, paths, ten_crop=False, batch_size=32, progress=None
 
 
 def top_k(probabilities, class_names, k=5):
-    """The k most probable classes as [{"index", "label", "probability"}], most probable first."""
-    k = min(k, len(probabilities))
+    """The k most probable classes of one image's `probabilities` (classes,) as
+    [{"index", "label", "probability"}], most probable first."""
+    check_top(k)
+    probabilities = np.asarray(probabilities)
+    if probabilities.ndim != 1:
+        raise ValueError(f"top_k takes one image's probabilities, shaped (classes,); got {probabilities.shape}: "
+                         "call it on each row")
+    k = min(int(k), len(probabilities))
     order = np.argsort(-probabilities, kind="stable")[:k]
     return [
         {"index": int(index), "label": class_names[index], "probability": float(probabilities[index])}
@@ -147,6 +163,7 @@ def top_k(probabilities, class_names, k=5):
 
 def classify(predictor, paths, top=5, ten_crop=False, batch_size=32, progress=None):
     """Yield one result dict per image: {"path", "predictions"} or {"path", "error"}."""
+    check_top(top)  # before any work, not at the first image's answer
     for path, probabilities, error in predict_files(predictor, paths, ten_crop, batch_size, progress):
         if error is not None:
             yield {"path": str(path), "error": error}

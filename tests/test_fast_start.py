@@ -40,6 +40,9 @@ def test_the_litert_copy_of_the_canonical_npy_agrees_with_tensorflow(canonical_w
         assert got.shape == expected.shape == (len(views), 1000)
         assert np.abs(got - expected).max() <= 1e-5
         assert (np.argsort(-got, axis=1)[:, :5] == np.argsort(-expected, axis=1)[:, :5]).all()
+    assert lite.probabilities(np.zeros((0, 227, 227, 3), np.float32)).shape == (0, 1000)  # as TensorFlow's predictor
+    with pytest.raises(ValueError, match="the network takes preprocessed views"):
+        lite.probabilities(np.zeros((1, 300, 300, 3), np.uint8))
 
 
 def test_the_copy_agrees_where_the_softmax_is_sharp(canonical_params, tmp_path):

@@ -86,6 +86,21 @@ def test_top_k_is_sorted_and_labelled():
         {"index": 0, "label": "a", "probability": 0.1},
     ]
     assert len(top_k(probabilities, list("abcd"), k=10)) == 4
+    with pytest.raises(ValueError, match=r"top_k takes one image's probabilities, shaped \(classes,\); got \(2, 4\)"):
+        top_k(np.stack([probabilities] * 2), list("abcd"), 3)
+    for wrong in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match=f"top must be a whole number of at least 1; got {wrong!r}"):
+            top_k(probabilities, list("abcd"), wrong)
+
+
+def test_the_api_refuses_a_top_of_no_classes_and_answers_an_empty_batch(predictor):
+    photo = photo_paths()["chelsea"]
+    for wrong in (0, -1):  # -1 once gave 999 classes, 0 an empty list
+        with pytest.raises(ValueError, match=f"top must be a whole number of at least 1; got {wrong}"):
+            next(classify(predictor, photo, top=wrong))
+    assert len(next(classify(predictor, photo, top=2))["predictions"]) == 2
+    empty = predictor.probabilities(np.zeros((0, 227, 227, 3), np.float32))
+    assert empty.shape == (0, 1000) and empty.dtype == np.float32
 
 
 def test_fine_tuned_weights_classify_with_their_own_labels(canonical_params, tmp_path):
