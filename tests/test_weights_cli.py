@@ -171,15 +171,19 @@ def test_a_mirror_pinned_to_the_same_hash_continues_a_partial_download(tmp_path,
     assert output.read_bytes() == canonical_bytes
 
 
-def test_a_server_without_ranges_restarts_the_download(tmp_path, canonical_bytes, canonical_sha256):
+def test_a_server_without_ranges_restarts_the_download(tmp_path, canonical_bytes, canonical_sha256, caplog):
     output = tmp_path / "w.npy"
     with serving({"/w.npy": ("stall", canonical_bytes)}) as url:
         assert run("weights", "fetch", "--url", f"{url}/w.npy", "--output", output).exit_code == 1
         url.routes["/w.npy"], earlier = ("norange", canonical_bytes), len(url.requests)
-        result = run("weights", "fetch", "--url", f"{url}/w.npy", "--sha256", canonical_sha256, "--output", output)
+        with caplog.at_level(logging.WARNING, logger="alexft"):
+            result = run("weights", "fetch", "--url", f"{url}/w.npy", "--sha256", canonical_sha256, "--output", output)
         requests = url.requests[earlier:]
     assert result.exit_code == 0, result.output
     assert requests[0][1] is not None  # a range was asked for, and the whole file came instead
+    kept = int(requests[0][1].split("=")[1].rstrip("-"))
+    assert (f"{url}/w.npy: the server sent the file from its start (it does not resume downloads, or the file has "
+            f"changed): the {kept:,} bytes downloaded before are replaced") in caplog.text
     assert output.read_bytes() == canonical_bytes
 
 
@@ -232,6 +236,15 @@ def test_a_file_already_there_must_be_the_urls_file_as_recorded_at_its_first_dow
         routes["/a/w.npy"] = ("ok", bytes(other))  # the first URL now serves other bytes: refused
         changed = run("weights", "fetch", "--url", f"{url}/a/w.npy", "--output", tmp_path / "again.npy")
         assert changed.exit_code == 1 and f"expected {canonical_sha256}" in changed.stderr
+        other_sha256 = file_sha256(tmp_path / "other.npy")
+        from alexft.weights.sources import cache_dir
+
+        assert (f"The expected hash is the one recorded at this URL's first download, in {cache_dir()}/"
+                f"known_files.json: the file there has changed since.") in changed.stderr, changed.stderr
+        assert changed.stderr.rstrip().endswith(f"pass it: --sha256 {other_sha256}")
+        accepted = run("weights", "fetch", "--url", f"{url}/a/w.npy", "--output", tmp_path / "again.npy",
+                       "--sha256", other_sha256)  # what the message says to do, once the change is vouched for
+        assert accepted.exit_code == 0 and (tmp_path / "again.npy").read_bytes() == bytes(other)
         with caplog.at_level(logging.WARNING, logger="alexft"):  # a URL never downloaded: kept, and said
             unchecked = run("weights", "fetch", "--url", f"{url}/never/w.npy", "--output", tmp_path / "other.npy")
         assert url.requests.count(("/never/w.npy", None)) == 0

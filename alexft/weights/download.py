@@ -178,6 +178,9 @@ def _fetch(url, partial, expected, progress, timeout):
         start, total = _resume_point(response, have)
         if start:
             log.info("%s: continuing at %s of %s bytes", url, f"{start:,}", f"{total:,}" if total else "an unknown number of")
+        if have and start == 0:  # 200 to a Range request: the server gave the whole file
+            log.warning("%s: the server sent the file from its start (it does not resume downloads, or the file has "
+                        "changed): the %s bytes downloaded before are replaced", url, f"{have:,}")
         if start == 0:  # a new beginning: what it is the beginning of, before any byte
             record = dict(url=url, validator=_validator(response), pinned=_pinned(expected))
             write_text(_source_path(partial), json.dumps(record), WeightsError)
@@ -221,7 +224,8 @@ def _verify_or_discard(partial, url, expected):
     try:
         for algorithm, digest in expected.items():
             if digest and (found := file_digest(partial, algorithm)) != digest.lower():
-                raise WeightsError(f"{url}: {_LABELS[algorithm]} is {found}, expected {digest.lower()}; download discarded")
+                raise ChecksumMismatch(f"{url}: {_LABELS[algorithm]} is {found}, expected {digest.lower()}; "
+                                       "download discarded", algorithm, found)
         try:
             weights_io.load(partial)  # structure and every shape, before it gets its real name
         except WeightsError as error:
@@ -233,6 +237,14 @@ def _verify_or_discard(partial, url, expected):
 
 
 _LABELS = {"sha256": "SHA-256", "sha1": "SHA-1"}
+
+
+class ChecksumMismatch(WeightsError):
+    """The download's hash is not the one expected (`algorithm`, the hash `found`)."""
+
+    def __init__(self, message, algorithm, found):
+        super().__init__(message)
+        self.algorithm, self.found = algorithm, found
 
 
 def file_digest(path, algorithm):

@@ -25,7 +25,7 @@ from typing import Optional
 from ..atomic import check_writable, write_text
 from ..errors import AlexftError, WeightsError
 from . import formats as weights_io
-from .download import download_weights, file_digests, file_sha256
+from .download import ChecksumMismatch, download_weights, file_digests, file_sha256
 from .tools import convert
 
 log = logging.getLogger("alexft")
@@ -184,8 +184,16 @@ def _trust(source):
 def _download(source, target, progress):
     """Download one source, checking its published hash, or the one recorded at its first download."""
     recorded = None if source.pinned else _recorded_sha256(source.url)
-    downloaded = download_weights(source.url, target, sha256=source.sha256 or recorded, sha1=source.sha1,
-                                  progress=progress)
+    try:
+        downloaded = download_weights(source.url, target, sha256=source.sha256 or recorded, sha1=source.sha1,
+                                      progress=progress)
+    except ChecksumMismatch as mismatch:
+        if recorded is None:
+            raise
+        raise WeightsError(f"{mismatch}. The expected hash is the one recorded at this URL's first download, in "
+                           f"{cache_dir() / KNOWN_FILES}: the file there has changed since. If the change is expected "
+                           f"(a new version), check the new hash with whoever publishes it and pass it: "
+                           f"--sha256 {mismatch.found}") from None
     digest = file_sha256(downloaded)
     if not source.pinned and recorded is None:
         log.warning("%s has no published checksum; its SHA-256 %s is now recorded in %s, and later downloads must "
