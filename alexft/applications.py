@@ -193,8 +193,9 @@ def _as_rgb(x):
     if x.ndim == 2:
         x = x[:, :, np.newaxis]
     if x.ndim not in (3, 4) or x.shape[-1] not in (1, 3, 4):
+        hint = ": grey images in a batch need a channel axis, x[..., np.newaxis]" if x.ndim == 3 else ""
         raise ValueError(f"preprocess_input takes RGB images shaped (H, W, 3) or (N, H, W, 3) (or grey (H, W), "
-                         f"(..., 1), RGBA (..., 4)); got {x.shape}")
+                         f"(..., 1), RGBA (..., 4)); got {x.shape}{hint}")
     if x.shape[-1] == 1:
         return np.repeat(x, 3, axis=-1)
     return x[..., :3]

@@ -85,7 +85,8 @@ def test_preprocess_input_runs_on_tensors_and_in_a_dataset_map():
 
 
 def test_preprocess_input_refuses_what_is_not_an_image():
-    with pytest.raises(ValueError, match=r"\(H, W, 3\) or \(N, H, W, 3\) \(or grey .*; got \(2, 10, 10\)"):
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) or \(N, H, W, 3\) \(or grey .*; got \(2, 10, 10\): grey "
+                                         r"images in a batch need a channel axis, x\[\.\.\., np.newaxis\]$"):
         alexft.preprocess_input(np.zeros((2, 10, 10), np.uint8))  # grey images in a batch: (N, H, W, 1)
     with pytest.raises(ValueError, match=r"got \(10, 10, 2\)"):
         alexft.preprocess_input(np.zeros((10, 10, 2), np.uint8))
