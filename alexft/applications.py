@@ -134,7 +134,7 @@ def preprocess_input(x, data_format=None):
     uint8 or float in 0-255 (floats are rounded to 8 bits, as an image file holds them), or
     uint16 in 0-65535 (16-bit images, scaled to 8 bits as OpenCV reads a 16-bit file); a numpy
     array or a tensor (also a symbolic one, e.g. in `tf.data.Dataset.map`). Grey images, (H, W)
-    or (..., 1), are tiled to RGB and RGBA's alpha, (..., 4), is dropped, as for files. Returns
+    or (..., 1), are tiled to RGB and alpha, (..., 2) or (..., 4), is dropped, as for files. Returns
     float32 (227, 227, 3) or (N, 227, 227, 3): resized to 256x256 (bilinear, aspect ratio ignored),
     BGR, ImageNet's mean pixel subtracted, centre crop. Unlike keras.applications' preprocess_input
     it resizes and crops, and it returns a new array. Pixels within 0-1, below 0 (preprocessed
@@ -143,7 +143,8 @@ def preprocess_input(x, data_format=None):
 
     A Keras tensor (`keras.Input((None, None, 3))`, a model's input) gets a `CaffePreprocessing`
     layer instead: TensorFlow ops only, so the model saves, exports and serves without Python,
-    within a grey level of OpenCV's resize on some pixels. (Arrays and TensorFlow tensors go
+    within a grey level of OpenCV's resize on some pixels; it takes 8-bit RGB (uint8 or 0-255
+    floats, 3 channels) only. (Arrays and TensorFlow tensors go
     through OpenCV, exactly; do not wrap this in a `Lambda` layer: its `tf.numpy_function`
     cannot be exported.)
     """
@@ -153,12 +154,36 @@ def preprocess_input(x, data_format=None):
     if _is_keras_tensor(x):  # a model's input: TF ops only, so the model saves, exports and serves
         from .preprocessing_layer import CaffePreprocessing
 
+        _check_model_input(x)
         return CaffePreprocessing()(x)
     if _is_tensor(x):
         return _preprocess_tensor(x)
-    if isinstance(x, (list, tuple)) and x:  # photos as they come: each its own size, grey or colour
-        return np.stack([_preprocess_array(np.asarray(image)) for image in x])
+    if _is_list_of_images(x):  # photos as they come: each its own size, grey or colour
+        views = []
+        for image in x:  # not a comprehension: its frame would take the warnings' stacklevel
+            views.append(_preprocess_array(np.asarray(image)))
+        return np.stack(views)
     return _preprocess_array(np.asarray(x))
+
+
+def _is_list_of_images(x):
+    """A list of arrays (or tensors, PIL images), or of nested lists of different sizes; one
+    image as nested lists (`image.tolist()`, a JSON request) is one array, as it always was."""
+    if not isinstance(x, (list, tuple)) or not x:
+        return False
+    if all(hasattr(item, "shape") or hasattr(item, "__array_interface__") for item in x):
+        return True
+    return len({np.shape(item) for item in x}) > 1
+
+
+def _check_model_input(x):
+    """The in-graph layer takes 8-bit RGB or 0-255 floats; anything else would be clipped or fail
+    deep inside TensorFlow."""
+    dtype = str(getattr(x.dtype, "name", x.dtype))
+    if x.shape[-1] != 3 or not (dtype == "uint8" or dtype.startswith(("float", "bfloat"))):
+        raise ValueError(f"preprocess_input on a model's input takes RGB images, (..., 3), as uint8 or 0-255 floats; "
+                         f"got {dtype} {tuple(x.shape)}: give the model 8-bit RGB (decode grey, RGBA or 16-bit "
+                         "images to it first)")
 
 
 def _is_keras_tensor(x):
@@ -173,9 +198,9 @@ def _preprocess_array(x):
     x = _as_rgb(x)
     if 0 in x.shape[-3:-1]:
         raise ValueError(f"preprocess_input: an image of no pixels, shaped {x.shape}")
-    if x.dtype == np.uint16:
+    if x.dtype.kind == "u" and x.dtype.itemsize == 2:  # also big-endian, as FITS and some TIFF readers give
         _warn_of_8_bit_levels_in_16_bits(x)
-        x = (x >> 8).astype(np.uint8)  # OpenCV's IMREAD_COLOR on a 16-bit file, bit for bit
+        x = (x.astype(np.uint16) >> 8).astype(np.uint8)  # OpenCV's IMREAD_COLOR on a 16-bit file, bit for bit
     elif x.dtype != np.uint8:
         if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
             raise TypeError(f"preprocess_input takes uint8, uint16 or float pixels; got {x.dtype}")
@@ -192,12 +217,12 @@ def _as_rgb(x):
     """Grey (H, W) or (..., 1) tiled, RGBA's alpha dropped: what reading such a file gives."""
     if x.ndim == 2:
         x = x[:, :, np.newaxis]
-    if x.ndim not in (3, 4) or x.shape[-1] not in (1, 3, 4):
+    if x.ndim not in (3, 4) or x.shape[-1] > 4:
         hint = ": grey images in a batch need a channel axis, x[..., np.newaxis]" if x.ndim == 3 else ""
         raise ValueError(f"preprocess_input takes RGB images shaped (H, W, 3) or (N, H, W, 3) (or grey (H, W), "
-                         f"(..., 1), RGBA (..., 4)); got {x.shape}{hint}")
-    if x.shape[-1] == 1:
-        return np.repeat(x, 3, axis=-1)
+                         f"(..., 1), grey and alpha (..., 2), RGBA (..., 4)); got {x.shape}{hint}")
+    if x.shape[-1] in (1, 2):  # grey, or grey and alpha
+        return np.repeat(x[..., :1], 3, axis=-1)
     return x[..., :3]
 
 
@@ -230,10 +255,11 @@ def _preprocess_tensor(x):
     import tensorflow as tf
 
     rank = x.shape.rank
-    if rank not in (3, 4):  # a grey (H, W) tensor would need its shape guessed: arrays only
-        raise ValueError(f"preprocess_input takes RGB images shaped (H, W, 3) or (N, H, W, 3); got {x.shape}")
+    if rank not in (2, 3, 4):
+        raise ValueError(f"preprocess_input takes RGB images shaped (H, W, 3) or (N, H, W, 3) (or grey (H, W)); "
+                         f"got {x.shape}")
     views = tf.numpy_function(_preprocess_array, [x], tf.float32, stateful=False)
-    views.set_shape(x.shape[:-3].concatenate([CROP, CROP, 3]))
+    views.set_shape(x.shape[:-3].concatenate([CROP, CROP, 3]) if rank > 2 else [CROP, CROP, 3])
     return views
 
 

@@ -88,8 +88,8 @@ def test_preprocess_input_refuses_what_is_not_an_image():
     with pytest.raises(ValueError, match=r"\(H, W, 3\) or \(N, H, W, 3\) \(or grey .*; got \(2, 10, 10\): grey "
                                          r"images in a batch need a channel axis, x\[\.\.\., np.newaxis\]$"):
         alexft.preprocess_input(np.zeros((2, 10, 10), np.uint8))  # grey images in a batch: (N, H, W, 1)
-    with pytest.raises(ValueError, match=r"got \(10, 10, 2\)"):
-        alexft.preprocess_input(np.zeros((10, 10, 2), np.uint8))
+    with pytest.raises(ValueError, match=r"\(\.\.\., 4\)\); got \(10, 10, 5\): grey images in a batch need"):
+        alexft.preprocess_input(np.zeros((10, 10, 5), np.uint8))
     with pytest.raises(TypeError, match="uint8, uint16 or float pixels; got <U1"):
         alexft.preprocess_input(np.full((10, 10, 3), "a"))
     with pytest.raises(ValueError, match="data_format 'channels_first': alexft's models take channels_last"):
@@ -104,11 +104,14 @@ def test_grey_rgba_and_16_bit_images_are_read_as_their_files_are(tmp_path):
     rgb = cv2.resize(photos_rgb()[0], (200, 150))
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     rgba = np.dstack([rgb, np.arange(150 * 200).reshape(150, 200) % 256]).astype(np.uint8)
-    deep = rgb.astype(np.uint16) * 257 + np.random.default_rng(0).integers(0, 257, rgb.shape, dtype=np.uint16)
+    deep = rgb.astype(np.uint16) * 256 + np.random.default_rng(0).integers(0, 256, rgb.shape, dtype=np.uint16)
+    grey_alpha = np.dstack([grey, rgba[:, :, 3]])
+    Image.fromarray(grey_alpha, "LA").save(tmp_path / "grey_alpha.png")
     for name, pixels, as_written in (("grey.png", grey, grey), ("rgba.png", rgba, cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA)),
-                                     ("deep.png", deep, deep[:, :, ::-1])):
+                                     ("deep.png", deep, deep[:, :, ::-1]), ("grey_alpha.png", grey_alpha, None),
+                                     ("deep.png", deep.astype(">u2"), None)):  # big-endian, as FITS readers give
         path = tmp_path / name
-        assert cv2.imwrite(str(path), as_written)
+        assert as_written is None or cv2.imwrite(str(path), as_written)
         from_file = alexft.image_views(path)[0]
         with warnings.catch_warnings():
             warnings.simplefilter("error")
@@ -116,8 +119,18 @@ def test_grey_rgba_and_16_bit_images_are_read_as_their_files_are(tmp_path):
             np.testing.assert_array_equal(alexft.preprocess_input(pixels[np.newaxis, ..., np.newaxis] if pixels.ndim == 2
                                                                   else pixels[np.newaxis])[0], from_file, err_msg=name)
     assert not np.array_equal(alexft.preprocess_input(rgba), alexft.preprocess_input(grey))
-    # A list of grey photos of one size is images, not one (N, H, W) array to guess about.
+    # A list of grey photos of one size is images, not one (N, H, W) array to guess about; a
+    # TensorFlow tensor of one grey image is one image too.
     np.testing.assert_array_equal(alexft.preprocess_input([grey, grey])[1], alexft.preprocess_input(grey))
+    np.testing.assert_array_equal(alexft.preprocess_input(tf.constant(grey)).numpy(), alexft.preprocess_input(grey))
+    # One image as nested lists (image.tolist(), a JSON request) is one image, not H grey ones.
+    np.testing.assert_array_equal(alexft.preprocess_input(rgb.tolist()), alexft.preprocess_input(rgb))
+    np.testing.assert_array_equal(alexft.preprocess_input([rgb.tolist()] * 2)[1], alexft.preprocess_input(rgb))
+    with pytest.raises(ValueError, match=r"on a model's input takes RGB images, \(\.\.\., 3\), as uint8 or 0-255 "
+                                         r"floats; got uint16 \(None, None, None, 3\)"):
+        alexft.preprocess_input(keras.Input((None, None, 3), dtype="uint16"))
+    with pytest.raises(ValueError, match=r"got uint8 \(None, None, None, 4\)"):
+        alexft.preprocess_input(keras.Input((None, None, 4), dtype="uint8"))
 
 
 def test_preprocess_input_takes_a_list_of_photos_of_different_sizes():
@@ -141,9 +154,10 @@ def test_preprocess_input_warns_of_pixels_that_are_not_grey_levels():
     image = photos_rgb()[0]
     for wrong, message in ((image / 255.0, "every pixel is within 0-1; it takes grey levels 0-255"),
                            (alexft.preprocess_input(image), "below 0: these look preprocessed already")):
-        with pytest.warns(UserWarning, match=message) as caught:
-            alexft.preprocess_input(wrong)
-        assert caught[0].filename == __file__  # pointed at the caller's line
+        for given in (wrong, [wrong, wrong]):
+            with pytest.warns(UserWarning, match=message) as caught:
+                alexft.preprocess_input(given)
+            assert caught[0].filename == __file__  # pointed at the caller's line
     with pytest.warns(UserWarning, match=f"pixels up to {int(image.max()) * 4}, above 255: it takes grey levels 0-255 and clips"):
         alexft.preprocess_input(image.astype(np.float32) * 4)
     with pytest.warns(UserWarning, match=f"uint16 pixels, all up to {image.max()}: uint16 is read as 16-bit levels"):
