@@ -239,12 +239,18 @@ def test_a_file_already_there_must_be_the_urls_file_as_recorded_at_its_first_dow
         other_sha256 = file_sha256(tmp_path / "other.npy")
         from alexft.weights.sources import cache_dir
 
-        assert (f"The expected hash is the one recorded at this URL's first download, in {cache_dir()}/"
-                f"known_files.json: the file there has changed since.") in changed.stderr, changed.stderr
-        assert changed.stderr.rstrip().endswith(f"pass it: --sha256 {other_sha256}")
-        accepted = run("weights", "fetch", "--url", f"{url}/a/w.npy", "--output", tmp_path / "again.npy",
-                       "--sha256", other_sha256)  # what the message says to do, once the change is vouched for
+        assert (f"The expected hash was recorded at the first download from this URL (in {cache_dir()}/"
+                f"known_files.json): the file at {url}/a/w.npy has changed since.") in changed.stderr, changed.stderr
+        advice = f"alexft weights fetch --url {url}/a/w.npy --sha256 {other_sha256}"
+        assert changed.stderr.rstrip().endswith(f"accept it: {advice}")
+        accepted = run(*advice.split()[1:], "--output", tmp_path / "again.npy")  # what it says, once vouched for
         assert accepted.exit_code == 0 and (tmp_path / "again.npy").read_bytes() == bytes(other)
+        # From then on the URL is expected to serve the new bytes, and the mirror still the old ones.
+        assert run("weights", "fetch", "--url", f"{url}/a/w.npy", "--output", tmp_path / "again.npy").exit_code == 0
+        assert run("weights", "fetch", "--url", f"{url}/a/w.npy", "--output", tmp_path / "third.npy").exit_code == 0
+        assert run("weights", "fetch", "--url", f"{url}/b/w.npy", "--output", tmp_path / "b").exit_code == 0
+        routes["/a/w.npy"] = ("ok", canonical_bytes)  # and back: the old bytes are refused at that URL now
+        assert run("weights", "fetch", "--url", f"{url}/a/w.npy", "--output", tmp_path / "fourth.npy").exit_code == 1
         with caplog.at_level(logging.WARNING, logger="alexft"):  # a URL never downloaded: kept, and said
             unchecked = run("weights", "fetch", "--url", f"{url}/never/w.npy", "--output", tmp_path / "other.npy")
         assert url.requests.count(("/never/w.npy", None)) == 0

@@ -190,10 +190,10 @@ def _download(source, target, progress):
     except ChecksumMismatch as mismatch:
         if recorded is None:
             raise
-        raise WeightsError(f"{mismatch}. The expected hash is the one recorded at this URL's first download, in "
-                           f"{cache_dir() / KNOWN_FILES}: the file there has changed since. If the change is expected "
-                           f"(a new version), check the new hash with whoever publishes it and pass it: "
-                           f"--sha256 {mismatch.found}") from None
+        raise WeightsError(f"{mismatch}. The expected hash was recorded at the first download from this URL (in "
+                           f"{cache_dir() / KNOWN_FILES}): the file at {source.url} has changed since. If the change "
+                           "is expected (a new version), check the new hash with whoever publishes the file and "
+                           f"accept it: alexft weights fetch --url {source.url} --sha256 {mismatch.found}") from None
     digest = file_sha256(downloaded)
     if not source.pinned and recorded is None:
         log.warning("%s has no published checksum; its SHA-256 %s is now recorded in %s, and later downloads must "
@@ -262,7 +262,7 @@ def _download_urls(record):
     first URL's record, or that URL would be trusted afresh."""
     if not record.get("what", "").startswith("downloaded"):
         return []
-    return record.get("urls") or [record.get("url")]
+    return record["urls"] if "urls" in record else [record.get("url")]
 
 
 def _remember(sha256, record):
@@ -270,6 +270,9 @@ def _remember(sha256, record):
     if record["what"].startswith("downloaded"):
         urls = _download_urls(known.get(sha256, {})) + [record["url"]]
         record = dict(record, urls=list(dict.fromkeys(urls)))
+        for digest, other in known.items():  # the URL serves these bytes now (a new version, vouched for)
+            if digest != sha256 and record["url"] in _download_urls(other):
+                known[digest] = dict(other, urls=[url for url in _download_urls(other) if url != record["url"]])
     known[sha256] = dict(record, when=datetime.date.today().isoformat())
     try:
         cache_dir().mkdir(parents=True, exist_ok=True)
