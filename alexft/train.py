@@ -36,11 +36,13 @@ CHANCE_LOSS_SHARE = 0.97  # a best training loss at least this share of ln(class
 
 
 class TrainingInterrupted(TrainingError, KeyboardInterrupt):
-    """Ctrl-C or SIGTERM stopped the run: during the epochs, after the step in progress and its
-    checkpoint (and model.npz, once an epoch had ended) were saved; before them (listing,
-    caching features, the range test), with a fresh run folder discarded or a resumed one as it
-    was. A KeyboardInterrupt too, as Keras' fit raises one, so `except KeyboardInterrupt` in a
-    notebook or script catches it; `signal_number` says which signal came."""
+    """Ctrl-C stopped the run (or SIGTERM: during the epochs, or at any time under the command
+    line, which turns SIGTERM into an exception as Python does Ctrl-C). During the epochs it
+    comes after the step in progress and its checkpoint (and model.npz, once an epoch had ended)
+    were saved; before them (listing, caching features, the range test), a fresh run folder is
+    discarded and a resumed one kept; the message says which. A KeyboardInterrupt too, as Keras'
+    fit raises one, so `except KeyboardInterrupt` in a notebook or script catches it;
+    `signal_number` says which signal came."""
 
     def __init__(self, message, signal_number):
         super().__init__(message)
@@ -57,7 +59,7 @@ def finetune(data_dir, options=None, *, weights=None, output=None, resume=False,
     runs/<timestamp>); `resume=True` continues the run there, and may change `epochs`, `lr`
     and the devices. docs/data.md lists what the folder holds. `dataset`: DATA_DIR already
     listed by `load_dataset` with these options (the command line lists it before it starts
-    TensorFlow). Ctrl-C or SIGTERM raises TrainingInterrupted, also before the first epoch.
+    TensorFlow). Ctrl-C raises TrainingInterrupted, also before the first epoch (see there for SIGTERM).
     """
     try:
         return _finetune(data_dir, options, weights=weights, output=output, resume=resume, cache_memory=cache_memory,
@@ -65,8 +67,7 @@ def finetune(data_dir, options=None, *, weights=None, output=None, resume=False,
     except TrainingInterrupted:
         raise
     except KeyboardInterrupt as stop:  # before the run folder was touched: one exception to catch, however early
-        raise _interrupted(stop, " before training resumed; the run folder is as it was" if resume else
-                           " before training started; no run folder was kept") from None
+        raise _interrupted(stop, resume) from None
 
 
 def _finetune(data_dir, options=None, *, weights=None, output=None, resume=False, cache_memory=2 << 30,
@@ -85,16 +86,17 @@ def _finetune(data_dir, options=None, *, weights=None, output=None, resume=False
     options, weight_set, config = train_setup.planned_run(data_dir, options, dataset, weights, log)
     config["versions"] = train_setup.versions()
     run = RunFolder(output or RunFolder.default_path(), chief)
-    if resume:
-        earlier, finished = train_setup.resume_point(run, config, options, log)
-        if finished:
-            return finished
-        config.update(lr_found=earlier.get("lr_found"), lr=earlier["lr"] if options.auto_lr else options.lr)
-        run.write_config(config)
-    else:
-        run.refuse_existing()
-        run.start(config)
+    if not resume:
+        run.refuse_existing()  # outside the try: a folder refused is the user's, never cleaned up
     try:
+        if resume:
+            earlier, finished = train_setup.resume_point(run, config, options, log)
+            if finished:
+                return finished
+            config.update(lr_found=earlier.get("lr_found"), lr=earlier["lr"] if options.auto_lr else options.lr)
+            run.write_config(config)
+        else:
+            run.start(config)
         return Trainer(options, config, dataset, weight_set, run, cache_memory, progress, log).fit()
     except BaseException as error:
         discarded = chief and not resume and not run.checkpoint.exists() and not run.model.exists()
@@ -105,18 +107,26 @@ def _finetune(data_dir, options=None, *, weights=None, output=None, resume=False
         if isinstance(error, KeyboardInterrupt) and not isinstance(error, TrainingInterrupted):
             # Not by the epochs' own signal handling (caching, the range test, a callback's
             # KeyboardInterrupt): said as what is left on disk.
-            left = (" before training started; no run folder was kept" if discarded else
-                    f"; the run folder keeps its last checkpoint: continue with --resume --output {run.path}"
-                    if run.checkpoint.exists() else f"; the run folder {run.path} is kept")
-            raise _interrupted(error, left) from None
+            raise _interrupted(error, resume, run, discarded) from None
         raise
 
 
-def _interrupted(stop, what_is_left):
-    """A bare KeyboardInterrupt (or the command line's SIGTERM) as TrainingInterrupted."""
+def _interrupted(stop, resume, run=None, discarded=False):
+    """A bare KeyboardInterrupt (or the command line's SIGTERM) as TrainingInterrupted, saying
+    what is on disk: `run` is None when it came before the run folder was touched."""
     number = getattr(stop, "signal_number", signal.SIGINT)
     how = "terminated" if number == signal.SIGTERM else "interrupted"
-    return TrainingInterrupted(how + what_is_left, number)
+    if run is None:
+        said = (f"{how} before training resumed; the run folder is as it was" if resume else
+                f"{how} before training started; no run folder was kept")
+    elif discarded:
+        said = f"{how} before the first epoch ended; " + (
+            f"what the run wrote in {run.path} was removed" if run.path.exists() else "no run folder was kept")
+    elif run.checkpoint.exists():
+        said = f"stopped by {_signal_name(number)}; continue with --resume --output {run.path}"
+    else:
+        said = f"{how}; the run folder {run.path} is kept"
+    return TrainingInterrupted(said, number)
 
 
 def scheduled_rate(base_rate, epoch, epochs):

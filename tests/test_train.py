@@ -1025,13 +1025,18 @@ def test_a_keyboard_interrupt_at_any_stage_is_training_interrupted_saying_what_i
     for stop, number, how in ((KeyboardInterrupt, signal.SIGINT, "interrupted"), (Terminated, signal.SIGTERM, "terminated")):
         with pytest.raises(TrainingInterrupted) as caught:  # while the features are cached
             finetune(small_digits_folder, output=tmp_path / "early", log=stop_at("the frozen layers' output", stop), **options)
-        assert str(caught.value) == f"{how} before training started; no run folder was kept"
+        assert str(caught.value) == f"{how} before the first epoch ended; no run folder was kept"
         assert caught.value.signal_number == number and isinstance(caught.value, (TrainingError, KeyboardInterrupt))
         assert not (tmp_path / "early").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("the user's")  # a folder the run may use, not remove
+    with pytest.raises(TrainingInterrupted) as caught:
+        finetune(small_digits_folder, output=tmp_path / "mine", log=stop_at("the frozen layers' output"), **options)
+    assert str(caught.value) == f"interrupted before the first epoch ended; what the run wrote in {tmp_path / 'mine'} was removed"
+    assert [path.name for path in (tmp_path / "mine").iterdir()] == ["notes.txt"]
     with pytest.raises(TrainingInterrupted) as caught:  # a callback's own KeyboardInterrupt after epoch 1
         finetune(small_digits_folder, output=tmp_path / "run", log=stop_at("epoch 1/2"), **options)
-    assert str(caught.value) == ("interrupted; the run folder keeps its last checkpoint: continue with --resume "
-                                 f"--output {tmp_path / 'run'}")
+    assert str(caught.value) == f"stopped by Ctrl-C (SIGINT); continue with --resume --output {tmp_path / 'run'}"
     assert (tmp_path / "run" / "checkpoint.npz").exists() and (tmp_path / "run" / "model.npz").exists()
 
     def no_weights_yet(*args, **kwargs):
