@@ -23,22 +23,26 @@ def check_output(output, overwrite, option="overwrite=True"):
     if output.suffix.lower() != ".npz":
         raise OutputNameError(f"{output}: features are written as .npz; name the output so (e.g. {output.stem}.npz)")
     if output.is_symlink() or output.exists():
-        if not output.is_symlink() and not output.is_file():
+        if output.exists() and not output.is_file():
             raise AlexftError(f"{output}: exists and is not a file; {option} replaces only files")
         if not overwrite:
             raise AlexftError(f"{output}: exists; pass {option} to replace it")
-        if not _is_feature_file(output):
-            raise AlexftError(f"{output}: exists and is not a feature file (no features and paths in it), so it is "
-                              f"not replaced, even with {option}; remove it first if it should go")
+        if output.exists():  # a broken symbolic link holds nothing to lose
+            _refuse_unless_features(output, option)
     check_writable(output)
 
 
-def _is_feature_file(path):
+def _refuse_unless_features(path, option):
     try:
         with zipfile.ZipFile(path) as archive:
-            return {"features.npy", "paths.npy"} <= set(archive.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
+            if {"features.npy", "paths.npy"} <= set(archive.namelist()):
+                return
+    except zipfile.BadZipFile:
+        pass
+    except OSError as error:
+        raise AlexftError(f"{path}: exists and cannot be read ({error.strerror or error}), so it is not replaced") from None
+    raise AlexftError(f"{path}: exists and is not a feature file (no features and paths in it), so it is not "
+                      f"replaced, even with {option}; remove it first if it should go")
 
 
 def merge_features(parts, output, overwrite=True):
@@ -48,7 +52,11 @@ def merge_features(parts, output, overwrite=True):
     parts = path_list(parts)
     if not parts:
         raise ValueError("merge_features: no parts given")
+    if not all(isinstance(part, Path) for part in parts):
+        raise TypeError(f"merge_features takes feature files on disk; {next(p for p in parts if not isinstance(p, Path))} "
+                        "is not one")
     check_output(output, overwrite)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
     shapes, extras, members = [], {}, None
     for part in parts:
         with np.load(part, allow_pickle=False) as stored:

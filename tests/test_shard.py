@@ -127,3 +127,13 @@ def test_feature_outputs_never_replace_another_kind_of_file(tmp_path):
         assert merged["features"].shape == (4, 3)
     with pytest.raises(AlexftError, match="out.npz: exists; pass overwrite=True to replace it"):
         merge_features([tmp_path / "a.npz"], tmp_path / "out.npz", overwrite=False)
+    (tmp_path / "dangling.npz").symlink_to(tmp_path / "nowhere.npz")  # nothing to lose: replaced
+    (tmp_path / "to_weights.npz").symlink_to(tmp_path / "weights.npz")  # judged by what it points at
+    merge_features([tmp_path / "a.npz"], tmp_path / "dangling.npz")
+    assert np.load(tmp_path / "dangling.npz")["features"].shape == (2, 3)
+    with pytest.raises(AlexftError, match="to_weights.npz: exists and is not a feature file"):
+        merge_features([tmp_path / "a.npz"], tmp_path / "to_weights.npz")
+    merge_features([tmp_path / "a.npz"], tmp_path / "new" / "folder" / "out.npz")  # made, as extract_features does
+    assert (tmp_path / "new" / "folder" / "out.npz").is_file()
+    with pytest.raises(TypeError, match="merge_features takes feature files on disk; http://host/a.npz is not one"):
+        merge_features(["http://host/a.npz"], tmp_path / "out.npz")

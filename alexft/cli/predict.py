@@ -256,7 +256,7 @@ def _check_features_output(output, force):
               help="The layer whose activations are written (after its ReLU; fc8: the logits).")
 @click.option("--ten-crop", is_flag=True, help="Average the activations of Caffe's ten crops.")
 @click.option("--output", required=True, type=click.Path(path_type=Path), help="The .npz to write.")
-@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it is an earlier feature file.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images per batch.")
 @shard_option
 @preprocessing_options
@@ -295,7 +295,7 @@ def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, s
         labels = labels[chosen] if labels is not None else None
     written, skipped = extract_features(predictor.model, paths, layer, output, ten_crop=ten_crop, labels=labels,
                                         class_names=class_names, batch_size=batch_size, progress=progress,
-                                        preprocessing=preprocessing)
+                                        preprocessing=preprocessing, overwrite=force)
     for message in skipped.values():
         click.echo(f"error: {message}", err=True)
     if written or not skipped:
