@@ -16,6 +16,7 @@ import numpy as np
 
 from . import architecture as arch
 from . import imagenet
+from .predict import check_top
 from .preprocess import CROP, center_crop, resize_and_subtract_mean
 
 IMAGENET = "imagenet"
@@ -283,8 +284,7 @@ def decode_predictions(preds, top=5, class_names=None):
         if len(class_names) != count:
             raise ValueError(f"{len(class_names)} class names for {count} scores per row")
         ids = list(range(count))
-    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
-        raise ValueError(f"top must be a whole number of at least 1; got {top!r}")
+    check_top(top)
     top = min(int(top), count)
     decoded = []
     for row in preds:

@@ -179,7 +179,7 @@ class LitePredictor:
         TensorFlow's choice and ignored here."""
         from .predict import check_views
 
-        if not check_views(views):
+        if check_views(views) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
         # The first run sets up LiteRT's CPU delegate, which announces itself on stderr.
         with contextlib.nullcontext() if self._started else stderr_held_back():

@@ -43,7 +43,7 @@ class Predictor:
         `fused_lrn`: LRN as one XLA kernel, faster on large batches but compiled once per batch
         size (~0.3 s each on a CPU): for long runs of equal batches.
         """
-        if not check_views(views):
+        if check_views(views) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
         return self._softmax(views, fused_lrn).numpy()
 
@@ -59,10 +59,10 @@ def check_views(views):
     return shape[0]
 
 
-def check_top(top):
+def check_top(top, name="top"):
     """A count of classes to show: a whole number of at least 1 (a list cut at 0 or -1 is a mistake)."""
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
-        raise ValueError(f"top must be a whole number of at least 1; got {top!r}")
+        raise ValueError(f"{name} must be a whole number of at least 1; got {top!r}")
 
 
 def load_predictor(weights=None, download=True, progress=None, preprocessing=None, precision="float32"):
@@ -148,7 +148,7 @@ def predict_files(predictor, paths, ten_crop=False, batch_size=32, progress=None
 def top_k(probabilities, class_names, k=5):
     """The k most probable classes of one image's `probabilities` (classes,) as
     [{"index", "label", "probability"}], most probable first."""
-    check_top(k)
+    check_top(k, "k")
     probabilities = np.asarray(probabilities)
     if probabilities.ndim != 1:
         raise ValueError(f"top_k takes one image's probabilities, shaped (classes,); got {probabilities.shape}: "
@@ -162,8 +162,13 @@ def top_k(probabilities, class_names, k=5):
 
 
 def classify(predictor, paths, top=5, ten_crop=False, batch_size=32, progress=None):
-    """Yield one result dict per image: {"path", "predictions"} or {"path", "error"}."""
-    check_top(top)  # before any work, not at the first image's answer
+    """Yield one result dict per image: {"path", "predictions"} or {"path", "error"}. A `top`
+    below 1 is refused at the call, not when the results are first asked for."""
+    check_top(top)
+    return _classified(predictor, paths, top, ten_crop, batch_size, progress)
+
+
+def _classified(predictor, paths, top, ten_crop, batch_size, progress):
     for path, probabilities, error in predict_files(predictor, paths, ten_crop, batch_size, progress):
         if error is not None:
             yield {"path": str(path), "error": error}

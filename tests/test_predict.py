@@ -89,7 +89,7 @@ def test_top_k_is_sorted_and_labelled():
     with pytest.raises(ValueError, match=r"top_k takes one image's probabilities, shaped \(classes,\); got \(2, 4\)"):
         top_k(np.stack([probabilities] * 2), list("abcd"), 3)
     for wrong in (0, -1, 2.5, True):
-        with pytest.raises(ValueError, match=f"top must be a whole number of at least 1; got {wrong!r}"):
+        with pytest.raises(ValueError, match=f"k must be a whole number of at least 1; got {wrong!r}"):
             top_k(probabilities, list("abcd"), wrong)
 
 
@@ -97,7 +97,7 @@ def test_the_api_refuses_a_top_of_no_classes_and_answers_an_empty_batch(predicto
     photo = photo_paths()["chelsea"]
     for wrong in (0, -1):  # -1 once gave 999 classes, 0 an empty list
         with pytest.raises(ValueError, match=f"top must be a whole number of at least 1; got {wrong}"):
-            next(classify(predictor, photo, top=wrong))
+            classify(predictor, photo, top=wrong)  # at the call, before any result is asked for
     assert len(next(classify(predictor, photo, top=2))["predictions"]) == 2
     empty = predictor.probabilities(np.zeros((0, 227, 227, 3), np.float32))
     assert empty.shape == (0, 1000) and empty.dtype == np.float32
