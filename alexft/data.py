@@ -143,14 +143,24 @@ def load_dataset(data_dir, val_dir=None, val_split=0.1, seed=0):
     return Dataset(class_names, train.subset(train_idx), train.subset(val_idx))
 
 
-def _warn_of_loose_images(folder):
-    """Images beside the sub-folders belong to no class: left out, but not in silence."""
-    if not folder.is_dir() or not class_folders(folder):  # no layout at all: the error that follows says so
-        return
+def loose_images_warning(folder, reader):
+    """The warning for images beside the class folders, which belong to no class and are left
+    out (`reader`: "fine-tuning", "evaluate"), or None when there are none, or no layout at all
+    (the error that follows says so)."""
+    folder = Path(folder)
+    if not folder.is_dir() or not class_folders(folder):
+        return None
     loose = loose_images(folder)
-    if loose:
-        log.warning("warning: %s: %d image(s) beside its sub-folders belong to no class and are left out (e.g. %s); "
-                    "fine-tuning reads <class>/<images>", folder, len(loose), loose[0].name)
+    if not loose:
+        return None
+    return (f"{folder}: {len(loose)} image(s) beside the class folders belong to no class and are left out "
+            f"(e.g. {loose[0].name}); {reader} reads <class>/<images>")
+
+
+def _warn_of_loose_images(folder):
+    said = loose_images_warning(folder, "fine-tuning")
+    if said:
+        log.warning("warning: %s", said)
 
 
 class BrokenFiles:

@@ -6,6 +6,7 @@ both protocols are reported from the same forward passes.
 import csv
 import errno
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -15,9 +16,11 @@ import numpy as np
 
 from . import imagenet
 from .atomic import remove_stale_temporaries, temporary_path
-from .data import DataError, LabelledFiles, class_folders, list_labelled, quoted_names
+from .data import DataError, LabelledFiles, class_folders, list_labelled, loose_images_warning, quoted_names
 from .errors import AlexftError
 from .predict import predict_views
+
+log = logging.getLogger("alexft")
 
 CENTRE_VIEW = 4
 
@@ -134,6 +137,12 @@ def _most_confused(confusion, class_names, top=10):
     return [dict(true=class_names[t], predicted=class_names[p], count=int(off_diagonal[t, p])) for t, p in ordered]
 
 
+def is_within(path, folder):
+    """`path` is `folder` or below it (links resolved)."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
 def evaluate(predictor, files, ten_crop=False, batch_size=32, progress=None, report=None):
     """Evaluate on labelled files; return the metrics dict (centre, and ten_crop when asked).
 
@@ -141,7 +150,14 @@ def evaluate(predictor, files, ten_crop=False, batch_size=32, progress=None, rep
     <class>/<images> whose folder names are the predictor's classes, as `alexft evaluate DATA` reads.
     """
     if isinstance(files, (str, os.PathLike)):
-        files = labelled_folder(files, predictor.class_names)
+        folder = Path(files)
+        if report is not None and is_within(Path(report), folder):  # it would be read as a class next time
+            raise ValueError(f"report {report} is inside {folder}, the class folders being evaluated; "
+                             "choose a folder outside it")
+        files = labelled_folder(folder, predictor.class_names)
+        said = loose_images_warning(folder, "evaluate")
+        if said:
+            log.warning("warning: %s", said)
     elif not (hasattr(files, "paths") and hasattr(files, "labels")):  # LabelledFiles or alike
         raise TypeError(f"evaluate takes a folder of <class>/<images> or labelled files (e.g. "
                         f"alexft.load_dataset(folder).val), not {type(files).__name__}")

@@ -654,8 +654,8 @@ def test_images_beside_evaluates_class_folders_are_named_in_a_warning(canonical_
     result = run("evaluate", tmp_path, "--json", "--weights", canonical_weights_file)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["images"] == 2
-    assert (f"alexft: warning: {tmp_path}: 1 image(s) beside the class folders have no class and are not evaluated "
-            "(e.g. loose.png)") in result.stderr
+    assert (f"alexft: warning: {tmp_path}: 1 image(s) beside the class folders belong to no class and are left out "
+            "(e.g. loose.png); evaluate reads <class>/<images>") in result.stderr
 
 
 def test_an_image_on_standard_input_and_at_urls(canonical_weights_file, predictor):

@@ -349,3 +349,20 @@ def test_the_python_evaluate_takes_a_folder_as_the_command_does(evaluation, held
     with pytest.raises(TypeError, match=r"evaluate takes a folder of <class>/<images> or labelled files \(e.g. "
                                         r"alexft.load_dataset\(folder\).val\), not list"):
         alexft.evaluate(predictor, [held_out_folder / "digit_0"])
+    with pytest.raises(ValueError, match=f"report {held_out_folder / 'report'} is inside {held_out_folder}"):
+        alexft.evaluate(predictor, held_out_folder, report=held_out_folder / "report")
+    assert not (held_out_folder / "report").exists()
+
+
+def test_the_python_evaluate_warns_of_images_beside_the_class_folders(fc8_run, small_digits_folder, tmp_path, caplog):
+    import alexft
+
+    _, run_folder = fc8_run
+    shutil.copytree(small_digits_folder, tmp_path / "data")
+    loose = next((tmp_path / "data").glob("*/*.png"))
+    shutil.copy(loose, tmp_path / "data" / "stray.png")
+    with caplog.at_level("WARNING", logger="alexft"):
+        figures = alexft.evaluate(alexft.load_predictor(run_folder / "model.npz", download=False), tmp_path / "data")
+    assert figures["images"] == len(list(small_digits_folder.glob("*/*.png")))
+    assert (f"warning: {tmp_path / 'data'}: 1 image(s) beside the class folders belong to no class and are left out "
+            "(e.g. stray.png); evaluate reads <class>/<images>") in caplog.messages

@@ -160,13 +160,13 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
             raise DataError(f"{data}: no class sub-folders; expected {data}/<class name>/<images>")
         _warn_of_loose_images(data)
     from alexft.errors import AlexftError
-    from alexft.evaluation import labelled_folder, labelled_list, measure, refuse_foreign_files
+    from alexft.evaluation import is_within, labelled_folder, labelled_list, measure, refuse_foreign_files
 
     listed = None
     if list_file is not None:  # its form and whereabouts now; the labels' range needs the model's classes
         listed = labelled_list(list_file, root or list_file.parent)
     if report is not None:
-        if data is not None and _within(report, data):  # its figures would be taken for images next time
+        if data is not None and is_within(report, data):  # its figures would be taken for images next time
             raise click.UsageError(f"--report {report} is inside {data}, the class folders being evaluated; "
                                    "choose a folder outside it")
         check_writable(report / "metrics.json")  # before the work, which would be lost
@@ -208,18 +208,11 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
 
 
 def _warn_of_loose_images(data):
-    """Images beside the class folders have no class: left out, but not in silence."""
-    from alexft.data import loose_images
+    from alexft.data import loose_images_warning
 
-    loose = loose_images(data)
-    if loose:
-        click.echo(f"alexft: warning: {data}: {len(loose)} image(s) beside the class folders have no class and are "
-                   f"not evaluated (e.g. {loose[0].name}); evaluate reads <class>/<images>", err=True)
-
-
-def _within(path, folder):
-    path, folder = path.resolve(), folder.resolve()
-    return path == folder or folder in path.parents
+    said = loose_images_warning(data, "evaluate")
+    if said:
+        click.echo(f"alexft: warning: {said}", err=True)
 
 
 def _describe_evaluation(summary):
