@@ -40,7 +40,8 @@ def _refuse_unless_features(path, option):
     except zipfile.BadZipFile:
         pass
     except OSError as error:
-        raise AlexftError(f"{path}: exists and cannot be read ({error.strerror or error}), so it is not replaced") from None
+        raise AlexftError(f"{path}: exists and cannot be read ({error.strerror or error}), so it is not "
+                          "replaced") from None
     raise AlexftError(f"{path}: exists and is not a feature file (no features and paths in it), so it is not "
                       f"replaced, even with {option}; remove it first if it should go")
 
@@ -53,8 +54,8 @@ def merge_features(parts, output, overwrite=True):
     if not parts:
         raise ValueError("merge_features: no parts given")
     if not all(isinstance(part, Path) for part in parts):
-        raise TypeError(f"merge_features takes feature files on disk; {next(p for p in parts if not isinstance(p, Path))} "
-                        "is not one")
+        not_a_file = next(part for part in parts if not isinstance(part, Path))
+        raise TypeError(f"merge_features takes feature files on disk; {not_a_file} is not one")
     check_output(output, overwrite)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     shapes, extras, members = [], {}, None

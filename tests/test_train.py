@@ -1022,17 +1022,20 @@ def test_a_keyboard_interrupt_at_any_stage_is_training_interrupted_saying_what_i
                 raise stop
         return log
 
-    for stop, number, how in ((KeyboardInterrupt, signal.SIGINT, "interrupted"), (Terminated, signal.SIGTERM, "terminated")):
+    caching = "the frozen layers' output"
+    for stop, number, how in ((KeyboardInterrupt, signal.SIGINT, "interrupted"),
+                              (Terminated, signal.SIGTERM, "terminated")):
         with pytest.raises(TrainingInterrupted) as caught:  # while the features are cached
-            finetune(small_digits_folder, output=tmp_path / "early", log=stop_at("the frozen layers' output", stop), **options)
+            finetune(small_digits_folder, output=tmp_path / "early", log=stop_at(caching, stop), **options)
         assert str(caught.value) == f"{how} before the first epoch ended; no run folder was kept"
         assert caught.value.signal_number == number and isinstance(caught.value, (TrainingError, KeyboardInterrupt))
         assert not (tmp_path / "early").exists()
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("the user's")  # a folder the run may use, not remove
     with pytest.raises(TrainingInterrupted) as caught:
-        finetune(small_digits_folder, output=tmp_path / "mine", log=stop_at("the frozen layers' output"), **options)
-    assert str(caught.value) == f"interrupted before the first epoch ended; what the run wrote in {tmp_path / 'mine'} was removed"
+        finetune(small_digits_folder, output=tmp_path / "mine", log=stop_at(caching), **options)
+    assert str(caught.value) == ("interrupted before the first epoch ended; what the run wrote in "
+                                 f"{tmp_path / 'mine'} was removed")
     assert [path.name for path in (tmp_path / "mine").iterdir()] == ["notes.txt"]
     with pytest.raises(TrainingInterrupted) as caught:  # a callback's own KeyboardInterrupt after epoch 1
         finetune(small_digits_folder, output=tmp_path / "run", log=stop_at("epoch 1/2"), **options)

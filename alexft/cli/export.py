@@ -3,7 +3,6 @@ from pathlib import Path
 
 import click
 
-
 from .common import (EXIT_INPUT_FAILED, fail_cleanly, note_top_k, precision_option, raise_if_terminated, read_weights,
                      start_tensorflow, terminating_cleanly, weights_option)
 

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import click
 
-
 from .common import (EXIT_INPUT_FAILED, ImageInput, expand_inputs, fail_cleanly, note_top_k, precision_option,
                      preprocessing_from, preprocessing_options, progress_option, read_weights, shard_option,
                      start_tensorflow, terminating_cleanly, weights_option)

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import click
 
-
 from .common import (fail_cleanly, progress_option, read_weights, start_tensorflow, terminating_cleanly,
                      weights_option)
 
