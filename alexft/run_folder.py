@@ -39,6 +39,7 @@ class RunFolderError(TrainingError):
 class RunFolder:
     def __init__(self, path, chief=True):
         self.path, self.chief = Path(path), chief
+        self._made_here = False  # the folder did not exist before `start`: discarding may remove it
         self._curves_drawn = -float("inf")
         self._model_allowed_at = -float("inf")
 
@@ -103,6 +104,7 @@ class RunFolder:
     def start(self, config):
         if not self.chief:
             return
+        self._made_here = not self.path.exists()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as problem:  # made unwritable since the check
@@ -120,10 +122,11 @@ class RunFolder:
             (self.path / name).unlink(missing_ok=True)
         for folder in ("tensorboard", "feature_cache"):
             shutil.rmtree(self.path / folder, ignore_errors=True)
-        try:
-            self.path.rmdir()  # only if nothing else is there
-        except OSError:
-            pass
+        if self._made_here:  # a folder the user made for the run stays, empty
+            try:
+                self.path.rmdir()  # only if nothing else is there
+            except OSError:
+                pass
 
     def remove_stale(self, log):
         if self.chief:

@@ -1030,6 +1030,12 @@ def test_a_keyboard_interrupt_at_any_stage_is_training_interrupted_saying_what_i
         assert str(caught.value) == f"{how} before the first epoch ended; no run folder was kept"
         assert caught.value.signal_number == number and isinstance(caught.value, (TrainingError, KeyboardInterrupt))
         assert not (tmp_path / "early").exists()
+    (tmp_path / "made_for_it").mkdir()  # an empty folder the user made for the run stays
+    with pytest.raises(TrainingInterrupted) as caught:
+        finetune(small_digits_folder, output=tmp_path / "made_for_it", log=stop_at(caching), **options)
+    assert str(caught.value) == ("interrupted before the first epoch ended; what the run wrote in "
+                                 f"{tmp_path / 'made_for_it'} was removed")
+    assert (tmp_path / "made_for_it").is_dir() and not any((tmp_path / "made_for_it").iterdir())
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("the user's")  # a folder the run may use, not remove
     with pytest.raises(TrainingInterrupted) as caught:
