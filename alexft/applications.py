@@ -181,8 +181,9 @@ def _check_model_input(x):
     """The in-graph layer takes 8-bit RGB or 0-255 floats; anything else would be clipped or fail
     deep inside TensorFlow."""
     dtype = str(getattr(x.dtype, "name", x.dtype))
-    if x.shape[-1] != 3 or not (dtype == "uint8" or dtype.startswith(("float", "bfloat"))):
-        raise ValueError(f"preprocess_input on a model's input takes RGB images, (..., 3), as uint8 or 0-255 floats; "
+    channels = x.shape[-1]  # None: not known until called
+    if channels not in (3, None) or dtype in ("uint16", "uint32", "uint64"):
+        raise ValueError(f"preprocess_input on a model's input takes RGB images, (..., 3), of 0-255 grey levels; "
                          f"got {dtype} {tuple(x.shape)}: give the model 8-bit RGB (decode grey, RGBA or 16-bit "
                          "images to it first)")
 
@@ -218,7 +219,7 @@ def _as_rgb(x):
     """Grey (H, W) or (..., 1) tiled, RGBA's alpha dropped: what reading such a file gives."""
     if x.ndim == 2:
         x = x[:, :, np.newaxis]
-    if x.ndim not in (3, 4) or x.shape[-1] > 4:
+    if x.ndim not in (3, 4) or x.shape[-1] not in (1, 2, 3, 4):
         hint = ": grey images in a batch need a channel axis, x[..., np.newaxis]" if x.ndim == 3 else ""
         raise ValueError(f"preprocess_input takes RGB images shaped (H, W, 3) or (N, H, W, 3) (or grey (H, W), "
                          f"(..., 1), grey and alpha (..., 2), RGBA (..., 4)); got {x.shape}{hint}")

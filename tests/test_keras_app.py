@@ -90,6 +90,8 @@ def test_preprocess_input_refuses_what_is_not_an_image():
         alexft.preprocess_input(np.zeros((2, 10, 10), np.uint8))  # grey images in a batch: (N, H, W, 1)
     with pytest.raises(ValueError, match=r"\(\.\.\., 4\)\); got \(10, 10, 5\): grey images in a batch need"):
         alexft.preprocess_input(np.zeros((10, 10, 5), np.uint8))
+    with pytest.raises(ValueError, match=r"got \(10, 10, 0\)"):
+        alexft.preprocess_input(np.zeros((10, 10, 0), np.uint8))
     with pytest.raises(TypeError, match="uint8, uint16 or float pixels; got <U1"):
         alexft.preprocess_input(np.full((10, 10, 3), "a"))
     with pytest.raises(ValueError, match="data_format 'channels_first': alexft's models take channels_last"):
@@ -127,8 +129,8 @@ def test_grey_rgba_and_16_bit_images_are_read_as_their_files_are(tmp_path):
     # One image as nested lists (image.tolist(), a JSON request) is one image, not H grey ones.
     np.testing.assert_array_equal(alexft.preprocess_input(rgb.tolist()), alexft.preprocess_input(rgb))
     np.testing.assert_array_equal(alexft.preprocess_input([rgb.tolist()] * 2)[1], alexft.preprocess_input(rgb))
-    with pytest.raises(ValueError, match=r"on a model's input takes RGB images, \(\.\.\., 3\), as uint8 or 0-255 "
-                                         r"floats; got uint16 \(None, None, None, 3\)"):
+    with pytest.raises(ValueError, match=r"on a model's input takes RGB images, \(\.\.\., 3\), of 0-255 grey "
+                                         r"levels; got uint16 \(None, None, None, 3\)"):
         alexft.preprocess_input(keras.Input((None, None, 3), dtype="uint16"))
     with pytest.raises(ValueError, match=r"got uint8 \(None, None, None, 4\)"):
         alexft.preprocess_input(keras.Input((None, None, 4), dtype="uint8"))

@@ -248,7 +248,9 @@ def test_a_file_already_there_must_be_the_urls_file_as_recorded_at_its_first_dow
         # From then on the URL is expected to serve the new bytes, and the mirror still the old ones.
         assert run("weights", "fetch", "--url", f"{url}/a/w.npy", "--output", tmp_path / "again.npy").exit_code == 0
         assert run("weights", "fetch", "--url", f"{url}/a/w.npy", "--output", tmp_path / "third.npy").exit_code == 0
-        assert run("weights", "fetch", "--url", f"{url}/b/w.npy", "--output", tmp_path / "b").exit_code == 0
+        with caplog.at_level(logging.INFO, logger="alexft"):
+            assert run("weights", "fetch", "--url", f"{url}/b/w.npy", "--output", tmp_path / "b").exit_code == 0
+        assert f"{tmp_path / 'b'}: its hash matches the one recorded for {url}/b/w.npy" in caplog.text
         routes["/a/w.npy"] = ("ok", canonical_bytes)  # and back: the old bytes are refused at that URL now
         assert run("weights", "fetch", "--url", f"{url}/a/w.npy", "--output", tmp_path / "fourth.npy").exit_code == 1
         with caplog.at_level(logging.WARNING, logger="alexft"):  # a URL never downloaded: kept, and said

@@ -287,7 +287,7 @@ def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, s
         labels = labels[chosen] if labels is not None else None
     written, skipped = extract_features(predictor.model, paths, layer, output, ten_crop=ten_crop, labels=labels,
                                         class_names=class_names, batch_size=batch_size, progress=progress,
-                                        preprocessing=preprocessing, overwrite=force)
+                                        preprocessing=preprocessing)  # the output was checked, with --force
     for message in skipped.values():
         click.echo(f"error: {message}", err=True)
     if written or not skipped:

@@ -262,7 +262,8 @@ def _download_urls(record):
     first URL's record, or that URL would be trusted afresh."""
     if not record.get("what", "").startswith("downloaded"):
         return []
-    return record["urls"] if "urls" in record else [record.get("url")]
+    urls = record.get("urls")
+    return list(urls) if isinstance(urls, list) else [record.get("url")]
 
 
 def _remember(sha256, record):
