@@ -216,7 +216,7 @@ def _preprocess_array(x):
 
 
 def _as_rgb(x):
-    """Grey (H, W) or (..., 1) tiled, RGBA's alpha dropped: what reading such a file gives."""
+    """Grey (H, W) or (..., 1) tiled, alpha ((..., 2) or RGBA) dropped: what reading such a file gives."""
     if x.ndim == 2:
         x = x[:, :, np.newaxis]
     if x.ndim not in (3, 4) or x.shape[-1] not in (1, 2, 3, 4):
