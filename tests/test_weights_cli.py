@@ -241,9 +241,9 @@ def test_a_file_already_there_must_be_the_urls_file_as_recorded_at_its_first_dow
 
         assert (f"The expected hash was recorded at the first download from this URL (in {cache_dir()}/"
                 f"known_files.json): the file at {url}/a/w.npy has changed since.") in changed.stderr, changed.stderr
-        advice = f"alexft weights fetch --url {url}/a/w.npy --sha256 {other_sha256}"
+        advice = f"alexft weights fetch --url {url}/a/w.npy --sha256 {other_sha256} --output {tmp_path / 'again.npy'}"
         assert changed.stderr.rstrip().endswith(f"accept it: {advice}")
-        accepted = run(*advice.split()[1:], "--output", tmp_path / "again.npy")  # what it says, once vouched for
+        accepted = run(*advice.split()[1:])  # what it says, word for word, once the change is vouched for
         assert accepted.exit_code == 0 and (tmp_path / "again.npy").read_bytes() == bytes(other)
         # From then on the URL is expected to serve the new bytes, and the mirror still the old ones.
         assert run("weights", "fetch", "--url", f"{url}/a/w.npy", "--output", tmp_path / "again.npy").exit_code == 0

@@ -193,7 +193,8 @@ def _download(source, target, progress):
         raise WeightsError(f"{mismatch}. The expected hash was recorded at the first download from this URL (in "
                            f"{cache_dir() / KNOWN_FILES}): the file at {source.url} has changed since. If the change "
                            "is expected (a new version), check the new hash with whoever publishes the file and "
-                           f"accept it: alexft weights fetch --url {source.url} --sha256 {mismatch.found}") from None
+                           f"accept it: alexft weights fetch --url {source.url} --sha256 {mismatch.found}"
+                           + ("" if target == cache_dir() / source.name else f" --output {target}")) from None
     digest = file_sha256(downloaded)
     if not source.pinned and recorded is None:
         log.warning("%s has no published checksum; its SHA-256 %s is now recorded in %s, and later downloads must "
