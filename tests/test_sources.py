@@ -219,3 +219,28 @@ def test_the_shipped_default_is_the_zoos_caffemodel_pinned_by_its_published_sha1
 
 def test_a_file_of_unknown_origin_is_said_to_be_unknown(tmp_path, canonical_weights_file):
     assert sources.identify(canonical_weights_file) is None
+
+
+def test_ctrl_c_while_a_finished_download_is_checked_keeps_it_for_the_next_fetch(canonical_bytes, tmp_path,
+                                                                                   monkeypatch, caplog):
+    """The check reads 233 MB twice (hash, structure): a Ctrl-C there must not cost the download."""
+    from alexft.weights import download
+
+    target = tmp_path / "w.npy"
+    load = download.weights_io.load
+
+    def interrupted(path, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    with serving({"/w.npy": ("ok", canonical_bytes)}) as url:
+        monkeypatch.setattr(download.weights_io, "load", interrupted)
+        with caplog.at_level(logging.WARNING, logger="alexft"), pytest.raises(KeyboardInterrupt):
+            download.download_weights(f"{url}/w.npy", target, progress=False)
+        partial = download.partial_path(target)
+        assert partial.read_bytes() == canonical_bytes and not target.exists()
+        assert f"{partial}: {len(canonical_bytes):,} bytes kept; the next fetch of {url}/w.npy continues" in caplog.text
+        monkeypatch.setattr(download.weights_io, "load", load)
+        assert download.download_weights(f"{url}/w.npy", target, progress=False) == target
+        assert url.requests[-1] == ("/w.npy", f"bytes={len(canonical_bytes)}-")  # nothing sent again
+    assert target.read_bytes() == canonical_bytes
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["w.npy"]

@@ -56,12 +56,12 @@ def download_weights(url, destination, sha256=None, progress=None, timeout=30, s
         _start_over_unless_from(url, partial, expected)
         try:
             _fetch_with_retries(url, partial, expected, progress, timeout)
-        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: what came is kept, and the user is told so
+            _verify_or_discard(partial, url, expected)
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: what came is kept (checked or not), and the user is told so
             if partial.exists() and partial.stat().st_size:
                 log.warning("%s: %s bytes kept; the next fetch of %s continues from there", partial,
                             f"{partial.stat().st_size:,}", url)
             raise
-        _verify_or_discard(partial, url, expected)
         os.replace(partial, destination)
         _source_path(partial).unlink(missing_ok=True)
     return destination
@@ -220,7 +220,7 @@ def _stream(response, partial, start, total, progress):
 
 def _verify_or_discard(partial, url, expected):
     """Check the hashes given ({algorithm: hex or None}), then the structure; a file that fails
-    is deleted, not resumed."""
+    is deleted, not resumed; an interrupted check (Ctrl-C) keeps it for the next fetch."""
     try:
         for algorithm, digest in expected.items():
             if digest and (found := file_digest(partial, algorithm)) != digest.lower():
@@ -230,7 +230,7 @@ def _verify_or_discard(partial, url, expected):
             weights_io.load(partial)  # structure and every shape, before it gets its real name
         except WeightsError as error:
             raise WeightsError(str(error).replace(str(partial), f"download from {url}") + "; download discarded") from None
-    except BaseException:
+    except Exception:
         partial.unlink(missing_ok=True)
         _source_path(partial).unlink(missing_ok=True)
         raise
