@@ -491,3 +491,16 @@ def test_a_truncated_npz_reads_the_same_in_info_and_convert_as_in_the_other_comm
     for args in (["weights", "info", cut], ["weights", "convert", cut, tmp_path / "out.npz"]):
         result = run(*args)
         assert result.exit_code == 1 and result.stderr.splitlines() == [expected], args
+
+
+def test_a_later_unhashed_fetch_of_the_same_bytes_keeps_them_recorded_as_checked(tmp_path, canonical_bytes,
+                                                                                 canonical_sha256):
+    """Trust is a property of the bytes: a second fetch without --sha256 (checked against the hash
+    recorded at the first) must not demote a verified file to 'trusted on first use'."""
+    with serving({"/w.npy": ("ok", canonical_bytes)}) as url:
+        assert run("weights", "fetch", "--url", f"{url}/w.npy", "--sha256", canonical_sha256,
+                   "--output", tmp_path / "checked.npy").exit_code == 0
+        assert run("weights", "fetch", "--url", f"{url}/w.npy", "--output", tmp_path / "again.npy").exit_code == 0
+    for name in ("checked.npy", "again.npy"):
+        source = json.loads(run("weights", "info", "--json", tmp_path / name).stdout)["source"]
+        assert source.endswith(f"(checked against SHA-256 {canonical_sha256})"), source

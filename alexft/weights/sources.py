@@ -269,6 +269,9 @@ def _download_urls(record):
 
 def _remember(sha256, record):
     known = _known_files()
+    earlier = known.get(sha256, {})
+    if _checked(earlier) and not _checked(record):  # the same bytes, checked before: that stays true
+        record = dict(record, verified=earlier["verified"])
     if record["what"].startswith("downloaded"):
         urls = _download_urls(known.get(sha256, {})) + [record["url"]]
         record = dict(record, urls=list(dict.fromkeys(urls)))
@@ -281,6 +284,10 @@ def _remember(sha256, record):
         write_text(cache_dir() / KNOWN_FILES, json.dumps(known, indent=1))
     except (OSError, AlexftError) as error:  # a read-only or full cache: the weights are still good
         log.warning("could not record the hash in %s (%s)", cache_dir() / KNOWN_FILES, error)
+
+
+def _checked(record):
+    return str(record.get("verified", "")).startswith("checked against")
 
 
 def fetch_weights(url=None, sha256=None, output=None, force=False, progress=None, sha1=None):
