@@ -3,6 +3,8 @@ import collections
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+from . import interrupts
+
 
 def map_ahead(function, items, workers=None, ahead=64):
     """Like map(), on a thread pool, with at most `ahead` results in flight.
@@ -22,14 +24,17 @@ def map_ahead(function, items, workers=None, ahead=64):
 
 
 def chunks(iterable, size):
-    """Lists of `size` consecutive items (the last may be shorter)."""
+    """Lists of `size` consecutive items (the last may be shorter). A batch loop's safe point:
+    a Ctrl-C or SIGTERM whose exception was swallowed stops it here (`interrupts`)."""
     chunk = []
     for item in iterable:
         chunk.append(item)
         if len(chunk) == size:
+            interrupts.raise_if_pending()
             yield chunk
             chunk = []
     if chunk:
+        interrupts.raise_if_pending()
         yield chunk
 
 

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from . import lr_finder, recovery, train_setup
+from . import interrupts, lr_finder, recovery, train_setup
 from . import weights as weights_io
 from .data import BrokenFiles, load_dataset
 from .epoch_log import EpochLog
@@ -173,9 +173,11 @@ class Trainer:
                      "feature store or computed once; the epochs then train on it (--no-cache: on the images)")
         self.data.prepare(self.net.model, self.net.policy, len(self.dataset.class_names), self.cache_memory, self.progress,
                           self.log)
+        interrupts.raise_if_pending()  # a Ctrl-C swallowed while the features were cached
         if state["base_lr"] is None:
             state["base_lr"] = self._find_rate(state)
         self._follow_rate()
+        interrupts.raise_if_pending()
         board = _TensorBoard(self.run.path / "tensorboard" if self.run.chief else None)
         show = EpochLog(self.log, self.options.epochs, self.run.path / "history.csv")
         try:

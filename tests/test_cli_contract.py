@@ -443,12 +443,12 @@ def test_a_sigterm_swallowed_by_tensorflows_start_up_stops_the_command_before_an
     answer and only then exit 143: the signal's exception had landed where TensorFlow's import
     code swallows it. Simulated here: the signal is recorded, its exception never arrives."""
     import alexft.quiet
-    from alexft.cli import common
+    from alexft import interrupts
 
     real_import = alexft.quiet.import_tensorflow_quietly
 
     def import_while_a_sigterm_is_swallowed():
-        common._terminations.append(signal.SIGTERM)
+        interrupts.note(signal.SIGTERM)
         return real_import()
 
     monkeypatch.setattr(alexft.quiet, "import_tensorflow_quietly", import_while_a_sigterm_is_swallowed)
@@ -462,6 +462,38 @@ def test_a_sigterm_swallowed_by_tensorflows_start_up_stops_the_command_before_an
     assert result.exit_code == 143 and result.stderr.splitlines()[-1] == "alexft: terminated", result.output
     assert result.stdout == ""
     assert sorted(path.name for path in tmp_path.iterdir()) == ["coffee.png", "val.txt"]
+
+
+@pytest.mark.parametrize("command", ["classify", "finetune"])
+def test_a_ctrl_c_swallowed_mid_run_stops_the_command_at_the_next_batch(
+        command, canonical_weights_file, small_digits_folder, tmp_path, monkeypatch):
+    """A user's Ctrl-C landed in a weakref callback while finetune cached features ("Exception
+    ignored in: ... raise KeyboardInterrupt"), and the run went on through every epoch.
+    Simulated: the signal is noted as the handler notes it, its exception never arrives."""
+    from alexft import interrupts, predict, train_data
+
+    def swallowing(function):
+        def run(*args, **kwargs):
+            interrupts.note(signal.SIGINT)
+            return function(*args, **kwargs)
+        return run
+
+    if command == "classify":
+        monkeypatch.setattr(predict.Predictor, "probabilities", swallowing(predict.Predictor.probabilities))
+        arguments = ["classify", str(small_digits_folder), "--runtime", "tensorflow", "--batch-size", "2"]
+    else:
+        monkeypatch.setattr(train_data, "view_features", swallowing(train_data.view_features))
+        arguments = ["finetune", str(small_digits_folder), "--output", str(tmp_path / "run"), "--epochs", "1"]
+    result = CliRunner().invoke(main, [*arguments, "--weights", str(canonical_weights_file)], catch_exceptions=False)
+    assert result.exit_code == 130, result.output
+    last = result.stderr.splitlines()[-1]
+    if command == "classify":  # the first batch's two answers, then the stop
+        assert [line for line in result.stdout.splitlines() if not line.startswith(" ")] == \
+               [str(path) for path in sorted(small_digits_folder.glob("*/*.png"))[:2]], result.stdout
+        assert last == "alexft: interrupted", result.stderr
+    else:
+        assert last == "alexft: interrupted before the first epoch ended; no run folder was kept", result.stderr
+        assert not (tmp_path / "run").exists()
 
 
 def test_what_a_start_up_printed_is_shown_when_it_fails_not_when_it_is_stopped(capfd):

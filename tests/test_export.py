@@ -241,7 +241,7 @@ def test_a_sigterm_swallowed_inside_tensorflow_still_stops_the_export_before_it_
     export: its Terminated had landed where TensorFlow only prints exceptions (stderr held back).
     Simulated here: the signal is recorded, its exception never arrives."""
     import alexft.export
-    from alexft.cli import common
+    from alexft import interrupts
 
     output = tmp_path / "out" / "models" / "served"
     if existing:
@@ -251,7 +251,7 @@ def test_a_sigterm_swallowed_inside_tensorflow_still_stops_the_export_before_it_
     def write_while_a_sigterm_is_swallowed(module, folder):
         folder.mkdir()
         (folder / "saved_model.pb").write_bytes(b"new")
-        common._terminations.append(signal.SIGTERM)
+        interrupts.note(signal.SIGTERM)
 
     monkeypatch.setattr(alexft.export, "_write_saved_model", write_while_a_sigterm_is_swallowed)
     args = ["export", str(output), "--weights", str(canonical_weights_file)] + (["--force"] if existing else [])

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import click
 
+from alexft import interrupts
+from alexft.interrupts import Terminated  # noqa: F401  (re-exported: the commands raise and test it)
+
 # The exit-code contract of every command (docs/commands.md): 0 all good; 1 some input could
 # not be used (named on stderr); 2 usage error (click's); 130/143 interrupted by Ctrl-C/SIGTERM.
 EXIT_INPUT_FAILED = 1
@@ -23,8 +26,8 @@ def fail_cleanly(function):
     def wrapper(*args, **kwargs):
         from alexft.errors import AlexftError
 
-        interrupts = _InterruptWatch()
-        _terminations.clear()
+        watch = _InterruptWatch()
+        interrupts.clear()
         try:
             result = function(*args, **kwargs)
             raise_if_terminated()  # a SIGTERM whose exception was swallowed where it landed: still honoured
@@ -37,27 +40,19 @@ def fail_cleanly(function):
             # A signal inside TensorFlow's import, tracing or converter can surface as another
             # error (in CI a SIGTERM in the TF Lite converter's export ended as a TypeError from
             # the converter's fallback path).
-            if _terminations:
+            if interrupts.terminated():
                 _interrupted(Terminated())
-            if interrupts.seen:
+            if watch.seen:
                 _interrupted()
             raise
         finally:
-            interrupts.stop()
+            watch.stop()
+            interrupts.clear()  # a later call in this process (a test, a notebook) starts clean
 
     return wrapper
 
 
 EXIT_TERMINATED = 143
-_terminations = []  # the SIGTERMs `terminating_cleanly` took since the command began
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt: whatever stops cleanly on Ctrl-C
-    (scratch files removed, a fresh run folder discarded, the feature store keeping what it
-    computed) does so on SIGTERM too. The command then exits 143, not 130."""
-
-    signal_number = signal.SIGTERM
 
 
 def _interrupted(stop=None):
@@ -71,7 +66,7 @@ def raise_if_terminated():
     """A SIGTERM whose Terminated was swallowed where it landed (TensorFlow's converter runs
     finalizers and callbacks, where exceptions are only printed) stops the command here: at a
     point of no return (an output about to replace another), and when the command returns."""
-    if _terminations:
+    if interrupts.terminated():
         raise Terminated
 
 
@@ -97,7 +92,7 @@ def terminating_cleanly():
         return
 
     def terminate(signum, frame):
-        _terminations.append(signum)
+        interrupts.note(signum)
         raise Terminated
 
     previous = signal.signal(signal.SIGTERM, terminate)
@@ -122,6 +117,7 @@ class _InterruptWatch:
 
     def _remember(self, signum, frame):
         self.seen = True
+        interrupts.note(signum)
         raise KeyboardInterrupt
 
     def stop(self):

@@ -1,0 +1,40 @@
+"""Stop requests (Ctrl-C, SIGTERM) remembered, so that none is lost.
+
+Python raises a signal's exception wherever the main thread is, and one that lands in a
+finaliser or a weakref callback (TensorFlow runs many) is printed as "Exception ignored" and
+dropped: the command would go on as if never stopped. The command line's handlers `note`
+every signal here; long loops call `raise_if_pending` between batches, where the stop is
+honoured after all. Outside the command line nothing is noted and this costs nothing.
+"""
+import signal
+
+_noted = []  # signal numbers since the command began
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt: whatever stops cleanly on Ctrl-C
+    (scratch files removed, a fresh run folder discarded, the feature store keeping what it
+    computed) does so on SIGTERM too. The command then exits 143, not 130."""
+
+    signal_number = signal.SIGTERM
+
+
+def note(signal_number):
+    _noted.append(signal_number)
+
+
+def clear():
+    _noted.clear()
+
+
+def terminated():
+    return signal.SIGTERM in _noted
+
+
+def raise_if_pending():
+    """Raise the exception of a stop request noted earlier (SIGTERM's first): its own may have
+    been swallowed where it landed. One that was not swallowed has already ended the work."""
+    if terminated():
+        raise Terminated
+    if _noted:
+        raise KeyboardInterrupt
