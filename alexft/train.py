@@ -23,7 +23,7 @@ from .epoch_log import EpochLog
 from .errors import AlexftError, TrainingError
 from .features import VIEWS
 from .plots import range_test_curve
-from .progress import progress_bar
+from .progress import beside_bars, progress_bar
 from .recovery import Diverged, LossWatch
 from .run_folder import RunFolder
 from .weights.sources import resolve_weights
@@ -77,7 +77,7 @@ def _finetune(data_dir, options=None, *, weights=None, output=None, resume=False
         raise TypeError(f"finetune's second argument is a TrainOptions record, not {type(options).__name__} "
                         f"{options!r}; give the options by name, e.g. finetune(data_dir, train=['fc8'], epochs=5)")
     options = options.replace(**fields) if options else TrainOptions(**fields)
-    log = log or (lambda message: print(f"alexft: {message}", file=sys.stderr))
+    log = log or _say
     chief = train_setup.check_cluster(options, output, log)
     dataset = dataset or load_dataset(data_dir, val_dir=options.val_dir, val_split=options.val_split, seed=options.seed)
     train_setup.report_split(dataset, options, log)
@@ -364,6 +364,7 @@ class Trainer:
                         f"stopped by {_signal_name(stop.signal_number)} at epoch {epoch + 1}, step {step}: {kept}; "
                         f"continue with --resume --output {self.run.path}", stop.signal_number)
         self.ledger.check(len(self.dataset.train) + len(self.dataset.val))
+        self.data.check_every_class_is_trained()  # (uncached: the broken files are known after the first epoch)
         return totals
 
     def _step(self, batch):
@@ -440,7 +441,7 @@ class Trainer:
         metrics = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
         best = next((row for row in history if row["epoch"] == state["best_epoch"]), {})
         summary = dict(run=str(self.run.path), epochs=len(history), best_epoch=state["best_epoch"],
-                       train_images=self.data.train_count, val_images=len(self.dataset.val),
+                       train_images=self.data.train_count, val_images=len(self.data.usable_labels("val")),
                        broken_files=len(self.ledger.errors), cached=self.data.cache_after is not None,
                        seconds=round(seconds, 3), lr=self.config["lr"], lr_found=self.config["lr_found"],
                        weight_decay=self.config.get("weight_decay_used", self.options.weight_decay),
@@ -461,8 +462,9 @@ class Trainer:
             return
         relation = "about" if loss <= 1.1 * guess else "above"
         said = f"the best epoch's training loss {loss:.4f} is {relation} a uniform guess's (ln {classes} = {guess:.4f})"
-        accuracy, chance = best.get("val_accuracy"), _chance_accuracy(self.dataset.val.labels)
-        if accuracy is not None and _above_chance(accuracy, chance, len(self.dataset.val.labels)):
+        scored = self.data.usable_labels("val")
+        accuracy, chance = best.get("val_accuracy"), _chance_accuracy(scored)
+        if accuracy is not None and _above_chance(accuracy, chance, len(scored)):
             self.log(f"warning: {said}, though its validation accuracy {accuracy:.3f} is above chance "
                      f"({chance:.3f}): the steps overshoot; try a smaller --lr than {base_lr:.3g}")
         elif loss > 1.5 * guess:
@@ -473,6 +475,14 @@ class Trainer:
         else:
             self.log(f"warning: nothing was learned: {said}; try more --epochs (more steps), a smaller --lr than "
                      f"{base_lr:.3g}, or training fewer layers")
+
+
+def _say(message):
+    """One line on stderr in one write: decoding threads say "skipped: ..." at the same time
+    (print's separate newline let two lines run together), and clear of a progress bar."""
+    with beside_bars(sys.stderr):
+        sys.stderr.write(f"alexft: {message}\n")
+        sys.stderr.flush()
 
 
 def _chance_accuracy(labels):

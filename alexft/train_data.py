@@ -75,6 +75,28 @@ class TrainingData:
                     f"({store.root}; ALEXFT_FEATURE_STORE=off turns it off)")
         if self.train_count == 0:
             raise DataError("no usable training images")
+        self.check_every_class_is_trained()
+
+    def usable_labels(self, split):
+        """The labels of `split`'s ("train" or "val") images that could be read so far: the
+        feature cache's, else the listed ones less the broken files found by now."""
+        if self.cache_after:
+            return self.train_labels if split == "train" else self.val_labels
+        files = self.dataset.train if split == "train" else self.dataset.val
+        broken = self.ledger.errors
+        return files.labels[[str(path) not in broken for path in files.paths]] if broken else files.labels
+
+    def check_every_class_is_trained(self):
+        """A class all of whose training images are broken would be an output the model never
+        learned, yet ships: refused, naming it (the images are in broken_files.json)."""
+        names = self.dataset.class_names
+        listed = np.bincount(self.dataset.train.labels, minlength=len(names))
+        untrained = np.flatnonzero((np.bincount(self.usable_labels("train"), minlength=len(names)) == 0) & (listed > 0))
+        if len(untrained):
+            said = ", ".join(f"{names[label]!r} ({listed[label]:,})" for label in untrained[:5])
+            more = f" and {len(untrained) - 5} more" if len(untrained) > 5 else ""
+            raise DataError(f"no training image of class {said}{more} could be read (the skipped lines above name "
+                            "them): the model would have an output it never learned; fix or remove those images")
 
     def _scratch(self):
         if not hasattr(self, "_scratch_folder"):

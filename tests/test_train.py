@@ -176,6 +176,32 @@ def test_broken_files_are_skipped_and_listed(small_digits_folder, canonical_weig
     assert len(calls) == 1
 
 
+@pytest.mark.parametrize("cache", [True, False])
+def test_a_class_whose_every_image_is_broken_is_refused_not_shipped_untrained(small_digits_folder,
+                                                                              canonical_weights_file, tmp_path, cache):
+    """3 broken of 63 is under --max-broken, but the class they make up would be an output the
+    model never saw. Cached runs know it before training; uncached ones after the first epoch."""
+    data = tmp_path / "data"
+    shutil.copytree(small_digits_folder, data)
+    (data / "zz_broken").mkdir()
+    for index, name in enumerate(("cut.jpg", "empty.jpg", "cut.jpg")):
+        (data / "zz_broken" / f"{index}{name}").write_bytes(bad_images()[name][0])
+    said = []
+    with pytest.raises(DataError, match=r"no training image of class 'zz_broken' \(3\) could be read"):
+        finetune(data, weights=canonical_weights_file, epochs=1, batch_size=16, val_split=0, cache=cache,
+                 output=tmp_path / "run", progress=False, log=said.append)
+    assert sum(line.startswith("skipped: ") for line in said) == 3
+
+
+def test_broken_validation_images_are_not_counted_as_scored(small_digits_folder, canonical_weights_file, tmp_path):
+    val = tmp_path / "val"
+    shutil.copytree(small_digits_folder, val)
+    (val / "digit_0" / "cut.jpg").write_bytes(bad_images()["cut.jpg"][0])
+    summary = finetune(small_digits_folder, weights=canonical_weights_file, epochs=1, val_dir=val,
+                       output=tmp_path / "run", progress=False, log=quiet)
+    assert summary["val_images"] == len(list(small_digits_folder.glob("*/*.png"))) and summary["broken_files"] == 1
+
+
 def test_layer_choices_that_would_leave_random_layers_are_refused(small_digits_folder, canonical_weights_file, tmp_path):
     with pytest.raises(TrainingError, match=r"--skip fc7 starts fc7 afresh, and without training it would leave it "
                                             r"random: train it too \(--train fc7,fc8\)"):
@@ -1059,3 +1085,34 @@ def test_a_keyboard_interrupt_at_any_stage_is_training_interrupted_saying_what_i
     with pytest.raises(TrainingInterrupted, match="^interrupted before training started; no run folder was kept$"):
         finetune(small_digits_folder, output=tmp_path / "fresh", **dict(options, weights=None))
     assert not (tmp_path / "fresh").exists()
+
+
+def test_finetunes_own_lines_are_written_whole_as_decoding_threads_say_them_at_once(monkeypatch):
+    """print() wrote the message and its newline separately: two "skipped:" lines from decoding
+    threads ran together on one line. Each line must reach stderr in one write."""
+    import threading
+
+    from alexft import train
+
+    class Recorder:
+        def __init__(self):
+            self.writes = []
+
+        def write(self, text):
+            self.writes.append(text)
+            time.sleep(0.001)  # widen the window another thread could write in
+
+        def flush(self):
+            pass
+
+        def isatty(self):
+            return False
+
+    recorder = Recorder()
+    monkeypatch.setattr(sys, "stderr", recorder)
+    threads = [threading.Thread(target=train._say, args=(f"skipped: {index}.png: broken",)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(recorder.writes) == sorted(f"alexft: skipped: {index}.png: broken\n" for index in range(8))
