@@ -459,6 +459,7 @@ class Trainer:
         loss = best.get("train_loss")
         guess = math.log(classes)
         if loss is None or loss < CHANCE_LOSS_SHARE * guess:
+            self._say_if_only_the_largest_class_is_answered(best)
             return
         relation = "about" if loss <= 1.1 * guess else "above"
         said = f"the best epoch's training loss {loss:.4f} is {relation} a uniform guess's (ln {classes} = {guess:.4f})"
@@ -475,6 +476,21 @@ class Trainer:
         else:
             self.log(f"warning: nothing was learned: {said}; try more --epochs (more steps), a smaller --lr than "
                      f"{base_lr:.3g}, or training fewer layers")
+
+
+    def _say_if_only_the_largest_class_is_answered(self, best):
+        """On lopsided data, a model that answers its largest class everywhere has a low loss
+        and a validation accuracy that looks fine: that class's share of the images."""
+        scored, accuracy = self.data.usable_labels("val"), best.get("val_accuracy")
+        if accuracy is None or not len(scored):
+            return
+        chance = _chance_accuracy(scored)
+        if chance < 1.5 / len(self.dataset.class_names) or _above_chance(accuracy, chance, len(scored)):
+            return  # balanced enough for the accuracy to speak for itself, or clearly beyond it
+        largest = self.dataset.class_names[int(np.bincount(scored).argmax())]
+        self.log(f"warning: the best epoch's validation accuracy {accuracy:.3f} is no better than always answering "
+                 f"{largest!r}, the largest class ({chance:.3f} of the validation images): the model may not tell "
+                 "the classes apart; check each class with alexft evaluate (its class-mean accuracy)")
 
 
 def _say(message):

@@ -984,6 +984,9 @@ def test_a_run_that_learned_nothing_ends_with_a_warning():
     balanced = SimpleNamespace(labels=np.arange(10))  # 10 held-out images, one per class
     trainer = SimpleNamespace(dataset=SimpleNamespace(class_names=[f"c{i}" for i in range(10)], val=balanced),
                               log=messages.append)
+    trainer.data = SimpleNamespace(usable_labels=lambda split: trainer.dataset.val.labels)
+    trainer._say_if_only_the_largest_class_is_answered = \
+        lambda best: Trainer._say_if_only_the_largest_class_is_answered(trainer, best)
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.3027}, 0.0195)
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.0}, 0.0195)
     Trainer._say_if_nothing_was_learned(trainer, {}, 0.0195)  # no epoch ended
@@ -1006,6 +1009,26 @@ def test_a_run_that_learned_nothing_ends_with_a_warning():
                         ] + ["warning: nothing was learned: the best epoch's training loss 2.9948 is above a uniform "
                              "guess's (ln 10 = 2.3026); try a smaller --lr than 0.001, more --epochs, or training "
                              "fewer layers"] * 2
+
+
+def test_a_run_that_answers_only_the_largest_class_of_lopsided_data_ends_with_a_warning():
+    """A user's run on 60 images of one class and 1 of another reported 0.545 validation
+    accuracy in silence: the largest class's share. Its loss was low, as the class frequencies
+    alone give. Balanced data, or an accuracy clearly beyond that share, say nothing."""
+    from types import SimpleNamespace
+
+    from alexft.train import Trainer
+
+    messages = []
+    trainer = SimpleNamespace(dataset=SimpleNamespace(class_names=["many", "single", "other"]), log=messages.append)
+    for labels, accuracy in (([0] * 6 + [1] + [2] * 4, 0.545), ([0] * 90 + [1] * 10, 0.9), ([0] * 90 + [1] * 10, 1.0),
+                             ([0, 1, 2] * 4, 0.5), ([0] * 90 + [1] * 10, None), ([], None)):
+        trainer.data = SimpleNamespace(usable_labels=lambda split, labels=labels: np.array(labels, np.int64))
+        Trainer._say_if_only_the_largest_class_is_answered(trainer, {"train_loss": 0.3, "val_accuracy": accuracy})
+    assert messages == [f"warning: the best epoch's validation accuracy {accuracy} is no better than always answering "
+                        f"'many', the largest class ({share} of the validation images): the model may not tell the "
+                        "classes apart; check each class with alexft evaluate (its class-mean accuracy)"
+                        for accuracy, share in (("0.545", "0.545"), ("0.900", "0.900"))]
 
 
 def test_a_run_may_share_a_folder_with_other_files_but_never_replaces_them(tmp_path):
