@@ -6,6 +6,7 @@ grow with the number of files; images are decoded as the pipeline streams them.
 import json
 import logging
 import threading
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,11 +45,18 @@ class Dataset:
 
 
 def class_folders(root):
-    """Sorted names of the non-hidden sub-folders of `root`."""
+    """Sorted names of the sub-folders of `root`, less hidden ones and __MACOSX (what a Mac's
+    zip adds beside the folders it packed)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX")
+
+
+def class_key(name):
+    """A class folder's name as compared with another's: in one Unicode form, as macOS writes
+    "café" decomposed (NFD) and most systems composed (NFC); the two look identical."""
+    return unicodedata.normalize("NFC", name)
 
 
 def loose_images(folder):
@@ -68,24 +76,30 @@ def list_labelled(root, class_names, empty_ok=False):
     """Every image below root/<class>/ (recursively), labelled by the class's index. An empty
     class folder is refused, or with `empty_ok` (measuring, not learning) left out with a warning."""
     root = Path(root)
-    paths, labels, empty = [], [], []
+    paths, labels, empty, unread = [], [], [], []
     with progress_bar(len(class_names), minimum=100, desc=f"listing {root}", unit="class") as bar:
         for index, name in enumerate(class_names):
             folder = root / name
-            files = images_below(folder) if folder.is_dir() else []
+            files = images_below(folder, unread) if folder.is_dir() else []
             empty += [] if files else [name]
             paths.extend(files)
             labels.extend([index] * len(files))
             bar.update(1)
+    unread_said = (f"{len(unread)} photo(s) in formats alexft does not read (e.g. {unread[0].relative_to(root)}) are "
+                   "left out; convert them to JPEG or PNG") if unread else None
     if not paths:
-        raise DataError(f"{root}: none of its class folders holds an image")
+        raise DataError(f"{root}: none of its class folders holds an image" + (f"; {unread_said}" if unread else ""))
     if empty:
         named = quoted_names(empty)
         if not empty_ok:  # all of them named at once, not one per try
+            if unread:
+                raise DataError(f"{root}: class folder(s) {named} have no images alexft reads; {unread_said}")
             if len(empty) == 1:
                 raise DataError(f"{root / empty[0]}: class folder has no images")
             raise DataError(f"{root}: {len(empty)} class folders have no images: {named}; each class needs some")
         log.warning("%s: %d class folder(s) with no images, left out: %s", root, len(empty), named)
+    if unread:
+        log.warning("warning: %s: %s", root, unread_said)
     return LabelledFiles(paths, np.array(labels, np.int32))
 
 
@@ -133,11 +147,12 @@ def load_dataset(data_dir, val_dir=None, val_split=0.1, seed=0):
     train = list_labelled(data_dir, class_names)
     if val_dir is not None:
         val_classes = class_folders(val_dir)
-        unknown = sorted(set(val_classes) - set(class_names))
+        index = {class_key(name): position for position, name in enumerate(class_names)}
+        unknown = sorted(name for name in val_classes if class_key(name) not in index)
         if unknown:
             raise DataError(f"{val_dir}: class folder(s) {', '.join(unknown)} not among the training classes")
         val = list_labelled(val_dir, val_classes)
-        val.labels = np.array([class_names.index(val_classes[i]) for i in val.labels], np.int32)
+        val.labels = np.array([index[class_key(val_classes[i])] for i in val.labels], np.int32)
         return Dataset(class_names, train, val)
     train_idx, val_idx = stratified_split(train.labels, val_split, seed)
     return Dataset(class_names, train.subset(train_idx), train.subset(val_idx))

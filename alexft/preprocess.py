@@ -41,7 +41,12 @@ _CENTRE = _EDGE // 2
 TEN_CROP_OFFSETS = ((0, 0), (0, _EDGE), (_EDGE, 0), (_EDGE, _EDGE), (_CENTRE, _CENTRE))
 
 IMAGE_SUFFIXES = frozenset(
-    ".jpg .jpeg .jpe .png .bmp .dib .webp .tif .tiff .ppm .pgm .pbm .pnm .gif .jp2".split()
+    ".jpg .jpeg .jpe .jfif .png .bmp .dib .webp .tif .tiff .ppm .pgm .pbm .pnm .gif .jp2".split()
+)
+# Photo formats users have (phones, cameras, editors) that alexft does not read: left out of a
+# folder's images, but said, not dropped in silence.
+UNREAD_IMAGE_SUFFIXES = frozenset(
+    ".heic .heif .avif .jxl .svg .psd .ico .tga .exr .dng .raw .cr2 .cr3 .nef .arw .orf .rw2 .raf".split()
 )
 
 
@@ -247,8 +252,9 @@ def find_images(paths):
     return found
 
 
-def images_below(folder):
-    """Image files below `folder`, recursively, sorted; hidden files and folders skipped."""
+def images_below(folder, unread=None):
+    """Image files below `folder`, recursively, sorted; hidden files and folders skipped.
+    `unread`: a list that collects the photos in formats alexft does not read (HEIC, ...)."""
     images = []
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder)
@@ -256,4 +262,6 @@ def images_below(folder):
             continue
         if is_image_file(path) and path.is_file():
             images.append(path)
+        elif unread is not None and path.suffix.lower() in UNREAD_IMAGE_SUFFIXES and not path.name.startswith("."):
+            unread.append(path)
     return images

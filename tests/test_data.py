@@ -37,6 +37,29 @@ def test_train_and_val_subfolders_are_used_and_matched_by_name(tmp_path):
         load_dataset(tmp_path)
 
 
+def test_what_a_mac_or_a_phone_leaves_in_a_dataset(tmp_path, caplog):
+    """A Mac's zip adds __MACOSX/ beside the class folders (it stopped the run as an empty
+    class); an iPhone's photos are HEIC, which alexft does not read (they were dropped in
+    silence); macOS writes 'café' decomposed (NFD), other systems composed (NFC)."""
+    import logging
+    import unicodedata
+
+    composed, decomposed = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    make_tree(tmp_path / "data", ["cat/1.jpg", "cat/2.HEIC", "cat/sub/3.avif", "cat/.4.heic", f"{decomposed}/5.jfif",
+                                  "__MACOSX/cat/._1.jpg", "dog/6.png"])
+    make_tree(tmp_path / "val", [f"{composed}/7.jpg", "cat/8.jpg"])
+    with caplog.at_level(logging.WARNING, logger="alexft"):
+        dataset = load_dataset(tmp_path / "data", val_dir=tmp_path / "val")
+    assert dataset.class_names == [decomposed, "cat", "dog"]
+    assert [path.name for path in dataset.train.paths] == ["5.jfif", "1.jpg", "6.png"]
+    assert dataset.val.labels.tolist() == [0, 1]  # café matched whatever its form
+    assert (f"{tmp_path / 'data'}: 2 photo(s) in formats alexft does not read (e.g. cat/2.HEIC) are left out; "
+            "convert them to JPEG or PNG") in caplog.text
+    make_tree(tmp_path / "data", ["elk/a.heic"])
+    with pytest.raises(DataError, match=r"class folder\(s\) 'elk' have no images alexft reads; 3 photo\(s\) in formats"):
+        load_dataset(tmp_path / "data")
+
+
 def test_stratified_split_is_seeded_and_keeps_every_class_in_both():
     labels = np.repeat(np.arange(3), [10, 4, 2])
     train, val = stratified_split(labels, 0.25, seed=7)

@@ -137,6 +137,23 @@ def test_an_empty_class_folder_is_left_out_of_an_evaluation_with_a_warning(tmp_p
         labelled_folder(tmp_path / "data", class_names)
 
 
+def test_folders_match_classes_in_either_unicode_form_and_a_train_val_folder_is_pointed_to_val(tmp_path):
+    """A model trained on a Mac's 'café' (decomposed) measured on a Linux copy (composed) was
+    told 'café' is not one of its classes, beside an identical-looking 'café'."""
+    import unicodedata
+
+    write_digits_folder(tmp_path / "data", per_class=1, classes=[0, 1])
+    (tmp_path / "data" / "digit_1").rename(tmp_path / "data" / unicodedata.normalize("NFC", "café"))
+    files = labelled_folder(tmp_path / "data", ["digit_0", unicodedata.normalize("NFD", "café")])
+    assert files.labels.tolist() == [1, 0]  # café sorts first; its label is the model's
+    (tmp_path / "split").mkdir()
+    (tmp_path / "data").rename(tmp_path / "split" / "val")
+    (tmp_path / "split" / "train").mkdir()
+    with pytest.raises(DataError, match=f"are not classes of this model .*; for a train/val layout, evaluate "
+                                        f"{tmp_path / 'split' / 'val'}$"):
+        labelled_folder(tmp_path / "split", ["digit_0", "café"])
+
+
 def test_list_file_evaluation_matches_the_folder(held_out_folder, tmp_path, evaluation):
     summary, _, model = evaluation
     class_names = weights.load(model).class_names

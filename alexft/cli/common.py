@@ -149,7 +149,11 @@ def expand_inputs(inputs):
     found = []
     for item in inputs:
         if isinstance(item, Path) and item.is_dir():
-            images = images_below(item)
+            unread = []
+            images = images_below(item, unread)
+            if unread:
+                click.echo(f"alexft: warning: {item}: {len(unread)} photo(s) in formats alexft does not read (e.g. "
+                           f"{unread[0].relative_to(item)}) are left out; convert them to JPEG or PNG", err=True)
             if not images:
                 click.echo(f"alexft: warning: {item}: no images in this folder", err=True)
             found.extend(images)
