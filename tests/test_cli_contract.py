@@ -991,3 +991,17 @@ def test_results_that_cannot_be_written_give_one_line_not_a_traceback(arguments,
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip().splitlines() == [
         "alexft: error: the results could not be written to standard output: No space left on device"]
+
+
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_a_stop_during_the_teardown_after_a_command_ended_changes_nothing(stop):
+    """A user's Ctrl-C a moment after `export` printed its result gave exit 130 (the signal
+    landed in TensorFlow's teardown). Simulated: the signal is sent from an exit handler."""
+    script = ("import atexit, os, signal, sys, time\n"
+              "from alexft import cli\n"
+              f"atexit.register(lambda: (os.kill(os.getpid(), signal.{stop}), time.sleep(0.3)))\n"
+              "sys.argv = ['alexft', '--version']\n"
+              "cli.run()\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == "", done
+    assert done.stdout.startswith("alexft, version ")

@@ -504,3 +504,21 @@ def test_a_later_unhashed_fetch_of_the_same_bytes_keeps_them_recorded_as_checked
     for name in ("checked.npy", "again.npy"):
         source = json.loads(run("weights", "info", "--json", tmp_path / name).stdout)["source"]
         assert source.endswith(f"(checked against SHA-256 {canonical_sha256})"), source
+
+
+def test_a_stop_after_the_converted_file_is_in_place_does_not_fail_the_conversion(tmp_path, canonical_weights_file,
+                                                                                   canonical_params, monkeypatch):
+    """Recording its origin hashes both files for a second after the rename: a Ctrl-C there gave
+    exit 130 for a whole file, and the retry refused it as existing."""
+    from alexft.weights import sources
+
+    def interrupted(source, converted):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sources, "remember_conversion", interrupted)
+    result = run("weights", "convert", canonical_weights_file, tmp_path / "w.npz")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{tmp_path / 'w.npz'}: 1000 classes, from {canonical_weights_file}\n"
+    assert "was written whole; only its origin, which weights info shows, was not recorded" in result.stderr
+    written = weights.load(tmp_path / "w.npz").params
+    assert all(np.array_equal(written[name][0], canonical_params[name][0]) for name in canonical_params)

@@ -7,6 +7,7 @@ at once (benchmarks/usage_errors.py).
 import errno
 import logging
 import os
+import signal
 import sys
 
 import click
@@ -39,12 +40,24 @@ def run():
     try:
         try:
             main(prog_name="alexft")
+        except SystemExit:
+            _finish_undisturbed()
+            raise
         finally:
             sys.stdout.flush()  # a full disk behind `> results.json` shows here at the latest
     except OSError as error:
         if error.filename or error.errno not in OUTPUT_LOST:
             raise  # our own files' errors name them; this one is about standard output
         _stop_writing_stdout(error)
+
+
+def _finish_undisturbed():
+    """The command has ended and chosen its exit code; what remains is the interpreter's
+    teardown (TensorFlow's takes up to a second or two). A Ctrl-C or SIGTERM now would turn a
+    finished export, whose result is printed, into exit 130 or 143: it is ignored instead.
+    (SIGKILL, and Ctrl-\\'s SIGQUIT, still end a teardown that hangs.)"""
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_IGN)
 
 
 # Standard output that cannot take the results: a full disk or quota behind `> file`, or a

@@ -149,5 +149,9 @@ def weights_convert(source, destination, class_names, renames, force):
 
     names = read_class_names(class_names) if class_names else None
     weight_set = convert(source, destination, class_names=names, renames=parse_renames(renames), force=force)
-    remember_conversion(source, destination)
+    try:
+        remember_conversion(source, destination)  # hashes both files: a second or so after the file is in place
+    except KeyboardInterrupt:  # the conversion is whole: a failure here would have a retry refuse it as existing
+        click.echo(f"alexft: the stop came after {destination} was written whole; only its origin, which weights "
+                   "info shows, was not recorded", err=True)
     click.echo(f"{destination}: {weight_set.num_classes} classes, from {source}")
