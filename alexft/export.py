@@ -108,7 +108,10 @@ def export(weights, output, file_format="savedmodel", top_k=5, force=False, quan
             temporary.write_bytes(tflite_flatbuffer(module, quantization, beside=output))
         if before_writing is not None:
             before_writing()
+        replaces_tflite = output.is_file()  # (--force: an earlier export, which ExportRequest checked)
         _replace(temporary, output)
+        if replaces_tflite and file_format == "savedmodel":  # its labels went with it: a SavedModel holds its own
+            labels_path(output).unlink(missing_ok=True)
     except OSError as failure:
         raise ExportError(f"{output}: could not be written ({failure.strerror or failure})") from None
     finally:

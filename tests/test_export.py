@@ -186,6 +186,26 @@ def test_labels_beside_a_tflite_file_are_replaced_only_with_it(tmp_path):
     assert notes.read_text() == "my own notes"
 
 
+def test_a_savedmodel_replacing_a_tflite_export_takes_its_labels_file_away_too(canonical_weights_file, tmp_path,
+                                                                               monkeypatch):
+    """`export out --format tflite`, then `export out --force` (a SavedModel, which holds its own
+    labels): out.labels.txt was left behind, describing a model no longer there."""
+    import alexft.export
+
+    def written(module, folder):
+        folder.mkdir()
+        (folder / "saved_model.pb").write_bytes(b"new")
+
+    monkeypatch.setattr(alexft.export, "_write_saved_model", written)
+    output = tmp_path / "noext"
+    output.write_bytes(b"\x1c\0\0\0TFL3" + bytes(24))
+    (tmp_path / "noext.labels.txt").write_text("tench\n")
+    (tmp_path / "other.labels.txt").write_text("someone else's\n")
+    alexft.export.export(canonical_weights_file, output, file_format="savedmodel", force=True)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["noext", "other.labels.txt"]
+    assert (output / "saved_model.pb").read_bytes() == b"new"
+
+
 def test_an_earlier_savedmodel_folder_is_replaced_with_force_only(tmp_path):
     """A folder output is refused as unwritable everywhere else; an earlier SavedModel is not
     (the refusal landed in 1a97c37 and made `export DIR --force` fail on every SavedModel)."""
