@@ -11,13 +11,15 @@ def import_tensorflow_quietly():
     TF 2.21 logs (oneDNN, CUDA probing) before its log level is read, so pointing stderr
     elsewhere for the import and the device probe is the only way to keep a terminal or a
     notebook clean. If that start-up fails, what it printed is shown after all. A user who
-    set TF_CPP_MIN_LOG_LEVEL gets TensorFlow's logging exactly as they asked.
+    set TF_CPP_MIN_LOG_LEVEL to 0 or 1 (more of TensorFlow's logging) gets it as asked; 2 or 3
+    asks for quiet, which TensorFlow's own start-up would not give (its "I0000 ... oneDNN" and
+    "E0000 ... cuInit" lines come before it reads the level).
     """
-    if "tensorflow" in sys.modules or "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2").strip() in ("0", "1"):
         import tensorflow as tf
 
         return tf
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with stderr_held_back():
         import tensorflow as tf
 
