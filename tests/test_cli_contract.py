@@ -245,7 +245,7 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
          "'xyz' is not a SHA-256: expected 64 hexadecimal digits"),
         (["weights", "fetch", "--url", "http://127.0.0.1:9/w.npy#sha1=abc"], 2, "'abc' is not a SHA-1"),
         (["weights", "convert", "missing.npy", "x.npy"], 2, "x.npy: the converted file must be an .npz"),
-        (["weights", "convert", "missing.npy", "x.npz", "--rename", "fc8_b"], 2, "expected OLD=NEW"),
+        (["weights", "convert", "missing.npy", "x.npz", "--rename", "fc8_b"], 2, "expected NAME=LAYER"),
     ]
     # A mistyped setting in the environment, too.
     cases.append((["finetune", str(small_digits_folder), *weights], 1,

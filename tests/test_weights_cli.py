@@ -472,7 +472,7 @@ def test_two_candidates_need_rename_and_rename_is_checked(flickr_style_caffemode
     np.testing.assert_array_equal(weights.load(tmp_path / "b.npz").params["fc8"][1], fresh[1])
     for args, status, message in [
         (["--rename", "fc8_c=fc8"], 1, "--rename fc8_c: no such layer"),
-        (["--rename", "fc8_b"], 2, "expected OLD=NEW"),  # malformed: a usage error
+        (["--rename", "fc8_b"], 2, "expected NAME=LAYER"),  # malformed: a usage error
         (["--rename", "fc8_b=fc9"], 1, "--rename to fc9: AlexNet's layers are conv1"),
     ]:
         refused = run("weights", "convert", two, tmp_path / "r.npz", *args)

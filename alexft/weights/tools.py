@@ -107,12 +107,12 @@ def check_destination_name(destination):
 
 
 def parse_renames(pairs):
-    """{old: new} from `--rename OLD=NEW` values."""
+    """{old: new} from `--rename NAME=LAYER` values (a .caffemodel's layer name, alexft's)."""
     renames = {}
     for pair in pairs:
         old, equals, new = pair.partition("=")
         if not (equals and old.strip() and new.strip()):
-            raise WeightsError(f"--rename {pair!r}: expected OLD=NEW, e.g. fc8_flickr=fc8")
+            raise WeightsError(f"--rename {pair!r}: expected NAME=LAYER, e.g. fc8_flickr=fc8")
         renames[old.strip()] = new.strip()
     return renames
 
