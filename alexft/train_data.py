@@ -93,10 +93,10 @@ class TrainingData:
         listed = np.bincount(self.dataset.train.labels, minlength=len(names))
         untrained = np.flatnonzero((np.bincount(self.usable_labels("train"), minlength=len(names)) == 0) & (listed > 0))
         if len(untrained):
-            said = ", ".join(f"{names[label]!r} ({listed[label]:,})" for label in untrained[:5])
+            said = ", ".join(f"{names[label]!r} ({listed[label]:,} listed)" for label in untrained[:5])
             more = f" and {len(untrained) - 5} more" if len(untrained) > 5 else ""
-            raise DataError(f"no training image of class {said}{more} could be read (the skipped lines above name "
-                            "them): the model would have an output it never learned; fix or remove those images")
+            raise DataError(f"none of the training images of class {said}{more} could be read (the skipped lines "
+                            "above name them): the model would have an output it never learned; fix or remove them")
 
     def _scratch(self):
         if not hasattr(self, "_scratch_folder"):

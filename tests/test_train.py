@@ -187,7 +187,7 @@ def test_a_class_whose_every_image_is_broken_is_refused_not_shipped_untrained(sm
     for index, name in enumerate(("cut.jpg", "empty.jpg", "cut.jpg")):
         (data / "zz_broken" / f"{index}{name}").write_bytes(bad_images()[name][0])
     said = []
-    with pytest.raises(DataError, match=r"no training image of class 'zz_broken' \(3\) could be read"):
+    with pytest.raises(DataError, match=r"none of the training images of class 'zz_broken' \(3 listed\) could be read"):
         finetune(data, weights=canonical_weights_file, epochs=1, batch_size=16, val_split=0, cache=cache,
                  output=tmp_path / "run", progress=False, log=said.append)
     assert sum(line.startswith("skipped: ") for line in said) == 3
