@@ -484,9 +484,9 @@ class Trainer:
         scored, accuracy = self.data.usable_labels("val"), best.get("val_accuracy")
         if accuracy is None or not len(scored):
             return
-        chance = _chance_accuracy(scored)
-        if chance < 1.5 / len(self.dataset.class_names) or _above_chance(accuracy, chance, len(scored)):
-            return  # balanced enough for the accuracy to speak for itself, or clearly beyond it
+        chance, one_image = _chance_accuracy(scored), 1 / len(scored)
+        if chance <= 1 / len(self.dataset.class_names) + one_image or accuracy > chance + one_image:
+            return  # balanced to within an image, or at least two images beyond that answer
         largest = self.dataset.class_names[int(np.bincount(scored).argmax())]
         self.log(f"warning: the best epoch's validation accuracy {accuracy:.3f} is no better than always answering "
                  f"{largest!r}, the largest class ({chance:.3f} of the validation images): the model may not tell "

@@ -1021,14 +1021,26 @@ def test_a_run_that_answers_only_the_largest_class_of_lopsided_data_ends_with_a_
 
     messages = []
     trainer = SimpleNamespace(dataset=SimpleNamespace(class_names=["many", "single", "other"]), log=messages.append)
-    for labels, accuracy in (([0] * 6 + [1] + [2] * 4, 0.545), ([0] * 90 + [1] * 10, 0.9), ([0] * 90 + [1] * 10, 1.0),
-                             ([0, 1, 2] * 4, 0.5), ([0] * 90 + [1] * 10, None), ([], None)):
+    cases = [(3, [0] * 6 + [1] + [2] * 4, 6 / 11, True),  # the user's: exactly the largest class's share
+             (3, [0] * 90 + [1] * 10, 0.91, True),  # one image more than that answer is still that answer
+             (3, [0] * 90 + [1] * 10, 0.92, False), (3, [0] * 90 + [1] * 10, 0.95, False),
+             (3, [0, 0, 1, 2], 1.0, False),  # a tiny set answered perfectly (a three-standard-error bar was above 1)
+             (3, [0, 0, 1, 2], 0.5, False),  # 2, 1 and 1 are even shares to within an image: too few to tell
+             (3, [0] * 8 + [1, 2], 0.8, True),
+             (2, [0] * 6 + [1] * 5, 6 / 11, False),  # two classes, balanced to within an image: the loss speaks
+             (3, [0, 1, 2] * 4, 1 / 3, False), (3, [0] * 90 + [1] * 10, None, False), (3, [], None, False)]
+    expected = []
+    for classes, labels, accuracy, warned in cases:
+        trainer.dataset.class_names = ["many", "single", "other"][:classes]
         trainer.data = SimpleNamespace(usable_labels=lambda split, labels=labels: np.array(labels, np.int64))
         Trainer._say_if_only_the_largest_class_is_answered(trainer, {"train_loss": 0.3, "val_accuracy": accuracy})
-    assert messages == [f"warning: the best epoch's validation accuracy {accuracy} is no better than always answering "
-                        f"'many', the largest class ({share} of the validation images): the model may not tell the "
-                        "classes apart; check each class with alexft evaluate (its class-mean accuracy)"
-                        for accuracy, share in (("0.545", "0.545"), ("0.900", "0.900"))]
+        if warned:
+            share = np.bincount(labels).max() / len(labels)
+            expected.append(f"warning: the best epoch's validation accuracy {accuracy:.3f} is no better than always "
+                            f"answering 'many', the largest class ({share:.3f} of the validation images): the model "
+                            "may not tell the classes apart; check each class with alexft evaluate (its class-mean "
+                            "accuracy)")
+    assert messages == expected
 
 
 def test_a_run_may_share_a_folder_with_other_files_but_never_replaces_them(tmp_path):
