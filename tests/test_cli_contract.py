@@ -994,14 +994,18 @@ def test_results_that_cannot_be_written_give_one_line_not_a_traceback(arguments,
 
 
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
-def test_a_stop_during_the_teardown_after_a_command_ended_changes_nothing(stop):
+@pytest.mark.parametrize("arguments, code", [(["--version"], 0), (["clasify"], 2)], ids=["done", "usage error"])
+def test_a_stop_during_the_teardown_after_a_command_ended_keeps_its_exit_code(stop, arguments, code):
     """A user's Ctrl-C a moment after `export` printed its result gave exit 130 (the signal
-    landed in TensorFlow's teardown). Simulated: the signal is sent from an exit handler."""
+    landed in TensorFlow's teardown). Simulated: the signal is sent from an exit handler, which
+    then waits 20 s: a teardown that hangs. The process ends at once, with the command's code."""
     script = ("import atexit, os, signal, sys, time\n"
               "from alexft import cli\n"
-              f"atexit.register(lambda: (os.kill(os.getpid(), signal.{stop}), time.sleep(0.3)))\n"
-              "sys.argv = ['alexft', '--version']\n"
+              f"atexit.register(lambda: (os.kill(os.getpid(), signal.{stop}), time.sleep(20)))\n"
+              f"sys.argv = ['alexft', *{arguments!r}]\n"
               "cli.run()\n")
+    started = time.monotonic()
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and done.stderr == "", done
-    assert done.stdout.startswith("alexft, version ")
+    assert done.returncode == code and time.monotonic() - started < 15, done
+    assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr, done.stderr
+    assert done.stdout.startswith("alexft, version ") if code == 0 else "No such command 'clasify'" in done.stderr

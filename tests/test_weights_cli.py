@@ -510,15 +510,21 @@ def test_a_stop_after_the_converted_file_is_in_place_does_not_fail_the_conversio
                                                                                    canonical_params, monkeypatch):
     """Recording its origin hashes both files for a second after the rename: a Ctrl-C there gave
     exit 130 for a whole file, and the retry refused it as existing."""
+    from alexft import interrupts
     from alexft.weights import sources
 
-    def interrupted(source, converted):
-        raise KeyboardInterrupt
+    for stop in ("Ctrl-C", "SIGTERM"):
+        def interrupted(source, converted):
+            if stop == "SIGTERM":  # as the command line's handler does: noted, then raised
+                interrupts.note(signal.SIGTERM)
+                raise interrupts.Terminated
+            raise KeyboardInterrupt
 
-    monkeypatch.setattr(sources, "remember_conversion", interrupted)
-    result = run("weights", "convert", canonical_weights_file, tmp_path / "w.npz")
-    assert result.exit_code == 0, result.output
-    assert result.stdout == f"{tmp_path / 'w.npz'}: 1000 classes, from {canonical_weights_file}\n"
-    assert "was written whole; only its origin, which weights info shows, was not recorded" in result.stderr
-    written = weights.load(tmp_path / "w.npz").params
-    assert all(np.array_equal(written[name][0], canonical_params[name][0]) for name in canonical_params)
+        monkeypatch.setattr(sources, "remember_conversion", interrupted)
+        output = tmp_path / f"{stop}.npz"
+        result = run("weights", "convert", canonical_weights_file, output)
+        assert result.exit_code == 0, (stop, result.output)
+        assert result.stdout == f"{output}: 1000 classes, from {canonical_weights_file}\n"
+        assert "was written whole; only its origin, which weights info shows, was not recorded" in result.stderr
+        written = weights.load(output).params
+        assert all(np.array_equal(written[name][0], canonical_params[name][0]) for name in canonical_params)

@@ -40,8 +40,8 @@ def run():
     try:
         try:
             main(prog_name="alexft")
-        except SystemExit:
-            _finish_undisturbed()
+        except SystemExit as done:
+            _finish_undisturbed(done.code)
             raise
         finally:
             sys.stdout.flush()  # a full disk behind `> results.json` shows here at the latest
@@ -51,13 +51,21 @@ def run():
         _stop_writing_stdout(error)
 
 
-def _finish_undisturbed():
+def _finish_undisturbed(code):
     """The command has ended and chosen its exit code; what remains is the interpreter's
     teardown (TensorFlow's takes up to a second or two). A Ctrl-C or SIGTERM now would turn a
-    finished export, whose result is printed, into exit 130 or 143: it is ignored instead.
-    (SIGKILL, and Ctrl-\\'s SIGQUIT, still end a teardown that hangs.)"""
+    finished export, whose result is printed, into exit 130 or 143: it ends the process at
+    once instead, with the code the command chose."""
+    status = 0 if code is None else code if isinstance(code, int) else 1  # as SystemExit's own rule
+
+    def end_now(signum, frame):
+        try:
+            sys.stdout.flush()
+        finally:
+            os._exit(status)
+
     for number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(number, signal.SIG_IGN)
+        signal.signal(number, end_now)
 
 
 # Standard output that cannot take the results: a full disk or quota behind `> file`, or a

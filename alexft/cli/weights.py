@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from alexft import interrupts
+
 from .common import fail_cleanly, progress_option, terminating_cleanly
 
 
@@ -152,6 +154,7 @@ def weights_convert(source, destination, class_names, renames, force):
     try:
         remember_conversion(source, destination)  # hashes both files: a second or so after the file is in place
     except KeyboardInterrupt:  # the conversion is whole: a failure here would have a retry refuse it as existing
+        interrupts.clear()  # (a SIGTERM's note would fail the command when it returns)
         click.echo(f"alexft: the stop came after {destination} was written whole; only its origin, which weights "
                    "info shows, was not recorded", err=True)
     click.echo(f"{destination}: {weight_set.num_classes} classes, from {source}")
