@@ -3,6 +3,7 @@
 Listing reads no image, so a run over a large folder starts at once and memory does not
 grow with the number of files; images are decoded as the pipeline streams them.
 """
+import collections
 import json
 import logging
 import threading
@@ -53,9 +54,22 @@ def class_folders(root):
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX")
 
 
-def class_key(name):
-    """A class folder's name as compared with another's: in one Unicode form, as macOS writes
-    "café" decomposed (NFD) and most systems composed (NFC); the two look identical."""
+def class_index(class_names):
+    """{name: class index} for matching folders to `class_names` with `folder_class`: by exact
+    name, else in one Unicode form, as macOS writes "café" decomposed (NFD) and most systems
+    composed (NFC), and the two look identical. A form two class names share matches neither."""
+    forms = collections.Counter(_composed(name) for name in class_names)
+    index = {_composed(name): position for position, name in enumerate(class_names) if forms[_composed(name)] == 1}
+    index.update({name: position for position, name in enumerate(class_names)})  # an exact name comes first
+    return index
+
+
+def folder_class(index, folder):
+    """The class index of the folder named `folder` in a `class_index` table, or None."""
+    return index[folder] if folder in index else index.get(_composed(folder))
+
+
+def _composed(name):
     return unicodedata.normalize("NFC", name)
 
 
@@ -147,12 +161,12 @@ def load_dataset(data_dir, val_dir=None, val_split=0.1, seed=0):
     train = list_labelled(data_dir, class_names)
     if val_dir is not None:
         val_classes = class_folders(val_dir)
-        index = {class_key(name): position for position, name in enumerate(class_names)}
-        unknown = sorted(name for name in val_classes if class_key(name) not in index)
+        index = class_index(class_names)
+        unknown = sorted(name for name in val_classes if folder_class(index, name) is None)
         if unknown:
             raise DataError(f"{val_dir}: class folder(s) {', '.join(unknown)} not among the training classes")
         val = list_labelled(val_dir, val_classes)
-        val.labels = np.array([index[class_key(val_classes[i])] for i in val.labels], np.int32)
+        val.labels = np.array([folder_class(index, val_classes[i]) for i in val.labels], np.int32)
         return Dataset(class_names, train, val)
     train_idx, val_idx = stratified_split(train.labels, val_split, seed)
     return Dataset(class_names, train.subset(train_idx), train.subset(val_idx))

@@ -16,7 +16,8 @@ import numpy as np
 
 from . import imagenet
 from .atomic import remove_stale_temporaries, temporary_path
-from .data import DataError, LabelledFiles, class_folders, class_key, list_labelled, loose_images_warning, quoted_names
+from .data import (DataError, LabelledFiles, class_folders, class_index, folder_class, list_labelled,
+                   loose_images_warning, quoted_names)
 from .errors import AlexftError
 from .predict import predict_views
 
@@ -42,17 +43,17 @@ def labelled_folder(data_dir, class_names):
     folders = class_folders(data_dir)
     if not folders:
         raise DataError(f"{data_dir}: no class sub-folders; expected {data_dir}/<class name>/<images>")
-    index = {class_key(name): position for position, name in enumerate(class_names)}
+    index = class_index(class_names)
     if len(class_names) == len(imagenet.wordnet_ids()):
         index.update({wordnet_id: position for position, wordnet_id in enumerate(imagenet.wordnet_ids())})
-    unknown = [name for name in folders if class_key(name) not in index]
+    unknown = [name for name in folders if folder_class(index, name) is None]
     if unknown:
         raise DataError(f"{data_dir}: folder(s) {quoted_names(unknown)} are not classes of this model "
                         f"(e.g. {quoted_names(class_names[:3])}" +
                         (", or WordNet ids such as 'n01440764')" if len(class_names) == 1000 else ")") +
                         _split_hint(data_dir, folders))
     files = list_labelled(data_dir, folders, empty_ok=True)  # a class with no images has no figures, not an error
-    files.labels = np.array([index[class_key(folders[i])] for i in files.labels], np.int32)
+    files.labels = np.array([folder_class(index, folders[i]) for i in files.labels], np.int32)
     return files
 
 

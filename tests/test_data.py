@@ -55,6 +55,17 @@ def test_what_a_mac_or_a_phone_leaves_in_a_dataset(tmp_path, caplog):
     assert dataset.val.labels.tolist() == [0, 1]  # café matched whatever its form
     assert (f"{tmp_path / 'data'}: 2 photo(s) in formats alexft does not read (e.g. cat/2.HEIC) are left out; "
             "convert them to JPEG or PNG") in caplog.text
+    # Two folders differing only in form are two classes (a Mac's copy merged with a Linux one):
+    # each matches only itself, never the other.
+    make_tree(tmp_path / "data", [f"{composed}/9.jpg"])
+    make_tree(tmp_path / "val", [f"{decomposed}/10.jpg"])
+    both = load_dataset(tmp_path / "data", val_dir=tmp_path / "val")
+    assert both.class_names == sorted([composed, decomposed, "cat", "dog"])
+    assert [both.class_names[label] for label in both.val.labels] == sorted([composed, decomposed, "cat"])
+    (tmp_path / "val" / decomposed / "10.jpg").unlink()
+    (tmp_path / "val" / decomposed).rmdir()
+    (tmp_path / "data" / composed / "9.jpg").unlink()
+    (tmp_path / "data" / composed).rmdir()
     make_tree(tmp_path / "data", ["elk/a.heic"])
     with pytest.raises(DataError, match=r"class folder\(s\) 'elk' have no images alexft reads; 3 photo\(s\) in formats"):
         load_dataset(tmp_path / "data")
