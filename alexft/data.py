@@ -90,12 +90,14 @@ def list_labelled(root, class_names, empty_ok=False):
     """Every image below root/<class>/ (recursively), labelled by the class's index. An empty
     class folder is refused, or with `empty_ok` (measuring, not learning) left out with a warning."""
     root = Path(root)
-    paths, labels, empty, unread = [], [], [], []
+    paths, labels, empty, unread, only_unread = [], [], [], [], []
     with progress_bar(len(class_names), minimum=100, desc=f"listing {root}", unit="class") as bar:
         for index, name in enumerate(class_names):
-            folder = root / name
-            files = images_below(folder, unread) if folder.is_dir() else []
+            folder, held = root / name, []
+            files = images_below(folder, held) if folder.is_dir() else []
             empty += [] if files else [name]
+            only_unread += [] if files or not held else [held[0]]  # (one of its photos, to name)
+            unread += held
             paths.extend(files)
             labels.extend([index] * len(files))
             bar.update(1)
@@ -106,8 +108,10 @@ def list_labelled(root, class_names, empty_ok=False):
     if empty:
         named = quoted_names(empty)
         if not empty_ok:  # all of them named at once, not one per try
-            if unread:
-                raise DataError(f"{root}: class folder(s) {named} have no images alexft reads; {unread_said}")
+            if only_unread:
+                folders = quoted_names(path.relative_to(root).parts[0] for path in only_unread)
+                raise DataError(f"{root}: class folder(s) {folders} hold only photos in formats alexft does not read "
+                                f"(e.g. {only_unread[0].relative_to(root)}); convert them to JPEG or PNG")
             if len(empty) == 1:
                 raise DataError(f"{root / empty[0]}: class folder has no images")
             raise DataError(f"{root}: {len(empty)} class folders have no images: {named}; each class needs some")

@@ -18,6 +18,7 @@ that bound on real photos.
 """
 import contextlib
 import io
+import logging
 import os
 import shutil
 import tempfile
@@ -34,6 +35,8 @@ from .preprocess import CROP
 from .preprocessing_layer import caffe_views
 from .atomic import remove_stale_temporaries, temporary_path, write_text
 from .quiet import stderr_held_back
+
+log = logging.getLogger(__name__)
 
 
 def decode_and_preprocess(data):
@@ -111,7 +114,7 @@ def export(weights, output, file_format="savedmodel", top_k=5, force=False, quan
         replaces_tflite = output.is_file()  # (--force: an earlier export, which ExportRequest checked)
         _replace(temporary, output)
         if replaces_tflite and file_format == "savedmodel":  # its labels went with it: a SavedModel holds its own
-            labels_path(output).unlink(missing_ok=True)
+            _remove_stale_labels(output)
     except OSError as failure:
         raise ExportError(f"{output}: could not be written ({failure.strerror or failure})") from None
     finally:
@@ -121,6 +124,14 @@ def export(weights, output, file_format="savedmodel", top_k=5, force=False, quan
     if file_format == "tflite":
         write_text(labels_path(output), "\n".join(module.class_names) + "\n", ExportError)
     return output
+
+
+def _remove_stale_labels(output):
+    try:
+        labels_path(output).unlink(missing_ok=True)
+    except OSError as error:  # the export itself is written: said, not failed
+        log.warning("warning: %s: the replaced TF Lite export's labels could not be removed (%s)", labels_path(output),
+                    error.strerror or error)
 
 
 def _missing_folders(folder):

@@ -67,7 +67,11 @@ def test_what_a_mac_or_a_phone_leaves_in_a_dataset(tmp_path, caplog):
     (tmp_path / "data" / composed / "9.jpg").unlink()
     (tmp_path / "data" / composed).rmdir()
     make_tree(tmp_path / "data", ["elk/a.heic"])
-    with pytest.raises(DataError, match=r"class folder\(s\) 'elk' have no images alexft reads; 3 photo\(s\) in formats"):
+    with pytest.raises(DataError, match=r"data: class folder\(s\) 'elk' hold only photos in formats alexft does not read "
+                                        r"\(e.g. elk/a.heic\); convert them to JPEG or PNG$"):
+        load_dataset(tmp_path / "data")
+    (tmp_path / "data" / "elk" / "a.heic").rename(tmp_path / "data" / "elk" / "notes.txt")
+    with pytest.raises(DataError, match=r"data/elk: class folder has no images$"):  # not blamed on cat's HEIC
         load_dataset(tmp_path / "data")
 
 
