@@ -464,13 +464,13 @@ def test_a_sigterm_swallowed_by_tensorflows_start_up_stops_the_command_before_an
     assert sorted(path.name for path in tmp_path.iterdir()) == ["coffee.png", "val.txt"]
 
 
-@pytest.mark.parametrize("command", ["classify", "finetune"])
+@pytest.mark.parametrize("command", ["classify", "finetune", "finetune's range test"])
 def test_a_ctrl_c_swallowed_mid_run_stops_the_command_at_the_next_batch(
         command, canonical_weights_file, small_digits_folder, tmp_path, monkeypatch):
     """A user's Ctrl-C landed in a weakref callback while finetune cached features ("Exception
     ignored in: ... raise KeyboardInterrupt"), and the run went on through every epoch.
     Simulated: the signal is noted as the handler notes it, its exception never arrives."""
-    from alexft import interrupts, predict, train_data
+    from alexft import interrupts, predict, train, train_data
 
     def swallowing(function):
         def run(*args, **kwargs):
@@ -481,8 +481,9 @@ def test_a_ctrl_c_swallowed_mid_run_stops_the_command_at_the_next_batch(
     if command == "classify":
         monkeypatch.setattr(predict.Predictor, "probabilities", swallowing(predict.Predictor.probabilities))
         arguments = ["classify", str(small_digits_folder), "--runtime", "tensorflow", "--batch-size", "2"]
-    else:
-        monkeypatch.setattr(train_data, "view_features", swallowing(train_data.view_features))
+    else:  # while the features are cached, or after, in the range test (no batch loop of images there)
+        where = (train_data, "view_features") if command == "finetune" else (train.Trainer, "_find_rate")
+        monkeypatch.setattr(*where, swallowing(getattr(*where)))
         arguments = ["finetune", str(small_digits_folder), "--output", str(tmp_path / "run"), "--epochs", "1"]
     result = CliRunner().invoke(main, [*arguments, "--weights", str(canonical_weights_file)], catch_exceptions=False)
     assert result.exit_code == 130, result.output
