@@ -4,6 +4,7 @@ Results go to stdout (`--json` for machines); progress and messages go to stderr
 per command group; none imports TensorFlow until a command needs it, so mistakes are refused
 at once (benchmarks/usage_errors.py).
 """
+import atexit
 import errno
 import logging
 import os
@@ -12,6 +13,7 @@ import sys
 
 import click
 
+from . import common
 from .export import export
 from .predict import classify, evaluate, features
 from .train import finetune
@@ -38,11 +40,19 @@ def run():
     # without it; `import alexft` in the user's process leaves their imports alone.
     sys.modules.setdefault("sklearn", None)
     try:
+        _run_command()
+    except SystemExit as done:
+        _exit_at_once(done.code)
+    except KeyboardInterrupt:  # in click's own wrap-up, once the command's handlers are gone
+        if not common.command_finished():
+            print("alexft: interrupted", file=sys.stderr)
+        _exit_at_once(0 if common.command_finished() else common.EXIT_INTERRUPTED)
+
+
+def _run_command():
+    try:
         try:
             main(prog_name="alexft")
-        except SystemExit as done:
-            _finish_undisturbed(done.code)
-            raise
         finally:
             sys.stdout.flush()  # a full disk behind `> results.json` shows here at the latest
     except OSError as error:
@@ -51,21 +61,35 @@ def run():
         _stop_writing_stdout(error)
 
 
-def _finish_undisturbed(code):
-    """The command has ended and chosen its exit code; what remains is the interpreter's
-    teardown (TensorFlow's takes up to a second or two). A Ctrl-C or SIGTERM now would turn a
-    finished export, whose result is printed, into exit 130 or 143: it ends the process at
-    once instead, with the code the command chose."""
-    status = 0 if code is None else code if isinstance(code, int) else 1  # as SystemExit's own rule
+def _exit_at_once(code):
+    """End the process with the exit code the command chose, without the interpreter's
+    teardown. Python restores the default signal actions as it finalises, and TensorFlow's
+    C++ teardown then takes up to a second: a Ctrl-C or SIGTERM there killed a finished export,
+    whose result was printed, with status 130 or 143. Python's exit functions still run
+    (logging's flush, temporary folders' removal), and a stop during them ends at once with
+    the same code."""
+    if isinstance(code, str):  # SystemExit's own rule: a message is printed, status 1
+        print(code, file=sys.stderr)
+    status = 0 if code is None else code if isinstance(code, int) else 1
 
     def end_now(signum, frame):
-        try:
-            sys.stdout.flush()
-        finally:
-            os._exit(status)
+        _flush_and_exit(status)
 
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, end_now)
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        _flush_and_exit(status)
+
+
+def _flush_and_exit(status):
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # the results were flushed before: what is left is not ours
+            pass
+    os._exit(status)
 
 
 # Standard output that cannot take the results: a full disk or quota behind `> file`, or a

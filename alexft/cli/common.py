@@ -28,9 +28,11 @@ def fail_cleanly(function):
 
         watch = _InterruptWatch()
         interrupts.clear()
+        _finished.clear()
         try:
             result = function(*args, **kwargs)
             raise_if_terminated()  # a SIGTERM whose exception was swallowed where it landed: still honoured
+            _finished.append(function.__name__)
             return result
         except AlexftError as error:
             raise click.ClickException(str(error)) from None
@@ -53,6 +55,13 @@ def fail_cleanly(function):
 
 
 EXIT_TERMINATED = 143
+_finished = []  # the command that returned, its result printed (one at most)
+
+
+def command_finished():
+    """Whether the last command returned (its result printed): a Ctrl-C after that, in click's
+    wrap-up, fails nothing."""
+    return bool(_finished)
 
 
 def _interrupted(stop=None):
