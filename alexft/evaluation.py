@@ -58,9 +58,11 @@ def labelled_folder(data_dir, class_names):
 
 
 def _split_hint(data_dir, folders):
-    """finetune's DATA/train + DATA/val layout given whole: the images to measure are in val/."""
-    if "val" in folders and set(folders) <= {"train", "val", "test"}:
-        return f"; for a train/val layout, evaluate {Path(data_dir) / 'val'}"
+    """A train/val (or train/test) layout given whole: the images to measure are in one part."""
+    parts = [name for name in ("test", "val", "validation") if name in folders]
+    if parts and set(folders) <= {"train", "val", "validation", "test"}:
+        return f"; for a layout of {', '.join(sorted(folders))}, evaluate " + " or ".join(
+            str(Path(data_dir) / name) for name in parts)
     return ""
 
 

@@ -149,8 +149,11 @@ def test_folders_match_classes_in_either_unicode_form_and_a_train_val_folder_is_
     (tmp_path / "split").mkdir()
     (tmp_path / "data").rename(tmp_path / "split" / "val")
     (tmp_path / "split" / "train").mkdir()
-    with pytest.raises(DataError, match=f"are not classes of this model .*; for a train/val layout, evaluate "
+    with pytest.raises(DataError, match=f"are not classes of this model .*; for a layout of train, val, evaluate "
                                         f"{tmp_path / 'split' / 'val'}$"):
+        labelled_folder(tmp_path / "split", ["digit_0", "café"])
+    (tmp_path / "split" / "val").rename(tmp_path / "split" / "test")
+    with pytest.raises(DataError, match=f"; for a layout of test, train, evaluate {tmp_path / 'split' / 'test'}$"):
         labelled_folder(tmp_path / "split", ["digit_0", "café"])
 
 

@@ -161,9 +161,10 @@ def expand_inputs(inputs):
             unread = []
             images = images_below(item, unread)
             if unread:
-                click.echo(f"alexft: warning: {item}: {len(unread)} photo(s) in formats alexft does not read (e.g. "
-                           f"{unread[0].relative_to(item)}) are left out; convert them to JPEG or PNG", err=True)
-            if not images:
+                which = "holds only photos" if not images else f"{len(unread)} photo(s) left out, as it holds photos"
+                click.echo(f"alexft: warning: {item}: {which} in formats alexft does not read (e.g. "
+                           f"{unread[0].relative_to(item)}); convert them to JPEG or PNG", err=True)
+            elif not images:
                 click.echo(f"alexft: warning: {item}: no images in this folder", err=True)
             found.extend(images)
         else:
