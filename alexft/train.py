@@ -477,7 +477,6 @@ class Trainer:
             self.log(f"warning: nothing was learned: {said}; try more --epochs (more steps), a smaller --lr than "
                      f"{base_lr:.3g}, or training fewer layers")
 
-
     def _say_if_only_the_largest_class_is_answered(self, best):
         """On lopsided data, a model that answers its largest class everywhere has a low loss
         and a validation accuracy that looks fine: that class's share of the images."""
