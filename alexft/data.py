@@ -16,7 +16,8 @@ import numpy as np
 from .atomic import write_text
 from .progress import progress_bar
 from .errors import AlexftError, ImageError
-from .preprocess import find_images, images_below, is_image_file, path_list, resize_and_subtract_mean, read_image
+from .preprocess import (find_images, images_below, is_image_file, path_list, read_image, resize_and_subtract_mean,
+                         unread_photos_said)
 
 
 log = logging.getLogger("alexft")
@@ -101,8 +102,7 @@ def list_labelled(root, class_names, empty_ok=False):
             paths.extend(files)
             labels.extend([index] * len(files))
             bar.update(1)
-    unread_said = (f"{len(unread)} photo(s) in formats alexft does not read (e.g. {unread[0].relative_to(root)}) are "
-                   "left out; convert them to JPEG or PNG") if unread else None
+    unread_said = unread_photos_said(unread, root) if unread else None
     if not paths:
         raise DataError(f"{root}: none of its class folders holds an image" + (f"; {unread_said}" if unread else ""))
     if empty:
@@ -110,8 +110,7 @@ def list_labelled(root, class_names, empty_ok=False):
         if not empty_ok:  # all of them named at once, not one per try
             if only_unread:
                 folders = quoted_names(path.relative_to(root).parts[0] for path in only_unread)
-                raise DataError(f"{root}: class folder(s) {folders} hold only photos in formats alexft does not read "
-                                f"(e.g. {only_unread[0].relative_to(root)}); convert them to JPEG or PNG")
+                raise DataError(f"{root}: class folder(s) {folders} hold {unread_photos_said(only_unread, root, only=True)}")
             if len(empty) == 1:
                 raise DataError(f"{root / empty[0]}: class folder has no images")
             raise DataError(f"{root}: {len(empty)} class folders have no images: {named}; each class needs some")

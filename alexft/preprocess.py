@@ -252,6 +252,15 @@ def find_images(paths):
     return found
 
 
+def unread_photos_said(unread, root, only=False):
+    """The one wording for photos `images_below` found in formats alexft does not read: "N
+    photo(s) ... are left out (e.g. ...)", or with `only` "only photos ..." for a folder that
+    holds nothing else (the caller says "holds"). Paths are named relative to `root`."""
+    what = ("only photos in formats alexft does not read" if only
+            else f"{len(unread)} photo(s) in formats alexft does not read are left out")
+    return f"{what} (e.g. {Path(unread[0]).relative_to(root)}); convert them to JPEG or PNG"
+
+
 def images_below(folder, unread=None):
     """Image files below `folder`, recursively, sorted; hidden files and folders skipped.
     `unread`: a list that collects the photos in formats alexft does not read (HEIC, ...)."""

@@ -686,8 +686,9 @@ def test_an_empty_folder_beside_an_image_is_named_in_a_warning(canonical_weights
     assert "no images in this folder" not in result.stderr  # one warning says it
     shutil.copy(photo_paths()["chelsea"], tmp_path / "nothing_here")
     result = run("classify", tmp_path / "nothing_here", "--weights", canonical_weights_file)
-    assert result.exit_code == 0 and (f"alexft: warning: {tmp_path / 'nothing_here'}: 1 photo(s) left out, as it "
-                                      "holds photos in formats alexft does not read (e.g. IMG_0001.HEIC)") in result.stderr
+    assert result.exit_code == 0 and (f"alexft: warning: {tmp_path / 'nothing_here'}: 1 photo(s) in formats alexft "
+                                      "does not read are left out (e.g. IMG_0001.HEIC); convert them to JPEG or PNG"
+                                      ) in result.stderr
 
 
 def test_images_beside_evaluates_class_folders_are_named_in_a_warning(canonical_weights_file, tmp_path):

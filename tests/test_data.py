@@ -53,7 +53,7 @@ def test_what_a_mac_or_a_phone_leaves_in_a_dataset(tmp_path, caplog):
     assert dataset.class_names == [decomposed, "cat", "dog"]
     assert [path.name for path in dataset.train.paths] == ["5.jfif", "1.jpg", "6.png"]
     assert dataset.val.labels.tolist() == [0, 1]  # café matched whatever its form
-    assert (f"{tmp_path / 'data'}: 2 photo(s) in formats alexft does not read (e.g. cat/2.HEIC) are left out; "
+    assert (f"{tmp_path / 'data'}: 2 photo(s) in formats alexft does not read are left out (e.g. cat/2.HEIC); "
             "convert them to JPEG or PNG") in caplog.text
     # Two folders differing only in form are two classes (a Mac's copy merged with a Linux one):
     # each matches only itself, never the other.

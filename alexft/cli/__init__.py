@@ -44,9 +44,10 @@ def run():
     except SystemExit as done:
         _exit_at_once(done.code)
     except KeyboardInterrupt:  # in click's own wrap-up, once the command's handlers are gone
-        if not common.command_finished():
-            print("alexft: interrupted", file=sys.stderr)
-        _exit_at_once(0 if common.command_finished() else common.EXIT_INTERRUPTED)
+        if common.command_finished():
+            _exit_at_once(0)
+        print("alexft: interrupted", file=sys.stderr)
+        _exit_at_once(common.EXIT_INTERRUPTED)
 
 
 def _run_command():

@@ -153,7 +153,7 @@ def expand_inputs(inputs):
     """Files, URLs and stdin as given; folders as their images, sorted. A folder without images
     is a warning; no image at all, or `-` twice, a usage error (exit 2). No TensorFlow yet."""
     from alexft.image_sources import StdinImage
-    from alexft.preprocess import images_below
+    from alexft.preprocess import images_below, unread_photos_said
 
     found = []
     for item in inputs:
@@ -161,9 +161,9 @@ def expand_inputs(inputs):
             unread = []
             images = images_below(item, unread)
             if unread:
-                which = "holds only photos" if not images else f"{len(unread)} photo(s) left out, as it holds photos"
-                click.echo(f"alexft: warning: {item}: {which} in formats alexft does not read (e.g. "
-                           f"{unread[0].relative_to(item)}); convert them to JPEG or PNG", err=True)
+                said = f"holds {unread_photos_said(unread, item, only=True)}" if not images else \
+                    unread_photos_said(unread, item)
+                click.echo(f"alexft: warning: {item}: {said}", err=True)
             elif not images:
                 click.echo(f"alexft: warning: {item}: no images in this folder", err=True)
             found.extend(images)
