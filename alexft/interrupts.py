@@ -31,6 +31,11 @@ def terminated():
     return signal.SIGTERM in _noted
 
 
+def pending():
+    """Whether a stop was requested since the command began (its exception may be lost)."""
+    return bool(_noted)
+
+
 def raise_if_pending():
     """Raise the exception of a stop request noted earlier (SIGTERM's first): its own may have
     been swallowed where it landed. One that was not swallowed has already ended the work."""

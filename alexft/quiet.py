@@ -4,6 +4,8 @@ import os
 import sys
 import tempfile
 
+from . import interrupts
+
 
 def import_tensorflow_quietly():
     """Import TensorFlow and probe its devices with file descriptor 2 held back; return `tf`.
@@ -39,9 +41,10 @@ def stderr_held_back():
         try:
             yield
         except Exception:  # a failed start-up: what it said may tell why (not so for Ctrl-C or SIGTERM)
-            os.dup2(saved, 2)
-            held.seek(0)
-            sys.stderr.write(held.read().decode(errors="replace"))
+            if not interrupts.pending():  # (a stop swallowed inside TensorFlow's import surfaces as another error)
+                os.dup2(saved, 2)
+                held.seek(0)
+                sys.stderr.write(held.read().decode(errors="replace"))
             raise
         finally:
             os.dup2(saved, 2)
