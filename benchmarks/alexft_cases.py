@@ -4,6 +4,7 @@
     python alexft_cases.py train   --weights W.npz --batch 64 --layers all|fc8 [--precision bfloat16]
     python alexft_cases.py check   --weights W.npz --views IN.npy --output OUT.npy
     python alexft_cases.py tencrop --weights W.npz FOLDER [--images 100]
+    python alexft_cases.py ceiling [--precision bfloat16]
 
 `infer` times the Predictor's compiled softmax (what classify runs per batch; with `--fused-lrn`,
 what it runs on the full batches of a run of 512 views or more; `--precision bfloat16`: what
@@ -13,6 +14,9 @@ bias rate multiplier) on softmax cross entropy, dropout on; `--precision bfloat1
 --mixed-precision` runs on a CPU (Keras' mixed_bfloat16 policy, float32 variables).
 `tencrop` times `predict_views` on the same images with the centre crop and with Caffe's
 ten crops.
+`ceiling` measures the machine's best matrix-product rate (TensorFlow's oneDNN on 4096-square
+matrices, the kernels' best case) and divides it by AlexNet's multiply-adds per image, counted
+from the model's layers: no engine can run the network faster than that with direct arithmetic.
 """
 import argparse
 import json
@@ -80,6 +84,33 @@ def command_train(args):
             "convs": convs}
 
 
+def multiply_adds_per_image(model):
+    """Each layer's kernel size times its output positions (grouped kernels hold only their group's inputs)."""
+    total = 0
+    for layer in model.layers:
+        kernels = [weight for weight in layer.weights if len(weight.shape) > 1]
+        if kernels:
+            positions = np.prod(layer.output.shape[1:-1]) if len(layer.output.shape) == 4 else 1
+            total += int(positions) * int(np.prod(kernels[0].shape))
+    return total
+
+
+def command_ceiling(args):
+    size = 4096
+    dtype = tf.as_dtype(args.precision)
+    a = tf.cast(tf.random.normal((size, size), seed=1), dtype)
+    product = tf.function(lambda x: tf.matmul(x, x))
+    product(a).numpy()
+    best, deadline = float("inf"), time.perf_counter() + args.seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        product(a).numpy()
+        best = min(best, time.perf_counter() - start)
+    flops = 2 * size**3 / best
+    network = 2 * multiply_adds_per_image(build_alexnet())
+    return {"gflop_per_s": flops / 1e9, "network_gflop_per_image": network / 1e9, "ceiling_img_per_s": flops / network}
+
+
 def command_check(args):
     predictor = load_predictor(args.weights, download=False)
     np.save(args.output, predictor.probabilities(np.load(args.views)))
@@ -104,11 +135,13 @@ def command_tencrop(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("infer", "train", "check", "tencrop"):
+    for name in ("infer", "train", "check", "tencrop", "ceiling"):
         command = sub.add_parser(name)
-        command.add_argument("--weights", type=Path, required=True)
+        command.add_argument("--weights", type=Path, required=name != "ceiling")
         command.add_argument("--batch", type=int, default=64)
         command.add_argument("--seconds", type=float, default=10)
+        if name == "ceiling":
+            command.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
         if name == "infer":
             command.add_argument("--fused-lrn", action="store_true",
                                  help="The path classify takes on full batches of a run of 512 views or more.")

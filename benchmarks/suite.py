@@ -237,6 +237,22 @@ class Suite:
                 )
                 self.record(f"{prefix}inference {ours_precision}, batch {batch}", ours, theirs,
                             f"OpenVINO {theirs_precision}", row_target)
+                if batch == 64:
+                    self.against_ceiling(ours_precision, theirs, row_target)
+
+    def against_ceiling(self, precision, peer_rounds, target):
+        """How close the peer's batch 64 runs to the machine's arithmetic ceiling in `precision`,
+        and how close alexft would have to run to meet `target` (above 100%: no direct-arithmetic
+        engine can)."""
+        rates = [self.alexft("ceiling", "--precision", precision, "--seconds", str(self.seconds))["ceiling_img_per_s"]
+                 for _ in range(self.rounds)]
+        ceiling = max(rates)  # each is a best case; the best of them is the nearest to the true ceiling
+        peer, needed = statistics.median(peer_rounds) / ceiling, target * statistics.median(peer_rounds) / ceiling
+        self.results.append({"case": f"ceiling, {precision}", "ceiling_img_per_s": round(ceiling, 1),
+                             "ceiling_rounds": [round(rate, 1) for rate in rates], "peer_share": round(peer, 3),
+                             "target_needs_share": round(needed, 3)})
+        print(f"{'   (ceiling) ' + precision + ' matrix products':<44} at most {ceiling:.0f} img/s: OpenVINO runs at "
+              f"{peer:.0%} of it, {target}x OpenVINO would need {needed:.0%}", flush=True)
 
     def classify_pipeline(self):
         def marginal(command):
