@@ -28,7 +28,7 @@ import keras
 import tensorflow as tf
 
 from . import weights as weights_io
-from .export_request import FORMATS, ExportError, ExportOptionsError, ExportRequest, labels_path  # noqa: F401  (re-exported)
+from .export_request import FORMATS, ExportError, ExportOptionsError, ExportRequest, format_for, labels_path  # noqa: F401  (re-exported)
 from .model import build_alexnet
 from .predict import model_dtype
 from .preprocess import CROP
@@ -86,10 +86,11 @@ def serving_module(weights, top_k=5, precision="float32"):
     return ServingModule(model, class_names, top_k=top_k)
 
 
-def export(weights, output, file_format="savedmodel", top_k=5, force=False, quantization=None, precision="float32",
+def export(weights, output, file_format=None, top_k=5, force=False, quantization=None, precision="float32",
            before_writing=None):
     """Write the model of `weights` (a file, or a WeightSet already read) to `output` as a
-    SavedModel folder or a `.tflite` file.
+    SavedModel folder or a `.tflite` file; `file_format` "savedmodel" or "tflite", by default
+    tflite when `output` ends in .tflite (as `alexft export` chooses).
 
     `quantization`: a quantize.Quantization (TF Lite only); `precision`: "bfloat16" holds a
     SavedModel's weights in bfloat16 (TF Lite has no bfloat16 kernels: --quantize). Written under a temporary name and
@@ -97,6 +98,7 @@ def export(weights, output, file_format="savedmodel", top_k=5, force=False, quan
     called when the model is made, before it takes `output`'s place; what it raises leaves
     `output` as it was. Returns the output path.
     """
+    file_format = file_format or format_for(output)
     output = ExportRequest(Path(output), file_format, top_k, quantization, precision, force).check().output
     module = serving_module(weights, top_k=top_k, precision=precision)
     # Beside the output, named as temporaries: what a killed export leaves is removed by the next.

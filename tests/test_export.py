@@ -155,6 +155,19 @@ def test_export_refuses_to_overwrite_without_force(exported, canonical_weights_f
     assert (saved_model / "saved_model.pb").is_file()
 
 
+def test_the_python_export_takes_the_format_from_the_name_as_the_command_does(canonical_weights_file, tmp_path):
+    """A user's alexft.export_model(W, "m.tflite") wrote a SavedModel folder under that name.
+    The name now asks for TF Lite, as `alexft export` reads it: here refused, for bfloat16
+    (SavedModel only), before any work; a plain name stays a SavedModel."""
+    from alexft.export import ExportOptionsError, export
+
+    with pytest.raises(ExportOptionsError, match="TF Lite has no bfloat16 kernels"):
+        export(canonical_weights_file, tmp_path / "m.TFLite", precision="bfloat16")
+    with pytest.raises(ExportOptionsError, match="quantization needs the TF Lite format"):
+        export(canonical_weights_file, tmp_path / "m", quantization="float16")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_force_may_replace_what_an_export_writes_and_nothing_else(exported, tmp_path):
     """--force deletes OUTPUT first: only an earlier export (or an empty folder) may go. The
     refusals on the command line are in test_cli_contract.py."""
