@@ -241,14 +241,15 @@ def load_prepared(path, ledger):
         return None
 
 
-def images_with_labels(inputs):
+def images_with_labels(inputs, say=None):
     """(paths, labels, class_names) for image files or folders; labels and class names are
     None unless `inputs` is one folder laid out as <class>/<images>: sub-folders, and no images
-    beside them (those would belong to no class: the folder is then read as plain images)."""
+    beside them (those would belong to no class: the folder is then read as plain images).
+    `say`: as for `find_images`, about plain folders."""
     inputs = path_list(inputs)  # URLs and standard input pass through as image sources
     one_folder = len(inputs) == 1 and isinstance(inputs[0], Path) and inputs[0].is_dir()
     if one_folder and class_folders(inputs[0]) and not loose_images(inputs[0]):
         class_names = class_folders(inputs[0])
         files = list_labelled(inputs[0], class_names)
         return files.paths, files.labels, class_names
-    return find_images(inputs), None, None
+    return find_images(inputs, say=say), None, None

@@ -12,9 +12,9 @@ from .feature_files import check_output, write_npz
 from .feature_store import HashedFile, file_digest
 from .pipeline import chunks, map_ahead
 from .errors import ImageError
-from .data import images_with_labels  # noqa: F401  (re-exported)
+from .data import images_with_labels  # (also re-exported)
 from .model import InferenceFunction, fused_lrn_pays_off, truncated
-from .preprocess import find_images, image_views, path_list
+from .preprocess import image_views, path_list, warn_user
 from .progress import progress_bar
 
 VIEWS = 10  # Caffe's ten crops; view 4 is the centre crop
@@ -106,9 +106,21 @@ def _allocate(shape, memory_budget, spill_path):
     return np.lib.format.open_memmap(spill_path, mode="w+", dtype=np.float32, shape=shape)
 
 
+def _keras_model(model, preprocessing):
+    """The Keras model of a Predictor (with its preprocessing, unless one is given), or `model` itself."""
+    if hasattr(model, "get_layer"):
+        return model, preprocessing
+    if hasattr(model, "model") and hasattr(model.model, "get_layer"):
+        return model.model, preprocessing if preprocessing is not None else model.preprocessing
+    raise TypeError(f"expected a Predictor (alexft.load_predictor) or its Keras model, got {type(model).__name__}")
+
+
 def extract_features(model, paths, layer, output, ten_crop=False, labels=None, class_names=None,
                      batch_size=32, progress=None, preprocessing=None, overwrite=True):
     """Write `layer`'s activations for every readable image to `output` (.npz), streaming.
+    `model`: a Predictor (`load_predictor`; its preprocessing is used) or its Keras model.
+    `paths`: images or folders; one folder laid out as <class>/<images> gives the labels and
+    class names, as `alexft features` does.
 
     The file holds `features` (n, ...) float32 (the mean over the ten crops with `ten_crop`),
     `paths`, and for labelled data `labels` and `class_names`. Activations go to a
@@ -119,9 +131,10 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
     `save`): a photo or a weights file named by mistake is refused before any work.
     """
     check_output(output, overwrite)
+    model, preprocessing = _keras_model(model, preprocessing)
     paths = path_list(paths)
-    if labels is None:
-        paths = find_images(paths)  # folders expand as on the command line
+    if labels is None:  # folders expand as on the command line; one laid out <class>/<images> gives labels
+        paths, labels, class_names = images_with_labels(paths, say=warn_user)
     prefix = truncated(model, layer)
     output = Path(output)
     kept, skipped = [], {}

@@ -15,7 +15,7 @@ from . import weights as weights_io
 from .architecture import INPUT_SIZE
 from .errors import AlexftError
 from .pipeline import chunks, map_ahead
-from .preprocess import find_images, image_views
+from .preprocess import find_images, image_views, warn_user
 from .progress import progress_bar
 from .weights.sources import resolve_weights
 
@@ -119,7 +119,7 @@ def predict_views(predictor, paths, ten_crop=False, batch_size=32, progress=None
     `fused_lrn`: whether full batches use the fused LRN (`Predictor.probabilities`); by default,
     runs of 512 views or more do. `desc`: the progress bar's label.
     """
-    paths = find_images(paths)  # one path or many; folders expand as on the command line
+    paths = find_images(paths, say=warn_user)  # one path or many; folders expand as on the command line
     views_per_image = 10 if ten_crop else 1
     if fused_lrn is None:
         fused_lrn = isinstance(predictor, Predictor) and _fused_lrn_pays_off(len(paths) * views_per_image)

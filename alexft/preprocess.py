@@ -181,7 +181,8 @@ def ten_crops(prepared):
 def image_views(path, ten_crop=False, preprocessing=None):
     """Read a file (or an image source with `read_bytes()`, e.g. a URL) and return the
     network's input views: (1 or 10, 227, 227, 3) float32. `preprocessing`: a Preprocessing."""
-    image = read_image(path) if isinstance(path, (str, os.PathLike)) else decode_image(path.read_bytes(), str(path))
+    source = _image_source(path)
+    image = read_image(source) if isinstance(source, Path) else decode_image(source.read_bytes(), str(source))
     prepared = resize_and_subtract_mean(image, preprocessing)
     if ten_crop:
         return ten_crops(prepared)
@@ -201,9 +202,10 @@ def path_list(paths):
     http(s) URLs given as strings become such sources."""
     if isinstance(paths, (str, os.PathLike)) or _is_source(paths):
         return [_as_path(paths)]
-    if _is_pixels(paths) or any(_is_pixels(item) for item in _first(paths)):
-        raise TypeError("expected a path (str or os.PathLike) or a list of paths, got pixels (an array): for images "
-                        "in memory, use alexft.preprocess_input and then the predictor's probabilities")
+    in_memory = _in_memory(paths) or "".join(_in_memory(item) for item in _first(paths))
+    if in_memory:
+        raise TypeError(f"expected a path (str or os.PathLike) or a list of paths, got {in_memory}: for images in "
+                        "memory, use alexft.preprocess_input and then the predictor's probabilities")
     if isinstance(paths, (bytes, bytearray)) or not isinstance(paths, Iterable):
         raise TypeError(f"expected a path (str or os.PathLike) or a list of paths, got {type(paths).__name__}")
     listed = list(paths)
@@ -212,6 +214,23 @@ def path_list(paths):
             raise TypeError(f"expected a path (str or os.PathLike) or a list of paths; the list holds a "
                             f"{type(item).__name__}: {reprlib.repr(item)}")
     return [_as_path(item) for item in listed]
+
+
+def _image_source(item):
+    """A Path for a file name, or an image source with `read_bytes()` (a URL given as a string
+    becomes one); images already in memory are refused, pointing to what takes them."""
+    if isinstance(item, (str, os.PathLike)) or _is_source(item):
+        return _as_path(item)
+    said = _in_memory(item)
+    raise TypeError(f"expected a path (str or os.PathLike) or an image source, got {said or type(item).__name__}"
+                    + (": for images in memory, use alexft.preprocess_input" if said else ""))
+
+
+def _in_memory(item):
+    """What an image already in memory is, in words ("pixels (an array)", "a PIL image"), or ''."""
+    if _is_pixels(item):
+        return "pixels (an array)"
+    return "a PIL image" if isinstance(item, Image.Image) else ""
 
 
 def _is_pixels(item):
@@ -236,20 +255,36 @@ def _as_path(item):
     return Path(item)
 
 
-def find_images(paths):
+def find_images(paths, say=None):
     """Expand files and folders (recursively) into a list of paths in a stable order.
 
     `paths`: one path or a list of them. Files named explicitly are kept whatever their
     suffix, so a bad one is reported, not silently dropped. Folders contribute their image
-    files, sorted, hidden folders skipped.
+    files, sorted, hidden folders skipped. `say`: called with a line about each folder that
+    gives no images, or holds photos in formats alexft does not read (`warn_user` in Python).
     """
     found = []
     for path in path_list(paths):
         if isinstance(path, Path) and path.is_dir():
-            found.extend(images_below(path))
+            unread = []
+            images = images_below(path, unread)
+            if say is not None and (unread or not images):
+                say(f"{path}: {_folder_said(images, unread, path)}")
+            found.extend(images)
         else:
             found.append(path)
     return found
+
+
+def warn_user(message):
+    """A note for a Python caller, where the command line prints "alexft: warning: ..."."""
+    warnings.warn(message, UserWarning, stacklevel=4)
+
+
+def _folder_said(images, unread, folder):
+    if not unread:
+        return "no images in this folder"
+    return f"holds {unread_photos_said(unread, folder, only=True)}" if not images else unread_photos_said(unread, folder)
 
 
 def unread_photos_said(unread, root, only=False):

@@ -3,9 +3,11 @@
 training in plain Keras. Outputs are checked against the numpy forward pass (tests/reference.py)
 and the pipeline against Caffe's recipe written out here, not against alexft's own code."""
 import json
+import re
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import cv2
 import keras
@@ -483,6 +485,63 @@ def test_one_path_or_a_folder_works_wherever_paths_are_taken(predictor, tmp_path
             list(alexft.classify(predictor, wrong))
         assert len(str(refused.value)) < 200
     assert len(list(alexft.classify(predictor, np.array([str(photo)])))) == 1  # paths as a features file holds them
+
+
+
+def test_images_in_memory_given_where_files_go_are_refused_with_what_takes_them(predictor):
+    """A user tried image_views on an array and a PIL image: "'ndarray' object has no attribute
+    'read_bytes'"; classify on a PIL image named no way forward."""
+    photo = photo_paths()["chelsea"]
+    with Image.open(photo) as opened:
+        pil = opened.copy()
+    for wrong, said in ((photos_rgb()[0], r"pixels \(an array\)"), (pil, "a PIL image")):
+        with pytest.raises(TypeError, match=f"got {said}: for images in memory, use alexft.preprocess_input"):
+            alexft.image_views(wrong)
+        for given in (wrong, [wrong]):
+            with pytest.raises(TypeError, match=f"got {said}: for images in memory, use alexft.preprocess_input"):
+                list(alexft.classify(predictor, given))
+    with pytest.raises(TypeError, match="got int$"):
+        alexft.image_views(7)
+
+
+def test_a_folder_without_images_is_a_python_warning_not_silence(predictor, tmp_path):
+    """The command line warns of such a folder; from Python, classify gave [] in silence."""
+    empty, phone = tmp_path / "empty", tmp_path / "phone"
+    empty.mkdir()
+    phone.mkdir()
+    (phone / "IMG_0001.HEIC").write_bytes(b"not decoded")
+    for folder, said in ((empty, "no images in this folder"),
+                         (phone, "holds only photos in formats alexft does not read (e.g. IMG_0001.HEIC)")):
+        with pytest.warns(UserWarning, match=f"^{re.escape(str(folder))}: {re.escape(said)}"):
+            assert list(alexft.classify(predictor, folder)) == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a folder with images says nothing
+        assert len(list(alexft.classify(predictor, photo_paths()["chelsea"].parent))) > 0
+
+
+def test_extract_features_takes_a_predictor_and_labels_a_class_folder_as_the_command_does(
+        predictor, small_digits_folder, tmp_path):
+    """Seen by a user: extract_features(predictor, ...) failed with "'Predictor' object has no
+    attribute 'input'", and a class folder gave no labels where `alexft features` stores them."""
+    from alexft.data import class_folders, list_labelled
+
+    written, skipped = alexft.extract_features(predictor, small_digits_folder, "fc7", tmp_path / "f.npz")
+    expected = list_labelled(small_digits_folder, class_folders(small_digits_folder))
+    assert written == len(expected.paths) and not skipped
+    with np.load(tmp_path / "f.npz") as stored:
+        assert stored["class_names"].tolist() == class_folders(small_digits_folder) == [f"digit_{i}" for i in range(10)]
+        assert stored["paths"].tolist() == [str(path) for path in expected.paths]
+        np.testing.assert_array_equal(stored["labels"], expected.labels)
+        # every image's label is its folder's place among the classes
+        assert [stored["class_names"][label] for label in stored["labels"]] == \
+            [Path(path).parent.name for path in stored["paths"]]
+        first_three = stored["features"][:3]
+    alexft.extract_features(predictor.model, expected.paths[:3], "fc7", tmp_path / "g.npz")
+    with np.load(tmp_path / "g.npz") as plain:
+        assert set(plain.files) == {"features", "paths"}  # a list of files has no classes
+        np.testing.assert_allclose(plain["features"], first_three, rtol=1e-5, atol=1e-5)
+    with pytest.raises(TypeError, match="expected a Predictor .alexft.load_predictor. or its Keras model, got str"):
+        alexft.extract_features("model.npz", expected.paths[:1], "fc7", tmp_path / "h.npz")
 
 
 TENSORFLOW_FREE = """

@@ -153,22 +153,9 @@ def expand_inputs(inputs):
     """Files, URLs and stdin as given; folders as their images, sorted. A folder without images
     is a warning; no image at all, or `-` twice, a usage error (exit 2). No TensorFlow yet."""
     from alexft.image_sources import StdinImage
-    from alexft.preprocess import images_below, unread_photos_said
+    from alexft.preprocess import find_images
 
-    found = []
-    for item in inputs:
-        if isinstance(item, Path) and item.is_dir():
-            unread = []
-            images = images_below(item, unread)
-            if unread:
-                said = f"holds {unread_photos_said(unread, item, only=True)}" if not images else \
-                    unread_photos_said(unread, item)
-                click.echo(f"alexft: warning: {item}: {said}", err=True)
-            elif not images:
-                click.echo(f"alexft: warning: {item}: no images in this folder", err=True)
-            found.extend(images)
-        else:
-            found.append(item)
+    found = find_images(list(inputs), say=lambda said: click.echo(f"alexft: warning: {said}", err=True))
     if sum(isinstance(item, StdinImage) for item in found) > 1:
         raise click.UsageError("'-' (standard input) can be given once")
     if not found:
