@@ -94,6 +94,9 @@ def _finetune(data_dir, options=None, *, weights=None, output=None, resume=False
             if finished:
                 return finished
             config.update(lr_found=earlier.get("lr_found"), lr=earlier["lr"] if options.auto_lr else options.lr)
+            if not run.checkpoint.exists():
+                log(f"{run.path} holds no checkpoint (the run stopped before writing one): training starts again "
+                    "from epoch 1")
             run.write_config(config)
         else:
             run.start(config)
@@ -124,8 +127,9 @@ def _interrupted(stop, resume, run=None, discarded=False):
             f"what the run wrote in {run.path} was removed" if run.path.exists() else "no run folder was kept")
     elif run.checkpoint.exists():
         said = f"stopped by {_signal_name(number)}; continue with --resume --output {run.path}"
-    else:
-        said = f"{how}; the run folder {run.path} is kept"
+    else:  # an epoch's model.npz was written, then the stop came before its checkpoint
+        said = (f"{how} before the first checkpoint was written; the run folder {run.path} is kept"
+                + (" with model.npz" if run.model.exists() else "") + ", and --resume there starts again from epoch 1")
     return TrainingInterrupted(said, number)
 
 

@@ -1109,6 +1109,27 @@ def test_a_keyboard_interrupt_at_any_stage_is_training_interrupted_saying_what_i
     assert str(caught.value) == f"stopped by Ctrl-C (SIGINT); continue with --resume --output {tmp_path / 'run'}"
     assert (tmp_path / "run" / "checkpoint.npz").exists() and (tmp_path / "run" / "model.npz").exists()
 
+    # A user's timer raised KeyboardInterrupt after epoch 1's model.npz, before its checkpoint:
+    # "interrupted; the run folder is kept", and --resume began at epoch 1 without a word.
+    real_save = train_module.RunFolder.save_checkpoint
+
+    def stopped_in_the_first_save(self, *args):
+        monkeypatch.setattr(train_module.RunFolder, "save_checkpoint", real_save)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module.RunFolder, "save_checkpoint", stopped_in_the_first_save)
+    with pytest.raises(TrainingInterrupted) as caught:
+        finetune(small_digits_folder, output=tmp_path / "between", **options)
+    assert str(caught.value) == (f"interrupted before the first checkpoint was written; the run folder "
+                                 f"{tmp_path / 'between'} is kept with model.npz, and --resume there starts again "
+                                 "from epoch 1")
+    assert (tmp_path / "between" / "model.npz").exists() and not (tmp_path / "between" / "checkpoint.npz").exists()
+    said = []
+    summary = finetune(small_digits_folder, output=tmp_path / "between", resume=True, log=said.append, **options)
+    assert f"{tmp_path / 'between'} holds no checkpoint (the run stopped before writing one): training starts again " \
+           "from epoch 1" in said
+    assert summary["epochs"] == 2
+
     def no_weights_yet(*args, **kwargs):
         raise KeyboardInterrupt
 
