@@ -152,6 +152,9 @@ def preprocess_input(x, data_format=None):
     if data_format not in (None, "channels_last"):
         raise ValueError(f"preprocess_input: data_format {data_format!r}: alexft's models take channels_last "
                          "images, (N, H, W, 3)")
+    if isinstance(x, (str, os.PathLike)) or (isinstance(x, (list, tuple)) and x and isinstance(x[0], (str, os.PathLike))):
+        raise TypeError("preprocess_input takes pixels (arrays, tensors, PIL images), not file names: for files use "
+                        "alexft.image_views(path), which reads and prepares them the same way")
     if _is_keras_tensor(x):  # a model's input: TF ops only, so the model saves, exports and serves
         from .preprocessing_layer import CaffePreprocessing
 
@@ -220,7 +223,12 @@ def _as_rgb(x):
     if x.ndim == 2:
         x = x[:, :, np.newaxis]
     if x.ndim not in (3, 4) or x.shape[-1] not in (1, 2, 3, 4):
-        hint = ": grey images in a batch need a channel axis, x[..., np.newaxis]" if x.ndim == 3 else ""
+        hints = []
+        if x.ndim in (3, 4) and x.shape[-3] in (1, 3, 4):  # (C, H, W): channels first, as PyTorch holds images
+            hints.append(f"channels first? alexft takes channels last, x.transpose({'1, 2, 0' if x.ndim == 3 else '0, 2, 3, 1'})")
+        if x.ndim == 3:
+            hints.append("grey images in a batch need a channel axis, x[..., np.newaxis]")
+        hint = "".join(f"; {said}" if index else f": {said}" for index, said in enumerate(hints))
         raise ValueError(f"preprocess_input takes RGB images shaped (H, W, 3) or (N, H, W, 3) (or grey (H, W), "
                          f"(..., 1), grey and alpha (..., 2), RGBA (..., 4)); got {x.shape}{hint}")
     if x.shape[-1] in (1, 2):  # grey, or grey and alpha

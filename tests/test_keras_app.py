@@ -92,6 +92,16 @@ def test_preprocess_input_refuses_what_is_not_an_image():
         alexft.preprocess_input(np.zeros((2, 10, 10), np.uint8))  # grey images in a batch: (N, H, W, 1)
     with pytest.raises(ValueError, match=r"\(\.\.\., 4\)\); got \(10, 10, 5\): grey images in a batch need"):
         alexft.preprocess_input(np.zeros((10, 10, 5), np.uint8))
+    # Channels first, as PyTorch holds images: named, the grey-batch reading of one image kept beside it.
+    with pytest.raises(ValueError, match=r"got \(3, 64, 48\): channels first\? alexft takes channels last, "
+                                         r"x.transpose\(1, 2, 0\); grey images in a batch need a channel axis"):
+        alexft.preprocess_input(np.zeros((3, 64, 48), np.uint8))
+    with pytest.raises(ValueError, match=r"got \(2, 3, 64, 48\): channels first\? alexft takes channels last, "
+                                         r"x.transpose\(0, 2, 3, 1\)$"):
+        alexft.preprocess_input(np.zeros((2, 3, 64, 48), np.uint8))
+    for path in ("astronaut.jpg", Path("astronaut.jpg"), ["a.jpg", "b.jpg"]):  # file names: image_views reads them
+        with pytest.raises(TypeError, match=r"not file names: for files use alexft.image_views\(path\)"):
+            alexft.preprocess_input(path)
     with pytest.raises(ValueError, match=r"got \(10, 10, 0\)"):
         alexft.preprocess_input(np.zeros((10, 10, 0), np.uint8))
     with pytest.raises(TypeError, match="uint8, uint16 or float pixels; got <U1"):
