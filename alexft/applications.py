@@ -223,17 +223,21 @@ def _as_rgb(x):
     if x.ndim == 2:
         x = x[:, :, np.newaxis]
     if x.ndim not in (3, 4) or x.shape[-1] not in (1, 2, 3, 4):
-        hints = []
-        if x.ndim in (3, 4) and x.shape[-3] in (1, 3, 4):  # (C, H, W): channels first, as PyTorch holds images
-            hints.append(f"channels first? alexft takes channels last, x.transpose({'1, 2, 0' if x.ndim == 3 else '0, 2, 3, 1'})")
-        if x.ndim == 3:
-            hints.append("grey images in a batch need a channel axis, x[..., np.newaxis]")
-        hint = "".join(f"; {said}" if index else f": {said}" for index, said in enumerate(hints))
-        raise ValueError(f"preprocess_input takes RGB images shaped (H, W, 3) or (N, H, W, 3) (or grey (H, W), "
-                         f"(..., 1), grey and alpha (..., 2), RGBA (..., 4)); got {x.shape}{hint}")
+        raise _not_an_image_shape(x.shape)
     if x.shape[-1] in (1, 2):  # grey, or grey and alpha
         return np.repeat(x[..., :1], 3, axis=-1)
     return x[..., :3]
+
+
+def _not_an_image_shape(shape):
+    hints = []
+    if len(shape) in (3, 4) and shape[-3] in (1, 3, 4):  # (C, H, W): channels first, as PyTorch holds images
+        hints.append(f"channels first? alexft takes channels last, x.transpose({'1, 2, 0' if len(shape) == 3 else '0, 2, 3, 1'})")
+    if len(shape) == 3:
+        hints.append("grey images in a batch need a channel axis, x[..., np.newaxis]")
+    hint = "".join(f"; {said}" if index else f": {said}" for index, said in enumerate(hints))
+    return ValueError(f"preprocess_input takes RGB images shaped (H, W, 3) or (N, H, W, 3) (or grey (H, W), "
+                      f"(..., 1), grey and alpha (..., 2), RGBA (..., 4)); got {shape}{hint}")
 
 
 def _warn_of_8_bit_levels_in_16_bits(x):
@@ -265,9 +269,15 @@ def _preprocess_tensor(x):
     import tensorflow as tf
 
     rank = x.shape.rank
+    if rank is None:  # tf.io.decode_image's default: a GIF could be a stack of frames
+        raise ValueError("preprocess_input needs to know whether it has one image or a batch, and got a tensor of "
+                         "unknown rank: decode with tf.io.decode_image(data, channels=3, expand_animations=False) "
+                         "(or tf.io.decode_jpeg / decode_png)")
     if rank not in (2, 3, 4):
         raise ValueError(f"preprocess_input takes RGB images shaped (H, W, 3) or (N, H, W, 3) (or grey (H, W)); "
                          f"got {x.shape}")
+    if x.shape[-1] is not None and rank > 2 and x.shape[-1] not in (1, 2, 3, 4):  # said now, not when read
+        raise _not_an_image_shape(tuple(x.shape))
     views = tf.numpy_function(_preprocess_array, [x], tf.float32, stateful=False)
     views.set_shape(x.shape[:-3].concatenate([CROP, CROP, 3]) if rank > 2 else [CROP, CROP, 3])
     return views

@@ -86,6 +86,20 @@ def test_preprocess_input_runs_on_tensors_and_in_a_dataset_map():
     np.testing.assert_array_equal(next(iter(dataset)).numpy(), expected)
 
 
+def test_preprocess_input_in_a_dataset_map_says_what_is_wrong_when_the_map_is_built(tmp_path):
+    """tf.io.decode_image's default leaves the rank unknown (a GIF's frames): the error said
+    "got <unknown>". Five channels were only refused when the dataset was read."""
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((20, 30, 3), np.uint8))
+    files = tf.data.Dataset.from_tensor_slices([str(tmp_path / "a.png")])
+    with pytest.raises(ValueError, match=r"tensor of unknown rank: decode with tf.io.decode_image\(data, channels=3, "
+                                         r"expand_animations=False\)"):
+        files.map(lambda path: tf.io.decode_image(tf.io.read_file(path))).map(alexft.preprocess_input)
+    decoded = files.map(lambda path: tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False))
+    assert next(iter(decoded.map(alexft.preprocess_input))).shape == (227, 227, 3)
+    with pytest.raises(ValueError, match=r"got \(None, 50, 50, 5\)$"):
+        tf.data.Dataset.from_tensor_slices(np.zeros((2, 50, 50, 5), np.uint8)).batch(2).map(alexft.preprocess_input)
+
+
 def test_preprocess_input_refuses_what_is_not_an_image():
     with pytest.raises(ValueError, match=r"\(H, W, 3\) or \(N, H, W, 3\) \(or grey .*; got \(2, 10, 10\): grey "
                                          r"images in a batch need a channel axis, x\[\.\.\., np.newaxis\]$"):
