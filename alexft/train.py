@@ -453,12 +453,14 @@ class Trainer:
                        **{key: (history[-1] if history else {}).get(key) for key in metrics},
                        best={key: best.get(key) for key in metrics})
         self.run.finish(summary, self.options.keep_checkpoint)
-        self._say_if_nothing_was_learned(best, state["base_lr"])
+        self._say_if_nothing_was_learned(best, state["base_lr"], [row["train_loss"] for row in history])
         return summary
 
-    def _say_if_nothing_was_learned(self, best, base_lr):
+    def _say_if_nothing_was_learned(self, best, base_lr, losses=()):
         """A run whose best epoch still has a uniform guess's loss ends with a warning, not in
-        silence; one whose validation accuracy is clearly above chance did learn, and is told so."""
+        silence; one whose validation accuracy is clearly above chance did learn, and is told so.
+        `losses`: each epoch's training loss; one that fell every epoch needs more steps, not a
+        smaller rate."""
         classes = len(self.dataset.class_names)
         loss = best.get("train_loss")
         guess = math.log(classes)
@@ -477,6 +479,9 @@ class Trainer:
         elif relation == "above":  # worse than guessing: more steps at this rate would not help
             self.log(f"warning: nothing was learned: {said}; try a smaller --lr than {base_lr:.3g}, more --epochs, "
                      "or training fewer layers")
+        elif len(losses) >= 2 and all(later < earlier for earlier, later in zip(losses, losses[1:])):
+            self.log(f"warning: nothing was learned yet: {said}, but it fell every epoch ({losses[0]:.4f} to "
+                     f"{losses[-1]:.4f}): try more --epochs (more steps)")
         else:
             self.log(f"warning: nothing was learned: {said}; try more --epochs (more steps), a smaller --lr than "
                      f"{base_lr:.3g}, or training fewer layers")

@@ -998,6 +998,17 @@ def test_a_run_that_learned_nothing_ends_with_a_warning():
     # On a lopsided validation set, always answering its largest class is chance: 9 of 10 here.
     trainer.dataset.val = SimpleNamespace(labels=np.array([0] * 90 + [1] * 10))
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.9948, "val_accuracy": 0.9}, 0.001)
+    # At a tiny rate the loss falls, slowly, every epoch: more steps, not an even smaller rate.
+    Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.2990}, 1e-6, [2.3031, 2.3010, 2.2990])
+    # Up and down: the rate may be the trouble
+    Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.3010}, 0.01, [2.3031, 2.3010, 2.3020])
+    assert messages[-2:] == ["warning: nothing was learned yet: the best epoch's training loss 2.2990 is about a "
+                             "uniform guess's (ln 10 = 2.3026), but it fell every epoch (2.3031 to 2.2990): try more "
+                             "--epochs (more steps)",
+                             "warning: nothing was learned: the best epoch's training loss 2.3010 is about a uniform "
+                             "guess's (ln 10 = 2.3026); try more --epochs (more steps), a smaller --lr than 0.01, or "
+                             "training fewer layers"]
+    del messages[-2:]
     assert messages == ["warning: nothing was learned: the best epoch's training loss 2.3027 is about a uniform guess's "
                         "(ln 10 = 2.3026); try more --epochs (more steps), a smaller --lr than 0.0195, or training "
                         "fewer layers",
