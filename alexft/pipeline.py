@@ -13,7 +13,8 @@ def map_ahead(function, items, workers=None, ahead=64):
     network's compute (OpenCV and TensorFlow release the GIL) without reading a whole folder.
     """
     workers = workers or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool:
+    pool, finished = ThreadPoolExecutor(workers), False
+    try:
         pending = collections.deque()
         for item in items:
             pending.append(pool.submit(function, item))
@@ -21,6 +22,11 @@ def map_ahead(function, items, workers=None, ahead=64):
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+        finished = True
+    finally:
+        # Stopped (Ctrl-C, an error, the caller gone): work not started is dropped, and a worker
+        # blocked reading a pipe or a stalled network share is not waited for.
+        pool.shutdown(wait=finished, cancel_futures=not finished)
 
 
 def chunks(iterable, size):

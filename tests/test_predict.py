@@ -1,4 +1,7 @@
 """Images to probabilities, end to end, against the reference pipeline written in the test."""
+import threading
+import time
+
 import cv2
 import numpy as np
 import pytest
@@ -120,3 +123,35 @@ def test_golden_photos_with_the_real_weights(real_weights_file):
     coffee_labels = " | ".join(p["label"] for p in coffee["predictions"])
     assert any(name in cat_labels for name in ("tabby", "tiger cat", "Egyptian cat", "Persian cat", "lynx")), cat_labels
     assert any(name in coffee_labels for name in ("espresso", "cup", "coffee mug")), coffee_labels
+
+
+def test_a_stopped_decoding_run_does_not_wait_for_a_worker_stuck_on_its_input():
+    """A user's Ctrl-C (and SIGTERM) did nothing while a decoding thread waited on a named pipe or
+    on standard input from a pipe: the thread pool's exit joined the blocked worker. Work not yet
+    started is dropped too."""
+    from alexft.pipeline import map_ahead
+
+    release, started = threading.Event(), []
+
+    def decode(item):
+        started.append(item)
+        if item == 0:
+            release.wait(60)  # a FIFO nobody writes to
+        else:
+            time.sleep(0.05)  # a photo's decoding
+        return item
+
+    def items():
+        yield 0
+        yield from range(1, 50)
+        raise KeyboardInterrupt  # Ctrl-C while the listing goes on
+
+    begun = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            list(map_ahead(decode, items(), workers=2, ahead=64))
+        assert time.monotonic() - begun < 30  # the stuck worker would hold it 60 s
+        assert len(started) < 50  # queued work was cancelled, not run to the end
+    finally:
+        release.set()
+    assert list(map_ahead(decode, range(5), workers=2, ahead=2)) == list(range(5))  # a run to its end is as before
