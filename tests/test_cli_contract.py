@@ -1042,3 +1042,39 @@ def test_a_stop_just_after_the_result_is_printed_leaves_the_command_successful(s
     process.send_signal(stop)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0 and len(json.loads(answer)["predictions"]) == 5, (process.returncode, stderr)
+
+
+def test_closed_standard_streams_are_said_or_tolerated_and_never_reused_for_files(canonical_weights_file, tmp_path):
+    """`>&-` gave a double traceback ('NoneType' object has no attribute 'flush'); `2>&-` failed
+    in silence. A closed stdout is refused in one line (the results would be lost); a closed
+    stderr only loses the messages. Either way fd 1 and 2 stay off the files alexft opens, as
+    TensorFlow's C++ logging writes to fd 2 whatever Python thinks."""
+    photo = photo_paths()["chelsea"]
+    command = f"'{ALEXFT}' classify '{photo}' --top-k 1 --weights '{canonical_weights_file}'"
+    closed_stdout = subprocess.run(["bash", "-c", command + " >&-"], capture_output=True, text=True, timeout=120)
+    assert closed_stdout.returncode == 1
+    assert closed_stdout.stderr.strip() == ("alexft: error: standard output is closed, so the results would be lost; "
+                                            "redirect it (> results.txt, or > /dev/null to discard them)")
+    closed_stderr = subprocess.run(["bash", "-c", command + " 2>&-"], capture_output=True, text=True, timeout=300)
+    assert closed_stderr.returncode == 0 and closed_stderr.stdout.splitlines()[0] == str(photo), closed_stderr.stdout
+
+
+def test_an_input_inside_a_folder_that_cannot_be_searched_is_one_error_line(canonical_weights_file, tmp_path,
+                                                                          monkeypatch):
+    """A user's file in a folder without search permission gave a traceback from the argument's
+    check (Path.exists raised PermissionError). Simulated, as the tests may run as root."""
+    locked = tmp_path / "locked" / "photo.png"
+    real_exists = Path.exists
+
+    def exists(self, *args, **kwargs):
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_exists(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "exists", exists)
+    photo = photo_paths()["chelsea"]
+    result = run("classify", locked, photo, "--top-k", "1", "--runtime", "tensorflow", "--weights",
+                 canonical_weights_file)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stdout.splitlines()[0] == str(photo)
+    assert f"error: {locked}: " in result.stderr and "alexft: 1 of 2 inputs could not be classified" in result.stderr

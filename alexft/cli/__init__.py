@@ -39,6 +39,16 @@ def run():
     # 60 MB of every TensorFlow start-up (docs/benchmarks.md). A process of its own may go
     # without it; `import alexft` in the user's process leaves their imports alone.
     sys.modules.setdefault("sklearn", None)
+    if sys.stderr is None:  # started with it closed (`2>&-`): messages go nowhere, as asked, and
+        # fd 2, where TensorFlow's C++ logging writes, must not become a file alexft opens
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+        sys.stderr = open(2, "w", closefd=False)
+    if sys.stdout is None:  # started with standard output closed (`>&-`): every result would be lost
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # and fd 1 must not become a file alexft writes
+        sys.stdout = open(1, "w", closefd=False)
+        print("alexft: error: standard output is closed, so the results would be lost; redirect it "
+              "(> results.txt, or > /dev/null to discard them)", file=sys.stderr)
+        _exit_at_once(1)
     try:
         _run_command()
     except SystemExit as done:
@@ -88,7 +98,7 @@ def _flush_and_exit(status):
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):  # the results were flushed before: what is left is not ours
+        except (OSError, ValueError, AttributeError):  # flushed before (or None: closed at the start)
             pass
     os._exit(status)
 

@@ -144,7 +144,11 @@ class ImageInput(click.ParamType):
 
         if not isinstance(value, str) or value == STDIN or is_url(value):
             return image_source(value) if isinstance(value, str) else value
-        if not Path(value).exists():
+        try:
+            exists = Path(value).exists()
+        except OSError:  # inside a folder that cannot be searched: reading it says why, for this input alone
+            return Path(value)
+        if not exists:
             self.fail(f"{value}: no such file or folder", param, ctx)
         return Path(value)
 
