@@ -91,17 +91,20 @@ def list_labelled(root, class_names, empty_ok=False):
     """Every image below root/<class>/ (recursively), labelled by the class's index. An empty
     class folder is refused, or with `empty_ok` (measuring, not learning) left out with a warning."""
     root = Path(root)
-    paths, labels, empty, unread, only_unread = [], [], [], [], []
+    paths, labels, empty, unread, only_unread, unsearchable = [], [], [], [], [], []
     with progress_bar(len(class_names), minimum=100, desc=f"listing {root}", unit="class") as bar:
         for index, name in enumerate(class_names):
             folder, held = root / name, []
-            files = images_below(folder, held) if folder.is_dir() else []
+            files = images_below(folder, held, unsearchable) if folder.is_dir() else []
             empty += [] if files else [name]
             only_unread += [] if files or not held else [held[0]]  # (one of its photos, to name)
             unread += held
             paths.extend(files)
             labels.extend([index] * len(files))
             bar.update(1)
+    if unsearchable:  # before the refusals below: an unreadable class folder is why it looks empty
+        log.warning("warning: %s: cannot read %s (permission denied); the images in them are left out", root,
+                    quoted_names(str(path.relative_to(root)) for path in unsearchable))
     unread_said = unread_photos_said(unread, root) if unread else None
     if not paths:
         raise DataError(f"{root}: none of its class folders holds an image" + (f"; {unread_said}" if unread else ""))

@@ -61,6 +61,8 @@ def read_file(path):
     try:
         return path.read_bytes()
     except FileNotFoundError:
+        if path.is_symlink():
+            raise ImageError(f"{path}: broken symbolic link (to {os.readlink(path)})") from None
         raise ImageError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise ImageError(f"{path}: is a folder, not an image") from None
@@ -266,10 +268,13 @@ def find_images(paths, say=None):
     found = []
     for path in path_list(paths):
         if isinstance(path, Path) and path.is_dir():
-            unread = []
-            images = images_below(path, unread)
-            if say is not None and (unread or not images):
-                say(f"{path}: {_folder_said(images, unread, path)}")
+            unread, unsearchable = [], []
+            images = images_below(path, unread, unsearchable)
+            if say is not None:
+                for folder in unsearchable:
+                    say(f"{folder}: cannot read this folder (permission denied); its images are left out")
+                if (unread or not images) and path not in unsearchable:
+                    say(f"{path}: {_folder_said(images, unread, path)}")
             found.extend(images)
         else:
             found.append(path)
@@ -296,16 +301,28 @@ def unread_photos_said(unread, root, only=False):
     return f"{what} (e.g. {Path(unread[0]).relative_to(root)}); convert them to JPEG or PNG"
 
 
-def images_below(folder, unread=None):
+def images_below(folder, unread=None, unsearchable=None):
     """Image files below `folder`, recursively, sorted; hidden files and folders skipped.
-    `unread`: a list that collects the photos in formats alexft does not read (HEIC, ...)."""
+    A dangling symbolic link with an image's name is kept, so that reading it reports it.
+    `unread`: a list that collects the photos in formats alexft does not read (HEIC, ...);
+    `unsearchable`: one that collects the folders that cannot be listed (their images are
+    left out; the search itself skips them in silence)."""
     images = []
+    if unsearchable is not None and not _searchable(folder):
+        unsearchable.append(folder)
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder)
         if any(part.startswith(".") for part in relative.parts[:-1]):
             continue
-        if is_image_file(path) and path.is_file():
+        if is_image_file(path) and (path.is_file() or (path.is_symlink() and not path.exists())):
             images.append(path)
         elif unread is not None and path.suffix.lower() in UNREAD_IMAGE_SUFFIXES and not path.name.startswith("."):
             unread.append(path)
+        elif unsearchable is not None and not path.name.startswith(".") and not _searchable(path):
+            unsearchable.append(path)
     return images
+
+
+def _searchable(path):
+    """False for a folder (not a link to one: the search does not follow those) that cannot be listed."""
+    return not path.is_dir() or path.is_symlink() or os.access(path, os.R_OK | os.X_OK)

@@ -1078,3 +1078,42 @@ def test_an_input_inside_a_folder_that_cannot_be_searched_is_one_error_line(cano
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.stdout.splitlines()[0] == str(photo)
     assert f"error: {locked}: " in result.stderr and "alexft: 1 of 2 inputs could not be classified" in result.stderr
+
+
+def _without_root_powers():
+    """The command prefix that makes file permissions hold for this process's children: as
+    root, setpriv drops the capabilities that bypass them."""
+    if os.geteuid() != 0:
+        return []
+    if not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv: permissions cannot be made to hold")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"]
+
+
+def test_folders_that_cannot_be_read_and_dangling_links_are_named_not_skipped(canonical_weights_file, tmp_path):
+    """A user's classify of a folder skipped a sub-folder without read permission and a broken
+    symbolic link in silence, and exited 0; given directly, the locked folder was said to hold
+    no images."""
+    folder = tmp_path / "photos"
+    (folder / "ok").mkdir(parents=True)
+    (folder / "locked").mkdir()
+    shutil.copy(photo_paths()["chelsea"], folder / "ok" / "chelsea.png")
+    shutil.copy(photo_paths()["coffee"], folder / "locked" / "coffee.png")
+    (folder / "broken.jpg").symlink_to("nowhere.jpg")
+    (folder / "locked").chmod(0)
+    try:
+        command = [*_without_root_powers(), ALEXFT, "classify", "--top-k", "1", "--runtime", "tensorflow",
+                   "--weights", str(canonical_weights_file)]
+        whole = subprocess.run([*command, str(folder)], capture_output=True, text=True, timeout=300)
+        alone = subprocess.run([*command, str(folder / "locked")], capture_output=True, text=True, timeout=300)
+    finally:
+        (folder / "locked").chmod(0o755)
+    assert whole.returncode == 1, whole.stderr
+    assert [line for line in whole.stdout.splitlines() if not line.startswith(" ")] == [str(folder / "ok" / "chelsea.png")]
+    lines = whole.stderr.splitlines()
+    assert (f"alexft: warning: {folder / 'locked'}: cannot read this folder (permission denied); its images are left "
+            "out") in lines
+    assert f"error: {folder / 'broken.jpg'}: broken symbolic link (to nowhere.jpg)" in lines
+    assert lines[-1] == "alexft: 1 of 2 inputs could not be classified"
+    assert alone.returncode == 2 and "no images in this folder" not in alone.stderr
+    assert f"alexft: warning: {folder / 'locked'}: cannot read this folder (permission denied)" in alone.stderr

@@ -1,4 +1,6 @@
 """Class folders, splits and the broken-file ledger (no TensorFlow needed)."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -177,3 +179,20 @@ def test_images_beside_the_class_folders_are_named_as_left_out(tmp_path, caplog)
     with caplog.at_level("WARNING", logger="alexft"), pytest.raises(DataError, match="no class sub-folders"):
         load_dataset(tmp_path / "images_only")
     assert not caplog.records
+
+
+def test_folders_that_cannot_be_listed_and_dangling_links_in_a_dataset_are_named(tmp_path, caplog, monkeypatch):
+    """The search skipped a folder without read permission in silence (simulated: the tests may
+    run as root); a dangling link with an image's name is listed, so that reading it reports it."""
+    import logging
+    import os
+
+    make_tree(tmp_path / "data", ["cat/1.jpg", "cat/old/2.jpg", "dog/3.png"])
+    (tmp_path / "data" / "dog" / "4.png").symlink_to("gone.png")
+    locked = tmp_path / "data" / "cat" / "old"
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != locked and real_access(path, mode, **kw))
+    with caplog.at_level(logging.WARNING, logger="alexft"):
+        dataset = load_dataset(tmp_path / "data", val_split=0)
+    assert f"{tmp_path / 'data'}: cannot read 'cat/old' (permission denied); the images in them are left out" in caplog.text
+    assert (tmp_path / "data" / "dog" / "4.png") in dataset.train.paths
