@@ -1117,3 +1117,19 @@ def test_folders_that_cannot_be_read_and_dangling_links_are_named_not_skipped(ca
     assert lines[-1] == "alexft: 1 of 2 inputs could not be classified"
     assert alone.returncode == 2 and "no images in this folder" not in alone.stderr
     assert f"alexft: warning: {folder / 'locked'}: cannot read this folder (permission denied)" in alone.stderr
+
+
+def test_json_lines_stay_utf_8_for_file_names_that_are_not(canonical_weights_file, tmp_path):
+    """A file name's raw bytes (b'bad\\xff\\xfe.png') went into --json output, which then failed to
+    read as UTF-8. Such a name is escaped, and reads back as the name Python holds for it."""
+    folder = tmp_path / "names"
+    folder.mkdir()
+    odd = os.fsdecode(bytes(folder) + b"/bad\xff\xfe.png")
+    shutil.copy(photo_paths()["chelsea"], odd)
+    shutil.copy(photo_paths()["coffee"], folder / "café.png")
+    done = subprocess.run([ALEXFT, "classify", str(folder), "--json", "--top-k", "1", "--runtime", "tensorflow",
+                           "--weights", str(canonical_weights_file)], capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.decode("utf-8").splitlines()  # strict: raises on any byte that is not UTF-8
+    assert [json.loads(line)["path"] for line in lines] == sorted([odd, str(folder / "café.png")])
+    assert "café" in lines[0] or "café" in lines[1]  # valid UTF-8 names stay as they are, not escaped

@@ -2,6 +2,7 @@
 inputs and the options several commands take. Nothing here imports TensorFlow."""
 import contextlib
 import functools
+import json
 import signal
 import sys
 import threading
@@ -151,6 +152,18 @@ class ImageInput(click.ParamType):
         if not exists:
             self.fail(f"{value}: no such file or folder", param, ctx)
         return Path(value)
+
+
+def json_line(value):
+    """`value` as one line of JSON, UTF-8 as JSON Lines requires: names as they are, except that
+    a file name that is not valid UTF-8 (its bytes kept by Python as lone surrogates) is escaped
+    (\\udcff), which JSON readers give back as the same name."""
+    line = json.dumps(value, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value)
+    return line
 
 
 def expand_inputs(inputs):

@@ -1,11 +1,10 @@
 """`finetune`: train AlexNet's layers on a folder of class folders."""
-import json
 import sys
 from pathlib import Path
 
 import click
 
-from .common import (fail_cleanly, progress_option, read_weights, start_tensorflow, terminating_cleanly,
+from .common import (fail_cleanly, json_line, progress_option, read_weights, start_tensorflow, terminating_cleanly,
                      weights_option)
 
 
@@ -101,7 +100,7 @@ def finetune(output, resume, as_json, progress, **values):
         refuse_changes(saved, options.as_dict(), output, keys)
     dataset, weights, finished = _check_before_training(data_dir, options, weights, output, resume, progress)
     if finished:  # --resume of a run that has done all it was asked for: nothing to start TensorFlow for
-        click.echo(json.dumps(finished) if as_json else _describe_summary(finished))
+        click.echo(json_line(finished) if as_json else _describe_summary(finished))
         return
     # Said before TensorFlow's seconds of start-up, so a log shows at once what the run found.
     click.echo(f"alexft: {data_dir}: {len(dataset.class_names):,} classes, {len(dataset.train):,} training and "
@@ -115,7 +114,7 @@ def finetune(output, resume, as_json, progress, **values):
         click.echo(f"alexft: {interrupted}", err=True)
         sys.exit(128 + interrupted.signal_number)
     if as_json:
-        click.echo(json.dumps(summary))
+        click.echo(json_line(summary))
     else:
         click.echo(_describe_summary(summary))
 
