@@ -139,6 +139,8 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["finetune", str(small_digits_folder), "--epochs", "0", *weights], 2, "expected a whole number of at least 1"),
         (["finetune", str(small_digits_folder), "--lr", "fast", *weights], 2, "expected a positive number or 'auto'"),
         (["evaluate", *weights], 2, "give either DATA (class folders) or --list FILE"),
+        (["evaluate", str(small_digits_folder), "--root", str(tmp_path), *weights], 2,
+         "--root is the folder --list paths are relative to; with DATA it has no meaning"),
         # A data folder of the wrong layout is the same input mistake (exit 1) in both commands.
         (["evaluate", str(tmp_path / "empty"), *weights], 1, "empty: no class sub-folders"),
         (["finetune", str(tmp_path / "empty"), *weights], 1, "empty: no class sub-folders"),

@@ -148,6 +148,8 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
     """Measure a model on DATA/<class>/<images> (folders matched to class names) or a --list file."""
     if (data is None) == (list_file is None):
         raise click.UsageError("give either DATA (class folders) or --list FILE")
+    if root is not None and list_file is None:  # it would be ignored, and the user measured what they did not mean
+        raise click.UsageError("--root is the folder --list paths are relative to; with DATA it has no meaning")
     from alexft import weights as weights_io
     from alexft.atomic import check_writable
 
