@@ -689,6 +689,9 @@ def test_an_empty_folder_beside_an_image_is_named_in_a_warning(canonical_weights
     result = run("classify", photo_paths()["chelsea"], tmp_path / "nothing_here", "--weights", canonical_weights_file)
     assert result.exit_code == 0
     assert f"alexft: warning: {tmp_path / 'nothing_here'}: no images in this folder" in result.stderr
+    result = run("classify", tmp_path / "nothing_here", "--weights", canonical_weights_file)  # alone: said once
+    assert result.exit_code == 2 and result.stderr.splitlines()[-1] == f"Error: no images found in {tmp_path / 'nothing_here'}"
+    assert "no images in this folder" not in result.stderr
     (tmp_path / "nothing_here" / "IMG_0001.HEIC").write_bytes(b"an iPhone photo")  # said, not skipped in silence
     result = run("classify", tmp_path / "nothing_here", "--weights", canonical_weights_file)
     assert result.exit_code == 2 and "no images found" in result.stderr

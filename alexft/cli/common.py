@@ -172,7 +172,11 @@ def expand_inputs(inputs):
     from alexft.image_sources import StdinImage
     from alexft.preprocess import find_images
 
-    found = find_images(list(inputs), say=lambda said: click.echo(f"alexft: warning: {said}", err=True))
+    notes = []
+    found = find_images(list(inputs), say=notes.append)
+    for note in notes:  # with no image at all, the error below says what "no images in this folder" would
+        if found or not note.endswith(": no images in this folder"):
+            click.echo(f"alexft: warning: {note}", err=True)
     if sum(isinstance(item, StdinImage) for item in found) > 1:
         raise click.UsageError("'-' (standard input) can be given once")
     if not found:
