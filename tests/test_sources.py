@@ -38,8 +38,33 @@ def test_named_files_that_do_not_exist_are_errors(tmp_path, monkeypatch):
     with pytest.raises(WeightsError, match="nope.npz: weights file not found"):
         sources.resolve_weights(tmp_path / "nope.npz")
     (tmp_path / "photos").mkdir()  # a data folder given as the weights by mistake: said as such
-    with pytest.raises(WeightsError, match="photos: is a folder, not a weights file"):
+    with pytest.raises(WeightsError, match="photos: is a folder, not a weights file$"):
         sources.resolve_weights(tmp_path / "photos")
+
+
+def test_alexfts_own_other_files_given_as_weights_are_named(tmp_path):
+    """A user gave a run folder, a SavedModel, a TF Lite export and a feature file as --weights:
+    each was refused as a folder or as bytes of no known kind."""
+    run = tmp_path / "runs" / "photos"
+    run.mkdir(parents=True)
+    np.savez(run / "model.npz", **{"fc8/biases": np.zeros(3, np.float32)})
+    with pytest.raises(WeightsError, match=f"photos: is a folder, not a weights file; a run's model is {run / 'model.npz'}$"):
+        sources.resolve_weights(run)
+    (tmp_path / "serving" / "1").mkdir(parents=True)
+    (tmp_path / "serving" / "1" / "saved_model.pb").write_bytes(b"\x08\x01")
+    with pytest.raises(WeightsError, match="1: is a folder, not a weights file; it is a SavedModel export: give the .npz"):
+        sources.resolve_weights(tmp_path / "serving" / "1")
+    lite = tmp_path / "photos.tflite"
+    lite.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(64))  # a FlatBuffer's root offset, then its identifier
+    with pytest.raises(WeightsError, match="photos.tflite: a TF Lite export, not weights; give the .npz"):
+        sources.resolve_weights(lite)
+    features = tmp_path / "fc7.npz"
+    np.savez(features, features=np.zeros((2, 4096), np.float32), paths=np.array(["a.jpg", "b.jpg"]))
+    with pytest.raises(WeightsError, match=r"fc7.npz: a feature file \(alexft features\), not weights$"):
+        weights.load(features)
+
+
+def test_an_unset_default_named_by_the_environment_is_said_as_such(tmp_path, monkeypatch):
     monkeypatch.setenv("ALEXFT_WEIGHTS", str(tmp_path / "gone.npy"))
     with pytest.raises(WeightsError, match=r"gone.npy: weights file not found \(named by \$ALEXFT_WEIGHTS\)"):
         sources.resolve_weights()

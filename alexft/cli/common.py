@@ -197,7 +197,7 @@ def read_weights(weights, progress=None, skip=()):
 
 weights_option = click.option(
     "--weights",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=click.Path(path_type=Path),  # a folder is refused by the weights' own check, which says what it holds
     help="Weights file (.npz, .npy or .caffemodel). Default: $ALEXFT_WEIGHTS, weights/bvlc_alexnet.{npz,npy,caffemodel}, "
          "the same in the cache, else download (weights/README.md).",
 )

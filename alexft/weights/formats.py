@@ -97,6 +97,8 @@ def read_format(path):
         return "npz"
     if path.suffix.lower() == ".caffemodel" or caffe.looks_like_caffemodel(head):
         return "caffemodel"
+    if head[4:8] == b"TFL3":  # a FlatBuffer's identifier: what `alexft export x.tflite` writes
+        raise WeightsError(f"{path}: a TF Lite export, not weights; give the .npz (or .npy) it was exported from")
     raise WeightsError(f"{path}: not a weights file ({_describe_bytes(head)}); expected .npy, .npz or .caffemodel")
 
 
@@ -247,6 +249,8 @@ def _read_npz(path):
             where = (f"the run's model is {model}" if model.exists() else
                      f"a run writes its model, model.npz, beside it when an epoch ends ({model} is not there)")
             raise WeightsError(f"{path}: a fine-tuning run's checkpoint, not weights; {where}")
+        elif key == "features":
+            raise WeightsError(f"{path}: a feature file (alexft features), not weights")
         elif part not in ("weights", "biases"):
             raise WeightsError(f"{path}: unexpected entry {key!r}; expected <layer>/weights and <layer>/biases")
     for layer in sorted({key.partition("/")[0] for key in arrays if "/" in key}):

@@ -90,6 +90,15 @@ def candidates():
     return places
 
 
+def _inside(folder):
+    """What a folder given as weights may be: a run (its model.npz) or a SavedModel export."""
+    if (folder / "model.npz").is_file():
+        return f"; a run's model is {folder / 'model.npz'}"
+    if (folder / "saved_model.pb").is_file():
+        return "; it is a SavedModel export: give the .npz it was exported from"
+    return ""
+
+
 def resolve_weights(path=None, download=True, progress=None):
     """Return the weights file to use: `path` if given, else the first existing candidate,
     else the first source that downloads and verifies, converted once into the cache (when
@@ -97,7 +106,7 @@ def resolve_weights(path=None, download=True, progress=None):
     if path is not None:
         path = Path(path).expanduser()
         if path.is_dir():
-            raise WeightsError(f"{path}: is a folder, not a weights file")
+            raise WeightsError(f"{path}: is a folder, not a weights file" + _inside(path))
         if not path.is_file():
             raise WeightsError(f"{path}: weights file not found")
         weights_io.quick_check(path)  # a broken file is said now, not after TensorFlow's start-up
