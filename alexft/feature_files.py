@@ -19,6 +19,9 @@ def check_output(output, overwrite, option="overwrite=True"):
     """Refuse, before any work, an output that is not an .npz (a photo named by mistake) or that
     exists: replaced only with `overwrite` (`option` is how the caller's user says so), and
     only if it is an earlier feature file, never another kind of file that happens to be an .npz."""
+    if str(output) == "-":  # standard output, as for images on the way in: an .npz is a file of parts
+        raise OutputNameError("-: features are written to an .npz file, which cannot go to standard output; "
+                              "name one (e.g. features.npz)")
     output = Path(output)
     if output.suffix.lower() != ".npz":
         raise OutputNameError(f"{output}: features are written as .npz; name the output so (e.g. {output.stem}.npz)")

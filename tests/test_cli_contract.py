@@ -176,7 +176,7 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["finetune", str(small_digits_folder), "--weights", "cut.npz"], 1, "cut.npz: corrupt or truncated .npz"),
         # A whole file of the wrong kind too, by every command that reads the weights.
         (["classify", str(photo_paths()["chelsea"]), "--weights", "fc7.npz"], 1,
-         "fc7.npz: unexpected entry 'features'; expected <layer>/weights and <layer>/biases"),
+         "fc7.npz: a feature file (alexft features), not weights"),
         (["classify", str(photo_paths()["chelsea"]), "--weights", "run/checkpoint.npz"], 1,
          "run/checkpoint.npz: a fine-tuning run's checkpoint, not weights; the run's model is run/model.npz"),
         (["weights", "info", "run/checkpoint.npz"], 1, "the run's model is run/model.npz"),
@@ -185,11 +185,11 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["classify", str(photo_paths()["chelsea"]), "--runtime", "tensorflow", "--weights", "cut.caffemodel"], 1,
          cut_caffemodel),
         (["features", str(photo_paths()["chelsea"]), "--output", "f.npz", "--weights", "fc7.npz"], 1,
-         "fc7.npz: unexpected entry 'features'"),
+         "fc7.npz: a feature file (alexft features), not weights"),
         (["evaluate", str(small_digits_folder), "--weights", "cut.caffemodel"], 1, cut_caffemodel),
-        (["export", "out", "--weights", "fc7.npz"], 1, "fc7.npz: unexpected entry 'features'"),
+        (["export", "out", "--weights", "fc7.npz"], 1, "fc7.npz: a feature file (alexft features), not weights"),
         (["export", "out.tflite", "--format", "tflite", "--weights", "cut.caffemodel"], 1, cut_caffemodel),
-        (["finetune", str(small_digits_folder), "--weights", "fc7.npz"], 1, "fc7.npz: unexpected entry 'features'"),
+        (["finetune", str(small_digits_folder), "--weights", "fc7.npz"], 1, "fc7.npz: a feature file (alexft features), not weights"),
         (["finetune", str(small_digits_folder), "--train", "all", "--weights", "cut.caffemodel"], 1, cut_caffemodel),
         (["clasify", "x.jpg"], 2, "No such command 'clasify'"),
         (["classify", str(photo_paths()["chelsea"]), "--mean", "nope.binaryproto", *weights], 2, "does not exist"),
@@ -203,6 +203,8 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
          "photo.png: features are written as .npz; name the output so (e.g. photo.npz)"),
         (["features", str(photo_paths()["coffee"]), "--output", "earlier.npz", *weights], 1,
          "earlier.npz: exists; pass --force to replace it"),
+        (["features", str(photo_paths()["coffee"]), "--output", "-", *weights], 2,
+         "-: features are written to an .npz file, which cannot go to standard output; name one (e.g. features.npz)"),
         (["features", str(photo_paths()["coffee"]), "--output", "earlier.npz", "--force", "--mean", str(page), *weights],
          1, "page.binaryproto: not a Caffe mean file"),  # --force passes the output check
         (["features", str(photo_paths()["coffee"]), "--output", "small.npz", "--force", *weights], 1,
@@ -1138,3 +1140,20 @@ def test_json_lines_stay_utf_8_for_file_names_that_are_not(canonical_weights_fil
     lines = done.stdout.decode("utf-8").splitlines()  # strict: raises on any byte that is not UTF-8
     assert [json.loads(line)["path"] for line in lines] == sorted([odd, str(folder / "café.png")])
     assert "café" in lines[0] or "café" in lines[1]  # valid UTF-8 names stay as they are, not escaped
+
+
+def test_an_image_on_standard_input_from_a_terminal_is_refused_not_waited_for(canonical_weights_file):
+    """`alexft classify -` typed at a terminal waited in silence for an image to be typed."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    try:
+        done = subprocess.run([ALEXFT, "classify", "-", "--weights", str(canonical_weights_file)], stdin=terminal,
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "Error: '-' reads one image from standard input, which is a terminal here; send the image in "
+        "(alexft classify - < photo.jpg, or curl ... | alexft classify -)")

@@ -179,6 +179,9 @@ def expand_inputs(inputs):
             click.echo(f"alexft: warning: {note}", err=True)
     if sum(isinstance(item, StdinImage) for item in found) > 1:
         raise click.UsageError("'-' (standard input) can be given once")
+    if any(isinstance(item, StdinImage) for item in found) and sys.stdin is not None and sys.stdin.isatty():
+        raise click.UsageError("'-' reads one image from standard input, which is a terminal here; "
+                               "send the image in (alexft classify - < photo.jpg, or curl ... | alexft classify -)")
     if not found:
         raise click.UsageError(f"no images found in {', '.join(map(str, inputs))}")
     return found
