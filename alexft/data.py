@@ -4,7 +4,6 @@ Listing reads no image, so a run over a large folder starts at once and memory d
 grow with the number of files; images are decoded as the pipeline streams them.
 """
 import collections
-import json
 import logging
 import threading
 import unicodedata
@@ -13,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_text
+from .atomic import json_text, write_text
 from .progress import progress_bar
 from .errors import AlexftError, ImageError
-from .preprocess import (find_images, images_below, is_image_file, path_list, read_image, resize_and_subtract_mean,
+from .preprocess import (find_images, images_below, is_folder, is_image_file, path_list, read_image, resize_and_subtract_mean,
                          unread_photos_said)
 
 
@@ -232,7 +231,7 @@ class BrokenFiles:
 
     def write(self, path):
         rows = [{"path": p, "error": e} for p, e in sorted(self.errors.items())]
-        write_text(path, json.dumps(rows, indent=1, ensure_ascii=False) + "\n", DataError)
+        write_text(path, json_text(rows, indent=1) + "\n", DataError)
 
 
 def load_prepared(path, ledger):
@@ -250,7 +249,7 @@ def images_with_labels(inputs, say=None):
     beside them (those would belong to no class: the folder is then read as plain images).
     `say`: as for `find_images`, about plain folders."""
     inputs = path_list(inputs)  # URLs and standard input pass through as image sources
-    one_folder = len(inputs) == 1 and isinstance(inputs[0], Path) and inputs[0].is_dir()
+    one_folder = len(inputs) == 1 and is_folder(inputs[0])
     if one_folder and class_folders(inputs[0]) and not loose_images(inputs[0]):
         class_names = class_folders(inputs[0])
         files = list_labelled(inputs[0], class_names)

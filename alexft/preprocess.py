@@ -267,7 +267,7 @@ def find_images(paths, say=None):
     """
     found = []
     for path in path_list(paths):
-        if isinstance(path, Path) and path.is_dir():
+        if is_folder(path):
             unread, unsearchable = [], []
             images = images_below(path, unread, unsearchable)
             if say is not None:
@@ -308,7 +308,7 @@ def images_below(folder, unread=None, unsearchable=None):
     `unsearchable`: one that collects the folders that cannot be listed (their images are
     left out; the search itself skips them in silence)."""
     images = []
-    if unsearchable is not None and not _searchable(folder):
+    if unsearchable is not None and not os.access(folder, os.R_OK | os.X_OK):  # (the search follows a link here)
         unsearchable.append(folder)
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder)
@@ -325,4 +325,13 @@ def images_below(folder, unread=None, unsearchable=None):
 
 def _searchable(path):
     """False for a folder (not a link to one: the search does not follow those) that cannot be listed."""
-    return not path.is_dir() or path.is_symlink() or os.access(path, os.R_OK | os.X_OK)
+    return path.is_symlink() or not is_folder(path) or os.access(path, os.R_OK | os.X_OK)
+
+
+def is_folder(path):
+    """Whether `path` (a Path; image sources are not) is a folder; False, not PermissionError, for
+    one inside a folder that cannot be searched: reading it then says why."""
+    try:
+        return isinstance(path, Path) and path.is_dir()
+    except OSError:
+        return False

@@ -267,13 +267,14 @@ def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, s
     Exit status 1 if any input could not be used; the others are still written.
     """
     from alexft.data import class_folders, images_with_labels, loose_images
+    from alexft.preprocess import is_folder
     from alexft.pipeline import shard as shard_of
 
     _check_features_output(output, force)  # before TensorFlow and the work, not after
     paths, labels, class_names = images_with_labels(inputs)
     if labels is None:
         paths = expand_inputs(inputs)  # the same as find_images, and says which folders were empty
-        folder = inputs[0] if len(inputs) == 1 and isinstance(inputs[0], Path) and inputs[0].is_dir() else None
+        folder = inputs[0] if len(inputs) == 1 and is_folder(inputs[0]) else None
         if folder is not None and loose_images(folder) and class_folders(folder):
             click.echo(f"note: {folder} holds images beside its sub-folders, so it is read as plain images, every "
                        "one below it, without class labels (labels need <class>/<images> only)", err=True)
