@@ -7,6 +7,7 @@ temporary file's name (`.NAME.tmp-PID`) can never be taken for the real one.
 """
 import errno
 import glob
+import json
 import os
 import shutil
 import tempfile
@@ -68,6 +69,18 @@ def check_writable(path, error=AlexftError, folder_ok=False):
     except OSError as problem:
         raise error(f"{path}: cannot be written: files cannot be created in {folder} ({problem.strerror or problem})") from None
     return path
+
+
+def json_text(value, **options):
+    """JSON as UTF-8 can carry it: names as they are, unless one (a file name that is not valid
+    UTF-8, held by Python as lone surrogates) cannot be encoded; then the whole text is ASCII
+    with escapes (\\udcff), which Python's json reads back as the same name."""
+    text = json.dumps(value, ensure_ascii=False, **options)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, **options)
+    return text
 
 
 def write_text(path, text, error=AlexftError):

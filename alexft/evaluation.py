@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import imagenet
-from .atomic import remove_stale_temporaries, temporary_path
+from .atomic import json_text, remove_stale_temporaries, temporary_path
 from .data import (DataError, LabelledFiles, class_folders, class_index, folder_class, list_labelled,
                    loose_images_warning, quoted_names)
 from .errors import AlexftError
@@ -266,23 +266,23 @@ def _write_report_files(folder, summary, predictions, probabilities, confusion, 
     # The per-image files and figures show one protocol, the ten crops when they were run;
     # each says which (metrics.json holds both protocols' figures, each under its name).
     protocol = "ten_crop" if "ten_crop" in summary else "centre"
-    (folder / "metrics.json").write_text(json.dumps(dict(summary, report_protocol=protocol), indent=1, ensure_ascii=False)
+    (folder / "metrics.json").write_text(json_text(dict(summary, report_protocol=protocol), indent=1)
                                          + "\n", encoding="utf-8")
-    with open(folder / "per_class.csv", "w", newline="", encoding="utf-8") as handle:
+    with open(folder / "per_class.csv", "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
         writer = csv.DictWriter(handle, ["protocol", "name", "precision", "recall", "f1", "support"])
         writer.writeheader()
         writer.writerows(dict(row, protocol=protocol) for row in summary[protocol]["per_class"])
     predicted = probabilities.argmax(axis=1)
     losses = -np.log(np.maximum(probabilities[np.arange(len(predicted)), predictions.labels], 1e-15))
     wrong = np.flatnonzero(predicted != predictions.labels)
-    with open(folder / "misclassified.csv", "w", newline="", encoding="utf-8") as handle:
+    with open(folder / "misclassified.csv", "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
         writer = csv.writer(handle)
         writer.writerow(["protocol", "path", "true", "predicted", "p_true", "p_predicted", "loss"])
         for index in wrong[np.argsort(-losses[wrong])]:
             writer.writerow([protocol, str(predictions.paths[index]), class_names[predictions.labels[index]], class_names[predicted[index]],
                              f"{probabilities[index, predictions.labels[index]]:.6f}", f"{probabilities[index, predicted[index]]:.6f}",
                              f"{losses[index]:.6f}"])
-    with open(folder / "confusion_matrix.csv", "w", newline="", encoding="utf-8") as handle:
+    with open(folder / "confusion_matrix.csv", "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
         writer = csv.writer(handle)  # rows: true class, columns: predicted class, counts
         writer.writerow([f"true \\ predicted ({protocol})"] + list(class_names))
         writer.writerows([name] + row for name, row in zip(class_names, confusion.tolist()))

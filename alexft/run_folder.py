@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from . import checkpoint as checkpoints
-from .atomic import check_writable, remove_stale_temporaries, write_text
+from .atomic import check_writable, json_text, remove_stale_temporaries, write_text
 from .errors import TrainingError
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds", "note"]
@@ -183,7 +183,7 @@ class RunFolder:
 
 
 def write_json(path, value):
-    write_text(path, json.dumps(value, indent=1, ensure_ascii=False) + "\n", RunFolderError)
+    write_text(path, json_text(value, indent=1) + "\n", RunFolderError)
 
 
 def size_mb(path):

@@ -39,16 +39,19 @@ def run():
     # 60 MB of every TensorFlow start-up (docs/benchmarks.md). A process of its own may go
     # without it; `import alexft` in the user's process leaves their imports alone.
     sys.modules.setdefault("sklearn", None)
-    if sys.stderr is None:  # started with it closed (`2>&-`): messages go nowhere, as asked, and
-        # fd 2, where TensorFlow's C++ logging writes, must not become a file alexft opens
-        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
-        sys.stderr = open(2, "w", closefd=False)
-    if sys.stdout is None:  # started with standard output closed (`>&-`): every result would be lost
-        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # and fd 1 must not become a file alexft writes
+    # A closed stream's descriptor must not become a file alexft opens: TensorFlow's C++ logging
+    # writes to fd 2, whatever Python thinks.
+    if sys.stderr is None:  # started with `2>&-`: messages go nowhere, as asked
+        _occupy_with_devnull(2)
+        sys.stderr = open(2, "w", errors="backslashreplace", closefd=False)
+    if sys.stdout is None:  # started with `>&-`: every result would be lost
+        _occupy_with_devnull(1)
         sys.stdout = open(1, "w", closefd=False)
         print("alexft: error: standard output is closed, so the results would be lost; redirect it "
               "(> results.txt, or > /dev/null to discard them)", file=sys.stderr)
         _exit_at_once(1)
+    # A file name that is not valid UTF-8 is printed as its bytes, as ls does, not refused.
+    sys.stdout.reconfigure(errors="surrogateescape")
     try:
         _run_command()
     except SystemExit as done:
@@ -58,6 +61,13 @@ def run():
             _exit_at_once(0)
         print("alexft: interrupted", file=sys.stderr)
         _exit_at_once(common.EXIT_INTERRUPTED)
+
+
+def _occupy_with_devnull(fd):
+    null = os.open(os.devnull, os.O_WRONLY)
+    if null != fd:
+        os.dup2(null, fd)
+        os.close(null)
 
 
 def _run_command():

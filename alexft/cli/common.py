@@ -2,7 +2,6 @@
 inputs and the options several commands take. Nothing here imports TensorFlow."""
 import contextlib
 import functools
-import json
 import signal
 import sys
 import threading
@@ -155,15 +154,10 @@ class ImageInput(click.ParamType):
 
 
 def json_line(value):
-    """`value` as one line of JSON, UTF-8 as JSON Lines requires: names as they are, except that
-    a file name that is not valid UTF-8 (its bytes kept by Python as lone surrogates) is escaped
-    (\\udcff), which JSON readers give back as the same name."""
-    line = json.dumps(value, ensure_ascii=False)
-    try:
-        line.encode("utf-8")
-    except UnicodeEncodeError:
-        return json.dumps(value)
-    return line
+    """`value` as one line of JSON Lines (UTF-8; see atomic.json_text for file names that are not)."""
+    from alexft.atomic import json_text
+
+    return json_text(value)
 
 
 def expand_inputs(inputs):
@@ -179,9 +173,14 @@ def expand_inputs(inputs):
             click.echo(f"alexft: warning: {note}", err=True)
     if sum(isinstance(item, StdinImage) for item in found) > 1:
         raise click.UsageError("'-' (standard input) can be given once")
-    if any(isinstance(item, StdinImage) for item in found) and sys.stdin is not None and sys.stdin.isatty():
-        raise click.UsageError("'-' reads one image from standard input, which is a terminal here; "
-                               "send the image in (alexft classify - < photo.jpg, or curl ... | alexft classify -)")
+    if any(isinstance(item, StdinImage) for item in found):
+        command = f"alexft {click.get_current_context().info_name} -"
+        if sys.stdin is None:
+            raise click.UsageError(f"'-' reads one image from standard input, which is closed; send the image in "
+                                   f"({command} < photo.jpg)")
+        if sys.stdin.isatty():
+            raise click.UsageError(f"'-' reads one image from standard input, which is a terminal here; send the "
+                                   f"image in ({command} < photo.jpg, or curl ... | {command})")
     if not found:
         raise click.UsageError(f"no images found in {', '.join(map(str, inputs))}")
     return found
