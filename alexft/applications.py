@@ -165,9 +165,18 @@ def preprocess_input(x, data_format=None):
     if _is_list_of_images(x):  # photos as they come: each its own size, grey or colour
         views = []
         for image in x:  # not a comprehension: its frame would take the warnings' stacklevel
-            views.append(_preprocess_array(np.asarray(image)))
+            views.append(_preprocess_array(_pixels(image)))
         return np.stack(views)
-    return _preprocess_array(np.asarray(x))
+    return _preprocess_array(_pixels(x))
+
+
+def _pixels(x):
+    """An array of `x`; a PIL image whose pixels are not grey or RGB levels (a palette's indices,
+    CMYK, HSV...) is converted to RGB(A) first, as reading its file would."""
+    mode = getattr(x, "mode", None)
+    if mode is not None and hasattr(x, "convert") and mode not in ("L", "LA", "RGB", "RGBA", "I;16", "I;16L", "I;16B"):
+        x = x.convert("RGBA" if mode in ("P", "PA") and ("transparency" in x.info or mode == "PA") else "RGB")
+    return np.asarray(x)
 
 
 def _is_list_of_images(x):

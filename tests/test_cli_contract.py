@@ -1073,12 +1073,20 @@ def test_an_input_inside_a_folder_that_cannot_be_searched_is_one_error_line(cano
     locked = tmp_path / "locked" / "photo.png"
     real_exists = Path.exists
 
+    real_is_dir = Path.is_dir
+
     def exists(self, *args, **kwargs):
         if self == locked:
             raise PermissionError(13, "Permission denied", str(self))
         return real_exists(self, *args, **kwargs)
 
+    def is_dir(self, *args, **kwargs):  # Python 3.11's is_dir raises it too (its review found)
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_is_dir(self, *args, **kwargs)
+
     monkeypatch.setattr(Path, "exists", exists)
+    monkeypatch.setattr(Path, "is_dir", is_dir)
     photo = photo_paths()["chelsea"]
     result = run("classify", locked, photo, "--top-k", "1", "--runtime", "tensorflow", "--weights",
                  canonical_weights_file)
@@ -1107,12 +1115,15 @@ def test_folders_that_cannot_be_read_and_dangling_links_are_named_not_skipped(ca
     shutil.copy(photo_paths()["chelsea"], folder / "ok" / "chelsea.png")
     shutil.copy(photo_paths()["coffee"], folder / "locked" / "coffee.png")
     (folder / "broken.jpg").symlink_to("nowhere.jpg")
+    (folder / "notes").symlink_to(folder / "locked" / "inner")  # a link whose target cannot even be looked at
+    (tmp_path / "linked").symlink_to(folder / "locked")  # a link to the folder, given as the input
     (folder / "locked").chmod(0)
     try:
         command = [*_without_root_powers(), ALEXFT, "classify", "--top-k", "1", "--runtime", "tensorflow",
                    "--weights", str(canonical_weights_file)]
         whole = subprocess.run([*command, str(folder)], capture_output=True, text=True, timeout=300)
         alone = subprocess.run([*command, str(folder / "locked")], capture_output=True, text=True, timeout=300)
+        linked = subprocess.run([*command, str(tmp_path / "linked")], capture_output=True, text=True, timeout=300)
     finally:
         (folder / "locked").chmod(0o755)
     assert whole.returncode == 1, whole.stderr
@@ -1122,8 +1133,9 @@ def test_folders_that_cannot_be_read_and_dangling_links_are_named_not_skipped(ca
             "out") in lines
     assert f"error: {folder / 'broken.jpg'}: broken symbolic link (to nowhere.jpg)" in lines
     assert lines[-1] == "alexft: 1 of 2 inputs could not be classified"
-    assert alone.returncode == 2 and "no images in this folder" not in alone.stderr
-    assert f"alexft: warning: {folder / 'locked'}: cannot read this folder (permission denied)" in alone.stderr
+    for given, done in ((folder / "locked", alone), (tmp_path / "linked", linked)):
+        assert done.returncode == 2 and "no images in this folder" not in done.stderr
+        assert f"alexft: warning: {given}: cannot read this folder (permission denied)" in done.stderr
 
 
 def test_json_lines_stay_utf_8_for_file_names_that_are_not(canonical_weights_file, tmp_path):
@@ -1140,6 +1152,15 @@ def test_json_lines_stay_utf_8_for_file_names_that_are_not(canonical_weights_fil
     lines = done.stdout.decode("utf-8").splitlines()  # strict: raises on any byte that is not UTF-8
     assert [json.loads(line)["path"] for line in lines] == sorted([odd, str(folder / "café.png")])
     assert "café" in lines[0] or "café" in lines[1]  # valid UTF-8 names stay as they are, not escaped
+    # Without --json the name is printed as its bytes, as ls does (it was a UnicodeEncodeError),
+    # and a report's files take it too.
+    text = subprocess.run([ALEXFT, "classify", os.fsencode(odd), "--top-k", "1", "--runtime", "tensorflow",
+                           "--weights", str(canonical_weights_file)], capture_output=True, timeout=300)
+    assert text.returncode == 0 and text.stdout.splitlines()[0] == os.fsencode(odd), text.stderr
+    from alexft.atomic import json_text
+
+    assert json.loads(json_text({"path": odd, "name": "café"}, indent=1)) == {"path": odd, "name": "café"}
+    assert json_text({"name": "café"}) == '{"name": "café"}'
 
 
 def test_an_image_on_standard_input_from_a_terminal_is_refused_not_waited_for(canonical_weights_file):

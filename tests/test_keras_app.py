@@ -126,6 +126,23 @@ def test_preprocess_input_refuses_what_is_not_an_image():
         alexft.preprocess_input(np.zeros((0, 10, 3), np.uint8))
 
 
+def test_pil_images_of_palettes_and_cmyk_are_their_colours_not_their_codes(tmp_path):
+    """np.asarray of a palette ("P") image is its palette indices, read as grey; of a CMYK one,
+    four channels read as RGBA. preprocess_input takes each as its file is read: in colour."""
+    rgb = cv2.resize(photos_rgb()[0], (120, 90))
+    palette = Image.fromarray(rgb).quantize(64)
+    palette.save(tmp_path / "palette.png")
+    cmyk = Image.fromarray(rgb).convert("CMYK")
+    cmyk.save(tmp_path / "cmyk.jpg", quality=100)
+    for image, path in ((palette, tmp_path / "palette.png"), (cmyk, None)):
+        expected = alexft.preprocess_input(np.asarray(image.convert("RGB")))
+        np.testing.assert_array_equal(alexft.preprocess_input(image), expected)
+        np.testing.assert_array_equal(alexft.preprocess_input([image, image])[1], expected)
+        if path is not None:  # the file, read by OpenCV, gives the same pixels
+            np.testing.assert_array_equal(alexft.image_views(path)[0], expected)
+    assert np.abs(alexft.preprocess_input(palette) - alexft.preprocess_input(np.asarray(palette))).max() > 10
+
+
 def test_grey_rgba_and_16_bit_images_are_read_as_their_files_are(tmp_path):
     """What OpenCV makes of such a file (grey tiled, alpha dropped, 16 bits shifted to 8) is
     what the same pixels as an array get."""
