@@ -5,6 +5,7 @@ grow with the number of files; images are decoded as the pipeline streams them.
 """
 import collections
 import logging
+import os
 import threading
 import unicodedata
 from dataclasses import dataclass
@@ -142,6 +143,17 @@ def stratified_split(labels, fraction, seed):
     return np.sort(np.array(train, int)), np.sort(np.array(val, int))
 
 
+def _refuse_names_that_are_not_utf_8(data_dir, class_names):
+    """A class name goes into the model, its TF Lite labels and its exports, which hold text:
+    a folder name that is not UTF-8 would fail there, after the training. Said now."""
+    for name in class_names:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError(f"{data_dir}: class folder {os.fsencode(name)!r} is not named in UTF-8; rename it "
+                            "(class names go into the model and its exports as text)") from None
+
+
 def load_dataset(data_dir, val_dir=None, val_split=0.1, seed=0):
     """Class names and train/val file lists.
 
@@ -163,6 +175,7 @@ def load_dataset(data_dir, val_dir=None, val_split=0.1, seed=0):
         raise DataError(f"{data_dir}: no class sub-folders; expected {data_dir}/<class name>/<images>")
     if len(class_names) < 2:
         raise DataError(f"{data_dir}: only one class ({class_names[0]}); fine-tuning needs at least two")
+    _refuse_names_that_are_not_utf_8(data_dir, class_names)
     train = list_labelled(data_dir, class_names)
     if val_dir is not None:
         val_classes = class_folders(val_dir)

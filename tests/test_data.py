@@ -196,3 +196,14 @@ def test_folders_that_cannot_be_listed_and_dangling_links_in_a_dataset_are_named
         dataset = load_dataset(tmp_path / "data", val_split=0)
     assert f"{tmp_path / 'data'}: cannot read 'cat/old' (permission denied); the images in them are left out" in caplog.text
     assert (tmp_path / "data" / "dog" / "4.png") in dataset.train.paths
+
+
+def test_a_class_folder_not_named_in_utf_8_is_refused_before_training(tmp_path):
+    """A user's run on such a folder finished, and its model then failed in classify's LiteRT
+    copy, in export and in evaluate's report, which hold class names as text."""
+    import os
+
+    make_tree(tmp_path / "data", ["cat/1.jpg", "dog/2.jpg"])
+    os.rename(tmp_path / "data" / "dog", os.fsencode(tmp_path / "data") + b"/d\xfdg")
+    with pytest.raises(DataError, match=r"data: class folder b'd\\xfdg' is not named in UTF-8; rename it"):
+        load_dataset(tmp_path / "data")
