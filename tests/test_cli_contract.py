@@ -1053,17 +1053,30 @@ def test_a_stop_just_after_the_result_is_printed_leaves_the_command_successful(s
 
 def test_closed_standard_streams_are_said_or_tolerated_and_never_reused_for_files(canonical_weights_file, tmp_path):
     """`>&-` gave a double traceback ('NoneType' object has no attribute 'flush'); `2>&-` failed
-    in silence. A closed stdout is refused in one line (the results would be lost); a closed
-    stderr only loses the messages. Either way fd 1 and 2 stay off the files alexft opens, as
-    TensorFlow's C++ logging writes to fd 2 whatever Python thinks."""
+    in silence. Either closed stream now loses only what was printed there (a closed stdout is
+    said: features, finetune and export still write their files), and fd 1 and 2 stay off the
+    files alexft opens, as TensorFlow's C++ logging writes to fd 2 whatever Python thinks."""
     photo = photo_paths()["chelsea"]
     command = f"'{ALEXFT}' classify '{photo}' --top-k 1 --weights '{canonical_weights_file}'"
-    closed_stdout = subprocess.run(["bash", "-c", command + " >&-"], capture_output=True, text=True, timeout=120)
-    assert closed_stdout.returncode == 1
-    assert closed_stdout.stderr.strip() == ("alexft: error: standard output is closed, so the results would be lost; "
-                                            "redirect it (> results.txt, or > /dev/null to discard them)")
+    closed_stdout = subprocess.run(["bash", "-c", command + " >&-"], capture_output=True, text=True, timeout=300)
+    assert closed_stdout.returncode == 0
+    assert closed_stdout.stderr.strip() == ("alexft: warning: standard output is closed: what the command prints "
+                                            "there is discarded")
+    features = subprocess.run(["bash", "-c", f"'{ALEXFT}' features '{photo}' --output '{tmp_path / 'f.npz'}' "
+                               f"--weights '{canonical_weights_file}' >&-"], capture_output=True, text=True, timeout=300)
+    assert features.returncode == 0 and (tmp_path / "f.npz").is_file(), features.stderr
     closed_stderr = subprocess.run(["bash", "-c", command + " 2>&-"], capture_output=True, text=True, timeout=300)
     assert closed_stderr.returncode == 0 and closed_stderr.stdout.splitlines()[0] == str(photo), closed_stderr.stdout
+
+
+def test_a_dangling_link_given_by_name_is_said_to_be_one(canonical_weights_file, tmp_path):
+    """It was "no such file or folder" (exit 2), though `ls` lists it."""
+    (tmp_path / "dangling.jpg").symlink_to("/nonexistent/x.jpg")
+    photo = photo_paths()["chelsea"]
+    result = run("classify", tmp_path / "dangling.jpg", photo, "--top-k", "1", "--runtime", "tensorflow", "--weights",
+                 canonical_weights_file)
+    assert result.exit_code == 1
+    assert f"error: {tmp_path / 'dangling.jpg'}: broken symbolic link (to /nonexistent/x.jpg)" in result.stderr
 
 
 def test_an_input_inside_a_folder_that_cannot_be_searched_is_one_error_line(canonical_weights_file, tmp_path,
@@ -1157,6 +1170,12 @@ def test_json_lines_stay_utf_8_for_file_names_that_are_not(canonical_weights_fil
     text = subprocess.run([ALEXFT, "classify", os.fsencode(odd), "--top-k", "1", "--runtime", "tensorflow",
                            "--weights", str(canonical_weights_file)], capture_output=True, timeout=300)
     assert text.returncode == 0 and text.stdout.splitlines()[0] == os.fsencode(odd), text.stderr
+    # Messages on stderr name it by its bytes too (they showed '\\udcff', which finds no file).
+    broken = os.fsdecode(bytes(folder) + b"/not\xfd.jpg")
+    Path(broken).write_bytes(b"not an image")
+    said = subprocess.run([ALEXFT, "classify", os.fsencode(broken), "--weights", str(canonical_weights_file)],
+                          capture_output=True, timeout=300)
+    assert said.returncode == 1 and b"error: " + os.fsencode(broken) + b": not an image" in said.stderr, said.stderr
     from alexft.atomic import json_text
 
     assert json.loads(json_text({"path": odd, "name": "café"}, indent=1)) == {"path": odd, "name": "café"}

@@ -5,6 +5,7 @@ per command group; none imports TensorFlow until a command needs it, so mistakes
 at once (benchmarks/usage_errors.py).
 """
 import atexit
+import codecs
 import errno
 import logging
 import os
@@ -39,19 +40,7 @@ def run():
     # 60 MB of every TensorFlow start-up (docs/benchmarks.md). A process of its own may go
     # without it; `import alexft` in the user's process leaves their imports alone.
     sys.modules.setdefault("sklearn", None)
-    # A closed stream's descriptor must not become a file alexft opens: TensorFlow's C++ logging
-    # writes to fd 2, whatever Python thinks.
-    if sys.stderr is None:  # started with `2>&-`: messages go nowhere, as asked
-        _occupy_with_devnull(2)
-        sys.stderr = open(2, "w", errors="backslashreplace", closefd=False)
-    if sys.stdout is None:  # started with `>&-`: every result would be lost
-        _occupy_with_devnull(1)
-        sys.stdout = open(1, "w", closefd=False)
-        print("alexft: error: standard output is closed, so the results would be lost; redirect it "
-              "(> results.txt, or > /dev/null to discard them)", file=sys.stderr)
-        _exit_at_once(1)
-    # A file name that is not valid UTF-8 is printed as its bytes, as ls does, not refused.
-    sys.stdout.reconfigure(errors="surrogateescape")
+    _standard_streams_ready()
     try:
         _run_command()
     except SystemExit as done:
@@ -61,6 +50,33 @@ def run():
             _exit_at_once(0)
         print("alexft: interrupted", file=sys.stderr)
         _exit_at_once(common.EXIT_INTERRUPTED)
+
+
+def _standard_streams_ready():
+    """Closed streams reopened on /dev/null: a closed descriptor must not become a file alexft
+    opens (TensorFlow's C++ logging writes to fd 2 whatever Python thinks). A closed stdout is
+    said, as what is printed there is lost; the command still runs (features, finetune and
+    export write their results to files). File names that are not UTF-8 are written as their
+    bytes, on both streams, so that a name in a message can be copied to find the file."""
+    codecs.register_error("alexft_name_bytes", _name_bytes)
+    if sys.stderr is None:  # started with `2>&-`: messages go nowhere, as asked
+        _occupy_with_devnull(2)
+        sys.stderr = open(2, "w", closefd=False)
+    if sys.stdout is None:  # started with `>&-`
+        _occupy_with_devnull(1)
+        sys.stdout = open(1, "w", closefd=False)
+        print("alexft: warning: standard output is closed: what the command prints there is discarded", file=sys.stderr)
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(errors="alexft_name_bytes")
+
+
+def _name_bytes(error):
+    """The error handler of both streams: a file name's undecodable bytes (held by Python as
+    surrogates U+DC80-U+DCFF) written back as those bytes, anything else escaped."""
+    text = error.object[error.start:error.end]
+    if isinstance(error, UnicodeEncodeError) and all(0xDC80 <= ord(char) <= 0xDCFF for char in text):
+        return bytes(ord(char) - 0xDC00 for char in text), error.end
+    return codecs.backslashreplace_errors(error)
 
 
 def _occupy_with_devnull(fd):

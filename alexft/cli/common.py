@@ -145,7 +145,7 @@ class ImageInput(click.ParamType):
         if not isinstance(value, str) or value == STDIN or is_url(value):
             return image_source(value) if isinstance(value, str) else value
         try:
-            exists = Path(value).exists()
+            exists = Path(value).exists() or Path(value).is_symlink()  # a dangling link: reading it says so
         except OSError:  # inside a folder that cannot be searched: reading it says why, for this input alone
             return Path(value)
         if not exists:
