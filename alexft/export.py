@@ -33,6 +33,7 @@ from .model import build_alexnet
 from .predict import model_dtype
 from .preprocess import CROP
 from .preprocessing_layer import caffe_views
+from .quantize import Quantization
 from .atomic import remove_stale_temporaries, temporary_path, write_text
 from .quiet import stderr_held_back
 
@@ -87,12 +88,13 @@ def serving_module(weights, top_k=5, precision="float32"):
 
 
 def export(weights, output, file_format=None, top_k=5, force=False, quantization=None, precision="float32",
-           before_writing=None):
+           before_writing=None, calibration=None):
     """Write the model of `weights` (a file, or a WeightSet already read) to `output` as a
     SavedModel folder or a `.tflite` file; `file_format` "savedmodel" or "tflite", by default
     tflite when `output` ends in .tflite (as `alexft export` chooses).
 
-    `quantization`: a quantize.Quantization (TF Lite only); `precision`: "bfloat16" holds a
+    `quantization`: "float16" or "int8" as `--quantize` takes them, with `calibration` (a folder
+    of images) for int8, or a quantize.Quantization (TF Lite only); `precision`: "bfloat16" holds a
     SavedModel's weights in bfloat16 (TF Lite has no bfloat16 kernels: --quantize). Written under a temporary name and
     renamed when complete; an existing `output` is replaced only with `force`. `before_writing`:
     called when the model is made, before it takes `output`'s place; what it raises leaves
@@ -100,6 +102,8 @@ def export(weights, output, file_format=None, top_k=5, force=False, quantization
     """
     file_format = file_format or format_for(output)
     output = ExportRequest(Path(output), file_format, top_k, quantization, precision, force).check().output
+    if isinstance(quantization, str) or calibration is not None:  # as on the command line, images listed now
+        quantization = Quantization.from_options(quantization, calibration)
     module = serving_module(weights, top_k=top_k, precision=precision)
     # Beside the output, named as temporaries: what a killed export leaves is removed by the next.
     temporary = temporary_path(output)

@@ -208,6 +208,9 @@ def path_list(paths):
     if in_memory:
         raise TypeError(f"expected a path (str or os.PathLike) or a list of paths, got {in_memory}: for images in "
                         "memory, use alexft.preprocess_input and then the predictor's probabilities")
+    if hasattr(paths, "read") and not _is_source(paths):  # iterating an open file would give its lines
+        raise TypeError(f"expected a path (str or os.PathLike) or a list of paths, got an open file: give its name "
+                        f"({getattr(paths, 'name', 'file.name')!r})")
     if isinstance(paths, (bytes, bytearray)) or not isinstance(paths, Iterable):
         raise TypeError(f"expected a path (str or os.PathLike) or a list of paths, got {type(paths).__name__}")
     listed = list(paths)
@@ -232,6 +235,8 @@ def _in_memory(item):
     """What an image already in memory is, in words ("pixels (an array)", "a PIL image"), or ''."""
     if _is_pixels(item):
         return "pixels (an array)"
+    if type(item).__module__.startswith(("tensorflow", "keras")) and hasattr(item, "shape"):
+        return "a tensor"
     return "a PIL image" if isinstance(item, Image.Image) else ""
 
 

@@ -165,6 +165,13 @@ def test_the_python_export_takes_the_format_from_the_name_as_the_command_does(ca
         export(canonical_weights_file, tmp_path / "m.TFLite", precision="bfloat16")
     with pytest.raises(ExportOptionsError, match="quantization needs the TF Lite format"):
         export(canonical_weights_file, tmp_path / "m", quantization="float16")
+    # --quantize's words work from Python too (a string gave "'str' object has no attribute 'configure'").
+    from alexft.quantize import QuantizationError
+
+    with pytest.raises(QuantizationError, match="int8"):
+        export(canonical_weights_file, tmp_path / "m.tflite", quantization="int8")  # no calibration images
+    with pytest.raises(QuantizationError, match="calibration images are for int8 quantization only"):
+        export(canonical_weights_file, tmp_path / "m.tflite", calibration=tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -543,6 +543,10 @@ def test_images_in_memory_given_where_files_go_are_refused_with_what_takes_them(
                 list(alexft.classify(predictor, given))
     with pytest.raises(TypeError, match="got int$"):
         alexft.image_views(7)
+    with pytest.raises(TypeError, match="got a tensor: for images in memory, use alexft.preprocess_input"):
+        list(alexft.classify(predictor, tf.constant(photos_rgb()[0])))
+    with open(photo, "rb") as handle, pytest.raises(TypeError, match=f"got an open file: give its name \\('{photo}'\\)"):
+        list(alexft.classify(predictor, handle))  # (it went through the file's lines as paths)
 
 
 def test_a_folder_without_images_is_a_python_warning_not_silence(predictor, tmp_path):
