@@ -319,13 +319,24 @@ def images_below(folder, unread=None, unsearchable=None):
         relative = path.relative_to(folder)
         if any(part.startswith(".") for part in relative.parts[:-1]):
             continue
-        if is_image_file(path) and (path.is_file() or (path.is_symlink() and not path.exists())):
+        if _listed_image(path):
             images.append(path)
         elif unread is not None and path.suffix.lower() in UNREAD_IMAGE_SUFFIXES and not path.name.startswith("."):
             unread.append(path)
         elif unsearchable is not None and not path.name.startswith(".") and not _searchable(path):
             unsearchable.append(path)
     return images
+
+
+def _listed_image(path):
+    """An image's name on a file, on a dangling link or on a link whose target cannot be looked
+    at: reading the last two says why they cannot be used."""
+    if not is_image_file(path):
+        return False
+    try:
+        return path.is_file() or (path.is_symlink() and not path.exists())
+    except OSError:  # (Python 3.11 raises PermissionError for a target in an unsearchable folder)
+        return True
 
 
 def _searchable(path):

@@ -1128,7 +1128,8 @@ def test_folders_that_cannot_be_read_and_dangling_links_are_named_not_skipped(ca
     shutil.copy(photo_paths()["chelsea"], folder / "ok" / "chelsea.png")
     shutil.copy(photo_paths()["coffee"], folder / "locked" / "coffee.png")
     (folder / "broken.jpg").symlink_to("nowhere.jpg")
-    (folder / "notes").symlink_to(folder / "locked" / "inner")  # a link whose target cannot even be looked at
+    (folder / "notes").symlink_to(folder / "locked" / "inner")  # links whose targets cannot even be looked at
+    (folder / "behind.png").symlink_to(folder / "locked" / "coffee.png")
     (tmp_path / "linked").symlink_to(folder / "locked")  # a link to the folder, given as the input
     (folder / "locked").chmod(0)
     try:
@@ -1145,7 +1146,8 @@ def test_folders_that_cannot_be_read_and_dangling_links_are_named_not_skipped(ca
     assert (f"alexft: warning: {folder / 'locked'}: cannot read this folder (permission denied); its images are left "
             "out") in lines
     assert f"error: {folder / 'broken.jpg'}: broken symbolic link (to nowhere.jpg)" in lines
-    assert lines[-1] == "alexft: 1 of 2 inputs could not be classified"
+    assert f"error: {folder / 'behind.png'}: cannot read: Permission denied" in lines
+    assert lines[-1] == "alexft: 2 of 3 inputs could not be classified"
     for given, done in ((folder / "locked", alone), (tmp_path / "linked", linked)):
         assert done.returncode == 2 and "no images in this folder" not in done.stderr
         assert f"alexft: warning: {given}: cannot read this folder (permission denied)" in done.stderr
