@@ -67,7 +67,8 @@ def _standard_streams_ready():
         sys.stdout = open(1, "w", closefd=False)
         print("alexft: warning: standard output is closed: what the command prints there is discarded", file=sys.stderr)
     for stream in (sys.stdout, sys.stderr):
-        stream.reconfigure(errors="alexft_name_bytes")
+        if hasattr(stream, "reconfigure"):  # (not a replacement of the caller's that lacks it)
+            stream.reconfigure(errors="alexft_name_bytes")
 
 
 def _name_bytes(error):
