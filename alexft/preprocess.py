@@ -8,6 +8,7 @@ pixels and non-ASCII paths work everywhere.
 import io
 import os
 import reprlib
+import sys
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -287,8 +288,15 @@ def find_images(paths, say=None):
 
 
 def warn_user(message):
-    """A note for a Python caller, where the command line prints "alexft: warning: ..."."""
-    warnings.warn(message, UserWarning, stacklevel=4)
+    """A note for a Python caller, where the command line prints "alexft: warning: ...",
+    attributed to the caller's line (the first frame outside alexft), as Keras' warnings are."""
+    frame, level = sys._getframe(0), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def _folder_said(images, unread, folder):

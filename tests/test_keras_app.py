@@ -557,8 +557,9 @@ def test_a_folder_without_images_is_a_python_warning_not_silence(predictor, tmp_
     (phone / "IMG_0001.HEIC").write_bytes(b"not decoded")
     for folder, said in ((empty, "no images in this folder"),
                          (phone, "holds only photos in formats alexft does not read (e.g. IMG_0001.HEIC)")):
-        with pytest.warns(UserWarning, match=f"^{re.escape(str(folder))}: {re.escape(said)}"):
+        with pytest.warns(UserWarning, match=f"^{re.escape(str(folder))}: {re.escape(said)}") as caught:
             assert list(alexft.classify(predictor, folder)) == []
+        assert caught[0].filename == __file__  # the caller's line, not alexft's
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a folder with images says nothing
         assert len(list(alexft.classify(predictor, photo_paths()["chelsea"].parent))) > 0
