@@ -17,7 +17,7 @@ import numpy as np
 from . import architecture as arch
 from . import imagenet
 from .predict import check_top
-from .preprocess import CROP, center_crop, resize_and_subtract_mean
+from .preprocess import CROP, center_crop, is_tensor, resize_and_subtract_mean
 
 IMAGENET = "imagenet"
 POOLINGS = (None, "avg", "max")
@@ -160,7 +160,7 @@ def preprocess_input(x, data_format=None):
 
         _check_model_input(x)
         return CaffePreprocessing()(x)
-    if _is_tensor(x):
+    if is_tensor(x):
         return _preprocess_tensor(x)
     if _is_list_of_images(x):  # photos as they come: each its own size, grey or colour
         views = []
@@ -202,10 +202,6 @@ def _check_model_input(x):
 
 def _is_keras_tensor(x):
     return type(x).__name__ == "KerasTensor"
-
-
-def _is_tensor(x):
-    return type(x).__module__.startswith(("tensorflow", "keras")) and not isinstance(x, np.ndarray)
 
 
 def _preprocess_array(x):

@@ -236,9 +236,14 @@ def _in_memory(item):
     """What an image already in memory is, in words ("pixels (an array)", "a PIL image"), or ''."""
     if _is_pixels(item):
         return "pixels (an array)"
-    if type(item).__module__.startswith(("tensorflow", "keras")) and hasattr(item, "shape"):
+    if is_tensor(item) and hasattr(item, "shape"):
         return "a tensor"
     return "a PIL image" if isinstance(item, Image.Image) else ""
+
+
+def is_tensor(item):
+    """A TensorFlow or Keras tensor, told apart without importing TensorFlow."""
+    return type(item).__module__.startswith(("tensorflow", "keras")) and not isinstance(item, np.ndarray)
 
 
 def _is_pixels(item):

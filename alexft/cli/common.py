@@ -153,13 +153,6 @@ class ImageInput(click.ParamType):
         return Path(value)
 
 
-def json_line(value):
-    """`value` as one line of JSON Lines (UTF-8; see atomic.json_text for file names that are not)."""
-    from alexft.atomic import json_text
-
-    return json_text(value)
-
-
 def expand_inputs(inputs):
     """Files, URLs and stdin as given; folders as their images, sorted. A folder without images
     is a warning; no image at all, or `-` twice, a usage error (exit 2). No TensorFlow yet."""

@@ -4,7 +4,9 @@ from pathlib import Path
 
 import click
 
-from .common import (EXIT_INPUT_FAILED, ImageInput, expand_inputs, fail_cleanly, json_line, note_top_k, precision_option,
+from alexft.atomic import json_text
+
+from .common import (EXIT_INPUT_FAILED, ImageInput, expand_inputs, fail_cleanly, note_top_k, precision_option,
                      preprocessing_from, preprocessing_options, progress_option, read_weights, shard_option,
                      start_tensorflow, terminating_cleanly, weights_option)
 
@@ -120,7 +122,7 @@ def _print_result(result, as_json):
         if not as_json:
             return
     if as_json:
-        lines, stream = [json_line(result)], sys.stdout
+        lines, stream = [json_text(result)], sys.stdout
     else:
         lines = [str(result["path"])] + [f"  {p['probability']:7.2%}  {p['label']}" for p in result["predictions"]]
         stream = sys.stdout
@@ -186,7 +188,7 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
     evaluation = measure(predictor, files, ten_crop=ten_crop, batch_size=batch_size, progress=progress)
     summary = evaluation.summary
     if as_json:
-        click.echo(json_line(summary))
+        click.echo(json_text(summary))
     else:
         click.echo(_describe_evaluation(summary))
     for message in summary["skipped_files"].values():

@@ -4,7 +4,9 @@ from pathlib import Path
 
 import click
 
-from .common import (fail_cleanly, json_line, progress_option, read_weights, start_tensorflow, terminating_cleanly,
+from alexft.atomic import json_text
+
+from .common import (fail_cleanly, progress_option, read_weights, start_tensorflow, terminating_cleanly,
                      weights_option)
 
 
@@ -100,7 +102,7 @@ def finetune(output, resume, as_json, progress, **values):
         refuse_changes(saved, options.as_dict(), output, keys)
     dataset, weights, finished = _check_before_training(data_dir, options, weights, output, resume, progress)
     if finished:  # --resume of a run that has done all it was asked for: nothing to start TensorFlow for
-        click.echo(json_line(finished) if as_json else _describe_summary(finished))
+        click.echo(json_text(finished) if as_json else _describe_summary(finished))
         return
     # Said before TensorFlow's seconds of start-up, so a log shows at once what the run found.
     click.echo(f"alexft: {data_dir}: {len(dataset.class_names):,} classes, {len(dataset.train):,} training and "
@@ -114,7 +116,7 @@ def finetune(output, resume, as_json, progress, **values):
         click.echo(f"alexft: {interrupted}", err=True)
         sys.exit(128 + interrupted.signal_number)
     if as_json:
-        click.echo(json_line(summary))
+        click.echo(json_text(summary))
     else:
         click.echo(_describe_summary(summary))
 

@@ -5,9 +5,11 @@ from pathlib import Path
 
 import click
 
+from alexft.atomic import json_text
+
 from alexft import interrupts
 
-from .common import fail_cleanly, json_line, progress_option, terminating_cleanly
+from .common import fail_cleanly, progress_option, terminating_cleanly
 
 
 @click.group("weights")
@@ -85,11 +87,11 @@ def weights_info(ctx, file, as_json):
         if not as_json:
             raise
         # --json promises one object: a file that cannot even be read gives its path and why.
-        click.echo(json_line({"path": str(file), "problem": str(error)}))
+        click.echo(json_text({"path": str(file), "problem": str(error)}))
         raise
     facts["source"] = (identify(file, {"sha1": facts["sha1"], "sha256": facts["sha256"]})  # hashed once
                        or _fine_tuned_here(file))
-    click.echo(json_line(facts) if as_json else _describe_weights(facts))
+    click.echo(json_text(facts) if as_json else _describe_weights(facts))
     if facts["problem"]:
         click.echo(f"Error: {facts['problem']}", err=True)  # the exit status's reason, where errors go
         ctx.exit(1)
