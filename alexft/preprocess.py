@@ -321,24 +321,60 @@ def unread_photos_said(unread, root, only=False):
 
 def images_below(folder, unread=None, unsearchable=None):
     """Image files below `folder`, recursively, sorted; hidden files and folders skipped.
+    Links to folders elsewhere are followed, as torchvision's ImageFolder does (datasets are
+    often assembled from links), each of those folders listed once; a link to a folder inside
+    `folder` is not, its images being listed under their own names (and a loop ends there).
     A dangling symbolic link with an image's name is kept, so that reading it reports it.
     `unread`: a list that collects the photos in formats alexft does not read (HEIC, ...);
     `unsearchable`: one that collects the folders that cannot be listed (their images are
-    left out; the search itself skips them in silence)."""
-    images = []
-    if unsearchable is not None and not os.access(folder, os.R_OK | os.X_OK):  # (the search follows a link here)
-        unsearchable.append(folder)
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder)
-        if any(part.startswith(".") for part in relative.parts[:-1]):
-            continue
+    left out)."""
+    images, held = [], []
+    for path in _entries_below(folder, unsearchable):
         if _listed_image(path):
             images.append(path)
-        elif unread is not None and path.suffix.lower() in UNREAD_IMAGE_SUFFIXES and not path.name.startswith("."):
-            unread.append(path)
-        elif unsearchable is not None and not path.name.startswith(".") and not _searchable(path):
-            unsearchable.append(path)
-    return images
+        elif path.suffix.lower() in UNREAD_IMAGE_SUFFIXES and not path.name.startswith("."):
+            held.append(path)
+    if unread is not None:
+        unread.extend(sorted(held))
+    return sorted(images)
+
+
+def _entries_below(folder, unsearchable=None):
+    """Every entry below `folder` that is not a folder (names of files, of links to files, of
+    links that lead nowhere); hidden folders skipped."""
+    inside = os.path.join(os.path.realpath(folder), "")
+    seen, pending = set(), [folder]
+    while pending:
+        current = pending.pop()
+        try:
+            identity = (info := os.stat(current)).st_dev, info.st_ino
+            if identity in seen:  # two links to one folder elsewhere, or a loop out there
+                continue
+            seen.add(identity)
+            if not os.access(current, os.R_OK | os.X_OK):
+                raise PermissionError
+            with os.scandir(current) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name, reverse=True)  # (a stack: the first name's folder goes first)
+        except PermissionError:
+            if unsearchable is not None:
+                unsearchable.append(current)
+            continue
+        except OSError:  # gone or replaced while listed: nothing in it to name
+            continue
+        for entry in entries:
+            path = current / entry.name
+            if not _is_folder_entry(entry):
+                yield path
+            elif not entry.name.startswith(".") and not (
+                    entry.is_symlink() and os.path.join(os.path.realpath(path), "").startswith(inside)):
+                pending.append(path)
+
+
+def _is_folder_entry(entry):
+    try:
+        return entry.is_dir()  # (follows a link)
+    except OSError:  # a link whose target cannot be looked at, or a link loop: listed as a name
+        return False
 
 
 def _listed_image(path):
@@ -350,11 +386,6 @@ def _listed_image(path):
         return path.is_file() or (path.is_symlink() and not path.exists())
     except OSError:  # (Python 3.11 raises PermissionError for a target in an unsearchable folder)
         return True
-
-
-def _searchable(path):
-    """False for a folder (not a link to one: the search does not follow those) that cannot be listed."""
-    return path.is_symlink() or not is_folder(path) or os.access(path, os.R_OK | os.X_OK)
 
 
 def is_folder(path):

@@ -23,6 +23,21 @@ def test_classes_are_sorted_folder_names_and_files_are_recursive(tmp_path):
     assert dataset.train.labels.tolist() == [0, 0, 1] and len(dataset.val) == 0
 
 
+def test_a_dataset_assembled_from_links_keeps_every_image(tmp_path):
+    """A class folder that is a link, and links inside one to folders elsewhere (a split made of
+    links, as torchvision users build them): the images behind the inner links were left out."""
+    make_tree(tmp_path / "store", ["cats1/a.jpg", "cats2/b.jpg", "dogs/c.png"])
+    make_tree(tmp_path / "data", ["cat/own.jpg"])
+    (tmp_path / "data" / "cat" / "first").symlink_to(tmp_path / "store" / "cats1")
+    (tmp_path / "data" / "cat" / "second").symlink_to(tmp_path / "store" / "cats2")
+    (tmp_path / "data" / "dog").symlink_to(tmp_path / "store" / "dogs")
+    dataset = load_dataset(tmp_path / "data", val_split=0)
+    assert dataset.class_names == ["cat", "dog"]
+    assert [p.relative_to(tmp_path / "data").as_posix() for p in dataset.train.paths] == [
+        "cat/first/a.jpg", "cat/own.jpg", "cat/second/b.jpg", "dog/c.png"]
+    assert dataset.train.labels.tolist() == [0, 0, 0, 1]
+
+
 def test_train_and_val_subfolders_are_used_and_matched_by_name(tmp_path):
     make_tree(tmp_path, ["train/cat/1.jpg", "train/dog/2.jpg", "val/dog/3.jpg"])
     dataset = load_dataset(tmp_path)

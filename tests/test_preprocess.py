@@ -181,6 +181,29 @@ def test_find_images_is_recursive_sorted_and_skips_hidden(tmp_path):
     assert found == [tmp_path / "a.jpeg", tmp_path / "b/1.PNG", tmp_path / "b/2.jpg", explicit]
 
 
+def test_links_to_folders_elsewhere_are_followed_once_and_loops_end(tmp_path):
+    """A dataset assembled from links (data/cat/more -> /mnt/cats) lost those images in silence:
+    the search did not follow links to folders. They are followed, like torchvision's
+    ImageFolder; a link back into the tree is not (its images are there under their own names),
+    and two links to one folder list it once, under the first name."""
+    for relative in ["photos/a.jpg", "photos/sub/b.jpg", "elsewhere/c.png", "elsewhere/deeper/d.jpg",
+                     "elsewhere/.hidden/e.jpg"]:
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"x")
+    photos = tmp_path / "photos"
+    (photos / "more").symlink_to(tmp_path / "elsewhere")
+    (photos / "most").symlink_to(tmp_path / "elsewhere")
+    (photos / "loop").symlink_to(".")
+    (photos / "again").symlink_to("sub")
+    (tmp_path / "elsewhere" / "back").symlink_to(photos)
+    (tmp_path / "elsewhere" / "self").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "linked").symlink_to(photos)  # the folder given through a link: the same images
+    expected = ["a.jpg", "more/c.png", "more/deeper/d.jpg", "sub/b.jpg"]
+    for given in (photos, tmp_path / "linked"):
+        found = preprocess.find_images(given)
+        assert [str(path.relative_to(given)) for path in found] == expected
+
+
 def test_a_large_photo_under_the_limit_reads_without_warnings(tmp_path):
     """100 megapixels: over Pillow's warning size, under ours; Pillow's header read must stay silent."""
     path = png_bomb(tmp_path / "large.png", side=10_000)
