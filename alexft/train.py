@@ -453,14 +453,18 @@ class Trainer:
                        **{key: (history[-1] if history else {}).get(key) for key in metrics},
                        best={key: best.get(key) for key in metrics})
         self.run.finish(summary, self.options.keep_checkpoint)
-        self._say_if_nothing_was_learned(best, state["base_lr"], [row["train_loss"] for row in history])
+        self._say_if_nothing_was_learned(best, state["base_lr"], [row["train_loss"] for row in history],
+                                         rate_given=self.config["lr"] != "auto")
         return summary
 
-    def _say_if_nothing_was_learned(self, best, base_lr, losses=()):
+    def _say_if_nothing_was_learned(self, best, base_lr, losses=(), rate_given=False):
         """A run whose best epoch still has a uniform guess's loss ends with a warning, not in
         silence; one whose validation accuracy is clearly above chance did learn, and is told so.
         `losses`: each epoch's training loss; one that fell every epoch needs more steps, not a
-        smaller rate."""
+        smaller rate. `rate_given`: the user's --lr, not the range test's. A loss that stays at
+        a guess's without falling every epoch fits a rate too small to move the weights as well
+        as one so large it collapsed them, so the user's own rate is not called too large: the
+        range test measures which."""
         classes = len(self.dataset.class_names)
         loss = best.get("train_loss")
         guess = math.log(classes)
@@ -482,6 +486,9 @@ class Trainer:
         elif len(losses) >= 2 and all(later < earlier for earlier, later in zip(losses, losses[1:])):
             self.log(f"warning: nothing was learned yet: {said}, but it fell every epoch ({losses[0]:.4f} to "
                      f"{losses[-1]:.4f}): try more --epochs (more steps)")
+        elif rate_given:
+            self.log(f"warning: nothing was learned: {said}; try --lr auto (a range test picks the rate; "
+                     f"{base_lr:.3g} may be too small or too large), more --epochs, or training fewer layers")
         else:
             self.log(f"warning: nothing was learned: {said}; try more --epochs (more steps), a smaller --lr than "
                      f"{base_lr:.3g}, or training fewer layers")

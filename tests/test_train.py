@@ -1002,6 +1002,12 @@ def test_a_run_that_learned_nothing_ends_with_a_warning():
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.2990}, 1e-6, [2.3031, 2.3010, 2.2990])
     # Up and down: the rate may be the trouble
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.3010}, 0.01, [2.3031, 2.3010, 2.3020])
+    # The same at the user's own small rate, slightly up over two epochs: a re-trial was told to
+    # go smaller than 0.0001. Which way is not known from the losses; the range test measures it.
+    Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.3020}, 1e-4, [2.3020, 2.3025], rate_given=True)
+    assert messages.pop() == ("warning: nothing was learned: the best epoch's training loss 2.3020 is about a uniform "
+                              "guess's (ln 10 = 2.3026); try --lr auto (a range test picks the rate; 0.0001 may be too "
+                              "small or too large), more --epochs, or training fewer layers")
     assert messages[-2:] == ["warning: nothing was learned yet: the best epoch's training loss 2.2990 is about a "
                              "uniform guess's (ln 10 = 2.3026), but it fell every epoch (2.3031 to 2.2990): try more "
                              "--epochs (more steps)",
