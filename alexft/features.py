@@ -12,7 +12,7 @@ from .feature_files import check_output, write_npz
 from .feature_store import HashedFile, file_digest
 from .pipeline import chunks, map_ahead
 from .errors import ImageError
-from .data import images_with_labels  # (also re-exported)
+from .data import DataError, images_with_labels  # (images_with_labels also re-exported)
 from .model import InferenceFunction, fused_lrn_pays_off, truncated
 from .preprocess import image_views, path_list, warn_user
 from .progress import progress_bar
@@ -126,7 +126,9 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
     `paths`, and for labelled data `labels` and `class_names`. Activations go to a
     memory-mapped file as they are computed, so memory stays flat for large folders.
     Returns (number written, {path: error} for the skipped files). When no input could be
-    used, nothing is written (an earlier `output` stays as it was). `output` must end in .npz;
+    used, nothing is written (an earlier `output` stays as it was); folders without images are a
+    DataError, as on the command line. An empty list of paths (a shard with nothing to do)
+    writes a file of no features, which joins the other shards' files as they are. `output` must end in .npz;
     an existing one is replaced only if it is a feature file, and with `overwrite` (as Keras'
     `save`): a photo or a weights file named by mistake is refused before any work.
     """
@@ -134,7 +136,7 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
     model, preprocessing = _keras_model(model, preprocessing)
     paths = path_list(paths)
     if labels is None:  # folders expand as on the command line; one laid out <class>/<images> gives labels
-        paths, labels, class_names = images_with_labels(paths, say=warn_user)
+        paths, labels, class_names = _images_found(paths)
     prefix = truncated(model, layer)
     output = Path(output)
     kept, skipped = [], {}
@@ -159,3 +161,16 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
             extras["class_names"] = np.array(class_names, dtype=str)
         write_npz(output, Path(scratch) / "features.npy", len(kept), extras)
     return len(kept), skipped
+
+
+def _images_found(inputs):
+    """`images_with_labels`, warning of folders without images among others, and raising
+    DataError when the inputs named hold no image at all (writing a file of none would look
+    like a result)."""
+    said = []
+    paths, labels, class_names = images_with_labels(inputs, say=said.append)
+    if inputs and not paths:
+        raise DataError("; ".join(said) if said else f"no images found in {', '.join(map(str, inputs))}")
+    for message in said:
+        warn_user(message)
+    return paths, labels, class_names

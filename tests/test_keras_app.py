@@ -565,6 +565,32 @@ def test_a_folder_without_images_is_a_python_warning_not_silence(predictor, tmp_
         assert len(list(alexft.classify(predictor, photo_paths()["chelsea"].parent))) > 0
 
 
+def test_extract_features_of_folders_without_images_is_an_error_and_writes_nothing(predictor, tmp_path):
+    """extract_features on an empty folder warned, then wrote a file of 0 features that looked
+    like a result; the command refuses the same input. A folder among others that do hold
+    images is still a warning; an empty list (a shard with nothing to do) still writes a file
+    of none, which joins the other shards' files."""
+    from alexft.data import DataError
+    empty, phone = tmp_path / "empty", tmp_path / "phone"
+    empty.mkdir()
+    phone.mkdir()
+    (phone / "IMG_0001.HEIC").write_bytes(b"not decoded")
+    for given, said in ((empty, f"{empty}: no images in this folder"),
+                        ([empty, phone], f"{empty}: no images in this folder; {phone}: holds only photos in formats "
+                                         "alexft does not read (e.g. IMG_0001.HEIC)")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # said once, in the error
+            with pytest.raises(DataError, match=f"^{re.escape(said)}"):
+                alexft.extract_features(predictor, given, "fc8", tmp_path / "f.npz")
+        assert not (tmp_path / "f.npz").exists()
+    with pytest.warns(UserWarning, match=f"^{re.escape(str(empty))}: no images in this folder") as caught:
+        written, _ = alexft.extract_features(predictor, [empty, photo_paths()["chelsea"]], "fc8", tmp_path / "f.npz")
+    assert written == 1 and caught[0].filename == __file__
+    assert alexft.extract_features(predictor, [], "fc8", tmp_path / "none.npz") == (0, {})
+    with np.load(tmp_path / "none.npz") as none:
+        assert none["features"].shape == (0, 1000)
+
+
 def test_extract_features_takes_a_predictor_and_labels_a_class_folder_as_the_command_does(
         predictor, small_digits_folder, tmp_path):
     """Seen by a user: extract_features(predictor, ...) failed with "'Predictor' object has no
