@@ -146,3 +146,10 @@ def test_a_top_k_beyond_the_models_classes_is_said_once(tmp_path):
         quiet = run("classify", photo_paths()["chelsea"], *asked, "--json", "--runtime", "tensorflow", "--weights", three)
         assert quiet.exit_code == 0 and quiet.stderr == "", asked
         assert len(json.loads(quiet.stdout)["predictions"]) == 3
+
+
+@pytest.mark.parametrize("command", [["features"], ["finetune"], ["weights", "fetch"]])
+def test_every_output_option_has_the_short_form_users_type(command):
+    """A user's `alexft features photos/ -o f.npz` got "No such option '-o'"; every --output
+    takes -o, as cc, curl and sort do."""
+    assert "-o, --output" in run(*command, "--help").output

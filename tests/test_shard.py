@@ -71,7 +71,7 @@ def test_features_shards_merged_equal_one_run(small_digits_folder, canonical_wei
                "--weights", canonical_weights_file).exit_code == 0
     parts = [tmp_path / f"part{index}.npz" for index in range(4)]
     for index, part in enumerate(parts):
-        result = run("features", small_digits_folder, "--layer", "fc7", "--output", part, "--shard", f"{index}/4",
+        result = run("features", small_digits_folder, "--layer", "fc7", "-o", part, "--shard", f"{index}/4",  # (-o as in cc)
                      "--weights", canonical_weights_file)
         assert result.exit_code == 0, result.output
     merge_features(parts, tmp_path / "merged.npz")

@@ -49,7 +49,7 @@ class _OptionValue(click.ParamType):
 @click.option("--val-dir", type=click.Path(path_type=Path, exists=True, file_okay=False), help="Validation class folders (default: DATA_DIR/val if present).")
 @click.option("--val-split", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="Fraction held out per class when there is no validation folder.")
 @click.option("--ten-crop", is_flag=True, help="Validate on the average of Caffe's ten crops (default: centre crop).")
-@click.option("--output", type=click.Path(path_type=Path), help="Run folder. Default: runs/<timestamp>.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Run folder. Default: runs/<timestamp>.")
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last checkpoint.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seeds the split, the data order, the crops and dropout.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, gpu or gpu:N.")
