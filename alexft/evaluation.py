@@ -76,7 +76,7 @@ def labelled_list(list_file, root, num_classes=None):
             continue
         relative, _, label = line.rstrip().rpartition(" ")
         if not relative or not label.lstrip("-").isdigit() or not 0 <= int(label) < (num_classes or float("inf")):
-            expected = f"a label in 0..{num_classes - 1}" if num_classes else "a whole-number label"
+            expected = f"a label in 0..{num_classes - 1}" if num_classes else "a class index (0 or more) as its label"
             raise DataError(f"{list_file}:{number}: expected 'path label' with {expected}, got {line!r}")
         paths.append(Path(root) / relative)
         labels.append(int(label))

@@ -179,6 +179,11 @@ def test_list_file_evaluation_matches_the_folder(held_out_folder, tmp_path, eval
     (tmp_path / "bad.txt").write_text("digit_0/x.png eleven\n")
     with pytest.raises(DataError, match=r"bad.txt:1: expected 'path label'"):
         labelled_list(tmp_path / "bad.txt", held_out_folder, 10)
+    # Without a class count, -1 was called not "a whole-number label"; it is one, but no index.
+    (tmp_path / "bad.txt").write_text("digit_0/x.png -1\n")
+    with pytest.raises(DataError, match=r"bad.txt:1: expected 'path label' with a class index \(0 or more\) as its "
+                                        r"label, got 'digit_0/x.png -1'"):
+        labelled_list(tmp_path / "bad.txt", held_out_folder)
 
 
 def test_bad_files_are_skipped_and_unknown_folders_refused(fc8_run, small_digits_folder, tmp_path):
