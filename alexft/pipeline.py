@@ -1,32 +1,67 @@
 """Small helpers for streaming work in order with bounded memory."""
 import collections
 import os
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+from concurrent.futures import Future
 
 from . import interrupts
 
 
 def map_ahead(function, items, workers=None, ahead=64):
-    """Like map(), on a thread pool, with at most `ahead` results in flight.
+    """Like map(), on worker threads, with at most `ahead` results in flight.
 
     Results come back in the order of `items`; decoding images this way overlaps with the
     network's compute (OpenCV and TensorFlow release the GIL) without reading a whole folder.
+    Stopped early (Ctrl-C, an error, the caller gone), work not started is dropped and a
+    worker blocked on its input (a pipe, a stalled network share) is left behind: the workers
+    are daemon threads, which neither this nor the interpreter's exit waits for (a
+    ThreadPoolExecutor's are joined at exit, so a Python process hung there).
     """
-    workers = workers or min(8, os.cpu_count() or 1)
-    pool, finished = ThreadPoolExecutor(workers), False
+    pool = _DaemonPool(function, workers or min(8, os.cpu_count() or 1))
+    pending = collections.deque()
     try:
-        pending = collections.deque()
         for item in items:
-            pending.append(pool.submit(function, item))
+            pending.append(pool.submit(item))
             if len(pending) >= ahead:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
-        finished = True
     finally:
-        # Stopped (Ctrl-C, an error, the caller gone): work not started is dropped, and a worker
-        # blocked reading a pipe or a stalled network share is not waited for.
-        pool.shutdown(wait=finished, cancel_futures=not finished)
+        for future in pending:
+            future.cancel()
+        pool.close()
+
+
+class _DaemonPool:
+    """Threads that apply one function to submitted items, each answer in a Future."""
+
+    def __init__(self, function, workers):
+        self.function, self.tasks = function, queue.SimpleQueue()
+        self.threads = [threading.Thread(target=self._work, name=f"alexft-map-{index}", daemon=True)
+                        for index in range(workers)]
+        for thread in self.threads:
+            thread.start()
+
+    def submit(self, item):
+        future = Future()
+        self.tasks.put((future, item))
+        return future
+
+    def close(self):
+        """Let the threads end once the work queued before is done or cancelled."""
+        for _ in self.threads:
+            self.tasks.put(None)
+
+    def _work(self):
+        while (task := self.tasks.get()) is not None:
+            future, item = task
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled: the run stopped before this item's turn
+            try:
+                future.set_result(self.function(item))
+            except BaseException as error:  # (given to the caller, as the executor does)
+                future.set_exception(error)
 
 
 def chunks(iterable, size):

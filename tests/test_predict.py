@@ -1,6 +1,9 @@
 """Images to probabilities, end to end, against the reference pipeline written in the test."""
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -155,3 +158,35 @@ def test_a_stopped_decoding_run_does_not_wait_for_a_worker_stuck_on_its_input():
     finally:
         release.set()
     assert list(map_ahead(decode, range(5), workers=2, ahead=2)) == list(range(5))  # a run to its end is as before
+
+
+def test_a_python_process_ends_though_a_stopped_run_left_a_worker_stuck_on_its_input(tmp_path):
+    """From Python, a classify stopped by Ctrl-C while a decoding thread waited on a named pipe
+    returned, but the interpreter then hung at exit: it joined the thread pool's workers. Errors
+    from the function still reach the caller, and a worker's other items go on after one."""
+    script = tmp_path / "stuck.py"
+    script.write_text("""
+import threading
+from alexft.pipeline import map_ahead
+
+def decode(item):
+    if item == 0:
+        threading.Event().wait()  # a FIFO nobody writes to, for ever
+    if item == 3:
+        raise ValueError("broken 3")
+    return item
+
+results = map_ahead(decode, range(1, 6), workers=2, ahead=2)
+try:
+    list(results)
+except ValueError as error:
+    print("raised", error)
+stopped = map_ahead(decode, [1, 2, 0, 4, 5], workers=2, ahead=3)
+print("got", next(stopped), next(stopped))
+stopped.close()  # the caller gone while one worker waits for ever
+print("returned")
+""")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["raised broken 3", "got 1 2", "returned"]
