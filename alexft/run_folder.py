@@ -15,9 +15,15 @@ import csv
 import datetime
 import io
 import json
+import os
 import shutil
 import time
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: runs into one folder are not guarded against each other
+    fcntl = None
 
 from . import checkpoint as checkpoints
 from .atomic import check_writable, json_text, remove_stale_temporaries, write_text
@@ -40,6 +46,8 @@ class RunFolder:
     def __init__(self, path, chief=True):
         self.path, self.chief = Path(path), chief
         self._made_here = False  # the folder did not exist before `start`: discarding may remove it
+        self._claim = None  # the open folder this process holds (`claim`)
+        self.claimed = False  # this process may write and discard here: no other run holds the folder
         self._curves_drawn = -float("inf")
         self._model_allowed_at = -float("inf")
 
@@ -89,6 +97,9 @@ class RunFolder:
         # A finished epoch leaves a checkpoint, which every worker can see before the cluster forms
         # (the chief's fresh config.json cannot tell them apart): all refuse together, none waits.
         if self.checkpoint.exists() or (self.chief and (self.path / "config.json").exists()):
+            if self.chief and not self.claimed:
+                self.claim()  # refused here, as in use, while another run trains there ("pass --resume" would be)
+                self.release()
             if self.chief and self._finished_and_not_extended():  # --resume would only say it is finished
                 more = " (or --resume with more --epochs: its checkpoint was kept)" if self.checkpoint.exists() else ""
                 raise RunFolderError(f"{self.path}: holds a finished run; choose another --output{more}")
@@ -101,6 +112,33 @@ class RunFolder:
             raise RunFolderError(f"{self.path}: {', '.join(taken)} there {'is' if one else 'are'} not from an alexft run, "
                                  f"and a run would replace {'it' if one else 'them'}; choose another --output")
 
+    def claim(self):
+        """Hold the folder until `release`, so that a second run into it (another terminal, a
+        repeated cron job) is refused instead of mixing its checkpoints with this one's. An
+        advisory lock on the folder itself: no file is added, and the kernel drops it when the
+        process ends, however it ends. A folder that does not exist yet is claimed by `start`."""
+        if not self.chief or self.claimed or not self.path.is_dir():
+            return
+        if fcntl is None:
+            self.claimed = True
+            return
+        handle = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(handle)
+            raise RunFolderError(f"{self.path}: another alexft run is training in this folder; wait for it to end "
+                                 "(then --resume it for more epochs) or choose another --output") from None
+        except OSError:  # a file system without locks (some network shares): unguarded, as on Windows
+            os.close(handle)
+            handle = None
+        self._claim, self.claimed = handle, True
+
+    def release(self):
+        if self._claim is not None:
+            os.close(self._claim)
+        self._claim, self.claimed = None, False
+
     def start(self, config):
         if not self.chief:
             return
@@ -109,6 +147,12 @@ class RunFolder:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as problem:  # made unwritable since the check
             raise RunFolderError(f"{self.path}: the run folder cannot be made ({problem.strerror or problem})") from None
+        self.claim()
+        try:
+            self.refuse_existing()  # again, held now: a run started at the same moment may have written first
+        except RunFolderError:
+            self.release()  # what is there is the other run's: not this one's to discard
+            raise
         self.write_config(config)
         write_json(self.path / "classes.json", config["class_names"])
 

@@ -90,6 +90,7 @@ def _finetune(data_dir, options=None, *, weights=None, output=None, resume=False
         run.refuse_existing()  # outside the try: a folder refused is the user's, never cleaned up
     try:
         if resume:
+            run.claim()
             earlier, finished = train_setup.resume_point(run, config, options, log)
             if finished:
                 return finished
@@ -102,7 +103,7 @@ def _finetune(data_dir, options=None, *, weights=None, output=None, resume=False
             run.start(config)
         return Trainer(options, config, dataset, weight_set, run, cache_memory, progress, log).fit()
     except BaseException as error:
-        discarded = chief and not resume and not run.checkpoint.exists() and not run.model.exists()
+        discarded = run.claimed and not resume and not run.checkpoint.exists() and not run.model.exists()
         if discarded:
             # Refused (device, precision...), failed or stopped (Ctrl-C while caching features)
             # before epoch 1 ended: nothing a fresh start would trip on stays.
@@ -112,6 +113,8 @@ def _finetune(data_dir, options=None, *, weights=None, output=None, resume=False
             # KeyboardInterrupt): said as what is left on disk.
             raise _interrupted(error, resume, run, discarded) from None
         raise
+    finally:
+        run.release()
 
 
 def _interrupted(stop, resume, run=None, discarded=False):

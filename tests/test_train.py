@@ -1060,6 +1060,45 @@ def test_a_run_that_answers_only_the_largest_class_of_lopsided_data_ends_with_a_
     assert messages == expected
 
 
+def test_a_second_run_into_a_folder_in_use_is_refused_and_takes_nothing_from_it(small_digits_folder,
+                                                                             canonical_weights_file, tmp_path):
+    """Two runs into one --output (two terminals, a cron job started again) both trained and
+    wrote checkpoints over each other's. Another process holding the folder (killed at the end
+    with SIGKILL: the kernel frees it) makes a resume and a fresh run there stop with one line,
+    and the files there stay as they were."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")  # the other run's
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom alexft.run_folder import RunFolder\n"
+                               "RunFolder(sys.argv[1]).claim()\nprint('held', flush=True)\ntime.sleep(120)", str(folder)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(TrainingError, match=f"^{folder}: another alexft run is training in this folder; wait for it "
+                                                r"to end \(then --resume it for more epochs\) or choose another --output"):
+            finetune(small_digits_folder, weights=canonical_weights_file, output=folder, resume=True,
+                     train=["fc8"], epochs=1, lr=0.001)
+        # A fresh run is told the same, not to pass --resume.
+        with pytest.raises(TrainingError, match="another alexft run is training in this folder"):
+            finetune(small_digits_folder, weights=canonical_weights_file, output=folder, train=["fc8"], epochs=1,
+                     lr=0.001)
+        assert (folder / "config.json").read_text() == "{}"
+        # One that passed its first look before the other wrote anything: refused when it claims.
+        (folder / "config.json").unlink()
+        with pytest.raises(TrainingError, match="another alexft run is training in this folder"):
+            finetune(small_digits_folder, weights=canonical_weights_file, output=folder, train=["fc8"], epochs=1,
+                     lr=0.001)
+        assert list(folder.iterdir()) == []  # nothing written there
+    finally:
+        holder.kill()
+        holder.wait()
+    from alexft.run_folder import RunFolder
+    freed = RunFolder(folder)
+    freed.claim()
+    assert freed.claimed
+    freed.release()
+
+
 def test_a_run_may_share_a_folder_with_other_files_but_never_replaces_them(tmp_path):
     from alexft.run_folder import RunFolder
 
