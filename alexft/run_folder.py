@@ -119,10 +119,13 @@ class RunFolder:
         process ends, however it ends. A folder that does not exist yet is claimed by `start`."""
         if not self.chief or self.claimed or not self.path.is_dir():
             return
-        if fcntl is None:
+        try:
+            handle = None if fcntl is None else os.open(self.path, os.O_RDONLY)
+        except OSError:  # a folder that cannot be read: the writes that follow say so
+            handle = None
+        if handle is None:
             self.claimed = True
             return
-        handle = os.open(self.path, os.O_RDONLY)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
