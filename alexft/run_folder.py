@@ -68,7 +68,7 @@ class RunFolder:
     def earlier_config(self):
         """config.json of the run being resumed."""
         saved = self.path / "config.json"
-        if not saved.is_file():
+        if not self._holds("config.json") or not saved.is_file():
             raise RunFolderError(f"{self.path}: nothing to resume (no config.json); run without --resume first")
         try:
             return json.loads(saved.read_text())
@@ -96,7 +96,7 @@ class RunFolder:
     def refuse_existing(self):
         # A finished epoch leaves a checkpoint, which every worker can see before the cluster forms
         # (the chief's fresh config.json cannot tell them apart): all refuse together, none waits.
-        if self.checkpoint.exists() or (self.chief and (self.path / "config.json").exists()):
+        if self._holds("checkpoint.npz") or (self.chief and self._holds("config.json")):
             if self.chief and not self.claimed:
                 self.claim()  # refused here, as in use, while another run trains there ("pass --resume" would be)
                 self.release()
@@ -106,11 +106,18 @@ class RunFolder:
             raise RunFolderError(f"{self.path}: already holds a run; pass --resume to continue it or choose another --output")
         if self.chief:  # a file where a folder should be, a read-only disk: said now, not after the start-up
             check_writable(self.path / "config.json", RunFolderError)
-        taken = [name for name in RUN_FILES if (self.path / name).exists()] if self.chief else []
+        taken = [name for name in RUN_FILES if self._holds(name)] if self.chief else []
         if taken:
             one = len(taken) == 1
             raise RunFolderError(f"{self.path}: {', '.join(taken)} there {'is' if one else 'are'} not from an alexft run, "
                                  f"and a run would replace {'it' if one else 'them'}; choose another --output")
+
+    def _holds(self, name):
+        try:
+            return (self.path / name).exists()
+        except OSError as problem:  # (Python 3.11: a folder on the way that cannot be searched)
+            raise RunFolderError(f"{self.path}: cannot be looked into ({problem.strerror or problem}); "
+                                 "choose another --output") from None
 
     def claim(self):
         """Hold the folder until `release`, so that a second run into it (another terminal, a

@@ -1199,3 +1199,22 @@ def test_an_image_on_standard_input_from_a_terminal_is_refused_not_waited_for(ca
     assert done.stderr.strip().splitlines()[-1] == (
         "Error: '-' reads one image from standard input, which is a terminal here; send the image in "
         "(alexft classify - < photo.jpg, or curl ... | alexft classify -)")
+
+
+def test_a_run_folder_inside_a_folder_that_cannot_be_searched_is_one_line(small_digits_folder, canonical_weights_file,
+                                                                          tmp_path):
+    """finetune -o locked/run ended in a PermissionError traceback from Path.exists (Python 3.11
+    raises there), fresh and with --resume."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0)
+    try:
+        done = [subprocess.run([*_without_root_powers(), ALEXFT, "finetune", str(small_digits_folder), "--skip", "fc8",
+                                "-o", str(locked / "run"), *resume, "--weights", str(canonical_weights_file)],
+                               capture_output=True, text=True, timeout=300) for resume in ([], ["--resume"])]
+    finally:
+        locked.chmod(0o755)
+    for result in done:
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.splitlines()[-1] == (f"Error: {locked / 'run'}: cannot be looked into (Permission denied); "
+                                                  "choose another --output")
