@@ -31,7 +31,7 @@ _EXPORTS = {
     "truncated": "model",
     "WeightSet": "weights",
     "load_weights": ("weights", "load"),
-    "save_weights": ("weights", "save"),
+    "save_weights": ("weights.tools", "save_weights"),
     "assign_weights": ("weights", "assign"),
     "weights_from_model": ("weights", "from_model"),
     "imagenet_class_names": "weights",

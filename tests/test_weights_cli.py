@@ -2,6 +2,7 @@
 import hashlib
 import json
 import logging
+import re
 import signal
 import subprocess
 import sys
@@ -528,3 +529,36 @@ def test_a_stop_after_the_converted_file_is_in_place_does_not_fail_the_conversio
         assert "was written whole; only its origin, which weights info shows, was not recorded" in result.stderr
         written = weights.load(output).params
         assert all(np.array_equal(written[name][0], canonical_params[name][0]) for name in canonical_params)
+
+
+def test_save_weights_replaces_only_weights_files(tmp_path):
+    """alexft.save_weights wrote a 227 MB zip over a photo named by mistake, and .npz files under
+    any name (sw.npy). As Keras' save_weights it replaces an earlier weights file unless
+    overwrite=False; anything else is refused and left as it was."""
+    import alexft
+    from alexft.errors import WeightsError
+
+    small = formats.WeightSet({name: pair for name, pair in random_params(num_classes=3).items()}, ["a", "b", "c"])
+    photo = tmp_path / "victim.npz"
+    photo.write_bytes(photo_paths()["chelsea"].read_bytes())
+    features = tmp_path / "features.npz"
+    np.savez(features, features=np.zeros((1, 4)), paths=np.array(["x.jpg"]))
+    for path, message in [(photo, "exists and is not a weights file (no layers in it), so it is not replaced, even "
+                                  "with overwrite=True; remove it first if it should go"),
+                          (features, "exists and is not a weights file"),
+                          (tmp_path / "sw.npy", "weights are saved as .npz; name the file so (e.g. sw.npz)"),
+                          (tmp_path / "sw", "weights are saved as .npz"), (tmp_path, "is a folder; name a file")]:
+        before = path.read_bytes() if path.is_file() else None
+        with pytest.raises(WeightsError, match=f"^{re.escape(f'{path}: {message}')}"):
+            alexft.save_weights(small, path)
+        assert (path.read_bytes() if path.is_file() else None) == before
+    assert not (tmp_path / "sw.npy").exists() and not (tmp_path / "sw").exists()
+    saved = alexft.save_weights(small, tmp_path / "model.npz")
+    assert saved == tmp_path / "model.npz" and alexft.load_weights(saved).class_names == ["a", "b", "c"]
+    with pytest.raises(WeightsError, match="model.npz: already exists; pass overwrite=True to replace it"):
+        alexft.save_weights(small, saved, overwrite=False)
+    again = formats.WeightSet(dict(small.params), ["x", "y", "z"])
+    alexft.save_weights(again, saved)  # an earlier weights file: replaced, as Keras does
+    assert alexft.load_weights(saved).class_names == ["x", "y", "z"]
+    with pytest.raises(TypeError, match="save_weights takes a WeightSet .*weights_from_model.* not dict"):
+        alexft.save_weights(small.params, tmp_path / "params.npz")

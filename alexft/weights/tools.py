@@ -1,5 +1,7 @@
 """What `alexft weights info` and `alexft weights convert` do: inspect any weights file, and
-turn any readable one into our pickle-free `.npz`, which loads several times faster."""
+turn any readable one into our pickle-free `.npz`, which loads several times faster; and the
+Python API's `save_weights`, which guards what it would replace as convert does."""
+import zipfile
 from pathlib import Path
 
 from .. import architecture as arch
@@ -99,6 +101,45 @@ def _load_renamed(source, renames):
     params = caffe.read_caffemodel(source, renames)
     weights_io.check(params, source)
     return weights_io.WeightSet(params, None, source)
+
+
+def save_weights(weight_set, path, overwrite=True):
+    """Write `weight_set` (a WeightSet) as the pickle-free `.npz` layout at `path`, atomically.
+    As Keras' `save_weights`, an existing file is replaced unless `overwrite=False`; but only a
+    weights file is: a photo, a feature file or anything else named by mistake is refused, as
+    is a name that does not end in .npz (the file would be an .npz under another name).
+    Returns the path written."""
+    from .formats import WeightSet
+
+    if not isinstance(weight_set, WeightSet):
+        raise TypeError(f"save_weights takes a WeightSet (alexft.load_weights(path), or alexft.weights_from_model(model) "
+                        f"for a Keras model), not {type(weight_set).__name__}")
+    path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"{path}: is a folder; name a file")
+    if path.suffix.lower() != ".npz":
+        raise WeightsError(f"{path}: weights are saved as .npz; name the file so (e.g. {path.stem}.npz)")
+    if path.exists():
+        if not overwrite:
+            raise WeightsError(f"{path}: already exists; pass overwrite=True to replace it")
+        _refuse_unless_weights(path)
+    check_writable(path, WeightsError)
+    weights_io.save(weight_set, path)
+    return path
+
+
+def _refuse_unless_weights(path):
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if any(name.endswith("/weights.npy") for name in archive.namelist()):
+                return
+    except zipfile.BadZipFile:
+        pass
+    except OSError as error:
+        raise WeightsError(f"{path}: exists and cannot be read ({error.strerror or error}), so it is not "
+                           "replaced") from None
+    raise WeightsError(f"{path}: exists and is not a weights file (no layers in it), so it is not replaced, even with "
+                       "overwrite=True; remove it first if it should go")
 
 
 def check_destination_name(destination):
