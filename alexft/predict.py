@@ -89,14 +89,15 @@ PRECISIONS = ("float32", "bfloat16")
 
 
 def model_dtype(precision):
-    """The Keras dtype for an inference `precision`: None (float32), or "bfloat16": the weights
+    """The Keras dtype for an inference `precision`: "float32", whatever the global policy a
+    user set for their own model (keras.mixed_precision), or "bfloat16": the weights
     are converted once and held in bfloat16 (half the memory; not cast on every call, as
     Keras' mixed_bfloat16 policy does), for CPUs with AVX512_BF16 or AMX, and GPUs. Elsewhere
     TensorFlow emulates it, slower than float32: said in a warning."""
     if precision not in PRECISIONS:
         raise AlexftError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if precision == "float32":
-        return None
+        return "float32"
     import tensorflow as tf
 
     from .cpu_features import cpu_has_bfloat16

@@ -668,3 +668,28 @@ def test_several_predictors_in_one_process_raise_no_retracing_warning():
         logger.removeHandler(handler)
     assert ours == []
     assert any("triggered tf.function retracing" in record.getMessage() for record in records)
+
+
+def test_a_global_mixed_precision_policy_leaves_float32_inference_and_exports_in_float32(canonical_weights_file,
+                                                                                         tmp_path):
+    """A user who set keras.mixed_precision's global policy for their own model got float16
+    arithmetic from load_predictor (precision="float32") and Cast-to-half ops in export_model's
+    SavedModel, without a word. alexft's own float32 paths pin float32; AlexNet() as a base for
+    the user's model follows the policy, as keras.applications do."""
+    v = np.random.default_rng(0).standard_normal((2, 227, 227, 3)).astype(np.float32) * 50
+    expected = alexft.load_predictor(canonical_weights_file).probabilities(v)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        predictor = alexft.load_predictor(canonical_weights_file)
+        exported = alexft.export_model(canonical_weights_file, tmp_path / "served")
+        base = alexft.AlexNet(weights=None, include_top=False)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    weighted = [layer for layer in predictor.model.layers if layer.weights]
+    assert {layer.compute_dtype for layer in weighted} == {"float32"}
+    np.testing.assert_array_equal(predictor.probabilities(v), expected)
+    graph = tf.saved_model.load(str(exported)).signatures["serving_default"].graph.as_graph_def()
+    nodes = list(graph.node) + [node for function in graph.library.function for node in function.node_def]
+    assert not [node.name for node in nodes if any(value.type == tf.float16.as_datatype_enum
+                                                   for value in node.attr.values())]
+    assert base.get_layer("conv1").compute_dtype == "float16"
