@@ -19,6 +19,7 @@ from .atomic import json_text, remove_stale_temporaries, temporary_path
 from .data import (DataError, LabelledFiles, class_folders, class_index, folder_class, list_labelled,
                    loose_images_warning, quoted_names)
 from .errors import AlexftError
+from .pipeline import check_count
 from .predict import predict_views
 
 log = logging.getLogger("alexft")
@@ -160,6 +161,7 @@ def evaluate(predictor, files, ten_crop=False, batch_size=32, progress=None, rep
     `files`: LabelledFiles (e.g. `load_dataset(...).val`), or a folder laid out as
     <class>/<images> whose folder names are the predictor's classes, as `alexft evaluate DATA` reads.
     """
+    check_count(batch_size, "batch_size")
     if isinstance(files, (str, os.PathLike)):
         folder = Path(files)
         if report is not None and is_within(Path(report), folder):  # it would be read as a class next time

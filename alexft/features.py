@@ -10,7 +10,7 @@ import numpy as np
 
 from .feature_files import check_output, write_npz
 from .feature_store import HashedFile, file_digest
-from .pipeline import chunks, map_ahead
+from .pipeline import check_count, chunks, map_ahead
 from .errors import ImageError
 from .data import DataError, images_with_labels  # (images_with_labels also re-exported)
 from .model import InferenceFunction, fused_lrn_pays_off, truncated
@@ -132,6 +132,7 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
     an existing one is replaced only if it is a feature file, and with `overwrite` (as Keras'
     `save`): a photo or a weights file named by mistake is refused before any work.
     """
+    check_count(batch_size, "batch_size")
     check_output(output, overwrite)
     model, preprocessing = _keras_model(model, preprocessing)
     paths = path_list(paths)

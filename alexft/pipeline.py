@@ -1,5 +1,6 @@
 """Small helpers for streaming work in order with bounded memory."""
 import collections
+import numbers
 import os
 import queue
 import threading
@@ -64,9 +65,17 @@ class _DaemonPool:
                 future.set_exception(error)
 
 
+def check_count(value, name):
+    """A count such as a batch size: a whole number of at least 1 (0 or -1 would put a whole
+    folder into one batch)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1; got {value!r}")
+
+
 def chunks(iterable, size):
     """Lists of `size` consecutive items (the last may be shorter). A batch loop's safe point:
     a Ctrl-C or SIGTERM whose exception was swallowed stops it here (`interrupts`)."""
+    check_count(size, "batch_size")
     chunk = []
     for item in iterable:
         chunk.append(item)

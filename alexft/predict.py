@@ -14,7 +14,7 @@ import numpy as np
 from . import weights as weights_io
 from .architecture import INPUT_SIZE
 from .errors import AlexftError
-from .pipeline import chunks, map_ahead
+from .pipeline import check_count, chunks, map_ahead
 from .preprocess import find_images, image_views, warn_user
 from .progress import progress_bar
 from .weights.sources import resolve_weights
@@ -53,6 +53,9 @@ def check_views(views):
     Returns the number of views: none (an empty batch, as a filtered list may leave) has no
     network call to make, and the predictors answer it with (0, classes)."""
     shape, dtype = tuple(getattr(views, "shape", ())), str(getattr(views, "dtype", type(views).__name__))
+    if shape == (INPUT_SIZE, INPUT_SIZE, 3) and "float" in dtype:  # preprocess_input's answer for one image
+        raise ValueError(f"the network takes a batch of views, (N, {INPUT_SIZE}, {INPUT_SIZE}, 3); got one view, "
+                         f"{shape}: add the batch axis (views[np.newaxis])")
     if len(shape) != 4 or tuple(shape[1:]) != (INPUT_SIZE, INPUT_SIZE, 3) or "float" not in dtype:
         raise ValueError(f"the network takes preprocessed views, float (N, {INPUT_SIZE}, {INPUT_SIZE}, 3); got {dtype} "
                          f"{shape}: prepare images with alexft.preprocess_input (arrays) or alexft.image_views (files)")
@@ -61,8 +64,7 @@ def check_views(views):
 
 def check_top(top, name="top"):
     """A count of classes to show: a whole number of at least 1 (a list cut at 0 or -1 is a mistake)."""
-    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
-        raise ValueError(f"{name} must be a whole number of at least 1; got {top!r}")
+    check_count(top, name)
 
 
 def load_predictor(weights=None, download=True, progress=None, preprocessing=None, precision="float32"):
@@ -154,6 +156,9 @@ def top_k(probabilities, class_names, k=5):
     if probabilities.ndim != 1:
         raise ValueError(f"top_k takes one image's probabilities, shaped (classes,); got {probabilities.shape}: "
                          "call it on each row")
+    if len(class_names) != len(probabilities):
+        raise ValueError(f"top_k got {len(probabilities)} probabilities and {len(class_names)} class names; give the "
+                         "names of the model's own classes (predictor.class_names)")
     k = min(int(k), len(probabilities))
     order = np.argsort(-probabilities, kind="stable")[:k]
     return [
@@ -166,6 +171,7 @@ def classify(predictor, paths, top=5, ten_crop=False, batch_size=32, progress=No
     """Yield one result dict per image: {"path", "predictions"} or {"path", "error"}. A `top`
     below 1 is refused at the call, not when the results are first asked for."""
     check_top(top)
+    check_count(batch_size, "batch_size")
     return _classified(predictor, paths, top, ten_crop, batch_size, progress)
 
 

@@ -189,7 +189,7 @@ def test_preprocess_input_takes_a_list_of_photos_of_different_sizes():
 def test_the_predictor_names_what_it_takes_when_given_raw_pixels(predictor):
     raw = photos_rgb()[0][np.newaxis]  # uint8, 300x451: a tf.function's refusal would be pages long
     for wrong, said in ((raw, r"got uint8 \(1, 300, 451, 3\)"), (raw.astype(np.float32), r"got float32 \(1, 300, 451, 3\)"),
-                        (np.zeros((227, 227, 3), np.float32), r"got float32 \(227, 227, 3\)")):
+                        (np.zeros((228, 227, 3), np.float32), r"got float32 \(228, 227, 3\)")):
         with pytest.raises(ValueError, match="the network takes preprocessed views, float \\(N, 227, 227, 3\\); " + said):
             predictor.probabilities(wrong)
 

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+import alexft
 import reference
 from alexft import weights
 from alexft import model as network
@@ -97,6 +98,9 @@ def test_top_k_is_sorted_and_labelled():
     for wrong in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match=f"k must be a whole number of at least 1; got {wrong!r}"):
             top_k(probabilities, list("abcd"), wrong)
+    with pytest.raises(ValueError, match=r"top_k got 4 probabilities and 2 class names; give the names of the "
+                                         r"model's own classes \(predictor.class_names\)"):
+        top_k(probabilities, ["a", "b"], 3)  # was an IndexError from inside
 
 
 def test_the_api_refuses_a_top_of_no_classes_and_answers_an_empty_batch(predictor):
@@ -105,6 +109,19 @@ def test_the_api_refuses_a_top_of_no_classes_and_answers_an_empty_batch(predicto
         with pytest.raises(ValueError, match=f"top must be a whole number of at least 1; got {wrong}"):
             classify(predictor, photo, top=wrong)  # at the call, before any result is asked for
     assert len(next(classify(predictor, photo, top=2))["predictions"]) == 2
+    # A batch size of 0 or less put every image into one batch (4.4 GB for 600 digits).
+    for wrong in (0, -3, 2.0):
+        with pytest.raises(ValueError, match=f"^batch_size must be a whole number of at least 1; got {wrong!r}$"):
+            classify(predictor, photo, batch_size=wrong)
+        with pytest.raises(ValueError, match="^batch_size must be"):
+            next(predict_files(predictor, photo, batch_size=wrong))
+        for call in (lambda: alexft.extract_features(predictor, photo, "fc7", "never.npz", batch_size=wrong),
+                     lambda: alexft.evaluate(predictor, photo.parent, batch_size=wrong)):
+            with pytest.raises(ValueError, match="^batch_size must be"):
+                call()
+    # preprocess_input gives one image's view (227, 227, 3); the advice was to call preprocess_input.
+    with pytest.raises(ValueError, match=r"got one view, \(227, 227, 3\): add the batch axis \(views\[np.newaxis\]\)"):
+        predictor.probabilities(np.zeros((227, 227, 3), np.float32))
     empty = predictor.probabilities(np.zeros((0, 227, 227, 3), np.float32))
     assert empty.shape == (0, 1000) and empty.dtype == np.float32
 
