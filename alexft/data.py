@@ -87,15 +87,28 @@ def quoted_names(names, at_most=5):
     return ", ".join(repr(name) for name in names[:at_most]) + more
 
 
+def _refuse_a_folder_in_two_classes(root, name, walked, owners):
+    """Links can make two classes list one folder (two class folders linked to the same place,
+    a link back to the data folder): its images would be trained under both labels."""
+    for identity, path in walked:
+        first, seen_as = owners.setdefault(identity, (name, path))
+        if first != name:
+            raise DataError(f"{root}: classes {first!r} and {name!r} both reach one folder, as "
+                            f"{seen_as.relative_to(root)} and {path.relative_to(root)} (through a symbolic link); "
+                            "its images would be trained under both labels: each class needs its own")
+
+
 def list_labelled(root, class_names, empty_ok=False):
     """Every image below root/<class>/ (recursively), labelled by the class's index. An empty
     class folder is refused, or with `empty_ok` (measuring, not learning) left out with a warning."""
     root = Path(root)
     paths, labels, empty, unread, only_unread, unsearchable = [], [], [], [], [], []
+    owners = {}  # each folder listed: the class that listed it first, and as what
     with progress_bar(len(class_names), minimum=100, desc=f"listing {root}", unit="class") as bar:
         for index, name in enumerate(class_names):
-            folder, held = root / name, []
-            files = images_below(folder, held, unsearchable) if folder.is_dir() else []
+            folder, held, walked = root / name, [], []
+            files = images_below(folder, held, unsearchable, walked) if folder.is_dir() else []
+            _refuse_a_folder_in_two_classes(root, name, walked, owners)
             empty += [] if files else [name]
             only_unread += [] if files or not held else [held[0]]  # (one of its photos, to name)
             unread += held

@@ -38,6 +38,22 @@ def test_a_dataset_assembled_from_links_keeps_every_image(tmp_path):
     assert dataset.train.labels.tolist() == [0, 0, 0, 1]
 
 
+def test_links_that_make_two_classes_list_one_folder_are_refused(tmp_path):
+    """A user's two class folders linked to the same place trained its 40 images under both
+    labels, and a link back to the data folder put class b's images into class a too; exit 0."""
+    make_tree(tmp_path / "elsewhere", ["digit_4/x.png"])
+    make_tree(tmp_path / "dup", ["other/y.png"])
+    (tmp_path / "dup" / "four").symlink_to(tmp_path / "elsewhere" / "digit_4")
+    (tmp_path / "dup" / "also_four").symlink_to(tmp_path / "elsewhere" / "digit_4")
+    make_tree(tmp_path / "loop", ["a/1.jpg", "b/2.jpg"])
+    (tmp_path / "loop" / "a" / "back").symlink_to(tmp_path / "loop")
+    for data, said in [("dup", "classes 'also_four' and 'four' both reach one folder, as also_four and four"),
+                       ("loop", "classes 'a' and 'b' both reach one folder, as a/back/b and b")]:
+        with pytest.raises(DataError, match=f"{data}: {said} \\(through a symbolic link\\); its images would be "
+                                            "trained under both labels: each class needs its own"):
+            load_dataset(tmp_path / data)
+
+
 def test_train_and_val_subfolders_are_used_and_matched_by_name(tmp_path):
     make_tree(tmp_path, ["train/cat/1.jpg", "train/dog/2.jpg", "val/dog/3.jpg"])
     dataset = load_dataset(tmp_path)
