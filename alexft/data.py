@@ -170,16 +170,24 @@ def _refuse_names_that_are_not_utf_8(data_dir, class_names):
 def load_dataset(data_dir, val_dir=None, val_split=0.1, seed=0):
     """Class names and train/val file lists.
 
-    Layout: DATA_DIR/<class>/..., or DATA_DIR/train/<class> and DATA_DIR/val/<class> when both
-    exist, or a separate `val_dir`. Classes are sorted by folder name.
+    Layout: DATA_DIR/<class>/..., or DATA_DIR/train/<class> and DATA_DIR/val/<class> (or
+    validation/, valid/) when both exist, or a separate `val_dir`; train/ alone, or beside test/
+    only, is the data, split by `val_split`; test/ is left out with a warning (it is for
+    `evaluate`). Classes are sorted by folder name.
     """
     data_dir = Path(data_dir)
     _warn_of_loose_images(data_dir)
-    if (data_dir / "train").is_dir() and (data_dir / "val").is_dir():
-        if val_dir is not None:
-            raise DataError(f"{data_dir}: holds train/ and val/, and a validation folder was given too ({val_dir}); "
-                            f"give {data_dir / 'train'} as the data with it, or leave the validation folder out")
-        data_dir, val_dir = data_dir / "train", data_dir / "val"
+    split = _split_folders(data_dir)
+    if split is not None:
+        train_dir, held_out, test_dir = split
+        if held_out is not None and val_dir is not None:
+            raise DataError(f"{data_dir}: holds train/ and {held_out.name}/, and a validation folder was given too "
+                            f"({val_dir}); give {train_dir} as the data with it, or leave the validation folder out")
+        if test_dir is not None:
+            log.warning("warning: %s: not used in fine-tuning (train/ is%s); measure the fine-tuned model on it with "
+                        "alexft evaluate %s", test_dir, f" trained, {held_out.name}/ validates" if held_out else "",
+                        test_dir)
+        data_dir, val_dir = train_dir, held_out or val_dir
         _warn_of_loose_images(data_dir)
     if val_dir is not None:
         _warn_of_loose_images(Path(val_dir))
@@ -201,6 +209,24 @@ def load_dataset(data_dir, val_dir=None, val_split=0.1, seed=0):
         return Dataset(class_names, train, val)
     train_idx, val_idx = stratified_split(train.labels, val_split, seed)
     return Dataset(class_names, train.subset(train_idx), train.subset(val_idx))
+
+
+VALIDATION_NAMES = ("val", "validation", "valid")  # as the common dataset layouts name the held-out part
+SPLIT_NAMES = ("train", "test") + VALIDATION_NAMES
+
+
+def _split_folders(data_dir):
+    """(train/, its validation folder or None, test/ or None) for a layout split in parts:
+    train/ beside a validation folder, or train/ with only other parts' names beside it (a
+    test/ alone, or nothing); None for class folders (a class may be named "train")."""
+    train = data_dir / "train"
+    if not train.is_dir():
+        return None
+    present = [name for name in SPLIT_NAMES if (data_dir / name).is_dir()]
+    held_out = next((data_dir / name for name in VALIDATION_NAMES if name in present), None)
+    if held_out is None and set(class_folders(data_dir)) - set(SPLIT_NAMES):
+        return None
+    return train, held_out, data_dir / "test" if "test" in present else None
 
 
 def loose_images_warning(folder, reader):

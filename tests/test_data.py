@@ -54,6 +54,34 @@ def test_links_that_make_two_classes_list_one_folder_are_refused(tmp_path):
             load_dataset(tmp_path / data)
 
 
+def test_other_names_of_the_split_parts_are_read_as_parts_not_classes(tmp_path, caplog):
+    """A user's train/ + validation/ trained two classes, "train" and "validation"; train/ alone
+    was "only one class (train)", and a test/ beside train/ and val/ was left out in silence."""
+    import logging
+
+    for held_out in ("validation", "valid"):
+        make_tree(tmp_path / held_out, [f"train/cat/{i}.jpg" for i in range(3)] + [f"train/dog/{i}.jpg" for i in range(3)]
+                  + [f"{held_out}/dog/v.jpg"])
+        dataset = load_dataset(tmp_path / held_out)
+        assert dataset.class_names == ["cat", "dog"] and len(dataset.train) == 6
+        assert dataset.val.paths == [tmp_path / held_out / held_out / "dog" / "v.jpg"]
+    make_tree(tmp_path / "alone", [f"train/{name}/{i}.jpg" for name in ("cat", "dog") for i in range(10)])
+    dataset = load_dataset(tmp_path / "alone", val_split=0.2)
+    assert dataset.class_names == ["cat", "dog"] and (len(dataset.train), len(dataset.val)) == (16, 4)
+    for layout in (["train/cat/1.jpg", "train/dog/2.jpg", "val/cat/3.jpg", "test/cat/4.jpg"],
+                   ["train/cat/1.jpg", "train/dog/2.jpg", "test/cat/4.jpg"]):
+        folder = tmp_path / f"with_test_{len(layout)}"
+        make_tree(folder, layout)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="alexft"):
+            dataset = load_dataset(folder, val_split=0)
+        assert dataset.class_names == ["cat", "dog"] and all(p.relative_to(folder).parts[0] == "train" for p in dataset.train.paths)
+        assert f"{folder / 'test'}: not used in fine-tuning" in caplog.text
+        assert f"measure the fine-tuned model on it with alexft evaluate {folder / 'test'}" in caplog.text
+    make_tree(tmp_path / "trains", ["train/1.jpg", "bus/2.jpg"])  # a class named train, no parts
+    assert load_dataset(tmp_path / "trains", val_split=0).class_names == ["bus", "train"]
+
+
 def test_train_and_val_subfolders_are_used_and_matched_by_name(tmp_path):
     make_tree(tmp_path, ["train/cat/1.jpg", "train/dog/2.jpg", "val/dog/3.jpg"])
     dataset = load_dataset(tmp_path)
