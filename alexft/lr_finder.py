@@ -27,6 +27,14 @@ SMOOTHING = 0.9  # weight of the past in the moving average: about ten steps of 
 EXPLODED = 4.0  # stop once the smoothed loss is this many times its minimum
 NEAR_MINIMUM = 1.05  # the edge: the largest rate whose smoothed loss is within 5% of the lowest
 SAFETY = 3.0  # the chosen rate is the edge divided by this
+# An edge among the first steps (rates up to 2.5e-8, a 100th of what features 100x larger need)
+# is noise, not the rate's doing: steps that small move no loss. The loss rose there because it
+# could not fall (a model that fits the data already) or the batches scatter (a batch of one).
+UNMEASURED_STEPS = 5
+# So is an edge more than this factor below the rate where the loss exploded: a real curve leaves
+# its lowest and explodes within a decade or two; one that wandered above its lowest for three
+# decades without exploding had its lowest in a lucky batch.
+EDGE_TO_EXPLOSION = 1000.0
 
 
 class RangeTestError(RuntimeError):
@@ -41,6 +49,14 @@ class RangeTest:
     chosen: float = None
     edge: float = None  # the largest rate whose smoothed loss is near its lowest
     stopped: str = ""  # why the test ended before the last step, if it did
+
+    @property
+    def measured(self):
+        """False when the curve said nothing: its edge among the first UNMEASURED_STEPS rates, or
+        more than EDGE_TO_EXPLOSION below where the loss exploded."""
+        if self.edge is None or self.edge <= self.rates[min(UNMEASURED_STEPS, len(self.rates)) - 1]:
+            return False
+        return not self.stopped or self.edge * EDGE_TO_EXPLOSION >= self.rates[-1]
 
     def describe(self):
         return (f"learning-rate range test: {len(self.rates)} steps from {self.rates[0]:.1e} to {self.rates[-1]:.1e}"

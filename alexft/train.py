@@ -32,6 +32,7 @@ from .train_network import LostWorker, TrainingNetwork
 from .train_options import CAFFE_BASE_LR, TrainOptions, bias_factor_for_rate, cache_point, decay_for_rate
 
 
+CLIMB_SHARE = 2.0  # a last epoch's loss over this times the lowest epoch's (and a guess's): steps too large
 CHANCE_LOSS_SHARE = 0.97  # a best training loss at least this share of ln(classes) learned nothing
 
 
@@ -94,7 +95,8 @@ def _finetune(data_dir, options=None, *, weights=None, output=None, resume=False
             earlier, finished = train_setup.resume_point(run, config, options, log)
             if finished:
                 return finished
-            config.update(lr_found=earlier.get("lr_found"), lr=earlier["lr"] if options.auto_lr else options.lr)
+            config.update(lr_found=earlier.get("lr_found"), lr_measured=earlier.get("lr_measured"),
+                          lr=earlier["lr"] if options.auto_lr else options.lr)
             if not run.checkpoint.exists():
                 log(f"{run.path} holds no checkpoint (the run stopped before writing one): training starts again "
                     "from epoch 1")
@@ -283,9 +285,16 @@ class Trainer:
         self.log(result.describe())
         if self.run.chief:
             range_test_curve(result, self.run.path / "lr_find.png")
-        self.config["lr_found"] = result.chosen
+        if not result.measured:
+            self.log(f"warning: the range test measured no rate: its loss stayed near its lowest only up to "
+                     f"{result.edge:.1e}, a rate too small to move the weights, so what it rose by is noise (the model "
+                     f"may fit this data already, or batches of {self.options.batch_size} scatter too much); Caffe's "
+                     f"rate {CAFFE_BASE_LR:g} is used instead; give --lr to choose one")
+            result.chosen = CAFFE_BASE_LR
+        self.config.update(lr_found=result.chosen, lr_measured=result.measured)
         self.run.write_config(self.config)
-        state["notes"].append(f"lr auto: range test chose {result.chosen:.3g}")
+        state["notes"].append(f"lr auto: range test chose {result.chosen:.3g}" if result.measured else
+                              f"lr auto: range test measured no rate; Caffe's {CAFFE_BASE_LR:g} used")
         return result.chosen
 
     def _follow_rate(self):
@@ -299,6 +308,8 @@ class Trainer:
         if self.config.get("weight_decay_used") != decay:
             self.config.update(weight_decay_used=decay, bias_rate_factor=bias_factor)
             self.run.write_config(self.config)
+            if self.config.get("lr_measured") is False:  # Caffe's rate, and so its rule: nothing to say
+                return
             given = self.config["lr"]  # a number: a resumed run's new --lr, which the schedule now follows
             now = "" if given == "auto" else f"; the base rate is now {given:.3g} (--lr), the decay stays the range test's"
             self.log(f"with the measured rate {found:.3g}: weight decay {decay:.3g} on kernels ({self.options.weight_decay:g}"
@@ -451,14 +462,32 @@ class Trainer:
                        train_images=self.data.train_count, val_images=len(self.data.usable_labels("val")),
                        broken_files=len(self.ledger.errors), cached=self.data.cache_after is not None,
                        seconds=round(seconds, 3), lr=self.config["lr"], lr_found=self.config["lr_found"],
+                       lr_measured=self.config.get("lr_measured"),
                        weight_decay=self.config.get("weight_decay_used", self.options.weight_decay),
                        base_lr=state["base_lr"], recoveries=state["recoveries"],
                        **{key: (history[-1] if history else {}).get(key) for key in metrics},
                        best={key: best.get(key) for key in metrics})
         self.run.finish(summary, self.options.keep_checkpoint)
-        self._say_if_nothing_was_learned(best, state["base_lr"], [row["train_loss"] for row in history],
-                                         rate_given=self.config["lr"] != "auto")
+        losses = [row["train_loss"] for row in history]
+        if not self._say_if_the_loss_climbed(losses, state["base_lr"], state["best_epoch"]):
+            self._say_if_nothing_was_learned(best, state["base_lr"], losses, rate_given=self.config["lr"] != "auto")
         return summary
+
+    def _say_if_the_loss_climbed(self, losses, base_lr, best_epoch):
+        """A run whose training loss ended at over twice both its lowest epoch's and a uniform
+        guess's took steps too large for the data, though no single epoch ran away (a resumed
+        run at a larger --lr: 2.43, 5.17, 15.19). Said, naming the epoch model.npz keeps; True if so."""
+        if len(losses) < 2:
+            return False
+        lowest = min(range(len(losses)), key=losses.__getitem__)
+        classes = len(self.dataset.class_names)
+        guess = math.log(max(classes, 2))
+        if losses[-1] <= CLIMB_SHARE * max(losses[lowest], guess):
+            return False
+        self.log(f"warning: the training loss climbed from {losses[lowest]:.4f} (epoch {lowest + 1}) to {losses[-1]:.4f} "
+                 f"(epoch {len(losses)}), over twice a uniform guess's (ln {classes} = {guess:.4f}): the steps are too "
+                 f"large; model.npz holds epoch {best_epoch}; try a smaller --lr than {base_lr:.3g}")
+        return True
 
     def _say_if_nothing_was_learned(self, best, base_lr, losses=(), rate_given=False):
         """A run whose best epoch still has a uniform guess's loss ends with a warning, not in

@@ -454,8 +454,49 @@ def test_range_test_rule_on_known_curves():
     flat = lr_finder.run(lambda rate, batch: 2.3 + 0.02 * noise.standard_normal() + (50 if rate > 1 else 0),
                          iter(range(10**6)), 100)
     assert 0.3 <= flat.edge <= 1.0
+    assert result.measured and flat.measured
+    # A model that fits the data already (a helper's fine-tuned model, trained on): the loss only
+    # rises, from its first steps, where nothing can move it. The test chose 3.3e-9 and nothing
+    # trained; such a curve measured no rate.
+    fitted = lr_finder.run(lambda rate, batch: 0.30 if batch == 0 else 0.33 + 0.01 * noise.random() + rate,
+                           iter(range(10**6)), 100)
+    assert fitted.edge == pytest.approx(1e-8) and not fitted.measured
+    # Batches of one image: a lucky low batch early, then scatter above it for decades until the
+    # loss explodes at 3.6e-3 (a helper's run chose 2.7e-8). Edge 8e-8, 4.6 decades below.
+    lucky = lr_finder.run(lambda rate, batch: (float("nan") if rate > 3.6e-3 else 1.0 if batch < 10 else
+                                               1.4 + 0.3 * noise.random()), iter(range(10**6)), 100)
+    assert 2.5e-8 < lucky.edge < 1e-6 and lucky.stopped and not lucky.measured
     with pytest.raises(lr_finder.RangeTestError):
         lr_finder.run(lambda rate, batch: float("inf"), iter(range(10)), 10)
+
+
+def test_a_range_test_that_measured_nothing_falls_back_to_caffes_rate_and_says_so(small_digits_folder,
+                                                                                  canonical_weights_file, tmp_path,
+                                                                                  monkeypatch):
+    """A helper's run continuing from a model fine-tuned on the same data chose 3.3e-9, and one at
+    --batch-size 1 2.7e-8: nothing trained, and nothing was said."""
+    from alexft import lr_finder
+    from alexft.cli.train import _describe_summary
+
+    rates = lr_finder.rates(100)[:40]
+
+    def fitted(step, batches, steps):  # the curve such a model gives: lowest at the first step
+        for rate, batch in zip(rates[:3], batches):
+            step(rate, batch)
+        return lr_finder.RangeTest(rates=rates, losses=[0.3] * 40, smoothed=[0.3] + [0.4] * 39, edge=rates[0],
+                                   chosen=rates[0] / 3, stopped="loss exploded at 1.0e-05")
+
+    monkeypatch.setattr(lr_finder, "run", fitted)
+    messages = []
+    summary = finetune(small_digits_folder, weights=canonical_weights_file, epochs=1, batch_size=8,
+                       output=tmp_path / "run", progress=False, log=messages.append)
+    assert summary["base_lr"] == 0.001 and summary["lr_found"] == 0.001 and summary["lr_measured"] is False
+    assert any(message.startswith("warning: the range test measured no rate: its loss stayed near its lowest only up "
+                                  "to 1.0e-08, a rate too small to move the weights") and "batches of 8" in message
+               and message.endswith("Caffe's rate 0.001 is used instead; give --lr to choose one") for message in messages)
+    assert not any(message.startswith("with the measured rate") for message in messages)
+    assert "base learning rate: 0.001 (Caffe's: the range test measured no rate)" in _describe_summary(summary)
+    assert "range test measured no rate; Caffe's 0.001 used" in (tmp_path / "run" / "history.csv").read_text()
 
 
 def test_resume_refuses_a_different_configuration(small_digits_folder, canonical_weights_file, tmp_path):
@@ -1026,6 +1067,24 @@ def test_a_run_that_learned_nothing_ends_with_a_warning():
                         ] + ["warning: nothing was learned: the best epoch's training loss 2.9948 is above a uniform "
                              "guess's (ln 10 = 2.3026); try a smaller --lr than 0.001, more --epochs, or training "
                              "fewer layers"] * 2
+
+
+def test_a_loss_that_climbed_over_the_epochs_ends_with_a_warning_to_lower_the_rate():
+    """A helper's run resumed at --lr 0.01 climbed 2.43, 5.17, 15.19 (each epoch under the 4x a
+    recovery needs) and ended told "0.01 may be too small or too large". Healthy and noisy runs,
+    and a loss near zero that rose to under twice a guess's, say nothing."""
+    from types import SimpleNamespace
+
+    from alexft.train import Trainer
+
+    messages = []
+    trainer = SimpleNamespace(dataset=SimpleNamespace(class_names=[f"c{i}" for i in range(10)]), log=messages.append)
+    said = [Trainer._say_if_the_loss_climbed(trainer, losses, 0.01, 1)
+            for losses in ([2.43, 5.17, 15.19], [2.43, 1.2, 0.4], [2.43, 1.2, 2.0, 1.1], [0.01, 4.5], [0.01, 4.7], [9.0])]
+    assert said == [True, False, False, False, True, False]
+    assert messages[0] == ("warning: the training loss climbed from 2.4300 (epoch 1) to 15.1900 (epoch 3), over twice a "
+                           "uniform guess's (ln 10 = 2.3026): the steps are too large; model.npz holds epoch 1; try a "
+                           "smaller --lr than 0.01")
 
 
 def test_a_run_that_answers_only_the_largest_class_of_lopsided_data_ends_with_a_warning():

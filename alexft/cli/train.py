@@ -202,11 +202,18 @@ def _check_before_training(data_dir, options, weights, output, resume, progress)
     return dataset, weight_set, finished
 
 
+def _rate_origin(summary):
+    if summary["lr"] != "auto":
+        return ""
+    return " (chosen by the range test)" if summary.get("lr_measured") is not False else \
+        " (Caffe's: the range test measured no rate)"
+
+
 def _describe_summary(summary):
     best = summary["best"]
     lines = [f"run folder: {summary['run']}",
              f"epochs: {summary['epochs']} (model.npz holds epoch {summary['best_epoch']})",
-             f"base learning rate: {summary['base_lr']:.3g}" + (" (chosen by the range test)" if summary["lr"] == "auto" else "")
+             f"base learning rate: {summary['base_lr']:.3g}" + _rate_origin(summary)
              + (f", after {summary['recoveries']} recoveries from divergence" if summary["recoveries"] else "")]
     for name, metrics in (("best", best), ("last", summary)):
         line = f"{name}: train loss {metrics['train_loss']:.4f}, accuracy {metrics['train_accuracy']:.3f}"
