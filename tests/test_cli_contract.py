@@ -316,6 +316,12 @@ def test_a_resume_the_run_refuses_or_has_nothing_to_do_for_is_said_before_tensor
     assert (status, imported) == (0, False), done.stderr
     assert f"{run}: already finished ({summary['epochs']} epochs" in done.stderr
     assert json.loads(done.stdout)["already_finished"] is True
+    assert "--lr auto" not in done.stderr
+    # --lr auto given on a resume was ignored in silence (a helper expected a new range test).
+    status, imported, done = without_tensorflow(["finetune", "--resume", "--output", run, "--lr", "auto"], tmp_path)
+    assert (status, imported) == (0, False), done.stderr
+    assert (f"alexft: note: --lr auto keeps a resumed run's rate ({summary['lr_found']:.3g}): the range test runs once, "
+            "before a run's first epoch; give a number for a new rate") in done.stderr
     # A run begun before an option existed went by its default: resumed as such, not refused as
     # "ten_crop_val: was null, now false"; asked otherwise now, refused as a change from it.
     config = json.loads((run / "config.json").read_text())

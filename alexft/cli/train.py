@@ -164,6 +164,10 @@ def _take_the_runs_settings(ctx, output, values):
     for key in API_ONLY_OPTIONS:  # a run begun from Python may have set what the command line cannot
         if key in saved:
             values[key] = saved[key]
+    if ctx.get_parameter_source("lr") is not ParameterSource.DEFAULT and values["lr"] == "auto":
+        kept = saved.get("lr_found") if saved.get("lr") == "auto" else saved.get("lr")
+        click.echo(f"alexft: note: --lr auto keeps a resumed run's rate{f' ({kept:.3g})' if kept else ''}: the range "
+                   "test runs once, before a run's first epoch; give a number for a new rate", err=True)
     if ctx.get_parameter_source("data_dir") is ParameterSource.DEFAULT:
         recorded = saved.get("data_dir")
         if recorded is None:
