@@ -20,6 +20,7 @@ from .data import (DataError, LabelledFiles, class_folders, class_index, folder_
                    loose_images_warning, quoted_names)
 from .errors import AlexftError
 from .pipeline import check_count
+from .preprocess import is_within  # noqa: F401  (the command line takes it from here)
 from .predict import predict_views
 
 log = logging.getLogger("alexft")
@@ -128,7 +129,8 @@ def metrics(probabilities, labels, class_names):
         top1=float((predicted == labels).mean()),
         top5=float((ranks < 5).mean()) if classes >= 5 else None,
         mean_class_accuracy=float(recall[present].mean()),
-        log_loss=float(-np.log(np.maximum(probabilities[np.arange(count), labels], 1e-15)).mean()),
+        # (at least 0: a float32 softmax can give 1 + 1e-7 for a sure answer, printed as -0.0000)
+        log_loss=max(0.0, float(-np.log(np.maximum(probabilities[np.arange(count), labels], 1e-15)).mean())),
         per_class=[dict(name=name, precision=float(p), recall=float(r), f1=float(f), support=int(s))
                    for name, p, r, f, s in zip(class_names, precision, recall, f1, support) if s or confusion[:, class_names.index(name)].any()],
         most_confused=_most_confused(confusion, class_names),
@@ -147,12 +149,6 @@ def _most_confused(confusion, class_names, top=10):
     pairs = np.argwhere(off_diagonal > 0)
     ordered = sorted(pairs.tolist(), key=lambda pair: -off_diagonal[pair[0], pair[1]])[:top]
     return [dict(true=class_names[t], predicted=class_names[p], count=int(off_diagonal[t, p])) for t, p in ordered]
-
-
-def is_within(path, folder):
-    """`path` is `folder` or below it (links resolved)."""
-    path, folder = Path(path).resolve(), Path(folder).resolve()
-    return path == folder or folder in path.parents
 
 
 def evaluate(predictor, files, ten_crop=False, batch_size=32, progress=None, report=None):

@@ -390,6 +390,12 @@ def _listed_image(path):
         return True
 
 
+def is_within(path, folder):
+    """`path` is `folder` or below it (links resolved)."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
 def is_folder(path):
     """Whether `path` (a Path; image sources are not) is a folder; False, not PermissionError, for
     one inside a folder that cannot be searched: reading it then says why."""

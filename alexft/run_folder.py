@@ -119,6 +119,16 @@ class RunFolder:
             raise RunFolderError(f"{self.path}: cannot be looked into ({problem.strerror or problem}); "
                                  "choose another --output") from None
 
+    def refuse_inside(self, *data_folders):
+        """A new run folder inside the data (`-o photos/run1`, or the default runs/ when run from
+        the data folder) would be read as a class by the next run: its curves are images."""
+        from .preprocess import is_within
+
+        for folder in data_folders:
+            if folder is not None and is_within(self.path, folder):
+                raise RunFolderError(f"{self.path}: is inside the data folder {folder}, where the next run would read "
+                                     "it as a class (its curves are images); give an --output outside it")
+
     def claim(self):
         """Hold the folder until `release`, so that a second run into it (another terminal, a
         repeated cron job) is refused instead of mixing its checkpoints with this one's. An

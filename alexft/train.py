@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -77,16 +78,20 @@ def _finetune(data_dir, options=None, *, weights=None, output=None, resume=False
     if options is not None and not isinstance(options, TrainOptions):  # e.g. finetune("photos/", "fc8")
         raise TypeError(f"finetune's second argument is a TrainOptions record, not {type(options).__name__} "
                         f"{options!r}; give the options by name, e.g. finetune(data_dir, train=['fc8'], epochs=5)")
+    _refuse_unknown_options(fields)
     options = options.replace(**fields) if options else TrainOptions(**fields)
     log = log or _say
     chief = train_setup.check_cluster(options, output, log)
+    output = Path(output) if output is not None else RunFolder.default_path()
+    if not resume:
+        RunFolder(output, chief).refuse_inside(data_dir, options.val_dir)  # before the listing and the weights
     dataset = dataset or load_dataset(data_dir, val_dir=options.val_dir, val_split=options.val_split, seed=options.seed)
     train_setup.report_split(dataset, options, log)
     if not isinstance(weights, weights_io.WeightSet):  # one the command line read before TensorFlow started
         weights = resolve_weights(weights, progress=progress)
     options, weight_set, config = train_setup.planned_run(data_dir, options, dataset, weights, log)
     config["versions"] = train_setup.versions()
-    run = RunFolder(output or RunFolder.default_path(), chief)
+    run = RunFolder(output, chief)
     if not resume:
         run.refuse_existing()  # outside the try: a folder refused is the user's, never cleaned up
     try:
@@ -117,6 +122,19 @@ def _finetune(data_dir, options=None, *, weights=None, output=None, resume=False
         raise
     finally:
         run.release()
+
+
+def _refuse_unknown_options(fields):
+    """A mistyped option is named as finetune's, with the option it may have meant."""
+    import dataclasses
+    import difflib
+
+    known = [field.name for field in dataclasses.fields(TrainOptions)]
+    for name in fields:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            raise TypeError(f"finetune() got an unexpected keyword argument {name!r}"
+                            + (f"; did you mean {close[0]!r}?" if close else f"; its options: {', '.join(known)}"))
 
 
 def _interrupted(stop, resume, run=None, discarded=False):
@@ -211,7 +229,7 @@ class Trainer:
         finally:
             board.close()
         if stop.signal_number:
-            self.log(f"signal {stop.signal_number} came after the last epoch: the run was completed first")
+            self.log(f"{_signal_name(stop.signal_number)} came after the last epoch: the run was completed first")
         return summary
 
     def _restore(self):
@@ -508,6 +526,8 @@ class Trainer:
         scored = self.data.usable_labels("val")
         accuracy, chance = best.get("val_accuracy"), _chance_accuracy(scored)
         if accuracy is not None and _above_chance(accuracy, chance, len(scored)):
+            if len(losses) == 1:  # it learned; one epoch's mean loss holds its untrained start
+                return
             self.log(f"warning: {said}, though its validation accuracy {accuracy:.3f} is above chance "
                      f"({chance:.3f}): the steps overshoot; try a smaller --lr than {base_lr:.3g}")
         elif loss > 1.5 * guess:

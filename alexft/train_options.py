@@ -89,6 +89,7 @@ class TrainOptions:
         self.lr = parse_rate(self.lr)
         self.epochs = parse_epochs(self.epochs)
         self.batch_size = _whole_number(self.batch_size, "batch_size")
+        self.device = parse_device(self.device)
         if not 0 <= self.val_split < 1:
             raise OptionsError(f"val_split must be in [0, 1), got {self.val_split!r}")
         if not 0 <= self.dropout < 1:
@@ -220,6 +221,16 @@ def parse_rate(value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
         raise OptionsError(f"learning rate {value!r}: expected a positive number or 'auto'")
     return float(value)
+
+
+def parse_device(value):
+    """auto, cpu, gpu or gpu:N (any case), checked before TensorFlow starts; whether that GPU
+    exists is for `devices.resolve_device` to say."""
+    name = str(value).strip().lower()
+    kind, colon, number = name.partition(":")
+    if name in ("auto", "cpu", "gpu") or (kind == "gpu" and colon and number.isdigit()):
+        return name
+    raise OptionsError(f"device {value!r}: expected auto, cpu, gpu or gpu:N")
 
 
 CACHE_POINTS = {"fc6": "pool5", "fc7": "fc6", "fc8": "fc7"}  # first trained layer -> cached output

@@ -137,6 +137,9 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["finetune", str(small_digits_folder), "--output", str(logs), *weights], 1,
          f"{logs}: tensorboard there is not from an alexft run, and a run would replace it; choose another --output"),
         (["finetune", str(small_digits_folder), "--epochs", "0", *weights], 2, "expected a whole number of at least 1"),
+        # Was said after the listing and start-up, with exit 1.
+        (["finetune", str(small_digits_folder), "--device", "tpu", *weights], 2,
+         "Invalid value for '--device': device 'tpu': expected auto, cpu, gpu or gpu:N"),
         (["finetune", str(small_digits_folder), "--lr", "fast", *weights], 2, "expected a positive number or 'auto'"),
         (["evaluate", *weights], 2, "give either DATA (class folders) or --list FILE"),
         (["evaluate", str(small_digits_folder), "--root", str(tmp_path), *weights], 2,

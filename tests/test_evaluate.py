@@ -80,6 +80,9 @@ def test_metrics_against_hand_computed_values():
     b = next(row for row in result["per_class"] if row["name"] == "b")
     assert (b["precision"], b["recall"], b["support"]) == (pytest.approx(0.5), pytest.approx(1.0), 1)
     assert result["most_confused"] == [{"true": "c", "predicted": "b", "count": 1}]
+    # A float32 softmax may give 1 + 1e-7 for a sure answer: the log loss printed -0.0000.
+    sure, _ = metrics(np.array([[np.float32(1.0000001), 0.0], [0.0, np.float32(1.0000001)]]), np.array([0, 1]), ["a", "b"])
+    assert sure["log_loss"] == 0.0 and f"{sure['log_loss']:.4f}" == "0.0000"
 
 
 def test_report_files_are_well_formed(evaluation):

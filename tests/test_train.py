@@ -682,7 +682,8 @@ def test_a_signal_after_the_last_epoch_lets_the_run_finish(signal_number, monkey
     assert summary["epochs"] == 2
     assert (tmp_path / "run" / "summary.json").exists() and not (tmp_path / "run" / "checkpoint.npz").exists()
     assert weights.load(tmp_path / "run" / "model.npz").params["fc8"][0].shape == (4096, 10)
-    assert f"signal {signal_number} came after the last epoch: the run was completed first" in said
+    name = "Ctrl-C (SIGINT)" if signal_number == signal.SIGINT else signal.Signals(signal_number).name
+    assert f"{name} came after the last epoch: the run was completed first" in said  # was "signal 2"
 
 
 def test_rate_multipliers_reach_the_update(small_digits_folder, canonical_weights_file, tmp_path):
@@ -1034,6 +1035,9 @@ def test_a_run_that_learned_nothing_ends_with_a_warning():
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 113.2}, 1.0)  # far worse than guessing
     # Seen by a user: a loss above guessing, yet 6 of 10 held-out images right (chance: 1).
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.9948, "val_accuracy": 0.6}, 0.001)
+    # After one epoch, whose mean loss holds its untrained start, an accuracy above chance is
+    # learning, not overshooting (a helper's 1-epoch run was told to lower a good rate).
+    Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.9948, "val_accuracy": 0.6}, 0.001, [2.9948])
     # 3 of 10 right is within luck's reach (1/10 + 3 standard errors = 0.385): nothing learned.
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.9948, "val_accuracy": 0.3}, 0.001)
     # On a lopsided validation set, always answering its largest class is chance: 9 of 10 here.
@@ -1156,6 +1160,32 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_takes_nothing_from_it(
     freed.claim()
     assert freed.claimed
     freed.release()
+
+
+def test_a_mistyped_option_is_named_with_the_one_meant():
+    """finetune(data, epoch=1) said "TrainOptions.__init__() got an unexpected keyword argument"."""
+    with pytest.raises(TypeError, match=r"^finetune\(\) got an unexpected keyword argument 'epoch'; did you mean "
+                                        r"'epochs'\?$"):
+        finetune("anywhere", epoch=1)
+    with pytest.raises(TypeError, match=r"'colour'; its options: skip, train, epochs, "):
+        finetune("anywhere", colour="red")
+
+
+def test_a_new_run_folder_inside_the_data_is_refused_before_anything_is_written(small_digits_folder, tmp_path):
+    """A helper's `finetune nested2 -o nested2/run1` ran, and the next run on nested2 trained a
+    class 'run1' (its curves are images). Inside a --val-dir too, and the default runs/ when the
+    command runs from the data folder."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(small_digits_folder, data)
+    for output in (data / "run1", data / "digit_0" / "run", data):
+        with pytest.raises(TrainingError, match=f"^{output}: is inside the data folder {data}, where the next run would "
+                                                r"read it as a class \(its curves are images\); give an --output outside it"):
+            finetune(data, output=output, epochs=1, lr=0.001)
+        assert not (data / "run1").exists() and not (data / "digit_0" / "run").exists()
+    with pytest.raises(TrainingError, match="is inside the data folder"):
+        finetune(data, output=tmp_path / "elsewhere" / "v" / "run", val_dir=tmp_path / "elsewhere" / "v", epochs=1)
 
 
 def test_a_run_may_share_a_folder_with_other_files_but_never_replaces_them(tmp_path):

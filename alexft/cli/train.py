@@ -52,7 +52,8 @@ class _OptionValue(click.ParamType):
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Run folder. Default: runs/<timestamp>.")
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last checkpoint.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seeds the split, the data order, the crops and dropout.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, gpu or gpu:N.")
+@click.option("--device", default="auto", show_default=True, type=_OptionValue("auto|cpu|gpu|gpu:N", "parse_device"),
+              help="auto, cpu, gpu or gpu:N.")
 @click.option("--strategy", default="auto", show_default=True, type=click.Choice(["auto", "one", "mirrored", "multiworker"]), help="multiworker: across machines, configured by TF_CONFIG (docs/cluster.md).")
 @click.option("--heartbeat-timeout", type=click.FloatRange(min=1), metavar="SECONDS",
               help="multiworker: silence after which a worker counts as lost; the same on every worker. "
@@ -196,7 +197,9 @@ def _check_before_training(data_dir, options, weights, output, resume, progress)
     limit_bytes()  # a mistyped $ALEXFT_FEATURE_STORE_GB
     dataset = load_dataset(data_dir, val_dir=options.val_dir, val_split=options.val_split, seed=options.seed)
     if not resume and options.strategy != "multiworker":  # the default, runs/<timestamp>, is checked for writing
-        RunFolder(output if output is not None else RunFolder.default_path()).refuse_existing()
+        run = RunFolder(output if output is not None else RunFolder.default_path())
+        run.refuse_inside(data_dir, options.val_dir)
+        run.refuse_existing()
     weight_set = read_weights(weights, progress=progress, skip=options.skip)
     if not resume:
         return dataset, weight_set, None
