@@ -122,11 +122,29 @@ else:
     sys.meta_path.insert(0, _RegisterLayersWithKeras())
 
 
+_interrupted_import = None  # the libraries an interrupted first use left half-imported
+_HEAVY_LIBRARIES = ("tensorflow", "keras", "matplotlib")  # seconds to import; broken when stopped midway
+
+
 def __getattr__(name):
+    global _interrupted_import
     if name not in _EXPORTS:
         raise AttributeError(f"module 'alexft' has no attribute {name!r}")
+    if _interrupted_import:
+        raise RuntimeError(f"alexft.{name}: an earlier import of {_interrupted_import} in this interpreter was "
+                           "interrupted (Ctrl-C), and such libraries cannot be imported again in it: restart the "
+                           "interpreter (in a notebook, the kernel)")
     module, attribute = _EXPORTS[name] if isinstance(_EXPORTS[name], tuple) else (_EXPORTS[name], name)
-    value = getattr(importlib.import_module(f".{module}", __name__), attribute)
+    before = set(sys.modules)
+    try:
+        value = getattr(importlib.import_module(f".{module}", __name__), attribute)
+    except KeyboardInterrupt:
+        # The first use imports TensorFlow, for seconds. Stopped midway, TensorFlow (and Keras,
+        # matplotlib) stay half-imported, and every later use fails with errors about their
+        # insides (an AttributeError, "already registered"): said plainly from then on.
+        started = {module.split(".")[0] for module in set(sys.modules) - before}
+        _interrupted_import = ", ".join(name for name in _HEAVY_LIBRARIES if name in started) or None
+        raise
     globals()[name] = value
     return value
 

@@ -693,3 +693,22 @@ def test_a_global_mixed_precision_policy_leaves_float32_inference_and_exports_in
     assert not [node.name for node in nodes if any(value.type == tf.float16.as_datatype_enum
                                                    for value in node.attr.values())]
     assert base.get_layer("conv1").compute_dtype == "float16"
+
+
+def test_a_ctrl_c_during_the_first_import_of_tensorflow_is_said_plainly_afterwards(tmp_path):
+    """A user's Ctrl-C while alexft.finetune imported TensorFlow left it half-imported: every later
+    use failed with "module 'matplotlib' has no attribute 'artist'" or "Name tf.RaggedTensorSpec
+    has already been registered". Later uses now say to restart the interpreter."""
+    script = tmp_path / "stopped.py"
+    script.write_text(
+        "import _thread, threading, time\nimport alexft\n"
+        "threading.Timer(0.3, _thread.interrupt_main).start()  # TensorFlow's import takes seconds\n"
+        "try:\n    alexft.finetune\nexcept KeyboardInterrupt:\n    print('interrupted')\n"
+        "time.sleep(0.5)\n"
+        "try:\n    alexft.load_predictor\nexcept RuntimeError as error:\n    print(error)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    lines = done.stdout.splitlines()
+    assert lines[0] == "interrupted", done.stderr
+    assert lines[1].startswith("alexft.load_predictor: an earlier import of tensorflow") and lines[1].endswith(
+        "in this interpreter was interrupted (Ctrl-C), and such libraries cannot be imported again in it: restart the "
+        "interpreter (in a notebook, the kernel)")
