@@ -75,7 +75,7 @@ def _weight_set(weights, include_top, last, progress):
     from . import weights as weights_io
     from .weights.sources import resolve_weights
 
-    if isinstance(weights, str) and weights == IMAGENET:
+    if isinstance(weights, str) and weights.lower() == IMAGENET and not os.path.exists(weights):  # ("ImageNet" too)
         path = resolve_weights(None, progress=progress)
     elif isinstance(weights, (str, os.PathLike)):
         path = resolve_weights(weights, download=False)

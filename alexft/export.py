@@ -36,6 +36,7 @@ from .preprocessing_layer import caffe_views
 from .quantize import Quantization
 from .atomic import remove_stale_temporaries, temporary_path, write_text
 from .quiet import stderr_held_back
+from .weights.sources import check_weights_argument
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ def export(weights, output, file_format=None, top_k=5, force=False, quantization
     called when the model is made, before it takes `output`'s place; what it raises leaves
     `output` as it was. Returns the output path.
     """
+    check_weights_argument(weights)
     file_format = file_format or format_for(output)
     output = ExportRequest(Path(output), file_format, top_k, quantization, precision, force).check().output
     if isinstance(quantization, str) or calibration is not None:  # as on the command line, images listed now

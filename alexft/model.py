@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from . import architecture as arch
 from .layers import CaffeMaxPooling2D, GroupedConv2D, LocalResponseNorm, _lrn_one_kernel  # noqa: F401  (re-exported)
+from .pipeline import check_count
 from .quiet import hide_false_retracing_warnings
 
 log = logging.getLogger("alexft")
@@ -152,6 +153,7 @@ def build_alexnet(num_classes=arch.IMAGENET_CLASSES, seed=None, dropout=arch.DRO
     batch shape; on a GPU, cuDNN picks its own algorithms, so leave it off there.
     `alexft.AlexNet` is the keras.applications-style way to get one with weights.
     """
+    check_count(num_classes, "num_classes")
     inputs = keras.Input((arch.INPUT_SIZE, arch.INPUT_SIZE, 3), name="image")
     x = alexnet_layers(inputs, num_classes, seed=seed, dropout=dropout, dtype=dtype, initial=initial,
                        groups_as_one_op=groups_as_one_op, winograd_training=winograd_training)

@@ -712,3 +712,22 @@ def test_a_ctrl_c_during_the_first_import_of_tensorflow_is_said_plainly_afterwar
     assert lines[1].startswith("alexft.load_predictor: an earlier import of tensorflow") and lines[1].endswith(
         "in this interpreter was interrupted (Ctrl-C), and such libraries cannot be imported again in it: restart the "
         "interpreter (in a notebook, the kernel)")
+
+
+def test_a_keras_model_where_weights_go_and_a_class_count_of_zero_are_said_in_alexft_terms(canonical_weights_file,
+                                                                                           monkeypatch, tmp_path):
+    """export_model(model, ...) and load_predictor(model) said "expected str, bytes or os.PathLike
+    object, not Functional" from pathlib; build_alexnet(num_classes=0) Keras' "invalid value for
+    units"; AlexNet(weights="ImageNet") looked for a file named ImageNet."""
+    model = alexft.build_alexnet(num_classes=3)
+    said = (r"^weights: expected the path of a weights file or a WeightSet \(alexft.load_weights\), not Functional "
+            r"\(a Keras model: alexft.weights_from_model\(model\) gives its WeightSet\)$")
+    for call in (lambda: alexft.export_model(model, tmp_path / "m.tflite"), lambda: alexft.load_predictor(model)):
+        with pytest.raises(TypeError, match=said):
+            call()
+    assert not (tmp_path / "m.tflite").exists()
+    with pytest.raises(ValueError, match="^num_classes must be a whole number of at least 1; got 0$"):
+        alexft.build_alexnet(num_classes=0)
+    monkeypatch.setenv("ALEXFT_WEIGHTS", str(canonical_weights_file))
+    monkeypatch.chdir(tmp_path)
+    assert alexft.AlexNet(weights="ImageNet").get_layer("fc8").kernel.shape == (4096, 1000)

@@ -99,11 +99,21 @@ def _inside(folder):
     return ""
 
 
+def check_weights_argument(weights):
+    """A Python caller's `weights`: a path (str or os.PathLike) or a WeightSet; a Keras model, the
+    likeliest other thing, is told how to become one."""
+    if not isinstance(weights, (str, os.PathLike, weights_io.WeightSet)):
+        raise TypeError(f"weights: expected the path of a weights file or a WeightSet (alexft.load_weights), not "
+                        f"{type(weights).__name__}" + (" (a Keras model: alexft.weights_from_model(model) gives its "
+                                                       "WeightSet)" if hasattr(weights, "get_layer") else ""))
+
+
 def resolve_weights(path=None, download=True, progress=None):
     """Return the weights file to use: `path` if given, else the first existing candidate,
     else the first source that downloads and verifies, converted once into the cache (when
     `download` is true)."""
     if path is not None:
+        check_weights_argument(path)
         path = Path(path).expanduser()
         if path.is_dir():
             raise WeightsError(f"{path}: is a folder, not a weights file" + _inside(path))
