@@ -265,6 +265,11 @@ class Trainer:
         planned = state.get("planned_epochs")
         if planned is not None and planned != self.options.epochs:
             changes.append(f"epochs {planned} -> {self.options.epochs}")
+            epoch, base = state["epoch"], state["base_lr"]
+            before, now = scheduled_rate(base, epoch, planned), scheduled_rate(base, epoch, self.options.epochs)
+            if base is not None and before != now:  # the schedule's drop is at two thirds of the epochs
+                changes.append(f"so epoch {epoch + 1} {'is past' if now < before else 'is before'} the schedule's drop "
+                               f"to a tenth: rate {before:.3g} -> {now:.3g}")
         if changes:
             state["notes"].append("resumed with " + ", ".join(changes))
             self.log(state["notes"][-1])

@@ -854,6 +854,14 @@ def test_resume_may_change_the_rate_and_the_epochs(small_digits_folder, canonica
                                             r"start a new run from its model, keeping what it learned \(--weights "
                                             r".*model.npz --skip '' --train fc8\)"):
         finetune(small_digits_folder, **options, epochs=6, resume=True)
+    # A new length moves the schedule's drop (at two thirds): a helper's run of 200 epochs resumed
+    # with 14 fell to a tenth of its rate with only "epochs 200 -> 14" said.
+    options["output"] = tmp_path / "longer"
+    finetune(small_digits_folder, epochs=2, lr=0.001, keep_checkpoint=True, **options)
+    messages.clear()
+    finetune(small_digits_folder, **dict(options, log=messages.append), epochs=3, resume=True)
+    assert ("resumed with epochs 2 -> 3, so epoch 3 is past the schedule's drop to a tenth: rate 0.001 -> 0.0001"
+            in messages)
 
 
 @pytest.mark.parametrize("train", [["fc8"], ["fc7", "fc8"], "all"], ids=["fc8", "fc7+fc8", "all"])
