@@ -46,10 +46,20 @@ def report_split(dataset, options, log):
         log(f"warning: {_some_classes(unmeasured)} no image for validation: accuracy is not measured there{why}")
     if single:
         log(f"warning: {_some_classes(single)} a single training image")
+    largest = int(in_train.argmax())
+    scarce = [dataset.class_names[label] for label in np.flatnonzero((in_train > 1) & (in_train * LOPSIDED <= in_train.max()))]
+    if scarce:  # a model answering the largest class everywhere then scores its share, and stops there
+        counts = sorted({int(in_train[dataset.class_names.index(name)]) for name in scarce})
+        log(f"warning: {_some_classes(scarce)} {counts[0]}{'' if len(counts) == 1 else f'-{counts[-1]}'} training images "
+            f"against {in_train[largest]} for {dataset.class_names[largest]!r}: the model may learn to answer "
+            f"{dataset.class_names[largest]!r} everywhere; more images of the few (or fewer of the many) balance it")
     shared = len(set(map(os.path.abspath, dataset.val.paths)) & set(map(os.path.abspath, dataset.train.paths)))
     if shared:
         log(f"warning: {shared} of the {len(dataset.val)} validation images are also training images: accuracy "
             "there says little about images the model has not seen (is the validation folder the data folder?)")
+
+
+LOPSIDED = 10  # a class with this many times fewer training images than the largest is said
 
 
 def _some_classes(names, shown=5):

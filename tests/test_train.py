@@ -903,6 +903,32 @@ def test_thousands_of_small_classes_make_one_warning_line_each_kind():
     ]
 
 
+def test_a_class_with_a_tenth_of_the_largest_ones_images_is_said_at_the_start():
+    """A helper's 36 against 2 training images collapsed to answering the larger class, and the run
+    ended blaming the rate. The start now names the scarce classes; 1 in 9 is not said."""
+    from types import SimpleNamespace
+
+    from alexft.train_setup import report_split
+
+    class Split(SimpleNamespace):
+        def __len__(self):
+            return len(self.labels)
+
+    def said(counts):
+        train = np.repeat(np.arange(len(counts)), counts)
+        messages = []
+        report_split(SimpleNamespace(class_names=["zero", "one", "two"][:len(counts)],
+                                     train=Split(labels=train, paths=[f"t/{i}" for i in range(len(train))]),
+                                     val=Split(labels=np.arange(len(counts)), paths=[f"v/{i}" for i in range(len(counts))])),
+                     SimpleNamespace(val_split=0.1), messages.append)
+        return messages
+
+    assert said([36, 2]) == ["warning: class 'one' has 2 training images against 36 for 'zero': the model may learn to "
+                             "answer 'zero' everywhere; more images of the few (or fewer of the many) balance it"]
+    assert said([40, 3, 4])[0].startswith("warning: 2 classes ('one', 'two') have 3-4 training images against 40 for 'zero'")
+    assert said([36, 4]) == [] and said([30, 30, 30]) == []
+
+
 def test_validation_on_the_training_images_is_announced(tmp_path, monkeypatch):
     """--val-dir pointing at the data folder itself (here as a relative and an absolute path)."""
     from alexft.train_setup import report_split

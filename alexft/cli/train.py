@@ -227,7 +227,7 @@ def _describe_summary(summary):
         if metrics["val_accuracy"] is not None:
             line += f"; val loss {metrics['val_loss']:.4f}, accuracy {metrics['val_accuracy']:.3f}"
         lines.append(line)
-    lines.append(f"images: {summary['train_images']} training, {summary['val_images']} validation")
+    lines.append(f"images: {summary['train_images']:,} training, {summary['val_images']:,} validation")
     if summary["broken_files"]:
         lines.append(f"broken files skipped: {summary['broken_files']} (listed in broken_files.json)")
     return "\n".join(lines)
