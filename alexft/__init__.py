@@ -123,7 +123,7 @@ else:
 
 
 _interrupted_import = None  # the libraries an interrupted first use left half-imported
-_HEAVY_LIBRARIES = ("tensorflow", "keras", "matplotlib")  # seconds to import; broken when stopped midway
+_HEAVY_LIBRARIES = ("numpy", "tensorflow", "keras", "matplotlib")  # broken when their import is stopped midway
 
 
 def __getattr__(name):

@@ -88,14 +88,15 @@ def quoted_names(names, at_most=5):
 
 
 def _refuse_a_folder_in_two_classes(root, name, walked, owners):
-    """Links can make two classes list one folder (two class folders linked to the same place,
-    a link back to the data folder): its images would be trained under both labels."""
+    """Links can make two classes list one folder (two class folders linked to the same place, or
+    to one folder elsewhere; links into the data folder itself are not followed): its images
+    would be labelled as both."""
     for identity, path in walked:
         first, seen_as = owners.setdefault(identity, (name, path))
         if first != name:
             raise DataError(f"{root}: classes {first!r} and {name!r} both reach one folder, as "
                             f"{seen_as.relative_to(root)} and {path.relative_to(root)} (through a symbolic link); "
-                            "its images would be trained under both labels: each class needs its own")
+                            "its images would be labelled as both: each class needs its own")
 
 
 def list_labelled(root, class_names, empty_ok=False):
@@ -107,7 +108,7 @@ def list_labelled(root, class_names, empty_ok=False):
     with progress_bar(len(class_names), minimum=100, desc=f"listing {root}", unit="class") as bar:
         for index, name in enumerate(class_names):
             folder, held, walked = root / name, [], []
-            files = images_below(folder, held, unsearchable, walked) if folder.is_dir() else []
+            files = images_below(folder, held, unsearchable, walked, within=root) if folder.is_dir() else []
             _refuse_a_folder_in_two_classes(root, name, walked, owners)
             empty += [] if files else [name]
             only_unread += [] if files or not held else [held[0]]  # (one of its photos, to name)
@@ -184,9 +185,13 @@ def load_dataset(data_dir, val_dir=None, val_split=0.1, seed=0):
             raise DataError(f"{data_dir}: holds train/ and {held_out.name}/, and a validation folder was given too "
                             f"({val_dir}); give {train_dir} as the data with it, or leave the validation folder out")
         if test_dir is not None:
-            log.warning("warning: %s: not used in fine-tuning (train/ is%s); measure the fine-tuned model on it with "
-                        "alexft evaluate %s", test_dir, f" trained, {held_out.name}/ validates" if held_out else "",
-                        test_dir)
+            log.warning("warning: %s: not used in fine-tuning, which trains on train/%s; measure the fine-tuned model "
+                        "on it with alexft evaluate %s --weights RUN/model.npz", test_dir,
+                        f" and validates on {held_out.name}/" if held_out else "", test_dir)
+        others = [name for name in class_folders(data_dir) if name not in SPLIT_NAMES]
+        if others:
+            log.warning("warning: %s: %s left out: fine-tuning reads the parts train/%s only", data_dir,
+                        quoted_names(others), f" and {held_out.name}/" if held_out else "")
         data_dir, val_dir = train_dir, held_out or val_dir
         _warn_of_loose_images(data_dir)
     if val_dir is not None:
@@ -217,14 +222,15 @@ SPLIT_NAMES = ("train", "test") + VALIDATION_NAMES
 
 def _split_folders(data_dir):
     """(train/, its validation folder or None, test/ or None) for a layout split in parts:
-    train/ beside a validation folder, or train/ with only other parts' names beside it (a
-    test/ alone, or nothing); None for class folders (a class may be named "train")."""
+    train/ beside a validation folder or test/, alone, or holding class folders itself (and no
+    images of its own); None for class folders, one of which may be named "train"."""
     train = data_dir / "train"
     if not train.is_dir():
         return None
     present = [name for name in SPLIT_NAMES if (data_dir / name).is_dir()]
     held_out = next((data_dir / name for name in VALIDATION_NAMES if name in present), None)
-    if held_out is None and set(class_folders(data_dir)) - set(SPLIT_NAMES):
+    parts = held_out is not None or "test" in present or not set(class_folders(data_dir)) - set(SPLIT_NAMES)
+    if not parts and not (class_folders(train) and not loose_images(train)):
         return None
     return train, held_out, data_dir / "test" if "test" in present else None
 

@@ -319,7 +319,7 @@ def unread_photos_said(unread, root, only=False):
     return f"{what} (e.g. {Path(unread[0]).relative_to(root)}); convert them to JPEG or PNG"
 
 
-def images_below(folder, unread=None, unsearchable=None, walked=None):
+def images_below(folder, unread=None, unsearchable=None, walked=None, within=None):
     """Image files below `folder`, recursively, sorted; hidden files and folders skipped.
     Links to folders elsewhere are followed, as torchvision's ImageFolder does (datasets are
     often assembled from links), each of those folders listed once; a link to a folder inside
@@ -327,9 +327,11 @@ def images_below(folder, unread=None, unsearchable=None, walked=None):
     A dangling symbolic link with an image's name is kept, so that reading it reports it.
     `unread`: a list that collects the photos in formats alexft does not read (HEIC, ...);
     `unsearchable`: one that collects the folders that cannot be listed (their images are
-    left out); `walked`: one that collects ((device, inode), path) of each folder listed."""
+    left out); `walked`: one that collects ((device, inode), path) of each folder listed;
+    `within`: the folder whose inside links are not followed, if wider than `folder` (a
+    dataset's, for one of its class folders)."""
     images, held = [], []
-    for path in _entries_below(folder, unsearchable, walked):
+    for path in _entries_below(folder, unsearchable, walked, within):
         if _listed_image(path):
             images.append(path)
         elif path.suffix.lower() in UNREAD_IMAGE_SUFFIXES and not path.name.startswith("."):
@@ -339,10 +341,10 @@ def images_below(folder, unread=None, unsearchable=None, walked=None):
     return sorted(images)
 
 
-def _entries_below(folder, unsearchable=None, walked=None):
+def _entries_below(folder, unsearchable=None, walked=None, within=None):
     """Every entry below `folder` that is not a folder (names of files, of links to files, of
     links that lead nowhere); hidden folders skipped."""
-    inside = os.path.join(os.path.realpath(folder), "")
+    inside = os.path.join(os.path.realpath(within or folder), "")
     seen, pending = set(), [folder]
     while pending:
         current = pending.pop()

@@ -163,10 +163,16 @@ def scheduled_rate(base_rate, epoch, epochs):
 
 def epoch_score(row):
     """Higher is better: validation accuracy, ties (frequent on small validation sets over many
-    epochs) broken by the lower validation loss; the training loss when nothing is held out."""
+    epochs) broken by the lower validation loss, then by the lower training loss (a saturated
+    softmax gives many epochs a validation loss of exactly 0: one at training loss 282 was kept
+    over later ones at 0); the training loss alone when nothing is held out."""
     if row["val_accuracy"] is None:
         return [-row["train_loss"]]
-    return [row["val_accuracy"], -row["val_loss"]]
+    return [row["val_accuracy"], -row["val_loss"], -row["train_loss"]]
+
+
+def _fell_every_epoch(losses):
+    return all(later < earlier for earlier, later in zip(losses, losses[1:]))
 
 
 def _stored_score(score):
@@ -531,7 +537,7 @@ class Trainer:
         scored = self.data.usable_labels("val")
         accuracy, chance = best.get("val_accuracy"), _chance_accuracy(scored)
         if accuracy is not None and _above_chance(accuracy, chance, len(scored)):
-            if len(losses) == 1:  # it learned; one epoch's mean loss holds its untrained start
+            if losses and _fell_every_epoch(losses):  # it learned (one epoch, or falling); the means hold the untrained start
                 return
             self.log(f"warning: {said}, though its validation accuracy {accuracy:.3f} is above chance "
                      f"({chance:.3f}): the steps overshoot; try a smaller --lr than {base_lr:.3g}")
@@ -540,11 +546,11 @@ class Trainer:
         elif relation == "above":  # worse than guessing: more steps at this rate would not help
             self.log(f"warning: nothing was learned: {said}; try a smaller --lr than {base_lr:.3g}, more --epochs, "
                      "or training fewer layers")
-        elif len(losses) >= 2 and all(later < earlier for earlier, later in zip(losses, losses[1:])):
+        elif len(losses) >= 2 and _fell_every_epoch(losses):
             self.log(f"warning: nothing was learned yet: {said}, but it fell every epoch ({losses[0]:.4f} to "
                      f"{losses[-1]:.4f}): try more --epochs (more steps)")
         elif rate_given:
-            self.log(f"warning: nothing was learned: {said}; try --lr auto (a range test picks the rate; "
+            self.log(f"warning: nothing was learned: {said}; try a new run with --lr auto (a range test picks the rate; "
                      f"{base_lr:.3g} may be too small or too large), more --epochs, or training fewer layers")
         else:
             self.log(f"warning: nothing was learned: {said}; try more --epochs (more steps), a smaller --lr than "

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alexft.data import BrokenFiles, DataError, load_dataset, stratified_split
+from alexft.data import BrokenFiles, DataError, load_dataset, quoted_names, stratified_split
 
 
 def make_tree(root, layout):
@@ -40,18 +40,27 @@ def test_a_dataset_assembled_from_links_keeps_every_image(tmp_path):
 
 def test_links_that_make_two_classes_list_one_folder_are_refused(tmp_path):
     """A user's two class folders linked to the same place trained its 40 images under both
-    labels, and a link back to the data folder put class b's images into class a too; exit 0."""
+    labels; exit 0."""
     make_tree(tmp_path / "elsewhere", ["digit_4/x.png"])
     make_tree(tmp_path / "dup", ["other/y.png"])
     (tmp_path / "dup" / "four").symlink_to(tmp_path / "elsewhere" / "digit_4")
     (tmp_path / "dup" / "also_four").symlink_to(tmp_path / "elsewhere" / "digit_4")
+    make_tree(tmp_path / "outside", ["shared/z.png"])
+    make_tree(tmp_path / "two", ["a/1.jpg", "b/2.jpg"])
+    (tmp_path / "two" / "a" / "more").symlink_to(tmp_path / "outside" / "shared")
+    (tmp_path / "two" / "b" / "more").symlink_to(tmp_path / "outside" / "shared")
+    for data, said in [("dup", "classes 'also_four' and 'four' both reach one folder, as also_four and four"),
+                       ("two", "classes 'a' and 'b' both reach one folder, as a/more and b/more")]:
+        with pytest.raises(DataError, match=f"{data}: {said} \\(through a symbolic link\\); its images would be "
+                                            "labelled as both: each class needs its own"):
+            load_dataset(tmp_path / data)
+    # Links into the data folder itself are not followed, as the image search does not follow them:
+    # a link back to the data folder, or to another class, leaves each class its own images.
     make_tree(tmp_path / "loop", ["a/1.jpg", "b/2.jpg"])
     (tmp_path / "loop" / "a" / "back").symlink_to(tmp_path / "loop")
-    for data, said in [("dup", "classes 'also_four' and 'four' both reach one folder, as also_four and four"),
-                       ("loop", "classes 'a' and 'b' both reach one folder, as a/back/b and b")]:
-        with pytest.raises(DataError, match=f"{data}: {said} \\(through a symbolic link\\); its images would be "
-                                            "trained under both labels: each class needs its own"):
-            load_dataset(tmp_path / data)
+    (tmp_path / "loop" / "a" / "sibling").symlink_to(tmp_path / "loop" / "b")
+    dataset = load_dataset(tmp_path / "loop", val_split=0)
+    assert [path.relative_to(tmp_path / "loop").as_posix() for path in dataset.train.paths] == ["a/1.jpg", "b/2.jpg"]
 
 
 def test_other_names_of_the_split_parts_are_read_as_parts_not_classes(tmp_path, caplog):
@@ -80,6 +89,19 @@ def test_other_names_of_the_split_parts_are_read_as_parts_not_classes(tmp_path, 
         assert f"measure the fine-tuned model on it with alexft evaluate {folder / 'test'}" in caplog.text
     make_tree(tmp_path / "trains", ["train/1.jpg", "bus/2.jpg"])  # a class named train, no parts
     assert load_dataset(tmp_path / "trains", val_split=0).class_names == ["bus", "train"]
+    # train/ of class folders beside another folder (a re-trial's notes/, a run folder made inside the
+    # parent) was read as two classes "notes" and "train": the parts are read, the rest named.
+    for layout, held_out, others in ((["train/cat/1.jpg", "train/dog/2.jpg", "notes/x.png"], 0, ["notes"]),
+                                     (["train/cat/1.jpg", "train/dog/2.jpg", "val/cat/3.jpg", "notes/x.png",
+                                       "run1/curves.png"], 1, ["notes", "run1"])):
+        folder = tmp_path / f"extra_{len(layout)}"
+        make_tree(folder, layout)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="alexft"):
+            dataset = load_dataset(folder, val_split=0)
+        assert dataset.class_names == ["cat", "dog"] and len(dataset.val) == held_out
+        parts = "train/ and val/" if held_out else "train/"
+        assert f"{folder}: {quoted_names(others)} left out: fine-tuning reads the parts {parts} only" in caplog.text
 
 
 def test_train_and_val_subfolders_are_used_and_matched_by_name(tmp_path):

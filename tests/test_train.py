@@ -1047,6 +1047,10 @@ def test_the_best_epoch_is_the_most_accurate_then_the_lowest_validation_loss():
     rows = [row(0.8, 0.9), row(0.9, 0.7), row(0.9, 0.5), row(0.9, 0.6), row(0.85, 0.1)]
     assert max(range(len(rows)), key=lambda index: epoch_score(rows[index])) == 2
     assert epoch_score(row(None, None, 0.3)) > epoch_score(row(None, None, 0.4))  # nothing held out: training loss
+    # A saturated softmax: many epochs at accuracy 1 and validation loss exactly 0; the one at training
+    # loss 282 was kept over later ones at 0 (a re-trial's run on two easy classes).
+    tied = [row(1.0, 0.0, 282.4), row(1.0, 0.0, 0.0), row(1.0, 0.0, 0.5)]
+    assert max(range(len(tied)), key=lambda index: epoch_score(tied[index])) == 1
 
 
 def test_a_run_that_learned_nothing_ends_with_a_warning():
@@ -1072,6 +1076,7 @@ def test_a_run_that_learned_nothing_ends_with_a_warning():
     # After one epoch, whose mean loss holds its untrained start, an accuracy above chance is
     # learning, not overshooting (a helper's 1-epoch run was told to lower a good rate).
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.9948, "val_accuracy": 0.6}, 0.001, [2.9948])
+    Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.9948, "val_accuracy": 0.6}, 0.001, [3.1, 2.9948])
     # 3 of 10 right is within luck's reach (1/10 + 3 standard errors = 0.385): nothing learned.
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.9948, "val_accuracy": 0.3}, 0.001)
     # On a lopsided validation set, always answering its largest class is chance: 9 of 10 here.
@@ -1085,7 +1090,7 @@ def test_a_run_that_learned_nothing_ends_with_a_warning():
     # go smaller than 0.0001. Which way is not known from the losses; the range test measures it.
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.3020}, 1e-4, [2.3020, 2.3025], rate_given=True)
     assert messages.pop() == ("warning: nothing was learned: the best epoch's training loss 2.3020 is about a uniform "
-                              "guess's (ln 10 = 2.3026); try --lr auto (a range test picks the rate; 0.0001 may be too "
+                              "guess's (ln 10 = 2.3026); try a new run with --lr auto (a range test picks the rate; 0.0001 may be too "
                               "small or too large), more --epochs, or training fewer layers")
     assert messages[-2:] == ["warning: nothing was learned yet: the best epoch's training loss 2.2990 is about a "
                              "uniform guess's (ln 10 = 2.3026), but it fell every epoch (2.3031 to 2.2990): try more "

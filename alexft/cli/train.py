@@ -221,7 +221,8 @@ def _describe_summary(summary):
     lines = [f"run folder: {summary['run']}",
              f"epochs: {summary['epochs']} (model.npz holds epoch {summary['best_epoch']})",
              f"base learning rate: {summary['base_lr']:.3g}" + _rate_origin(summary)
-             + (f", after {summary['recoveries']} recoveries from divergence" if summary["recoveries"] else "")]
+             + (f", after {summary['recoveries']} recover{'y' if summary['recoveries'] == 1 else 'ies'} from divergence"
+                if summary["recoveries"] else "")]
     for name, metrics in (("best", best), ("last", summary)):
         line = f"{name}: train loss {metrics['train_loss']:.4f}, accuracy {metrics['train_accuracy']:.3f}"
         if metrics["val_accuracy"] is not None:
