@@ -52,11 +52,18 @@ class RangeTest:
 
     @property
     def measured(self):
-        """False when the curve said nothing: its edge among the first UNMEASURED_STEPS rates, or
-        more than EDGE_TO_EXPLOSION below where the loss exploded."""
+        return self.unmeasured is None
+
+    @property
+    def unmeasured(self):
+        """Why the curve said nothing, or None: its edge among the first UNMEASURED_STEPS rates,
+        or more than EDGE_TO_EXPLOSION below where the loss exploded."""
         if self.edge is None or self.edge <= self.rates[min(UNMEASURED_STEPS, len(self.rates)) - 1]:
-            return False
-        return not self.stopped or self.edge * EDGE_TO_EXPLOSION >= self.rates[-1]
+            return "a rate too small to move the weights, so what it rose by is noise"
+        if self.stopped and self.edge * EDGE_TO_EXPLOSION < self.rates[-1]:
+            return (f"over {EDGE_TO_EXPLOSION:g}x below where it exploded ({self.rates[-1]:.1e}), so it gives no edge "
+                    "to keep clear of")
+        return None
 
     def describe(self):
         return (f"learning-rate range test: {len(self.rates)} steps from {self.rates[0]:.1e} to {self.rates[-1]:.1e}"

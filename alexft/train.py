@@ -316,9 +316,9 @@ class Trainer:
             range_test_curve(result, self.run.path / "lr_find.png")
         if not result.measured:
             self.log(f"warning: the range test measured no rate: its loss stayed near its lowest only up to "
-                     f"{result.edge:.1e}, a rate too small to move the weights, so what it rose by is noise (the model "
-                     f"may fit this data already, or batches of {self.options.batch_size} scatter too much); Caffe's "
-                     f"rate {CAFFE_BASE_LR:g} is used instead; give --lr to choose one")
+                     f"{result.edge:.1e}, {result.unmeasured} (a model that fits this data already, batches of "
+                     f"{self.options.batch_size} that scatter, a wide valley); Caffe's rate {CAFFE_BASE_LR:g} is used "
+                     "instead; give --lr to choose one")
             result.chosen = CAFFE_BASE_LR
         self.config.update(lr_found=result.chosen, lr_measured=result.measured)
         self.run.write_config(self.config)

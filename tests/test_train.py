@@ -466,6 +466,7 @@ def test_range_test_rule_on_known_curves():
     lucky = lr_finder.run(lambda rate, batch: (float("nan") if rate > 3.6e-3 else 1.0 if batch < 10 else
                                                1.4 + 0.3 * noise.random()), iter(range(10**6)), 100)
     assert 2.5e-8 < lucky.edge < 1e-6 and lucky.stopped and not lucky.measured
+    assert lucky.unmeasured.startswith("over 1000x below where it exploded (3.6e-03)")
     with pytest.raises(lr_finder.RangeTestError):
         lr_finder.run(lambda rate, batch: float("inf"), iter(range(10)), 10)
 
@@ -492,7 +493,8 @@ def test_a_range_test_that_measured_nothing_falls_back_to_caffes_rate_and_says_s
                        output=tmp_path / "run", progress=False, log=messages.append)
     assert summary["base_lr"] == 0.001 and summary["lr_found"] == 0.001 and summary["lr_measured"] is False
     assert any(message.startswith("warning: the range test measured no rate: its loss stayed near its lowest only up "
-                                  "to 1.0e-08, a rate too small to move the weights") and "batches of 8" in message
+                                  "to 1.0e-08, a rate too small to move the weights, so what it rose by is noise")
+               and "batches of 8" in message
                and message.endswith("Caffe's rate 0.001 is used instead; give --lr to choose one") for message in messages)
     assert not any(message.startswith("with the measured rate") for message in messages)
     assert "base learning rate: 0.001 (Caffe's: the range test measured no rate)" in _describe_summary(summary)
