@@ -125,3 +125,21 @@ def _fsync_folder(folder):
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def missing_folders(folder):
+    """`folder` and those of its parents that do not exist yet, deepest first: what a write that
+    makes them should remove again if it fails (`remove_empty`)."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def remove_empty(folders):
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # something else was put there meanwhile: it stays
+            return

@@ -34,7 +34,7 @@ from .predict import model_dtype
 from .preprocess import CROP
 from .preprocessing_layer import caffe_views
 from .quantize import Quantization
-from .atomic import remove_stale_temporaries, temporary_path, write_text
+from .atomic import missing_folders, remove_empty, remove_stale_temporaries, temporary_path, write_text
 from .quiet import stderr_held_back
 from .weights.sources import check_weights_argument
 
@@ -109,7 +109,7 @@ def export(weights, output, file_format=None, top_k=5, force=False, quantization
     module = serving_module(weights, top_k=top_k, precision=precision)
     # Beside the output, named as temporaries: what a killed export leaves is removed by the next.
     temporary = temporary_path(output)
-    made = _missing_folders(output.parent)
+    made = missing_folders(output.parent)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(output.parent, shared=True, prefix=output.name)  # only this output's
@@ -128,7 +128,7 @@ def export(weights, output, file_format=None, top_k=5, force=False, quantization
     finally:
         _remove(temporary)
         if not output.exists():  # failed or interrupted: the folders made for it go too
-            _remove_empty(made)
+            remove_empty(made)
     if file_format == "tflite":
         write_text(labels_path(output), "\n".join(module.class_names) + "\n", ExportError)
     return output
@@ -140,23 +140,6 @@ def _remove_stale_labels(output):
     except OSError as error:  # the export itself is written: said, not failed
         log.warning("warning: %s: the replaced TF Lite export's labels could not be removed (%s)", labels_path(output),
                     error.strerror or error)
-
-
-def _missing_folders(folder):
-    """`folder` and those of its parents that do not exist yet, deepest first."""
-    missing = []
-    while not folder.exists() and folder != folder.parent:
-        missing.append(folder)
-        folder = folder.parent
-    return missing
-
-
-def _remove_empty(folders):
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:  # something else was put there meanwhile: it stays
-            return
 
 
 def _write_saved_model(module, folder):

@@ -562,3 +562,15 @@ def test_save_weights_replaces_only_weights_files(tmp_path):
     assert alexft.load_weights(saved).class_names == ["x", "y", "z"]
     with pytest.raises(TypeError, match="save_weights takes a WeightSet .*weights_from_model.* not dict"):
         alexft.save_weights(small.params, tmp_path / "params.npz")
+
+
+def test_a_failed_fetch_leaves_no_folder_it_made(tmp_path):
+    """`weights fetch -o new/x.npz` from a source that cannot be reached left an empty new/ behind.
+    A stalled transfer still keeps its partial file there for the next fetch."""
+    result = CliRunner().invoke(main, ["weights", "fetch", "--url", "http://127.0.0.1:9/w.npy", "-o",
+                                       str(tmp_path / "new" / "deeper" / "x.npz")])
+    assert result.exit_code == 1 and "download failed" in result.output
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "mine").mkdir()  # a folder that was there stays, empty or not
+    CliRunner().invoke(main, ["weights", "fetch", "--url", "http://127.0.0.1:9/w.npy", "-o", str(tmp_path / "mine" / "x.npz")])
+    assert [path.name for path in tmp_path.iterdir()] == ["mine"]

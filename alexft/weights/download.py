@@ -25,7 +25,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..atomic import write_text
+from ..atomic import missing_folders, remove_empty, write_text
 from ..errors import WeightsError
 from ..progress import progress_bar
 from . import formats as weights_io
@@ -49,10 +49,18 @@ def download_weights(url, destination, sha256=None, progress=None, timeout=30, s
     Returns the destination path; raises WeightsError with the reason otherwise.
     """
     destination = Path(destination)
+    made = missing_folders(destination.parent)
     destination.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return _download(url, destination, dict(sha256=sha256, sha1=sha1), progress, timeout)
+    finally:
+        if not destination.exists():  # failed: the folders made for it go too, unless bytes were kept there
+            remove_empty(made)
+
+
+def _download(url, destination, expected, progress, timeout):
     partial = partial_path(destination)
     with _exclusive(partial, url):
-        expected = dict(sha256=sha256, sha1=sha1)
         _start_over_unless_from(url, partial, expected)
         try:
             _fetch_with_retries(url, partial, expected, progress, timeout)
