@@ -188,7 +188,8 @@ def load_dataset(data_dir, val_dir=None, val_split=0.1, seed=0):
             log.warning("warning: %s: not used in fine-tuning, which trains on train/%s; measure the fine-tuned model "
                         "on it with alexft evaluate %s --weights RUN/model.npz", test_dir,
                         f" and validates on {held_out.name}/" if held_out else "", test_dir)
-        others = [name for name in class_folders(data_dir) if name not in SPLIT_NAMES]
+        parts = ("train", "test", held_out.name if held_out else "")  # (of val/ and validation/, one is read)
+        others = [name for name in class_folders(data_dir) if name not in parts]
         if others:
             log.warning("warning: %s: %s left out: fine-tuning reads the parts train/%s only", data_dir,
                         quoted_names(others), f" and {held_out.name}/" if held_out else "")

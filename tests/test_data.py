@@ -93,7 +93,7 @@ def test_other_names_of_the_split_parts_are_read_as_parts_not_classes(tmp_path, 
     # parent) was read as two classes "notes" and "train": the parts are read, the rest named.
     for layout, held_out, others in ((["train/cat/1.jpg", "train/dog/2.jpg", "notes/x.png"], 0, ["notes"]),
                                      (["train/cat/1.jpg", "train/dog/2.jpg", "val/cat/3.jpg", "notes/x.png",
-                                       "run1/curves.png"], 1, ["notes", "run1"])):
+                                       "run1/curves.png", "validation/dog/4.jpg"], 1, ["notes", "run1", "validation"])):
         folder = tmp_path / f"extra_{len(layout)}"
         make_tree(folder, layout)
         caplog.clear()

@@ -461,6 +461,8 @@ def test_range_test_rule_on_known_curves():
     fitted = lr_finder.run(lambda rate, batch: 0.30 if batch == 0 else 0.33 + 0.01 * noise.random() + rate,
                            iter(range(10**6)), 100)
     assert fitted.edge == pytest.approx(1e-8) and not fitted.measured
+    assert fitted.describe().endswith("the loss stays near its lowest up to 1.00e-08, no rate measured")
+    assert result.describe().endswith(f"chosen base rate {result.chosen:.2e}")
     # Batches of one image: a lucky low batch early, then scatter above it for decades until the
     # loss explodes at 3.6e-3 (a helper's run chose 2.7e-8). Edge 8e-8, 4.6 decades below.
     lucky = lr_finder.run(lambda rate, batch: (float("nan") if rate > 3.6e-3 else 1.0 if batch < 10 else
