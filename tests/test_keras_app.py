@@ -701,7 +701,8 @@ def test_a_ctrl_c_during_the_first_import_of_tensorflow_is_said_plainly_afterwar
     has already been registered". Later uses now say to restart the interpreter."""
     script = tmp_path / "stopped.py"
     script.write_text(
-        "import _thread, threading, time\nimport alexft\n"
+        "import _thread, signal, threading, time\nimport alexft\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)  # (a suite run in the background ignores SIGINT)\n"
         "threading.Timer(0.3, _thread.interrupt_main).start()  # TensorFlow's import takes seconds\n"
         "try:\n    alexft.finetune\nexcept KeyboardInterrupt:\n    print('interrupted')\n"
         "time.sleep(0.5)\n"
