@@ -143,3 +143,19 @@ def remove_empty(folders):
             folder.rmdir()
         except OSError:  # something else was put there meanwhile: it stays
             return
+
+
+def archive_names(path, error=AlexftError):
+    """The member names of the zip archive (.npz) at `path`, empty for a file that is not one:
+    what an existing output holds decides whether it may be replaced. A file that cannot be
+    read raises `error`: it is never replaced unseen."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return set(archive.namelist())
+    except zipfile.BadZipFile:
+        return set()
+    except OSError as problem:
+        raise error(f"{path}: exists and cannot be read ({problem.strerror or problem}), so it is not "
+                    "replaced") from None

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import check_writable, write_atomic
+from .atomic import archive_names, check_writable, write_atomic
 from .errors import AlexftError
 from .preprocess import path_list
 
@@ -36,17 +36,9 @@ def check_output(output, overwrite, option="overwrite=True"):
 
 
 def _refuse_unless_features(path, option):
-    try:
-        with zipfile.ZipFile(path) as archive:
-            if {"features.npy", "paths.npy"} <= set(archive.namelist()):
-                return
-    except zipfile.BadZipFile:
-        pass
-    except OSError as error:
-        raise AlexftError(f"{path}: exists and cannot be read ({error.strerror or error}), so it is not "
-                          "replaced") from None
-    raise AlexftError(f"{path}: exists and is not a feature file (no features and paths in it), so it is not "
-                      f"replaced, even with {option}; remove it first if it should go")
+    if not {"features.npy", "paths.npy"} <= archive_names(path):
+        raise AlexftError(f"{path}: exists and is not a feature file (no features and paths in it), so it is not "
+                          f"replaced, even with {option}; remove it first if it should go")
 
 
 def merge_features(parts, output, overwrite=True):

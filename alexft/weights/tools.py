@@ -1,11 +1,10 @@
 """What `alexft weights info` and `alexft weights convert` do: inspect any weights file, and
 turn any readable one into our pickle-free `.npz`, which loads several times faster; and the
 Python API's `save_weights`, which guards what it would replace as convert does."""
-import zipfile
 from pathlib import Path
 
 from .. import architecture as arch
-from ..atomic import check_writable
+from ..atomic import archive_names, check_writable
 from ..errors import WeightsError
 from . import caffe
 from . import formats as weights_io
@@ -129,17 +128,9 @@ def save_weights(weight_set, path, overwrite=True):
 
 
 def _refuse_unless_weights(path):
-    try:
-        with zipfile.ZipFile(path) as archive:
-            if any(name.endswith("/weights.npy") for name in archive.namelist()):
-                return
-    except zipfile.BadZipFile:
-        pass
-    except OSError as error:
-        raise WeightsError(f"{path}: exists and cannot be read ({error.strerror or error}), so it is not "
-                           "replaced") from None
-    raise WeightsError(f"{path}: exists and is not a weights file (no layers in it), so it is not replaced, even with "
-                       "overwrite=True; remove it first if it should go")
+    if not any(name.endswith("/weights.npy") for name in archive_names(path, WeightsError)):
+        raise WeightsError(f"{path}: exists and is not a weights file (no layers in it), so it is not replaced, even "
+                           "with overwrite=True; remove it first if it should go")
 
 
 def check_destination_name(destination):
