@@ -182,17 +182,17 @@ def load_dataset(data_dir, val_dir=None, val_split=0.1, seed=0):
     if split is not None:
         train_dir, held_out, test_dir = split
         if held_out is not None and val_dir is not None:
-            raise DataError(f"{data_dir}: holds train/ and {held_out.name}/, and a validation folder was given too "
+            raise DataError(f"{data_dir}: holds {train_dir.name}/ and {held_out.name}/, and a validation folder was given too "
                             f"({val_dir}); give {train_dir} as the data with it, or leave the validation folder out")
         if test_dir is not None:
-            log.warning("warning: %s: not used in fine-tuning, which trains on train/%s; measure the fine-tuned model "
-                        "on it with alexft evaluate %s --weights RUN/model.npz", test_dir,
+            log.warning("warning: %s: not used in fine-tuning, which trains on %s/%s; measure the fine-tuned model "
+                        "on it with alexft evaluate %s --weights RUN/model.npz", test_dir, train_dir.name,
                         f" and validates on {held_out.name}/" if held_out else "", test_dir)
-        parts = ("train", "test", held_out.name if held_out else "")  # (of val/ and validation/, one is read)
-        others = [name for name in class_folders(data_dir) if name not in parts]
+        read = {train_dir.name, test_dir and test_dir.name, held_out and held_out.name}  # (of val/ and validation/, one)
+        others = [name for name in class_folders(data_dir) if name not in read]
         if others:
-            log.warning("warning: %s: %s left out: fine-tuning reads the parts train/%s only", data_dir,
-                        quoted_names(others), f" and {held_out.name}/" if held_out else "")
+            log.warning("warning: %s: %s left out: fine-tuning reads the parts %s/%s only", data_dir,
+                        quoted_names(others), train_dir.name, f" and {held_out.name}/" if held_out else "")
         data_dir, val_dir = train_dir, held_out or val_dir
         _warn_of_loose_images(data_dir)
     if val_dir is not None:
@@ -221,19 +221,33 @@ VALIDATION_NAMES = ("val", "validation", "valid")  # as the common dataset layou
 SPLIT_NAMES = ("train", "test") + VALIDATION_NAMES
 
 
+def split_parts(data_dir):
+    """{part: folder name} for the sub-folders of `data_dir` named as a split's parts, in any
+    case ("Train/", "VAL/": datasets made on Windows or macOS). Of two that differ in case only,
+    the lower-case one is the part and the other is left out as any other folder."""
+    parts = {}
+    for name in class_folders(data_dir):
+        part = name.lower()
+        if part in SPLIT_NAMES and (part not in parts or name == part):
+            parts[part] = name
+    return parts
+
+
 def _split_folders(data_dir):
     """(train/, its validation folder or None, test/ or None) for a layout split in parts:
     train/ beside a validation folder or test/, alone, or holding class folders itself (and no
-    images of its own); None for class folders, one of which may be named "train"."""
-    train = data_dir / "train"
-    if not train.is_dir():
+    images of its own); None for class folders, one of which may be named "train". Part names
+    match in any case."""
+    present = split_parts(data_dir)
+    if "train" not in present:
         return None
-    present = [name for name in SPLIT_NAMES if (data_dir / name).is_dir()]
-    held_out = next((data_dir / name for name in VALIDATION_NAMES if name in present), None)
-    parts = held_out is not None or "test" in present or not set(class_folders(data_dir)) - set(SPLIT_NAMES)
+    train = data_dir / present["train"]
+    held_out = next((data_dir / present[name] for name in VALIDATION_NAMES if name in present), None)
+    test = data_dir / present["test"] if "test" in present else None
+    parts = held_out is not None or test is not None or not set(class_folders(data_dir)) - set(present.values())
     if not parts and not (class_folders(train) and not loose_images(train)):
         return None
-    return train, held_out, data_dir / "test" if "test" in present else None
+    return train, held_out, test
 
 
 def loose_images_warning(folder, reader):

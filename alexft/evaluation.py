@@ -17,7 +17,7 @@ import numpy as np
 from . import imagenet
 from .atomic import json_text, remove_stale_temporaries, temporary_path
 from .data import (DataError, LabelledFiles, class_folders, class_index, folder_class, list_labelled,
-                   loose_images_warning, quoted_names)
+                   loose_images_warning, quoted_names, SPLIT_NAMES, VALIDATION_NAMES)
 from .errors import AlexftError
 from .pipeline import check_count
 from .preprocess import is_within  # noqa: F401  (the command line takes it from here)
@@ -60,11 +60,13 @@ def labelled_folder(data_dir, class_names):
 
 
 def _split_hint(data_dir, folders):
-    """A train/val (or train/test) layout given whole: the images to measure are in one part."""
-    parts = [name for name in ("test", "val", "validation") if name in folders]
-    if parts and set(folders) <= {"train", "val", "validation", "test"}:
+    """A train/val (or train/test) layout given whole: the images to measure are in one part
+    (part names in any case, as fine-tuning reads them)."""
+    by_part = {name.lower(): name for name in folders}
+    held_out = [by_part[part] for part in ("test",) + VALIDATION_NAMES if part in by_part]
+    if held_out and set(by_part) <= set(SPLIT_NAMES):
         return f"; for a layout of {', '.join(sorted(folders))}, evaluate " + " or ".join(
-            str(Path(data_dir) / name) for name in parts)
+            str(Path(data_dir) / name) for name in held_out)
     return ""
 
 

@@ -104,6 +104,28 @@ def test_other_names_of_the_split_parts_are_read_as_parts_not_classes(tmp_path, 
         assert f"{folder}: {quoted_names(others)} left out: fine-tuning reads the parts {parts} only" in caplog.text
 
 
+def test_split_parts_are_found_in_any_case(tmp_path, caplog):
+    """Train/ + Val/ (as datasets made on Windows or macOS name them) were read as two classes
+    "Train" and "Val"; on a case-blind disk they were read as parts but named as left out."""
+    import logging
+
+    make_tree(tmp_path / "caps", ["Train/cat/1.jpg", "Train/dog/2.jpg", "Val/dog/3.jpg", "TEST/cat/4.jpg"])
+    with caplog.at_level(logging.WARNING, logger="alexft"):
+        dataset = load_dataset(tmp_path / "caps")
+    assert dataset.class_names == ["cat", "dog"] and len(dataset.train) == 2
+    assert dataset.val.paths == [tmp_path / "caps" / "Val" / "dog" / "3.jpg"]
+    assert f"{tmp_path / 'caps' / 'TEST'}: not used in fine-tuning, which trains on Train/ and validates on Val/" in caplog.text
+    assert "left out" not in caplog.text
+    # Two folders differing in case only: the lower-case one is the part, the other is named.
+    make_tree(tmp_path / "both", ["train/cat/1.jpg", "train/dog/2.jpg", "Train/cat/3.jpg", "Validation/dog/4.jpg"])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="alexft"):
+        dataset = load_dataset(tmp_path / "both")
+    assert [p.relative_to(tmp_path / "both").parts[0] for p in dataset.train.paths] == ["train", "train"]
+    assert dataset.val.paths == [tmp_path / "both" / "Validation" / "dog" / "4.jpg"]
+    assert f"{quoted_names(['Train'])} left out: fine-tuning reads the parts train/ and Validation/ only" in caplog.text
+
+
 def test_train_and_val_subfolders_are_used_and_matched_by_name(tmp_path):
     make_tree(tmp_path, ["train/cat/1.jpg", "train/dog/2.jpg", "val/dog/3.jpg"])
     dataset = load_dataset(tmp_path)

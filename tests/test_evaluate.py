@@ -158,6 +158,9 @@ def test_folders_match_classes_in_either_unicode_form_and_a_train_val_folder_is_
     (tmp_path / "split" / "val").rename(tmp_path / "split" / "test")
     with pytest.raises(DataError, match=f"; for a layout of test, train, evaluate {tmp_path / 'split' / 'test'}$"):
         labelled_folder(tmp_path / "split", ["digit_0", "café"])
+    (tmp_path / "split" / "test").rename(tmp_path / "split" / "Valid")  # part names in any case
+    with pytest.raises(DataError, match=f"; for a layout of Valid, train, evaluate {tmp_path / 'split' / 'Valid'}$"):
+        labelled_folder(tmp_path / "split", ["digit_0", "café"])
 
 
 def test_list_file_evaluation_matches_the_folder(held_out_folder, tmp_path, evaluation):
