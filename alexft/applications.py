@@ -28,7 +28,8 @@ def AlexNet(weights=IMAGENET, include_top=True, classes=None, pooling=None, clas
     """AlexNet as a Keras model, with `weights`:
 
     - "imagenet": Caffe's bvlc_alexnet, found or downloaded as `alexft classify` does;
-    - a path to any weights file alexft reads (.npy, .npz, .caffemodel), e.g. a fine-tuned model.npz;
+    - a path to any weights file alexft reads (.npy, .npz, .caffemodel), e.g. a fine-tuned model.npz,
+      or a WeightSet read from one (`alexft.weights.load`);
     - None: Caffe's random initialisation.
 
     `include_top=False` ends at pool5, or at `last_layer` (any layer, e.g. "conv5" or "fc7"), and
@@ -75,14 +76,16 @@ def _weight_set(weights, include_top, last, progress):
     from . import weights as weights_io
     from .weights.sources import resolve_weights
 
+    names = list(arch.LAYER_NAMES)
+    needed = names[: names.index(last) + 1] if last in names else _layers_below(last)
+    if isinstance(weights, weights_io.WeightSet):  # read already (alexft.weights.load, export)
+        return weights
     if isinstance(weights, str) and weights.lower() == IMAGENET and not os.path.exists(weights):  # ("ImageNet" too)
         path = resolve_weights(None, progress=progress)
     elif isinstance(weights, (str, os.PathLike)):
         path = resolve_weights(weights, download=False)
     else:
-        raise TypeError(f"weights must be 'imagenet', a path or None; got {type(weights).__name__}")
-    names = list(arch.LAYER_NAMES)
-    needed = names[: names.index(last) + 1] if last in names else _layers_below(last)
+        raise TypeError(f"weights must be 'imagenet', a path, a WeightSet or None; got {type(weights).__name__}")
     return weights_io.load(path, skip=[layer for layer in names if layer not in needed])
 
 

@@ -1,4 +1,4 @@
-"""Export a model for serving: a TensorFlow SavedModel, or a TFLite file.
+"""Export a model for serving: a TensorFlow SavedModel, or a TFLite file; or as a Keras model file.
 
 The SavedModel has two signatures:
 - `serving_default`: a batch of encoded images (JPEG, PNG, BMP, GIF, WebP bytes) -> decoded,
@@ -8,7 +8,9 @@ The SavedModel has two signatures:
 Both return `probabilities` (N, classes), and the `top_k` most probable `classes` (labels) with
 their `scores`. The TFLite file holds the `preprocessed` signature; its class labels are
 written next to it (`<name>.labels.txt`), since TFLite apps read labels from a file; its
-outputs are `probabilities`, the top-k `indices` into that list, and their `scores`.
+outputs are `probabilities`, the top-k `indices` into that list, and their `scores`. The
+Keras file is the model `alexft.AlexNet` builds (preprocessed views in, softmax scores out,
+class names kept), for Keras code.
 
 In-graph decoding comes close to OpenCV's but not to the bit: JPEGs decode identically (both
 use libjpeg's accurate integer IDCT), but TensorFlow ignores EXIF orientation, and its
@@ -28,7 +30,8 @@ import keras
 import tensorflow as tf
 
 from . import weights as weights_io
-from .export_request import FORMATS, ExportError, ExportOptionsError, ExportRequest, format_for, labels_path  # noqa: F401  (re-exported)
+from .export_request import (FORMATS, ExportError, ExportOptionsError, ExportRequest, format_for,  # noqa: F401  (re-exported)
+                             is_tflite_file, labels_path)
 from .model import build_alexnet
 from .predict import model_dtype
 from .preprocess import CROP
@@ -91,8 +94,9 @@ def serving_module(weights, top_k=5, precision="float32"):
 def export(weights, output, file_format=None, top_k=5, force=False, quantization=None, precision="float32",
            before_writing=None, calibration=None):
     """Write the model of `weights` (a file, or a WeightSet already read) to `output` as a
-    SavedModel folder or a `.tflite` file; `file_format` "savedmodel" or "tflite", by default
-    tflite when `output` ends in .tflite (as `alexft export` chooses).
+    SavedModel folder, a `.tflite` file or a `.keras` file (`alexft.AlexNet`'s model, which
+    `keras.saving.load_model` reads after `import alexft`); `file_format` "savedmodel",
+    "tflite" or "keras", by default from `output`'s ending (as `alexft export` chooses).
 
     `quantization`: "float16" or "int8" as `--quantize` takes them, with `calibration` (a folder
     of images) for int8, or a quantize.Quantization (TF Lite only); `precision`: "bfloat16" holds a
@@ -106,7 +110,7 @@ def export(weights, output, file_format=None, top_k=5, force=False, quantization
     output = ExportRequest(Path(output), file_format, top_k, quantization, precision, force).check().output
     if isinstance(quantization, str) or calibration is not None:  # as on the command line, images listed now
         quantization = Quantization.from_options(quantization, calibration)
-    module = serving_module(weights, top_k=top_k, precision=precision)
+    module = None if file_format == "keras" else serving_module(weights, top_k=top_k, precision=precision)
     # Beside the output, named as temporaries: what a killed export leaves is removed by the next.
     temporary = temporary_path(output)
     made = missing_folders(output.parent)
@@ -114,14 +118,17 @@ def export(weights, output, file_format=None, top_k=5, force=False, quantization
         output.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(output.parent, shared=True, prefix=output.name)  # only this output's
         if file_format == "savedmodel":
-            _write_saved_model(module, temporary)
+            written = _write_saved_model(module, temporary)
+        elif file_format == "keras":
+            written = _write_keras_file(weights, temporary, output.name)
         else:
+            written = temporary
             temporary.write_bytes(tflite_flatbuffer(module, quantization, beside=output))
         if before_writing is not None:
             before_writing()
-        replaces_tflite = output.is_file()  # (--force: an earlier export, which ExportRequest checked)
-        _replace(temporary, output)
-        if replaces_tflite and file_format == "savedmodel":  # its labels went with it: a SavedModel holds its own
+        replaces_tflite = is_tflite_file(output)  # (--force: an earlier export, which ExportRequest checked)
+        _replace(written, output)
+        if replaces_tflite and file_format != "tflite":  # its labels go with it: the other formats hold their own
             _remove_stale_labels(output)
     except OSError as failure:
         raise ExportError(f"{output}: could not be written ({failure.strerror or failure})") from None
@@ -145,6 +152,22 @@ def _remove_stale_labels(output):
 def _write_saved_model(module, folder):
     signatures = {"serving_default": module.encoded, "preprocessed": module.preprocessed}
     tf.saved_model.save(module, str(folder), signatures=signatures)
+    return folder
+
+
+def _write_keras_file(weights, folder, name):
+    """The Keras model `alexft.AlexNet` builds from `weights`, saved as `folder/name` (Keras
+    saves only to names ending in .keras, so the temporary is a folder holding the file)."""
+    from .applications import AlexNet
+
+    weight_set = weights_io.as_weight_set(weights)
+    class_names = weights_io.class_names_for(weight_set)  # (ImageNet's for Caffe's file, which names none)
+    model = AlexNet(weights=weight_set)  # (which releases the set's arrays as it copies them)
+    model.class_names = class_names
+    folder.mkdir()
+    path = folder / name if name.lower().endswith(".keras") else folder / f"{name}.keras"
+    model.save(path)
+    return path
 
 
 def tflite_flatbuffer(module, quantization=None, beside=None):

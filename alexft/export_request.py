@@ -6,12 +6,12 @@
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import check_writable
+from .atomic import archive_names, check_writable
 from .errors import AlexftError
 from .predict import PRECISIONS
 from .quantize import Quantization
 
-FORMATS = ("savedmodel", "tflite")
+FORMATS = ("savedmodel", "tflite", "keras")
 
 
 class ExportError(AlexftError):
@@ -47,11 +47,14 @@ class ExportRequest:
         if self.precision != "float32" and self.file_format == "tflite":
             raise ExportOptionsError("TF Lite has no bfloat16 kernels: export float32, or quantize "
                                      "(--quantize float16 or int8) for a smaller, faster file")
+        if self.precision != "float32" and self.file_format == "keras":
+            raise ExportOptionsError("a Keras file holds the float32 weights: export float32, and set a "
+                                     "keras.mixed_precision policy before loading it for bfloat16 arithmetic")
         output = Path(self.output)
         if output.exists() or output.is_symlink():
             if not is_an_export(output):
-                raise ExportError(f"{output}: exists and is not an earlier export (a SavedModel folder or a TF Lite "
-                                  "file); remove it yourself or choose another OUTPUT")
+                raise ExportError(f"{output}: exists and is not an earlier export (a SavedModel folder, a TF Lite "
+                                  "or a Keras file); remove it yourself or choose another OUTPUT")
             if not self.force:
                 raise ExportError(f"{output}: already exists; pass --force to replace it")
         labels = labels_path(output)
@@ -64,10 +67,14 @@ class ExportRequest:
         return self
 
 
+SUFFIX_FORMATS = {".tflite": "tflite", ".keras": "keras"}
+
+
 def format_for(output):
-    """The format an OUTPUT name asks for when none is given: `x.tflite` is a TF Lite file (a
-    SavedModel folder under that name would surprise), anything else a SavedModel."""
-    return "tflite" if Path(output).suffix.lower() == ".tflite" else "savedmodel"
+    """The format an OUTPUT name asks for when none is given: `x.tflite` is a TF Lite file and
+    `x.keras` a Keras model file (a SavedModel folder under either name would surprise),
+    anything else a SavedModel."""
+    return SUFFIX_FORMATS.get(Path(output).suffix.lower(), "savedmodel")
 
 
 def labels_path(tflite_path):
@@ -78,7 +85,7 @@ def labels_path(tflite_path):
 
 def is_an_export(path):
     """Whether `path` is what an export writes, so that --force may replace it without losing
-    anything else: a SavedModel folder, an empty folder, or a TF Lite file."""
+    anything else: a SavedModel folder, an empty folder, a TF Lite file or a Keras model file."""
     path = Path(path)
     if path.is_symlink():
         return True  # the link is replaced, never what it points to
@@ -86,5 +93,15 @@ def is_an_export(path):
         return False
     if path.is_dir():
         return (path / "saved_model.pb").is_file() or not any(path.iterdir())
+    return is_tflite_file(path) or KERAS_FILE_MEMBERS <= archive_names(path, ExportError)
+
+
+def is_tflite_file(path):
+    """Whether `path` is a file holding a TF Lite flatbuffer (by its identifier)."""
+    if not Path(path).is_file():
+        return False
     with open(path, "rb") as handle:
-        return handle.read(8)[4:] == b"TFL3"  # a TF Lite flatbuffer's identifier
+        return handle.read(8)[4:] == b"TFL3"
+
+
+KERAS_FILE_MEMBERS = {"config.json", "metadata.json"}  # what every .keras zip holds, whatever its weights

@@ -240,8 +240,8 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["export", str(precious), "--force", *weights], 1, "exists and is not an earlier export"),
         (["export", str(precious), "--format", "tflite", "--force", *weights], 1, "exists and is not an earlier export"),
         (["export", "afile", "--format", "tflite", "--force", *weights], 1, "exists and is not an earlier export"),
-        (["export", "afile", *weights], 1, "afile: exists and is not an earlier export (a SavedModel folder or a TF Lite "
-                                           "file); remove it yourself or choose another OUTPUT"),
+        (["export", "afile", *weights], 1, "afile: exists and is not an earlier export (a SavedModel folder, a TF Lite "
+                                           "or a Keras file); remove it yourself or choose another OUTPUT"),
         (["export", "y.tflite", "--format", "tflite", *weights], 1,
          "y.labels.txt: already exists, where the labels of y.tflite go; remove it yourself or choose another OUTPUT"),
         (["evaluate", str(small_digits_folder), "--report", str(small_digits_folder / "digit_0" / "report"), *weights],

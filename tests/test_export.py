@@ -215,6 +215,7 @@ def test_a_savedmodel_replacing_a_tflite_export_takes_its_labels_file_away_too(c
     def written(module, folder):
         folder.mkdir()
         (folder / "saved_model.pb").write_bytes(b"new")
+        return folder
 
     monkeypatch.setattr(alexft.export, "_write_saved_model", written)
     output = tmp_path / "noext"
@@ -224,6 +225,42 @@ def test_a_savedmodel_replacing_a_tflite_export_takes_its_labels_file_away_too(c
     alexft.export.export(canonical_weights_file, output, file_format="savedmodel", force=True)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["noext", "other.labels.txt"]
     assert (output / "saved_model.pb").read_bytes() == b"new"
+
+
+def test_a_keras_file_export_is_the_keras_model_with_the_same_scores(canonical_weights_file, predictor, photos,
+                                                                      tmp_path):
+    """export_model(W, "m.keras") wrote a SavedModel folder named m.keras, which Keras cannot
+    load. The name (or --format keras) now asks for alexft.AlexNet's Keras model: one file that
+    keras.saving.load_model reads, with the class names, scoring as classify does. It replaces
+    an earlier export (a TF Lite file's labels go with it), never a user's file."""
+    import keras
+
+    from alexft.export import ExportError, ExportOptionsError, export
+    from alexft.export_request import format_for, is_an_export
+
+    assert format_for("m.KERAS") == "keras" and format_for("m.keras.d") == "savedmodel"
+    with pytest.raises(ExportOptionsError, match="a Keras file holds the float32 weights"):
+        export(canonical_weights_file, tmp_path / "m.keras", precision="bfloat16")
+    output = tmp_path / "out" / "m.keras"
+    result = run("export", "--weights", canonical_weights_file, output)
+    assert result.exit_code == 0 and result.output == f"{output}: keras, 233 MB\n", result.output
+    assert output.is_file() and is_an_export(output) and sorted(tmp_path.joinpath("out").iterdir()) == [output]
+    model = keras.saving.load_model(output)
+    assert model.class_names == imagenet_class_names()
+    views = np.concatenate([image_views(path) for path in photos])
+    np.testing.assert_allclose(model.predict(views, verbose=0), predictor.probabilities(views), rtol=1e-4, atol=1e-7)
+    # An earlier TF Lite file under the name is replaced with --force, and its labels go with it.
+    tflite = tmp_path / "x.tflite"
+    tflite.write_bytes(b"\x1c\0\0\0TFL3" + bytes(24))
+    labels_path(tflite).write_text("tench\n")
+    result = run("export", "--weights", canonical_weights_file, "--format", "keras", "--force", tflite)
+    assert result.exit_code == 0, result.output
+    assert is_an_export(tflite) and not labels_path(tflite).exists()
+    notes = tmp_path / "notes.keras"
+    notes.write_text("my own notes")
+    with pytest.raises(ExportError, match="notes.keras: exists and is not an earlier export"):
+        export(canonical_weights_file, notes, force=True)
+    assert notes.read_text() == "my own notes"
 
 
 def test_an_earlier_savedmodel_folder_is_replaced_with_force_only(tmp_path):

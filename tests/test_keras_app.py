@@ -317,7 +317,7 @@ def test_without_the_top_it_ends_at_pool5_or_any_layer_and_pools_as_keras_does(c
                            (dict(include_top=False, input_shape=(40, 40, 3)), "at least 67x67")):
         with pytest.raises(ValueError, match=message):
             alexft.AlexNet(weights=None, **wrong)
-    with pytest.raises(TypeError, match="weights must be 'imagenet', a path or None; got int"):
+    with pytest.raises(TypeError, match="weights must be 'imagenet', a path, a WeightSet or None; got int"):
         alexft.AlexNet(weights=3)
 
 

@@ -1,4 +1,4 @@
-"""`export`: a SavedModel or a TF Lite file for serving."""
+"""`export`: a SavedModel, a TF Lite file or a Keras file."""
 from pathlib import Path
 
 import click
@@ -10,10 +10,12 @@ from .common import (EXIT_INPUT_FAILED, fail_cleanly, note_top_k, precision_opti
 @click.command()
 @click.argument("output", type=click.Path(path_type=Path))
 @weights_option
-@click.option("--format", "file_format", type=click.Choice(["savedmodel", "tflite"]),
+@click.option("--format", "file_format", type=click.Choice(["savedmodel", "tflite", "keras"]),
               help="savedmodel: a folder for TF Serving (takes image bytes, or preprocessed views); tflite: one file for "
-                   "phones. Default: tflite when OUTPUT ends in .tflite, else savedmodel.")
-@click.option("--top-k", "top", default=5, show_default=True, type=click.IntRange(min=1), help="Classes returned per image.")
+                   "phones; keras: the Keras model alexft.AlexNet builds (softmax scores, class names kept), for "
+                   "keras.saving.load_model after import alexft. Default: by OUTPUT's ending, .tflite or .keras, else "
+                   "savedmodel.")
+@click.option("--top-k", "top", default=5, show_default=True, type=click.IntRange(min=1), help="Classes returned per image (SavedModel and TF Lite).")
 @click.option("--quantize", type=click.Choice(["float16", "int8"]),
               help="TF Lite only. float16: weights in half precision (half the file); int8: weights and activations "
                    "in 8 bits (a quarter), calibrated on --calibration images. Default: float32.")
@@ -21,7 +23,7 @@ from .common import (EXIT_INPUT_FAILED, fail_cleanly, note_top_k, precision_opti
               help="Images (a folder, searched recursively) like those the model will see, for --quantize int8; "
                    "at most 200 are used, spread over the folder.")
 @precision_option
-@click.option("--force", is_flag=True, help="Replace OUTPUT if it is an earlier export (a SavedModel folder or a TF Lite file).")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it is an earlier export (a SavedModel folder, a TF Lite or a Keras file).")
 @click.pass_context
 @fail_cleanly
 @terminating_cleanly()  # SIGTERM, from the start-up on: the temporary SavedModel and converter files are removed
