@@ -262,7 +262,8 @@ def refuse_changes(saved, config, run, keys, describe=None):
     if changed:
         details = "; ".join((describe and describe(key, saved, config))
                             or f"{key}: was {_short(saved.get(key))}, now {_short(config.get(key))}" for key in changed)
-        raise RunFolderError(f"{run}: cannot resume with a different configuration ({details})")
+        raise RunFolderError(f"{run}: cannot resume with a different configuration ({details}); resume with the "
+                             "run's own options, or start a new run in another --output")
 
 
 def _short(value):

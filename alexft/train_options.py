@@ -239,3 +239,27 @@ CACHE_POINTS = {"fc6": "pool5", "fc7": "fc6", "fc8": "fc7"}  # first trained lay
 def cache_point(options):
     """The layer whose output is cached, or None when training reaches below fc6."""
     return CACHE_POINTS.get(options.train[0]) if options.cache else None
+
+
+# The options' names as the command line spells them (the Python keywords are the same words
+# with underscores); keys without an option (momentum, ...) are the Python API's only.
+OPTION_NAMES = {"skip": "--skip", "train": "--train", "batch_size": "--batch-size", "dropout": "--dropout",
+                "seed": "--seed", "val_split": "--val-split", "cache": "--cache", "ten_crop_val": "--ten-crop",
+                "class_names": "classes"}
+
+
+def option_change(key, saved, config):
+    """A change between a run's saved config and this one, as the options name it and take
+    their values (`--batch-size: was 16, now 64`, `--train: was fc8, now fc7,fc8`), or None
+    for a key without an option."""
+    if key not in OPTION_NAMES:
+        return None
+    return f"{OPTION_NAMES[key]}: was {_as_option_value(saved.get(key))}, now {_as_option_value(config.get(key))}"
+
+
+def _as_option_value(value):
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return ",".join(map(str, value)) if value else "none"
+    return str(value)

@@ -10,7 +10,7 @@ import numpy as np
 from . import weights as weights_io
 from .errors import TrainingError
 from .run_folder import refuse_changes
-from .train_options import OptionsError, TrainOptions, cache_point, check_layers
+from .train_options import OptionsError, TrainOptions, cache_point, check_layers, option_change
 from .weights.download import file_sha256
 
 
@@ -158,7 +158,8 @@ def as_recorded_now(saved):
 
 
 def _change_in_words(key, saved, config):
-    """The weights' and the images' changes, which digests alone would not explain."""
+    """The weights' and the images' changes, which digests alone would not explain; the
+    options' as the command line names them (`option_change`)."""
     was, now = saved.get(key), config.get(key)
     if key == "base_weights_sha256" and was and now:
         return (f"base weights: SHA-256 was {was[:12]}... ({saved.get('weights', 'file not recorded')}), "
@@ -170,7 +171,7 @@ def _change_in_words(key, saved, config):
                     f"{counts[1][1]} (in {config['data_dir']})")
         return (f"images: as many as before, but other files, classes or splits (in {config['data_dir']}; "
                 "a file's name, class and split make the digest)")
-    return None
+    return option_change(key, saved, config)
 
 
 def already_finished(run, summary, options, log):

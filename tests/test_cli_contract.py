@@ -131,9 +131,10 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["finetune", "--resume", "--output", str(existing)], 1, "its config.json names no data folder; give DATA_DIR"),
         (["finetune", "--resume", "--output", str(moved)], 1, f"its data folder {tmp_path / 'gone'} is not there"),
         (["finetune", "--resume", "--output", str(begun), "--batch-size", "64"], 1,
-         f"{begun}: cannot resume with a different configuration (batch_size: was 16, now 64)"),
+         f"{begun}: cannot resume with a different configuration (--batch-size: was 16, now 64); resume with the run's "
+         "own options, or start a new run in another --output"),
         (["finetune", "--resume", "--output", str(begun), "--no-cache", "--seed", "0"], 1,
-         "different configuration (cache: was true, now false)"),
+         "different configuration (--cache: was on, now off)"),
         (["finetune", str(small_digits_folder), "--output", str(logs), *weights], 1,
          f"{logs}: tensorboard there is not from an alexft run, and a run would replace it; choose another --output"),
         (["finetune", str(small_digits_folder), "--epochs", "0", *weights], 2, "expected a whole number of at least 1"),
@@ -305,7 +306,7 @@ def test_a_resume_the_run_refuses_or_has_nothing_to_do_for_is_said_before_tensor
     other_weights["conv1"][0][0, 0, 0, 0] += 1  # one value differs
     other = weights.save(weights.WeightSet(other_weights), tmp_path / "other.npz")
     refusals = [
-        (["--train", "fc7,fc8"], 'train: was ["fc8"], now ["fc7", "fc8"]'),
+        (["--train", "fc7,fc8"], '--train: was fc8, now fc7,fc8'),
         ([changed_data], f"images: was 240 training and 60 validation, now 241 and 60 (in {changed_data.absolute()})"),
         ([renamed_data], f"images: as many as before, but other files, classes or splits (in {renamed_data.absolute()}"),
         (["--weights", other], f"base weights: SHA-256 was {sha256(canonical_weights_file)[:12]}... "
@@ -334,7 +335,7 @@ def test_a_resume_the_run_refuses_or_has_nothing_to_do_for_is_said_before_tensor
     assert (status, imported) == (0, False) and f"{run}: already finished" in done.stderr, done.stderr
     status, imported, done = without_tensorflow(["finetune", "--resume", "--output", run, "--ten-crop"], tmp_path)
     assert (status, imported) == (1, False)
-    assert "cannot resume with a different configuration (ten_crop_val: was false, now true)" in done.stderr
+    assert "cannot resume with a different configuration (--ten-crop: was off, now on)" in done.stderr
 
 
 def test_the_command_starts_tensorflow_without_scikit_learn_and_the_library_leaves_it(canonical_weights_file):

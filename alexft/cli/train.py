@@ -98,9 +98,10 @@ def finetune(output, resume, as_json, progress, **values):
     _check_layers(click.get_current_context(), options)
     if saved is not None:  # an option given again with another value: said now, not after TensorFlow's start-up
         from alexft.run_folder import refuse_changes
+        from alexft.train_options import option_change
 
         keys = [key for key in options.IDENTITY if key in saved and key not in ("skip", "train")]  # layers: the run decides
-        refuse_changes(saved, options.as_dict(), output, keys)
+        refuse_changes(saved, options.as_dict(), output, keys, describe=option_change)
     dataset, weights, finished = _check_before_training(data_dir, options, weights, output, resume, progress)
     if finished:  # --resume of a run that has done all it was asked for: nothing to start TensorFlow for
         click.echo(json_text(finished) if as_json else _describe_summary(finished))
