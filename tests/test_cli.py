@@ -55,7 +55,7 @@ def test_json_lines_for_a_folder_with_broken_files(photo_folder, canonical_weigh
 
 
 def test_human_output_and_exit_status_zero(canonical_weights_file):
-    result = run("classify", photo_paths()["chelsea"], "--top-k", 3, "--weights", canonical_weights_file)
+    result = run("classify", photo_paths()["chelsea"], "-k", 3, "--weights", canonical_weights_file)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0] == str(photo_paths()["chelsea"])

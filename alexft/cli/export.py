@@ -15,7 +15,7 @@ from .common import (EXIT_INPUT_FAILED, fail_cleanly, note_top_k, precision_opti
                    "phones; keras: the Keras model alexft.AlexNet builds (softmax scores, class names kept), for "
                    "keras.saving.load_model after import alexft. Default: by OUTPUT's ending, .tflite or .keras, else "
                    "savedmodel.")
-@click.option("--top-k", "top", default=5, show_default=True, type=click.IntRange(min=1), help="Classes returned per image (SavedModel and TF Lite).")
+@click.option("-k", "--top-k", "top", default=5, show_default=True, type=click.IntRange(min=1), help="Classes returned per image (SavedModel and TF Lite).")
 @click.option("--quantize", type=click.Choice(["float16", "int8"]),
               help="TF Lite only. float16: weights in half precision (half the file); int8: weights and activations "
                    "in 8 bits (a quarter), calibrated on --calibration images. Default: float32.")

@@ -14,7 +14,7 @@ from .common import (EXIT_INPUT_FAILED, ImageInput, expand_inputs, fail_cleanly,
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=ImageInput())
 @weights_option
-@click.option("--top-k", "top", default=5, show_default=True, type=click.IntRange(min=1), help="Classes shown per image.")
+@click.option("-k", "--top-k", "top", default=5, show_default=True, type=click.IntRange(min=1), help="Classes shown per image.")
 @click.option("--ten-crop", is_flag=True, help="Average Caffe's ten crops instead of the centre crop.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images per batch.")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines on stdout, one object per image.")
