@@ -44,6 +44,7 @@ class Dataset:
     class_names: list
     train: LabelledFiles
     val: LabelledFiles  # may be empty
+    val_split: float = None  # the share asked of each class when val was split off train, else None (a folder)
 
 
 def class_folders(root):
@@ -214,7 +215,7 @@ def load_dataset(data_dir, val_dir=None, val_split=0.1, seed=0):
         val.labels = np.array([folder_class(index, val_classes[i]) for i in val.labels], np.int32)
         return Dataset(class_names, train, val)
     train_idx, val_idx = stratified_split(train.labels, val_split, seed)
-    return Dataset(class_names, train.subset(train_idx), train.subset(val_idx))
+    return Dataset(class_names, train.subset(train_idx), train.subset(val_idx), val_split=val_split)
 
 
 VALIDATION_NAMES = ("val", "validation", "valid")  # as the common dataset layouts name the held-out part

@@ -46,6 +46,7 @@ def report_split(dataset, options, log):
         log(f"warning: {_some_classes(unmeasured)} no image for validation: accuracy is not measured there{why}")
     if single:
         log(f"warning: {_some_classes(single)} a single training image")
+    _report_a_larger_share(dataset, log)
     largest = int(in_train.argmax())
     scarce = [dataset.class_names[label] for label in np.flatnonzero((in_train > 1) & (in_train * LOPSIDED <= in_train.max()))]
     if scarce:  # a model answering the largest class everywhere then scores its share, and stops there
@@ -60,6 +61,17 @@ def report_split(dataset, options, log):
 
 
 LOPSIDED = 10  # a class with this many times fewer training images than the largest is said
+LARGER_SHARE = 1.5  # a share held out this many times the --val-split asked is said
+
+
+def _report_a_larger_share(dataset, log):
+    """Small classes give at least one image each to validation: on a few images a class,
+    --val-split 0.1 held out a third of them, unsaid."""
+    held_out = len(dataset.val) / (len(dataset.val) + len(dataset.train))
+    if dataset.val_split and held_out > LARGER_SHARE * dataset.val_split:
+        log(f"note: --val-split {dataset.val_split:g} holds out {len(dataset.val):,} of "
+            f"{len(dataset.val) + len(dataset.train):,} images ({held_out:.0%}): every class of two or more images "
+            "gives at least one to validation")
 
 
 def _some_classes(names, shown=5):

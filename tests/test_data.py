@@ -126,6 +126,29 @@ def test_split_parts_are_found_in_any_case(tmp_path, caplog):
     assert f"{quoted_names(['Train'])} left out: fine-tuning reads the parts train/ and Validation/ only" in caplog.text
 
 
+def test_a_split_holding_out_more_than_asked_is_said(tmp_path):
+    """Every class of two or more images gives one to validation: on 6 images a class
+    --val-split 0.1 held out a sixth, unsaid (3 a class: a third). Said when the share is 1.5
+    times the one asked; not for larger classes, nor for a validation folder."""
+    from types import SimpleNamespace
+
+    from alexft.train_setup import report_split
+
+    def said(per_class, val_split, layout=None):
+        folder = tmp_path / f"{per_class}_{val_split}_{layout}"
+        make_tree(folder, layout or [f"c{label}/{i}.jpg" for label in range(4) for i in range(per_class)])
+        messages = []
+        report_split(load_dataset(folder, val_split=val_split), SimpleNamespace(val_split=val_split), messages.append)
+        return [message for message in messages if message.startswith("note:")]
+
+    assert said(6, 0.1) == ["note: --val-split 0.1 holds out 4 of 24 images (17%): every class of two or more "
+                            "images gives at least one to validation"]
+    assert said(3, 0.1)[0].startswith("note: --val-split 0.1 holds out 4 of 12 images (33%)")
+    assert said(20, 0.1) == [] and said(6, 0.2) == [] and said(6, 0) == []
+    assert said(2, 0.1, ["train/a/1.jpg", "train/a/2.jpg", "train/b/3.jpg", "train/b/4.jpg", "val/a/5.jpg",
+                         "val/b/6.jpg"]) == []
+
+
 def test_train_and_val_subfolders_are_used_and_matched_by_name(tmp_path):
     make_tree(tmp_path, ["train/cat/1.jpg", "train/dog/2.jpg", "val/dog/3.jpg"])
     dataset = load_dataset(tmp_path)
