@@ -76,18 +76,18 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-class _RegisterLayersWithKeras:
-    """Keras finds alexft's layers by their registered names ("alexft>GroupedConv2D") when it
-    loads a saved model, so they must be registered before any load. Registering imports
-    TensorFlow, which `import alexft` must not do: this import hook registers them right after
-    Keras itself is imported (and at once if it already is)."""
+class _FirstImport:
+    """An import hook for the first import of the top-level module `name`, which `import alexft`
+    must not make itself (seconds of start-up): `wrap(run, module)` runs in place of the import
+    (`run(module)`), whoever imports it (alexft's own functions, Keras, the user's code)."""
 
-    searching = False
+    def __init__(self, name, wrap):
+        self.name, self.wrap, self.searching = name, wrap, False
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != "keras" or self.searching:
+        if fullname != self.name or self.searching:
             return None
-        self.searching = True  # let the other finders find Keras
+        self.searching = True  # let the other finders find the module
         try:
             spec = importlib.util.find_spec(fullname)
         finally:
@@ -97,16 +97,17 @@ class _RegisterLayersWithKeras:
         run_module = spec.loader.exec_module
 
         def exec_module(module):
-            run_module(module)
             if self in sys.meta_path:  # (a find_spec without an import, e.g. a version check, leaves it)
                 sys.meta_path.remove(self)
-            _register_layers()
+            self.wrap(run_module, module)
 
         spec.loader.exec_module = exec_module
         return spec
 
 
 def _register_layers():
+    """Keras finds alexft's layers by their registered names ("alexft>GroupedConv2D") when it
+    loads a saved model, so they are registered right after Keras is imported."""
     try:
         importlib.import_module(".layers", __name__)
         importlib.import_module(".preprocessing_layer", __name__)
@@ -116,10 +117,21 @@ def _register_layers():
         warnings.warn(f"alexft could not register its Keras layers: {error}", stacklevel=2)
 
 
+def _import_keras(run, module):
+    run(module)
+    _register_layers()
+
+
+def _import_tensorflow(run, module):
+    importlib.import_module(".quiet", __name__).tensorflow_started_quietly(run, module)
+
+
 if "keras" in sys.modules:
     _register_layers()
 else:
-    sys.meta_path.insert(0, _RegisterLayersWithKeras())
+    sys.meta_path.insert(0, _FirstImport("keras", _import_keras))
+if "tensorflow" not in sys.modules:
+    sys.meta_path.insert(0, _FirstImport("tensorflow", _import_tensorflow))
 
 
 _interrupted_import = None  # the libraries an interrupted first use left half-imported

@@ -17,7 +17,7 @@ def import_tensorflow_quietly():
     asks for quiet, which TensorFlow's own start-up would not give (its "I0000 ... oneDNN" and
     "E0000 ... cuInit" lines come before it reads the level).
     """
-    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2").strip() in ("0", "1"):
+    if "tensorflow" in sys.modules or _more_logging_asked():
         import tensorflow as tf
 
         return tf
@@ -27,6 +27,25 @@ def import_tensorflow_quietly():
 
         tf.config.list_physical_devices()
         return tf
+
+
+def tensorflow_started_quietly(run, module):
+    """TensorFlow's first import in a process that imported alexft (`run(module)`, from
+    alexft's import hook), with its C++ start-up lines held back and its physical devices
+    probed in it, where the CUDA probe's "E0000 ... cuInit" line comes (probing physical
+    devices leaves `tf.config.set_visible_devices` and memory growth free to set). Unlike the
+    commands, the library leaves TensorFlow's log level as the user set it; a level of 0 or 1
+    asks for the lines, and gets them."""
+    if _more_logging_asked():
+        run(module)
+        return
+    with stderr_held_back():
+        run(module)
+        module.config.list_physical_devices()
+
+
+def _more_logging_asked():
+    return os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2").strip() in ("0", "1")
 
 
 @contextlib.contextmanager

@@ -732,3 +732,28 @@ def test_a_keras_model_where_weights_go_and_a_class_count_of_zero_are_said_in_al
     monkeypatch.setenv("ALEXFT_WEIGHTS", str(canonical_weights_file))
     monkeypatch.chdir(tmp_path)
     assert alexft.AlexNet(weights="ImageNet").get_layer("fc8").kernel.shape == (4096, 1000)
+
+
+@pytest.mark.parametrize("log_level", [None, "0"], ids=["TF_CPP_MIN_LOG_LEVEL unset", "TF_CPP_MIN_LOG_LEVEL=0"])
+def test_the_first_use_in_python_keeps_tensorflows_start_up_lines_back_unless_asked(canonical_weights_file, log_level):
+    """A script's first alexft.AlexNet printed TensorFlow's C++ start-up lines ("I0000 ... oneDNN
+    custom operations are on", "E0000 ... cuInit") as the commands no longer do. Its own import
+    of TensorFlow after alexft's is quiet too, and still free to choose the devices. A user who
+    asks for TensorFlow's logging (level 0 or 1) still gets the lines."""
+    import os
+
+    script = ("import numpy as np, alexft\n"
+              "import tensorflow as tf\n"
+              "tf.config.set_visible_devices([], 'GPU')  # before the runtime starts, as TensorFlow's guide does\n"
+              f"model = alexft.AlexNet(weights={str(canonical_weights_file)!r})\n"
+              "print(model(np.zeros((1, 227, 227, 3), np.float32)).shape)\n")
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    if log_level is not None:
+        env["TF_CPP_MIN_LOG_LEVEL"] = log_level
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and done.stdout == "(1, 1000)\n", done.stderr
+    start_up = [line for line in done.stderr.splitlines() if re.match(r"[IWE]0000 ", line)]
+    if log_level is None:
+        assert start_up == [], done.stderr
+    else:
+        assert any("oneDNN custom operations are on" in line for line in start_up), done.stderr
