@@ -1,4 +1,5 @@
 """Reading, checking, assigning and saving weights; the legacy pickle is never trusted."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -251,3 +252,32 @@ def test_a_damaged_byte_in_an_npz_is_refused_by_its_crc(tmp_path, monkeypatch):
         with pytest.raises(WeightsError, match=rf"damaged\.npz: corrupt or truncated \.npz \(ValueError: {member} is "
                                                r"damaged: its bytes do not match the archive's CRC-32\)"):
             weights.read(path)
+
+
+def test_a_weights_files_digest_is_read_once_until_the_file_changes(tmp_path, monkeypatch):
+    """--resume hashed the 233 MB base weights twice (before TensorFlow started and after),
+    half a second each. The digest of a large file is remembered while its identity and times
+    stay; rewritten (even with the same size and modification time), it is read again."""
+    import hashlib
+
+    from alexft.weights import download
+
+    path = tmp_path / "w.npz"
+    data = bytearray(np.random.default_rng(0).bytes(download.REMEMBERED_FROM + 1))
+    path.write_bytes(bytes(data))
+    assert download.file_sha256(path) == hashlib.sha256(data).hexdigest()
+    opened = []
+    real_open = open
+    monkeypatch.setattr(download, "open", lambda *args, **kwargs: opened.append(args[0]) or real_open(*args, **kwargs),
+                        raising=False)
+    assert download.file_sha256(path) == hashlib.sha256(data).hexdigest() and opened == []
+    assert download.file_digests(path)["sha1"] == hashlib.sha1(data).hexdigest() and opened == [path]  # only sha1 was new
+    stat = path.stat()
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the same size and time: the change time still differs
+    assert download.file_sha256(path) == hashlib.sha256(data).hexdigest() and len(opened) == 2
+    small = tmp_path / "image.png"  # images (the feature store hashes thousands) are not remembered
+    small.write_bytes(b"x" * 100)
+    download.file_sha256(small), download.file_sha256(small)
+    assert opened[2:] == [small, small]

@@ -261,13 +261,28 @@ def file_digest(path, algorithm):
 
 
 def file_digests(path, algorithms=("sha1", "sha256")):
-    """{algorithm: hex digest} of a file, all from one read (a weights file is 233 MB)."""
-    digests = {algorithm: hashlib.new(algorithm) for algorithm in algorithms}
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            for digest in digests.values():
-                digest.update(chunk)
-    return {algorithm: digest.hexdigest() for algorithm, digest in digests.items()}
+    """{algorithm: hex digest} of a file, all from one read (a weights file is 233 MB, half a
+    second to hash). Remembered for the process while the file's identity and times stay the
+    same: a --resume checked the base weights' digest before TensorFlow started and again after."""
+    status = os.stat(path)
+    identity = (os.path.abspath(path), status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns,
+                status.st_ctime_ns)
+    known = _DIGESTS.get(identity, {})
+    missing = [algorithm for algorithm in algorithms if algorithm not in known]
+    if missing:
+        digests = {algorithm: hashlib.new(algorithm) for algorithm in missing}
+        with open(path, "rb") as handle:
+            while chunk := handle.read(CHUNK):
+                for digest in digests.values():
+                    digest.update(chunk)
+        known = {**known, **{algorithm: digest.hexdigest() for algorithm, digest in digests.items()}}
+        if status.st_size >= REMEMBERED_FROM:
+            _DIGESTS[identity] = known
+    return {algorithm: known[algorithm] for algorithm in algorithms}
+
+
+_DIGESTS = {}  # {(path, device, inode, size, mtime, ctime): {algorithm: hex digest}}
+REMEMBERED_FROM = 2**24  # bytes: weights files, not the images the feature store hashes by the thousand
 
 
 def file_sha256(path):
