@@ -50,7 +50,7 @@ def AlexNet(weights=IMAGENET, include_top=True, classes=None, pooling=None, clas
     weight_set = _weight_set(weights, include_top, last, progress)
     classes = _class_count(weight_set, classes, include_top)
     inputs = _input(keras, input_tensor, input_shape, include_top, last)
-    x = alexnet_layers(inputs, classes, last=last, initial=weight_set.params if weight_set else None)
+    x = alexnet_layers(inputs, classes, last=last, initial=weight_set.initial_arrays() if weight_set else None)
     if not include_top and pooling:
         if len(x.shape) != 4:
             raise ValueError(f"pooling={pooling!r} needs a convolutional output; {last} is {x.shape[1:]}")
@@ -86,7 +86,9 @@ def _weight_set(weights, include_top, last, progress):
         path = resolve_weights(weights, download=False)
     else:
         raise TypeError(f"weights must be 'imagenet', a path, a WeightSet or None; got {type(weights).__name__}")
-    return weights_io.load(path, skip=[layer for layer in names if layer not in needed])
+    weight_set = weights_io.load(path, skip=[layer for layer in names if layer not in needed])
+    weight_set.handed_over = True  # read for this model only
+    return weight_set
 
 
 def _layers_below(last):

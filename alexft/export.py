@@ -85,9 +85,9 @@ def serving_module(weights, top_k=5, precision="float32"):
     `precision` as in predict.load_predictor (its inputs and outputs stay float32)."""
     weight_set = weights_io.as_weight_set(weights)
     class_names = weights_io.class_names_for(weight_set)
-    # The variables start from the set's arrays, which are released as they are copied.
+    # The variables start from the set's arrays (taken, or copied from a caller's set: WeightSet.handed_over).
     model = build_alexnet(num_classes=weight_set.num_classes, dropout=0.0, dtype=model_dtype(precision),
-                          initial=weight_set.params)
+                          initial=weight_set.initial_arrays())
     return ServingModule(model, class_names, top_k=top_k)
 
 
@@ -162,7 +162,7 @@ def _write_keras_file(weights, folder, name):
 
     weight_set = weights_io.as_weight_set(weights)
     class_names = weights_io.class_names_for(weight_set)  # (ImageNet's for Caffe's file, which names none)
-    model = AlexNet(weights=weight_set)  # (which releases the set's arrays as it copies them)
+    model = AlexNet(weights=weight_set)  # (a caller's set is copied and stays whole)
     model.class_names = class_names
     folder.mkdir()
     path = folder / name if name.lower().endswith(".keras") else folder / f"{name}.keras"

@@ -757,3 +757,21 @@ def test_the_first_use_in_python_keeps_tensorflows_start_up_lines_back_unless_as
         assert start_up == [], done.stderr
     else:
         assert any("oneDNN custom operations are on" in line for line in start_up), done.stderr
+
+
+def test_a_weight_set_passed_in_stays_whole_and_unchanged(canonical_weights_file, predictor):
+    """A model built from a set took its arrays: AlexNet(weights=w, include_top=False) left w
+    with fc6-fc8 only, and a Predictor built from it next started from random layers, silently.
+    A caller's set is copied; a model trained in place leaves it as it was."""
+    w = alexft.load_weights(canonical_weights_file)
+    before = {name: [array.copy() for array in arrays] for name, arrays in w.params.items()}
+    alexft.AlexNet(weights=w, include_top=False)
+    model = alexft.AlexNet(weights=w)
+    views = np.random.default_rng(0).standard_normal((2, 227, 227, 3)).astype(np.float32) * 50
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    model.fit(views, np.array([1, 2]), epochs=1, verbose=0)
+    assert sorted(w.params) == sorted(before)
+    for name, arrays in before.items():
+        for kept, original in zip(w.params[name], arrays):
+            np.testing.assert_array_equal(kept, original, err_msg=name)
+    np.testing.assert_array_equal(alexft.load_predictor(w).probabilities(views), predictor.probabilities(views))

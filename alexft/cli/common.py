@@ -187,7 +187,9 @@ def read_weights(weights, progress=None, skip=()):
     from alexft.weights import load
     from alexft.weights.sources import resolve_weights
 
-    return load(resolve_weights(weights, progress=progress), skip=skip)
+    weight_set = load(resolve_weights(weights, progress=progress), skip=skip)
+    weight_set.handed_over = True  # the command's one model takes the arrays: the file is never held twice
+    return weight_set
 
 
 weights_option = click.option(

@@ -13,7 +13,7 @@ import pickle
 import tokenize
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -32,15 +32,35 @@ ZIP_MAGIC = b"PK\x03\x04"
 
 @dataclass
 class WeightSet:
-    """Network parameters `{layer: (weights, biases)}` and, for a fine-tuned model, its class names."""
+    """Network parameters `{layer: (weights, biases)}` and, for a fine-tuned model, its class names.
+
+    `handed_over`: the set was read for one model only (by alexft itself, from a path), which
+    may take its arrays as its variables (no copy, and each array released as it is taken). A
+    set a caller passes in stays the caller's: a model built from it copies the arrays."""
 
     params: dict
     class_names: Optional[list] = None
     path: Optional[Path] = None
+    handed_over: bool = field(default=False, repr=False, compare=False)
 
     @property
     def num_classes(self):
         return self.params["fc8"][0].shape[1] if "fc8" in self.params else None
+
+    def initial_arrays(self):
+        """`{layer: [weights, biases]}` for a model to start from (model.alexnet_layers' `initial`):
+        the set's own dict when handed over, which the model empties as it takes the arrays; else
+        a new dict of read-only views, which the variables copy, leaving this set whole (a Keras
+        model trained in place would otherwise change the caller's arrays)."""
+        if self.handed_over:
+            return self.params
+        return {name: [_read_only(array) for array in arrays] for name, arrays in self.params.items()}
+
+
+def _read_only(array):
+    view = array.view()
+    view.flags.writeable = False
+    return view
 
 
 # --- reading ---------------------------------------------------------------------------
@@ -69,7 +89,11 @@ def as_weight_set(weights, skip=()):
     """`weights` as a WeightSet: one already read as it is, a path read and checked by `load`.
     The commands read the file before TensorFlow starts, so that a wrong or broken one is said
     at once, and hand the set on."""
-    return weights if isinstance(weights, WeightSet) else load(weights, skip=skip)
+    if isinstance(weights, WeightSet):
+        return weights
+    weight_set = load(weights, skip=skip)
+    weight_set.handed_over = True  # read here for the caller's one model
+    return weight_set
 
 
 def read(path):
