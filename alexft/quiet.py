@@ -53,8 +53,15 @@ def stderr_held_back():
     """Run the block with file descriptor 2 pointed at a temporary file (C++ libraries' start-up
     lines, e.g. LiteRT's "Created TensorFlow Lite XNNPACK delegate"); if it raises, what was
     written is shown after all."""
+    if sys.stderr is None:  # started without one (`2>&-`, a daemon): nothing to hold back, and descriptor 2
+        yield               # may since have been given to another file
+        return
     sys.stderr.flush()
-    saved = os.dup(2)
+    try:
+        saved = os.dup(2)
+    except OSError:  # closed since
+        yield
+        return
     with tempfile.TemporaryFile() as held:
         os.dup2(held.fileno(), 2)
         try:

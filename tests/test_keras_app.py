@@ -775,3 +775,18 @@ def test_a_weight_set_passed_in_stays_whole_and_unchanged(canonical_weights_file
         for kept, original in zip(w.params[name], arrays):
             np.testing.assert_array_equal(kept, original, err_msg=name)
     np.testing.assert_array_equal(alexft.load_predictor(w).probabilities(views), predictor.probabilities(views))
+
+
+def test_a_process_without_stderr_can_use_alexft(canonical_weights_file):
+    """`python script.py 2>&-` (or a daemon): import alexft, then tensorflow, failed with
+    "'NoneType' object has no attribute 'flush'" where holding back the start-up lines."""
+    import shlex
+
+    script = ("import numpy as np, alexft\n"
+              "import tensorflow as tf\n"
+              "print(tf.ones(1).numpy())\n"
+              f"model = alexft.AlexNet(weights={str(canonical_weights_file)!r})\n"
+              "print(model(np.zeros((1, 227, 227, 3), np.float32)).shape)\n")
+    done = subprocess.run(["bash", "-c", f"{shlex.quote(sys.executable)} -c {shlex.quote(script)} 2>&-"],
+                          capture_output=True, text=True, timeout=300)
+    assert (done.returncode, done.stdout) == (0, "[1.]\n(1, 1000)\n"), (done.stdout, done.stderr)
