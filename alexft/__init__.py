@@ -26,7 +26,7 @@ _EXPORTS = {
     "ImageError": "errors",
     "WeightsError": "errors",
     "TrainingError": "errors",
-    "TrainingInterrupted": "train",
+    "TrainingInterrupted": "errors",
     "build_alexnet": "model",
     "truncated": "model",
     "WeightSet": "weights",
@@ -142,7 +142,7 @@ def __getattr__(name):
     global _interrupted_import
     if name not in _EXPORTS:
         raise AttributeError(f"module 'alexft' has no attribute {name!r}")
-    if _interrupted_import:
+    if _interrupted_import and _EXPORTS[name] != "errors":  # (the errors stay reachable: an except clause names them)
         raise RuntimeError(f"alexft.{name}: an earlier import of {_interrupted_import} in this interpreter was "
                            "interrupted (Ctrl-C), and such libraries cannot be imported again in it: restart the "
                            "interpreter (in a notebook, the kernel)")

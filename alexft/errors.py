@@ -26,3 +26,17 @@ class ImageError(AlexftError, ValueError):
 
 class TrainingError(AlexftError, RuntimeError):
     """Training cannot go on (diverged, interrupted, an option conflict, a run folder in the way)."""
+
+
+class TrainingInterrupted(TrainingError, KeyboardInterrupt):
+    """Ctrl-C stopped the run (or SIGTERM: during the epochs, or at any time under the command
+    line, which turns SIGTERM into an exception as Python does Ctrl-C). During the epochs it
+    comes after the step in progress and its checkpoint (and model.npz, once an epoch had ended)
+    were saved; before them (listing, caching features, the range test), a fresh run folder is
+    discarded and a resumed one kept; the message says which. A KeyboardInterrupt too, as Keras'
+    fit raises one, so `except KeyboardInterrupt` in a notebook or script catches it;
+    `signal_number` says which signal came."""
+
+    def __init__(self, message, signal_number):
+        super().__init__(message)
+        self.signal_number = signal_number

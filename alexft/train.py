@@ -21,7 +21,7 @@ from . import interrupts, lr_finder, recovery, train_setup
 from . import weights as weights_io
 from .data import BrokenFiles, load_dataset
 from .epoch_log import EpochLog
-from .errors import AlexftError, TrainingError
+from .errors import AlexftError, TrainingError, TrainingInterrupted  # noqa: F401  (re-exported: the command line takes it from here)
 from .features import VIEWS
 from .plots import range_test_curve
 from .progress import beside_bars, progress_bar
@@ -35,20 +35,6 @@ from .train_options import CAFFE_BASE_LR, TrainOptions, bias_factor_for_rate, ca
 
 CLIMB_SHARE = 2.0  # a last epoch's loss over this times the lowest epoch's (and a guess's): steps too large
 CHANCE_LOSS_SHARE = 0.97  # a best training loss at least this share of ln(classes) learned nothing
-
-
-class TrainingInterrupted(TrainingError, KeyboardInterrupt):
-    """Ctrl-C stopped the run (or SIGTERM: during the epochs, or at any time under the command
-    line, which turns SIGTERM into an exception as Python does Ctrl-C). During the epochs it
-    comes after the step in progress and its checkpoint (and model.npz, once an epoch had ended)
-    were saved; before them (listing, caching features, the range test), a fresh run folder is
-    discarded and a resumed one kept; the message says which. A KeyboardInterrupt too, as Keras'
-    fit raises one, so `except KeyboardInterrupt` in a notebook or script catches it;
-    `signal_number` says which signal came."""
-
-    def __init__(self, message, signal_number):
-        super().__init__(message)
-        self.signal_number = signal_number
 
 
 def finetune(data_dir, options=None, *, weights=None, output=None, resume=False, cache_memory=2 << 30,
