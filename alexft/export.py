@@ -157,7 +157,8 @@ def _write_saved_model(module, folder):
 
 def _write_keras_file(weights, folder, name):
     """The Keras model `alexft.AlexNet` builds from `weights`, saved as `folder/name` (Keras
-    saves only to names ending in .keras, so the temporary is a folder holding the file)."""
+    saves only to names ending in .keras, so the temporary is a folder holding the file under
+    its own name)."""
     from .applications import AlexNet
 
     weight_set = weights_io.as_weight_set(weights)
@@ -165,9 +166,8 @@ def _write_keras_file(weights, folder, name):
     model = AlexNet(weights=weight_set)  # (a caller's set is copied and stays whole)
     model.class_names = class_names
     folder.mkdir()
-    path = folder / name if name.lower().endswith(".keras") else folder / f"{name}.keras"
-    model.save(path)
-    return path
+    model.save(folder / name)  # (ExportRequest saw to the name's .keras)
+    return folder / name
 
 
 def tflite_flatbuffer(module, quantization=None, beside=None):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .atomic import archive_names, check_writable
 from .errors import AlexftError
+from .pipeline import check_count
 from .predict import PRECISIONS
 from .quantize import Quantization
 
@@ -40,6 +41,7 @@ class ExportRequest:
         output that exists without `force`."""
         if self.file_format not in FORMATS:
             raise ExportOptionsError(f"unknown export format {self.file_format!r}; choose one of {', '.join(FORMATS)}")
+        check_count(self.top_k, "top_k")  # (0 gave a SavedModel returning no class, -1 a TensorFlow graph error)
         if self.precision not in PRECISIONS:
             raise ExportOptionsError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if self.quantization is not None and self.file_format != "tflite":
@@ -47,9 +49,8 @@ class ExportRequest:
         if self.precision != "float32" and self.file_format == "tflite":
             raise ExportOptionsError("TF Lite has no bfloat16 kernels: export float32, or quantize "
                                      "(--quantize float16 or int8) for a smaller, faster file")
-        if self.precision != "float32" and self.file_format == "keras":
-            raise ExportOptionsError("a Keras file holds the float32 weights: export float32, and set a "
-                                     "keras.mixed_precision policy before loading it for bfloat16 arithmetic")
+        if self.file_format == "keras":
+            self._check_keras()
         output = Path(self.output)
         if output.exists() or output.is_symlink():
             if not is_an_export(output):
@@ -65,6 +66,18 @@ class ExportRequest:
                                  "remove it yourself or choose another OUTPUT"))
         check_writable(output, ExportError, folder_ok=True)  # a folder here is an earlier export, replaced (--force)
         return self
+
+    def _check_keras(self):
+        if self.precision != "float32":
+            raise ExportOptionsError("a Keras file holds float32 weights; for bfloat16 arithmetic in Keras, build the "
+                                     "model with alexft.AlexNet(weights=...) under keras.mixed_precision's "
+                                     "'mixed_bfloat16' policy (a loaded file keeps the policy it was saved with)")
+        if not str(self.output).endswith(".keras"):
+            raise ExportOptionsError(f"{self.output}: a Keras file's name ends in .keras (lower case: Keras saves and "
+                                     f"loads no other), e.g. {Path(self.output).stem}.keras")
+        if self.top_k != 5:  # (the default: a number asked for that has no effect is said)
+            raise ExportOptionsError("--top-k is for the SavedModel and TF Lite signatures; a Keras file gives every "
+                                     "class's score (alexft.decode_predictions takes the top ones)")
 
 
 SUFFIX_FORMATS = {".tflite": "tflite", ".keras": "keras"}

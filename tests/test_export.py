@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -239,8 +240,20 @@ def test_a_keras_file_export_is_the_keras_model_with_the_same_scores(canonical_w
     from alexft.export_request import format_for, is_an_export
 
     assert format_for("m.KERAS") == "keras" and format_for("m.keras.d") == "savedmodel"
-    with pytest.raises(ExportOptionsError, match="a Keras file holds the float32 weights"):
+    with pytest.raises(ExportOptionsError, match="a Keras file holds float32 weights; for bfloat16 .* alexft.AlexNet"):
         export(canonical_weights_file, tmp_path / "m.keras", precision="bfloat16")
+    # Keras saves and loads only names ending in .keras: M.KERAS crashed in Keras' save, and
+    # `--format keras` to d2/ wrote a file Keras could not load. A top-k has no effect there.
+    for name, options in (("M.KERAS", []), ("d2/", ["--format", "keras"]), ("t.tflite", ["--format", "keras"])):
+        result = run("export", "--weights", canonical_weights_file, *options, tmp_path / name)
+        stem = Path(name.rstrip("/")).stem
+        assert result.exit_code == 2 and f"a Keras file's name ends in .keras (lower case: Keras saves and loads no other), " \
+            f"e.g. {stem}.keras" in result.stderr, result.output
+    result = run("export", "--weights", canonical_weights_file, "-k", "3", tmp_path / "m.keras")
+    assert result.exit_code == 2 and "--top-k is for the SavedModel and TF Lite signatures" in result.stderr
+    with pytest.raises(ValueError, match="^top_k must be a whole number of at least 1; got 0$"):
+        export(canonical_weights_file, tmp_path / "sm", top_k=0)  # (a SavedModel returning no class)
+    assert list(tmp_path.iterdir()) == []
     output = tmp_path / "out" / "m.keras"
     result = run("export", "--weights", canonical_weights_file, output)
     assert result.exit_code == 0 and result.output == f"{output}: keras, 233 MB\n", result.output
@@ -250,10 +263,10 @@ def test_a_keras_file_export_is_the_keras_model_with_the_same_scores(canonical_w
     views = np.concatenate([image_views(path) for path in photos])
     np.testing.assert_allclose(model.predict(views, verbose=0), predictor.probabilities(views), rtol=1e-4, atol=1e-7)
     # An earlier TF Lite file under the name is replaced with --force, and its labels go with it.
-    tflite = tmp_path / "x.tflite"
+    tflite = tmp_path / "x.keras"  # (`export x.keras --format tflite` writes one)
     tflite.write_bytes(b"\x1c\0\0\0TFL3" + bytes(24))
     labels_path(tflite).write_text("tench\n")
-    result = run("export", "--weights", canonical_weights_file, "--format", "keras", "--force", tflite)
+    result = run("export", "--weights", canonical_weights_file, "--force", tflite)
     assert result.exit_code == 0, result.output
     assert is_an_export(tflite) and not labels_path(tflite).exists()
     notes = tmp_path / "notes.keras"
