@@ -260,6 +260,14 @@ def test_a_keras_file_export_is_the_keras_model_with_the_same_scores(canonical_w
     assert output.is_file() and is_an_export(output) and sorted(tmp_path.joinpath("out").iterdir()) == [output]
     model = keras.saving.load_model(output)
     assert model.class_names == imagenet_class_names()
+    # Its weights come back with its class names (they were dropped); the file itself, given
+    # where weights go, is named for what it is (it was "corrupt or truncated .npz").
+    import alexft
+
+    assert alexft.weights_from_model(model).class_names == imagenet_class_names()
+    with pytest.raises(alexft.WeightsError, match=r"m.keras: a Keras model file, not weights; load it with "
+                                                  r"keras.saving.load_model .* alexft.weights_from_model\(model\)$"):
+        alexft.load_weights(output)
     views = np.concatenate([image_views(path) for path in photos])
     np.testing.assert_allclose(model.predict(views, verbose=0), predictor.probabilities(views), rtol=1e-4, atol=1e-7)
     # An earlier TF Lite file under the name is replaced with --force, and its labels go with it.

@@ -118,12 +118,25 @@ def read_format(path):
     if head.startswith(NPY_MAGIC):
         return "npy"
     if head.startswith(ZIP_MAGIC):
+        if _is_keras_file(path):  # what `alexft export x.keras` and Keras' model.save write
+            raise WeightsError(f"{path}: a Keras model file, not weights; load it with keras.saving.load_model (after "
+                               "import alexft) and take its weights with alexft.weights_from_model(model)")
         return "npz"
     if path.suffix.lower() == ".caffemodel" or caffe.looks_like_caffemodel(head):
         return "caffemodel"
     if head[4:8] == b"TFL3":  # a FlatBuffer's identifier: what `alexft export x.tflite` writes
         raise WeightsError(f"{path}: a TF Lite export, not weights; give the .npz (or .npy) it was exported from")
     raise WeightsError(f"{path}: not a weights file ({_describe_bytes(head)}); expected .npy, .npz or .caffemodel")
+
+
+def _is_keras_file(path):
+    """Whether the zip at `path` is a Keras 3 model file: its config and metadata, and no arrays."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False  # (the .npz reader says what is wrong)
+    return {"config.json", "metadata.json"} <= names and not any(name.endswith(".npy") for name in names)
 
 
 def quick_check(path):
@@ -483,11 +496,16 @@ def assign(model, weight_set, skip=()):
 
 
 def from_model(model, class_names=None):
-    """The model's parameters as a WeightSet (float32 numpy copies)."""
+    """The model's parameters as a WeightSet (float32 numpy copies), with `class_names`, by
+    default the model's own (`alexft.AlexNet`'s models keep them, also through a .keras file)
+    when they fit its fc8."""
     params = {}
     for name in arch.LAYER_NAMES:
         layer = model.get_layer(name)
         params[name] = (np.asarray(layer.kernel.numpy(), np.float32), np.asarray(layer.bias.numpy(), np.float32))
+    if class_names is None:
+        own = getattr(model, "class_names", None)
+        class_names = own if own is not None and len(own) == params["fc8"][0].shape[1] else None
     return WeightSet(params, list(class_names) if class_names is not None else None)
 
 
