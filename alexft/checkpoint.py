@@ -25,15 +25,16 @@ def save(path, record, arrays):
     return write_atomic(path, lambda handle: np.savez(handle, **payload), CheckpointError)
 
 
-def load(path):
-    """Return (record, arrays) from a checkpoint written by `save`."""
+def load(path, arrays=True):
+    """Return (record, arrays) from a checkpoint written by `save`; `arrays=False`: the record
+    alone (read without the arrays, for checks before TensorFlow starts), arrays None."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint to resume from")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files if key != "record"}
+            values = {key: archive[key] for key in archive.files if key != "record"} if arrays else None
             record = json.loads(str(archive["record"]))
     except (OSError, ValueError, KeyError, EOFError) as error:
         raise CheckpointError(f"{path}: unreadable checkpoint ({error})") from None
-    return record, arrays
+    return record, values

@@ -107,7 +107,24 @@ def resume_point(run, config, options, log):
     finished = run.finished_summary()
     if finished and (finished["epochs"] >= options.epochs or not run.checkpoint.exists()):
         return earlier, already_finished(run, finished, options, log)
+    if not finished and run.checkpoint.exists():
+        _refuse_cutting_back(run, options)
     return earlier, None
+
+
+def _refuse_cutting_back(run, options):
+    """--resume --epochs N below the epochs a stopped run has done: it ended the run there, and
+    removed its checkpoint, so the run could never go on."""
+    from .checkpoint import CheckpointError, load
+
+    try:
+        done = load(run.checkpoint, arrays=False)[0]["epoch"]
+    except (CheckpointError, KeyError, TypeError):
+        return  # (the resume itself says what is wrong with the checkpoint)
+    if options.epochs < done:
+        raise TrainingError(f"{run.path}: --epochs {options.epochs} is fewer than the {done} epochs it has done, and a "
+                            f"run is never cut back; --epochs {done} ends it now (model.npz: the best of them), more "
+                            "go on")
 
 
 def layer_choice(options, weight_set, class_names, log):

@@ -811,6 +811,12 @@ def test_the_rate_drop_takes_the_momentum_with_it_also_across_a_resume(small_dig
         finetune(small_digits_folder, output=tmp_path / "split", log=stop_after_epoch_2, **options)
     assert [row["epoch"] for row in read_history(tmp_path / "split")] == ["1", "2"]
     assert not any(row["note"] for row in read_history(tmp_path / "split"))  # no recovery changed the rate
+    # Resumed with fewer epochs than done, it ended there and removed its checkpoint: the run
+    # could never go on. Refused, and the checkpoint kept.
+    with pytest.raises(TrainingError, match=r"split: --epochs 1 is fewer than the 2 epochs it has done, and a run is "
+                                            r"never cut back; --epochs 2 ends it now"):
+        finetune(small_digits_folder, output=tmp_path / "split", log=quiet, resume=True, **dict(options, epochs=1))
+    assert (tmp_path / "split" / "checkpoint.npz").is_file() and not (tmp_path / "split" / "summary.json").exists()
     finetune(small_digits_folder, output=tmp_path / "split", log=quiet, resume=True, **options)
     whole, split = final_state(tmp_path / "whole"), final_state(tmp_path / "split")
     assert set(whole) == set(split)
