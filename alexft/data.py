@@ -237,12 +237,14 @@ def split_parts(data_dir):
 def _split_folders(data_dir):
     """(train/, its validation folder or None, test/ or None) for a layout split in parts:
     train/ beside a validation folder or test/, alone, or holding class folders itself (and no
-    images of its own); None for class folders, one of which may be named "train". Part names
-    match in any case."""
+    images of its own); None for class folders, one of which may be named "train" (or "test",
+    "val": a train/ of images is a class, whatever is beside it). Part names match in any case."""
     present = split_parts(data_dir)
     if "train" not in present:
         return None
     train = data_dir / present["train"]
+    if loose_images(train) and not class_folders(train):  # images of its own: a class named "train" among classes
+        return None
     held_out = next((data_dir / present[name] for name in VALIDATION_NAMES if name in present), None)
     test = data_dir / present["test"] if "test" in present else None
     parts = held_out is not None or test is not None or not set(class_folders(data_dir)) - set(present.values())

@@ -89,6 +89,14 @@ def test_other_names_of_the_split_parts_are_read_as_parts_not_classes(tmp_path, 
         assert f"measure the fine-tuned model on it with alexft evaluate {folder / 'test'}" in caplog.text
     make_tree(tmp_path / "trains", ["train/1.jpg", "bus/2.jpg"])  # a class named train, no parts
     assert load_dataset(tmp_path / "trains", val_split=0).class_names == ["bus", "train"]
+    # Classes named train and test (or val) holding their images: refused as "train: no class
+    # sub-folders" after two warnings that read them as parts.
+    for beside in ("test", "val"):
+        make_tree(tmp_path / f"train_{beside}", ["train/1.jpg", f"{beside}/2.jpg", "other/3.jpg"])
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="alexft"):
+            assert load_dataset(tmp_path / f"train_{beside}", val_split=0).class_names == sorted(["other", beside, "train"])
+        assert caplog.text == ""
     # train/ of class folders beside another folder (a re-trial's notes/, a run folder made inside the
     # parent) was read as two classes "notes" and "train": the parts are read, the rest named.
     for layout, held_out, others in ((["train/cat/1.jpg", "train/dog/2.jpg", "notes/x.png"], 0, ["notes"]),
