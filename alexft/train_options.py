@@ -31,6 +31,8 @@ CAFFE_BASE_LR = 0.001  # the rate Caffe's fine-tuning recipe pairs with its deca
 
 
 # TrainOptions fields the command line does not offer (Caffe's recipe, changeable from Python).
+MAX_SEED = 2**31 - 1  # numpy takes no negative seed, TensorFlow's ops none past 64 bits: one range for all
+
 API_ONLY_OPTIONS = ("momentum", "weight_decay", "fresh_lr_multiplier", "bias_lr_multiplier")
 
 
@@ -94,6 +96,8 @@ class TrainOptions:
             raise OptionsError(f"val_split must be in [0, 1), got {self.val_split!r}")
         if not 0 <= self.dropout < 1:
             raise OptionsError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or not 0 <= self.seed <= MAX_SEED:
+            raise OptionsError(f"seed must be a whole number from 0 to {MAX_SEED}, got {self.seed!r}")
 
     @property
     def auto_lr(self):

@@ -138,6 +138,10 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["finetune", str(small_digits_folder), "--output", str(logs), *weights], 1,
          f"{logs}: tensorboard there is not from an alexft run, and a run would replace it; choose another --output"),
         (["finetune", str(small_digits_folder), "--epochs", "0", *weights], 2, "expected a whole number of at least 1"),
+        # A traceback from numpy (-1), or one from TensorFlow after its start-up (2**63).
+        (["finetune", str(small_digits_folder), "--seed", "-1", *weights], 2,
+         "Invalid value for '--seed': -1 is not in the range 0<=x<=2147483647."),
+        (["finetune", str(small_digits_folder), "--seed", str(2**63), *weights], 2, "Invalid value for '--seed'"),
         # Was said after the listing and start-up, with exit 1.
         (["finetune", str(small_digits_folder), "--device", "tpu", *weights], 2,
          "Invalid value for '--device': device 'tpu': expected auto, cpu, gpu or gpu:N"),

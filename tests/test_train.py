@@ -224,6 +224,10 @@ def test_layers_may_be_given_as_the_command_line_writes_them():
     for wrong in ("sixteen", 0, 2.5, True):
         with pytest.raises(OptionsError, match="batch_size .*: expected a whole number of at least 1"):
             TrainOptions(batch_size=wrong)
+    for wrong in (-1, 2**31, 1.5, "7", True):  # numpy refused -1 with a traceback, TensorFlow 2**63 after start-up
+        with pytest.raises(OptionsError, match=r"^seed must be a whole number from 0 to 2147483647, got "):
+            TrainOptions(seed=wrong)
+    assert TrainOptions(seed=2**31 - 1).seed == 2**31 - 1
     # A layer where the options record goes (the command line's order) is said plainly, not as
     # dataclasses.replace's "expected at least 2 arguments".
     from alexft.train import finetune

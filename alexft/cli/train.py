@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 
 from alexft.atomic import json_text
+from alexft.train_options import MAX_SEED
 
 from .common import (fail_cleanly, progress_option, read_weights, start_tensorflow, terminating_cleanly,
                      weights_option)
@@ -51,7 +52,7 @@ class _OptionValue(click.ParamType):
 @click.option("--ten-crop", is_flag=True, help="Validate on the average of Caffe's ten crops (default: centre crop).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Run folder. Default: runs/<timestamp>.")
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last checkpoint.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seeds the split, the data order, the crops and dropout.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, MAX_SEED), help="Seeds the split, the data order, the crops and dropout.")
 @click.option("--device", default="auto", show_default=True, type=_OptionValue("auto|cpu|gpu|gpu:N", "parse_device"),
               help="auto, cpu, gpu or gpu:N.")
 @click.option("--strategy", default="auto", show_default=True, type=click.Choice(["auto", "one", "mirrored", "multiworker"]), help="multiworker: across machines, configured by TF_CONFIG (docs/cluster.md).")
