@@ -32,6 +32,9 @@ def check_cluster(options, output, log):
 
 def report_split(dataset, options, log):
     """Say at the start what validation will and will not measure."""
+    if dataset.val_split is None and options.val_split != TrainOptions.val_split:
+        log(f"note: --val-split {options.val_split:g} is not used: the validation images come from a folder of their "
+            "own (a val/ part, or --val-dir)")
     if len(dataset.val) == 0:
         reason = "--val-split 0" if options.val_split == 0 else f"--val-split {options.val_split} holds out no image"
         log(f"no validation images ({reason}): model.npz will be the epoch with the lowest training loss")

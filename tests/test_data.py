@@ -137,7 +137,8 @@ def test_split_parts_are_found_in_any_case(tmp_path, caplog):
 def test_a_split_holding_out_more_than_asked_is_said(tmp_path):
     """Every class of two or more images gives one to validation: on 6 images a class
     --val-split 0.1 held out a sixth, unsaid (3 a class: a third). Said when the share is 1.5
-    times the one asked; not for larger classes, nor for a validation folder."""
+    times the one asked; not for larger classes, nor for a validation folder, where a share
+    other than the default is said to be unused."""
     from types import SimpleNamespace
 
     from alexft.train_setup import report_split
@@ -153,8 +154,11 @@ def test_a_split_holding_out_more_than_asked_is_said(tmp_path):
                             "images gives at least one to validation"]
     assert said(3, 0.1)[0].startswith("note: --val-split 0.1 holds out 4 of 12 images (33%)")
     assert said(20, 0.1) == [] and said(6, 0.2) == [] and said(6, 0) == []
-    assert said(2, 0.1, ["train/a/1.jpg", "train/a/2.jpg", "train/b/3.jpg", "train/b/4.jpg", "val/a/5.jpg",
-                         "val/b/6.jpg"]) == []
+    layout = ["train/a/1.jpg", "train/a/2.jpg", "train/b/3.jpg", "train/b/4.jpg", "val/a/5.jpg", "val/b/6.jpg"]
+    assert said(2, 0.1, layout) == []
+    # A share asked for where validation is a folder of its own went unsaid.
+    assert said(2, 0.3, layout) == ["note: --val-split 0.3 is not used: the validation images come from a folder of "
+                                    "their own (a val/ part, or --val-dir)"]
 
 
 def test_train_and_val_subfolders_are_used_and_matched_by_name(tmp_path):

@@ -911,7 +911,7 @@ def test_thousands_of_small_classes_make_one_warning_line_each_kind():
     val = np.r_[np.arange(9_000), np.arange(9_500, 10_000)]
     messages = []
     report_split(SimpleNamespace(class_names=names, train=Split(labels=train, paths=[f"t/{i}" for i in range(len(train))]),
-                                 val=Split(labels=val, paths=[f"v/{i}" for i in range(len(val))]), val_split=None),
+                                 val=Split(labels=val, paths=[f"v/{i}" for i in range(len(val))]), val_split=0.5),
                  SimpleNamespace(val_split=0.5), messages.append)
     assert messages == [
         "warning: 500 classes ('c09000', 'c09001', 'c09002', 'c09003', 'c09004', ...) have no image for validation: "
@@ -957,7 +957,7 @@ def test_validation_on_the_training_images_is_announced(tmp_path, monkeypatch):
     val = LabelledFiles([str(tmp_path / f"data/c{i % 2}/{i}.png") for i in range(3)], labels[:3])
     messages = []
     report_split(SimpleNamespace(class_names=["c0", "c1"], train=train, val=val, val_split=None),
-                 SimpleNamespace(val_split=0), messages.append)
+                 SimpleNamespace(val_split=0.1), messages.append)
     assert messages == ["warning: 3 of the 3 validation images are also training images: accuracy there says little "
                         "about images the model has not seen (is the validation folder the data folder?)"]
 
