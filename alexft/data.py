@@ -302,7 +302,8 @@ class BrokenFiles:
         if total and len(self.errors) > self.max_fraction * total:
             example = next(iter(self.errors.values()))
             raise DataError(
-                f"{len(self.errors)} of {total} images are broken (over {self.max_fraction:.0%}); e.g. {example}"
+                f"{len(self.errors)} of {total} images are broken, over the {self.max_fraction:.0%} --max-broken allows; "
+                f"e.g. {example}"
             )
 
     def write(self, path):

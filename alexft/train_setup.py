@@ -115,6 +115,10 @@ def resume_point(run, config, options, log):
     return earlier, None
 
 
+def _epochs(count):
+    return f"{count} epoch{'' if count == 1 else 's'}"
+
+
 def _refuse_cutting_back(run, options):
     """--resume --epochs N below the epochs a stopped run has done: it ended the run there, and
     removed its checkpoint, so the run could never go on."""
@@ -209,11 +213,11 @@ def _change_in_words(key, saved, config):
 def already_finished(run, summary, options, log):
     if summary["epochs"] < options.epochs:
         raise TrainingError(
-            f"{run.path}: finished after {summary['epochs']} epochs and its checkpoint was removed; to train longer, "
+            f"{run.path}: finished after {_epochs(summary['epochs'])} and its checkpoint was removed; to train longer, "
             f"start a new run from its model, keeping what it learned (--weights {run.model} --skip '' "
             f"--train {','.join(options.train)}), or keep the checkpoint with --keep-checkpoint")
     fewer = (f"; --epochs {options.epochs} is fewer than it ran, and a run is never cut back: model.npz is the best "
              "epoch of all" if options.epochs < summary["epochs"] else "")
-    log(f"{run.path}: already finished ({summary['epochs']} epochs; model.npz holds epoch {summary['best_epoch']}); "
+    log(f"{run.path}: already finished ({_epochs(summary['epochs'])}; model.npz holds epoch {summary['best_epoch']}); "
         f"nothing to resume{fewer}")
     return dict(summary, already_finished=True)

@@ -322,7 +322,8 @@ def test_a_resume_the_run_refuses_or_has_nothing_to_do_for_is_said_before_tensor
         assert f"Error: {run}: cannot resume with a different configuration ({change}" in done.stderr
     status, imported, done = without_tensorflow(["finetune", "--resume", "--output", run, "--json"], tmp_path)
     assert (status, imported) == (0, False), done.stderr
-    assert f"{run}: already finished ({summary['epochs']} epochs" in done.stderr
+    count = summary["epochs"]
+    assert f"{run}: already finished ({count} epoch{'' if count == 1 else 's'};" in done.stderr
     assert json.loads(done.stdout)["already_finished"] is True
     assert "--lr auto" not in done.stderr
     # --lr auto given on a resume was ignored in silence (a helper expected a new range test).

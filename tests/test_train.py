@@ -170,7 +170,7 @@ def test_broken_files_are_skipped_and_listed(small_digits_folder, canonical_weig
 
     monkeypatch.setattr(features_module, "InferenceFunction", Counted)
     monkeypatch.setenv("ALEXFT_FEATURE_STORE", "off")  # else the first run's features are read, not computed
-    with pytest.raises(DataError, match="2 of 62 images are broken"):
+    with pytest.raises(DataError, match="2 of 62 images are broken, over the 1% --max-broken allows; e.g. "):
         finetune(data, weights=canonical_weights_file, epochs=1, val_split=0, output=tmp_path / "strict",
                  max_broken=0.01, progress=False, log=quiet)
     assert len(calls) == 1
