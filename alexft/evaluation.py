@@ -21,7 +21,7 @@ from .data import (DataError, LabelledFiles, class_folders, class_index, folder_
 from .errors import AlexftError
 from .pipeline import check_count
 from .preprocess import is_within  # noqa: F401  (the command line takes it from here)
-from .predict import predict_views
+from .predict import as_predictor, predict_views
 
 log = logging.getLogger("alexft")
 
@@ -160,6 +160,7 @@ def evaluate(predictor, files, ten_crop=False, batch_size=32, progress=None, rep
     <class>/<images> whose folder names are the predictor's classes, as `alexft evaluate DATA` reads.
     """
     check_count(batch_size, "batch_size")
+    predictor = as_predictor(predictor)  # (a Keras model of alexft's: alexft.AlexNet's, a loaded .keras file)
     if isinstance(files, (str, os.PathLike)):
         folder = Path(files)
         if report is not None and is_within(Path(report), folder):  # it would be read as a class next time

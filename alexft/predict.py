@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Predictor:
-    """A model with its class names, ready to turn preprocessed views into probabilities."""
+    """A model with its class names, ready to turn preprocessed views into probabilities. The
+    model gives logits (`build_alexnet`), or probabilities already (`alexft.AlexNet`'s, whose
+    last layer is a softmax): no second softmax is put on them."""
 
     model: object
     class_names: list
@@ -35,7 +37,7 @@ class Predictor:
 
         from .model import InferenceFunction
 
-        self._softmax = InferenceFunction(self.model, tf.nn.softmax)
+        self._softmax = InferenceFunction(self.model, None if _ends_in_softmax(self.model) else tf.nn.softmax)
 
     def probabilities(self, views, fused_lrn=False):
         """(N, 227, 227, 3) float32 views -> (N, classes) softmax probabilities.
@@ -46,6 +48,32 @@ class Predictor:
         if check_views(views) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
         return self._softmax(views, fused_lrn).numpy()
+
+
+def _ends_in_softmax(model):
+    """Whether a Keras model's last layer gives probabilities: a Softmax layer, or a softmax
+    activation (an Activation or Dense layer's)."""
+    import keras
+
+    layers = getattr(model, "layers", None)
+    if not layers:
+        return False
+    last = layers[-1]
+    activation = getattr(last, "activation", None)
+    return isinstance(last, keras.layers.Softmax) or getattr(activation, "__name__", None) == "softmax"
+
+
+def as_predictor(model):
+    """A Predictor, or a Keras model with alexft's input (e.g. `alexft.AlexNet`'s, or one loaded
+    from a .keras file) wrapped in one, with its own class names, else the default ones for its
+    class count."""
+    if not hasattr(model, "layers") or not hasattr(model, "output_shape"):
+        return model  # a Predictor, a LitePredictor, or anything with `probabilities` and `class_names`
+    names = getattr(model, "class_names", None)
+    count = model.output_shape[-1]
+    if names is None or len(names) != count:
+        names = weights_io.default_class_names(count)
+    return Predictor(model, list(names))
 
 
 def check_views(views):
@@ -122,6 +150,7 @@ def predict_views(predictor, paths, ten_crop=False, batch_size=32, progress=None
     `fused_lrn`: whether full batches use the fused LRN (`Predictor.probabilities`); by default,
     runs of 512 views or more do. `desc`: the progress bar's label.
     """
+    predictor = as_predictor(predictor)
     paths = find_images(paths, say=warn_user)  # one path or many; folders expand as on the command line
     views_per_image = 10 if ten_crop else 1
     if fused_lrn is None:
@@ -176,6 +205,7 @@ def classify(predictor, paths, top=5, ten_crop=False, batch_size=32, progress=No
 
 
 def _classified(predictor, paths, top, ten_crop, batch_size, progress):
+    predictor = as_predictor(predictor)
     for path, probabilities, error in predict_files(predictor, paths, ten_crop, batch_size, progress):
         if error is not None:
             yield {"path": str(path), "error": error}

@@ -532,6 +532,11 @@ def class_names_for(weight_set):
     """The labels to report: the names saved with the weights, else ImageNet's for 1000 classes."""
     if weight_set.class_names is not None:
         return list(weight_set.class_names)
-    if weight_set.num_classes == arch.IMAGENET_CLASSES:
+    return default_class_names(weight_set.num_classes)
+
+
+def default_class_names(count):
+    """ImageNet's names for 1000 classes, else "class 0", "class 1", ..."""
+    if count == arch.IMAGENET_CLASSES:
         return imagenet_class_names()
-    return [f"class {index}" for index in range(weight_set.num_classes)]
+    return [f"class {index}" for index in range(count)]
