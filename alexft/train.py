@@ -110,6 +110,11 @@ def _finetune(data_dir, options=None, *, weights=None, output=None, resume=False
         run.release()
 
 
+# Keras' (and PyTorch's) words for finetune's options, which spelling alone does not find.
+KERAS_NAMES = {"learning_rate": "lr", "validation_split": "val_split", "validation_dir": "val_dir",
+               "validation_data": "val_dir", "shuffle_seed": "seed", "dropout_rate": "dropout"}
+
+
 def _refuse_unknown_options(fields):
     """A mistyped option is named as finetune's, with the option it may have meant."""
     import dataclasses
@@ -118,7 +123,7 @@ def _refuse_unknown_options(fields):
     known = [field.name for field in dataclasses.fields(TrainOptions)]
     for name in fields:
         if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
+            close = [KERAS_NAMES[name]] if name in KERAS_NAMES else difflib.get_close_matches(name, known, n=1)
             raise TypeError(f"finetune() got an unexpected keyword argument {name!r}"
                             + (f"; did you mean {close[0]!r}?" if close else f"; its options: {', '.join(known)}"))
 

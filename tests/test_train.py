@@ -1226,6 +1226,8 @@ def test_a_mistyped_option_is_named_with_the_one_meant():
         finetune("anywhere", epoch=1)
     with pytest.raises(TypeError, match=r"'colour'; its options: skip, train, epochs, "):
         finetune("anywhere", colour="red")
+    with pytest.raises(TypeError, match=r"'learning_rate'; did you mean 'lr'\?$"):  # Keras' word: not found by spelling
+        finetune("anywhere", learning_rate=0.01)
 
 
 def test_a_new_run_folder_inside_the_data_is_refused_before_anything_is_written(small_digits_folder, tmp_path):
