@@ -85,7 +85,9 @@ def _weight_set(weights, include_top, last, progress):
     elif isinstance(weights, (str, os.PathLike)):
         path = resolve_weights(weights, download=False)
     else:
-        raise TypeError(f"weights must be 'imagenet', a path, a WeightSet or None; got {type(weights).__name__}")
+        raise TypeError(f"weights must be 'imagenet', a path, a WeightSet or None; got {type(weights).__name__}"
+                        + (" (a Keras model: alexft.weights_from_model(model) gives its WeightSet)"
+                           if hasattr(weights, "get_layer") else ""))
     weight_set = weights_io.load(path, skip=[layer for layer in names if layer not in needed])
     weight_set.handed_over = True  # read for this model only
     return weight_set

@@ -317,8 +317,11 @@ def test_without_the_top_it_ends_at_pool5_or_any_layer_and_pools_as_keras_does(c
                            (dict(include_top=False, input_shape=(40, 40, 3)), "at least 67x67")):
         with pytest.raises(ValueError, match=message):
             alexft.AlexNet(weights=None, **wrong)
-    with pytest.raises(TypeError, match="weights must be 'imagenet', a path, a WeightSet or None; got int"):
+    with pytest.raises(TypeError, match="weights must be 'imagenet', a path, a WeightSet or None; got int$"):
         alexft.AlexNet(weights=3)
+    with pytest.raises(TypeError, match=r"got Functional \(a Keras model: alexft.weights_from_model\(model\) gives its "
+                                        r"WeightSet\)$"):
+        alexft.AlexNet(weights=alexft.build_alexnet(num_classes=3))
 
 
 def test_any_input_size_without_fc6_also_not_square_or_not_fixed(canonical_weights_file, canonical_params):
