@@ -129,7 +129,7 @@ def metrics(probabilities, labels, class_names):
     result = dict(
         images=int(count),
         top1=float((predicted == labels).mean()),
-        top5=float((ranks < 5).mean()) if classes >= 5 else None,
+        top5=float((ranks < 5).mean()) if classes > 5 else None,  # (of five classes or fewer: always 1)
         mean_class_accuracy=float(recall[present].mean()),
         # (at least 0: a float32 softmax can give 1 + 1e-7 for a sure answer, printed as -0.0000)
         log_loss=max(0.0, float(-np.log(np.maximum(probabilities[np.arange(count), labels], 1e-15)).mean())),

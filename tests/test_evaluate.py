@@ -74,6 +74,10 @@ def test_metrics_against_hand_computed_values():
     labels = np.array([0, 2, 2, 1])
     result, confusion = metrics(probabilities, labels, ["a", "b", "c"])
     assert result["top1"] == pytest.approx(0.75) and result["top5"] is None
+    five = np.eye(5)[[0, 1, 2, 3, 4, 0]] * 0.5 + 0.1  # five classes: every label is among the top five
+    assert metrics(five, np.array([1, 1, 2, 3, 4, 4]), list("abcde"))[0]["top5"] is None  # (it said 100%)
+    assert metrics(np.hstack([five, np.zeros((6, 1))]), np.array([5, 1, 2, 3, 4, 4]), list("abcdef"))[0]["top5"] == \
+        pytest.approx(5 / 6)
     assert confusion.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
     assert result["mean_class_accuracy"] == pytest.approx((1 + 1 + 0.5) / 3)
     assert result["log_loss"] == pytest.approx(-np.mean(np.log([0.7, 0.4, 0.4, 0.7])))
