@@ -30,9 +30,9 @@ AUTO_MAX_EPOCHS = 200
 CAFFE_BASE_LR = 0.001  # the rate Caffe's fine-tuning recipe pairs with its decay of 5e-4
 
 
-# TrainOptions fields the command line does not offer (Caffe's recipe, changeable from Python).
 MAX_SEED = 2**31 - 1  # numpy takes no negative seed, TensorFlow's ops none past 64 bits: one range for all
 
+# TrainOptions fields the command line does not offer (Caffe's recipe, changeable from Python).
 API_ONLY_OPTIONS = ("momentum", "weight_decay", "fresh_lr_multiplier", "bias_lr_multiplier")
 
 

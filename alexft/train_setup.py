@@ -129,7 +129,7 @@ def _refuse_cutting_back(run, options):
     except (CheckpointError, KeyError, TypeError):
         return  # (the resume itself says what is wrong with the checkpoint)
     if options.epochs < done:
-        raise TrainingError(f"{run.path}: --epochs {options.epochs} is fewer than the {done} epochs it has done, and a "
+        raise TrainingError(f"{run.path}: --epochs {options.epochs} is fewer than the {_epochs(done)} it has done, and a "
                             f"run is never cut back; --epochs {done} ends it now (model.npz: the best of them), more "
                             "go on")
 
