@@ -29,7 +29,7 @@ class Predictor:
     last layer is a softmax): no second softmax is put on them."""
 
     model: object
-    class_names: list
+    class_names: list = None  # None: the model's own (alexft.AlexNet's keep them), else the default ones
     preprocessing: object = None  # a preprocess.Preprocessing; None: alexft's recipe
 
     def __post_init__(self):
@@ -37,6 +37,8 @@ class Predictor:
 
         from .model import InferenceFunction
 
+        if self.class_names is None:
+            self.class_names = _model_class_names(self.model)
         self._softmax = InferenceFunction(self.model, None if _ends_in_softmax(self.model) else tf.nn.softmax)
 
     def probabilities(self, views, fused_lrn=False):
@@ -50,30 +52,41 @@ class Predictor:
         return self._softmax(views, fused_lrn).numpy()
 
 
+def _last_layers(model):
+    """The model's last layer, and the last layer of that, down through models inside models
+    (alexft.AlexNet's model inside one of the user's)."""
+    while getattr(model, "layers", None):
+        model = model.layers[-1]
+        yield model
+
+
 def _ends_in_softmax(model):
-    """Whether a Keras model's last layer gives probabilities: a Softmax layer, or a softmax
-    activation (an Activation or Dense layer's)."""
+    """Whether a Keras model gives probabilities: its last layer, or the last layer of a model
+    it ends with, is a Softmax layer, or has a softmax activation (an Activation's or a Dense's)."""
     import keras
 
-    layers = getattr(model, "layers", None)
-    if not layers:
-        return False
-    last = layers[-1]
-    activation = getattr(last, "activation", None)
-    return isinstance(last, keras.layers.Softmax) or getattr(activation, "__name__", None) == "softmax"
+    last = list(_last_layers(model))[-1:] or [None]
+    activation = getattr(last[0], "activation", None)
+    return isinstance(last[0], keras.layers.Softmax) or getattr(activation, "__name__", None) == "softmax"
+
+
+def _model_class_names(model):
+    """A Keras model's class names: its own, or those of the model it ends with (alexft.AlexNet's
+    keep them, also through a .keras file), when they fit its output; else the default ones."""
+    count = model.output_shape[-1]
+    for holder in [model, *_last_layers(model)]:
+        names = getattr(holder, "class_names", None)
+        if names is not None and len(names) == count:
+            return list(names)
+    return weights_io.default_class_names(count)
 
 
 def as_predictor(model):
     """A Predictor, or a Keras model with alexft's input (e.g. `alexft.AlexNet`'s, or one loaded
-    from a .keras file) wrapped in one, with its own class names, else the default ones for its
-    class count."""
+    from a .keras file) wrapped in one, with the model's class names."""
     if not hasattr(model, "layers") or not hasattr(model, "output_shape"):
         return model  # a Predictor, a LitePredictor, or anything with `probabilities` and `class_names`
-    names = getattr(model, "class_names", None)
-    count = model.output_shape[-1]
-    if names is None or len(names) != count:
-        names = weights_io.default_class_names(count)
-    return Predictor(model, list(names))
+    return Predictor(model)
 
 
 def check_views(views):

@@ -819,3 +819,14 @@ def test_alexnets_keras_model_scores_as_the_predictor_does_wherever_a_predictor_
     (tmp_path / "data" / "tabby, tabby cat").mkdir(parents=True)
     cv2.imwrite(str(tmp_path / "data" / "tabby, tabby cat" / "cat.png"), cv2.imread(str(photo)))
     assert alexft.evaluate(model, tmp_path / "data")["images"] == 1
+    # Inside a model of the user's (a re-trial: a second softmax again, and "class 0" for its names).
+    three = alexft.load_weights(canonical_weights_file)
+    three.params["fc8"] = (three.params["fc8"][0][:, :3].copy(), three.params["fc8"][1][:3].copy())
+    three.class_names = ["ant", "bee", "cow"]
+    inner = alexft.AlexNet(weights=three)
+    inputs = keras.Input((227, 227, 3))
+    for outer in (keras.Model(inputs, inner(inputs)), keras.Sequential([keras.Input((227, 227, 3)), inner])):
+        scored = alexft.Predictor(outer)  # the class names are the model's own
+        assert scored.class_names == ["ant", "bee", "cow"]
+        np.testing.assert_allclose(scored.probabilities(views), alexft.load_predictor(three).probabilities(views),
+                                   rtol=1e-5, atol=1e-7)
