@@ -87,7 +87,8 @@ def format_for(output):
     """The format an OUTPUT name asks for when none is given: `x.tflite` is a TF Lite file and
     `x.keras` a Keras model file (a SavedModel folder under either name would surprise),
     anything else a SavedModel."""
-    return SUFFIX_FORMATS.get(Path(output).suffix.lower(), "savedmodel")
+    name = Path(output).name.lower()  # (".keras" alone has no suffix for pathlib, but is Keras' name all the same)
+    return next((kind for suffix, kind in SUFFIX_FORMATS.items() if name.endswith(suffix)), "savedmodel")
 
 
 def labels_path(tflite_path):

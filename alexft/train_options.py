@@ -98,6 +98,7 @@ class TrainOptions:
             raise OptionsError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or not 0 <= self.seed <= MAX_SEED:
             raise OptionsError(f"seed must be a whole number from 0 to {MAX_SEED}, got {self.seed!r}")
+        self.seed = int(self.seed)  # (numpy's integers are not JSON: config.json could not be written)
 
     @property
     def auto_lr(self):

@@ -239,7 +239,7 @@ def test_a_keras_file_export_is_the_keras_model_with_the_same_scores(canonical_w
     from alexft.export import ExportError, ExportOptionsError, export
     from alexft.export_request import format_for, is_an_export
 
-    assert format_for("m.KERAS") == "keras" and format_for("m.keras.d") == "savedmodel"
+    assert format_for("m.KERAS") == "keras" and format_for("m.keras.d") == "savedmodel" and format_for(".keras") == "keras"
     with pytest.raises(ExportOptionsError, match="a Keras file holds float32 weights; for bfloat16 .* alexft.AlexNet"):
         export(canonical_weights_file, tmp_path / "m.keras", precision="bfloat16")
     # Keras saves and loads only names ending in .keras: M.KERAS crashed in Keras' save, and

@@ -228,6 +228,7 @@ def test_layers_may_be_given_as_the_command_line_writes_them():
         with pytest.raises(OptionsError, match=r"^seed must be a whole number from 0 to 2147483647, got "):
             TrainOptions(seed=wrong)
     assert TrainOptions(seed=2**31 - 1).seed == 2**31 - 1
+    assert type(TrainOptions(seed=np.int64(5)).seed) is int  # (config.json could not be written: int64 is not JSON)
     # A layer where the options record goes (the command line's order) is said plainly, not as
     # dataclasses.replace's "expected at least 2 arguments".
     from alexft.train import finetune
