@@ -830,3 +830,22 @@ def test_alexnets_keras_model_scores_as_the_predictor_does_wherever_a_predictor_
         assert scored.class_names == ["ant", "bee", "cow"]
         np.testing.assert_allclose(scored.probabilities(views), alexft.load_predictor(three).probabilities(views),
                                    rtol=1e-5, atol=1e-7)
+
+
+def test_what_else_the_process_writes_while_tensorflow_starts_is_kept():
+    """Holding TensorFlow's start-up lines back after `import alexft` also dropped what the
+    script's other threads logged meanwhile (a re-trial lost 21 of 40 lines)."""
+    import os
+
+    script = ("import sys, threading, time, alexft\n"
+              "def say():\n"
+              "    for i in range(30):\n"
+              "        print(f'user line {i}', file=sys.stderr, flush=True); time.sleep(0.05)\n"
+              "speaker = threading.Thread(target=say); speaker.start(); time.sleep(0.1)\n"
+              "import tensorflow\n"
+              "speaker.join()\n")
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert sorted(lines, key=lambda line: int(line.split()[-1])) == [f"user line {i}" for i in range(30)], done.stderr
