@@ -53,10 +53,19 @@ def labelled_folder(data_dir, class_names):
         raise DataError(f"{data_dir}: folder(s) {quoted_names(unknown)} are not classes of this model "
                         f"(e.g. {quoted_names(class_names[:3])}" +
                         (", or WordNet ids such as 'n01440764')" if len(class_names) == 1000 else ")") +
-                        _split_hint(data_dir, folders))
+                        _case_hint(unknown, class_names) + _split_hint(data_dir, folders))
     files = list_labelled(data_dir, folders, empty_ok=True)  # a class with no images has no figures, not an error
     files.labels = np.array([folder_class(index, folders[i]) for i in files.labels], np.int32)
     return files
+
+
+def _case_hint(unknown, class_names):
+    """Folders named as classes but for their case ('Digit_0' for 'digit_0'): matched exactly, so said."""
+    by_case = {}
+    for name in class_names:
+        by_case.setdefault(name.casefold(), name)
+    meant = [by_case[name.casefold()] for name in unknown if name.casefold() in by_case]
+    return f"; class names match in their case: did you mean {quoted_names(meant)}?" if meant else ""
 
 
 def _split_hint(data_dir, folders):

@@ -162,6 +162,10 @@ def test_folders_match_classes_in_either_unicode_form_and_a_train_val_folder_is_
     (tmp_path / "split" / "val").rename(tmp_path / "split" / "test")
     with pytest.raises(DataError, match=f"; for a layout of test, train, evaluate {tmp_path / 'split' / 'test'}$"):
         labelled_folder(tmp_path / "split", ["digit_0", "café"])
+    (tmp_path / "data2" / "DIGIT_0").mkdir(parents=True)  # a class name in another case: named, not guessed
+    with pytest.raises(DataError, match=r"folder\(s\) 'DIGIT_0' are not classes of this model .*; class names match "
+                                        r"in their case: did you mean 'digit_0'\?$"):
+        labelled_folder(tmp_path / "data2", ["digit_0", "café"])
     (tmp_path / "split" / "test").rename(tmp_path / "split" / "Valid")  # part names in any case
     with pytest.raises(DataError, match=f"; for a layout of Valid, train, evaluate {tmp_path / 'split' / 'Valid'}$"):
         labelled_folder(tmp_path / "split", ["digit_0", "café"])
