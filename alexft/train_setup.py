@@ -201,6 +201,8 @@ def _change_in_words(key, saved, config):
         return (f"base weights: SHA-256 was {was[:12]}... ({saved.get('weights', 'file not recorded')}), "
                 f"now {now[:12]}... ({config['weights']})")
     if key == "data" and isinstance(was, dict) and isinstance(now, dict):
+        if saved.get("val_dir") != config.get("val_dir"):  # (another validation folder: said as the option)
+            return f"--val-dir: was {saved.get('val_dir') or 'none'}, now {config.get('val_dir') or 'none'}"
         counts = [(part.get("train_images"), part.get("val_images")) for part in (was, now)]
         if counts[0] != counts[1]:
             return (f"images: was {counts[0][0]} training and {counts[0][1]} validation, now {counts[1][0]} and "

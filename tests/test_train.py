@@ -528,6 +528,10 @@ def test_resume_refuses_a_different_configuration(small_digits_folder, canonical
     with pytest.raises(TrainingError, match=r"different configuration \(--ten-crop: was off, now on"):
         finetune(moved, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0, ten_crop_val=True,
                  output=tmp_path / "run", resume=True, progress=False, log=quiet)
+    # Another validation folder was said as other image counts; it is said as the option.
+    with pytest.raises(TrainingError, match=rf"different configuration \(--val-dir: was none, now {fewer.absolute()}\);"):
+        finetune(moved, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0, val_dir=fewer,
+                 output=tmp_path / "run", resume=True, progress=False, log=quiet)
     again = finetune(moved, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0, output=tmp_path / "run",
                      resume=True, progress=False, log=quiet)
     assert again["already_finished"]
