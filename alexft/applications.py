@@ -311,10 +311,13 @@ def decode_predictions(preds, top=5, class_names=None):
             raise ValueError(f"{count} classes: pass class_names (ImageNet's need 1000 scores per row)")
         ids, class_names = imagenet.wordnet_ids(), imagenet.class_names()
     else:
+        if isinstance(class_names, (dict, str, bytes)):  # (a dict gave its keys as the names)
+            raise TypeError(f"class_names: a list of names in class order, not {type(class_names).__name__}")
         class_names = list(class_names)
         if len(class_names) != count:
             raise ValueError(f"{len(class_names)} class names for {count} scores per row")
-        ids = list(range(count))
+        # ImageNet's own names (an ImageNet model's `class_names`) keep ImageNet's WordNet ids.
+        ids = imagenet.wordnet_ids() if class_names == imagenet.class_names() else list(range(count))
     check_top(top)
     top = min(int(top), count)
     decoded = []

@@ -254,6 +254,11 @@ def test_decode_predictions_names_imagenet_classes_by_wordnet_id():
     assert decoded[1][0][:2] == ("n15075141", "toilet tissue, toilet paper, bathroom tissue")
     assert len(alexft.decode_predictions(scores)[0]) == 5
     assert alexft.decode_predictions(np.eye(3)[[2]], top=2, class_names=["a", "b", "c"]) == [[(2, "c", 1.0), (0, "a", 0.0)]]
+    # An ImageNet model's own class_names (a .keras export's) keep the WordNet ids; a dict of names is refused
+    # (its keys were taken as the names).
+    assert alexft.decode_predictions(scores, top=1, class_names=alexft.imagenet_class_names())[0][0][0] == "n02123045"
+    with pytest.raises(TypeError, match="class_names: a list of names in class order, not dict"):
+        alexft.decode_predictions(np.eye(3), class_names={0: "a", 1: "b", 2: "c"})
     with pytest.raises(ValueError, match="3 classes: pass class_names"):
         alexft.decode_predictions(np.eye(3))
     with pytest.raises(ValueError, match=r"shaped \(N, classes\)"):
