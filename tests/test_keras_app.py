@@ -854,3 +854,21 @@ def test_what_else_the_process_writes_while_tensorflow_starts_is_kept():
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
     assert sorted(lines, key=lambda line: int(line.split()[-1])) == [f"user line {i}" for i in range(30)], done.stderr
+
+
+def test_weights_from_model_finds_alexnet_inside_a_model_of_the_users(canonical_weights_file):
+    """weights_from_model(wrapped) failed with Keras' "No such layer: conv1. Existing layers are:
+    ['input_layer_1', 'alexnet']": the advice given for a .keras file of such a model led nowhere."""
+    three = alexft.load_weights(canonical_weights_file)
+    three.params["fc8"] = (three.params["fc8"][0][:, :3].copy(), three.params["fc8"][1][:3].copy())
+    three.class_names = ["ant", "bee", "cow"]
+    inner = alexft.AlexNet(weights=three)
+    inputs = keras.Input((227, 227, 3))
+    taken = alexft.weights_from_model(keras.Model(inputs, inner(inputs)))
+    assert taken.class_names == ["ant", "bee", "cow"]
+    for name, (kernel, bias) in three.params.items():
+        np.testing.assert_array_equal(taken.params[name][0], kernel, err_msg=name)
+        np.testing.assert_array_equal(taken.params[name][1], bias, err_msg=name)
+    with pytest.raises(ValueError, match=r"^sequential\w*: holds no AlexNet layers \(conv1, .*fc8\), nor a model with "
+                                         r"them: weights_from_model takes a model alexft built"):
+        alexft.weights_from_model(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))

@@ -499,14 +499,32 @@ def from_model(model, class_names=None):
     """The model's parameters as a WeightSet (float32 numpy copies), with `class_names`, by
     default the model's own (`alexft.AlexNet`'s models keep them, also through a .keras file)
     when they fit its fc8."""
+    outer, model = model, _alexnet_within(model)
     params = {}
     for name in arch.LAYER_NAMES:
         layer = model.get_layer(name)
         params[name] = (np.asarray(layer.kernel.numpy(), np.float32), np.asarray(layer.bias.numpy(), np.float32))
     if class_names is None:
-        own = getattr(model, "class_names", None)
+        own = getattr(outer, "class_names", None) or getattr(model, "class_names", None)
         class_names = own if own is not None and len(own) == params["fc8"][0].shape[1] else None
     return WeightSet(params, list(class_names) if class_names is not None else None)
+
+
+def _alexnet_within(model):
+    """The model holding AlexNet's layers by name: `model` itself, or the AlexNet inside a model
+    of the user's (`alexft.AlexNet(...)` called on its input); ValueError when there is none."""
+    names = {layer.name for layer in getattr(model, "layers", [])}
+    if set(arch.LAYER_NAMES) <= names:
+        return model
+    for layer in getattr(model, "layers", []):
+        if getattr(layer, "layers", None):
+            try:
+                return _alexnet_within(layer)
+            except ValueError:
+                continue
+    raise ValueError(f"{getattr(model, 'name', 'the model')}: holds no AlexNet layers ({', '.join(arch.LAYER_NAMES)}), "
+                     "nor a model with them: weights_from_model takes a model alexft built (alexft.AlexNet, "
+                     "build_alexnet)")
 
 
 def save(weight_set, path):
