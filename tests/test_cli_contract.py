@@ -311,6 +311,8 @@ def test_a_resume_the_run_refuses_or_has_nothing_to_do_for_is_said_before_tensor
     other = weights.save(weights.WeightSet(other_weights), tmp_path / "other.npz")
     refusals = [
         (["--train", "fc7,fc8"], '--train: was fc8, now fc7,fc8'),
+        # Every change in one refusal: with layers given, the dropout's alone was named.
+        (["--dropout", "0.3", "--train", "fc7,fc8"], '--train: was fc8, now fc7,fc8; --dropout: was 0.5, now 0.3)'),
         ([changed_data], f"images: was 240 training and 60 validation, now 241 and 60 (in {changed_data.absolute()})"),
         ([renamed_data], f"images: as many as before, but other files, classes or splits (in {renamed_data.absolute()}"),
         (["--weights", other], f"base weights: SHA-256 was {sha256(canonical_weights_file)[:12]}... "

@@ -97,11 +97,14 @@ def finetune(output, resume, as_json, progress, **values):
     values["val_dir"] = values["val_dir"] and str(values["val_dir"])
     options = TrainOptions(train=train_layers, **values)
     _check_layers(click.get_current_context(), options)
-    if saved is not None:  # an option given again with another value: said now, not after TensorFlow's start-up
+    if saved is not None and not _layers_given(click.get_current_context()):
+        # An option given again with another value: said now, before the listing. Layers given
+        # are checked with the rest once the run has chosen them (a class count may add fc8 to
+        # --skip), so that one refusal names every change.
         from alexft.run_folder import refuse_changes
         from alexft.train_options import option_change
 
-        keys = [key for key in options.IDENTITY if key in saved and key not in ("skip", "train")]  # layers: the run decides
+        keys = [key for key in options.IDENTITY if key in saved and key not in ("skip", "train")]
         refuse_changes(saved, options.as_dict(), output, keys, describe=option_change)
     dataset, weights, finished = _check_before_training(data_dir, options, weights, output, resume, progress)
     if finished:  # --resume of a run that has done all it was asked for: nothing to start TensorFlow for
@@ -144,6 +147,12 @@ _CONFIG_KEYS = {"train_layers": "train", "ten_crop": "ten_crop_val"}
 # Not taken from the resumed run: the rate ("auto" keeps the run's own, recoveries included)
 # and where and how it computes (a run begun on a GPU may end on a CPU).
 _NOT_RESUMED = {"lr", "device", "strategy", "heartbeat_timeout", "mixed_precision"}
+
+
+def _layers_given(ctx):
+    from click.core import ParameterSource
+
+    return any(ctx.get_parameter_source(name) is not ParameterSource.DEFAULT for name in ("skip", "train_layers"))
 
 
 def _take_the_runs_settings(ctx, output, values):
