@@ -220,6 +220,8 @@ def already_finished(run, summary, options, log):
             f"--train {','.join(options.train)}), or keep the checkpoint with --keep-checkpoint")
     fewer = (f"; --epochs {options.epochs} is fewer than it ran, and a run is never cut back: model.npz is the best "
              "epoch of all" if options.epochs < summary["epochs"] else "")
+    if not fewer and run.checkpoint.exists():  # (--keep-checkpoint): it may go on, said how
+        fewer = f"; its checkpoint is kept: --epochs N over {summary['epochs']} trains it further"
     log(f"{run.path}: already finished ({_epochs(summary['epochs'])}; model.npz holds epoch {summary['best_epoch']}); "
         f"nothing to resume{fewer}")
     return dict(summary, already_finished=True)

@@ -852,6 +852,9 @@ def test_resume_may_change_the_rate_and_the_epochs(small_digits_folder, canonica
     options = dict(weights=canonical_weights_file, batch_size=8, val_split=0.2, output=tmp_path / "run", progress=False,
                    log=quiet)
     finetune(small_digits_folder, epochs=2, lr=0.001, keep_checkpoint=True, **options)
+    messages = []  # a finished run that kept its checkpoint says how to go on
+    finetune(small_digits_folder, **dict(options, log=messages.append), epochs=2, resume=True)
+    assert messages[-1].endswith("nothing to resume; its checkpoint is kept: --epochs N over 2 trains it further")
     messages = []
     summary = finetune(small_digits_folder, **dict(options, log=messages.append), epochs=4, lr=0.0001, resume=True)
     assert "resumed with base rate 0.001 -> 0.0001, epochs 2 -> 4" in messages
