@@ -324,6 +324,10 @@ def test_without_the_top_it_ends_at_pool5_or_any_layer_and_pools_as_keras_does(c
             alexft.AlexNet(weights=None, **wrong)
     with pytest.raises(TypeError, match="weights must be 'imagenet', a path, a WeightSet or None; got int$"):
         alexft.AlexNet(weights=3)
+    for empty in ("", " "):  # "" was read as the current folder: ".: is a folder, not a weights file"
+        with pytest.raises(alexft.WeightsError, match=r"^weights: an empty path '\s*'; give a weights file, or leave it "
+                                                      r"out for the default ones$"):
+            alexft.AlexNet(weights=empty)
     with pytest.raises(TypeError, match=r"got Functional \(a Keras model: alexft.weights_from_model\(model\) gives its "
                                         r"WeightSet\)$"):
         alexft.AlexNet(weights=alexft.build_alexnet(num_classes=3))

@@ -106,6 +106,8 @@ def check_weights_argument(weights):
         raise TypeError(f"weights: expected the path of a weights file or a WeightSet (alexft.load_weights), not "
                         f"{type(weights).__name__}" + (" (a Keras model: alexft.weights_from_model(model) gives its "
                                                        "WeightSet)" if hasattr(weights, "get_layer") else ""))
+    if isinstance(weights, str) and not weights.strip():  # ("" was read as the current folder)
+        raise WeightsError(f"weights: an empty path {weights!r}; give a weights file, or leave it out for the default ones")
 
 
 def resolve_weights(path=None, download=True, progress=None):
