@@ -76,8 +76,6 @@ def _weight_set(weights, include_top, last, progress):
     from . import weights as weights_io
     from .weights.sources import resolve_weights
 
-    names = list(arch.LAYER_NAMES)
-    needed = names[: names.index(last) + 1] if last in names else _layers_below(last)
     if isinstance(weights, weights_io.WeightSet):  # read already (alexft.weights.load, export)
         return weights
     if isinstance(weights, str) and weights.lower() == IMAGENET and not os.path.exists(weights):  # ("ImageNet" too)
@@ -88,9 +86,9 @@ def _weight_set(weights, include_top, last, progress):
         raise TypeError(f"weights must be 'imagenet', a path, a WeightSet or None; got {type(weights).__name__}"
                         + (" (a Keras model: alexft.weights_from_model(model) gives its WeightSet)"
                            if hasattr(weights, "get_layer") else ""))
-    weight_set = weights_io.load(path, skip=[layer for layer in names if layer not in needed])
-    weight_set.handed_over = True  # read for this model only
-    return weight_set
+    names = list(arch.LAYER_NAMES)
+    needed = names[: names.index(last) + 1] if last in names else _layers_below(last)
+    return weights_io.as_weight_set(path, skip=[layer for layer in names if layer not in needed])  # (this model's own)
 
 
 def _layers_below(last):

@@ -6,13 +6,15 @@
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import archive_names, check_writable
+from .atomic import check_writable
 from .errors import AlexftError
 from .pipeline import check_count
 from .predict import PRECISIONS
 from .quantize import Quantization
+from .weights.formats import is_keras_file
 
 FORMATS = ("savedmodel", "tflite", "keras")
+DEFAULT_TOP_K = 5
 
 
 class ExportError(AlexftError):
@@ -31,7 +33,7 @@ class ExportRequest:
 
     output: Path
     file_format: str = "savedmodel"
-    top_k: int = 5
+    top_k: int = DEFAULT_TOP_K
     quantization: Quantization = None
     precision: str = "float32"
     force: bool = False
@@ -75,7 +77,7 @@ class ExportRequest:
         if not str(self.output).endswith(".keras"):
             raise ExportOptionsError(f"{self.output}: a Keras file's name ends in .keras (lower case: Keras saves and "
                                      f"loads no other), e.g. {Path(self.output).stem}.keras")
-        if self.top_k != 5:  # (the default: a number asked for that has no effect is said)
+        if self.top_k != DEFAULT_TOP_K:  # (a number asked for that has no effect is said)
             raise ExportOptionsError("--top-k is for the SavedModel and TF Lite signatures; a Keras file gives every "
                                      "class's score (alexft.decode_predictions takes the top ones)")
 
@@ -107,7 +109,7 @@ def is_an_export(path):
         return False
     if path.is_dir():
         return (path / "saved_model.pb").is_file() or not any(path.iterdir())
-    return is_tflite_file(path) or KERAS_FILE_MEMBERS <= archive_names(path, ExportError)
+    return is_tflite_file(path) or is_keras_file(path, ExportError)
 
 
 def is_tflite_file(path):
@@ -117,5 +119,3 @@ def is_tflite_file(path):
     with open(path, "rb") as handle:
         return handle.read(8)[4:] == b"TFL3"
 
-
-KERAS_FILE_MEMBERS = {"config.json", "metadata.json"}  # what every .keras zip holds, whatever its weights

@@ -65,9 +65,8 @@ def _ends_in_softmax(model):
     it ends with, is a Softmax layer, or has a softmax activation (an Activation's or a Dense's)."""
     import keras
 
-    last = list(_last_layers(model))[-1:] or [None]
-    activation = getattr(last[0], "activation", None)
-    return isinstance(last[0], keras.layers.Softmax) or getattr(activation, "__name__", None) == "softmax"
+    last = next(reversed(list(_last_layers(model))), None)
+    return isinstance(last, keras.layers.Softmax) or getattr(getattr(last, "activation", None), "__name__", None) == "softmax"
 
 
 def _model_class_names(model):

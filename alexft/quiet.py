@@ -18,16 +18,11 @@ def import_tensorflow_quietly():
     asks for quiet, which TensorFlow's own start-up would not give (its "I0000 ... oneDNN" and
     "E0000 ... cuInit" lines come before it reads the level).
     """
-    if "tensorflow" in sys.modules or _more_logging_asked():
-        import tensorflow as tf
+    if "tensorflow" not in sys.modules and not _more_logging_asked():
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf  # (alexft's import hook holds the start-up lines back: tensorflow_started_quietly)
 
-        return tf
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with stderr_held_back():
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()
-        return tf
+    return tf
 
 
 def tensorflow_started_quietly(run, module):

@@ -184,12 +184,11 @@ def read_weights(weights, progress=None, skip=()):
     """The --weights file (or the default one) found, read and checked against AlexNet, before
     TensorFlow's seconds of start-up: a missing, mistaken or broken file is said at once. The
     set read is handed on, so the file is read once."""
-    from alexft.weights import load
+    from alexft.weights import as_weight_set
     from alexft.weights.sources import resolve_weights
 
-    weight_set = load(resolve_weights(weights, progress=progress), skip=skip)
-    weight_set.handed_over = True  # the command's one model takes the arrays: the file is never held twice
-    return weight_set
+    # Read for the command's one model, which takes the arrays: the file is never held twice.
+    return as_weight_set(resolve_weights(weights, progress=progress), skip=skip)
 
 
 weights_option = click.option(

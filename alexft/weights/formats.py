@@ -21,7 +21,7 @@ import numpy as np
 from zlib_ng import zlib_ng
 
 from .. import architecture as arch
-from ..atomic import write_atomic
+from ..atomic import archive_names, write_atomic
 from ..errors import WeightsError
 from . import caffe
 from .files import read_head
@@ -118,7 +118,7 @@ def read_format(path):
     if head.startswith(NPY_MAGIC):
         return "npy"
     if head.startswith(ZIP_MAGIC):
-        if _is_keras_file(path):  # what `alexft export x.keras` and Keras' model.save write
+        if is_keras_file(path):  # what `alexft export x.keras` and Keras' model.save write
             raise WeightsError(f"{path}: a Keras model file, not weights; load it with keras.saving.load_model (after "
                                "import alexft) and take its weights with alexft.weights_from_model(model)")
         return "npz"
@@ -129,14 +129,14 @@ def read_format(path):
     raise WeightsError(f"{path}: not a weights file ({_describe_bytes(head)}); expected .npy, .npz or .caffemodel")
 
 
-def _is_keras_file(path):
-    """Whether the zip at `path` is a Keras 3 model file: its config and metadata, and no arrays."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False  # (the .npz reader says what is wrong)
-    return {"config.json", "metadata.json"} <= names and not any(name.endswith(".npy") for name in names)
+KERAS_FILE_MEMBERS = {"config.json", "metadata.json"}  # what every Keras 3 .keras zip holds, whatever its weights
+
+
+def is_keras_file(path, error=WeightsError):
+    """Whether the zip at `path` is a Keras 3 model file: its config and metadata, and no arrays.
+    A file that cannot be read raises `error` (atomic.archive_names)."""
+    names = archive_names(path, error)
+    return KERAS_FILE_MEMBERS <= names and not any(name.endswith(".npy") for name in names)
 
 
 def quick_check(path):
