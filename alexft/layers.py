@@ -83,11 +83,23 @@ class LocalResponseNorm(keras.layers.Layer):
 
     `fused` (set while tracing, see `fusing_lrn`): one XLA-compiled kernel instead of TensorFlow's
     LRN op, ~19% faster inference at batch 64 on a CPU, but compiled once per batch shape.
+    `fused_training`: when called with training=True, the same kernel forward and one more for
+    its gradient (`_lrn_for_training`), faster in training on a CPU (in bfloat16 most, where
+    TensorFlow's op casts to float32 and back; docs/benchmarks.md).
     """
 
     fused = False
 
-    def call(self, inputs):
+    def __init__(self, fused_training=False, **kwargs):
+        super().__init__(**kwargs)
+        self.fused_training = fused_training
+
+    def get_config(self):
+        return dict(super().get_config(), fused_training=self.fused_training)
+
+    def call(self, inputs, training=None):
+        if training and self.fused_training:
+            return _lrn_for_training(inputs)
         if self.fused:
             return _lrn_one_kernel(inputs)
         # TF's LRN kernel is float32-only on CPU; compute there and cast back.
@@ -124,6 +136,32 @@ class CaffeMaxPooling2D(keras.layers.MaxPooling2D):
         return (input_shape[0], *sides, input_shape[3])
 
 
+def _lrn_constants():
+    return (arch.LRN[key] for key in ("depth_radius", "bias", "alpha", "beta"))
+
+
+def _window_sum(values, radius):
+    """Each channel's sum over the 2r+1 channels around it (zeros past the ends), as shifted
+    slices XLA fuses with what surrounds them."""
+    channels = values.shape[-1]
+    padded = tf.pad(values, [[0, 0], [0, 0], [0, 0], [radius, radius]])
+    return tf.add_n([padded[..., shift:shift + channels] for shift in range(2 * radius + 1)])
+
+
+def _lrn_scale(x):
+    """bias + alpha * (window sum of x^2), for float32 `x`."""
+    radius, bias, alpha, _ = _lrn_constants()
+    return bias + alpha * _window_sum(tf.square(x), radius)
+
+
+def _times_power(values, scale):
+    """values * scale^-beta."""
+    beta = arch.LRN["beta"]
+    if beta == 0.75:  # AlexNet's: t^-0.75 as two reciprocal roots, cheaper than a power
+        return values * tf.math.rsqrt(scale) * tf.math.rsqrt(tf.sqrt(scale))
+    return values * tf.pow(scale, -beta)
+
+
 @tf.function(jit_compile=True)
 def _lrn_one_kernel(x):
     """TensorFlow's LRN formula, x / (bias + alpha * sum of squares over 2r+1 channels) ** beta, as
@@ -132,16 +170,29 @@ def _lrn_one_kernel(x):
 
     Computed in float32 whatever `x`'s dtype, with the casts inside the kernel: for bfloat16
     that is one pass over the activations instead of three (4% of a batch of 64 on a Zen 4)."""
-    radius, bias, alpha, beta = (arch.LRN[key] for key in ("depth_radius", "bias", "alpha", "beta"))
-    dtype = x.dtype
-    x = tf.cast(x, tf.float32)
-    channels = x.shape[-1]
-    squares = tf.pad(tf.square(x), [[0, 0], [0, 0], [0, 0], [radius, radius]])
-    window = tf.add_n([squares[..., shift:shift + channels] for shift in range(2 * radius + 1)])
-    scale = bias + alpha * window
-    if beta == 0.75:  # AlexNet's: t^-0.75 as two reciprocal roots, cheaper than a power
-        return tf.cast(x * tf.math.rsqrt(scale) * tf.math.rsqrt(tf.sqrt(scale)), dtype)
-    return tf.cast(x * tf.pow(scale, -beta), dtype)
+    wide = tf.cast(x, tf.float32)
+    return tf.cast(_times_power(wide, _lrn_scale(wide)), x.dtype)
+
+
+@tf.function(jit_compile=True)
+def _lrn_gradient_kernel(x, upstream):
+    """The LRN's gradient with respect to its input, in one pass like the forward kernel:
+    with s_j = bias + alpha * (window sum of x^2)_j and y_j = x_j * s_j^-beta,
+    dL/dx_i = g_i * s_i^-beta - 2 * alpha * beta * x_i * (window sum of g * y / s)_i
+    (the window is symmetric, so the channels whose sums hold x_i are the window around i)."""
+    radius, _, alpha, beta = _lrn_constants()
+    wide, gradient = tf.cast(x, tf.float32), tf.cast(upstream, tf.float32)
+    scale = _lrn_scale(wide)
+    spread = _window_sum(_times_power(gradient * wide, scale) / scale, radius)
+    return tf.cast(_times_power(gradient, scale) - (2 * alpha * beta) * wide * spread, x.dtype)
+
+
+@tf.custom_gradient
+def _lrn_for_training(x):
+    """The LRN as two XLA kernels, forward and gradient (recomputing the scale from `x`, which
+    costs less than keeping it). TensorFlow's op needs float32 on a CPU, so in bfloat16 it adds
+    four casts; these kernels read and write bfloat16 themselves."""
+    return _lrn_one_kernel(x), lambda upstream: _lrn_gradient_kernel(x, upstream)
 
 
 @keras.saving.register_keras_serializable(PACKAGE)

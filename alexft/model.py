@@ -5,12 +5,14 @@ on TF 2.21 CPU that formulation infers ~25% faster than `Conv2D(groups=2)` and
 trains ~4.5x faster (Keras' grouped-conv gradient is slow on CPU; see
 shared/docs/PERF_NOTES.md), and it runs on every TensorFlow kernel set. Only where
 TensorFlow's oneDNN kernels are on can inference instead run each grouped layer as one
-`tf.nn.conv2d` (`groups_as_one_op`): ~20% faster at batch 1 on an AVX2 CPU, the same
-at batch 64 and in training (docs/benchmarks.md). Long inference runs can also trace LRN as
-one XLA kernel (`InferenceFunction`, `fusing_lrn`). Training on a CPU can run conv3-conv5 as
-Winograd convolutions (`winograd_training`, alexft/winograd.py).
+`tf.nn.conv2d` (`Kernels.groups_as_one_op`): ~20% faster at batch 1 on an AVX2 CPU, the
+same at batch 64, a few percent in bfloat16 training (docs/benchmarks.md). Long inference runs
+can also trace LRN as one XLA kernel (`InferenceFunction`, `fusing_lrn`). Training on a CPU
+runs the LRN as XLA kernels too, and can run conv3-conv5 as Winograd convolutions (`Kernels`,
+alexft/winograd.py).
 """
 import contextlib
+import dataclasses
 import logging
 
 import keras
@@ -134,8 +136,25 @@ def onednn_is_on():
     return bool(_pywrap_util_port.IsMklEnabled())
 
 
+@dataclasses.dataclass(frozen=True)
+class Kernels:
+    """How the layers are computed: the network and its arithmetic are the same either way.
+
+    `groups_as_one_op`: conv2, conv4 and conv5 as one op each, not one per group; only where
+    TensorFlow runs its oneDNN CPU kernels (or on a GPU), so not for a graph that is exported.
+    `winograd_training`: in training (training=True), conv3-conv5 run as Winograd convolutions
+    when the compute dtype is float32: 1.4-1.7x faster per layer on an AVX2 CPU, after a compile
+    per batch shape; on a GPU, cuDNN picks its own algorithms, so leave it off there.
+    `fused_lrn_training`: in training, the LRN runs as two XLA kernels, forward and gradient
+    (`LocalResponseNorm`), compiled once per batch shape; for CPUs.
+    """
+    groups_as_one_op: bool = False
+    winograd_training: bool = False
+    fused_lrn_training: bool = False
+
+
 def build_alexnet(num_classes=arch.IMAGENET_CLASSES, seed=None, dropout=arch.DROPOUT_RATE, dtype=None, initial=None,
-                  groups_as_one_op=False, winograd_training=False):
+                  kernels=Kernels()):
     """Build AlexNet with layers named conv1..conv5, fc6..fc8; outputs float32 logits.
 
     Input: a batch of 227x227 BGR, mean-subtracted float images (`alexft.preprocess_input`).
@@ -145,35 +164,29 @@ def build_alexnet(num_classes=arch.IMAGENET_CLASSES, seed=None, dropout=arch.DRO
     dict is emptied as the variables are made.
     Dropout (on fc6 and fc7, rate `dropout`) is active only when called with training=True.
     `dtype`: a Keras dtype policy such as "mixed_float16" (variables stay float32).
-    `groups_as_one_op`: run conv2, conv4 and conv5 as one op each, not one per group; only
-    where TensorFlow runs its oneDNN CPU kernels (or on a GPU). For inference in this process: an exported graph
-    must run on any kernels.
-    `winograd_training`: in training (training=True), conv3-conv5 run as Winograd convolutions
-    when the compute dtype is float32: 1.4-1.7x faster per layer on a CPU, after a compile per
-    batch shape; on a GPU, cuDNN picks its own algorithms, so leave it off there.
+    `kernels`: how the layers are computed (`Kernels`); the default runs on any device and exports.
     `alexft.AlexNet` is the keras.applications-style way to get one with weights.
     """
     check_count(num_classes, "num_classes")
     inputs = keras.Input((arch.INPUT_SIZE, arch.INPUT_SIZE, 3), name="image")
-    x = alexnet_layers(inputs, num_classes, seed=seed, dropout=dropout, dtype=dtype, initial=initial,
-                       groups_as_one_op=groups_as_one_op, winograd_training=winograd_training)
+    x = alexnet_layers(inputs, num_classes, seed=seed, dropout=dropout, dtype=dtype, initial=initial, kernels=kernels)
     # Logits are float32 even under a mixed-precision policy, so softmax and loss stay exact.
     outputs = keras.layers.Activation("linear", dtype="float32", name="logits")(x)
     return keras.Model(inputs, outputs, name="alexnet")
 
 
 def alexnet_layers(x, num_classes=arch.IMAGENET_CLASSES, last="fc8", seed=None, dropout=arch.DROPOUT_RATE, dtype=None,
-                   initial=None, groups_as_one_op=False, winograd_training=False):
+                   initial=None, kernels=Kernels()):
     """Apply AlexNet's layers to the Keras tensor `x`, up to and including `last` (a layer of
     `arch.LAYERS` or a pooling/norm layer such as "pool5"); see `build_alexnet` for the rest."""
     for index, (name, spec) in enumerate(arch.LAYERS.items()):
         layer_seed = None if seed is None else seed + index
         kernel_init, bias_init = _initializers(name, layer_seed, initial)
         if isinstance(spec, arch.Conv):
-            steps = [GroupedConv2D(spec, kernel_init, bias_init, groups_as_one_op, winograd_training, name=name,
-                                   dtype=dtype)]
+            steps = [GroupedConv2D(spec, kernel_init, bias_init, kernels.groups_as_one_op, kernels.winograd_training,
+                                   name=name, dtype=dtype)]
             if spec.lrn:
-                steps.append(LocalResponseNorm(name=f"norm{name[-1]}", dtype=dtype))
+                steps.append(LocalResponseNorm(kernels.fused_lrn_training, name=f"norm{name[-1]}", dtype=dtype))
             if spec.pool:
                 steps.append(CaffeMaxPooling2D(3, 2, name=f"pool{name[-1]}", dtype=dtype))
         else:

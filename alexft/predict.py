@@ -113,7 +113,7 @@ def load_predictor(weights=None, download=True, progress=None, preprocessing=Non
     `preprocessing`: a preprocess.Preprocessing (Caffe's mean image, float resizing).
     `precision`: "float32", or "bfloat16" (weights held and computed in bfloat16, logits and
     probabilities in float32; see `model_dtype`)."""
-    from .model import build_alexnet, onednn_is_on
+    from .model import Kernels, build_alexnet, onednn_is_on
 
     dtype = model_dtype(precision)
     if not isinstance(weights, weights_io.WeightSet):
@@ -122,8 +122,8 @@ def load_predictor(weights=None, download=True, progress=None, preprocessing=Non
     class_names = weights_io.class_names_for(weight_set)
     # The variables start from the file's arrays, taken without a copy when the set was read here.
     # Grouped layers as one op where oneDNN runs them: ~20% faster at batch 1 on AVX2 CPUs.
-    model = build_alexnet(num_classes=weight_set.num_classes, initial=weight_set.initial_arrays(), groups_as_one_op=onednn_is_on(),
-                          dtype=dtype)
+    model = build_alexnet(num_classes=weight_set.num_classes, initial=weight_set.initial_arrays(), dtype=dtype,
+                          kernels=Kernels(groups_as_one_op=onednn_is_on()))
     return Predictor(model, class_names, preprocessing)
 
 

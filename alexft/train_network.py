@@ -8,7 +8,7 @@ from . import weights as weights_io
 from . import winograd
 from .devices import make_strategy, precision_policy, uses_gpu
 from .errors import AlexftError
-from .model import build_alexnet, head
+from .model import Kernels, build_alexnet, head, onednn_is_on
 from .sgd import CaffeSGD, caffe_parameters
 
 # What a collective op raises on the surviving workers when another worker is gone.
@@ -17,6 +17,18 @@ LOST_WORKER = (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.D
 
 class LostWorker(AlexftError, RuntimeError):
     """Another worker of a multi-worker run is gone."""
+
+
+def training_kernels(on_gpu, training_images):
+    """The fastest way to compute the layers in training (`Kernels`). GPUs keep the formulation
+    that runs everywhere, with cuDNN's own choices. On a CPU: grouped layers as one op where
+    oneDNN runs them; the LRN as XLA kernels (with those, a bfloat16 step 18% faster, a float32 one
+    7%, on a Zen 5); conv3-conv5 as Winograd convolutions where those are faster (float32 only), in runs
+    long enough to repay XLA's compile (docs/benchmarks.md)."""
+    if on_gpu:
+        return Kernels()
+    return Kernels(groups_as_one_op=onednn_is_on(), fused_lrn_training=True,
+                   winograd_training=winograd.pays_off(training_images, winograd.cpu_features()))
 
 
 class TrainingNetwork:
@@ -35,12 +47,9 @@ class TrainingNetwork:
         if self.policy != "float32":
             log(f"mixed precision: {self.policy[len('mixed_'):]} compute, float32 weights, loss and softmax")
         with self.strategy.scope():
-            # On a CPU where it is faster, conv3-conv5 train as Winograd convolutions (float32 only) in
-            # runs long enough to repay XLA's compile; GPUs have cuDNN's.
-            fast_convolutions = (not uses_gpu(self.strategy)
-                                 and winograd.pays_off(training_images, winograd.cpu_features()))
+            kernels = training_kernels(uses_gpu(self.strategy), training_images)
             self.model = build_alexnet(class_count, seed=options.seed, dropout=options.dropout,
-                                       dtype=self.policy, winograd_training=fast_convolutions)
+                                       dtype=self.policy, kernels=kernels)
             weights_io.assign(self.model, weight_set, skip=options.skip)
             self.net = head(self.model, cache_after) if cache_after else self.model
             self._freeze()

@@ -9,7 +9,8 @@
 `infer` times the Predictor's compiled softmax (what classify runs per batch; with `--fused-lrn`,
 what it runs on the full batches of a run of 512 views or more; `--precision bfloat16`: what
 `classify --precision bfloat16` runs, weights held in bfloat16). `train` times
-the step `alexft finetune` runs without the feature cache: Caffe's SGD (momentum, L2 decay,
+the step `alexft finetune` runs without the feature cache (the kernels it picks on a CPU,
+Winograd as `--convs` says): Caffe's SGD (momentum, L2 decay,
 bias rate multiplier) on softmax cross entropy, dropout on; `--precision bfloat16` is what `finetune
 --mixed-precision` runs on a CPU (Keras' mixed_bfloat16 policy, float32 variables).
 `tencrop` times `predict_views` on the same images with the centre crop and with Caffe's
@@ -19,6 +20,7 @@ matrices, the kernels' best case) and divides it by AlexNet's multiply-adds per 
 from the model's layers: no engine can run the network faster than that with direct arithmetic.
 """
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -30,10 +32,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # alexft before TensorFlow: importing it chooses TensorFlow's CPU kernels (alexft/__init__.py).
 from alexft import weights as weights_io  # noqa: E402
 from alexft import winograd  # noqa: E402
-from alexft.model import build_alexnet  # noqa: E402
+from alexft.model import Kernels, build_alexnet  # noqa: E402
 from alexft.predict import load_predictor, predict_views  # noqa: E402
 from alexft.preprocess import find_images  # noqa: E402
 from alexft.sgd import CaffeSGD, caffe_parameters  # noqa: E402
+from alexft.train_network import training_kernels  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -74,8 +77,9 @@ def command_train(args):
     convs = args.convs
     if convs == "auto":
         convs = "winograd" if winograd.helps_on(winograd.cpu_features()) else "direct"
-    model = build_alexnet(dtype=None if args.precision == "float32" else f"mixed_{args.precision}",
-                          winograd_training=convs == "winograd")
+    kernels = Kernels() if args.plain_kernels else training_kernels(on_gpu=False, training_images=0)
+    kernels = dataclasses.replace(kernels, winograd_training=convs == "winograd")
+    model = build_alexnet(dtype=None if args.precision == "float32" else f"mixed_{args.precision}", kernels=kernels)
     weights_io.assign(model, weight_set)
     step = training_step(model, args.layers)
     views = tf.constant(random_views(args.batch))
@@ -152,6 +156,9 @@ def main():
             command.add_argument("--convs", choices=["auto", "direct", "winograd"], default="auto",
                                  help="conv3-conv5 in training: as a long finetune run on this CPU (auto), "
                                       "oneDNN's direct convolutions, or Winograd (float32 only).")
+            command.add_argument("--plain-kernels", action="store_true",
+                                 help="Grouped layers split and TensorFlow's LRN op, as on a GPU, instead of "
+                                      "the CPU's choices (one op per grouped layer, the LRN as XLA kernels).")
         if name == "check":
             command.add_argument("--views", type=Path, required=True)
             command.add_argument("--output", type=Path, required=True)

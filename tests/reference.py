@@ -38,6 +38,18 @@ def caffe_lrn(x, local_size=5, alpha=1e-4, beta=0.75, k=1.0):
     return x / (k + alpha / local_size * window_sum) ** beta
 
 
+def numeric_input_gradient(function, x, upstream, step=1e-3):
+    """d sum(function(x) * upstream) / dx by central differences, one element at a time (small
+    float64 inputs only): the gradient from the forward's definition, no formula for it."""
+    gradient = np.zeros_like(x)
+    for index in np.ndindex(x.shape):
+        shifted = [x.copy(), x.copy()]
+        shifted[0][index] += step
+        shifted[1][index] -= step
+        gradient[index] = np.sum((function(shifted[0]) - function(shifted[1])) * upstream) / (2 * step)
+    return gradient
+
+
 def caffe_max_pool(x, size=3, stride=2):
     """Caffe's pooling rounds the output size up and clips windows at the border (each side on
     its own: inputs need not be square)."""

@@ -11,7 +11,7 @@ import reference
 from alexft import architecture as arch
 from alexft import preprocess
 from alexft import layers
-from alexft.model import InferenceFunction, LocalResponseNorm, build_alexnet, fusing_lrn, onednn_is_on, truncated
+from alexft.model import InferenceFunction, Kernels, LocalResponseNorm, build_alexnet, fusing_lrn, onednn_is_on, truncated
 from alexft.weights import WeightSet, assign
 from fixtures import photo_paths, random_params
 
@@ -66,7 +66,7 @@ def test_grouped_layers_as_one_op_match_numpy_reference(small_model):
     if not onednn_is_on():
         pytest.skip("TensorFlow's oneDNN kernels are off (TF_ENABLE_ONEDNN_OPTS=0): no grouped convolution as one op")
     _, params = small_model
-    model = ten_class_model(params, groups_as_one_op=True)
+    model = ten_class_model(params, kernels=Kernels(groups_as_one_op=True))
     views = np.stack([preprocess.center_crop(p) for p in prepared_photos(["china", "flower"])])
     assert_close_to_reference(model(views, training=False).numpy(), reference.forward(params, views))
     # One convolution op per layer: the split formulation would have one per group.
@@ -104,6 +104,90 @@ def test_a_bfloat16_fused_lrn_computes_in_float32_inside_its_one_kernel(channels
     np.testing.assert_allclose(tf.cast(outputs, tf.float64).numpy(), expected, rtol=2.0 ** -8 * 1.001)
     graph = tf.function(layer).get_concrete_function(tf.TensorSpec(x.shape, tf.bfloat16)).graph
     assert [op.type for op in graph.get_operations() if op.type == "Cast"] == []
+
+
+def lrn_input_gradient(layer, x, upstream):
+    """The layer's outputs for `x` in training, and the gradient of sum(outputs * upstream)."""
+    x = tf.convert_to_tensor(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        outputs = layer(x, training=True)
+        loss = tf.reduce_sum(outputs * upstream)
+    return outputs, tape.gradient(loss, x)
+
+
+@pytest.mark.parametrize("channels, scale", [(7, 120.0), (12, 3.0)], ids=["large", "small"])
+def test_lrn_trained_as_xla_kernels_has_the_gradient_of_caffes_formula(channels, scale):
+    """Training on a CPU (`Kernels.fused_lrn_training`): the hand-written gradient kernel against
+    central differences of the numpy reference forward, in float64. Activations where the
+    normalisation divides by up to ~10, and small ones where it is nearly the identity."""
+    rng = np.random.default_rng(channels)
+    x = rng.gamma(1.0, scale, (2, 2, 3, channels)).astype(np.float32)
+    upstream = rng.normal(size=x.shape).astype(np.float32)
+    expected = reference.numeric_input_gradient(reference.caffe_lrn, x.astype(np.float64), upstream)
+    outputs, gradient = lrn_input_gradient(LocalResponseNorm(fused_training=True), x, upstream)
+    np.testing.assert_allclose(outputs.numpy(), reference.caffe_lrn(x.astype(np.float64)), rtol=2e-6)
+    # The cross-channel term matters for the large activations: there the gradient is not the
+    # forward's scale alone.
+    cross_channel = np.abs(expected - upstream * reference.caffe_lrn(x.astype(np.float64)) / x).max()
+    assert (cross_channel > 0.05 * np.abs(expected).max()) == (scale > 100)
+    # as close as TensorFlow's own op (both about 1e-7 of the largest value here)
+    np.testing.assert_allclose(gradient.numpy(), expected, atol=1e-6 * np.abs(expected).max())
+    # Not trained (training=False), and without the option: TensorFlow's LRN op, its gradient the same.
+    for layer, training in ((LocalResponseNorm(fused_training=True), False), (LocalResponseNorm(), True)):
+        graph = tf.function(lambda v, layer=layer, training=training: layer(v, training=training)).get_concrete_function(
+            tf.TensorSpec(x.shape)).graph
+        assert [op.type for op in graph.get_operations()].count("LRN") == 1
+
+
+def test_a_bfloat16_lrn_trained_as_xla_kernels_reads_and_writes_bfloat16():
+    """`finetune --mixed-precision` on a CPU: no casts around the kernels, in either direction;
+    the gradient within bfloat16's rounding of the float64 one."""
+    rng = np.random.default_rng(5)
+    x = tf.cast(rng.gamma(1.0, 120.0, (2, 3, 3, 9)).astype(np.float32), tf.bfloat16)
+    upstream = tf.cast(rng.normal(size=x.shape).astype(np.float32), tf.bfloat16)
+    wide = tf.cast(x, tf.float64).numpy()
+    expected = reference.numeric_input_gradient(reference.caffe_lrn, wide, tf.cast(upstream, tf.float64).numpy())
+    layer = LocalResponseNorm(fused_training=True, dtype="mixed_bfloat16")
+    outputs, gradient = lrn_input_gradient(layer, x, upstream)
+    assert outputs.dtype == gradient.dtype == tf.bfloat16
+    np.testing.assert_allclose(tf.cast(outputs, tf.float64).numpy(), reference.caffe_lrn(wide), rtol=2.0 ** -8 * 1.001)
+    # float32 inside, rounded to bfloat16 on the way out
+    np.testing.assert_allclose(tf.cast(gradient, tf.float64).numpy(), expected, atol=2.0 ** -7 * np.abs(expected).max())
+
+    @tf.function
+    def step(v):
+        return lrn_input_gradient(layer, v, upstream)[1]
+
+    graph = step.get_concrete_function(tf.TensorSpec(x.shape, tf.bfloat16)).graph
+    assert [op.type for op in graph.get_operations() if op.type in ("Cast", "LRN", "LRNGrad")] == []
+
+
+def test_the_cpus_training_kernels_give_the_plain_formulations_gradients():
+    """The whole network trained as finetune trains it on a CPU (the LRN as XLA kernels, the
+    grouped layers as one op where oneDNN runs them) against the formulation that runs everywhere."""
+    params = random_params(seed=6, num_classes=10)
+    fast_kernels = Kernels(groups_as_one_op=onednn_is_on(), fused_lrn_training=True)
+    fast, plain = (ten_class_model(params, dropout=0.0, kernels=kernels) for kernels in (fast_kernels, Kernels()))
+    rng = np.random.default_rng(6)
+    images = tf.constant(rng.normal(scale=40.0, size=(2, 227, 227, 3)), tf.float32)
+    labels = tf.constant([3, 7])
+
+    def gradients(model):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+        return tape.gradient(loss, model.trainable_variables)
+
+    # conv4 on, to round-off. conv1-conv3, whose gradients pass back through pool2, by norm: a
+    # ReLU or max-pool decision may flip under round-off-sized changes and move one position's
+    # gradient whole (scaling these inputs by 1 + 1e-6 noise moves conv1's by 3.5e-3 of its
+    # norm and conv3's by 1.6e-3; the LRN kernels by 1.9e-3 and 1.7e-3).
+    for variable, got, expected in zip(fast.trainable_variables, gradients(fast), gradients(plain)):
+        assert np.linalg.norm(expected) > 0, variable.path
+        error = np.linalg.norm(got - expected) / np.linalg.norm(expected)
+        limit = 1e-2 if variable.path.split("/")[0] in ("conv1", "conv2", "conv3") else 1e-5
+        assert error < limit, f"{variable.path}: gradient off by {error:.1e} of its norm"
 
 
 def test_model_traced_with_fused_lrn_matches_numpy_reference(small_model):

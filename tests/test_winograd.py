@@ -10,6 +10,7 @@ import reference
 from alexft import train_network as train_module  # where the network is built
 from alexft import weights
 from alexft import winograd
+from alexft.model import Kernels, onednn_is_on
 from alexft.train import finetune
 from fixtures import random_params
 from test_model import ten_class_model
@@ -87,7 +88,7 @@ def count_ops(function, images, op_type):
 
 def test_model_trains_conv3_to_conv5_as_winograd_and_infers_with_direct_convolutions():
     params = random_params(seed=4, num_classes=10)
-    fast, direct = (ten_class_model(params, dropout=0.0, winograd_training=flag) for flag in (True, False))
+    fast, direct = (ten_class_model(params, dropout=0.0, kernels=Kernels(winograd_training=flag)) for flag in (True, False))
     rng = np.random.default_rng(4)
     images = tf.constant(rng.normal(scale=40.0, size=(2, 227, 227, 3)), tf.float32)
     labels = tf.constant([3, 7])
@@ -114,15 +115,15 @@ def test_model_trains_conv3_to_conv5_as_winograd_and_infers_with_direct_convolut
         assert error < 1e-2, f"{variable.path}: gradient off by {error:.1e} of its norm"
 
 
-def test_finetune_uses_winograd_on_cpus_in_long_runs_only(monkeypatch, small_digits_folder, canonical_weights_file,
-                                                           tmp_path):
+def test_finetune_picks_the_cpus_training_kernels_and_winograd_in_long_runs_only(monkeypatch, small_digits_folder,
+                                                                                canonical_weights_file, tmp_path):
     built = []
 
     class Built(Exception):
         pass
 
     def record(*args, **options):
-        built.append(options["winograd_training"])
+        built.append(options["kernels"])
         raise Built
 
     def build_for(run, epochs):
@@ -141,7 +142,10 @@ def test_finetune_uses_winograd_on_cpus_in_long_runs_only(monkeypatch, small_dig
     monkeypatch.setattr(winograd, "cpu_features", lambda: AVX2_CPU)
     monkeypatch.setattr(train_module, "uses_gpu", lambda strategy: True)
     build_for("gpu", epochs=4)  # cuDNN's own algorithms
-    assert built == [False, True, False, False]
+    assert [kernels.winograd_training for kernels in built] == [False, True, False, False]
+    # On a CPU, always: the LRN as XLA kernels, the grouped layers as one op where oneDNN runs them.
+    assert [(kernels.fused_lrn_training, kernels.groups_as_one_op) for kernels in built[:3]] == [(True, onednn_is_on())] * 3
+    assert built[3] == Kernels()
 
 
 def test_winograd_is_chosen_only_on_cpus_where_it_was_measured_faster():
