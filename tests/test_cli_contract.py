@@ -109,6 +109,13 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["classify", "nope.jpg"], 2, "nope.jpg: no such file or folder"),
         (["classify", str(tmp_path / "empty")], 2, "no images found in"),
         (["classify", "-", "-"], 2, "'-' (standard input) can be given once"),
+        # An empty path (a shell variable unset) is not the current folder.
+        (["classify", ""], 2, "Invalid value for 'INPUTS...': an empty path"),
+        (["classify", str(photo_paths()["chelsea"]), "--weights", ""], 2, "Invalid value for '--weights': an empty path"),
+        (["finetune", str(small_digits_folder), "--output", "", *weights], 2,
+         "Invalid value for '-o' / '--output': an empty path"),
+        (["export", "", *weights], 2, "Invalid value for 'OUTPUT': an empty path"),
+        (["weights", "convert", str(canonical_weights_file), " "], 2, "Invalid value for 'DESTINATION': an empty path"),
         (["classify", str(photo_paths()["chelsea"]), "--weights", "missing.npz"], 1, "missing.npz: weights file not found"),
         (["features", "nope.jpg", "--output", "f.npz"], 2, "nope.jpg: no such file or folder"),
         (["features", str(photo_paths()["chelsea"]), "--output", "f.npz", "--layer", "pool9"], 2, "'pool9' is not one of"),

@@ -18,6 +18,19 @@ EXIT_INPUT_FAILED = 1
 EXIT_INTERRUPTED = 130
 
 
+class PathParam(click.Path):
+    """A path option or argument (a `pathlib.Path`) that may not be empty: `Path("")` is the
+    current folder, so `-o "$RUN"` with RUN unset would have written a run into it."""
+
+    def __init__(self, **kwargs):
+        super().__init__(path_type=Path, **kwargs)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def fail_cleanly(function):
     """Turn an AlexftError (a user's mistake or a bad file) into a one-line message, no
     traceback, exit 1; Ctrl-C into exit 130 (click would say "Aborted!" and exit 1), SIGTERM
@@ -144,6 +157,8 @@ class ImageInput(click.ParamType):
 
         if not isinstance(value, str) or value == STDIN or is_url(value):
             return image_source(value) if isinstance(value, str) else value
+        if not value.strip():  # Path("") is the current folder: all its images would be read
+            self.fail("an empty path", param, ctx)
         try:
             exists = Path(value).exists() or Path(value).is_symlink()  # a dangling link: reading it says so
         except OSError:  # inside a folder that cannot be searched: reading it says why, for this input alone
@@ -193,7 +208,7 @@ def read_weights(weights, progress=None, skip=()):
 
 weights_option = click.option(
     "--weights",
-    type=click.Path(path_type=Path),  # a folder is refused by the weights' own check, which says what it holds
+    type=PathParam(),  # a folder is refused by the weights' own check, which says what it holds
     help="Weights file (.npz, .npy or .caffemodel). Default: $ALEXFT_WEIGHTS, weights/bvlc_alexnet.{npz,npy,caffemodel}, "
          "the same in the cache, else download (weights/README.md).",
 )
@@ -223,7 +238,7 @@ def preprocessing_options(command):
         help="uint8: resize 8-bit pixels, as Caffe's convert_imageset built the databases the zoo's accuracy was "
              "measured on; float: resize in floating point, as Caffe's classify.py does (under a grey level apart).")(command)
     return click.option(
-        "--mean", "mean_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+        "--mean", "mean_file", type=PathParam(exists=True, dir_okay=False),
         help="Caffe's mean image (imagenet_mean.binaryproto) to subtract, cropped with each view, as Caffe's "
              "test protocol does. Default: its per-channel mean pixel.")(command)
 

@@ -1,14 +1,13 @@
 """`export`: a SavedModel, a TF Lite file or a Keras file."""
-from pathlib import Path
 
 import click
 
-from .common import (EXIT_INPUT_FAILED, fail_cleanly, note_top_k, precision_option, raise_if_terminated, read_weights,
+from .common import (EXIT_INPUT_FAILED, PathParam, fail_cleanly, note_top_k, precision_option, raise_if_terminated, read_weights,
                      start_tensorflow, terminating_cleanly, weights_option)
 
 
 @click.command()
-@click.argument("output", type=click.Path(path_type=Path))
+@click.argument("output", type=PathParam())
 @weights_option
 @click.option("--format", "file_format", type=click.Choice(["savedmodel", "tflite", "keras"]),
               help="savedmodel: a folder for TF Serving (takes image bytes, or preprocessed views); tflite: one file for "
@@ -19,7 +18,7 @@ from .common import (EXIT_INPUT_FAILED, fail_cleanly, note_top_k, precision_opti
 @click.option("--quantize", type=click.Choice(["float16", "int8"]),
               help="TF Lite only. float16: weights in half precision (half the file); int8: weights and activations "
                    "in 8 bits (a quarter), calibrated on --calibration images. Default: float32.")
-@click.option("--calibration", type=click.Path(path_type=Path, exists=True),
+@click.option("--calibration", type=PathParam(exists=True),
               help="Images (a folder, searched recursively) like those the model will see, for --quantize int8; "
                    "at most 200 are used, spread over the folder.")
 @precision_option

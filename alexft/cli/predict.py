@@ -1,12 +1,11 @@
 """`classify`, `evaluate` and `features`: images through the network."""
 import sys
-from pathlib import Path
 
 import click
 
 from alexft.atomic import json_text
 
-from .common import (EXIT_INPUT_FAILED, ImageInput, expand_inputs, fail_cleanly, note_top_k, precision_option,
+from .common import (EXIT_INPUT_FAILED, ImageInput, PathParam, expand_inputs, fail_cleanly, note_top_k, precision_option,
                      preprocessing_from, preprocessing_options, progress_option, read_weights, shard_option,
                      start_tensorflow, terminating_cleanly, weights_option)
 
@@ -131,13 +130,13 @@ def _print_result(result, as_json):
 
 
 @click.command()
-@click.argument("data", required=False, type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("data", required=False, type=PathParam(exists=True, file_okay=False))
 @weights_option
-@click.option("--list", "list_file", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="Caffe list file: 'relative/path label_index' per line (ILSVRC val.txt).")
-@click.option("--root", type=click.Path(path_type=Path, exists=True, file_okay=False), help="Folder the --list paths are relative to.")
+@click.option("--list", "list_file", type=PathParam(exists=True, dir_okay=False), help="Caffe list file: 'relative/path label_index' per line (ILSVRC val.txt).")
+@click.option("--root", type=PathParam(exists=True, file_okay=False), help="Folder the --list paths are relative to.")
 @click.option("--ten-crop", is_flag=True, help="Also report Caffe's 10-crop protocol (the centre crop is one of the ten).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images per batch.")
-@click.option("--report", type=click.Path(path_type=Path), help="Write metrics, per-class table, confusion matrix, misclassified images here.")
+@click.option("--report", type=PathParam(), help="Write metrics, per-class table, confusion matrix, misclassified images here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @preprocessing_options
 @precision_option
@@ -250,7 +249,7 @@ def _check_features_output(output, force):
               type=click.Choice(["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8"]),
               help="The layer whose activations are written (after its ReLU; fc8: the logits).")
 @click.option("--ten-crop", is_flag=True, help="Average the activations of Caffe's ten crops.")
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The .npz to write.")
+@click.option("-o", "--output", required=True, type=PathParam(), help="The .npz to write.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it is an earlier feature file.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images per batch.")
 @shard_option

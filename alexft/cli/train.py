@@ -7,7 +7,7 @@ import click
 from alexft.atomic import json_text
 from alexft.train_options import MAX_SEED
 
-from .common import (fail_cleanly, progress_option, read_weights, start_tensorflow, terminating_cleanly,
+from .common import (PathParam, fail_cleanly, progress_option, read_weights, start_tensorflow, terminating_cleanly,
                      weights_option)
 
 
@@ -33,7 +33,7 @@ class _OptionValue(click.ParamType):
 
 
 @click.command()
-@click.argument("data_dir", required=False, type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("data_dir", required=False, type=PathParam(exists=True, file_okay=False))
 @weights_option
 @click.option("--skip", default="fc8", show_default=True, callback=_layer_list,
               help="Layers not loaded from the weights (fresh init), comma-separated: conv1-conv5, fc6-fc8.")
@@ -47,10 +47,10 @@ class _OptionValue(click.ParamType):
               help="Base learning rate, or 'auto': measured by a range test on the training data before the first "
                    "epoch (lr_find.png). Fresh layers learn 10x faster and biases 2x; the rate drops to a tenth for "
                    "the last third of the epochs. With --resume: a new rate from now on.")
-@click.option("--val-dir", type=click.Path(path_type=Path, exists=True, file_okay=False), help="Validation class folders (default: DATA_DIR/val if present).")
+@click.option("--val-dir", type=PathParam(exists=True, file_okay=False), help="Validation class folders (default: DATA_DIR/val if present).")
 @click.option("--val-split", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="Fraction held out per class when there is no validation folder.")
 @click.option("--ten-crop", is_flag=True, help="Validate on the average of Caffe's ten crops (default: centre crop).")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Run folder. Default: runs/<timestamp>.")
+@click.option("-o", "--output", type=PathParam(), help="Run folder. Default: runs/<timestamp>.")
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last checkpoint.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, MAX_SEED), help="Seeds the split, the data order, the crops and dropout.")
 @click.option("--device", default="auto", show_default=True, type=_OptionValue("auto|cpu|gpu|gpu:N", "parse_device"),

@@ -1,7 +1,6 @@
 """`weights fetch`, `weights info` and `weights convert`."""
 import importlib
 import json
-from pathlib import Path
 
 import click
 
@@ -9,7 +8,7 @@ from alexft.atomic import json_text
 
 from alexft import interrupts
 
-from .common import fail_cleanly, progress_option, terminating_cleanly
+from .common import PathParam, fail_cleanly, progress_option, terminating_cleanly
 
 
 @click.group("weights")
@@ -49,7 +48,7 @@ def _weights(module):
               "$ALEXFT_WEIGHTS_SHA256 for a single $ALEXFT_WEIGHTS_URL.")
 @click.option("--sha1", callback=_refused_as_usage(lambda value: _weights("sources").checked_hex(value, "sha1")),
               help="Expected SHA-1 (hex), as the Caffe model zoo publishes them.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="File to write. Default: the cache, under the URL's file name.")
+@click.option("-o", "--output", type=PathParam(), help="File to write. Default: the cache, under the URL's file name.")
 @click.option("--force", is_flag=True, help="Download again even if the file is already there.")
 @progress_option
 @fail_cleanly
@@ -68,7 +67,7 @@ def weights_fetch(url, sha256, sha1, output, force, progress):
 
 
 @weights_group.command("info")
-@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("file", type=PathParam(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 @click.pass_context
 @fail_cleanly
@@ -135,10 +134,10 @@ def _shape(array_facts):
 
 
 @weights_group.command("convert")
-@click.argument("source", type=click.Path(path_type=Path, dir_okay=False))
-@click.argument("destination", type=click.Path(path_type=Path),
+@click.argument("source", type=PathParam(dir_okay=False))
+@click.argument("destination", type=PathParam(),
                 callback=_refused_as_usage(lambda path: _weights("tools").check_destination_name(path)))
-@click.option("--class-names", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="Text file, one class name per line, stored with the weights.")
+@click.option("--class-names", type=PathParam(exists=True, dir_okay=False), help="Text file, one class name per line, stored with the weights.")
 @click.option("--rename", "renames", multiple=True, metavar="NAME=LAYER",
               callback=_refused_as_usage(lambda pairs: _weights("tools").parse_renames(pairs)),
               help="A .caffemodel layer stored under another name, e.g. fc8_flickr=fc8 (repeatable). A single "
