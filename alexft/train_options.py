@@ -253,10 +253,17 @@ OPTION_NAMES = {"skip": "--skip", "train": "--train", "batch_size": "--batch-siz
                 "class_names": "classes"}
 
 
+# Options given as a pair of flags: a change names the flags themselves.
+FLAG_PAIRS = {"cache": ("--cache", "--no-cache")}
+
+
 def option_change(key, saved, config):
     """A change between a run's saved config and this one, as the options name it and take
-    their values (`--batch-size: was 16, now 64`, `--train: was fc8, now fc7,fc8`), or None
-    for a key without an option."""
+    their values (`--batch-size: was 16, now 64`, `--train: was fc8, now fc7,fc8`,
+    `--cache/--no-cache: was --cache, now --no-cache`), or None for a key without an option."""
+    if key in FLAG_PAIRS:
+        on, off = FLAG_PAIRS[key]
+        return f"{on}/{off}: was {on if saved.get(key) else off}, now {on if config.get(key) else off}"
     if key not in OPTION_NAMES:
         return None
     return f"{OPTION_NAMES[key]}: was {_as_option_value(saved.get(key))}, now {_as_option_value(config.get(key))}"

@@ -141,7 +141,7 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
          f"{begun}: cannot resume with a different configuration (--batch-size: was 16, now 64); resume with the run's "
          "own options, or start a new run in another --output"),
         (["finetune", "--resume", "--output", str(begun), "--no-cache", "--seed", "0"], 1,
-         "different configuration (--cache: was on, now off)"),
+         "different configuration (--cache/--no-cache: was --cache, now --no-cache)"),
         (["finetune", str(small_digits_folder), "--output", str(logs), *weights], 1,
          f"{logs}: tensorboard there is not from an alexft run, and a run would replace it; choose another --output"),
         (["finetune", str(small_digits_folder), "--epochs", "0", *weights], 2, "expected a whole number of at least 1"),
