@@ -300,9 +300,11 @@ def decode_predictions(preds, top=5, class_names=None):
     pass `class_names` (e.g. `alexft.load_weights(path).class_names`, or a fine-tuned model's
     `model.class_names`), and the id is the class index.
     """
+    given = preds
     preds = np.asarray(preds)
-    if preds.ndim != 2:
-        raise ValueError(f"decode_predictions expects a batch of scores shaped (N, classes); got {preds.shape}")
+    if preds.ndim != 2 or not np.issubdtype(preds.dtype, np.number):
+        raise ValueError("decode_predictions expects a batch of scores shaped (N, classes); got "
+                         + (f"shape {preds.shape}" if np.issubdtype(preds.dtype, np.number) else f"a {type(given).__name__}"))
     count = preds.shape[1]
     if class_names is None:
         if count != arch.IMAGENET_CLASSES:

@@ -261,8 +261,10 @@ def test_decode_predictions_names_imagenet_classes_by_wordnet_id():
         alexft.decode_predictions(np.eye(3), class_names={0: "a", 1: "b", 2: "c"})
     with pytest.raises(ValueError, match="3 classes: pass class_names"):
         alexft.decode_predictions(np.eye(3))
-    with pytest.raises(ValueError, match=r"shaped \(N, classes\)"):
+    with pytest.raises(ValueError, match=r"shaped \(N, classes\); got shape \(1000,\)"):
         alexft.decode_predictions(np.zeros(1000))
+    with pytest.raises(ValueError, match=r"shaped \(N, classes\); got a dict"):  # it said "got ()"
+        alexft.decode_predictions({"tabby": 0.7})
     for wrong in (0, -1, 2.5, True):  # top=0 gave the top 1
         with pytest.raises(ValueError, match="top must be a whole number of at least 1"):
             alexft.decode_predictions(np.eye(3), top=wrong, class_names=["a", "b", "c"])
