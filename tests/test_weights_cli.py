@@ -219,6 +219,22 @@ def test_a_file_already_there_is_verified_not_downloaded_again(tmp_path, canonic
     assert f"{canonical_sha256}, not {'0' * 64}" in wrong.stderr, "the file's own hash is shown, to compare"
 
 
+def test_converting_a_downloaded_npz_keeps_what_its_first_download_recorded(tmp_path, canonical_weights_file, caplog):
+    """Converting an .npz writes the same bytes: their record (the URL trusted on first use)
+    stays, else that URL would be trusted afresh, and the copy would read as converted from itself."""
+    assert run("weights", "convert", canonical_weights_file, tmp_path / "served.npz").exit_code == 0
+    served = (tmp_path / "served.npz").read_bytes()
+    with serving({"/w.npz": ("ok", served)}) as url:
+        assert run("weights", "fetch", "--url", f"{url}/w.npz", "--output", tmp_path / "w.npz").exit_code == 0
+        assert run("weights", "convert", tmp_path / "w.npz", tmp_path / "copy.npz").exit_code == 0
+        assert (tmp_path / "copy.npz").read_bytes() == served  # the same bytes, the same record
+        with caplog.at_level(logging.INFO, logger="alexft"):
+            kept = run("weights", "fetch", "--url", f"{url}/w.npz", "--output", tmp_path / "w.npz")
+        assert kept.exit_code == 0 and f"its hash matches the one recorded for {url}/w.npz" in caplog.text, caplog.text
+        info = run("weights", "info", tmp_path / "copy.npz", "--json")
+        assert json.loads(info.stdout)["source"].startswith(f"downloaded from {url}/w.npz, "), info.stdout
+
+
 def test_a_file_already_there_must_be_the_urls_file_as_recorded_at_its_first_download(
         tmp_path, canonical_bytes, canonical_sha256, caplog):
     """An unpinned URL is trusted on first use; a file later found at --output is kept only if

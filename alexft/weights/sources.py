@@ -249,7 +249,8 @@ def remember_conversion(source, converted):
     """Record a file `alexft weights convert` wrote, so that `weights info` can tell where it came
     from: converted here, from a source that is itself identified (a published file) or not."""
     origin = identify(source)
-    _remember(file_sha256(converted), dict(what=f"converted by alexft from {Path(source).name}", url=str(source),
+    _remember(file_sha256(converted), dict(what=f"converted by alexft from {Path(source).name}",
+                                           url=str(Path(source).resolve()),
                                            verified=f"source: {origin}" if origin else "source unknown"))
 
 
@@ -291,6 +292,10 @@ def _download_urls(record):
 def _remember(sha256, record):
     known = _known_files()
     earlier = known.get(sha256, {})
+    if earlier and not record["what"].startswith("downloaded"):
+        # Bytes known already (an .npz converted to the same bytes, say): what is known of their
+        # origin stays, above all the URLs trusted on first use, which a new record would drop.
+        return
     if _checked(earlier) and not _checked(record):  # the same bytes, checked before: that stays true
         record = dict(record, verified=earlier["verified"])
     if record["what"].startswith("downloaded"):
