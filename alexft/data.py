@@ -323,12 +323,14 @@ def load_prepared(path, ledger):
 def images_with_labels(inputs, say=None):
     """(paths, labels, class_names) for image files or folders; labels and class names are
     None unless `inputs` is one folder laid out as <class>/<images>: sub-folders, and no images
-    beside them (those would belong to no class: the folder is then read as plain images).
+    beside them (those would belong to no class: the folder is then read as plain images). A
+    class folder without images keeps its class (the labels mean the same in every shard and
+    run) and is named in a warning, as evaluate does.
     `say`: as for `find_images`, about plain folders."""
     inputs = path_list(inputs)  # URLs and standard input pass through as image sources
     one_folder = len(inputs) == 1 and is_folder(inputs[0])
     if one_folder and class_folders(inputs[0]) and not loose_images(inputs[0]):
         class_names = class_folders(inputs[0])
-        files = list_labelled(inputs[0], class_names)
+        files = list_labelled(inputs[0], class_names, empty_ok=True)
         return files.paths, files.labels, class_names
     return find_images(inputs, say=say), None, None

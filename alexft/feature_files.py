@@ -1,5 +1,6 @@
 """Feature files (.npz) as `alexft features` writes them: merging shards, streaming writes.
 No TensorFlow here: joining files must not wait for it."""
+import json
 import tempfile
 import zipfile
 from pathlib import Path
@@ -13,6 +14,14 @@ from .preprocess import path_list
 
 class OutputNameError(AlexftError, ValueError):
     """The output is not named as a feature file (.npz): most likely another file named by mistake."""
+
+
+class TenCropOfMapsError(AlexftError, ValueError):
+    """Ten crops asked of a layer whose outputs are maps (`option`: how the user asked)."""
+
+    def __init__(self, layer, option):
+        super().__init__(f"{option} averages the ten crops' outputs, which suits vectors (fc6, fc7, fc8) only: the "
+                         f"crops' {layer} maps do not line up position by position; leave it out for {layer}")
 
 
 def check_output(output, overwrite, option="overwrite=True"):
@@ -41,6 +50,10 @@ def _refuse_unless_features(path, option):
                           f"replaced, even with {option}; remove it first if it should go")
 
 
+# Members that describe all of a file's features: the same in every part, kept once.
+ONE_COPY = ("class_names", "recipe")
+
+
 def merge_features(parts, output, overwrite=True):
     """Concatenate feature files written by `features --shard I/N`, in the order given, into
     `output`: the same file one unsharded run writes. Reads one part at a time. An existing
@@ -53,7 +66,7 @@ def merge_features(parts, output, overwrite=True):
         raise TypeError(f"merge_features takes feature files on disk; {not_a_file} is not one")
     check_output(output, overwrite)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
-    shapes, extras, members = [], {}, None
+    shapes, extras, members, seen = [], {}, None, {}
     for part in parts:
         with np.load(part, allow_pickle=False) as stored:
             if members is not None and sorted(stored.files) != members:
@@ -61,12 +74,13 @@ def merge_features(parts, output, overwrite=True):
             members = sorted(stored.files)
             shapes.append(_features_shape(part))  # from the header: the array is read once, below
             for name in stored.files:
-                if name == "class_names":
+                if name in ONE_COPY:
                     if name in extras and not np.array_equal(extras[name][0], stored[name]):
-                        raise ValueError(f"merge_features: {part} has other class names than the first part")
+                        raise ValueError(f"merge_features: {part} {_how_it_differs(name, extras[name][0], stored[name])}")
                     extras.setdefault(name, [stored[name]])
                 elif name != "features":
                     extras.setdefault(name, []).append(stored[name])
+            _refuse_repeated_paths(part, stored["paths"], seen)
     if len({shape[1:] for shape in shapes}) != 1:
         raise ValueError(f"merge_features: the parts hold features of different shapes {sorted(set(shapes))}")
     output = Path(output)
@@ -80,8 +94,30 @@ def merge_features(parts, output, overwrite=True):
                 merged[start:start + shape[0]] = stored["features"]
             start += shape[0]
         merged.flush()
-        write_npz(output, Path(scratch) / "features.npy", total, {name: np.concatenate(arrays) for name, arrays in extras.items()})
+        write_npz(output, Path(scratch) / "features.npy", total,
+                  {name: arrays[0] if name in ONE_COPY else np.concatenate(arrays) for name, arrays in extras.items()})
     return output
+
+
+def _how_it_differs(name, first, this):
+    if name == "class_names":
+        return "has other class names than the first part"
+    first, this = json.loads(str(first)), json.loads(str(this))
+    keys = [key for key in sorted(set(first) | set(this)) if first.get(key) != this.get(key)]
+    return ("was made differently from the first part: "
+            + "; ".join(f"{key} {this.get(key)!r}, the first part's {first.get(key)!r}" for key in keys))
+
+
+def _refuse_repeated_paths(part, paths, seen):
+    """Shards hold disjoint images: one seen in an earlier part means a part was given twice,
+    or parts of two different runs."""
+    for path in paths.tolist():
+        if path in seen and Path(seen[path]).resolve() == Path(part).resolve():
+            raise ValueError(f"merge_features: {part} is given twice")
+        if path in seen:
+            raise ValueError(f"merge_features: {part} holds {path}, as {seen[path]} does: each image belongs to "
+                             "one part (are these parts of two runs?)")
+        seen[path] = part
 
 
 def _features_shape(part):

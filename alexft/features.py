@@ -3,18 +3,20 @@
 Serves the feature cache of fine-tuning (the frozen part runs once per view) and feature
 extraction. Decoding overlaps with compute as in `predict`.
 """
+import hashlib
+import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .feature_files import check_output, write_npz
+from .feature_files import TenCropOfMapsError, check_output, write_npz
 from .feature_store import HashedFile, file_digest
 from .pipeline import check_count, chunks, map_ahead
 from .errors import ImageError
 from .data import DataError, images_with_labels  # (images_with_labels also re-exported)
 from .model import InferenceFunction, fused_lrn_pays_off, truncated
-from .preprocess import image_views, path_list, warn_user
+from .preprocess import Preprocessing, image_views, path_list, warn_user
 from .progress import progress_bar
 
 VIEWS = 10  # Caffe's ten crops; view 4 is the centre crop
@@ -122,8 +124,10 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
     `paths`: images or folders; one folder laid out as <class>/<images> gives the labels and
     class names, as `alexft features` does.
 
-    The file holds `features` (n, ...) float32 (the mean over the ten crops with `ten_crop`),
-    `paths`, and for labelled data `labels` and `class_names`. Activations go to a
+    The file holds `features` (n, ...) float32 (the mean over the ten crops with `ten_crop`,
+    for fc6-fc8 only: the crops' maps do not line up), `paths`, `recipe` (JSON: the layer, the
+    crops, a digest of the weights, the preprocessing and precision, so that `merge_features`
+    never joins shards made differently), and for labelled data `labels` and `class_names`. Activations go to a
     memory-mapped file as they are computed, so memory stays flat for large folders.
     Returns (number written, {path: error} for the skipped files). When no input could be
     used, nothing is written (an earlier `output` stays as it was); folders without images are a
@@ -139,6 +143,9 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
     if labels is None:  # folders expand as on the command line; one laid out <class>/<images> gives labels
         paths, labels, class_names = _images_found(paths)
     prefix = truncated(model, layer)
+    if ten_crop and len(prefix.output.shape) > 2:
+        raise TenCropOfMapsError(layer, "ten_crop=True")
+    recipe = feature_recipe(model, layer, ten_crop, preprocessing)
     output = Path(output)
     kept, skipped = [], {}
 
@@ -156,12 +163,26 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
         features.flush()
         if skipped and not kept:  # a file of no features would look like a result, or replace one
             return 0, skipped
-        extras = {"paths": np.array([str(paths[i]) for i in kept], dtype=str)}
+        extras = {"paths": np.array([str(paths[i]) for i in kept], dtype=str), "recipe": np.array(json.dumps(recipe))}
         if labels is not None:
             extras["labels"] = np.asarray(labels)[kept].astype(np.int32)
             extras["class_names"] = np.array(class_names, dtype=str)
         write_npz(output, Path(scratch) / "features.npy", len(kept), extras)
     return len(kept), skipped
+
+
+def feature_recipe(model, layer, ten_crop, preprocessing=None):
+    """How features are made, as plain values: two files agree on it only if their features can
+    stand side by side. The weights are named by a digest of all of `model`'s arrays."""
+    preprocessing = preprocessing or Preprocessing()
+    weights = hashlib.sha256()
+    for variable in model.weights:
+        weights.update(variable.path.encode())
+        weights.update(np.ascontiguousarray(variable.numpy()).tobytes())
+    mean = ("the mean pixel" if preprocessing.mean is None
+            else "a mean image, SHA-256 " + hashlib.sha256(np.ascontiguousarray(preprocessing.mean).tobytes()).hexdigest())
+    return {"layer": layer, "ten_crop": bool(ten_crop), "weights_sha256": weights.hexdigest(), "mean": mean,
+            "float_resize": bool(preprocessing.float_resize), "precision": model.get_layer(layer).compute_dtype}
 
 
 def _images_found(inputs):

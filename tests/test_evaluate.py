@@ -13,7 +13,7 @@ from alexft import weights
 from alexft.data import DataError
 from alexft.evaluation import labelled_folder, labelled_list, metrics
 from alexft import model as network
-from alexft.features import layer_outputs
+from alexft.features import extract_features, layer_outputs
 from alexft.model import InferenceFunction, build_alexnet, truncated
 from alexft.preprocess import image_views
 from alexft.cli import main
@@ -233,8 +233,9 @@ def test_weights_info_names_the_run_a_model_was_fine_tuned_in(fc8_run, digits_fo
     assert "source: unknown" in run("weights", "info", tmp_path / "model.npz").stdout
 
 
-def test_features_match_the_models_intermediate_activations(fc8_run, small_digits_folder, tmp_path):
+def test_features_match_the_models_intermediate_activations(fc8_run, small_digits_folder, canonical_weights_file, tmp_path):
     _, run_folder = fc8_run
+    recipes = []
     for flags, ten_crop in (([], False), (["--ten-crop"], True)):
         output = tmp_path / f"features{len(flags)}.npz"
         result = run("features", small_digits_folder, "--layer", "fc7", "--output", output, "--weights", run_folder / "model.npz", *flags)
@@ -242,6 +243,9 @@ def test_features_match_the_models_intermediate_activations(fc8_run, small_digit
         with np.load(output, allow_pickle=False) as saved:
             features, paths, labels = saved["features"], saved["paths"], saved["labels"]
             assert list(saved["class_names"]) == [f"digit_{d}" for d in range(10)]
+            recipes.append(json.loads(str(saved["recipe"])))
+        assert {key: recipes[-1][key] for key in ("layer", "ten_crop", "mean", "float_resize", "precision")} == {
+            "layer": "fc7", "ten_crop": ten_crop, "mean": "the mean pixel", "float_resize": False, "precision": "float32"}
         assert features.shape == (60, 4096) and len(paths) == 60
         model = build_alexnet(num_classes=10)
         weights.assign(model, weights.load(run_folder / "model.npz"))
@@ -250,6 +254,41 @@ def test_features_match_the_models_intermediate_activations(fc8_run, small_digit
             expected = fc7(image_views(paths[index], ten_crop=ten_crop)).numpy().mean(axis=0)
             np.testing.assert_allclose(features[index], expected, rtol=1e-4, atol=1e-4)
             assert labels[index] == int(paths[index].split("/")[-2][-1])
+    # The same weights in both files; the base weights (another fc8) are told apart.
+    assert recipes[0]["weights_sha256"] == recipes[1]["weights_sha256"]
+    other = tmp_path / "base.npz"
+    assert run("features", small_digits_folder, "--layer", "fc7", "--output", other, "--weights",
+               canonical_weights_file, "--resize", "float").exit_code == 0
+    recipe = json.loads(str(np.load(other)["recipe"]))
+    assert recipe["float_resize"] is True and recipe["weights_sha256"] != recipes[0]["weights_sha256"]
+
+
+def test_ten_crops_of_a_layers_maps_are_refused(canonical_weights_file, tmp_path):
+    """The ten crops' conv or pool maps do not line up position by position: their mean is no feature."""
+    photo = photo_paths()["chelsea"]
+    refused = run("features", photo, "--layer", "pool5", "--ten-crop", "-o", tmp_path / "f.npz")
+    assert refused.exit_code == 2 and "--ten-crop averages the ten crops' outputs, which suits vectors (fc6, fc7, fc8) " \
+        "only: the crops' pool5 maps do not line up position by position; leave it out for pool5" in refused.output
+    model = build_alexnet(num_classes=10, seed=0)
+    with pytest.raises(ValueError, match="ten_crop=True averages the ten crops' outputs"):
+        extract_features(model, [photo], "conv5", tmp_path / "f.npz", ten_crop=True)
+    assert not (tmp_path / "f.npz").exists()
+
+
+def test_features_of_class_folders_keep_a_class_without_images(canonical_weights_file, small_digits_folder, tmp_path,
+                                                              caplog):
+    """As evaluate does: the empty class is named in a warning, and keeps its label."""
+    data = tmp_path / "data"
+    shutil.copytree(small_digits_folder, data)
+    for image in (data / "digit_5").iterdir():
+        image.unlink()
+    with caplog.at_level(logging.WARNING, logger="alexft"):
+        result = run("features", data, "--layer", "fc8", "-o", tmp_path / "f.npz", "--weights", canonical_weights_file)
+    assert result.exit_code == 0, result.output
+    assert "1 class folder(s) with no images, left out: 'digit_5'" in caplog.text
+    with np.load(tmp_path / "f.npz") as saved:
+        assert list(saved["class_names"]) == [f"digit_{d}" for d in range(10)] and len(saved["paths"]) == 54
+        assert 5 not in saved["labels"] and 6 in saved["labels"]
 
 
 def test_long_feature_runs_use_the_fused_lrn_on_full_batches_only(monkeypatch):

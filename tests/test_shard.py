@@ -76,8 +76,8 @@ def test_features_shards_merged_equal_one_run(small_digits_folder, canonical_wei
         assert result.exit_code == 0, result.output
     merge_features(parts, tmp_path / "merged.npz")
     with np.load(tmp_path / "whole.npz") as whole, np.load(tmp_path / "merged.npz") as merged:
-        assert sorted(whole.files) == sorted(merged.files) == ["class_names", "features", "labels", "paths"]
-        for name in ("paths", "labels", "class_names"):
+        assert sorted(whole.files) == sorted(merged.files) == ["class_names", "features", "labels", "paths", "recipe"]
+        for name in ("paths", "labels", "class_names", "recipe"):
             np.testing.assert_array_equal(merged[name], whole[name])
         assert len(whole["paths"]) == 60 and len(np.load(parts[1])["paths"]) == 15
         np.testing.assert_allclose(merged["features"], whole["features"], rtol=1e-4, atol=1e-6)  # other batch sizes
@@ -100,6 +100,22 @@ def test_merging_parts_that_do_not_belong_together_is_refused(tmp_path):
         merge_features([tmp_path / "a.npz", tmp_path / "b.npz"], tmp_path / "out.npz")
     with pytest.raises(ValueError, match="other class names"):
         merge_features([tmp_path / "a.npz", tmp_path / "c.npz"], tmp_path / "out.npz")
+    # Parts made from another layer, or with other crops: their features cannot stand side by side.
+    recipe = {"layer": "fc7", "ten_crop": False, "weights_sha256": "ab", "mean": "the mean pixel", "float_resize": False,
+              "precision": "float32"}
+    for name, paths, changes in (("d", ["x"], {}), ("e", ["y"], {"layer": "fc6"}), ("f", ["y"], {"ten_crop": True}),
+                                 ("g", ["x"], {})):
+        np.savez(tmp_path / f"{name}.npz", features=np.zeros((1, 3), np.float32), paths=np.array(paths),
+                 recipe=np.array(json.dumps(dict(recipe, **changes))))
+    with pytest.raises(ValueError, match="e.npz was made differently from the first part: layer 'fc6', the first part's 'fc7'$"):
+        merge_features([tmp_path / "d.npz", tmp_path / "e.npz"], tmp_path / "out.npz")
+    with pytest.raises(ValueError, match="f.npz was made differently from the first part: ten_crop True, the first part's False$"):
+        merge_features([tmp_path / "d.npz", tmp_path / "f.npz"], tmp_path / "out.npz")
+    # The same images twice: a part given twice, or parts of two runs.
+    with pytest.raises(ValueError, match="d.npz is given twice"):
+        merge_features([tmp_path / "d.npz", tmp_path / "d.npz"], tmp_path / "out.npz")
+    with pytest.raises(ValueError, match="g.npz holds x, as .*d.npz does"):
+        merge_features([tmp_path / "d.npz", tmp_path / "g.npz"], tmp_path / "out.npz")
     assert not (tmp_path / "out.npz").exists()
 
 
@@ -121,8 +137,9 @@ def test_feature_outputs_never_replace_another_kind_of_file(tmp_path):
         with pytest.raises(error, match=message):
             extract_features(None, [tmp_path / "photo.png"], "fc7", tmp_path / output)
     assert {name: (tmp_path / name).read_bytes() for name in originals} == originals
+    np.savez(tmp_path / "b.npz", features=np.ones((2, 3), np.float32), paths=np.array(["z", "w"]))
     merge_features([tmp_path / "a.npz"], tmp_path / "out.npz")
-    merge_features([tmp_path / "a.npz", tmp_path / "a.npz"], tmp_path / "out.npz")  # an earlier one is replaced
+    merge_features([tmp_path / "a.npz", tmp_path / "b.npz"], tmp_path / "out.npz")  # an earlier one is replaced
     with np.load(tmp_path / "out.npz") as merged:
         assert merged["features"].shape == (4, 3)
     with pytest.raises(AlexftError, match="out.npz: exists; pass overwrite=True to replace it"):

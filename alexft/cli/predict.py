@@ -267,11 +267,15 @@ def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, s
     One folder laid out as <class>/<images> also stores each image's label and the class names.
     Exit status 1 if any input could not be used; the others are still written.
     """
+    from alexft import architecture as arch
     from alexft.data import class_folders, images_with_labels, loose_images
+    from alexft.feature_files import TenCropOfMapsError
     from alexft.preprocess import is_folder
     from alexft.pipeline import shard as shard_of
 
     _check_features_output(output, force)  # before TensorFlow and the work, not after
+    if ten_crop and not isinstance(arch.LAYERS.get(layer), arch.Dense):
+        raise click.UsageError(str(TenCropOfMapsError(layer, "--ten-crop")))
     paths, labels, class_names = images_with_labels(inputs)
     if labels is None:
         paths = expand_inputs(inputs)  # the same as find_images, and says which folders were empty
