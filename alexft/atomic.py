@@ -63,12 +63,22 @@ def check_writable(path, error=AlexftError, folder_ok=False):
     if not folder.is_dir():
         raise error(f"{path}: cannot be written: {folder} is not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise error(f"{path}: cannot be written: no permission to write in {folder}")
+        raise error(f"{path}: cannot be written: {_why_not_writable(folder)}")
     try:  # what os.access cannot tell: /proc and /sys, read-only mounts, root's limits
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as problem:
         raise error(f"{path}: cannot be written: files cannot be created in {folder} ({problem.strerror or problem})") from None
     return path
+
+
+def _why_not_writable(folder):
+    """A read-only file system (a mounted image, a read-only share) is said as such: no change
+    of permissions would help there."""
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows)
+        read_only = False
+    return f"{folder} is on a read-only file system" if read_only else f"no permission to write in {folder}"
 
 
 def json_text(value, **options):

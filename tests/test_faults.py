@@ -204,3 +204,23 @@ def test_inputs_are_never_modified(tiny_folder, canonical_weights_file, tmp_path
              **dict(OPTIONS, train=["fc8"], epochs=2))
     assert _fingerprint(inputs) == before
     assert sorted(path for path in tiny_folder.rglob("*") if path.is_file()) + [canonical_weights_file] == inputs
+
+
+def test_an_output_on_a_read_only_file_system_is_said_to_be_there(tmp_path, monkeypatch):
+    """A read-only mount was reported as "no permission to write in ...", which sends the user
+    after permissions that cannot help. (Mounting needs privileges tests may lack: os.access and
+    os.statvfs answer as they do on such a mount.)"""
+    from alexft import atomic
+
+    real_statvfs = os.statvfs
+
+    class ReadOnly:
+        def __init__(self, path):
+            self.f_flag = real_statvfs(path).f_flag | os.ST_RDONLY
+
+    monkeypatch.setattr(atomic.os, "access", lambda path, mode: False)
+    with pytest.raises(AlexftError, match=f"out.npz: cannot be written: no permission to write in {tmp_path}$"):
+        atomic.check_writable(tmp_path / "out.npz")
+    monkeypatch.setattr(atomic.os, "statvfs", ReadOnly)
+    with pytest.raises(AlexftError, match=f"out.npz: cannot be written: {tmp_path} is on a read-only file system$"):
+        atomic.check_writable(tmp_path / "out.npz")
