@@ -106,6 +106,15 @@ def run(step, batches, steps=STEPS, start=START, end=END):
     return result
 
 
+def fallback_rate(result, default):
+    """The rate to use when the test measured none: `default` (Caffe's), or a tenth of the rate
+    where the loss exploded when that is lower (a rate a few times below an explosion diverges
+    within an epoch or two)."""
+    if result.stopped and result.rates:
+        return min(default, result.rates[-1] / 10)
+    return default
+
+
 def suggest(rates, smoothed):
     """(the edge: the largest rate whose smoothed loss is within NEAR_MINIMUM of the lowest,
     the edge / SAFETY)."""

@@ -7,7 +7,11 @@
   update) or the previous epoch's mean loss, whichever is larger (one small batch alone is
   a noisy reference: a batch of 8 can be 4x below the epoch's mean);
 - or the epoch's mean loss exceeds FAR times that same start (which catches a runaway in an
-  epoch of fewer than WINDOW batches, and a loss climbing from epoch to epoch).
+  epoch of fewer than WINDOW batches, and a loss climbing from epoch to epoch);
+- or the weights the epoch ends with have a loss on its last batch over FAR times the epoch's
+  mean: its last updates ran away. Each batch's loss is measured before its update, so the
+  batch losses cannot show the last updates; an epoch of one or two batches showed nothing
+  until the next, which started from the broken weights and took them as its reference.
 An epoch run again after a recovery starts from a state that may already be worse than the
 previous epoch's mean says (the loss was climbing through it): there the first WINDOW
 batches set the start too, so that the restored state's own loss is not taken for a runaway
@@ -58,6 +62,16 @@ class LossWatch:
         start = max(self.start if self.start is not None else 0.0, self.previous or 0.0)
         if epoch_loss > FAR * max(start, self.floor):
             return f"the epoch's mean loss {epoch_loss:.4g} ran away (over {FAR:g}x its start {start:.4g})"
+        return None
+
+
+    def check_end(self, end_loss, epoch_loss):
+        """`end_loss`: the loss of the epoch's final weights on its last batch (no dropout)."""
+        if not math.isfinite(end_loss):
+            return f"the loss of the epoch's final weights is {end_loss}"
+        if end_loss > FAR * max(epoch_loss, self.floor):
+            return (f"the epoch's last updates ran away (its final weights' loss on its last batch {end_loss:.4g}, over "
+                    f"{FAR:g}x the epoch's mean {epoch_loss:.4g})")
         return None
 
 

@@ -185,6 +185,7 @@ class Trainer:
         self.model_pending = False  # a better epoch than model.npz holds
         self.model_epoch = None  # the epoch model.npz holds, recorded in each checkpoint
         self.best_epoch = None  # the epoch self.best holds
+        self._last_batch = None  # the epoch's last batch, to check the weights it ends with
 
     # --- the run ----------------------------------------------------------------------------
 
@@ -213,8 +214,9 @@ class Trainer:
                     if stop.signal_number and state["epoch"] < self.options.epochs:
                         self.run.write_history(state["history"], final=True)
                         raise TrainingInterrupted(
-                            f"stopped by {_signal_name(stop.signal_number)} after epoch {state['epoch']}; "
-                            f"continue with --resume --output {self.run.path}", stop.signal_number)
+                            f"stopped by {_signal_name(stop.signal_number)} after epoch {state['epoch']}: model.npz "
+                            f"holds epoch {state['best_epoch']}; continue with --resume --output {self.run.path}",
+                            stop.signal_number)
                 # The last epoch has ended: a signal now waits for the run's last writes (a few
                 # seconds), so that a finished run is never left looking unfinished.
                 board.close()
@@ -233,9 +235,15 @@ class Trainer:
         self.best = self.net.trained_values()
         self.run.remove_stale(self.log)
         given = self.config["lr"]  # on a resumed run, the rate it started with unless a new one is given
-        fresh = dict(epoch=0, step=0, history=[], best_score=None, best_epoch=None, recoveries=0, notes=[],
-                     base_lr=None if given == "auto" else given)
+        # A run resumed before its first checkpoint keeps the rate its range test found (the test
+        # restores everything it touched, so it would find the same again).
+        found = self.config.get("lr_found") if given == "auto" else None
+        fresh = dict(epoch=0, step=0, history=[], best_score=None, best_epoch=None, recoveries=0,
+                     notes=[] if found is None else [f"lr auto: the range test's earlier choice {found:.3g}"],
+                     base_lr=found if given == "auto" else given, planned_epochs=self.options.epochs)
         if not self.run.checkpoint.exists():
+            if found is not None:
+                self.log(f"the range test's earlier choice is kept: base rate {found:.3g}")
             return fresh
         from . import checkpoint as checkpoints
 
@@ -309,12 +317,14 @@ class Trainer:
             self.log(f"warning: the range test measured no rate: its loss stayed near its lowest only up to "
                      f"{result.edge:.1e}, {result.unmeasured} (a model that fits this data already, batches of "
                      f"{self.options.batch_size} that scatter, a wide valley); Caffe's rate {CAFFE_BASE_LR:g} is used "
-                     "instead; give --lr to choose one")
-            result.chosen = CAFFE_BASE_LR
+                     "instead, unless the loss exploded near it; give --lr to choose one")
+            result.chosen = lr_finder.fallback_rate(result, CAFFE_BASE_LR)
+            if result.chosen < CAFFE_BASE_LR:
+                self.log(f"the loss exploded at {result.rates[-1]:.1e}, so {result.chosen:.1e} is used: a tenth of that")
         self.config.update(lr_found=result.chosen, lr_measured=result.measured)
         self.run.write_config(self.config)
         state["notes"].append(f"lr auto: range test chose {result.chosen:.3g}" if result.measured else
-                              f"lr auto: range test measured no rate; Caffe's {CAFFE_BASE_LR:g} used")
+                              f"lr auto: range test measured no rate; {result.chosen:.3g} used")
         return result.chosen
 
     def _follow_rate(self):
@@ -328,7 +338,7 @@ class Trainer:
         if self.config.get("weight_decay_used") != decay:
             self.config.update(weight_decay_used=decay, bias_rate_factor=bias_factor)
             self.run.write_config(self.config)
-            if self.config.get("lr_measured") is False:  # Caffe's rate, and so its rule: nothing to say
+            if self.config.get("lr_measured") is False:  # Caffe's rate or the fallback below it: said already
                 return
             given = self.config["lr"]  # a number: a resumed run's new --lr, which the schedule now follows
             now = "" if given == "auto" else f"; the base rate is now {given:.3g} (--lr), the decay stays the range test's"
@@ -372,7 +382,11 @@ class Trainer:
         # A step's loss is computed before its update, so the last update of an epoch can
         # leave inf/NaN weights behind a finite loss: check them before they are saved.
         problem = None if self.net.weights_finite() else "weights became non-finite"
-        problem = problem or watch.check_epoch(totals[0] / max(totals[2], 1))
+        epoch_loss = totals[0] / max(totals[2], 1)
+        problem = problem or watch.check_epoch(epoch_loss)
+        if not problem and self._last_batch is not None:
+            problem = watch.check_end(self.net.batch_loss(self._last_batch), epoch_loss)
+        self._last_batch = None
         if problem:
             raise Diverged(problem)
         return self._finish_epoch(state, totals, time.perf_counter() - started)
@@ -387,6 +401,7 @@ class Trainer:
             step = state["step"]
             for batch in self.data.train_batches(epoch, step):
                 loss_sum, correct, count = self._step(batch)
+                self._last_batch = batch  # to check the weights the epoch ends with
                 step += 1
                 problem = watch.check(loss_sum / max(count, 1.0), step)
                 if problem:
@@ -479,7 +494,7 @@ class Trainer:
         metrics = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
         best = next((row for row in history if row["epoch"] == state["best_epoch"]), {})
         summary = dict(run=str(self.run.path), epochs=len(history), best_epoch=state["best_epoch"],
-                       train_images=self.data.train_count, val_images=len(self.data.usable_labels("val")),
+                       train_images=len(self.data.usable_labels("train")), val_images=len(self.data.usable_labels("val")),
                        broken_files=len(self.ledger.errors), cached=self.data.cache_after is not None,
                        seconds=round(seconds, 3), lr=self.config["lr"], lr_found=self.config["lr_found"],
                        lr_measured=self.config.get("lr_measured"),

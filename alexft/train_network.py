@@ -57,6 +57,7 @@ class TrainingNetwork:
             self.optimizer.build(self.variables)
         self._train_step = self._make_train_step()
         self._evaluate = self._make_evaluate()
+        self._loss_probe = None  # traced on first use
         self._frozen = None
 
     def _freeze(self):
@@ -114,6 +115,21 @@ class TrainingNetwork:
 
         return step
 
+    def _make_loss_probe(self):
+        net, strategy = self.net, self.strategy
+
+        def replica_loss(images, labels):
+            logits = net(images, training=False)
+            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, tf.cast(logits, tf.float32))
+            return tf.reduce_sum(losses), tf.cast(tf.shape(labels)[0], tf.float32)
+
+        @tf.function(reduce_retracing=True)
+        def probe(batch):
+            results = strategy.run(replica_loss, args=batch)
+            return [strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in results]
+
+        return probe
+
     def _make_evaluate(self):
         net = self.net
 
@@ -145,6 +161,14 @@ class TrainingNetwork:
             if not self.multiworker:
                 raise
             raise LostWorker(_why_lost(error)) from None
+
+    def batch_loss(self, batch):
+        """The mean loss of the weights as they are on a training batch (as `step` takes it),
+        without dropout and without an update."""
+        if self._loss_probe is None:
+            self._loss_probe = self._make_loss_probe()
+        loss_sum, count = (float(value) for value in self._loss_probe(batch))
+        return loss_sum / max(count, 1.0)
 
     def validate(self, batches):
         """(mean loss, accuracy) over (views, labels) batches, or (None, None) for none."""

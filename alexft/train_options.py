@@ -169,10 +169,13 @@ def check_layers(skip, train, default_skip=False):
     """The layer choice's mistakes that need no weights, as sorted (skip, train): unknown
     names, nothing to train, a layer started afresh (skipped) but left untrained. `train`
     None: the skipped layers; `default_skip`: the user never typed --skip. Raises OptionsError."""
+    if train is not None and not list(train):
+        raise OptionsError("--train names no layer; give layers such as fc8, fc7,fc8, conv5-fc8 or all")
     train = list(skip) if train is None else list(train)
     unknown = sorted((set(skip) | set(train)) - set(arch.LAYER_NAMES))
     if unknown:
-        raise OptionsError(f"unknown layer(s) {', '.join(unknown)}; AlexNet has {', '.join(arch.LAYER_NAMES)}")
+        raise OptionsError(f"unknown layer(s) {', '.join(unknown)}; AlexNet has {', '.join(arch.LAYER_NAMES)} "
+                           "(a range: conv5-fc8; every layer: all)")
     if not train:
         raise OptionsError("no layer to train: pass --skip fc8 or --train LAYERS")
     frozen_fresh = [name for name in skip if name not in train]
@@ -187,12 +190,26 @@ def check_layers(skip, train, default_skip=False):
 
 def layer_list(value):
     """Layer names as a list, from a list or from the command line's "fc7,fc8" (a plain string
-    must not become its letters); None and "" are no layers."""
+    must not become its letters), in any case; a range "conv5-fc8" is the layers from conv5 to
+    fc8; None and "" are no layers. "all" (every layer) stands alone."""
     if value is None:
         return []
-    if isinstance(value, str):
-        return [name.strip() for name in value.split(",") if name.strip()]
-    return list(value)
+    names = value.split(",") if isinstance(value, str) else list(value)
+    layers = []
+    for name in (str(name).strip().lower() for name in names):
+        layers += _layer_range(name) if "-" in name else [name] if name else []
+    if "all" in layers and len(layers) > 1:
+        raise OptionsError(f"'all' stands alone (every layer), not in a list ({','.join(layers)})")
+    return layers
+
+
+def _layer_range(name):
+    """"conv5-fc8" as [conv5, fc6, fc7, fc8]; anything else as itself (then named as unknown)."""
+    first, _, last = name.partition("-")
+    order = arch.LAYER_NAMES
+    if first in order and last in order and order.index(first) <= order.index(last):
+        return list(order[order.index(first):order.index(last) + 1])
+    return [name]
 
 
 def _whole_number(value, name, also=""):

@@ -193,6 +193,18 @@ def test_a_class_whose_every_image_is_broken_is_refused_not_shipped_untrained(sm
     assert sum(line.startswith("skipped: ") for line in said) == 3
 
 
+def test_broken_training_images_are_not_counted_as_trained_on(small_digits_folder, canonical_weights_file, tmp_path):
+    """Without the feature cache the broken files are found while training: the summary said
+    "15 training" for 12 read and 3 broken."""
+    data = tmp_path / "data"
+    shutil.copytree(small_digits_folder, data)
+    for name in ("cut.jpg", "empty.jpg"):
+        (data / "digit_3" / name).write_bytes(bad_images()[name][0])
+    summary = finetune(data, weights=canonical_weights_file, epochs=1, batch_size=16, val_split=0, cache=False,
+                       output=tmp_path / "run", progress=False, log=quiet)
+    assert summary["broken_files"] == 2 and summary["train_images"] == 60 and not summary["cached"]
+
+
 def test_broken_validation_images_are_not_counted_as_scored(small_digits_folder, canonical_weights_file, tmp_path):
     val = tmp_path / "val"
     shutil.copytree(small_digits_folder, val)
@@ -413,6 +425,52 @@ def test_divergence_in_the_last_update_of_an_epoch_is_caught_before_it_is_saved(
     weights.load(tmp_path / "run" / "model.npz")  # epoch 1's, finite
 
 
+def test_an_epochs_last_update_that_runs_away_is_caught_and_the_epoch_retried(small_digits_folder, canonical_weights_file,
+                                                                                tmp_path, monkeypatch):
+    """A helper's run of two batches per epoch blew up in epoch 1's last update (its loss is
+    measured before the update, so no batch loss showed it): epoch 2 started from the broken
+    weights, took their loss as its reference, and the run ended with status 0 and a model that
+    put every image in one class. Here epoch 1's only update is made to run away (fc8 x 1000)."""
+    from alexft.train_network import TrainingNetwork
+
+    step, calls = TrainingNetwork.step, []
+
+    def running_away(self, batch):
+        result = step(self, batch)
+        calls.append(len(calls))
+        if len(calls) == 1:
+            kernel = self.model.get_layer("fc8").kernel
+            kernel.assign(kernel * 1000.0)
+        return result
+
+    monkeypatch.setattr(TrainingNetwork, "step", running_away)
+    messages = []
+    summary = finetune(small_digits_folder, weights=canonical_weights_file, epochs=2, batch_size=64, lr=0.001, val_split=0,
+                       output=tmp_path / "run", progress=False, log=messages.append)
+    assert summary["recoveries"] == 1 and summary["base_lr"] == pytest.approx(1e-4)
+    recovered = [message for message in messages if "recovered from" in message]
+    assert len(recovered) == 1 and "recovered from the epoch's last updates ran away (its final weights' loss on its " \
+        "last batch" in recovered[0], messages
+    history = read_history(tmp_path / "run")
+    assert all(float(row["train_loss"]) < 2 * np.log(10) for row in history)
+    fc8 = weights.load(tmp_path / "run" / "model.npz").params["fc8"][0]
+    assert np.abs(fc8).max() < 1.0  # the restored start, trained on: not the broken weights
+
+
+def test_layers_are_named_in_any_case_as_ranges_or_all():
+    """The help said "comma-separated (conv1-conv5, fc6-fc8)", and conv1-conv5 was refused as unknown."""
+    from alexft.train_options import OptionsError, TrainOptions, layer_list
+
+    assert layer_list("conv5-fc8") == ["conv5", "fc6", "fc7", "fc8"]
+    assert layer_list(" Conv1-CONV3 , fc8") == ["conv1", "conv2", "conv3", "fc8"]
+    assert layer_list("ALL") == ["all"] and layer_list(["FC7", "fc8"]) == ["fc7", "fc8"]
+    assert layer_list("fc8-fc8") == ["fc8"] and layer_list("fc8-conv5") == ["fc8-conv5"]  # (then named as unknown)
+    assert layer_list("") == layer_list(" , ") == layer_list(None) == []
+    with pytest.raises(OptionsError, match="'all' stands alone"):
+        layer_list("all,fc8")
+    assert TrainOptions(train="conv4-fc8", skip="FC8").train == ["conv4", "conv5", "fc6", "fc7", "fc8"]
+
+
 def test_loss_watch_defines_a_runaway_loss():
     from alexft.recovery import LossWatch
 
@@ -435,6 +493,11 @@ def test_loss_watch_defines_a_runaway_loss():
     across = LossWatch(num_classes=10, previous_epoch_loss=3.0)
     assert across.check_epoch(11.9) is None and "ran away (over 4x its start 3)" in across.check_epoch(12.1)
     assert LossWatch(10, previous_epoch_loss=0.01).check_epoch(9.0) is None  # 4 ln 10 = 9.2
+    # The weights an epoch ends with, on its last batch: over 4x the epoch's mean (floored at ln(classes)).
+    ended = LossWatch(num_classes=10)
+    assert ended.check_end(11.9, 3.0) is None and "its final weights' loss on its last batch 12.1, over 4x the epoch's " \
+        "mean 3" in ended.check_end(12.1, 3.0)
+    assert ended.check_end(9.0, 0.01) is None and ended.check_end(float("inf"), 3.0) is not None
     short = LossWatch(num_classes=3)  # an epoch of 4 batches never fills the window: its mean is judged
     assert [short.check(loss, step) for step, loss in enumerate([1.1, 90.0, 3000.0, 4000.0], 1)] == [None] * 4
     assert "ran away (over 4x its start 1.1)" in short.check_epoch(1772.8)
@@ -478,34 +541,43 @@ def test_range_test_rule_on_known_curves():
         lr_finder.run(lambda rate, batch: float("inf"), iter(range(10)), 10)
 
 
-def test_a_range_test_that_measured_nothing_falls_back_to_caffes_rate_and_says_so(small_digits_folder,
-                                                                                  canonical_weights_file, tmp_path,
-                                                                                  monkeypatch):
+@pytest.mark.parametrize("exploded", [False, True], ids=["flat", "exploded"])
+def test_a_range_test_that_measured_nothing_falls_back_to_caffes_rate_or_below_where_it_exploded(
+        small_digits_folder, canonical_weights_file, tmp_path, monkeypatch, exploded):
     """A helper's run continuing from a model fine-tuned on the same data chose 3.3e-9, and one at
-    --batch-size 1 2.7e-8: nothing trained, and nothing was said."""
+    --batch-size 1 2.7e-8: nothing trained, and nothing was said. Another's exploded at 6.2e-3 and
+    fell back to Caffe's 0.001, which diverged: a tenth of the explosion is used then."""
     from alexft import lr_finder
     from alexft.cli.train import _describe_summary
 
-    rates = lr_finder.rates(100)[:40]
+    # On images: 20 steps 3.36x apart; the helper's test stopped after 12, at 6.2e-3.
+    rates = lr_finder.rates(20)[:12] if exploded else lr_finder.rates(100)[:40]
 
     def fitted(step, batches, steps):  # the curve such a model gives: lowest at the first step
         for rate, batch in zip(rates[:3], batches):
             step(rate, batch)
-        return lr_finder.RangeTest(rates=rates, losses=[0.3] * 40, smoothed=[0.3] + [0.4] * 39, edge=rates[0],
-                                   chosen=rates[0] / 3, stopped="loss exploded at 1.0e-05")
+        return lr_finder.RangeTest(rates=rates, losses=[0.3] * len(rates), smoothed=[0.3] + [0.4] * (len(rates) - 1),
+                                   edge=rates[0], chosen=rates[0] / 3,
+                                   stopped=f"loss exploded at {rates[-1]:.1e}" if exploded else "")
 
     monkeypatch.setattr(lr_finder, "run", fitted)
     messages = []
     summary = finetune(small_digits_folder, weights=canonical_weights_file, epochs=1, batch_size=8,
                        output=tmp_path / "run", progress=False, log=messages.append)
-    assert summary["base_lr"] == 0.001 and summary["lr_found"] == 0.001 and summary["lr_measured"] is False
+    expected = rates[-1] / 10 if exploded else 0.001
+    assert rates[-1] == pytest.approx(6.2e-3, rel=0.01) or not exploded
+    assert summary["lr_found"] == pytest.approx(expected) and summary["lr_measured"] is False
+    assert summary["base_lr"] == pytest.approx(expected) or summary["recoveries"]
     assert any(message.startswith("warning: the range test measured no rate: its loss stayed near its lowest only up "
                                   "to 1.0e-08, a rate too small to move the weights, so what it rose by is noise")
                and "batches of 8" in message
-               and message.endswith("Caffe's rate 0.001 is used instead; give --lr to choose one") for message in messages)
+               and message.endswith("Caffe's rate 0.001 is used instead, unless the loss exploded near it; give --lr "
+                                    "to choose one") for message in messages)
+    assert ("the loss exploded at 6.2e-03, so 6.2e-04 is used: a tenth of that" in messages) == exploded
     assert not any(message.startswith("with the measured rate") for message in messages)
-    assert "base learning rate: 0.001 (Caffe's: the range test measured no rate)" in _describe_summary(summary)
-    assert "range test measured no rate; Caffe's 0.001 used" in (tmp_path / "run" / "history.csv").read_text()
+    start = f"{expected:.3g}, a tenth of where its loss exploded" if exploded else "Caffe's 0.001"
+    assert f"(the range test measured no rate; the run started at {start})" in _describe_summary(summary)
+    assert f"range test measured no rate; {expected:.3g} used" in (tmp_path / "run" / "history.csv").read_text()
 
 
 def test_resume_refuses_a_different_configuration(small_digits_folder, canonical_weights_file, tmp_path):
@@ -675,6 +747,7 @@ def test_ctrl_c_in_the_python_api_is_a_keyboard_interrupt_after_the_checkpoint(s
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr[-2000:]
     assert stdout.startswith(f"TrainingInterrupted True {int(signal.SIGINT)} | stopped by Ctrl-C"), stdout
+    assert "model.npz holds epoch " in stdout, stdout  # (it was not said when the stop came between epochs)
     assert (output / "checkpoint.npz").exists() and (output / "model.npz").exists()
 
 
@@ -700,6 +773,52 @@ def test_a_signal_after_the_last_epoch_lets_the_run_finish(signal_number, monkey
     assert weights.load(tmp_path / "run" / "model.npz").params["fc8"][0].shape == (4096, 10)
     name = "Ctrl-C (SIGINT)" if signal_number == signal.SIGINT else signal.Signals(signal_number).name
     assert f"{name} came after the last epoch: the run was completed first" in said  # was "signal 2"
+
+
+def test_a_run_stopped_in_its_first_epoch_resumes_with_its_range_tests_rate_and_notes_new_epochs(
+        monkeypatch, small_digits_folder, canonical_weights_file, tmp_path):
+    """Stopped at epoch 1, step 1: a resume with another --epochs said nothing of it (only an
+    ended epoch recorded the plan). Killed before any checkpoint: the range test ran again."""
+    from alexft import lr_finder
+    from alexft.errors import TrainingInterrupted
+    from alexft.train_network import TrainingNetwork
+
+    from alexft.train import Trainer
+
+    step, find_rate, tested, signalled = TrainingNetwork.step, Trainer._find_rate, [], []
+
+    def signalled_step(self, batch):
+        if tested and not signalled:  # the first step of epoch 1, after the range test
+            signalled.append(os.kill(os.getpid(), signal.SIGINT))  # delivered at once; the step ends, the run stops
+        return step(self, batch)
+
+    monkeypatch.setattr(TrainingNetwork, "step", signalled_step)
+    def marked_find_rate(trainer, state):
+        rate = find_rate(trainer, state)
+        tested.append(1)
+        return rate
+
+    monkeypatch.setattr(Trainer, "_find_rate", marked_find_rate)
+    output = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted, match="at epoch 1, step 1"):
+        finetune(small_digits_folder, weights=canonical_weights_file, epochs=3, batch_size=8, val_split=0.2,
+                 output=output, progress=False, log=quiet)
+    found = json.loads((output / "config.json").read_text())["lr_found"]
+    monkeypatch.setattr(TrainingNetwork, "step", step)
+    said = []
+    again = dict(weights=canonical_weights_file, batch_size=8, val_split=0.2, output=output, resume=True, epochs=1,
+                 progress=False)
+    finetune(small_digits_folder, **again, log=said.append)
+    assert "resumed with epochs 3 -> 1" in said and "resumed with epochs 3 -> 1" in read_history(output)[0]["note"]
+    # Now as if killed before the first checkpoint: the range test's rate is kept, not measured again.
+    (output / "summary.json").unlink()
+    (output / "model.npz").unlink()
+    (output / "history.csv").unlink()
+    monkeypatch.setattr(lr_finder, "run", lambda *args: pytest.fail("the range test ran again"))
+    said.clear()
+    summary = finetune(small_digits_folder, **again, log=said.append)
+    assert summary["base_lr"] == pytest.approx(found) and f"the range test's earlier choice is kept: base rate {found:.3g}" in said
+    assert f"lr auto: the range test's earlier choice {found:.3g}" in read_history(output)[0]["note"]
 
 
 def test_rate_multipliers_reach_the_update(small_digits_folder, canonical_weights_file, tmp_path):

@@ -12,9 +12,12 @@ from .common import (PathParam, fail_cleanly, progress_option, read_weights, sta
 
 
 def _layer_list(ctx, param, value):
-    from alexft.train_options import layer_list
+    from alexft.train_options import OptionsError, layer_list
 
-    return None if value is None else layer_list(value)
+    try:
+        return None if value is None else layer_list(value)
+    except OptionsError as error:
+        raise click.BadParameter(str(error), ctx, param) from None
 
 
 class _OptionValue(click.ParamType):
@@ -36,9 +39,9 @@ class _OptionValue(click.ParamType):
 @click.argument("data_dir", required=False, type=PathParam(exists=True, file_okay=False))
 @weights_option
 @click.option("--skip", default="fc8", show_default=True, callback=_layer_list,
-              help="Layers not loaded from the weights (fresh init), comma-separated: conv1-conv5, fc6-fc8.")
+              help="Layers not loaded from the weights (fresh init): names (fc7,fc8), a range (conv5-fc8) or all.")
 @click.option("--train", "train_layers", default=None, callback=_layer_list,
-              help="Layers that learn, comma-separated (conv1-conv5, fc6-fc8), or 'all'. Default: the skipped ones.")
+              help="Layers that learn: names (fc7,fc8), a range (conv5-fc8) or all. Default: the skipped ones.")
 @click.option("--epochs", default="auto", show_default=True, type=_OptionValue("N|auto", "parse_epochs"), metavar="N|auto",
               help="Passes over the training images, or 'auto': 10 on images; on the feature cache, enough for "
                    "1000 steps (10-200 epochs). With --resume: may grow.")
@@ -223,8 +226,14 @@ def _check_before_training(data_dir, options, weights, output, resume, progress)
 def _rate_origin(summary):
     if summary["lr"] != "auto":
         return ""
-    return " (chosen by the range test)" if summary.get("lr_measured") is not False else \
-        " (Caffe's: the range test measured no rate)"
+    if summary.get("lr_measured") is not False:
+        return " (chosen by the range test)"
+    from alexft.train_options import CAFFE_BASE_LR
+
+    found = summary.get("lr_found")
+    start = (f"Caffe's {CAFFE_BASE_LR:g}" if found in (None, CAFFE_BASE_LR)
+             else f"{found:.3g}, a tenth of where its loss exploded")
+    return f" (the range test measured no rate; the run started at {start})"
 
 
 def _describe_summary(summary):
