@@ -53,6 +53,13 @@ class ExportRequest:
                                      "(--quantize float16 or int8) for a smaller, faster file")
         if self.file_format == "keras":
             self._check_keras()
+        named = format_for(self.output)
+        if named != "savedmodel" and named != self.file_format:
+            # A TF Lite file named .keras, or a SavedModel folder named .tflite: every reader would be misled.
+            right = Path(self.output).stem + {"savedmodel": "", "tflite": ".tflite", "keras": ".keras"}[self.file_format]
+            raise ExportOptionsError(f"{self.output}: the name is a {FORMAT_NAMES[named]}'s, the format asked a "
+                                     f"{FORMAT_NAMES[self.file_format]}; name it for its format (e.g. {right}), or "
+                                     "leave the format to the name")
         output = Path(self.output)
         if output.exists() or output.is_symlink():
             if not is_an_export(output):
@@ -83,6 +90,7 @@ class ExportRequest:
 
 
 SUFFIX_FORMATS = {".tflite": "tflite", ".keras": "keras"}
+FORMAT_NAMES = {"savedmodel": "SavedModel folder", "tflite": "TF Lite file", "keras": "Keras file"}
 
 
 def format_for(output):

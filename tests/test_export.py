@@ -251,6 +251,14 @@ def test_a_keras_file_export_is_the_keras_model_with_the_same_scores(canonical_w
             f"e.g. {stem}.keras" in result.stderr, result.output
     result = run("export", "--weights", canonical_weights_file, "-k", "3", tmp_path / "m.keras")
     assert result.exit_code == 2 and "--top-k is for the SavedModel and TF Lite signatures" in result.stderr
+    # A format given against the name's: a TF Lite file named .keras, a SavedModel folder named
+    # .keras (Keras' load_model: "File not found") or .tflite. They were written as asked.
+    for name, file_format, named, asked, right in (("x.keras", "tflite", "Keras file", "TF Lite file", "x.tflite"),
+                                                   ("y.keras", "savedmodel", "Keras file", "SavedModel folder", "y"),
+                                                   ("z.TFLITE", "savedmodel", "TF Lite file", "SavedModel folder", "z")):
+        result = run("export", "--weights", canonical_weights_file, "--format", file_format, tmp_path / name)
+        assert result.exit_code == 2 and f"{name}: the name is a {named}'s, the format asked a {asked}; name it for " \
+            f"its format (e.g. {right}), or leave the format to the name" in result.stderr, result.output
     with pytest.raises(ValueError, match="^top_k must be a whole number of at least 1; got 0$"):
         export(canonical_weights_file, tmp_path / "sm", top_k=0)  # (a SavedModel returning no class)
     assert list(tmp_path.iterdir()) == []
