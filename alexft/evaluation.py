@@ -46,8 +46,10 @@ def labelled_folder(data_dir, class_names):
     if not folders:
         raise DataError(f"{data_dir}: no class sub-folders; expected {data_dir}/<class name>/<images>")
     index = class_index(class_names)
-    if len(class_names) == len(imagenet.wordnet_ids()):
+    imagenet_model = len(class_names) == len(imagenet.wordnet_ids())
+    if imagenet_model:
         index.update({wordnet_id: position for position, wordnet_id in enumerate(imagenet.wordnet_ids())})
+    _refuse_ambiguous_folders(data_dir, folders, class_names, imagenet_model)
     unknown = [name for name in folders if folder_class(index, name) is None]
     if unknown:
         raise DataError(f"{data_dir}: folder(s) {quoted_names(unknown)} are not classes of this model "
@@ -57,6 +59,22 @@ def labelled_folder(data_dir, class_names):
     files = list_labelled(data_dir, folders, empty_ok=True)  # a class with no images has no figures, not an error
     files.labels = np.array([folder_class(index, folders[i]) for i in files.labels], np.int32)
     return files
+
+
+def _refuse_ambiguous_folders(data_dir, folders, class_names, imagenet_model):
+    """A folder named as two classes ("crane", ImageNet's bird and machine) would be scored as
+    one of them, unsaid: refused, naming both and how to tell them apart."""
+    for folder in folders:
+        positions = [position for position, name in enumerate(class_names) if name == folder]
+        if len(positions) > 1:
+            which = " and ".join(str(position) for position in positions)
+            if imagenet_model:
+                ids = [imagenet.wordnet_ids()[position] for position in positions]
+                advice = f"name the folder by the WordNet id of the one it holds ({' or '.join(ids)})"
+            else:
+                advice = "give the classes distinct names (alexft weights convert --class-names)"
+            raise DataError(f"{data_dir}: folder {folder!r} names {len(positions)} classes of this model ({which}); "
+                            + advice)
 
 
 def _case_hint(unknown, class_names):

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from alexft import weights
+from alexft.weights import imagenet_class_names
 from alexft.data import DataError
 from alexft.evaluation import labelled_folder, labelled_list, metrics
 from alexft import model as network
@@ -169,6 +170,21 @@ def test_folders_match_classes_in_either_unicode_form_and_a_train_val_folder_is_
     (tmp_path / "split" / "test").rename(tmp_path / "split" / "Valid")  # part names in any case
     with pytest.raises(DataError, match=f"; for a layout of Valid, train, evaluate {tmp_path / 'split' / 'Valid'}$"):
         labelled_folder(tmp_path / "split", ["digit_0", "café"])
+    # A folder named as two classes: ImageNet's "crane" is a bird (134) and a machine (517). It
+    # was scored as the machine, unsaid.
+    write_digits_folder(tmp_path / "cranes", per_class=1, classes=[0])
+    (tmp_path / "cranes" / "digit_0").rename(tmp_path / "cranes" / "crane")
+    names = imagenet_class_names()
+    assert [position for position, name in enumerate(names) if name == "crane"] == [134, 517]
+    with pytest.raises(DataError, match=r"folder 'crane' names 2 classes of this model \(134 and 517\); name the folder "
+                                        r"by the WordNet id of the one it holds \(n02012849 or n03126707\)$"):
+        labelled_folder(tmp_path / "cranes", names)
+    (tmp_path / "cranes" / "crane").rename(tmp_path / "cranes" / "n02012849")
+    assert labelled_folder(tmp_path / "cranes", names).labels.tolist() == [134]
+    (tmp_path / "cranes" / "n02012849").rename(tmp_path / "cranes" / "x")
+    with pytest.raises(DataError, match=r"folder 'x' names 2 classes of this model \(0 and 1\); give the classes "
+                                        r"distinct names \(alexft weights convert --class-names\)$"):
+        labelled_folder(tmp_path / "cranes", ["x", "x", "y"])
 
 
 def test_list_file_evaluation_matches_the_folder(held_out_folder, tmp_path, evaluation):

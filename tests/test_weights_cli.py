@@ -385,6 +385,15 @@ def test_convert_stores_class_names(tmp_path):
     names.write_text("only one\n")
     result = run("weights", "convert", "--class-names", names, source, tmp_path / "bad.npz")
     assert result.exit_code == 1 and "1 class names given for 2 fc8 outputs" in result.stderr
+    names.write_text("otter\notter\n")  # evaluate's folders and decode_predictions could not tell them apart
+    result = run("weights", "convert", "--class-names", names, source, tmp_path / "bad.npz")
+    assert result.exit_code == 1 and f"{names}: class names must differ; given more than once: 'otter'" in result.stderr
+    from alexft.errors import WeightsError
+    from alexft.weights.tools import convert
+
+    with pytest.raises(WeightsError, match="^class names must differ; given more than once: 'a'$"):
+        convert(source, tmp_path / "bad.npz", class_names=["a", "a"])
+    assert not (tmp_path / "bad.npz").exists()
 
 
 def test_convert_refuses_other_outputs_and_bad_sources(tmp_path):

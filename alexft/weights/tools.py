@@ -1,6 +1,7 @@
 """What `alexft weights info` and `alexft weights convert` do: inspect any weights file, and
 turn any readable one into our pickle-free `.npz`, which loads several times faster; and the
 Python API's `save_weights`, which guards what it would replace as convert does."""
+import collections
 from pathlib import Path
 
 from .. import architecture as arch
@@ -81,6 +82,7 @@ def convert(source, destination, class_names=None, renames=None, force=False):
     if class_names is not None:
         if len(class_names) != weight_set.num_classes:
             raise WeightsError(f"{len(class_names)} class names given for {weight_set.num_classes} fc8 outputs in {source}")
+        check_distinct(class_names)
         weight_set.class_names = list(class_names)
     try:  # as fetch and features do: a folder named for the output is made
         destination.parent.mkdir(parents=True, exist_ok=True)
@@ -156,4 +158,13 @@ def read_class_names(path):
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
         raise WeightsError(f"{path}: cannot read class names: {error}") from None
-    return [line.strip() for line in lines if line.strip()]
+    names = [line.strip() for line in lines if line.strip()]
+    check_distinct(names, f"{path}: ")
+    return names
+
+
+def check_distinct(class_names, where=""):
+    """Results by name (evaluate's folders, decode_predictions) could not tell repeated names apart."""
+    repeated = sorted(name for name, count in collections.Counter(class_names).items() if count > 1)
+    if repeated:
+        raise WeightsError(f"{where}class names must differ; given more than once: {', '.join(map(repr, repeated))}")
