@@ -89,7 +89,7 @@ def _finetune(data_dir, options=None, *, weights=None, output=None, resume=False
             config.update(lr_found=earlier.get("lr_found"), lr_measured=earlier.get("lr_measured"),
                           lr=earlier["lr"] if options.auto_lr else options.lr)
             if not run.checkpoint.exists():
-                log(f"{run.path} holds no checkpoint (the run stopped before writing one): training starts again "
+                log(f"{run.path} holds no checkpoint (the run stopped before one was written whole): training starts again "
                     "from epoch 1")
             run.write_config(config)
         else:
@@ -464,7 +464,14 @@ class Trainer:
         arrays = self.net.state_arrays()
         arrays.update({f"best/{i}": value for i, value in enumerate(self.best)})
         state["model_epoch"] = self.model_epoch
-        self.run.save_checkpoint(state, arrays)
+        try:
+            self.run.save_checkpoint(state, arrays)
+        except AlexftError as error:  # a full disk: say what is usable and what it takes to go on
+            if first_model_error or not self.run.model.exists() or self.model_epoch is None:
+                raise
+            size = sum(array.nbytes for array in arrays.values()) / 2**20
+            raise type(error)(f"{error}; model.npz holds epoch {self.model_epoch} and is usable; to go on, free about "
+                              f"{size:,.0f} MB (this run's checkpoint) and --resume") from None
         if first_model_error:
             raise first_model_error
         if self.model_pending and (final or self.run.model_write_due()):

@@ -1457,7 +1457,7 @@ def test_a_keyboard_interrupt_at_any_stage_is_training_interrupted_saying_what_i
     assert (tmp_path / "between" / "model.npz").exists() and not (tmp_path / "between" / "checkpoint.npz").exists()
     said = []
     summary = finetune(small_digits_folder, output=tmp_path / "between", resume=True, log=said.append, **options)
-    assert f"{tmp_path / 'between'} holds no checkpoint (the run stopped before writing one): training starts again " \
+    assert f"{tmp_path / 'between'} holds no checkpoint (the run stopped before one was written whole): training starts again " \
            "from epoch 1" in said
     assert summary["epochs"] == 2
 
