@@ -343,6 +343,10 @@ def test_info_on_a_fine_tuned_file_and_on_a_broken_one(tmp_path):
     assert result.exit_code == 1
     assert "classes: unknown, no usable fc8 (3 names stored)" in result.stdout
     assert result.stderr.splitlines() == [f"Error: {headless}: missing layer(s) fc8"]
+    # A folder: --json still gives one object (it was click's usage error, with nothing on stdout).
+    result = run("weights", "info", "--json", tmp_path)
+    assert result.exit_code == 1 and json.loads(result.stdout) == {"path": str(tmp_path),
+                                                                    "problem": f"{tmp_path}: is a folder, not a weights file"}
 
 
 def test_info_on_a_file_that_is_not_weights_is_a_one_line_error(tmp_path):

@@ -67,7 +67,7 @@ def weights_fetch(url, sha256, sha1, output, force, progress):
 
 
 @weights_group.command("info")
-@click.argument("file", type=PathParam(dir_okay=False))
+@click.argument("file", type=PathParam())  # a folder is said as such, in --json too
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 @click.pass_context
 @fail_cleanly
