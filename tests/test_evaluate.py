@@ -305,6 +305,13 @@ def test_features_of_class_folders_keep_a_class_without_images(canonical_weights
     with np.load(tmp_path / "f.npz") as saved:
         assert list(saved["class_names"]) == [f"digit_{d}" for d in range(10)] and len(saved["paths"]) == 54
         assert 5 not in saved["labels"] and 6 in saved["labels"]
+    # Two such folders are plain images: said, where the labels were dropped unsaid.
+    write_digits_folder(tmp_path / "more", per_class=1, classes=[1, 2])
+    result = run("features", tmp_path / "more", data / "digit_0", "--layer", "fc8", "-o", tmp_path / "g.npz",
+                 "--weights", canonical_weights_file)
+    assert result.exit_code == 0 and "note: 2 inputs are read as plain images, without class labels: labels come from " \
+        f"one folder laid out as <class>/<images> (such as {tmp_path / 'more'}) given alone" in result.stderr
+    assert sorted(np.load(tmp_path / "g.npz").files) == ["features", "paths", "recipe"]
 
 
 def test_long_feature_runs_use_the_fused_lrn_on_full_batches_only(monkeypatch):
