@@ -412,12 +412,28 @@ def test_divergence_that_recoveries_cannot_mend_stops_with_a_clear_message(small
     assert not (tmp_path / "run" / "model.npz").exists()  # no epoch ever ended
 
 
-def test_divergence_in_the_last_update_of_an_epoch_is_caught_before_it_is_saved(small_digits_folder, canonical_weights_file, tmp_path):
+def test_divergence_in_the_last_update_of_an_epoch_is_caught_before_it_is_saved(small_digits_folder, canonical_weights_file,
+                                                                                tmp_path, monkeypatch):
     """With one batch per epoch every loss is computed before a diverging update: only the
-    weights show it. With no recovery allowed the run stops there, keeping epoch 1's model."""
+    weights show it. With no recovery allowed the run stops there, keeping epoch 1's model.
+    (Epoch 2's only update is made to leave infinite weights; at lr=1e30, as this test ran
+    before, epoch 1's own update is caught now: its weights' loss is 1e31.)"""
+    from alexft.train_network import TrainingNetwork
+
+    step, calls = TrainingNetwork.step, []
+
+    def overflowing(self, batch):
+        result = step(self, batch)
+        calls.append(1)
+        if len(calls) == 2:
+            kernel = self.model.get_layer("fc8").kernel
+            kernel.assign(kernel * float("inf"))
+        return result
+
+    monkeypatch.setattr(TrainingNetwork, "step", overflowing)
     with pytest.raises(TrainingError, match="weights became non-finite in epoch 2: training diverged .* model.npz .epoch 1. "
                                             "and the checkpoint of epoch 1 are kept"):
-        finetune(small_digits_folder, weights=canonical_weights_file, epochs=3, batch_size=64, lr=1e30, val_split=0,
+        finetune(small_digits_folder, weights=canonical_weights_file, epochs=3, batch_size=64, lr=0.001, val_split=0,
                  max_recoveries=0, keep_checkpoint=True, output=tmp_path / "run", progress=False, log=quiet)
     with np.load(tmp_path / "run" / "checkpoint.npz") as checkpoint:
         assert json.loads(str(checkpoint["record"]))["epoch"] == 1
