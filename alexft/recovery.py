@@ -6,8 +6,10 @@
   times where the epoch started: its first batch's loss (measured before that batch's
   update) or the previous epoch's mean loss, whichever is larger (one small batch alone is
   a noisy reference: a batch of 8 can be 4x below the epoch's mean);
-- or the epoch's mean loss exceeds FAR times that same start (which catches a runaway in an
-  epoch of fewer than WINDOW batches, and a loss climbing from epoch to epoch);
+- or the epoch's mean loss exceeds FAR times the previous epoch's mean (a loss climbing
+  from epoch to epoch; its first batch, measured on the weights the previous epoch ended
+  with, is no reference then), or for the first epoch its start (which catches a runaway in
+  an epoch of fewer than WINDOW batches);
 - or the weights the epoch ends with have a loss on its last batch over FAR times the epoch's
   mean: its last updates ran away. Each batch's loss is measured before its update, so the
   batch losses cannot show the last updates; an epoch of one or two batches showed nothing
@@ -59,7 +61,11 @@ class LossWatch:
     def check_epoch(self, epoch_loss):
         if not math.isfinite(epoch_loss):
             return f"the epoch's loss is {epoch_loss}"
-        start = max(self.start if self.start is not None else 0.0, self.previous or 0.0)
+        # Against the previous epoch's mean alone, unless this epoch is a retry: its first batch
+        # is measured on the weights the previous epoch ended with, which are already worse
+        # when the loss climbs from epoch to epoch (2.3, 9.4, 67, 139, ... went unseen).
+        own_start = self.start if self.start is not None else 0.0
+        start = self.previous if self.previous is not None and not self.settle else max(own_start, self.previous or 0.0)
         if epoch_loss > FAR * max(start, self.floor):
             return f"the epoch's mean loss {epoch_loss:.4g} ran away (over {FAR:g}x its start {start:.4g})"
         return None
@@ -70,8 +76,8 @@ class LossWatch:
         if not math.isfinite(end_loss):
             return f"the loss of the epoch's final weights is {end_loss}"
         if end_loss > FAR * max(epoch_loss, self.floor):
-            return (f"the epoch's last updates ran away (its final weights' loss on its last batch {end_loss:.4g}, over "
-                    f"{FAR:g}x the epoch's mean {epoch_loss:.4g})")
+            return (f"the epoch's last updates ran away (its final weights' loss on its last batch {end_loss:.2g}, over "
+                    f"{FAR:g}x the epoch's mean {epoch_loss:.2g})")
         return None
 
 

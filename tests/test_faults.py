@@ -23,12 +23,15 @@ ALEXFT = str(Path(sys.executable).parent / "alexft")
 EPOCHS = 24
 # fc7 learns, so each checkpoint holds ~200 MB (fc7 and its momentum, current and best):
 # its write takes long enough to be hit on purpose. A given rate: these tests are about files.
-OPTIONS = dict(train=["fc7", "fc8"], epochs=EPOCHS, batch_size=4, val_split=0.25, seed=3, lr=0.001)
+# At 0.001 the loss climbed from 2.3 to thousands over the epochs (a run the recovery now
+# stops), where a kill's round-off could tip a recovery one way or the other; at 1e-5 it stays
+# near ln(3).
+OPTIONS = dict(train=["fc7", "fc8"], epochs=EPOCHS, batch_size=4, val_split=0.25, seed=3, lr=1e-5)
 
 
 def _cli_options():
     return ["--train", "fc7,fc8", "--epochs", str(EPOCHS), "--batch-size", "4", "--val-split", "0.25", "--seed", "3",
-            "--lr", "0.001", "--no-progress"]
+            "--lr", "1e-05", "--no-progress"]
 
 
 @pytest.fixture(scope="module")

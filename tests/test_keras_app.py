@@ -624,7 +624,7 @@ def test_extract_features_takes_a_predictor_and_labels_a_class_folder_as_the_com
         first_three = stored["features"][:3]
     alexft.extract_features(predictor.model, expected.paths[:3], "fc7", tmp_path / "g.npz")
     with np.load(tmp_path / "g.npz") as plain:
-        assert set(plain.files) == {"features", "paths"}  # a list of files has no classes
+        assert set(plain.files) == {"features", "paths", "recipe"}  # a list of files has no classes
         np.testing.assert_allclose(plain["features"], first_three, rtol=1e-5, atol=1e-5)
     with pytest.raises(TypeError, match="expected a Predictor .alexft.load_predictor. or its Keras model, got str"):
         alexft.extract_features("model.npz", expected.paths[:1], "fc7", tmp_path / "h.npz")

@@ -509,10 +509,16 @@ def test_loss_watch_defines_a_runaway_loss():
     across = LossWatch(num_classes=10, previous_epoch_loss=3.0)
     assert across.check_epoch(11.9) is None and "ran away (over 4x its start 3)" in across.check_epoch(12.1)
     assert LossWatch(10, previous_epoch_loss=0.01).check_epoch(9.0) is None  # 4 ln 10 = 9.2
+    # A loss climbing from epoch to epoch (2.3, 9.4, 67, 139, ... in a run of fc7 at 0.001): the
+    # first batch, on the weights the previous epoch ended with, is already high; the previous
+    # epoch's mean is the reference (it took the larger of the two, and saw nothing).
+    climbing = LossWatch(num_classes=3, previous_epoch_loss=9.4)
+    assert [climbing.check(loss, step) for step, loss in enumerate([60.0, 70.0, 70.0], 1)] == [None] * 3
+    assert "ran away (over 4x its start 9.4)" in climbing.check_epoch(66.8)
     # The weights an epoch ends with, on its last batch: over 4x the epoch's mean (floored at ln(classes)).
     ended = LossWatch(num_classes=10)
-    assert ended.check_end(11.9, 3.0) is None and "its final weights' loss on its last batch 12.1, over 4x the epoch's " \
-        "mean 3" in ended.check_end(12.1, 3.0)
+    assert ended.check_end(11.9, 3.0) is None and "its final weights' loss on its last batch 12, over 4x the epoch's " \
+        "mean 3)" in ended.check_end(12.1, 3.0)
     assert ended.check_end(9.0, 0.01) is None and ended.check_end(float("inf"), 3.0) is not None
     short = LossWatch(num_classes=3)  # an epoch of 4 batches never fills the window: its mean is judged
     assert [short.check(loss, step) for step, loss in enumerate([1.1, 90.0, 3000.0, 4000.0], 1)] == [None] * 4

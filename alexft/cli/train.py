@@ -39,9 +39,11 @@ class _OptionValue(click.ParamType):
 @click.argument("data_dir", required=False, type=PathParam(exists=True, file_okay=False))
 @weights_option
 @click.option("--skip", default="fc8", show_default=True, callback=_layer_list,
-              help="Layers not loaded from the weights (fresh init): names (fc7,fc8), a range (conv5-fc8) or all.")
+              help="Layers not loaded from the weights (fresh init), of conv1-conv5 and fc6-fc8: names (fc7,fc8), "
+                   "a range (conv5-fc8) or all.")
 @click.option("--train", "train_layers", default=None, callback=_layer_list,
-              help="Layers that learn: names (fc7,fc8), a range (conv5-fc8) or all. Default: the skipped ones.")
+              help="Layers that learn, of conv1-conv5 and fc6-fc8: names (fc7,fc8), a range (conv5-fc8) or all. "
+                   "Default: the skipped ones.")
 @click.option("--epochs", default="auto", show_default=True, type=_OptionValue("N|auto", "parse_epochs"), metavar="N|auto",
               help="Passes over the training images, or 'auto': 10 on images; on the feature cache, enough for "
                    "1000 steps (10-200 epochs). With --resume: may grow.")
