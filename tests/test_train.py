@@ -602,6 +602,20 @@ def test_a_range_test_that_measured_nothing_falls_back_to_caffes_rate_or_below_w
     assert f"range test measured no rate; {expected:.3g} used" in (tmp_path / "run" / "history.csv").read_text()
 
 
+def test_resuming_a_run_that_trains_convolutions_accepts_either_cache_flag():
+    """--train conv3-fc8 never uses the feature cache, so --no-cache changes nothing there: it was
+    refused as "a different configuration". A run that can use it still refuses the change."""
+    from alexft.errors import AlexftError
+    from alexft.train_options import TrainOptions
+    from alexft.train_setup import check_same_run
+
+    saved = TrainOptions(train="conv3-fc8").as_dict()
+    check_same_run(saved, dict(saved, cache=False), "runs/convs")
+    saved = TrainOptions(train="fc7,fc8", skip="fc8").as_dict()
+    with pytest.raises(AlexftError, match=r"\(--cache/--no-cache: was --cache, now --no-cache\)"):
+        check_same_run(saved, dict(saved, cache=False), "runs/fc7")
+
+
 def test_resume_refuses_a_different_configuration(small_digits_folder, canonical_weights_file, tmp_path):
     finetune(small_digits_folder, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0,
              output=tmp_path / "run", progress=False, log=quiet)
