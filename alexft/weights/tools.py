@@ -2,6 +2,7 @@
 turn any readable one into our pickle-free `.npz`, which loads several times faster; and the
 Python API's `save_weights`, which guards what it would replace as convert does."""
 import collections
+import logging
 from pathlib import Path
 
 from .. import architecture as arch
@@ -10,6 +11,8 @@ from ..errors import WeightsError
 from . import caffe
 from . import formats as weights_io
 from .download import file_digests
+
+log = logging.getLogger("alexft")
 
 
 def describe(path):
@@ -82,7 +85,7 @@ def convert(source, destination, class_names=None, renames=None, force=False):
     if class_names is not None:
         if len(class_names) != weight_set.num_classes:
             raise WeightsError(f"{len(class_names)} class names given for {weight_set.num_classes} fc8 outputs in {source}")
-        check_distinct(class_names)
+        warn_of_repeats(class_names, f"{destination}: ")
         weight_set.class_names = list(class_names)
     try:  # as fetch and features do: a folder named for the output is made
         destination.parent.mkdir(parents=True, exist_ok=True)
@@ -159,12 +162,14 @@ def read_class_names(path):
     except (OSError, UnicodeDecodeError) as error:
         raise WeightsError(f"{path}: cannot read class names: {error}") from None
     names = [line.strip() for line in lines if line.strip()]
-    check_distinct(names, f"{path}: ")
     return names
 
 
-def check_distinct(class_names, where=""):
-    """Results by name (evaluate's folders, decode_predictions) could not tell repeated names apart."""
+def warn_of_repeats(class_names, where=""):
+    """Results by name (decode_predictions, evaluate's folders, which refuse such a name) cannot
+    tell repeated names apart. A warning, not a refusal: ImageNet's own list names two classes
+    "crane" (the bird and the machine)."""
     repeated = sorted(name for name, count in collections.Counter(class_names).items() if count > 1)
     if repeated:
-        raise WeightsError(f"{where}class names must differ; given more than once: {', '.join(map(repr, repeated))}")
+        log.warning("warning: %sclass names given more than once: %s; results by name cannot tell those classes "
+                    "apart", where, ", ".join(map(repr, repeated)))
