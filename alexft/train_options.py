@@ -258,6 +258,16 @@ def parse_device(value):
 CACHE_POINTS = {"fc6": "pool5", "fc7": "fc6", "fc8": "fc7"}  # first trained layer -> cached output
 
 
+def cache_matters(saved, config):
+    """Whether --cache/--no-cache changes anything between a run's saved settings and new ones:
+    not when both train a convolution (they train on images either way). Layers not given are
+    the skipped ones (fc8 by default)."""
+    def first_trained(settings):
+        return (settings.get("train") or settings.get("skip") or ["fc8"])[0]
+
+    return any(CACHE_POINTS.get(first_trained(settings)) for settings in (saved, config))
+
+
 def cache_point(options):
     """The layer whose output is cached, or None when training reaches below fc6."""
     return CACHE_POINTS.get(options.train[0]) if options.cache else None

@@ -10,7 +10,7 @@ import numpy as np
 from . import weights as weights_io
 from .errors import TrainingError
 from .run_folder import refuse_changes
-from .train_options import CACHE_POINTS, OptionsError, TrainOptions, cache_point, check_layers, option_change
+from .train_options import OptionsError, TrainOptions, cache_matters, cache_point, check_layers, option_change
 from .weights.download import file_sha256
 
 
@@ -183,8 +183,8 @@ def data_identity(dataset):
 def check_same_run(saved, config, run):
     keys = TrainOptions.IDENTITY + ("class_names", "base_weights_sha256")
     keys += ("data",) if "data" in saved else ()  # runs begun before it was recorded
-    if not any(CACHE_POINTS.get((settings.get("train") or [None])[0]) for settings in (saved, config)):
-        keys = tuple(key for key in keys if key != "cache")  # convolutions learn: no cache either way
+    if not cache_matters(saved, config):
+        keys = tuple(key for key in keys if key != "cache")
     refuse_changes(as_recorded_now(saved), config, run, keys, describe=_change_in_words)
 
 

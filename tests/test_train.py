@@ -614,6 +614,12 @@ def test_resuming_a_run_that_trains_convolutions_accepts_either_cache_flag():
     saved = TrainOptions(train="fc7,fc8", skip="fc8").as_dict()
     with pytest.raises(AlexftError, match=r"\(--cache/--no-cache: was --cache, now --no-cache\)"):
         check_same_run(saved, dict(saved, cache=False), "runs/fc7")
+    # The command line's check before TensorFlow asks the same question, also of settings that
+    # leave the layers to their default (the skipped ones: fc8).
+    from alexft.train_options import cache_matters
+
+    assert cache_matters({"cache": True}, {"cache": False})
+    assert not cache_matters({"train": ["conv5", "fc8"]}, {"train": None, "skip": ["conv5", "fc8"]})
 
 
 def test_resume_refuses_a_different_configuration(small_digits_folder, canonical_weights_file, tmp_path):

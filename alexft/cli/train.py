@@ -107,9 +107,10 @@ def finetune(output, resume, as_json, progress, **values):
         # are checked with the rest once the run has chosen them (a class count may add fc8 to
         # --skip), so that one refusal names every change.
         from alexft.run_folder import refuse_changes
-        from alexft.train_options import option_change
+        from alexft.train_options import cache_matters, option_change
 
-        keys = [key for key in options.IDENTITY if key in saved and key not in ("skip", "train")]
+        ignored = ("skip", "train") + (() if cache_matters(saved, options.as_dict()) else ("cache",))
+        keys = [key for key in options.IDENTITY if key in saved and key not in ignored]
         refuse_changes(saved, options.as_dict(), output, keys, describe=option_change)
     dataset, weights, finished = _check_before_training(data_dir, options, weights, output, resume, progress)
     if finished:  # --resume of a run that has done all it was asked for: nothing to start TensorFlow for
