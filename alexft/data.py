@@ -132,7 +132,7 @@ def list_labelled(root, class_names, empty_ok=False):
             if len(empty) == 1:
                 raise DataError(f"{root / empty[0]}: class folder has no images")
             raise DataError(f"{root}: {len(empty)} class folders have no images: {named}; each class needs some")
-        log.warning("%s: %d class folder(s) with no images, left out: %s", root, len(empty), named)
+        log.warning("warning: %s: %d class folder(s) with no images: %s", root, len(empty), named)
     if unread:
         log.warning("warning: %s: %s", root, unread_said)
     return LabelledFiles(paths, np.array(labels, np.int32))

@@ -64,6 +64,8 @@ def merge_features(parts, output, overwrite=True):
     if not all(isinstance(part, Path) for part in parts):
         not_a_file = next(part for part in parts if not isinstance(part, Path))
         raise TypeError(f"merge_features takes feature files on disk; {not_a_file} is not one")
+    if any(Path(part).resolve() == Path(output).resolve() for part in parts):
+        raise ValueError(f"merge_features: {output} is one of the parts; write the merged file under another name")
     check_output(output, overwrite)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     shapes, extras, members, seen = [], {}, None, {}

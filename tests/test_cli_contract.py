@@ -131,6 +131,8 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["finetune", str(small_digits_folder), "--train", "fc7,fc9", *weights], 2, "unknown layer(s) fc9"),
         (["finetune", str(small_digits_folder), "--train", " , ", *weights], 2,
          "--train names no layer; give layers such as fc8, fc7,fc8, conv5-fc8 or all"),
+        (["finetune", str(small_digits_folder), "--skip", "", *weights], 2,  # it went on with the default fc8
+         "--skip names no layer, and --train is not given"),
         (["finetune", str(small_digits_folder), "--train", "all,fc8", *weights], 2,
          "Invalid value for '--train': 'all' stands alone (every layer), not in a list (all,fc8)"),
         (["finetune", str(small_digits_folder), "--train", "fc8-conv5", *weights], 2,

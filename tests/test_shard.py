@@ -112,6 +112,8 @@ def test_merging_parts_that_do_not_belong_together_is_refused(tmp_path):
     with pytest.raises(ValueError, match="f.npz was made differently from the first part: ten_crop True, the first part's False$"):
         merge_features([tmp_path / "d.npz", tmp_path / "f.npz"], tmp_path / "out.npz")
     # The same images twice: a part given twice, or parts of two runs.
+    with pytest.raises(ValueError, match="d.npz is one of the parts; write the merged file under another name"):
+        merge_features([tmp_path / "d.npz", tmp_path / "e.npz"], tmp_path / "d.npz")  # it was overwritten
     with pytest.raises(ValueError, match="d.npz is given twice"):
         merge_features([tmp_path / "d.npz", tmp_path / "d.npz"], tmp_path / "out.npz")
     with pytest.raises(ValueError, match="g.npz holds x, as .*d.npz does"):

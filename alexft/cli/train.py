@@ -141,6 +141,9 @@ def _check_layers(ctx, options):
     from alexft.train_options import OptionsError, check_layers
 
     if options.train is None and not options.skip:
+        if ctx.get_parameter_source("skip") is ParameterSource.COMMANDLINE:  # `--skip ''`: not the default fc8
+            raise click.UsageError("--skip names no layer, and --train is not given: give the layers that start "
+                                   "afresh (such as fc8), or --train the layers that learn")
         return
     try:
         check_layers(options.skip, options.train, default_skip=ctx.get_parameter_source("skip") is ParameterSource.DEFAULT)
