@@ -312,6 +312,10 @@ def test_features_of_class_folders_keep_a_class_without_images(canonical_weights
     assert result.exit_code == 0 and "note: 2 inputs are read as plain images, without class labels: labels come from " \
         f"one folder laid out as <class>/<images> (such as {tmp_path / 'more'}) given alone" in result.stderr
     assert sorted(np.load(tmp_path / "g.npz").files) == ["features", "paths", "recipe"]
+    result = run("features", data / "digit_0", data / "digit_1", "--layer", "fc8", "-o", tmp_path / "h.npz", "--force",
+                 "--weights", canonical_weights_file)  # two classes' own folders: their parent has the labels
+    assert result.exit_code == 0 and "note: 2 folders are read as plain images, without class labels: for labels, give " \
+        f"their parent folder alone ({data}), laid out as <class>/<images>" in result.stderr, result.stderr
 
 
 def test_long_feature_runs_use_the_fused_lrn_on_full_batches_only(monkeypatch):

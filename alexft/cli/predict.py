@@ -1,5 +1,6 @@
 """`classify`, `evaluate` and `features`: images through the network."""
 import sys
+from pathlib import Path
 
 import click
 
@@ -284,9 +285,14 @@ def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, s
             click.echo(f"note: {folder} holds images beside its sub-folders, so it is read as plain images, every "
                        "one below it, without class labels (labels need <class>/<images> only)", err=True)
         laid_out = [path for path in inputs if is_folder(path) and class_folders(path) and not loose_images(path)]
+        parents = {Path(path).absolute().parent for path in inputs if is_folder(path)}
         if len(inputs) > 1 and laid_out:
             click.echo(f"note: {len(inputs)} inputs are read as plain images, without class labels: labels come "
                        f"from one folder laid out as <class>/<images> (such as {laid_out[0]}) given alone", err=True)
+        elif len(inputs) > 1 and all(is_folder(path) for path in inputs) and len(parents) == 1:
+            click.echo(f"note: {len(inputs)} folders are read as plain images, without class labels: for labels, "
+                       f"give their parent folder alone ({Path(inputs[0]).parent}), laid out as <class>/<images>",
+                       err=True)
     weight_set = read_weights(weights, progress=progress)
     preprocessing = preprocessing_from(mean_file, resize)
     predictor = _tensorflow_predictor(weight_set, progress, preprocessing, precision)
