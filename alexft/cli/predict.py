@@ -233,6 +233,25 @@ def _describe_evaluation(summary):
     return "\n".join(lines)
 
 
+def _say_why_unlabelled(inputs):
+    """Inputs that look like labelled data but are read without labels: said, with the way to
+    have them (one folder laid out as <class>/<images>, given alone)."""
+    from alexft.data import class_folders, loose_images
+    from alexft.preprocess import is_folder
+
+    folders = [path for path in inputs if is_folder(path)]
+    laid_out = [path for path in folders if class_folders(path) and not loose_images(path)]
+    if len(inputs) == 1 and folders and loose_images(folders[0]) and class_folders(folders[0]):
+        click.echo(f"note: {folders[0]} holds images beside its sub-folders, so it is read as plain images, every "
+                   "one below it, without class labels (labels need <class>/<images> only)", err=True)
+    elif len(inputs) > 1 and laid_out:
+        click.echo(f"note: {len(inputs)} inputs are read as plain images, without class labels: labels come "
+                   f"from one folder laid out as <class>/<images> (such as {laid_out[0]}) given alone", err=True)
+    elif len(inputs) > 1 and len(folders) == len(inputs) and len({Path(path).absolute().parent for path in folders}) == 1:
+        click.echo(f"note: {len(inputs)} folders are read as plain images, without class labels: for labels, "
+                   f"give their parent folder alone ({Path(inputs[0]).parent}), laid out as <class>/<images>", err=True)
+
+
 def _check_features_output(output, force):
     """An .npz that may be written, checked before TensorFlow starts; a wrong name is a usage error."""
     from alexft.feature_files import OutputNameError, check_output
@@ -269,9 +288,8 @@ def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, s
     Exit status 1 if any input could not be used; the others are still written.
     """
     from alexft import architecture as arch
-    from alexft.data import class_folders, images_with_labels, loose_images
+    from alexft.data import images_with_labels
     from alexft.feature_files import TenCropOfMapsError
-    from alexft.preprocess import is_folder
     from alexft.pipeline import shard as shard_of
 
     _check_features_output(output, force)  # before TensorFlow and the work, not after
@@ -280,19 +298,7 @@ def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, s
     paths, labels, class_names = images_with_labels(inputs)
     if labels is None:
         paths = expand_inputs(inputs)  # the same as find_images, and says which folders were empty
-        folder = inputs[0] if len(inputs) == 1 and is_folder(inputs[0]) else None
-        if folder is not None and loose_images(folder) and class_folders(folder):
-            click.echo(f"note: {folder} holds images beside its sub-folders, so it is read as plain images, every "
-                       "one below it, without class labels (labels need <class>/<images> only)", err=True)
-        laid_out = [path for path in inputs if is_folder(path) and class_folders(path) and not loose_images(path)]
-        parents = {Path(path).absolute().parent for path in inputs if is_folder(path)}
-        if len(inputs) > 1 and laid_out:
-            click.echo(f"note: {len(inputs)} inputs are read as plain images, without class labels: labels come "
-                       f"from one folder laid out as <class>/<images> (such as {laid_out[0]}) given alone", err=True)
-        elif len(inputs) > 1 and all(is_folder(path) for path in inputs) and len(parents) == 1:
-            click.echo(f"note: {len(inputs)} folders are read as plain images, without class labels: for labels, "
-                       f"give their parent folder alone ({Path(inputs[0]).parent}), laid out as <class>/<images>",
-                       err=True)
+        _say_why_unlabelled(inputs)
     weight_set = read_weights(weights, progress=progress)
     preprocessing = preprocessing_from(mean_file, resize)
     predictor = _tensorflow_predictor(weight_set, progress, preprocessing, precision)
