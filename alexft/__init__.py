@@ -28,6 +28,7 @@ _EXPORTS = {
     "TrainingError": "errors",
     "TrainingInterrupted": "errors",
     "build_alexnet": "model",
+    "Kernels": "model",
     "truncated": "model",
     "WeightSet": "weights",
     "load_weights": ("weights", "load"),
