@@ -300,11 +300,12 @@ def decode_predictions(preds, top=5, class_names=None):
     pass `class_names` (e.g. `alexft.load_weights(path).class_names`, or a fine-tuned model's
     `model.class_names`), and the id is the class index.
     """
-    given = preds
-    preds = np.asarray(preds)
-    if preds.ndim != 2 or not np.issubdtype(preds.dtype, np.number):
-        raise ValueError("decode_predictions expects a batch of scores shaped (N, classes); got "
-                         + (f"shape {preds.shape}" if np.issubdtype(preds.dtype, np.number) else f"a {type(given).__name__}"))
+    scores = np.asarray(preds)
+    if not np.issubdtype(scores.dtype, np.number):  # a dict, strings: np.asarray makes an object array
+        raise ValueError(f"decode_predictions expects a batch of scores shaped (N, classes); got a {type(preds).__name__}")
+    if scores.ndim != 2:
+        raise ValueError(f"decode_predictions expects a batch of scores shaped (N, classes); got shape {scores.shape}")
+    preds = scores
     count = preds.shape[1]
     if class_names is None:
         if count != arch.IMAGENET_CLASSES:

@@ -3,6 +3,7 @@
 One pass computes the ten crops' probabilities; the centre crop is one of them (view 4), so
 both protocols are reported from the same forward passes.
 """
+import collections
 import csv
 import errno
 import json
@@ -64,8 +65,11 @@ def labelled_folder(data_dir, class_names):
 def _refuse_ambiguous_folders(data_dir, folders, class_names, imagenet_model):
     """A folder named as two classes ("crane", ImageNet's bird and machine) would be scored as
     one of them, unsaid: refused, naming both and how to tell them apart."""
+    positions_of = collections.defaultdict(list)
+    for position, name in enumerate(class_names):
+        positions_of[name].append(position)
     for folder in folders:
-        positions = [position for position, name in enumerate(class_names) if name == folder]
+        positions = positions_of.get(folder, [])
         if len(positions) > 1:
             which = " and ".join(str(position) for position in positions)
             if imagenet_model:

@@ -75,11 +75,16 @@ def prefix_identity(prefix, layer):
     digest = hashlib.sha256(json.dumps(facts, sort_keys=True).encode())
     for name in SOURCES:
         digest.update((Path(__file__).parent / name).read_bytes())
-    for weight in prefix.weights:
+    return add_weights(digest, prefix.weights).hexdigest()
+
+
+def add_weights(digest, variables):
+    """`digest` (a hashlib object) updated with the variables' values, dtypes and shapes, in order."""
+    for weight in variables:
         value = np.ascontiguousarray(weight.numpy())
         digest.update(f"{value.dtype.str}{value.shape}".encode())
         digest.update(memoryview(value).cast("B"))
-    return digest.hexdigest()
+    return digest
 
 
 def file_digest(path):

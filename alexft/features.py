@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .feature_files import TenCropOfMapsError, check_output, write_npz
-from .feature_store import HashedFile, file_digest
+from .feature_store import HashedFile, add_weights, file_digest
 from .pipeline import check_count, chunks, map_ahead
 from .errors import ImageError
 from .data import DataError, images_with_labels  # (images_with_labels also re-exported)
@@ -175,10 +175,7 @@ def feature_recipe(model, layer, ten_crop, preprocessing=None):
     """How features are made, as plain values: two files agree on it only if their features can
     stand side by side. The weights are named by a digest of all of `model`'s arrays."""
     preprocessing = preprocessing or Preprocessing()
-    weights = hashlib.sha256()
-    for variable in model.weights:
-        weights.update(variable.path.encode())
-        weights.update(np.ascontiguousarray(variable.numpy()).tobytes())
+    weights = add_weights(hashlib.sha256(), model.weights)
     mean = ("the mean pixel" if preprocessing.mean is None
             else "a mean image, SHA-256 " + hashlib.sha256(np.ascontiguousarray(preprocessing.mean).tobytes()).hexdigest())
     return {"layer": layer, "ten_crop": bool(ten_crop), "weights_sha256": weights.hexdigest(), "mean": mean,

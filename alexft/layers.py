@@ -137,7 +137,7 @@ class CaffeMaxPooling2D(keras.layers.MaxPooling2D):
 
 
 def _lrn_constants():
-    return (arch.LRN[key] for key in ("depth_radius", "bias", "alpha", "beta"))
+    return tuple(arch.LRN[key] for key in ("depth_radius", "bias", "alpha", "beta"))
 
 
 def _window_sum(values, radius):

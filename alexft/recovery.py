@@ -64,12 +64,13 @@ class LossWatch:
         # Against the previous epoch's mean alone, unless this epoch is a retry: its first batch
         # is measured on the weights the previous epoch ended with, which are already worse
         # when the loss climbs from epoch to epoch (2.3, 9.4, 67, 139, ... went unseen).
-        own_start = self.start if self.start is not None else 0.0
-        start = self.previous if self.previous is not None and not self.settle else max(own_start, self.previous or 0.0)
+        if self.previous is not None and not self.settle:
+            start = self.previous
+        else:
+            start = max(self.start or 0.0, self.previous or 0.0)
         if epoch_loss > FAR * max(start, self.floor):
             return f"the epoch's mean loss {epoch_loss:.4g} ran away (over {FAR:g}x its start {start:.4g})"
         return None
-
 
     def check_end(self, end_loss, epoch_loss):
         """`end_loss`: the loss of the epoch's final weights on its last batch (no dropout)."""
@@ -79,7 +80,6 @@ class LossWatch:
             return (f"the epoch's last updates ran away (its final weights' loss on its last batch {end_loss:.2g}, over "
                     f"{FAR:g}x the epoch's mean {epoch_loss:.2g})")
         return None
-
 
 class Diverged(Exception):
     """Raised inside an epoch to ask for a recovery; carries the reason."""

@@ -197,14 +197,16 @@ def layer_list(value):
     names = value.split(",") if isinstance(value, str) else list(value)
     layers = []
     for name in (str(name).strip().lower() for name in names):
-        layers += _layer_range(name) if "-" in name else [name] if name else []
+        if name:
+            layers += _layer_range(name)
     if "all" in layers and len(layers) > 1:
         raise OptionsError(f"'all' stands alone (every layer), not in a list ({','.join(layers)})")
     return layers
 
 
 def _layer_range(name):
-    """"conv5-fc8" as [conv5, fc6, fc7, fc8]; anything else as itself (then named as unknown)."""
+    """"conv5-fc8" as [conv5, fc6, fc7, fc8]; anything else (a name, a reversed or unknown
+    range) as itself, checked later."""
     first, _, last = name.partition("-")
     order = arch.LAYER_NAMES
     if first in order and last in order and order.index(first) <= order.index(last):
@@ -276,7 +278,7 @@ def cache_point(options):
 # The options' names as the command line spells them (the Python keywords are the same words
 # with underscores); keys without an option (momentum, ...) are the Python API's only.
 OPTION_NAMES = {"skip": "--skip", "train": "--train", "batch_size": "--batch-size", "dropout": "--dropout",
-                "seed": "--seed", "val_split": "--val-split", "cache": "--cache", "ten_crop_val": "--ten-crop",
+                "seed": "--seed", "val_split": "--val-split", "ten_crop_val": "--ten-crop",
                 "class_names": "classes"}
 
 

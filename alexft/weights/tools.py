@@ -161,8 +161,7 @@ def read_class_names(path):
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
         raise WeightsError(f"{path}: cannot read class names: {error}") from None
-    names = [line.strip() for line in lines if line.strip()]
-    return names
+    return [line.strip() for line in lines if line.strip()]
 
 
 def warn_of_repeats(class_names, where=""):
