@@ -83,7 +83,7 @@ def add_weights(digest, variables):
     for weight in variables:
         value = np.ascontiguousarray(weight.numpy())
         digest.update(f"{value.dtype.str}{value.shape}".encode())
-        digest.update(memoryview(value).cast("B"))
+        digest.update(value.reshape(-1).view(np.uint8))  # the raw bytes, also of bfloat16 (no buffer format)
     return digest
 
 
