@@ -35,7 +35,7 @@ def tensorflow_started_quietly(run, module):
     if _more_logging_asked():
         run(module)
         return
-    with stderr_held_back(passed_on=_not_tensorflows_start_up):  # (the process's other lines meanwhile are kept)
+    with stderr_held_back(passed_on=_without_tensorflows_start_up):  # (the process's other lines meanwhile are kept)
         run(module)
         module.config.list_physical_devices()
 
@@ -45,20 +45,22 @@ def _more_logging_asked():
 
 
 # TensorFlow's C++ log lines ("I0000 00:00:1796453572.719014    3357 port.cc:153] ..."), the line
-# absl prints before them, and the second line of the CPU-instructions one.
-_START_UP_LINE = re.compile(r"[IWEF]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\]|WARNING: All log messages before absl::InitializeLog|"
-                            r"To enable the following instructions: ")
+# absl prints before them, and the second line of the CPU-instructions one, each to its line's end.
+# Not only at a line's start: Python writes print()'s text and its newline in two calls on an
+# unbuffered stderr, so a C++ line can land between them ("user line 3I0000 ...").
+_START_UP_LINE = re.compile(r"(?:[IWEF]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\]|WARNING: All log messages before absl::InitializeLog|"
+                            r"To enable the following instructions: )[^\n]*\n?")
 
 
-def _not_tensorflows_start_up(line):
-    return not _START_UP_LINE.match(line)
+def _without_tensorflows_start_up(text):
+    return _START_UP_LINE.sub("", text)
 
 
 @contextlib.contextmanager
 def stderr_held_back(passed_on=None):
     """Run the block with file descriptor 2 pointed at a temporary file (C++ libraries' start-up
     lines, e.g. LiteRT's "Created TensorFlow Lite XNNPACK delegate"); if it raises, what was
-    written is shown after all. `passed_on(line)`: which lines are written after all when it
+    written is shown after all. `passed_on(text)`: what of it is written after all when it
     does not (what the process's other threads wrote meanwhile)."""
     if sys.stderr is None:  # started without one (`2>&-`, a daemon): nothing to hold back, and descriptor 2
         yield               # may since have been given to another file
@@ -84,8 +86,7 @@ def stderr_held_back(passed_on=None):
             os.close(saved)
         if passed_on is not None:
             held.seek(0)
-            kept = [line for line in held.read().decode(errors="replace").splitlines(keepends=True) if passed_on(line)]
-            sys.stderr.write("".join(kept))
+            sys.stderr.write(passed_on(held.read().decode(errors="replace")))
 
 
 # alexft makes each of these functions once per model and traces it once per input signature.

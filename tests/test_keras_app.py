@@ -862,6 +862,21 @@ def test_what_else_the_process_writes_while_tensorflow_starts_is_kept():
     assert sorted(lines, key=lambda line: int(line.split()[-1])) == [f"user line {i}" for i in range(30)], done.stderr
 
 
+def test_a_start_up_line_written_inside_a_users_line_is_taken_out_of_it():
+    """Python writes print()'s text and its newline in two calls on an unbuffered stderr, so
+    TensorFlow's line could land between them: "user line 3I0000 ... operations." was kept
+    whole (the test above failed 11 runs in 12 on Zen 5)."""
+    from alexft.quiet import _without_tensorflows_start_up
+
+    guard = ("I0000 00:00:1796453572.719014    3357 cpu_feature_guard.cc:210] This TensorFlow binary is optimized "
+             "to use available CPU instructions in performance-critical operations.\n")
+    held = ("user line 2\n" + "user line 3" + guard + "To enable the following instructions: AVX512F, in other "
+            "operations, rebuild TensorFlow.\n" + "\n" + "WARNING: All log messages before absl::InitializeLog() "
+            "is called are written to STDERR\n" + "user line 4\n" + "E0000 00:00:1.5 12 cuda_executor.cc:1] cuInit\n")
+    assert _without_tensorflows_start_up(held) == "user line 2\nuser line 3\nuser line 4\n"
+    assert _without_tensorflows_start_up("I0 said: see foo.cc:12] for why\n") == "I0 said: see foo.cc:12] for why\n"
+
+
 def test_weights_from_model_finds_alexnet_inside_a_model_of_the_users(canonical_weights_file):
     """weights_from_model(wrapped) failed with Keras' "No such layer: conv1. Existing layers are:
     ['input_layer_1', 'alexnet']": the advice given for a .keras file of such a model led nowhere."""
