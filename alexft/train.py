@@ -364,11 +364,11 @@ class Trainer:
                                         f"after {state['recoveries']} recoveries); {kept}") from None
                 self.net.load_state_arrays(good[0])
                 state.update(step=good[1], partial=good[2], recoveries=state["recoveries"] + 1, retry=True)
-                note = f"recovered from {reason}: base rate {state['base_lr']:.3g} -> {new_rate:.3g}"
+                state["notes"].append(f"diverged: {reason}; base rate {state['base_lr']:.3g} -> {new_rate:.3g}")
+                self.log(f"epoch {epoch} diverged: {reason}; retrying it from its last good state at base rate "
+                         f"{new_rate:.3g}, down from {state['base_lr']:.3g} (recovery {state['recoveries']} of "
+                         f"{self.options.max_recoveries})")
                 state["base_lr"] = new_rate
-                state["notes"].append(note)
-                self.log(f"epoch {epoch}: {note}; restarting the epoch from its last good state "
-                         f"(recovery {state['recoveries']} of {self.options.max_recoveries})")
 
     def _epoch(self, state, stop):
         epoch, epochs = state["epoch"], self.options.epochs

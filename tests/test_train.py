@@ -379,11 +379,13 @@ def test_a_huge_rate_is_recovered_to_a_finite_usable_model(small_digits_folder, 
                        output=tmp_path / "run", progress=False, log=messages.append)
     assert 1 <= summary["recoveries"] <= 3
     assert summary["base_lr"] == pytest.approx(1.0 / 10 ** summary["recoveries"])
-    recoveries = [message for message in messages if "recovered from" in message]
+    recoveries = [message for message in messages if " diverged: " in message]
     assert len(recoveries) == summary["recoveries"]
-    assert recoveries[0].startswith("epoch 1: recovered from loss") and "base rate 1 -> 0.1;" in recoveries[0]
+    assert recoveries[0].startswith("epoch 1 diverged: loss") and recoveries[0].endswith(
+        "; retrying it from its last good state at base rate 0.1, down from 1 (recovery 1 of 3)"), recoveries[0]
     history = read_history(tmp_path / "run")
-    assert history[0]["note"].count("recovered from") == summary["recoveries"] - ("recovered" in history[1]["note"])
+    assert history[0]["note"].startswith("diverged: loss") and "base rate 1 -> 0.1" in history[0]["note"]
+    assert history[0]["note"].count("diverged: ") == summary["recoveries"] - history[1]["note"].count("diverged: ")
     assert all(np.isfinite(float(row["train_loss"])) for row in history)
     model = weights.load(tmp_path / "run" / "model.npz")  # the loader refuses non-finite values
     assert model.params["fc8"][0].shape == (4096, 10)
@@ -408,7 +410,7 @@ def test_divergence_that_recoveries_cannot_mend_stops_with_a_clear_message(small
     with pytest.raises(TrainingError, match=r"in epoch 1: training diverged \(base rate 1e\+10 after 2 recoveries\); no epoch had ended, so no model"):
         finetune(small_digits_folder, weights=canonical_weights_file, epochs=3, batch_size=8, lr=1e12, val_split=0,
                  max_recoveries=2, output=tmp_path / "run", progress=False, log=messages.append)
-    assert sum("recovered from" in message for message in messages) == 2
+    assert sum(" diverged: " in message for message in messages) == 2
     assert not (tmp_path / "run" / "model.npz").exists()  # no epoch ever ended
 
 
@@ -464,9 +466,9 @@ def test_an_epochs_last_update_that_runs_away_is_caught_and_the_epoch_retried(sm
     summary = finetune(small_digits_folder, weights=canonical_weights_file, epochs=2, batch_size=64, lr=0.001, val_split=0,
                        output=tmp_path / "run", progress=False, log=messages.append)
     assert summary["recoveries"] == 1 and summary["base_lr"] == pytest.approx(1e-4)
-    recovered = [message for message in messages if "recovered from" in message]
-    assert len(recovered) == 1 and "recovered from the epoch's last updates ran away (its final weights' loss on its " \
-        "last batch" in recovered[0], messages
+    recovered = [message for message in messages if " diverged: " in message]
+    assert len(recovered) == 1 and recovered[0].startswith("epoch 1 diverged: the epoch's last updates ran away (its "
+                                                           "final weights' loss on its last batch"), messages
     history = read_history(tmp_path / "run")
     assert all(float(row["train_loss"]) < 2 * np.log(10) for row in history)
     fc8 = weights.load(tmp_path / "run" / "model.npz").params["fc8"][0]
