@@ -205,13 +205,15 @@ def layer_list(value):
 
 
 def _layer_range(name):
-    """"conv5-fc8" as [conv5, fc6, fc7, fc8]; anything else (a name, a reversed or unknown
-    range) as itself, checked later."""
+    """"conv5-fc8" as [conv5, fc6, fc7, fc8]; anything else (a name, an unknown range) as
+    itself, checked later. A reversed range is refused here, naming the order meant."""
     first, _, last = name.partition("-")
     order = arch.LAYER_NAMES
-    if first in order and last in order and order.index(first) <= order.index(last):
-        return list(order[order.index(first):order.index(last) + 1])
-    return [name]
+    if first not in order or last not in order:
+        return [name]
+    if order.index(first) > order.index(last):
+        raise OptionsError(f"layer range {name!r} runs backwards: ranges go from input to output, as in {last}-{first}")
+    return list(order[order.index(first):order.index(last) + 1])
 
 
 def _whole_number(value, name, also=""):

@@ -135,8 +135,11 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
          "--skip names no layer, and --train is not given"),
         (["finetune", str(small_digits_folder), "--train", "all,fc8", *weights], 2,
          "Invalid value for '--train': 'all' stands alone (every layer), not in a list (all,fc8)"),
-        (["finetune", str(small_digits_folder), "--train", "fc8-conv5", *weights], 2,
-         "unknown layer(s) fc8-conv5; AlexNet has conv1, conv2, conv3, conv4, conv5, fc6, fc7, fc8 (a range: conv5-fc8;"),
+        (["finetune", str(small_digits_folder), "--train", "fc8-conv5", *weights], 2,  # it was named an unknown layer
+         "Invalid value for '--train': layer range 'fc8-conv5' runs backwards: ranges go from input to output, as in "
+         "conv5-fc8"),
+        (["finetune", str(small_digits_folder), "--train", "fc8-conv9", *weights], 2,
+         "unknown layer(s) fc8-conv9; AlexNet has conv1, conv2, conv3, conv4, conv5, fc6, fc7, fc8 (a range: conv5-fc8;"),
         (["finetune", str(small_digits_folder), "--skip", "fc7", "--train", "fc8", *weights], 2,
          "--skip fc7 starts fc7 afresh, and without training it would leave it random: train it too (--train fc7,fc8)"),
         (["finetune", str(small_digits_folder), "--train", "fc7", *weights], 2,

@@ -482,7 +482,9 @@ def test_layers_are_named_in_any_case_as_ranges_or_all():
     assert layer_list("conv5-fc8") == ["conv5", "fc6", "fc7", "fc8"]
     assert layer_list(" Conv1-CONV3 , fc8") == ["conv1", "conv2", "conv3", "fc8"]
     assert layer_list("ALL") == ["all"] and layer_list(["FC7", "fc8"]) == ["fc7", "fc8"]
-    assert layer_list("fc8-fc8") == ["fc8"] and layer_list("fc8-conv5") == ["fc8-conv5"]  # (then named as unknown)
+    assert layer_list("fc8-fc8") == ["fc8"] and layer_list("fc8-conv9") == ["fc8-conv9"]  # (then named as unknown)
+    with pytest.raises(OptionsError, match=r"^layer range 'fc8-conv5' runs backwards: .* as in conv5-fc8$"):
+        layer_list("FC8-conv5")  # (it was named as an unknown layer)
     assert layer_list("") == layer_list(" , ") == layer_list(None) == []
     with pytest.raises(OptionsError, match="'all' stands alone"):
         layer_list("all,fc8")
