@@ -153,3 +153,23 @@ def test_every_output_option_has_the_short_form_users_type(command):
     """A user's `alexft features photos/ -o f.npz` got "No such option '-o'"; every --output
     takes -o, as cc, curl and sort do."""
     assert "-o, --output" in run(*command, "--help").output
+
+
+def test_an_image_named_twice_is_read_once(photo_folder, canonical_weights_file, tmp_path):
+    """`features d3 d3` wrote every row twice without a word; a folder and a file in it, too."""
+    cats, chelsea = photo_folder / "cats", photo_folder / "cats" / "chelsea.png"
+    again = f"{photo_folder}/./cats/../cats/chelsea.png"  # the same file under another spelling
+    out = tmp_path / "f.npz"
+    result = run("features", cats, chelsea, again, photo_folder / "coffee.png", "--layer", "fc7", "-o", out,
+                 "--weights", canonical_weights_file)
+    assert result.exit_code == 0, result.output
+    with np.load(out) as stored:
+        assert [os.path.basename(path) for path in stored["paths"]] == ["chelsea.png", "coffee.png"]
+    assert result.stderr.count("alexft: warning: each image is read once: 2 more name(s) of images already given are "
+                               f"left out (e.g. {chelsea})") == 1, result.stderr
+    listed = run("classify", chelsea, photo_folder / "china.jpg", chelsea, "--json", "--weights", canonical_weights_file)
+    assert [json.loads(line)["path"] for line in listed.stdout.splitlines()] == [str(chelsea), str(photo_folder / "china.jpg")]
+    linked = tmp_path / "link.png"
+    linked.symlink_to(chelsea)  # a second name on purpose (datasets made of links): kept
+    both = run("classify", chelsea, linked, "--json", "--weights", canonical_weights_file)
+    assert len(both.stdout.splitlines()) == 2 and "read once" not in both.stderr
