@@ -53,6 +53,7 @@ class ExportRequest:
                                      "(--quantize float16 or int8) for a smaller, faster file")
         if self.file_format == "keras":
             self._check_keras()
+        _check_suffix(self.output)
         named = format_for(self.output)
         if named != "savedmodel" and named != self.file_format:
             # A TF Lite file named .keras, or a SavedModel folder named .tflite: every reader would be misled.
@@ -91,6 +92,20 @@ class ExportRequest:
 
 SUFFIX_FORMATS = {".tflite": "tflite", ".keras": "keras"}
 FORMAT_NAMES = {"savedmodel": "SavedModel folder", "tflite": "TF Lite file", "keras": "Keras file"}
+
+
+# Names that promise a format alexft does not write: a SavedModel folder or a TF Lite file
+# under them would mislead every reader (`export model.h5` wrote a folder named model.h5).
+FOREIGN_SUFFIXES = {".h5": "Keras' legacy HDF5 format", ".hdf5": "Keras' legacy HDF5 format", ".onnx": "ONNX",
+                    ".pb": "a frozen TensorFlow graph", ".pt": "PyTorch's format", ".pth": "PyTorch's format"}
+
+
+def _check_suffix(output):
+    suffix = Path(output).suffix.lower()
+    if suffix in FOREIGN_SUFFIXES:
+        stem = Path(output).stem
+        raise ExportOptionsError(f"{output}: the name asks for {FOREIGN_SUFFIXES[suffix]}, which export does not write; "
+                                 f"name it {stem} (a SavedModel folder), {stem}.keras or {stem}.tflite")
 
 
 def format_for(output):

@@ -261,6 +261,14 @@ def test_a_keras_file_export_is_the_keras_model_with_the_same_scores(canonical_w
             f"its format (e.g. {right}), or leave the format to the name" in result.stderr, result.output
     with pytest.raises(ValueError, match="^top_k must be a whole number of at least 1; got 0$"):
         export(canonical_weights_file, tmp_path / "sm", top_k=0)  # (a SavedModel returning no class)
+    # Names of formats export does not write: `export model.h5` wrote a SavedModel folder named
+    # model.h5, and `--format tflite model.h5` a TF Lite file, without a word.
+    for name, options, meant in (("model.h5", [], "Keras' legacy HDF5 format"), ("model.H5", ["--format", "tflite"],
+                                 "Keras' legacy HDF5 format"), ("net.onnx", [], "ONNX"), ("g.pb", [], "a frozen TensorFlow graph")):
+        result = run("export", "--weights", canonical_weights_file, *options, tmp_path / name)
+        stem = Path(name).stem
+        assert result.exit_code == 2 and f"{name}: the name asks for {meant}, which export does not write; name it " \
+            f"{stem} (a SavedModel folder), {stem}.keras or {stem}.tflite" in result.stderr, result.output
     assert list(tmp_path.iterdir()) == []
     output = tmp_path / "out" / "m.keras"
     result = run("export", "--weights", canonical_weights_file, output)
