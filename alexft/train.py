@@ -275,6 +275,9 @@ class Trainer:
             if base is not None and before != now:  # the schedule's drop is at two thirds of the epochs
                 changes.append(f"so epoch {epoch + 1} {'is past' if now < before else 'is before'} the schedule's drop "
                                f"to a tenth: rate {before:.3g} -> {now:.3g}")
+        if state["step"] and state["epoch"] >= self.options.epochs:
+            changes.append(f"epoch {state['epoch'] + 1}, stopped at step {state['step']}, left unfinished: --epochs "
+                           f"{self.options.epochs} ends the run before it")
         if changes:
             state["notes"].append("resumed with " + ", ".join(changes))
             self.log(state["notes"][-1])

@@ -867,6 +867,33 @@ def test_a_run_stopped_in_its_first_epoch_resumes_with_its_range_tests_rate_and_
     assert f"lr auto: the range test's earlier choice {found:.3g}" in read_history(output)[0]["note"]
 
 
+def test_a_resume_whose_epochs_end_before_the_stopped_epoch_says_it_is_left_unfinished(
+        monkeypatch, small_digits_folder, canonical_weights_file, tmp_path):
+    """Stopped in epoch 2 and resumed with --epochs 1: the partial epoch was dropped without a word."""
+    from alexft.errors import TrainingInterrupted
+    from alexft.train_network import TrainingNetwork
+
+    step, steps = TrainingNetwork.step, []
+
+    def signalled_step(self, batch):
+        steps.append(1)
+        if len(steps) == 8:  # epoch 2's second step (48 training images in batches of 8: 6 a epoch)
+            os.kill(os.getpid(), signal.SIGINT)
+        return step(self, batch)
+
+    monkeypatch.setattr(TrainingNetwork, "step", signalled_step)
+    output, options = tmp_path / "run", dict(weights=canonical_weights_file, batch_size=8, val_split=0.2, lr=0.001,
+                                             progress=False, cache=False)
+    with pytest.raises(TrainingInterrupted, match="at epoch 2, step 1"):
+        finetune(small_digits_folder, epochs=3, output=output, log=quiet, **options)
+    monkeypatch.setattr(TrainingNetwork, "step", step)
+    said = []
+    summary = finetune(small_digits_folder, epochs=1, output=output, resume=True, log=said.append, **options)
+    assert ("resumed with epochs 3 -> 1, epoch 2, stopped at step 1, left unfinished: --epochs 1 ends the run before it"
+            in said), said
+    assert summary["epochs"] == 1 and len(read_history(output)) == 1
+
+
 def test_rate_multipliers_reach_the_update(small_digits_folder, canonical_weights_file, tmp_path):
     """One update of fc8 (one batch, one epoch) moves a variable by lr * multiplier * (gradient +
     decay * weight), the same for every run from the same start: so the moves must scale with the
