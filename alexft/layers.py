@@ -208,6 +208,9 @@ class ClassifierModel(keras.Model):
     def get_config(self):
         return dict(super().get_config(), class_names=None if self.class_names is None else list(self.class_names))
 
+    def call(self, inputs, training=None, mask=None):
+        return super().call(_sides_checked(inputs, self.inputs[0].shape), training=training, mask=mask)
+
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
@@ -219,3 +222,42 @@ class ClassifierModel(keras.Model):
 
 # The legacy .h5 format looks up the saved model's own class by its bare name.
 keras.saving.get_custom_objects().setdefault(ClassifierModel.__name__, ClassifierModel)
+
+
+SMALLEST_SIDE = 67  # pool5 then pools a whole 3x3 window; smaller sides pool clipped or empty windows (a crash)
+
+
+def _sides_checked(images, declared):
+    """`images` if their height and width suit the model's input (`declared`, e.g. (None, 227,
+    227, 3)): Keras checks a call against it only until a second shape relaxes the traced
+    function to (None, None, None, 3); then a 224x224 batch went through, and a 38x38 one
+    killed the process in pooling. Checked here at trace time where the sides are known, else
+    as an assertion in the graph."""
+    if len(getattr(images, "shape", ())) != 4 or len(declared) != 4:
+        return images  # (a dict or list of inputs, or images without a batch axis: Keras' own check says what is wrong)
+    wanted, sides = list(declared[1:3]), list(images.shape[1:3])
+    if all(side is not None for side in sides):
+        _check_sides(sides, wanted)
+        return images
+    if keras.backend.is_keras_tensor(images):  # a model being built around this one: checked when it runs
+        return images
+    runtime = tf.shape(images)[1:3]
+    fixed = [tf.constant(True) if side is None else tf.equal(runtime[axis], side) for axis, side in enumerate(wanted)]
+    ok = tf.logical_and(tf.reduce_all(runtime >= SMALLEST_SIDE), tf.reduce_all(tf.stack(fixed)))
+    said = _size_rule(wanted)
+    with tf.control_dependencies([tf.debugging.Assert(ok, [f"images of these sides (height, width) do not suit "
+                                                           f"the model: {said}:", runtime])]):
+        return tf.identity(images)
+
+
+def _size_rule(wanted):
+    if all(side is not None for side in wanted):
+        return f"it takes {wanted[0]}x{wanted[1]} pixels (preprocess_input makes them)"
+    return f"AlexNet needs at least {SMALLEST_SIDE}x{SMALLEST_SIDE} pixels"
+
+
+def _check_sides(sides, wanted):
+    fits = all(side == want for side, want in zip(sides, wanted) if want is not None)
+    if not fits or min(sides) < SMALLEST_SIDE:
+        raise ValueError(f"images of {sides[0]}x{sides[1]} pixels: {_size_rule(wanted)}")
+

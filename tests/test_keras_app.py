@@ -893,3 +893,39 @@ def test_weights_from_model_finds_alexnet_inside_a_model_of_the_users(canonical_
     with pytest.raises(ValueError, match=r"^sequential\w*: holds no AlexNet layers \(conv1, .*fc8\), nor a model with "
                                          r"them: weights_from_model takes a model alexft built"):
         alexft.weights_from_model(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
+
+
+def test_images_too_small_for_pool5_are_refused_not_a_crash():
+    """A model of any input size (`input_shape=(None, None, 3)`) called on 38x38 images killed
+    the process (SIGFPE in pool5's empty window: a notebook's kernel died); 39-66 pixels
+    silently gave features below the documented 67. Run in a process of its own, as it crashed."""
+    script = ("import numpy as np, alexft\n"
+              "model = alexft.AlexNet(weights=None, include_top=False, input_shape=(None, None, 3), pooling='avg')\n"
+              "print(tuple(model(np.ones((1, 70, 90, 3), 'float32')).shape))\n"
+              "for side in (38, 60):\n"
+              "    try:\n"
+              "        model(np.ones((1, side, side, 3), 'float32'))\n"
+              "    except ValueError as error:\n"
+              "        print([line for line in str(error).splitlines() if 'pixels' in line])\n"
+              "    try:\n"
+              "        model.predict(np.ones((2, side, 80, 3), 'float32'), verbose=0)\n"
+              "    except Exception as error:\n"
+              "        print('AlexNet needs at least 67x67 pixels' in str(error))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == [
+        "(1, 256)",
+        "['\\x1b[1mimages of 38x38 pixels: AlexNet needs at least 67x67 pixels\\x1b[0m']", "True",
+        "['\\x1b[1mimages of 60x60 pixels: AlexNet needs at least 67x67 pixels\\x1b[0m']", "True"]
+
+
+def test_a_227_model_refuses_other_sizes_also_after_its_first_call(canonical_weights_file):
+    """Keras checks a call against the model's input only until a second shape relaxes its
+    traced function: after one predict at 227, a 224x224 batch (keras.applications' size) was
+    scored without a word, and 300x300 failed deep in fc6."""
+    model = alexft.AlexNet(weights=canonical_weights_file)
+    assert model.predict(np.zeros((1, 227, 227, 3), "float32"), verbose=0).shape == (1, 1000)
+    for side in (224, 300):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"do not suit the model: it takes 227x227 pixels "
+                                                                  r"\(preprocess_input makes them\)"):
+            model.predict(np.zeros((1, side, side, 3), "float32"), verbose=0)
