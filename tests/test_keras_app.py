@@ -893,6 +893,19 @@ def test_weights_from_model_finds_alexnet_inside_a_model_of_the_users(canonical_
     with pytest.raises(ValueError, match=r"^sequential\w*: holds no AlexNet layers \(conv1, .*fc8\), nor a model with "
                                          r"them: weights_from_model takes a model alexft built"):
         alexft.weights_from_model(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
+    # Part of AlexNet, alone or under a head of the user's (docs/transfer-learning's classifier):
+    # it was said to hold no AlexNet layers at all.
+    features = alexft.AlexNet(weights=None, include_top=False, last_layer="fc7")
+    with pytest.raises(ValueError, match=r"^alexnet: holds AlexNet's layers without fc8: weights_from_model takes the "
+                                         r"whole network, up to fc8 \(alexft.AlexNet with include_top=True\); save a "
+                                         r"model with a head of your own as a .keras file \(model.save\)$"):
+        alexft.weights_from_model(features)
+    head = keras.Model(features.input, keras.layers.Dense(3, name="mine")(features.output), name="classifier")
+    with pytest.raises(ValueError, match=r"^classifier: holds AlexNet's layers without fc8: "):
+        alexft.weights_from_model(head)
+    convolutions = alexft.AlexNet(weights=None, include_top=False)
+    with pytest.raises(ValueError, match=r"^functional\w*: holds AlexNet's layers without fc6, fc7, fc8: "):
+        alexft.weights_from_model(keras.Model(convolutions.input, convolutions(convolutions.input)))
 
 
 def test_images_too_small_for_pool5_are_refused_not_a_crash():

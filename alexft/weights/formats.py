@@ -513,18 +513,31 @@ def from_model(model, class_names=None):
 def _alexnet_within(model):
     """The model holding AlexNet's layers by name: `model` itself, or the AlexNet inside a model
     of the user's (`alexft.AlexNet(...)` called on its input); ValueError when there is none."""
-    names = {layer.name for layer in getattr(model, "layers", [])}
-    if set(arch.LAYER_NAMES) <= names:
-        return model
+    found = max(_models_within(model), key=lambda inner: len(_alexnet_layers(inner)))
+    held = _alexnet_layers(found)
+    if len(held) == len(arch.LAYER_NAMES):
+        return found
+    name = getattr(model, "name", "the model")
+    if held:  # part of AlexNet: include_top=False, a last_layer, a head of the user's own
+        missing = [layer for layer in arch.LAYER_NAMES if layer not in held]
+        raise ValueError(f"{name}: holds AlexNet's layers without {', '.join(missing)}: weights_from_model takes the "
+                         "whole network, up to fc8 (alexft.AlexNet with include_top=True); save a model with a head "
+                         "of your own as a .keras file (model.save)")
+    raise ValueError(f"{name}: holds no AlexNet layers ({', '.join(arch.LAYER_NAMES)}), nor a model with them: "
+                     "weights_from_model takes a model alexft built (alexft.AlexNet, build_alexnet)")
+
+
+def _models_within(model):
+    """`model` and every model nested in it, depth first."""
+    yield model
     for layer in getattr(model, "layers", []):
         if getattr(layer, "layers", None):
-            try:
-                return _alexnet_within(layer)
-            except ValueError:
-                continue
-    raise ValueError(f"{getattr(model, 'name', 'the model')}: holds no AlexNet layers ({', '.join(arch.LAYER_NAMES)}), "
-                     "nor a model with them: weights_from_model takes a model alexft built (alexft.AlexNet, "
-                     "build_alexnet)")
+            yield from _models_within(layer)
+
+
+def _alexnet_layers(model):
+    names = {layer.name for layer in getattr(model, "layers", [])}
+    return [name for name in arch.LAYER_NAMES if name in names]
 
 
 def save(weight_set, path):
