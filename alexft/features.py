@@ -114,7 +114,9 @@ def _keras_model(model, preprocessing):
         return model, preprocessing
     if hasattr(model, "model") and hasattr(model.model, "get_layer"):
         return model.model, preprocessing if preprocessing is not None else model.preprocessing
-    raise TypeError(f"expected a Predictor (alexft.load_predictor) or its Keras model, got {type(model).__name__}")
+    from .predict import not_a_predictor
+
+    raise TypeError(not_a_predictor(model))
 
 
 def extract_features(model, paths, layer, output, ten_crop=False, labels=None, class_names=None,
@@ -162,6 +164,8 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
             kept.append(index)
         features.flush()
         if skipped and not kept:  # a file of no features would look like a result, or replace one
+            warn_user(f"no features written to {output}: none of the {len(skipped)} images could be used "
+                      f"(e.g. {next(iter(skipped.values()))})")
             return 0, skipped
         extras = {"paths": np.array([str(paths[i]) for i in kept], dtype=str), "recipe": np.array(json.dumps(recipe))}
         if labels is not None:

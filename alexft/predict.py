@@ -7,6 +7,7 @@ TensorFlow is imported by `Predictor` only: the same loop runs `fast_start.LiteP
 which answers short classify calls on LiteRT without it.
 """
 import logging
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,9 +84,19 @@ def _model_class_names(model):
 def as_predictor(model):
     """A Predictor, or a Keras model with alexft's input (e.g. `alexft.AlexNet`'s, or one loaded
     from a .keras file) wrapped in one, with the model's class names."""
-    if not hasattr(model, "layers") or not hasattr(model, "output_shape"):
-        return model  # a Predictor, a LitePredictor, or anything with `probabilities` and `class_names`
-    return Predictor(model)
+    if hasattr(model, "layers") and hasattr(model, "output_shape"):
+        return Predictor(model)
+    if hasattr(model, "probabilities") and hasattr(model, "class_names"):
+        return model  # a Predictor, a LitePredictor, or anything else with them
+    raise TypeError(not_a_predictor(model))
+
+
+def not_a_predictor(model):
+    """The refusal of what is not a predictor, with the way from a weights file given instead."""
+    said = f"expected a Predictor (alexft.load_predictor) or an alexft Keras model, got {type(model).__name__}"
+    if isinstance(model, (str, os.PathLike)):
+        said += f" {str(model)!r}: load the weights first, alexft.load_predictor({str(model)!r})"
+    return said
 
 
 def check_views(views):
@@ -213,11 +224,10 @@ def classify(predictor, paths, top=5, ten_crop=False, batch_size=32, progress=No
     below 1 is refused at the call, not when the results are first asked for."""
     check_top(top)
     check_count(batch_size, "batch_size")
-    return _classified(predictor, paths, top, ten_crop, batch_size, progress)
+    return _classified(as_predictor(predictor), paths, top, ten_crop, batch_size, progress)
 
 
 def _classified(predictor, paths, top, ten_crop, batch_size, progress):
-    predictor = as_predictor(predictor)
     for path, probabilities, error in predict_files(predictor, paths, ten_crop, batch_size, progress):
         if error is not None:
             yield {"path": str(path), "error": error}

@@ -626,8 +626,21 @@ def test_extract_features_takes_a_predictor_and_labels_a_class_folder_as_the_com
     with np.load(tmp_path / "g.npz") as plain:
         assert set(plain.files) == {"features", "paths", "recipe"}  # a list of files has no classes
         np.testing.assert_allclose(plain["features"], first_three, rtol=1e-5, atol=1e-5)
-    with pytest.raises(TypeError, match="expected a Predictor .alexft.load_predictor. or its Keras model, got str"):
+    with pytest.raises(TypeError, match=r"^expected a Predictor \(alexft.load_predictor\) or an alexft Keras model, got "
+                                        r"str 'model.npz': load the weights first, alexft.load_predictor\('model.npz'\)$"):
         alexft.extract_features("model.npz", expected.paths[:1], "fc7", tmp_path / "h.npz")
+    # A weights file given as the predictor: classify's AttributeError ('str' object has no
+    # attribute 'preprocessing') came only when its results were first asked for.
+    with pytest.raises(TypeError, match=r"got PosixPath '.*w.npz': load the weights first, alexft.load_predictor\("):
+        alexft.classify(tmp_path / "w.npz", expected.paths[:1])
+    with pytest.raises(TypeError, match=r"got dict$"):
+        alexft.evaluate({}, expected.paths[:1])
+    # Nothing usable: (0, {...}) came back without a word, easy to miss in a notebook.
+    with pytest.warns(UserWarning, match=r"^no features written to .*h.npz: none of the 2 images could be used \(e.g. "
+                                         r".*(nothere|nor).png: file not found\)$"):
+        count, skipped = alexft.extract_features(predictor, [tmp_path / "nothere.png", tmp_path / "nor.png"], "fc7",
+                                                 tmp_path / "h.npz")
+    assert count == 0 and len(skipped) == 2 and not (tmp_path / "h.npz").exists()
 
 
 TENSORFLOW_FREE = """
