@@ -9,6 +9,7 @@ Where alexft differs from keras.applications, on purpose:
   layer of its own ("prob", Caffe's name, or "logits" without one);
 - `classes` defaults to what the weights file holds (a fine-tuned file has its own count).
 """
+import difflib
 import os
 import warnings
 
@@ -44,6 +45,8 @@ def AlexNet(weights=IMAGENET, include_top=True, classes=None, pooling=None, clas
 
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of None, 'avg', 'max'; got {pooling!r}")
+    if last_layer is not None and last_layer not in arch.ENDS:
+        raise ValueError(f"AlexNet has no layer {last_layer!r}; a model may end at {', '.join(arch.ENDS)}")
     if include_top and last_layer not in (None, "fc8"):
         raise ValueError(f"last_layer={last_layer!r} needs include_top=False")
     last = "fc8" if include_top else (last_layer or "pool5")
@@ -81,6 +84,7 @@ def _weight_set(weights, include_top, last, progress):
     if isinstance(weights, str) and weights.lower() == IMAGENET and not os.path.exists(weights):  # ("ImageNet" too)
         path = resolve_weights(None, progress=progress)
     elif isinstance(weights, (str, os.PathLike)):
+        _check_spelling(weights)
         path = resolve_weights(weights, download=False)
     else:
         raise TypeError(f"weights must be 'imagenet', a path, a WeightSet or None; got {type(weights).__name__}"
@@ -89,6 +93,14 @@ def _weight_set(weights, include_top, last, progress):
     names = list(arch.LAYER_NAMES)
     needed = names[: names.index(last) + 1] if last in names else _layers_below(last)
     return weights_io.as_weight_set(path, skip=[layer for layer in names if layer not in needed])  # (this model's own)
+
+
+def _check_spelling(weights):
+    """"imagnet" was looked for as a file; a bare word near "imagenet" that names no file is a typo."""
+    word = str(weights)
+    if (not os.path.exists(word) and not any(mark in word for mark in "./\\")
+            and difflib.get_close_matches(word.lower(), [IMAGENET], cutoff=0.75)):
+        raise ValueError(f"weights={word!r}: no such file; did you mean {IMAGENET!r}?")
 
 
 def _layers_below(last):

@@ -44,6 +44,18 @@ LAYERS = {
 }
 LAYER_NAMES = tuple(LAYERS)
 
+
+def _ends():
+    names = []
+    for name, layer in LAYERS.items():
+        names.append(name)
+        if isinstance(layer, Conv):
+            names += [f"norm{name[-1]}"] * layer.lrn + [f"pool{name[-1]}"] * layer.pool
+    return tuple(names)
+
+
+ENDS = _ends()  # the layers a model may end at (a last_layer), in order: norm1 and pool1 after conv1, ...
+
 # Caffe's LRN: x / (k + alpha/n * sum of x^2 over n channels)^beta, n=5, alpha=1e-4.
 LRN = dict(depth_radius=2, bias=1.0, alpha=1e-4 / 5, beta=0.75)
 DROPOUT_RATE = 0.5

@@ -319,13 +319,20 @@ def test_without_the_top_it_ends_at_pool5_or_any_layer_and_pools_as_keras_does(c
     for wrong, message in ((dict(include_top=True, input_shape=(300, 300, 3)), "the input is \\(227, 227, 3\\)"),
                            (dict(include_top=False, pooling="mean"), "pooling must be one of"),
                            (dict(include_top=False, last_layer="fc7", pooling="avg"), "needs a convolutional output"),
-                           (dict(include_top=False, last_layer="fc9"), "AlexNet has no layer 'fc9'"),
+                           (dict(include_top=False, last_layer="fc9"), "AlexNet has no layer 'fc9'; a model may end "
+                                                                       "at conv1, norm1, pool1, conv2, norm2, pool2, "
+                                                                       "conv3, conv4, conv5, pool5, fc6, fc7, fc8$"),
                            (dict(include_top=True, last_layer="fc7"), "needs include_top=False"),
                            (dict(include_top=False, input_shape=(40, 40, 3)), "at least 67x67")):
         with pytest.raises(ValueError, match=message):
             alexft.AlexNet(weights=None, **wrong)
     with pytest.raises(TypeError, match="weights must be 'imagenet', a path, a WeightSet or None; got int$"):
         alexft.AlexNet(weights=3)
+    for typo in ("imagnet", "ImageNett"):  # "imagnet: weights file not found"
+        with pytest.raises(ValueError, match=f"^weights='{typo}': no such file; did you mean 'imagenet'\\?$"):
+            alexft.AlexNet(weights=typo)
+    with pytest.raises(alexft.WeightsError, match=r"^imagenet.npz: weights file not found$"):
+        alexft.AlexNet(weights="imagenet.npz")  # a file's name: not taken for a typo
     for empty in ("", " "):  # "" was read as the current folder: ".: is a folder, not a weights file"
         with pytest.raises(alexft.WeightsError, match=r"^weights: an empty path '\s*'; give a weights file, or leave it "
                                                       r"out for the default ones$"):
