@@ -131,6 +131,7 @@ def _remove_orphans(folder):
         if _gone(source):
             try:
                 record.with_suffix(".tflite").unlink(missing_ok=True)
+                record.with_suffix(".lock").unlink(missing_ok=True)
                 record.unlink(missing_ok=True)
             except OSError:
                 pass  # another user's, in a shared cache: theirs to clear
@@ -152,11 +153,60 @@ def load_litert_predictor(weights, preprocessing=None, build=True):
     else None when there is none). Same interface as predict.Predictor."""
     copy = current_copy(weights)
     if copy is None and build:
-        build_copy(weights)
-        copy = current_copy(weights)
+        with _build_lock(weights, wait=True):  # two first calls at once (xargs -P): one builds, the other waits
+            copy = current_copy(weights)
+            if copy is None:
+                build_copy(weights)
+                copy = current_copy(weights)
     if copy is None:
         return None
     return LitePredictor(*copy, preprocessing=preprocessing)
+
+
+def copy_stamp(weights):
+    """How the record of `weights`' copy looks now (None when there is none): a build changes it."""
+    try:
+        stat = copy_paths(weights)[1].stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size, stat.st_ino
+
+
+def build_copy_unless_another_is(weights, seen):
+    """The build a call does after its results, the copy having been missing or refused when
+    its record looked as `seen` (`copy_stamp`): skipped when another process is building it or
+    has built a new one since (two first calls at once built it twice, 11 s each)."""
+    with _build_lock(weights, wait=False) as ours:
+        if ours and (copy_stamp(weights) == seen or current_copy(weights) is None):
+            build_copy(weights)
+
+
+@contextlib.contextmanager
+def _build_lock(weights, wait):
+    """Hold the lock on building `weights`' copy; yield True when this process may build. While
+    another process holds it: wait (said) with `wait`, else yield False at once. Where no lock
+    can be taken (no fcntl, a cache we may not write), every process may build."""
+    try:
+        import fcntl
+
+        lock_path = copy_paths(weights)[0].with_suffix(".lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    except (ImportError, OSError):
+        yield True
+        return
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                yield False
+                return
+            log.warning("waiting for another process building the LiteRT copy of %s", weights)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield True
+    finally:
+        os.close(handle)  # (closing releases the lock)
 
 
 class LitePredictor:

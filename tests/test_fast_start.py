@@ -206,3 +206,70 @@ def test_a_cache_that_cannot_be_written_is_said_before_the_conversion(canonical_
     with pytest.raises(fast_start.FastStartError, match="cannot be written"):
         fast_start.build_copy(canonical_weights_file)
     assert "building a LiteRT copy" not in caplog.text  # nothing is announced that will not happen
+
+
+def test_two_first_calls_at_once_build_the_copy_once(tmp_path, monkeypatch):
+    """Two classify calls started together (xargs -P) each built the 232 MB copy (11 s each);
+    now the second waits for the first's and uses it."""
+    import logging
+    import threading
+
+    built, builds, waiting = [], [], threading.Event()
+
+    class SaysWaiting(logging.Handler):
+        def emit(self, record):
+            if record.getMessage().startswith("waiting for another process building the LiteRT copy of "):
+                waiting.set()
+
+    def build(weights):
+        builds.append(weights)
+        assert waiting.wait(30), "the second call did not wait for the first's build"
+        built.append(1)
+
+    monkeypatch.setattr(fast_start, "cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(fast_start, "current_copy", lambda weights: ("copy.tflite", ["a", "b"]) if built else None)
+    monkeypatch.setattr(fast_start, "build_copy", build)
+    monkeypatch.setattr(fast_start, "LitePredictor", lambda *copy, preprocessing=None: copy)
+    handler = SaysWaiting()
+    fast_start.log.addHandler(handler)
+    results = []
+    try:
+        calls = [threading.Thread(target=lambda: results.append(fast_start.load_litert_predictor(tmp_path / "w.npz")))
+                 for _ in range(2)]
+        for call in calls:
+            call.start()
+        for call in calls:
+            call.join(60)
+    finally:
+        fast_start.log.removeHandler(handler)
+    assert len(builds) == 1 and results == [("copy.tflite", ["a", "b"])] * 2
+
+
+def test_the_build_after_the_results_is_left_to_a_process_building_it_or_done_by_one(tmp_path, monkeypatch):
+    """`classify` builds the copy after answering on TensorFlow: a second first call did so too,
+    while the first was still building, or just after it had built it."""
+    import fcntl
+
+    builds, copies = [], []
+    weights = tmp_path / "w.npz"
+    monkeypatch.setattr(fast_start, "cache_dir", lambda: tmp_path / "cache")
+    monkeypatch.setattr(fast_start, "build_copy", builds.append)
+    monkeypatch.setattr(fast_start, "current_copy", lambda weights: copies[-1] if copies else None)
+    model, record = fast_start.copy_paths(weights)
+    record.parent.mkdir(parents=True)
+    seen = fast_start.copy_stamp(weights)
+    assert seen is None
+    held = os.open(model.with_suffix(".lock"), os.O_RDWR | os.O_CREAT)
+    fcntl.flock(held, fcntl.LOCK_EX)  # another process is building
+    fast_start.build_copy_unless_another_is(weights, seen)
+    assert builds == []
+    record.write_text("{}")  # it has built a copy
+    copies.append(("copy.tflite", ["a"]))
+    os.close(held)
+    fast_start.build_copy_unless_another_is(weights, seen)
+    assert builds == []
+    fast_start.build_copy_unless_another_is(weights, fast_start.copy_stamp(weights))  # the copy this call found refused
+    assert builds == [weights]
+    copies.clear()
+    fast_start.build_copy_unless_another_is(weights, seen)  # changed since, but no usable copy: built
+    assert builds == [weights] * 2

@@ -54,6 +54,7 @@ def classify(ctx, inputs, weights, top, ten_crop, batch_size, as_json, runtime, 
     weights = resolve_weights(weights, progress=progress)  # before TensorFlow: a missing file is said at once
     preprocessing = preprocessing_from(mean_file, resize)
     on_litert = fast_start.suits(runtime, len(paths) * (10 if ten_crop else 1))
+    copy_seen = fast_start.copy_stamp(weights)  # a copy another process builds meanwhile is not built again
     predictor = on_litert and _litert_predictor(weights, preprocessing, runtime)
     if not predictor:
         predictor = _tensorflow_predictor(weights, progress, preprocessing, precision)
@@ -69,7 +70,7 @@ def classify(ctx, inputs, weights, top, ten_crop, batch_size, as_json, runtime, 
     # worth the seconds, and the user's next call, the right one, builds it.
     if on_litert and failures < len(paths) and not isinstance(predictor, fast_start.LitePredictor):
         del predictor  # the build loads a second network
-        _build_litert_copy(weights)
+        _build_litert_copy(weights, copy_seen)
     if failures:
         ctx.exit(1)
 
@@ -99,13 +100,13 @@ def _tensorflow_predictor(weights, progress, preprocessing, precision="float32")
     return load_predictor(weight_set, progress=progress, preprocessing=preprocessing, precision=precision)
 
 
-def _build_litert_copy(weights):
+def _build_litert_copy(weights, seen):
     """The one-off build `--runtime auto` does after its results; a failure only costs the fast start."""
     from alexft import fast_start
     from alexft.errors import AlexftError
 
     try:
-        fast_start.build_copy(weights)
+        fast_start.build_copy_unless_another_is(weights, seen)
     except KeyboardInterrupt:  # the results are printed; only the speed-up is put off
         click.echo("alexft: the LiteRT copy was not finished; the next short classify builds it", err=True)
         raise
