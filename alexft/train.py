@@ -147,6 +147,11 @@ def _interrupted(stop, resume, run=None, discarded=False):
     return TrainingInterrupted(said, number)
 
 
+def _precision_name(policy):
+    """"mixed_bfloat16" as the log says it, "bfloat16 mixed"; "float32" as it is."""
+    return f"{policy[len('mixed_'):]} mixed" if policy.startswith("mixed_") else policy
+
+
 def scheduled_rate(base_rate, epoch, epochs):
     """Caffe-style step schedule: the base rate, a tenth of it for the last third of the epochs."""
     return base_rate * (0.1 if epoch >= math.ceil(2 * epochs / 3) and epochs >= 3 else 1.0)
@@ -240,7 +245,8 @@ class Trainer:
         found = self.config.get("lr_found") if given == "auto" else None
         fresh = dict(epoch=0, step=0, history=[], best_score=None, best_epoch=None, recoveries=0,
                      notes=[] if found is None else [f"lr auto: the range test's earlier choice {found:.3g}"],
-                     base_lr=found if given == "auto" else given, planned_epochs=self.options.epochs)
+                     base_lr=found if given == "auto" else given, planned_epochs=self.options.epochs,
+                     precision=self.net.policy)
         if not self.run.checkpoint.exists():
             if found is not None:
                 self.log(f"the range test's earlier choice is kept: base rate {found:.3g}")
@@ -275,6 +281,9 @@ class Trainer:
             if base is not None and before != now:  # the schedule's drop is at two thirds of the epochs
                 changes.append(f"so epoch {epoch + 1} {'is past' if now < before else 'is before'} the schedule's drop "
                                f"to a tenth: rate {before:.3g} -> {now:.3g}")
+        if state.get("precision", self.net.policy) != self.net.policy:  # (checkpoints before it was recorded: unsaid)
+            changes.append(f"precision {_precision_name(state['precision'])} -> {_precision_name(self.net.policy)}")
+            state["precision"] = self.net.policy
         if state["step"] and state["epoch"] >= self.options.epochs:
             changes.append(f"epoch {state['epoch'] + 1}, stopped at step {state['step']}, left unfinished: --epochs "
                            f"{self.options.epochs} ends the run before it")

@@ -1576,3 +1576,20 @@ def test_finetunes_own_lines_are_written_whole_as_decoding_threads_say_them_at_o
     for thread in threads:
         thread.join()
     assert sorted(recorder.writes) == sorted(f"alexft: skipped: {index}.png: broken\n" for index in range(8))
+
+
+def test_a_resume_in_another_precision_is_noted(small_digits_folder, canonical_weights_file, tmp_path):
+    """--mixed-precision toggled on resume was taken without a word: history.csv's epochs then
+    looked computed alike."""
+    from alexft.cpu_features import cpu_has_bfloat16
+
+    if cpu_has_bfloat16() is False:
+        pytest.skip("this CPU has no bfloat16 instructions, so mixed precision is refused on it")
+    output, options = tmp_path / "run", dict(weights=canonical_weights_file, batch_size=16, val_split=0.2, lr=0.001,
+                                             progress=False)
+    finetune(small_digits_folder, epochs=1, output=output, keep_checkpoint=True, mixed_precision=False, log=quiet,
+             **options)
+    said = []
+    finetune(small_digits_folder, epochs=2, output=output, resume=True, mixed_precision=True, log=said.append, **options)
+    assert "resumed with epochs 1 -> 2, precision float32 -> bfloat16 mixed" in said, said
+    assert read_history(output)[1]["note"] == "resumed with epochs 1 -> 2, precision float32 -> bfloat16 mixed"
