@@ -260,4 +260,3 @@ def _check_sides(sides, wanted):
     fits = all(side == want for side, want in zip(sides, wanted) if want is not None)
     if not fits or min(sides) < SMALLEST_SIDE:
         raise ValueError(f"images of {sides[0]}x{sides[1]} pixels: {_size_rule(wanted)}")
-
