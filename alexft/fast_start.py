@@ -115,7 +115,7 @@ def build_copy(weights):
     write_atomic(model, lambda handle: handle.write(flatbuffer), FastStartError)
     write_text(record, json.dumps({"source": source, "sha256": digest, "model_size": len(flatbuffer),
                                    "class_names": module.class_names}), FastStartError)
-    log.warning("built %s (%d MB) in %.0f s", model.name, len(flatbuffer) // 2**20, time.perf_counter() - start)
+    log.warning("built %s (%d MiB) in %.0f s", model.name, len(flatbuffer) // 2**20, time.perf_counter() - start)
     _remove_orphans(model.parent)
     return model
 

@@ -483,7 +483,7 @@ class Trainer:
                 raise
             size = sum(array.nbytes for array in arrays.values()) / 2**20
             raise type(error)(f"{error}; model.npz holds epoch {self.model_epoch} and is usable; to go on, free about "
-                              f"{size:,.0f} MB (this run's checkpoint) and --resume") from None
+                              f"{size:,.0f} MiB (this run's checkpoint) and --resume") from None
         if first_model_error:
             raise first_model_error
         if self.model_pending and (final or self.run.model_write_due()):

@@ -272,7 +272,7 @@ def test_a_keras_file_export_is_the_keras_model_with_the_same_scores(canonical_w
     assert list(tmp_path.iterdir()) == []
     output = tmp_path / "out" / "m.keras"
     result = run("export", "--weights", canonical_weights_file, output)
-    assert result.exit_code == 0 and result.output == f"{output}: keras, 233 MB\n", result.output
+    assert result.exit_code == 0 and result.output == f"{output}: keras, 233 MiB\n", result.output
     assert output.is_file() and is_an_export(output) and sorted(tmp_path.joinpath("out").iterdir()) == [output]
     model = keras.saving.load_model(output)
     assert model.class_names == imagenet_class_names()

@@ -57,4 +57,4 @@ def export(ctx, output, weights, file_format, top, quantize, calibration, precis
 
 def _size(path):
     total = path.stat().st_size if path.is_file() else sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
-    return f"{total / 2**20:.0f} MB"
+    return f"{total / 2**20:.0f} MiB"
