@@ -65,20 +65,28 @@ def labelled_folder(data_dir, class_names):
 def _refuse_ambiguous_folders(data_dir, folders, class_names, imagenet_model):
     """A folder named as two classes ("crane", ImageNet's bird and machine) would be scored as
     one of them, unsaid: refused, naming both and how to tell them apart."""
-    positions_of = collections.defaultdict(list)
-    for position, name in enumerate(class_names):
-        positions_of[name].append(position)
+    positions_of = _repeated_names(class_names)
+    said = []
     for folder in folders:
-        positions = positions_of.get(folder, [])
-        if len(positions) > 1:
+        positions = positions_of.get(folder)
+        if positions:
             which = " and ".join(str(position) for position in positions)
             if imagenet_model:
                 ids = [imagenet.wordnet_ids()[position] for position in positions]
                 advice = f"name the folder by the WordNet id of the one it holds ({' or '.join(ids)})"
             else:
                 advice = "give the classes distinct names (alexft weights convert --class-names)"
-            raise DataError(f"{data_dir}: folder {folder!r} names {len(positions)} classes of this model ({which}); "
-                            + advice)
+            said.append(f"folder {folder!r} names {len(positions)} classes of this model ({which}); {advice}")
+    if said:  # all at once: a fix for one should not meet the next
+        raise DataError(f"{data_dir}: " + "; ".join(said))
+
+
+def _repeated_names(class_names):
+    """{name: its positions} for the names several classes share."""
+    positions_of = collections.defaultdict(list)
+    for position, name in enumerate(class_names):
+        positions_of[name].append(position)
+    return {name: positions for name, positions in positions_of.items() if len(positions) > 1}
 
 
 def _case_hint(unknown, class_names):
@@ -87,7 +95,11 @@ def _case_hint(unknown, class_names):
     for name in class_names:
         by_case.setdefault(name.casefold(), name)
     meant = [by_case[name.casefold()] for name in unknown if name.casefold() in by_case]
-    return f"; class names match in their case: did you mean {quoted_names(meant)}?" if meant else ""
+    if not meant:
+        return ""
+    shared = [name for name in meant if name in _repeated_names(class_names)]
+    return (f"; class names match in their case: did you mean {quoted_names(meant)}?"
+            + (f" ({quoted_names(shared)} names several classes: name such a folder by its WordNet id)" if shared else ""))
 
 
 def _split_hint(data_dir, folders):

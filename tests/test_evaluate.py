@@ -185,6 +185,15 @@ def test_folders_match_classes_in_either_unicode_form_and_a_train_val_folder_is_
     with pytest.raises(DataError, match=r"folder 'x' names 2 classes of this model \(0 and 1\); give the classes "
                                         r"distinct names \(alexft weights convert --class-names\)$"):
         labelled_folder(tmp_path / "cranes", ["x", "x", "y"])
+    (tmp_path / "cranes" / "y").mkdir()  # two such folders are named at once (they came one at a time)
+    with pytest.raises(DataError, match=r": folder 'x' names 2 classes of this model \(0 and 2\); give .*; folder 'y' "
+                                        r"names 2 classes of this model \(1 and 3\); give the classes distinct names"):
+        labelled_folder(tmp_path / "cranes", ["x", "y", "x", "y"])
+    (tmp_path / "cranes" / "y").rmdir()
+    (tmp_path / "cranes" / "x").rename(tmp_path / "cranes" / "Crane")  # the case hint led to the refusal above
+    with pytest.raises(DataError, match=r"did you mean 'crane'\? \('crane' names several classes: name such a folder by "
+                                        r"its WordNet id\)$"):
+        labelled_folder(tmp_path / "cranes", names)
 
 
 def test_list_file_evaluation_matches_the_folder(held_out_folder, tmp_path, evaluation):
