@@ -289,7 +289,25 @@ def find_images(paths, say=None):
             found.extend(images)
         else:
             found.append(path)
-    return found
+    return each_once(found, say)
+
+
+def each_once(items, say=None):
+    """`items` (paths, URLs, images or folders) in order, each once, telling `say` of any left
+    out: `d3 d3`, or a folder and a file in it, wrote the same rows twice. Paths compare as
+    absolute names, not followed links: a dataset made of links names one photo twice on purpose."""
+    seen, kept, repeated = set(), [], []
+    for item in items:
+        name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else str(item)
+        if not isinstance(item, (str, os.PathLike)) and not is_url(name):  # standard input: `- -` is refused
+            kept.append(item)
+            continue
+        key = name if is_url(name) else os.path.abspath(name)
+        (repeated if key in seen else kept).append(item)
+        seen.add(key)
+    if repeated and say is not None:
+        say(f"each image is read once: {len(repeated)} name(s) given again are left out (e.g. {repeated[0]})")
+    return kept
 
 
 def warn_user(message):

@@ -965,3 +965,17 @@ def test_a_227_model_refuses_other_sizes_also_after_its_first_call(canonical_wei
         with pytest.raises(tf.errors.InvalidArgumentError, match=r"do not suit the model: it takes 227x227 pixels "
                                                                   r"\(preprocess_input makes them\)"):
             model.predict(np.zeros((1, side, side, 3), "float32"), verbose=0)
+
+
+def test_the_python_api_reads_an_image_named_twice_once(predictor, small_digits_folder, tmp_path):
+    """classify(p, [x, x]) gave two results, and extract_features(p, [cl, cl]) a file of each row
+    twice, without labels: only the command line read each image once."""
+    photo = sorted(small_digits_folder.glob("*/*.png"))[0]
+    with pytest.warns(UserWarning, match=r"^each image is read once: 1 name\(s\) given again are left out"):
+        results = list(alexft.classify(predictor, [photo, photo.parent / ".." / photo.parent.name / photo.name]))
+    assert [result["path"] for result in results] == [str(photo)]
+    with pytest.warns(UserWarning, match=r"^each image is read once"):
+        count, _ = alexft.extract_features(predictor, [small_digits_folder, str(small_digits_folder) + "/"], "fc8",
+                                           tmp_path / "f.npz")
+    with np.load(tmp_path / "f.npz") as stored:
+        assert count == 60 == len(set(stored["paths"])) and len(stored["labels"]) == 60

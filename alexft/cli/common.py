@@ -2,7 +2,6 @@
 inputs and the options several commands take. Nothing here imports TensorFlow."""
 import contextlib
 import functools
-import os
 import signal
 import sys
 import threading
@@ -192,22 +191,7 @@ def expand_inputs(inputs):
                                    f"image in ({command} < photo.jpg, or curl ... | {command})")
     if not found:
         raise click.UsageError(f"no images found in {', '.join(map(str, inputs))}")
-    return _each_once(found)
-
-
-def _each_once(found):
-    """The images in order, each once: `d3 d3`, or a folder and a file in it, would write the
-    same rows twice. Paths compare as absolute names, not followed links: a dataset made of
-    links names one photo under two names on purpose."""
-    seen, kept, repeated = set(), [], []
-    for item in found:
-        key = os.path.abspath(item) if isinstance(item, os.PathLike) else str(item)
-        (repeated if key in seen else kept).append(item)
-        seen.add(key)
-    if repeated:
-        click.echo(f"alexft: warning: each image is read once: {len(repeated)} more name(s) of images already given "
-                   f"are left out (e.g. {repeated[0]})", err=True)
-    return kept
+    return found
 
 
 

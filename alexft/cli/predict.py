@@ -291,11 +291,14 @@ def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, s
     from alexft import architecture as arch
     from alexft.data import images_with_labels
     from alexft.feature_files import TenCropOfMapsError
+    from alexft.preprocess import each_once
     from alexft.pipeline import shard as shard_of
 
     _check_features_output(output, force)  # before TensorFlow and the work, not after
     if ten_crop and not isinstance(arch.LAYERS.get(layer), arch.Dense):
         raise click.UsageError(str(TenCropOfMapsError(layer, "--ten-crop")))
+    # `cl cl/` is one class folder, with its labels
+    inputs = each_once(inputs, say=lambda message: click.echo(f"alexft: warning: {message}", err=True))
     paths, labels, class_names = images_with_labels(inputs)
     if labels is None:
         paths = expand_inputs(inputs)  # the same as find_images, and says which folders were empty
