@@ -51,8 +51,6 @@ class ExportRequest:
         if self.precision != "float32" and self.file_format == "tflite":
             raise ExportOptionsError("TF Lite has no bfloat16 kernels: export float32, or quantize "
                                      "(--quantize float16 or int8) for a smaller, faster file")
-        if self.file_format == "keras":
-            self._check_keras()
         _check_suffix(self.output)
         named = format_for(self.output)
         if named != "savedmodel" and named != self.file_format:
@@ -61,6 +59,8 @@ class ExportRequest:
             raise ExportOptionsError(f"{self.output}: the name is a {FORMAT_NAMES[named]}'s, the format asked a "
                                      f"{FORMAT_NAMES[self.file_format]}; name it for its format (e.g. {right}), or "
                                      "leave the format to the name")
+        if self.file_format == "keras":
+            self._check_keras()
         output = Path(self.output)
         if output.exists() or output.is_symlink():
             if not is_an_export(output):
@@ -96,14 +96,21 @@ FORMAT_NAMES = {"savedmodel": "SavedModel folder", "tflite": "TF Lite file", "ke
 
 # Names that promise a format alexft does not write: a SavedModel folder or a TF Lite file
 # under them would mislead every reader (`export model.h5` wrote a folder named model.h5).
-FOREIGN_SUFFIXES = {".h5": "Keras' legacy HDF5 format", ".hdf5": "Keras' legacy HDF5 format", ".onnx": "ONNX",
-                    ".pb": "a frozen TensorFlow graph", ".pt": "PyTorch's format", ".pth": "PyTorch's format"}
+FOREIGN_SUFFIXES = {
+    ".h5": "Keras' legacy HDF5 format", ".hdf5": "Keras' legacy HDF5 format", ".onnx": "ONNX",
+    ".pb": "a frozen TensorFlow graph", ".pt": "PyTorch's format", ".pth": "PyTorch's format",
+    ".safetensors": "safetensors", ".mlmodel": "Core ML", ".mlpackage": "Core ML", ".lite": "TF Lite (.tflite)",
+    ".tfl": "TF Lite (.tflite)", ".npz": "a weights file (what --weights reads)", ".npy": "a weights file",
+    ".caffemodel": "a Caffe weights file", ".zip": "an archive", ".gz": "an archive", ".tgz": "an archive",
+    ".tar": "an archive", ".json": "a JSON file"}
 
 
 def _check_suffix(output):
     suffix = Path(output).suffix.lower()
     if suffix in FOREIGN_SUFFIXES:
-        stem = Path(output).stem
+        stem = Path(output).name
+        while Path(stem).suffix.lower() in FOREIGN_SUFFIXES:  # m.tar.gz: m
+            stem = Path(stem).stem
         raise ExportOptionsError(f"{output}: the name asks for {FOREIGN_SUFFIXES[suffix]}, which export does not write; "
                                  f"name it {stem} (a SavedModel folder), {stem}.keras or {stem}.tflite")
 

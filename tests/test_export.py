@@ -244,7 +244,7 @@ def test_a_keras_file_export_is_the_keras_model_with_the_same_scores(canonical_w
         export(canonical_weights_file, tmp_path / "m.keras", precision="bfloat16")
     # Keras saves and loads only names ending in .keras: M.KERAS crashed in Keras' save, and
     # `--format keras` to d2/ wrote a file Keras could not load. A top-k has no effect there.
-    for name, options in (("M.KERAS", []), ("d2/", ["--format", "keras"]), ("t.tflite", ["--format", "keras"])):
+    for name, options in (("M.KERAS", []), ("d2/", ["--format", "keras"])):
         result = run("export", "--weights", canonical_weights_file, *options, tmp_path / name)
         stem = Path(name.rstrip("/")).stem
         assert result.exit_code == 2 and f"a Keras file's name ends in .keras (lower case: Keras saves and loads no other), " \
@@ -255,7 +255,9 @@ def test_a_keras_file_export_is_the_keras_model_with_the_same_scores(canonical_w
     # .keras (Keras' load_model: "File not found") or .tflite. They were written as asked.
     for name, file_format, named, asked, right in (("x.keras", "tflite", "Keras file", "TF Lite file", "x.tflite"),
                                                    ("y.keras", "savedmodel", "Keras file", "SavedModel folder", "y"),
-                                                   ("z.TFLITE", "savedmodel", "TF Lite file", "SavedModel folder", "z")):
+                                                   ("z.TFLITE", "savedmodel", "TF Lite file", "SavedModel folder", "z"),
+                                                   # (this was told a Keras file's name is lower case)
+                                                   ("t.tflite", "keras", "TF Lite file", "Keras file", "t.keras")):
         result = run("export", "--weights", canonical_weights_file, "--format", file_format, tmp_path / name)
         assert result.exit_code == 2 and f"{name}: the name is a {named}'s, the format asked a {asked}; name it for " \
             f"its format (e.g. {right}), or leave the format to the name" in result.stderr, result.output
@@ -264,9 +266,12 @@ def test_a_keras_file_export_is_the_keras_model_with_the_same_scores(canonical_w
     # Names of formats export does not write: `export model.h5` wrote a SavedModel folder named
     # model.h5, and `--format tflite model.h5` a TF Lite file, without a word.
     for name, options, meant in (("model.h5", [], "Keras' legacy HDF5 format"), ("model.H5", ["--format", "tflite"],
-                                 "Keras' legacy HDF5 format"), ("net.onnx", [], "ONNX"), ("g.pb", [], "a frozen TensorFlow graph")):
+                                 "Keras' legacy HDF5 format"), ("net.onnx", [], "ONNX"), ("g.pb", [], "a frozen TensorFlow graph"),
+                                 # a folder named like alexft's own weights file: --weights then met a folder
+                                 ("m.npz", [], "a weights file (what --weights reads)"), ("m.tar.gz", [], "an archive"),
+                                 ("m.lite", [], "TF Lite (.tflite)")):
         result = run("export", "--weights", canonical_weights_file, *options, tmp_path / name)
-        stem = Path(name).stem
+        stem = name.split(".")[0]
         assert result.exit_code == 2 and f"{name}: the name asks for {meant}, which export does not write; name it " \
             f"{stem} (a SavedModel folder), {stem}.keras or {stem}.tflite" in result.stderr, result.output
     assert list(tmp_path.iterdir()) == []
