@@ -263,7 +263,12 @@ class Trainer:
         self.model_epoch, self.best_epoch = state.get("model_epoch"), state["best_epoch"]
         self.model_pending = state["best_epoch"] is not None and (
             not self.run.model.exists() or self.model_epoch != state["best_epoch"])
-        self.log(f"resuming {self.run.path} at epoch {state['epoch'] + 1}" + (f", step {state['step']}" if state["step"] else ""))
+        if state["epoch"] >= self.options.epochs and not state["step"]:  # (an --epochs below them is refused earlier)
+            self.log(f"resuming {self.run.path}: the {self.options.epochs} epoch(s) --epochs asks are done; finishing "
+                     "the run")
+        else:
+            self.log(f"resuming {self.run.path} at epoch {state['epoch'] + 1}"
+                     + (f", step {state['step']}" if state["step"] else ""))
         self._note_changes(state)
         return state
 
@@ -278,7 +283,7 @@ class Trainer:
             changes.append(f"epochs {planned} -> {self.options.epochs}")
             epoch, base = state["epoch"], state["base_lr"]
             before, now = scheduled_rate(base, epoch, planned), scheduled_rate(base, epoch, self.options.epochs)
-            if base is not None and before != now:  # the schedule's drop is at two thirds of the epochs
+            if base is not None and before != now and epoch < self.options.epochs:  # the drop: at two thirds of them
                 changes.append(f"so epoch {epoch + 1} {'is past' if now < before else 'is before'} the schedule's drop "
                                f"to a tenth: rate {before:.3g} -> {now:.3g}")
         if state.get("precision", self.net.policy) != self.net.policy:  # (checkpoints before it was recorded: unsaid)

@@ -894,6 +894,33 @@ def test_a_resume_whose_epochs_end_before_the_stopped_epoch_says_it_is_left_unfi
     assert summary["epochs"] == 1 and len(read_history(output)) == 1
 
 
+def test_a_resume_whose_epochs_are_all_done_says_so(monkeypatch, small_digits_folder, canonical_weights_file, tmp_path):
+    """Stopped after epoch 2 of 3 and resumed with --epochs 2: it said "resuming at epoch 3" and
+    that epoch 3 was past the schedule's drop, and no epoch 3 ran."""
+    from alexft.errors import TrainingInterrupted
+    from alexft.train import Trainer
+
+    finish = Trainer._finish_epoch
+
+    def signalled_finish(self, state, *args):
+        row = finish(self, state, *args)
+        if state["epoch"] == 2:  # as if Ctrl-C came as epoch 2 ended
+            os.kill(os.getpid(), signal.SIGINT)
+        return row
+
+    monkeypatch.setattr(Trainer, "_finish_epoch", signalled_finish)
+    output, options = tmp_path / "run", dict(weights=canonical_weights_file, batch_size=8, val_split=0.2, lr=0.001,
+                                             progress=False)
+    with pytest.raises(TrainingInterrupted, match="after epoch 2"):
+        finetune(small_digits_folder, epochs=3, output=output, log=quiet, **options)
+    monkeypatch.setattr(Trainer, "_finish_epoch", finish)
+    said = []
+    summary = finetune(small_digits_folder, epochs=2, output=output, resume=True, log=said.append, **options)
+    assert f"resuming {output}: the 2 epoch(s) --epochs asks are done; finishing the run" in said, said
+    assert "resumed with epochs 3 -> 2" in said and not any("drop" in line or "at epoch 3" in line for line in said)
+    assert summary["epochs"] == 2 and len(read_history(output)) == 2
+
+
 def test_rate_multipliers_reach_the_update(small_digits_folder, canonical_weights_file, tmp_path):
     """One update of fc8 (one batch, one epoch) moves a variable by lr * multiplier * (gradient +
     decay * weight), the same for every run from the same start: so the moves must scale with the
