@@ -378,7 +378,7 @@ class Trainer:
                             f"{self.run.path}: --resume with a lower --lr continues" if state["best_epoch"] else
                             "no epoch had ended, so no model was written: start again with a lower --lr")
                     raise TrainingError(f"{reason} in epoch {epoch}: training diverged (base rate {state['base_lr']:.3g} "
-                                        f"after {state['recoveries']} recoveries); {kept}") from None
+                                        f"after {state['recoveries']} {'recovery' if state['recoveries'] == 1 else 'recoveries'}); {kept}") from None
                 self.net.load_state_arrays(good[0])
                 state.update(step=good[1], partial=good[2], recoveries=state["recoveries"] + 1, retry=True)
                 state["notes"].append(f"diverged: {reason}; base rate {state['base_lr']:.3g} -> {new_rate:.3g}")

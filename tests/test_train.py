@@ -412,6 +412,9 @@ def test_divergence_that_recoveries_cannot_mend_stops_with_a_clear_message(small
                  max_recoveries=2, output=tmp_path / "run", progress=False, log=messages.append)
     assert sum(" diverged: " in message for message in messages) == 2
     assert not (tmp_path / "run" / "model.npz").exists()  # no epoch ever ended
+    with pytest.raises(TrainingError, match=r"training diverged \(base rate 1e\+11 after 1 recovery\);"):  # ("1 recoveries")
+        finetune(small_digits_folder, weights=canonical_weights_file, epochs=3, batch_size=8, lr=1e12, val_split=0,
+                 max_recoveries=1, output=tmp_path / "run1", progress=False, log=quiet)
 
 
 def test_divergence_in_the_last_update_of_an_epoch_is_caught_before_it_is_saved(small_digits_folder, canonical_weights_file,
