@@ -46,15 +46,23 @@ def random_params(shapes, seed=0):
 
 
 def weights_or_generated(log=print):
-    """`$ALEXFT_WEIGHTS` when it names a file, else generated weights; says which, loudly."""
-    real = os.environ.get("ALEXFT_WEIGHTS")
-    if real and Path(real).expanduser().is_file():
-        log(f"Using the real weights: {real}")
-        return Path(real).expanduser(), True
-    log("ALEXFT_WEIGHTS is not set: using GENERATED RANDOM WEIGHTS. Every cell runs, but the "
-        "ImageNet predictions below are meaningless. Set ALEXFT_WEIGHTS=/path/to/bvlc_alexnet.npy "
-        "for the real demo.")
-    return generated_weights(), False
+    """The weights the command line finds ($ALEXFT_WEIGHTS, weights/ here, the cache; never a
+    download), else generated weights; says which, loudly. (Only $ALEXFT_WEIGHTS was looked at,
+    so weights the README's first command had cached went unused, and a mistyped
+    $ALEXFT_WEIGHTS was called "not set".)"""
+    from .errors import WeightsError
+    from .weights.sources import resolve_weights
+
+    try:
+        real = resolve_weights(None, download=False)
+    except WeightsError as error:
+        named = os.environ.get("ALEXFT_WEIGHTS")
+        why = str(error) if named else "no weights file found (ALEXFT_WEIGHTS is not set, none in weights/ or the cache)"
+        log(f"{why}: using GENERATED RANDOM WEIGHTS. Every cell runs, but what the network computes is "
+            "meaningless. Set ALEXFT_WEIGHTS=/path/to/bvlc_alexnet.npy (or .npz) for the real demo.")
+        return generated_weights(), False
+    log(f"Using the real weights: {real}")
+    return real, True
 
 
 def sample_photos():

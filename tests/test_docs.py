@@ -96,6 +96,8 @@ def sandbox_template(tmp_path_factory, canonical_weights_file, canonical_caffemo
     shutil.copy(photos["china"], root / "photo.jpg")
     shutil.copy(photos["flower"], root / "new.jpg")
     write_digits_folder(root / "photos", per_class=6, classes=range(3))
+    write_digits_folder(root / "held_out", per_class=3, classes=range(3), start=6)  # other images of the same classes
+    shutil.copytree(ROOT / "examples", root / "examples")
     (root / "broken.jpg").write_bytes(photos["china"].read_bytes()[:3000])  # a truncated JPEG
     val = root / "ILSVRC2012_val"
     val.mkdir()

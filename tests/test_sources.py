@@ -124,7 +124,8 @@ def test_a_bad_download_leaves_nothing_behind(canonical_bytes, monkeypatch, mode
             return
         with pytest.raises(WeightsError, match=cause) as caught:
             sources.resolve_weights(progress=False)
-    assert "Put bvlc_alexnet.npy (or bvlc_alexnet.caffemodel) at weights/bvlc_alexnet.npy here or in" in str(caught.value)
+    assert (f"Put the weights (bvlc_alexnet.npz, bvlc_alexnet.npy, bvlc_alexnet.caffemodel) in {Path.cwd() / 'weights'} "
+            "(weights/ under the current folder) or in") in str(caught.value)  # (it said "at weights/... here")
     assert str(target.parent) in str(caught.value)
     assert "\n" not in str(caught.value)
     leftovers = sorted(path.name for path in target.parent.iterdir()) if target.parent.exists() else []
@@ -139,7 +140,7 @@ def test_without_network_the_error_says_where_to_put_the_file():
         sources.resolve_weights(progress=False)
     message = str(caught.value)
     assert "download failed" in message
-    assert str(sources.cache_dir()) in message and "weights/bvlc_alexnet.npy here" in message
+    assert str(sources.cache_dir()) in message and "(weights/ under the current folder)" in message
     assert "--weights" in message and "ALEXFT_WEIGHTS" in message
 
 
@@ -269,3 +270,27 @@ def test_ctrl_c_while_a_finished_download_is_checked_keeps_it_for_the_next_fetch
         assert url.requests[-1] == ("/w.npy", f"bytes={len(canonical_bytes)}-")  # nothing sent again
     assert target.read_bytes() == canonical_bytes
     assert sorted(path.name for path in tmp_path.iterdir()) == ["w.npy"]
+
+
+def test_the_notebooks_take_the_weights_the_command_line_finds(tmp_path, monkeypatch):
+    """The notebooks' weights_or_generated looked at $ALEXFT_WEIGHTS only: weights the README's
+    first command had put in the cache went unused (the random demo ran), and a mistyped
+    $ALEXFT_WEIGHTS was said to be "not set"."""
+    from alexft import demo
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ALEXFT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("ALEXFT_WEIGHTS", raising=False)
+    monkeypatch.setattr(demo, "generated_weights", lambda: "generated")
+    said = []
+    assert demo.weights_or_generated(said.append) == ("generated", False)
+    assert said[-1].startswith("no weights file found (ALEXFT_WEIGHTS is not set, none in weights/ or the cache): using "
+                               "GENERATED RANDOM WEIGHTS")
+    cached = tmp_path / "cache" / "bvlc_alexnet.npz"
+    cached.parent.mkdir()
+    cached.write_bytes(b"stands in for the converted download")
+    assert demo.weights_or_generated(said.append) == (cached, True) and said[-1] == f"Using the real weights: {cached}"
+    monkeypatch.setenv("ALEXFT_WEIGHTS", str(tmp_path / "typo.npz"))
+    assert demo.weights_or_generated(said.append) == ("generated", False)
+    assert said[-1].startswith(f"{tmp_path / 'typo.npz'}: weights file not found (named by $ALEXFT_WEIGHTS): using "
+                               "GENERATED RANDOM WEIGHTS")

@@ -382,7 +382,7 @@ def _same_arrays(params, expected):
 
 
 def _where_to_put_it():
-    return (
-        f"Put {CANONICAL_NAME} (or bvlc_alexnet.caffemodel) at weights/{CANONICAL_NAME} here or in {cache_dir()}, "
-        f"or pass --weights PATH or set ALEXFT_WEIGHTS (files: {', '.join(source.url for source in SOURCES)})"
-    )
+    names = ", ".join(LOOKED_FOR)
+    return (f"Put the weights ({names}) in {Path.cwd() / 'weights'} (weights/ under the current folder) or in "
+            f"{cache_dir()}, or pass --weights PATH or set ALEXFT_WEIGHTS (files: "
+            f"{', '.join(source.url for source in SOURCES)})")
