@@ -185,3 +185,10 @@ def test_a_class_folder_named_twice_keeps_its_labels(small_digits_folder, canoni
         assert len(stored["paths"]) == len(set(stored["paths"])) == 60 and len(stored["labels"]) == 60
     assert "each image is read once: 1 name(s) given again are left out" in result.stderr
 
+
+
+def test_the_command_lists_give_whole_summaries():
+    """`alexft --help` cut every summary mid-sentence ("files, folders (searched...")."""
+    for group in ([], ["weights"]):
+        listed = run(*group, "--help").output.split("Commands:\n")[1].splitlines()
+        assert len(listed) >= 3 and all(line.strip() and not line.endswith("...") for line in listed), listed

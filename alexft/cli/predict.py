@@ -11,7 +11,7 @@ from .common import (EXIT_INPUT_FAILED, ImageInput, PathParam, expand_inputs, fa
                      start_tensorflow, terminating_cleanly, weights_option)
 
 
-@click.command()
+@click.command(short_help="Print the top ImageNet (or your model's) classes of images.")
 @click.argument("inputs", nargs=-1, required=True, type=ImageInput())
 @weights_option
 @click.option("-k", "--top-k", "top", default=5, show_default=True, type=click.IntRange(min=1), help="Classes shown per image.")
@@ -131,7 +131,7 @@ def _print_result(result, as_json):
         click.echo("\n".join(lines), file=stream)
 
 
-@click.command()
+@click.command(short_help='Score a model on labelled images (centre and 10-crop).')
 @click.argument("data", required=False, type=PathParam(exists=True, file_okay=False))
 @weights_option
 @click.option("--list", "list_file", type=PathParam(exists=True, dir_okay=False), help="Caffe list file: 'relative/path label_index' per line (ILSVRC val.txt).")
@@ -263,7 +263,7 @@ def _check_features_output(output, force):
         raise click.UsageError(str(error)) from None
 
 
-@click.command()
+@click.command(short_help="Write a layer's activations for images to an .npz.")
 @click.argument("inputs", nargs=-1, required=True, type=ImageInput())
 @weights_option
 @click.option("--layer", default="fc7", show_default=True,
