@@ -377,8 +377,9 @@ class Trainer:
                     kept = (f"model.npz (epoch {state['best_epoch']}) and the checkpoint of epoch {epoch - 1} are kept in "
                             f"{self.run.path}: --resume with a lower --lr continues" if state["best_epoch"] else
                             "no epoch had ended, so no model was written: start again with a lower --lr")
+                    tries = f"{state['recoveries']} recover{'y' if state['recoveries'] == 1 else 'ies'}"
                     raise TrainingError(f"{reason} in epoch {epoch}: training diverged (base rate {state['base_lr']:.3g} "
-                                        f"after {state['recoveries']} {'recovery' if state['recoveries'] == 1 else 'recoveries'}); {kept}") from None
+                                        f"after {tries}); {kept}") from None
                 self.net.load_state_arrays(good[0])
                 state.update(step=good[1], partial=good[2], recoveries=state["recoveries"] + 1, retry=True)
                 state["notes"].append(f"diverged: {reason}; base rate {state['base_lr']:.3g} -> {new_rate:.3g}")

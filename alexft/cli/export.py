@@ -6,7 +6,7 @@ from .common import (EXIT_INPUT_FAILED, PathParam, fail_cleanly, note_top_k, pre
                      start_tensorflow, terminating_cleanly, weights_option)
 
 
-@click.command(short_help='Export a model for serving: SavedModel, TF Lite or Keras.')
+@click.command(short_help="Export a model for serving: SavedModel, TF Lite or Keras.")
 @click.argument("output", type=PathParam())
 @weights_option
 @click.option("--format", "file_format", type=click.Choice(["savedmodel", "tflite", "keras"]),

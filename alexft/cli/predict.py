@@ -131,7 +131,7 @@ def _print_result(result, as_json):
         click.echo("\n".join(lines), file=stream)
 
 
-@click.command(short_help='Score a model on labelled images (centre and 10-crop).')
+@click.command(short_help="Score a model on labelled images (centre and 10-crop).")
 @click.argument("data", required=False, type=PathParam(exists=True, file_okay=False))
 @weights_option
 @click.option("--list", "list_file", type=PathParam(exists=True, dir_okay=False), help="Caffe list file: 'relative/path label_index' per line (ILSVRC val.txt).")
@@ -291,8 +291,8 @@ def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, s
     from alexft import architecture as arch
     from alexft.data import images_with_labels
     from alexft.feature_files import TenCropOfMapsError
-    from alexft.preprocess import each_once
     from alexft.pipeline import shard as shard_of
+    from alexft.preprocess import each_once
 
     _check_features_output(output, force)  # before TensorFlow and the work, not after
     if ten_crop and not isinstance(arch.LAYERS.get(layer), arch.Dense):

@@ -35,7 +35,7 @@ class _OptionValue(click.ParamType):
             self.fail(str(error), param, ctx)
 
 
-@click.command(short_help='Fine-tune AlexNet on a folder with one sub-folder per class.')
+@click.command(short_help="Fine-tune AlexNet on a folder with one sub-folder per class.")
 @click.argument("data_dir", required=False, type=PathParam(exists=True, file_okay=False))
 @weights_option
 @click.option("--skip", default="fc8", show_default=True, callback=_layer_list,
