@@ -56,7 +56,7 @@ class ExportRequest:
         if named != "savedmodel" and named != self.file_format:
             # A TF Lite file named .keras, or a SavedModel folder named .tflite: every reader would be misled.
             right = Path(self.output).stem + {"savedmodel": "", "tflite": ".tflite", "keras": ".keras"}[self.file_format]
-            raise ExportOptionsError(f"{self.output}: the name is a {FORMAT_NAMES[named]}'s, the format asked a "
+            raise ExportOptionsError(f"{self.output}: the name is a {FORMAT_NAMES[named]}'s, the format asked for a "
                                      f"{FORMAT_NAMES[self.file_format]}; name it for its format (e.g. {right}), or "
                                      "leave the format to the name")
         if self.file_format == "keras":
@@ -84,7 +84,7 @@ class ExportRequest:
                                      "'mixed_bfloat16' policy (a loaded file keeps the policy it was saved with)")
         if not str(self.output).endswith(".keras"):
             raise ExportOptionsError(f"{self.output}: a Keras file's name ends in .keras (lower case: Keras saves and "
-                                     f"loads no other), e.g. {Path(self.output).stem}.keras")
+                                     f"loads no other), e.g. {_keras_name(self.output)}")
         if self.top_k != DEFAULT_TOP_K:  # (a number asked for that has no effect is said)
             raise ExportOptionsError("--top-k is for the SavedModel and TF Lite signatures; a Keras file gives every "
                                      "class's score (alexft.decode_predictions takes the top ones)")
@@ -99,20 +99,32 @@ FORMAT_NAMES = {"savedmodel": "SavedModel folder", "tflite": "TF Lite file", "ke
 FOREIGN_SUFFIXES = {
     ".h5": "Keras' legacy HDF5 format", ".hdf5": "Keras' legacy HDF5 format", ".onnx": "ONNX",
     ".pb": "a frozen TensorFlow graph", ".pt": "PyTorch's format", ".pth": "PyTorch's format",
-    ".safetensors": "safetensors", ".mlmodel": "Core ML", ".mlpackage": "Core ML", ".lite": "TF Lite (.tflite)",
-    ".tfl": "TF Lite (.tflite)", ".npz": "a weights file (what --weights reads)", ".npy": "a weights file",
+    ".safetensors": "safetensors", ".mlmodel": "Core ML", ".mlpackage": "Core ML", ".npz": "a weights file (what --weights reads)", ".npy": "a weights file",
     ".caffemodel": "a Caffe weights file", ".zip": "an archive", ".gz": "an archive", ".tgz": "an archive",
     ".tar": "an archive", ".json": "a JSON file"}
 
 
+OLD_TFLITE_SUFFIXES = (".lite", ".tfl")  # TF Lite's other endings: readers and converters look for .tflite
+
+
 def _check_suffix(output):
     suffix = Path(output).suffix.lower()
+    if suffix in OLD_TFLITE_SUFFIXES:
+        raise ExportOptionsError(f"{output}: a TF Lite file's name ends in .tflite here; name it "
+                                 f"{Path(output).stem}.tflite")
     if suffix in FOREIGN_SUFFIXES:
         stem = Path(output).name
         while Path(stem).suffix.lower() in FOREIGN_SUFFIXES:  # m.tar.gz: m
             stem = Path(stem).stem
         raise ExportOptionsError(f"{output}: the name asks for {FOREIGN_SUFFIXES[suffix]}, which export does not write; "
                                  f"name it {stem} (a SavedModel folder), {stem}.keras or {stem}.tflite")
+
+
+def _keras_name(output):
+    """OUTPUT as a Keras file's name: m.KERAS as m.keras, m.keras.bak as m.keras, d2/ as d2.keras."""
+    name = Path(output).name
+    at = name.lower().find(".keras")
+    return (name[:at] if at > 0 else Path(name).stem) + ".keras"
 
 
 def format_for(output):

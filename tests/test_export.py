@@ -244,11 +244,16 @@ def test_a_keras_file_export_is_the_keras_model_with_the_same_scores(canonical_w
         export(canonical_weights_file, tmp_path / "m.keras", precision="bfloat16")
     # Keras saves and loads only names ending in .keras: M.KERAS crashed in Keras' save, and
     # `--format keras` to d2/ wrote a file Keras could not load. A top-k has no effect there.
-    for name, options in (("M.KERAS", []), ("d2/", ["--format", "keras"])):
+    for name, options, right in (("M.KERAS", [], "M.keras"), ("d2/", ["--format", "keras"], "d2.keras"),
+                                 ("m.keras.bak", ["--format", "keras"], "m.keras")):  # (it suggested m.keras.keras)
         result = run("export", "--weights", canonical_weights_file, *options, tmp_path / name)
-        stem = Path(name.rstrip("/")).stem
         assert result.exit_code == 2 and f"a Keras file's name ends in .keras (lower case: Keras saves and loads no other), " \
-            f"e.g. {stem}.keras" in result.stderr, result.output
+            f"e.g. {right}" in result.stderr, result.output
+    for name in ("m.lite", "m.TFL"):  # TF Lite's other endings: it said export does not write TF Lite
+        result = run("export", "--weights", canonical_weights_file, "--format", "tflite", tmp_path / name)
+        stem = Path(name).stem
+        assert result.exit_code == 2 and f"{name}: a TF Lite file's name ends in .tflite here; name it {stem}.tflite" \
+            in result.stderr, result.output
     result = run("export", "--weights", canonical_weights_file, "-k", "3", tmp_path / "m.keras")
     assert result.exit_code == 2 and "--top-k is for the SavedModel and TF Lite signatures" in result.stderr
     # A format given against the name's: a TF Lite file named .keras, a SavedModel folder named
@@ -259,7 +264,7 @@ def test_a_keras_file_export_is_the_keras_model_with_the_same_scores(canonical_w
                                                    # (this was told a Keras file's name is lower case)
                                                    ("t.tflite", "keras", "TF Lite file", "Keras file", "t.keras")):
         result = run("export", "--weights", canonical_weights_file, "--format", file_format, tmp_path / name)
-        assert result.exit_code == 2 and f"{name}: the name is a {named}'s, the format asked a {asked}; name it for " \
+        assert result.exit_code == 2 and f"{name}: the name is a {named}'s, the format asked for a {asked}; name it for " \
             f"its format (e.g. {right}), or leave the format to the name" in result.stderr, result.output
     with pytest.raises(ValueError, match="^top_k must be a whole number of at least 1; got 0$"):
         export(canonical_weights_file, tmp_path / "sm", top_k=0)  # (a SavedModel returning no class)
@@ -268,8 +273,7 @@ def test_a_keras_file_export_is_the_keras_model_with_the_same_scores(canonical_w
     for name, options, meant in (("model.h5", [], "Keras' legacy HDF5 format"), ("model.H5", ["--format", "tflite"],
                                  "Keras' legacy HDF5 format"), ("net.onnx", [], "ONNX"), ("g.pb", [], "a frozen TensorFlow graph"),
                                  # a folder named like alexft's own weights file: --weights then met a folder
-                                 ("m.npz", [], "a weights file (what --weights reads)"), ("m.tar.gz", [], "an archive"),
-                                 ("m.lite", [], "TF Lite (.tflite)")):
+                                 ("m.npz", [], "a weights file (what --weights reads)"), ("m.tar.gz", [], "an archive")):
         result = run("export", "--weights", canonical_weights_file, *options, tmp_path / name)
         stem = name.split(".")[0]
         assert result.exit_code == 2 and f"{name}: the name asks for {meant}, which export does not write; name it " \

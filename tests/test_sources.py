@@ -124,7 +124,7 @@ def test_a_bad_download_leaves_nothing_behind(canonical_bytes, monkeypatch, mode
             return
         with pytest.raises(WeightsError, match=cause) as caught:
             sources.resolve_weights(progress=False)
-    assert (f"Put the weights (bvlc_alexnet.npz, bvlc_alexnet.npy, bvlc_alexnet.caffemodel) in {Path.cwd() / 'weights'} "
+    assert (f"Put one of bvlc_alexnet.npz, bvlc_alexnet.npy, bvlc_alexnet.caffemodel in {Path.cwd() / 'weights'} "
             "(weights/ under the current folder) or in") in str(caught.value)  # (it said "at weights/... here")
     assert str(target.parent) in str(caught.value)
     assert "\n" not in str(caught.value)

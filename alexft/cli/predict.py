@@ -131,7 +131,7 @@ def _print_result(result, as_json):
         click.echo("\n".join(lines), file=stream)
 
 
-@click.command(short_help="Score a model on labelled images (centre and 10-crop).")
+@click.command(short_help="Score a model on labelled images (centre crop, or Caffe's 10 crops).")
 @click.argument("data", required=False, type=PathParam(exists=True, file_okay=False))
 @weights_option
 @click.option("--list", "list_file", type=PathParam(exists=True, dir_okay=False), help="Caffe list file: 'relative/path label_index' per line (ILSVRC val.txt).")
