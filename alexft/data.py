@@ -16,7 +16,7 @@ import numpy as np
 from .atomic import json_text, write_text
 from .progress import progress_bar
 from .errors import AlexftError, ImageError
-from .preprocess import (each_once, find_images, images_below, is_folder, is_image_file, path_list, read_image,
+from .preprocess import (distinct_inputs, find_images, images_below, is_folder, is_image_file, path_list, read_image,
                          resize_and_subtract_mean, unread_photos_said)
 
 
@@ -327,7 +327,7 @@ def images_with_labels(inputs, say=None):
     class folder without images keeps its class (the labels mean the same in every shard and
     run) and is named in a warning, as evaluate does.
     `say`: as for `find_images`, about plain folders."""
-    inputs = each_once(path_list(inputs), say)  # (URLs and standard input pass through as image sources)
+    inputs = distinct_inputs(path_list(inputs), say)  # (URLs and standard input pass through as image sources)
     one_folder = len(inputs) == 1 and is_folder(inputs[0])
     if one_folder and class_folders(inputs[0]) and not loose_images(inputs[0]):
         class_names = class_folders(inputs[0])

@@ -5,6 +5,7 @@ the aspect ratio (bilinear) -> float32 -> subtract the ImageNet BGR mean -> 227x
 Files are read as bytes and decoded with `cv2.imdecode`, so every caller sees the same
 pixels and non-ASCII paths work everywhere.
 """
+import functools
 import io
 import os
 import reprlib
@@ -277,7 +278,7 @@ def find_images(paths, say=None):
     gives no images, or holds photos in formats alexft does not read (`warn_user` in Python).
     """
     found = []
-    for path in path_list(paths):
+    for path in distinct_inputs(path_list(paths), say):
         if is_folder(path):
             unread, unsearchable = [], []
             images = images_below(path, unread, unsearchable)
@@ -289,25 +290,82 @@ def find_images(paths, say=None):
             found.extend(images)
         else:
             found.append(path)
-    return each_once(found, say)
+    return each_once(found, say, key=_file_identity)  # (two folders may link to a third)
 
 
-def each_once(items, say=None):
+def each_once(items, say=None, key=None):
     """`items` (paths, URLs, images or folders) in order, each once, telling `say` of any left
-    out: `d3 d3`, or a folder and a file in it, wrote the same rows twice. Paths compare as
-    absolute names, not followed links: a dataset made of links names one photo twice on purpose."""
+    out: `d3 d3`, or a folder and a file in it, wrote the same rows twice. Files compare as
+    absolute names, not followed links (a dataset made of links names one photo twice on
+    purpose); folders as the folder they are, a link to one being that folder. `key`: the
+    identity to compare, `_identity` by default (`_file_identity` for images listed from folders)."""
+    kept, repeated = _without_repeats(items, key or _identity)
+    _say_left_out(repeated, say)
+    return kept
+
+
+def distinct_inputs(items, say=None):
+    """The inputs as `each_once` leaves them, less those inside a folder also given (`d3
+    d3/cats`): what remains says whether the inputs are one class folder, with its labels."""
+    kept, repeated = _without_repeats(items, _identity)
+    folders = [_identity(item) for item in kept if is_folder(item)]
+    inside = [item for item in kept if any(_listed_within(item, folder) for folder in folders)]
+    _say_left_out(repeated + inside, say)
+    return [item for item in kept if item not in inside]
+
+
+def _listed_within(item, folder):
+    """Whether listing `folder` (a real path) lists `item` too: a folder or an image below it,
+    not under a hidden name (the listing skips those; a file named on its own is kept, so that
+    a text file or a hidden photo named by mistake is reported)."""
+    identity = _identity(item)
+    if identity is None or is_url(identity) or not identity.startswith(folder.rstrip(os.sep) + os.sep):
+        return False
+    hidden = any(part.startswith(".") for part in Path(identity).relative_to(folder).parts)
+    return not hidden and (is_folder(item) or is_image_file(item))
+
+
+def _without_repeats(items, key):
     seen, kept, repeated = set(), [], []
     for item in items:
-        name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else str(item)
-        if not isinstance(item, (str, os.PathLike)) and not is_url(name):  # standard input: `- -` is refused
+        identity = key(item)
+        if identity is None:  # standard input: `- -` is refused on its own
             kept.append(item)
             continue
-        key = name if is_url(name) else os.path.abspath(name)
-        (repeated if key in seen else kept).append(item)
-        seen.add(key)
-    if repeated and say is not None:
-        say(f"each image is read once: {len(repeated)} name(s) given again are left out (e.g. {repeated[0]})")
-    return kept
+        (repeated if identity in seen else kept).append(item)
+        seen.add(identity)
+    _real_folder.cache_clear()  # (links may change between calls)
+    return kept, repeated
+
+
+def _say_left_out(left_out, say):
+    if left_out and say is not None:
+        say(f"each image is read once: {len(left_out)} named again or inside a folder also given are left out "
+            f"(e.g. {left_out[0]})")
+
+
+def _identity(item):
+    """What makes two inputs the same: a URL's text, a file's absolute name, a folder's real
+    path; None for standard input, which is never the same as another."""
+    name = _file_identity(item)
+    return os.path.realpath(name) if name is not None and not is_url(name) and os.path.isdir(name) else name
+
+
+def _file_identity(item):
+    """`_identity` for files: the real folder a file is in and its own name (a link to a photo
+    is another name for it; a photo reached through a link to its folder is the same one)."""
+    name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else str(item)
+    if is_url(name):
+        return name
+    if not isinstance(item, (str, os.PathLike)):
+        return None
+    folder, own = os.path.split(os.path.abspath(name))
+    return os.path.join(_real_folder(folder), own)
+
+
+@functools.lru_cache(maxsize=4096)  # the images of a folder share it
+def _real_folder(folder):
+    return os.path.realpath(folder)
 
 
 def warn_user(message):

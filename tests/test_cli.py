@@ -94,7 +94,8 @@ def test_no_weights_and_no_network_says_where_to_put_them():
     result = run("classify", photo_paths()["coffee"])
     assert result.exit_code == 1
     [line] = result.stderr.strip().splitlines()[-1:]
-    assert line.startswith("Error: ") and "weights/bvlc_alexnet.npy" in line and "--weights" in line
+    assert line.startswith("Error: ") and "bvlc_alexnet.npy" in line and "(weights/ under the current folder)" in line
+    assert "--weights" in line
 
 
 @pytest.mark.parametrize("log_level", [None, "2"], ids=["TF_CPP_MIN_LOG_LEVEL unset", "TF_CPP_MIN_LOG_LEVEL=2"])
@@ -165,10 +166,12 @@ def test_an_image_named_twice_is_read_once(photo_folder, canonical_weights_file,
     assert result.exit_code == 0, result.output
     with np.load(out) as stored:
         assert [os.path.basename(path) for path in stored["paths"]] == ["chelsea.png", "coffee.png"]
-    assert result.stderr.count("alexft: warning: each image is read once: 1 name(s) given again are left out (e.g. ") == 2
+    assert result.stderr.count("alexft: warning: each image is read once: 2 named again or inside a folder also given are "
+                               "left out (e.g. ") == 1, result.stderr
     listed = run("classify", chelsea, photo_folder / "china.jpg", chelsea, "--json", "--weights", canonical_weights_file)
     assert [json.loads(line)["path"] for line in listed.stdout.splitlines()] == [str(chelsea), str(photo_folder / "china.jpg")]
-    assert listed.stderr == f"alexft: warning: each image is read once: 1 name(s) given again are left out (e.g. {chelsea})\n"
+    assert listed.stderr == ("alexft: warning: each image is read once: 1 named again or inside a folder also given are "
+                             f"left out (e.g. {chelsea})\n")
     linked = tmp_path / "link.png"
     linked.symlink_to(chelsea)  # a second name on purpose (datasets made of links): kept
     both = run("classify", chelsea, linked, "--json", "--weights", canonical_weights_file)
@@ -176,14 +179,19 @@ def test_an_image_named_twice_is_read_once(photo_folder, canonical_weights_file,
 
 
 def test_a_class_folder_named_twice_keeps_its_labels(small_digits_folder, canonical_weights_file, tmp_path):
-    """`features cl cl/` read two folders as plain images and dropped the labels."""
-    out = tmp_path / "f.npz"
-    result = run("features", small_digits_folder, f"{small_digits_folder}/", "--layer", "fc8", "-o", out,
-                 "--weights", canonical_weights_file)
-    assert result.exit_code == 0, result.output
-    with np.load(out) as stored:
-        assert len(stored["paths"]) == len(set(stored["paths"])) == 60 and len(stored["labels"]) == 60
-    assert "each image is read once: 1 name(s) given again are left out" in result.stderr
+    """`features cl cl/`, `cl cl/digit_0` and `cl link-to-cl` read two folders as plain images
+    and dropped the labels (the last two also wrote images twice)."""
+    linked = tmp_path / "link"
+    linked.symlink_to(small_digits_folder)
+    for again in (f"{small_digits_folder}/", small_digits_folder / "digit_0", linked):
+        out = tmp_path / "f.npz"
+        result = run("features", small_digits_folder, again, "--layer", "fc8", "-o", out, "--force",
+                     "--weights", canonical_weights_file)
+        assert result.exit_code == 0, result.output
+        with np.load(out) as stored:
+            assert len(stored["paths"]) == len(set(stored["paths"])) == 60 and len(stored["labels"]) == 60, again
+        assert ("alexft: warning: each image is read once: 1 named again or inside a folder also given are left out "
+                f"(e.g. {str(again).rstrip('/')})") in result.stderr, result.stderr
 
 
 

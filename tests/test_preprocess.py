@@ -318,3 +318,24 @@ def test_float_resizing_is_bilinear_in_floating_point_and_8bit_is_within_a_grey_
         np.testing.assert_allclose(floated, expected, rtol=0, atol=1e-4, err_msg=name)
         worst_uint8 = max(worst_uint8, float(np.abs(preprocess.resize_and_subtract_mean(image) - expected).max()))
     assert 0.3 < worst_uint8 <= 0.8  # seen: 0.753 (rounding to whole levels, OpenCV's 11-bit coefficients)
+
+
+def test_inputs_named_twice_or_inside_another_are_read_once(tmp_path):
+    """`d d/cats`, `d link-to-d` and `d d/cats/1.jpg` listed images twice (and a class folder
+    given so lost its labels); what the folder's listing would not list stays, so that a text
+    file or a hidden photo named by mistake is still reported."""
+    for relative in ["d/cats/1.jpg", "d/dogs/2.jpg", "d/.hidden/3.jpg", "d/notes.txt"]:
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"x")
+    d = tmp_path / "d"
+    (tmp_path / "link").symlink_to(d)
+    (tmp_path / "photo.jpg").symlink_to(d / "cats" / "1.jpg")  # another name for one photo, on purpose: kept
+    said = []
+    given = [d, d / "cats", tmp_path / "link", d / "cats" / "1.jpg", tmp_path / "link" / "dogs" / "2.jpg",
+             d / ".hidden" / "3.jpg", d / "notes.txt", tmp_path / "photo.jpg", f"{d}/./cats/../"]
+    assert preprocess.distinct_inputs(given, said.append) == [d, d / ".hidden" / "3.jpg", d / "notes.txt",
+                                                              tmp_path / "photo.jpg"]
+    assert said == [f"each image is read once: 5 named again or inside a folder also given are left out (e.g. "
+                    f"{tmp_path / 'link'})"]
+    found = preprocess.find_images(given)
+    assert found == [d / "cats/1.jpg", d / "dogs/2.jpg", d / ".hidden/3.jpg", d / "notes.txt", tmp_path / "photo.jpg"]

@@ -292,13 +292,13 @@ def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, s
     from alexft.data import images_with_labels
     from alexft.feature_files import TenCropOfMapsError
     from alexft.pipeline import shard as shard_of
-    from alexft.preprocess import each_once
+    from alexft.preprocess import distinct_inputs
 
     _check_features_output(output, force)  # before TensorFlow and the work, not after
     if ten_crop and not isinstance(arch.LAYERS.get(layer), arch.Dense):
         raise click.UsageError(str(TenCropOfMapsError(layer, "--ten-crop")))
-    # `cl cl/` is one class folder, with its labels
-    inputs = each_once(inputs, say=lambda message: click.echo(f"alexft: warning: {message}", err=True))
+    # `cl cl/` or `cl cl/cats` is one class folder, with its labels
+    inputs = distinct_inputs(inputs, say=lambda message: click.echo(f"alexft: warning: {message}", err=True))
     paths, labels, class_names = images_with_labels(inputs)
     if labels is None:
         paths = expand_inputs(inputs)  # the same as find_images, and says which folders were empty
