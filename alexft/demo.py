@@ -46,21 +46,22 @@ def random_params(shapes, seed=0):
 
 
 def weights_or_generated(log=print):
-    """The weights the command line finds ($ALEXFT_WEIGHTS, weights/ here, the cache; never a
-    download), else generated weights; says which, loudly. (Only $ALEXFT_WEIGHTS was looked at,
-    so weights the README's first command had cached went unused, and a mistyped
-    $ALEXFT_WEIGHTS was called "not set".)"""
+    """(path, True) for the weights the command line finds ($ALEXFT_WEIGHTS, weights/ under the
+    current folder, the cache; never a download), else (generated weights, False); `log` says
+    which, loudly. The path is absolute: a notebook may change its folder afterwards."""
     from .errors import WeightsError
-    from .weights.sources import resolve_weights
+    from .weights.sources import cache_dir, resolve_weights
 
     try:
         real = resolve_weights(None, download=False)
     except WeightsError as error:
         named = os.environ.get("ALEXFT_WEIGHTS")
         why = str(error) if named else "no weights file found (ALEXFT_WEIGHTS is not set, none in weights/ or the cache)"
-        log(f"{why}: using GENERATED RANDOM WEIGHTS. Every cell runs, but what the network computes is "
-            "meaningless. Set ALEXFT_WEIGHTS=/path/to/bvlc_alexnet.npy (or .npz) for the real demo.")
+        log(f"{why}: using GENERATED RANDOM WEIGHTS. Every cell runs, but what the network computes is meaningless. "
+            f"For the real demo, put bvlc_alexnet.npy (or .npz) in {cache_dir()} or in weights/ here, or set "
+            "ALEXFT_WEIGHTS to its path.")
         return generated_weights(), False
+    real = Path(real).absolute()
     log(f"Using the real weights: {real}")
     return real, True
 

@@ -290,6 +290,12 @@ def test_the_notebooks_take_the_weights_the_command_line_finds(tmp_path, monkeyp
     cached.parent.mkdir()
     cached.write_bytes(b"stands in for the converted download")
     assert demo.weights_or_generated(said.append) == (cached, True) and said[-1] == f"Using the real weights: {cached}"
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "bvlc_alexnet.npy").write_bytes(b"stands in for the weights")
+    assert demo.weights_or_generated(said.append) == (tmp_path / "weights" / "bvlc_alexnet.npy", True)  # absolute
+    monkeypatch.setenv("ALEXFT_WEIGHTS", str(tmp_path))
+    assert demo.weights_or_generated(said.append) == ("generated", False)
+    assert said[-1].startswith(f"{tmp_path}: is a folder, not a weights file (named by $ALEXFT_WEIGHTS): using GENERATED")
     monkeypatch.setenv("ALEXFT_WEIGHTS", str(tmp_path / "typo.npz"))
     assert demo.weights_or_generated(said.append) == ("generated", False)
     assert said[-1].startswith(f"{tmp_path / 'typo.npz'}: weights file not found (named by $ALEXFT_WEIGHTS): using "

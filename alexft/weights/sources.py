@@ -125,7 +125,8 @@ def resolve_weights(path=None, download=True, progress=None):
         return path
     env = os.environ.get("ALEXFT_WEIGHTS")
     if env and not Path(env).expanduser().is_file():
-        raise WeightsError(f"{env}: weights file not found (named by $ALEXFT_WEIGHTS)")
+        said = "is a folder, not a weights file" if Path(env).expanduser().is_dir() else "weights file not found"
+        raise WeightsError(f"{env}: {said} (named by $ALEXFT_WEIGHTS)")
     for _, candidate in candidates():
         if candidate.is_file():
             return candidate
