@@ -30,7 +30,8 @@ from .run_folder import RunFolder
 from .weights.sources import resolve_weights
 from .train_data import TrainingData
 from .train_network import LostWorker, TrainingNetwork
-from .train_options import CAFFE_BASE_LR, TrainOptions, bias_factor_for_rate, cache_point, decay_for_rate
+from .train_options import (CAFFE_BASE_LR, TrainOptions, bias_factor_for_rate, cache_point, decay_for_rate,
+                            in_python_words)
 
 
 CLIMB_SHARE = 2.0  # a last epoch's loss over this times the lowest epoch's (and a guess's): steps too large
@@ -66,7 +67,7 @@ def _finetune(data_dir, options=None, *, weights=None, output=None, resume=False
                         f"{options!r}; give the options by name, e.g. finetune(data_dir, train=['fc8'], epochs=5)")
     _refuse_unknown_options(fields)
     options = options.replace(**fields) if options else TrainOptions(**fields)
-    log = log or _say
+    log = log or _say_in_python_words
     chief = train_setup.check_cluster(options, output, log)
     output = Path(output) if output is not None else RunFolder.default_path()
     if not resume:
@@ -602,9 +603,15 @@ class Trainer:
                  "the classes apart; check each class with alexft evaluate (its class-mean accuracy)")
 
 
-def _say(message):
+def _say_in_python_words(message):
+    """The default log of a Python caller: `say`, naming finetune's keywords, not flags."""
+    say(in_python_words(message))
+
+
+def say(message):
     """One line on stderr in one write: decoding threads say "skipped: ..." at the same time
-    (print's separate newline let two lines run together), and clear of a progress bar."""
+    (print's separate newline let two lines run together), and clear of a progress bar. The
+    command line's log."""
     with beside_bars(sys.stderr):
         sys.stderr.write(f"alexft: {message}\n")
         sys.stderr.flush()

@@ -1623,3 +1623,18 @@ def test_a_resume_in_another_precision_is_noted(small_digits_folder, canonical_w
     finetune(small_digits_folder, epochs=2, output=output, resume=True, mixed_precision=True, log=said.append, **options)
     assert "resumed with epochs 1 -> 2, precision float32 -> bfloat16 mixed" in said, said
     assert read_history(output)[1]["note"] == "resumed with epochs 1 -> 2, precision float32 -> bfloat16 mixed"
+
+
+def test_a_python_caller_is_told_of_keywords_not_flags(small_digits_folder, canonical_weights_file, tmp_path, capfd):
+    """A notebook's finetune said "try a smaller --lr", "(--no-cache: on the images)" and
+    "continue with --resume --output RUN": words of a command it never ran."""
+    from alexft.train_options import in_python_words
+
+    assert in_python_words("try a smaller --lr than 0.01, more --epochs, or --val-split 0.2") == \
+        "try a smaller lr than 0.01, more epochs, or val_split 0.2"
+    assert in_python_words("continue with --resume --output runs/a--b (--no-cache: on the images; --keep-checkpoint)") \
+        == "continue with resume=True, output=runs/a--b (cache=False: on the images; keep_checkpoint=True)"
+    finetune(small_digits_folder, weights=canonical_weights_file, epochs=1, batch_size=16, val_split=0.2, lr=0.001,
+             output=tmp_path / "run", progress=False)
+    said = capfd.readouterr().err
+    assert "the epochs then train on it (cache=False: on the images)" in said and "--" not in said, said
