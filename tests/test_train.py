@@ -1600,7 +1600,7 @@ def test_finetunes_own_lines_are_written_whole_as_decoding_threads_say_them_at_o
 
     recorder = Recorder()
     monkeypatch.setattr(sys, "stderr", recorder)
-    threads = [threading.Thread(target=train._say, args=(f"skipped: {index}.png: broken",)) for index in range(8)]
+    threads = [threading.Thread(target=train.say, args=(f"skipped: {index}.png: broken",)) for index in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
