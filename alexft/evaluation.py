@@ -97,7 +97,8 @@ def _case_hint(unknown, class_names):
     meant = [by_case[name.casefold()] for name in unknown if name.casefold() in by_case]
     if not meant:
         return ""
-    shared = [name for name in meant if name in _repeated_names(class_names)]
+    repeated = _repeated_names(class_names)
+    shared = [name for name in meant if name in repeated]
     return (f"; class names match in their case: did you mean {quoted_names(meant)}?"
             + (f" ({quoted_names(shared)} names several classes: name such a folder by its WordNet id)" if shared else ""))
 

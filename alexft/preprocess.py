@@ -299,42 +299,45 @@ def each_once(items, say=None, key=None):
     absolute names, not followed links (a dataset made of links names one photo twice on
     purpose); folders as the folder they are, a link to one being that folder. `key`: the
     identity to compare, `_identity` by default (`_file_identity` for images listed from folders)."""
-    kept, repeated = _without_repeats(items, key or _identity)
+    _real_folder.cache_clear()  # (links may have changed since the last call)
+    key = key or _identity
+    kept, repeated = _without_repeats([(item, key(item)) for item in items])
     _say_left_out(repeated, say)
-    return kept
+    return [item for item, _ in kept]
 
 
 def distinct_inputs(items, say=None):
     """The inputs as `each_once` leaves them, less those inside a folder also given (`d3
     d3/cats`): what remains says whether the inputs are one class folder, with its labels."""
-    kept, repeated = _without_repeats(items, _identity)
-    folders = [_identity(item) for item in kept if is_folder(item)]
-    inside = [item for item in kept if any(_listed_within(item, folder) for folder in folders)]
-    _say_left_out(repeated + inside, say)
-    return [item for item in kept if item not in inside]
+    _real_folder.cache_clear()
+    kept, repeated = _without_repeats([(item, _identity(item)) for item in items])
+    folders = [identity for item, identity in kept if is_folder(item)]
+    inside = {index for index, (item, identity) in enumerate(kept)
+              if folders and any(_listed_within(item, identity, folder) for folder in folders)}
+    _say_left_out(repeated + [kept[index][0] for index in sorted(inside)], say)
+    return [item for index, (item, _) in enumerate(kept) if index not in inside]
 
 
-def _listed_within(item, folder):
-    """Whether listing `folder` (a real path) lists `item` too: a folder or an image below it,
-    not under a hidden name (the listing skips those; a file named on its own is kept, so that
-    a text file or a hidden photo named by mistake is reported)."""
-    identity = _identity(item)
+def _listed_within(item, identity, folder):
+    """Whether listing `folder` (a real path) lists `item` (known as `identity`) too: a folder
+    or an image below it, not under a hidden name (the listing skips those; a file named on its
+    own is kept, so that a text file or a hidden photo named by mistake is reported)."""
     if identity is None or is_url(identity) or not identity.startswith(folder.rstrip(os.sep) + os.sep):
         return False
     hidden = any(part.startswith(".") for part in Path(identity).relative_to(folder).parts)
     return not hidden and (is_folder(item) or is_image_file(item))
 
 
-def _without_repeats(items, key):
+def _without_repeats(named):
+    """(kept [(item, identity)], repeated [item]) from (item, identity) pairs; an identity of
+    None (standard input: `- -` is refused on its own) is never a repeat."""
     seen, kept, repeated = set(), [], []
-    for item in items:
-        identity = key(item)
-        if identity is None:  # standard input: `- -` is refused on its own
-            kept.append(item)
+    for item, identity in named:
+        if identity is not None and identity in seen:
+            repeated.append(item)
             continue
-        (repeated if identity in seen else kept).append(item)
+        kept.append((item, identity))
         seen.add(identity)
-    _real_folder.cache_clear()  # (links may change between calls)
     return kept, repeated
 
 

@@ -194,7 +194,6 @@ def expand_inputs(inputs):
     return found
 
 
-
 def read_weights(weights, progress=None, skip=()):
     """The --weights file (or the default one) found, read and checked against AlexNet, before
     TensorFlow's seconds of start-up: a missing, mistaken or broken file is said at once. The
