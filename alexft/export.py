@@ -38,6 +38,7 @@ from .preprocess import CROP
 from .preprocessing_layer import caffe_views
 from .quantize import Quantization
 from .atomic import missing_folders, remove_empty, remove_stale_temporaries, temporary_path, write_text
+from .python_words import EXPORT_KEYWORDS, said_in_python_words
 from .quiet import stderr_held_back
 from .weights.sources import check_weights_argument
 
@@ -103,8 +104,17 @@ def export(weights, output, file_format=None, top_k=5, force=False, quantization
     SavedModel's weights in bfloat16 (TF Lite has no bfloat16 kernels: --quantize). Written under a temporary name and
     renamed when complete; an existing `output` is replaced only with `force`. `before_writing`:
     called when the model is made, before it takes `output`'s place; what it raises leaves
-    `output` as it was. Returns the output path.
+    `output` as it was. Returns the output path. Errors name these keywords, not the command
+    line's flags.
     """
+    with said_in_python_words(EXPORT_KEYWORDS):
+        return export_as_command(weights, output, file_format, top_k, force, quantization, precision, before_writing,
+                                 calibration)
+
+
+def export_as_command(weights, output, file_format=None, top_k=5, force=False, quantization=None, precision="float32",
+                      before_writing=None, calibration=None):
+    """export for the command line: its errors name the command's flags."""
     check_weights_argument(weights)
     file_format = file_format or format_for(output)
     output = ExportRequest(Path(output), file_format, top_k, quantization, precision, force).check().output

@@ -24,14 +24,14 @@ from .epoch_log import EpochLog
 from .errors import AlexftError, TrainingError, TrainingInterrupted  # noqa: F401  (re-exported: the command line takes it from here)
 from .features import VIEWS
 from .plots import range_test_curve
+from .python_words import FINETUNE_KEYWORDS, in_python_words, said_in_python_words
 from .progress import beside_bars, progress_bar
 from .recovery import Diverged, LossWatch
 from .run_folder import RunFolder
 from .weights.sources import resolve_weights
 from .train_data import TrainingData
 from .train_network import LostWorker, TrainingNetwork
-from .train_options import (CAFFE_BASE_LR, TrainOptions, bias_factor_for_rate, cache_point, decay_for_rate,
-                            in_python_words)
+from .train_options import CAFFE_BASE_LR, TrainOptions, bias_factor_for_rate, cache_point, decay_for_rate
 
 
 CLIMB_SHARE = 2.0  # a last epoch's loss over this times the lowest epoch's (and a guess's): steps too large
@@ -49,7 +49,19 @@ def finetune(data_dir, options=None, *, weights=None, output=None, resume=False,
     and the devices. docs/data.md lists what the folder holds. `dataset`: DATA_DIR already
     listed by `load_dataset` with these options (the command line lists it before it starts
     TensorFlow). Ctrl-C raises TrainingInterrupted, also before the first epoch (see there for SIGTERM).
+    `log`: called with each line of the run's log (default: printed on stderr). Messages name
+    these keywords (`resume=True, output=RUN`), not the command line's flags.
     """
+    told = log or say
+    with said_in_python_words(FINETUNE_KEYWORDS):
+        return finetune_as_command(data_dir, options, weights=weights, output=output, resume=resume,
+                                   cache_memory=cache_memory, progress=progress, dataset=dataset,
+                                   log=lambda message: told(in_python_words(message)), **fields)
+
+
+def finetune_as_command(data_dir, options=None, *, weights=None, output=None, resume=False, cache_memory=2 << 30,
+                        progress=None, log=None, dataset=None, **fields):
+    """finetune for the command line: its log and its errors name the command's flags."""
     try:
         return _finetune(data_dir, options, weights=weights, output=output, resume=resume, cache_memory=cache_memory,
                          progress=progress, log=log, dataset=dataset, **fields)
@@ -67,7 +79,7 @@ def _finetune(data_dir, options=None, *, weights=None, output=None, resume=False
                         f"{options!r}; give the options by name, e.g. finetune(data_dir, train=['fc8'], epochs=5)")
     _refuse_unknown_options(fields)
     options = options.replace(**fields) if options else TrainOptions(**fields)
-    log = log or _say_in_python_words
+    log = log or say
     chief = train_setup.check_cluster(options, output, log)
     output = Path(output) if output is not None else RunFolder.default_path()
     if not resume:
@@ -601,11 +613,6 @@ class Trainer:
         self.log(f"warning: the best epoch's validation accuracy {accuracy:.3f} is no better than always answering "
                  f"{largest!r}, the largest class ({chance:.3f} of the validation images): the model may not tell "
                  "the classes apart; check each class with alexft evaluate (its class-mean accuracy)")
-
-
-def _say_in_python_words(message):
-    """The default log of a Python caller: `say`, naming finetune's keywords, not flags."""
-    say(in_python_words(message))
 
 
 def say(message):

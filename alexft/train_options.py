@@ -15,7 +15,6 @@ tenth for the last third of the epochs), except two defaults that adapt to the r
 import dataclasses
 import math
 import numbers
-import re
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
@@ -283,20 +282,6 @@ def cache_point(options):
 OPTION_NAMES = {"skip": "--skip", "train": "--train", "batch_size": "--batch-size", "dropout": "--dropout",
                 "seed": "--seed", "val_split": "--val-split", "ten_crop_val": "--ten-crop",
                 "class_names": "classes"}
-
-
-# A Python caller is told of finetune's keywords, not of the command line's flags.
-_FLAGS_AS_KEYWORDS = {"--no-cache": "cache=False", "--cache": "cache=True", "--resume": "resume=True",
-                      "--keep-checkpoint": "keep_checkpoint=True", "--keep-last": "keep_last=True",
-                      "--ten-crop": "ten_crop_val=True", "--mixed-precision": "mixed_precision=True"}
-_FLAG = re.compile(r"(?<![\w/.-])--[a-z][a-z-]*")
-
-
-def in_python_words(message):
-    """A log line as a Python caller reads it: `--lr` as lr, `--val-split 0.1` as val_split 0.1,
-    `--no-cache` as cache=False, `--resume --output RUN` as resume=True, output=RUN."""
-    message = message.replace("--resume --output ", "resume=True, output=")
-    return _FLAG.sub(lambda flag: _FLAGS_AS_KEYWORDS.get(flag.group(), flag.group()[2:].replace("-", "_")), message)
 
 
 # Options given as a pair of flags: a change names the flags themselves.

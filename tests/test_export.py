@@ -160,11 +160,13 @@ def test_the_python_export_takes_the_format_from_the_name_as_the_command_does(ca
     """A user's alexft.export_model(W, "m.tflite") wrote a SavedModel folder under that name.
     The name now asks for TF Lite, as `alexft export` reads it: here refused, for bfloat16
     (SavedModel only), before any work; a plain name stays a SavedModel."""
-    from alexft.export import ExportOptionsError, export
+    from alexft.export import ExportError, ExportOptionsError, export
 
     with pytest.raises(ExportOptionsError, match="TF Lite has no bfloat16 kernels"):
         export(canonical_weights_file, tmp_path / "m.TFLite", precision="bfloat16")
-    with pytest.raises(ExportOptionsError, match="quantization needs the TF Lite format"):
+    # Told in export's keywords, not the command line's flags (which said "--format tflite").
+    with pytest.raises(ExportOptionsError, match=r'^quantization needs the TF Lite format \(file_format="tflite", or '
+                                                 r'an OUTPUT ending in \.tflite\)$'):
         export(canonical_weights_file, tmp_path / "m", quantization="float16")
     # --quantize's words work from Python too (a string gave "'str' object has no attribute 'configure'").
     from alexft.quantize import QuantizationError
@@ -174,6 +176,9 @@ def test_the_python_export_takes_the_format_from_the_name_as_the_command_does(ca
     with pytest.raises(QuantizationError, match="calibration images are for int8 quantization only"):
         export(canonical_weights_file, tmp_path / "m.tflite", calibration=tmp_path)
     assert list(tmp_path.iterdir()) == []
+    (tmp_path / "m.tflite").write_bytes(b"\x1c\0\0\0TFL3" + bytes(24))
+    with pytest.raises(ExportError, match=r"m\.tflite: already exists; pass force=True to replace it$"):
+        export(canonical_weights_file, tmp_path / "m.tflite")
 
 
 def test_force_may_replace_what_an_export_writes_and_nothing_else(exported, tmp_path):

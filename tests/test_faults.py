@@ -172,7 +172,7 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tiny_fold
     # It did not say that a model was there, nor what going on takes.
     assert re.fullmatch(re.escape(f"{run / 'checkpoint.npz'}: could not be written (no space left on the device); the "
                                   "previous file is intact; model.npz holds epoch ") + r"[12] and is usable; to go on, "
-                        r"free about \d+ MiB \(this run's checkpoint\) and --resume", str(failure.value)), str(failure.value)
+                        r"free about \d+ MiB \(this run's checkpoint\) and resume=True", str(failure.value)), str(failure.value)
     record, _ = checkpoints.load(run / "checkpoint.npz")
     assert record["epoch"] == 2
     assert not list(run.glob(".*.tmp-*")) and weights.load(run / "model.npz").params["fc8"][0].shape == (4096, 3)

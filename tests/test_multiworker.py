@@ -225,13 +225,13 @@ def test_cluster_mistakes_are_refused_before_any_worker_waits(small_digits_folde
     with pytest.raises(DeviceError, match="task worker 2 is not in the cluster"):
         start(output=tmp_path / "run")
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}}))
-    with pytest.raises(TrainingError, match="needs --output"):
+    with pytest.raises(TrainingError, match="needs output"):
         start()
-    with pytest.raises(TrainingError, match="--device cannot be combined"):
+    with pytest.raises(TrainingError, match="device cannot be combined"):
         start(output=tmp_path / "run", device="cpu")
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "checkpoint.npz").write_bytes(b"an earlier run")
-    with pytest.raises(TrainingError, match="already holds a run; pass --resume"):  # worker 1, not only the chief
+    with pytest.raises(TrainingError, match="already holds a run; pass resume=True"):  # worker 1, not only the chief
         start(output=tmp_path / "old")
 
 

@@ -127,6 +127,7 @@ def test_a_bad_download_leaves_nothing_behind(canonical_bytes, monkeypatch, mode
     assert (f"Put one of bvlc_alexnet.npz, bvlc_alexnet.npy, bvlc_alexnet.caffemodel in {Path.cwd() / 'weights'} "
             "(weights/ under the current folder) or in") in str(caught.value)  # (it said "at weights/... here")
     assert str(target.parent) in str(caught.value)
+    assert "or pass --weights PATH (weights=PATH in Python) or set ALEXFT_WEIGHTS" in str(caught.value)
     assert "\n" not in str(caught.value)
     leftovers = sorted(path.name for path in target.parent.iterdir()) if target.parent.exists() else []
     # A stalled transfer keeps its hidden partial file for the next run to resume, and the record

@@ -170,7 +170,7 @@ def test_broken_files_are_skipped_and_listed(small_digits_folder, canonical_weig
 
     monkeypatch.setattr(features_module, "InferenceFunction", Counted)
     monkeypatch.setenv("ALEXFT_FEATURE_STORE", "off")  # else the first run's features are read, not computed
-    with pytest.raises(DataError, match="2 of 62 images are broken, over the 1% --max-broken allows; e.g. "):
+    with pytest.raises(DataError, match="2 of 62 images are broken, over the 1% max_broken allows; e.g. "):
         finetune(data, weights=canonical_weights_file, epochs=1, val_split=0, output=tmp_path / "strict",
                  max_broken=0.01, progress=False, log=quiet)
     assert len(calls) == 1
@@ -215,12 +215,12 @@ def test_broken_validation_images_are_not_counted_as_scored(small_digits_folder,
 
 
 def test_layer_choices_that_would_leave_random_layers_are_refused(small_digits_folder, canonical_weights_file, tmp_path):
-    with pytest.raises(TrainingError, match=r"--skip fc7 starts fc7 afresh, and without training it would leave it "
-                                            r"random: train it too \(--train fc7,fc8\)"):
+    with pytest.raises(TrainingError, match=r'skip="fc7" starts fc7 afresh, and without training it would leave it '
+                                            r'random: train it too \(train="fc7,fc8"\)'):
         finetune(small_digits_folder, weights=canonical_weights_file, skip=["fc7", "fc8"], train=["fc8"],
                  output=tmp_path / "a", log=quiet)
     # The default --skip fc8, which the user never typed, is named as the default.
-    with pytest.raises(TrainingError, match=r"--skip fc8, the default, starts fc8 afresh.*\(--train fc6,fc8\)"):
+    with pytest.raises(TrainingError, match=r'skip="fc8", the default, starts fc8 afresh.*\(train="fc6,fc8"\)'):
         finetune(small_digits_folder, weights=canonical_weights_file, train="fc6", output=tmp_path / "c", log=quiet)
     with pytest.raises(TrainingError, match="unknown layer.s. fc9"):
         finetune(small_digits_folder, weights=canonical_weights_file, train=["fc9"], output=tmp_path / "b", log=quiet)
@@ -262,8 +262,8 @@ def test_a_base_whose_fc8_knows_these_classes_is_not_reset_silently():
 
     said = []
     layer_choice(TrainOptions(), fine_tuned(["cat", "dog"]), ["cat", "dog"], said.append)
-    assert said == ["warning: the weights' fc8 was trained for these very classes (2), and --skip fc8 starts it "
-                    "afresh; to go on training it instead: --skip '' --train fc8"]
+    assert said == ["warning: the weights' fc8 was trained for these very classes (2), and skip=\"fc8\" starts it "
+                    "afresh; to go on training it instead: skip=\"\", train=\"fc8\""]
     said.clear()
     layer_choice(TrainOptions(), fine_tuned(["cat", "dog"]), ["cat", "fox"], said.append)
     layer_choice(TrainOptions(), fine_tuned(None), ["cat", "dog"], said.append)  # ImageNet's file: no names
@@ -320,7 +320,7 @@ def test_bfloat16_is_refused_on_a_cpu_without_it(monkeypatch, small_digits_folde
     from alexft import devices
 
     monkeypatch.setattr(devices, "cpu_has_bfloat16", lambda: False)
-    with pytest.raises(DeviceError, match="no bfloat16 instructions .* train without --mixed-precision"):
+    with pytest.raises(DeviceError, match="no bfloat16 instructions .* train without mixed_precision=True"):
         finetune(small_digits_folder, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0.2,
                  mixed_precision=True, output=tmp_path / "run", progress=False, log=quiet)
     assert not (tmp_path / "run").exists()  # the refused start left nothing that would block the next one
@@ -600,7 +600,7 @@ def test_a_range_test_that_measured_nothing_falls_back_to_caffes_rate_or_below_w
     assert any(message.startswith("warning: the range test measured no rate: its loss stayed near its lowest only up "
                                   "to 1.0e-08, a rate too small to move the weights, so what it rose by is noise")
                and "batches of 8" in message
-               and message.endswith("Caffe's rate 0.001 is used instead, unless the loss exploded near it; give --lr "
+               and message.endswith("Caffe's rate 0.001 is used instead, unless the loss exploded near it; give lr "
                                     "to choose one") for message in messages)
     assert ("the loss exploded at 6.2e-03, so 6.2e-04 is used: a tenth of that" in messages) == exploded
     assert not any(message.startswith("with the measured rate") for message in messages)
@@ -619,7 +619,7 @@ def test_resuming_a_run_that_trains_convolutions_accepts_either_cache_flag():
     saved = TrainOptions(train="conv3-fc8").as_dict()
     check_same_run(saved, dict(saved, cache=False), "runs/convs")
     saved = TrainOptions(train="fc7,fc8", skip="fc8").as_dict()
-    with pytest.raises(AlexftError, match=r"\(--cache/--no-cache: was --cache, now --no-cache\)"):
+    with pytest.raises(AlexftError, match=r"\(cache: was True, now False\)"):
         check_same_run(saved, dict(saved, cache=False), "runs/fc7")
     # The command line's check before TensorFlow asks the same question, also of settings that
     # leave the layers to their default (the skipped ones: fc8).
@@ -632,7 +632,7 @@ def test_resuming_a_run_that_trains_convolutions_accepts_either_cache_flag():
 def test_resume_refuses_a_different_configuration(small_digits_folder, canonical_weights_file, tmp_path):
     finetune(small_digits_folder, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0,
              output=tmp_path / "run", progress=False, log=quiet)
-    with pytest.raises(TrainingError, match=r"cannot resume with a different configuration \(--train: was fc8, now fc7,fc8\); resume with the run's own options, or start a new run in another --output$"):
+    with pytest.raises(TrainingError, match=r"cannot resume with a different configuration \(train: was fc8, now fc7,fc8\); resume with the run's own options, or start a new run in another output$"):
         finetune(small_digits_folder, weights=canonical_weights_file, train="fc7,fc8", epochs=1, batch_size="8",
                  val_split=0, output=tmp_path / "run", resume=True, progress=False, log=quiet)
     with pytest.raises(TrainingError, match=r"configuration \(momentum: was 0.9, now 0.5\);"):  # Python's only: its keyword
@@ -646,17 +646,17 @@ def test_resume_refuses_a_different_configuration(small_digits_folder, canonical
     with pytest.raises(TrainingError, match=r"different configuration \(images: was 60 training and \d+ validation, now 59 and \d+ \(in "):
         finetune(fewer, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0, output=tmp_path / "run",
                  resume=True, progress=False, log=quiet)
-    with pytest.raises(TrainingError, match=r"different configuration \(--ten-crop: was off, now on"):
+    with pytest.raises(TrainingError, match=r"different configuration \(ten_crop_val: was off, now on"):
         finetune(moved, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0, ten_crop_val=True,
                  output=tmp_path / "run", resume=True, progress=False, log=quiet)
     # Another validation folder was said as other image counts; it is said as the option.
-    with pytest.raises(TrainingError, match=rf"different configuration \(--val-dir: was none, now {fewer.absolute()}\);"):
+    with pytest.raises(TrainingError, match=rf"different configuration \(val_dir: was none, now {fewer.absolute()}\);"):
         finetune(moved, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0, val_dir=fewer,
                  output=tmp_path / "run", resume=True, progress=False, log=quiet)
     again = finetune(moved, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0, output=tmp_path / "run",
                      resume=True, progress=False, log=quiet)
     assert again["already_finished"]
-    with pytest.raises(TrainingError, match=f"{tmp_path / 'run'}: holds a finished run; choose another --output$"):
+    with pytest.raises(TrainingError, match=f"{tmp_path / 'run'}: holds a finished run; choose another output$"):
         finetune(small_digits_folder, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0,
                  output=tmp_path / "run", progress=False, log=quiet)
 
@@ -680,7 +680,7 @@ def test_a_cli_resume_takes_the_runs_settings_but_not_its_rate_or_devices(small_
         seen.update(data_dir=data_dir, options=options, **kwargs)
         return dict(already_finished=True)
 
-    monkeypatch.setattr(train_module, "finetune", fake_finetune)
+    monkeypatch.setattr(train_module, "finetune_as_command", fake_finetune)
     # The config.json above holds only what this test is about; the check before TensorFlow
     # compares the rest (tested in test_resume_refuses_a_different_configuration).
     checked = []
@@ -892,7 +892,7 @@ def test_a_resume_whose_epochs_end_before_the_stopped_epoch_says_it_is_left_unfi
     monkeypatch.setattr(TrainingNetwork, "step", step)
     said = []
     summary = finetune(small_digits_folder, epochs=1, output=output, resume=True, log=said.append, **options)
-    assert ("resumed with epochs 3 -> 1, epoch 2, stopped at step 1, left unfinished: --epochs 1 ends the run before it"
+    assert ("resumed with epochs 3 -> 1, epoch 2, stopped at step 1, left unfinished: epochs 1 ends the run before it"
             in said), said
     assert summary["epochs"] == 1 and len(read_history(output)) == 1
 
@@ -919,7 +919,7 @@ def test_a_resume_whose_epochs_are_all_done_says_so(monkeypatch, small_digits_fo
     monkeypatch.setattr(Trainer, "_finish_epoch", finish)
     said = []
     summary = finetune(small_digits_folder, epochs=2, output=output, resume=True, log=said.append, **options)
-    assert f"resuming {output}: the 2 epoch(s) --epochs asks are done; finishing the run" in said, said
+    assert f"resuming {output}: the 2 epoch(s) epochs asks are done; finishing the run" in said, said
     assert "resumed with epochs 3 -> 2" in said and not any("drop" in line or "at epoch 3" in line for line in said)
     assert summary["epochs"] == 2 and len(read_history(output)) == 2
 
@@ -1044,8 +1044,8 @@ def test_the_rate_drop_takes_the_momentum_with_it_also_across_a_resume(small_dig
     assert not any(row["note"] for row in read_history(tmp_path / "split"))  # no recovery changed the rate
     # Resumed with fewer epochs than done, it ended there and removed its checkpoint: the run
     # could never go on. Refused, and the checkpoint kept.
-    with pytest.raises(TrainingError, match=r"split: --epochs 1 is fewer than the 2 epochs it has done, and a run is "
-                                            r"never cut back; --epochs 2 ends it now"):
+    with pytest.raises(TrainingError, match=r"split: epochs 1 is fewer than the 2 epochs it has done, and a run is "
+                                            r"never cut back; epochs 2 ends it now"):
         finetune(small_digits_folder, output=tmp_path / "split", log=quiet, resume=True, **dict(options, epochs=1))
     assert (tmp_path / "split" / "checkpoint.npz").is_file() and not (tmp_path / "split" / "summary.json").exists()
     finetune(small_digits_folder, output=tmp_path / "split", log=quiet, resume=True, **options)
@@ -1076,7 +1076,7 @@ def test_resume_may_change_the_rate_and_the_epochs(small_digits_folder, canonica
     finetune(small_digits_folder, epochs=2, lr=0.001, keep_checkpoint=True, **options)
     messages = []  # a finished run that kept its checkpoint says how to go on
     finetune(small_digits_folder, **dict(options, log=messages.append), epochs=2, resume=True)
-    assert messages[-1].endswith("nothing to resume; its checkpoint is kept: --epochs N over 2 trains it further")
+    assert messages[-1].endswith("nothing to resume; its checkpoint is kept: epochs=N over 2 trains it further")
     messages = []
     summary = finetune(small_digits_folder, **dict(options, log=messages.append), epochs=4, lr=0.0001, resume=True)
     assert "resumed with base rate 0.001 -> 0.0001, epochs 2 -> 4" in messages
@@ -1095,11 +1095,11 @@ def test_resume_may_change_the_rate_and_the_epochs(small_digits_folder, canonica
     messages.clear()  # asking for fewer epochs than it ran is said, not ignored
     fewer = finetune(small_digits_folder, **dict(options, log=messages.append), epochs=2, resume=True)
     assert fewer["already_finished"] and fewer["epochs"] == 4
-    assert messages[0].endswith("nothing to resume; --epochs 2 is fewer than it ran, and a run is never cut back: "
+    assert messages[0].endswith("nothing to resume; epochs 2 is fewer than it ran, and a run is never cut back: "
                                 "model.npz is the best epoch of all")
     with pytest.raises(TrainingError, match=r"finished after 4 epochs and its checkpoint was removed; to train longer, "
-                                            r"start a new run from its model, keeping what it learned \(--weights "
-                                            r".*model.npz --skip '' --train fc8\)"):
+                                            r'start a new run from its model, keeping what it learned \(weights="'
+                                            r'.*model.npz", skip="", train="fc8"\)'):
         finetune(small_digits_folder, **options, epochs=6, resume=True)
     # A new length moves the schedule's drop (at two thirds): a helper's run of 200 epochs resumed
     # with 14 fell to a tenth of its rate with only "epochs 200 -> 14" said.
@@ -1205,7 +1205,7 @@ def test_validation_that_cannot_be_done_is_announced(small_digits_folder, canoni
     messages.clear()
     summary = finetune(data, weights=canonical_weights_file, epochs=2, batch_size=8, val_split=0, output=tmp_path / "b",
                        progress=False, log=messages.append)
-    assert "no validation images (--val-split 0): model.npz will be the epoch with the lowest training loss" in messages
+    assert "no validation images (val_split 0): model.npz will be the epoch with the lowest training loss" in messages
     history = read_history(tmp_path / "b")
     best = min(range(2), key=lambda i: float(history[i]["train_loss"]))
     assert summary["best_epoch"] == best + 1
@@ -1281,7 +1281,7 @@ def test_a_run_without_epochs_plans_them_and_records_the_number(small_digits_fol
     expected = -(-1000 // steps)
     assert 10 < expected < 200 and summary["epochs"] == expected
     assert f"{expected} epochs (auto: {expected * steps} steps of 2 on the feature cache, the fewest epochs that give " \
-           f"1000; --epochs N to choose)" in messages
+           f"1000; epochs=N to choose)" in messages
     assert json.loads((tmp_path / "run" / "config.json").read_text())["epochs"] == expected
     assert len(read_history(tmp_path / "run")) == expected
 
@@ -1425,7 +1425,7 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_takes_nothing_from_it(
     try:
         assert holder.stdout.readline() == "held\n"
         with pytest.raises(TrainingError, match=f"^{folder}: another alexft run is training in this folder; wait for it "
-                                                r"to end \(then --resume it for more epochs\) or choose another --output"):
+                                                r"to end \(then finetune\(\.\.\., resume=True\) continues it for more epochs\) or choose another output$"):
             finetune(small_digits_folder, weights=canonical_weights_file, output=folder, resume=True,
                      train=["fc8"], epochs=1, lr=0.001)
         # A fresh run is told the same, not to pass --resume.
@@ -1470,7 +1470,7 @@ def test_a_new_run_folder_inside_the_data_is_refused_before_anything_is_written(
     shutil.copytree(small_digits_folder, data)
     for output in (data / "run1", data / "digit_0" / "run", data):
         with pytest.raises(TrainingError, match=f"^{output}: is inside the data folder {data}, where the next run would "
-                                                r"read it as a class \(its curves are images\); give an --output outside it"):
+                                                r"read it as a class \(its curves are images\); give an output outside it"):
             finetune(data, output=output, epochs=1, lr=0.001)
         assert not (data / "run1").exists() and not (data / "digit_0" / "run").exists()
     with pytest.raises(TrainingError, match="is inside the data folder"):
@@ -1540,7 +1540,7 @@ def test_a_keyboard_interrupt_at_any_stage_is_training_interrupted_saying_what_i
     assert [path.name for path in (tmp_path / "mine").iterdir()] == ["notes.txt"]
     with pytest.raises(TrainingInterrupted) as caught:  # a callback's own KeyboardInterrupt after epoch 1
         finetune(small_digits_folder, output=tmp_path / "run", log=stop_at("epoch 1/2"), **options)
-    assert str(caught.value) == f"stopped by Ctrl-C (SIGINT); continue with --resume --output {tmp_path / 'run'}"
+    assert str(caught.value) == f"stopped by Ctrl-C (SIGINT); continue with resume=True, output={tmp_path / 'run'}"
     assert (tmp_path / "run" / "checkpoint.npz").exists() and (tmp_path / "run" / "model.npz").exists()
 
     # A user's timer raised KeyboardInterrupt after epoch 1's model.npz, before its checkpoint:
@@ -1555,7 +1555,7 @@ def test_a_keyboard_interrupt_at_any_stage_is_training_interrupted_saying_what_i
     with pytest.raises(TrainingInterrupted) as caught:
         finetune(small_digits_folder, output=tmp_path / "between", **options)
     assert str(caught.value) == (f"interrupted before the first checkpoint was written; the run folder "
-                                 f"{tmp_path / 'between'} is kept with model.npz, and --resume there starts again "
+                                 f"{tmp_path / 'between'} is kept with model.npz, and resume=True there starts again "
                                  "from epoch 1")
     assert (tmp_path / "between" / "model.npz").exists() and not (tmp_path / "between" / "checkpoint.npz").exists()
     said = []
@@ -1628,12 +1628,19 @@ def test_a_resume_in_another_precision_is_noted(small_digits_folder, canonical_w
 def test_a_python_caller_is_told_of_keywords_not_flags(small_digits_folder, canonical_weights_file, tmp_path, capfd):
     """A notebook's finetune said "try a smaller --lr", "(--no-cache: on the images)" and
     "continue with --resume --output RUN": words of a command it never ran."""
-    from alexft.train_options import in_python_words
+    from alexft.python_words import in_python_words
 
     assert in_python_words("try a smaller --lr than 0.01, more --epochs, or --val-split 0.2") == \
         "try a smaller lr than 0.01, more epochs, or val_split 0.2"
     assert in_python_words("continue with --resume --output runs/a--b (--no-cache: on the images; --keep-checkpoint)") \
         == "continue with resume=True, output=runs/a--b (cache=False: on the images; keep_checkpoint=True)"
+    # Values as a call gives them; a command to run keeps its flags.
+    assert in_python_words("a new run from its model (--weights runs/a/model.npz --skip '' --train conv5-fc8)") == \
+        'a new run from its model (weights="runs/a/model.npz", skip="", train="conv5-fc8")'
+    assert in_python_words("--train names no layer; check it with alexft evaluate d --weights m.npz; or --skip fc8") == \
+        'train names no layer; check it with alexft evaluate d --weights m.npz; or skip="fc8"'
+    assert in_python_words("(--cache/--no-cache: was --cache, now --no-cache; --ten-crop: was off, now on)") == \
+        "(cache: was True, now False; ten_crop_val: was off, now on)"
     finetune(small_digits_folder, weights=canonical_weights_file, epochs=1, batch_size=16, val_split=0.2, lr=0.001,
              output=tmp_path / "run", progress=False)
     said = capfd.readouterr().err

@@ -42,10 +42,10 @@ def export(ctx, output, weights, file_format, top, quantize, calibration, precis
     if quantization is not None and quantization.mode == "int8":
         quantization.calibration_views()  # and calibration images none of which can be read
     start_tensorflow()
-    from alexft.export import export as export_model, labels_path
+    from alexft.export import export_as_command, labels_path
 
-    path = export_model(weight_set, output, file_format=file_format, top_k=top, force=force,
-                        quantization=quantization, precision=precision, before_writing=raise_if_terminated)
+    path = export_as_command(weight_set, output, file_format=file_format, top_k=top, force=force,
+                              quantization=quantization, precision=precision, before_writing=raise_if_terminated)
     extra = f" (labels in {labels_path(path)})" if file_format == "tflite" else ""
     kind = ", ".join([file_format] + ([quantize] if quantize else []) + ([precision] if precision != "float32" else []))
     click.echo(f"{path}: {kind}, {_size(path)}{extra}")

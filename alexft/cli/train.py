@@ -120,10 +120,10 @@ def finetune(output, resume, as_json, progress, **values):
     click.echo(f"alexft: {data_dir}: {len(dataset.class_names):,} classes, {len(dataset.train):,} training and "
                f"{len(dataset.val):,} validation images; weights {weights.path}", err=True)
     start_tensorflow()
-    from alexft.train import TrainingInterrupted, finetune as run_finetune, say
+    from alexft.train import TrainingInterrupted, finetune_as_command, say
     try:
-        summary = run_finetune(data_dir, options, weights=weights, output=output, resume=resume, progress=progress,
-                               dataset=dataset, log=say)
+        summary = finetune_as_command(data_dir, options, weights=weights, output=output, resume=resume, progress=progress,
+                                      dataset=dataset, log=say)
     except TrainingInterrupted as interrupted:  # also before the epochs (caching, range test): it says what was kept
         click.echo(f"alexft: {interrupted}", err=True)
         sys.exit(128 + interrupted.signal_number)

@@ -1,0 +1,69 @@
+"""Messages as a Python caller reads them: the command line's flags named as the keywords of the
+function called (`--lr 0.01` as lr 0.01, `--no-cache` as cache=False).
+
+alexft's messages are written once, in the command line's words; the Python entry points
+(`finetune`, `export_model`) pass their log lines and their exceptions through here.
+"""
+import contextlib
+import re
+
+from .errors import AlexftError
+
+_FLAG = re.compile(r"(?<![\w/.-])--[a-z][a-z-]*")
+# A command to run ("check it with alexft evaluate DIR --weights RUN/model.npz") keeps its
+# flags: it is run as written, from a shell.
+_COMMAND = re.compile(r"\balexft [a-z][^;()]*")
+_LAYERS = r"(?:conv[1-5]|fc[678]|all)(?:[-,](?:conv[1-5]|fc[678]))*"
+# Flags given a value in a message, as a Python call gives it: --skip '' as skip="".
+_VALUED = re.compile(rf"(?<![\w/.-])--(skip|train) (''|{_LAYERS})(?![\w-])|(?<![\w/.-])--(weights) (\S+?\.npz)(?!\w)")
+_ADJACENT_ARGUMENTS = re.compile(r'(\b\w+="[^"]*") (?=\w+=")')
+
+# Phrases, and flags whose keyword is not the flag's own name with underscores or which take no value.
+FINETUNE_KEYWORDS = {"--resume --output ": "resume=True, output=", "--no-cache": "cache=False", "--cache": "cache=True",
+                     "--resume": "resume=True", "--keep-checkpoint": "keep_checkpoint=True",
+                     "--keep-last": "keep_last=True", "--ten-crop": "ten_crop_val=True",
+                     "--mixed-precision": "mixed_precision=True", "--train LAYERS": "train=LAYERS",
+                     "--lr auto": 'lr="auto"', "--weights PATH (weights=PATH in Python)": "weights=PATH", "--epochs N": "epochs=N", "then --resume it": "then finetune(..., resume=True) continues it", "--ten-crop:": "ten_crop_val:",
+                     "--cache/--no-cache: was --cache, now --no-cache": "cache: was True, now False",
+                     "--cache/--no-cache: was --no-cache, now --cache": "cache: was False, now True"}
+EXPORT_KEYWORDS = {"--format tflite": 'file_format="tflite"', "--format": "file_format",
+                   "--quantize float16 or int8": 'quantization="float16" or "int8"',
+                   "--quantize int8": 'quantization="int8"', "--quantize": "quantization",
+                   "--calibration DIR": "calibration=FOLDER", "--force": "force=True", "--top-k": "top_k"}
+
+
+def in_python_words(message, keywords=FINETUNE_KEYWORDS):
+    """`message` with each flag outside a quoted command named as `keywords` say, or else as its
+    keyword (`--val-split` as val_split)."""
+    kept = [match.span() for match in _COMMAND.finditer(message)]
+    parts, start = [], 0
+    for begin, end in kept:
+        parts += [_translated(message[start:begin], keywords), message[begin:end]]
+        start = end
+    return "".join(parts + [_translated(message[start:], keywords)])
+
+
+def _translated(text, keywords):
+    phrases = sorted((flags for flags in keywords if not _FLAG.fullmatch(flags)), key=len, reverse=True)
+    for phrase in phrases:  # "--resume --output RUN" before "--resume"
+        text = text.replace(phrase, keywords[phrase])
+    text = _VALUED.sub(_as_keyword_argument, text)
+    text = _ADJACENT_ARGUMENTS.sub(r"\1, ", text)  # skip="" train="fc8" as a call writes them
+    return _FLAG.sub(lambda flag: keywords.get(flag.group(), flag.group()[2:].replace("-", "_")), text)
+
+
+def _as_keyword_argument(match):
+    name, value = (match.group(1), match.group(2)) if match.group(1) else (match.group(3), match.group(4))
+    return f'{name}="{value.strip(chr(39))}"'
+
+
+@contextlib.contextmanager
+def said_in_python_words(keywords):
+    """alexft's errors raised inside, told in Python words: the same exception, its message
+    translated (it is raised on to the caller with its type and attributes)."""
+    try:
+        yield
+    except AlexftError as error:
+        if error.args and isinstance(error.args[0], str):
+            error.args = (in_python_words(error.args[0], keywords),) + error.args[1:]
+        raise
