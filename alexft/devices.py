@@ -5,7 +5,7 @@ import os
 import tensorflow as tf
 
 from .cpu_features import cpu_has_bfloat16
-from .errors import AlexftError
+from .errors import DeviceError  # noqa: F401  (raised here, and imported from here)
 
 # Seconds the chief's coordination service waits for a worker's heartbeat before it calls the
 # worker lost and stops the job. Workers heartbeat every half timeout, so a stall of half the
@@ -16,10 +16,6 @@ from .errors import AlexftError
 # 5-10 s, with the same error telling to --resume.
 HEARTBEAT_TIMEOUT = 120
 HEARTBEAT_TIMEOUT_VARIABLE = "ALEXFT_HEARTBEAT_TIMEOUT"
-
-
-class DeviceError(AlexftError, ValueError):
-    """A device or strategy was asked for that this machine does not have."""
 
 
 def resolve_device(name="auto"):

@@ -24,6 +24,10 @@ class ImageError(AlexftError, ValueError):
     """An image file cannot be used (missing, empty, not an image, truncated, too large)."""
 
 
+class DeviceError(AlexftError, ValueError):
+    """A device or strategy was asked for that this machine does not have."""
+
+
 class TrainingError(AlexftError, RuntimeError):
     """Training cannot go on (diverged, interrupted, an option conflict, a run folder in the way)."""
 

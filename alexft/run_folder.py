@@ -104,6 +104,8 @@ class RunFolder:
                 more = " (or --resume with more --epochs: its checkpoint was kept)" if self.checkpoint.exists() else ""
                 raise RunFolderError(f"{self.path}: holds a finished run; choose another --output{more}")
             raise RunFolderError(f"{self.path}: already holds a run; pass --resume to continue it or choose another --output")
+        if self.chief and self.path.exists() and not self.path.is_dir():
+            raise RunFolderError(f"{self.path}: is a file, not a run folder; choose another --output")
         if self.chief:  # a file where a folder should be, a read-only disk: said now, not after the start-up
             check_writable(self.path / "config.json", RunFolderError)
         taken = [name for name in RUN_FILES if self._holds(name)] if self.chief else []

@@ -38,15 +38,16 @@ CLIMB_SHARE = 2.0  # a last epoch's loss over this times the lowest epoch's (and
 CHANCE_LOSS_SHARE = 0.97  # a best training loss at least this share of ln(classes) learned nothing
 
 
-def finetune(data_dir, options=None, *, weights=None, output=None, resume=False, cache_memory=2 << 30,
+def finetune(data_dir=None, options=None, *, weights=None, output=None, resume=False, cache_memory=2 << 30,
              progress=None, log=None, dataset=None, **fields):
     """Fine-tune AlexNet on DATA_DIR/<class>/<images>; return a summary dict.
 
     `options`: a TrainOptions record; keyword `fields` of TrainOptions build one (or change
     the given one). `weights`: a file (None: the default sources), or a WeightSet already read
     with this run's `skip`. Everything is written to the run folder `output` (default
-    runs/<timestamp>); `resume=True` continues the run there, and may change `epochs`, `lr`
-    and the devices. docs/data.md lists what the folder holds. `dataset`: DATA_DIR already
+    runs/<timestamp>); `resume=True` continues the run there as it was begun (DATA_DIR, the
+    weights and the options not given are the run's own, from its config.json), and may change
+    `epochs`, `lr` and the devices. docs/data.md lists what the folder holds. `dataset`: DATA_DIR already
     listed by `load_dataset` with these options (the command line lists it before it starts
     TensorFlow). Ctrl-C raises TrainingInterrupted, also before the first epoch (see there for SIGTERM).
     `log`: called with each line of the run's log (default: printed on stderr). Messages name
@@ -54,6 +55,12 @@ def finetune(data_dir, options=None, *, weights=None, output=None, resume=False,
     """
     told = log or say
     with said_in_python_words(FINETUNE_KEYWORDS):
+        if resume and dataset is None and (options is None or isinstance(options, TrainOptions)):
+            given = dict(options.as_dict() if options else {}, **fields)
+            data_dir, weights, fields, _ = train_setup.resumed_settings(output, data_dir, weights, given)
+            options = None
+        elif data_dir is None:
+            raise TypeError("finetune() needs data_dir, the folder of <class>/<images> (or resume=True, output=RUN)")
         return finetune_as_command(data_dir, options, weights=weights, output=output, resume=resume,
                                    cache_memory=cache_memory, progress=progress, dataset=dataset,
                                    log=lambda message: told(in_python_words(message)), **fields)
@@ -82,17 +89,16 @@ def _finetune(data_dir, options=None, *, weights=None, output=None, resume=False
     log = log or say
     chief = train_setup.check_cluster(options, output, log)
     output = Path(output) if output is not None else RunFolder.default_path()
-    if not resume:
-        RunFolder(output, chief).refuse_inside(data_dir, options.val_dir)  # before the listing and the weights
+    run = RunFolder(output, chief)
+    if not resume:  # before the listing and the weights; outside the try below: a folder refused is the user's
+        run.refuse_inside(data_dir, options.val_dir)
+        run.refuse_existing()
     dataset = dataset or load_dataset(data_dir, val_dir=options.val_dir, val_split=options.val_split, seed=options.seed)
     train_setup.report_split(dataset, options, log)
     if not isinstance(weights, weights_io.WeightSet):  # one the command line read before TensorFlow started
         weights = resolve_weights(weights, progress=progress)
     options, weight_set, config = train_setup.planned_run(data_dir, options, dataset, weights, log)
     config["versions"] = train_setup.versions()
-    run = RunFolder(output, chief)
-    if not resume:
-        run.refuse_existing()  # outside the try: a folder refused is the user's, never cleaned up
     try:
         if resume:
             run.claim()
@@ -586,19 +592,25 @@ class Trainer:
             self.log(f"warning: {said}, though its validation accuracy {accuracy:.3f} is above chance "
                      f"({chance:.3f}): the steps overshoot; try a smaller --lr than {base_lr:.3g}")
         elif loss > 1.5 * guess:
-            self.log(f"warning: nothing was learned: {said}; try a smaller --lr than {base_lr:.3g}, or train fewer layers")
+            self.log(f"warning: nothing was learned: {said}; try {self._either(f'a smaller --lr than {base_lr:.3g}')}")
         elif relation == "above":  # worse than guessing: more steps at this rate would not help
-            self.log(f"warning: nothing was learned: {said}; try a smaller --lr than {base_lr:.3g}, more --epochs, "
-                     "or training fewer layers")
+            self.log(f"warning: nothing was learned: {said}; try "
+                     f"{self._either(f'a smaller --lr than {base_lr:.3g}', 'more --epochs')}")
         elif len(losses) >= 2 and _fell_every_epoch(losses):
             self.log(f"warning: nothing was learned yet: {said}, but it fell every epoch ({losses[0]:.4f} to "
                      f"{losses[-1]:.4f}): try more --epochs (more steps)")
         elif rate_given:
-            self.log(f"warning: nothing was learned: {said}; try a new run with --lr auto (a range test picks the rate; "
-                     f"{base_lr:.3g} may be too small or too large), more --epochs, or training fewer layers")
+            self.log(f"warning: nothing was learned: {said}; try "
+                     + self._either(f"a new run with --lr auto (a range test picks the rate; {base_lr:.3g} may be too "
+                                    "small or too large)", "more --epochs"))
         else:
-            self.log(f"warning: nothing was learned: {said}; try more --epochs (more steps), a smaller --lr than "
-                     f"{base_lr:.3g}, or training fewer layers")
+            self.log(f"warning: nothing was learned: {said}; try "
+                     f"{self._either('more --epochs (more steps)', f'a smaller --lr than {base_lr:.3g}')}")
+
+    def _either(self, *remedies):
+        """The remedies as alternatives, with training fewer layers where more than one is trained."""
+        remedies += ("training fewer layers",) if len(self.options.train) > 1 else ()
+        return remedies[0] if len(remedies) == 1 else f"{', '.join(remedies[:-1])}{',' * (len(remedies) > 2)} or {remedies[-1]}"
 
     def _say_if_only_the_largest_class_is_answered(self, best):
         """On lopsided data, a model that answers its largest class everywhere has a low loss
@@ -674,7 +686,10 @@ class _StopOnSignal:
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for number in (signal.SIGINT, signal.SIGTERM):
-                self._previous[number] = signal.signal(number, self._handle)
+                # Ignored when the process began (a script's `alexft finetune ... &`, nohup): it stays
+                # ignored, as it was through the listing and the range test.
+                if signal.getsignal(number) is not signal.SIG_IGN:
+                    self._previous[number] = signal.signal(number, self._handle)
         return self
 
     def __exit__(self, *exc):

@@ -32,9 +32,6 @@ CAFFE_BASE_LR = 0.001  # the rate Caffe's fine-tuning recipe pairs with its deca
 
 MAX_SEED = 2**31 - 1  # numpy takes no negative seed, TensorFlow's ops none past 64 bits: one range for all
 
-# TrainOptions fields the command line does not offer (Caffe's recipe, changeable from Python).
-API_ONLY_OPTIONS = ("momentum", "weight_decay", "fresh_lr_multiplier", "bias_lr_multiplier")
-
 
 class OptionsError(AlexftError, ValueError):
     """An option has a value fine-tuning cannot use."""

@@ -1,6 +1,7 @@
 """What fine-tuning checks and decides before its first step: the machine's role in a cluster,
 what validation will measure, which layers start fresh and learn, how many epochs, and whether
 a run folder may be resumed (alexft/train.py runs what this decides)."""
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ import numpy as np
 
 from . import weights as weights_io
 from .errors import TrainingError
-from .run_folder import refuse_changes
+from .run_folder import RunFolder, refuse_changes
 from .train_options import OptionsError, TrainOptions, cache_matters, cache_point, check_layers, option_change
 from .weights.download import file_sha256
 
@@ -28,6 +29,35 @@ def check_cluster(options, output, log):
                             "devices (choose them with CUDA_VISIBLE_DEVICES on each machine)")
     log(f"multi-worker training as {task}" + (" (chief: writes the run folder)" if chief else ""))
     return chief
+
+
+# Not taken from a resumed run: the rate ("auto" keeps the run's own, recoveries included) and
+# where and how it computes (a run begun on a GPU may end on a CPU).
+NOT_RESUMED = frozenset({"lr", "device", "strategy", "heartbeat_timeout", "mixed_precision"})
+
+
+def resumed_settings(output, data_dir, weights, given):
+    """A resume continues the run as it was begun: what the caller leaves out is the run's own,
+    from its config.json. `given`: the TrainOptions fields the caller set (the rest, but for
+    NOT_RESUMED, are the run's); `data_dir` and `weights` None: the run's (weights only while
+    that file is still there; else looked for as usual, and its digest must match). Returns
+    (data_dir, weights, the options' fields, config.json's contents)."""
+    if output is None:
+        raise OptionsError("--resume needs --output, the run folder to continue")
+    saved = RunFolder(output).earlier_config()
+    names = {field.name for field in dataclasses.fields(TrainOptions)} - NOT_RESUMED - set(given)
+    fields = {key: saved[key] for key in names if key in saved}
+    fields.update(given)
+    if data_dir is None:
+        recorded = saved.get("data_dir")
+        if recorded is None:
+            raise TrainingError(f"{output}: its config.json names no data folder; give DATA_DIR")
+        if not Path(recorded).is_dir():
+            raise TrainingError(f"{output}: its data folder {recorded} is not there; give DATA_DIR")
+        data_dir = Path(recorded)
+    if weights is None and saved.get("weights") and Path(saved["weights"]).is_file():
+        weights = Path(saved["weights"])
+    return data_dir, weights, fields, saved
 
 
 def report_split(dataset, options, log):
@@ -140,10 +170,7 @@ def layer_choice(options, weight_set, class_names, log):
     if weight_set.num_classes != num_classes and "fc8" not in skip:
         log(f"{num_classes} classes but the weights have {weight_set.num_classes}: fc8 starts fresh")
         skip.append("fc8")
-    try:
-        skip_sorted, train = check_layers(skip, options.train, default_skip=options.skip == ["fc8"])
-    except OptionsError as mistake:
-        raise TrainingError(str(mistake)) from None
+    skip_sorted, train = check_layers(skip, options.train, default_skip=options.skip == ["fc8"])  # OptionsError
     if "fc8" in skip and weight_set.class_names is not None and list(weight_set.class_names) == list(class_names):
         log(f"warning: the weights' fc8 was trained for these very classes ({len(class_names)}), and --skip fc8 "
             "starts it afresh; to go on training it instead: --skip '' --train fc8")
@@ -219,7 +246,8 @@ def already_finished(run, summary, options, log):
         raise TrainingError(
             f"{run.path}: finished after {_epochs(summary['epochs'])} and its checkpoint was removed; to train longer, "
             f"start a new run from its model, keeping what it learned (--weights {run.model} --skip '' "
-            f"--train {','.join(options.train)}), or keep the checkpoint with --keep-checkpoint")
+            f"--train {','.join(options.train)}); a run given --keep-checkpoint may be resumed for more epochs once it has "
+            "finished")
     fewer = (f"; --epochs {options.epochs} is fewer than it ran, and a run is never cut back: model.npz is the best "
              "epoch of all" if options.epochs < summary["epochs"] else "")
     if not fewer and run.checkpoint.exists():  # (--keep-checkpoint): it may go on, said how

@@ -248,7 +248,7 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["evaluate", str(small_digits_folder), "--report", "afile", *weights], 1,
          f"afile/metrics.json: cannot be written: {tmp_path / 'afile'} is not a folder"),
         (["finetune", str(small_digits_folder), "--output", "afile", *weights], 1,
-         f"afile/config.json: cannot be written: {tmp_path / 'afile'} is not a folder"),
+         "afile: is a file, not a run folder; choose another --output"),
         (["features", str(photo_paths()["coffee"]), "--output", "adir.npz", *weights], 1,
          "adir.npz: exists and is not a file; --force replaces only files"),
         (["weights", "fetch", "--url", "http://127.0.0.1:9/w.npz", "--output", "adir.npz"], 1,

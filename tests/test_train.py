@@ -24,6 +24,7 @@ from alexft.devices import DeviceError, resolve_device
 from alexft.model import build_alexnet, head, truncated
 from alexft.preprocess import image_views
 from alexft.train import TrainingError, finetune
+from alexft.train_options import OptionsError
 from alexft.cli import main
 from test_preprocess import bad_images
 
@@ -215,14 +216,14 @@ def test_broken_validation_images_are_not_counted_as_scored(small_digits_folder,
 
 
 def test_layer_choices_that_would_leave_random_layers_are_refused(small_digits_folder, canonical_weights_file, tmp_path):
-    with pytest.raises(TrainingError, match=r'skip="fc7" starts fc7 afresh, and without training it would leave it '
+    with pytest.raises(OptionsError, match=r'skip="fc7" starts fc7 afresh, and without training it would leave it '
                                             r'random: train it too \(train="fc7,fc8"\)'):
         finetune(small_digits_folder, weights=canonical_weights_file, skip=["fc7", "fc8"], train=["fc8"],
                  output=tmp_path / "a", log=quiet)
     # The default --skip fc8, which the user never typed, is named as the default.
-    with pytest.raises(TrainingError, match=r'skip="fc8", the default, starts fc8 afresh.*\(train="fc6,fc8"\)'):
+    with pytest.raises(OptionsError, match=r'skip="fc8", the default, starts fc8 afresh.*\(train="fc6,fc8"\)'):
         finetune(small_digits_folder, weights=canonical_weights_file, train="fc6", output=tmp_path / "c", log=quiet)
-    with pytest.raises(TrainingError, match="unknown layer.s. fc9"):
+    with pytest.raises(OptionsError, match="unknown layer.s. fc9"):  # a ValueError, as other options' mistakes
         finetune(small_digits_folder, weights=canonical_weights_file, train=["fc9"], output=tmp_path / "b", log=quiet)
 
 
@@ -262,8 +263,8 @@ def test_a_base_whose_fc8_knows_these_classes_is_not_reset_silently():
 
     said = []
     layer_choice(TrainOptions(), fine_tuned(["cat", "dog"]), ["cat", "dog"], said.append)
-    assert said == ["warning: the weights' fc8 was trained for these very classes (2), and skip=\"fc8\" starts it "
-                    "afresh; to go on training it instead: skip=\"\", train=\"fc8\""]
+    assert said == ["warning: the weights' fc8 was trained for these very classes (2), and --skip fc8 starts it "
+                    "afresh; to go on training it instead: --skip '' --train fc8"]
     said.clear()
     layer_choice(TrainOptions(), fine_tuned(["cat", "dog"]), ["cat", "fox"], said.append)
     layer_choice(TrainOptions(), fine_tuned(None), ["cat", "dog"], said.append)  # ImageNet's file: no names
@@ -619,7 +620,7 @@ def test_resuming_a_run_that_trains_convolutions_accepts_either_cache_flag():
     saved = TrainOptions(train="conv3-fc8").as_dict()
     check_same_run(saved, dict(saved, cache=False), "runs/convs")
     saved = TrainOptions(train="fc7,fc8", skip="fc8").as_dict()
-    with pytest.raises(AlexftError, match=r"\(cache: was True, now False\)"):
+    with pytest.raises(AlexftError, match=r"\(--cache/--no-cache: was --cache, now --no-cache\)"):
         check_same_run(saved, dict(saved, cache=False), "runs/fc7")
     # The command line's check before TensorFlow asks the same question, also of settings that
     # leave the layers to their default (the skipped ones: fc8).
@@ -1078,7 +1079,8 @@ def test_resume_may_change_the_rate_and_the_epochs(small_digits_folder, canonica
     finetune(small_digits_folder, **dict(options, log=messages.append), epochs=2, resume=True)
     assert messages[-1].endswith("nothing to resume; its checkpoint is kept: epochs=N over 2 trains it further")
     messages = []
-    summary = finetune(small_digits_folder, **dict(options, log=messages.append), epochs=4, lr=0.0001, resume=True)
+    summary = finetune(small_digits_folder, **dict(options, log=messages.append), epochs=4, lr=0.0001, resume=True,
+                       keep_checkpoint=False)  # (not given, a resume keeps the run's own: True)
     assert "resumed with base rate 0.001 -> 0.0001, epochs 2 -> 4" in messages
     history = read_history(tmp_path / "run")
     assert [float(row["lr"]) for row in history] == pytest.approx([0.001, 0.001, 0.0001, 0.00001])
@@ -1311,10 +1313,11 @@ def test_a_run_that_learned_nothing_ends_with_a_warning():
     messages = []
     balanced = SimpleNamespace(labels=np.arange(10))  # 10 held-out images, one per class
     trainer = SimpleNamespace(dataset=SimpleNamespace(class_names=[f"c{i}" for i in range(10)], val=balanced),
-                              log=messages.append)
+                              log=messages.append, options=SimpleNamespace(train=["fc7", "fc8"]))
     trainer.data = SimpleNamespace(usable_labels=lambda split: trainer.dataset.val.labels)
     trainer._say_if_only_the_largest_class_is_answered = \
         lambda best: Trainer._say_if_only_the_largest_class_is_answered(trainer, best)
+    trainer._either = lambda *remedies: Trainer._either(trainer, *remedies)
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.3027}, 0.0195)
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.0}, 0.0195)
     Trainer._say_if_nothing_was_learned(trainer, {}, 0.0195)  # no epoch ended
@@ -1351,13 +1354,23 @@ def test_a_run_that_learned_nothing_ends_with_a_warning():
                         "(ln 10 = 2.3026); try more --epochs (more steps), a smaller --lr than 0.0195, or training "
                         "fewer layers",
                         "warning: nothing was learned: the best epoch's training loss 113.2000 is above a uniform "
-                        "guess's (ln 10 = 2.3026); try a smaller --lr than 1, or train fewer layers",
+                        "guess's (ln 10 = 2.3026); try a smaller --lr than 1 or training fewer layers",
                         "warning: the best epoch's training loss 2.9948 is above a uniform guess's (ln 10 = 2.3026), "
                         "though its validation accuracy 0.600 is above chance (0.100): the steps overshoot; try a "
                         "smaller --lr than 0.001",
                         ] + ["warning: nothing was learned: the best epoch's training loss 2.9948 is above a uniform "
                              "guess's (ln 10 = 2.3026); try a smaller --lr than 0.001, more --epochs, or training "
                              "fewer layers"] * 2
+    # Training fc8 alone, fewer layers is no remedy (a helper's fc8 run was told to train fewer).
+    trainer.options.train = ["fc8"]
+    messages.clear()
+    for loss, rate, losses in ((113.2, 1.0, ()), (2.9948, 0.001, ()), (2.3027, 0.0195, ()), (2.3010, 0.01, [2.3031, 2.3010, 2.3020])):
+        Trainer._say_if_nothing_was_learned(trainer, {"train_loss": loss}, rate, losses)
+    Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.3020}, 1e-4, [2.3020, 2.3025], rate_given=True)
+    assert [message.split("; try ")[1] for message in messages] == [
+        "a smaller --lr than 1", "a smaller --lr than 0.001 or more --epochs",
+        "more --epochs (more steps) or a smaller --lr than 0.0195", "more --epochs (more steps) or a smaller --lr than 0.01",
+        "a new run with --lr auto (a range test picks the rate; 0.0001 may be too small or too large) or more --epochs"]
 
 
 def test_a_loss_that_climbed_over_the_epochs_ends_with_a_warning_to_lower_the_rate():
@@ -1625,6 +1638,43 @@ def test_a_resume_in_another_precision_is_noted(small_digits_folder, canonical_w
     assert read_history(output)[1]["note"] == "resumed with epochs 1 -> 2, precision float32 -> bfloat16 mixed"
 
 
+def test_a_python_resume_takes_the_runs_own_settings(small_digits_folder, canonical_weights_file, tmp_path,
+                                                      monkeypatch):
+    """A helper followed TrainingInterrupted's "continue with resume=True, output=RUN": finetune
+    wanted a data folder, then downloaded base weights, then refused "train: was fc7,fc8, now
+    fc8". The command line's --resume took the run's settings; Python now does too."""
+    from alexft.run_folder import RunFolderError
+
+    monkeypatch.delenv("ALEXFT_WEIGHTS", raising=False)
+    monkeypatch.chdir(tmp_path)  # no weights/ here: the run's own file or nothing
+    output = tmp_path / "run"
+    finetune(small_digits_folder, weights=canonical_weights_file, train="fc7,fc8", cache=False, epochs=1,
+             batch_size=16, val_split=0.2, lr=0.001, seed=3, momentum=0.8, keep_checkpoint=True, output=output,
+             progress=False, log=quiet)
+    said = []
+    summary = finetune(resume=True, output=output, epochs=2, progress=False, log=said.append)
+    assert said[0] == f"resuming {output} at epoch 2" and summary["epochs"] == 2, said
+    config = json.loads((output / "config.json").read_text())
+    assert (config["train"], config["cache"], config["batch_size"], config["seed"], config["momentum"]) == \
+        (["fc7", "fc8"], False, 16, 3, 0.8)
+    assert [row["epoch"] for row in read_history(output)] == ["1", "2"]
+    # What is given stays given, and a change is refused in the keywords' words.
+    with pytest.raises(RunFolderError, match=r"\(train: was fc7,fc8, now fc8\)"):
+        finetune(resume=True, output=output, train="fc8", epochs=3, log=quiet)
+    with pytest.raises(OptionsError, match=r"^resume=True needs output, the run folder to continue$"):
+        finetune(small_digits_folder, resume=True, log=quiet)
+    with pytest.raises(TypeError, match=r"needs data_dir"):
+        finetune(log=quiet)
+    # A finished run refused before anything is listed or planned (it logged "200 epochs" first).
+    said.clear()
+    with pytest.raises(RunFolderError, match="holds a finished run"):
+        finetune(small_digits_folder, weights=canonical_weights_file, output=output, log=said.append)
+    assert said == []
+    (tmp_path / "notes.py").write_text("")
+    with pytest.raises(RunFolderError, match=r"notes\.py: is a file, not a run folder; choose another output$"):
+        finetune(small_digits_folder, weights=canonical_weights_file, output=tmp_path / "notes.py", log=quiet)
+
+
 def test_a_python_caller_is_told_of_keywords_not_flags(small_digits_folder, canonical_weights_file, tmp_path, capfd):
     """A notebook's finetune said "try a smaller --lr", "(--no-cache: on the images)" and
     "continue with --resume --output RUN": words of a command it never ran."""
@@ -1645,3 +1695,22 @@ def test_a_python_caller_is_told_of_keywords_not_flags(small_digits_folder, cano
              output=tmp_path / "run", progress=False)
     said = capfd.readouterr().err
     assert "the epochs then train on it (cache=False: on the images)" in said and "--" not in said, said
+
+
+def test_a_signal_ignored_when_the_run_began_stays_ignored_through_the_epochs():
+    """A script's `alexft finetune ... &` starts with SIGINT ignored (the shell's rule for
+    background jobs): a helper's kill -INT was ignored in the range test, then stopped the run in
+    the epochs, whose handler had replaced the ignoring."""
+    from alexft.train import _StopOnSignal
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with _StopOnSignal() as stop:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) == stop._handle  # not ignored: taken as before
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        with _StopOnSignal() as stop:
+            assert signal.getsignal(signal.SIGINT) == stop._handle
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -153,9 +153,6 @@ def _check_layers(ctx, options):
 
 # Where a parameter's value is kept in config.json, when the name differs.
 _CONFIG_KEYS = {"train_layers": "train", "ten_crop": "ten_crop_val"}
-# Not taken from the resumed run: the rate ("auto" keeps the run's own, recoveries included)
-# and where and how it computes (a run begun on a GPU may end on a CPU).
-_NOT_RESUMED = {"lr", "device", "strategy", "heartbeat_timeout", "mixed_precision"}
 
 
 def _layers_given(ctx):
@@ -171,35 +168,21 @@ def _take_the_runs_settings(ctx, output, values):
     Returns the run's config.json."""
     from click.core import ParameterSource
 
-    from alexft.errors import AlexftError
-    from alexft.run_folder import RunFolder
-    from alexft.train_options import API_ONLY_OPTIONS
+    from alexft.train_setup import resumed_settings
 
     if output is None:
         raise click.UsageError("--resume needs --output, the run folder to continue.")
-    saved = RunFolder(output).earlier_config()
-    for name in set(values) - _NOT_RESUMED:
-        key = _CONFIG_KEYS.get(name, name)
-        if key in saved and ctx.get_parameter_source(name) is ParameterSource.DEFAULT:
-            values[name] = saved[key]
-    for key in API_ONLY_OPTIONS:  # a run begun from Python may have set what the command line cannot
-        if key in saved:
-            values[key] = saved[key]
-    if ctx.get_parameter_source("lr") is not ParameterSource.DEFAULT and values["lr"] == "auto":
+    given = {name for name in values if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT}
+    options = {_CONFIG_KEYS.get(name, name): values[name] for name in given - {"data_dir", "weights"}}
+    data_dir, weights, fields, saved = resumed_settings(output, values["data_dir"] if "data_dir" in given else None,
+                                                        values["weights"] if "weights" in given else None, options)
+    option_names = {key: name for name, key in _CONFIG_KEYS.items()}
+    values.update({option_names.get(key, key): value for key, value in fields.items()})
+    values.update(data_dir=data_dir, weights=weights and Path(weights))
+    if "lr" in given and values["lr"] == "auto":
         kept = saved.get("lr_found") if saved.get("lr") == "auto" else saved.get("lr")
         click.echo(f"alexft: note: --lr auto keeps a resumed run's rate{f' ({kept:.3g})' if kept else ''}: the range "
                    "test runs once, before a run's first epoch; give a number for a new rate", err=True)
-    if ctx.get_parameter_source("data_dir") is ParameterSource.DEFAULT:
-        recorded = saved.get("data_dir")
-        if recorded is None:
-            raise AlexftError(f"{output}: its config.json names no data folder; give DATA_DIR")
-        if not Path(recorded).is_dir():
-            raise AlexftError(f"{output}: its data folder {recorded} is not there; give DATA_DIR")
-        values["data_dir"] = Path(recorded)
-    if values["weights"] is not None:
-        values["weights"] = Path(values["weights"])
-        if ctx.get_parameter_source("weights") is ParameterSource.DEFAULT and not values["weights"].is_file():
-            values["weights"] = None  # moved or on another machine: looked for as usual, and its digest must match
     return saved
 
 
