@@ -10,6 +10,7 @@ Where alexft differs from keras.applications, on purpose:
 - `classes` defaults to what the weights file holds (a fine-tuned file has its own count).
 """
 import difflib
+import numbers
 import os
 import warnings
 
@@ -30,7 +31,7 @@ def AlexNet(weights=IMAGENET, include_top=True, classes=None, pooling=None, clas
 
     - "imagenet": Caffe's bvlc_alexnet, found or downloaded as `alexft classify` does;
     - a path to any weights file alexft reads (.npy, .npz, .caffemodel), e.g. a fine-tuned model.npz,
-      or a WeightSet read from one (`alexft.weights.load`);
+      or a WeightSet read from one (`alexft.load_weights`);
     - None: Caffe's random initialisation.
 
     `include_top=False` ends at pool5, or at `last_layer` (any layer, e.g. "conv5" or "fc7"), and
@@ -116,8 +117,9 @@ def _class_count(weight_set, classes, include_top):
     held = weight_set.num_classes if weight_set is not None and "fc8" in weight_set.params else None
     if classes is None:
         return held or arch.IMAGENET_CLASSES
-    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
+    if isinstance(classes, bool) or not isinstance(classes, numbers.Integral) or classes < 1:
         raise ValueError(f"classes must be a positive whole number; got {classes!r}")
+    classes = int(classes)  # (numpy's integers, as len(np.unique(labels)) gives, are not JSON in a saved model)
     if include_top and held is not None and classes != held:
         raise ValueError(f"the weights {weight_set.path} have {held} classes, not {classes}: leave classes unset, "
                          "or use include_top=False and a head of your own")
@@ -151,7 +153,8 @@ def preprocess_input(x, data_format=None):
     `x`: one image (H, W, 3), a batch (N, H, W, 3) or a list of images of different sizes;
     uint8 or float in 0-255 (floats are rounded to 8 bits, as an image file holds them), or
     uint16 in 0-65535 (16-bit images, scaled to 8 bits as OpenCV reads a 16-bit file); a numpy
-    array or a tensor (also a symbolic one, e.g. in `tf.data.Dataset.map`). Grey images, (H, W)
+    array or a tensor (also a symbolic one, e.g. in `tf.data.Dataset.map`, and a ragged batch of
+    images of different sizes, as `Dataset.ragged_batch` makes). Grey images, (H, W)
     or (..., 1), are tiled to RGB and alpha, (..., 2) or (..., 4), is dropped, as for files. Returns
     float32 (227, 227, 3) or (N, 227, 227, 3): resized to 256x256 (bilinear, aspect ratio ignored),
     BGR, ImageNet's mean pixel subtracted, centre crop. Unlike keras.applications' preprocess_input
@@ -290,6 +293,11 @@ def _warn_of_unlikely_pixels(x):
 def _preprocess_tensor(x):
     import tensorflow as tf
 
+    if isinstance(x, tf.RaggedTensor):  # images of different sizes batched (Dataset.ragged_batch): one at a time
+        if x.shape.rank != 4:
+            raise ValueError(f"preprocess_input takes a ragged batch of RGB images shaped (N, None, None, 3); got {x.shape}")
+        return tf.map_fn(lambda image: _preprocess_tensor(image.to_tensor() if isinstance(image, tf.RaggedTensor) else image),
+                         x, fn_output_signature=tf.TensorSpec([CROP, CROP, 3], tf.float32))
     rank = x.shape.rank
     if rank is None:  # tf.io.decode_image's default: a GIF could be a stack of frames
         raise ValueError("preprocess_input needs to know whether it has one image or a batch, and got a tensor of "

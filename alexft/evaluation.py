@@ -5,6 +5,7 @@ both protocols are reported from the same forward passes.
 """
 import collections
 import csv
+import difflib
 import errno
 import json
 import logging
@@ -56,7 +57,9 @@ def labelled_folder(data_dir, class_names):
         raise DataError(f"{data_dir}: folder(s) {quoted_names(unknown)} are not classes of this model "
                         f"(e.g. {quoted_names(class_names[:3])}" +
                         (", or WordNet ids such as 'n01440764')" if len(class_names) == 1000 else ")") +
-                        _case_hint(unknown, class_names) + _split_hint(data_dir, folders))
+                        _case_hint(unknown, class_names) + _closest_hint(unknown, class_names)
+                        + _split_hint(data_dir, folders))
+    _say_folders_of_one_class(data_dir, folders, index, class_names)
     files = list_labelled(data_dir, folders, empty_ok=True)  # a class with no images has no figures, not an error
     files.labels = np.array([folder_class(index, folders[i]) for i in files.labels], np.int32)
     return files
@@ -101,6 +104,42 @@ def _case_hint(unknown, class_names):
     shared = [name for name in meant if name in repeated]
     return (f"; class names match in their case: did you mean {quoted_names(meant)}?"
             + (f" ({quoted_names(shared)} names several classes: name such a folder by its WordNet id)" if shared else ""))
+
+
+def _closest_hint(unknown, class_names, shown=3):
+    """For folders named near a class ('tabby_cat', 'tabby' or 'Space Shuttle' for ImageNet's
+    'tabby, tabby cat' and 'space shuttle'), the class names they may mean: one of a class's
+    comma-separated synonyms, with '_' or '-' for spaces and in any case, else a close spelling.
+    Folders only their case keeps from a class are _case_hint's."""
+    by_case = {name.casefold() for name in class_names}
+    candidates = {}  # a name or synonym, as written loosely -> the class names it is part of
+    for name in class_names:
+        for synonym in {name, *name.split(", ")}:
+            candidates.setdefault(_loosely(synonym), []).append(name)
+    said = []
+    for folder in unknown[:4 * shown]:  # (a wrong data folder may hold thousands: a few examples do)
+        close = [] if folder.casefold() in by_case else \
+            difflib.get_close_matches(_loosely(folder), list(candidates), n=1, cutoff=0.8)
+        if close:
+            meant = list(dict.fromkeys(candidates[close[0]]))
+            said.append(f"{' or '.join(map(repr, meant[:2]))} for {folder!r}")
+    return f"; closest class names: {', '.join(said[:shown])}" if said else ""
+
+
+def _loosely(name):
+    return " ".join(name.casefold().replace("_", " ").replace("-", " ").split())
+
+
+def _say_folders_of_one_class(data_dir, folders, index, class_names):
+    """Two folders naming one class (its WordNet id and its name, or two Unicode forms of it)
+    are scored as that class together: said, as the counts would otherwise surprise."""
+    folders_of = collections.defaultdict(list)
+    for folder in folders:
+        folders_of[folder_class(index, folder)].append(folder)
+    for position, named in sorted(folders_of.items()):
+        if len(named) > 1:
+            log.warning("warning: %s: folders %s %s name class %r: their images are scored together", data_dir,
+                        quoted_names(named), "both" if len(named) == 2 else "all", class_names[position])
 
 
 def _split_hint(data_dir, folders):

@@ -123,12 +123,13 @@ class CaffeMaxPooling2D(keras.layers.MaxPooling2D):
         return super().call(padded)
 
     def _missing(self, inputs, axis):
-        """The rows (or columns) the last, clipped window reaches past the border: a number when
-        the side is known, else a tensor (no shape op is added where the side is known)."""
+        """The rows (or columns) the last, clipped window reaches past the border. Where the side
+        is known only when run, stride - 1: "valid" pooling then counts ceil((side - pool) /
+        stride) + 1 windows on any side, and the extra row, if no window needs it, is never read.
+        (Padding by a tensor computed from the side would leave every axis of the result
+        unknown, channels too: TF Lite then cannot convert the convolutions after it.)"""
         side = inputs.shape[axis]
-        if side is None:
-            side = tf.shape(inputs)[axis]
-        return (-(side - self.pool_size[0])) % self.strides[0]
+        return self.strides[0] - 1 if side is None else (-(side - self.pool_size[0])) % self.strides[0]
 
     def compute_output_shape(self, input_shape):
         sides = [None if side is None else -(-(side - self.pool_size[0]) // self.strides[0]) + 1

@@ -227,6 +227,6 @@ def truncated(model, layer):
     """A model sharing `model`'s layers that stops at `layer`'s output (e.g. "fc7", "pool5")."""
     names = [each.name for each in model.layers]
     if layer not in names:  # Keras' own error lists internal layers (image, flatten, drop6, logits)
-        known = [name for name in arch.ENDS if name in names] or names
+        known = [name for name in (*arch.ENDS, "prob") if name in names] or names  # prob: the softmax, alexft.AlexNet's
         raise ValueError(f"no layer {layer!r} in the model; features come from {', '.join(known)}")
     return keras.Model(model.input, model.get_layer(layer).output, name=f"alexnet_to_{layer}")

@@ -186,9 +186,9 @@ def predict_views(predictor, paths, ten_crop=False, batch_size=32, progress=None
                 full = len(good) == batch_size  # one batch shape, one compile
                 probabilities = predictor.probabilities(np.concatenate(good), fused_lrn=fused_lrn and full)
                 per_image = iter(probabilities.reshape(len(good), views_per_image, -1))
+            bar.update(len(chunk))  # before the chunk's results are printed: a bar behind them read 0% under 32 lines
             for path, views, error in chunk:
                 yield path, (next(per_image) if views is not None else None), error
-            bar.update(len(chunk))
 
 
 def predict_files(predictor, paths, ten_crop=False, batch_size=32, progress=None, workers=None):

@@ -302,7 +302,7 @@ def each_once(items, say=None, key=None):
     _real_folder.cache_clear()  # (links may have changed since the last call)
     key = key or _identity
     kept, repeated = _without_repeats([(item, key(item)) for item in items])
-    _say_left_out(repeated, say)
+    _say_left_out([f"{item}, named again" for item in repeated], say)
     return [item for item, _ in kept]
 
 
@@ -311,10 +311,14 @@ def distinct_inputs(items, say=None):
     d3/cats`): what remains says whether the inputs are one class folder, with its labels."""
     _real_folder.cache_clear()
     kept, repeated = _without_repeats([(item, _identity(item)) for item in items])
-    folders = [identity for item, identity in kept if is_folder(item)]
-    inside = {index for index, (item, identity) in enumerate(kept)
-              if folders and any(_listed_within(item, identity, folder) for folder in folders)}
-    _say_left_out(repeated + [kept[index][0] for index in sorted(inside)], say)
+    folders = [(item, identity) for item, identity in kept if is_folder(item)]
+    inside = {}  # index in kept -> the folder given that lists it
+    for index, (item, identity) in enumerate(kept if folders else []):
+        within = next((folder for folder, real in folders if _listed_within(item, identity, real)), None)
+        if within is not None:
+            inside[index] = within
+    _say_left_out([f"{item}, named again" for item in repeated]
+                  + [f"{kept[index][0]}, inside {folder}" for index, folder in sorted(inside.items())], say)
     return [item for index, (item, _) in enumerate(kept) if index not in inside]
 
 
@@ -342,6 +346,7 @@ def _without_repeats(named):
 
 
 def _say_left_out(left_out, say):
+    """`left_out`: each input not read, said with why ("x.jpg, named again", "d/x.jpg, inside d")."""
     if left_out and say is not None:
         say(f"each image is read once: {len(left_out)} named again or inside a folder also given are left out "
             f"(e.g. {left_out[0]})")

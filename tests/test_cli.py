@@ -171,7 +171,7 @@ def test_an_image_named_twice_is_read_once(photo_folder, canonical_weights_file,
     listed = run("classify", chelsea, photo_folder / "china.jpg", chelsea, "--json", "--weights", canonical_weights_file)
     assert [json.loads(line)["path"] for line in listed.stdout.splitlines()] == [str(chelsea), str(photo_folder / "china.jpg")]
     assert listed.stderr == ("alexft: warning: each image is read once: 1 named again or inside a folder also given are "
-                             f"left out (e.g. {chelsea})\n")
+                             f"left out (e.g. {chelsea}, named again)\n")
     linked = tmp_path / "link.png"
     linked.symlink_to(chelsea)  # a second name on purpose (datasets made of links): kept
     both = run("classify", chelsea, linked, "--json", "--weights", canonical_weights_file)
@@ -183,7 +183,8 @@ def test_a_class_folder_named_twice_keeps_its_labels(small_digits_folder, canoni
     and dropped the labels (the last two also wrote images twice)."""
     linked = tmp_path / "link"
     linked.symlink_to(small_digits_folder)
-    for again in (f"{small_digits_folder}/", small_digits_folder / "digit_0", linked):
+    for again, why in ((f"{small_digits_folder}/", "named again"), (small_digits_folder / "digit_0", f"inside {small_digits_folder}"),
+                       (linked, "named again")):
         out = tmp_path / "f.npz"
         result = run("features", small_digits_folder, again, "--layer", "fc8", "-o", out, "--force",
                      "--weights", canonical_weights_file)
@@ -191,7 +192,7 @@ def test_a_class_folder_named_twice_keeps_its_labels(small_digits_folder, canoni
         with np.load(out) as stored:
             assert len(stored["paths"]) == len(set(stored["paths"])) == 60 and len(stored["labels"]) == 60, again
         assert ("alexft: warning: each image is read once: 1 named again or inside a folder also given are left out "
-                f"(e.g. {str(again).rstrip('/')})") in result.stderr, result.stderr
+                f"(e.g. {str(again).rstrip('/')}, {why})") in result.stderr, result.stderr
 
 
 

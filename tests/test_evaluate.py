@@ -196,6 +196,33 @@ def test_folders_match_classes_in_either_unicode_form_and_a_train_val_folder_is_
         labelled_folder(tmp_path / "cranes", names)
 
 
+def test_folders_named_near_a_class_are_told_its_name_and_two_folders_of_one_class_are_said(tmp_path, caplog):
+    """A helper's 'tabby_cat' and 'Space Shuttle' were told of 'tench, Tinca tinca' (the first
+    classes); ImageNet's name is 'tabby, tabby cat'. Its WordNet id folder beside an empty
+    'sorrel' was scored with it, while a warning called 'sorrel' empty."""
+    names = imagenet_class_names()
+    data = tmp_path / "data"
+    for folder in ("tabby_cat", "tabby", "Space Shuttle", "goldfsh", "kittens"):
+        (data / folder).mkdir(parents=True)
+    with pytest.raises(DataError) as caught:
+        labelled_folder(data, names)
+    said = str(caught.value)
+    assert said.endswith("; class names match in their case: did you mean 'space shuttle'?; closest class names: "
+                         "'goldfish, Carassius auratus' for 'goldfsh', 'tabby, tabby cat' for 'tabby', "
+                         "'tabby, tabby cat' for 'tabby_cat'"), said
+    assert "kittens" not in said.split("closest class names")[1]  # nothing near it: no guess
+    for folder in ("tabby_cat", "tabby", "Space Shuttle", "goldfsh", "kittens"):
+        (data / folder).rmdir()
+    write_digits_folder(data, per_class=1, classes=[0, 1])
+    (data / "digit_0").rename(data / "n02389026")  # sorrel's WordNet id
+    (data / "digit_1").rename(data / "sorrel")
+    with caplog.at_level("WARNING", logger="alexft"):
+        files = labelled_folder(data, names)
+    assert files.labels.tolist() == [339, 339]
+    assert f"warning: {data}: folders 'n02389026', 'sorrel' both name class 'sorrel': their images are scored " \
+           "together" in caplog.messages
+
+
 def test_list_file_evaluation_matches_the_folder(held_out_folder, tmp_path, evaluation):
     summary, _, model = evaluation
     class_names = weights.load(model).class_names

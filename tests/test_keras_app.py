@@ -184,6 +184,15 @@ def test_preprocess_input_takes_a_list_of_photos_of_different_sizes():
     assert len({image.shape for image in images}) == 3
     np.testing.assert_array_equal(alexft.preprocess_input(images),
                                   np.stack([alexft.preprocess_input(image) for image in images]))
+    # tf.data's way to batch them: a ragged batch (it failed: "'input' of 'PyFuncStateless' Op have
+    # types [<NOT CONVERTIBLE TO TENSOR>]").
+    dataset = tf.data.Dataset.from_generator(lambda: iter(images),
+                                             output_signature=tf.TensorSpec((None, None, 3), tf.uint8))
+    batches = [batch.numpy() for batch in dataset.ragged_batch(2).map(alexft.preprocess_input)]
+    assert [len(batch) for batch in batches] == [2, 1]
+    np.testing.assert_array_equal(np.concatenate(batches), np.stack([alexft.preprocess_input(image) for image in images]))
+    with pytest.raises(ValueError, match=r"takes a ragged batch of RGB images shaped \(N, None, None, 3\); got \(2, None\)"):
+        alexft.preprocess_input(tf.ragged.constant([[1, 2, 3], [4]]))
 
 
 def test_the_predictor_names_what_it_takes_when_given_raw_pixels(predictor):
@@ -345,8 +354,8 @@ def test_without_the_top_it_ends_at_pool5_or_any_layer_and_pools_as_keras_does(c
 def test_any_input_size_without_fc6_also_not_square_or_not_fixed(canonical_weights_file, canonical_params):
     """Height and width each follow the input (291x195 gives conv5 17x11), pooled as Caffe pools:
     rounding up, the last window clipped (a 250-pixel side gives conv1 60 wide, pool1 30, where
-    rounding down would give 29); (None, None, 3) takes every size in one model. A model up to fc6
-    or beyond takes 227x227 only, said so."""
+    rounding down would give 29); (None, None, 3) takes every size in one model, also in TF Lite.
+    A model up to fc6 or beyond takes 227x227 only, said so."""
     rng = np.random.default_rng(0)
     tall = rng.uniform(-120, 120, (1, 291, 195, 3)).astype(np.float32)
     wide = rng.uniform(-120, 120, (1, 150, 250, 3)).astype(np.float32)
@@ -359,6 +368,18 @@ def test_any_input_size_without_fc6_also_not_square_or_not_fixed(canonical_weigh
         assert fixed.output.shape[1:] == expected.shape[1:] == (*size, 256)
         assert_close(fixed(images).numpy(), expected)
         assert_close(free(images).numpy(), expected)
+    # TF Lite converts the shape-free model, resized per call (it failed on conv2: "'tf.Conv2D' op is
+    # neither a custom op nor a flex op", the pooling's pad having lost the channel count).
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=tf.lite.TFLiteConverter.from_keras_model(free).convert())
+    for images in (tall, wide):
+        interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], images.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], images)
+        interpreter.invoke()
+        assert_close(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]),
+                     reference.forward(canonical_params, images, until="conv5"))
     pool1 = alexft.AlexNet(weights=canonical_weights_file, include_top=False, last_layer="pool1", input_shape=wide.shape[1:])
     expected = reference.caffe_max_pool(reference.caffe_lrn(reference.forward(canonical_params, wide, until="conv1")))
     assert pool1.output.shape[1:] == expected.shape[1:] == (17, 30, 96)
@@ -651,6 +672,8 @@ def test_extract_features_takes_a_predictor_and_labels_a_class_folder_as_the_com
     with pytest.raises(ValueError, match=r"^no layer 'fc77' in the model; features come from conv1, norm1, pool1, conv2, "
                                          r"norm2, pool2, conv3, conv4, conv5, pool5, fc6, fc7, fc8$"):
         alexft.extract_features(predictor, expected.paths[:1], "fc77", tmp_path / "h.npz")  # Keras' error listed drop6
+    with pytest.raises(ValueError, match=r"; features come from conv1, .*, fc8, prob$"):  # alexft.AlexNet's softmax too
+        alexft.extract_features(alexft.AlexNet(weights=None), expected.paths[:1], "fc9", tmp_path / "h.npz")
 
 
 TENSORFLOW_FREE = """
@@ -979,3 +1002,25 @@ def test_the_python_api_reads_an_image_named_twice_once(predictor, small_digits_
                                            tmp_path / "f.npz")
     with np.load(tmp_path / "f.npz") as stored:
         assert count == 60 == len(set(stored["paths"])) and len(stored["labels"]) == 60
+
+
+def test_a_base_without_the_top_takes_its_layers_from_weights_and_classes_may_be_numpys_integers(
+        canonical_weights_file, canonical_params):
+    """A helper's assign_weights(AlexNet(weights=None, include_top=False), load_weights(W)) met
+    Keras' "No such layer: fc6"; classes=np.int64(10), as len(np.unique(labels)) gives, was
+    refused as not a whole number."""
+    base = alexft.AlexNet(weights=None, include_top=False)
+    assert alexft.assign_weights(base, alexft.load_weights(canonical_weights_file)) == \
+        ["conv1", "conv2", "conv3", "conv4", "conv5"]
+    np.testing.assert_array_equal(base.get_layer("conv5").kernel.numpy(), canonical_params["conv5"][0])
+    nested = keras.Sequential([alexft.AlexNet(weights=None, include_top=False, last_layer="conv2"),
+                               keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    assert alexft.assign_weights(nested, alexft.load_weights(canonical_weights_file), skip=["conv1"]) == ["conv2"]
+    np.testing.assert_array_equal(nested.layers[0].get_layer("conv2").bias.numpy(), canonical_params["conv2"][1])
+    with pytest.raises(ValueError, match=r"holds no AlexNet layers \(conv1, .*\), nor a model with them: assign_weights "):
+        alexft.assign_weights(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]),
+                              alexft.load_weights(canonical_weights_file))
+    model = alexft.AlexNet(weights=None, classes=np.int64(10))
+    assert model.output.shape[-1] == 10 and type(model.get_layer("fc8").units) is int
+    with pytest.raises(ValueError, match="classes must be a positive whole number; got np.float64"):
+        alexft.AlexNet(weights=None, classes=np.float64(10))

@@ -55,6 +55,25 @@ def test_bad_file_in_a_batch_is_reported_and_others_unaffected(predictor, tmp_pa
     np.testing.assert_allclose(results[2][1], alone, rtol=1e-5)
 
 
+def test_the_bar_counts_a_batch_before_its_results_are_handed_out(predictor, monkeypatch):
+    """On a terminal, classify's bar read 0% while a whole batch's lines printed, then jumped:
+    it counted each batch after its results were printed."""
+    import contextlib
+
+    import alexft.predict as predict_module
+
+    class Bar:
+        n = 0
+
+        def update(self, count):
+            self.n += count
+
+    bar = Bar()
+    monkeypatch.setattr(predict_module, "progress_bar", lambda *args, **kwargs: contextlib.nullcontext(bar))
+    paths = list(photo_paths().values())[:3]
+    assert [bar.n for _ in predict_views(predictor, paths, batch_size=2, progress=False)] == [2, 2, 3]
+
+
 def test_fused_lrn_path_matches_reference_on_real_photos(predictor, canonical_params):
     paths = [photo_paths()[name] for name in PHOTOS]
     for path, views, error in predict_views(predictor, paths, ten_crop=True, batch_size=2, fused_lrn=True):

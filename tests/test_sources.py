@@ -58,6 +58,14 @@ def test_alexfts_own_other_files_given_as_weights_are_named(tmp_path):
     lite.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(64))  # a FlatBuffer's root offset, then its identifier
     with pytest.raises(WeightsError, match="photos.tflite: a TF Lite export, not weights; give the .npz"):
         sources.resolve_weights(lite)
+    # Keras' save_weights file (HDF5): named as Keras', with where it loads (a helper was told only its first bytes).
+    import h5py
+
+    with h5py.File(tmp_path / "m.weights.h5", "w") as handle:
+        handle.create_dataset("x", data=np.zeros(2))
+    with pytest.raises(WeightsError, match=r"m.weights.h5: a Keras HDF5 file, not alexft weights; load it into the model "
+                                           r"it was saved from with model.load_weights"):
+        sources.resolve_weights(tmp_path / "m.weights.h5")
     features = tmp_path / "fc7.npz"
     np.savez(features, features=np.zeros((2, 4096), np.float32), paths=np.array(["a.jpg", "b.jpg"]))
     with pytest.raises(WeightsError, match=r"fc7.npz: a feature file \(alexft features\), not weights$"):
@@ -143,6 +151,17 @@ def test_without_network_the_error_says_where_to_put_the_file():
     assert "download failed" in message
     assert str(sources.cache_dir()) in message and "(weights/ under the current folder)" in message
     assert "--weights" in message and "ALEXFT_WEIGHTS" in message
+
+
+def test_a_fetch_without_network_says_so_and_where_to_put_the_file(monkeypatch):
+    """`weights fetch` offline said "[Errno -2] Name or service not known" and "all 2 sources
+    failed", where classify said where to put the file. (.invalid never resolves: RFC 6761.)"""
+    with pytest.raises(WeightsError, match=r"^http://nowhere\.invalid/w\.npy: download failed: cannot find the server "
+                                           r"nowhere\.invalid \(no network, or no DNS here\?\)$"):
+        sources.fetch_weights("http://nowhere.invalid/w.npy", progress=False)  # a URL of the user's: only that said
+    monkeypatch.setenv("ALEXFT_WEIGHTS_URL", "http://one.invalid/w.npy http://two.invalid/w.npy")
+    with pytest.raises(WeightsError, match=r"^all 2 sources failed \(each said above\)\. Put one of bvlc_alexnet\.npz, "):
+        sources.fetch_weights(progress=False)
 
 
 def test_http_error_is_reported(monkeypatch):

@@ -19,8 +19,10 @@ import json
 import logging
 import os
 import re
+import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -179,6 +181,8 @@ def _fetch(url, partial, expected, progress, timeout):
         raise WeightsError(f"{url}: server answered {error.code} {error.reason}") from None
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", None) or error
+        if isinstance(reason, socket.gaierror):  # "[Errno -2] Name or service not known"
+            reason = f"cannot find the server {urllib.parse.urlsplit(url).hostname} (no network, or no DNS here?)"
         if have:  # it answered before; a later attempt may get through
             raise _Interrupted(f"download failed: {reason}") from None
         raise WeightsError(f"{url}: download failed: {reason}") from None

@@ -126,9 +126,13 @@ def read_format(path):
         return "caffemodel"
     if head[4:8] == b"TFL3":  # a FlatBuffer's identifier: what `alexft export x.tflite` writes
         raise WeightsError(f"{path}: a TF Lite export, not weights; give the .npz (or .npy) it was exported from")
+    if head.startswith(HDF5_MAGIC):  # Keras' model.save_weights("x.weights.h5") and the old .h5 models
+        raise WeightsError(f"{path}: a Keras HDF5 file, not alexft weights; load it into the model it was saved from "
+                           "with model.load_weights (a .weights.h5) or keras.saving.load_model (an .h5 model)")
     raise WeightsError(f"{path}: not a weights file ({_describe_bytes(head)}); expected .npy, .npz or .caffemodel")
 
 
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 KERAS_FILE_MEMBERS = {"config.json", "metadata.json"}  # what every Keras 3 .keras zip holds, whatever its weights
 
 
@@ -471,16 +475,21 @@ def _all_finite(array):
 
 
 def assign(model, weight_set, skip=()):
-    """Copy the file's layers into `model`, except those in `skip` (they keep their fresh init).
-
-    Returns the names of the layers loaded. Shapes are checked against the model first.
-    """
+    """Copy the file's layers into `model`, except those in `skip` (they keep their fresh init):
+    every AlexNet layer the model holds (conv1-fc7 with include_top=False), also in a model
+    nested in it. Returns the names of the layers loaded. Shapes are checked against the model."""
     skip = set(skip)
     unknown = skip - set(arch.LAYER_NAMES)
     if unknown:
         raise WeightsError(f"cannot skip unknown layer(s) {', '.join(sorted(unknown))}")
+    model = max(_models_within(model), key=lambda inner: len(_alexnet_layers(inner)))
+    held = _alexnet_layers(model)
+    if not held:
+        raise ValueError(f"{getattr(model, 'name', 'the model')}: holds no AlexNet layers "
+                         f"({', '.join(arch.LAYER_NAMES)}), nor a model with them: assign_weights takes a model alexft "
+                         "built (alexft.AlexNet, build_alexnet)")
     loaded = []
-    for name in arch.LAYER_NAMES:
+    for name in held:
         if name in skip:
             continue
         layer = model.get_layer(name)

@@ -347,7 +347,7 @@ def fetch_weights(url=None, sha256=None, output=None, force=False, progress=None
             failures.append(str(error))
             if len(chosen) > 1:
                 log.warning("%s", error)
-    raise WeightsError(_failed(failures))
+    raise WeightsError(_failed(failures) + ("" if url else f". {_where_to_put_it()}"))
 
 
 def _check_present(target, source):
