@@ -38,6 +38,14 @@ RUN_FILES = ("config.json", "classes.json", "checkpoint.npz", "model.npz", "last
              "curves.png", "summary.json", "lr_find.png", "broken_files.json", "tensorboard", "feature_cache")
 
 
+def _history_cell(key, value):
+    """A history.csv cell: a rate to 12 digits, as the schedule meant it (0.0001 x 0.1 is
+    1.0000000000000001e-05 in binary floats, a row a reader would squint at)."""
+    if value is None:
+        return ""
+    return float(f"{value:.12g}") if key == "lr" and isinstance(value, float) else value
+
+
 class RunFolderError(TrainingError):
     """The run folder cannot be used as asked (exists, nothing to resume, other options)."""
 
@@ -211,7 +219,7 @@ class RunFolder:
         text = io.StringIO(newline="")
         writer = csv.DictWriter(text, HISTORY_COLUMNS)
         writer.writeheader()
-        writer.writerows({key: ("" if row.get(key) is None else row[key]) for key in HISTORY_COLUMNS} for row in history)
+        writer.writerows({key: _history_cell(key, row.get(key)) for key in HISTORY_COLUMNS} for row in history)
         write_text(self.path / "history.csv", text.getvalue(), RunFolderError)
         # Drawing the curves takes most of a second, longer than a cached epoch: redraw at
         # most every CURVES_EVERY seconds, and always at the end or on interruption.

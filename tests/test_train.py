@@ -1714,3 +1714,18 @@ def test_a_signal_ignored_when_the_run_began_stays_ignored_through_the_epochs():
             assert signal.getsignal(signal.SIGINT) == stop._handle
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_history_writes_rates_as_the_schedule_meant_them(tmp_path):
+    """A helper's history.csv read 1.0000000000000002e-06: the schedule's tenth of 1e-05 in
+    binary floats. Rates are written to 12 digits; losses keep every digit."""
+    from alexft.run_folder import RunFolder
+
+    run = RunFolder(tmp_path / "run")
+    (tmp_path / "run").mkdir()
+    rows = [dict(epoch=1, train_loss=0.1 + 0.2, lr=1e-05 * 0.1, note=None), dict(epoch=2, train_loss=1.5, lr=0.003 * 0.1)]
+    assert (rows[0]["lr"], rows[1]["lr"]) == (1.0000000000000002e-06, 0.00030000000000000003)
+    run.write_history(rows, final=False)
+    written = read_history(tmp_path / "run")
+    assert [row["lr"] for row in written] == ["1e-06", "0.0003"]
+    assert written[0]["train_loss"] == "0.30000000000000004" and written[0]["note"] == ""
