@@ -294,8 +294,9 @@ def _preprocess_tensor(x):
     import tensorflow as tf
 
     if isinstance(x, tf.RaggedTensor):  # images of different sizes batched (Dataset.ragged_batch): one at a time
-        if x.shape.rank != 4:
-            raise ValueError(f"preprocess_input takes a ragged batch of RGB images shaped (N, None, None, 3); got {x.shape}")
+        if not (x.shape.rank == 4 or (x.shape.rank == 3 and x.shape[-1] is None)):  # colour, or grey (tiled)
+            raise ValueError(f"preprocess_input takes a ragged batch of images shaped (N, None, None, 3), or (N, None, "
+                             f"None) for grey ones; got {x.shape}")
         return tf.map_fn(lambda image: _preprocess_tensor(image.to_tensor() if isinstance(image, tf.RaggedTensor) else image),
                          x, fn_output_signature=tf.TensorSpec([CROP, CROP, 3], tf.float32))
     rank = x.shape.rank

@@ -57,8 +57,8 @@ def labelled_folder(data_dir, class_names):
         raise DataError(f"{data_dir}: folder(s) {quoted_names(unknown)} are not classes of this model "
                         f"(e.g. {quoted_names(class_names[:3])}" +
                         (", or WordNet ids such as 'n01440764')" if len(class_names) == 1000 else ")") +
-                        _case_hint(unknown, class_names) + _closest_hint(unknown, class_names)
-                        + _split_hint(data_dir, folders))
+                        _closest_hint(unknown, class_names, imagenet.wordnet_ids() if imagenet_model else ())
+                        + _case_hint(unknown, class_names) + _split_hint(data_dir, folders))
     _say_folders_of_one_class(data_dir, folders, index, class_names)
     files = list_labelled(data_dir, folders, empty_ok=True)  # a class with no images has no figures, not an error
     files.labels = np.array([folder_class(index, folders[i]) for i in files.labels], np.int32)
@@ -106,14 +106,15 @@ def _case_hint(unknown, class_names):
             + (f" ({quoted_names(shared)} names several classes: name such a folder by its WordNet id)" if shared else ""))
 
 
-def _closest_hint(unknown, class_names, shown=3):
+def _closest_hint(unknown, class_names, wordnet_ids=(), shown=3):
     """For folders named near a class ('tabby_cat', 'tabby' or 'Space Shuttle' for ImageNet's
     'tabby, tabby cat' and 'space shuttle'), the class names they may mean: one of a class's
-    comma-separated synonyms, with '_' or '-' for spaces and in any case, else a close spelling.
-    Folders only their case keeps from a class are _case_hint's."""
+    comma-separated synonyms, with '_' or '-' for spaces and in any case, else a close spelling;
+    `wordnet_ids` too, for an ImageNet model ('N02123045'). Folders only their case keeps from a
+    class are _case_hint's."""
     by_case = {name.casefold() for name in class_names}
     candidates = {}  # a name or synonym, as written loosely -> the class names it is part of
-    for name in class_names:
+    for name in (*class_names, *wordnet_ids):
         for synonym in {name, *name.split(", ")}:
             candidates.setdefault(_loosely(synonym), []).append(name)
     said = []

@@ -317,8 +317,8 @@ def distinct_inputs(items, say=None):
         within = next((folder for folder, real in folders if _listed_within(item, identity, real)), None)
         if within is not None:
             inside[index] = within
-    _say_left_out([f"{item}, named again" for item in repeated]
-                  + [f"{kept[index][0]}, inside {folder}" for index, folder in sorted(inside.items())], say)
+    _say_left_out([f"{kept[index][0]}, inside {folder}" for index, folder in sorted(inside.items())]
+                  + [f"{item}, named again" for item in repeated], say)
     return [item for index, (item, _) in enumerate(kept) if index not in inside]
 
 
@@ -348,8 +348,9 @@ def _without_repeats(named):
 def _say_left_out(left_out, say):
     """`left_out`: each input not read, said with why ("x.jpg, named again", "d/x.jpg, inside d")."""
     if left_out and say is not None:
-        say(f"each image is read once: {len(left_out)} named again or inside a folder also given are left out "
-            f"(e.g. {left_out[0]})")
+        one = len(left_out) == 1
+        say(f"each image is read once: {len(left_out)} input{'' if one else 's'} named again or inside a folder also "
+            f"given {'is' if one else 'are'} left out (e.g. {left_out[0]})")
 
 
 def _identity(item):

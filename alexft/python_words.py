@@ -23,14 +23,15 @@ FINETUNE_KEYWORDS = {"--resume --output ": "resume=True, output=", "--no-cache":
                      "--resume": "resume=True", "--keep-checkpoint": "keep_checkpoint=True",
                      "--keep-last": "keep_last=True", "--ten-crop": "ten_crop_val=True",
                      "--mixed-precision": "mixed_precision=True", "--train LAYERS": "train=LAYERS",
-                     "--lr auto": 'lr="auto"', "--weights PATH (weights=PATH in Python)": "weights=PATH", "--epochs N": "epochs=N", "then --resume it": "then finetune(..., resume=True) continues it",
+                     "--lr auto": 'lr="auto"', "give its path (--weights PATH on the command line, weights=PATH in Python)": "give its path (weights=PATH)", "--epochs N": "epochs=N", "then --resume it": "then finetune(..., resume=True) continues it",
                      "give DATA_DIR": "give data_dir", "--ten-crop:": "ten_crop_val:",
                      "--cache/--no-cache: was --cache, now --no-cache": "cache: was True, now False",
                      "--cache/--no-cache: was --no-cache, now --cache": "cache: was False, now True"}
 EXPORT_KEYWORDS = {"--format tflite": 'file_format="tflite"', "--format": "file_format",
                    "--quantize float16 or int8": 'quantization="float16" or "int8"',
                    "--quantize int8": 'quantization="int8"', "--quantize": "quantization",
-                   "--calibration DIR": "calibration=FOLDER", "--force": "force=True", "--top-k": "top_k"}
+                   "--calibration DIR": "calibration=FOLDER", "--force": "force=True", "--top-k": "top_k",
+                   "an OUTPUT ending": "an output ending", "another OUTPUT": "another output"}
 
 
 def in_python_words(message, keywords=FINETUNE_KEYWORDS):

@@ -31,7 +31,8 @@ from .run_folder import RunFolder
 from .weights.sources import resolve_weights
 from .train_data import TrainingData
 from .train_network import LostWorker, TrainingNetwork
-from .train_options import CAFFE_BASE_LR, TrainOptions, bias_factor_for_rate, cache_point, decay_for_rate
+from .train_options import (CAFFE_BASE_LR, TrainOptions, bias_factor_for_rate, cache_point, check_layers,
+                            decay_for_rate)
 
 
 CLIMB_SHARE = 2.0  # a last epoch's loss over this times the lowest epoch's (and a guess's): steps too large
@@ -86,6 +87,8 @@ def _finetune(data_dir, options=None, *, weights=None, output=None, resume=False
                         f"{options!r}; give the options by name, e.g. finetune(data_dir, train=['fc8'], epochs=5)")
     _refuse_unknown_options(fields)
     options = options.replace(**fields) if options else TrainOptions(**fields)
+    if options.train is not None or options.skip:  # an unknown or untrainable layer, said before the listing
+        check_layers(options.skip, options.train, default_skip=options.skip == ["fc8"])
     log = log or say
     chief = train_setup.check_cluster(options, output, log)
     output = Path(output) if output is not None else RunFolder.default_path()
@@ -159,7 +162,8 @@ def _interrupted(stop, resume, run=None, discarded=False):
         said = f"{how} before the first epoch ended; " + (
             f"what the run wrote in {run.path} was removed" if run.path.exists() else "no run folder was kept")
     elif run.checkpoint.exists():
-        said = f"stopped by {_signal_name(number)}; continue with --resume --output {run.path}"
+        said = (f"stopped by {_signal_name(number)}" + ("; model.npz holds the best epoch so far" if run.model.exists() else "")
+                + f"; continue with --resume --output {run.path}")
     else:  # an epoch's model.npz was written, then the stop came before its checkpoint
         said = (f"{how} before the first checkpoint was written; the run folder {run.path} is kept"
                 + (" with model.npz" if run.model.exists() else "") + ", and --resume there starts again from epoch 1")

@@ -209,10 +209,13 @@ def data_identity(dataset):
 
 def check_same_run(saved, config, run):
     keys = TrainOptions.IDENTITY + ("class_names", "base_weights_sha256")
-    keys += ("data",) if "data" in saved else ()  # runs begun before it was recorded
+    saved = as_recorded_now(saved)
+    # The images' digest holds each one's split: a new seed or val_split changes it, said as itself.
+    resplit = any(saved.get(key) != config.get(key) for key in ("seed", "val_split"))
+    keys += ("data",) if "data" in saved and not resplit else ()  # (runs begun before it was recorded: none)
     if not cache_matters(saved, config):
         keys = tuple(key for key in keys if key != "cache")
-    refuse_changes(as_recorded_now(saved), config, run, keys, describe=_change_in_words)
+    refuse_changes(saved, config, run, keys, describe=_change_in_words)
 
 
 def as_recorded_now(saved):

@@ -166,11 +166,11 @@ def test_an_image_named_twice_is_read_once(photo_folder, canonical_weights_file,
     assert result.exit_code == 0, result.output
     with np.load(out) as stored:
         assert [os.path.basename(path) for path in stored["paths"]] == ["chelsea.png", "coffee.png"]
-    assert result.stderr.count("alexft: warning: each image is read once: 2 named again or inside a folder also given are "
+    assert result.stderr.count("alexft: warning: each image is read once: 2 inputs named again or inside a folder also given are "
                                "left out (e.g. ") == 1, result.stderr
     listed = run("classify", chelsea, photo_folder / "china.jpg", chelsea, "--json", "--weights", canonical_weights_file)
     assert [json.loads(line)["path"] for line in listed.stdout.splitlines()] == [str(chelsea), str(photo_folder / "china.jpg")]
-    assert listed.stderr == ("alexft: warning: each image is read once: 1 named again or inside a folder also given are "
+    assert listed.stderr == ("alexft: warning: each image is read once: 1 input named again or inside a folder also given is "
                              f"left out (e.g. {chelsea}, named again)\n")
     linked = tmp_path / "link.png"
     linked.symlink_to(chelsea)  # a second name on purpose (datasets made of links): kept
@@ -191,7 +191,7 @@ def test_a_class_folder_named_twice_keeps_its_labels(small_digits_folder, canoni
         assert result.exit_code == 0, result.output
         with np.load(out) as stored:
             assert len(stored["paths"]) == len(set(stored["paths"])) == 60 and len(stored["labels"]) == 60, again
-        assert ("alexft: warning: each image is read once: 1 named again or inside a folder also given are left out "
+        assert ("alexft: warning: each image is read once: 1 input named again or inside a folder also given is left out "
                 f"(e.g. {str(again).rstrip('/')}, {why})") in result.stderr, result.stderr
 
 

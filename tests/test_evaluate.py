@@ -207,12 +207,16 @@ def test_folders_named_near_a_class_are_told_its_name_and_two_folders_of_one_cla
     with pytest.raises(DataError) as caught:
         labelled_folder(data, names)
     said = str(caught.value)
-    assert said.endswith("; class names match in their case: did you mean 'space shuttle'?; closest class names: "
-                         "'goldfish, Carassius auratus' for 'goldfsh', 'tabby, tabby cat' for 'tabby', "
-                         "'tabby, tabby cat' for 'tabby_cat'"), said
+    assert said.endswith("; closest class names: 'goldfish, Carassius auratus' for 'goldfsh', 'tabby, tabby cat' for "
+                         "'tabby', 'tabby, tabby cat' for 'tabby_cat'; class names match in their case: did you mean "
+                         "'space shuttle'?"), said
     assert "kittens" not in said.split("closest class names")[1]  # nothing near it: no guess
     for folder in ("tabby_cat", "tabby", "Space Shuttle", "goldfsh", "kittens"):
         (data / folder).rmdir()
+    (data / "N02123045").mkdir()  # a WordNet id in capitals: ImageNet's are lower case
+    with pytest.raises(DataError, match=r"; closest class names: 'n02123045' for 'N02123045'$"):
+        labelled_folder(data, names)
+    (data / "N02123045").rmdir()
     write_digits_folder(data, per_class=1, classes=[0, 1])
     (data / "digit_0").rename(data / "n02389026")  # sorrel's WordNet id
     (data / "digit_1").rename(data / "sorrel")

@@ -166,7 +166,7 @@ def test_the_python_export_takes_the_format_from_the_name_as_the_command_does(ca
         export(canonical_weights_file, tmp_path / "m.TFLite", precision="bfloat16")
     # Told in export's keywords, not the command line's flags (which said "--format tflite").
     with pytest.raises(ExportOptionsError, match=r'^quantization needs the TF Lite format \(file_format="tflite", or '
-                                                 r'an OUTPUT ending in \.tflite\)$'):
+                                                 r'an output ending in \.tflite\)$'):
         export(canonical_weights_file, tmp_path / "m", quantization="float16")
     # --quantize's words work from Python too (a string gave "'str' object has no attribute 'configure'").
     from alexft.quantize import QuantizationError

@@ -191,7 +191,11 @@ def test_preprocess_input_takes_a_list_of_photos_of_different_sizes():
     batches = [batch.numpy() for batch in dataset.ragged_batch(2).map(alexft.preprocess_input)]
     assert [len(batch) for batch in batches] == [2, 1]
     np.testing.assert_array_equal(np.concatenate(batches), np.stack([alexft.preprocess_input(image) for image in images]))
-    with pytest.raises(ValueError, match=r"takes a ragged batch of RGB images shaped \(N, None, None, 3\); got \(2, None\)"):
+    grey = [image[..., 1] for image in images]  # grey ones tiled to RGB, as one at a time
+    np.testing.assert_array_equal(alexft.preprocess_input(tf.ragged.stack([tf.constant(image) for image in grey])).numpy(),
+                                  alexft.preprocess_input(grey))
+    with pytest.raises(ValueError, match=r"takes a ragged batch of images shaped \(N, None, None, 3\), or \(N, None, None\) "
+                                         r"for grey ones; got \(2, None\)"):
         alexft.preprocess_input(tf.ragged.constant([[1, 2, 3], [4]]))
 
 
@@ -994,7 +998,7 @@ def test_the_python_api_reads_an_image_named_twice_once(predictor, small_digits_
     """classify(p, [x, x]) gave two results, and extract_features(p, [cl, cl]) a file of each row
     twice, without labels: only the command line read each image once."""
     photo = sorted(small_digits_folder.glob("*/*.png"))[0]
-    with pytest.warns(UserWarning, match=r"^each image is read once: 1 named again or inside a folder also given are left "):
+    with pytest.warns(UserWarning, match=r"^each image is read once: 1 input named again or inside a folder also given is left "):
         results = list(alexft.classify(predictor, [photo, photo.parent / ".." / photo.parent.name / photo.name]))
     assert [result["path"] for result in results] == [str(photo)]
     with pytest.warns(UserWarning, match=r"^each image is read once"):
@@ -1013,6 +1017,9 @@ def test_a_base_without_the_top_takes_its_layers_from_weights_and_classes_may_be
     assert alexft.assign_weights(base, alexft.load_weights(canonical_weights_file)) == \
         ["conv1", "conv2", "conv3", "conv4", "conv5"]
     np.testing.assert_array_equal(base.get_layer("conv5").kernel.numpy(), canonical_params["conv5"][0])
+    assert alexft.assign_weights(base, str(canonical_weights_file)) == ["conv1", "conv2", "conv3", "conv4", "conv5"]
+    with pytest.raises(TypeError, match=r"takes a WeightSet \(alexft.load_weights\(path\)\) or a weights file's path, not dict"):
+        alexft.assign_weights(base, {})
     nested = keras.Sequential([alexft.AlexNet(weights=None, include_top=False, last_layer="conv2"),
                                keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
     assert alexft.assign_weights(nested, alexft.load_weights(canonical_weights_file), skip=["conv1"]) == ["conv2"]

@@ -335,11 +335,11 @@ def test_inputs_named_twice_or_inside_another_are_read_once(tmp_path):
              d / ".hidden" / "3.jpg", d / "notes.txt", tmp_path / "photo.jpg", f"{d}/./cats/../"]
     assert preprocess.distinct_inputs(given, said.append) == [d, d / ".hidden" / "3.jpg", d / "notes.txt",
                                                               tmp_path / "photo.jpg"]
-    assert said == [f"each image is read once: 5 named again or inside a folder also given are left out (e.g. "
-                    f"{tmp_path / 'link'}, named again)"]
+    assert said == [f"each image is read once: 5 inputs named again or inside a folder also given are left out (e.g. "
+                    f"{d / 'cats'}, inside {d})"]
     said.clear()  # one inside a folder is said with the folder (a helper read the kept copy's name as the dropped one's)
     assert preprocess.distinct_inputs([d / "cats" / "1.jpg", d], said.append) == [d]
-    assert said == [f"each image is read once: 1 named again or inside a folder also given are left out (e.g. "
+    assert said == [f"each image is read once: 1 input named again or inside a folder also given is left out (e.g. "
                     f"{d / 'cats' / '1.jpg'}, inside {d})"]
     found = preprocess.find_images(given)
     assert found == [d / "cats/1.jpg", d / "dogs/2.jpg", d / ".hidden/3.jpg", d / "notes.txt", tmp_path / "photo.jpg"]

@@ -135,7 +135,7 @@ def test_a_bad_download_leaves_nothing_behind(canonical_bytes, monkeypatch, mode
     assert (f"Put one of bvlc_alexnet.npz, bvlc_alexnet.npy, bvlc_alexnet.caffemodel in {Path.cwd() / 'weights'} "
             "(weights/ under the current folder) or in") in str(caught.value)  # (it said "at weights/... here")
     assert str(target.parent) in str(caught.value)
-    assert "or pass --weights PATH (weights=PATH in Python) or set ALEXFT_WEIGHTS" in str(caught.value)
+    assert "or give its path (--weights PATH on the command line, weights=PATH in Python) or set ALEXFT_WEIGHTS" in str(caught.value)
     assert "\n" not in str(caught.value)
     leftovers = sorted(path.name for path in target.parent.iterdir()) if target.parent.exists() else []
     # A stalled transfer keeps its hidden partial file for the next run to resume, and the record
@@ -159,9 +159,15 @@ def test_a_fetch_without_network_says_so_and_where_to_put_the_file(monkeypatch):
     with pytest.raises(WeightsError, match=r"^http://nowhere\.invalid/w\.npy: download failed: cannot find the server "
                                            r"nowhere\.invalid \(no network, or no DNS here\?\)$"):
         sources.fetch_weights("http://nowhere.invalid/w.npy", progress=False)  # a URL of the user's: only that said
+    with pytest.raises(WeightsError, match=r"^http://127\.0\.0\.1:9/w\.npy: download failed: the server 127\.0\.0\.1:9 "
+                                           r"refused the connection \(is it running\?\)$"):  # ("[Errno 111] Connection refused")
+        sources.fetch_weights("http://127.0.0.1:9/w.npy", progress=False)
     monkeypatch.setenv("ALEXFT_WEIGHTS_URL", "http://one.invalid/w.npy http://two.invalid/w.npy")
-    with pytest.raises(WeightsError, match=r"^all 2 sources failed \(each said above\)\. Put one of bvlc_alexnet\.npz, "):
+    with pytest.raises(WeightsError, match=r"^all 2 sources failed \(each said above\)\. Put one of bvlc_alexnet\.npz, ") \
+            as caught:
         sources.fetch_weights(progress=False)
+    # The files named are the sources tried, not the shipped defaults.
+    assert str(caught.value).endswith("(files: http://one.invalid/w.npy, http://two.invalid/w.npy)"), str(caught.value)
 
 
 def test_http_error_is_reported(monkeypatch):

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -639,6 +640,10 @@ def test_resume_refuses_a_different_configuration(small_digits_folder, canonical
     with pytest.raises(TrainingError, match=r"configuration \(momentum: was 0.9, now 0.5\);"):  # Python's only: its keyword
         finetune(small_digits_folder, weights=canonical_weights_file, momentum=0.5, epochs=1, batch_size=8,
                  val_split=0, output=tmp_path / "run", resume=True, progress=False, log=quiet)
+    # A new split is said as itself, not also as other images (the digest holds each one's split).
+    with pytest.raises(TrainingError, match=r"configuration \(val_split: was 0, now 0.2\); resume with"):
+        finetune(small_digits_folder, weights=canonical_weights_file, epochs=1, batch_size=8, val_split=0.2,
+                 output=tmp_path / "run", resume=True, progress=False, log=quiet)
     # Other images are another run; the same images in a folder moved elsewhere are not.
     moved, fewer = tmp_path / "moved", tmp_path / "fewer"
     shutil.copytree(small_digits_folder, moved)
@@ -714,6 +719,20 @@ def test_python_api_and_cli_produce_the_same_run(small_digits_folder, canonical_
     strip = lambda run: [{k: v for k, v in row.items() if k != "seconds"} for row in read_history(run)]  # noqa: E731
     assert strip(tmp_path / "api") == strip(tmp_path / "cli")
     assert sorted(os.listdir(tmp_path / "api")) == sorted(os.listdir(tmp_path / "cli"))
+
+
+@pytest.fixture(autouse=True)
+def ctrl_c_as_at_a_terminal():
+    """These tests send SIGINT as a user's Ctrl-C at a terminal arrives. A suite started in the
+    background of a script (`cmd &`) has SIGINT ignored, and a run keeps an ignored SIGINT
+    ignored (test_a_signal_ignored_when_the_run_began_stays_ignored_through_the_epochs); a
+    handler here is SIGINT's default again in the commands the tests start."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 def cli_command(data, weights_file, output, epochs=6):
@@ -1553,7 +1572,8 @@ def test_a_keyboard_interrupt_at_any_stage_is_training_interrupted_saying_what_i
     assert [path.name for path in (tmp_path / "mine").iterdir()] == ["notes.txt"]
     with pytest.raises(TrainingInterrupted) as caught:  # a callback's own KeyboardInterrupt after epoch 1
         finetune(small_digits_folder, output=tmp_path / "run", log=stop_at("epoch 1/2"), **options)
-    assert str(caught.value) == f"stopped by Ctrl-C (SIGINT); continue with resume=True, output={tmp_path / 'run'}"
+    assert str(caught.value) == (f"stopped by Ctrl-C (SIGINT); model.npz holds the best epoch so far; continue with "
+                                 f"resume=True, output={tmp_path / 'run'}")
     assert (tmp_path / "run" / "checkpoint.npz").exists() and (tmp_path / "run" / "model.npz").exists()
 
     # A user's timer raised KeyboardInterrupt after epoch 1's model.npz, before its checkpoint:

@@ -183,6 +183,8 @@ def _fetch(url, partial, expected, progress, timeout):
         reason = getattr(error, "reason", None) or error
         if isinstance(reason, socket.gaierror):  # "[Errno -2] Name or service not known"
             reason = f"cannot find the server {urllib.parse.urlsplit(url).hostname} (no network, or no DNS here?)"
+        elif isinstance(reason, ConnectionRefusedError):  # "[Errno 111] Connection refused"
+            reason = f"the server {urllib.parse.urlsplit(url).netloc} refused the connection (is it running?)"
         if have:  # it answered before; a later attempt may get through
             raise _Interrupted(f"download failed: {reason}") from None
         raise WeightsError(f"{url}: download failed: {reason}") from None
