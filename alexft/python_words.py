@@ -19,15 +19,18 @@ _VALUED = re.compile(rf"(?<![\w/.-])--(skip|train) (''|{_LAYERS})(?![\w-])|(?<![
 _ADJACENT_ARGUMENTS = re.compile(r'(\b\w+="[^"]*") (?=\w+=")')
 
 # Phrases, and flags whose keyword is not the flag's own name with underscores or which take no value.
-FINETUNE_KEYWORDS = {"--resume --output ": "resume=True, output=", "--no-cache": "cache=False", "--cache": "cache=True",
-                     "--resume": "resume=True", "--keep-checkpoint": "keep_checkpoint=True",
-                     "--keep-last": "keep_last=True", "--ten-crop": "ten_crop_val=True",
+_EITHER_ENTRY = {"give its path (--weights PATH on the command line, weights=PATH in Python)": "give its path (weights=PATH)"}
+FINETUNE_KEYWORDS = {**_EITHER_ENTRY,
+                     "--resume --output ": "resume=True, output=", "then --resume it": "then finetune(..., resume=True) continues it",
+                     "--no-cache": "cache=False", "--cache": "cache=True", "--resume": "resume=True",
+                     "--keep-checkpoint": "keep_checkpoint=True", "--keep-last": "keep_last=True",
+                     "--ten-crop": "ten_crop_val=True", "--ten-crop:": "ten_crop_val:",
                      "--mixed-precision": "mixed_precision=True", "--train LAYERS": "train=LAYERS",
-                     "--lr auto": 'lr="auto"', "give its path (--weights PATH on the command line, weights=PATH in Python)": "give its path (weights=PATH)", "--epochs N": "epochs=N", "then --resume it": "then finetune(..., resume=True) continues it",
-                     "give DATA_DIR": "give data_dir", "--ten-crop:": "ten_crop_val:",
+                     "--lr auto": 'lr="auto"', "--epochs N": "epochs=N", "give DATA_DIR": "give data_dir",
                      "--cache/--no-cache: was --cache, now --no-cache": "cache: was True, now False",
                      "--cache/--no-cache: was --no-cache, now --cache": "cache: was False, now True"}
-EXPORT_KEYWORDS = {"--format tflite": 'file_format="tflite"', "--format": "file_format",
+EXPORT_KEYWORDS = {**_EITHER_ENTRY,
+                   "--format tflite": 'file_format="tflite"', "--format": "file_format",
                    "--quantize float16 or int8": 'quantization="float16" or "int8"',
                    "--quantize int8": 'quantization="int8"', "--quantize": "quantization",
                    "--calibration DIR": "calibration=FOLDER", "--force": "force=True", "--top-k": "top_k",

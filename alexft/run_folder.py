@@ -39,8 +39,8 @@ RUN_FILES = ("config.json", "classes.json", "checkpoint.npz", "model.npz", "last
 
 
 def _history_cell(key, value):
-    """A history.csv cell: a rate to 12 digits, as the schedule meant it (0.0001 x 0.1 is
-    1.0000000000000001e-05 in binary floats, a row a reader would squint at)."""
+    """A history.csv cell: a rate to 12 digits, as the schedule meant it (1e-05 x 0.1 is
+    1.0000000000000002e-06 in binary floats, a row a reader would squint at)."""
     if value is None:
         return ""
     return float(f"{value:.12g}") if key == "lr" and isinstance(value, float) else value

@@ -475,9 +475,10 @@ def _all_finite(array):
 
 
 def assign(model, weight_set, skip=()):
-    """Copy the file's layers (a WeightSet, or a weights file's path) into `model`, except those in `skip` (they keep their fresh init):
-    every AlexNet layer the model holds (conv1-fc7 with include_top=False), also in a model
-    nested in it. Returns the names of the layers loaded. Shapes are checked against the model."""
+    """Copy the layers of `weight_set` (a WeightSet, or a weights file's path) into `model`:
+    every AlexNet layer the model holds (conv1-conv5 with include_top=False), also in a model
+    nested in it, except those in `skip` (they keep their fresh init). Returns the names of the
+    layers loaded. Shapes are checked against the model."""
     if isinstance(weight_set, (str, os.PathLike)):  # a file's path, as alexft.AlexNet(weights=...) takes one
         weight_set = load(weight_set)
     elif not isinstance(weight_set, WeightSet):
