@@ -488,12 +488,7 @@ def assign(model, weight_set, skip=()):
     unknown = skip - set(arch.LAYER_NAMES)
     if unknown:
         raise WeightsError(f"cannot skip unknown layer(s) {', '.join(sorted(unknown))}")
-    model = max(_models_within(model), key=lambda inner: len(_alexnet_layers(inner)))
-    held = _alexnet_layers(model)
-    if not held:
-        raise ValueError(f"{getattr(model, 'name', 'the model')}: holds no AlexNet layers "
-                         f"({', '.join(arch.LAYER_NAMES)}), nor a model with them: assign_weights takes a model alexft "
-                         "built (alexft.AlexNet, build_alexnet)")
+    model, held = _alexnet_layers_within(model, "assign_weights")
     loaded = []
     for name in held:
         if name in skip:
@@ -528,18 +523,25 @@ def from_model(model, class_names=None):
 def _alexnet_within(model):
     """The model holding AlexNet's layers by name: `model` itself, or the AlexNet inside a model
     of the user's (`alexft.AlexNet(...)` called on its input); ValueError when there is none."""
-    found = max(_models_within(model), key=lambda inner: len(_alexnet_layers(inner)))
-    held = _alexnet_layers(found)
+    found, held = _alexnet_layers_within(model, "weights_from_model")
     if len(held) == len(arch.LAYER_NAMES):
         return found
-    name = getattr(model, "name", "the model")
-    if held:  # part of AlexNet: include_top=False, a last_layer, a head of the user's own
-        missing = [layer for layer in arch.LAYER_NAMES if layer not in held]
-        raise ValueError(f"{name}: holds AlexNet's layers without {', '.join(missing)}: weights_from_model takes the "
-                         "whole network, up to fc8 (alexft.AlexNet with include_top=True); save a model with a head "
-                         "of your own as a .keras file (model.save)")
-    raise ValueError(f"{name}: holds no AlexNet layers ({', '.join(arch.LAYER_NAMES)}), nor a model with them: "
-                     "weights_from_model takes a model alexft built (alexft.AlexNet, build_alexnet)")
+    missing = [layer for layer in arch.LAYER_NAMES if layer not in held]  # include_top=False, a last_layer, a head
+    raise ValueError(f"{getattr(model, 'name', 'the model')}: holds AlexNet's layers without {', '.join(missing)}: "
+                     "weights_from_model takes the whole network, up to fc8 (alexft.AlexNet with include_top=True); "
+                     "save a model with a head of your own as a .keras file (model.save)")
+
+
+def _alexnet_layers_within(model, caller):
+    """(the model, itself or nested in it, holding the most of AlexNet's layers by name, their
+    names); ValueError naming `caller` when no model holds any."""
+    found = max(_models_within(model), key=lambda inner: len(_alexnet_layers(inner)))
+    held = _alexnet_layers(found)
+    if not held:
+        raise ValueError(f"{getattr(model, 'name', 'the model')}: holds no AlexNet layers "
+                         f"({', '.join(arch.LAYER_NAMES)}), nor a model with them: {caller} takes a model alexft "
+                         "built (alexft.AlexNet, build_alexnet)")
+    return found, held
 
 
 def _models_within(model):
