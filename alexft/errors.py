@@ -39,8 +39,15 @@ class TrainingInterrupted(TrainingError, KeyboardInterrupt):
     were saved; before them (listing, caching features, the range test), a fresh run folder is
     discarded and a resumed one kept; the message says which. A KeyboardInterrupt too, as Keras'
     fit raises one, so `except KeyboardInterrupt` in a notebook or script catches it;
-    `signal_number` says which signal came."""
+    `signal_number` says which signal came; `run`, the run folder kept (a Path, None when none
+    was); `model`, its model.npz when one was written (the best epoch so far), else None."""
 
-    def __init__(self, message, signal_number):
+    def __init__(self, message, signal_number, run=None):
         super().__init__(message)
         self.signal_number = signal_number
+        self.run = run
+
+    @property
+    def model(self):
+        model = self.run / "model.npz" if self.run is not None else None
+        return model if model is not None and model.exists() else None

@@ -55,6 +55,8 @@ def finetune(data_dir=None, options=None, *, weights=None, output=None, resume=F
     these keywords (`resume=True, output=RUN`), not the command line's flags.
     """
     told = log or say
+    if not isinstance(resume, (bool, np.bool_)):  # resume="no" is truthy: it would continue a run asked not to
+        raise TypeError(f"finetune()'s resume is True or False, not {type(resume).__name__} {resume!r}")
     with said_in_python_words(FINETUNE_KEYWORDS):
         if resume and dataset is None and (options is None or isinstance(options, TrainOptions)):
             given = dict(options.as_dict() if options else {}, **fields)
@@ -76,7 +78,7 @@ def finetune_as_command(data_dir, options=None, *, weights=None, output=None, re
     except TrainingInterrupted:
         raise
     except KeyboardInterrupt as stop:  # before the run folder was touched: one exception to catch, however early
-        raise _interrupted(stop, resume) from None
+        raise _interrupted(stop, resume, kept=Path(output) if resume and output is not None else None) from None
 
 
 def _finetune(data_dir, options=None, *, weights=None, output=None, resume=False, cache_memory=2 << 30,
@@ -150,9 +152,10 @@ def _refuse_unknown_options(fields):
                             + (f"; did you mean {close[0]!r}?" if close else f"; its options: {', '.join(known)}"))
 
 
-def _interrupted(stop, resume, run=None, discarded=False):
+def _interrupted(stop, resume, run=None, discarded=False, kept=None):
     """A bare KeyboardInterrupt (or the command line's SIGTERM) as TrainingInterrupted, saying
-    what is on disk: `run` is None when it came before the run folder was touched."""
+    what is on disk: `run` is None when it came before the run folder was touched (`kept`: the
+    folder a resume left as it was)."""
     number = getattr(stop, "signal_number", signal.SIGINT)
     how = "terminated" if number == signal.SIGTERM else "interrupted"
     if run is None:
@@ -167,7 +170,9 @@ def _interrupted(stop, resume, run=None, discarded=False):
     else:  # an epoch's model.npz was written, then the stop came before its checkpoint
         said = (f"{how} before the first checkpoint was written; the run folder {run.path} is kept"
                 + (" with model.npz" if run.model.exists() else "") + ", and --resume there starts again from epoch 1")
-    return TrainingInterrupted(said, number)
+    if run is not None and not discarded:
+        kept = run.path
+    return TrainingInterrupted(said, number, kept)
 
 
 def _precision_name(policy):
@@ -244,7 +249,7 @@ class Trainer:
                         raise TrainingInterrupted(
                             f"stopped by {_signal_name(stop.signal_number)} after epoch {state['epoch']}: model.npz "
                             f"holds epoch {state['best_epoch']}; continue with --resume --output {self.run.path}",
-                            stop.signal_number)
+                            stop.signal_number, self.run.path)
                 # The last epoch has ended: a signal now waits for the run's last writes (a few
                 # seconds), so that a finished run is never left looking unfinished.
                 board.close()
@@ -456,7 +461,7 @@ class Trainer:
                             else "no model.npz yet (one is written when an epoch ends)")
                     raise TrainingInterrupted(
                         f"stopped by {_signal_name(stop.signal_number)} at epoch {epoch + 1}, step {step}: {kept}; "
-                        f"continue with --resume --output {self.run.path}", stop.signal_number)
+                        f"continue with --resume --output {self.run.path}", stop.signal_number, self.run.path)
         self.ledger.check(len(self.dataset.train) + len(self.dataset.val))
         self.data.check_every_class_is_trained()  # (uncached: the broken files are known after the first epoch)
         return totals

@@ -761,7 +761,7 @@ def interrupt_after_first_checkpoint(command, output, signal_number):
         time.sleep(0.02)
     process.send_signal(signal_number)
     stdout, stderr = process.communicate(timeout=300)
-    return process.returncode, stderr
+    return process.returncode, stderr, stdout
 
 
 # kill -9 at many moments is tried in test_faults.py; here the signals a user or a scheduler sends.
@@ -770,10 +770,15 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(
         signal_number, small_digits_folder, canonical_weights_file, tmp_path, uninterrupted_run):
     output = tmp_path / "run"
     command = cli_command(small_digits_folder, canonical_weights_file, output)
-    returncode, stderr = interrupt_after_first_checkpoint(command, output, signal_number)
+    returncode, stderr, stdout = interrupt_after_first_checkpoint(command, output, signal_number)
     assert returncode == 128 + signal_number, stderr
     hint = f"continue with --resume --output {output}"
     assert hint in stderr
+    # --json: stdout says what was kept, for a script that reads it rather than the exit status
+    record = json.loads(stdout)
+    assert record["stopped_by"] == signal.Signals(signal_number).name
+    assert (record["run"], record["model"]) == (str(output), str(output / "model.npz"))
+    assert hint in record["message"]
     stopped_model = weights.load(output / "model.npz")  # epoch 1 had ended: its model is there
     assert stopped_model.params["fc8"][0].shape == (4096, 10)
     assert not [p.name for p in output.iterdir() if p.name.startswith(".")]
@@ -800,6 +805,7 @@ try:
     alexft.finetune(data, weights=weights, output=output, epochs=6, batch_size=4, val_split=0.2, log=lambda m: None)
 except KeyboardInterrupt as stop:  # what a notebook or script catches on Ctrl-C, as around Keras' fit
     print(type(stop).__name__, isinstance(stop, alexft.TrainingError), stop.signal_number, "|", stop)
+    print("model to load:", stop.model)
 """
 
 
@@ -817,6 +823,7 @@ def test_ctrl_c_in_the_python_api_is_a_keyboard_interrupt_after_the_checkpoint(s
     assert process.returncode == 0, stderr[-2000:]
     assert stdout.startswith(f"TrainingInterrupted True {int(signal.SIGINT)} | stopped by Ctrl-C"), stdout
     assert "model.npz holds epoch " in stdout, stdout  # (it was not said when the stop came between epochs)
+    assert f"model to load: {output / 'model.npz'}" in stdout, stdout
     assert (output / "checkpoint.npz").exists() and (output / "model.npz").exists()
 
 
@@ -1556,13 +1563,14 @@ def test_a_keyboard_interrupt_at_any_stage_is_training_interrupted_saying_what_i
             finetune(small_digits_folder, output=tmp_path / "early", log=stop_at(caching, stop), **options)
         assert str(caught.value) == f"{how} before the first epoch ended; no run folder was kept"
         assert caught.value.signal_number == number and isinstance(caught.value, (TrainingError, KeyboardInterrupt))
-        assert not (tmp_path / "early").exists()
+        assert not (tmp_path / "early").exists() and caught.value.run is None and caught.value.model is None
     (tmp_path / "made_for_it").mkdir()  # an empty folder the user made for the run stays
     with pytest.raises(TrainingInterrupted) as caught:
         finetune(small_digits_folder, output=tmp_path / "made_for_it", log=stop_at(caching), **options)
     assert str(caught.value) == ("interrupted before the first epoch ended; what the run wrote in "
                                  f"{tmp_path / 'made_for_it'} was removed")
     assert (tmp_path / "made_for_it").is_dir() and not any((tmp_path / "made_for_it").iterdir())
+    assert caught.value.run is None  # emptied: nothing there to resume or load
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("the user's")  # a folder the run may use, not remove
     with pytest.raises(TrainingInterrupted) as caught:
@@ -1575,6 +1583,7 @@ def test_a_keyboard_interrupt_at_any_stage_is_training_interrupted_saying_what_i
     assert str(caught.value) == (f"stopped by Ctrl-C (SIGINT); model.npz holds the best epoch so far; continue with "
                                  f"resume=True, output={tmp_path / 'run'}")
     assert (tmp_path / "run" / "checkpoint.npz").exists() and (tmp_path / "run" / "model.npz").exists()
+    assert (caught.value.run, caught.value.model) == (tmp_path / "run", tmp_path / "run" / "model.npz")
 
     # A user's timer raised KeyboardInterrupt after epoch 1's model.npz, before its checkpoint:
     # "interrupted; the run folder is kept", and --resume began at epoch 1 without a word.
@@ -1591,6 +1600,7 @@ def test_a_keyboard_interrupt_at_any_stage_is_training_interrupted_saying_what_i
                                  f"{tmp_path / 'between'} is kept with model.npz, and resume=True there starts again "
                                  "from epoch 1")
     assert (tmp_path / "between" / "model.npz").exists() and not (tmp_path / "between" / "checkpoint.npz").exists()
+    assert (caught.value.run, caught.value.model) == (tmp_path / "between", tmp_path / "between" / "model.npz")
     said = []
     summary = finetune(small_digits_folder, output=tmp_path / "between", resume=True, log=said.append, **options)
     assert f"{tmp_path / 'between'} holds no checkpoint (the run stopped before one was written whole): training starts again " \
@@ -1602,12 +1612,13 @@ def test_a_keyboard_interrupt_at_any_stage_is_training_interrupted_saying_what_i
 
     monkeypatch.setattr(train_module, "resolve_weights", no_weights_yet)  # before the run folder is touched
     before = sorted((path.name, path.stat().st_mtime_ns) for path in (tmp_path / "run").iterdir())
-    with pytest.raises(TrainingInterrupted, match="^interrupted before training resumed; the run folder is as it was$"):
+    with pytest.raises(TrainingInterrupted, match="^interrupted before training resumed; the run folder is as it was$") as caught:
         finetune(small_digits_folder, output=tmp_path / "run", resume=True, **dict(options, weights=None))
+    assert (caught.value.run, caught.value.model) == (tmp_path / "run", tmp_path / "run" / "model.npz")
     assert sorted((path.name, path.stat().st_mtime_ns) for path in (tmp_path / "run").iterdir()) == before
-    with pytest.raises(TrainingInterrupted, match="^interrupted before training started; no run folder was kept$"):
+    with pytest.raises(TrainingInterrupted, match="^interrupted before training started; no run folder was kept$") as caught:
         finetune(small_digits_folder, output=tmp_path / "fresh", **dict(options, weights=None))
-    assert not (tmp_path / "fresh").exists()
+    assert not (tmp_path / "fresh").exists() and caught.value.run is None
 
 
 def test_finetunes_own_lines_are_written_whole_as_decoding_threads_say_them_at_once(monkeypatch):
@@ -1685,6 +1696,9 @@ def test_a_python_resume_takes_the_runs_own_settings(small_digits_folder, canoni
         finetune(small_digits_folder, resume=True, log=quiet)
     with pytest.raises(TypeError, match=r"needs data_dir"):
         finetune(log=quiet)
+    for not_a_bool in ("no", "yes", 1):  # resume="no" is truthy: it would have continued the run
+        with pytest.raises(TypeError, match=rf"^finetune\(\)'s resume is True or False, not \w+ {not_a_bool!r}$"):
+            finetune(small_digits_folder, output=output, resume=not_a_bool, log=quiet)
     # A finished run refused before anything is listed or planned (it logged "200 epochs" first).
     said.clear()
     with pytest.raises(RunFolderError, match="holds a finished run"):

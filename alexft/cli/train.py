@@ -87,7 +87,8 @@ def finetune(output, resume, as_json, progress, **values):
     Writes model.npz (the best epoch, from epoch 1 on), history.csv, curves.png, lr_find.png,
     config.json, classes.json and TensorBoard logs into the run folder; checkpoint.npz while
     it runs. Exit status 130/143 when stopped by Ctrl-C/SIGTERM (the checkpoint stays, and
-    model.npz once an epoch has ended). With --resume, DATA_DIR and the options not given
+    model.npz once an epoch has ended; with --json, a JSON object says what was kept). With
+    --resume, DATA_DIR and the options not given
     are the run's own (its config.json), except the rate, device and precision.
     """
     from alexft.train_options import TrainOptions
@@ -126,11 +127,23 @@ def finetune(output, resume, as_json, progress, **values):
                                       dataset=dataset, log=say)
     except TrainingInterrupted as interrupted:  # also before the epochs (caching, range test): it says what was kept
         click.echo(f"alexft: {interrupted}", err=True)
+        if as_json:  # a script reading stdout learns what is on disk, not only the exit status
+            click.echo(json_text(_interruption_record(interrupted)))
         sys.exit(128 + interrupted.signal_number)
     if as_json:
         click.echo(json_text(summary))
     else:
         click.echo(_describe_summary(summary))
+
+
+def _interruption_record(interrupted):
+    import signal
+
+    def path(value):
+        return None if value is None else str(value)
+
+    return {"stopped_by": signal.Signals(interrupted.signal_number).name, "run": path(interrupted.run),
+            "model": path(interrupted.model), "message": str(interrupted)}
 
 
 def _check_layers(ctx, options):
