@@ -11,6 +11,7 @@ from tqdm import tqdm
 LOG_INTERVAL = 10.0  # seconds between lines when stderr is not a terminal
 REDRAW_INTERVAL = 1.0  # seconds between redraws of a terminal bar whose count stands still
 LINE_FORMAT = "{desc}{n_fmt}/{total_fmt} ({percentage:.0f}%) [{elapsed}<{remaining}, {rate_fmt}]"
+ENDED_EARLY_FORMAT = "{desc}{n_fmt}/{total_fmt} ({percentage:.0f}%) [{elapsed}, {rate_fmt}]"  # no time left to guess
 
 
 class _Heartbeat:
@@ -67,7 +68,8 @@ class _LogLines(tqdm):
             return True
         if finished and self._shown == self.n:
             return True
-        values = dict(self.format_dict, bar_format=LINE_FORMAT)
+        ended_early = self._last_line == float("-inf") and self.total is not None and self.n < self.total
+        values = dict(self.format_dict, bar_format=ENDED_EARLY_FORMAT if ended_early else LINE_FORMAT)
         values["prefix"] = f"{values['prefix']}: " if values.get("prefix") else ""
         self.fp.write(f"alexft: {self.format_meter(**values)}\n")
         self.fp.flush()
@@ -77,7 +79,7 @@ class _LogLines(tqdm):
     def close(self):
         if self._heartbeat:
             self._heartbeat.stop()
-        if not self.disable and self._lines:
+        if not self.disable and self._lines and self._shown != self.n:  # (a line that says it already: not again)
             self._last_line = float("-inf")
             self.display()  # the last line: where it ended
             self._lines = 0

@@ -916,6 +916,33 @@ def test_without_a_terminal_progress_is_a_line_every_interval(monkeypatch, capsy
     assert capsys.readouterr().err == ""
 
 
+def test_a_task_that_ends_early_closes_with_one_line_and_no_time_left(monkeypatch, capsys):
+    """The range test stops when the loss explodes (13 of 20 steps): its last line was printed
+    twice when piped, the second still guessing the time left."""
+    from alexft import progress
+
+    class NoHeartbeat:  # lines only when the test asks for them
+        def __init__(self, bar, interval):
+            pass
+
+        def stop(self):
+            pass
+
+    monkeypatch.setattr(progress, "_Heartbeat", NoHeartbeat)
+    monkeypatch.setattr(progress, "LOG_INTERVAL", 0)  # a line at every update
+    with progress.progress_bar(20, desc="range test", unit="step") as bar:
+        bar.update(13)  # its line, then the task stops
+    lines = capsys.readouterr().err.splitlines()[1:]  # (the first: 0/20 as it starts)
+    assert len(lines) == 1 and lines[0].startswith("alexft: range test: 13/20 (65%) ["), lines
+    with progress.progress_bar(20, desc="range test", unit="step") as bar:
+        bar.update(5)
+        monkeypatch.setattr(progress, "LOG_INTERVAL", 1000)
+        bar.update(8)  # no line of its own: the closing line says where it stopped
+    lines = capsys.readouterr().err.splitlines()[1:]
+    assert [line.split(" [")[0] for line in lines] == ["alexft: range test: 5/20 (25%)", "alexft: range test: 13/20 (65%)"]
+    assert "<" in lines[0] and "<" not in lines[1], lines  # the time left is guessed while it runs, not after
+
+
 def test_progress_keeps_moving_while_one_slow_item_holds_the_count(monkeypatch, capsys):
     """The first batch of feature caching builds the model's graph, and under load one batch can
     take longer than the interval: lines (when piped) and redraws (on a terminal) go on."""
