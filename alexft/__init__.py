@@ -23,6 +23,7 @@ _EXPORTS = {
     "decode_predictions": "applications",
     "imagenet_wordnet_ids": ("imagenet", "wordnet_ids"),
     "AlexftError": "errors",
+    "AlexftWarning": "errors",
     "ImageError": "errors",
     "WeightsError": "errors",
     "TrainingError": "errors",

@@ -16,6 +16,11 @@ class AlexftError(Exception):
         super().__init__(" ".join(str(message).split()), *args)
 
 
+class AlexftWarning(UserWarning):
+    """A note for a Python caller (a folder without images left out, an input no feature came
+    from); the command line prints it as "alexft: warning: ..."."""
+
+
 class WeightsError(AlexftError, ValueError):
     """A weights file is missing, unreadable, unsafe or does not fit the network."""
 

@@ -3,6 +3,7 @@
 Serves the feature cache of fine-tuning (the frozen part runs once per view) and feature
 extraction. Decoding overlaps with compute as in `predict`.
 """
+import contextlib
 import hashlib
 import json
 import tempfile
@@ -120,7 +121,7 @@ def _keras_model(model, preprocessing):
 
 
 def extract_features(model, paths, layer, output, ten_crop=False, labels=None, class_names=None,
-                     batch_size=32, progress=None, preprocessing=None, overwrite=True):
+                     batch_size=32, progress=None, preprocessing=None, overwrite=True, say=warn_user):
     """Write `layer`'s activations for every readable image to `output` (.npz), streaming.
     `model`: a Predictor (`load_predictor`; its preprocessing is used) or its Keras model.
     `paths`: images or folders; one folder laid out as <class>/<images> gives the labels and
@@ -136,14 +137,16 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
     DataError, as on the command line. An empty list of paths (a shard with nothing to do)
     writes a file of no features, which joins the other shards' files as they are. `output` must end in .npz;
     an existing one is replaced only if it is a feature file, and with `overwrite` (as Keras'
-    `save`): a photo or a weights file named by mistake is refused before any work.
+    `save`): a photo or a weights file named by mistake is refused before any work, and folders
+    made for it are removed again when nothing is written. `say`: told what was left out (default:
+    an AlexftWarning).
     """
     check_count(batch_size, "batch_size")
     check_output(output, overwrite)
     model, preprocessing = _keras_model(model, preprocessing)
     paths = path_list(paths)
     if labels is None:  # folders expand as on the command line; one laid out <class>/<images> gives labels
-        paths, labels, class_names = _images_found(paths)
+        paths, labels, class_names = _images_found(paths, say)
     prefix = truncated(model, layer)
     if ten_crop and len(prefix.output.shape) > 2:
         raise TenCropOfMapsError(layer, "ten_crop=True")
@@ -154,8 +157,7 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
     def skip(path, message):
         skipped[str(path)] = message
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output.parent) as scratch:
+    with _folders_made_for(output), tempfile.TemporaryDirectory(dir=output.parent) as scratch:
         features = np.lib.format.open_memmap(Path(scratch) / "features.npy", mode="w+", dtype=np.float32,
                                              shape=(len(paths),) + tuple(prefix.output.shape[1:]))
         for index, outputs in layer_outputs(prefix, paths, ten_crop, skip, batch_size, progress, f"{layer} features",
@@ -164,8 +166,8 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
             kept.append(index)
         features.flush()
         if skipped and not kept:  # a file of no features would look like a result, or replace one
-            warn_user(f"no features written to {output}: none of the {len(skipped)} images could be used "
-                      f"(e.g. {next(iter(skipped.values()))})")
+            none = f"none of the {len(skipped)} images could" if len(skipped) > 1 else "the one image could not"
+            say(f"no features written to {output}: {none} be used (e.g. {next(iter(skipped.values()))})")
             return 0, skipped
         extras = {"paths": np.array([str(paths[i]) for i in kept], dtype=str), "recipe": np.array(json.dumps(recipe))}
         if labels is not None:
@@ -186,7 +188,23 @@ def feature_recipe(model, layer, ten_crop, preprocessing=None):
             "float_resize": bool(preprocessing.float_resize), "precision": model.get_layer(layer).compute_dtype}
 
 
-def _images_found(inputs):
+@contextlib.contextmanager
+def _folders_made_for(output):
+    """Makes `output`'s missing folders; those still empty after the block (nothing written:
+    no input could be used, a Ctrl-C) are removed, so no trace of a failed run stays."""
+    missing = [folder for folder in [output.parent, *output.parent.parents] if not folder.exists()]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    finally:
+        for folder in missing:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:  # holds the result, or something else
+                break
+
+
+def _images_found(inputs, say):
     """`images_with_labels`, warning of folders without images among others, and raising
     DataError when the inputs named hold no image at all (writing a file of none would look
     like a result)."""
@@ -195,5 +213,5 @@ def _images_found(inputs):
     if inputs and not paths:
         raise DataError("; ".join(said) if said else f"no images found in {', '.join(map(str, inputs))}")
     for message in said:
-        warn_user(message)
+        say(message)
     return paths, labels, class_names

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .architecture import INPUT_SIZE
-from .errors import ImageError
+from .errors import AlexftWarning, ImageError
 from .image_sources import UrlImage, is_url
 
 # OpenCV's own warnings ("[ WARN:0@6.7] global grfmt_png.cpp ... buffer is incomplete") would
@@ -383,7 +383,7 @@ def warn_user(message):
     frame, level = sys._getframe(0), 1
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
         frame, level = frame.f_back, level + 1
-    warnings.warn(message, UserWarning, stacklevel=level)
+    warnings.warn(message, AlexftWarning, stacklevel=level)
 
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep

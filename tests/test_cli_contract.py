@@ -677,6 +677,46 @@ def test_sigterm_that_surfaces_as_another_error_still_exits_143():
     assert isinstance(result.exception, TypeError) and result.exit_code == 1
 
 
+def test_the_librarys_notes_are_the_commands_own_lines_even_when_warnings_are_errors(
+        monkeypatch, canonical_weights_file, tmp_path):
+    """A note the library gives Python callers as a warning came out of the command line in
+    Python's form, naming a line of contextlib's, and as a traceback under PYTHONWARNINGS=error."""
+    import warnings
+
+    from alexft import data
+    from alexft.preprocess import warn_user
+
+    listed = data.images_with_labels
+
+    def listing_with_a_note(*args, **kwargs):
+        warn_user("a note for the user")
+        return listed(*args, **kwargs)
+
+    monkeypatch.setattr(data, "images_with_labels", listing_with_a_note)
+    image = tmp_path / "one.png"
+    shutil.copy(photo_paths()["chelsea"], image)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # as PYTHONWARNINGS=error
+        result = run("features", image, "--layer", "pool1", "-o", tmp_path / "f.npz", "--weights", canonical_weights_file)
+        assert result.exit_code == 0, result.stderr
+        assert "alexft: warning: a note for the user" in result.stderr.splitlines()
+        assert "Warning" not in result.stderr and "contextlib" not in result.stderr
+        with pytest.raises(UserWarning, match="a note"):  # the command's display ends with it
+            warn_user("a note")
+
+
+def test_features_leaves_no_folder_it_made_when_nothing_is_written(canonical_weights_file, tmp_path):
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    result = run("features", empty, "--layer", "pool1", "-o", tmp_path / "new" / "sub" / "f.npz", "--weights",
+                 canonical_weights_file)
+    assert result.exit_code == 1 and "no features written" in result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["empty.jpg"]  # new/sub/ was made, then removed
+    (tmp_path / "mine").mkdir()  # a folder that was there stays
+    run("features", empty, "--layer", "pool1", "-o", tmp_path / "mine" / "f.npz", "--weights", canonical_weights_file)
+    assert (tmp_path / "mine").is_dir()
+
+
 def test_features_exits_1_naming_each_input_it_could_not_use(canonical_weights_file, tmp_path):
     good = tmp_path / "good.png"
     shutil.copy(photo_paths()["chelsea"], good)
@@ -697,8 +737,11 @@ def test_features_exits_1_naming_each_input_it_could_not_use(canonical_weights_f
     result = run("features", empty, "--layer", "pool1", "--output", tmp_path / "p2.npz", "--force", "--weights",
                  canonical_weights_file)
     assert result.exit_code == 1 and result.stdout == ""
-    assert result.stderr.splitlines()[-2:] == [f"alexft: {tmp_path / 'p2.npz'}: not written, as no input could be used",
-                                               "alexft: 1 of 1 inputs could not be used"]
+    assert result.stderr.splitlines()[-3:] == [  # each input's error, then what it means for the output
+        f"error: {empty}: empty file",
+        f"alexft: no features written to {tmp_path / 'p2.npz'}: the one image could not be used (e.g. {empty}: empty file)",
+        "alexft: 1 of 1 inputs could not be used"]
+    assert "Warning" not in result.stderr
     with np.load(tmp_path / "p2.npz") as stored:
         assert stored["features"].shape == (1, 13, 13, 256)
     # An existing output is replaced only when asked to (a refusal is in the pre-TensorFlow table).

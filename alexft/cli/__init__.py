@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import warnings
 
 import click
 
@@ -27,6 +28,26 @@ def main():
     """AlexNet with the original Caffe ImageNet weights: classify and fine-tune."""
     logging.basicConfig(format="alexft: %(message)s", stream=sys.stderr, level=logging.WARNING)
     logging.getLogger("alexft").setLevel(logging.INFO)  # our own notes; libraries' INFO chatter stays out
+    _say_alexfts_warnings(click.get_current_context())
+
+
+def _say_alexfts_warnings(ctx):
+    """The library's notes to Python callers (AlexftWarning) said as the command's own lines, for
+    the command's duration: Python's form names a frame of click's, and under PYTHONWARNINGS=error
+    a note would become a traceback."""
+    from alexft.errors import AlexftWarning
+
+    ctx.with_resource(warnings.catch_warnings())
+    warnings.filterwarnings("always", category=AlexftWarning)
+    shown = warnings.showwarning
+
+    def show(message, category, *args, **kwargs):
+        if issubclass(category, AlexftWarning):
+            click.echo(f"alexft: warning: {message}", err=True)
+        else:
+            shown(message, category, *args, **kwargs)
+
+    warnings.showwarning = show
 
 
 for command in (classify, evaluate, features, finetune, weights_group, export):

@@ -312,16 +312,17 @@ def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, s
         chosen = shard_of(range(len(paths)), *shard)
         paths = [paths[index] for index in chosen]
         labels = labels[chosen] if labels is not None else None
+    notes = []  # said after each input's error, not before them
     written, skipped = extract_features(predictor.model, paths, layer, output, ten_crop=ten_crop, labels=labels,
                                         class_names=class_names, batch_size=batch_size, progress=progress,
-                                        preprocessing=preprocessing)  # the output was checked, with --force
+                                        preprocessing=preprocessing, say=notes.append)  # output checked, with --force
     for message in skipped.values():
         click.echo(f"error: {message}", err=True)
     if written or not skipped:
         click.echo(f"{output}: {layer} features of {written} image{'' if written == 1 else 's'}"
                    + (f" ({len(skipped)} skipped)" if skipped else ""))
-    else:
-        click.echo(f"alexft: {output}: not written, as no input could be used", err=True)
+    for note in notes:
+        click.echo(f"alexft: {note}", err=True)
     if skipped:
         click.echo(f"alexft: {len(skipped)} of {len(paths)} inputs could not be used", err=True)
         ctx.exit(EXIT_INPUT_FAILED)
