@@ -52,6 +52,24 @@ def test_fetch_downloads_verifies_and_prints_the_path(tmp_path, canonical_bytes,
     assert folder_listing(output.parent) == ["w.npy"]
 
 
+def test_fetch_writes_only_to_a_weights_files_name(tmp_path, canonical_bytes):
+    """`-o photo.jpg --force` replaced the photo with the weights (a helper's trial)."""
+    from alexft.errors import WeightsError
+    from alexft.weights.sources import fetch_weights
+
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(photo_paths()["chelsea"].read_bytes())
+    with serving({"/w.npz": ("ok", canonical_bytes)}) as url:
+        result = run("weights", "fetch", "--url", f"{url}/w.npz", "-o", photo, "--force")
+        assert result.exit_code == 2, result.output
+        assert f"{photo}: a downloaded weights file is named .caffemodel, .npy or .npz" in result.stderr
+        assert photo.read_bytes() == photo_paths()["chelsea"].read_bytes()
+        with pytest.raises(WeightsError, match=r"new\.txt: a downloaded weights file is named"):
+            fetch_weights(url=f"{url}/w.npz", output=tmp_path / "new.txt")
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["p.jpg"]
+        assert run("weights", "fetch", "--url", f"{url}/w.npz", "-o", tmp_path / "W.NPZ").exit_code == 0  # any case
+
+
 def test_fetch_defaults_to_the_cache_under_the_urls_name(canonical_bytes):
     from alexft.weights.sources import cache_dir
 
@@ -244,7 +262,7 @@ def test_a_file_already_there_must_be_the_urls_file_as_recorded_at_its_first_dow
     routes = {"/a/w.npy": ("ok", canonical_bytes), "/b/w.npy": ("ok", canonical_bytes)}
     with serving(routes) as url:
         for mirror in ("a", "b"):  # the same bytes from two URLs: both stay recorded
-            assert run("weights", "fetch", "--url", f"{url}/{mirror}/w.npy", "--output", tmp_path / mirror).exit_code == 0
+            assert run("weights", "fetch", "--url", f"{url}/{mirror}/w.npy", "--output", tmp_path / f"{mirror}.npy").exit_code == 0
         (tmp_path / "other.npy").write_bytes(other)
         for mirror in ("a", "b"):
             kept = run("weights", "fetch", "--url", f"{url}/{mirror}/w.npy", "--output", tmp_path / "other.npy")
@@ -266,8 +284,8 @@ def test_a_file_already_there_must_be_the_urls_file_as_recorded_at_its_first_dow
         assert run("weights", "fetch", "--url", f"{url}/a/w.npy", "--output", tmp_path / "again.npy").exit_code == 0
         assert run("weights", "fetch", "--url", f"{url}/a/w.npy", "--output", tmp_path / "third.npy").exit_code == 0
         with caplog.at_level(logging.INFO, logger="alexft"):
-            assert run("weights", "fetch", "--url", f"{url}/b/w.npy", "--output", tmp_path / "b").exit_code == 0
-        assert f"{tmp_path / 'b'}: its hash matches the one recorded for {url}/b/w.npy" in caplog.text
+            assert run("weights", "fetch", "--url", f"{url}/b/w.npy", "--output", tmp_path / "b.npy").exit_code == 0
+        assert f"{tmp_path / 'b.npy'}: its hash matches the one recorded for {url}/b/w.npy" in caplog.text
         routes["/a/w.npy"] = ("ok", canonical_bytes)  # and back: the old bytes are refused at that URL now
         assert run("weights", "fetch", "--url", f"{url}/a/w.npy", "--output", tmp_path / "fourth.npy").exit_code == 1
         with caplog.at_level(logging.WARNING, logger="alexft"):  # a URL never downloaded: kept, and said

@@ -48,7 +48,8 @@ def _weights(module):
               "$ALEXFT_WEIGHTS_SHA256 for a single $ALEXFT_WEIGHTS_URL.")
 @click.option("--sha1", callback=_refused_as_usage(lambda value: _weights("sources").checked_hex(value, "sha1")),
               help="Expected SHA-1 (hex), as the Caffe model zoo publishes them.")
-@click.option("-o", "--output", type=PathParam(), help="File to write. Default: the cache, under the URL's file name.")
+@click.option("-o", "--output", type=PathParam(), callback=_refused_as_usage(lambda path: _weights("sources").check_fetch_output(path)),
+              help="File to write (.caffemodel, .npy or .npz). Default: the cache, under the URL's file name.")
 @click.option("--force", is_flag=True, help="Download again even if the file is already there.")
 @progress_option
 @fail_cleanly

@@ -334,6 +334,8 @@ def fetch_weights(url=None, sha256=None, output=None, force=False, progress=None
         chosen = list(sources())
         if sha256 or sha1:
             chosen = [Source(chosen[0].url, sha1=checked_hex(sha1, "sha1"), sha256=checked_hex(sha256, "sha256"), about=chosen[0].about)]
+    if output is not None:
+        check_fetch_output(output)
     failures = []
     for source in chosen:
         target = Path(output).expanduser() if output else cache_dir() / source.name
@@ -348,6 +350,17 @@ def fetch_weights(url=None, sha256=None, output=None, force=False, progress=None
             if len(chosen) > 1:
                 log.warning("%s", error)
     raise WeightsError(_failed(failures) + ("" if url else f". {_where_to_put_it()}"))
+
+
+FETCHED_SUFFIXES = (".caffemodel", ".npy", ".npz")
+
+
+def check_fetch_output(output):
+    """A download goes only to a name of a weights file: `-o photo.jpg --force` replaced a photo
+    with 233 MB of weights."""
+    if Path(output).suffix.lower() not in FETCHED_SUFFIXES:
+        raise WeightsError(f"{output}: a downloaded weights file is named .caffemodel, .npy or .npz (as the URL's "
+                           "file); choose such a name")
 
 
 def _check_present(target, source):
