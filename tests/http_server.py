@@ -4,7 +4,10 @@ Modes:
 - "ok": the bytes, honouring `Range: bytes=N-` with a 206 like a real file server;
 - "norange": the bytes, always whole with a 200 (a server without range support);
 - "drop": the first request announces everything, sends half and hangs up; later ones are "ok";
-- "stall": every request sends half of what it announces, then hangs up (never completes);
+- "stall": the first request sends half of what it announces, later ones nothing, and each
+  hangs up (never completes, and a retry makes no progress);
+- "trickle": every request sends an eighth of the whole file, then hangs up (a flaky link that
+  gets there, in eight requests);
 - "hang": sends half, then keeps the connection open without sending for a minute.
 Every response but "norange"'s carries an ETag of its bytes, and a Range request whose
 `If-Range` names another gets the whole file (200), as RFC 9110 has file servers do.
@@ -52,8 +55,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
             time.sleep(60)
             return
+        if mode == "trickle":
+            self.wfile.write(part[: -(-len(body) // 8)])
+            self.wfile.flush()
+            self.connection.shutdown(2)
+            return
         if mode == "stall" or (mode == "drop" and earlier == 0):
-            self.wfile.write(part[: len(part) // 2])
+            self.wfile.write(part[: len(part) // 2] if earlier == 0 or mode == "drop" else b"")
             self.wfile.flush()
             self.connection.shutdown(2)
             return

@@ -33,8 +33,9 @@ from ..progress import progress_bar
 from . import formats as weights_io
 
 CHUNK = 1 << 20
-ATTEMPTS = 5
+ATTEMPTS = 5  # in a row without progress: a link that keeps moving on is never given up on
 RETRY_DELAY = 1.0  # seconds, doubled after each failed attempt
+PROGRESS = 1 << 20  # bytes an attempt must add to count as progress
 
 log = logging.getLogger("alexft")
 
@@ -147,20 +148,27 @@ def _exclusive(partial, url):
 
 
 def _fetch_with_retries(url, partial, expected, progress, timeout):
-    delay = RETRY_DELAY
-    for attempt in range(1, ATTEMPTS + 1):
+    delay, attempt = RETRY_DELAY, 1
+    while True:
+        before = _size(partial)
         try:
             _fetch(url, partial, expected, progress, timeout)
             return
         except _Interrupted as error:
+            if _size(partial) >= before + PROGRESS:  # it got further: the count of attempts starts again
+                delay, attempt = RETRY_DELAY, 1
             if attempt == ATTEMPTS:
-                have = partial.stat().st_size if partial.exists() else 0
                 raise WeightsError(
-                    f"{url}: {error}; gave up after {ATTEMPTS} attempts, kept {have:,} bytes in {partial} to resume next time"
-                ) from None
-            log.warning("%s: %s; trying again in %g s (attempt %d of %d)", url, error, delay, attempt + 1, ATTEMPTS)
+                    f"{url}: {error}; gave up after {ATTEMPTS} attempts without progress, kept {_size(partial):,} bytes "
+                    f"in {partial} to resume next time") from None
+            attempt += 1
+            log.warning("%s: %s; trying again in %g s (attempt %d of %d)", url, error, delay, attempt, ATTEMPTS)
             time.sleep(delay)
             delay *= 2
+
+
+def _size(path):
+    return path.stat().st_size if path.exists() else 0
 
 
 def _fetch(url, partial, expected, progress, timeout):
