@@ -24,6 +24,7 @@ _EXPORTS = {
     "imagenet_wordnet_ids": ("imagenet", "wordnet_ids"),
     "AlexftError": "errors",
     "AlexftWarning": "errors",
+    "FeatureFileError": "feature_files",
     "ImageError": "errors",
     "WeightsError": "errors",
     "TrainingError": "errors",

@@ -1,5 +1,6 @@
 """Feature files (.npz) as `alexft features` writes them: merging shards, streaming writes.
 No TensorFlow here: joining files must not wait for it."""
+import contextlib
 import json
 import tempfile
 import zipfile
@@ -14,6 +15,10 @@ from .preprocess import path_list
 
 class OutputNameError(AlexftError, ValueError):
     """The output is not named as a feature file (.npz): most likely another file named by mistake."""
+
+
+class FeatureFileError(AlexftError, ValueError):
+    """A feature file that cannot be read, or parts that do not belong together."""
 
 
 class TenCropOfMapsError(AlexftError, ValueError):
@@ -60,31 +65,32 @@ def merge_features(parts, output, overwrite=True):
     `output` is replaced only if it is a feature file, and with `overwrite` (see `check_output`)."""
     parts = path_list(parts)
     if not parts:
-        raise ValueError("merge_features: no parts given")
+        raise FeatureFileError("merge_features: no parts given")
     if not all(isinstance(part, Path) for part in parts):
         not_a_file = next(part for part in parts if not isinstance(part, Path))
         raise TypeError(f"merge_features takes feature files on disk; {not_a_file} is not one")
     if any(Path(part).resolve() == Path(output).resolve() for part in parts):
-        raise ValueError(f"merge_features: {output} is one of the parts; write the merged file under another name")
+        raise FeatureFileError(f"merge_features: {output} is one of the parts; write the merged file under another name")
     check_output(output, overwrite)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     shapes, extras, members, seen = [], {}, None, {}
     for part in parts:
-        with np.load(part, allow_pickle=False) as stored:
+        with _feature_file(part) as stored:
+            for name in ONE_COPY:  # first: how a part was made says more than which members it has
+                if name in extras and name in stored.files and not np.array_equal(extras[name][0], stored[name]):
+                    raise FeatureFileError(f"merge_features: {part} {_how_it_differs(name, extras[name][0], stored[name])}")
             if members is not None and sorted(stored.files) != members:
-                raise ValueError(f"merge_features: {part} holds {sorted(stored.files)}, the first part {members}")
+                raise FeatureFileError(f"merge_features: {part} {_other_members(stored.files, members)}")
             members = sorted(stored.files)
             shapes.append(_features_shape(part))  # from the header: the array is read once, below
             for name in stored.files:
                 if name in ONE_COPY:
-                    if name in extras and not np.array_equal(extras[name][0], stored[name]):
-                        raise ValueError(f"merge_features: {part} {_how_it_differs(name, extras[name][0], stored[name])}")
                     extras.setdefault(name, [stored[name]])
                 elif name != "features":
                     extras.setdefault(name, []).append(stored[name])
             _refuse_repeated_paths(part, stored["paths"], seen)
     if len({shape[1:] for shape in shapes}) != 1:
-        raise ValueError(f"merge_features: the parts hold features of different shapes {sorted(set(shapes))}")
+        raise FeatureFileError(f"merge_features: the parts hold features of different shapes {sorted(set(shapes))}")
     output = Path(output)
     total = sum(shape[0] for shape in shapes)
     with tempfile.TemporaryDirectory(dir=output.parent) as scratch:
@@ -101,11 +107,36 @@ def merge_features(parts, output, overwrite=True):
     return output
 
 
+@contextlib.contextmanager
+def _feature_file(part):
+    """np.load of a part, its failures said as the part's: a zip error named no file."""
+    try:
+        with np.load(part, allow_pickle=False) as stored:
+            if not {"features", "paths"} <= set(stored.files):
+                raise FeatureFileError(f"{part}: not a feature file (no features and paths in it)")
+            yield stored
+    except FileNotFoundError:
+        raise FeatureFileError(f"{part}: no such file") from None
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
+        if isinstance(error, FeatureFileError):
+            raise
+        raise FeatureFileError(f"{part}: not a readable feature file ({error})") from None
+
+
+def _other_members(these, first):
+    extra, missing = sorted(set(these) - set(first)), sorted(set(first) - set(these))
+    said = [f"holds {', '.join(extra)}, which the first part does not"] if extra else []
+    said += [f"lacks {', '.join(missing)}, which the first part holds"] if missing else []
+    return " and ".join(said) + " (labelled and unlabelled parts, or parts of different runs?)"
+
+
 def _how_it_differs(name, first, this):
     if name == "class_names":
         return "has other class names than the first part"
     first, this = json.loads(str(first)), json.loads(str(this))
     keys = [key for key in sorted(set(first) | set(this)) if first.get(key) != this.get(key)]
+    if "precision" in keys and "weights_sha256" in keys:  # the weights' digest is of the weights as held
+        keys.remove("weights_sha256")
     return ("was made differently from the first part: "
             + "; ".join(f"{key} {this.get(key)!r}, the first part's {first.get(key)!r}" for key in keys))
 
@@ -115,9 +146,9 @@ def _refuse_repeated_paths(part, paths, seen):
     or parts of two different runs."""
     for path in paths.tolist():
         if path in seen and Path(seen[path]).resolve() == Path(part).resolve():
-            raise ValueError(f"merge_features: {part} is given twice")
+            raise FeatureFileError(f"merge_features: {part} is given twice")
         if path in seen:
-            raise ValueError(f"merge_features: {part} holds {path}, as {seen[path]} does: each image belongs to "
+            raise FeatureFileError(f"merge_features: {part} holds {path}, as {seen[path]} does: each image belongs to "
                              "one part (are these parts of two runs?)")
         seen[path] = part
 

@@ -1,6 +1,7 @@
 """`--shard I/N`: N processes cover a collection exactly once, and their outputs merged
 equal one process's."""
 import json
+import re
 import shutil
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from alexft.errors import AlexftError
-from alexft.feature_files import OutputNameError, merge_features
+from alexft.feature_files import FeatureFileError, OutputNameError, merge_features
 from alexft.features import extract_features
 from alexft.pipeline import shard
 from alexft.cli import main
@@ -96,8 +97,18 @@ def test_merging_parts_that_do_not_belong_together_is_refused(tmp_path):
     np.savez(tmp_path / "b.npz", features=np.zeros((1, 3), np.float32), paths=np.array(["z"]))
     np.savez(tmp_path / "c.npz", features=np.zeros((1, 3), np.float32), paths=np.array(["z"]),
              labels=np.array([0]), class_names=np.array(["cow", "dog"]))
-    with pytest.raises(ValueError, match="b.npz holds"):
+    with pytest.raises(FeatureFileError, match=r"b.npz lacks class_names, labels, which the first part holds \(labelled "):
         merge_features([tmp_path / "a.npz", tmp_path / "b.npz"], tmp_path / "out.npz")
+    with pytest.raises(FeatureFileError, match=r"a.npz holds class_names, labels, which the first part does not \("):
+        merge_features([tmp_path / "b.npz", tmp_path / "a.npz"], tmp_path / "out.npz")
+    # A part that is not there, cut short, or not a feature file: named, in alexft's words (was
+    # zipfile's "File is not a zip file", naming no file, or a FileNotFoundError).
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "a.npz").read_bytes()[:200])
+    np.savez(tmp_path / "w.npz", conv1_w=np.zeros((2, 2), np.float32))
+    for part, reason in (("gone.npz", "no such file"), ("cut.npz", "not a readable feature file \\(.+\\)"),
+                         ("w.npz", "not a feature file \\(no features and paths in it\\)")):
+        with pytest.raises(AlexftError, match=f"^{re.escape(str(tmp_path / part))}: {reason}$"):
+            merge_features([tmp_path / "a.npz", tmp_path / part], tmp_path / "out.npz")
     with pytest.raises(ValueError, match="other class names"):
         merge_features([tmp_path / "a.npz", tmp_path / "c.npz"], tmp_path / "out.npz")
     # Parts made from another layer, or with other crops: their features cannot stand side by side.
@@ -111,6 +122,16 @@ def test_merging_parts_that_do_not_belong_together_is_refused(tmp_path):
         merge_features([tmp_path / "d.npz", tmp_path / "e.npz"], tmp_path / "out.npz")
     with pytest.raises(ValueError, match="f.npz was made differently from the first part: ten_crop True, the first part's False$"):
         merge_features([tmp_path / "d.npz", tmp_path / "f.npz"], tmp_path / "out.npz")
+    # Another layer with other members (conv1 unlabelled, fc7 labelled): the layer is what is said.
+    np.savez(tmp_path / "h.npz", features=np.zeros((1, 3), np.float32), paths=np.array(["y"]), labels=np.array([0]),
+             recipe=np.array(json.dumps(dict(recipe, layer="conv1"))))
+    with pytest.raises(FeatureFileError, match="h.npz was made differently from the first part: layer 'conv1', the first part's 'fc7'$"):
+        merge_features([tmp_path / "d.npz", tmp_path / "h.npz"], tmp_path / "out.npz")
+    # bfloat16 from the same weights file: its digest differs with the precision, which is the cause said.
+    np.savez(tmp_path / "i.npz", features=np.zeros((1, 3), np.float32), paths=np.array(["y"]),
+             recipe=np.array(json.dumps(dict(recipe, precision="bfloat16", weights_sha256="cd"))))
+    with pytest.raises(FeatureFileError, match="i.npz was made differently from the first part: precision 'bfloat16', the first part's 'float32'$"):
+        merge_features([tmp_path / "d.npz", tmp_path / "i.npz"], tmp_path / "out.npz")
     # The same images twice: a part given twice, or parts of two runs.
     with pytest.raises(ValueError, match="d.npz is one of the parts; write the merged file under another name"):
         merge_features([tmp_path / "d.npz", tmp_path / "e.npz"], tmp_path / "d.npz")  # it was overwritten
