@@ -36,6 +36,7 @@ from .model import build_alexnet
 from .predict import model_dtype
 from .preprocess import CROP
 from .preprocessing_layer import caffe_views
+from .progress import progress_bar
 from .quantize import Quantization
 from .atomic import missing_folders, remove_empty, remove_stale_temporaries, temporary_path, write_text
 from .python_words import EXPORT_KEYWORDS, said_in_python_words
@@ -133,6 +134,8 @@ def export_as_command(weights, output, file_format=None, top_k=5, force=False, q
             written = _write_keras_file(weights, temporary, output.name)
         else:
             written = temporary
+            log.info("%s: converting to TF Lite%s; the converter works for tens of seconds", output,
+                     f", {quantization.mode}" if quantization is not None else "")
             temporary.write_bytes(tflite_flatbuffer(module, quantization, beside=output))
         if before_writing is not None:
             before_writing()
@@ -194,10 +197,20 @@ def tflite_flatbuffer(module, quantization=None, beside=None):
     numeric = keras.Model(views, {"probabilities": probabilities, "indices": indices, "scores": scores})
     # The converter prints its temporary export on stdout and its C++ steps on stderr.
     converter = tf.lite.TFLiteConverter.from_keras_model(numeric)
+    visible = {}  # the real stderr, once the converter's is held back
     if quantization is not None:
-        quantization.configure(converter)
-    with contextlib.redirect_stdout(io.StringIO()), stderr_held_back(), _temporary_files_beside(beside):
+        quantization.configure(converter, shown=lambda views: _with_bar(views, visible.get("stderr")))
+    with contextlib.redirect_stdout(io.StringIO()), stderr_held_back() as stderr, _temporary_files_beside(beside):
+        visible["stderr"] = stderr
         return converter.convert()
+
+
+def _with_bar(views, stream):
+    """The calibration views, counted on a bar as the converter runs each through the model."""
+    with progress_bar(len(views), stream=stream, minimum=8, unit="img", desc="int8 calibration") as bar:
+        for view in views:
+            bar.update(1)  # as it is handed over: the converter need not ask for one more
+            yield view
 
 
 @contextlib.contextmanager

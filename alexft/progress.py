@@ -87,20 +87,22 @@ class _LogLines(tqdm):
         super().close()
 
 
-def progress_bar(total, progress=None, minimum=0, **kwargs):
+def progress_bar(total, progress=None, minimum=0, stream=None, **kwargs):
     """A tqdm bar on stderr (rate and ETA included).
 
     `progress`: True shows it, False hides it, None shows it on a terminal, or as a line
     every LOG_INTERVAL seconds when stderr is a file or pipe, and only when `total` exceeds
-    `minimum` (a bar for a handful of items is noise).
+    `minimum` (a bar for a handful of items is noise). `stream`: stderr's stand-in while
+    descriptor 2 is held back (quiet.stderr_held_back).
     """
-    if progress is False or (progress is None and total is not None and total <= minimum):
+    stream = stream or sys.stderr
+    if stream is None or progress is False or (progress is None and total is not None and total <= minimum):
         return tqdm(total=total, disable=True, **kwargs)
-    if progress is None and not _is_terminal(sys.stderr):
-        return _LogLines(total=total, file=sys.stderr, **kwargs)
-    if _columns(sys.stderr) == 0:  # a terminal that reports no size (some containers, editors): tqdm would draw nothing
-        return _Bar(total=total, ncols=80, nrows=24, file=sys.stderr, **kwargs)
-    return _Bar(total=total, dynamic_ncols=True, file=sys.stderr, **kwargs)
+    if progress is None and not _is_terminal(stream):
+        return _LogLines(total=total, file=stream, **kwargs)
+    if _columns(stream) == 0:  # a terminal that reports no size (some containers, editors): tqdm would draw nothing
+        return _Bar(total=total, ncols=80, nrows=24, file=stream, **kwargs)
+    return _Bar(total=total, dynamic_ncols=True, file=stream, **kwargs)
 
 
 @contextlib.contextmanager

@@ -59,9 +59,10 @@ class Quantization:
             raise QuantizationError(f"{calibration_folder}: no images to calibrate on")
         return cls(mode, tuple(evenly_spaced(images, CALIBRATION_IMAGES)))
 
-    def configure(self, converter):
+    def configure(self, converter, shown=lambda views: views):
         """Set a TFLiteConverter up for this quantization; int8's calibration images are read here,
-        before the conversion (whose stderr is held back), so what is skipped is said."""
+        before the conversion (whose stderr is held back), so what is skipped is said. `shown`
+        wraps the views as the converter takes them (with a progress bar: 200 take 20 s or so)."""
         import tensorflow as tf
 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -69,7 +70,7 @@ class Quantization:
             converter.target_spec.supported_types = [tf.float16]
         else:
             views = self.calibration_views()
-            converter.representative_dataset = lambda: ([view[np.newaxis]] for view in views)
+            converter.representative_dataset = lambda: ([view[np.newaxis]] for view in shown(views))
 
     def calibration_views(self):
         """The centre views of the calibration images that can be read (200 are 124 MB), read

@@ -61,20 +61,23 @@ def stderr_held_back(passed_on=None):
     """Run the block with file descriptor 2 pointed at a temporary file (C++ libraries' start-up
     lines, e.g. LiteRT's "Created TensorFlow Lite XNNPACK delegate"); if it raises, what was
     written is shown after all. `passed_on(text)`: what of it is written after all when it
-    does not (what the process's other threads wrote meanwhile)."""
+    does not (what the process's other threads wrote meanwhile). Yields a stream to the real
+    stderr, for what alexft itself shows meanwhile (a progress bar)."""
     if sys.stderr is None:  # started without one (`2>&-`, a daemon): nothing to hold back, and descriptor 2
-        yield               # may since have been given to another file
+        yield None          # may since have been given to another file
         return
     sys.stderr.flush()
     try:
         saved = os.dup(2)
     except OSError:  # closed since
-        yield
+        yield sys.stderr
         return
     with tempfile.TemporaryFile() as held:
         os.dup2(held.fileno(), 2)
+        visible = open(saved, "w", closefd=False, encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
+                       errors="backslashreplace")
         try:
-            yield
+            yield visible
         except Exception:  # a failed start-up: what it said may tell why (not so for Ctrl-C or SIGTERM)
             if not interrupts.pending():  # (a stop swallowed inside TensorFlow's import surfaces as another error)
                 os.dup2(saved, 2)
@@ -82,6 +85,7 @@ def stderr_held_back(passed_on=None):
                 sys.stderr.write(held.read().decode(errors="replace"))
             raise
         finally:
+            visible.flush()
             os.dup2(saved, 2)
             os.close(saved)
         if passed_on is not None:

@@ -412,8 +412,12 @@ def _calibration_folder(folder, photos, per_photo=5, seed=0):
 
 
 def test_quantized_tflite_files_are_smaller_and_agree_with_float32(exported, served, canonical_weights_file, photos,
-                                                                   tmp_path, caplog):
+                                                                   tmp_path, caplog, capfd, monkeypatch):
     from ai_edge_litert.interpreter import Interpreter
+
+    from alexft import progress
+
+    monkeypatch.setattr(progress, "LOG_INTERVAL", 0.05)  # progress lines within the second calibration takes
 
     outputs, views = served
     float32 = outputs["tflite_probabilities"]
@@ -429,12 +433,18 @@ def test_quantized_tflite_files_are_smaller_and_agree_with_float32(exported, ser
         path = tmp_path / "new" / f"{mode}.tflite" if mode == "float16" else tmp_path / f"{mode}.tflite"
         extra = ["--calibration", calibration] if mode == "int8" else []
         source = renamed if mode == "float16" else canonical_weights_file
+        capfd.readouterr()
         result = run("export", "--weights", source, "--format", "tflite", "--quantize", mode, *extra, path)
         # int8: written, calibrated on the 30 good images; the broken one is named, and the exit
         # status says that some input could not be used, as classify's does.
         assert result.exit_code == (1 if mode == "int8" else 0), result.output
         if mode == "int8":
             assert result.stderr.splitlines()[-1] == "alexft: 1 of 31 calibration images could not be used"
+            # 20 s or so of calibration showed nothing: its progress reaches the real stderr,
+            # which the converter's own chatter does not
+            shown = capfd.readouterr().err.splitlines()
+            assert "alexft: int8 calibration: 30/30 (100%)" in [line.split(" [")[0] for line in shown], shown
+            assert not [line for line in shown if not line.startswith("alexft: ")], shown
         assert f"tflite, {mode}" in result.stdout and labels_path(path).is_file()
         expected_names = names if mode == "float16" else imagenet_class_names()
         assert labels_path(path).read_text(encoding="utf-8").splitlines() == expected_names
