@@ -68,7 +68,8 @@ class RangeTest:
     def describe(self):
         return (f"learning-rate range test: {len(self.rates)} steps from {self.rates[0]:.1e} to {self.rates[-1]:.1e}"
                 f"{' (' + self.stopped + ')' if self.stopped else ''}; the loss stays near its lowest up to {self.edge:.2e}, "
-                + (f"chosen base rate {self.chosen:.2e}" if self.measured else "no rate measured"))
+                + (f"chosen base rate {self.chosen:.2e} (--lr {self.chosen:.3g} takes it without the test)"
+                   if self.measured else "no rate measured"))
 
 
 def rates(steps=STEPS, start=START, end=END):

@@ -17,6 +17,8 @@ _LAYERS = r"(?:conv[1-5]|fc[678]|all)(?:[-,](?:conv[1-5]|fc[678]))*"
 # Flags given a value in a message, as a Python call gives it: --skip '' as skip="".
 _VALUED = re.compile(rf"(?<![\w/.-])--(skip|train) (''|{_LAYERS})(?![\w-])|(?<![\w/.-])--(weights) (\S+?\.npz)(?!\w)")
 _ADJACENT_ARGUMENTS = re.compile(r'(\b\w+="[^"]*") (?=\w+=")')
+# A number given to a flag: --lr 0.000611 as lr=0.000611.
+_NUMBER_VALUED = re.compile(r"(?<![\w/.-])--(lr|epochs|batch-size) (\d[\d.e+-]*\d|\d)(?!\w|\.\d)")
 
 # Phrases, and flags whose keyword is not the flag's own name with underscores or which take no value.
 _EITHER_ENTRY = {"give its path (--weights PATH on the command line, weights=PATH in Python)": "give its path (weights=PATH)"}
@@ -54,6 +56,7 @@ def _translated(text, keywords):
         text = text.replace(phrase, keywords[phrase])
     text = _VALUED.sub(_as_keyword_argument, text)
     text = _ADJACENT_ARGUMENTS.sub(r"\1, ", text)  # skip="" train="fc8" as a call writes them
+    text = _NUMBER_VALUED.sub(lambda match: f"{match.group(1).replace('-', '_')}={match.group(2)}", text)
     return _FLAG.sub(lambda flag: keywords.get(flag.group(), flag.group()[2:].replace("-", "_")), text)
 
 

@@ -561,7 +561,8 @@ def test_range_test_rule_on_known_curves():
                            iter(range(10**6)), 100)
     assert fitted.edge == pytest.approx(1e-8) and not fitted.measured
     assert fitted.describe().endswith("the loss stays near its lowest up to 1.00e-08, no rate measured")
-    assert result.describe().endswith(f"chosen base rate {result.chosen:.2e}")
+    assert result.describe().endswith(f"chosen base rate {result.chosen:.2e} (--lr {result.chosen:.3g} takes it "
+                                      "without the test)")  # (a Ctrl-C in a long test's next run measures again)
     # Batches of one image: a lucky low batch early, then scatter above it for decades until the
     # loss explodes at 3.6e-3 (a helper's run chose 2.7e-8). Edge 8e-8, 4.6 decades below.
     lucky = lr_finder.run(lambda rate, batch: (float("nan") if rate > 3.6e-3 else 1.0 if batch < 10 else
@@ -1725,6 +1726,8 @@ def test_a_python_caller_is_told_of_keywords_not_flags(small_digits_folder, cano
         'train names no layer; check it with alexft evaluate d --weights m.npz; or skip="fc8"'
     assert in_python_words("(--cache/--no-cache: was --cache, now --no-cache; --ten-crop: was off, now on)") == \
         "(cache: was True, now False; ten_crop_val: was off, now on)"
+    assert in_python_words("rate 6.11e-04 (--lr 0.000611 takes it; or --lr 1e-05, --epochs 12 --batch-size 8.)") == \
+        "rate 6.11e-04 (lr=0.000611 takes it; or lr=1e-05, epochs=12 batch_size=8.)"
     finetune(small_digits_folder, weights=canonical_weights_file, epochs=1, batch_size=16, val_split=0.2, lr=0.001,
              output=tmp_path / "run", progress=False)
     said = capfd.readouterr().err
