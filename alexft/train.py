@@ -600,7 +600,11 @@ class Trainer:
                 return
             self.log(f"warning: {said}, though its validation accuracy {accuracy:.3f} is above chance "
                      f"({chance:.3f}): the steps overshoot; try a smaller --lr than {base_lr:.3g}")
-        elif loss > 1.5 * guess:
+            return
+        if accuracy is not None and accuracy > chance:  # said, or "nothing" reads as false beside the epoch's figures
+            said += (f", and its validation accuracy {accuracy:.3f} is within luck's reach of chance ({chance:.3f} + "
+                     f"3 standard errors = {_luck_limit(chance, len(scored)):.3f} on {len(scored)} images)")
+        if loss > 1.5 * guess:
             self.log(f"warning: nothing was learned: {said}; try {self._either(f'a smaller --lr than {base_lr:.3g}')}")
         elif relation == "above":  # worse than guessing: more steps at this rate would not help
             self.log(f"warning: nothing was learned: {said}; try "
@@ -653,7 +657,11 @@ def _chance_accuracy(labels):
 def _above_chance(accuracy, chance, images):
     """Whether a validation accuracy over `images` images is beyond what guessing reaches by
     luck: more than three standard errors above `chance`."""
-    return images > 0 and accuracy > chance + 3 * math.sqrt(chance * (1 - chance) / images)
+    return images > 0 and accuracy > _luck_limit(chance, images)
+
+
+def _luck_limit(chance, images):
+    return chance + 3 * math.sqrt(chance * (1 - chance) / images)
 
 
 class _TensorBoard:
