@@ -1,4 +1,5 @@
 """The pinned preprocessing and the image reader's handling of bad files."""
+import re
 import struct
 import subprocess
 import sys
@@ -274,11 +275,19 @@ def test_an_unusable_mean_file_is_refused_by_name(tmp_path):
     from alexft.errors import WeightsError
 
     small = write_binaryproto(tmp_path / "small.binaryproto", np.zeros((3, 100, 100), np.float32))
-    with pytest.raises(WeightsError, match=r"small.binaryproto: not a Caffe mean file: a blob of shape \(1, 3, 100, 100\)"):
+    with pytest.raises(WeightsError, match=r"small.binaryproto: not a Caffe mean file \(such as imagenet_mean.binaryproto\): "
+                                           r"a blob of shape \(1, 3, 100, 100\)"):
         read_mean_image(small)
     (tmp_path / "page.binaryproto").write_bytes(b"<html>404</html>")
-    with pytest.raises(WeightsError, match="page.binaryproto: not a Caffe mean file: .*HTML"):
+    with pytest.raises(WeightsError, match=r"page.binaryproto: not a Caffe mean file \(.*\): it is an HTML"):
         read_mean_image(tmp_path / "page.binaryproto")
+    # A photo or a note named by mistake: said so, not as a protobuf field of a "Caffe model"
+    (tmp_path / "notes.txt").write_text("mean of my photos\n")
+    for path, said in ((photo_paths()["chelsea"], "it is a PNG image"),
+                       (tmp_path / "notes.txt", "it is text \\(it starts with b'mean of '\\)")):
+        with pytest.raises(WeightsError, match=rf"^{re.escape(str(path))}: not a Caffe mean file \(such as "
+                                               rf"imagenet_mean.binaryproto\): {said}$"):
+            read_mean_image(path)
     cut = tmp_path / "cut.binaryproto"
     cut.write_bytes(write_binaryproto(tmp_path / "whole.binaryproto", np.ones((3, 256, 256), np.float32)).read_bytes()[:5000])
     with pytest.raises(WeightsError, match="cut.binaryproto: not a Caffe mean file"):

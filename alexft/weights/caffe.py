@@ -150,8 +150,9 @@ def read_mean_image(path):
                 raise _FormatError(f"a blob of shape {tuple(shape)}, not a 3x{MEAN_SIDE}x{MEAN_SIDE} mean image "
                                    "(Caffe's imagenet_mean.binaryproto is 1x3x256x256)")
             mean = np.ascontiguousarray(values.reshape(dims).transpose(1, 2, 0), dtype=np.float32)
-        except _FormatError as error:
-            failure = f"not a Caffe mean file: {error}"
+        except _FormatError as error:  # (the blob reader's words are a model's: "not a Caffe model: ...")
+            reason = _other_kind(bytes(data[:16])) or str(error).removeprefix("not a Caffe model: ")
+            failure = f"not a Caffe mean file (such as imagenet_mean.binaryproto): {reason}"
         except (IndexError, ValueError, OverflowError, MemoryError) as error:
             failure = f"not a Caffe mean file ({type(error).__name__}: {error})"
         finally:
@@ -159,6 +160,20 @@ def read_mean_image(path):
     if failure is not None:
         raise WeightsError(f"{path}: {_one_line(failure)}")
     return mean
+
+
+_IMAGE_SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG": "PNG", b"GIF8": "GIF", b"BM": "BMP", b"RIFF": "WebP"}
+
+
+def _other_kind(head):
+    """What a file given as the mean is instead, from its first bytes ("it is a JPEG image", a
+    photo named by mistake; text), else None. A BlobProto starts with a tag byte below 0x20."""
+    kind = next((name for signature, name in _IMAGE_SIGNATURES.items() if head.startswith(signature)), None)
+    if kind:
+        return f"it is a {kind} image"
+    if head and not head.lstrip().startswith(b"<") and all(32 <= byte < 127 or byte in b"\t\r\n" for byte in head):
+        return f"it is text (it starts with {head[:8]!r})"
+    return None
 
 
 def looks_like_caffemodel(head: bytes) -> bool:
