@@ -553,6 +553,14 @@ def test_a_truncated_npz_reads_the_same_in_info_and_convert_as_in_the_other_comm
     for args in (["weights", "info", cut], ["weights", "convert", cut, tmp_path / "out.npz"]):
         result = run(*args)
         assert result.exit_code == 1 and result.stderr.splitlines() == [expected], args
+    # 1 KB cut from the middle: the index points past the file's start (it said "[Errno 22] Invalid argument")
+    data = whole.read_bytes()
+    cut.write_bytes(data[:len(data) // 2] + data[len(data) // 2 + 1024:])
+    expected = f"Error: {cut}: corrupt or truncated .npz (its index points outside the file: bytes are missing from it)"
+    for args in (["weights", "info", cut], ["weights", "convert", cut, tmp_path / "out.npz"],
+                 ["classify", "--weights", cut, photo_paths()["chelsea"]]):
+        result = run(*args)
+        assert result.exit_code == 1 and result.stderr.splitlines() == [expected], (args, result.stderr)
 
 
 def test_a_later_unhashed_fetch_of_the_same_bytes_keeps_them_recorded_as_checked(tmp_path, canonical_bytes,
