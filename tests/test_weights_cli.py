@@ -362,6 +362,11 @@ def test_info_on_a_fine_tuned_file_and_on_a_broken_one(tmp_path):
     # A name holding commas stays one name: each is quoted.
     assert "classes: 3 ('tabby, tabby cat', 'dog', 'elk')" in human.stdout and "different class count" in human.stdout
     assert "fc8    weights (4096, 3)" in human.stdout
+    # Names that do not fit the outputs are not listed as its classes above the problem they are
+    mismatched = weights.save(weights.WeightSet(params, ["a", "b", "c", "d"]), tmp_path / "mismatched.npz")
+    result = run("weights", "info", mismatched)
+    assert result.exit_code == 1 and "classes: 3 (4 names stored, which do not fit)" in result.stdout
+    assert f"problem: {mismatched}: 4 class names for 3 fc8 outputs" in result.stdout
     params["fc7"] = (params["fc7"][0][:100], params["fc7"][1])
     broken = weights.save(weights.WeightSet(params), tmp_path / "broken.npz")
     result = run("weights", "info", "--json", broken)

@@ -124,6 +124,8 @@ def _describe_weights(facts):
     stored = f" ({', '.join(map(repr, names[:5]))}{', ...' if len(names) > 5 else ''})" if names else " (no names stored)"
     if facts["classes"] is None:  # no usable fc8: the names stored cannot be said to be its classes
         stored = f" ({len(names)} names stored)" if names else ""
+    elif names and len(names) != facts["classes"]:  # listed as its classes, they read as a contradiction of the problem below
+        stored = f" ({len(names)} names stored, which do not fit)"
     lines.append(f"classes: {'unknown, no usable fc8' if facts['classes'] is None else facts['classes']}{stored}")
     lines.append("layout: canonical bvlc_alexnet" if facts["canonical_layout"] else
                  "layout: AlexNet with a different class count" if not facts["problem"] else f"problem: {facts['problem']}")
