@@ -418,6 +418,17 @@ def test_convert_legacy_npy_to_npz_that_never_unpickles(tmp_path, canonical_weig
     assert facts["source"].endswith(" (source unknown)")
 
 
+def test_an_npz_converted_again_is_not_said_to_be_converted_from_itself(tmp_path):
+    """Converting an .npz writes its own bytes again; recorded by their hash, `weights info` of
+    the original then said it was "converted by alexft from" its own name (a helper's trial)."""
+    original = weights.save(weights.WeightSet({name: tuple(pair) for name, pair in random_params(seed=8).items()}),
+                            tmp_path / "w.npz")
+    assert run("weights", "convert", original, tmp_path / "conv" / "c.npz").exit_code == 0
+    assert (tmp_path / "conv" / "c.npz").read_bytes() == original.read_bytes()
+    for path in (original, tmp_path / "conv" / "c.npz"):
+        assert json.loads(run("weights", "info", "--json", path).stdout)["source"] is None
+
+
 def test_convert_stores_class_names(tmp_path, caplog):
     params = {name: tuple(pair) for name, pair in random_params(seed=5, num_classes=2).items()}
     source = weights.save(weights.WeightSet(params), tmp_path / "two.npz")

@@ -248,9 +248,15 @@ def _converted_once(downloaded, source=None):
 
 def remember_conversion(source, converted):
     """Record a file `alexft weights convert` wrote, so that `weights info` can tell where it came
-    from: converted here, from a source that is itself identified (a published file) or not."""
-    origin = identify(source)
-    _remember(file_sha256(converted), dict(what=f"converted by alexft from {Path(source).name}",
+    from: converted here, from a source that is itself identified (a published file) or not.
+    A conversion that wrote the source's own bytes (an .npz converted again) records nothing:
+    the record is by hash, and `weights info` would say the source was converted from itself."""
+    digests = file_digests(source)
+    converted_sha256 = file_sha256(converted)
+    if converted_sha256 == digests["sha256"]:
+        return
+    origin = identify(source, digests)
+    _remember(converted_sha256, dict(what=f"converted by alexft from {Path(source).name}",
                                            url=str(Path(source).resolve()),
                                            verified=f"source: {origin}" if origin else "source unknown"))
 
