@@ -11,7 +11,7 @@ def make_tree(root, layout):
     for relative in layout:
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"x")
+        path.write_bytes(relative.encode())  # each its own bytes: equal ones are a leak warned of
     return root
 
 
@@ -345,3 +345,38 @@ def test_a_class_folder_not_named_in_utf_8_is_refused_before_training(tmp_path):
     os.rename(tmp_path / "data" / "dog", os.fsencode(tmp_path / "data") + b"/d\xfdg")
     with pytest.raises(DataError, match=r"data: class folder b'd\\xfdg' is not named in UTF-8; rename it"):
         load_dataset(tmp_path / "data")
+
+
+def test_validation_images_that_are_training_images_too_are_warned_of(tmp_path, caplog, monkeypatch):
+    """A helper's val/ held byte-identical copies of training photos: validation accuracy was
+    measured on images the model trained on, without a word."""
+    import logging
+    import shutil
+
+    from alexft import overlap
+
+    train, val = tmp_path / "photos", tmp_path / "held_out"
+    for index, name in enumerate(["cat/a.jpg", "cat/b.jpg", "dog/c.jpg", "dog/d.jpg"]):
+        (train / name).parent.mkdir(parents=True, exist_ok=True)
+        (train / name).write_bytes(bytes([index]) * (100 + index))
+    (val / "cat").mkdir(parents=True)
+    (val / "dog").mkdir()
+    (val / "cat" / "e.jpg").write_bytes(b"\xff" * 100)  # the size of a.jpg, other bytes: not the same
+    (val / "dog" / "f.jpg").write_bytes(b"\x07" * 90)
+    with caplog.at_level(logging.WARNING, logger="alexft"):
+        load_dataset(train, val_dir=val)
+    assert "training images too" not in caplog.text
+    shutil.copy(train / "dog" / "d.jpg", val / "dog" / "copy of d.jpg")  # the same bytes, another name
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="alexft"):
+        load_dataset(train, val_dir=val)
+    assert (f"warning: 1 of the 3 validation images is a training image too (e.g. {val / 'dog' / 'copy of d.jpg'}, "
+            f"the same bytes as {train / 'dog' / 'd.jpg'}): validation accuracy on them measures what the model "
+            "has seen; remove them from one of the folders") in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="alexft"):  # the training folder given as the validation folder
+        load_dataset(train, val_dir=train)
+    assert f"4 of the 4 validation images are training images too (e.g. {train / 'cat' / 'a.jpg'}, the same file as" \
+           in caplog.text
+    monkeypatch.setattr(overlap, "MAX_HASHED", 1)  # the content check stops, and says so
+    assert overlap.shared_images([train / "dog" / "d.jpg"], [val / "dog" / "copy of d.jpg"]) == ([], False)
