@@ -56,13 +56,21 @@ def _without_tensorflows_start_up(text):
     return _START_UP_LINE.sub("", text)
 
 
+def _on_descriptor_2(stream):
+    try:
+        return stream.fileno() == 2
+    except (AttributeError, ValueError, OSError):  # (io.UnsupportedOperation is an OSError)
+        return False
+
+
 @contextlib.contextmanager
 def stderr_held_back(passed_on=None):
     """Run the block with file descriptor 2 pointed at a temporary file (C++ libraries' start-up
     lines, e.g. LiteRT's "Created TensorFlow Lite XNNPACK delegate"); if it raises, what was
     written is shown after all. `passed_on(text)`: what of it is written after all when it
     does not (what the process's other threads wrote meanwhile). Yields a stream to the real
-    stderr, for what alexft itself shows meanwhile (a progress bar)."""
+    stderr, for what alexft itself shows meanwhile (a progress bar): sys.stderr itself where it
+    is not descriptor 2 (a notebook's, a test runner's), which the block leaves alone."""
     if sys.stderr is None:  # started without one (`2>&-`, a daemon): nothing to hold back, and descriptor 2
         yield None          # may since have been given to another file
         return
@@ -74,8 +82,8 @@ def stderr_held_back(passed_on=None):
         return
     with tempfile.TemporaryFile() as held:
         os.dup2(held.fileno(), 2)
-        visible = open(saved, "w", closefd=False, encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
-                       errors="backslashreplace")
+        visible = (open(saved, "w", closefd=False, encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
+                        errors="backslashreplace") if _on_descriptor_2(sys.stderr) else sys.stderr)
         try:
             yield visible
         except Exception:  # a failed start-up: what it said may tell why (not so for Ctrl-C or SIGTERM)

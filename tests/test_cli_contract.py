@@ -557,6 +557,19 @@ def test_what_a_start_up_printed_is_shown_when_it_fails_not_when_it_is_stopped(c
         assert ("oneDNN custom operations" in capfd.readouterr().err) is shown, stop
 
 
+def test_what_alexft_shows_while_a_librarys_stderr_is_held_back_reaches_the_real_one():
+    """The int8 converter's silent seconds: alexft's bar over its calibration images goes to the
+    stream stderr_held_back yields, the library's lines on descriptor 2 are held back."""
+    program = ("import os, sys\nfrom alexft.quiet import stderr_held_back\n"
+               "with stderr_held_back() as shown:\n"
+               "    os.write(2, b'a library line\\n')\n"
+               "    shown.write('alexft: shown meanwhile\\n')\n"
+               "    print('mine too', file=sys.stderr)\n")
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(__file__))))
+    assert result.returncode == 0 and result.stderr.splitlines() == ["alexft: shown meanwhile"], result.stderr
+
+
 def test_results_on_a_terminal_never_land_inside_the_progress_bar(canonical_weights_file, tmp_path):
     """stdout and stderr on one terminal, as a user runs classify: the bar is cleared before each
     result and drawn again after, so every result line reads as it would without a bar."""
