@@ -601,7 +601,7 @@ class Trainer:
             self.log(f"warning: {said}, though its validation accuracy {accuracy:.3f} is above chance "
                      f"({chance:.3f}): the steps overshoot; try a smaller --lr than {base_lr:.3g}")
             return
-        if accuracy is not None and accuracy > chance:  # said, or "nothing" reads as false beside the epoch's figures
+        if accuracy is not None and accuracy > chance and len(scored):  # said, or "nothing" reads as false beside them
             said += (f", and its validation accuracy {accuracy:.3f} is within luck's reach of chance ({chance:.3f} + "
                      f"3 standard errors = {_luck_limit(chance, len(scored)):.3f} on {len(scored)} images)")
         if loss > 1.5 * guess:
