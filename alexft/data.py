@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import json_text, write_text
-from .overlap import overlap_warning
 from .progress import progress_bar
 from .errors import AlexftError, ImageError
 from .preprocess import (distinct_inputs, find_images, images_below, is_folder, is_image_file, path_list, read_image,
@@ -214,9 +213,6 @@ def load_dataset(data_dir, val_dir=None, val_split=0.1, seed=0):
             raise DataError(f"{val_dir}: class folder(s) {', '.join(unknown)} not among the training classes")
         val = list_labelled(val_dir, val_classes)
         val.labels = np.array([folder_class(index, val_classes[i]) for i in val.labels], np.int32)
-        said = overlap_warning(train.paths, val.paths)  # a split of one folder holds each file once
-        if said:
-            log.warning("%s", said)
         return Dataset(class_names, train, val)
     train_idx, val_idx = stratified_split(train.labels, val_split, seed)
     return Dataset(class_names, train.subset(train_idx), train.subset(val_idx), val_split=val_split)

@@ -1,9 +1,10 @@
-"""Validation images that are training images too: the same file, or the same bytes under
-another name (a val/ folder made by copying some of the training photos). Validation accuracy
-on them measures memory, not the model, so the run warns; nothing is left out.
+"""Validation images that are training images too: the same file (the data folder given as the
+validation folder), or the same bytes under another name (a val/ folder made by copying some
+training photos). Validation accuracy on them measures memory, not the model, so the run warns;
+nothing is left out.
 
 The content check hashes only files whose size some file of the other set shares, and at most
-MAX_HASHED of them: photos of one size are rare enough that this costs a few stat calls.
+MAX_HASHED of them: photos of one size are rare enough that this costs a stat call per file.
 """
 import hashlib
 import os
@@ -13,32 +14,31 @@ MAX_HASHED = 2000  # files hashed at most; beyond, the check says it stopped
 
 
 def shared_images(train_paths, val_paths):
-    """(pairs, complete): up to a few (validation path, training path) of the same file or bytes,
-    with the count of validation images shared, and whether every candidate was compared."""
-    train_files = {os.path.realpath(path): path for path in train_paths}
+    """([(validation index, training index)] of the same file or bytes, complete): `complete`
+    is False when the content check stopped at MAX_HASHED files."""
+    train_files = {os.path.realpath(path): index for index, path in enumerate(train_paths)}
     shared, rest = [], []
-    for path in val_paths:
+    for index, path in enumerate(val_paths):
         same = train_files.get(os.path.realpath(path))
         if same is not None:
-            shared.append((path, same))
+            shared.append((index, same))
         else:
-            rest.append(path)
-    sizes = defaultdict(list)
-    for path in train_paths:
-        sizes[_size(path)].append(path)
-    candidates = [path for path in rest if _size(path) in sizes]
-    hashed, complete = 0, True
-    digests = {}
-    for path in candidates:
-        others = sizes[_size(path)]
-        if hashed + 1 + len(others) > MAX_HASHED:
+            rest.append(index)
+    by_size = defaultdict(list)
+    for index, path in enumerate(train_paths):
+        by_size[_size(path)].append(index)
+    digests, complete = {}, True
+    for index in rest:
+        others = by_size.get(_size(val_paths[index]), [])
+        if not others:
+            continue
+        if len(digests) + 1 + len(others) > MAX_HASHED:
             complete = False
             break
-        digest = _digest(path, digests)
-        hashed += 1 + sum(other not in digests for other in others)
-        same = next((other for other in others if _digest(other, digests) == digest), None)
+        digest = _digest(val_paths[index], digests)
+        same = next((other for other in others if _digest(train_paths[other], digests) == digest), None)
         if same is not None:
-            shared.append((path, same))
+            shared.append((index, same))
     return shared, complete
 
 
@@ -51,25 +51,36 @@ def _size(path):
 
 def _digest(path, digests):
     if path not in digests:
+        digest = hashlib.sha1()
         try:
-            digest = hashlib.sha1()
             with open(path, "rb") as handle:
                 for block in iter(lambda: handle.read(1 << 20), b""):
                     digest.update(block)
             digests[path] = digest.digest()
         except OSError:
-            digests[path] = path  # matches nothing else
+            digests[path] = path  # equal to no digest
     return digests[path]
 
 
-def overlap_warning(train_paths, val_paths):
-    """The warning to give, or None."""
-    shared, complete = shared_images(train_paths, val_paths)
+def overlap_warning(dataset):
+    """The warning to give for `dataset` (a data.Dataset), or None."""
+    shared, complete = shared_images(dataset.train.paths, dataset.val.paths)
     if not shared:
         return None
-    val, train = shared[0]
-    same = "the same file as" if os.path.realpath(val) == os.path.realpath(train) else "the same bytes as"
-    what = "is a training image" if len(shared) == 1 else "are training images"
-    return (f"warning: {len(shared)}{'' if complete else ' or more'} of the {len(val_paths)} validation images {what} "
-            f"too (e.g. {val}, {same} {train}): validation "
-            "accuracy on them measures what the model has seen; remove them from one of the folders")
+    val, train = (dataset.val.paths[shared[0][0]], dataset.train.paths[shared[0][1]])
+    example = (str(val) if os.path.abspath(val) == os.path.abspath(train) else
+               f"{val}, the same {'file' if os.path.realpath(val) == os.path.realpath(train) else 'bytes'} as {train}")
+    count = f"{len(shared)}{'' if complete else ' or more'} of the {len(dataset.val)} validation images"
+    said = (f"warning: {count} {'is a training image' if len(shared) == 1 else 'are training images'} too (e.g. "
+            f"{example}): accuracy there says little about images the model has not seen; ")
+    same_files = all(os.path.realpath(dataset.val.paths[v]) == os.path.realpath(dataset.train.paths[t]) for v, t in shared)
+    said += ("is the validation folder the data folder?" if same_files and len(shared) == len(dataset.val) else
+             "remove them from one of the folders")
+    conflicts = [(v, t) for v, t in shared if dataset.val.labels[v] != dataset.train.labels[t]]
+    if conflicts:  # one of each pair's two labels is wrong
+        v, t = conflicts[0]
+        names = dataset.class_names
+        said += (f"; {len(conflicts)} of them {'is' if len(conflicts) == 1 else 'are'} filed under another class "
+                 f"there (e.g. {dataset.val.paths[v]} in {names[dataset.val.labels[v]]!r}, "
+                 f"{dataset.train.paths[t]} in {names[dataset.train.labels[t]]!r})")
+    return said

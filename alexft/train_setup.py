@@ -2,7 +2,6 @@
 what validation will measure, which layers start fresh and learn, how many epochs, and whether
 a run folder may be resumed (alexft/train.py runs what this decides)."""
 import dataclasses
-import os
 import sys
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 
 from . import weights as weights_io
 from .errors import TrainingError
+from .overlap import overlap_warning
 from .run_folder import RunFolder, refuse_changes
 from .train_options import OptionsError, TrainOptions, cache_matters, cache_point, check_layers, option_change
 from .weights.download import file_sha256
@@ -87,10 +87,9 @@ def report_split(dataset, options, log):
         log(f"warning: {_some_classes(scarce)} {counts[0]}{'' if len(counts) == 1 else f'-{counts[-1]}'} training images "
             f"against {in_train[largest]} for {dataset.class_names[largest]!r}: the model may learn to answer "
             f"{dataset.class_names[largest]!r} everywhere; more images of the few (or fewer of the many) balance it")
-    shared = len(set(map(os.path.abspath, dataset.val.paths)) & set(map(os.path.abspath, dataset.train.paths)))
-    if shared:
-        log(f"warning: {shared} of the {len(dataset.val)} validation images are also training images: accuracy "
-            "there says little about images the model has not seen (is the validation folder the data folder?)")
+    said = overlap_warning(dataset)  # (a split of one folder holds a file once; copies of it, twice)
+    if said:
+        log(said)
 
 
 LOPSIDED = 10  # a class with this many times fewer training images than the largest is said

@@ -347,13 +347,19 @@ def test_a_class_folder_not_named_in_utf_8_is_refused_before_training(tmp_path):
         load_dataset(tmp_path / "data")
 
 
-def test_validation_images_that_are_training_images_too_are_warned_of(tmp_path, caplog, monkeypatch):
+def test_validation_images_that_are_training_images_too_are_warned_of(tmp_path, monkeypatch):
     """A helper's val/ held byte-identical copies of training photos: validation accuracy was
-    measured on images the model trained on, without a word."""
-    import logging
+    measured on images the model trained on, without a word; and one filed under another class."""
     import shutil
+    from types import SimpleNamespace
 
     from alexft import overlap
+    from alexft.train_setup import report_split
+
+    def warned(val_dir):
+        said = []
+        report_split(load_dataset(train, val_dir=val_dir), SimpleNamespace(val_split=0.1), said.append)
+        return [message for message in said if "training image" in message and " too " in message]
 
     train, val = tmp_path / "photos", tmp_path / "held_out"
     for index, name in enumerate(["cat/a.jpg", "cat/b.jpg", "dog/c.jpg", "dog/d.jpg"]):
@@ -363,20 +369,18 @@ def test_validation_images_that_are_training_images_too_are_warned_of(tmp_path, 
     (val / "dog").mkdir()
     (val / "cat" / "e.jpg").write_bytes(b"\xff" * 100)  # the size of a.jpg, other bytes: not the same
     (val / "dog" / "f.jpg").write_bytes(b"\x07" * 90)
-    with caplog.at_level(logging.WARNING, logger="alexft"):
-        load_dataset(train, val_dir=val)
-    assert "training images too" not in caplog.text
+    assert warned(val) == []
     shutil.copy(train / "dog" / "d.jpg", val / "dog" / "copy of d.jpg")  # the same bytes, another name
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="alexft"):
-        load_dataset(train, val_dir=val)
-    assert (f"warning: 1 of the 3 validation images is a training image too (e.g. {val / 'dog' / 'copy of d.jpg'}, "
-            f"the same bytes as {train / 'dog' / 'd.jpg'}): validation accuracy on them measures what the model "
-            "has seen; remove them from one of the folders") in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="alexft"):  # the training folder given as the validation folder
-        load_dataset(train, val_dir=train)
-    assert f"4 of the 4 validation images are training images too (e.g. {train / 'cat' / 'a.jpg'}, the same file as" \
-           in caplog.text
+    assert warned(val) == [
+        f"warning: 1 of the 3 validation images is a training image too (e.g. {val / 'dog' / 'copy of d.jpg'}, the "
+        f"same bytes as {train / 'dog' / 'd.jpg'}): accuracy there says little about images the model has not seen; "
+        "remove them from one of the folders"]
+    shutil.copy(train / "cat" / "b.jpg", val / "dog" / "b.jpg")  # and one filed under another class
+    assert warned(val)[0].endswith(
+        f"remove them from one of the folders; 1 of them is filed under another class there (e.g. "
+        f"{val / 'dog' / 'b.jpg'} in 'dog', {train / 'cat' / 'b.jpg'} in 'cat')")
+    assert warned(train) == [  # the training folder given as the validation folder
+        f"warning: 4 of the 4 validation images are training images too (e.g. {train / 'cat' / 'a.jpg'}): accuracy "
+        "there says little about images the model has not seen; is the validation folder the data folder?"]
     monkeypatch.setattr(overlap, "MAX_HASHED", 1)  # the content check stops, and says so
     assert overlap.shared_images([train / "dog" / "d.jpg"], [val / "dog" / "copy of d.jpg"]) == ([], False)

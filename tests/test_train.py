@@ -1217,8 +1217,9 @@ def test_validation_on_the_training_images_is_announced(tmp_path, monkeypatch):
     messages = []
     report_split(SimpleNamespace(class_names=["c0", "c1"], train=train, val=val, val_split=None),
                  SimpleNamespace(val_split=0.1), messages.append)
-    assert messages == ["warning: 3 of the 3 validation images are also training images: accuracy there says little "
-                        "about images the model has not seen (is the validation folder the data folder?)"]
+    assert messages == [f"warning: 3 of the 3 validation images are training images too (e.g. {tmp_path / 'data/c0/0.png'}): "
+                        "accuracy there says little about images the model has not seen; is the validation folder the "
+                        "data folder?"]
 
 
 def test_validation_that_cannot_be_done_is_announced(small_digits_folder, canonical_weights_file, tmp_path):
