@@ -166,8 +166,9 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
             kept.append(index)
         features.flush()
         if skipped and not kept:  # a file of no features would look like a result, or replace one
-            none = f"none of the {len(skipped)} images could" if len(skipped) > 1 else "the one image could not"
-            say(f"no features written to {output}: {none} be used (e.g. {next(iter(skipped.values()))})")
+            first = next(iter(skipped.values()))
+            say(f"no features written to {output}: " + (f"none of the {len(skipped)} images could be used (e.g. {first})"
+                                                        if len(skipped) > 1 else f"its one image could not be used ({first})"))
             return 0, skipped
         extras = {"paths": np.array([str(paths[i]) for i in kept], dtype=str), "recipe": np.array(json.dumps(recipe))}
         if labels is not None:

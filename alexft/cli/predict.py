@@ -312,17 +312,18 @@ def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, s
         chosen = shard_of(range(len(paths)), *shard)
         paths = [paths[index] for index in chosen]
         labels = labels[chosen] if labels is not None else None
-    notes = []  # said after each input's error, not before them
+    # The inputs are expanded and labelled here: its only note would be "no features written",
+    # which the last line below says after each input's error.
     written, skipped = extract_features(predictor.model, paths, layer, output, ten_crop=ten_crop, labels=labels,
                                         class_names=class_names, batch_size=batch_size, progress=progress,
-                                        preprocessing=preprocessing, say=notes.append)  # output checked, with --force
+                                        preprocessing=preprocessing, say=lambda note: None)  # output checked, with --force
     for message in skipped.values():
         click.echo(f"error: {message}", err=True)
     if written or not skipped:
         click.echo(f"{output}: {layer} features of {written} image{'' if written == 1 else 's'}"
                    + (f" ({len(skipped)} skipped)" if skipped else ""))
-    for note in notes:
-        click.echo(f"alexft: {note}", err=True)
     if skipped:
-        click.echo(f"alexft: {len(skipped)} of {len(paths)} inputs could not be used", err=True)
+        none = "its one input could not" if len(paths) == 1 else f"none of the {len(paths)} inputs could"
+        click.echo(f"alexft: {len(skipped)} of {len(paths)} inputs could not be used" if written else
+                   f"alexft: no features written to {output}: {none} be used", err=True)
         ctx.exit(EXIT_INPUT_FAILED)
