@@ -155,6 +155,14 @@ def remove_empty(folders):
             return
 
 
+def zip_failure(error):
+    """Why an .npz could not be read, in words: bytes cut from its middle shift what its index
+    points at, and zipfile's seek before the file's start comes out as "[Errno 22] Invalid argument"."""
+    if isinstance(error, OSError) and error.errno == errno.EINVAL:
+        return "its index points outside the file: bytes are missing from it"
+    return error
+
+
 def archive_names(path, error=AlexftError):
     """The member names of the zip archive (.npz) at `path`, empty for a file that is not one:
     what an existing output holds decides whether it may be replaced. A file that cannot be

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import archive_names, check_writable, write_atomic
+from .atomic import archive_names, check_writable, write_atomic, zip_failure
 from .errors import AlexftError
 from .preprocess import path_list
 
@@ -111,7 +111,8 @@ def merge_features(parts, output, overwrite=True):
 def _feature_file(part):
     """np.load of a part, its failures said as the part's: a zip error named no file."""
     try:
-        with np.load(part, allow_pickle=False) as stored:
+        # Opened here: np.load leaves the file open when the zip inside it is broken.
+        with open(part, "rb") as handle, np.load(handle, allow_pickle=False) as stored:
             if not {"features", "paths"} <= set(stored.files):
                 raise FeatureFileError(f"{part}: not a feature file (no features and paths in it)")
             yield stored
@@ -120,7 +121,7 @@ def _feature_file(part):
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
         if isinstance(error, FeatureFileError):
             raise
-        raise FeatureFileError(f"{part}: not a readable feature file ({error})") from None
+        raise FeatureFileError(f"{part}: corrupt or truncated .npz ({zip_failure(error)})") from None
 
 
 def _other_members(these, first):

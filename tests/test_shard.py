@@ -103,9 +103,14 @@ def test_merging_parts_that_do_not_belong_together_is_refused(tmp_path):
         merge_features([tmp_path / "b.npz", tmp_path / "a.npz"], tmp_path / "out.npz")
     # A part that is not there, cut short, or not a feature file: named, in alexft's words (was
     # zipfile's "File is not a zip file", naming no file, or a FileNotFoundError).
-    (tmp_path / "cut.npz").write_bytes((tmp_path / "a.npz").read_bytes()[:200])
+    whole = (tmp_path / "a.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(whole[:200])
+    (tmp_path / "holed.npz").write_bytes(whole[:400] + whole[600:])  # bytes gone from its middle
     np.savez(tmp_path / "w.npz", conv1_w=np.zeros((2, 2), np.float32))
-    for part, reason in (("gone.npz", "no such file"), ("cut.npz", "not a readable feature file \\(.+\\)"),
+    for part, reason in (("gone.npz", "no such file"),
+                         ("cut.npz", "corrupt or truncated .npz \\(File is not a zip file\\)"),
+                         ("holed.npz", "corrupt or truncated .npz \\(its index points outside the file: bytes are "
+                                       "missing from it\\)"),
                          ("w.npz", "not a feature file \\(no features and paths in it\\)")):
         with pytest.raises(AlexftError, match=f"^{re.escape(str(tmp_path / part))}: {reason}$"):
             merge_features([tmp_path / "a.npz", tmp_path / part], tmp_path / "out.npz")

@@ -7,7 +7,6 @@ Two formats:
 - our own `.npz` (keys `conv1/weights`, `conv1/biases`, ..., optional `class_names`), read
   with `allow_pickle=False`.
 """
-import errno
 import math
 import os
 import pickle
@@ -22,7 +21,7 @@ import numpy as np
 from zlib_ng import zlib_ng
 
 from .. import architecture as arch
-from ..atomic import archive_names, write_atomic
+from ..atomic import archive_names, write_atomic, zip_failure
 from ..errors import WeightsError
 from . import caffe
 from .files import read_head
@@ -157,7 +156,7 @@ def quick_check(path):
                 size = path.stat().st_size
                 cut = [info.filename for info in archive.infolist() if info.header_offset + info.compress_size > size]
         except (zipfile.BadZipFile, OSError) as error:
-            raise WeightsError(f"{path}: corrupt or truncated .npz ({_zip_reason(error)})") from None
+            raise WeightsError(f"{path}: corrupt or truncated .npz ({zip_failure(error)})") from None
         if cut:
             raise WeightsError(f"{path}: corrupt or truncated .npz ({cut[0]} is cut short)")
     elif kind == "npy":
@@ -171,14 +170,6 @@ def quick_check(path):
             if pickled and handle.read(1) != pickle.STOP:
                 raise WeightsError(f"{path}: corrupt or truncated .npy (it ends early: no end of its pickle)")
     return kind
-
-
-def _zip_reason(error):
-    """zipfile's failure in words: a seek before the file's start (bytes cut from its middle
-    shift what the index points at) is "[Errno 22] Invalid argument" from the OS."""
-    if isinstance(error, OSError) and error.errno == errno.EINVAL:
-        return "its index points outside the file: bytes are missing from it"
-    return error
 
 
 def _describe_bytes(head):
@@ -288,7 +279,7 @@ def _read_npz(path):
         arrays = _npz_arrays(path)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as error:
         # Worded as quick_check words it, so a broken file reads the same in every command.
-        reason = _zip_reason(error) if isinstance(error, (zipfile.BadZipFile, OSError)) else f"{type(error).__name__}: {error}"
+        reason = zip_failure(error) if isinstance(error, (zipfile.BadZipFile, OSError)) else f"{type(error).__name__}: {error}"
         raise WeightsError(f"{path}: corrupt or truncated .npz ({reason})") from None
     for key in sorted(arrays):
         layer, _, part = key.partition("/")
