@@ -343,7 +343,8 @@ class Trainer:
             bar.update(1)
             return loss_sum / max(count, 1.0)
 
-        with progress_bar(steps, self.progress, unit="step", desc="learning-rate range test") as bar:
+        with progress_bar(steps, self.progress, unit="step", desc="learning-rate range test",
+                          leave=False) as bar:  # its result is the line logged after it, as an epoch's
             try:
                 result = lr_finder.run(step, batches, steps)
             except lr_finder.RangeTestError as error:
