@@ -68,6 +68,19 @@ def test_fetch_writes_only_to_a_weights_files_name(tmp_path, canonical_bytes):
             fetch_weights(url=f"{url}/w.npz", output=tmp_path / "new.txt")
         assert sorted(path.name for path in tmp_path.iterdir()) == ["p.jpg"]
         assert run("weights", "fetch", "--url", f"{url}/w.npz", "-o", tmp_path / "W.NPZ").exit_code == 0  # any case
+        # A photo saved under a weights name is not replaced by --force either (a re-trial's)
+        disguised = tmp_path / "photo.npz"
+        disguised.write_bytes(photo.read_bytes())
+        result = run("weights", "fetch", "--url", f"{url}/w.npz", "-o", disguised, "--force")
+        assert result.exit_code == 1 and result.stderr.splitlines() == [
+            f"Error: {disguised}: exists and is not a weights file, so --force does not replace it; remove it first if "
+            "it should go"], result.stderr
+        assert disguised.read_bytes() == photo.read_bytes()
+        # A folder takes the download under the URL's name, as wget -P does
+        (tmp_path / "dl").mkdir()
+        result = run("weights", "fetch", "--url", f"{url}/w.npz", "-o", tmp_path / "dl")
+        assert result.exit_code == 0 and result.stdout.strip() == str(tmp_path / "dl" / "w.npz"), result.output
+        assert (tmp_path / "dl" / "w.npz").read_bytes() == canonical_bytes
 
 
 def test_fetch_defaults_to_the_cache_under_the_urls_name(canonical_bytes):

@@ -49,7 +49,8 @@ def _weights(module):
 @click.option("--sha1", callback=_refused_as_usage(lambda value: _weights("sources").checked_hex(value, "sha1")),
               help="Expected SHA-1 (hex), as the Caffe model zoo publishes them.")
 @click.option("-o", "--output", type=PathParam(), callback=_refused_as_usage(lambda path: _weights("sources").check_fetch_output(path)),
-              help="File to write (.caffemodel, .npy or .npz). Default: the cache, under the URL's file name.")
+              help="File to write (.caffemodel, .npy or .npz), or a folder to write it into under the URL's file name. "
+                   "Default: the cache.")
 @click.option("--force", is_flag=True, help="Download again even if the file is already there.")
 @progress_option
 @fail_cleanly

@@ -345,9 +345,13 @@ def fetch_weights(url=None, sha256=None, output=None, force=False, progress=None
     failures = []
     for source in chosen:
         target = Path(output).expanduser() if output else cache_dir() / source.name
+        if target.is_dir():  # a folder to put it in, under the URL's name, as `wget -P` takes one
+            target = target / source.name
         if target.is_file() and not force:
             _check_present(target, source)
             return target, False
+        if target.is_file() and target.stat().st_size:
+            _refuse_unless_weights(target)
         check_writable(target, WeightsError)  # a file where its folder should be: said before the download
         try:
             return _download(source, target, progress), True
@@ -362,11 +366,20 @@ FETCHED_SUFFIXES = (".caffemodel", ".npy", ".npz")
 
 
 def check_fetch_output(output):
-    """A download goes only to a name of a weights file: `-o photo.jpg --force` replaced a photo
-    with 233 MB of weights."""
-    if Path(output).suffix.lower() not in FETCHED_SUFFIXES:
+    """A download goes only to a name of a weights file (or into a folder): `-o photo.jpg --force`
+    replaced a photo with 233 MB of weights."""
+    if not Path(output).expanduser().is_dir() and Path(output).suffix.lower() not in FETCHED_SUFFIXES:
         raise WeightsError(f"{output}: a downloaded weights file is named .caffemodel, .npy or .npz (as the URL's "
                            "file); choose such a name")
+
+
+def _refuse_unless_weights(target):
+    """--force replaces an earlier download, never another kind of file that has a weights name."""
+    try:
+        weights_io.read_format(target)
+    except WeightsError:
+        raise WeightsError(f"{target}: exists and is not a weights file, so --force does not replace it; remove it "
+                           "first if it should go") from None
 
 
 def _check_present(target, source):
