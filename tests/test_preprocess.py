@@ -270,6 +270,29 @@ def test_the_mean_image_is_subtracted_as_caffes_data_layer_does(tmp_path):
                                preprocess.image_views(photo_paths()["chelsea"]), rtol=0, atol=1e-4)
 
 
+def test_caffes_python_mean_npy_is_the_same_mean_as_its_binaryproto(tmp_path):
+    """Caffe's Python ships the mean as caffe/imagenet/ilsvrc_2012_mean.npy, the binaryproto's
+    blob saved by numpy (3, 256, 256), float64: a re-trial's --mean with it read as a protobuf."""
+    from alexft.errors import WeightsError
+    from alexft.weights.caffe import read_mean_image
+
+    mean_chw = (np.random.default_rng(5).random((3, 256, 256)) * 255).astype(np.float32)
+    np.save(tmp_path / "ilsvrc_2012_mean.npy", mean_chw.astype(np.float64))
+    from_npy = read_mean_image(tmp_path / "ilsvrc_2012_mean.npy")
+    assert from_npy.dtype == np.float32
+    np.testing.assert_array_equal(from_npy, read_mean_image(write_binaryproto(tmp_path / "m.binaryproto", mean_chw)))
+    np.save(tmp_path / "hwc.npy", mean_chw.transpose(1, 2, 0))  # channels last: not Caffe's layout
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.savez(tmp_path / "both.npz", mean=mean_chw)
+    for name, said in (("hwc.npy", r"not a Caffe mean file \(such as ilsvrc_2012_mean.npy\): an array of float32 "
+                                   r"\(256, 256, 3\), not 3x256x256 \(channels first, BGR\)"),
+                       ("objects.npy", r"not a readable .npy mean \(.*pickle.*\)"),
+                       ("both.npz", r"not a Caffe mean file \(.*\): it is a zip archive \(an .npz\?\); give the mean "
+                                    "itself")):
+        with pytest.raises(WeightsError, match=f"^{re.escape(str(tmp_path / name))}: {said}"):
+            read_mean_image(tmp_path / name)
+
+
 def test_an_unusable_mean_file_is_refused_by_name(tmp_path):
     from alexft.weights.caffe import read_mean_image
     from alexft.errors import WeightsError

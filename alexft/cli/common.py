@@ -238,8 +238,8 @@ def preprocessing_options(command):
              "measured on; float: resize in floating point, as Caffe's classify.py does (under a grey level apart).")(command)
     return click.option(
         "--mean", "mean_file", type=PathParam(exists=True, dir_okay=False),
-        help="Caffe's mean image (imagenet_mean.binaryproto) to subtract, cropped with each view, as Caffe's "
-             "test protocol does. Default: its per-channel mean pixel.")(command)
+        help="Caffe's mean image (imagenet_mean.binaryproto, or ilsvrc_2012_mean.npy from Caffe's Python) to "
+             "subtract, cropped with each view, as Caffe's test protocol does. Default: its per-channel mean pixel.")(command)
 
 
 def preprocessing_from(mean_file, resize):

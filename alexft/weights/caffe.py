@@ -134,12 +134,15 @@ def read_caffemodel(path, renames=None):
 
 def read_mean_image(path):
     """Caffe's mean image (`imagenet_mean.binaryproto`: one BlobProto, 1x3x256x256 in BGR,
-    channel-major) as a (256, 256, 3) float32 BGR array, what `preprocess` subtracts instead
-    of the mean pixel. Raises WeightsError naming the file and the cause."""
+    channel-major; or its copy for Caffe's Python, `ilsvrc_2012_mean.npy`, 3x256x256) as a
+    (256, 256, 3) float32 BGR array, what `preprocess` subtracts instead of the mean pixel.
+    Raises WeightsError naming the file and the cause."""
     path = Path(path)
     failure = None
     if path.is_file() and path.stat().st_size == 0:
         raise WeightsError(f"{path}: mean file is empty")
+    if read_head(path, len(NPY_MAGIC)) == NPY_MAGIC:
+        return _mean_from_npy(path)
     values = None
     with _mapped(path) as data:
         try:
@@ -162,6 +165,32 @@ def read_mean_image(path):
     return mean
 
 
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def read_head(path, count):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(count)
+    except OSError:
+        return b""  # said by the reader that follows
+
+
+def _mean_from_npy(path):
+    """caffe/imagenet/ilsvrc_2012_mean.npy: the binaryproto's blob saved by numpy, (3, 256, 256)
+    float64 BGR. Read without pickle: an .npy of objects is refused, as a weights file's are."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise WeightsError(f"{path}: not a readable .npy mean ({_one_line(str(error))})") from None
+    shape = tuple(array.shape)
+    dims = shape[1:] if len(shape) == 4 and shape[0] == 1 else shape
+    if dims != (3, MEAN_SIDE, MEAN_SIDE) or not np.issubdtype(array.dtype, np.number):
+        raise WeightsError(f"{path}: not a Caffe mean file (such as ilsvrc_2012_mean.npy): an array of {array.dtype} "
+                           f"{shape}, not 3x{MEAN_SIDE}x{MEAN_SIDE} (channels first, BGR)")
+    return np.ascontiguousarray(array.reshape(dims).transpose(1, 2, 0), dtype=np.float32)
+
+
 _IMAGE_SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG": "PNG", b"GIF8": "GIF", b"BM": "BMP", b"RIFF": "WebP"}
 
 
@@ -171,6 +200,8 @@ def _other_kind(head):
     kind = next((name for signature, name in _IMAGE_SIGNATURES.items() if head.startswith(signature)), None)
     if kind:
         return f"it is a {kind} image"
+    if head.startswith(b"PK\x03\x04"):
+        return "it is a zip archive (an .npz?); give the mean itself, imagenet_mean.binaryproto or ilsvrc_2012_mean.npy"
     if head and not head.lstrip().startswith(b"<") and all(32 <= byte < 127 or byte in b"\t\r\n" for byte in head):
         return f"it is text (it starts with {head[:8]!r})"
     return None
