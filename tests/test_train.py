@@ -920,7 +920,7 @@ def test_a_resume_whose_epochs_end_before_the_stopped_epoch_says_it_is_left_unfi
     monkeypatch.setattr(TrainingNetwork, "step", step)
     said = []
     summary = finetune(small_digits_folder, epochs=1, output=output, resume=True, log=said.append, **options)
-    assert ("resumed with epochs 3 -> 1, epoch 2, stopped at step 1, left unfinished: epochs 1 ends the run before it"
+    assert ("resumed with epochs 3 -> 1, epoch 2, stopped at step 1, left unfinished: epochs=1 ends the run before it"
             in said), said
     assert summary["epochs"] == 1 and len(read_history(output)) == 1
 
@@ -1072,8 +1072,8 @@ def test_the_rate_drop_takes_the_momentum_with_it_also_across_a_resume(small_dig
     assert not any(row["note"] for row in read_history(tmp_path / "split"))  # no recovery changed the rate
     # Resumed with fewer epochs than done, it ended there and removed its checkpoint: the run
     # could never go on. Refused, and the checkpoint kept.
-    with pytest.raises(TrainingError, match=r"split: epochs 1 is fewer than the 2 epochs it has done, and a run is "
-                                            r"never cut back; epochs 2 ends it now"):
+    with pytest.raises(TrainingError, match=r"split: epochs=1 is fewer than the 2 epochs it has done, and a run is "
+                                            r"never cut back; epochs=2 ends it now"):
         finetune(small_digits_folder, output=tmp_path / "split", log=quiet, resume=True, **dict(options, epochs=1))
     assert (tmp_path / "split" / "checkpoint.npz").is_file() and not (tmp_path / "split" / "summary.json").exists()
     finetune(small_digits_folder, output=tmp_path / "split", log=quiet, resume=True, **options)
@@ -1124,7 +1124,7 @@ def test_resume_may_change_the_rate_and_the_epochs(small_digits_folder, canonica
     messages.clear()  # asking for fewer epochs than it ran is said, not ignored
     fewer = finetune(small_digits_folder, **dict(options, log=messages.append), epochs=2, resume=True)
     assert fewer["already_finished"] and fewer["epochs"] == 4
-    assert messages[0].endswith("nothing to resume; epochs 2 is fewer than it ran, and a run is never cut back: "
+    assert messages[0].endswith("nothing to resume; epochs=2 is fewer than it ran, and a run is never cut back: "
                                 "model.npz is the best epoch of all")
     with pytest.raises(TrainingError, match=r"finished after 4 epochs and its checkpoint was removed; to train longer, "
                                             r'start a new run from its model, keeping what it learned \(weights="'
