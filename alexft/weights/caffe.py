@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import WeightsError
-from .files import open_weights_file
+from .files import NPY_MAGIC, ZIP_MAGIC, open_weights_file, read_head
 
 log = logging.getLogger("alexft")
 
@@ -141,7 +141,7 @@ def read_mean_image(path):
     failure = None
     if path.is_file() and path.stat().st_size == 0:
         raise WeightsError(f"{path}: mean file is empty")
-    if read_head(path, len(NPY_MAGIC)) == NPY_MAGIC:
+    if read_head(path).startswith(NPY_MAGIC):
         return _mean_from_npy(path)
     values = None
     with _mapped(path) as data:
@@ -163,17 +163,6 @@ def read_mean_image(path):
     if failure is not None:
         raise WeightsError(f"{path}: {_one_line(failure)}")
     return mean
-
-
-NPY_MAGIC = b"\x93NUMPY"
-
-
-def read_head(path, count):
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(count)
-    except OSError:
-        return b""  # said by the reader that follows
 
 
 def _mean_from_npy(path):
@@ -200,7 +189,7 @@ def _other_kind(head):
     kind = next((name for signature, name in _IMAGE_SIGNATURES.items() if head.startswith(signature)), None)
     if kind:
         return f"it is a {kind} image"
-    if head.startswith(b"PK\x03\x04"):
+    if head.startswith(ZIP_MAGIC):
         return "it is a zip archive (an .npz?); give the mean itself, imagenet_mean.binaryproto or ilsvrc_2012_mean.npy"
     if head and not head.lstrip().startswith(b"<") and all(32 <= byte < 127 or byte in b"\t\r\n" for byte in head):
         return f"it is text (it starts with {head[:8]!r})"

@@ -1,6 +1,9 @@
 """Opening a weights file for reading, shared by every format's reader (formats, caffe)."""
 from ..errors import WeightsError
 
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = b"PK\x03\x04"
+
 
 def open_weights_file(path):
     """Open a weights file for reading, or raise WeightsError saying why not (every reader uses this)."""

@@ -24,10 +24,7 @@ from .. import architecture as arch
 from ..atomic import archive_names, write_atomic, zip_failure
 from ..errors import WeightsError
 from . import caffe
-from .files import read_head
-
-NPY_MAGIC = b"\x93NUMPY"
-ZIP_MAGIC = b"PK\x03\x04"
+from .files import NPY_MAGIC, ZIP_MAGIC, read_head  # noqa: F401  (re-exported by alexft.weights)
 
 
 @dataclass
