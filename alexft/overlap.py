@@ -6,9 +6,10 @@ nothing is left out.
 The content check hashes only files whose size some file of the other set shares, and at most
 MAX_HASHED of them: photos of one size are rare enough that this costs a stat call per file.
 """
-import hashlib
 import os
 from collections import defaultdict
+
+from .weights.download import file_sha256
 
 MAX_HASHED = 2000  # files hashed at most; beyond, the check says it stopped
 
@@ -51,19 +52,19 @@ def _size(path):
 
 def _digest(path, digests):
     if path not in digests:
-        digest = hashlib.sha1()
         try:
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-            digests[path] = digest.digest()
+            digests[path] = file_sha256(path)
         except OSError:
             digests[path] = path  # equal to no digest
     return digests[path]
 
 
 def overlap_warning(dataset):
-    """The warning to give for `dataset` (a data.Dataset), or None."""
+    """The warning to give for `dataset` (a data.Dataset), or None. Only a separate validation
+    folder is compared: a split of one folder holds each file once, and comparing its sizes on
+    every run would cost a stat per image for copies that are rarer there."""
+    if getattr(dataset, "val_split", None) is not None:
+        return None
     shared, complete = shared_images(dataset.train.paths, dataset.val.paths)
     if not shared:
         return None

@@ -382,5 +382,11 @@ def test_validation_images_that_are_training_images_too_are_warned_of(tmp_path, 
     assert warned(train) == [  # the training folder given as the validation folder
         f"warning: 4 of the 4 validation images are training images too (e.g. {train / 'cat' / 'a.jpg'}): accuracy "
         "there says little about images the model has not seen; is the validation folder the data folder?"]
+    # A split of one folder is not compared (each file is on one side; a stat per image per run otherwise)
+    stat_calls = []
+    monkeypatch.setattr(overlap, "_size", lambda path: stat_calls.append(path) or 0)
+    split = load_dataset(train, val_split=0.5)
+    assert overlap.overlap_warning(split) is None and stat_calls == []
+    monkeypatch.undo()
     monkeypatch.setattr(overlap, "MAX_HASHED", 1)  # the content check stops, and says so
     assert overlap.shared_images([train / "dog" / "d.jpg"], [val / "dog" / "copy of d.jpg"]) == ([], False)
