@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import missing_folders, remove_empty
 from .feature_files import TenCropOfMapsError, check_output, write_npz
 from .feature_store import HashedFile, add_weights, file_digest
 from .pipeline import check_count, chunks, map_ahead
@@ -193,16 +194,12 @@ def feature_recipe(model, layer, ten_crop, preprocessing=None):
 def _folders_made_for(output):
     """Makes `output`'s missing folders; those still empty after the block (nothing written:
     no input could be used, a Ctrl-C) are removed, so no trace of a failed run stays."""
-    missing = [folder for folder in [output.parent, *output.parent.parents] if not folder.exists()]
+    made = missing_folders(output.parent)
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
         yield
     finally:
-        for folder in missing:  # deepest first
-            try:
-                folder.rmdir()
-            except OSError:  # holds the result, or something else
-                break
+        remove_empty(made)  # (one holding the result stays, and those above it)
 
 
 def _images_found(inputs, say):
