@@ -173,7 +173,7 @@ def _size(path):
 
 def _fetch(url, partial, expected, progress, timeout):
     """One attempt: continue `partial` from its current size (or start over) until the server's end."""
-    have = partial.stat().st_size if partial.exists() else 0
+    have = _size(partial)
     headers = {}
     if have:
         headers["Range"] = f"bytes={have}-"
