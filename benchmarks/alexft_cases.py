@@ -1,6 +1,7 @@
 """alexft's side of the benchmark suite, one measurement per command, JSON on stdout.
 
     python alexft_cases.py infer   --weights W.npz --batch 64 [--seconds 10] [--fused-lrn] [--precision bfloat16]
+                                   [--runtime openvino]
     python alexft_cases.py train   --weights W.npz --batch 64 --layers all|fc8 [--precision bfloat16]
     python alexft_cases.py check   --weights W.npz --views IN.npy --output OUT.npy
     python alexft_cases.py tencrop --weights W.npz FOLDER [--images 100]
@@ -8,7 +9,8 @@
 
 `infer` times the Predictor's compiled softmax (what classify runs per batch; with `--fused-lrn`,
 what it runs on the full batches of a run of 512 views or more; `--precision bfloat16`: what
-`classify --precision bfloat16` runs, weights held in bfloat16). `train` times
+`classify --precision bfloat16` runs, weights held in bfloat16; `--runtime openvino`: what
+`classify --runtime openvino` runs). `train` times
 the step `alexft finetune` runs without the feature cache (the kernels it picks on a CPU,
 Winograd as `--convs` says): Caffe's SGD (momentum, L2 decay,
 bias rate multiplier) on softmax cross entropy, dropout on; `--precision bfloat16` is what `finetune
@@ -46,7 +48,7 @@ from peers import images_per_second, random_views  # noqa: E402  (same timing an
 
 
 def command_infer(args):
-    predictor = load_predictor(args.weights, download=False, precision=args.precision)
+    predictor = load_predictor(args.weights, download=False, precision=args.precision, runtime=args.runtime)
     views = random_views(args.batch)
     run = lambda: predictor.probabilities(views, fused_lrn=args.fused_lrn)  # noqa: E731
     run()  # the fused LRN compiles on its first call, as once per classify run
@@ -150,6 +152,7 @@ def main():
             command.add_argument("--fused-lrn", action="store_true",
                                  help="The path classify takes on full batches of a run of 512 views or more.")
             command.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
+            command.add_argument("--runtime", choices=["tensorflow", "openvino"], default="tensorflow")
         if name == "train":
             command.add_argument("--layers", choices=["all", "fc8"], default="all")
             command.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")

@@ -239,6 +239,16 @@ class Suite:
                             f"OpenVINO {theirs_precision}", row_target)
                 if batch == 64 and row_target:
                     self.against_ceiling(ours_precision, theirs, row_target)
+                # `--runtime openvino`: the same engine inside alexft, so context: what alexft's
+                # graph and its Python call cost against OpenVINO's own use of its ONNX graph.
+                ours, theirs = self.alternate(
+                    lambda: self.alexft("infer", "--batch", batch, "--seconds", seconds, "--runtime", "openvino",
+                                        "--precision", ours_precision)["img_per_s"],
+                    lambda: self.peers("infer", "--runtime", "openvino", "--precision", theirs_precision, "--batch", batch,
+                                       "--seconds", seconds)["img_per_s"],
+                )
+                self.record(f"   (context, --runtime openvino) {ours_precision}, batch {batch}", ours, theirs,
+                            f"OpenVINO {theirs_precision}", 0.0)
 
     def against_ceiling(self, precision, peer_rounds, target):
         """How close the peer's batch 64 runs to the machine's arithmetic ceiling in `precision`,

@@ -19,10 +19,11 @@ from .common import (EXIT_INPUT_FAILED, ImageInput, PathParam, expand_inputs, fa
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images per batch.")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines on stdout, one object per image.")
 @click.option(
-    "--runtime", type=click.Choice(["auto", "tensorflow", "litert"]), default="auto", show_default=True,
+    "--runtime", type=click.Choice(["auto", "tensorflow", "litert", "openvino"]), default="auto", show_default=True,
     envvar="ALEXFT_RUNTIME", show_envvar=True,
     help="auto: up to 128 views (images, or ten each with --ten-crop) on LiteRT, which starts in a fraction of "
-         "a second, from a copy of the weights built once in the cache; longer runs on TensorFlow.")
+         "a second, from a copy of the weights built once in the cache; longer runs on TensorFlow. openvino: "
+         "OpenVINO's CPU plugin, if installed; fastest at small batches, and starts without TensorFlow.")
 @shard_option
 @preprocessing_options
 @precision_option
@@ -42,10 +43,12 @@ def classify(ctx, inputs, weights, top, ten_crop, batch_size, as_json, runtime, 
     from alexft.predict import classify as classify_images
     from alexft.weights.sources import resolve_weights
 
-    if precision != "float32":
+    if precision != "float32" and runtime != "openvino":
         if runtime == "litert":
-            raise click.UsageError("--runtime litert computes in float32; --precision bfloat16 runs on TensorFlow")
+            raise click.UsageError("--runtime litert computes in float32; --precision bfloat16 runs on TensorFlow "
+                                   "or OpenVINO")
         runtime = "tensorflow"
+    _check_runtime_installed(runtime)
     paths = expand_inputs(inputs)
     if shard:
         paths = shard_of(paths, *shard)
@@ -57,7 +60,7 @@ def classify(ctx, inputs, weights, top, ten_crop, batch_size, as_json, runtime, 
     copy_seen = fast_start.copy_stamp(weights)  # a copy another process builds meanwhile is not built again
     predictor = on_litert and _litert_predictor(weights, preprocessing, runtime)
     if not predictor:
-        predictor = _tensorflow_predictor(weights, progress, preprocessing, precision)
+        predictor = _predictor(weights, progress, preprocessing, precision, runtime)
     note_top_k(ctx, top, len(predictor.class_names))
     failures = 0
     for result in classify_images(predictor, paths, top=top, ten_crop=ten_crop, batch_size=batch_size, progress=progress):
@@ -89,15 +92,27 @@ def _litert_predictor(weights, preprocessing, runtime):
         return None
 
 
-def _tensorflow_predictor(weights, progress, preprocessing, precision="float32"):
-    """The network on TensorFlow, the weights (a file, or a WeightSet already read) read first."""
+def _check_runtime_installed(runtime):
+    """`--runtime openvino` without OpenVINO is the command line's mistake, said before any work."""
+    from alexft.openvino_runtime import openvino_installed
+
+    if runtime == "openvino" and not openvino_installed():
+        raise click.BadParameter("OpenVINO is not installed: pip install openvino (or 'alexft[openvino]')",
+                                 param_hint="'--runtime'")
+
+
+def _predictor(weights, progress, preprocessing, precision="float32", runtime="tensorflow"):
+    """The network on TensorFlow (or OpenVINO), the weights (a file, or a WeightSet already read) read first."""
     from alexft.weights import as_weight_set
 
     weight_set = as_weight_set(weights)  # before TensorFlow: a wrong or broken file is said at once
-    start_tensorflow()
+    if runtime != "openvino":
+        start_tensorflow()
+        runtime = "tensorflow"
     from alexft.predict import load_predictor
 
-    return load_predictor(weight_set, progress=progress, preprocessing=preprocessing, precision=precision)
+    return load_predictor(weight_set, progress=progress, preprocessing=preprocessing, precision=precision,
+                          runtime=runtime)
 
 
 def _build_litert_copy(weights, seen):
@@ -140,19 +155,22 @@ def _print_result(result, as_json):
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images per batch.")
 @click.option("--report", type=PathParam(), help="Write metrics, per-class table, confusion matrix, misclassified images here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
+@click.option("--runtime", type=click.Choice(["tensorflow", "openvino"]), default="tensorflow", show_default=True,
+              help="openvino: OpenVINO's CPU plugin, if installed; starts without TensorFlow.")
 @preprocessing_options
 @precision_option
 @progress_option
 @click.pass_context
 @fail_cleanly
 @terminating_cleanly()  # SIGTERM as Ctrl-C: the lines printed stay, scratch files go
-def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, as_json, mean_file, resize, precision,
-             progress):
+def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, as_json, runtime, mean_file, resize,
+             precision, progress):
     """Measure a model on DATA/<class>/<images> (folders matched to class names) or a --list file."""
     if (data is None) == (list_file is None):
         raise click.UsageError("give either DATA (class folders) or --list FILE")
     if root is not None and list_file is None:  # it would be ignored, and the user measured what they did not mean
         raise click.UsageError("--root is the folder --list paths are relative to; with DATA it has no meaning")
+    _check_runtime_installed(runtime)
     from alexft import weights as weights_io
     from alexft.atomic import check_writable
 
@@ -185,7 +203,7 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
             labelled_list(list_file, root or list_file.parent, len(class_names))
     else:
         files = labelled_folder(data, class_names)
-    predictor = _tensorflow_predictor(weight_set, progress, preprocessing, precision)
+    predictor = _predictor(weight_set, progress, preprocessing, precision, runtime)
     evaluation = measure(predictor, files, ten_crop=ten_crop, batch_size=batch_size, progress=progress)
     summary = evaluation.summary
     if as_json:
@@ -305,7 +323,7 @@ def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, s
         _say_why_unlabelled(inputs)
     weight_set = read_weights(weights, progress=progress)
     preprocessing = preprocessing_from(mean_file, resize)
-    predictor = _tensorflow_predictor(weight_set, progress, preprocessing, precision)
+    predictor = _predictor(weight_set, progress, preprocessing, precision)
     from alexft.features import extract_features
 
     if shard:  # labels and class names come from the whole listing, so every shard agrees on them
