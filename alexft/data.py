@@ -31,12 +31,13 @@ class DataError(AlexftError, ValueError):
 class LabelledFiles:
     paths: list
     labels: np.ndarray  # int32 class indices
+    class_names: list = None  # what the labels index, where known (a folder's classes): evaluate matches them
 
     def __len__(self):
         return len(self.paths)
 
     def subset(self, indices):
-        return LabelledFiles([self.paths[i] for i in indices], self.labels[indices])
+        return LabelledFiles([self.paths[i] for i in indices], self.labels[indices], self.class_names)
 
 
 @dataclass
@@ -135,7 +136,7 @@ def list_labelled(root, class_names, empty_ok=False):
         log.warning("warning: %s: %d class folder(s) with no images: %s", root, len(empty), named)
     if unread:
         log.warning("warning: %s: %s", root, unread_said)
-    return LabelledFiles(paths, np.array(labels, np.int32))
+    return LabelledFiles(paths, np.array(labels, np.int32), list(class_names))
 
 
 def stratified_split(labels, fraction, seed):
@@ -213,6 +214,7 @@ def load_dataset(data_dir, val_dir=None, val_split=0.1, seed=0):
             raise DataError(f"{val_dir}: class folder(s) {', '.join(unknown)} not among the training classes")
         val = list_labelled(val_dir, val_classes)
         val.labels = np.array([folder_class(index, val_classes[i]) for i in val.labels], np.int32)
+        val.class_names = list(class_names)
         return Dataset(class_names, train, val)
     train_idx, val_idx = stratified_split(train.labels, val_split, seed)
     return Dataset(class_names, train.subset(train_idx), train.subset(val_idx), val_split=val_split)

@@ -47,22 +47,53 @@ def labelled_folder(data_dir, class_names):
     folders = class_folders(data_dir)
     if not folders:
         raise DataError(f"{data_dir}: no class sub-folders; expected {data_dir}/<class name>/<images>")
+    index = _model_class_index(class_names)
+    _refuse_foreign_classes(data_dir, folders, class_names, index, _split_hint(data_dir, folders))
+    _say_folders_of_one_class(data_dir, folders, index, class_names)
+    files = list_labelled(data_dir, folders, empty_ok=True)  # a class with no images has no figures, not an error
+    return _labelled_as_the_model(files, class_names, index)
+
+
+def as_the_models_classes(files, class_names):
+    """Labelled files whose labels index `class_names`, the model's: files that know their own
+    classes (a load_dataset split) are matched to the model's by name, as folders are; a split
+    of digit_7..digit_9 scored against digit_0..digit_9 had read 0 as digit_0."""
+    names = getattr(files, "class_names", None)  # (LabelledFiles or alike)
+    if names is None:
+        if len(files) and files.labels.max() >= len(class_names):
+            raise DataError(f"the labels go up to {files.labels.max()}; this model has {len(class_names)} classes")
+        return files
+    if list(names) == list(class_names):
+        return files
+    index = _model_class_index(class_names)
+    _refuse_foreign_classes("the labelled files", names, class_names, index)
+    return _labelled_as_the_model(files, class_names, index)
+
+
+def _model_class_index(class_names):
+    """{name: model class index}; a 1000-class model's WordNet ids too, as ImageNet's own folders are named."""
     index = class_index(class_names)
-    imagenet_model = len(class_names) == len(imagenet.wordnet_ids())
-    if imagenet_model:
+    if len(class_names) == len(imagenet.wordnet_ids()):
         index.update({wordnet_id: position for position, wordnet_id in enumerate(imagenet.wordnet_ids())})
-    _refuse_ambiguous_folders(data_dir, folders, class_names, imagenet_model)
-    unknown = [name for name in folders if folder_class(index, name) is None]
+    return index
+
+
+def _refuse_foreign_classes(where, names, class_names, index, hint=""):
+    """Classes that are not the model's (or name two of its classes) are refused, all named at once."""
+    imagenet_model = len(class_names) == len(imagenet.wordnet_ids())
+    _refuse_ambiguous_folders(where, names, class_names, imagenet_model)
+    unknown = [name for name in names if folder_class(index, name) is None]
     if unknown:
-        raise DataError(f"{data_dir}: folder(s) {quoted_names(unknown)} are not classes of this model "
+        raise DataError(f"{where}: folder(s) {quoted_names(unknown)} are not classes of this model "
                         f"(e.g. {quoted_names(class_names[:3])}" +
                         (", or WordNet ids such as 'n01440764')" if len(class_names) == 1000 else ")") +
                         _closest_hint(unknown, class_names, imagenet.wordnet_ids() if imagenet_model else ())
-                        + _case_hint(unknown, class_names) + _split_hint(data_dir, folders))
-    _say_folders_of_one_class(data_dir, folders, index, class_names)
-    files = list_labelled(data_dir, folders, empty_ok=True)  # a class with no images has no figures, not an error
-    files.labels = np.array([folder_class(index, folders[i]) for i in files.labels], np.int32)
-    return files
+                        + _case_hint(unknown, class_names) + hint)
+
+
+def _labelled_as_the_model(files, class_names, index):
+    labels = np.array([folder_class(index, files.class_names[label]) for label in files.labels], np.int32)
+    return LabelledFiles(files.paths, labels, list(class_names))
 
 
 def _refuse_ambiguous_folders(data_dir, folders, class_names, imagenet_model):
@@ -257,6 +288,8 @@ def evaluate(predictor, files, ten_crop=False, batch_size=32, progress=None, rep
     elif not (hasattr(files, "paths") and hasattr(files, "labels")):  # LabelledFiles or alike
         raise TypeError(f"evaluate takes a folder of <class>/<images> or labelled files (e.g. "
                         f"alexft.load_dataset(folder).val), not {type(files).__name__}")
+    else:
+        files = as_the_models_classes(files, predictor.class_names)
     evaluation = measure(predictor, files, ten_crop, batch_size, progress)
     if report is not None:
         evaluation.write_report(report)

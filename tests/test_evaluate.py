@@ -511,3 +511,31 @@ def test_the_python_evaluate_warns_of_images_beside_the_class_folders(fc8_run, s
     assert figures["images"] == len(list(small_digits_folder.glob("*/*.png")))
     assert (f"warning: {tmp_path / 'data'}: 1 image(s) beside the class folders belong to no class and are left out "
             "(e.g. stray.png); evaluate reads <class>/<images>") in caplog.messages
+
+
+def test_a_split_of_some_classes_is_scored_against_the_models_classes_by_name(evaluation, held_out_folder, tmp_path):
+    """load_dataset's split of digit_7..digit_9 labels them 0..2; scored against the model's
+    digit_0..digit_9 they are its classes 7..9, as a folder is matched by name."""
+    import alexft
+    from alexft.data import LabelledFiles
+
+    _, _, model = evaluation
+    some = tmp_path / "some"
+    for name in ("digit_7", "digit_8", "digit_9"):
+        shutil.copytree(held_out_folder / name, some / name)
+    split = alexft.load_dataset(some, val_split=0.5).val
+    assert set(split.labels) == {0, 1, 2}
+    predictor = alexft.load_predictor(model, download=False)
+    probabilities = np.concatenate([predictor.probabilities(image_views(path)) for path in split.paths])
+    predicted = [predictor.class_names[index] for index in probabilities.argmax(axis=1)]
+    expected = np.mean([name == path.parent.name for name, path in zip(predicted, split.paths)])
+    assert expected > 0.5  # the fine-tuned model knows these digits: a misreading would show
+    assert alexft.evaluate(predictor, split)["centre"]["top1"] == pytest.approx(expected)
+    from alexft.evaluation import as_the_models_classes  # an ImageNet model's classes, without building one
+
+    with pytest.raises(DataError, match=r"the labelled files: folder\(s\) 'digit_7', 'digit_8', 'digit_9' are not "
+                                        r"classes of this model \(e.g. 'tench"):
+        as_the_models_classes(split, imagenet_class_names())
+    unnamed = LabelledFiles(split.paths, split.labels + 8)  # labels of no known classes: taken as the model's
+    with pytest.raises(DataError, match="the labels go up to 10; this model has 10 classes"):
+        alexft.evaluate(predictor, unnamed)
