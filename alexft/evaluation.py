@@ -209,14 +209,18 @@ def labelled_list(list_file, root, num_classes=None):
     return LabelledFiles(paths, np.array(labels, np.int32))
 
 
-def predict_labelled(predictor, files, ten_crop=False, batch_size=32, progress=None):
-    """Run the model once over `files`; return Predictions (bad files skipped and named)."""
+def predict_labelled(predictor, files, ten_crop=False, batch_size=32, progress=None, on_skip=None):
+    """Run the model once over `files`; return Predictions (bad files skipped and named).
+    `on_skip(message)` is told of each bad file as it is met: a long run, or one interrupted,
+    names them before its end."""
     used, labels, centre, averaged, skipped = [], [], [], [], {}
     results = predict_views(predictor, files.paths, ten_crop=ten_crop, batch_size=batch_size, progress=progress,
                             desc="evaluate")
     for (path, views, error), label in zip(results, files.labels):
         if error is not None:
             skipped[str(path)] = error
+            if on_skip is not None:
+                on_skip(error)
             continue
         used.append(path)
         labels.append(label)
@@ -311,10 +315,11 @@ class Evaluation:
                      self.class_names)
 
 
-def measure(predictor, files, ten_crop=False, batch_size=32, progress=None):
+def measure(predictor, files, ten_crop=False, batch_size=32, progress=None, on_skip=None):
     """One pass over labelled files: an Evaluation, its report not written yet (the command
-    prints the figures first, so a report that cannot be written loses none of them)."""
-    predictions = predict_labelled(predictor, files, ten_crop, batch_size, progress)
+    prints the figures first, so a report that cannot be written loses none of them).
+    `on_skip`: as predict_labelled's."""
+    predictions = predict_labelled(predictor, files, ten_crop, batch_size, progress, on_skip)
     names = predictor.class_names
     centre, confusion = metrics(predictions.centre, predictions.labels, names)
     summary = dict(images=len(predictions.paths), skipped=len(predictions.skipped), skipped_files=predictions.skipped,

@@ -280,6 +280,28 @@ def test_bad_files_are_skipped_and_unknown_folders_refused(fc8_run, small_digits
             "truncated JPEG") in result.stderr
 
 
+def test_a_broken_image_is_named_when_met_so_an_interrupted_evaluation_names_it_too(fc8_run, small_digits_folder,
+                                                                                     tmp_path, monkeypatch):
+    from alexft import evaluation
+
+    _, run_folder = fc8_run
+    data = tmp_path / "data"
+    shutil.copytree(small_digits_folder, data)
+    (data / "digit_0" / "cut.jpg").write_bytes(bad_images()["cut.jpg"][0])  # the 7th of 61 images
+    every_result = evaluation.predict_views
+
+    def interrupted_after_twelve(*args, **kwargs):
+        for number, result in enumerate(every_result(*args, **kwargs)):
+            if number == 12:
+                raise KeyboardInterrupt
+            yield result
+
+    monkeypatch.setattr(evaluation, "predict_views", interrupted_after_twelve)
+    result = run("evaluate", data, "--weights", run_folder / "model.npz", "--batch-size", 4, "--no-progress")
+    assert result.exit_code == 130
+    assert f"error: {data / 'digit_0' / 'cut.jpg'}: truncated JPEG" in result.stderr
+
+
 def test_weights_info_names_the_run_a_model_was_fine_tuned_in(fc8_run, digits_folder, tmp_path):
     _, run_folder = fc8_run
     result = run("weights", "info", run_folder / "model.npz")

@@ -129,12 +129,18 @@ def _build_litert_copy(weights, seen):
         click.echo(f"alexft: warning: no LiteRT copy was built, short calls stay on TensorFlow: {error}", err=True)
 
 
+def _say_error(message):
+    from alexft.progress import beside_bars
+
+    with beside_bars(sys.stderr):
+        click.echo(f"error: {message}", err=True)
+
+
 def _print_result(result, as_json):
     from alexft.progress import beside_bars
 
     if "error" in result:  # named on stderr also with --json, as the exit status promises
-        with beside_bars(sys.stderr):
-            click.echo(f"error: {result['error']}", err=True)
+        _say_error(result["error"])
         if not as_json:
             return
     if as_json:
@@ -204,14 +210,13 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
     else:
         files = labelled_folder(data, class_names)
     predictor = _predictor(weight_set, progress, preprocessing, precision, runtime)
-    evaluation = measure(predictor, files, ten_crop=ten_crop, batch_size=batch_size, progress=progress)
+    evaluation = measure(predictor, files, ten_crop=ten_crop, batch_size=batch_size, progress=progress,
+                         on_skip=_say_error)  # each as it is met, as classify does, not after the whole run
     summary = evaluation.summary
     if as_json:
         click.echo(json_text(summary))
     else:
         click.echo(_describe_evaluation(summary))
-    for message in summary["skipped_files"].values():
-        click.echo(f"error: {message}", err=True)
     failed = bool(summary["skipped"])
     if failed:
         click.echo(f"alexft: {summary['skipped']} of {summary['images'] + summary['skipped']} images could not be used",
