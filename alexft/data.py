@@ -178,6 +178,9 @@ def load_dataset(data_dir, val_dir=None, val_split=0.1, seed=0):
     only, is the data, split by `val_split`; test/ is left out with a warning (it is for
     `evaluate`). Classes are sorted by folder name.
     """
+    from .train_options import parse_share
+
+    val_split = parse_share(val_split, "val_split")  # (-0.1 and 1.5 had split off all but one image a class)
     data_dir = Path(data_dir)
     _warn_of_loose_images(data_dir)
     split = _split_folders(data_dir)

@@ -89,10 +89,8 @@ class TrainOptions:
         self.epochs = parse_epochs(self.epochs)
         self.batch_size = _whole_number(self.batch_size, "batch_size")
         self.device = parse_device(self.device)
-        if not 0 <= self.val_split < 1:
-            raise OptionsError(f"val_split must be in [0, 1), got {self.val_split!r}")
-        if not 0 <= self.dropout < 1:
-            raise OptionsError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        self.val_split = parse_share(self.val_split, "val_split")
+        self.dropout = parse_share(self.dropout, "dropout")
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or not 0 <= self.seed <= MAX_SEED:
             raise OptionsError(f"seed must be a whole number from 0 to {MAX_SEED}, got {self.seed!r}")
         self.seed = int(self.seed)  # (numpy's integers are not JSON: config.json could not be written)
@@ -223,6 +221,19 @@ def _whole_number(value, name, also=""):
     if isinstance(number, bool) or not isinstance(number, numbers.Integral) or number < 1:
         raise OptionsError(f"{name} {value!r}: expected a whole number of at least 1{also}")
     return int(number)
+
+
+def parse_share(value, name):
+    """A share in [0, 1), from a number or its digits ("0.2"), as the counts take theirs."""
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if isinstance(number, bool) or not isinstance(number, numbers.Real) or not 0 <= number < 1:
+        raise OptionsError(f"{name} must be in [0, 1), got {value!r}")
+    return float(number)
 
 
 def parse_epochs(value):

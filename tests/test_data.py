@@ -1,6 +1,7 @@
 """Class folders, splits and the broken-file ledger (no TensorFlow needed)."""
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -390,3 +391,19 @@ def test_validation_images_that_are_training_images_too_are_warned_of(tmp_path, 
     monkeypatch.undo()
     monkeypatch.setattr(overlap, "MAX_HASHED", 1)  # the content check stops, and says so
     assert overlap.shared_images([train / "dog" / "d.jpg"], [val / "dog" / "copy of d.jpg"]) == ([], False)
+
+
+def test_load_dataset_refuses_a_validation_share_out_of_range(tmp_path):
+    """-0.1 and 1.5 had split off all but one image of each class for validation, unsaid."""
+    import alexft
+    from alexft.train_options import OptionsError
+
+    root = tmp_path / "data"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for index in range(10):
+            cv2.imwrite(str(root / name / f"{index}.png"), np.full((8, 8, 3), index * 20, np.uint8))
+    assert len(alexft.load_dataset(root, val_split="0.2").val) == 4  # two of each class's ten
+    for wrong in (-0.1, 1.5, "a fifth"):
+        with pytest.raises(OptionsError, match=r"^val_split must be in \[0, 1\), got "):
+            alexft.load_dataset(root, val_split=wrong)

@@ -242,6 +242,13 @@ def test_layers_may_be_given_as_the_command_line_writes_them():
         with pytest.raises(OptionsError, match=r"^seed must be a whole number from 0 to 2147483647, got "):
             TrainOptions(seed=wrong)
     assert TrainOptions(seed=2**31 - 1).seed == 2**31 - 1
+    # Shares, as the counts: a number or its digits; anything else one line naming the keyword.
+    assert TrainOptions(val_split="0.2", dropout=np.float32(0.25)).val_split == 0.2
+    assert type(TrainOptions(dropout=np.float32(0.25)).dropout) is float
+    for name in ("val_split", "dropout"):
+        for wrong in (-0.1, 1, 1.5, "a fifth", float("nan"), True, None):
+            with pytest.raises(OptionsError, match=rf"^{name} must be in \[0, 1\), got "):
+                TrainOptions(**{name: wrong})
     assert type(TrainOptions(seed=np.int64(5)).seed) is int  # (config.json could not be written: int64 is not JSON)
     # A layer where the options record goes (the command line's order) is said plainly, not as
     # dataclasses.replace's "expected at least 2 arguments".
