@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class Predictor:
     """A model with its class names, ready to turn preprocessed views into probabilities. The
-    model gives logits (`build_alexnet`), or probabilities already (`alexft.AlexNet`'s, whose
-    last layer is a softmax): no second softmax is put on them."""
+    model gives logits (`build_alexnet`), which go through a softmax, or scores of its own last
+    activation (`alexft.AlexNet`'s softmax, or a sigmoid of yours), which are taken as they are."""
 
     model: object
     class_names: list = None  # None: the model's own (alexft.AlexNet's keep them), else the default ones
@@ -40,7 +40,7 @@ class Predictor:
 
         if self.class_names is None:
             self.class_names = _model_class_names(self.model)
-        self._softmax = InferenceFunction(self.model, None if _ends_in_softmax(self.model) else tf.nn.softmax)
+        self._softmax = InferenceFunction(self.model, tf.nn.softmax if _gives_logits(self.model) else None)
 
     def probabilities(self, views, fused_lrn=False):
         """(N, 227, 227, 3) float32 views -> (N, classes) softmax probabilities.
@@ -61,13 +61,17 @@ def _last_layers(model):
         yield model
 
 
-def _ends_in_softmax(model):
-    """Whether a Keras model gives probabilities: its last layer, or the last layer of a model
-    it ends with, is a Softmax layer, or has a softmax activation (an Activation's or a Dense's)."""
+def _gives_logits(model):
+    """Whether a Keras model gives logits: its last layer, or the last layer of a model it ends
+    with, has no activation or a linear one. A Softmax layer, or an activation of any other
+    kind (an Activation's or a Dense's: softmax, sigmoid), gives its own scores: a softmax on
+    a sigmoid's had made scores of a multi-label model sum to 1."""
     import keras
 
     last = next(reversed(list(_last_layers(model))), None)
-    return isinstance(last, keras.layers.Softmax) or getattr(getattr(last, "activation", None), "__name__", None) == "softmax"
+    if isinstance(last, keras.layers.Softmax):
+        return False
+    return getattr(getattr(last, "activation", None), "__name__", "linear") == "linear"
 
 
 def _model_class_names(model):

@@ -1031,3 +1031,18 @@ def test_a_base_without_the_top_takes_its_layers_from_weights_and_classes_may_be
     assert model.output.shape[-1] == 10 and type(model.get_layer("fc8").units) is int
     with pytest.raises(ValueError, match="classes must be a positive whole number; got np.float64"):
         alexft.AlexNet(weights=None, classes=np.float64(10))
+
+
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid", None])
+def test_a_predictor_takes_a_models_own_scores_and_puts_a_softmax_on_logits_only(ten_class_weights, activation):
+    """A sigmoid (multi-label) model's scores were put through a second softmax, summing to 1."""
+    path, params = ten_class_weights
+    model = alexft.AlexNet(weights=path, classifier_activation=activation)
+    views = photo_views()
+    logits = reference.forward(params, views)
+    expected = {"softmax": reference.softmax(logits), "sigmoid": 1 / (1 + np.exp(-logits)),
+                None: reference.softmax(logits)}[activation]
+    got = alexft.Predictor(model).probabilities(views)
+    assert_close(got, expected)
+    if activation == "sigmoid":
+        assert not np.allclose(got.sum(axis=1), 1, atol=1e-3)  # the case this is about
