@@ -18,7 +18,7 @@ def caffe_views(images):
     """RGB images, (H, W, 3) or (N, H, W, 3), uint8 or floats in 0-255 -> float32 centre views:
     whole grey levels, BGR, resized to 256x256 (bilinear, aspect ratio ignored), whole grey
     levels again, ImageNet's mean pixel subtracted, the centre 227x227."""
-    images = tf.convert_to_tensor(images)
+    images = _colour_channels(tf.convert_to_tensor(images))
     pixels = tf.cast(images, tf.float32)
     if images.dtype.is_floating:  # as preprocess_input rounds floats to what an image file holds
         pixels = tf.clip_by_value(tf.round(pixels), 0.0, 255.0)
@@ -27,6 +27,19 @@ def caffe_views(images):
     resized = tf.clip_by_value(tf.round(resized), 0.0, 255.0)  # OpenCV's result is whole uint8 grey levels
     prepared = resized - tf.constant(MEAN_BGR)
     return prepared[..., _CENTRE : _CENTRE + CROP, _CENTRE : _CENTRE + CROP, :]
+
+
+def _colour_channels(images):
+    """Grey (1 channel) stays grey, to be broadcast over BGR's three; an alpha channel is dropped
+    (grey and alpha, RGBA), as preprocess_input drops it; any other count is refused plainly (it
+    was TensorFlow's "Incompatible shapes: [1,256,256,4] vs. [3]")."""
+    channels = images.shape[-1] if images.shape.rank else None
+    if channels in (2, 4):
+        return images[..., : channels - 1]
+    if channels not in (None, 1, 3):
+        raise ValueError(f"CaffePreprocessing takes RGB images, (H, W, 3) or (N, H, W, 3) (grey, grey and alpha, or "
+                         f"RGBA too); got shape {tuple(images.shape)}")
+    return images
 
 
 @keras.saving.register_keras_serializable(PACKAGE)

@@ -9,13 +9,14 @@ import textwrap
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
 from alexft.export import decode_and_preprocess, labels_path
-from alexft.preprocess import image_views
+from alexft.preprocess import MEAN_BGR, image_views
 from alexft.weights import imagenet_class_names
 from alexft.cli import main
 from fixtures import photo_paths
@@ -93,6 +94,25 @@ def test_in_graph_preprocessing_is_within_one_grey_level_of_opencv(photos):
         difference = np.abs(in_graph - expected)
         assert difference.max() <= MAX_PIXEL_DIFFERENCE + 1e-4, path.name
         assert (difference > 1e-4).mean() < MAX_FRACTION_DIFFERENT, path.name
+
+
+def test_in_graph_preprocessing_drops_alpha_and_broadcasts_grey_as_the_python_path_does(photos):
+    """RGBA and grey-and-alpha images give the views of their colour alone; a count of channels
+    it cannot read is one ValueError, not TensorFlow's "Incompatible shapes"."""
+    from alexft.preprocessing_layer import CaffePreprocessing
+
+    layer = CaffePreprocessing()
+    rgb = cv2.cvtColor(cv2.imread(str(photos[0])), cv2.COLOR_BGR2RGB)
+    alpha = np.full(rgb.shape[:2] + (1,), 200, np.uint8)
+    grey = rgb[..., :1]
+    for image, same_as in ((np.concatenate([rgb, alpha], axis=-1), rgb), (np.concatenate([grey, alpha], axis=-1), grey)):
+        got = layer(image[np.newaxis]).numpy()
+        assert got.shape == (1, 227, 227, 3)
+        np.testing.assert_array_equal(got, layer(same_as[np.newaxis]).numpy())
+    np.testing.assert_allclose(layer(grey[np.newaxis]).numpy()[..., 0] + MEAN_BGR[0],
+                               layer(grey[np.newaxis]).numpy()[..., 2] + MEAN_BGR[2], atol=1e-4)  # grey on B, G, R
+    with pytest.raises(ValueError, match=r"CaffePreprocessing takes RGB images, .* got shape \(1, 64, 64, 5\)"):
+        layer(np.zeros((1, 64, 64, 5), np.uint8))
 
 
 def test_saved_model_on_preprocessed_views_matches_the_python_path(served, predictor, photos):
