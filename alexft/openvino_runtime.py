@@ -19,6 +19,7 @@ import numpy as np
 from .architecture import INPUT_SIZE, LAYERS, Conv
 from .cpu_features import cpu_has_bfloat16
 from .errors import AlexftError
+from .train_options import OptionsError
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class OpenVinoPredictor:
         if not openvino_installed():
             raise OpenVinoError("--runtime openvino needs OpenVINO: pip install openvino (or alexft[openvino])")
         if precision not in PRECISION_HINTS:
-            raise AlexftError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISION_HINTS)}")
+            raise OptionsError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISION_HINTS)}")
         if precision == "bfloat16" and cpu_has_bfloat16() is False:
             log.warning("this CPU has no bfloat16 instructions (AVX512_BF16 or AMX): OpenVINO computes in float32 here")
         import openvino

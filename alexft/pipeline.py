@@ -65,10 +65,17 @@ class _DaemonPool:
                 future.set_exception(error)
 
 
+class CountTypeError(TypeError, ValueError):
+    """A count given as something other than a whole number ("3", 2.5): a TypeError, as the
+    API promises for a wrong type, and a ValueError, as it was (numpy's AxisError is both too)."""
+
+
 def check_count(value, name):
     """A count such as a batch size: a whole number of at least 1 (0 or -1 would put a whole
     folder into one batch)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise CountTypeError(f"{name} must be a whole number of at least 1; got {value!r}")
+    if value < 1:
         raise ValueError(f"{name} must be a whole number of at least 1; got {value!r}")
 
 

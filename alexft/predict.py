@@ -18,6 +18,7 @@ from .errors import AlexftError
 from .pipeline import check_count, chunks, map_ahead
 from .preprocess import find_images, image_views, warn_user
 from .progress import progress_bar
+from .train_options import OptionsError
 from .weights.sources import resolve_weights
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,9 @@ def load_predictor(weights=None, download=True, progress=None, preprocessing=Non
     `runtime`: "tensorflow", the reference, or "openvino" (OpenVINO's CPU plugin, where it is
     installed: faster at small batches, without TensorFlow's start-up; openvino_runtime.py)."""
     if runtime not in RUNTIMES:
-        raise AlexftError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+        raise OptionsError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    if precision not in PRECISIONS:  # before the weights are read: a mistaken option is said at once
+        raise OptionsError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if not isinstance(weights, weights_io.WeightSet):
         weights = resolve_weights(weights, download=download, progress=progress)
     weight_set = weights_io.as_weight_set(weights)
@@ -164,7 +167,7 @@ def model_dtype(precision):
     Keras' mixed_bfloat16 policy does), for CPUs with AVX512_BF16 or AMX, and GPUs. Elsewhere
     TensorFlow emulates it, slower than float32: said in a warning."""
     if precision not in PRECISIONS:
-        raise AlexftError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        raise OptionsError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if precision == "float32":
         return "float32"
     import tensorflow as tf

@@ -127,6 +127,15 @@ def test_the_api_refuses_a_top_of_no_classes_and_answers_an_empty_batch(predicto
     for wrong in (0, -1):  # -1 once gave 999 classes, 0 an empty list
         with pytest.raises(ValueError, match=f"top must be a whole number of at least 1; got {wrong}"):
             classify(predictor, photo, top=wrong)  # at the call, before any result is asked for
+    for wrong in ("3", 2.0, True):  # a wrong type: a TypeError, as documented, and a ValueError, as before
+        with pytest.raises(TypeError, match=f"top must be a whole number of at least 1; got {wrong!r}") as raised:
+            classify(predictor, photo, top=wrong)
+        assert isinstance(raised.value, ValueError)
+    from alexft.train_options import OptionsError
+
+    for wrong in ({"precision": "fp16"}, {"runtime": "openvno"}):  # a mistaken option: an OptionsError, a ValueError
+        with pytest.raises(OptionsError, match=f"unknown {next(iter(wrong))} '{next(iter(wrong.values()))}'; choose"):
+            alexft.load_predictor(photo_paths()["chelsea"], **wrong)
     assert len(next(classify(predictor, photo, top=2))["predictions"]) == 2
     # A batch size of 0 or less put every image into one batch (4.4 GB for 600 digits).
     for wrong in (0, -3, 2.0):
