@@ -66,7 +66,11 @@ class ExportRequest:
             if not is_an_export(output):
                 raise ExportError(f"{output}: exists and is not an earlier export (a SavedModel folder, a TF Lite "
                                   "or a Keras file); remove it yourself or choose another OUTPUT")
-            if not self.force:
+            # An empty folder made for a SavedModel (mkdir -p serving/photos/1, as TF Serving's
+            # versions are laid out) holds nothing to lose: it is written into without --force.
+            empty_folder = self.file_format == "savedmodel" and output.is_dir() and not output.is_symlink() \
+                and not any(output.iterdir())
+            if not self.force and not empty_folder:
                 raise ExportError(f"{output}: already exists; pass --force to replace it")
         labels = labels_path(output)
         if self.file_format == "tflite" and labels.exists() and not (self.force and is_an_export(output)):

@@ -345,6 +345,18 @@ def test_an_earlier_savedmodel_folder_is_replaced_with_force_only(tmp_path):
     with pytest.raises(ExportError, match="served: already exists; pass --force to replace it"):
         ExportRequest(earlier, "savedmodel").check()
     assert ExportRequest(earlier, "savedmodel", force=True).check().output == earlier
+    # An empty folder made for it (mkdir -p serving/photos/1) is taken without --force; for a
+    # file format, or when it holds anything, it is not.
+    empty = tmp_path / "serving" / "1"
+    empty.mkdir(parents=True)
+    assert ExportRequest(empty, "savedmodel").check().output == empty
+    empty_tflite = tmp_path / "m.tflite"
+    empty_tflite.mkdir()
+    with pytest.raises(ExportError, match="m.tflite: already exists; pass --force to replace it"):
+        ExportRequest(empty_tflite, "tflite").check()
+    (empty / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match="exists and is not an earlier export"):
+        ExportRequest(empty, "savedmodel").check()
 
 
 def test_a_killed_export_leaves_temporaries_that_the_next_one_removes(tmp_path):
