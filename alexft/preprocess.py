@@ -8,6 +8,7 @@ pixels and non-ASCII paths work everywhere.
 import functools
 import io
 import os
+import re
 import reprlib
 import sys
 import warnings
@@ -104,8 +105,10 @@ def _read_header(data, name):
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as header:
                 return header.format, header.size
-    except Image.DecompressionBombError as error:
-        raise ImageError(f"{name}: refused before decoding: {error}") from None  # over MAX_PIXELS
+    except Image.DecompressionBombError as error:  # over MAX_PIXELS, said in our words, not "DOS attack"
+        declared = re.search(r"\((\d+) pixels\)", str(error))
+        said = f"it declares {int(declared.group(1)):,} pixels, over {MAX_PIXELS:,}" if declared else str(error)
+        raise ImageError(f"{name}: refused before decoding: {said}") from None
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image ({_describe_start(data)})") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
