@@ -228,5 +228,5 @@ def truncated(model, layer):
     names = [each.name for each in model.layers]
     if layer not in names:  # Keras' own error lists internal layers (image, flatten, drop6, logits)
         known = [name for name in (*arch.ENDS, "prob") if name in names] or names  # prob: the softmax, alexft.AlexNet's
-        raise ValueError(f"no layer {layer!r} in the model; features come from {', '.join(known)}")
+        raise ValueError(f"no layer {layer!r} in the model; choose one of {', '.join(known)}")
     return keras.Model(model.input, model.get_layer(layer).output, name=f"alexnet_to_{layer}")

@@ -201,3 +201,20 @@ def test_the_command_lists_give_whole_summaries():
     for group in ([], ["weights"]):
         listed = run(*group, "--help").output.split("Commands:\n")[1].splitlines()
         assert len(listed) >= 3 and all(line.strip() and not line.endswith("...") for line in listed), listed
+
+
+def test_the_shell_completes_commands_and_choices_as_the_docs_say():
+    """docs/commands.md: click's completion, `_ALEXFT_COMPLETE=bash_source alexft`; it must not
+    start TensorFlow (a completion that took seconds per Tab would be no use)."""
+    def complete(*words):
+        env = dict(os.environ, COMP_WORDS=" ".join(["alexft", *words]), COMP_CWORD=str(len(words)),
+                   _ALEXFT_COMPLETE="bash_complete")
+        # (`run` ends the process at once, so what was imported is told by -X importtime)
+        done = subprocess.run([sys.executable, "-X", "importtime", "-c", "from alexft.cli import run; run()"], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert "| click" in done.stderr and "tensorflow" not in done.stderr
+        return [line.partition(",")[2] for line in done.stdout.splitlines()]
+
+    assert {"classify", "evaluate", "features", "finetune", "export", "weights"} <= set(complete(""))
+    assert complete("classify", "--runtime", "") == ["auto", "tensorflow", "litert", "openvino"]
+    assert complete("evaluate", "--runtime", "") == ["tensorflow", "openvino"]

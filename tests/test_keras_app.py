@@ -673,10 +673,10 @@ def test_extract_features_takes_a_predictor_and_labels_a_class_folder_as_the_com
         count, skipped = alexft.extract_features(predictor, [tmp_path / "nothere.png", tmp_path / "nor.png"], "fc7",
                                                  tmp_path / "h.npz")
     assert count == 0 and len(skipped) == 2 and not (tmp_path / "h.npz").exists()
-    with pytest.raises(ValueError, match=r"^no layer 'fc77' in the model; features come from conv1, norm1, pool1, conv2, "
+    with pytest.raises(ValueError, match=r"^no layer 'fc77' in the model; choose one of conv1, norm1, pool1, conv2, "
                                          r"norm2, pool2, conv3, conv4, conv5, pool5, fc6, fc7, fc8$"):
         alexft.extract_features(predictor, expected.paths[:1], "fc77", tmp_path / "h.npz")  # Keras' error listed drop6
-    with pytest.raises(ValueError, match=r"; features come from conv1, .*, fc8, prob$"):  # alexft.AlexNet's softmax too
+    with pytest.raises(ValueError, match=r"; choose one of conv1, .*, fc8, prob$"):  # alexft.AlexNet's softmax too
         alexft.extract_features(alexft.AlexNet(weights=None), expected.paths[:1], "fc9", tmp_path / "h.npz")
 
 
