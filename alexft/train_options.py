@@ -233,7 +233,7 @@ def parse_share(value, name):
             number = None
     if isinstance(number, bool) or not isinstance(number, numbers.Real) or not 0 <= number < 1:
         raise OptionsError(f"{name} must be in [0, 1), got {value!r}")
-    return float(number)
+    return number if type(number) in (int, float) else float(number)  # (as given; numpy's are not JSON)
 
 
 def parse_epochs(value):
