@@ -1,6 +1,7 @@
 """`alexft classify` through click's runner and, once, as a real process."""
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -218,3 +219,41 @@ def test_the_shell_completes_commands_and_choices_as_the_docs_say():
     assert {"classify", "evaluate", "features", "finetune", "export", "weights"} <= set(complete(""))
     assert complete("classify", "--runtime", "") == ["auto", "tensorflow", "litert", "openvino"]
     assert complete("evaluate", "--runtime", "") == ["tensorflow", "openvino"]
+
+
+def test_file_names_that_do_not_print_are_shown_as_a_shell_reads_them_back(tmp_path):
+    """A newline had split a result across lines, a byte that is not UTF-8 printed as a
+    replacement character: names with either are shown in bash's $'...' quoting, which gives
+    back the very bytes."""
+    from alexft.cli.predict import shell_quoted
+
+    assert shell_quoted("photos/a cat.jpg") == "photos/a cat.jpg"  # printable names are shown as they are
+    for name in ("new\nline.jpg", os.fsdecode(b"lat\xe9.jpg"), "tab\there's.jpg", "back\\slash\x85.png",
+                 "bell\x07\U0001f600.jpg"):
+        shown = shell_quoted(name)
+        assert shown.isprintable() and shown.startswith("$'")
+        echoed = subprocess.run(["bash", "-c", f"printf %s {shown}"], capture_output=True, check=True,
+                                env=dict(os.environ, LC_ALL="C.UTF-8"))
+        assert echoed.stdout == os.fsencode(name), shown
+
+
+def test_classify_quotes_an_odd_file_name_on_a_terminal_and_writes_it_as_it_is_to_a_pipe(canonical_weights_file,
+                                                                                       tmp_path):
+    """As `ls` does: a terminal shows what can be pasted back; a pipe gets the name's own bytes."""
+    from alexft.cli.predict import shell_quoted
+
+    odd = tmp_path / os.fsdecode(b"new\nline \xe9.png")
+    shutil.copy(photo_paths()["chelsea"], odd)
+    broken = tmp_path / "bro\tken.png"
+    broken.write_bytes(b"not an image")
+    command = [sys.executable, "-m", "alexft", "classify", str(odd), str(broken), "--weights",
+               str(canonical_weights_file), "--runtime", "tensorflow", "-k", "1"]
+    piped = subprocess.run(command, capture_output=True, timeout=600)
+    assert piped.returncode == 1
+    assert piped.stdout.startswith(os.fsencode(str(odd)) + b"\n")  # the bytes, newline and all
+    assert os.fsencode(f"error: {tmp_path}/bro ken.png: not an image") in piped.stderr  # (an error is one line)
+    script = f"script -qec {shlex.quote(shlex.join(command))} /dev/null"  # stdout and stderr on a terminal
+    on_terminal = subprocess.run(["bash", "-c", script], capture_output=True, timeout=600, stdin=subprocess.DEVNULL)
+    shown = on_terminal.stdout.decode("utf-8", "replace").replace("\r\n", "\n")
+    assert shown.splitlines()[0] == shell_quoted(str(odd)), shown
+    assert f"error: {shell_quoted(str(broken))}: not an image" in shown

@@ -136,17 +136,47 @@ def _say_error(message):
         click.echo(f"error: {message}", err=True)
 
 
+def shown_to(stream, name):
+    """A file name as printed on `stream`: on a terminal, `shell_quoted`, as `ls` quotes; piped,
+    as it is (a name that is not UTF-8 as its bytes: cli._standard_streams_ready)."""
+    isatty = getattr(stream, "isatty", None)
+    return shell_quoted(name) if isatty is not None and isatty() else name
+
+
+def shell_quoted(name):
+    """A file name as it can be pasted back into a shell: as it is when every character prints,
+    else in bash's $'...' quoting (a newline had split a result across lines on a terminal; a
+    byte that is not UTF-8 showed as a replacement character, which names no file)."""
+    if name.isprintable():
+        return name
+    quoted = []
+    for character in name:
+        code = ord(character)
+        if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8, as Python holds file names
+            quoted.append(f"\\x{code - 0xDC00:02x}")
+        elif character in "\\'":
+            quoted.append("\\" + character)
+        elif character.isprintable():
+            quoted.append(character)
+        else:
+            quoted.append(f"\\x{code:02x}" if code < 0x80 else f"\\U{code:08x}")  # (bash writes \U as UTF-8)
+    return "$'" + "".join(quoted) + "'"
+
+
 def _print_result(result, as_json):
     from alexft.progress import beside_bars
 
+    path = str(result["path"])
     if "error" in result:  # named on stderr also with --json, as the exit status promises
-        _say_error(result["error"])
+        # (an AlexftError's message is one line: white space in the name is a space there, kept in a pipe)
+        shown = shown_to(sys.stderr, path)
+        _say_error(result["error"].replace(" ".join(path.split()), shown) if shown != path else result["error"])
         if not as_json:
             return
     if as_json:
         lines, stream = [json_text(result)], sys.stdout
     else:
-        lines = [str(result["path"])] + [f"  {p['probability']:7.2%}  {p['label']}" for p in result["predictions"]]
+        lines = [shown_to(sys.stdout, path)] + [f"  {p['probability']:7.2%}  {p['label']}" for p in result["predictions"]]
         stream = sys.stdout
     with beside_bars(stream):
         click.echo("\n".join(lines), file=stream)
