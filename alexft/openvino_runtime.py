@@ -13,6 +13,8 @@ explicitly, bfloat16 only with `precision="bfloat16"`.
 """
 import importlib.util
 import logging
+import os
+import sys
 
 import numpy as np
 
@@ -35,10 +37,30 @@ def openvino_installed():
     return importlib.util.find_spec("openvino") is not None
 
 
+def import_openvino():
+    """`import openvino` without its usage telemetry. OpenVINO's package sends an event to Google
+    Analytics when it is imported (openvino.tools.ovc, opted in by default), from a child process
+    that a quick exit or a Ctrl-C killed with a traceback of its own, and that waits up to 3 s
+    on a network that drops packets. alexft asks nothing of the network here: the import runs as
+    OpenVINO's telemetry sees a CI job, where it stays off for the process."""
+    if "openvino" in sys.modules:
+        return sys.modules["openvino"]
+    previous = os.environ.get("CI")
+    os.environ["CI"] = "true"
+    try:
+        import openvino
+    finally:
+        if previous is None:
+            os.environ.pop("CI", None)
+        else:
+            os.environ["CI"] = previous
+    return openvino
+
+
 def network(params, batch):
     """The softmax network as an openvino.Model for a static `batch` of NHWC float32 views.
     `params`: {layer: (weights, biases)} in bvlc_alexnet's layout (architecture.py)."""
-    import openvino
+    openvino = import_openvino()
     import openvino.opset13 as ops
 
     views = ops.parameter([batch, INPUT_SIZE, INPUT_SIZE, 3], np.float32, name="views")
@@ -96,7 +118,7 @@ class OpenVinoPredictor:
             raise OptionsError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISION_HINTS)}")
         if precision == "bfloat16" and cpu_has_bfloat16() is False:
             log.warning("this CPU has no bfloat16 instructions (AVX512_BF16 or AMX): OpenVINO computes in float32 here")
-        import openvino
+        openvino = import_openvino()
 
         self.params, self.class_names, self.preprocessing = params, list(class_names), preprocessing
         self.precision = precision

@@ -170,3 +170,22 @@ def test_runtime_openvino_without_openvino_is_a_usage_error_before_any_work(monk
         result = CliRunner().invoke(main, [*command, "--weights", str(tmp_path / "missing.npz"), "--runtime", "openvino"])
         assert result.exit_code == 2, result.output
         assert "Invalid value for '--runtime': OpenVINO is not installed: pip install openvino" in result.output
+
+
+def test_openvino_is_imported_without_its_usage_telemetry(tmp_path):
+    """OpenVINO's package sends an event to Google Analytics on import unless opted out, and
+    writes ~/intel/stats and ~/intel/openvino_ga_cid when it does. alexft's import sends none,
+    and leaves the environment as it was."""
+    script = ("import os, sys\n"
+              "from alexft.openvino_runtime import OpenVinoPredictor\n"
+              "from alexft.weights import imagenet_class_names\n"
+              "assert 'openvino' not in sys.modules\n"
+              "OpenVinoPredictor({}, imagenet_class_names())\n"
+              "assert 'openvino' in sys.modules\n"
+              "print(os.environ.get('CI'))\n")
+    environment = {key: value for key, value in os.environ.items() if key not in ("CI", "TF_BUILD", "JENKINS_URL")}
+    done = subprocess.run([sys.executable, "-c", script], env=dict(environment, HOME=str(tmp_path)),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "None"
+    assert not (tmp_path / "intel").exists(), sorted(path.name for path in (tmp_path / "intel").iterdir())
