@@ -325,6 +325,21 @@ def load_prepared(path, ledger):
         return None
 
 
+def _refuse_a_split_as_classes(folder):
+    """train/ and val/ (or test/) each holding class folders are a split's parts, as finetune
+    reads them, not two classes: their images would be labelled 'train' and 'val', unsaid."""
+    names = class_folders(folder)
+    parts = split_parts(folder)
+    if set(names) != set(parts.values()) or len(names) < 2:
+        return
+    if not all(class_folders(folder / name) and not loose_images(folder / name) for name in names):
+        return
+    commands = "; ".join(f"alexft features {folder / name} -o {name}.npz" for name in names)
+    raise DataError(f"{folder}: holds {', '.join(name + '/' for name in names)}, the parts of a split, each with class "
+                    f"folders; labelled as classes, every image would be labelled by its part: give each part alone "
+                    f"({commands})")
+
+
 def images_with_labels(inputs, say=None):
     """(paths, labels, class_names) for image files or folders; labels and class names are
     None unless `inputs` is one folder laid out as <class>/<images>: sub-folders, and no images
@@ -335,6 +350,7 @@ def images_with_labels(inputs, say=None):
     inputs = distinct_inputs(path_list(inputs), say)  # (URLs and standard input pass through as image sources)
     one_folder = len(inputs) == 1 and is_folder(inputs[0])
     if one_folder and class_folders(inputs[0]) and not loose_images(inputs[0]):
+        _refuse_a_split_as_classes(Path(inputs[0]))
         class_names = class_folders(inputs[0])
         files = list_labelled(inputs[0], class_names, empty_ok=True)
         return files.paths, files.labels, class_names

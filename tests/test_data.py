@@ -407,3 +407,25 @@ def test_load_dataset_refuses_a_validation_share_out_of_range(tmp_path):
     for wrong in (-0.1, 1.5, "a fifth"):
         with pytest.raises(OptionsError, match=r"^val_split must be in \[0, 1\), got "):
             alexft.load_dataset(root, val_split=wrong)
+
+
+def test_a_split_given_to_features_is_refused_not_labelled_by_its_parts(tmp_path):
+    """`features ds/` on ds/train/<class>/ and ds/val/<class>/ had labelled every image 'train'
+    or 'val'; folders named train/ and val/ that hold images themselves are still two classes."""
+    from alexft.data import images_with_labels
+
+    split, classes = tmp_path / "ds", tmp_path / "vehicles"
+    for part in ("train", "val"):
+        for name in ("cat", "dog"):
+            (split / part / name).mkdir(parents=True)
+            cv2.imwrite(str(split / part / name / "0.png"), np.zeros((8, 8, 3), np.uint8))
+        (classes / part).mkdir(parents=True)
+        cv2.imwrite(str(classes / part / "0.png"), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(DataError, match=rf"^{split}: holds train/, val/, the parts of a split, each with class folders; "
+                                        rf".* \(alexft features {split / 'train'} -o train.npz; alexft features "
+                                        rf"{split / 'val'} -o val.npz\)$"):
+        images_with_labels([split])
+    paths, labels, names = images_with_labels([split / "train"])
+    assert names == ["cat", "dog"] and list(labels) == [0, 1]
+    paths, labels, names = images_with_labels([classes])
+    assert names == ["train", "val"] and list(labels) == [0, 1]
