@@ -66,8 +66,17 @@ def as_the_models_classes(files, class_names):
     if list(names) == list(class_names):
         return files
     index = _model_class_index(class_names)
-    _refuse_foreign_classes("the labelled files", names, class_names, index)
+    _refuse_foreign_classes(_their_folder(files.paths, names), names, class_names, index)
     return _labelled_as_the_model(files, class_names, index)
+
+
+def _their_folder(paths, names):
+    """The folder labelled files were listed from, the parent of their class folders, to name in a message."""
+    try:
+        common = Path(os.path.commonpath([Path(path).parent for path in paths]))
+    except ValueError:  # none, or on different drives
+        return "the labelled files"
+    return common.parent if common.name in names else common  # (all of one class)
 
 
 def _model_class_index(class_names):
@@ -227,6 +236,8 @@ def predict_labelled(predictor, files, ten_crop=False, batch_size=32, progress=N
         centre.append(views[CENTRE_VIEW] if ten_crop else views[0])
         if ten_crop:
             averaged.append(views.mean(axis=0))
+    if not used and not skipped:  # (a split of val_split=0)
+        raise DataError("no images to evaluate: the labelled files are empty")
     if not used:
         raise DataError(f"no usable images: none of the {len(skipped)} could be read (the first: {next(iter(skipped.values()))})")
     return Predictions(used, np.array(labels), np.array(centre), np.array(averaged) if ten_crop else None, skipped)

@@ -232,7 +232,7 @@ def parse_share(value, name):
         except ValueError:
             number = None
     if isinstance(number, bool) or not isinstance(number, numbers.Real) or not 0 <= number < 1:
-        raise OptionsError(f"{name} must be in [0, 1), got {value!r}")
+        raise OptionsError(f"{name} must be a number in [0, 1), got {value!r}")
     return number if type(number) in (int, float) else float(number)  # (as given; numpy's are not JSON)
 
 

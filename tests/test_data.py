@@ -405,7 +405,7 @@ def test_load_dataset_refuses_a_validation_share_out_of_range(tmp_path):
             cv2.imwrite(str(root / name / f"{index}.png"), np.full((8, 8, 3), index * 20, np.uint8))
     assert len(alexft.load_dataset(root, val_split="0.2").val) == 4  # two of each class's ten
     for wrong in (-0.1, 1.5, "a fifth"):
-        with pytest.raises(OptionsError, match=r"^val_split must be in \[0, 1\), got "):
+        with pytest.raises(OptionsError, match=r"^val_split must be a number in \[0, 1\), got "):
             alexft.load_dataset(root, val_split=wrong)
 
 

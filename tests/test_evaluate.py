@@ -555,9 +555,13 @@ def test_a_split_of_some_classes_is_scored_against_the_models_classes_by_name(ev
     assert alexft.evaluate(predictor, split)["centre"]["top1"] == pytest.approx(expected)
     from alexft.evaluation import as_the_models_classes  # an ImageNet model's classes, without building one
 
-    with pytest.raises(DataError, match=r"the labelled files: folder\(s\) 'digit_7', 'digit_8', 'digit_9' are not "
+    with pytest.raises(DataError, match=rf"^{some}: folder\(s\) 'digit_7', 'digit_8', 'digit_9' are not "
                                         r"classes of this model \(e.g. 'tench"):
         as_the_models_classes(split, imagenet_class_names())
+    with pytest.raises(DataError, match=rf"^{some}: folder\(s\) 'digit_7', "):  # images of one class alone
+        as_the_models_classes(split.subset(np.flatnonzero(split.labels == 2)), imagenet_class_names())
+    with pytest.raises(DataError, match="^no images to evaluate: the labelled files are empty$"):  # (was StopIteration)
+        alexft.evaluate(predictor, alexft.load_dataset(some, val_split=0).val)
     unnamed = LabelledFiles(split.paths, split.labels + 8)  # labels of no known classes: taken as the model's
     with pytest.raises(DataError, match="the labels go up to 10; this model has 10 classes"):
         alexft.evaluate(predictor, unnamed)

@@ -247,7 +247,7 @@ def test_layers_may_be_given_as_the_command_line_writes_them():
     assert type(TrainOptions(dropout=np.float32(0.25)).dropout) is float
     for name in ("val_split", "dropout"):
         for wrong in (-0.1, 1, 1.5, "a fifth", float("nan"), True, None):
-            with pytest.raises(OptionsError, match=rf"^{name} must be in \[0, 1\), got "):
+            with pytest.raises(OptionsError, match=rf"^{name} must be a number in \[0, 1\), got "):
                 TrainOptions(**{name: wrong})
     assert type(TrainOptions(seed=np.int64(5)).seed) is int  # (config.json could not be written: int64 is not JSON)
     # A layer where the options record goes (the command line's order) is said plainly, not as
