@@ -214,10 +214,10 @@ def _check_model_input(x):
     deep inside TensorFlow."""
     dtype = str(getattr(x.dtype, "name", x.dtype))
     channels = x.shape[-1]  # None: not known until called
-    if channels not in (3, None) or dtype in ("uint16", "uint32", "uint64"):
-        raise ValueError(f"preprocess_input on a model's input takes RGB images, (..., 3), of 0-255 grey levels; "
-                         f"got {dtype} {tuple(x.shape)}: give the model 8-bit RGB (decode grey, RGBA or 16-bit "
-                         "images to it first)")
+    if channels not in (1, 2, 3, 4, None) or dtype in ("uint16", "uint32", "uint64"):
+        raise ValueError(f"preprocess_input on a model's input takes RGB images, (..., 3) (grey, grey and alpha, "
+                         f"or RGBA too), of 0-255 grey levels; got {dtype} {tuple(x.shape)}: give the model 8-bit "
+                         "images (decode 16-bit ones to 8 bits first)")
 
 
 def _is_keras_tensor(x):

@@ -29,17 +29,24 @@ def caffe_views(images):
     return prepared[..., _CENTRE : _CENTRE + CROP, _CENTRE : _CENTRE + CROP, :]
 
 
+CHANNELS_SAID = "CaffePreprocessing takes RGB images, (H, W, 3) or (N, H, W, 3) (grey, grey and alpha, or RGBA too)"
+
+
 def _colour_channels(images):
     """Grey (1 channel) stays grey, to be broadcast over BGR's three; an alpha channel is dropped
     (grey and alpha, RGBA), as preprocess_input drops it; any other count is refused plainly (it
-    was TensorFlow's "Incompatible shapes: [1,256,256,4] vs. [3]")."""
+    was TensorFlow's "Incompatible shapes: [1,256,256,4] vs. [3]"). A count known only when the
+    graph runs (a model served for any image) is handled there alike."""
     channels = images.shape[-1] if images.shape.rank else None
     if channels in (2, 4):
         return images[..., : channels - 1]
-    if channels not in (None, 1, 3):
-        raise ValueError(f"CaffePreprocessing takes RGB images, (H, W, 3) or (N, H, W, 3) (grey, grey and alpha, or "
-                         f"RGBA too); got shape {tuple(images.shape)}")
-    return images
+    if channels in (1, 3):
+        return images
+    if channels is not None:
+        raise ValueError(f"{CHANNELS_SAID}; got shape {tuple(images.shape)}")
+    count = tf.shape(images)[-1]
+    tf.debugging.assert_equal(tf.reduce_any(tf.equal(count, [1, 2, 3, 4])), True, message=CHANNELS_SAID)
+    return images[..., : tf.where(tf.equal(count % 2, 0), count - 1, count)]  # (2 -> 1, 4 -> 3)
 
 
 @keras.saving.register_keras_serializable(PACKAGE)

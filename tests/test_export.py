@@ -113,6 +113,13 @@ def test_in_graph_preprocessing_drops_alpha_and_broadcasts_grey_as_the_python_pa
                                layer(grey[np.newaxis]).numpy()[..., 2] + MEAN_BGR[2], atol=1e-4)  # grey on B, G, R
     with pytest.raises(ValueError, match=r"CaffePreprocessing takes RGB images, .* got shape \(1, 64, 64, 5\)"):
         layer(np.zeros((1, 64, 64, 5), np.uint8))
+    # In a graph that takes any number of channels (a model served for any image), alike.
+    served = tf.function(layer, input_signature=[tf.TensorSpec((None, None, None, None), tf.uint8)])
+    for image, same_as in ((np.concatenate([rgb, alpha], axis=-1), rgb), (np.concatenate([grey, alpha], axis=-1), grey),
+                           (grey, grey), (rgb, rgb)):
+        np.testing.assert_array_equal(served(image[np.newaxis]).numpy(), layer(same_as[np.newaxis]).numpy())
+    with pytest.raises(tf.errors.InvalidArgumentError, match="CaffePreprocessing takes RGB images"):
+        served(np.zeros((1, 64, 64, 5), np.uint8))
 
 
 def test_saved_model_on_preprocessed_views_matches_the_python_path(served, predictor, photos):

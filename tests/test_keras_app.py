@@ -172,11 +172,17 @@ def test_grey_rgba_and_16_bit_images_are_read_as_their_files_are(tmp_path):
     # One image as nested lists (image.tolist(), a JSON request) is one image, not H grey ones.
     np.testing.assert_array_equal(alexft.preprocess_input(rgb.tolist()), alexft.preprocess_input(rgb))
     np.testing.assert_array_equal(alexft.preprocess_input([rgb.tolist()] * 2)[1], alexft.preprocess_input(rgb))
-    with pytest.raises(ValueError, match=r"on a model's input takes RGB images, \(\.\.\., 3\), of 0-255 grey "
-                                         r"levels; got uint16 \(None, None, None, 3\)"):
+    with pytest.raises(ValueError, match=r"on a model's input takes RGB images, \(\.\.\., 3\) \(grey, grey and alpha, "
+                                         r"or RGBA too\), of 0-255 grey levels; got uint16 \(None, None, None, 3\)"):
         alexft.preprocess_input(keras.Input((None, None, 3), dtype="uint16"))
-    with pytest.raises(ValueError, match=r"got uint8 \(None, None, None, 4\)"):
-        alexft.preprocess_input(keras.Input((None, None, 4), dtype="uint8"))
+    with pytest.raises(ValueError, match=r"got uint8 \(None, None, None, 5\)"):
+        alexft.preprocess_input(keras.Input((None, None, 5), dtype="uint8"))
+    # A model taking RGBA (or grey) images drops the alpha in the graph, as preprocess_input does on arrays.
+    for channels, image in ((4, rgba), (1, grey[..., np.newaxis])):
+        given = keras.Input((None, None, channels), dtype="uint8")
+        model = keras.Model(given, alexft.preprocess_input(given))
+        np.testing.assert_allclose(model(image[np.newaxis]).numpy(), alexft.preprocess_input(image)[np.newaxis],
+                                   atol=1 + 1e-4)  # (the in-graph resize: within a grey level)
 
 
 def test_preprocess_input_takes_a_list_of_photos_of_different_sizes():
