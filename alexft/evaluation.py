@@ -199,7 +199,8 @@ def labelled_list(list_file, root, num_classes=None):
     checked against `num_classes` when it is given. A list none of whose files is under
     `root` is refused: the images are elsewhere (the usual cause: --root not given)."""
     paths, labels = [], []
-    for number, line in enumerate(Path(list_file).read_text(encoding="utf-8").splitlines(), 1):
+    # (names that are not UTF-8 are their own bytes, as a run's val.txt writes them)
+    for number, line in enumerate(Path(list_file).read_text(encoding="utf-8", errors="surrogateescape").splitlines(), 1):
         if not line.strip():
             continue
         relative, _, label = line.rstrip().rpartition(" ")

@@ -2,6 +2,8 @@
 
     config.json      the options record and the run's facts (data, weights, classes, versions)
     classes.json     the class names, in the order of the model's outputs
+    val.txt          the images a --val-split held out for validation, in Caffe's list format
+                     (relative to the data folder), for `alexft evaluate --list`
     history.csv      one row per epoch (rate, losses, accuracies, recoveries and resumes)
     curves.png       the learning curves; lr_find.png the range test's curve (--lr auto)
     model.npz        the best epoch so far: written when epoch 1 ends and whenever it improves
@@ -26,7 +28,7 @@ except ImportError:  # Windows: runs into one folder are not guarded against eac
     fcntl = None
 
 from . import checkpoint as checkpoints
-from .atomic import check_writable, json_text, remove_stale_temporaries, write_text
+from .atomic import check_writable, json_text, remove_stale_temporaries, write_atomic, write_text
 from .errors import TrainingError
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds", "note"]
@@ -34,7 +36,7 @@ CURVES_EVERY = 30  # seconds between redraws of curves.png during a run
 MODEL_WRITE_SHARE = 0.1  # model.npz rewrites may take at most this share of the run's time
 # What a run writes, replaces or removes in its folder: a folder holding any of them that is not a
 # run's (no config.json) is refused, so that nothing of the user's is overwritten or deleted.
-RUN_FILES = ("config.json", "classes.json", "checkpoint.npz", "model.npz", "last_layers.npz", "history.csv",
+RUN_FILES = ("config.json", "classes.json", "val.txt", "checkpoint.npz", "model.npz", "last_layers.npz", "history.csv",
              "curves.png", "summary.json", "lr_find.png", "broken_files.json", "tensorboard", "feature_cache")
 
 
@@ -186,13 +188,25 @@ class RunFolder:
         self.write_config(config)
         write_json(self.path / "classes.json", config["class_names"])
 
+    def write_val_list(self, dataset, data_dir):
+        """val.txt: the images a --val-split held out, `relative/path label` a line, relative to
+        the data folder: `alexft evaluate --list RUN/val.txt --root DATA` measures the model on
+        them again (they were in no folder of their own). A separate validation folder is
+        evaluated as itself: none is written then."""
+        if not self.chief or dataset.val_split is None or not len(dataset.val):
+            return
+        lines = [f"{os.path.relpath(path, data_dir)} {label}\n" for path, label in zip(dataset.val.paths, dataset.val.labels)]
+        # (a name that is not UTF-8 as its own bytes, as the list is read; one with a line break cannot be listed)
+        data = "".join(line for line in lines if line.count("\n") == 1 and "\r" not in line).encode("utf-8", "surrogateescape")
+        write_atomic(self.path / "val.txt", lambda handle: handle.write(data), RunFolderError)
+
     def write_config(self, config):
         if self.chief:
             write_json(self.path / "config.json", config)
 
     def discard_fresh(self):
         """Remove what a run that never finished an epoch wrote."""
-        for name in ("config.json", "classes.json", "lr_find.png", "broken_files.json"):
+        for name in ("config.json", "classes.json", "val.txt", "lr_find.png", "broken_files.json"):
             (self.path / name).unlink(missing_ok=True)
         for folder in ("tensorboard", "feature_cache"):
             shutil.rmtree(self.path / folder, ignore_errors=True)

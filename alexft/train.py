@@ -118,6 +118,7 @@ def _finetune(data_dir, options=None, *, weights=None, output=None, resume=False
             run.write_config(config)
         else:
             run.start(config)
+            run.write_val_list(dataset, data_dir)
         return Trainer(options, config, dataset, weight_set, run, cache_memory, progress, log).fit()
     except BaseException as error:
         discarded = run.claimed and not resume and not run.checkpoint.exists() and not run.model.exists()

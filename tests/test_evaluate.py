@@ -3,6 +3,7 @@ import csv
 import json
 import logging
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -565,3 +566,19 @@ def test_a_split_of_some_classes_is_scored_against_the_models_classes_by_name(ev
     unnamed = LabelledFiles(split.paths, split.labels + 8)  # labels of no known classes: taken as the model's
     with pytest.raises(DataError, match="the labels go up to 10; this model has 10 classes"):
         alexft.evaluate(predictor, unnamed)
+
+
+def test_a_runs_validation_split_is_listed_so_evaluate_measures_it_again(fc8_run, digits_folder):
+    """--val-split holds images out of no folder of their own: the run lists them in val.txt,
+    and evaluate --list gives the best epoch's own validation figures."""
+    summary, run_folder = fc8_run
+    listed = (run_folder / "val.txt").read_text(encoding="utf-8").splitlines()
+    assert len(listed) == summary["val_images"] > 0
+    assert all(not Path(line.rpartition(" ")[0]).is_absolute() for line in listed)
+    result = run("evaluate", "--list", run_folder / "val.txt", "--root", digits_folder, "--weights",
+                 run_folder / "model.npz", "--json", "--no-progress")
+    assert result.exit_code == 0, result.output
+    measured = json.loads(result.stdout)
+    assert measured["images"] == summary["val_images"]
+    assert measured["centre"]["top1"] == pytest.approx(summary["best"]["val_accuracy"])
+    assert measured["centre"]["log_loss"] == pytest.approx(summary["best"]["val_loss"], abs=1e-4)
