@@ -257,3 +257,14 @@ def test_classify_quotes_an_odd_file_name_on_a_terminal_and_writes_it_as_it_is_t
     shown = on_terminal.stdout.decode("utf-8", "replace").replace("\r\n", "\n")
     assert shown.splitlines()[0] == shell_quoted(str(odd)), shown
     assert f"error: {shell_quoted(str(broken))}: not an image" in shown
+
+
+def test_a_bad_runtime_names_the_environment_variable_only_when_it_came_from_there(tmp_path):
+    photo = photo_paths()["chelsea"]
+    typed = run("classify", photo, "--runtime", "openvin", ALEXFT_RUNTIME="litert")
+    assert typed.exit_code == 2
+    assert typed.stderr.splitlines()[-1] == ("Error: Invalid value for '--runtime': 'openvin' is not one of 'auto', "
+                                             "'tensorflow', 'litert', 'openvino'.")
+    from_environment = run("classify", photo, ALEXFT_RUNTIME="bogus")
+    assert from_environment.exit_code == 2
+    assert "Invalid value for '--runtime' (from $ALEXFT_RUNTIME): 'bogus' is not one of" in from_environment.stderr

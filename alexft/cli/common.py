@@ -147,6 +147,17 @@ class _InterruptWatch:
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+class EnvironmentOption(click.Option):
+    """An option with an environment variable whose errors name the variable only when the value
+    came from it: click's named it beside a mistyped `--runtime openvin` given on the line."""
+
+    def get_error_hint(self, ctx):
+        hint = click.Parameter.get_error_hint(self, ctx)
+        if ctx is not None and ctx.get_parameter_source(self.name) is click.core.ParameterSource.ENVIRONMENT:
+            hint += f" (from ${self.envvar})"
+        return hint
+
+
 class ImageInput(click.ParamType):
     """An image file or folder that exists, `-` (one image on standard input) or an http(s) URL."""
 

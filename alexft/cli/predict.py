@@ -6,9 +6,9 @@ import click
 
 from alexft.atomic import json_text
 
-from .common import (EXIT_INPUT_FAILED, ImageInput, PathParam, expand_inputs, fail_cleanly, note_top_k, precision_option,
-                     preprocessing_from, preprocessing_options, progress_option, read_weights, shard_option,
-                     start_tensorflow, terminating_cleanly, weights_option)
+from .common import (EXIT_INPUT_FAILED, EnvironmentOption, ImageInput, PathParam, expand_inputs, fail_cleanly,
+                     note_top_k, precision_option, preprocessing_from, preprocessing_options, progress_option,
+                     read_weights, shard_option, start_tensorflow, terminating_cleanly, weights_option)
 
 
 @click.command(short_help="Print the top ImageNet (or your model's) classes of images.")
@@ -20,7 +20,7 @@ from .common import (EXIT_INPUT_FAILED, ImageInput, PathParam, expand_inputs, fa
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines on stdout, one object per image.")
 @click.option(
     "--runtime", type=click.Choice(["auto", "tensorflow", "litert", "openvino"]), default="auto", show_default=True,
-    envvar="ALEXFT_RUNTIME", show_envvar=True,
+    envvar="ALEXFT_RUNTIME", show_envvar=True, cls=EnvironmentOption,
     help="auto: up to 128 views (images, or ten each with --ten-crop) on LiteRT, which starts in a fraction of "
          "a second, from a copy of the weights built once in the cache; longer runs on TensorFlow. openvino: "
          "OpenVINO's CPU plugin, if installed; fastest at small batches, and starts without TensorFlow.")
