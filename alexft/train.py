@@ -258,6 +258,7 @@ class Trainer:
                 summary = self._finish(state, time.perf_counter() - started)
         except BaseException:
             self._write_pending_model(quietly=True)  # whatever stops the run, model.npz is the best epoch
+            self._write_ledger(quietly=True)  # and the files skipped so far are listed, as the log said
             raise
         finally:
             board.close()
@@ -538,13 +539,23 @@ class Trainer:
                 raise
             self.log(str(error))  # the error that stopped the run comes next, and matters more
 
+    def _write_ledger(self, quietly=False):
+        """broken_files.json, of the files skipped so far (a stopped run's too: a resume lists them again)."""
+        if not self.run.chief:
+            return
+        try:
+            self.ledger.write(self.run.path / "broken_files.json")
+        except AlexftError as error:
+            if not quietly:
+                raise
+            self.log(str(error))
+
     def _finish(self, state, seconds):
         self.run.write_history(state["history"], final=True)
         if self.options.keep_last and self.run.chief:
             weights_io.save(self.net.weight_set(self.net.trained_values(), self.dataset.class_names, trained_only=True),
                             self.run.path / "last_layers.npz")
-        if self.run.chief:
-            self.ledger.write(self.run.path / "broken_files.json")
+        self._write_ledger()
         history = state["history"]
         metrics = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
         best = next((row for row in history if row["epoch"] == state["best_epoch"]), {})

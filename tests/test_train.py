@@ -1552,6 +1552,27 @@ def test_a_run_may_share_a_folder_with_other_files_but_never_replaces_them(tmp_p
     assert sorted(path.name for path in folder.iterdir()) == ["notes.txt"]
 
 
+def test_a_stopped_run_lists_the_files_it_skipped(small_digits_folder, canonical_weights_file, tmp_path):
+    """broken_files.json was written when a run finished only: a run stopped after its log named
+    the skipped files left no list of them."""
+    from alexft.train import TrainingInterrupted
+
+    data = tmp_path / "data"
+    shutil.copytree(small_digits_folder, data)
+    (data / "digit_3" / "cut.jpg").write_bytes(bad_images()["cut.jpg"][0])
+
+    def stop_after_the_first_epoch(message):
+        if message.startswith("epoch 1/2"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted):
+        finetune(data, weights=canonical_weights_file, epochs=2, batch_size=8, lr=0.001, val_split=0.2, progress=False,
+                 output=tmp_path / "run", log=stop_after_the_first_epoch)
+    listed = json.loads((tmp_path / "run" / "broken_files.json").read_text())
+    assert [row["path"] for row in listed] == [str(data / "digit_3" / "cut.jpg")]
+    assert "truncated JPEG" in listed[0]["error"]
+
+
 def test_a_keyboard_interrupt_at_any_stage_is_training_interrupted_saying_what_is_left(
         small_digits_folder, canonical_weights_file, tmp_path, monkeypatch):
     """Scripts catch one exception, however early Ctrl-C comes (caching and the range test can
