@@ -45,8 +45,12 @@ def _colour_channels(images):
     if channels is not None:
         raise ValueError(f"{CHANNELS_SAID}; got shape {tuple(images.shape)}")
     count = tf.shape(images)[-1]
-    tf.debugging.assert_equal(tf.reduce_any(tf.equal(count, [1, 2, 3, 4])), True, message=CHANNELS_SAID)
-    return images[..., : tf.where(tf.equal(count % 2, 0), count - 1, count)]  # (2 -> 1, 4 -> 3)
+    check = tf.debugging.assert_equal(tf.reduce_any(tf.equal(count, [1, 2, 3, 4])), True, message=CHANNELS_SAID)
+    # The slice waits for the check (None when eager, which raised already): else the mean's
+    # subtraction could fail first, with TensorFlow's "Incompatible shapes".
+    with tf.control_dependencies([check] if check is not None else []):
+        kept = tf.where(tf.equal(count % 2, 0), count - 1, count)  # (2 -> 1, 4 -> 3)
+    return images[..., :kept]
 
 
 @keras.saving.register_keras_serializable(PACKAGE)

@@ -1157,7 +1157,7 @@ def test_a_finished_run_folder_holds_one_network(train, small_digits_folder, can
              output=tmp_path / "run", progress=False, log=quiet, **extra)
     names = sorted(path.name for path in (tmp_path / "run").iterdir())
     assert names == sorted(["broken_files.json", "classes.json", "config.json", "curves.png", "history.csv", "model.npz",
-                            "summary.json", "tensorboard"] + ([] if train == "all" else ["lr_find.png"]))
+                            "summary.json", "tensorboard", "val.txt"] + ([] if train == "all" else ["lr_find.png"]))
     assert size_mb(tmp_path / "run") <= 260
 
 
