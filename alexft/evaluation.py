@@ -41,6 +41,11 @@ class Predictions:
     skipped: dict  # path -> error
 
 
+# The least probability a log loss takes (a softmax can round to 0): the same for evaluate and for
+# a run's validation, so that evaluate --list RUN/val.txt gives the run's own validation loss.
+PROBABILITY_FLOOR = 1e-12
+
+
 def labelled_folder(data_dir, class_names):
     """DATA/<class>/... with folders matched to the model's classes: by class name, or, for a
     1000-class model, by WordNet id as ImageNet's own folders are named (n02123045/)."""
@@ -238,7 +243,7 @@ def predict_labelled(predictor, files, ten_crop=False, batch_size=32, progress=N
         if ten_crop:
             averaged.append(views.mean(axis=0))
     if not used and not skipped:  # (a split of val_split=0)
-        raise DataError("no images to evaluate: the labelled files are empty")
+        raise DataError("no images to evaluate: the labelled files given hold none (a split of val_split=0 holds none)")
     if not used:
         raise DataError(f"no usable images: none of the {len(skipped)} could be read (the first: {next(iter(skipped.values()))})")
     return Predictions(used, np.array(labels), np.array(centre), np.array(averaged) if ten_crop else None, skipped)
@@ -263,7 +268,7 @@ def metrics(probabilities, labels, class_names):
         top5=float((ranks < 5).mean()) if classes > 5 else None,  # (of five classes or fewer: always 1)
         mean_class_accuracy=float(recall[present].mean()),
         # (at least 0: a float32 softmax can give 1 + 1e-7 for a sure answer, printed as -0.0000)
-        log_loss=max(0.0, float(-np.log(np.maximum(probabilities[np.arange(count), labels], 1e-15)).mean())),
+        log_loss=max(0.0, float(-np.log(np.maximum(probabilities[np.arange(count), labels], PROBABILITY_FLOOR)).mean())),
         per_class=[dict(name=name, precision=float(p), recall=float(r), f1=float(f), support=int(s))
                    for name, p, r, f, s in zip(class_names, precision, recall, f1, support) if s or confusion[:, class_names.index(name)].any()],
         most_confused=_most_confused(confusion, class_names),
@@ -408,7 +413,7 @@ def _write_report_files(folder, summary, predictions, probabilities, confusion, 
         writer.writeheader()
         writer.writerows(dict(row, protocol=protocol) for row in summary[protocol]["per_class"])
     predicted = probabilities.argmax(axis=1)
-    losses = -np.log(np.maximum(probabilities[np.arange(len(predicted)), predictions.labels], 1e-15))
+    losses = -np.log(np.maximum(probabilities[np.arange(len(predicted)), predictions.labels], PROBABILITY_FLOOR))
     wrong = np.flatnonzero(predicted != predictions.labels)
     with open(folder / "misclassified.csv", "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
         writer = csv.writer(handle)

@@ -8,6 +8,7 @@ from . import weights as weights_io
 from . import winograd
 from .devices import make_strategy, precision_policy, uses_gpu
 from .errors import AlexftError
+from .evaluation import PROBABILITY_FLOOR
 from .model import Kernels, build_alexnet, head, onednn_is_on
 from .sgd import CaffeSGD, caffe_parameters
 
@@ -141,7 +142,7 @@ class TrainingNetwork:
             probabilities = tf.nn.softmax(net(flat, training=False))
             probabilities = tf.reduce_mean(tf.reshape(probabilities, [shape[0], shape[1], -1]), axis=1)
             picked = tf.gather(probabilities, labels, batch_dims=1)
-            loss = -tf.reduce_sum(tf.math.log(tf.maximum(picked, 1e-12)))
+            loss = -tf.reduce_sum(tf.math.log(tf.maximum(picked, PROBABILITY_FLOOR)))
             correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probabilities, -1, output_type=tf.int32), labels), tf.float32))
             return loss, correct
 
