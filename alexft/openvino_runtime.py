@@ -113,7 +113,7 @@ class OpenVinoPredictor:
 
     def __init__(self, params, class_names, preprocessing=None, precision="float32"):
         if not openvino_installed():
-            raise OpenVinoError("--runtime openvino needs OpenVINO: pip install openvino (or alexft[openvino])")
+            raise OpenVinoError("OpenVINO is not installed: pip install openvino (or 'alexft[openvino]')")
         if precision not in PRECISION_HINTS:
             raise OptionsError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISION_HINTS)}")
         if precision == "bfloat16" and cpu_has_bfloat16() is False:

@@ -170,6 +170,8 @@ def test_runtime_openvino_without_openvino_is_a_usage_error_before_any_work(monk
         result = CliRunner().invoke(main, [*command, "--weights", str(tmp_path / "missing.npz"), "--runtime", "openvino"])
         assert result.exit_code == 2, result.output
         assert "Invalid value for '--runtime': OpenVINO is not installed: pip install openvino" in result.output
+    with pytest.raises(openvino_runtime.OpenVinoError, match=r"^OpenVINO is not installed: pip install openvino"):
+        OpenVinoPredictor({}, ["a", "b"])  # (load_predictor(runtime="openvino") from Python)
 
 
 def test_openvino_is_imported_without_its_usage_telemetry(tmp_path):
