@@ -15,13 +15,13 @@ import importlib.util
 import logging
 import os
 import sys
+from unittest import mock
 
 import numpy as np
 
 from .architecture import INPUT_SIZE, LAYERS, LRN, Conv
 from .cpu_features import cpu_has_bfloat16
 from .errors import AlexftError
-from .train_options import OptionsError
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +45,8 @@ def import_openvino():
     OpenVINO's telemetry sees a CI job, where it stays off for the process."""
     if "openvino" in sys.modules:
         return sys.modules["openvino"]
-    previous = os.environ.get("CI")
-    os.environ["CI"] = "true"
-    try:
+    with mock.patch.dict(os.environ, CI="true"):  # (restored as it was, set or not)
         import openvino
-    finally:
-        if previous is None:
-            os.environ.pop("CI", None)
-        else:
-            os.environ["CI"] = previous
     return openvino
 
 
@@ -114,8 +107,9 @@ class OpenVinoPredictor:
     def __init__(self, params, class_names, preprocessing=None, precision="float32"):
         if not openvino_installed():
             raise OpenVinoError("OpenVINO is not installed: pip install openvino (or 'alexft[openvino]')")
-        if precision not in PRECISION_HINTS:
-            raise OptionsError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISION_HINTS)}")
+        from .predict import check_precision
+
+        check_precision(precision)
         if precision == "bfloat16" and cpu_has_bfloat16() is False:
             log.warning("this CPU has no bfloat16 instructions (AVX512_BF16 or AMX): OpenVINO computes in float32 here")
         openvino = import_openvino()

@@ -137,8 +137,7 @@ def load_predictor(weights=None, download=True, progress=None, preprocessing=Non
     installed: faster at small batches, without TensorFlow's start-up; openvino_runtime.py)."""
     if runtime not in RUNTIMES:
         raise OptionsError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
-    if precision not in PRECISIONS:  # before the weights are read: a mistaken option is said at once
-        raise OptionsError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    check_precision(precision)  # before the weights are read: a mistaken option is said at once
     if not isinstance(weights, weights_io.WeightSet):
         weights = resolve_weights(weights, download=download, progress=progress)
     weight_set = weights_io.as_weight_set(weights)
@@ -160,14 +159,18 @@ def load_predictor(weights=None, download=True, progress=None, preprocessing=Non
 PRECISIONS = ("float32", "bfloat16")
 
 
+def check_precision(precision):
+    if precision not in PRECISIONS:
+        raise OptionsError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+
+
 def model_dtype(precision):
     """The Keras dtype for an inference `precision`: "float32", whatever the global policy a
     user set for their own model (keras.mixed_precision), or "bfloat16": the weights
     are converted once and held in bfloat16 (half the memory; not cast on every call, as
     Keras' mixed_bfloat16 policy does), for CPUs with AVX512_BF16 or AMX, and GPUs. Elsewhere
     TensorFlow emulates it, slower than float32: said in a warning."""
-    if precision not in PRECISIONS:
-        raise OptionsError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    check_precision(precision)
     if precision == "float32":
         return "float32"
     import tensorflow as tf
