@@ -3,6 +3,7 @@ rule for every command (0 good, 1 an input could not be used, 2 usage, 130/143 i
 described options, images from standard input and URLs, and no silent skips."""
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -872,6 +873,43 @@ def test_every_option_is_described_and_layer_options_list_the_layers():
     layer = next(param for param in main.commands["features"].params if param.name == "layer")
     assert {"pool1", "pool2", "pool5", "fc7"} <= set(layer.type.choices)
     assert "pool1" in run("features", "--help").output
+
+
+def test_every_commands_help_ends_with_examples_that_its_own_parser_accepts(tmp_path, monkeypatch):
+    """Each example line is parsed by the command it names, in a folder holding the files it
+    mentions: a misspelt option, a value outside a choice or a missing argument fails here."""
+    from alexft.cli.examples import EXAMPLES
+
+    monkeypatch.chdir(tmp_path)
+    groups = [name for name, command in main.commands.items() if isinstance(command, click.Group)]
+    shown = {name: run(*name.split(), "--help").output for name in EXAMPLES}
+    assert set(EXAMPLES) >= {""} | {name for name in main.commands if name not in groups} | {
+        f"{group} {name}" for group in groups for name in main.commands[group].commands}
+    for name, examples in EXAMPLES.items():
+        assert "Examples:" in shown[name], name
+        for what, line in examples:
+            assert f"    # {what}\n    {line}\n" in shown[name], (name, line)
+            words = shlex.split(line)
+            words = words[:next((i for i, word in enumerate(words) if word in "<>|"), len(words))]
+            assert words[0] == "alexft"
+            command, words, path = main, words[1:], []
+            while isinstance(command, click.Group):
+                path.append(words[0])
+                command, words = command.commands[words[0]], words[1:]
+            assert name in ("", " ".join(path)), f"'{line}' shown under alexft {name}"
+            for word in words:  # the files and folders it names, so that exists=True checks pass
+                if "://" in word or word.startswith("-") or "/" not in word and "." not in word[1:-1] \
+                        or word.replace(".", "").isdigit():
+                    continue
+                target = tmp_path / word
+                if target.exists():
+                    continue
+                if not Path(word).suffix:  # runs/flowers, photos/
+                    target.mkdir(parents=True, exist_ok=True)
+                else:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.touch()
+            command.make_context(" ".join(path), words)  # raises click's UsageError on a mistake
 
 
 def test_wordnet_id_folders_are_imagenet_classes(canonical_weights_file, tmp_path):

@@ -15,14 +15,14 @@ import warnings
 
 import click
 
-from . import common
+from . import common, examples
 from .export import export
 from .predict import classify, evaluate, features
 from .train import finetune
 from .weights import weights_group
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=examples.epilog(""))
 @click.version_option(package_name="alexft")
 def main():
     """AlexNet with the original Caffe ImageNet weights: classify and fine-tune."""

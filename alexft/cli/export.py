@@ -2,11 +2,12 @@
 
 import click
 
+from . import examples
 from .common import (EXIT_INPUT_FAILED, PathParam, fail_cleanly, note_top_k, precision_option, raise_if_terminated, read_weights,
                      start_tensorflow, terminating_cleanly, weights_option)
 
 
-@click.command(short_help="Export a model for serving: SavedModel, TF Lite or Keras.")
+@click.command(short_help="Export a model for serving: SavedModel, TF Lite or Keras.", epilog=examples.epilog("export"))
 @click.argument("output", type=PathParam())
 @weights_option
 @click.option("--format", "file_format", type=click.Choice(["savedmodel", "tflite", "keras"]),

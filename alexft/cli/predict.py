@@ -6,12 +6,14 @@ import click
 
 from alexft.atomic import json_text
 
+from . import examples
 from .common import (EXIT_INPUT_FAILED, EnvironmentOption, ImageInput, PathParam, expand_inputs, fail_cleanly,
                      note_top_k, precision_option, preprocessing_from, preprocessing_options, progress_option,
                      read_weights, shard_option, start_tensorflow, terminating_cleanly, weights_option)
 
 
-@click.command(short_help="Print the top ImageNet (or your model's) classes of images.")
+@click.command(short_help="Print the top ImageNet (or your model's) classes of images.",
+               epilog=examples.epilog("classify"))
 @click.argument("inputs", nargs=-1, required=True, type=ImageInput())
 @weights_option
 @click.option("-k", "--top-k", "top", default=5, show_default=True, type=click.IntRange(min=1), help="Classes shown per image.")
@@ -182,7 +184,8 @@ def _print_result(result, as_json):
         click.echo("\n".join(lines), file=stream)
 
 
-@click.command(short_help="Score a model on labelled images (centre crop, or Caffe's 10 crops).")
+@click.command(short_help="Score a model on labelled images (centre crop, or Caffe's 10 crops).",
+               epilog=examples.epilog("evaluate"))
 @click.argument("data", required=False, type=PathParam(exists=True, file_okay=False))
 @weights_option
 @click.option("--list", "list_file", type=PathParam(exists=True, dir_okay=False), help="Caffe list file: 'relative/path label_index' per line (ILSVRC val.txt).")
@@ -316,7 +319,7 @@ def _check_features_output(output, force):
         raise click.UsageError(str(error)) from None
 
 
-@click.command(short_help="Write a layer's activations for images to an .npz.")
+@click.command(short_help="Write a layer's activations for images to an .npz.", epilog=examples.epilog("features"))
 @click.argument("inputs", nargs=-1, required=True, type=ImageInput())
 @weights_option
 @click.option("--layer", default="fc7", show_default=True,

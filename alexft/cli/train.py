@@ -7,6 +7,7 @@ import click
 from alexft.atomic import json_text
 from alexft.train_options import MAX_SEED
 
+from . import examples
 from .common import (PathParam, fail_cleanly, progress_option, read_weights, start_tensorflow, terminating_cleanly,
                      weights_option)
 
@@ -35,7 +36,8 @@ class _OptionValue(click.ParamType):
             self.fail(str(error), param, ctx)
 
 
-@click.command(short_help="Fine-tune AlexNet on a folder with one sub-folder per class.")
+@click.command(short_help="Fine-tune AlexNet on a folder with one sub-folder per class.",
+               epilog=examples.epilog("finetune"))
 @click.argument("data_dir", required=False, type=PathParam(exists=True, file_okay=False))
 @weights_option
 @click.option("--skip", default="fc8", show_default=True, callback=_layer_list,

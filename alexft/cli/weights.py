@@ -8,6 +8,7 @@ from alexft.atomic import json_text
 
 from alexft import interrupts
 
+from . import examples
 from .common import PathParam, fail_cleanly, progress_option, terminating_cleanly
 
 
@@ -38,7 +39,8 @@ def _weights(module):
     return importlib.import_module(f"alexft.weights.{module}")
 
 
-@weights_group.command("fetch", short_help="Download a weights file, resumable and verified.")
+@weights_group.command("fetch", short_help="Download a weights file, resumable and verified.",
+                       epilog=examples.epilog("weights fetch"))
 @click.option("--url", callback=_refused_as_usage(lambda url: _weights("sources").parse_source(url)),
               help="Where to download from (URL#sha1=HEX or URL#sha256=HEX pins its hash). Default: "
               "$ALEXFT_WEIGHTS_URL, else the BVLC model zoo's bvlc_alexnet.caffemodel (SHA-1 verified), then "
@@ -68,7 +70,8 @@ def weights_fetch(url, sha256, sha1, output, force, progress):
     click.echo(str(path))
 
 
-@weights_group.command("info", short_help="Describe a weights file: format, source, layers, classes.")
+@weights_group.command("info", short_help="Describe a weights file: format, source, layers, classes.",
+                       epilog=examples.epilog("weights info"))
 @click.argument("file", type=PathParam())  # a folder is said as such, in --json too
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 @click.pass_context
@@ -137,7 +140,8 @@ def _shape(array_facts):
     return str(tuple(array_facts["shape"]))
 
 
-@weights_group.command("convert", short_help="Convert .npy, .npz or .caffemodel weights to .npz.")
+@weights_group.command("convert", short_help="Convert .npy, .npz or .caffemodel weights to .npz.",
+                       epilog=examples.epilog("weights convert"))
 @click.argument("source", type=PathParam(dir_okay=False))
 @click.argument("destination", type=PathParam(),
                 callback=_refused_as_usage(lambda path: _weights("tools").check_destination_name(path)))
