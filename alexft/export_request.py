@@ -59,9 +59,14 @@ class ExportRequest:
             raise ExportOptionsError(f"{self.output}: the name is a {FORMAT_NAMES[named]}'s, the format asked for a "
                                      f"{FORMAT_NAMES[self.file_format]}; name it for its format (e.g. {right}), or "
                                      "leave the format to the name")
+        output = Path(self.output)
+        if self.file_format != "savedmodel" and output.is_dir() and not output.is_symlink():
+            # (--force replaced a folder, even a SavedModel, with a file of the folder's name)
+            suffix = {"tflite": ".tflite", "keras": ".keras"}[self.file_format]
+            raise ExportError(f"{output}: is a folder; a {FORMAT_NAMES[self.file_format]} needs a file name, "
+                              f"e.g. {output / ('alexnet' + suffix)}")
         if self.file_format == "keras":
             self._check_keras()
-        output = Path(self.output)
         if output.exists() or output.is_symlink():
             if not is_an_export(output):
                 raise ExportError(f"{output}: exists and is not an earlier export (a SavedModel folder, a TF Lite "

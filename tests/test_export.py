@@ -357,10 +357,14 @@ def test_an_earlier_savedmodel_folder_is_replaced_with_force_only(tmp_path):
     empty = tmp_path / "serving" / "1"
     empty.mkdir(parents=True)
     assert ExportRequest(empty, "savedmodel").check().output == empty
-    empty_tflite = tmp_path / "m.tflite"
-    empty_tflite.mkdir()
-    with pytest.raises(ExportError, match="m.tflite: already exists; pass --force to replace it"):
-        ExportRequest(empty_tflite, "tflite").check()
+    (tmp_path / "m.tflite").mkdir()
+    for folder, file_format, suffix in ((tmp_path / "m.tflite", "tflite", "tflite"), (empty, "tflite", "tflite"),
+                                        (empty, "keras", "keras"), (earlier, "tflite", "tflite")):
+        for force in (False, True):  # a folder is never replaced by a file of its name
+            with pytest.raises(ExportError, match=f"{folder.name}: is a folder; a .* needs a file name, "
+                                                  f"e.g. .*{folder.name}/alexnet.{suffix}$"):
+                ExportRequest(folder, file_format, force=force).check()
+    assert (earlier / "saved_model.pb").exists()
     (empty / "notes.txt").write_text("mine")
     with pytest.raises(ExportError, match="exists and is not an earlier export"):
         ExportRequest(empty, "savedmodel").check()
