@@ -1371,3 +1371,15 @@ def test_a_run_folder_inside_a_folder_that_cannot_be_searched_is_one_line(small_
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
         assert result.stderr.splitlines()[-1] == (f"Error: {locked / 'run'}: cannot be looked into (Permission denied); "
                                                   "choose another --output")
+
+
+def test_the_closing_count_of_failed_inputs_is_said_in_words_for_one_input_and_for_all(canonical_weights_file,
+                                                                                      tmp_path):
+    broken = [tmp_path / "a.jpg", tmp_path / "b.png"]
+    for path in broken:
+        path.write_bytes(b"not an image")
+    for inputs, closing in (([broken[0]], "alexft: the input could not be classified"),
+                            (broken, "alexft: none of the 2 inputs could be classified")):
+        result = run("classify", "--runtime", "tensorflow", "--weights", canonical_weights_file, *inputs)
+        assert result.exit_code == 1 and result.output.splitlines()[-1] == closing, result.output
+        assert all(f"error: {path}: not an image" in result.output for path in inputs)

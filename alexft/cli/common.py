@@ -205,6 +205,18 @@ def expand_inputs(inputs):
     return found
 
 
+def say_unused(failed, total, noun, done):
+    """The closing line on stderr when some inputs failed (each was named as met): '2 of 5
+    inputs could not be classified', and in words when there was one input or none was used."""
+    if total == 1:
+        said = f"the {noun} could not be {done}"
+    elif failed == total:
+        said = f"none of the {total} {noun}s could be {done}"
+    else:
+        said = f"{failed} of {total} {noun}s could not be {done}"
+    click.echo(f"alexft: {said}", err=True)
+
+
 def read_weights(weights, progress=None, skip=()):
     """The --weights file (or the default one) found, read and checked against AlexNet, before
     TensorFlow's seconds of start-up: a missing, mistaken or broken file is said at once. The

@@ -3,7 +3,7 @@
 import click
 
 from . import examples
-from .common import (EXIT_INPUT_FAILED, PathParam, fail_cleanly, note_top_k, precision_option, raise_if_terminated, read_weights,
+from .common import (EXIT_INPUT_FAILED, PathParam, fail_cleanly, note_top_k, precision_option, raise_if_terminated, read_weights, say_unused,
                      start_tensorflow, terminating_cleanly, weights_option)
 
 
@@ -51,8 +51,7 @@ def export(ctx, output, weights, file_format, top, quantize, calibration, precis
     kind = ", ".join([file_format] + ([quantize] if quantize else []) + ([precision] if precision != "float32" else []))
     click.echo(f"{path}: {kind}, {_size(path)}{extra}")
     if quantization is not None and quantization.skipped:  # written, but not from every image given
-        total = len(quantization.calibration)
-        click.echo(f"alexft: {len(quantization.skipped)} of {total} calibration images could not be used", err=True)
+        say_unused(len(quantization.skipped), len(quantization.calibration), "calibration image", "used")
         click.get_current_context().exit(EXIT_INPUT_FAILED)
 
 

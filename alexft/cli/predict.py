@@ -9,7 +9,7 @@ from alexft.atomic import json_text
 from . import examples
 from .common import (EXIT_INPUT_FAILED, EnvironmentOption, ImageInput, PathParam, expand_inputs, fail_cleanly,
                      note_top_k, precision_option, preprocessing_from, preprocessing_options, progress_option,
-                     read_weights, shard_option, start_tensorflow, terminating_cleanly, weights_option)
+                     read_weights, say_unused, shard_option, start_tensorflow, terminating_cleanly, weights_option)
 
 
 @click.command(short_help="Print the top ImageNet (or your model's) classes of images.",
@@ -70,7 +70,7 @@ def classify(ctx, inputs, weights, top, ten_crop, batch_size, as_json, runtime, 
         _print_result(result, as_json)
     sys.stdout.flush()
     if failures:
-        click.echo(f"alexft: {failures} of {len(paths)} inputs could not be classified", err=True)
+        say_unused(failures, len(paths), "input", "classified")
     # Built only after a call that classified something: a mistyped or broken photo is not
     # worth the seconds, and the user's next call, the right one, builds it.
     if on_litert and failures < len(paths) and not isinstance(predictor, fast_start.LitePredictor):
@@ -252,8 +252,7 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
         click.echo(_describe_evaluation(summary))
     failed = bool(summary["skipped"])
     if failed:
-        click.echo(f"alexft: {summary['skipped']} of {summary['images'] + summary['skipped']} images could not be used",
-                   err=True)
+        say_unused(summary["skipped"], summary["images"] + summary["skipped"], "image", "used")
     if report is not None:
         try:
             evaluation.write_report(report)
@@ -380,6 +379,8 @@ def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, s
                    + (f" ({len(skipped)} skipped)" if skipped else ""))
     if skipped:
         none = "its one input could not" if len(paths) == 1 else f"none of the {len(paths)} inputs could"
-        click.echo(f"alexft: {len(skipped)} of {len(paths)} inputs could not be used" if written else
-                   f"alexft: no features written to {output}: {none} be used", err=True)
+        if written:
+            say_unused(len(skipped), len(paths), "input", "used")
+        else:
+            click.echo(f"alexft: no features written to {output}: {none} be used", err=True)
         ctx.exit(EXIT_INPUT_FAILED)
