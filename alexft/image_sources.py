@@ -5,11 +5,13 @@ name results are reported under), so the prediction pipeline takes them beside P
 URLs are fetched when the pipeline reads them, on its decoding threads, with a size cap and
 a timeout. No TensorFlow here.
 """
+import http.client
 import sys
 import urllib.error
 import urllib.request
 
 from .errors import ImageError
+from .urls import as_sent
 
 MAX_IMAGE_BYTES = 50 << 20  # far above any photo; a body that keeps coming is not one
 TIMEOUT_SECONDS = 30
@@ -34,7 +36,7 @@ class UrlImage:
 
     def read_bytes(self):
         try:
-            request = urllib.request.Request(self.url, headers={"User-Agent": "alexft"})
+            request = urllib.request.Request(as_sent(self.url), headers={"User-Agent": "alexft"})
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 kind = response.headers.get_content_type()
                 if kind in ("text/html", "application/xhtml+xml"):
@@ -49,6 +51,10 @@ class UrlImage:
             raise ImageError(f"{self.url}: HTTP {error.code} {error.reason}") from None
         except urllib.error.URLError as error:
             raise ImageError(f"{self.url}: cannot fetch: {getattr(error.reason, 'strerror', None) or error.reason}") from None
+        except http.client.InvalidURL as error:
+            raise ImageError(f"{self.url}: not a valid URL ({error})") from None
+        except http.client.HTTPException as error:  # the server broke off or spoke no HTTP
+            raise ImageError(f"{self.url}: cannot fetch: {type(error).__name__} {error}".rstrip()) from None
         except (TimeoutError, OSError) as error:
             raise ImageError(f"{self.url}: cannot fetch: {error.strerror or error}") from None
         except ValueError as error:  # urllib's word for a malformed URL

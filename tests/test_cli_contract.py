@@ -835,6 +835,23 @@ def test_an_image_on_standard_input_and_at_urls(canonical_weights_file, predicto
     assert "3 of 4 inputs could not be classified" in result.stderr
 
 
+def test_urls_with_spaces_or_letters_a_browser_would_escape_are_fetched_and_a_bad_host_is_one_error(
+        canonical_weights_file):
+    """A URL pasted with a space ('my cat.png') crashed the whole run in http.client, every
+    other input's result lost; it is sent escaped, as a browser sends it."""
+    photo = photo_paths()["chelsea"].read_bytes()
+    routes = {"/my%20cat.png": ("ok", photo), "/caf%C3%A9/x.png?size=big%20one": ("ok", photo)}
+    with serving(routes) as url:
+        given = [f"{url}/my cat.png", f"{url}/my%20cat.png", f"{url}/café/x.png?size=big one", "http://exa mple/x.png"]
+        result = run("classify", *given, "--json", "--runtime", "tensorflow", "--weights", canonical_weights_file)
+        assert [path for path, _ in url.requests] == ["/my%20cat.png", "/my%20cat.png", "/caf%C3%A9/x.png?size=big%20one"]
+    assert result.exit_code == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["path"] for line in lines] == given  # named as given
+    assert all("predictions" in line for line in lines[:3])
+    assert lines[3]["error"] == "http://exa mple/x.png: not a valid URL (white space in the host name)"
+
+
 def test_features_take_standard_input_and_urls_as_classify_does(canonical_weights_file, tmp_path):
     photo = photo_paths()["chelsea"].read_bytes()
     args = ["--layer", "pool5", "--weights", canonical_weights_file]

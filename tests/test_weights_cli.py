@@ -83,6 +83,18 @@ def test_fetch_writes_only_to_a_weights_files_name(tmp_path, canonical_bytes):
         assert (tmp_path / "dl" / "w.npz").read_bytes() == canonical_bytes
 
 
+def test_a_url_with_a_space_is_fetched_escaped_and_saved_under_its_own_name(tmp_path, canonical_bytes):
+    """A space pasted into --url crashed the download in http.client with a traceback."""
+    (tmp_path / "dl").mkdir()
+    with serving({"/my%20weights.npz": ("ok", canonical_bytes)}) as url:
+        result = run("weights", "fetch", "--url", f"{url}/my weights.npz", "-o", tmp_path / "dl")
+        assert [path for path, _ in url.requests] == ["/my%20weights.npz"]
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "dl" / "my weights.npz").read_bytes() == canonical_bytes
+    result = run("weights", "fetch", "--url", "http://exa mple/w.npz", "-o", tmp_path / "dl")
+    assert result.exit_code == 2 and "http://exa mple/w.npz: not a valid URL (white space in the host name)" in result.stderr
+
+
 def test_fetch_defaults_to_the_cache_under_the_urls_name(canonical_bytes):
     from alexft.weights.sources import cache_dir
 

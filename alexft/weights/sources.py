@@ -24,6 +24,7 @@ from typing import Optional
 
 from ..atomic import check_writable, write_text
 from ..errors import AlexftError, WeightsError
+from ..urls import as_sent
 from . import formats as weights_io
 from .download import ChecksumMismatch, download_weights, file_digests, file_sha256
 from .tools import convert
@@ -44,7 +45,7 @@ class Source:
 
     @property
     def name(self):
-        return Path(urllib.parse.urlparse(self.url).path).name or CANONICAL_NAME
+        return Path(urllib.parse.unquote(urllib.parse.urlparse(self.url).path)).name or CANONICAL_NAME  # (my%20w.npz: "my w.npz")
 
     @property
     def cache_name(self):
@@ -176,6 +177,10 @@ def parse_source(text):
         raise WeightsError(f"{text}: unknown hash {', '.join(sorted(unknown))} (use #sha1=HEX or #sha256=HEX)")
     if urllib.parse.urlsplit(url).scheme not in ("http", "https") or not urllib.parse.urlsplit(url).netloc:
         raise WeightsError(f"{url}: not an http:// or https:// URL (a file already here is given with --weights PATH)")
+    try:
+        url = as_sent(url)  # (a space in a pasted URL: http.client would raise mid-download)
+    except ValueError as error:
+        raise WeightsError(f"{url}: not a valid URL ({error})") from None
     known = next((source for source in SOURCES if source.url == url), None)
     if not hashes and known:
         return known
