@@ -217,6 +217,7 @@ class Trainer:
         self.data = TrainingData(dataset, options, self.net.strategy, self.ledger, run.path, run.chief,
                                  self.net.multiworker)
         self.model_pending = False  # a better epoch than model.npz holds
+        self.checkpoint_behind = False  # the last ended epoch's checkpoint was put off (Trainer._save)
         self.model_epoch = None  # the epoch model.npz holds, recorded in each checkpoint
         self.best_epoch = None  # the epoch self.best holds
         self._last_batch = None  # the epoch's last batch, to check the weights it ends with
@@ -246,6 +247,8 @@ class Trainer:
                     board.write(row)
                     show(row, stopping=bool(stop.signal_number))
                     if stop.signal_number and state["epoch"] < self.options.epochs:
+                        if self.checkpoint_behind:  # (this epoch's was put off)
+                            self._save(state, final=True)
                         self.run.write_history(state["history"], final=True)
                         raise TrainingInterrupted(
                             f"stopped by {_signal_name(stop.signal_number)} after epoch {state['epoch']}: model.npz "
@@ -503,7 +506,12 @@ class Trainer:
         epoch's checkpoint and model are on disk. The first model.npz comes before the
         checkpoint, so that a kill between the two never leaves an epoch checkpointed with no
         model; later ones come after it, so model.npz never holds an epoch the checkpoint
-        has not recorded as the best."""
+        has not recorded as the best. Quick epochs are saved only as often as the writes take
+        at most a tenth of the run (a kill -9 then costs the epochs since the last); the first
+        and last epochs, and a stopped run (`final`), always are."""
+        self.checkpoint_behind = not (final or state["epoch"] >= self.options.epochs or self.run.checkpoint_due())
+        if self.checkpoint_behind:
+            return
         first_model_error = None
         if self.model_pending and not self.run.model.exists():
             try:

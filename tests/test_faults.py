@@ -164,7 +164,10 @@ def disk_fills_up(monkeypatch):
 
 
 def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tiny_folder, canonical_weights_file, tmp_path,
-                                                                       disk_fills_up):
+                                                                       disk_fills_up, monkeypatch):
+    from alexft.run_folder import RunFolder
+
+    monkeypatch.setattr(RunFolder, "checkpoint_due", lambda run: True)  # every epoch's, not as time allows
     run, options = tmp_path / "run", dict(OPTIONS, epochs=4)
     disk_fills_up.update(target=".checkpoint.npz.tmp-", after=2)  # epochs 1 and 2 are saved, epoch 3's write fails
     with pytest.raises(AlexftError) as failure:

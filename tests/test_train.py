@@ -1282,10 +1282,62 @@ def test_no_checkpoint_past_an_epoch_is_ever_on_disk_without_a_model(monkeypatch
         seen.append((record["epoch"], record["step"], run.model.exists()))
 
     monkeypatch.setattr(RunFolder, "save_checkpoint", recorded)
+    monkeypatch.setattr(RunFolder, "checkpoint_due", lambda run: True)  # every epoch's, not as time allows
     finetune(small_digits_folder, weights=canonical_weights_file, epochs=3, batch_size=8, lr=0.001, val_split=0.2,
              output=tmp_path / "run", progress=False, log=lambda line: None)
     assert [epoch for epoch, step, _ in seen if step == 0] == [1, 2, 3]
     assert all(has_model for epoch, _, has_model in seen if epoch >= 1), seen
+
+
+def test_checkpoints_of_quick_epochs_take_a_tenth_of_the_run_and_a_stop_saves_the_one_put_off(
+        monkeypatch, small_digits_folder, canonical_weights_file, tmp_path):
+    """Training fc6-fc8 on a small folder rewrote a 655 MB checkpoint after every 0.2 s epoch:
+    25 s of a 27 s run. A checkpoint, like model.npz, now waits nine times as long as the last
+    took. Here each takes 1 s (a slow disk), so epochs' are put off; the history on disk never
+    runs ahead of the checkpoint, the last epoch's is always written, and a stop after an epoch
+    whose checkpoint was put off writes it, so that --resume repeats no epoch."""
+    from alexft import train as train_module
+    from alexft.errors import TrainingInterrupted
+    from alexft.run_folder import RunFolder
+
+    save_checkpoint, saved = RunFolder.save_checkpoint, []
+
+    def slow(run, record, arrays):
+        time.sleep(1.0 if run.path.name == "whole" else 0)
+        save_checkpoint(run, record, arrays)
+        saved.append(record["epoch"])
+        assert len(read_history(run.path)) <= record["epoch"] if (run.path / "history.csv").exists() else True
+
+    monkeypatch.setattr(RunFolder, "save_checkpoint", slow)
+    options = dict(weights=canonical_weights_file, batch_size=8, lr=0.001, val_split=0.2, seed=3, progress=False,
+                   log=lambda line: None)
+    finetune(small_digits_folder, epochs=12, output=tmp_path / "whole", keep_checkpoint=True, **options)
+    assert saved[0] == 1 and saved[-1] == 12 and len(saved) < 12, saved  # (all 12 only if each epoch took over 9 s)
+    record, _ = checkpoints.load(tmp_path / "whole" / "checkpoint.npz", arrays=False)
+    assert record["epoch"] == 12 and len(read_history(tmp_path / "whole")) == 12
+
+    finish_epoch, saved[:] = train_module.Trainer._finish_epoch, []
+
+    def stopped_after_epoch_5(trainer, state, *args):
+        row = finish_epoch(trainer, state, *args)
+        if state["epoch"] == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+        return row
+
+    monkeypatch.setattr(train_module.Trainer, "_finish_epoch", stopped_after_epoch_5)
+    monkeypatch.setattr(RunFolder, "checkpoint_due", lambda run: False)  # every epoch's put off
+    with pytest.raises(TrainingInterrupted, match="after epoch 5"):
+        finetune(small_digits_folder, epochs=12, output=tmp_path / "run", **options)
+    assert saved == [5]  # put off, then written at the stop
+    record, _ = checkpoints.load(tmp_path / "run" / "checkpoint.npz", arrays=False)
+    assert record["epoch"] == 5 and [row["epoch"] for row in read_history(tmp_path / "run")] == list("12345")
+    monkeypatch.setattr(train_module.Trainer, "_finish_epoch", finish_epoch)
+    finetune(small_digits_folder, epochs=12, output=tmp_path / "run", resume=True, **options)
+    assert saved == [5, 12]  # the last epoch's, always
+    whole, resumed = read_history(tmp_path / "whole"), read_history(tmp_path / "run")
+    assert [row["epoch"] for row in resumed] == [str(epoch) for epoch in range(1, 13)]
+    for mine, theirs in zip(resumed, whole):
+        np.testing.assert_allclose(float(mine["train_loss"]), float(theirs["train_loss"]), rtol=1e-4)
 
 
 def test_auto_epochs_give_the_cache_about_a_thousand_steps():
