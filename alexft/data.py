@@ -46,6 +46,7 @@ class Dataset:
     train: LabelledFiles
     val: LabelledFiles  # may be empty
     val_split: float = None  # the share asked of each class when val was split off train, else None (a folder)
+    listed_with: dict = None  # load_dataset's arguments (data_dir, val_dir, val_split, seed): finetune takes them
 
 
 def class_folders(root):
@@ -181,6 +182,7 @@ def load_dataset(data_dir, val_dir=None, val_split=0.1, seed=0):
     from .train_options import parse_share
 
     val_split = parse_share(val_split, "val_split")  # (-0.1 and 1.5 had split off all but one image a class)
+    listed_with = dict(data_dir=data_dir, val_dir=val_dir, val_split=val_split, seed=seed)
     data_dir = Path(data_dir)
     _warn_of_loose_images(data_dir)
     split = _split_folders(data_dir)
@@ -218,9 +220,10 @@ def load_dataset(data_dir, val_dir=None, val_split=0.1, seed=0):
         val = list_labelled(val_dir, val_classes)
         val.labels = np.array([folder_class(index, val_classes[i]) for i in val.labels], np.int32)
         val.class_names = list(class_names)
-        return Dataset(class_names, train, val)
+        return Dataset(class_names, train, val, listed_with=listed_with)
     train_idx, val_idx = stratified_split(train.labels, val_split, seed)
-    return Dataset(class_names, train.subset(train_idx), train.subset(val_idx), val_split=val_split)
+    return Dataset(class_names, train.subset(train_idx), train.subset(val_idx), val_split=val_split,
+                   listed_with=listed_with)
 
 
 VALIDATION_NAMES = ("val", "validation", "valid")  # as the common dataset layouts name the held-out part

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from . import interrupts, lr_finder, recovery, train_setup
 from . import weights as weights_io
-from .data import BrokenFiles, load_dataset
+from .data import BrokenFiles, Dataset, load_dataset
 from .epoch_log import EpochLog
 from .errors import AlexftError, TrainingError, TrainingInterrupted  # noqa: F401  (re-exported: the command line takes it from here)
 from .features import VIEWS
@@ -48,9 +48,10 @@ def finetune(data_dir=None, options=None, *, weights=None, output=None, resume=F
     with this run's `skip`. Everything is written to the run folder `output` (default
     runs/<timestamp>); `resume=True` continues the run there as it was begun (DATA_DIR, the
     weights and the options not given are the run's own, from its config.json), and may change
-    `epochs`, `lr` and the devices. docs/data.md lists what the folder holds. `dataset`: DATA_DIR already
-    listed by `load_dataset` with these options (the command line lists it before it starts
-    TensorFlow). Ctrl-C raises TrainingInterrupted, also before the first epoch (see there for SIGTERM).
+    `epochs`, `lr` and the devices. docs/data.md lists what the folder holds. `dataset`: a `load_dataset`
+    result, trained on as listed: its folder is DATA_DIR (which may be left out, or the dataset
+    given in its place) and its val_dir, val_split and seed are the run's (others given are
+    refused). Ctrl-C raises TrainingInterrupted, also before the first epoch (see there for SIGTERM).
     `log`: called with each line of the run's log (default: printed on stderr). Messages name
     these keywords (`resume=True, output=RUN`), not the command line's flags.
     """
@@ -58,6 +59,10 @@ def finetune(data_dir=None, options=None, *, weights=None, output=None, resume=F
     if not isinstance(resume, (bool, np.bool_)):  # resume="no" is truthy: it would continue a run asked not to
         raise TypeError(f"finetune()'s resume is True or False, not {type(resume).__name__} {resume!r}")
     with said_in_python_words(FINETUNE_KEYWORDS):
+        if isinstance(data_dir, Dataset) and dataset is None:  # finetune(load_dataset(...))
+            data_dir, dataset = None, data_dir
+        if dataset is not None:
+            data_dir, fields = train_setup.as_listed(dataset, data_dir, options, fields)
         if resume and dataset is None and (options is None or isinstance(options, TrainOptions)):
             given = dict(options.as_dict() if options else {}, **fields)
             data_dir, weights, fields, _ = train_setup.resumed_settings(output, data_dir, weights, given)

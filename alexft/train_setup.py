@@ -60,6 +60,31 @@ def resumed_settings(output, data_dir, weights, given):
     return data_dir, weights, fields, saved
 
 
+def as_listed(dataset, data_dir, options, fields):
+    """(data_dir, fields) for a run on a `load_dataset` result: its folder and its listing
+    options (val_dir, val_split, seed) are the run's, so that config.json, and a resume,
+    describe what is trained; ones given that differ are refused (a listing at val_split=0.25
+    had been recorded as the default 0.1, under another folder's name)."""
+    from .data import Dataset
+
+    if not isinstance(dataset, Dataset) or dataset.listed_with is None:
+        raise TypeError(f"dataset is what alexft.load_dataset returns, not {type(dataset).__name__}")
+    listed = dict(dataset.listed_with)
+    folder = listed.pop("data_dir")
+    if data_dir is not None and Path(data_dir).resolve() != Path(folder).resolve():
+        raise OptionsError(f"data_dir={str(data_dir)!r}, but the dataset was listed from {str(folder)!r}; give one of them")
+    defaults, fields = TrainOptions(), dict(fields)
+    for key, value in listed.items():
+        given = fields.get(key, getattr(options, key) if options is not None else getattr(defaults, key))
+        chosen = key in fields or (options is not None and given != getattr(defaults, key))
+        same = str(given) == str(value) if key == "val_dir" and given is not None and value is not None else given == value
+        if chosen and not same:
+            raise OptionsError(f"{key}={given!r}, but the dataset was listed with {key}={value!r}; list it again "
+                               f"with load_dataset(..., {key}={given!r}), or leave {key} out")
+        fields[key] = value
+    return folder, fields
+
+
 def report_split(dataset, options, log):
     """Say at the start what validation will and will not measure."""
     if dataset.val_split is None and options.val_split != TrainOptions.val_split:

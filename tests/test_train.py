@@ -1852,3 +1852,31 @@ def test_history_writes_rates_as_the_schedule_meant_them(tmp_path):
     written = read_history(tmp_path / "run")
     assert [row["lr"] for row in written] == ["1e-06", "0.0003"]
     assert written[0]["train_loss"] == "0.30000000000000004" and written[0]["note"] == ""
+
+
+def test_a_run_on_a_listed_dataset_takes_its_folder_and_split_and_refuses_others(small_digits_folder,
+                                                                                 canonical_weights_file, tmp_path):
+    """finetune(..., dataset=load_dataset(DIR, val_split=0.25)) trained on that split but
+    recorded the default 0.1, and any data_dir given, in config.json, which a resume relies on."""
+    from alexft import load_dataset
+
+    listed = load_dataset(small_digits_folder, val_split=0.25, seed=2)
+    options = dict(weights=canonical_weights_file, batch_size=8, lr=0.001, progress=False, log=lambda line: None)
+    summary = finetune(listed, epochs=1, output=tmp_path / "run", keep_checkpoint=True, **options)  # in data_dir's place
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (Path(config["data_dir"]).resolve(), config["val_split"], config["seed"]) == (small_digits_folder.resolve(), 0.25, 2)
+    assert (summary["train_images"], summary["val_images"]) == (len(listed.train), len(listed.val))
+    resumed = finetune(resume=True, output=tmp_path / "run", epochs=2, **options)  # its config describes the run
+    assert resumed["epochs"] == 2 and resumed["val_images"] == len(listed.val)
+
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    for wrong, said in ((dict(data_dir=other), "but the dataset was listed from"),
+                        (dict(val_split=0.1), "val_split=0.1, but the dataset was listed with val_split=0.25"),
+                        (dict(seed=0), "seed=0, but the dataset was listed with seed=2")):
+        with pytest.raises(OptionsError, match=said):
+            finetune(dataset=listed, epochs=1, output=tmp_path / "refused", **wrong, **options)
+    assert not (tmp_path / "refused").exists()
+    finetune(small_digits_folder, dataset=listed, val_split=0.25, epochs=1, output=tmp_path / "same", **options)
+    with pytest.raises(TypeError, match="dataset is what alexft.load_dataset returns, not str"):
+        finetune(dataset=str(small_digits_folder), epochs=1, output=tmp_path / "refused", **options)
