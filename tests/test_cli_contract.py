@@ -261,7 +261,8 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
          f"cannot be written: {tmp_path / 'afile'} is not a folder"),
         (["export", "afile/x.tflite", "--format", "tflite", *weights], 1, "afile/x.tflite: cannot be written"),
         (["export", str(precious), "--force", *weights], 1, "exists and is not an earlier export"),
-        (["export", str(precious), "--format", "tflite", "--force", *weights], 1, "exists and is not an earlier export"),
+        (["export", str(precious), "--format", "tflite", "--force", *weights], 1, "precious: is a folder; a TF Lite file "
+         "needs a file name, e.g. "),
         (["export", "afile", "--format", "tflite", "--force", *weights], 1, "exists and is not an earlier export"),
         (["export", "afile", *weights], 1, "afile: exists and is not an earlier export (a SavedModel folder, a TF Lite "
                                            "or a Keras file); remove it yourself or choose another OUTPUT"),
