@@ -259,7 +259,7 @@ class LitePredictor:
         if check_views(views) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
         # The first run sets up LiteRT's CPU delegate, which announces itself on stderr.
-        with contextlib.nullcontext() if self._started else stderr_held_back():
+        with contextlib.nullcontext() if self._started else stderr_held_back(brief=True):
             # Copied out at once: LiteRT refuses to resize while its output buffers are referenced.
             probabilities = np.array(self._run(views=np.ascontiguousarray(views, np.float32))["probabilities"])
         self._started = True

@@ -11,6 +11,7 @@ import os
 import re
 import reprlib
 import sys
+import threading
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,10 +25,20 @@ from PIL import Image, UnidentifiedImageError
 from .architecture import INPUT_SIZE
 from .errors import AlexftWarning, ImageError
 from .image_sources import UrlImage, is_url
+from .quiet import said_on_descriptor_2
 
-# OpenCV's own warnings ("[ WARN:0@6.7] global grfmt_png.cpp ... buffer is incomplete") would
-# come before, and say less than, the one line naming the file that every bad image gets here.
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+# OpenCV's own log lines ("[ WARN:0@6.7] global grfmt_png.cpp ... buffer is incomplete", "[ERROR:0@0.1]
+# global loadsave.cpp ... imdecode_ ... 'readBlock'") would come before, and say less than, the one
+# line naming the file that every bad image gets here.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+# What the decoders OpenCV is built with print on stderr themselves, naming no file (libjpeg's
+# warnings, jerror.h's JWRN_*; libpng's; libtiff's): captured around each decode and said
+# again with the file's name. Anything else caught meanwhile (another thread's line) is passed on.
+_DECODER_SAID = re.compile(  # at a line's start, so that alexft's own line quoting one is not taken for it
+    r"(?m)(?:^|(?<=\r))(?:Corrupt JPEG data: |Premature end of JPEG file|Invalid SOS parameters for sequential JPEG|Warning: unknown "
+    r"JFIF revision|Unknown Adobe color transform|Inconsistent progression sequence|Application transferred too many "
+    r"scanlines|libpng (?:warning|error): |TIFF\w*: )[^\n]*\n?")
 
 RESIZE = 256
 CROP = INPUT_SIZE
@@ -86,13 +97,36 @@ def decode_image(data, name="<bytes>"):
         raise ImageError(f"{name}: refused before decoding: {image_format} declares {width}x{height} pixels, over {MAX_PIXELS:,}")
     if image_format == "JPEG" and not _jpeg_is_complete(data):
         raise ImageError(f"{name}: truncated JPEG (no end-of-image marker)")
-    try:
-        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    except cv2.error:
-        image = None
+    with said_on_descriptor_2() as said:
+        try:
+            image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+        except cv2.error:
+            image = None
+    complaints = _decoders_complaints("".join(said))
     if image is None:
-        raise ImageError(f"{name}: cannot decode {image_format} (corrupt or truncated)")
+        raise ImageError(f"{name}: cannot decode {image_format} ({'; '.join(complaints) or 'corrupt or truncated'})")
+    # Decoded all the same, as Caffe's convert_imageset would have (grey where data was missing);
+    # said once a process, not in every epoch that reads the file again.
+    if complaints and name not in _DAMAGE_SAID:
+        _DAMAGE_SAID.add(name)
+        warn_user(f"{name}: damaged {image_format} data, used as decoded ({'; '.join(complaints)})")
     return image
+
+
+_DAMAGE_SAID = set()  # the names of images said to be damaged (few)
+
+
+def _decoders_complaints(text):
+    """The decoder's own lines in `text`, what was captured around a decode; the rest (another
+    thread's output caught meanwhile) is written on to stderr."""
+    complaints = [line.strip() for line in _DECODER_SAID.findall(text)]
+    rest = _DECODER_SAID.sub("", text)
+    if rest:
+        try:
+            os.write(2, rest.encode(errors="replace"))
+        except OSError:
+            pass
+    return list(dict.fromkeys(complaints))  # (libjpeg may say the same for each component)
 
 
 def _read_header(data, name):
@@ -101,7 +135,7 @@ def _read_header(data, name):
         # Pillow only reads the header here; its warnings (corrupt EXIF, photos over its
         # 89-megapixel warning size) would reach the terminal as multi-line Python warnings,
         # while our own checks decide what is refused.
-        with warnings.catch_warnings():
+        with _WARNING_FILTERS, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as header:
                 return header.format, header.size
@@ -386,10 +420,16 @@ def warn_user(message):
     frame, level = sys._getframe(0), 1
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
         frame, level = frame.f_back, level + 1
-    warnings.warn(message, AlexftWarning, stacklevel=level)
+    with _WARNING_FILTERS:
+        warnings.warn(message, AlexftWarning, stacklevel=level)
 
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+# warnings.catch_warnings changes the process's filters, not a thread's: _read_header's, on two
+# decoding threads at once, left "ignore everything" in place for good (the second restored what
+# the first had set), and a note said meanwhile on another thread was dropped. Both take turns.
+_WARNING_FILTERS = threading.Lock()
 
 
 def _folder_said(images, unread, folder):

@@ -4,6 +4,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 
 from . import interrupts
 
@@ -56,24 +57,116 @@ def _without_tensorflows_start_up(text):
     return _START_UP_LINE.sub("", text)
 
 
-def _on_descriptor_2(stream):
+def on_descriptor_2(stream):
     try:
         return stream.fileno() == 2
     except (AttributeError, ValueError, OSError):  # (io.UnsupportedOperation is an OSError)
         return False
 
 
+class _Descriptor2:
+    """Who has file descriptor 2 pointed elsewhere. It is the process's, so one redirection at
+    a time: a hold-back (seconds, e.g. TensorFlow's start-up) or one decode's capture
+    (milliseconds). A decode in another thread waits for a brief hold-back (LiteRT's first
+    call) to end; during a long one it is not captured, never made to wait: the thread holding
+    back may itself wait for its result (a TF Lite export's calibration)."""
+
+    def __init__(self):
+        self.turn = threading.Condition()
+        self.capturing = False
+        self.holding = 0
+        self.brief_holder = None  # the thread holding back briefly
+        self.scratch = None  # the capture's file, made once
+
+    @contextlib.contextmanager
+    def held(self, brief):
+        with self.turn:
+            self.turn.wait_for(lambda: not self.capturing)
+            self.holding += 1
+            if brief and self.brief_holder is None:
+                self.brief_holder = threading.get_ident()
+                brief = True
+            else:
+                brief = False
+        try:
+            yield
+        finally:
+            with self.turn:
+                self.holding -= 1
+                if brief:
+                    self.brief_holder = None
+                self.turn.notify_all()
+
+    def _may_capture(self):
+        return not self.capturing and self.brief_holder in (None, threading.get_ident())
+
+    @contextlib.contextmanager
+    def captured(self):
+        """Yields a list that, after the block, holds what was written on descriptor 2 meanwhile;
+        nothing is captured during a hold-back, or without a descriptor 2."""
+        with self.turn:
+            self.turn.wait_for(self._may_capture)
+            # (started without stderr, descriptor 2 may have been given to another file)
+            self.capturing = capture = not self.holding and sys.stderr is not None
+        if not capture:
+            yield []
+            return
+        try:
+            yield from self._capture([])
+        finally:
+            with self.turn:
+                self.capturing = False
+                self.turn.notify_all()
+
+    def _capture(self, said):
+        try:
+            saved = os.dup(2)
+        except OSError:  # closed
+            yield said
+            return
+        if self.scratch is None:
+            self.scratch = tempfile.TemporaryFile()
+        scratch = self.scratch.fileno()
+        os.dup2(scratch, 2)
+        try:
+            yield said
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            size = os.fstat(scratch).st_size
+            if size:
+                said.append(os.pread(scratch, size, 0).decode(errors="replace"))
+                os.ftruncate(scratch, 0)
+                os.lseek(scratch, 0, os.SEEK_SET)  # (the offset descriptor 2 shared)
+
+
+DESCRIPTOR_2 = _Descriptor2()
+
+
+def said_on_descriptor_2():
+    """A context manager: what C code (an image decoder) writes on descriptor 2 in the block,
+    captured in the list it yields; one such block at a time in the process (see _Descriptor2)."""
+    return DESCRIPTOR_2.captured()
+
+
 @contextlib.contextmanager
-def stderr_held_back(passed_on=None):
+def stderr_held_back(passed_on=None, brief=False):
     """Run the block with file descriptor 2 pointed at a temporary file (C++ libraries' start-up
     lines, e.g. LiteRT's "Created TensorFlow Lite XNNPACK delegate"); if it raises, what was
     written is shown after all. `passed_on(text)`: what of it is written after all when it
     does not (what the process's other threads wrote meanwhile). Yields a stream to the real
     stderr, for what alexft itself shows meanwhile (a progress bar): sys.stderr itself where it
-    is not descriptor 2 (a notebook's, a test runner's), which the block leaves alone."""
+    is not descriptor 2 (a notebook's, a test runner's), which the block leaves alone. `brief`:
+    image decodes on other threads wait for the block to end, so that their decoders' messages
+    are said with their file's name, not held back with the rest."""
     if sys.stderr is None:  # started without one (`2>&-`, a daemon): nothing to hold back, and descriptor 2
         yield None          # may since have been given to another file
         return
+    with DESCRIPTOR_2.held(brief):
+        yield from _held_back(passed_on)
+
+
+def _held_back(passed_on):
     sys.stderr.flush()
     try:
         saved = os.dup(2)
@@ -83,7 +176,7 @@ def stderr_held_back(passed_on=None):
     with tempfile.TemporaryFile() as held:
         os.dup2(held.fileno(), 2)
         visible = (open(saved, "w", closefd=False, encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
-                        errors="backslashreplace") if _on_descriptor_2(sys.stderr) else sys.stderr)
+                        errors="backslashreplace") if on_descriptor_2(sys.stderr) else sys.stderr)
         try:
             yield visible
         except Exception:  # a failed start-up: what it said may tell why (not so for Ctrl-C or SIGTERM)

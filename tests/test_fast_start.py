@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from alexft import fast_start
 from alexft.demo import sample_photos
 from alexft.preprocess import image_views
+from test_preprocess import damaged_jpeg, encode, random_image
 
 pytestmark = pytest.mark.skipif(not fast_start.litert_installed(), reason="needs ai-edge-litert")
 
@@ -94,6 +96,29 @@ def test_auto_answers_on_tensorflow_builds_once_then_starts_without_it(canonical
     for lite, tensorflow in zip(_predictions(second), _predictions(reference), strict=True):
         assert [p["label"] for p in lite] == [p["label"] for p in tensorflow]
         assert np.allclose([p["probability"] for p in lite], [p["probability"] for p in tensorflow], rtol=0, atol=1e-5)
+
+    # Damaged images, piped, on either runtime: the decoders' own lines are said naming the file
+    # (LiteRT's first call holds descriptor 2 back briefly: the decodes meanwhile, of the images
+    # after the first batch, wait for it).
+    damaged = [tmp_path / f"damaged {index}.jpg" for index in range(6)]
+    for index, path in enumerate(damaged):
+        path.write_bytes(damaged_jpeg(index))
+    cut = tmp_path / "cut.png"
+    png = encode(random_image(), ".png")
+    cut.write_bytes(png[: len(png) // 2])
+    alexft = Path(sys.executable).parent / "alexft"
+    for runtime in ("auto", "tensorflow"):
+        result = subprocess.run([alexft, "classify", "--runtime", runtime, "--batch-size", "2", "--weights",
+                                 canonical_weights_file, *damaged,
+                                 photos[0], cut], capture_output=True, text=True, timeout=600,
+                                env=dict(os.environ, ALEXFT_CACHE=str(cache)))
+        assert result.returncode == 1, result.stderr
+        assert [line for line in result.stdout.splitlines() if not line.startswith(" ")] == [*map(str, damaged), str(photos[0])]
+        assert sorted(result.stderr.splitlines()) == sorted(
+            [f"alexft: warning: {path}: damaged JPEG data, used as decoded (Corrupt JPEG data: premature end of data "
+             "segment)" for path in damaged]
+            + [f"error: {cut}: cannot decode PNG (libpng error: PNG input buffer is incomplete)",
+               "alexft: 1 of 8 inputs could not be classified"]), result.stderr
 
 
 def _predictions(completed):

@@ -1,8 +1,12 @@
 """The pinned preprocessing and the image reader's handling of bad files."""
+import concurrent.futures
+import os
 import re
 import struct
 import subprocess
 import sys
+import threading
+import time
 import warnings
 import zlib
 
@@ -12,7 +16,7 @@ import pytest
 from PIL import Image
 
 from alexft import preprocess
-from alexft.errors import ImageError
+from alexft.errors import AlexftWarning, ImageError
 from fixtures import photo_paths
 
 CAFFE_MEAN_BGR = [104.00698793, 116.66876762, 122.67891434]
@@ -109,7 +113,7 @@ def bad_images():
         "empty.jpg": (b"", "empty file"),
         "notes.jpg": (b"just some text, not a picture\n" * 20, "not an image"),
         "page.png": (b"<!DOCTYPE html><html><body>404</body></html>", "not an image \\(an HTML page\\)"),
-        "cut.png": (png[: len(png) // 2], "cannot decode PNG \\(corrupt or truncated\\)"),
+        "cut.png": (png[: len(png) // 2], "cannot decode PNG \\(libpng error: PNG input buffer is incomplete\\)"),
         "cut.jpg": (jpeg[: len(jpeg) * 2 // 3], "truncated JPEG \\(no end-of-image marker\\)"),
         "cut-thumbnailed.jpg": (thumbnailed[: len(thumbnailed) * 2 // 3], "truncated JPEG"),
         "header-only.jpg": (jpeg[:200], "truncated JPEG|corrupt"),
@@ -124,6 +128,62 @@ def test_bad_images_raise_one_line_errors_naming_the_file(tmp_path, name):
     with pytest.raises(ImageError, match=cause) as caught:
         preprocess.read_image(path)
     assert str(caught.value).startswith(str(path)) and "\n" not in str(caught.value)
+
+
+def damaged_jpeg(seed):
+    """A JPEG cut in the middle of its scan and closed with an end marker: libjpeg decodes it,
+    grey below the cut, and prints "Corrupt JPEG data: premature end of data segment"."""
+    jpeg = encode(random_image(seed=seed), ".jpg")
+    return jpeg[: len(jpeg) // 2] + b"\xff\xd9"
+
+
+def test_a_decoders_own_complaint_is_said_naming_the_file_and_nothing_unnamed_reaches_stderr(tmp_path, capfd):
+    damaged = tmp_path / "damaged.jpg"
+    damaged.write_bytes(damaged_jpeg(1))
+    with pytest.warns(AlexftWarning) as said:
+        image = preprocess.read_image(damaged)
+    assert image.shape == (300, 400, 3)  # used, as Caffe's convert_imageset would
+    assert [str(note.message) for note in said] == [
+        f"{damaged}: damaged JPEG data, used as decoded (Corrupt JPEG data: premature end of data segment)"]
+    assert capfd.readouterr().err == ""  # libjpeg's line went nowhere else
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        preprocess.read_image(damaged)  # said once a process, not in each epoch that reads it again
+
+
+def test_decodes_on_many_threads_each_name_their_own_damage_and_leave_others_lines_and_the_filters_alone(capfd):
+    """Descriptor 2 is the process's: captures take turns, another thread's lines caught in one
+    are passed on, and Pillow's catch_warnings on two threads at once (which left "ignore
+    everything" in force for good) no longer races."""
+    filters = list(warnings.filters)
+    damaged = {f"d{index}.jpg": damaged_jpeg(index) for index in range(24)}
+    sound = {f"s{index}.jpg": encode(random_image(seed=index), ".jpg") for index in range(24)}
+    items = [pair for both in zip(damaged.items(), sound.items()) for pair in both]
+    stop = threading.Event()
+
+    def talk():  # another thread's output, at the descriptor, as a C++ library's would be
+        count = 0
+        while not stop.is_set():
+            os.write(2, f"other line {count}\n".encode())
+            count += 1
+            time.sleep(0.0005)
+        return count
+
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        talker = concurrent.futures.ThreadPoolExecutor(1).submit(talk)
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            images = list(pool.map(lambda item: preprocess.decode_image(item[1], item[0]), items))
+        stop.set()
+        lines = talker.result()
+    assert all(image.shape == (300, 400, 3) for image in images)
+    named = sorted(str(note.message).split(":")[0] for note in said)
+    assert named == sorted(damaged), named
+    assert all(str(note.message).endswith("(Corrupt JPEG data: premature end of data segment)") for note in said)
+    # Each whole, none lost; one caught in a capture comes out when it ends, after later ones.
+    assert sorted(capfd.readouterr().err.splitlines(), key=lambda line: int(line.split()[-1])) == [
+        f"other line {count}" for count in range(lines)]
+    assert warnings.filters == filters
 
 
 def test_missing_file_and_folder_are_errors(tmp_path):

@@ -7,6 +7,7 @@ at once (benchmarks/usage_errors.py).
 import atexit
 import codecs
 import errno
+import io
 import logging
 import os
 import signal
@@ -14,6 +15,8 @@ import sys
 import warnings
 
 import click
+
+from .. import quiet
 
 from . import common, examples
 from .export import export
@@ -90,6 +93,23 @@ def _standard_streams_ready():
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):  # (not a replacement of the caller's that lacks it)
             stream.reconfigure(errors="alexft_name_bytes")
+    _stderr_on_a_descriptor_of_its_own()
+
+
+def _stderr_on_a_descriptor_of_its_own():
+    """sys.stderr on a copy of descriptor 2 (the same file): what Python writes (alexft's lines,
+    bars and warnings, from any thread) never lands in a decode's capture of descriptor 2, where
+    the image decoders' own lines are caught to be said again naming their file
+    (quiet.said_on_descriptor_2), nor in a hold-back of C++ libraries' start-up lines."""
+    stream = sys.stderr
+    if not isinstance(stream, io.TextIOWrapper) or not quiet.on_descriptor_2(stream):
+        return
+    try:
+        copy = os.dup(2)
+    except OSError:
+        return
+    sys.stderr = io.TextIOWrapper(io.FileIO(copy, "w"), encoding=stream.encoding, errors=stream.errors,
+                                  line_buffering=True, write_through=True)
 
 
 def _name_bytes(error):
