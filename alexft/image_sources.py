@@ -64,6 +64,24 @@ class UrlImage:
         return data
 
 
+class UnreadableFolder:
+    """A folder below the inputs that could not be listed (no read or search permission): an
+    input that fails when read, so that it is named and counted as one that could not be used
+    (exit status 1, a --json record), not left out with a warning."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __str__(self):
+        return str(self.path)
+
+    def __repr__(self):
+        return f"UnreadableFolder({str(self.path)!r})"
+
+    def read_bytes(self):
+        raise ImageError(f"{self.path}: cannot read this folder (permission denied); its images are left out")
+
+
 class StdinImage:
     """One image read from standard input (read once, when first asked)."""
 

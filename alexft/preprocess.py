@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .architecture import INPUT_SIZE
 from .errors import AlexftWarning, ImageError
-from .image_sources import UrlImage, is_url
+from .image_sources import UnreadableFolder, UrlImage, is_url
 from .quiet import said_on_descriptor_2
 
 # OpenCV's own log lines ("[ WARN:0@6.7] global grfmt_png.cpp ... buffer is incomplete", "[ERROR:0@0.1]
@@ -311,20 +311,18 @@ def find_images(paths, say=None):
 
     `paths`: one path or a list of them. Files named explicitly are kept whatever their
     suffix, so a bad one is reported, not silently dropped. Folders contribute their image
-    files, sorted, hidden folders skipped. `say`: called with a line about each folder that
-    gives no images, or holds photos in formats alexft does not read (`warn_user` in Python).
+    files, sorted, hidden folders skipped; a folder that cannot be listed is an UnreadableFolder
+    input, which fails when read. `say`: called with a line about each folder that gives no
+    images, or holds photos in formats alexft does not read (`warn_user` in Python).
     """
     found = []
     for path in distinct_inputs(path_list(paths), say):
         if is_folder(path):
             unread, unsearchable = [], []
             images = images_below(path, unread, unsearchable)
-            if say is not None:
-                for folder in unsearchable:
-                    say(f"{folder}: cannot read this folder (permission denied); its images are left out")
-                if (unread or not images) and path not in unsearchable:
-                    say(f"{path}: {_folder_said(images, unread, path)}")
-            found.extend(images)
+            if say is not None and (unread or not images) and path not in unsearchable:
+                say(f"{path}: {_folder_said(images, unread, path)}")
+            found.extend(images + [UnreadableFolder(folder) for folder in unsearchable])
         else:
             found.append(path)
     return each_once(found, say, key=_file_identity)  # (two folders may link to a third)

@@ -1309,19 +1309,27 @@ def test_folders_that_cannot_be_read_and_dangling_links_are_named_not_skipped(ca
         whole = subprocess.run([*command, str(folder)], capture_output=True, text=True, timeout=300)
         alone = subprocess.run([*command, str(folder / "locked")], capture_output=True, text=True, timeout=300)
         linked = subprocess.run([*command, str(tmp_path / "linked")], capture_output=True, text=True, timeout=300)
+        as_json = subprocess.run([*command, "--json", str(folder / "ok"), str(folder / "locked")], capture_output=True,
+                                 text=True, timeout=300)
     finally:
         (folder / "locked").chmod(0o755)
     assert whole.returncode == 1, whole.stderr
     assert [line for line in whole.stdout.splitlines() if not line.startswith(" ")] == [str(folder / "ok" / "chelsea.png")]
     lines = whole.stderr.splitlines()
-    assert (f"alexft: warning: {folder / 'locked'}: cannot read this folder (permission denied); its images are left "
-            "out") in lines
+    # An input that could not be used, as a file that cannot be read is (a helper's classify of a
+    # tree whose one unreadable folder had been a warning and exit 0, and no --json record).
+    assert f"error: {folder / 'locked'}: cannot read this folder (permission denied); its images are left out" in lines
     assert f"error: {folder / 'broken.jpg'}: broken symbolic link (to nowhere.jpg)" in lines
     assert f"error: {folder / 'behind.png'}: cannot read: Permission denied" in lines
-    assert lines[-1] == "alexft: 2 of 3 inputs could not be classified"
+    assert lines[-1] == "alexft: 3 of 4 inputs could not be classified"
     for given, done in ((folder / "locked", alone), (tmp_path / "linked", linked)):
-        assert done.returncode == 2 and "no images in this folder" not in done.stderr
-        assert f"alexft: warning: {given}: cannot read this folder (permission denied)" in done.stderr
+        assert done.returncode == 1 and "no images in this folder" not in done.stderr and "Usage:" not in done.stderr
+        assert done.stderr.splitlines() == [f"error: {given}: cannot read this folder (permission denied); its images "
+                                             "are left out", "alexft: the input could not be classified"], done.stderr
+    assert json.loads(as_json.stdout.splitlines()[-1]) == {
+        "path": str(folder / "locked"), "error": f"{folder / 'locked'}: cannot read this folder (permission denied); its "
+                                                 "images are left out"}
+    assert as_json.returncode == 1
 
 
 def test_json_lines_stay_utf_8_for_file_names_that_are_not(canonical_weights_file, tmp_path):
