@@ -13,7 +13,13 @@ class AlexftError(Exception):
     """
 
     def __init__(self, message="", *args):
-        super().__init__(" ".join(str(message).split()), *args)
+        super().__init__(one_line(message), *args)
+
+
+def one_line(text):
+    """`text` with each run of white space (a library's line breaks, a newline in a file's name)
+    as one space: what alexft says on stderr is one line each."""
+    return " ".join(str(text).split())
 
 
 class AlexftWarning(UserWarning):

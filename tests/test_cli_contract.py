@@ -1409,3 +1409,17 @@ def test_the_closing_count_of_failed_inputs_is_said_in_words_for_one_input_and_f
         result = run("classify", "--runtime", "tensorflow", "--weights", canonical_weights_file, *inputs)
         assert result.exit_code == 1 and result.output.splitlines()[-1] == closing, result.output
         assert all(f"error: {path}: not an image" in result.output for path in inputs)
+
+
+def test_a_note_naming_a_file_with_a_line_break_is_still_one_line(canonical_weights_file, tmp_path):
+    """'each image is read once: ... (e.g. img/new<newline>line.jpg, inside img)' broke the
+    one-line rule of what alexft says on stderr."""
+    folder = tmp_path / "img"
+    folder.mkdir()
+    odd = folder / "new\nline.png"
+    shutil.copy(photo_paths()["chelsea"], odd)
+    result = run("classify", "--runtime", "tensorflow", "--weights", canonical_weights_file, folder, odd)
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if line.startswith("alexft: warning:")]
+    assert len(notes) == 1 and f"{folder}/new line.png" in notes[0], result.stderr
+    assert all(line.startswith(("alexft:", "error:")) for line in result.stderr.splitlines()), result.stderr

@@ -38,7 +38,7 @@ def _say_alexfts_warnings(ctx):
     """The library's notes to Python callers (AlexftWarning) said as the command's own lines, for
     the command's duration: Python's form names a frame of click's, and under PYTHONWARNINGS=error
     a note would become a traceback."""
-    from alexft.errors import AlexftWarning
+    from alexft.errors import AlexftWarning, one_line
 
     ctx.with_resource(warnings.catch_warnings())
     warnings.filterwarnings("always", category=AlexftWarning)
@@ -46,7 +46,7 @@ def _say_alexfts_warnings(ctx):
 
     def show(message, category, *args, **kwargs):
         if issubclass(category, AlexftWarning):
-            click.echo(f"alexft: warning: {message}", err=True)
+            click.echo(f"alexft: warning: {one_line(message)}", err=True)
         else:
             shown(message, category, *args, **kwargs)
 

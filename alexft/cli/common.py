@@ -182,6 +182,7 @@ class ImageInput(click.ParamType):
 def expand_inputs(inputs):
     """Files, URLs and stdin as given; folders as their images, sorted. A folder without images
     is a warning; no image at all, or `-` twice, a usage error (exit 2). No TensorFlow yet."""
+    from alexft.errors import one_line
     from alexft.image_sources import StdinImage
     from alexft.preprocess import find_images
 
@@ -189,7 +190,7 @@ def expand_inputs(inputs):
     found = find_images(list(inputs), say=notes.append)
     for note in notes:  # with no image at all, the error below says what "no images in this folder" would
         if found or not note.endswith(": no images in this folder"):
-            click.echo(f"alexft: warning: {note}", err=True)
+            click.echo(f"alexft: warning: {one_line(note)}", err=True)  # (a newline in a name named)
     if sum(isinstance(item, StdinImage) for item in found) > 1:
         raise click.UsageError("'-' (standard input) can be given once")
     if any(isinstance(item, StdinImage) for item in found):
