@@ -119,7 +119,9 @@ _DAMAGE_SAID = set()  # the names of images said to be damaged (few)
 def _decoders_complaints(text):
     """The decoder's own lines in `text`, what was captured around a decode; the rest (another
     thread's output caught meanwhile) is written on to stderr."""
-    complaints = [line.strip() for line in _DECODER_SAID.findall(text)]
+    # libpng's warnings are about metadata ("iCCP: known incorrect sRGB profile", on countless
+    # files), not pixels: dropped, as an image is not damaged by them.
+    complaints = [line.strip() for line in _DECODER_SAID.findall(text) if not line.startswith("libpng warning:")]
     rest = _DECODER_SAID.sub("", text)
     if rest:
         try:
@@ -246,7 +248,8 @@ def path_list(paths):
     in_memory = _in_memory(paths) or "".join(_in_memory(item) for item in _first(paths))
     if in_memory:
         raise TypeError(f"expected a path (str or os.PathLike) or a list of paths, got {in_memory}: for images in "
-                        "memory, use alexft.preprocess_input and then the predictor's probabilities")
+                        "memory, use alexft.preprocess_input, then the model (for a layer: "
+                        "alexft.truncated(model, layer))")
     if hasattr(paths, "read") and not _is_source(paths):  # iterating an open file would give its lines
         raise TypeError(f"expected a path (str or os.PathLike) or a list of paths, got an open file: give its name "
                         f"({getattr(paths, 'name', 'file.name')!r})")
