@@ -164,10 +164,10 @@ def preprocess_input(x, data_format=None):
 
     A Keras tensor (`keras.Input((None, None, 3))`, a model's input) gets a `CaffePreprocessing`
     layer instead: TensorFlow ops only, so the model saves, exports and serves without Python,
-    within a grey level of OpenCV's resize on some pixels; it takes 8-bit RGB (uint8 or 0-255
-    floats, 3 channels) only. (Arrays and TensorFlow tensors go
-    through OpenCV, exactly; do not wrap this in a `Lambda` layer: its `tf.numpy_function`
-    cannot be exported.)
+    within a grey level of OpenCV's resize on some pixels; it takes 8-bit images (uint8 or 0-255
+    floats; RGB, grey, grey and alpha, or RGBA). So does a tensor traced in a `tf.function` or a
+    Keras `Lambda` layer, which may be saved. Arrays, eager tensors and `Dataset.map`'s tensors go
+    through OpenCV, exactly (a `tf.numpy_function`, which a saved model could not serve).
     """
     if data_format not in (None, "channels_last"):
         raise ValueError(f"preprocess_input: data_format {data_format!r}: alexft's models take channels_last "
@@ -309,9 +309,41 @@ def _preprocess_tensor(x):
                          f"got {x.shape}")
     if x.shape[-1] is not None and rank > 2 and x.shape[-1] not in (1, 2, 3, 4):  # said now, not when read
         raise _not_an_image_shape(tuple(x.shape))
+    if _in_a_graph_that_may_be_saved():
+        return _preprocess_in_graph(x, tf)
     views = tf.numpy_function(_preprocess_array, [x], tf.float32, stateful=False)
     views.set_shape(x.shape[:-3].concatenate([CROP, CROP, 3]) if rank > 2 else [CROP, CROP, 3])
     return views
+
+
+def _in_a_graph_that_may_be_saved():
+    """True when traced in a tf.function or a Keras layer's call (a Lambda), not for tf.data: a
+    `tf.numpy_function` there runs in the process that traced it, but a SavedModel of it fails
+    when served ("Could not find callback with key=pyfunc_4"), so TensorFlow ops are used. tf.data
+    traces its functions in graphs named Dataset_map_..., which are never saved."""
+    import tensorflow as tf
+
+    if tf.executing_eagerly():
+        return False
+    graph = tf.compat.v1.get_default_graph()
+    while graph is not None:
+        if getattr(graph, "name", "").startswith("Dataset_"):
+            return False
+        graph = getattr(graph, "outer_graph", None)
+    return True
+
+
+def _preprocess_in_graph(x, tf):
+    """CaffePreprocessing's TensorFlow ops (within a grey level of OpenCV's resize on some pixels),
+    for the inputs preprocess_input takes: grey (H, W) images get their channel, 16-bit ones are
+    scaled to 8 bits as OpenCV reads a 16-bit file."""
+    from .preprocessing_layer import caffe_views
+
+    if x.shape.rank == 2:
+        x = x[..., tf.newaxis]
+    if x.dtype == tf.uint16:
+        x = tf.cast(tf.bitwise.right_shift(x, 8), tf.uint8)
+    return caffe_views(x)
 
 
 def decode_predictions(preds, top=5, class_names=None):

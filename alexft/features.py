@@ -176,6 +176,10 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
             extras["labels"] = np.asarray(labels)[kept].astype(np.int32)
             extras["class_names"] = np.array(class_names, dtype=str)
         write_npz(output, Path(scratch) / "features.npy", len(kept), extras)
+    if skipped:  # (said when nothing was written only, a user found the file one image short)
+        they = "it is" if len(skipped) == 1 else "they are"
+        say(f"{len(skipped)} of {len(paths)} images could not be used; {they} not in {output} (e.g. "
+            f"{next(iter(skipped.values()))})")
     return len(kept), skipped
 
 

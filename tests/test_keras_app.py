@@ -1052,3 +1052,58 @@ def test_a_predictor_takes_a_models_own_scores_and_puts_a_softmax_on_logits_only
     assert_close(got, expected)
     if activation == "sigmoid":
         assert not np.allclose(got.sum(axis=1), 1, atol=1e-3)  # the case this is about
+
+
+def test_extract_features_says_which_images_it_left_out_when_it_wrote_the_others(predictor, tmp_path):
+    """`say` was told only when nothing was written: a user's file came out an image short in silence."""
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a picture")
+    told = []
+    written, skipped = alexft.extract_features(predictor, [photo_paths()["chelsea"], broken], "fc7", tmp_path / "f.npz",
+                                               say=told.append)
+    assert written == 1 and list(skipped) == [str(broken)]
+    assert told == [f"1 of 2 images could not be used; it is not in {tmp_path / 'f.npz'} (e.g. {skipped[str(broken)]})"]
+    with pytest.warns(alexft.AlexftWarning, match=r"^1 of 2 images could not be used"):  # the default: a warning
+        alexft.extract_features(predictor, [photo_paths()["chelsea"], broken], "fc7", tmp_path / "g.npz")
+    with pytest.raises(TypeError, match=r"alexft\.truncated\(model, layer\)"):  # arrays: what gives features
+        alexft.extract_features(predictor, [np.zeros((64, 64, 3), np.uint8)], "fc7", tmp_path / "h.npz")
+
+
+SERVE_IN_A_FRESH_PROCESS = """
+import sys
+import numpy as np
+import tensorflow as tf
+served = tf.saved_model.load(sys.argv[1])
+image = np.load(sys.argv[2])
+call = served.serve if hasattr(served, "serve") else served.prepare
+np.save(sys.argv[3], np.asarray(call(tf.constant(image[None]))))
+"""
+
+
+def test_preprocess_input_in_a_lambda_layer_or_a_tf_function_saves_and_serves_in_a_fresh_process(tmp_path):
+    """Traced there it was a tf.numpy_function: the export succeeded, and serving it from another
+    process failed ("Could not find callback with key=pyfunc_4"); it takes TensorFlow's ops,
+    within a grey level of OpenCV's; Dataset.map keeps OpenCV's exact path."""
+    image = cv2.cvtColor(cv2.imread(str(photo_paths()["chelsea"])), cv2.COLOR_BGR2RGB)
+    exact = alexft.preprocess_input(image)
+    inputs = keras.Input((None, None, 3), dtype="uint8")
+    lambda_model = keras.Model(inputs, keras.layers.Lambda(alexft.preprocess_input)(inputs))
+    lambda_model.export(str(tmp_path / "lambda"), verbose=False)
+
+    class Prepare(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+        def prepare(self, images):
+            return alexft.preprocess_input(images)
+
+    tf.saved_model.save(Prepare(), str(tmp_path / "module"))
+    np.save(tmp_path / "image.npy", image)
+    for saved in ("lambda", "module"):
+        done = subprocess.run([sys.executable, "-c", SERVE_IN_A_FRESH_PROCESS, str(tmp_path / saved),
+                               str(tmp_path / "image.npy"), str(tmp_path / f"{saved}.npy")], capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        served = np.load(tmp_path / f"{saved}.npy")[0]
+        assert served.shape == (227, 227, 3) and np.abs(served - exact).max() <= 1.0 + 1e-4
+        assert np.mean(served != exact) < 0.5
+    in_a_map = next(iter(tf.data.Dataset.from_tensors(image).map(alexft.preprocess_input)))
+    np.testing.assert_array_equal(in_a_map.numpy(), exact)
