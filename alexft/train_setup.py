@@ -100,7 +100,10 @@ def report_split(dataset, options, log):
     unmeasured = [dataset.class_names[label] for label in np.flatnonzero(in_val == 0)]
     single = [dataset.class_names[label] for label in np.flatnonzero((in_val > 0) & (in_train == 1))]
     if unmeasured:
-        why = " (a class of one image cannot be split)" if (in_train[in_val == 0] == 1).any() else ""
+        if dataset.val_split is None:  # a folder of its own: nothing was split
+            why = " (none in the validation folder)"
+        else:
+            why = " (a class of one image cannot be split)" if (in_train[in_val == 0] == 1).any() else ""
         log(f"warning: {_some_classes(unmeasured)} no image for validation: accuracy is not measured there{why}")
     if single:
         log(f"warning: {_some_classes(single)} a single training image")

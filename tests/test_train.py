@@ -1184,6 +1184,14 @@ def test_thousands_of_small_classes_make_one_warning_line_each_kind():
         "accuracy is not measured there (a class of one image cannot be split)",
         "warning: 9,000 classes ('c00000', 'c00001', 'c00002', 'c00003', 'c00004', ...) have a single training image",
     ]
+    # With a validation folder of its own nothing was split: the reason is the folder (a helper's --val-dir run
+    # was told its class of one image could not be split).
+    messages.clear()
+    report_split(SimpleNamespace(class_names=names, train=Split(labels=train, paths=[f"t/{i}" for i in range(len(train))]),
+                                 val=Split(labels=val, paths=[f"v/{i}" for i in range(len(val))]), val_split=None),
+                 SimpleNamespace(val_split=0.1), messages.append)
+    assert messages[0].endswith("have no image for validation: accuracy is not measured there (none in the validation "
+                                "folder)"), messages
 
 
 def test_a_class_with_a_tenth_of_the_largest_ones_images_is_said_at_the_start():
