@@ -42,10 +42,10 @@ def check_output(output, overwrite, option="overwrite=True"):
     if output.is_symlink() or output.exists():
         if output.exists() and not output.is_file():
             raise AlexftError(f"{output}: exists and is not a file; {option} replaces only files")
+        if output.exists():  # (first: "pass --force", then "not even with --force", a user was told)
+            _refuse_unless_features(output, option)  # a broken symbolic link holds nothing to lose
         if not overwrite:
             raise AlexftError(f"{output}: exists; pass {option} to replace it")
-        if output.exists():  # a broken symbolic link holds nothing to lose
-            _refuse_unless_features(output, option)
     check_writable(output)
 
 

@@ -71,7 +71,7 @@ def view_features(prefix, paths, ledger, batch_size=32, memory_budget=2 << 30, s
         _read_stored(store, paths, features, done, progress)
     missing = np.flatnonzero(~done)
     if len(missing) < len(paths):  # the bar counts only the images computed: it says where the rest came from
-        desc = f"{desc} ({len(paths) - len(missing):,} of {len(paths):,} from the feature store)"
+        desc = f"{desc} ({len(paths) - len(missing):,} of {len(paths):,} stored)"  # (short: a bar's label shares its line)
     sources = [HashedFile(paths[i]) if store is not None else paths[i] for i in missing]
     computed = layer_outputs(prefix, sources, True, ledger.add, batch_size, progress, desc) if sources else ()
     for position, outputs in computed:

@@ -31,6 +31,10 @@ class _Heartbeat:
         self._stopped.set()
 
 
+# What a bar's label must leave room for on a terminal line: " 16%|██▏ | 32/198 [00:07<00:30, 4.30img/s]"
+METER_WIDTH = 46
+
+
 class _Bar(tqdm):
     """tqdm's bar on a terminal, redrawn every REDRAW_INTERVAL seconds even when no item ends."""
 
@@ -39,6 +43,10 @@ class _Bar(tqdm):
     _heartbeat = None
 
     def __init__(self, *args, **kwargs):
+        columns = _columns(kwargs.get("file")) or kwargs.get("ncols")
+        desc = kwargs.get("desc") or ""
+        if columns and len(desc) + 2 + METER_WIDTH > columns:  # a long label left a 1-column bar, its ETA cut off
+            kwargs["desc"] = desc[: max(columns - METER_WIDTH - 3, 8)] + "…"
         super().__init__(*args, **kwargs)
         self._heartbeat = _Heartbeat(self, REDRAW_INTERVAL)
 

@@ -237,6 +237,9 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["features", str(photo_paths()["coffee"]), "--output", "small.npz", "--force", *weights], 1,
          "small.npz: exists and is not a feature file (no features and paths in it), so it is not replaced, even "
          "with --force"),  # weights, say: never replaced by features
+        (["features", str(photo_paths()["coffee"]), "--output", "small.npz", *weights], 1,
+         "small.npz: exists and is not a feature file (no features and paths in it), so it is not replaced, even "
+         "with --force"),  # said at once, not "pass --force" first (a helper's)
         (["features", str(photo_paths()["coffee"]), "--output", "/proc/f.npz", *weights], 1,
          "/proc/f.npz: cannot be written"),  # os.access says yes to root there; trying says no
         (["finetune", str(small_digits_folder), "--output", "afile/run", *weights], 1,
@@ -1423,3 +1426,28 @@ def test_a_note_naming_a_file_with_a_line_break_is_still_one_line(canonical_weig
     notes = [line for line in result.stderr.splitlines() if line.startswith("alexft: warning:")]
     assert len(notes) == 1 and f"{folder}/new line.png" in notes[0], result.stderr
     assert all(line.startswith(("alexft:", "error:")) for line in result.stderr.splitlines()), result.stderr
+
+
+def test_a_long_label_leaves_a_terminal_bar_room_for_its_counts_rate_and_eta(monkeypatch):
+    """At 80 columns, 'caching train features (72 of 270 from the feature store):' left a bar of
+    one column and cut off the rate and the time left."""
+    import io
+
+    from alexft import progress
+
+    monkeypatch.setattr(progress, "_is_terminal", lambda stream: True)
+    for columns in (80, 120):
+        monkeypatch.setattr(progress, "_columns", lambda stream, columns=columns: columns)
+        screen = io.StringIO()
+        label = "caching train features (72 of 270 stored, and a label longer than a terminal's line could hold)"
+        with progress.progress_bar(198, desc=label, unit="img", stream=screen, ncols=columns) as bar:
+            bar.start_t -= 7.5  # a rate and time left of a real run's width
+            bar.update(32)
+            bar.refresh()
+        last = screen.getvalue().split("\r")[-2].rstrip()
+        assert last.startswith(label[: columns - progress.METER_WIDTH - 3] + "…:"), last
+        # What tqdm must fit beside the label on a terminal (the bar itself shrinks to fit)
+        meter = last.split("…: ", 1)[1]
+        assert len(bar.desc) + 2 + len(meter.replace("#6        ", "")) <= columns, last
+    with progress.progress_bar(10, desc="features", stream=io.StringIO(), ncols=80) as bar:
+        assert bar.desc.startswith("features")  # a short one stays whole

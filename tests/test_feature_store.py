@@ -136,7 +136,7 @@ def test_features_follow_the_file_contents_not_the_paths(small_digits_folder, pr
     again, kept = view_features(prefix, moved, ledger, store=_store(prefix), progress=True, desc="caching")
     assert network_calls == [10] and list(ledger.errors) == [str(moved[5])]
     # The bar counts the two images computed, and says where the other ten came from.
-    assert "caching (10 of 12 from the feature store)" in capsys.readouterr().err
+    assert "caching (10 of 12 stored)" in capsys.readouterr().err
     assert list(kept) == [index for index in range(12) if index != 5]
     unchanged = [row for row, index in enumerate(kept) if index != 3]
     np.testing.assert_array_equal(again[unchanged], first[[index for index in kept if index != 3]])
