@@ -1126,6 +1126,13 @@ def test_every_command_exits_1_naming_a_damaged_weights_file_or_a_dead_url(canon
         assert lines[-1].startswith(f"Error: {cut}: ") and "Traceback" not in result.stderr, (args, result.stderr)
     assert not (tmp_path / "run").exists() and not (tmp_path / "exported").exists()
     assert not (tmp_path / "f.npz").exists() and not (tmp_path / "converted.npz").exists()
+    # With --json, one object on stdout says so too (a finetune --json gave a script nothing to parse)
+    for args in commands:
+        if args[0] in ("classify", "evaluate", "finetune") or args[:2] == ["weights", "info"]:
+            result = run(*args, "--json")
+            said = json.loads(result.stdout)
+            assert result.exit_code == 1 and result.stdout.count("\n") == 1, (args, result.stdout)
+            assert said.get("error", said.get("problem", "")).startswith(f"{cut}: "), (args, said)
 
     with serving({}) as url:  # every path answers 404
         missing = run("weights", "fetch", "--url", f"{url}/gone.npy", "--output", tmp_path / "w.npy")

@@ -34,9 +34,12 @@ class PathParam(click.Path):
 def fail_cleanly(function):
     """Turn an AlexftError (a user's mistake or a bad file) into a one-line message, no
     traceback, exit 1; Ctrl-C into exit 130 (click would say "Aborted!" and exit 1), SIGTERM
-    under `terminating_cleanly` into exit 143. What was already printed stays printed."""
+    under `terminating_cleanly` into exit 143. What was already printed stays printed. With
+    --json the error is also a JSON object on stdout, {"error": MESSAGE}: a script reading it
+    had found nothing to parse."""
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
+        from alexft.atomic import json_text
         from alexft.errors import AlexftError
 
         watch = _InterruptWatch()
@@ -48,6 +51,8 @@ def fail_cleanly(function):
             _finished.append(function.__name__)
             return result
         except AlexftError as error:
+            if kwargs.get("as_json"):
+                click.echo(json_text({"error": str(error)}))
             raise click.ClickException(str(error)) from None
         except KeyboardInterrupt as stop:
             _interrupted(stop)

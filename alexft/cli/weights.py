@@ -92,7 +92,8 @@ def weights_info(ctx, file, as_json):
             raise
         # --json promises one object: a file that cannot even be read gives its path and why.
         click.echo(json_text({"path": str(file), "problem": str(error)}))
-        raise
+        click.echo(f"Error: {error}", err=True)
+        ctx.exit(1)
     facts["source"] = (identify(file, {"sha1": facts["sha1"], "sha256": facts["sha256"]})  # hashed once
                        or _fine_tuned_here(file))
     click.echo(json_text(facts) if as_json else _describe_weights(facts))
