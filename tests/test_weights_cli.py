@@ -76,7 +76,10 @@ def test_fetch_writes_only_to_a_weights_files_name(tmp_path, canonical_bytes):
             f"Error: {disguised}: exists and is not a weights file, so --force does not replace it; remove it first if "
             "it should go"], result.stderr
         assert disguised.read_bytes() == photo.read_bytes()
-        # A folder takes the download under the URL's name, as wget -P does
+        # A folder takes the download under the URL's name, as wget -P does; one not made yet is said to be missing
+        result = run("weights", "fetch", "--url", f"{url}/w.npz", "-o", f"{tmp_path / 'dl'}/")
+        assert result.exit_code == 2 and f"{tmp_path / 'dl'}: no such folder to download into (make it first: mkdir -p " \
+            in result.stderr, result.stderr
         (tmp_path / "dl").mkdir()
         result = run("weights", "fetch", "--url", f"{url}/w.npz", "-o", tmp_path / "dl")
         assert result.exit_code == 0 and result.stdout.strip() == str(tmp_path / "dl" / "w.npz"), result.output

@@ -373,7 +373,11 @@ FETCHED_SUFFIXES = (".caffemodel", ".npy", ".npz")
 def check_fetch_output(output):
     """A download goes only to a name of a weights file (or into a folder): `-o photo.jpg --force`
     replaced a photo with 233 MB of weights."""
-    if not Path(output).expanduser().is_dir() and Path(output).suffix.lower() not in FETCHED_SUFFIXES:
+    path = Path(output).expanduser()
+    if not path.is_dir() and path.suffix.lower() not in FETCHED_SUFFIXES:
+        if not path.suffix and not path.exists():  # `-o dl/`, meant as a folder that is not there yet
+            raise WeightsError(f"{output}: no such folder to download into (make it first: mkdir -p {output}), and not "
+                               "a weights file's name (.caffemodel, .npy or .npz)")
         raise WeightsError(f"{output}: a downloaded weights file is named .caffemodel, .npy or .npz (as the URL's "
                            "file); choose such a name")
 
