@@ -4,6 +4,7 @@ Listing reads no image, so a run over a large folder starts at once and memory d
 grow with the number of files; images are decoded as the pipeline streams them.
 """
 import collections
+import difflib
 import logging
 import os
 import threading
@@ -216,7 +217,10 @@ def load_dataset(data_dir, val_dir=None, val_split=0.1, seed=0):
         index = class_index(class_names)
         unknown = sorted(name for name in val_classes if folder_class(index, name) is None)
         if unknown:
-            raise DataError(f"{val_dir}: class folder(s) {', '.join(unknown)} not among the training classes")
+            near = {name: difflib.get_close_matches(name, class_names, n=1, cutoff=0.6) for name in unknown}
+            hints = [f"{name!r}: did you mean {close[0]!r}?" for name, close in near.items() if close]
+            raise DataError(f"{val_dir}: class folder(s) {', '.join(unknown)} not among the training classes"
+                            + (f" ({'; '.join(hints)})" if hints else ""))
         val = list_labelled(val_dir, val_classes)
         val.labels = np.array([folder_class(index, val_classes[i]) for i in val.labels], np.int32)
         val.class_names = list(class_names)

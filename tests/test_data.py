@@ -174,8 +174,11 @@ def test_train_and_val_subfolders_are_used_and_matched_by_name(tmp_path):
         load_dataset(tmp_path, val_dir=tmp_path / "other")
     assert load_dataset(tmp_path / "train", val_dir=tmp_path / "other").val.labels.tolist() == [1]
     make_tree(tmp_path, ["val/cow/4.jpg"])
-    with pytest.raises(DataError, match="cow not among the training classes"):
+    with pytest.raises(DataError, match="cow not among the training classes$"):
         load_dataset(tmp_path)
+    make_tree(tmp_path / "third", ["Dog/6.jpg"])  # a near miss is pointed at
+    with pytest.raises(DataError, match=r"Dog not among the training classes \('Dog': did you mean 'dog'\?\)$"):
+        load_dataset(tmp_path / "train", val_dir=tmp_path / "third")
 
 
 def test_what_a_mac_or_a_phone_leaves_in_a_dataset(tmp_path, caplog):
