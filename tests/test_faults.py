@@ -29,6 +29,16 @@ EPOCHS = 24
 OPTIONS = dict(train=["fc7", "fc8"], epochs=EPOCHS, batch_size=4, val_split=0.25, seed=3, lr=1e-5)
 
 
+# The command with a checkpoint after every epoch, not as a tenth of the run's time allows: the
+# kills below are aimed at checkpoint writes, and need many.
+EVERY_EPOCH_CHECKPOINTED = """
+from alexft.run_folder import RunFolder
+RunFolder.checkpoint_due = lambda self: True
+from alexft.cli import run
+run()
+"""
+
+
 def _cli_options():
     return ["--train", "fc7,fc8", "--epochs", str(EPOCHS), "--batch-size", "4", "--val-split", "0.25", "--seed", "3",
             "--lr", "1e-05", "--no-progress"]
@@ -66,7 +76,8 @@ def test_kill_9_at_random_moments_and_mid_checkpoint_never_loses_a_checkpoint(
         tiny_folder, canonical_weights_file, reference_run, tmp_path, monkeypatch):
     monkeypatch.setenv("ALEXFT_FEATURE_STORE", str(tmp_path / "store"))  # empty: kills may land while caching, too
     run, rng = tmp_path / "run", np.random.default_rng(11)
-    base = [ALEXFT, "finetune", str(tiny_folder), "--weights", str(canonical_weights_file), "--output", str(run)] + _cli_options()
+    base = [sys.executable, "-c", EVERY_EPOCH_CHECKPOINTED, "finetune", str(tiny_folder), "--weights",
+            str(canonical_weights_file), "--output", str(run)] + _cli_options()
     env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
     done_epochs, kills, torn_writes = 0, 0, 0
     for moment in ["write", "random"] * 4:
