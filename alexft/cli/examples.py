@@ -32,7 +32,9 @@ EXAMPLES = {
     "features": [
         ("fc7's 4096 activations of every image below photos/",
          "alexft features --layer fc7 -o fc7.npz photos/"),
-        ("pool5 averaged over Caffe's ten crops", "alexft features --layer pool5 --ten-crop -o pool5.npz photos/"),
+        ("fc6 averaged over Caffe's ten crops (vectors only: a map's crops do not line up)",
+         "alexft features --layer fc6 --ten-crop -o fc6.npz photos/"),
+        ("pool5's maps of a class folder, with its labels", "alexft features --layer pool5 -o pool5.npz flowers/"),
     ],
     "finetune": [
         ("retrain fc8 on flowers/<class>/<images>, 20% held out per class",
