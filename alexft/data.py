@@ -56,7 +56,10 @@ def class_folders(root):
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX")
+    try:
+        return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX")
+    except PermissionError:  # (features of such a folder ended in a traceback)
+        raise DataError(f"{root}: cannot read this folder (permission denied)") from None
 
 
 def class_index(class_names):

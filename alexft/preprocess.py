@@ -146,6 +146,8 @@ def _read_header(data, name):
         said = f"it declares {int(declared.group(1)):,} pixels, over {MAX_PIXELS:,}" if declared else str(error)
         raise ImageError(f"{name}: refused before decoding: {said}") from None
     except UnidentifiedImageError:
+        if data[:4] in (b"II*\x00", b"MM\x00*"):  # TIFF's signature: Pillow gives up on a cut one's header
+            raise ImageError(f"{name}: cannot decode TIFF (truncated or corrupt)") from None
         raise ImageError(f"{name}: not an image ({_describe_start(data)})") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise ImageError(f"{name}: corrupt image header ({error})") from None

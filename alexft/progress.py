@@ -46,7 +46,7 @@ class _Bar(tqdm):
         columns = _columns(kwargs.get("file")) or kwargs.get("ncols")
         desc = kwargs.get("desc") or ""
         if columns and len(desc) + 2 + METER_WIDTH > columns:  # a long label left a 1-column bar, its ETA cut off
-            kwargs["desc"] = desc[: max(columns - METER_WIDTH - 3, 8)] + "…"
+            kwargs["desc"] = _shortened(desc, max(columns - METER_WIDTH - 2, 8))
         super().__init__(*args, **kwargs)
         self._heartbeat = _Heartbeat(self, REDRAW_INTERVAL)
 
@@ -54,6 +54,17 @@ class _Bar(tqdm):
         if self._heartbeat:
             self._heartbeat.stop()
         super().close()
+
+
+def _shortened(label, width):
+    """`label` in `width` characters: first without its closing "(...)" aside, then cut at a word
+    ("(11 of 2…" read as a wrong count)."""
+    if len(label) <= width:
+        return label
+    if label.endswith(")") and " (" in label:
+        return _shortened(label[: label.rindex(" (")], width)
+    cut = label[: width - 1]
+    return (cut[: cut.rindex(" ")] if " " in cut else cut) + "…"
 
 
 class _LogLines(tqdm):

@@ -584,6 +584,9 @@ def test_results_on_a_terminal_never_land_inside_the_progress_bar(canonical_weig
     folder.mkdir()
     for index in range(24):
         shutil.copy(photo_paths()["coffee"], folder / f"coffee_{index:02d}.png")
+    # A damaged JPEG's note, said from a decoding thread mid-bar, is a line of its own too
+    from test_preprocess import damaged_jpeg
+    (folder / "coffee_25.jpg").write_bytes(damaged_jpeg(3))
     controller, terminal = pty.openpty()
     process = subprocess.Popen([ALEXFT, "classify", str(folder), "--batch-size", "4", "--top-k", "1", "--weights",
                                 str(canonical_weights_file)], stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal,
@@ -601,9 +604,12 @@ def test_results_on_a_terminal_never_land_inside_the_progress_bar(canonical_weig
     os.close(controller)
     assert process.wait(timeout=120) == 0, written.decode(errors="replace")[-2000:]
     screen = _as_a_terminal_shows(written.decode("utf-8", errors="replace"))
-    paths = [line for line in screen if "coffee_" in line]
-    assert paths == [str(folder / f"coffee_{index:02d}.png") for index in range(24)], "\n".join(screen)
+    paths = [line for line in screen if "coffee_" in line and "warning" not in line]
+    assert paths == [str(folder / f"coffee_{index:02d}.png") for index in range(24)] + [str(folder / "coffee_25.jpg")], \
+        "\n".join(screen)
     assert any("img/s" in line for line in screen)  # a bar was drawn
+    assert f"alexft: warning: {folder / 'coffee_25.jpg'}: damaged JPEG data, used as decoded (Corrupt JPEG data: " \
+           "premature end of data segment)" in screen, "\n".join(screen)
 
 
 def _as_a_terminal_shows(text):
@@ -1321,6 +1327,9 @@ def test_folders_that_cannot_be_read_and_dangling_links_are_named_not_skipped(ca
         linked = subprocess.run([*command, str(tmp_path / "linked")], capture_output=True, text=True, timeout=300)
         as_json = subprocess.run([*command, "--json", str(folder / "ok"), str(folder / "locked")], capture_output=True,
                                  text=True, timeout=300)
+        features = subprocess.run([*_without_root_powers(), ALEXFT, "features", "--weights", str(canonical_weights_file),
+                                   "-o", str(tmp_path / "f.npz"), str(folder / "locked")], capture_output=True, text=True,
+                                  timeout=300)
     finally:
         (folder / "locked").chmod(0o755)
     assert whole.returncode == 1, whole.stderr
@@ -1340,6 +1349,8 @@ def test_folders_that_cannot_be_read_and_dangling_links_are_named_not_skipped(ca
         "path": str(folder / "locked"), "error": f"{folder / 'locked'}: cannot read this folder (permission denied); its "
                                                  "images are left out"}
     assert as_json.returncode == 1
+    assert features.returncode == 1 and "Traceback" not in features.stderr, features.stderr  # (was a PermissionError)
+    assert f"{folder / 'locked'}: cannot read this folder (permission denied)" in features.stderr
 
 
 def test_json_lines_stay_utf_8_for_file_names_that_are_not(canonical_weights_file, tmp_path):
@@ -1452,9 +1463,10 @@ def test_a_long_label_leaves_a_terminal_bar_room_for_its_counts_rate_and_eta(mon
             bar.update(32)
             bar.refresh()
         last = screen.getvalue().split("\r")[-2].rstrip()
-        assert last.startswith(label[: columns - progress.METER_WIDTH - 3] + "…:"), last
+        assert last.startswith(f"{bar.desc}: ") and bar.desc.startswith("caching train features"), last
+        assert not any(character.isdigit() for character in bar.desc), last  # no count cut in half: "(72 of 2…"
         # What tqdm must fit beside the label on a terminal (the bar itself shrinks to fit)
-        meter = last.split("…: ", 1)[1]
+        meter = last.split(": ", 1)[1]
         assert len(bar.desc) + 2 + len(meter.replace("#6        ", "")) <= columns, last
     with progress.progress_bar(10, desc="features", stream=io.StringIO(), ncols=80) as bar:
         assert bar.desc.startswith("features")  # a short one stays whole

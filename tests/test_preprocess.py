@@ -108,6 +108,7 @@ def jpeg_with_thumbnail_segment(main_jpeg, thumbnail_jpeg):
 def bad_images():
     jpeg = encode(random_image(), ".jpg")
     png = encode(random_image(), ".png")
+    tiff = encode(random_image(), ".tiff")
     thumbnailed = jpeg_with_thumbnail_segment(jpeg, encode(random_image(32, 32), ".jpg"))
     return {
         "empty.jpg": (b"", "empty file"),
@@ -117,6 +118,7 @@ def bad_images():
         "cut.jpg": (jpeg[: len(jpeg) * 2 // 3], "truncated JPEG \\(no end-of-image marker\\)"),
         "cut-thumbnailed.jpg": (thumbnailed[: len(thumbnailed) * 2 // 3], "truncated JPEG"),
         "header-only.jpg": (jpeg[:200], "truncated JPEG|corrupt"),
+        "cut.tif": (tiff[: len(tiff) // 2], "cannot decode TIFF \\(truncated or corrupt\\)$"),
     }
 
 

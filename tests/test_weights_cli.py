@@ -94,6 +94,8 @@ def test_a_url_with_a_space_is_fetched_escaped_and_saved_under_its_own_name(tmp_
         assert [path for path, _ in url.requests] == ["/my%20weights.npz"]
     assert result.exit_code == 0, result.output
     assert (tmp_path / "dl" / "my weights.npz").read_bytes() == canonical_bytes
+    saved = tmp_path / "dl" / "my weights.npz"
+    assert f"(--weights '{saved}')" in result.stderr  # quoted: it pastes into a shell
     result = run("weights", "fetch", "--url", "http://exa mple/w.npz", "-o", tmp_path / "dl")
     assert result.exit_code == 2 and "http://exa mple/w.npz: not a valid URL (white space in the host name)" in result.stderr
 

@@ -46,7 +46,10 @@ def _say_alexfts_warnings(ctx):
 
     def show(message, category, *args, **kwargs):
         if issubclass(category, AlexftWarning):
-            click.echo(f"alexft: warning: {one_line(message)}", err=True)
+            from alexft.progress import beside_bars
+
+            with beside_bars(sys.stderr):  # (a damaged image's note, from a decoding thread, mid-bar)
+                click.echo(f"alexft: warning: {one_line(message)}", err=True)
         else:
             shown(message, category, *args, **kwargs)
 

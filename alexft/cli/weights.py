@@ -1,6 +1,7 @@
 """`weights fetch`, `weights info` and `weights convert`."""
 import importlib
 import json
+import shlex
 
 import click
 
@@ -65,7 +66,7 @@ def weights_fetch(url, sha256, sha1, output, force, progress):
     if not downloaded:
         click.echo(f"alexft: {path} is already there; not downloaded again (--force does)", err=True)
     if all(path.resolve() != place.resolve() for _, place in candidates()):  # else a second download follows
-        click.echo(f"alexft: note: commands use {path.name} only when given it (--weights {path}); without "
+        click.echo(f"alexft: note: commands use {path.name} only when given it (--weights {shlex.quote(str(path))}); without "
                    "--weights they look for bvlc_alexnet.npz, .npy or .caffemodel in weights/ or the cache", err=True)
     click.echo(str(path))
 
