@@ -83,17 +83,15 @@ class _Descriptor2:
         with self.turn:
             self.turn.wait_for(lambda: not self.capturing)
             self.holding += 1
-            if brief and self.brief_holder is None:
+            mine = brief and self.brief_holder is None  # (a nested one leaves it to the outer)
+            if mine:
                 self.brief_holder = threading.get_ident()
-                brief = True
-            else:
-                brief = False
         try:
             yield
         finally:
             with self.turn:
                 self.holding -= 1
-                if brief:
+                if mine:
                     self.brief_holder = None
                 self.turn.notify_all()
 

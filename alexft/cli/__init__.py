@@ -38,7 +38,7 @@ def _say_alexfts_warnings(ctx):
     """The library's notes to Python callers (AlexftWarning) said as the command's own lines, for
     the command's duration: Python's form names a frame of click's, and under PYTHONWARNINGS=error
     a note would become a traceback."""
-    from alexft.errors import AlexftWarning, one_line
+    from alexft.errors import AlexftWarning
 
     ctx.with_resource(warnings.catch_warnings())
     warnings.filterwarnings("always", category=AlexftWarning)
@@ -46,10 +46,7 @@ def _say_alexfts_warnings(ctx):
 
     def show(message, category, *args, **kwargs):
         if issubclass(category, AlexftWarning):
-            from alexft.progress import beside_bars
-
-            with beside_bars(sys.stderr):  # (a damaged image's note, from a decoding thread, mid-bar)
-                click.echo(f"alexft: warning: {one_line(message)}", err=True)
+            common.say_warning(message)
         else:
             shown(message, category, *args, **kwargs)
 

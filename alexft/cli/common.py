@@ -187,7 +187,6 @@ class ImageInput(click.ParamType):
 def expand_inputs(inputs):
     """Files, URLs and stdin as given; folders as their images, sorted. A folder without images
     is a warning; no image at all, or `-` twice, a usage error (exit 2). No TensorFlow yet."""
-    from alexft.errors import one_line
     from alexft.image_sources import StdinImage
     from alexft.preprocess import find_images
 
@@ -195,7 +194,7 @@ def expand_inputs(inputs):
     found = find_images(list(inputs), say=notes.append)
     for note in notes:  # with no image at all, the error below says what "no images in this folder" would
         if found or not note.endswith(": no images in this folder"):
-            click.echo(f"alexft: warning: {one_line(note)}", err=True)  # (a newline in a name named)
+            say_warning(note)
     if sum(isinstance(item, StdinImage) for item in found) > 1:
         raise click.UsageError("'-' (standard input) can be given once")
     if any(isinstance(item, StdinImage) for item in found):
@@ -209,6 +208,16 @@ def expand_inputs(inputs):
     if not found:
         raise click.UsageError(f"no images found in {', '.join(map(str, inputs))}")
     return found
+
+
+def say_warning(note):
+    """`alexft: warning: NOTE` on stderr: one line (a newline in a file's name is a space, as in
+    errors), and clear of a progress bar (a note may come from a decoding thread mid-bar)."""
+    from alexft.errors import one_line
+    from alexft.progress import beside_bars
+
+    with beside_bars(sys.stderr):
+        click.echo(f"alexft: warning: {one_line(note)}", err=True)
 
 
 def say_unused(failed, total, noun, done):

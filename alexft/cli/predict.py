@@ -9,7 +9,7 @@ from alexft.atomic import json_text
 from . import examples
 from .common import (EXIT_INPUT_FAILED, EnvironmentOption, ImageInput, PathParam, expand_inputs, fail_cleanly,
                      note_top_k, precision_option, preprocessing_from, preprocessing_options, progress_option,
-                     read_weights, say_unused, shard_option, start_tensorflow, terminating_cleanly, weights_option)
+                     read_weights, say_unused, say_warning, shard_option, start_tensorflow, terminating_cleanly, weights_option)
 
 
 @click.command(short_help="Print the top ImageNet (or your model's) classes of images.",
@@ -270,7 +270,7 @@ def _warn_of_loose_images(data):
 
     said = loose_images_warning(data, "evaluate")
     if said:
-        click.echo(f"alexft: warning: {said}", err=True)
+        say_warning(said)
 
 
 def _describe_evaluation(summary):
@@ -353,7 +353,7 @@ def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, s
     if ten_crop and not isinstance(arch.LAYERS.get(layer), arch.Dense):
         raise click.UsageError(str(TenCropOfMapsError(layer, "--ten-crop")))
     # `cl cl/` or `cl cl/cats` is one class folder, with its labels
-    inputs = distinct_inputs(inputs, say=lambda message: click.echo(f"alexft: warning: {message}", err=True))
+    inputs = distinct_inputs(inputs, say=say_warning)
     paths, labels, class_names = images_with_labels(inputs)
     if labels is None:
         paths = expand_inputs(inputs)  # the same as find_images, and says which folders were empty
