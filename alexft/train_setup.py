@@ -74,10 +74,11 @@ def as_listed(dataset, data_dir, options, fields):
     if data_dir is not None and Path(data_dir).resolve() != Path(folder).resolve():
         raise OptionsError(f"data_dir={str(data_dir)!r}, but the dataset was listed from {str(folder)!r}; give one of them")
     defaults, fields = TrainOptions(), dict(fields)
+    as_text = lambda value: value if value is None else str(value)  # noqa: E731  (a val_dir as str or Path)
     for key, value in listed.items():
         given = fields.get(key, getattr(options, key) if options is not None else getattr(defaults, key))
         chosen = key in fields or (options is not None and given != getattr(defaults, key))
-        same = str(given) == str(value) if key == "val_dir" and given is not None and value is not None else given == value
+        same = as_text(given) == as_text(value) if key == "val_dir" else given == value
         if chosen and not same:
             raise OptionsError(f"{key}={given!r}, but the dataset was listed with {key}={value!r}; list it again "
                                f"with load_dataset(..., {key}={given!r}), or leave {key} out")

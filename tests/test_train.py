@@ -1886,5 +1886,10 @@ def test_a_run_on_a_listed_dataset_takes_its_folder_and_split_and_refuses_others
             finetune(dataset=listed, epochs=1, output=tmp_path / "refused", **wrong, **options)
     assert not (tmp_path / "refused").exists()
     finetune(small_digits_folder, dataset=listed, val_split=0.25, epochs=1, output=tmp_path / "same", **options)
+    with_folder = load_dataset(small_digits_folder, val_dir=small_digits_folder)  # a folder of its own, as a Path
+    with pytest.raises(OptionsError, match="val_dir=.*elsewhere', but the dataset was listed with val_dir="):
+        finetune(dataset=with_folder, val_dir=str(other), epochs=1, output=tmp_path / "refused", **options)
+    with pytest.raises(OptionsError, match="but the dataset was listed with val_dir=PosixPath"):
+        finetune(dataset=with_folder, val_dir=None, epochs=1, output=tmp_path / "refused", **options)
     with pytest.raises(TypeError, match="dataset is what alexft.load_dataset returns, not str"):
         finetune(dataset=str(small_digits_folder), epochs=1, output=tmp_path / "refused", **options)
