@@ -76,7 +76,8 @@ class _Descriptor2:
         self.capturing = False
         self.holding = 0
         self.brief_holder = None  # the thread holding back briefly
-        self.scratch = None  # the capture's file, made once
+        self.scratch = None  # the capture's file descriptor, made once
+        self.read_to = 0  # how much of it has been read
 
     @contextlib.contextmanager
     def held(self, brief):
@@ -122,20 +123,23 @@ class _Descriptor2:
         except OSError:  # closed
             yield said
             return
-        if self.scratch is None:
-            self.scratch = tempfile.TemporaryFile()
-        scratch = self.scratch.fileno()
+        if self.scratch is None:  # a descriptor kept for the process's life, its file unlinked at once
+            self.scratch, name = tempfile.mkstemp(prefix="alexft-decoders-")
+            os.unlink(name)
+        scratch = self.scratch
         os.dup2(scratch, 2)
         try:
             yield said
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+            # Read on from where the last capture stopped, never truncated: another thread's write
+            # begun before the dup2 above may land after this read (CI lost one so), and is read,
+            # and passed on, with the next capture. The file holds only what was caught: little.
             size = os.fstat(scratch).st_size
-            if size:
-                said.append(os.pread(scratch, size, 0).decode(errors="replace"))
-                os.ftruncate(scratch, 0)
-                os.lseek(scratch, 0, os.SEEK_SET)  # (the offset descriptor 2 shared)
+            if size > self.read_to:
+                said.append(os.pread(scratch, size - self.read_to, self.read_to).decode(errors="replace"))
+                self.read_to = size
 
 
 DESCRIPTOR_2 = _Descriptor2()
