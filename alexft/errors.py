@@ -3,6 +3,7 @@
 Each carries a one-line message that names the file and the cause; the CLI prints
 the message alone, without a traceback.
 """
+import threading
 
 
 class AlexftError(Exception):
@@ -25,6 +26,13 @@ def one_line(text):
 class AlexftWarning(UserWarning):
     """A note for a Python caller (a folder without images left out, an input no feature came
     from); the command line prints it as "alexft: warning: ..."."""
+
+
+# warnings.catch_warnings changes the process's filters, not a thread's: two image headers read
+# at once on two decoding threads left "ignore everything" in place for good (the second restored
+# what the first had set), and a note said meanwhile on another thread was dropped. Every change
+# alexft makes to the filters, and every note it says, takes turns.
+WARNING_FILTERS = threading.Lock()
 
 
 class WeightsError(AlexftError, ValueError):

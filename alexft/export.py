@@ -203,7 +203,7 @@ def tflite_flatbuffer(module, quantization=None, beside=None):
         quantization.configure(converter, shown=lambda views: _with_bar(views, visible.get("stderr")))
     # The converter's Python warning for an int8 model's float input and output, which alexft
     # asks for on purpose (a filter, not catch_warnings: that is process-wide, and the
-    # calibration's decoding takes turns with it, preprocess._WARNING_FILTERS).
+    # calibration's decoding takes turns with it, errors.WARNING_FILTERS).
     warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected", category=UserWarning)
     with contextlib.redirect_stdout(io.StringIO()), stderr_held_back() as stderr, _temporary_files_beside(beside):
         visible["stderr"] = stderr

@@ -250,7 +250,7 @@ class HashedFile:
         self.path, self.digest = path, None
 
     def read_bytes(self):
-        from .preprocess import read_file
+        from .image_files import read_file
 
         data = read_file(self.path)
         self.digest = hashlib.sha256(data).hexdigest()

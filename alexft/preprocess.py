@@ -11,7 +11,6 @@ import os
 import re
 import reprlib
 import sys
-import threading
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,7 +22,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .architecture import INPUT_SIZE
-from .errors import AlexftWarning, ImageError
+from .errors import WARNING_FILTERS, AlexftWarning, ImageError
+from .image_files import MAX_PIXELS, read_file, signature_format
 from .image_sources import UnreadableFolder, UrlImage, is_url
 from .quiet import said_on_descriptor_2
 
@@ -44,10 +44,9 @@ RESIZE = 256
 CROP = INPUT_SIZE
 MEAN_BGR = np.array([104.00698793, 116.66876762, 122.67891434], dtype=np.float32)
 
-# Images whose header declares more pixels than this are refused before decoding: a
-# 30000x30000 PNG can be under 1 MB on disk and 2.7 GB decoded. The figure is Pillow's
-# decompression-bomb limit (its header reader enforces it too); photos up to ~179 megapixels pass.
-MAX_PIXELS = 2 * 89_478_485
+# Images whose header declares more than MAX_PIXELS are refused before decoding: a 30000x30000
+# PNG can be under 1 MB on disk and 2.7 GB decoded. The figure is Pillow's decompression-bomb
+# limit (its header reader enforces it too); photos up to ~179 megapixels pass.
 
 # Caffe's `oversample`: four corners, then the centre, then the same five mirrored.
 _EDGE = RESIZE - CROP
@@ -67,21 +66,6 @@ UNREAD_IMAGE_SUFFIXES = frozenset(
 def read_image(path):
     """Read an image file as an (H, W, 3) uint8 BGR array; raise ImageError naming the cause."""
     return decode_image(read_file(path), name=str(path))
-
-
-def read_file(path):
-    """A file's bytes; ImageError naming the path when it cannot be read."""
-    path = Path(path)
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        if path.is_symlink():
-            raise ImageError(f"{path}: broken symbolic link (to {os.readlink(path)})") from None
-        raise ImageError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: is a folder, not an image") from None
-    except OSError as error:
-        raise ImageError(f"{path}: cannot read: {error.strerror or error}") from None
 
 
 def decode_image(data, name="<bytes>"):
@@ -137,7 +121,7 @@ def _read_header(data, name):
         # Pillow only reads the header here; its warnings (corrupt EXIF, photos over its
         # 89-megapixel warning size) would reach the terminal as multi-line Python warnings,
         # while our own checks decide what is refused.
-        with _WARNING_FILTERS, warnings.catch_warnings():
+        with WARNING_FILTERS, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as header:
                 return header.format, header.size
@@ -146,8 +130,8 @@ def _read_header(data, name):
         said = f"it declares {int(declared.group(1)):,} pixels, over {MAX_PIXELS:,}" if declared else str(error)
         raise ImageError(f"{name}: refused before decoding: {said}") from None
     except UnidentifiedImageError:
-        if data[:4] in (b"II*\x00", b"MM\x00*"):  # TIFF's signature: Pillow gives up on a cut one's header
-            raise ImageError(f"{name}: cannot decode TIFF (truncated or corrupt)") from None
+        if signature_format(data):  # an image's first bytes, then a header Pillow gives up on (a cut TIFF's)
+            raise ImageError(f"{name}: cannot decode {signature_format(data)} (truncated or corrupt)") from None
         raise ImageError(f"{name}: not an image ({_describe_start(data)})") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise ImageError(f"{name}: corrupt image header ({error})") from None
@@ -423,17 +407,11 @@ def warn_user(message):
     frame, level = sys._getframe(0), 1
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
         frame, level = frame.f_back, level + 1
-    with _WARNING_FILTERS:
+    with WARNING_FILTERS:
         warnings.warn(message, AlexftWarning, stacklevel=level)
 
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-# warnings.catch_warnings changes the process's filters, not a thread's: _read_header's, on two
-# decoding threads at once, left "ignore everything" in place for good (the second restored what
-# the first had set), and a note said meanwhile on another thread was dropped. Both take turns.
-_WARNING_FILTERS = threading.Lock()
-
 
 def _folder_said(images, unread, folder):
     if not unread:

@@ -2,6 +2,7 @@
 import concurrent.futures
 import os
 import re
+import socket
 import struct
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexft import preprocess
+from alexft import image_files, image_sources, preprocess
 from alexft.errors import AlexftWarning, ImageError
 from fixtures import photo_paths
 
@@ -119,7 +120,14 @@ def bad_images():
         "cut-thumbnailed.jpg": (thumbnailed[: len(thumbnailed) * 2 // 3], "truncated JPEG"),
         "header-only.jpg": (jpeg[:200], "truncated JPEG|corrupt"),
         "cut.tif": (tiff[: len(tiff) // 2], "cannot decode TIFF \\(truncated or corrupt\\)$"),
+        # An image's first bytes, then noise: damaged, not "not an image" beside its JPEG header.
+        "noise.jpg": (jpeg[:100] + noise(5000), "cannot decode JPEG \\(truncated or corrupt\\)$"),
+        "noise.gif": (b"GIF89a" + noise(5000), "cannot decode GIF \\(truncated or corrupt\\)$"),
     }
+
+
+def noise(size, seed=3):
+    return np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
 
 
 @pytest.mark.parametrize("name", sorted(bad_images()))
@@ -193,6 +201,82 @@ def test_missing_file_and_folder_are_errors(tmp_path):
         preprocess.read_image(tmp_path / "missing.jpg")
     with pytest.raises(ImageError, match="is a folder"):
         preprocess.read_image(tmp_path)
+
+
+def test_a_named_pipe_or_a_device_is_read_as_a_stream_and_never_waited_on_for_ever(tmp_path):
+    photo = encode(random_image(), ".png")
+    links = {"zero.png": "/dev/zero", "null.png": "/dev/null"}
+    for name, target in links.items():
+        (tmp_path / name).symlink_to(target)
+    os.mkfifo(tmp_path / "unwritten.png")  # nothing will ever write to it
+    os.mkfifo(tmp_path / "written.png")  # as a shell's <(cat photo.png) is
+
+    def write_the_photo():
+        with open(tmp_path / "written.png", "wb") as pipe:
+            pipe.write(photo)
+
+    writer = threading.Thread(target=write_the_photo, daemon=True)
+    writer.start()
+    outcomes = {}
+
+    def read_all():
+        for name in ("written.png", "unwritten.png", "zero.png", "null.png"):
+            try:
+                outcomes[name] = preprocess.read_image(tmp_path / name)
+            except ImageError as error:
+                outcomes[name] = str(error)
+
+    reader = threading.Thread(target=read_all, daemon=True)
+    reader.start()
+    reader.join(timeout=60)
+    assert not reader.is_alive(), f"reading blocked after {sorted(outcomes)}"
+    assert np.array_equal(outcomes["written.png"], cv2.imdecode(np.frombuffer(photo, np.uint8), cv2.IMREAD_COLOR))
+    assert outcomes["unwritten.png"] == f"{tmp_path / 'unwritten.png'}: a named pipe with nothing to read (no writer)"
+    assert outcomes["zero.png"] == (f"{tmp_path / 'zero.png'}: a character device giving more than the "
+                                    f"{image_sources.MAX_IMAGE_BYTES:,}-byte limit on streams")
+    assert outcomes["null.png"] == f"{tmp_path / 'null.png'}: a character device with nothing to read"
+
+
+def test_a_socket_is_refused_by_name(tmp_path):
+    listening = socket.socket(socket.AF_UNIX)
+    try:
+        listening.bind(str(tmp_path / "s.jpg"))
+        with pytest.raises(ImageError, match=re.escape(f"{tmp_path / 's.jpg'}: is a socket, not an image")):
+            preprocess.read_image(tmp_path / "s.jpg")
+    finally:
+        listening.close()
+
+
+def test_a_large_file_is_read_whole_only_if_it_starts_as_an_image(tmp_path, monkeypatch):
+    photo = encode(random_image(), ".jpg")
+    (tmp_path / "photo.jpg").write_bytes(photo)
+    (tmp_path / "notes.jpg").write_bytes(b"some text " * 1000)
+    monkeypatch.setattr(image_files, "LARGE_FILE_BYTES", 1000)  # both files are "large" now
+    monkeypatch.setattr(image_files, "SNIFF_BYTES", 64)
+    assert np.array_equal(preprocess.read_image(tmp_path / "photo.jpg"), cv2.imdecode(np.frombuffer(photo, np.uint8),
+                                                                                      cv2.IMREAD_COLOR))
+    with pytest.raises(ImageError, match=re.escape("notes.jpg: not an image (10,000 bytes, starting with b'some tex')")):
+        preprocess.read_image(tmp_path / "notes.jpg")
+
+
+def test_large_files_that_are_no_images_are_refused_without_reading_them_into_memory(tmp_path):
+    for name, size in (("zeros.png", 1 << 30), ("huge.tif", image_files.MAX_FILE_BYTES + 1)):
+        with open(tmp_path / name, "wb") as sparse:  # holes: no disk taken, read as zeros
+            sparse.truncate(size)
+    script = (  # VmHWM (peak RSS) is reset by exec, unlike ru_maxrss, which a child inherits from pytest.
+        "import re, sys\n"
+        "from alexft.preprocess import read_image\n"
+        "for path in sys.argv[1:]:\n"
+        "    try:\n        read_image(path)\n    except Exception as e:\n        print(e)\n"
+        "print(int(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1)) // 1024)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "zeros.png"), str(tmp_path / "huge.tif")],
+                            capture_output=True, text=True, check=True)
+    zeros, huge, peak_mib = result.stdout.strip().splitlines()
+    assert zeros == f"{tmp_path / 'zeros.png'}: not an image (1,073,741,824 bytes, starting with {bytes(8)!r})"
+    assert huge == (f"{tmp_path / 'huge.tif'}: {image_files.MAX_FILE_BYTES + 1:,} bytes, more than an image within "
+                    f"the pixel limit takes ({image_files.MAX_FILE_BYTES:,})")
+    assert int(peak_mib) < 400, f"peak memory {peak_mib} MiB: a file was read whole"
 
 
 def test_data_after_the_end_marker_is_accepted(tmp_path):
