@@ -615,7 +615,8 @@ class Trainer:
         loss = best.get("train_loss")
         guess = math.log(classes)
         if loss is None or loss < CHANCE_LOSS_SHARE * guess:
-            self._say_if_only_the_largest_class_is_answered(best)
+            if not self._say_if_only_the_largest_class_is_answered(best):
+                self._say_if_within_luck(best, base_lr)
             return
         relation = "about" if loss <= 1.1 * guess else "above"
         said = f"the best epoch's training loss {loss:.4f} is {relation} a uniform guess's (ln {classes} = {guess:.4f})"
@@ -659,11 +660,37 @@ class Trainer:
             return
         chance, one_image = _chance_accuracy(scored), 1 / len(scored)
         if chance <= 1 / len(self.dataset.class_names) + one_image or accuracy > chance + one_image:
-            return  # balanced to within an image, or at least two images beyond that answer
+            return False  # balanced to within an image, or at least two images beyond that answer
         largest = self.dataset.class_names[int(np.bincount(scored).argmax())]
         self.log(f"warning: the best epoch's validation accuracy {accuracy:.3f} is no better than always answering "
                  f"{largest!r}, the largest class ({chance:.3f} of the validation images): the model may not tell "
                  "the classes apart; check each class with alexft evaluate (its class-mean accuracy)")
+        return True
+
+    def _say_if_within_luck(self, best, base_lr):
+        """A training loss below a guess's is no proof of learning what tells the classes apart:
+        a run at exactly chance on balanced classes (loss 1.23 against ln 4 = 1.39), and random
+        labels memorised (0.5 on 12 images, the best of 200 epochs), ended in silence. A best
+        validation accuracy within three standard errors of chance is said, with why it may be."""
+        scored, accuracy = self.data.usable_labels("val"), best.get("val_accuracy")
+        if accuracy is None or not len(scored):
+            return
+        chance = _chance_accuracy(scored)
+        if _above_chance(accuracy, chance, len(scored)):
+            return
+        limit = _luck_limit(chance, len(scored))
+        said = (f"warning: the best epoch's validation accuracy {accuracy:.3f} is within luck's reach of chance "
+                f"({chance:.3f} + 3 standard errors = {limit:.3f} on {len(scored)} images)")
+        fitted = best.get("train_accuracy")
+        if limit >= 1:
+            self.log(f"{said}: no accuracy on so few images can show that the model tells the classes apart; hold "
+                     "out more images with --val-split or --val-dir")
+        elif fitted is not None and fitted > limit:
+            self.log(f"{said}, while its training accuracy is {fitted:.3f}: it fits the images it trains on, not "
+                     f"others; try {self._either('more images per class')}")
+        else:
+            self.log(f"{said}: the model has not learned to tell the classes apart; try "
+                     f"{self._either('more --epochs', f'another --lr than {base_lr:.3g} (--lr auto measures one)')}")
 
 
 def say(message):

@@ -1,8 +1,10 @@
 """Fine-tuning on scikit-learn's digits with generated base weights."""
 import csv
+import functools
 import gc
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -1412,6 +1414,7 @@ def test_a_run_that_learned_nothing_ends_with_a_warning():
     trainer.data = SimpleNamespace(usable_labels=lambda split: trainer.dataset.val.labels)
     trainer._say_if_only_the_largest_class_is_answered = \
         lambda best: Trainer._say_if_only_the_largest_class_is_answered(trainer, best)
+    trainer._say_if_within_luck = lambda best, rate: Trainer._say_if_within_luck(trainer, best, rate)
     trainer._either = lambda *remedies: Trainer._either(trainer, *remedies)
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.3027}, 0.0195)
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.0}, 0.0195)
@@ -1489,6 +1492,77 @@ def test_a_loss_that_climbed_over_the_epochs_ends_with_a_warning_to_lower_the_ra
     assert messages[0] == ("warning: the training loss climbed from 2.4300 (epoch 1) to 15.1900 (epoch 3), over twice a "
                            "uniform guess's (ln 10 = 2.3026): the steps are too large; model.npz holds epoch 1; try a "
                            "smaller --lr than 0.01")
+
+
+def test_a_low_training_loss_with_a_validation_accuracy_within_luck_ends_with_a_warning():
+    """Two helpers' runs ended in silence with a training loss under a guess's: 0.250 on 4
+    balanced classes at loss 1.233 (ln 4 = 1.386), and random labels memorised to a best of 0.5
+    on 12 images (the limit: 0.625). Each gets the warning that fits it; learning does not."""
+    from types import SimpleNamespace
+
+    from alexft.train import Trainer
+
+    messages = []
+    trainer = SimpleNamespace(dataset=SimpleNamespace(class_names=["a", "b", "c", "d"]), log=messages.append,
+                              options=SimpleNamespace(train=["fc8"]))
+    for name in ("_say_if_only_the_largest_class_is_answered", "_say_if_within_luck", "_either"):
+        setattr(trainer, name, functools.partial(getattr(Trainer, name), trainer))
+
+    def verdict(labels, best, classes=4, layers=("fc8",)):
+        trainer.dataset.class_names = "abcdefghij"[:classes]
+        trainer.options.train = list(layers)
+        trainer.data = SimpleNamespace(usable_labels=lambda split: np.array(labels, np.int64))
+        messages.clear()
+        Trainer._say_if_nothing_was_learned(trainer, best, 0.001, [1.3, best["train_loss"]])
+        return messages[0] if messages else None
+
+    assert verdict([0, 1, 2, 3] * 2, {"train_loss": 1.233, "train_accuracy": 0.25, "val_accuracy": 0.25}) == (
+        "warning: the best epoch's validation accuracy 0.250 is within luck's reach of chance (0.250 + 3 standard "
+        "errors = 0.709 on 8 images): the model has not learned to tell the classes apart; try more --epochs or "
+        "another --lr than 0.001 (--lr auto measures one)")
+    random_labels = [0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert verdict(random_labels, {"train_loss": 0.05, "train_accuracy": 1.0, "val_accuracy": 0.5}, classes=5,
+                   layers=("fc7", "fc8")) == (
+        "warning: the best epoch's validation accuracy 0.500 is within luck's reach of chance (0.250 + 3 standard "
+        "errors = 0.625 on 12 images), while its training accuracy is 1.000: it fits the images it trains on, not "
+        "others; try more images per class or training fewer layers")
+    assert verdict([0, 0, 1, 2], {"train_loss": 0.1, "train_accuracy": 1.0, "val_accuracy": 1.0}, classes=3) == (
+        "warning: the best epoch's validation accuracy 1.000 is within luck's reach of chance (0.500 + 3 standard "
+        "errors = 1.250 on 4 images): no accuracy on so few images can show that the model tells the classes apart; "
+        "hold out more images with --val-split or --val-dir")
+    assert verdict(random_labels, {"train_loss": 0.05, "train_accuracy": 1.0, "val_accuracy": 8 / 12}, classes=5) is None
+    assert verdict(list(range(10)) * 6, {"train_loss": 0.3, "train_accuracy": 0.9, "val_accuracy": 0.25},
+                   classes=10) is None  # 0.1 + 3 standard errors = 0.216 on 60 images
+    assert verdict([], {"train_loss": 0.3, "train_accuracy": 0.9, "val_accuracy": None}) is None  # no validation
+
+
+@pytest.mark.parametrize("images, groups, seed", [(60, 3, 7), (40, 4, 5)])
+def test_shuffled_labels_end_with_a_warning_and_true_labels_do_not(digits_folder, canonical_weights_file, tmp_path,
+                                                                   images, groups, seed):
+    """The same digit images under their own labels and shuffled into groups, trained alike:
+    a run on shuffled labels, whose held-out accuracy can only be luck's, ended in silence when
+    its training loss fell under a guess's (60 images in 3 groups: 0.881 against ln 3). Now
+    each such run ends with one warning (here the one fitting the validation set: within luck,
+    or its largest group's share), and runs on the true labels with none."""
+    from alexft.train import finetune
+
+    paths = sorted(digits_folder.glob("digit_[0-4]/*.png"))
+    rng = np.random.default_rng(seed)
+    paths = [paths[index] for index in rng.permutation(len(paths))[:images]]
+    said = {}
+    for name, labels in (("true", [path.parent.name for path in paths]),
+                         ("shuffled", [f"group_{label}" for label in rng.integers(0, groups, len(paths))])):
+        for path, label in zip(paths, labels):
+            (tmp_path / name / label).mkdir(parents=True, exist_ok=True)
+            (tmp_path / name / label / path.name).symlink_to(path)
+        messages = []
+        finetune(tmp_path / name, weights=canonical_weights_file, epochs=300, lr=0.001, val_split=0.25,
+                 output=tmp_path / f"run_{name}", progress=False, log=messages.append)
+        said[name] = [message for message in messages if message.startswith("warning:")]
+    assert said["true"] == []
+    assert len(said["shuffled"]) == 1, said["shuffled"]
+    assert re.search("validation accuracy .* is (within luck's reach of chance|no better than always answering)",
+                     said["shuffled"][0]), said["shuffled"]
 
 
 def test_a_run_that_answers_only_the_largest_class_of_lopsided_data_ends_with_a_warning():
