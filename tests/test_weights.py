@@ -83,10 +83,13 @@ def test_plain_array_npy_is_not_taken_for_weights():
         (b"<!DOCTYPE html><html><body>Not Found</body></html>", "HTML/XML page"),
         (b"\x00\x01garbage" * 10, "not a weights file"),
         (b"\x93NUMPY\x01\x00\xff\xff{'descr'", "corrupt .npy header"),
+        # A line break alone: it had been taken for a Caffe model's first field ("corrupt protobuf").
+        (b"\n", r"not a weights file \(it starts with b'\\n'\); expected \.npy, \.npz or \.caffemodel$"),
     ],
 )
-def test_files_that_are_not_weights_get_one_line_errors(tmp_path, content, cause):
-    path = tmp_path / "broken.npy"
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_files_that_are_not_weights_get_one_line_errors(tmp_path, content, cause, suffix):
+    path = tmp_path / f"broken{suffix}"
     path.write_bytes(content)
     with pytest.raises(WeightsError, match=cause) as caught:
         weights.load(path)

@@ -119,7 +119,8 @@ def read_format(path):
             raise WeightsError(f"{path}: a Keras model file, not weights; load it with keras.saving.load_model (after "
                                "import alexft) and take its weights with alexft.weights_from_model(model)")
         return "npz"
-    if path.suffix.lower() == ".caffemodel" or caffe.looks_like_caffemodel(head):
+    named = path.suffix.lower()  # a file named .npz or .npy is not guessed to be a Caffe model (a protobuf error)
+    if named == ".caffemodel" or (named not in (".npz", ".npy") and caffe.looks_like_caffemodel(head)):
         return "caffemodel"
     if head[4:8] == b"TFL3":  # a FlatBuffer's identifier: what `alexft export x.tflite` writes
         raise WeightsError(f"{path}: a TF Lite export, not weights; give the .npz (or .npy) it was exported from")
