@@ -8,6 +8,7 @@ written where, and when).
 """
 import itertools
 import math
+import os
 import signal
 import sys
 import threading
@@ -56,6 +57,10 @@ def finetune(data_dir=None, options=None, *, weights=None, output=None, resume=F
     these keywords (`resume=True, output=RUN`), not the command line's flags.
     """
     told = log or say
+    for name, value, also in (("data_dir", data_dir, (Dataset,)), ("output", output, ())):  # not Python's "expected str"
+        if value is not None and not isinstance(value, (str, os.PathLike, *also)):
+            raise TypeError(f"finetune()'s {name} is a folder's path (str or pathlib.Path), not "
+                            f"{type(value).__name__} {value!r}")
     if not isinstance(resume, (bool, np.bool_)):  # resume="no" is truthy: it would continue a run asked not to
         raise TypeError(f"finetune()'s resume is True or False, not {type(resume).__name__} {resume!r}")
     with said_in_python_words(FINETUNE_KEYWORDS):

@@ -89,6 +89,9 @@ class TrainOptions:
         self.epochs = parse_epochs(self.epochs)
         self.batch_size = _whole_number(self.batch_size, "batch_size")
         self.device = parse_device(self.device)
+        if self.mixed_precision not in (None, True, False, "float16", "bfloat16"):  # before the listing and the weights
+            raise OptionsError(f"mixed_precision {self.mixed_precision!r}: expected True, False, None, 'float16' or "
+                               "'bfloat16'")
         self.val_split = parse_share(self.val_split, "val_split")
         self.dropout = parse_share(self.dropout, "dropout")
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or not 0 <= self.seed <= MAX_SEED:

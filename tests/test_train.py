@@ -259,6 +259,18 @@ def test_layers_may_be_given_as_the_command_line_writes_them():
     with pytest.raises(TypeError, match=r"second argument is a TrainOptions record, not str 'fc8'; give the options "
                                         r"by name, e.g. finetune\(data_dir, train=\['fc8'\], epochs=5\)"):
         finetune("photos/", "fc8")
+    # A mistake in a value is said by the record, before the images are listed and the weights read
+    # (mixed_precision="fp8" had been refused after both, as a DeviceError).
+    for value in (None, True, False, "float16", "bfloat16"):
+        assert TrainOptions(mixed_precision=value).mixed_precision == value
+    for wrong in ("fp8", "mixed_float16", 16):
+        with pytest.raises(OptionsError, match=rf"^mixed_precision {wrong!r}: expected True, False, None, 'float16' "):
+            TrainOptions(mixed_precision=wrong)
+    # A folder given as a number: one line naming the keyword, not "expected str, bytes or os.PathLike".
+    for keywords in ({"data_dir": 5}, {"data_dir": "photos/", "output": 5}, {"data_dir": ["photos/"]}):
+        wrong = [name for name, value in keywords.items() if not isinstance(value, str)][0]
+        with pytest.raises(TypeError, match=rf"^finetune\(\)'s {wrong} is a folder's path \(str or pathlib.Path\), not "):
+            finetune(**keywords)
 
 
 def test_a_base_whose_fc8_knows_these_classes_is_not_reset_silently():
