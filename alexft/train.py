@@ -26,6 +26,7 @@ from .errors import AlexftError, TrainingError, TrainingInterrupted  # noqa: F40
 from .features import VIEWS
 from .plots import range_test_curve
 from .python_words import FINETUNE_KEYWORDS, in_python_words, said_in_python_words
+from .preprocess import warn_user
 from .progress import beside_bars, progress_bar
 from .recovery import Diverged, LossWatch
 from .run_folder import RunFolder
@@ -53,10 +54,11 @@ def finetune(data_dir=None, options=None, *, weights=None, output=None, resume=F
     result, trained on as listed: its folder is DATA_DIR (which may be left out, or the dataset
     given in its place) and its val_dir, val_split and seed are the run's (others given are
     refused). Ctrl-C raises TrainingInterrupted, also before the first epoch (see there for SIGTERM).
-    `log`: called with each line of the run's log (default: printed on stderr). Messages name
+    `log`: called with each line of the run's log (default: printed on stderr, and its warnings
+    raised as AlexftWarning). The summary's "warnings" lists what the run warned of. Messages name
     these keywords (`resume=True, output=RUN`), not the command line's flags.
     """
-    told = log or say
+    told = log or _said_to_a_python_caller
     for name, value, also in (("data_dir", data_dir, (Dataset,)), ("output", output, ())):  # not Python's "expected str"
         if value is not None and not isinstance(value, (str, os.PathLike, *also)):
             raise TypeError(f"finetune()'s {name} is a folder's path (str or pathlib.Path), not "
@@ -74,9 +76,37 @@ def finetune(data_dir=None, options=None, *, weights=None, output=None, resume=F
             options = None
         elif data_dir is None:
             raise TypeError("finetune() needs data_dir, the folder of <class>/<images> (or resume=True, output=RUN)")
-        return finetune_as_command(data_dir, options, weights=weights, output=output, resume=resume,
-                                   cache_memory=cache_memory, progress=progress, dataset=dataset,
-                                   log=lambda message: told(in_python_words(message)), **fields)
+        summary = finetune_as_command(data_dir, options, weights=weights, output=output, resume=resume,
+                                      cache_memory=cache_memory, progress=progress, dataset=dataset,
+                                      log=lambda message: told(in_python_words(message)), **fields)
+        if "warnings" in summary:  # (a finished run's summary.json from before they were kept has none)
+            summary["warnings"] = [in_python_words(warning) for warning in summary["warnings"]]
+        return summary
+
+
+def _said_to_a_python_caller(message):
+    """finetune's log when the caller gave none: a warning is an AlexftWarning, which Python's
+    filters and pytest see; the rest is printed on stderr."""
+    if message.startswith(WARNING):
+        warn_user(message[len(WARNING):])
+    else:
+        say(message)
+
+
+WARNING = "warning: "
+
+
+class KeptWarnings:
+    """The run's log, keeping the warnings it says for summary.json and --json: a script reading
+    the result learns that nothing was learned, as a user reading stderr does."""
+
+    def __init__(self, log):
+        self.log, self.said = log, []
+
+    def __call__(self, message):
+        if message.startswith(WARNING):
+            self.said.append(message[len(WARNING):])
+        self.log(message)
 
 
 def finetune_as_command(data_dir, options=None, *, weights=None, output=None, resume=False, cache_memory=2 << 30,
@@ -101,7 +131,7 @@ def _finetune(data_dir, options=None, *, weights=None, output=None, resume=False
     options = options.replace(**fields) if options else TrainOptions(**fields)
     if options.train is not None or options.skip:  # an unknown or untrainable layer, said before the listing
         check_layers(options.skip, options.train, default_skip=options.skip == ["fc8"])
-    log = log or say
+    log = KeptWarnings(log or say)
     chief = train_setup.check_cluster(options, output, log)
     output = Path(output) if output is not None else RunFolder.default_path()
     run = RunFolder(output, chief)
@@ -586,10 +616,11 @@ class Trainer:
                        base_lr=state["base_lr"], recoveries=state["recoveries"],
                        **{key: (history[-1] if history else {}).get(key) for key in metrics},
                        best={key: best.get(key) for key in metrics})
-        self.run.finish(summary, self.options.keep_checkpoint)
         losses = [row["train_loss"] for row in history]
         if not self._say_if_the_loss_climbed(losses, state["base_lr"], state["best_epoch"]):
             self._say_if_nothing_was_learned(best, state["base_lr"], losses, rate_given=self.config["lr"] != "auto")
+        summary["warnings"] = list(getattr(self.log, "said", ()))  # this session's, the verdicts above among them
+        self.run.finish(summary, self.options.keep_checkpoint)
         return summary
 
     def _say_if_the_loss_climbed(self, losses, base_lr, best_epoch):

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -1548,33 +1549,51 @@ def test_a_low_training_loss_with_a_validation_accuracy_within_luck_ends_with_a_
     assert verdict([], {"train_loss": 0.3, "train_accuracy": 0.9, "val_accuracy": None}) is None  # no validation
 
 
-@pytest.mark.parametrize("images, groups, seed", [(60, 3, 7), (40, 4, 5)])
-def test_shuffled_labels_end_with_a_warning_and_true_labels_do_not(digits_folder, canonical_weights_file, tmp_path,
-                                                                   images, groups, seed):
+@pytest.mark.parametrize("images, groups, seed, through", [(60, 3, 7, "python"), (40, 4, 5, "command line")])
+def test_shuffled_labels_end_with_a_warning_kept_in_the_summary_and_true_labels_do_not(
+        digits_folder, canonical_weights_file, tmp_path, images, groups, seed, through):
     """The same digit images under their own labels and shuffled into groups, trained alike:
     a run on shuffled labels, whose held-out accuracy can only be luck's, ended in silence when
     its training loss fell under a guess's (60 images in 3 groups: 0.881 against ln 3). Now
-    each such run ends with one warning (here the one fitting the validation set: within luck,
-    or its largest group's share), and runs on the true labels with none."""
-    from alexft.train import finetune
+    each such run ends with one warning (the one fitting the validation set: within luck, or
+    its largest group's share), also in summary.json and in the command's --json (a script had
+    read a normal run), and to a Python caller as an AlexftWarning; true labels get none."""
+    from alexft.errors import AlexftWarning
+    from alexft.python_words import in_python_words
 
     paths = sorted(digits_folder.glob("digit_[0-4]/*.png"))
     rng = np.random.default_rng(seed)
     paths = [paths[index] for index in rng.permutation(len(paths))[:images]]
-    said = {}
+    said, summaries = {}, {}
     for name, labels in (("true", [path.parent.name for path in paths]),
                          ("shuffled", [f"group_{label}" for label in rng.integers(0, groups, len(paths))])):
         for path, label in zip(paths, labels):
             (tmp_path / name / label).mkdir(parents=True, exist_ok=True)
             (tmp_path / name / label / path.name).symlink_to(path)
-        messages = []
-        finetune(tmp_path / name, weights=canonical_weights_file, epochs=300, lr=0.001, val_split=0.25,
-                 output=tmp_path / f"run_{name}", progress=False, log=messages.append)
-        said[name] = [message for message in messages if message.startswith("warning:")]
+        output = tmp_path / f"run_{name}"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", AlexftWarning)
+            if through == "python":
+                summaries[name] = finetune(tmp_path / name, weights=canonical_weights_file, epochs=300, lr=0.001,
+                                           val_split=0.25, output=output, progress=False)
+                printed = [str(warning.message) for warning in caught if warning.category is AlexftWarning]
+            else:
+                result = CliRunner().invoke(main, ["finetune", str(tmp_path / name), "--weights", str(canonical_weights_file),
+                                                   "--epochs", "300", "--lr", "0.001", "--val-split", "0.25", "-o",
+                                                   str(output), "--no-progress", "--json"], catch_exceptions=False)
+                assert result.exit_code == 0, result.stderr
+                summaries[name] = json.loads(result.stdout)
+                printed = [line.removeprefix("alexft: warning: ") for line in result.stderr.splitlines()
+                           if line.startswith("alexft: warning: ")]
+        said[name] = printed
+        kept = json.loads((output / "summary.json").read_text())["warnings"]  # in the command line's words
+        assert summaries[name]["warnings"] == printed
+        assert [in_python_words(warning) for warning in kept] == printed if through == "python" else kept == printed
     assert said["true"] == []
     assert len(said["shuffled"]) == 1, said["shuffled"]
     assert re.search("validation accuracy .* is (within luck's reach of chance|no better than always answering)",
                      said["shuffled"][0]), said["shuffled"]
+    assert ("--lr" in said["shuffled"][0]) == (through == "command line") or "no better than" in said["shuffled"][0]
 
 
 def test_a_run_that_answers_only_the_largest_class_of_lopsided_data_ends_with_a_warning():
