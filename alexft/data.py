@@ -5,7 +5,6 @@ grow with the number of files; images are decoded as the pipeline streams them.
 """
 import collections
 import difflib
-import logging
 import os
 import threading
 import unicodedata
@@ -16,12 +15,11 @@ import numpy as np
 
 from .atomic import json_text, write_text
 from .progress import progress_bar
-from .errors import AlexftError, ImageError
+from .errors import AlexftError, ImageError, warn_user
 from .preprocess import (distinct_inputs, find_images, images_below, is_folder, is_image_file, path_list, read_image,
                          resize_and_subtract_mean, unread_photos_said)
 
 
-log = logging.getLogger("alexft")
 
 
 class DataError(AlexftError, ValueError):
@@ -124,8 +122,8 @@ def list_labelled(root, class_names, empty_ok=False):
             labels.extend([index] * len(files))
             bar.update(1)
     if unsearchable:  # before the refusals below: an unreadable class folder is why it looks empty
-        log.warning("warning: %s: cannot read %s (permission denied); the images in them are left out", root,
-                    quoted_names(str(path.relative_to(root)) for path in unsearchable))
+        warn_user(f"{root}: cannot read {quoted_names(str(path.relative_to(root)) for path in unsearchable)} "
+                  "(permission denied); the images in them are left out")
     unread_said = unread_photos_said(unread, root) if unread else None
     if not paths:
         raise DataError(f"{root}: none of its class folders holds an image" + (f"; {unread_said}" if unread else ""))
@@ -138,9 +136,9 @@ def list_labelled(root, class_names, empty_ok=False):
             if len(empty) == 1:
                 raise DataError(f"{root / empty[0]}: class folder has no images")
             raise DataError(f"{root}: {len(empty)} class folders have no images: {named}; each class needs some")
-        log.warning("warning: %s: %d class folder(s) with no images: %s", root, len(empty), named)
+        warn_user(f"{root}: {len(empty)} class folder(s) with no images: {named}")
     if unread:
-        log.warning("warning: %s: %s", root, unread_said)
+        warn_user(f"{root}: {unread_said}")
     return LabelledFiles(paths, np.array(labels, np.int32), list(class_names))
 
 
@@ -196,14 +194,14 @@ def load_dataset(data_dir, val_dir=None, val_split=0.1, seed=0):
             raise DataError(f"{data_dir}: holds {train_dir.name}/ and {held_out.name}/, and a validation folder was given too "
                             f"({val_dir}); give {train_dir} as the data with it, or leave the validation folder out")
         if test_dir is not None:
-            log.warning("warning: %s: not used in fine-tuning, which trains on %s/%s; measure the fine-tuned model "
-                        "on it with alexft evaluate %s --weights RUN/model.npz", test_dir, train_dir.name,
-                        f" and validates on {held_out.name}/" if held_out else "", test_dir)
+            validated = f" and validates on {held_out.name}/" if held_out else ""
+            warn_user(f"{test_dir}: not used in fine-tuning, which trains on {train_dir.name}/{validated}; measure the "
+                      f"fine-tuned model on it with alexft evaluate {test_dir} --weights RUN/model.npz")
         read = {train_dir.name, test_dir and test_dir.name, held_out and held_out.name}  # (of val/ and validation/, one)
         others = [name for name in class_folders(data_dir) if name not in read]
         if others:
-            log.warning("warning: %s: %s left out: fine-tuning reads the parts %s/%s only", data_dir,
-                        quoted_names(others), train_dir.name, f" and {held_out.name}/" if held_out else "")
+            warn_user(f"{data_dir}: {quoted_names(others)} left out: fine-tuning reads the parts {train_dir.name}/"
+                      + (f" and {held_out.name}/" if held_out else "") + " only")
         data_dir, val_dir = train_dir, held_out or val_dir
         _warn_of_loose_images(data_dir)
     if val_dir is not None:
@@ -285,7 +283,7 @@ def loose_images_warning(folder, reader):
 def _warn_of_loose_images(folder):
     said = loose_images_warning(folder, "fine-tuning")
     if said:
-        log.warning("warning: %s", said)
+        warn_user(said)
 
 
 class BrokenFiles:

@@ -3,7 +3,10 @@
 Each carries a one-line message that names the file and the cause; the CLI prints
 the message alone, without a traceback.
 """
+import os
+import sys
 import threading
+import warnings
 
 
 class AlexftError(Exception):
@@ -33,6 +36,19 @@ class AlexftWarning(UserWarning):
 # what the first had set), and a note said meanwhile on another thread was dropped. Every change
 # alexft makes to the filters, and every note it says, takes turns.
 WARNING_FILTERS = threading.Lock()
+
+
+def warn_user(message):
+    """A note for a Python caller, where the command line prints "alexft: warning: ...",
+    attributed to the caller's line (the first frame outside alexft), as Keras' warnings are."""
+    frame, level = sys._getframe(0), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    with WARNING_FILTERS:
+        warnings.warn(message, AlexftWarning, stacklevel=level)
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 class WeightsError(AlexftError, ValueError):

@@ -8,7 +8,6 @@ import csv
 import difflib
 import errno
 import json
-import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -20,12 +19,11 @@ from . import imagenet
 from .atomic import json_text, remove_stale_temporaries, temporary_path
 from .data import (DataError, LabelledFiles, class_folders, class_index, folder_class, list_labelled,
                    loose_images_warning, quoted_names, SPLIT_NAMES, VALIDATION_NAMES)
-from .errors import AlexftError
+from .errors import AlexftError, warn_user
 from .pipeline import check_count
 from .preprocess import is_within  # noqa: F401  (the command line takes it from here)
 from .predict import as_predictor, predict_views
 
-log = logging.getLogger("alexft")
 
 CENTRE_VIEW = 4
 
@@ -184,8 +182,8 @@ def _say_folders_of_one_class(data_dir, folders, index, class_names):
         folders_of[folder_class(index, folder)].append(folder)
     for position, named in sorted(folders_of.items()):
         if len(named) > 1:
-            log.warning("warning: %s: folders %s %s name class %r: their images are scored together", data_dir,
-                        quoted_names(named), "both" if len(named) == 2 else "all", class_names[position])
+            warn_user(f"{data_dir}: folders {quoted_names(named)} {'both' if len(named) == 2 else 'all'} name class "
+                      f"{class_names[position]!r}: their images are scored together")
 
 
 def _split_hint(data_dir, folders):
@@ -305,7 +303,7 @@ def evaluate(predictor, files, ten_crop=False, batch_size=32, progress=None, rep
         files = labelled_folder(folder, predictor.class_names)
         said = loose_images_warning(folder, "evaluate")
         if said:
-            log.warning("warning: %s", said)
+            warn_user(said)
     elif not (hasattr(files, "paths") and hasattr(files, "labels")):  # LabelledFiles or alike
         raise TypeError(f"evaluate takes a folder of <class>/<images> or labelled files (e.g. "
                         f"alexft.load_dataset(folder).val), not {type(files).__name__}")

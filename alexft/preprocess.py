@@ -10,7 +10,6 @@ import io
 import os
 import re
 import reprlib
-import sys
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .architecture import INPUT_SIZE
-from .errors import WARNING_FILTERS, AlexftWarning, ImageError
+from .errors import WARNING_FILTERS, AlexftWarning, ImageError, warn_user  # noqa: F401  (warn_user: others take it from here)
 from .image_files import MAX_PIXELS, read_file, signature_format
 from .image_sources import UnreadableFolder, UrlImage, is_url
 from .quiet import said_on_descriptor_2
@@ -400,18 +399,6 @@ def _file_identity(item):
 def _real_folder(folder):
     return os.path.realpath(folder)
 
-
-def warn_user(message):
-    """A note for a Python caller, where the command line prints "alexft: warning: ...",
-    attributed to the caller's line (the first frame outside alexft), as Keras' warnings are."""
-    frame, level = sys._getframe(0), 1
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
-        frame, level = frame.f_back, level + 1
-    with WARNING_FILTERS:
-        warnings.warn(message, AlexftWarning, stacklevel=level)
-
-
-_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 def _folder_said(images, unread, folder):
     if not unread:

@@ -22,11 +22,10 @@ from . import interrupts, lr_finder, recovery, train_setup
 from . import weights as weights_io
 from .data import BrokenFiles, Dataset, load_dataset
 from .epoch_log import EpochLog
-from .errors import AlexftError, TrainingError, TrainingInterrupted  # noqa: F401  (re-exported: the command line takes it from here)
+from .errors import AlexftError, TrainingError, TrainingInterrupted, warn_user  # noqa: F401  (re-exported: the command line takes it from here)
 from .features import VIEWS
 from .plots import range_test_curve
 from .python_words import FINETUNE_KEYWORDS, in_python_words, said_in_python_words
-from .preprocess import warn_user
 from .progress import beside_bars, progress_bar
 from .recovery import Diverged, LossWatch
 from .run_folder import RunFolder

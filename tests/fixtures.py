@@ -1,4 +1,7 @@
 """Test data built from the specification: weights in the canonical layout, real photos."""
+import contextlib
+import warnings
+
 from alexft import demo
 
 # Real images need no independence from alexft: the same helpers serve the notebooks.
@@ -31,3 +34,15 @@ def as_at_a_terminal():
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def alexft_notes():
+    """The AlexftWarnings said inside the block, as their messages (a list filled at its end)."""
+    from alexft.errors import AlexftWarning
+
+    said = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AlexftWarning)
+        yield said
+    said.extend(str(warning.message) for warning in caught if issubclass(warning.category, AlexftWarning))

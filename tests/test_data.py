@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from alexft.data import BrokenFiles, DataError, load_dataset, quoted_names, stratified_split
+from fixtures import alexft_notes
 
 
 def make_tree(root, layout):
@@ -67,7 +68,6 @@ def test_links_that_make_two_classes_list_one_folder_are_refused(tmp_path):
 def test_other_names_of_the_split_parts_are_read_as_parts_not_classes(tmp_path, caplog):
     """A user's train/ + validation/ trained two classes, "train" and "validation"; train/ alone
     was "only one class (train)", and a test/ beside train/ and val/ was left out in silence."""
-    import logging
 
     for held_out in ("validation", "valid"):
         make_tree(tmp_path / held_out, [f"train/cat/{i}.jpg" for i in range(3)] + [f"train/dog/{i}.jpg" for i in range(3)]
@@ -82,22 +82,20 @@ def test_other_names_of_the_split_parts_are_read_as_parts_not_classes(tmp_path, 
                    ["train/cat/1.jpg", "train/dog/2.jpg", "test/cat/4.jpg"]):
         folder = tmp_path / f"with_test_{len(layout)}"
         make_tree(folder, layout)
-        caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="alexft"):
+        with alexft_notes() as said:
             dataset = load_dataset(folder, val_split=0)
         assert dataset.class_names == ["cat", "dog"] and all(p.relative_to(folder).parts[0] == "train" for p in dataset.train.paths)
-        assert f"{folder / 'test'}: not used in fine-tuning" in caplog.text
-        assert f"measure the fine-tuned model on it with alexft evaluate {folder / 'test'}" in caplog.text
+        assert f"{folder / 'test'}: not used in fine-tuning" in " ".join(said)
+        assert f"measure the fine-tuned model on it with alexft evaluate {folder / 'test'}" in " ".join(said)
     make_tree(tmp_path / "trains", ["train/1.jpg", "bus/2.jpg"])  # a class named train, no parts
     assert load_dataset(tmp_path / "trains", val_split=0).class_names == ["bus", "train"]
     # Classes named train and test (or val) holding their images: refused as "train: no class
     # sub-folders" after two warnings that read them as parts.
     for beside in ("test", "val"):
         make_tree(tmp_path / f"train_{beside}", ["train/1.jpg", f"{beside}/2.jpg", "other/3.jpg"])
-        caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="alexft"):
+        with alexft_notes() as said:
             assert load_dataset(tmp_path / f"train_{beside}", val_split=0).class_names == sorted(["other", beside, "train"])
-        assert caplog.text == ""
+        assert said == []
     # train/ of class folders beside another folder (a re-trial's notes/, a run folder made inside the
     # parent) was read as two classes "notes" and "train": the parts are read, the rest named.
     for layout, held_out, others in ((["train/cat/1.jpg", "train/dog/2.jpg", "notes/x.png"], 0, ["notes"]),
@@ -105,34 +103,31 @@ def test_other_names_of_the_split_parts_are_read_as_parts_not_classes(tmp_path, 
                                        "run1/curves.png", "validation/dog/4.jpg"], 1, ["notes", "run1", "validation"])):
         folder = tmp_path / f"extra_{len(layout)}"
         make_tree(folder, layout)
-        caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="alexft"):
+        with alexft_notes() as said:
             dataset = load_dataset(folder, val_split=0)
         assert dataset.class_names == ["cat", "dog"] and len(dataset.val) == held_out
         parts = "train/ and val/" if held_out else "train/"
-        assert f"{folder}: {quoted_names(others)} left out: fine-tuning reads the parts {parts} only" in caplog.text
+        assert f"{folder}: {quoted_names(others)} left out: fine-tuning reads the parts {parts} only" in said
 
 
 def test_split_parts_are_found_in_any_case(tmp_path, caplog):
     """Train/ + Val/ (as datasets made on Windows or macOS name them) were read as two classes
     "Train" and "Val"; on a case-blind disk they were read as parts but named as left out."""
-    import logging
 
     make_tree(tmp_path / "caps", ["Train/cat/1.jpg", "Train/dog/2.jpg", "Val/dog/3.jpg", "TEST/cat/4.jpg"])
-    with caplog.at_level(logging.WARNING, logger="alexft"):
+    with alexft_notes() as said:
         dataset = load_dataset(tmp_path / "caps")
     assert dataset.class_names == ["cat", "dog"] and len(dataset.train) == 2
     assert dataset.val.paths == [tmp_path / "caps" / "Val" / "dog" / "3.jpg"]
-    assert f"{tmp_path / 'caps' / 'TEST'}: not used in fine-tuning, which trains on Train/ and validates on Val/" in caplog.text
-    assert "left out" not in caplog.text
+    assert f"{tmp_path / 'caps' / 'TEST'}: not used in fine-tuning, which trains on Train/ and validates on Val/" in " ".join(said)
+    assert "left out" not in " ".join(said)
     # Two folders differing in case only: the lower-case one is the part, the other is named.
     make_tree(tmp_path / "both", ["train/cat/1.jpg", "train/dog/2.jpg", "Train/cat/3.jpg", "Validation/dog/4.jpg"])
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="alexft"):
+    with alexft_notes() as said:
         dataset = load_dataset(tmp_path / "both")
     assert [p.relative_to(tmp_path / "both").parts[0] for p in dataset.train.paths] == ["train", "train"]
     assert dataset.val.paths == [tmp_path / "both" / "Validation" / "dog" / "4.jpg"]
-    assert f"{quoted_names(['Train'])} left out: fine-tuning reads the parts train/ and Validation/ only" in caplog.text
+    assert f"{quoted_names(['Train'])} left out: fine-tuning reads the parts train/ and Validation/ only" in " ".join(said)
 
 
 def test_a_split_holding_out_more_than_asked_is_said(tmp_path):
@@ -185,20 +180,19 @@ def test_what_a_mac_or_a_phone_leaves_in_a_dataset(tmp_path, caplog):
     """A Mac's zip adds __MACOSX/ beside the class folders (it stopped the run as an empty
     class); an iPhone's photos are HEIC, which alexft does not read (they were dropped in
     silence); macOS writes 'café' decomposed (NFD), other systems composed (NFC)."""
-    import logging
     import unicodedata
 
     composed, decomposed = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
     make_tree(tmp_path / "data", ["cat/1.jpg", "cat/2.HEIC", "cat/sub/3.avif", "cat/.4.heic", f"{decomposed}/5.jfif",
                                   "__MACOSX/cat/._1.jpg", "dog/6.png"])
     make_tree(tmp_path / "val", [f"{composed}/7.jpg", "cat/8.jpg"])
-    with caplog.at_level(logging.WARNING, logger="alexft"):
+    with alexft_notes() as said:
         dataset = load_dataset(tmp_path / "data", val_dir=tmp_path / "val")
     assert dataset.class_names == [decomposed, "cat", "dog"]
     assert [path.name for path in dataset.train.paths] == ["5.jfif", "1.jpg", "6.png"]
     assert dataset.val.labels.tolist() == [0, 1]  # café matched whatever its form
     assert (f"{tmp_path / 'data'}: 2 photo(s) in formats alexft does not read are left out (e.g. cat/2.HEIC); "
-            "convert them to JPEG or PNG") in caplog.text
+            "convert them to JPEG or PNG") in said
     # Two folders differing only in form are two classes (a Mac's copy merged with a Linux one):
     # each matches only itself, never the other.
     make_tree(tmp_path / "data", [f"{composed}/9.jpg"])
@@ -303,30 +297,26 @@ def test_images_beside_the_class_folders_are_named_as_left_out(tmp_path, caplog)
     make_tree(tmp_path / "flat", ["cat/1.jpg", "dog/2.jpg", "stray.jpg", "notes.txt"])
     make_tree(tmp_path / "split", ["train/cat/1.jpg", "train/dog/2.jpg", "train/a.png", "val/dog/3.jpg",
                                    "val/b.png", "val/c.png", "readme.jpg"])
-    with caplog.at_level("WARNING", logger="alexft"):
+    with alexft_notes() as said:
         assert load_dataset(tmp_path / "flat", val_split=0).train.paths[-1].name == "2.jpg"
-    assert [record.getMessage() for record in caplog.records] == [
-        f"warning: {tmp_path / 'flat'}: 1 image(s) beside the class folders belong to no class and are left out "
-        "(e.g. stray.jpg); fine-tuning reads <class>/<images>"]
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="alexft"):
+    assert said == [f"{tmp_path / 'flat'}: 1 image(s) beside the class folders belong to no class and are left out "
+                    "(e.g. stray.jpg); fine-tuning reads <class>/<images>"]
+    with alexft_notes() as said:
         assert len(load_dataset(tmp_path / "split").train) == 2
     left_out = "beside the class folders belong to no class and are left out"
-    assert [record.getMessage() for record in caplog.records] == [
-        f"warning: {tmp_path / 'split'}: 1 image(s) {left_out} (e.g. readme.jpg); fine-tuning reads <class>/<images>",
-        f"warning: {tmp_path / 'split' / 'train'}: 1 image(s) {left_out} (e.g. a.png); fine-tuning reads <class>/<images>",
-        f"warning: {tmp_path / 'split' / 'val'}: 2 image(s) {left_out} (e.g. b.png); fine-tuning reads <class>/<images>"]
-    caplog.clear()
+    assert said == [
+        f"{tmp_path / 'split'}: 1 image(s) {left_out} (e.g. readme.jpg); fine-tuning reads <class>/<images>",
+        f"{tmp_path / 'split' / 'train'}: 1 image(s) {left_out} (e.g. a.png); fine-tuning reads <class>/<images>",
+        f"{tmp_path / 'split' / 'val'}: 2 image(s) {left_out} (e.g. b.png); fine-tuning reads <class>/<images>"]
     make_tree(tmp_path / "images_only", ["a.jpg", "b.jpg"])  # no layout at all: the error alone says so
-    with caplog.at_level("WARNING", logger="alexft"), pytest.raises(DataError, match="no class sub-folders"):
+    with alexft_notes() as said, pytest.raises(DataError, match="no class sub-folders"):
         load_dataset(tmp_path / "images_only")
-    assert not caplog.records
+    assert said == []
 
 
 def test_folders_that_cannot_be_listed_and_dangling_links_in_a_dataset_are_named(tmp_path, caplog, monkeypatch):
     """The search skipped a folder without read permission in silence (simulated: the tests may
     run as root); a dangling link with an image's name is listed, so that reading it reports it."""
-    import logging
     import os
 
     make_tree(tmp_path / "data", ["cat/1.jpg", "cat/old/2.jpg", "dog/3.png"])
@@ -334,9 +324,9 @@ def test_folders_that_cannot_be_listed_and_dangling_links_in_a_dataset_are_named
     locked = tmp_path / "data" / "cat" / "old"
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != locked and real_access(path, mode, **kw))
-    with caplog.at_level(logging.WARNING, logger="alexft"):
+    with alexft_notes() as said:
         dataset = load_dataset(tmp_path / "data", val_split=0)
-    assert f"{tmp_path / 'data'}: cannot read 'cat/old' (permission denied); the images in them are left out" in caplog.text
+    assert f"{tmp_path / 'data'}: cannot read 'cat/old' (permission denied); the images in them are left out" in said
     assert (tmp_path / "data" / "dog" / "4.png") in dataset.train.paths
 
 

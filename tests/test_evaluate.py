@@ -1,7 +1,6 @@
 """`alexft evaluate` and `alexft features` on a model fine-tuned on scikit-learn's digits."""
 import csv
 import json
-import logging
 import shutil
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from alexft.features import extract_features, layer_outputs
 from alexft.model import InferenceFunction, build_alexnet, truncated
 from alexft.preprocess import image_views
 from alexft.cli import main
-from fixtures import photo_paths, write_digits_folder
+from fixtures import alexft_notes, photo_paths, write_digits_folder
 from test_preprocess import bad_images
 
 
@@ -134,11 +133,11 @@ def test_an_empty_class_folder_is_left_out_of_an_evaluation_with_a_warning(tmp_p
     for name in ("digit_1", "digit_3"):
         (tmp_path / "data" / name).mkdir()
     class_names = [f"digit_{i}" for i in range(4)]
-    with caplog.at_level(logging.WARNING, logger="alexft"):
+    with alexft_notes() as said:
         files = labelled_folder(tmp_path / "data", class_names)
     assert sorted(path.parent.name for path in files.paths) == ["digit_0"] * 2 + ["digit_2"] * 2
     assert all(class_names[label] == path.parent.name for path, label in zip(files.paths, files.labels))
-    assert "2 class folder(s) with no images: 'digit_1', 'digit_3'" in caplog.text
+    assert said == [f"{tmp_path / 'data'}: 2 class folder(s) with no images: 'digit_1', 'digit_3'"]
     for name in ("digit_0", "digit_2"):
         shutil.rmtree(tmp_path / "data" / name)
         (tmp_path / "data" / name).mkdir()
@@ -221,11 +220,10 @@ def test_folders_named_near_a_class_are_told_its_name_and_two_folders_of_one_cla
     write_digits_folder(data, per_class=1, classes=[0, 1])
     (data / "digit_0").rename(data / "n02389026")  # sorrel's WordNet id
     (data / "digit_1").rename(data / "sorrel")
-    with caplog.at_level("WARNING", logger="alexft"):
+    with alexft_notes() as said:
         files = labelled_folder(data, names)
     assert files.labels.tolist() == [339, 339]
-    assert f"warning: {data}: folders 'n02389026', 'sorrel' both name class 'sorrel': their images are scored " \
-           "together" in caplog.messages
+    assert said == [f"{data}: folders 'n02389026', 'sorrel' both name class 'sorrel': their images are scored together"]
 
 
 def test_list_file_evaluation_matches_the_folder(held_out_folder, tmp_path, evaluation):
@@ -361,10 +359,9 @@ def test_features_of_class_folders_keep_a_class_without_images(canonical_weights
     shutil.copytree(small_digits_folder, data)
     for image in (data / "digit_5").iterdir():
         image.unlink()
-    with caplog.at_level(logging.WARNING, logger="alexft"):
-        result = run("features", data, "--layer", "fc8", "-o", tmp_path / "f.npz", "--weights", canonical_weights_file)
+    result = run("features", data, "--layer", "fc8", "-o", tmp_path / "f.npz", "--weights", canonical_weights_file)
     assert result.exit_code == 0, result.output
-    assert "warning: " + str(data) + ": 1 class folder(s) with no images: 'digit_5'" in caplog.text
+    assert f"alexft: warning: {data}: 1 class folder(s) with no images: 'digit_5'" in result.stderr.splitlines()
     with np.load(tmp_path / "f.npz") as saved:
         assert list(saved["class_names"]) == [f"digit_{d}" for d in range(10)] and len(saved["paths"]) == 54
         assert 5 not in saved["labels"] and 6 in saved["labels"]
@@ -529,11 +526,11 @@ def test_the_python_evaluate_warns_of_images_beside_the_class_folders(fc8_run, s
     shutil.copytree(small_digits_folder, tmp_path / "data")
     loose = next((tmp_path / "data").glob("*/*.png"))
     shutil.copy(loose, tmp_path / "data" / "stray.png")
-    with caplog.at_level("WARNING", logger="alexft"):
+    with alexft_notes() as said:
         figures = alexft.evaluate(alexft.load_predictor(run_folder / "model.npz", download=False), tmp_path / "data")
     assert figures["images"] == len(list(small_digits_folder.glob("*/*.png")))
-    assert (f"warning: {tmp_path / 'data'}: 1 image(s) beside the class folders belong to no class and are left out "
-            "(e.g. stray.png); evaluate reads <class>/<images>") in caplog.messages
+    assert said == [f"{tmp_path / 'data'}: 1 image(s) beside the class folders belong to no class and are left out "
+                    "(e.g. stray.png); evaluate reads <class>/<images>"]
 
 
 def test_a_split_of_some_classes_is_scored_against_the_models_classes_by_name(evaluation, held_out_folder, tmp_path):

@@ -2,17 +2,15 @@
 turn any readable one into our pickle-free `.npz`, which loads several times faster; and the
 Python API's `save_weights`, which guards what it would replace as convert does."""
 import collections
-import logging
 from pathlib import Path
 
 from .. import architecture as arch
 from ..atomic import archive_names, check_writable
-from ..errors import WeightsError
+from ..errors import WeightsError, warn_user
 from . import caffe
 from . import formats as weights_io
 from .download import file_digests
 
-log = logging.getLogger("alexft")
 
 
 def describe(path):
@@ -170,5 +168,5 @@ def warn_of_repeats(class_names, where=""):
     "crane" (the bird and the machine)."""
     repeated = sorted(name for name, count in collections.Counter(class_names).items() if count > 1)
     if repeated:
-        log.warning("warning: %sclass names given more than once: %s; results by name cannot tell those classes "
-                    "apart", where, ", ".join(map(repr, repeated)))
+        warn_user(f"{where}class names given more than once: {', '.join(map(repr, repeated))}; results by name cannot "
+                  "tell those classes apart")
