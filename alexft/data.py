@@ -16,6 +16,7 @@ import numpy as np
 from .atomic import json_text, write_text
 from .progress import progress_bar
 from .errors import AlexftError, ImageError, warn_user
+from .image_sources import UnreadableFolder
 from .preprocess import (distinct_inputs, find_images, images_below, is_folder, is_image_file, path_list, read_image,
                          resize_and_subtract_mean, unread_photos_said)
 
@@ -112,8 +113,10 @@ def list_labelled(root, class_names, empty_ok=False):
     owners = {}  # each folder listed: the class that listed it first, and as what
     with progress_bar(len(class_names), minimum=100, desc=f"listing {root}", unit="class") as bar:
         for index, name in enumerate(class_names):
-            folder, held, walked = root / name, [], []
+            folder, held, walked, locked = root / name, [], [], len(unsearchable)
             files = images_below(folder, held, unsearchable, walked, within=root) if folder.is_dir() else []
+            if empty_ok:  # measuring: a folder that cannot be listed is an input that could not be used, as in classify
+                files += [UnreadableFolder(path) for path in unsearchable[locked:]]
             _refuse_a_folder_in_two_classes(root, name, walked, owners)
             empty += [] if files else [name]
             only_unread += [] if files or not held else [held[0]]  # (one of its photos, to name)
@@ -121,7 +124,7 @@ def list_labelled(root, class_names, empty_ok=False):
             paths.extend(files)
             labels.extend([index] * len(files))
             bar.update(1)
-    if unsearchable:  # before the refusals below: an unreadable class folder is why it looks empty
+    if unsearchable and not empty_ok:  # before the refusals below: an unreadable class folder is why it looks empty
         warn_user(f"{root}: cannot read {quoted_names(str(path.relative_to(root)) for path in unsearchable)} "
                   "(permission denied); the images in them are left out")
     unread_said = unread_photos_said(unread, root) if unread else None

@@ -1353,6 +1353,38 @@ def test_folders_that_cannot_be_read_and_dangling_links_are_named_not_skipped(ca
     assert f"{folder / 'locked'}: cannot read this folder (permission denied)" in features.stderr
 
 
+def test_a_folder_below_the_classes_that_cannot_be_listed_fails_evaluate_and_features_as_an_input(
+        canonical_weights_file, tmp_path):
+    """A helper's evaluate and features of class folders, one holding a locked sub-folder, warned
+    and exited 0, and evaluate's figures left those images out unsaid ("14 used, 0 skipped"),
+    while classify of the same tree exited 1. Now each names it as an input that could not be
+    used, counts it as skipped and exits 1."""
+    data = tmp_path / "data"
+    for wordnet_id, photo in (("n01440764", "chelsea"), ("n01443537", "coffee")):
+        (data / wordnet_id / "more").mkdir(parents=True)
+        shutil.copy(photo_paths()[photo], data / wordnet_id / f"{photo}.png")
+        shutil.copy(photo_paths()[photo], data / wordnet_id / "more" / f"{photo}.png")
+    locked = data / "n01443537" / "more"
+    locked.chmod(0)
+    try:
+        common = ["--weights", str(canonical_weights_file), str(data)]
+        evaluated = subprocess.run([*_without_root_powers(), ALEXFT, "evaluate", "--json", *common], capture_output=True,
+                                   text=True, timeout=300)
+        features = subprocess.run([*_without_root_powers(), ALEXFT, "features", "-o", str(tmp_path / "f.npz"), *common],
+                                  capture_output=True, text=True, timeout=300)
+    finally:
+        locked.chmod(0o755)
+    said = f"error: {locked}: cannot read this folder (permission denied); its images are left out"
+    assert evaluated.returncode == 1 and said in evaluated.stderr.splitlines(), evaluated.stderr
+    figures = json.loads(evaluated.stdout)
+    assert (figures["images"], figures["skipped"]) == (3, 1)
+    assert figures["skipped_files"] == {str(locked): said.removeprefix("error: ")}
+    assert features.returncode == 1 and said in features.stderr.splitlines(), features.stderr
+    assert "warning" not in evaluated.stderr + features.stderr
+    with np.load(tmp_path / "f.npz") as saved:
+        assert len(saved["paths"]) == 3 and sorted(saved["labels"].tolist()) == [0, 0, 1]
+
+
 def test_json_lines_stay_utf_8_for_file_names_that_are_not(canonical_weights_file, tmp_path):
     """A file name's raw bytes (b'bad\\xff\\xfe.png') went into --json output, which then failed to
     read as UTF-8. Such a name is escaped, and reads back as the name Python holds for it."""
