@@ -376,6 +376,15 @@ def test_features_of_class_folders_keep_a_class_without_images(canonical_weights
                  "--weights", canonical_weights_file)  # two classes' own folders: their parent has the labels
     assert result.exit_code == 0 and "note: 2 folders are read as plain images, without class labels: for labels, give " \
         f"their parent folder alone ({data}), laid out as <class>/<images>" in result.stderr, result.stderr
+    # Two folders of a working folder that holds much else (a helper's `photos bad big`): its
+    # other sub-folder holds no images, so it is no <class>/<images> layout, and is not advised.
+    for name in ("photos", "bad"):
+        shutil.copytree(data / "digit_0", tmp_path / "work" / name)
+    (tmp_path / "work" / "cache").mkdir()
+    (tmp_path / "work" / "cache" / "store.npz").write_bytes(b"")
+    result = run("features", tmp_path / "work" / "photos", tmp_path / "work" / "bad", "--layer", "fc8", "-o",
+                 tmp_path / "i.npz", "--weights", canonical_weights_file)
+    assert result.exit_code == 0 and "note:" not in result.stderr, result.stderr
 
 
 def test_long_feature_runs_use_the_fused_lrn_on_full_batches_only(monkeypatch):

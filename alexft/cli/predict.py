@@ -1,10 +1,12 @@
 """`classify`, `evaluate` and `features`: images through the network."""
+import os
 import sys
 from pathlib import Path
 
 import click
 
 from alexft.atomic import json_text
+from alexft.errors import AlexftError
 
 from . import examples
 from .common import (EXIT_INPUT_FAILED, EnvironmentOption, ImageInput, PathParam, expand_inputs, fail_cleanly,
@@ -303,9 +305,32 @@ def _say_why_unlabelled(inputs):
     elif len(inputs) > 1 and laid_out:
         click.echo(f"note: {len(inputs)} inputs are read as plain images, without class labels: labels come "
                    f"from one folder laid out as <class>/<images> (such as {laid_out[0]}) given alone", err=True)
-    elif len(inputs) > 1 and len(folders) == len(inputs) and len({Path(path).absolute().parent for path in folders}) == 1:
+    elif len(inputs) > 1 and len(folders) == len(inputs) and _all_of_one_parent(folders):
         click.echo(f"note: {len(inputs)} folders are read as plain images, without class labels: for labels, "
                    f"give their parent folder alone ({Path(inputs[0]).parent}), laid out as <class>/<images>", err=True)
+
+
+def _all_of_one_parent(folders):
+    """Whether the folders share a parent laid out as <class>/<images>: no images beside its
+    sub-folders, each of which holds images or nothing. (`photos bad big`, given from a working
+    folder holding much else, were told to give that folder for labels.)"""
+    from alexft.data import class_folders, loose_images
+
+    parents = {Path(path).absolute().parent for path in folders}
+    if len(parents) != 1:
+        return False
+    parent = parents.pop()
+    try:
+        return not loose_images(parent) and all(_holds_images_or_nothing(parent / name) for name in class_folders(parent))
+    except (OSError, AlexftError):  # a parent that cannot be listed lays nothing out
+        return False
+
+
+def _holds_images_or_nothing(folder):
+    from alexft.preprocess import is_image_file
+
+    entries = [entry for entry in os.scandir(folder) if not entry.name.startswith(".")]
+    return not entries or any(is_image_file(entry.name) for entry in entries)
 
 
 def _check_features_output(output, force):
