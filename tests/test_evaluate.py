@@ -60,7 +60,9 @@ def test_top1_equals_the_accuracy_of_classify_json(evaluation, held_out_folder):
 
 
 def test_metrics_are_consistent(evaluation):
-    summary, _, _ = evaluation
+    summary, _, model = evaluation
+    # What was measured with, so that two results saved from --json can be told apart (a helper's could not).
+    assert summary["measured_with"] == {"weights": str(model), "runtime": "tensorflow", "precision": "float32"}
     for protocol in ("centre", "ten_crop"):
         m = summary[protocol]
         assert 0 <= m["top1"] <= m["top5"] <= 1
