@@ -1,4 +1,6 @@
 """Figures written into run folders."""
+import textwrap
+
 import numpy as np
 # Figures built without pyplot need no backend, so drawing a file never changes the
 # backend of the caller (a notebook's inline plots stay inline).
@@ -54,28 +56,40 @@ def range_test_curve(result, path):
 def confusion_matrix(matrix, class_names, path, protocol=None):
     """Row-normalised confusion matrix (rows: true class) as a labelled heatmap.
 
-    The figure grows with the class count so that 100 labels stay legible.
+    The figure grows with the class count so that 100 labels stay legible, and so that up to 20
+    classes' cells hold their shares (each at least 0.45 inch: "0.48" at 9 points had run
+    into its neighbours beside ImageNet's long names).
     """
     count = len(class_names)
     normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    side = min(max(6.0, 0.16 * count + 3), 30.0)
+    annotated = count <= 20
+    side = min(max(6.0, 0.16 * count + 3, 0.45 * count + 3.5 if annotated else 0), 30.0)
     fontsize = max(4, min(10, 220 / max(count, 1)))
     figure = Figure(figsize=(side, side), layout="constrained")
     axes = figure.subplots()
     image = axes.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-    labels = [name if len(name) <= 24 else name[:23] + "…" for name in class_names]
+    labels = [short_label(name) for name in class_names]
     axes.set_xticks(range(count), labels, rotation=90, fontsize=fontsize)
     axes.set_yticks(range(count), labels, fontsize=fontsize)
-    title = "confusion matrix (each row sums to 1)" + (f", {protocol}" if protocol else "")
-    axes.set(xlabel="predicted", ylabel="true", title=title)
-    if count <= 20:
+    axes.set(xlabel="predicted", ylabel="true")
+    # Over the whole figure: above the axes alone, beside long labels, it ran into the colour bar.
+    figure.suptitle("confusion matrix" + (f", {protocol}" if protocol else "") + " (each row sums to 1)")
+    if annotated:
         for (row, column), value in np.ndenumerate(normalised):
             if value >= 0.005:
-                axes.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=fontsize,
+                axes.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=min(fontsize, 9),
                           color="white" if value > 0.5 else "black")
     figure.colorbar(image, ax=axes, shrink=0.8)
     _save(figure, path, dpi=100)
     return path
+
+
+def short_label(name, width=24):
+    """A class name short enough for a tick or a caption: ImageNet's synonyms ("great white
+    shark, white shark, man-eater, ...") reduced to the first, then cut with an ellipsis."""
+    if len(name) > width and "," in name:
+        name = name.split(",")[0]
+    return name if len(name) <= width else name[:width - 1] + "…"
 
 
 def contact_sheet(image_paths, captions, path, columns=4):
@@ -93,9 +107,15 @@ def contact_sheet(image_paths, captions, path, columns=4):
             axes.imshow(read_image(image_path)[:, :, ::-1])  # BGR -> RGB for display
         except ImageError:
             axes.text(0.5, 0.5, "unreadable", ha="center")
-        axes.set_title(caption, fontsize=8)
+        axes.set_title(_wrapped(caption), fontsize=8)
     _save(figure, path, dpi=80)
     return path
+
+
+def _wrapped(caption, width=44):
+    """Each line of a caption folded to what a 3-inch cell holds at 8 points, so that a long one
+    does not run over its neighbours' (they had, with ImageNet's names)."""
+    return "\n".join(textwrap.fill(line, width) for line in caption.splitlines())
 
 
 def _save(figure, path, dpi):

@@ -116,8 +116,34 @@ def test_report_files_are_well_formed(evaluation):
     assert np.trace(counts) == round(HELD_OUT * summary["ten_crop"]["top1"])
     confusion = cv2.imread(str(report / "confusion_matrix.png"))
     sheet = cv2.imread(str(report / "top_losses.png"))
-    assert confusion.shape[:2] == (600, 600)  # 6 inches at 100 dpi for 10 classes
+    assert confusion.shape[:2] == (800, 800)  # 0.45 inch a cell and 3.5 for labels and the colour bar, at 100 dpi
     assert sheet.shape[:2] == (1088, 960)  # a 4x4 grid of 3x3.4-inch cells at 80 dpi
+
+
+def test_a_report_on_a_few_of_imagenets_classes_shows_those_that_occur_legibly(canonical_weights_file, tmp_path):
+    """A helper's report of 5 true classes under the 1000-class model had a 1000x1000 table
+    (2 MB) beside a figure of the 12 classes that occurred, and titles and captions with
+    ImageNet's long names that ran into each other. The table now holds the classes the figure
+    shows; ticks and captions carry a name's first synonym."""
+    import alexft
+    from alexft.plots import short_label
+
+    data = tmp_path / "data"
+    for wordnet_id, photo in (("n02123045", "chelsea"), ("n01440764", "coffee")):
+        (data / wordnet_id).mkdir(parents=True)
+        shutil.copy(photo_paths()[photo], data / wordnet_id / f"{photo}.png")
+    predictor = alexft.load_predictor(canonical_weights_file, download=False)
+    figures = alexft.evaluate(predictor, data, report=tmp_path / "report")
+    with open(tmp_path / "report" / "confusion_matrix.csv") as handle:
+        table = list(csv.reader(handle))
+    with open(tmp_path / "report" / "misclassified.csv") as handle:
+        answered = {row["predicted"] for row in csv.DictReader(handle)}
+    occurring = {"tabby, tabby cat", "tench, Tinca tinca"} | answered
+    assert sorted(table[0][1:]) == sorted(row[0] for row in table[1:]) == sorted(occurring)
+    assert sum(int(count) for row in table[1:] for count in row[1:]) == figures["images"] == 2
+    assert short_label("great white shark, white shark, man-eater, man-eating shark") == "great white shark"
+    assert short_label("tabby, tabby cat") == "tabby, tabby cat"
+    assert short_label("a" * 30) == "a" * 23 + "…" and short_label("a" * 30, 30) == "a" * 30
 
 
 def test_confusion_matrix_grows_for_many_classes(tmp_path):
