@@ -362,7 +362,8 @@ def decode_predictions(preds, top=5, class_names=None):
     count = preds.shape[1]
     if class_names is None:
         if count != arch.IMAGENET_CLASSES:
-            raise ValueError(f"{count} classes: pass class_names (ImageNet's need 1000 scores per row)")
+            raise ValueError(f"{count} classes: pass class_names, e.g. a fine-tuned model's model.class_names "
+                             "(ImageNet's need 1000 scores per row)")
         ids, class_names = imagenet.wordnet_ids(), imagenet.class_names()
     else:
         if isinstance(class_names, (dict, str, bytes)):  # (a dict gave its keys as the names)

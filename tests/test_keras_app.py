@@ -278,7 +278,7 @@ def test_decode_predictions_names_imagenet_classes_by_wordnet_id():
     assert alexft.decode_predictions(scores, top=1, class_names=alexft.imagenet_class_names())[0][0][0] == "n02123045"
     with pytest.raises(TypeError, match="class_names: a list of names in class order, not dict"):
         alexft.decode_predictions(np.eye(3), class_names={0: "a", 1: "b", 2: "c"})
-    with pytest.raises(ValueError, match="3 classes: pass class_names"):
+    with pytest.raises(ValueError, match="3 classes: pass class_names, e.g. a fine-tuned model's model.class_names"):
         alexft.decode_predictions(np.eye(3))
     with pytest.raises(ValueError, match=r"shaped \(N, classes\); got shape \(1000,\)"):
         alexft.decode_predictions(np.zeros(1000))
@@ -684,6 +684,14 @@ def test_extract_features_takes_a_predictor_and_labels_a_class_folder_as_the_com
         alexft.extract_features(predictor, expected.paths[:1], "fc77", tmp_path / "h.npz")  # Keras' error listed drop6
     with pytest.raises(ValueError, match=r"; choose one of conv1, .*, fc8, prob$"):  # alexft.AlexNet's softmax too
         alexft.extract_features(alexft.AlexNet(weights=None), expected.paths[:1], "fc9", tmp_path / "h.npz")
+    # AlexNet inside a model of the user's: its layers are one level down, and said so (a
+    # helper got "choose one of input_layer, alexnet").
+    image = keras.Input((227, 227, 3))
+    wrapped = keras.Model(image, alexft.AlexNet(weights=None)(image), name="mine")
+    with pytest.raises(ValueError, match=r"^no layer 'fc7' in 'mine' itself: it is inside its 'alexnet'; give that: "
+                                         r"truncated\(model.get_layer\('alexnet'\), 'fc7'\)$"):
+        alexft.truncated(wrapped, "fc7")
+    assert alexft.truncated(wrapped.get_layer("alexnet"), "fc7").output.shape == (None, 4096)
 
 
 TENSORFLOW_FREE = """
