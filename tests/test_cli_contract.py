@@ -541,6 +541,32 @@ def test_a_ctrl_c_swallowed_mid_run_stops_the_command_at_the_next_batch(
         assert not (tmp_path / "run").exists()
 
 
+def test_features_stopped_by_ctrl_c_says_its_file_was_not_written_or_is_as_it_was(canonical_weights_file, tmp_path,
+                                                                                   monkeypatch):
+    """A helper's Ctrl-C in `features` printed only "alexft: interrupted": whether the output
+    was half written, or an earlier one lost, was left to guess."""
+    from alexft.model import InferenceFunction
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("chelsea", "coffee"):
+        shutil.copy(photo_paths()[name], folder / f"{name}.png")
+    arguments = ["features", str(folder), "--layer", "fc8", "--weights", str(canonical_weights_file), "-o"]
+    assert CliRunner().invoke(main, [*arguments, str(tmp_path / "earlier.npz")]).exit_code == 0
+    kept = (tmp_path / "earlier.npz").read_bytes()
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(InferenceFunction, "__call__", stopped)
+    for output, said in ((tmp_path / "new.npz", "not written"),
+                         (tmp_path / "earlier.npz", "not replaced, the earlier file is as it was")):
+        result = CliRunner().invoke(main, [*arguments, str(output), "--force"])
+        assert result.exit_code == 130, result.output
+        assert result.stderr.splitlines()[-2:] == [f"alexft: {output}: {said}", "alexft: interrupted"], result.stderr
+    assert not (tmp_path / "new.npz").exists() and (tmp_path / "earlier.npz").read_bytes() == kept
+
+
 def test_what_a_start_up_printed_is_shown_when_it_fails_not_when_it_is_stopped(capfd):
     """In CI a SIGTERM swallowed inside TensorFlow's import came out as another error, and the
     held-back start-up lines were shown as if the start-up had failed on its own."""

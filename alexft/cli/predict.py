@@ -396,9 +396,15 @@ def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, s
         labels = labels[chosen] if labels is not None else None
     # The inputs are expanded and labelled here: its only note would be "no features written",
     # which the last line below says after each input's error.
-    written, skipped = extract_features(predictor.model, paths, layer, output, ten_crop=ten_crop, labels=labels,
-                                        class_names=class_names, batch_size=batch_size, progress=progress,
-                                        preprocessing=preprocessing, say=lambda note: None)  # output checked, with --force
+    earlier = output.exists()
+    try:
+        written, skipped = extract_features(predictor.model, paths, layer, output, ten_crop=ten_crop, labels=labels,
+                                            class_names=class_names, batch_size=batch_size, progress=progress,
+                                            preprocessing=preprocessing, say=lambda note: None)  # output checked, with --force
+    except KeyboardInterrupt:  # said before "interrupted": the file is written whole at the end, or not at all
+        click.echo(f"alexft: {output}: " + ("not replaced, the earlier file is as it was" if earlier else "not written"),
+                   err=True)
+        raise
     for message in skipped.values():
         click.echo(f"error: {message}", err=True)
     if written or not skipped:
