@@ -77,7 +77,8 @@ def decode_image(data, name="<bytes>"):
         raise ImageError(f"{name}: empty file")
     image_format, (width, height) = _read_header(data, name)
     if width * height > MAX_PIXELS:  # Pillow checks this too, unless a program turned its check off
-        raise ImageError(f"{name}: refused before decoding: {image_format} declares {width}x{height} pixels, over {MAX_PIXELS:,}")
+        raise ImageError(f"{name}: refused before decoding: {image_format} declares {width}x{height} pixels, over "
+                         f"{MAX_PIXELS:,}; scale it down first (AlexNet sees 256x256)")
     if image_format == "JPEG" and not _jpeg_is_complete(data):
         raise ImageError(f"{name}: truncated JPEG (no end-of-image marker)")
     with said_on_descriptor_2() as said:
@@ -126,7 +127,8 @@ def _read_header(data, name):
                 return header.format, header.size
     except Image.DecompressionBombError as error:  # over MAX_PIXELS, said in our words, not "DOS attack"
         declared = re.search(r"\((\d+) pixels\)", str(error))
-        said = f"it declares {int(declared.group(1)):,} pixels, over {MAX_PIXELS:,}" if declared else str(error)
+        said = (f"it declares {int(declared.group(1)):,} pixels, over {MAX_PIXELS:,}; scale it down first (AlexNet "
+                "sees 256x256)") if declared else str(error)
         raise ImageError(f"{name}: refused before decoding: {said}") from None
     except UnidentifiedImageError:
         if signature_format(data):  # an image's first bytes, then a header Pillow gives up on (a cut TIFF's)
