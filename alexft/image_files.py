@@ -108,8 +108,10 @@ def _file_read(handle, size, path):
     start = handle.read(SNIFF_BYTES) if size > LARGE_FILE_BYTES else b""
     if start and not _may_be_an_image(start):
         raise ImageError(f"{path}: not an image ({size:,} bytes, starting with {start[:8]!r})")
-    data = _read_at_most(handle, MAX_FILE_BYTES + 1, start)
-    if len(data) > MAX_FILE_BYTES:  # grown since it was measured
+    data = _read_at_most(handle, size + 1, start)  # (a read of its size: no 16 MiB buffer for a photo)
+    if len(data) > size:  # grown since it was measured
+        data = _read_at_most(handle, MAX_FILE_BYTES + 1, data)
+    if len(data) > MAX_FILE_BYTES:
         raise ImageError(f"{path}: more than the {MAX_FILE_BYTES:,} bytes an image within the pixel limit takes")
     return data
 
