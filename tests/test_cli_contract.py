@@ -1402,6 +1402,7 @@ def test_a_folder_below_the_classes_that_cannot_be_listed_fails_evaluate_and_fea
         locked.chmod(0o755)
     said = f"error: {locked}: cannot read this folder (permission denied); its images are left out"
     assert evaluated.returncode == 1 and said in evaluated.stderr.splitlines(), evaluated.stderr
+    assert evaluated.stderr.splitlines()[-1] == "alexft: 1 of 4 inputs could not be used"  # a folder is no image
     figures = json.loads(evaluated.stdout)
     assert (figures["images"], figures["skipped"]) == (3, 1)
     assert figures["skipped_files"] == {str(locked): said.removeprefix("error: ")}

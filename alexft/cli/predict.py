@@ -256,7 +256,8 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
         click.echo(_describe_evaluation(summary))
     failed = bool(summary["skipped"])
     if failed:
-        say_unused(summary["skipped"], summary["images"] + summary["skipped"], "image", "used")
+        folders = any(os.path.isdir(path) for path in summary.get("skipped_files", ()))  # (a folder that cannot be listed)
+        say_unused(summary["skipped"], summary["images"] + summary["skipped"], "input" if folders else "image", "used")
     if report is not None:
         try:
             evaluation.write_report(report)
