@@ -616,10 +616,17 @@ class Trainer:
                        **{key: (history[-1] if history else {}).get(key) for key in metrics},
                        best={key: best.get(key) for key in metrics})
         losses = [row["train_loss"] for row in history]
-        if not self._say_if_the_loss_climbed(losses, state["base_lr"], state["best_epoch"]):
-            self._say_if_nothing_was_learned(best, state["base_lr"], losses, rate_given=self.config["lr"] != "auto")
-        summary["warnings"] = list(getattr(self.log, "said", ()))  # this session's, the verdicts above among them
+        verdicts, log = [], self.log
+        self.log = verdicts.append  # held until the run folder is whole: a warning may be raised (-W error)
+        try:
+            if not self._say_if_the_loss_climbed(losses, state["base_lr"], state["best_epoch"]):
+                self._say_if_nothing_was_learned(best, state["base_lr"], losses, rate_given=self.config["lr"] != "auto")
+        finally:
+            self.log = log
+        summary["warnings"] = list(getattr(log, "said", ())) + [line.removeprefix(WARNING) for line in verdicts]
         self.run.finish(summary, self.options.keep_checkpoint)
+        for line in verdicts:
+            log(line)
         return summary
 
     def _say_if_the_loss_climbed(self, losses, base_lr, best_epoch):

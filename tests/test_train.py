@@ -1596,6 +1596,27 @@ def test_shuffled_labels_end_with_a_warning_kept_in_the_summary_and_true_labels_
     assert ("--lr" in said["shuffled"][0]) == (through == "command line") or "no better than" in said["shuffled"][0]
 
 
+def test_a_verdict_raised_as_an_error_comes_after_the_run_folder_is_whole(small_digits_folder, canonical_weights_file,
+                                                                          tmp_path):
+    """Under `warnings.simplefilter("error", AlexftWarning)` (pytest's filterwarnings, python
+    -W error) a re-trial's finished run raised its verdict before summary.json was written, and
+    left its checkpoint behind: a finished run that looked interrupted."""
+    from alexft.errors import AlexftWarning
+    from alexft.python_words import in_python_words
+
+    for digit in (0, 1):  # 4 images a class: 2 held out, too few for any accuracy to show learning
+        shutil.copytree(small_digits_folder / f"digit_{digit}", tmp_path / "two" / f"digit_{digit}",
+                        ignore=lambda folder, names: sorted(names)[4:])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AlexftWarning)
+        with pytest.raises(AlexftWarning) as raised:
+            finetune(tmp_path / "two", weights=canonical_weights_file, epochs=3, lr=0.001, val_split=0.25,
+                     output=tmp_path / "run", progress=False)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["epochs"] == 3 and [in_python_words(said) for said in summary["warnings"]] == [str(raised.value)]
+    assert (tmp_path / "run" / "model.npz").exists() and not (tmp_path / "run" / "checkpoint.npz").exists()
+
+
 def test_a_run_that_answers_only_the_largest_class_of_lopsided_data_ends_with_a_warning():
     """A user's run on 60 images of one class and 1 of another reported 0.545 validation
     accuracy in silence: the largest class's share. Its loss was low, as the class frequencies
