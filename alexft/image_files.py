@@ -5,6 +5,7 @@ read, up to its limit. No TensorFlow here.
 """
 import io
 import os
+import select
 import stat
 import warnings
 from pathlib import Path
@@ -22,6 +23,7 @@ MAX_FILE_BYTES = MAX_PIXELS * 8 + (64 << 20)
 # A file larger than this is read whole only if its first SNIFF_BYTES are taken for an image:
 # a stray 1 GB file in a folder of photos costs a read of 64 KiB, not a gigabyte of memory.
 LARGE_FILE_BYTES = 32 << 20
+PIPE_WAIT_SECONDS = 5.0
 SNIFF_BYTES = 64 << 10
 
 # The first bytes of the formats OpenCV decodes: a file that starts so but that Pillow cannot
@@ -68,8 +70,11 @@ def read_file(path):
             status = os.fstat(descriptor)
             if stat.S_ISREG(status.st_mode):
                 return _file_read(handle, status.st_size, path)
-            os.set_blocking(descriptor, True)  # a pipe's writer is waited for; with none, it reads as empty
-            return _stream_read(handle, path, _stream_kind(status.st_mode))
+            kind = _stream_kind(status.st_mode)
+            if kind == "a named pipe" and not _written_to_within(descriptor, PIPE_WAIT_SECONDS):
+                raise ImageError(f"{path}: a named pipe nothing wrote to within {PIPE_WAIT_SECONDS:g} s")
+            os.set_blocking(descriptor, True)  # read to its writer's end
+            return _stream_read(handle, path, kind)
     except FileNotFoundError:
         if path.is_symlink():
             raise ImageError(f"{path}: broken symbolic link (to {os.readlink(path)})") from None
@@ -80,6 +85,15 @@ def read_file(path):
         raise ImageError(f"{path}: cannot read: {error.strerror or error}") from None
 
 
+def _written_to_within(descriptor, seconds):
+    """Whether a writer wrote to the pipe (or came and went) within `seconds`: a reader started
+    before its writer (`mkfifo p; alexft classify p & cat photo.jpg > p`) waits for it, not for
+    ever. (Linux reports no hang-up for a pipe no writer has opened yet.)"""
+    poller = select.poll()
+    poller.register(descriptor, select.POLLIN | select.POLLHUP)
+    return bool(poller.poll(seconds * 1000))
+
+
 def _stream_kind(mode):
     return next((name for test, name in _STREAMS if test(mode)), "not a regular file")
 
@@ -87,7 +101,7 @@ def _stream_kind(mode):
 def _stream_read(handle, path, kind):
     data = _read_at_most(handle, MAX_IMAGE_BYTES + 1)
     if not data:
-        raise ImageError(f"{path}: {kind} with nothing to read" + (" (no writer)" if kind == "a named pipe" else ""))
+        raise ImageError(f"{path}: {kind} with nothing to read")
     if len(data) > MAX_IMAGE_BYTES:
         raise ImageError(f"{path}: {kind} giving more than the {MAX_IMAGE_BYTES:,}-byte limit on streams")
     return data

@@ -480,12 +480,13 @@ def _is_folder_entry(entry):
 
 
 def _listed_image(path):
-    """An image's name on a file, on a dangling link or on a link whose target cannot be looked
-    at: reading the last two says why they cannot be used."""
+    """An image's name on anything but a folder: a file, a dangling link, a link whose target
+    cannot be looked at, a named pipe, a device or a socket. Reading the others says why they
+    cannot be used (they had been left out unsaid, and uncounted)."""
     if not is_image_file(path):
         return False
     try:
-        return path.is_file() or (path.is_symlink() and not path.exists())
+        return not path.is_dir()
     except OSError:  # (Python 3.11 raises PermissionError for a target in an unsearchable folder)
         return True
 

@@ -203,24 +203,30 @@ def test_missing_file_and_folder_are_errors(tmp_path):
         preprocess.read_image(tmp_path)
 
 
-def test_a_named_pipe_or_a_device_is_read_as_a_stream_and_never_waited_on_for_ever(tmp_path):
+def test_a_named_pipe_or_a_device_is_read_as_a_stream_and_never_waited_on_for_ever(tmp_path, monkeypatch):
+    """A link to /dev/zero filled 24 GB; a named pipe nothing wrote to hung in silence. A pipe
+    is read as standard input is (a shell's <(cat photo.png)), its writer awaited a while,
+    also one that starts after the reader (a re-trial's `classify p & cat photo > p` had been
+    refused at once, and its writer left blocked)."""
+    monkeypatch.setattr(image_files, "PIPE_WAIT_SECONDS", 3.0)
     photo = encode(random_image(), ".png")
     links = {"zero.png": "/dev/zero", "null.png": "/dev/null"}
     for name, target in links.items():
         (tmp_path / name).symlink_to(target)
-    os.mkfifo(tmp_path / "unwritten.png")  # nothing will ever write to it
-    os.mkfifo(tmp_path / "written.png")  # as a shell's <(cat photo.png) is
+    for name in ("unwritten.png", "written.png", "late.png"):
+        os.mkfifo(tmp_path / name)  # nothing will ever write to the first
 
-    def write_the_photo():
-        with open(tmp_path / "written.png", "wb") as pipe:
+    def write_the_photo(name, after):
+        time.sleep(after)
+        with open(tmp_path / name, "wb") as pipe:
             pipe.write(photo)
 
-    writer = threading.Thread(target=write_the_photo, daemon=True)
-    writer.start()
+    for name, after in (("written.png", 0), ("late.png", 1.0)):
+        threading.Thread(target=write_the_photo, args=(name, after), daemon=True).start()
     outcomes = {}
 
     def read_all():
-        for name in ("written.png", "unwritten.png", "zero.png", "null.png"):
+        for name in ("written.png", "late.png", "unwritten.png", "zero.png", "null.png"):
             try:
                 outcomes[name] = preprocess.read_image(tmp_path / name)
             except ImageError as error:
@@ -230,11 +236,38 @@ def test_a_named_pipe_or_a_device_is_read_as_a_stream_and_never_waited_on_for_ev
     reader.start()
     reader.join(timeout=60)
     assert not reader.is_alive(), f"reading blocked after {sorted(outcomes)}"
-    assert np.array_equal(outcomes["written.png"], cv2.imdecode(np.frombuffer(photo, np.uint8), cv2.IMREAD_COLOR))
-    assert outcomes["unwritten.png"] == f"{tmp_path / 'unwritten.png'}: a named pipe with nothing to read (no writer)"
+    decoded = cv2.imdecode(np.frombuffer(photo, np.uint8), cv2.IMREAD_COLOR)
+    assert np.array_equal(outcomes["written.png"], decoded) and np.array_equal(outcomes["late.png"], decoded)
+    assert outcomes["unwritten.png"] == f"{tmp_path / 'unwritten.png'}: a named pipe nothing wrote to within 3 s"
     assert outcomes["zero.png"] == (f"{tmp_path / 'zero.png'}: a character device giving more than the "
                                     f"{image_sources.MAX_IMAGE_BYTES:,}-byte limit on streams")
     assert outcomes["null.png"] == f"{tmp_path / 'null.png'}: a character device with nothing to read"
+
+
+def test_pipes_devices_and_sockets_inside_a_folder_are_listed_so_that_reading_them_names_them(tmp_path, monkeypatch):
+    """Inside a folder they were left out unsaid, and uncounted, while a dangling link there was
+    named: a re-trial's classify, evaluate, features and finetune all passed over them."""
+    monkeypatch.setattr(image_files, "PIPE_WAIT_SECONDS", 0.2)
+    (tmp_path / "ok.png").write_bytes(encode(random_image(), ".png"))
+    os.mkfifo(tmp_path / "fifo.png")
+    (tmp_path / "zero.jpg").symlink_to("/dev/zero")
+    (tmp_path / "notes.txt").symlink_to("/dev/zero")  # not an image's name: not listed
+    listening = socket.socket(socket.AF_UNIX)
+    try:
+        listening.bind(str(tmp_path / "sock.jpg"))
+        listed = preprocess.find_images([tmp_path])
+        assert [path.name for path in listed] == ["fifo.png", "ok.png", "sock.jpg", "zero.jpg"]
+        causes = {}
+        for path in listed:
+            try:
+                preprocess.read_image(path)
+            except ImageError as error:
+                causes[path.name] = str(error).removeprefix(f"{path}: ")
+    finally:
+        listening.close()
+    assert causes == {"fifo.png": "a named pipe nothing wrote to within 0.2 s", "sock.jpg": "is a socket, not an image",
+                      "zero.jpg": f"a character device giving more than the {image_sources.MAX_IMAGE_BYTES:,}-byte "
+                                  "limit on streams"}
 
 
 def test_a_socket_is_refused_by_name(tmp_path):
