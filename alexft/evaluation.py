@@ -431,6 +431,6 @@ def _write_report_files(folder, summary, predictions, probabilities, confusion, 
                            protocol)
     worst = np.argsort(-losses)[:16]
     captions = [f"{protocol} true: {plots.short_label(class_names[predictions.labels[i]], 30)}\n"
-                f"pred: {plots.short_label(class_names[predicted[i]], 30)} ({probabilities[i, predicted[i]]:.2f})"
+                f"pred: {plots.short_label(class_names[predicted[i]], 30)} (p {probabilities[i, predicted[i]]:.2f})"
                 for i in worst]
     plots.contact_sheet([predictions.paths[i] for i in worst], captions, folder / "top_losses.png")

@@ -73,7 +73,7 @@ def confusion_matrix(matrix, class_names, path, protocol=None):
     axes.set_yticks(range(count), labels, fontsize=fontsize)
     axes.set(xlabel="predicted", ylabel="true")
     # Over the whole figure: above the axes alone, beside long labels, it ran into the colour bar.
-    figure.suptitle("confusion matrix" + (f", {protocol}" if protocol else "") + " (each row sums to 1)")
+    figure.suptitle("confusion matrix" + (f", {protocol}" if protocol else "") + " (each true class's row sums to 1)")
     if annotated:
         for (row, column), value in np.ndenumerate(normalised):
             if value >= 0.005:

@@ -95,6 +95,7 @@ def test_metrics_against_hand_computed_values():
 def test_report_files_are_well_formed(evaluation):
     summary, report, _ = evaluation
     assert json.loads((report / "metrics.json").read_text())["ten_crop"]["top1"] == summary["ten_crop"]["top1"]
+    assert json.loads((report / "metrics.json").read_text())["measured_with"] == summary["measured_with"]  # the record kept
     with open(report / "per_class.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["name"] for row in rows] == [f"digit_{d}" for d in range(10)]

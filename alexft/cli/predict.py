@@ -247,11 +247,11 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
     predictor = _predictor(weight_set, progress, preprocessing, precision, runtime)
     evaluation = measure(predictor, files, ten_crop=ten_crop, batch_size=batch_size, progress=progress,
                          on_skip=_say_error)  # each as it is met, as classify does, not after the whole run
-    summary = evaluation.summary
-    if as_json:  # with what was measured, so that two results can be told apart later
-        measured_with = dict(weights=str(weight_set.path) if weight_set.path else None, runtime=runtime,
-                             precision=precision)
-        click.echo(json_text({**summary, "measured_with": measured_with}))
+    summary = evaluation.summary  # with what was measured, so that two results (or reports) can be told apart later
+    summary["measured_with"] = dict(weights=str(weight_set.path) if weight_set.path else None, runtime=runtime,
+                                    precision=precision)
+    if as_json:
+        click.echo(json_text(summary))
     else:
         click.echo(_describe_evaluation(summary))
     failed = bool(summary["skipped"])
