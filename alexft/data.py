@@ -21,8 +21,6 @@ from .preprocess import (distinct_inputs, find_images, images_below, is_folder, 
                          resize_and_subtract_mean, unread_photos_said)
 
 
-
-
 class DataError(AlexftError, ValueError):
     """The dataset's layout cannot be used (no classes, an empty class, too many broken files)."""
 

@@ -24,7 +24,6 @@ from .pipeline import check_count
 from .preprocess import is_within  # noqa: F401  (the command line takes it from here)
 from .predict import as_predictor, predict_views
 
-
 CENTRE_VIEW = 4
 
 
