@@ -283,6 +283,8 @@ def already_finished(run, summary, options, log):
              "epoch of all" if options.epochs < summary["epochs"] else "")
     if not fewer and run.checkpoint.exists():  # (--keep-checkpoint): it may go on, said how
         fewer = f"; its checkpoint is kept: --epochs N over {summary['epochs']} trains it further"
+    if not options.auto_lr and options.lr != summary.get("lr"):  # given with the resume: said, not ignored unsaid
+        fewer += f"; --lr {options.lr:g} is not used: nothing is left to train"
     log(f"{run.path}: already finished ({_epochs(summary['epochs'])}; model.npz holds epoch {summary['best_epoch']}); "
         f"nothing to resume{fewer}")
     return dict(summary, already_finished=True)

@@ -1143,6 +1143,9 @@ def test_resume_may_change_the_rate_and_the_epochs(small_digits_folder, canonica
     assert again["already_finished"] and again["best_epoch"] == summary["best_epoch"]
     assert messages == [f"{tmp_path / 'run'}: already finished (4 epochs; model.npz holds epoch {summary['best_epoch']}); "
                         "nothing to resume"]
+    messages.clear()  # a new rate given with it is said to be unused, not ignored unsaid (a helper's --lr 0.001)
+    finetune(small_digits_folder, **dict(options, log=messages.append), epochs=4, lr=0.05, resume=True)
+    assert messages[-1].endswith("nothing to resume; lr=0.05 is not used: nothing is left to train"), messages
     messages.clear()  # asking for fewer epochs than it ran is said, not ignored
     fewer = finetune(small_digits_folder, **dict(options, log=messages.append), epochs=2, resume=True)
     assert fewer["already_finished"] and fewer["epochs"] == 4
