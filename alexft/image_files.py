@@ -15,8 +15,11 @@ from PIL import Image, UnidentifiedImageError
 from .errors import WARNING_FILTERS, ImageError
 from .image_sources import MAX_IMAGE_BYTES
 
-# The pixel limit of preprocess (Pillow's decompression-bomb limit), and the most a file within
-# it can take: 16-bit RGBA, uncompressed (TIFF, PNG at level 0), with room for its metadata.
+# Images whose header declares more pixels than MAX_PIXELS are refused before decoding (in
+# preprocess): a 30000x30000 PNG can be under 1 MB on disk and 2.7 GB decoded. The figure is
+# Pillow's decompression-bomb limit; photos up to ~179 megapixels pass. MAX_FILE_BYTES is the
+# most a file within it can take: 16-bit RGBA, uncompressed (TIFF, PNG at level 0), with room
+# for its metadata.
 MAX_PIXELS = 2 * 89_478_485
 MAX_FILE_BYTES = MAX_PIXELS * 8 + (64 << 20)
 
@@ -79,8 +82,6 @@ def read_file(path):
         if path.is_symlink():
             raise ImageError(f"{path}: broken symbolic link (to {os.readlink(path)})") from None
         raise ImageError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: is a folder, not an image") from None
     except OSError as error:
         raise ImageError(f"{path}: cannot read: {error.strerror or error}") from None
 

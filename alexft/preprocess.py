@@ -43,10 +43,6 @@ RESIZE = 256
 CROP = INPUT_SIZE
 MEAN_BGR = np.array([104.00698793, 116.66876762, 122.67891434], dtype=np.float32)
 
-# Images whose header declares more than MAX_PIXELS are refused before decoding: a 30000x30000
-# PNG can be under 1 MB on disk and 2.7 GB decoded. The figure is Pillow's decompression-bomb
-# limit (its header reader enforces it too); photos up to ~179 megapixels pass.
-
 # Caffe's `oversample`: four corners, then the centre, then the same five mirrored.
 _EDGE = RESIZE - CROP
 _CENTRE = _EDGE // 2
