@@ -22,6 +22,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -31,6 +32,7 @@ import keras
 import tensorflow as tf
 
 from . import weights as weights_io
+from .converter_space import check_converter_space, converter_scratch_bytes
 from .export_request import (FORMATS, ExportError, ExportOptionsError, ExportRequest, format_for,  # noqa: F401  (re-exported)
                              is_tflite_file, labels_path)
 from .model import build_alexnet
@@ -146,6 +148,8 @@ def export_as_command(weights, output, file_format=None, top_k=5, force=False, q
             _remove_stale_labels(output)
     except OSError as failure:
         raise ExportError(f"{output}: could not be written ({failure.strerror or failure})") from None
+    except tf.errors.OpError as failure:  # a SavedModel's variables: TensorFlow's own file writes
+        raise ExportError(f"{output}: could not be written ({_write_failure(failure)})") from None
     finally:
         _remove(temporary)
         if not output.exists():  # failed or interrupted: the folders made for it go too
@@ -153,6 +157,15 @@ def export_as_command(weights, output, file_format=None, top_k=5, force=False, q
     if file_format == "tflite":
         write_text(labels_path(output), "\n".join(module.class_names) + "\n", ExportError)
     return output
+
+
+def _write_failure(failure):
+    """The cause in a TensorFlow write error ("{{function_node …}} TEMPORARY-FILE; No space left on
+    device [Op:SaveV2]"), without the temporary file's name."""
+    if "No space left on device" in failure.message:
+        return "no space left on the device"
+    cause = failure.message.rpartition(";")[2].strip()
+    return re.sub(r"\s*\[Op:\w+\]$", "", cause) or failure.message
 
 
 def _remove_stale_labels(output):
@@ -205,9 +218,18 @@ def tflite_flatbuffer(module, quantization=None, beside=None):
     # asks for on purpose (a filter, not catch_warnings: that is process-wide, and the
     # calibration's decoding takes turns with it, errors.WARNING_FILTERS).
     warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected", category=UserWarning)
+    scratch = Path(beside).absolute().parent if beside is not None else Path(tempfile.gettempdir())
+    needed = converter_scratch_bytes(sum(variable.numpy().nbytes for variable in numeric.weights))
+    check_converter_space(scratch, needed, beside, ExportError)
     with contextlib.redirect_stdout(io.StringIO()), stderr_held_back() as stderr, _temporary_files_beside(beside):
         visible["stderr"] = stderr
-        return converter.convert()
+        try:
+            return converter.convert()
+        except Exception:
+            # The converter swallows its SavedModel's write error and fails later on
+            # ("'NoneType' object is not callable"): a disk that filled meanwhile is said as such.
+            check_converter_space(scratch, needed, beside, ExportError)
+            raise
 
 
 def _with_bar(views, stream):

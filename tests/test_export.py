@@ -2,9 +2,12 @@
 with the Python path (`alexft classify`, the OpenCV preprocessing)."""
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -508,3 +511,65 @@ def test_quantized_tflite_files_are_smaller_and_agree_with_float32(exported, ser
             assert (got.argmax(1) == float32.argmax(1)).sum() >= len(views) - 1
             overlap = [len(set(a) & set(b)) for a, b in zip(np.argsort(-got, 1)[:, :5], np.argsort(-float32, 1)[:, :5])]
             assert np.mean(overlap) >= 3
+
+
+def _namespace_for_mounts():
+    """The command prefix under which a shell may mount a tmpfs of its own (root: a mount namespace;
+    others: also a user namespace, where the kernel allows them), or None."""
+    target = tempfile.mkdtemp()
+    try:
+        for prefix in (["unshare", "-m"], ["unshare", "-U", "-r", "-m"]):
+            tried = subprocess.run([*prefix, "mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", target], capture_output=True)
+            if tried.returncode == 0:
+                return prefix
+        return None
+    finally:
+        os.rmdir(target)
+
+
+SMALL_DISK = shutil.which("unshare") and _namespace_for_mounts()
+
+
+@pytest.mark.skipif(not SMALL_DISK, reason="needs unshare to mount a small tmpfs (root or user namespaces)")
+def test_a_disk_too_small_for_the_export_is_said_in_one_line_and_nothing_is_left(canonical_weights_file, photos,
+                                                                                 tmp_path):
+    """On a 300 MiB disk (AlexNet's parameters are 233 MiB): the TF Lite converter's scratch does
+    not fit, nor, once the disk is nearly full, a SavedModel's variables. Each export fails with one
+    line naming the output and the cause (the converter had failed with a traceback ending in
+    "'NoneType' object is not callable", a SavedModel with TensorFlow's ResourceExhaustedError
+    naming a temporary file); classify still answers and exits 0 when its LiteRT copy cannot be built."""
+    disk, image = tmp_path / "disk", tmp_path / "photo.png"
+    disk.mkdir()
+    shutil.copy(photos[0], image)
+    alexft = f"'{sys.executable}' -m alexft"
+    script = "\n".join([
+        f"mount -t tmpfs -o size=300m tmpfs '{disk}' || exit 99", f"cd '{disk}'",
+        f"{alexft} export --weights '{canonical_weights_file}' m.tflite 2> tflite.err; echo $? > tflite.rc",
+        f"ALEXFT_CACHE='{disk}/cache' {alexft} classify --runtime auto --top-k 1 --weights '{canonical_weights_file}' "
+        f"'{image}' > classify.out 2> classify.err; echo $? > classify.rc",
+        "head -c 150m /dev/zero > fill",
+        f"{alexft} export --weights '{canonical_weights_file}' sm 2> sm.err; echo $? > sm.rc",
+        "rm fill", f"cp -r . '{tmp_path}/seen'",  # the tmpfs goes with the namespace
+    ])
+    done = subprocess.run([*SMALL_DISK, "sh", "-c", script], capture_output=True, text=True, timeout=900,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 0, done.stderr
+    seen = tmp_path / "seen"
+
+    def said(name):
+        return (seen / f"{name}.rc").read_text().strip(), (seen / f"{name}.err").read_text()
+
+    rc, err = said("tflite")
+    assert rc == "1" and "Traceback" not in err, err
+    assert err.splitlines()[-1].startswith("Error: m.tflite: cannot be written: the TF Lite converter needs about 4"), err
+    assert re.search(r"needs about \d+ MiB free in \S+ for its temporary files, and (29\d|300) MiB are free$", err), err
+    rc, err = said("classify")
+    assert rc == "0" and "Traceback" not in err, err
+    assert len((seen / "classify.out").read_text().splitlines()) == 2  # the name and its top class
+    assert "no LiteRT copy was built, short calls stay on TensorFlow" in err and "the TF Lite converter needs" in err, err
+    rc, err = said("sm")
+    assert rc == "1" and err.splitlines() == ["Error: sm: could not be written (no space left on the device)"], err
+    left = sorted(path.name for path in seen.iterdir())
+    assert left == sorted(["cache", *(f"{name}.{kind}" for name in ("tflite", "classify", "sm") for kind in ("rc", "err")),
+                           "classify.out"]), left
+    assert [path.name for path in (seen / "cache" / "litert").iterdir() if not path.name.endswith(".lock")] == []
