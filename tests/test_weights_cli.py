@@ -114,6 +114,31 @@ def test_fetch_defaults_to_the_cache_under_the_urls_name(canonical_bytes):
     assert f"note: commands use w.npy only when given it (--weights {cache_dir() / 'w.npy'})" in elsewhere.stderr
 
 
+def test_fetch_with_the_defaults_leaves_a_file_the_commands_find_already(tmp_path, canonical_bytes, monkeypatch):
+    """In a folder holding weights/bvlc_alexnet.npz, `weights fetch` went to the network and, offline,
+    ended with "Put one of bvlc_alexnet.npz, … in <that folder>/weights" (a helper's trial)."""
+    from alexft.weights.sources import cache_dir
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "bvlc_alexnet.npz").write_bytes(canonical_bytes)
+    with serving({"/bvlc_alexnet.npy": ("ok", canonical_bytes)}) as url:
+        monkeypatch.setenv("ALEXFT_WEIGHTS_URL", f"{url}/bvlc_alexnet.npy")
+        kept = run("weights", "fetch")
+        assert kept.exit_code == 0 and kept.stdout == "weights/bvlc_alexnet.npz\n", kept.output
+        assert kept.stderr == ("alexft: weights/bvlc_alexnet.npz is the weights file the commands use already; nothing "
+                               "downloaded (--force downloads anyway, into the cache)\n")
+        assert url.requests == []
+        forced = run("weights", "fetch", "--force")
+        assert forced.exit_code == 0 and forced.stdout.strip() == str(cache_dir() / "bvlc_alexnet.npy"), forced.output
+        assert [path for path, _ in url.requests] == ["/bvlc_alexnet.npy"]
+        monkeypatch.setenv("ALEXFT_WEIGHTS", str(tmp_path / "elsewhere.npz"))  # named but missing: not a file found
+        (tmp_path / "weights" / "bvlc_alexnet.npz").unlink()
+        again = run("weights", "fetch")
+    assert again.exit_code == 0 and again.stdout.strip() == str(cache_dir() / "bvlc_alexnet.npy"), again.output
+    assert "is already there; not downloaded again" in again.stderr  # the cache's own file, verified
+
+
 def test_dropped_connection_resumes_with_a_range_request(tmp_path, canonical_bytes, canonical_sha256):
     output = tmp_path / "w.npy"
     with serving({"/w.npy": ("drop", canonical_bytes)}) as url:

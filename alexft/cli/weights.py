@@ -60,10 +60,13 @@ def _weights(module):
 @terminating_cleanly()
 def weights_fetch(url, sha256, sha1, output, force, progress):
     """Download a weights file: resumable, verified, renamed into place only when complete."""
-    from alexft.weights.sources import candidates, fetch_weights
+    from alexft.weights.sources import candidates, fetch_weights, found_locally
 
     path, downloaded = fetch_weights(url=url, sha256=sha256, sha1=sha1, output=output, force=force, progress=progress)
-    if not downloaded:
+    if not downloaded and output is None and url is None and path == found_locally():
+        click.echo(f"alexft: {path} is the weights file the commands use already; nothing downloaded (--force "
+                   "downloads anyway, into the cache)", err=True)
+    elif not downloaded:
         click.echo(f"alexft: {path} is already there; not downloaded again (--force does)", err=True)
     if all(path.resolve() != place.resolve() for _, place in candidates()):  # else a second download follows
         click.echo(f"alexft: note: commands use {path.name} only when given it (--weights {shlex.quote(str(path))}); without "

@@ -91,6 +91,15 @@ def candidates():
     return places
 
 
+def found_locally():
+    """The file `resolve_weights()` takes without a download, or None (also when $ALEXFT_WEIGHTS
+    names a file that is not there: the commands then refuse, whatever else is found)."""
+    env = os.environ.get("ALEXFT_WEIGHTS")
+    if env and not Path(env).expanduser().is_file():
+        return None
+    return next((path for _, path in candidates() if path.is_file()), None)
+
+
 def _inside(folder):
     """What a folder given as weights may be: a run (its model.npz) or a SavedModel export."""
     if (folder / "model.npz").is_file():
@@ -128,9 +137,9 @@ def resolve_weights(path=None, download=True, progress=None):
     if env and not Path(env).expanduser().is_file():
         said = "is a folder, not a weights file" if Path(env).expanduser().is_dir() else "weights file not found"
         raise WeightsError(f"{env}: {said} (named by $ALEXFT_WEIGHTS)")
-    for _, candidate in candidates():
-        if candidate.is_file():
-            return candidate
+    found = found_locally()
+    if found is not None:
+        return found
     if not download:
         raise WeightsError(_where_to_put_it())
     tried = sources()
@@ -334,7 +343,8 @@ def fetch_weights(url=None, sha256=None, output=None, force=False, progress=None
 
     `sha256`/`sha1` default to the source's published hash ($ALEXFT_WEIGHTS_SHA256 for a single
     $ALEXFT_WEIGHTS_URL). An `output` already present is verified and kept unless `force`.
-    Returns (path, downloaded: bool).
+    Without `url`, `output` and `force`, a file where the commands look (`candidates`) is
+    returned as it is. Returns (path, downloaded: bool).
     """
     if url:
         source = parse_source(url)
@@ -347,6 +357,10 @@ def fetch_weights(url=None, sha256=None, output=None, force=False, progress=None
             chosen = [Source(chosen[0].url, sha1=checked_hex(sha1, "sha1"), sha256=checked_hex(sha256, "sha256"), about=chosen[0].about)]
     if output is not None:
         check_fetch_output(output)
+    elif not (url or force):  # the defaults: a file the commands find already is what fetching would give them
+        present = found_locally()
+        if present is not None:
+            return present, False
     failures = []
     for source in chosen:
         target = Path(output).expanduser() if output else cache_dir() / source.name
