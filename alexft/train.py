@@ -260,6 +260,7 @@ class Trainer:
         self.model_epoch = None  # the epoch model.npz holds, recorded in each checkpoint
         self.best_epoch = None  # the epoch self.best holds
         self._last_batch = None  # the epoch's last batch, to check the weights it ends with
+        self._ended_early = False  # resumed with fewer --epochs than begun with: its checkpoint stays
 
     # --- the run ----------------------------------------------------------------------------
 
@@ -364,6 +365,9 @@ class Trainer:
         if state["step"] and state["epoch"] >= self.options.epochs:
             changes.append(f"epoch {state['epoch'] + 1}, stopped at step {state['step']}, left unfinished: --epochs "
                            f"{self.options.epochs} ends the run before it")
+        if planned is not None and self.options.epochs < planned:  # a slip of a number cannot end a run for good
+            self._ended_early = True
+            changes.append(f"its checkpoint is kept, so --epochs {planned} can still go on as begun")
         if changes:
             state["notes"].append("resumed with " + ", ".join(changes))
             self.log(state["notes"][-1])
@@ -624,7 +628,7 @@ class Trainer:
         finally:
             self.log = log
         summary["warnings"] = list(getattr(log, "said", ())) + [line.removeprefix(WARNING) for line in verdicts]
-        self.run.finish(summary, self.options.keep_checkpoint)
+        self.run.finish(summary, self.options.keep_checkpoint or self._ended_early)
         for line in verdicts:
             log(line)
         return summary

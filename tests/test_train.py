@@ -942,9 +942,16 @@ def test_a_resume_whose_epochs_end_before_the_stopped_epoch_says_it_is_left_unfi
     monkeypatch.setattr(TrainingNetwork, "step", step)
     said = []
     summary = finetune(small_digits_folder, epochs=1, output=output, resume=True, log=said.append, **options)
-    assert ("resumed with epochs 3 -> 1, epoch 2, stopped at step 1, left unfinished: epochs=1 ends the run before it"
-            in said), said
+    assert ("resumed with epochs 3 -> 1, epoch 2, stopped at step 1, left unfinished: epochs=1 ends the run before it, "
+            "its checkpoint is kept, so epochs=3 can still go on as begun" in said), said
     assert summary["epochs"] == 1 and len(read_history(output)) == 1
+    # Kept, so the slip of a number can be undone: the run goes on from epoch 2's step 1, as if never cut short
+    # (it had said "finished after 1 epoch and its checkpoint was removed").
+    said.clear()
+    summary = finetune(small_digits_folder, epochs=3, output=output, resume=True, log=said.append, **options)
+    assert f"resuming {output} at epoch 2, step 1" in said, said
+    assert summary["epochs"] == 3 and [row["epoch"] for row in read_history(output)] == ["1", "2", "3"]
+    assert not (output / "checkpoint.npz").exists()  # the run ended as begun: nothing more to go on with
 
 
 def test_a_resume_whose_epochs_are_all_done_says_so(monkeypatch, small_digits_folder, canonical_weights_file, tmp_path):
@@ -970,7 +977,8 @@ def test_a_resume_whose_epochs_are_all_done_says_so(monkeypatch, small_digits_fo
     said = []
     summary = finetune(small_digits_folder, epochs=2, output=output, resume=True, log=said.append, **options)
     assert f"resuming {output}: the 2 epoch(s) epochs asks are done; finishing the run" in said, said
-    assert "resumed with epochs 3 -> 2" in said and not any("drop" in line or "at epoch 3" in line for line in said)
+    assert "resumed with epochs 3 -> 2, its checkpoint is kept, so epochs=3 can still go on as begun" in said, said
+    assert not any("drop" in line or "at epoch 3" in line for line in said)
     assert summary["epochs"] == 2 and len(read_history(output)) == 2
 
 
