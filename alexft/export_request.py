@@ -3,6 +3,7 @@
 `alexft export` checks the request before TensorFlow's seconds of start-up, and
 `alexft.export.export` checks it again for Python callers: one set of rules for both.
 """
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,8 @@ class ExportRequest:
                                      "(--quantize float16 or int8) for a smaller, faster file")
         _check_suffix(self.output)
         named = format_for(self.output)
+        if named == "savedmodel":
+            _check_misspelt_suffix(self.output)
         if named != "savedmodel" and named != self.file_format:
             # A TF Lite file named .keras, or a SavedModel folder named .tflite: every reader would be misled.
             right = Path(self.output).stem + {"savedmodel": "", "tflite": ".tflite", "keras": ".keras"}[self.file_format]
@@ -127,6 +130,15 @@ def _check_suffix(output):
             stem = Path(stem).stem
         raise ExportOptionsError(f"{output}: the name asks for {FOREIGN_SUFFIXES[suffix]}, which export does not write; "
                                  f"name it {stem} (a SavedModel folder), {stem}.keras or {stem}.tflite")
+
+
+def _check_misspelt_suffix(output):
+    """`export m.tflte` wrote a SavedModel folder named m.tflte, and said so only in passing."""
+    suffix = Path(output).suffix.lower()
+    meant = difflib.get_close_matches(suffix, SUFFIX_FORMATS, n=1, cutoff=0.75) if len(suffix) > 3 else []
+    if meant:
+        raise ExportOptionsError(f"{output}: did you mean {Path(output).stem}{meant[0]}? A name ending in {meant[0]} makes a "
+                                 f"{FORMAT_NAMES[SUFFIX_FORMATS[meant[0]]]}; a SavedModel folder's name needs no ending")
 
 
 def _keras_name(output):

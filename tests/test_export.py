@@ -313,6 +313,12 @@ def test_a_keras_file_export_is_the_keras_model_with_the_same_scores(canonical_w
         stem = name.split(".")[0]
         assert result.exit_code == 2 and f"{name}: the name asks for {meant}, which export does not write; name it " \
             f"{stem} (a SavedModel folder), {stem}.keras or {stem}.tflite" in result.stderr, result.output
+    # A slip in the ending (`export m.tflte` had written a SavedModel folder named m.tflte, exit 0).
+    for name, meant, kind in (("m.tflte", "m.tflite", "TF Lite file"), ("m.TFLIT", "m.tflite", "TF Lite file"),
+                              ("m.kears", "m.keras", "Keras file")):
+        result = run("export", "--weights", canonical_weights_file, tmp_path / name)
+        assert result.exit_code == 2 and f"{name}: did you mean {meant}? A name ending in {meant[1:]} makes a {kind}; a " \
+            "SavedModel folder's name needs no ending" in result.stderr, result.output
     assert list(tmp_path.iterdir()) == []
     output = tmp_path / "out" / "m.keras"
     result = run("export", "--weights", canonical_weights_file, output)
