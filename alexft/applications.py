@@ -18,6 +18,7 @@ import numpy as np
 
 from . import architecture as arch
 from . import imagenet
+from .errors import AlexftWarning
 from .predict import check_top
 from .preprocess import CROP, center_crop, is_tensor, resize_and_subtract_mean
 
@@ -269,7 +270,7 @@ def _warn_of_8_bit_levels_in_16_bits(x):
     high = x.max(initial=0)
     if 0 < high <= 255:
         warnings.warn(f"preprocess_input: uint16 pixels, all up to {high}: uint16 is read as 16-bit levels "
-                      "(0-65535), which makes these near black; pass 8-bit grey levels as uint8", stacklevel=4)
+                      "(0-65535), which makes these near black; pass 8-bit grey levels as uint8", AlexftWarning, stacklevel=4)
 
 
 def _warn_of_unlikely_pixels(x):
@@ -281,13 +282,13 @@ def _warn_of_unlikely_pixels(x):
     low, high = x.min(), x.max()
     if low < 0:
         warnings.warn(f"preprocess_input: pixels down to {low:.4g}, below 0: these look preprocessed already "
-                      "(it takes RGB grey levels 0-255); they are clipped to 0", stacklevel=4)
+                      "(it takes RGB grey levels 0-255); they are clipped to 0", AlexftWarning, stacklevel=4)
     elif high > 255:
         warnings.warn(f"preprocess_input: pixels up to {high:.6g}, above 255: it takes grey levels 0-255 and clips "
-                      "these to 255 (16-bit images: pass them as uint16)", stacklevel=4)
+                      "these to 255 (16-bit images: pass them as uint16)", AlexftWarning, stacklevel=4)
     elif 0 < high <= 1 and np.issubdtype(x.dtype, np.floating):
         warnings.warn("preprocess_input: every pixel is within 0-1; it takes grey levels 0-255 (multiply by 255), "
-                      "and rounds these to 0 and 1", stacklevel=4)
+                      "and rounds these to 0 and 1", AlexftWarning, stacklevel=4)
 
 
 def _preprocess_tensor(x):

@@ -215,18 +215,19 @@ def test_the_predictor_names_what_it_takes_when_given_raw_pixels(predictor):
 
 def test_preprocess_input_warns_of_pixels_that_are_not_grey_levels():
     """0-1 floats would be rounded to a black-and-white image, and preprocessed views clipped: both
-    give a confident wrong answer, so both are said; NaN is refused."""
+    give a confident wrong answer, so both are said; NaN is refused. As alexft's other notes,
+    AlexftWarnings (they were plain UserWarnings, which the documented filter left alone)."""
     image = photos_rgb()[0]
     for wrong, message in ((image / 255.0, "every pixel is within 0-1; it takes grey levels 0-255"),
                            (alexft.preprocess_input(image), "below 0: these look preprocessed already")):
         for given in (wrong, [wrong, wrong]):
-            with pytest.warns(UserWarning, match=message) as caught:
+            with pytest.warns(alexft.AlexftWarning, match=message) as caught:
                 alexft.preprocess_input(given)
             assert caught[0].filename == __file__  # pointed at the caller's line
     brightest = int(image.max()) * 4
-    with pytest.warns(UserWarning, match=f"pixels up to {brightest}, above 255: it takes grey levels 0-255 and clips"):
+    with pytest.warns(alexft.AlexftWarning, match=f"pixels up to {brightest}, above 255: it takes grey levels 0-255 and clips"):
         alexft.preprocess_input(image.astype(np.float32) * 4)
-    with pytest.warns(UserWarning, match=f"uint16 pixels, all up to {image.max()}: uint16 is read as 16-bit levels"):
+    with pytest.warns(alexft.AlexftWarning, match=f"uint16 pixels, all up to {image.max()}: uint16 is read as 16-bit levels"):
         alexft.preprocess_input(image.astype(np.uint16))
     with pytest.raises(ValueError, match="NaN or infinite pixels"):
         alexft.preprocess_input(np.full((50, 50, 3), np.nan, np.float32))
@@ -234,6 +235,10 @@ def test_preprocess_input_warns_of_pixels_that_are_not_grey_levels():
         warnings.simplefilter("error")  # grey levels as floats, a black image: no warning
         alexft.preprocess_input(image.astype(np.float32))
         alexft.preprocess_input(np.zeros((50, 50, 3), np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", category=alexft.AlexftWarning)  # docs/commands.md: silences alexft's notes
+        alexft.preprocess_input(image / 255.0)
 
 
 def test_preprocess_input_on_a_models_input_is_a_layer_that_exports_and_serves_without_python(tmp_path):
