@@ -1529,3 +1529,23 @@ def test_a_long_label_leaves_a_terminal_bar_room_for_its_counts_rate_and_eta(mon
         assert len(bar.desc) + 2 + len(meter.replace("#6        ", "")) <= columns, last
     with progress.progress_bar(10, desc="features", stream=io.StringIO(), ncols=80) as bar:
         assert bar.desc.startswith("features")  # a short one stays whole
+
+
+def test_a_home_where_nothing_can_be_written_leaves_no_matplotlib_lines(canonical_weights_file, tmp_path):
+    """TensorFlow imports Matplotlib, which said through alexft's log "alexft: mkdir -p failed for path
+    …/.config/matplotlib" and "alexft: Matplotlib created a temporary cache directory …" where HOME
+    cannot be written (a helper's trial on a cluster-like setup). Its config goes to alexft's cache then.
+    (A HOME below a file: not even root can create folders there.)"""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    photo = photo_paths()["chelsea"]
+    env = dict(os.environ, HOME=str(blocker / "home"), ALEXFT_CACHE=str(tmp_path / "cache"), TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("MPLCONFIGDIR", None)
+    env.pop("XDG_CONFIG_HOME", None)
+    done = subprocess.run([sys.executable, "-m", "alexft", "classify", "--runtime", "tensorflow", "--top-k", "1",
+                           "--weights", str(canonical_weights_file), str(photo)], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "atplotlib" not in done.stderr and done.stderr.strip() == "", done.stderr
+    assert (tmp_path / "cache" / "matplotlib").is_dir()
+    assert done.stdout.splitlines()[0] == str(photo)

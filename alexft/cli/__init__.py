@@ -32,6 +32,29 @@ def main():
     logging.basicConfig(format="alexft: %(message)s", stream=sys.stderr, level=logging.WARNING)
     logging.getLogger("alexft").setLevel(logging.INFO)  # our own notes; libraries' INFO chatter stays out
     _say_alexfts_warnings(click.get_current_context())
+    _matplotlib_config_in_the_cache()
+
+
+def _matplotlib_config_in_the_cache():
+    """TensorFlow imports Matplotlib, which, where ~/.config cannot be written (a read-only or
+    missing HOME on a cluster), says so in three lines through logging and keeps its font cache in
+    a temporary folder: given alexft's cache instead, it keeps it there and says nothing."""
+    if os.environ.get("MPLCONFIGDIR"):
+        return
+    config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    nearest = os.path.join(config, "matplotlib")
+    while not os.path.exists(nearest) and os.path.dirname(nearest) != nearest:
+        nearest = os.path.dirname(nearest)
+    if os.path.isdir(nearest) and os.access(nearest, os.W_OK | os.X_OK):
+        return
+    from alexft.weights.sources import cache_dir
+
+    folder = cache_dir() / "matplotlib"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return  # (Matplotlib's own words then: the cache is not writable either)
+    os.environ["MPLCONFIGDIR"] = str(folder)
 
 
 def _say_alexfts_warnings(ctx):
