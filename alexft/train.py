@@ -299,8 +299,8 @@ class Trainer:
                 board.close()
                 self._write_pending_model()
                 summary = self._finish(state, time.perf_counter() - started)
-        except BaseException:
-            self._write_pending_model(quietly=True)  # whatever stops the run, model.npz is the best epoch
+        except BaseException as stopping:
+            self._write_pending_model(stopping=str(stopping))  # whatever stops the run, model.npz is the best epoch
             self._write_ledger(quietly=True)  # and the files skipped so far are listed, as the log said
             raise
         finally:
@@ -578,7 +578,9 @@ class Trainer:
             self._write_pending_model()
         self.run.write_history(state["history"], final=final)
 
-    def _write_pending_model(self, quietly=False):
+    def _write_pending_model(self, stopping=None):
+        """`stopping`: the message of what stops the run, which a failure here is not raised over
+        (it is logged, unless that message says the same: a second try at a full disk)."""
         if not self.model_pending:
             return
         try:
@@ -586,9 +588,10 @@ class Trainer:
             self.model_pending = False
             self.model_epoch = self.best_epoch
         except AlexftError as error:
-            if not quietly:
+            if stopping is None:
                 raise
-            self.log(str(error))  # the error that stopped the run comes next, and matters more
+            if str(error) not in stopping:
+                self.log(str(error))  # the error that stopped the run comes next, and matters more
 
     def _write_ledger(self, quietly=False):
         """broken_files.json, of the files skipped so far (a stopped run's too: a resume lists them again)."""
