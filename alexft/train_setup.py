@@ -15,18 +15,25 @@ from .train_options import OptionsError, TrainOptions, cache_matters, cache_poin
 from .weights.download import file_sha256
 
 
+def check_multiworker_options(options, output):
+    """Options a multi-worker run cannot take: mistakes of the command line, said before TF_CONFIG is read."""
+    if options.strategy != "multiworker":
+        return
+    if output is None:
+        raise OptionsError("--strategy multiworker needs --output: a run folder every worker can reach (shared storage)")
+    if options.device != "auto":
+        raise OptionsError("--device cannot be combined with --strategy multiworker: each worker uses all its local "
+                           "devices (choose them with CUDA_VISIBLE_DEVICES on each machine)")
+
+
 def check_cluster(options, output, log):
     """Whether this process is the chief (always, outside multi-worker training)."""
     if options.strategy != "multiworker":
         return True
     from .devices import cluster_role  # TensorFlow's: this module stays free of it
 
+    check_multiworker_options(options, output)
     chief, task = cluster_role()
-    if output is None:
-        raise TrainingError("--strategy multiworker needs --output: a run folder every worker can reach (shared storage)")
-    if options.device != "auto":
-        raise TrainingError("--device cannot be combined with --strategy multiworker: each worker uses all its local "
-                            "devices (choose them with CUDA_VISIBLE_DEVICES on each machine)")
     log(f"multi-worker training as {task}" + (" (chief: writes the run folder)" if chief else ""))
     return chief
 

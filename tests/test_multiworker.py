@@ -245,3 +245,24 @@ def test_a_lost_workers_message_keeps_tensorflows_line_that_says_why():
         "Task /job:worker/replica:0/task:1 stopped sending heartbeats for 20 s."
     assert _why_lost(tf.errors.UnavailableError(None, None, "first\nSocket closed\n")) == "Socket closed"
     assert _why_lost(tf.errors.CancelledError(None, None, "")) == "CancelledError"
+
+
+def test_multiworker_mistakes_of_the_command_line_are_usage_errors_said_first(small_digits_folder, canonical_weights_file,
+                                                                             tmp_path, monkeypatch):
+    """Without TF_CONFIG, a missing --output and a --device were reported only as "needs TF_CONFIG"
+    (exit 1); docs/cluster.md promises both refusals, and mistakes of the command line exit 2."""
+    from click.testing import CliRunner
+
+    from alexft.cli import main
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    base = ["finetune", str(small_digits_folder), "--weights", str(canonical_weights_file), "--strategy", "multiworker"]
+    for extra, code, said in (
+            ([], 2, "Error: --strategy multiworker needs --output: a run folder every worker can reach (shared storage)"),
+            (["-o", str(tmp_path / "r"), "--device", "cpu"], 2, "Error: --device cannot be combined with --strategy "
+             "multiworker: each worker uses all its local devices (choose them with CUDA_VISIBLE_DEVICES on each machine)"),
+            (["-o", str(tmp_path / "r")], 1, "Error: --strategy multiworker needs TF_CONFIG: the cluster's workers and this "
+             "task (see docs/cluster.md)")):
+        result = CliRunner().invoke(main, base + extra)
+        assert result.exit_code == code and result.stderr.splitlines()[-1] == said, result.output
+    assert not (tmp_path / "r").exists()

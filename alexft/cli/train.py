@@ -105,6 +105,7 @@ def finetune(output, resume, as_json, progress, **values):
     values["val_dir"] = values["val_dir"] and str(values["val_dir"])
     options = TrainOptions(train=train_layers, **values)
     _check_layers(click.get_current_context(), options)
+    _check_multiworker(options, output)
     if saved is not None and not _layers_given(click.get_current_context()):
         # An option given again with another value: said now, before the listing. Layers given
         # are checked with the rest once the run has chosen them (a class count may add fc8 to
@@ -162,6 +163,16 @@ def _check_layers(ctx, options):
         return
     try:
         check_layers(options.skip, options.train, default_skip=ctx.get_parameter_source("skip") is ParameterSource.DEFAULT)
+    except OptionsError as mistake:
+        raise click.UsageError(str(mistake)) from None
+
+
+def _check_multiworker(options, output):
+    from alexft.train_options import OptionsError
+    from alexft.train_setup import check_multiworker_options
+
+    try:
+        check_multiworker_options(options, output)
     except OptionsError as mistake:
         raise click.UsageError(str(mistake)) from None
 
