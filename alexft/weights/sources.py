@@ -200,9 +200,13 @@ HEX_DIGITS = {"sha1": 40, "sha256": 64}
 
 
 def checked_hex(value, kind):
-    """A hash as given, checked before any download: hexadecimal, of the hash's length."""
-    if not value:
+    """A hash as given, checked before any download: hexadecimal, of the hash's length. None: none
+    given; an empty one is refused (`--sha256 "$SHA256"` with the variable unset trusted any file)."""
+    if value is None:
         return None
+    if not value.strip():
+        raise WeightsError(f"an empty {kind.upper().replace('SHA', 'SHA-')} (an unset variable?): give the "
+                           f"{HEX_DIGITS[kind]} hexadecimal digits, or leave the option out")
     if not re.fullmatch(f"[0-9a-fA-F]{{{HEX_DIGITS[kind]}}}", value):
         raise WeightsError(f"{value!r} is not a {kind.upper().replace('SHA', 'SHA-')}: expected {HEX_DIGITS[kind]} "
                            "hexadecimal digits")
@@ -348,12 +352,12 @@ def fetch_weights(url=None, sha256=None, output=None, force=False, progress=None
     """
     if url:
         source = parse_source(url)
-        if sha256 or sha1:
+        if sha256 is not None or sha1 is not None:
             source = Source(source.url, sha1=checked_hex(sha1, "sha1"), sha256=checked_hex(sha256, "sha256"), about=source.about)
         chosen = [source]
     else:
         chosen = list(sources())
-        if sha256 or sha1:
+        if sha256 is not None or sha1 is not None:
             chosen = [Source(chosen[0].url, sha1=checked_hex(sha1, "sha1"), sha256=checked_hex(sha256, "sha256"), about=chosen[0].about)]
     if output is not None:
         check_fetch_output(output)
