@@ -30,7 +30,7 @@ def resolve_device(name="auto"):
     if kind == "gpu" and (number.isdigit() or not number):
         index = int(number or 0)
         if not gpus:
-            raise DeviceError(f"--device {name}: TensorFlow sees no GPU on this machine (is the CUDA build installed? `pip install tensorflow[and-cuda]`)")
+            raise DeviceError(f"--device {name}: TensorFlow sees no GPU on this machine (is the CUDA build installed? `pip install 'tensorflow[and-cuda]'`)")
         if not 0 <= index < len(gpus):
             raise DeviceError(f"--device {name}: there are {len(gpus)} GPU(s), numbered 0 to {len(gpus) - 1}")
         return f"/GPU:{index}"

@@ -167,7 +167,8 @@ def test_a_fetch_without_network_says_so_and_where_to_put_the_file(monkeypatch):
             as caught:
         sources.fetch_weights(progress=False)
     # The files named are the sources tried, not the shipped defaults.
-    assert str(caught.value).endswith("(files: http://one.invalid/w.npy, http://two.invalid/w.npy)"), str(caught.value)
+    assert str(caught.value).endswith("(to download by hand: http://one.invalid/w.npy, http://two.invalid/w.npy)"), \
+        str(caught.value)
 
 
 def test_http_error_is_reported(monkeypatch):

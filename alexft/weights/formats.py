@@ -64,7 +64,7 @@ def _read_only(array):
 
 
 FORMATS = {
-    "npy": "legacy .npy (Python-2 pickle, read with a numpy-only unpickler)",
+    "npy": "legacy .npy (a pickled dict, as the Python-2 original; read with a numpy-only unpickler)",
     "npz": "alexft .npz (no pickle)",
     "caffemodel": "Caffe .caffemodel (protobuf NetParameter)",
 }

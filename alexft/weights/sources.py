@@ -445,4 +445,4 @@ def _where_to_put_it():
     names = ", ".join(LOOKED_FOR)
     return (f"Put one of {names} in {Path.cwd() / 'weights'} (weights/ under the current folder) or in "
             f"{cache_dir()}, or give its path (--weights PATH on the command line, weights=PATH in Python) or set "
-            f"ALEXFT_WEIGHTS (files: {', '.join(source.url for source in sources())})")
+            f"ALEXFT_WEIGHTS (to download by hand: {', '.join(source.url for source in sources())})")
