@@ -209,6 +209,7 @@ def test_a_killed_worker_ends_the_job_and_every_worker_resumes(small_digits_fold
 def test_cluster_mistakes_are_refused_before_any_worker_waits(small_digits_folder, canonical_weights_file, tmp_path, monkeypatch):
     """Each of these would otherwise leave the other workers waiting for the cluster forever."""
     from alexft.train import TrainingError
+    from alexft.train_options import OptionsError
 
     def start(**options):
         finetune(small_digits_folder, weights=canonical_weights_file, strategy="multiworker", progress=False,
@@ -225,9 +226,9 @@ def test_cluster_mistakes_are_refused_before_any_worker_waits(small_digits_folde
     with pytest.raises(DeviceError, match="task worker 2 is not in the cluster"):
         start(output=tmp_path / "run")
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}}))
-    with pytest.raises(TrainingError, match="needs output"):
+    with pytest.raises(OptionsError, match="needs output"):
         start()
-    with pytest.raises(TrainingError, match="device cannot be combined"):
+    with pytest.raises(OptionsError, match="device cannot be combined"):
         start(output=tmp_path / "run", device="cpu")
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "checkpoint.npz").write_bytes(b"an earlier run")

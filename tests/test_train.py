@@ -908,12 +908,14 @@ def test_a_run_stopped_in_its_first_epoch_resumes_with_its_range_tests_rate_and_
     again = dict(weights=canonical_weights_file, batch_size=8, val_split=0.2, output=output, resume=True, epochs=1,
                  progress=False)
     finetune(small_digits_folder, **again, log=said.append)
-    assert "resumed with epochs 3 -> 1" in said and "resumed with epochs 3 -> 1" in read_history(output)[0]["note"]
+    assert "resumed with epochs 3 -> 1, its checkpoint is kept, so epochs=3 can still go on as begun" in said, said
+    assert "resumed with epochs 3 -> 1" in read_history(output)[0]["note"]
     # Now as if killed before the first checkpoint: the range test's rate is kept, not measured again.
+    (output / "checkpoint.npz").unlink()  # (kept by the cut-short resume above)
     (output / "summary.json").unlink()
     (output / "model.npz").unlink()
     (output / "history.csv").unlink()
-    monkeypatch.setattr(lr_finder, "run", lambda *args: pytest.fail("the range test ran again"))
+    monkeypatch.setattr(lr_finder, "run", lambda *args, **kwargs: pytest.fail("the range test ran again"))
     said.clear()
     summary = finetune(small_digits_folder, **again, log=said.append)
     assert summary["base_lr"] == pytest.approx(found) and f"the range test's earlier choice is kept: base rate {found:.3g}" in said
