@@ -184,7 +184,7 @@ class FeatureStore:
             self.used.add(digest)
         except OSError as error:
             self.writable = False
-            self.say(f"feature store: cannot write to {self.root} ({error.strerror or error}); "
+            self.say(f"feature store: cannot write to {self.root} ({_write_failure(error)}); "
                      "this run goes on without keeping its features")
         finally:
             try:
@@ -258,3 +258,11 @@ class HashedFile:
 
     def __str__(self):
         return str(self.path)
+
+
+def _write_failure(error):
+    """An OSError's cause. numpy reports a write cut short without an errno ("40960 requested and
+    30688 written", a helper's store on a disk that filled): what cuts a write short is said."""
+    if error.errno is None and "requested and" in str(error):
+        return f"a write was cut short: the disk is full, or a quota or file size limit was reached ({error})"
+    return error.strerror or str(error)

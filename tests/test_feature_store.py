@@ -3,7 +3,10 @@ one computed, and nothing stored is used unless it belongs to these weights and 
 import hashlib
 import os
 import pickle
+import re
 import shutil
+import sys
+import subprocess
 
 import numpy as np
 import pytest
@@ -230,6 +233,29 @@ def test_a_store_that_cannot_be_written_never_stops_the_work(small_digits_folder
     features, kept = view_features(prefix, images_below(small_digits_folder)[:3], BrokenFiles(), store=store)
     assert len(kept) == 3 and store.written == 0
     assert len(said) == 1 and said[0].startswith(f"feature store: cannot write to {tmp_path / 'a-file'}")
+
+
+def test_a_write_cut_short_is_said_as_such(tmp_path):
+    """A disk that filled during a write gave "cannot write to STORE (40960 requested and 30688
+    written)", numpy's words for a short write, which name no cause. A file size limit cuts the
+    write short here as a full disk does (in a child process, where the limit stays)."""
+    script = """if True:
+        import resource, signal, sys
+        import numpy as np
+        from alexft.feature_store import FeatureStore
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+        store = FeatureStore(sys.argv[1], "0" * 32, (10, 4096), limit=10**9, say=print)
+        kept = store.save("ab" * 32, np.ones((10, 4096), np.float32))
+        assert kept.shape == (10, 4096) and not store.writable and store.written == 0
+    """
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "store")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(re.escape(f"feature store: cannot write to {tmp_path / 'store'} (a write was cut short: the disk "
+                                  "is full, or a quota or file size limit was reached (") + r"\d+ requested and \d+ written"
+                        + re.escape(")); this run goes on without keeping its features\n"), done.stdout), done.stdout
+    assert [path.name for path in (tmp_path / "store").rglob("*") if path.is_file()] == []
 
 
 def test_the_store_can_be_turned_off_and_its_limit_must_be_a_number(prefix, monkeypatch):
