@@ -109,6 +109,7 @@ class FeatureStore:
         self.say = say or (lambda message: None)
         self.entry_bytes = int(np.prod(self.shape)) * 4 + 128  # the .npy header
         self.read = self.written = 0
+        self.taken = 0  # computed here, but another run stored them first: its values are used
         self.used = set()  # digests this run read or wrote: never trimmed by it
         self.writable = True
         umask = os.umask(0)
@@ -123,6 +124,13 @@ class FeatureStore:
             return None
         shape = (10,) + tuple(prefix.output.shape[1:])
         return cls(root, prefix_identity(prefix, layer), shape, limit_bytes(), say)
+
+    def describe(self):
+        """What this run did with the store, in one line."""
+        taken = (f", {self.taken:,} computed here but stored first by another run (its values used)"
+                 if self.taken else "")
+        return (f"feature store: {self.read:,} images' features reused, {self.written:,} added{taken} "
+                f"({self.root}; ALEXFT_FEATURE_STORE=off turns it off)")
 
     def _path(self, digest):
         return self.folder / digest[:2] / f"{digest}.npy"
@@ -181,6 +189,7 @@ class FeatureStore:
                 os.fchmod(handle.fileno(), self.mode)
             value, placed = self._place(temporary, path, value)
             self.written += placed
+            self.taken += not placed
             self.used.add(digest)
         except OSError as error:
             self.writable = False

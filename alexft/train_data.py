@@ -71,8 +71,7 @@ class TrainingData:
             self.ledger.check(len(train) + len(val))
             self.train_count = len(self.train_labels)
             if store is not None and self.chief:
-                log(f"feature store: {store.read:,} images' features reused, {store.written:,} added "
-                    f"({store.root}; ALEXFT_FEATURE_STORE=off turns it off)")
+                log(store.describe())
         if self.train_count == 0:
             raise DataError("no usable training images")
         self.check_every_class_is_trained()
