@@ -678,8 +678,8 @@ class Trainer:
                      f"({chance:.3f}): the steps overshoot; try a smaller --lr than {base_lr:.3g}")
             return
         if accuracy is not None and accuracy > chance and len(scored):  # said, or "nothing" reads as false beside them
-            said += (f", and its validation accuracy {accuracy:.3f} is within luck's reach of chance ({chance:.3f} + "
-                     f"3 standard errors = {_luck_limit(chance, len(scored)):.3f} on {len(scored)} images)")
+            said += (f", and its validation accuracy {accuracy:.3f} is within luck's reach of chance "
+                     f"{_luck_words(chance, len(scored))}")
         if loss > 1.5 * guess:
             self.log(f"warning: nothing was learned: {said}; try {self._either(f'a smaller --lr than {base_lr:.3g}')}")
         elif relation == "above":  # worse than guessing: more steps at this rate would not help
@@ -729,7 +729,7 @@ class Trainer:
             return
         limit = _luck_limit(chance, len(scored))
         said = (f"warning: the best epoch's validation accuracy {accuracy:.3f} is within luck's reach of chance "
-                f"({chance:.3f} + 3 standard errors = {limit:.3f} on {len(scored)} images)")
+                f"{_luck_words(chance, len(scored))}")
         fitted = best.get("train_accuracy")
         if limit >= 1:
             self.log(f"{said}: no accuracy on so few images can show that the model tells the classes apart; hold "
@@ -764,6 +764,13 @@ def _above_chance(accuracy, chance, images):
 
 def _luck_limit(chance, images):
     return chance + 3 * math.sqrt(chance * (1 - chance) / images)
+
+
+def _luck_words(chance, images):
+    """The limit, as the warnings give it; one over 1 (a few images) is said as such, not as 1.150."""
+    limit = _luck_limit(chance, images)
+    return (f"({chance:.3f} + 3 standard errors = {limit:.3f} on {images} images)" if limit < 1 else
+            f"({chance:.3f} + 3 standard errors is over 1 on {images} images)")
 
 
 class _TensorBoard:
