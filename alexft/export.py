@@ -132,6 +132,7 @@ def export_as_command(weights, output, file_format=None, top_k=5, force=False, q
         output.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(output.parent, shared=True, prefix=output.name)  # only this output's
         if file_format == "savedmodel":
+            log.info("%s: writing a SavedModel folder%s", output, " (bfloat16 weights)" if precision != "float32" else "")
             written = _write_saved_model(module, temporary)
         elif file_format == "keras":
             written = _write_keras_file(weights, temporary, output.name)

@@ -71,12 +71,13 @@ def _top1(json_lines):
     return [json.loads(line)["predictions"][0]["label"] for line in json_lines.splitlines()]
 
 
-def test_a_bfloat16_saved_model_serves_float32_answers(canonical_weights_file, predictor, views, tmp_path):
+def test_a_bfloat16_saved_model_serves_float32_answers(canonical_weights_file, predictor, views, tmp_path, caplog):
     output = tmp_path / "bf16_model"
     result = CliRunner().invoke(main, ["export", str(output), "--precision", "bfloat16",
                                        "--weights", str(canonical_weights_file)])
     assert result.exit_code == 0, result.output
     assert "savedmodel, bfloat16" in result.stdout
+    assert caplog.messages == [f"{output}: writing a SavedModel folder (bfloat16 weights)"]  # (seconds without a word before)
     served = tf.saved_model.load(str(output)).signatures["preprocessed"](views=tf.constant(views))
     probabilities = served["probabilities"].numpy()
     assert probabilities.dtype == np.float32
