@@ -394,7 +394,7 @@ class Trainer:
         with progress_bar(steps, self.progress, unit="step", desc="learning-rate range test",
                           leave=False) as bar:  # its result is the line logged after it, as an epoch's
             try:
-                result = lr_finder.run(step, batches, steps)
+                result = lr_finder.run(step, batches, steps, restart=lambda: self.net.load_state_arrays(before))
             except lr_finder.RangeTestError as error:
                 raise TrainingError(str(error)) from None
             finally:
