@@ -1494,12 +1494,16 @@ def test_a_run_that_learned_nothing_ends_with_a_warning():
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.0}, 0.0195)
     Trainer._say_if_nothing_was_learned(trainer, {}, 0.0195)  # no epoch ended
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 113.2}, 1.0)  # far worse than guessing
-    # Seen by a user: a loss above guessing, yet 6 of 10 held-out images right (chance: 1).
+    # Seen by a user: a loss above guessing, yet 6 of 10 held-out images right (chance: 1); the same where the
+    # loss rose again after its best epoch.
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.9948, "val_accuracy": 0.6}, 0.001)
+    Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.9948, "val_accuracy": 0.6}, 0.001, [3.5, 2.9948, 3.2])
     # After one epoch, whose mean loss holds its untrained start, an accuracy above chance is
     # learning, not overshooting (a helper's 1-epoch run was told to lower a good rate).
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.9948, "val_accuracy": 0.6}, 0.001, [2.9948])
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.9948, "val_accuracy": 0.6}, 0.001, [3.1, 2.9948])
+    # Not falling every epoch, but ending at its lowest (batches of 8 at the range test's rate): still learning.
+    Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.537, "val_accuracy": 0.6}, 0.000235, [2.537, 2.552, 2.270])
     # 3 of 10 right is within luck's reach (1/10 + 3 standard errors = 0.385): nothing learned.
     Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 2.9948, "val_accuracy": 0.3}, 0.001)
     # On a lopsided validation set, always answering its largest class is chance: 9 of 10 here.
@@ -1527,6 +1531,9 @@ def test_a_run_that_learned_nothing_ends_with_a_warning():
                         "fewer layers",
                         "warning: nothing was learned: the best epoch's training loss 113.2000 is above a uniform "
                         "guess's (ln 10 = 2.3026); try a smaller --lr than 1 or training fewer layers",
+                        "warning: the best epoch's training loss 2.9948 is above a uniform guess's (ln 10 = 2.3026), "
+                        "though its validation accuracy 0.600 is above chance (0.100): the steps overshoot; try a "
+                        "smaller --lr than 0.001",
                         "warning: the best epoch's training loss 2.9948 is above a uniform guess's (ln 10 = 2.3026), "
                         "though its validation accuracy 0.600 is above chance (0.100): the steps overshoot; try a "
                         "smaller --lr than 0.001",
