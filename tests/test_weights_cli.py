@@ -137,6 +137,9 @@ def test_fetch_with_the_defaults_leaves_a_file_the_commands_find_already(tmp_pat
         again = run("weights", "fetch")
     assert again.exit_code == 0 and again.stdout.strip() == str(cache_dir() / "bvlc_alexnet.npy"), again.output
     assert "is already there; not downloaded again" in again.stderr  # the cache's own file, verified
+    # ... but the commands would still fail on the missing file $ALEXFT_WEIGHTS names (a re-trial was told nothing).
+    assert (f"alexft: warning: $ALEXFT_WEIGHTS names {tmp_path / 'elsewhere.npz'}, which is not there, and the commands "
+            f"look there first: point it at {cache_dir() / 'bvlc_alexnet.npy'}, or unset it") in again.stderr
 
 
 def test_dropped_connection_resumes_with_a_range_request(tmp_path, canonical_bytes, canonical_sha256):

@@ -1,7 +1,9 @@
 """`weights fetch`, `weights info` and `weights convert`."""
 import importlib
 import json
+import os
 import shlex
+from pathlib import Path
 
 import click
 
@@ -68,7 +70,11 @@ def weights_fetch(url, sha256, sha1, output, force, progress):
                    "downloads anyway, into the cache)", err=True)
     elif not downloaded:
         click.echo(f"alexft: {path} is already there; not downloaded again (--force does)", err=True)
-    if all(path.resolve() != place.resolve() for _, place in candidates()):  # else a second download follows
+    named = os.environ.get("ALEXFT_WEIGHTS")
+    if named and not Path(named).expanduser().is_file():  # the commands go by it, and would still fail
+        click.echo(f"alexft: warning: $ALEXFT_WEIGHTS names {named}, which is not there, and the commands look there "
+                   f"first: point it at {shlex.quote(str(path))}, or unset it", err=True)
+    elif all(path.resolve() != place.resolve() for _, place in candidates()):  # else a second download follows
         click.echo(f"alexft: note: commands use {path.name} only when given it (--weights {shlex.quote(str(path))}); without "
                    "--weights they look for bvlc_alexnet.npz, .npy or .caffemodel in weights/ or the cache", err=True)
     click.echo(str(path))
