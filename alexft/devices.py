@@ -1,10 +1,10 @@
 """Where training runs: a device name, a tf.distribute strategy, the precision policy."""
-import json
 import os
 
 import tensorflow as tf
 
 from .cpu_features import cpu_has_bfloat16
+from .cluster_config import cluster_role
 from .errors import DeviceError  # noqa: F401  (raised here, and imported from here)
 
 # Seconds the chief's coordination service waits for a worker's heartbeat before it calls the
@@ -99,27 +99,6 @@ def _configure_coordination(heartbeat_seconds):
     for job in ("chief", "worker"):
         if job in cluster.jobs:
             jobs.add(name=job, num_tasks=cluster.num_tasks(job))
-
-
-def cluster_role():
-    """(is_chief, task description) from TF_CONFIG, the variable schedulers set for TensorFlow.
-
-    The chief is the task of type "chief", or worker 0 when the cluster has no chief task;
-    it alone writes the run folder.
-    """
-    text = os.environ.get("TF_CONFIG")
-    if not text:
-        raise DeviceError("--strategy multiworker needs TF_CONFIG: the cluster's workers and this task (see docs/cluster.md)")
-    try:
-        config = json.loads(text)
-        cluster, task = config["cluster"], config["task"]
-        kind, index = task["type"], int(task["index"])
-    except (ValueError, KeyError, TypeError) as error:
-        raise DeviceError(f"TF_CONFIG must be JSON with 'cluster' and 'task' {{'type', 'index'}} ({error!r})") from None
-    if kind not in cluster or not 0 <= index < len(cluster[kind]):
-        raise DeviceError(f"TF_CONFIG: task {kind} {index} is not in the cluster {sorted(cluster)}")
-    chief = kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
-    return chief, f"{kind} {index}"
 
 
 def uses_gpu(strategy):

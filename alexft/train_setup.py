@@ -30,7 +30,7 @@ def check_cluster(options, output, log):
     """Whether this process is the chief (always, outside multi-worker training)."""
     if options.strategy != "multiworker":
         return True
-    from .devices import cluster_role  # TensorFlow's: this module stays free of it
+    from .cluster_config import cluster_role
 
     check_multiworker_options(options, output)
     chief, task = cluster_role()

@@ -251,7 +251,8 @@ def test_a_lost_workers_message_keeps_tensorflows_line_that_says_why():
 def test_multiworker_mistakes_of_the_command_line_are_usage_errors_said_first(small_digits_folder, canonical_weights_file,
                                                                              tmp_path, monkeypatch):
     """Without TF_CONFIG, a missing --output and a --device were reported only as "needs TF_CONFIG"
-    (exit 1); docs/cluster.md promises both refusals, and mistakes of the command line exit 2."""
+    (exit 1, after the data was listed); docs/cluster.md promises both refusals, and mistakes of the
+    invocation, TF_CONFIG's included, exit 2 before any work."""
     from click.testing import CliRunner
 
     from alexft.cli import main
@@ -262,8 +263,12 @@ def test_multiworker_mistakes_of_the_command_line_are_usage_errors_said_first(sm
             ([], 2, "Error: --strategy multiworker needs --output: a run folder every worker can reach (shared storage)"),
             (["-o", str(tmp_path / "r"), "--device", "cpu"], 2, "Error: --device cannot be combined with --strategy "
              "multiworker: each worker uses all its local devices (choose them with CUDA_VISIBLE_DEVICES on each machine)"),
-            (["-o", str(tmp_path / "r")], 1, "Error: --strategy multiworker needs TF_CONFIG: the cluster's workers and this "
+            (["-o", str(tmp_path / "r")], 2, "Error: --strategy multiworker needs TF_CONFIG: the cluster's workers and this "
              "task (see docs/cluster.md)")):
         result = CliRunner().invoke(main, base + extra)
         assert result.exit_code == code and result.stderr.splitlines()[-1] == said, result.output
+        assert "classes," not in result.stderr  # said before the data is listed (a re-trial saw the listing first)
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    result = CliRunner().invoke(main, base + ["-o", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "TF_CONFIG must be JSON with 'cluster' and 'task'" in result.stderr, result.output
     assert not (tmp_path / "r").exists()

@@ -168,12 +168,17 @@ def _check_layers(ctx, options):
 
 
 def _check_multiworker(options, output):
+    """The options, then TF_CONFIG: mistakes of the invocation, said before the data is listed (exit 2)."""
+    from alexft.cluster_config import cluster_role
+    from alexft.errors import DeviceError
     from alexft.train_options import OptionsError
     from alexft.train_setup import check_multiworker_options
 
     try:
         check_multiworker_options(options, output)
-    except OptionsError as mistake:
+        if options.strategy == "multiworker":
+            cluster_role()
+    except (OptionsError, DeviceError) as mistake:
         raise click.UsageError(str(mistake)) from None
 
 
