@@ -1553,3 +1553,12 @@ def test_a_home_where_nothing_can_be_written_leaves_no_matplotlib_lines(canonica
     assert "atplotlib" not in done.stderr and done.stderr.strip() == "", done.stderr
     assert (tmp_path / "cache" / "matplotlib").is_dir()
     assert done.stdout.splitlines()[0] == str(photo)
+    # A cache that cannot be written either (a read-only container, a re-trial): a folder of the run's own, removed after.
+    env["ALEXFT_CACHE"] = str(blocker / "cache")
+    env["TMPDIR"] = str(tmp_path / "tmp")
+    (tmp_path / "tmp").mkdir()
+    done = subprocess.run([sys.executable, "-m", "alexft", "classify", "--runtime", "tensorflow", "--top-k", "1",
+                           "--weights", str(canonical_weights_file), str(photo)], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0 and "atplotlib" not in done.stderr, done.stderr
+    assert not list((tmp_path / "tmp").glob("*matplotlib*"))

@@ -52,8 +52,17 @@ def _matplotlib_config_in_the_cache():
     folder = cache_dir() / "matplotlib"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return  # (Matplotlib's own words then: the cache is not writable either)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(folder)
+    except OSError:  # the cache cannot be written either (a read-only container): a folder for this run
+        import shutil
+        import tempfile
+
+        try:
+            folder = tempfile.mkdtemp(prefix="alexft-matplotlib-")
+        except OSError:
+            return  # (Matplotlib's own words then)
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
     os.environ["MPLCONFIGDIR"] = str(folder)
 
 
