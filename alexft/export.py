@@ -19,6 +19,7 @@ rounding about one pixel value in eight differs by one grey level. tests/test_ex
 that bound on real photos.
 """
 import contextlib
+import errno
 import io
 import logging
 import os
@@ -147,8 +148,9 @@ def export_as_command(weights, output, file_format=None, top_k=5, force=False, q
         _replace(written, output)
         if replaces_tflite and file_format != "tflite":  # its labels go with it: the other formats hold their own
             _remove_stale_labels(output)
-    except OSError as failure:
-        raise ExportError(f"{output}: could not be written ({failure.strerror or failure})") from None
+    except OSError as failure:  # (a Keras file, TF Lite's bytes, the rename)
+        cause = "no space left on the device" if failure.errno == errno.ENOSPC else failure.strerror or failure
+        raise ExportError(f"{output}: could not be written ({cause})") from None
     except tf.errors.OpError as failure:  # a SavedModel's variables: TensorFlow's own file writes
         raise ExportError(f"{output}: could not be written ({_write_failure(failure)})") from None
     finally:

@@ -280,7 +280,7 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["weights", "fetch", "--url", "http://127.0.0.1:9/w.npy#sha1=abc"], 2, "'abc' is not a SHA-1"),
         # `--sha256 "$SHA256"` with the variable unset: the download had been trusted on first use, unsaid.
         (["weights", "fetch", "--url", "http://127.0.0.1:9/w.npy", "--sha256", ""], 2,
-         "an empty SHA-256 (an unset variable?): give the 64 hexadecimal digits, or leave the option out"),
+         "an empty SHA-256 (an unset variable?): give its 64 hexadecimal digits, or none at all"),
         (["weights", "fetch", "--url", "http://127.0.0.1:9/w.npy#sha1="], 2, "an empty SHA-1 (an unset variable?)"),
         (["weights", "convert", "missing.npy", "x.npy"], 2, "x.npy: the converted file must be an .npz"),
         (["weights", "convert", "missing.npy", "x.npz", "--rename", "fc8_b"], 2, "expected NAME=LAYER"),

@@ -555,6 +555,7 @@ def test_a_disk_too_small_for_the_export_is_said_in_one_line_and_nothing_is_left
         f"'{image}' > classify.out 2> classify.err; echo $? > classify.rc",
         "head -c 150m /dev/zero > fill",
         f"{alexft} export --weights '{canonical_weights_file}' sm 2> sm.err; echo $? > sm.rc",
+        f"{alexft} export --weights '{canonical_weights_file}' m.keras 2> keras.err; echo $? > keras.rc",
         "rm fill", f"cp -r . '{tmp_path}/seen'",  # the tmpfs goes with the namespace
     ])
     done = subprocess.run([*SMALL_DISK, "sh", "-c", script], capture_output=True, text=True, timeout=900,
@@ -577,7 +578,9 @@ def test_a_disk_too_small_for_the_export_is_said_in_one_line_and_nothing_is_left
     assert rc == "1" and "Traceback" not in err, err
     assert err.splitlines() == ["alexft: sm: writing a SavedModel folder",
                                 "Error: sm: could not be written (no space left on the device)"], err
+    rc, err = said("keras")  # (Keras' own OSError had said "No space left on device", another wording)
+    assert rc == "1" and err.splitlines() == ["Error: m.keras: could not be written (no space left on the device)"], err
     left = sorted(path.name for path in seen.iterdir())
-    assert left == sorted(["cache", *(f"{name}.{kind}" for name in ("tflite", "classify", "sm") for kind in ("rc", "err")),
-                           "classify.out"]), left
+    assert left == sorted(["cache", *(f"{name}.{kind}" for name in ("tflite", "classify", "sm", "keras")
+                                      for kind in ("rc", "err")), "classify.out"]), left
     assert [path.name for path in (seen / "cache" / "litert").iterdir() if not path.name.endswith(".lock")] == []

@@ -205,8 +205,8 @@ def checked_hex(value, kind):
     if value is None:
         return None
     if not value.strip():
-        raise WeightsError(f"an empty {kind.upper().replace('SHA', 'SHA-')} (an unset variable?): give the "
-                           f"{HEX_DIGITS[kind]} hexadecimal digits, or leave the option out")
+        raise WeightsError(f"an empty {kind.upper().replace('SHA', 'SHA-')} (an unset variable?): give its "
+                           f"{HEX_DIGITS[kind]} hexadecimal digits, or none at all")
     if not re.fullmatch(f"[0-9a-fA-F]{{{HEX_DIGITS[kind]}}}", value):
         raise WeightsError(f"{value!r} is not a {kind.upper().replace('SHA', 'SHA-')}: expected {HEX_DIGITS[kind]} "
                            "hexadecimal digits")
