@@ -82,6 +82,13 @@ class RangeTest:
                     "to keep clear of")
         return None
 
+    @property
+    def explosion(self):
+        """The rate where the loss exploded (a short test's window, else its first part), or None."""
+        if self.stopped and self.rates:
+            return self.rates[-1]
+        return self.exploded_at
+
     def describe(self):
         return (f"learning-rate range test: {self.located + '; then ' if self.located else ''}"
                 f"{len(self.rates)} steps from {self.rates[0]:.1e} to {self.rates[-1]:.1e}"
@@ -119,6 +126,7 @@ def run(step, batches, steps=STEPS, start=START, end=END, restart=None):
     top = (located.exploded_at / LOCATE_SPACING if located.exploded_at else end)
     count = max(steps - len(located.rates), 2)
     result = _sweep(step, batches, rates(count, max(start, top / FULL_SPACING ** (count - 1)), top))
+    result.exploded_at = result.exploded_at or located.exploded_at  # (a window that stayed below it)
     result.located = (f"{len(located.rates)} steps {LOCATE_SPACING:.0f}x apart from {start:.1e}: "
                       + (located.stopped if located.stopped else f"no explosion up to {end:.1e}"))
     return result
@@ -151,8 +159,8 @@ def fallback_rate(result, default):
     """The rate to use when the test measured none: `default` (Caffe's), or a tenth of the rate
     where the loss exploded when that is lower (a rate a few times below an explosion diverges
     within an epoch or two)."""
-    if result.stopped and result.rates:
-        return min(default, result.rates[-1] / 10)
+    if result.explosion:
+        return min(default, result.explosion / 10)
     return default
 
 

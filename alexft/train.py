@@ -414,7 +414,7 @@ class Trainer:
                      "instead, unless the loss exploded near it; give --lr to choose one")
             result.chosen = lr_finder.fallback_rate(result, CAFFE_BASE_LR)
             if result.chosen < CAFFE_BASE_LR:
-                self.log(f"the loss exploded at {result.rates[-1]:.1e}, so {result.chosen:.1e} is used: a tenth of that")
+                self.log(f"the loss exploded at {result.explosion:.1e}, so {result.chosen:.1e} is used: a tenth of that")
         self.config.update(lr_found=result.chosen, lr_measured=result.measured)
         self.run.write_config(self.config)
         state["notes"].append(f"lr auto: range test chose {result.chosen:.3g}" if result.measured else

@@ -638,6 +638,12 @@ def test_a_shorter_range_test_chooses_about_what_the_full_one_does():
             located = "no explosion up to 1.0e+02" if h < 1 else "loss exploded at "  # (h 0.05: stable up to 76)
             assert all(re.match(r"\d+ steps 13x apart from 1\.0e-08: " + re.escape(located), test.located) for test in tests)
             assert all(len(test.rates) <= steps - 10 + 1 for test in tests)  # (the budget holds: 10 + the rest)
+    # Features so large that the loss is NaN at the second rate: the window below it measures nothing, and the
+    # fallback stays under the first part's explosion (Caffe's 0.001 would diverge at once).
+    blown = lr_finder.run(lambda rate, batch: 2.3 if rate < 1e-7 else float("nan"), itertools.count(), 40,
+                          restart=lambda: None)
+    assert not blown.measured and blown.explosion == pytest.approx(1.29e-7, rel=0.01)
+    assert lr_finder.fallback_rate(blown, 0.001) == pytest.approx(blown.explosion / 10)
 
 
 @pytest.mark.parametrize("exploded", [False, True], ids=["flat", "exploded"])
