@@ -37,7 +37,7 @@ def write_atomic(path, write, error=AlexftError):
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     except OSError as failure:
-        cause = "no space left on the device" if failure.errno == errno.ENOSPC else (failure.strerror or str(failure))
+        cause = write_failure_cause(failure)
         kept = "the previous file is intact" if existed else "nothing was left there"
         raise error(f"{path}: could not be written ({cause}); {kept}") from None
     finally:
@@ -47,6 +47,11 @@ def write_atomic(path, write, error=AlexftError):
     except OSError:
         pass
     return path
+
+
+def write_failure_cause(failure):
+    """An OSError of a write, in the words alexft's messages use for it."""
+    return "no space left on the device" if failure.errno == errno.ENOSPC else (failure.strerror or str(failure))
 
 
 def check_writable(path, error=AlexftError, folder_ok=False):

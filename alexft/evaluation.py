@@ -6,7 +6,6 @@ both protocols are reported from the same forward passes.
 import collections
 import csv
 import difflib
-import errno
 import json
 import os
 import shutil
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import imagenet
-from .atomic import json_text, remove_stale_temporaries, temporary_path
+from .atomic import json_text, remove_stale_temporaries, temporary_path, write_failure_cause
 from .data import (DataError, LabelledFiles, class_folders, class_index, folder_class, list_labelled,
                    loose_images_warning, quoted_names, SPLIT_NAMES, VALIDATION_NAMES)
 from .errors import AlexftError, warn_user
@@ -381,20 +380,16 @@ def write_report(folder, summary, predictions, probabilities, confusion, class_n
         scratch = temporary_path(folder / "report")
         scratch.mkdir()
     except OSError as failure:
-        raise AlexftError(f"{folder}: the report could not be written ({_cause(failure)})") from None
+        raise AlexftError(f"{folder}: the report could not be written ({write_failure_cause(failure)})") from None
     try:
         _write_report_files(scratch, summary, predictions, probabilities, confusion, class_names)
         for name in REPORT_FILES:
             os.replace(scratch / name, folder / name)
     except OSError as failure:
-        raise AlexftError(f"{folder}: the report could not be written ({_cause(failure)}); "
+        raise AlexftError(f"{folder}: the report could not be written ({write_failure_cause(failure)}); "
                               "an earlier report there is as it was") from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _cause(failure):
-    return "no space left on the device" if failure.errno == errno.ENOSPC else (failure.strerror or str(failure))
 
 
 def _write_report_files(folder, summary, predictions, probabilities, confusion, class_names):

@@ -19,7 +19,6 @@ rounding about one pixel value in eight differs by one grey level. tests/test_ex
 that bound on real photos.
 """
 import contextlib
-import errno
 import io
 import logging
 import os
@@ -42,7 +41,8 @@ from .preprocess import CROP
 from .preprocessing_layer import caffe_views
 from .progress import progress_bar
 from .quantize import Quantization
-from .atomic import missing_folders, remove_empty, remove_stale_temporaries, temporary_path, write_text
+from .atomic import (missing_folders, remove_empty, remove_stale_temporaries, temporary_path, write_failure_cause,
+                     write_text)
 from .python_words import EXPORT_KEYWORDS, said_in_python_words
 from .quiet import stderr_held_back
 from .weights.sources import check_weights_argument
@@ -149,8 +149,7 @@ def export_as_command(weights, output, file_format=None, top_k=5, force=False, q
         if replaces_tflite and file_format != "tflite":  # its labels go with it: the other formats hold their own
             _remove_stale_labels(output)
     except OSError as failure:  # (a Keras file, TF Lite's bytes, the rename)
-        cause = "no space left on the device" if failure.errno == errno.ENOSPC else failure.strerror or failure
-        raise ExportError(f"{output}: could not be written ({cause})") from None
+        raise ExportError(f"{output}: could not be written ({write_failure_cause(failure)})") from None
     except tf.errors.OpError as failure:  # a SavedModel's variables: TensorFlow's own file writes
         raise ExportError(f"{output}: could not be written ({_write_failure(failure)})") from None
     finally:

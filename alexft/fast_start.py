@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .architecture import parameter_shapes
+from .architecture import parameter_count
 from .atomic import remove_stale_temporaries, write_atomic, write_text
 from .converter_space import check_converter_space, converter_scratch_bytes
 from .errors import AlexftError
@@ -113,8 +113,9 @@ def build_copy(weights):
     except OSError as error:
         raise FastStartError(f"{model.parent}: cannot be written ({error.strerror or error})") from None
     # Before the announcement too: on a disk too full for the converter, every short call would
-    # otherwise announce the build, spend seconds and fail again.
-    check_converter_space(model.parent, converter_scratch_bytes(_parameter_bytes()), model, FastStartError)
+    # otherwise announce the build, spend seconds and fail again. (float32 with 1000 classes: an
+    # upper bound for any fc8.)
+    check_converter_space(model.parent, converter_scratch_bytes(4 * parameter_count()), model, FastStartError)
     start = time.perf_counter()
     log.warning("building a LiteRT copy of %s in %s, once, so that short classify calls start without "
                 "TensorFlow (about half a minute; --runtime tensorflow skips it)", weights, model.parent)
@@ -128,11 +129,6 @@ def build_copy(weights):
     log.warning("built %s (%d MiB) in %.0f s", model.name, len(flatbuffer) // 2**20, time.perf_counter() - start)
     tidy_copies(model.parent, MAX_COPIES)
     return model
-
-
-def _parameter_bytes():
-    """AlexNet's float32 parameters with ImageNet's 1000 classes (a fine-tuned fc8 has fewer)."""
-    return 4 * sum(int(np.prod(kernel)) + int(np.prod(bias)) for kernel, bias in parameter_shapes().values())
 
 
 def _mark_used(model):
