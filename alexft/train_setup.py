@@ -52,6 +52,8 @@ def resumed_settings(output, data_dir, weights, given):
     if output is None:
         raise OptionsError("--resume needs --output, the run folder to continue")
     saved = RunFolder(output).earlier_config()
+    if given.get("epochs") == "auto":  # what "auto" chose is the run's number: asked again, it keeps it
+        given = {key: value for key, value in given.items() if key != "epochs"}
     names = {field.name for field in dataclasses.fields(TrainOptions)} - NOT_RESUMED - set(given)
     fields = {key: saved[key] for key in names if key in saved}
     fields.update(given)

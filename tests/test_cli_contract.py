@@ -359,6 +359,12 @@ def test_a_resume_the_run_refuses_or_has_nothing_to_do_for_is_said_before_tensor
     assert (status, imported) == (0, False), done.stderr
     assert (f"alexft: note: --lr auto keeps a resumed run's rate ({summary['lr_found']:.3g}): the range test runs once, "
             "before a run's first epoch; give a number for a new rate") in done.stderr
+    # --epochs auto on a resume was auto's count for a new run (67 here, on the feature cache), so
+    # this finished run was refused as one asked to train longer without its checkpoint.
+    status, imported, done = without_tensorflow(["finetune", "--resume", "--output", run, "--epochs", "Auto"], tmp_path)
+    assert (status, imported) == (0, False), done.stderr
+    assert (f"alexft: note: --epochs auto keeps a resumed run's {count} epochs: give a number to change them\n"
+            f"alexft: {run}: already finished ({count} epochs;") in done.stderr
     # A run begun before an option existed went by its default: resumed as such, not refused as
     # "ten_crop_val: was null, now false"; asked otherwise now, refused as a change from it.
     config = json.loads((run / "config.json").read_text())

@@ -1984,6 +1984,10 @@ def test_a_python_resume_takes_the_runs_own_settings(small_digits_folder, canoni
     assert (config["train"], config["cache"], config["batch_size"], config["seed"], config["momentum"]) == \
         (["fc7", "fc8"], False, 16, 3, 0.8)
     assert [row["epoch"] for row in read_history(output)] == ["1", "2"]
+    # epochs="auto" keeps the run's own (it had meant 10 on images: 8 more epochs from the kept checkpoint).
+    said.clear()
+    assert finetune(resume=True, output=output, epochs="auto", progress=False, log=said.append)["epochs"] == 2
+    assert said[-1].startswith(f"{output}: already finished (2 epochs;"), said
     # What is given stays given, and a change is refused in the keywords' words.
     with pytest.raises(RunFolderError, match=r"\(train: was fc7,fc8, now fc8\)"):
         finetune(resume=True, output=output, train="fc8", epochs=3, log=quiet)

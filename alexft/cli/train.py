@@ -48,7 +48,7 @@ class _OptionValue(click.ParamType):
                    "Default: the skipped ones.")
 @click.option("--epochs", default="auto", show_default=True, type=_OptionValue("N|auto", "parse_epochs"), metavar="N|auto",
               help="Passes over the training images, or 'auto': 10 on images; on the feature cache, enough for "
-                   "1000 steps (10-200 epochs). With --resume: may grow.")
+                   "1000 steps (10-200 epochs). With --resume: may grow; auto keeps the run's.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Images per training step.")
 @click.option("--lr", default="auto", show_default=True, type=_OptionValue("RATE|auto", "parse_rate"), metavar="RATE|auto",
               help="Base learning rate, or 'auto': measured by a range test on the training data before the first "
@@ -204,12 +204,16 @@ def _take_the_runs_settings(ctx, output, values):
     if output is None:
         raise click.UsageError("--resume needs --output, the run folder to continue.")
     given = {name for name in values if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT}
+    epochs_auto = "epochs" in given and values["epochs"] == "auto"
     options = {_CONFIG_KEYS.get(name, name): values[name] for name in given - {"data_dir", "weights"}}
     data_dir, weights, fields, saved = resumed_settings(output, values["data_dir"] if "data_dir" in given else None,
                                                         values["weights"] if "weights" in given else None, options)
     option_names = {key: name for name, key in _CONFIG_KEYS.items()}
     values.update({option_names.get(key, key): value for key, value in fields.items()})
     values.update(data_dir=data_dir, weights=weights and Path(weights))
+    if epochs_auto and saved.get("epochs") is not None:
+        click.echo(f"alexft: note: --epochs auto keeps a resumed run's {saved['epochs']} epochs: give a number to "
+                   "change them", err=True)
     if "lr" in given and values["lr"] == "auto":
         kept = saved.get("lr_found") if saved.get("lr") == "auto" else saved.get("lr")
         click.echo(f"alexft: note: --lr auto keeps a resumed run's rate{f' ({kept:.3g})' if kept else ''}: the range "
