@@ -84,7 +84,7 @@ def decode_image(data, name="<bytes>"):
             image = None
     complaints = _decoders_complaints("".join(said))
     if image is None:
-        raise ImageError(f"{name}: cannot decode {image_format} ({'; '.join(complaints) or 'corrupt or truncated'})")
+        raise ImageError(f"{name}: {_undecoded(image_format, data, complaints)}")
     # Decoded all the same, as Caffe's convert_imageset would have (grey where data was missing);
     # said once a process, not in every epoch that reads the file again.
     if complaints and name not in _DAMAGE_SAID:
@@ -94,6 +94,20 @@ def decode_image(data, name="<bytes>"):
 
 
 _DAMAGE_SAID = set()  # the names of images said to be damaged (few)
+
+# Pillow's names of the formats OpenCV decodes; others it knows (TGA, ICO, PSD, ...) are not read.
+DECODED_FORMATS = frozenset("JPEG MPO PNG GIF TIFF BMP DIB WEBP PPM JPEG2000".split())
+
+
+def _undecoded(image_format, data, complaints):
+    """Why OpenCV gave no image: a format it does not read, a PNG cut short, or its own words."""
+    said = "; ".join(complaints)
+    if image_format not in DECODED_FORMATS:  # named on the command line; a folder's listing leaves these out
+        article = "an" if image_format[0] in "AEFHILMNORSX" else "a"  # (as the letters are read: an ICO, an SGI)
+        return f"{article} {image_format} image, a format alexft does not read; convert it to JPEG or PNG"
+    if _truncated_png(image_format, data):
+        return f"truncated PNG (no end chunk{'; ' + said if said else ''})"
+    return f"cannot decode {image_format} ({said or 'corrupt or truncated'})"
 
 
 def _decoders_complaints(text):
@@ -109,6 +123,10 @@ def _decoders_complaints(text):
         except OSError:
             pass
     return list(dict.fromkeys(complaints))  # (libjpeg may say the same for each component)
+
+
+def _truncated_png(image_format, data):
+    return image_format == "PNG" and b"IEND" not in data[-64:]
 
 
 def _read_header(data, name):
@@ -127,10 +145,21 @@ def _read_header(data, name):
                 "sees 256x256)") if declared else str(error)
         raise ImageError(f"{name}: refused before decoding: {said}") from None
     except UnidentifiedImageError:
-        if signature_format(data):  # an image's first bytes, then a header Pillow gives up on (a cut TIFF's)
-            raise ImageError(f"{name}: cannot decode {signature_format(data)} (truncated or corrupt)") from None
+        image_format = signature_format(data)
+        if _truncated_png(image_format, data):
+            raise ImageError(f"{name}: truncated PNG (no end chunk)") from None
+        if image_format == "TIFF":  # TIFF has kinds Pillow cannot open whole (64-bit samples) as well
+            raise ImageError(f"{name}: cannot decode TIFF (truncated or corrupt, or a kind of TIFF that is not "
+                             "read: 8- or 16-bit grey or colour is)") from None
+        if image_format:  # an image's first bytes, then a header Pillow gives up on
+            raise ImageError(f"{name}: cannot decode {image_format} (truncated or corrupt)") from None
         raise ImageError(f"{name}: not an image ({_describe_start(data)})") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
+        if _truncated_png(signature_format(data), data):
+            raise ImageError(f"{name}: truncated PNG (no end chunk)") from None
+        if "truncated" in str(error).lower():  # Pillow's "Truncated File Read": the header is cut short
+            raise ImageError(f"{name}: truncated {signature_format(data) or 'image'} (it ends inside its header)") \
+                from None
         raise ImageError(f"{name}: corrupt image header ({error})") from None
 
 

@@ -117,7 +117,7 @@ def test_auto_answers_on_tensorflow_builds_once_then_starts_without_it(canonical
         assert sorted(result.stderr.splitlines()) == sorted(
             [f"alexft: warning: {path}: damaged JPEG data, used as decoded (Corrupt JPEG data: premature end of data "
              "segment)" for path in damaged]
-            + [f"error: {cut}: cannot decode PNG (libpng error: PNG input buffer is incomplete)",
+            + [f"error: {cut}: truncated PNG (no end chunk; libpng error: PNG input buffer is incomplete)",
                "alexft: 1 of 8 inputs could not be classified"]), result.stderr
 
 

@@ -1,4 +1,5 @@
 """The pinned preprocessing and the image reader's handling of bad files."""
+import io
 import concurrent.futures
 import os
 import re
@@ -111,19 +112,35 @@ def bad_images():
     png = encode(random_image(), ".png")
     tiff = encode(random_image(), ".tiff")
     thumbnailed = jpeg_with_thumbnail_segment(jpeg, encode(random_image(32, 32), ".jpg"))
+    tga, ico = (pillow_encoded(random_image(), kind) for kind in ("TGA", "ICO"))
     return {
         "empty.jpg": (b"", "empty file"),
         "notes.jpg": (b"just some text, not a picture\n" * 20, "not an image"),
         "page.png": (b"<!DOCTYPE html><html><body>404</body></html>", "not an image \\(an HTML page\\)"),
-        "cut.png": (png[: len(png) // 2], "cannot decode PNG \\(libpng error: PNG input buffer is incomplete\\)"),
+        "cut.png": (png[: len(png) // 2], "truncated PNG \\(no end chunk; libpng error: PNG input buffer is incomplete\\)$"),
+        # Cut in its first chunks, it had been "corrupt image header (Truncated File Read)".
+        "cut-early.png": (png[:20], "truncated PNG \\(no end chunk\\)$"),
+        "cut-at-data.png": (png[:100], "truncated PNG \\(no end chunk\\)$"),
+        # A format Pillow knows and OpenCV does not read: said so, not "corrupt or truncated".
+        "photo.tga": (tga, "a TGA image, a format alexft does not read; convert it to JPEG or PNG$"),
+        "icon.ico": (ico, "an ICO image, a format alexft does not read"),
         "cut.jpg": (jpeg[: len(jpeg) * 2 // 3], "truncated JPEG \\(no end-of-image marker\\)"),
         "cut-thumbnailed.jpg": (thumbnailed[: len(thumbnailed) * 2 // 3], "truncated JPEG"),
         "header-only.jpg": (jpeg[:200], "truncated JPEG|corrupt"),
-        "cut.tif": (tiff[: len(tiff) // 2], "cannot decode TIFF \\(truncated or corrupt\\)$"),
+        "cut.tif": (tiff[: len(tiff) // 2], "cannot decode TIFF \\(truncated or corrupt, or a kind of TIFF that is not "
+                                           "read: 8- or 16-bit grey or colour is\\)$"),
         # An image's first bytes, then noise: damaged, not "not an image" beside its JPEG header.
         "noise.jpg": (jpeg[:100] + noise(5000), "cannot decode JPEG \\(truncated or corrupt\\)$"),
         "noise.gif": (b"GIF89a" + noise(5000), "cannot decode GIF \\(truncated or corrupt\\)$"),
     }
+
+
+def pillow_encoded(image, kind):
+    from PIL import Image
+
+    encoded = io.BytesIO()
+    Image.fromarray(image).save(encoded, kind)
+    return encoded.getvalue()
 
 
 def noise(size, seed=3):
