@@ -511,6 +511,9 @@ class Trainer:
                     raise TrainingInterrupted(
                         f"stopped by {_signal_name(stop.signal_number)} at epoch {epoch + 1}, step {step}: {kept}; "
                         f"continue with --resume --output {self.run.path}", stop.signal_number, self.run.path)
+            if bar.total and bar.n < bar.total:  # broken images skipped: the epoch ends at 100% of what was read
+                bar.total = bar.n
+                bar.refresh()
         self.ledger.check(len(self.dataset.train) + len(self.dataset.val))
         self.data.check_every_class_is_trained()  # (uncached: the broken files are known after the first epoch)
         return totals

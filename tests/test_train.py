@@ -199,16 +199,21 @@ def test_a_class_whose_every_image_is_broken_is_refused_not_shipped_untrained(sm
     assert sum(line.startswith("skipped: ") for line in said) == 3
 
 
-def test_broken_training_images_are_not_counted_as_trained_on(small_digits_folder, canonical_weights_file, tmp_path):
+def test_broken_training_images_are_not_counted_as_trained_on(small_digits_folder, canonical_weights_file, tmp_path,
+                                                              capfd):
     """Without the feature cache the broken files are found while training: the summary said
-    "15 training" for 12 read and 3 broken."""
+    "15 training" for 12 read and 3 broken, and each epoch's bar ended at 60/62 (97%)."""
     data = tmp_path / "data"
     shutil.copytree(small_digits_folder, data)
     for name in ("cut.jpg", "empty.jpg"):
         (data / "digit_3" / name).write_bytes(bad_images()[name][0])
-    summary = finetune(data, weights=canonical_weights_file, epochs=1, batch_size=16, val_split=0, cache=False,
-                       output=tmp_path / "run", progress=False, log=quiet)
+    summary = finetune(data, weights=canonical_weights_file, epochs=2, batch_size=16, val_split=0, cache=False,
+                       lr=0.001, output=tmp_path / "run", progress=True, log=quiet)
     assert summary["broken_files"] == 2 and summary["train_images"] == 60 and not summary["cached"]
+    bars = capfd.readouterr().err
+    for epoch in (1, 2):
+        counts = re.findall(rf"epoch {epoch}/2: +(\d+)%\|[^|]*\| (\d+)/(\d+)", bars)
+        assert counts[0][1:] == ("0", "62") and counts[-1] == ("100", "60", "60"), counts
 
 
 def test_broken_validation_images_are_not_counted_as_scored(small_digits_folder, canonical_weights_file, tmp_path):
