@@ -497,6 +497,13 @@ def test_convert_stores_class_names(tmp_path, caplog):
     names.write_text("only one\n")
     result = run("weights", "convert", "--class-names", names, source, tmp_path / "bad.npz")
     assert result.exit_code == 1 and "1 class names given for 2 fc8 outputs" in result.stderr
+    # The names file is named, and a blank line among the names said (the error named only the
+    # weights file, and a blank line skipped left the count one short in silence).
+    names.write_text("sea otter\n\n\nrocket\n\nplane\n\n")
+    result = run("weights", "convert", "--class-names", names, source, tmp_path / "bad.npz")
+    assert result.exit_code == 1 and result.stderr.splitlines() == [
+        f"Error: {names}: 3 class names given for 2 fc8 outputs in {source}; blank lines 2, 3, 5 skipped (one name "
+        "per line)"]
     # Repeated names are said (results by name cannot tell them apart), not refused: ImageNet's
     # own list names two classes "crane".
     names.write_text("otter\notter\n")
@@ -597,13 +604,19 @@ def test_a_renamed_fc8_is_found_when_it_is_the_only_reading(flickr_style_caffemo
     np.testing.assert_array_equal(converted.params["fc7"][0], canonical_params["fc7"][0])
 
 
-def test_two_candidates_need_rename_and_rename_is_checked(flickr_style_caffemodels, canonical_weights_file, tmp_path):
+def test_two_candidates_need_rename_and_rename_is_checked(flickr_style_caffemodels, canonical_weights_file, tmp_path,
+                                                          caplog):
     _, two, fresh = flickr_style_caffemodels
     ambiguous = run("weights", "convert", two, tmp_path / "x.npz")
     assert ambiguous.exit_code == 1 and "missing layer(s) fc8" in ambiguous.stderr
     assert "'fc8_a', 'fc8_b'" in ambiguous.stderr and "--rename NAME=LAYER" in ambiguous.stderr
-    chosen = run("weights", "convert", two, tmp_path / "b.npz", "--rename", "fc8_b=fc8")
+    with caplog.at_level(logging.WARNING, logger="alexft"):
+        chosen = run("weights", "convert", two, tmp_path / "b.npz", "--rename", "fc8_b=fc8")
     assert chosen.exit_code == 0, chosen.output
+    # The head not chosen is said to be left out (a layer with weights was dropped in silence).
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{two}: layer(s) 'fc8_a' hold weights AlexNet has no place for, and are left out (if the network computed "
+        "with them, it is not AlexNet)"]
     np.testing.assert_array_equal(weights.load(tmp_path / "b.npz").params["fc8"][1], fresh[1])
     for args, status, message in [
         (["--rename", "fc8_c=fc8"], 1, "--rename fc8_c: no such layer"),

@@ -167,10 +167,10 @@ def _shape(array_facts):
 def weights_convert(source, destination, class_names, renames, force):
     """Convert SOURCE (.npy pickle, .npz or Caffe .caffemodel) to DESTINATION.npz (pickle-free, fast to load)."""
     from alexft.weights.sources import remember_conversion
-    from alexft.weights.tools import convert, parse_renames, read_class_names
+    from alexft.weights.tools import convert, parse_renames
 
-    names = read_class_names(class_names) if class_names else None
-    weight_set = convert(source, destination, class_names=names, renames=parse_renames(renames), force=force)
+    weight_set = convert(source, destination, class_names=class_names or None, renames=parse_renames(renames),
+                         force=force)
     try:
         remember_conversion(source, destination)  # hashes both files: a second or so after the file is in place
     except KeyboardInterrupt:  # the conversion is whole: a failure here would have a retry refuse it as existing

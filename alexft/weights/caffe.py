@@ -392,6 +392,13 @@ def _pick_wanted_layers(layers, renames, path):
     if missing:
         raise _FormatError(f"missing layer(s) {', '.join(missing)}; {_describe_found(found)}; if one is stored under "
                            "another name, give it with weights convert --rename NAME=LAYER")
+    # Weights AlexNet has no place for: a second head (left out on purpose with --rename), or an
+    # added layer, which makes the file another network. Said, not dropped in silence.
+    taken = {id(blob_spans) for blob_spans in wanted.values()}
+    extra = [repr(name) for name, blob_spans in layers if blob_spans and id(blob_spans) not in taken]
+    if extra:
+        log.warning("%s: layer(s) %s hold weights AlexNet has no place for, and are left out (if the network "
+                    "computed with them, it is not AlexNet)", path, ", ".join(extra))
     return wanted
 
 

@@ -2,6 +2,7 @@
 turn any readable one into our pickle-free `.npz`, which loads several times faster; and the
 Python API's `save_weights`, which guards what it would replace as convert does."""
 import collections
+import os
 from pathlib import Path
 
 from .. import architecture as arch
@@ -65,9 +66,9 @@ def _describe_layer(name, pair):
 def convert(source, destination, class_names=None, renames=None, force=False):
     """Read `source` (.npy, .npz or .caffemodel), check it, and write it as `.npz` at `destination`.
 
-    `class_names` (a list) are stored with the weights; otherwise names already in the
-    source are kept. `renames` ({layer name in a .caffemodel: alexft's name}) maps layers a
-    fine-tuned Caffe model stored under other names. An existing `destination` is replaced
+    `class_names` (a list, or a text file's path: one per line) are stored with the weights;
+    otherwise names already in the source are kept. `renames` ({layer name in a .caffemodel:
+    alexft's name}) maps layers a fine-tuned Caffe model stored under other names. An existing `destination` is replaced
     only with `force` (it may be the only copy of fine-tuned weights). Returns the written WeightSet.
     """
     source, destination = Path(source), Path(destination)
@@ -79,10 +80,13 @@ def convert(source, destination, class_names=None, renames=None, force=False):
     if (destination.exists() or destination.is_symlink()) and not force:
         raise WeightsError(f"{destination}: already exists; pass --force to replace it")
     check_writable(destination, WeightsError)  # before reading a .caffemodel for seconds
+    names_file = Path(class_names) if isinstance(class_names, (str, os.PathLike)) else None
+    if names_file is not None:
+        class_names = read_class_names(names_file)
     weight_set = _load_renamed(source, renames) if renames else weights_io.load(source)
     if class_names is not None:
         if len(class_names) != weight_set.num_classes:
-            raise WeightsError(f"{len(class_names)} class names given for {weight_set.num_classes} fc8 outputs in {source}")
+            raise WeightsError(_names_miscounted(class_names, names_file, weight_set.num_classes, source))
         warn_of_repeats(class_names, f"{destination}: ")
         weight_set.class_names = list(class_names)
     try:  # as fetch and features do: a folder named for the output is made
@@ -160,6 +164,18 @@ def read_class_names(path):
     except (OSError, UnicodeDecodeError) as error:
         raise WeightsError(f"{path}: cannot read class names: {error}") from None
     return [line.strip() for line in lines if line.strip()]
+
+
+def _names_miscounted(class_names, names_file, outputs, source):
+    said = f"{len(class_names)} class names given for {outputs} fc8 outputs in {source}"
+    if names_file is None:
+        return said
+    lines = names_file.read_text(encoding="utf-8").splitlines()
+    last = max((number for number, line in enumerate(lines, 1) if line.strip()), default=0)
+    blank = [str(number) for number, line in enumerate(lines[:last], 1) if not line.strip()]
+    skipped = (f"; blank line{'s' if len(blank) > 1 else ''} {', '.join(blank[:5])}{', ...' if len(blank) > 5 else ''} "
+               "skipped (one name per line)") if blank else ""
+    return f"{names_file}: {said}{skipped}"
 
 
 def warn_of_repeats(class_names, where=""):
