@@ -200,11 +200,15 @@ def labelled_list(list_file, root, num_classes=None):
     checked against `num_classes` when it is given. A list none of whose files is under
     `root` is refused: the images are elsewhere (the usual cause: --root not given)."""
     paths, labels = [], []
-    # (names that are not UTF-8 are their own bytes, as a run's val.txt writes them)
-    for number, line in enumerate(Path(list_file).read_text(encoding="utf-8", errors="surrogateescape").splitlines(), 1):
+    # (names that are not UTF-8 are their own bytes, as a run's val.txt writes them; a Windows
+    # editor's byte-order mark is not part of the first name)
+    text = Path(list_file).read_text(encoding="utf-8-sig", errors="surrogateescape")
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        relative, _, label = line.rstrip().rpartition(" ")
+        line = line.rstrip()
+        cut = max(line.rfind(" "), line.rfind("\t"))  # the last space, as Caffe's reader; or a tab
+        relative, label = line[:max(cut, 0)], line[cut + 1:]
         if not relative or not label.lstrip("-").isdigit() or not 0 <= int(label) < (num_classes or float("inf")):
             expected = f"a label in 0..{num_classes - 1}" if num_classes else "a class index (0 or more) as its label"
             raise DataError(f"{list_file}:{number}: expected 'path label' with {expected}, got {line!r}")

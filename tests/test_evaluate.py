@@ -274,6 +274,12 @@ def test_list_file_evaluation_matches_the_folder(held_out_folder, tmp_path, eval
     assert result.exit_code == 1
     assert (f"val.txt: none of its listed images is in {tmp_path} (the first: {tmp_path / lines[0].split()[0]}); "
             "--root names the folder the listed paths are relative to") in result.stderr
+    # A Windows editor's byte-order mark, tabs and CRLF line ends: the same list (the mark had
+    # become part of the first name, and a tab was refused).
+    windows = tmp_path / "windows.txt"
+    windows.write_bytes(b"\xef\xbb\xbf" + "".join(f"{line.replace(' ', chr(9))}\r\n" for line in lines).encode())
+    read, listed = (labelled_list(path, held_out_folder, 10) for path in (windows, tmp_path / "val.txt"))
+    assert read.paths == listed.paths and read.labels.tolist() == listed.labels.tolist() and len(read) == len(lines)
     (tmp_path / "bad.txt").write_text("digit_0/x.png eleven\n")
     with pytest.raises(DataError, match=r"bad.txt:1: expected 'path label'"):
         labelled_list(tmp_path / "bad.txt", held_out_folder, 10)
