@@ -529,6 +529,12 @@ def test_convert_refuses_other_outputs_and_bad_sources(tmp_path):
     (tmp_path / "empty.npy").write_bytes(b"")
     result = run("weights", "convert", tmp_path / "empty.npy", tmp_path / "out.npz")
     assert result.exit_code == 1 and "empty.npy: weights file is empty" in result.stderr
+    # A folder is an unusable input, status 1 as in weights info (it was click's usage error, 2).
+    (tmp_path / "folder.npy").mkdir()
+    for args in (["convert", tmp_path / "folder.npy", tmp_path / "out.npz"], ["info", tmp_path / "folder.npy"]):
+        result = run("weights", *args)
+        assert (result.exit_code, result.stderr.splitlines()) == (
+            1, [f"Error: {tmp_path / 'folder.npy'}: is a folder, not a weights file"]), result.stderr
     assert not (tmp_path / "out.npz").exists()
 
 

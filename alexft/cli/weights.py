@@ -153,7 +153,7 @@ def _shape(array_facts):
 
 @weights_group.command("convert", short_help="Convert .npy, .npz or .caffemodel weights to .npz.",
                        epilog=examples.epilog("weights convert"))
-@click.argument("source", type=PathParam(dir_okay=False))
+@click.argument("source", type=PathParam())  # a folder: "is a folder, not a weights file", status 1 as in info
 @click.argument("destination", type=PathParam(),
                 callback=_refused_as_usage(lambda path: _weights("tools").check_destination_name(path)))
 @click.option("--class-names", type=PathParam(exists=True, dir_okay=False), help="Text file, one class name per line, stored with the weights.")

@@ -271,10 +271,16 @@ def _describe_value(value):
 CHECKPOINT_GROUPS = ("current", "best", "optimizer", "seed")
 
 
+class _PythonObjects(ValueError):
+    """An array of Python objects: a pickle, refused as such, not as damage."""
+
+
 def _read_npz(path):
     params, class_names = {}, None
     try:
         arrays = _npz_arrays(path)
+    except _PythonObjects as error:
+        raise WeightsError(f"{path}: not a weights file: {error} (weights are arrays of numbers)") from None
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as error:
         # Worded as quick_check words it, so a broken file reads the same in every command.
         reason = zip_failure(error) if isinstance(error, (zipfile.BadZipFile, OSError)) else f"{type(error).__name__}: {error}"
@@ -338,7 +344,7 @@ def _stored_array(handle, info):
     version = np.lib.format.read_magic(handle)
     shape, fortran_order, dtype = _read_npy_header(handle, version)
     if dtype.hasobject:
-        raise ValueError(f"{info.filename} holds Python objects, which are never unpickled")
+        raise _PythonObjects(f"{info.filename} holds Python objects, which are never unpickled")
     if math.prod(shape) * dtype.itemsize > info.file_size:  # refuse before allocating what is not there
         raise ValueError(f"{info.filename} declares shape {shape}, more than its {info.file_size} bytes")
     array = _aligned_empty(shape[::-1] if fortran_order else shape, dtype)
