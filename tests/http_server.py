@@ -8,7 +8,9 @@ Modes:
   hangs up (never completes, and a retry makes no progress);
 - "trickle": every request sends an eighth of the whole file, then hangs up (a flaky link that
   gets there, in eight requests);
-- "hang": sends half, then keeps the connection open without sending for a minute.
+- "hang": sends half, then keeps the connection open without sending for a minute;
+- "empty": announces everything, sends nothing and hangs up, every time;
+- "loop": redirects (302) to itself.
 Every response but "norange"'s carries an ETag of its bytes, and a Range request whose
 `If-Range` names another gets the whole file (200), as RFC 9110 has file servers do.
 Every request's path and Range header are recorded in `requests` of the yielded object, its
@@ -35,6 +37,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if mode == "missing":
             self.send_error(404, "Not Found")
             return
+        if mode == "loop":
+            self.send_response(302)
+            self.send_header("Location", self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
         start = self._range_start() if mode != "norange" else None
         if self.headers.get("If-Range") not in (None, etag):  # the file has changed since: all of it
@@ -54,6 +62,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(part[: len(part) // 2])
             self.wfile.flush()
             time.sleep(60)
+            return
+        if mode == "empty":
+            self.wfile.flush()
+            self.connection.shutdown(2)
             return
         if mode == "trickle":
             self.wfile.write(part[: -(-len(body) // 8)])

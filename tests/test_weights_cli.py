@@ -169,6 +169,23 @@ def test_a_flaky_link_that_keeps_getting_further_is_not_given_up_on(tmp_path, ca
     assert "(attempt 2 of 5)" in caplog.text and "(attempt 3 of 5)" not in caplog.text  # each retry is a first one
 
 
+def test_a_server_that_sends_nothing_or_redirects_for_ever_is_said_in_a_line_and_leaves_nothing(tmp_path,
+                                                                                                canonical_bytes):
+    """An empty .part (and its .source) had been kept "to resume" after five attempts that
+    received nothing; a loop of redirects was said in urllib's three lines."""
+    output = tmp_path / "w.npy"
+    with serving({"/w.npy": ("empty", canonical_bytes), "/loop.npy": ("loop", b"")}) as url:
+        result = run("weights", "fetch", "--url", f"{url}/w.npy", "--output", output)
+        assert result.exit_code == 1 and result.stderr.splitlines()[-1] == (
+            f"Error: {url}/w.npy: connection closed after 0 of {len(canonical_bytes):,} bytes; gave up after "
+            f"{download.ATTEMPTS} attempts without progress, and no byte was received"), result.stderr
+        assert folder_listing(tmp_path) == []
+        result = run("weights", "fetch", "--url", f"{url}/loop.npy", "--output", output)
+        assert (result.exit_code, result.stderr.splitlines()) == (
+            1, [f"Error: {url}/loop.npy: the server redirects without end (302 Found again and again)"])
+        assert folder_listing(tmp_path) == []
+
+
 def test_an_abandoned_download_is_resumed_by_the_next_run(tmp_path, canonical_bytes, canonical_sha256, caplog):
     output = tmp_path / "w.npy"
     with serving({"/w.npy": ("stall", canonical_bytes)}) as url:
@@ -280,7 +297,7 @@ def test_a_server_without_ranges_restarts_the_download(tmp_path, canonical_bytes
     assert output.read_bytes() == canonical_bytes
 
 
-@pytest.mark.parametrize("damage", ["flipped", "html"])
+@pytest.mark.parametrize("damage", ["flipped", "html", "html-pinned"])
 def test_wrong_bytes_are_refused_and_nothing_is_left(tmp_path, canonical_bytes, canonical_sha256, damage):
     output = tmp_path / "w.npy"
     body = canonical_bytes
@@ -290,13 +307,14 @@ def test_wrong_bytes_are_refused_and_nothing_is_left(tmp_path, canonical_bytes, 
         body = bytes(body)
     else:
         body = b"<!DOCTYPE html><html><body>Service unavailable</body></html>"
-    sha = canonical_sha256 if damage != "html" else None
+    sha = canonical_sha256 if damage != "html" else None  # (a hash pinned: a page was told only by its hash)
     with serving({"/w.npy": ("ok", body)}) as url:
         args = ["weights", "fetch", "--url", f"{url}/w.npy", "--output", output] + (["--sha256", sha] if sha else [])
         result = run(*args)
     assert result.exit_code == 1
-    cause = "HTML/XML page" if damage == "html" else f"expected {canonical_sha256}"
-    assert cause in result.stderr and "download discarded" in result.stderr
+    cause = {"html": "HTML/XML page", "flipped": f"expected {canonical_sha256}; download discarded",
+             "html-pinned": f"expected {canonical_sha256}: the server sent an HTML/XML page, not the file"}[damage]
+    assert cause in result.stderr and "download discarded" in result.stderr, result.stderr
     assert list(tmp_path.iterdir()) == [], "a refused download must leave nothing"
 
 

@@ -158,9 +158,13 @@ def _fetch_with_retries(url, partial, expected, progress, timeout):
             if _size(partial) >= before + PROGRESS:  # it got further: the count of attempts starts again
                 delay, attempt = RETRY_DELAY, 1
             if attempt == ATTEMPTS:
-                raise WeightsError(
-                    f"{url}: {error}; gave up after {ATTEMPTS} attempts without progress, kept {_size(partial):,} bytes "
-                    f"in {partial} to resume next time") from None
+                gave_up = f"{url}: {error}; gave up after {ATTEMPTS} attempts without progress"
+                if not _size(partial):  # nothing to resume: no empty .part left behind
+                    partial.unlink(missing_ok=True)
+                    _source_path(partial).unlink(missing_ok=True)
+                    raise WeightsError(f"{gave_up}, and no byte was received") from None
+                raise WeightsError(f"{gave_up}, kept {_size(partial):,} bytes in {partial} to resume next time") \
+                    from None
             attempt += 1
             log.warning("%s: %s; trying again in %g s (attempt %d of %d)", url, error, delay, attempt, ATTEMPTS)
             time.sleep(delay)
@@ -186,7 +190,10 @@ def _fetch(url, partial, expected, progress, timeout):
     except urllib.error.HTTPError as error:
         if error.code == 416 and have:  # nothing left to send: the partial file is already whole
             return
-        raise WeightsError(f"{url}: server answered {error.code} {error.reason}") from None
+        if 300 <= error.code < 400:  # urllib's three lines on a loop of redirects
+            raise WeightsError(f"{url}: the server redirects without end ({error.code} {error.reason.splitlines()[-1]} "
+                               "again and again)") from None
+        raise WeightsError(f"{url}: server answered {error.code} {' '.join(str(error.reason).split())}") from None
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", None) or error
         if isinstance(reason, socket.gaierror):  # "[Errno -2] Name or service not known"
@@ -246,8 +253,8 @@ def _verify_or_discard(partial, url, expected):
     try:
         for algorithm, digest in expected.items():
             if digest and (found := file_digest(partial, algorithm)) != digest.lower():
-                raise ChecksumMismatch(f"{url}: {_LABELS[algorithm]} is {found}, expected {digest.lower()}; "
-                                       "download discarded", algorithm, found)
+                raise ChecksumMismatch(f"{url}: {_LABELS[algorithm]} is {found}, expected {digest.lower()}"
+                                       f"{_page_said(partial)}; download discarded", algorithm, found)
         try:
             weights_io.load(partial)  # structure and every shape, before it gets its real name
         except WeightsError as error:
@@ -259,6 +266,15 @@ def _verify_or_discard(partial, url, expected):
 
 
 _LABELS = {"sha256": "SHA-256", "sha1": "SHA-1"}
+
+
+def _page_said(partial):
+    """A page the server sent instead of the file (a login or error page) explains a hash
+    mismatch better than the hash does."""
+    with open(partial, "rb") as handle:
+        head = handle.read(64).lstrip().lower()
+    return ": the server sent an HTML/XML page, not the file" if head.startswith((b"<!doctype html", b"<html", b"<?xml")) \
+        else ""
 
 
 class ChecksumMismatch(WeightsError):
