@@ -137,10 +137,12 @@ def _finetune(data_dir, options=None, *, weights=None, output=None, resume=False
     if not resume:  # before the listing and the weights; outside the try below: a folder refused is the user's
         run.refuse_inside(data_dir, options.val_dir)
         run.refuse_existing()
+    if weights is not None and not isinstance(weights, weights_io.WeightSet):  # (a WeightSet: the command line's)
+        weights = resolve_weights(weights, progress=progress)  # a file given is checked before the listing
     dataset = dataset or load_dataset(data_dir, val_dir=options.val_dir, val_split=options.val_split, seed=options.seed)
     train_setup.report_split(dataset, options, log)
-    if not isinstance(weights, weights_io.WeightSet):  # one the command line read before TensorFlow started
-        weights = resolve_weights(weights, progress=progress)
+    if weights is None:  # found or downloaded once the images are known to be there
+        weights = resolve_weights(None, progress=progress)
     options, weight_set, config = train_setup.planned_run(data_dir, options, dataset, weights, log)
     config["versions"] = train_setup.versions()
     try:

@@ -26,6 +26,7 @@ from alexft import checkpoint as checkpoints
 from alexft import weights
 from alexft.data import DataError, LabelledFiles
 from alexft.devices import DeviceError, resolve_device
+from alexft.errors import WeightsError
 from alexft.model import build_alexnet, head, truncated
 from alexft.preprocess import image_views
 from alexft.train import TrainingError, finetune
@@ -2003,6 +2004,13 @@ def test_a_python_resume_takes_the_runs_own_settings(small_digits_folder, canoni
     for not_a_bool in ("no", "yes", 1):  # resume="no" is truthy: it would have continued the run
         with pytest.raises(TypeError, match=rf"^finetune\(\)'s resume is True or False, not \w+ {not_a_bool!r}$"):
             finetune(small_digits_folder, output=output, resume=not_a_bool, log=quiet)
+    # A weights path that is a folder, or is not there, is refused before the images are listed
+    # (it came after the listing's note on the split).
+    said.clear()
+    for wrong, cause in ((tmp_path, "is a folder, not a weights file"), (tmp_path / "nope.npz", "weights file not found")):
+        with pytest.raises(WeightsError, match=f"^{re.escape(str(wrong))}: {cause}"):
+            finetune(small_digits_folder, weights=wrong, output=tmp_path / "new", log=said.append)
+    assert said == [] and not (tmp_path / "new").exists()
     # A finished run refused before anything is listed or planned (it logged "200 epochs" first).
     said.clear()
     with pytest.raises(RunFolderError, match="holds a finished run"):
