@@ -214,11 +214,18 @@ def _check_model_input(x):
     """The in-graph layer takes 8-bit RGB or 0-255 floats; anything else would be clipped or fail
     deep inside TensorFlow."""
     dtype = str(getattr(x.dtype, "name", x.dtype))
-    channels = x.shape[-1]  # None: not known until called
-    if channels not in (1, 2, 3, 4, None) or dtype in ("uint16", "uint32", "uint64"):
-        raise ValueError(f"preprocess_input on a model's input takes RGB images, (..., 3) (grey, grey and alpha, "
-                         f"or RGBA too), of 0-255 grey levels; got {dtype} {tuple(x.shape)}: give the model 8-bit "
-                         "images (decode 16-bit ones to 8 bits first)")
+    shape = tuple(x.shape)
+    channels = shape[-1]  # None: not known until called
+    if len(shape) >= 3 and channels is None and shape[-3] in (1, 3, 4):  # keras.Input((3, None, None))
+        cause = "channels first? the model takes channels last, keras.Input((None, None, 3))"
+    elif channels not in (1, 2, 3, 4, None):
+        cause = f"{channels} channels; an image has 3 (or 1, 2, 4)"
+    elif dtype in ("uint16", "uint32", "uint64"):
+        cause = "give the model 8-bit images (decode 16-bit ones to 8 bits first)"
+    else:
+        return
+    raise ValueError(f"preprocess_input on a model's input takes RGB images, (..., 3) (grey, grey and alpha, or "
+                     f"RGBA too), of 0-255 grey levels; got {dtype} {shape}: {cause}")
 
 
 def _is_keras_tensor(x):
@@ -257,10 +264,16 @@ def _as_rgb(x):
 
 def _not_an_image_shape(shape):
     hints = []
-    if len(shape) in (3, 4) and shape[-3] in (1, 3, 4):  # (C, H, W): channels first, as PyTorch holds images
-        hints.append(f"channels first? alexft takes channels last, x.transpose({'1, 2, 0' if len(shape) == 3 else '0, 2, 3, 1'})")
-    if len(shape) == 3:
-        hints.append("grey images in a batch need a channel axis, x[..., np.newaxis]")
+    channels_first = f"channels first? alexft takes channels last, x.transpose({'1, 2, 0' if len(shape) == 3 else '0, 2, 3, 1'})"
+    grey_batch = "grey images in a batch need a channel axis, x[..., np.newaxis]"
+    if len(shape) == 4 and shape[1] in (1, 3, 4):
+        hints.append(channels_first)
+    elif len(shape) == 3 and shape[0] in (1, 3):  # (C, H, W), as PyTorch holds an image; or three grey images
+        hints += [channels_first] + ([grey_batch] if shape[0] == 3 else [])
+    elif len(shape) == 3 and shape[-1] < min(shape[:2]) and shape[-1] <= 16:  # (H, W, C): a multispectral image
+        hints.append(f"{shape[-1]} channels; an image has 3 (or 1, 2, 4)")
+    elif len(shape) == 3:  # (N, H, W); four first is more often four grey images than RGBA channels first
+        hints += [grey_batch, channels_first] if shape[0] == 4 else [grey_batch]
     hint = "".join(f"; {said}" if index else f": {said}" for index, said in enumerate(hints))
     return ValueError(f"preprocess_input takes RGB images shaped (H, W, 3) or (N, H, W, 3) (or grey (H, W), "
                       f"(..., 1), grey and alpha (..., 2), RGBA (..., 4)); got {shape}{hint}")

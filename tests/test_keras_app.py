@@ -104,8 +104,13 @@ def test_preprocess_input_refuses_what_is_not_an_image():
     with pytest.raises(ValueError, match=r"\(H, W, 3\) or \(N, H, W, 3\) \(or grey .*; got \(2, 10, 10\): grey "
                                          r"images in a batch need a channel axis, x\[\.\.\., np.newaxis\]$"):
         alexft.preprocess_input(np.zeros((2, 10, 10), np.uint8))  # grey images in a batch: (N, H, W, 1)
-    with pytest.raises(ValueError, match=r"\(\.\.\., 4\)\); got \(10, 10, 5\): grey images in a batch need"):
+    # Five channels: said so (it was told that grey images in a batch need a channel axis).
+    with pytest.raises(ValueError, match=r"\(\.\.\., 4\)\); got \(10, 10, 5\): 5 channels; an image has 3 \(or 1, 2, 4\)$"):
         alexft.preprocess_input(np.zeros((10, 10, 5), np.uint8))
+    # Four grey images: the channel axis first (the transpose, followed, took them as one RGBA image).
+    with pytest.raises(ValueError, match=r"got \(4, 50, 60\): grey images in a batch need a channel axis, "
+                                         r"x\[\.\.\., np.newaxis\]; channels first\? alexft takes channels last"):
+        alexft.preprocess_input(np.zeros((4, 50, 60), np.uint8))
     # Channels first, as PyTorch holds images: named, the grey-batch reading of one image kept beside it.
     with pytest.raises(ValueError, match=r"got \(3, 64, 48\): channels first\? alexft takes channels last, "
                                          r"x.transpose\(1, 2, 0\); grey images in a batch need a channel axis"):
@@ -175,8 +180,12 @@ def test_grey_rgba_and_16_bit_images_are_read_as_their_files_are(tmp_path):
     with pytest.raises(ValueError, match=r"on a model's input takes RGB images, \(\.\.\., 3\) \(grey, grey and alpha, "
                                          r"or RGBA too\), of 0-255 grey levels; got uint16 \(None, None, None, 3\)"):
         alexft.preprocess_input(keras.Input((None, None, 3), dtype="uint16"))
-    with pytest.raises(ValueError, match=r"got uint8 \(None, None, None, 5\)"):
+    with pytest.raises(ValueError, match=r"got uint8 \(None, None, None, 5\): 5 channels; an image has 3 \(or 1, 2, 4\)$"):
         alexft.preprocess_input(keras.Input((None, None, 5), dtype="uint8"))
+    # Channels first in a model's input: refused as the model is built (it failed only when called).
+    with pytest.raises(ValueError, match=r"got uint8 \(None, 3, None, None\): channels first\? the model takes channels "
+                                         r"last, keras.Input\(\(None, None, 3\)\)$"):
+        alexft.preprocess_input(keras.Input((3, None, None), dtype="uint8"))
     # A model taking RGBA (or grey) images drops the alpha in the graph, as preprocess_input does on arrays.
     for channels, image in ((4, rgba), (1, grey[..., np.newaxis])):
         given = keras.Input((None, None, channels), dtype="uint8")
