@@ -52,6 +52,7 @@ def AlexNet(weights=IMAGENET, include_top=True, classes=None, pooling=None, clas
     if include_top and last_layer not in (None, "fc8"):
         raise ValueError(f"last_layer={last_layer!r} needs include_top=False")
     last = "fc8" if include_top else (last_layer or "pool5")
+    _warn_of_unused(pooling=pooling if include_top else None, classes=classes if last != "fc8" else None)
     weight_set = _weight_set(weights, include_top, last, progress)
     classes = _class_count(weight_set, classes, include_top)
     inputs = _input(keras, input_tensor, input_shape, include_top, last)
@@ -112,6 +113,16 @@ def _layers_below(last):
         if last in (f"norm{name[-1]}", f"pool{name[-1]}") and name.startswith("conv"):
             return names[: index + 1]
     return names  # not a layer name: alexnet_layers says so
+
+
+def _warn_of_unused(pooling, classes):
+    """keras.applications ignores these in silence; a model built otherwise than asked is said."""
+    if pooling:
+        warnings.warn(f"AlexNet: pooling={pooling!r} is not used: with include_top=True the output is the class "
+                      "scores; pooling applies to include_top=False", AlexftWarning, stacklevel=3)
+    if classes is not None:
+        warnings.warn(f"AlexNet: classes={classes!r} is not used: it sizes fc8, which this model leaves out; give "
+                      "your own head that many outputs", AlexftWarning, stacklevel=3)
 
 
 def _class_count(weight_set, classes, include_top):

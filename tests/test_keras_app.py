@@ -359,6 +359,16 @@ def test_without_the_top_it_ends_at_pool5_or_any_layer_and_pools_as_keras_does(c
                            (dict(include_top=False, input_shape=(40, 40, 3)), "at least 67x67")):
         with pytest.raises(ValueError, match=message):
             alexft.AlexNet(weights=None, **wrong)
+    # Options keras.applications ignores in silence are said to be unused (the model is built).
+    for unused, message in ((dict(pooling="avg"), "pooling='avg' is not used: with include_top=True the output is "
+                                                  "the class scores"),
+                            (dict(include_top=False, classes=5), "classes=5 is not used: it sizes fc8, which this "
+                                                                 "model leaves out")):
+        with pytest.warns(alexft.AlexftWarning, match=f"^AlexNet: {re.escape(message)}"):
+            alexft.AlexNet(weights=None, **unused)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        alexft.AlexNet(weights=None, include_top=False, last_layer="fc8", classes=5)  # fc8 kept: classes used
     with pytest.raises(TypeError, match="weights must be 'imagenet', a path, a WeightSet or None; got int$"):
         alexft.AlexNet(weights=3)
     for typo in ("imagnet", "ImageNett"):  # "imagnet: weights file not found"
