@@ -22,6 +22,7 @@ from .errors import AlexftError, warn_user
 from .pipeline import check_count
 from .preprocess import is_within  # noqa: F401  (the command line takes it from here)
 from .predict import as_predictor, predict_views
+from .weights.formats import default_class_names
 
 CENTRE_VIEW = 4
 
@@ -98,7 +99,16 @@ def _refuse_foreign_classes(where, names, class_names, index, hint=""):
                         f"(e.g. {quoted_names(class_names[:3])}" +
                         (", or WordNet ids such as 'n01440764')" if len(class_names) == 1000 else ")") +
                         _closest_hint(unknown, class_names, imagenet.wordnet_ids() if imagenet_model else ())
-                        + _case_hint(unknown, class_names) + hint)
+                        + _case_hint(unknown, class_names) + _unnamed_hint(class_names) + hint)
+
+
+def _unnamed_hint(class_names):
+    """A model whose classes are only numbered (a weights file without names; a Keras model
+    copied by keras.models.clone_model, which keeps no attributes of its own)."""
+    if len(class_names) == len(imagenet.wordnet_ids()) or list(class_names) != default_class_names(len(class_names)):
+        return ""
+    return ("; the model names no classes: give it their names (weights convert --class-names FILE; in Python "
+            "model.class_names = [...], which keras.models.clone_model does not copy)")
 
 
 def _labelled_as_the_model(files, class_names, index):

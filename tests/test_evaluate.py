@@ -290,6 +290,32 @@ def test_list_file_evaluation_matches_the_folder(held_out_folder, tmp_path, eval
         labelled_list(tmp_path / "bad.txt", held_out_folder)
 
 
+def test_a_model_that_names_no_classes_is_said_to_when_folders_are_not_its_classes(fc8_run, small_digits_folder,
+                                                                                    tmp_path):
+    """keras.models.clone_model keeps no attributes of a model's own: a fine-tuned model's copy
+    was told "folder(s) 'digit_0', ... are not classes of this model (e.g. 'class 0', ...)",
+    which did not say why."""
+    import keras
+
+    import alexft
+
+    _, run_folder = fc8_run
+    data = tmp_path / "data"
+    for name in ("digit_0", "digit_1"):
+        shutil.copytree(small_digits_folder / name, data / name)
+    model = alexft.AlexNet(weights=run_folder / "model.npz")
+    copy = keras.models.clone_model(model)
+    with pytest.raises(DataError, match=r"are not classes of this model \(e.g. 'class 0', 'class 1', 'class 2'\); "
+                                        r"the model names no classes: give it their names \(weights convert "
+                                        r"--class-names FILE; in Python model.class_names = \[\.\.\.\], which "
+                                        r"keras.models.clone_model does not copy\)$"):
+        alexft.evaluate(copy, data)
+    copy.class_names = model.class_names
+    assert alexft.evaluate(copy, data)["images"] == 12
+    with pytest.raises(DataError, match=r"not classes of this model \(e.g. 'digit_0', 'digit_1', 'digit_2'\)$"):
+        alexft.evaluate(model, tmp_path / "data" / "..")  # named classes: no such hint
+
+
 def test_bad_files_are_skipped_and_unknown_folders_refused(fc8_run, small_digits_folder, tmp_path):
     _, run_folder = fc8_run
     data = tmp_path / "data"
