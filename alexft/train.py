@@ -263,6 +263,7 @@ class Trainer:
         self.best_epoch = None  # the epoch self.best holds
         self._last_batch = None  # the epoch's last batch, to check the weights it ends with
         self._ended_early = False  # resumed with fewer --epochs than begun with: its checkpoint stays
+        self._validation_read = False  # classes whose validation images are all broken: said once, after it
 
     # --- the run ----------------------------------------------------------------------------
 
@@ -531,6 +532,7 @@ class Trainer:
     def _finish_epoch(self, state, totals, seconds):
         epoch = state["epoch"]
         val_loss, val_accuracy = self.net.validate(self.data.val_batches()) if len(self.dataset.val) else (None, None)
+        self._say_unread_validation_classes()
         train_loss = totals[0] / max(totals[2], 1)
         row = dict(epoch=epoch + 1, train_loss=train_loss, train_accuracy=totals[1] / max(totals[2], 1),
                    val_loss=val_loss, val_accuracy=val_accuracy,
@@ -700,6 +702,17 @@ class Trainer:
         else:
             self.log(f"warning: nothing was learned: {said}; try "
                      f"{self._either('more --epochs (more steps)', f'a smaller --lr than {base_lr:.3g}')}")
+
+    def _say_unread_validation_classes(self):
+        if self._validation_read:
+            return
+        self._validation_read = True
+        unread = self.data.unread_validation_classes()
+        if unread:
+            listed = ", ".join(f"{name!r} ({count:,} listed)" for name, count in unread[:5])
+            more = f" and {len(unread) - 5} more" if len(unread) > 5 else ""
+            self.log(f"warning: none of the validation images of class {listed}{more} could be read (the skipped lines "
+                     "name them): accuracy is not measured there")
 
     def _either(self, *remedies):
         """The remedies as alternatives, with training fewer layers where more than one is trained."""

@@ -100,6 +100,17 @@ class TrainingData:
             raise DataError(f"none of the training images of class {said}{more} could be read (the skipped lines "
                             "above name them): the model would have an output it never learned; fix or remove them")
 
+    def unread_validation_classes(self):
+        """[(class name, images listed)] of the classes whose every validation image is broken:
+        listed, so not said at the start, yet never measured (uncached: known once the first
+        validation has read them)."""
+        if self.multiworker and not self.cache_after:
+            return []
+        names = self.dataset.class_names
+        listed = np.bincount(self.dataset.val.labels, minlength=len(names))
+        read = np.bincount(self.usable_labels("val"), minlength=len(names))
+        return [(names[label], int(listed[label])) for label in np.flatnonzero((read == 0) & (listed > 0))]
+
     def _scratch(self):
         if not hasattr(self, "_scratch_folder"):
             self._scratch_folder = tempfile.TemporaryDirectory(prefix="alexft-worker-cache-")

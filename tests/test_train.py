@@ -226,6 +226,23 @@ def test_broken_validation_images_are_not_counted_as_scored(small_digits_folder,
     assert summary["val_images"] == len(list(small_digits_folder.glob("*/*.png"))) and summary["broken_files"] == 1
 
 
+@pytest.mark.parametrize("cache", [True, False])
+def test_a_validation_class_whose_every_image_is_broken_is_said(small_digits_folder, canonical_weights_file, tmp_path,
+                                                                cache):
+    """Listed, it was not said at the start; broken, it was scored nowhere, and nothing said so."""
+    val = tmp_path / "val"
+    shutil.copytree(small_digits_folder, val)
+    for image in (val / "digit_4").iterdir():
+        image.write_bytes(b"")
+    said = []
+    summary = finetune(small_digits_folder, weights=canonical_weights_file, epochs=2, val_dir=val, cache=cache,
+                       lr=0.001, output=tmp_path / "run", progress=False, log=said.append)
+    assert summary["broken_files"] == 6
+    warned = [line for line in said if "validation images of class" in line]
+    assert warned == ["warning: none of the validation images of class 'digit_4' (6 listed) could be read (the skipped "
+                      "lines name them): accuracy is not measured there"], said
+
+
 def test_layer_choices_that_would_leave_random_layers_are_refused(small_digits_folder, canonical_weights_file, tmp_path):
     with pytest.raises(OptionsError, match=r'skip="fc7" starts fc7 afresh, and without training it would leave it '
                                             r'random: train it too \(train="fc7,fc8"\)'):
