@@ -16,7 +16,7 @@ from . import weights as weights_io
 from .architecture import INPUT_SIZE
 from .errors import AlexftError
 from .pipeline import check_count, chunks, map_ahead
-from .preprocess import find_images, image_views, warn_user
+from .preprocess import damage_said, find_images, image_views, warn_user
 from .progress import progress_bar
 from .train_options import OptionsError
 from .weights.sources import resolve_weights
@@ -254,7 +254,9 @@ def _classified(predictor, paths, top, ten_crop, batch_size, progress):
         if error is not None:
             yield {"path": str(path), "error": error}
         else:
-            yield {"path": str(path), "predictions": top_k(probabilities, predictor.class_names, top)}
+            result = {"path": str(path), "predictions": top_k(probabilities, predictor.class_names, top)}
+            damage = damage_said(path)
+            yield dict(result, warning=damage) if damage else result
 
 
 def _fused_lrn_pays_off(views):

@@ -88,12 +88,18 @@ def decode_image(data, name="<bytes>"):
     # Decoded all the same, as Caffe's convert_imageset would have (grey where data was missing);
     # said once a process, not in every epoch that reads the file again.
     if complaints and name not in _DAMAGE_SAID:
-        _DAMAGE_SAID.add(name)
-        warn_user(f"{name}: damaged {image_format} data, used as decoded ({'; '.join(complaints)})")
+        _DAMAGE_SAID[name] = f"damaged {image_format} data, used as decoded ({'; '.join(complaints)})"
+        warn_user(f"{name}: {_DAMAGE_SAID[name]}")
     return image
 
 
-_DAMAGE_SAID = set()  # the names of images said to be damaged (few)
+_DAMAGE_SAID = {}  # {name: what was said} of the images said to be damaged (few)
+
+
+def damage_said(name):
+    """What was said of image `name` (a path or URL as given) being damaged yet used, or None:
+    a result on a machine's line (classify --json) carries it too."""
+    return _DAMAGE_SAID.get(str(name))
 
 # Pillow's names of the formats OpenCV decodes; others it knows (TGA, ICO, PSD, ...) are not read.
 DECODED_FORMATS = frozenset("JPEG MPO PNG GIF TIFF BMP DIB WEBP PPM JPEG2000".split())

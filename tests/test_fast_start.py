@@ -119,6 +119,14 @@ def test_auto_answers_on_tensorflow_builds_once_then_starts_without_it(canonical
              "segment)" for path in damaged]
             + [f"error: {cut}: truncated PNG (no end chunk; libpng error: PNG input buffer is incomplete)",
                "alexft: 1 of 8 inputs could not be classified"]), result.stderr
+    # --json: a damaged image's line says so too (only stderr had, which a program reading the
+    # lines does not see).
+    result = subprocess.run([alexft, "classify", "--json", "--weights", canonical_weights_file, damaged[0], photos[0]],
+                            capture_output=True, text=True, timeout=600, env=dict(os.environ, ALEXFT_CACHE=str(cache)))
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(line["path"], line.get("warning"), len(line["predictions"])) for line in lines] == [
+        (str(damaged[0]), "damaged JPEG data, used as decoded (Corrupt JPEG data: premature end of data segment)", 5),
+        (str(photos[0]), None, 5)], result.stderr
 
 
 def _predictions(completed):
