@@ -54,7 +54,8 @@ IMAGE_SUFFIXES = frozenset(
 # Photo formats users have (phones, cameras, editors) that alexft does not read: left out of a
 # folder's images, but said, not dropped in silence.
 UNREAD_IMAGE_SUFFIXES = frozenset(
-    ".heic .heif .avif .jxl .svg .psd .ico .tga .exr .dng .raw .cr2 .cr3 .nef .arw .orf .rw2 .raf".split()
+    ".heic .heif .avif .jxl .svg .psd .ico .icns .tga .pcx .sgi .dds .xcf .exr .dng .raw .cr2 .cr3 .nef .arw .orf "
+    ".rw2 .raf".split()
 )
 
 
@@ -113,7 +114,30 @@ def _undecoded(image_format, data, complaints):
         return f"{article} {image_format} image, a format alexft does not read; convert it to JPEG or PNG"
     if _truncated_png(image_format, data):
         return f"truncated PNG (no end chunk{'; ' + said if said else ''})"
+    if image_format == "TIFF" and _tiff_samples_not_read(data):
+        return _tiff_samples_not_read(data)
     return f"cannot decode {image_format} ({said or 'corrupt or truncated'})"
+
+
+def _tiff_samples_not_read(data):
+    """"a TIFF of 32-bit floating-point samples, ..." for the sample kinds OpenCV's colour read
+    refuses (scientific TIFFs: floats, 32- and 64-bit integers), else None (then it is damage)."""
+    from PIL import TiffImagePlugin
+
+    try:
+        with warnings.catch_warnings():  # ("Corrupt EXIF data" of a cut file: said as damage below)
+            warnings.simplefilter("ignore")
+            directory = TiffImagePlugin.ImageFileDirectory_v2(data[:8])
+            stream = io.BytesIO(data)
+            stream.seek(directory.next)
+            directory.load(stream)
+        bits, kind = (directory.get(258) or (8,))[0], (directory.get(339) or (1,))[0]
+    except Exception:  # noqa: BLE001  (a header too damaged to read: damage, said as such)
+        return None
+    if kind != 3 and bits <= 16:
+        return None
+    samples = f"{bits}-bit {'floating-point' if kind == 3 else 'integer'} samples"
+    return f"a TIFF of {samples}, which alexft does not read (8- or 16-bit grey or colour is); convert it"
 
 
 def _decoders_complaints(text):
@@ -154,9 +178,8 @@ def _read_header(data, name):
         image_format = signature_format(data)
         if _truncated_png(image_format, data):
             raise ImageError(f"{name}: truncated PNG (no end chunk)") from None
-        if image_format == "TIFF":  # TIFF has kinds Pillow cannot open whole (64-bit samples) as well
-            raise ImageError(f"{name}: cannot decode TIFF (truncated or corrupt, or a kind of TIFF that is not "
-                             "read: 8- or 16-bit grey or colour is)") from None
+        if image_format == "TIFF" and _tiff_samples_not_read(data):  # (Pillow opens no 64-bit samples)
+            raise ImageError(f"{name}: {_tiff_samples_not_read(data)}") from None
         if image_format:  # an image's first bytes, then a header Pillow gives up on
             raise ImageError(f"{name}: cannot decode {image_format} (truncated or corrupt)") from None
         raise ImageError(f"{name}: not an image ({_describe_start(data)})") from None

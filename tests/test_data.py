@@ -184,14 +184,14 @@ def test_what_a_mac_or_a_phone_leaves_in_a_dataset(tmp_path, caplog):
 
     composed, decomposed = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
     make_tree(tmp_path / "data", ["cat/1.jpg", "cat/2.HEIC", "cat/sub/3.avif", "cat/.4.heic", f"{decomposed}/5.jfif",
-                                  "__MACOSX/cat/._1.jpg", "dog/6.png"])
+                                  "__MACOSX/cat/._1.jpg", "dog/6.png", "dog/old.pcx"])  # (a .pcx was dropped unsaid)
     make_tree(tmp_path / "val", [f"{composed}/7.jpg", "cat/8.jpg"])
     with alexft_notes() as said:
         dataset = load_dataset(tmp_path / "data", val_dir=tmp_path / "val")
     assert dataset.class_names == [decomposed, "cat", "dog"]
     assert [path.name for path in dataset.train.paths] == ["5.jfif", "1.jpg", "6.png"]
     assert dataset.val.labels.tolist() == [0, 1]  # café matched whatever its form
-    assert (f"{tmp_path / 'data'}: 2 photo(s) in formats alexft does not read are left out (e.g. cat/2.HEIC); "
+    assert (f"{tmp_path / 'data'}: 3 photo(s) in formats alexft does not read are left out (e.g. cat/2.HEIC); "
             "convert them to JPEG or PNG") in said
     # Two folders differing only in form are two classes (a Mac's copy merged with a Linux one):
     # each matches only itself, never the other.

@@ -127,12 +127,25 @@ def bad_images():
         "cut.jpg": (jpeg[: len(jpeg) * 2 // 3], "truncated JPEG \\(no end-of-image marker\\)"),
         "cut-thumbnailed.jpg": (thumbnailed[: len(thumbnailed) * 2 // 3], "truncated JPEG"),
         "header-only.jpg": (jpeg[:200], "truncated JPEG|corrupt"),
-        "cut.tif": (tiff[: len(tiff) // 2], "cannot decode TIFF \\(truncated or corrupt, or a kind of TIFF that is not "
-                                           "read: 8- or 16-bit grey or colour is\\)$"),
+        "cut.tif": (tiff[: len(tiff) // 2], "cannot decode TIFF \\(truncated or corrupt\\)$"),
+        # Whole TIFFs of samples OpenCV does not read: said as such, not as damage.
+        "float64.tif": (tifffile_encoded(np.random.default_rng(2).random((20, 30, 3))),
+                        "a TIFF of 64-bit floating-point samples, which alexft does not read \\(8- or 16-bit grey or "
+                        "colour is\\); convert it$"),
+        "float32-grey.tif": (tifffile_encoded(np.ones((20, 30), np.float32)), "a TIFF of 32-bit floating-point samples"),
+        "int32-grey.tif": (tifffile_encoded(np.ones((20, 30), np.int32)), "a TIFF of 32-bit integer samples"),
         # An image's first bytes, then noise: damaged, not "not an image" beside its JPEG header.
         "noise.jpg": (jpeg[:100] + noise(5000), "cannot decode JPEG \\(truncated or corrupt\\)$"),
         "noise.gif": (b"GIF89a" + noise(5000), "cannot decode GIF \\(truncated or corrupt\\)$"),
     }
+
+
+def tifffile_encoded(array):
+    import tifffile
+
+    encoded = io.BytesIO()
+    tifffile.imwrite(encoded, array)
+    return encoded.getvalue()
 
 
 def pillow_encoded(image, kind):
