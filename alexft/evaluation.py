@@ -212,13 +212,16 @@ def labelled_list(list_file, root, num_classes=None):
     paths, labels = [], []
     # (names that are not UTF-8 are their own bytes, as a run's val.txt writes them; a Windows
     # editor's byte-order mark is not part of the first name)
-    text = Path(list_file).read_text(encoding="utf-8-sig", errors="surrogateescape")
+    raw = Path(list_file).read_bytes()
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(f"{list_file}: UTF-16 text (as Windows' Notepad saves 'Unicode'); save it as UTF-8")
+    text = raw.decode("utf-8-sig", errors="surrogateescape")
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         line = line.rstrip()
         cut = max(line.rfind(" "), line.rfind("\t"))  # the last space, as Caffe's reader; or a tab
-        relative, label = line[:max(cut, 0)], line[cut + 1:]
+        relative, label = line[:max(cut, 0)].rstrip(" \t"), line[cut + 1:]  # (spaces lined up: one separator)
         if not relative or not label.lstrip("-").isdigit() or not 0 <= int(label) < (num_classes or float("inf")):
             expected = f"a label in 0..{num_classes - 1}" if num_classes else "a class index (0 or more) as its label"
             raise DataError(f"{list_file}:{number}: expected 'path label' with {expected}, got {line!r}")

@@ -79,6 +79,9 @@ def _model_class_names(model):
     """A Keras model's class names: its own, or those of the model it ends with (alexft.AlexNet's
     keep them, also through a .keras file), when they fit its output; else the default ones."""
     count = model.output_shape[-1]
+    own = getattr(model, "class_names", None)
+    if own is not None and len(own) != count:  # set by hand (a clone's): not taken, and said
+        warn_user(f"model.class_names holds {len(own)} names for the model's {count} outputs: not used")
     for holder in [model, *_last_layers(model)]:
         names = getattr(holder, "class_names", None)
         if names is not None and len(names) == count:

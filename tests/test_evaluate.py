@@ -278,8 +278,18 @@ def test_list_file_evaluation_matches_the_folder(held_out_folder, tmp_path, eval
     # become part of the first name, and a tab was refused).
     windows = tmp_path / "windows.txt"
     windows.write_bytes(b"\xef\xbb\xbf" + "".join(f"{line.replace(' ', chr(9))}\r\n" for line in lines).encode())
-    read, listed = (labelled_list(path, held_out_folder, 10) for path in (windows, tmp_path / "val.txt"))
-    assert read.paths == listed.paths and read.labels.tolist() == listed.labels.tolist() and len(read) == len(lines)
+    lined_up = tmp_path / "lined_up.txt"  # labels in a column: spaces and tabs run together
+    lined_up.write_text("".join(f"{line.replace(' ', ' ' * (1 + number % 3) + chr(9) * (number % 2))}\n"
+                                for number, line in enumerate(lines)))
+    listed = labelled_list(tmp_path / "val.txt", held_out_folder, 10)
+    for variant in (windows, lined_up):
+        read = labelled_list(variant, held_out_folder, 10)
+        assert read.paths == listed.paths and read.labels.tolist() == listed.labels.tolist() and len(read) == len(lines)
+    utf16 = tmp_path / "unicode.txt"
+    utf16.write_text("\n".join(lines), encoding="utf-16")
+    with pytest.raises(DataError, match=r"unicode.txt: UTF-16 text \(as Windows' Notepad saves 'Unicode'\); save it "
+                                        r"as UTF-8$"):
+        labelled_list(utf16, held_out_folder, 10)
     (tmp_path / "bad.txt").write_text("digit_0/x.png eleven\n")
     with pytest.raises(DataError, match=r"bad.txt:1: expected 'path label'"):
         labelled_list(tmp_path / "bad.txt", held_out_folder, 10)
@@ -309,6 +319,10 @@ def test_a_model_that_names_no_classes_is_said_to_when_folders_are_not_its_class
                                         r"the model names no classes: give it their names \(weights convert "
                                         r"--class-names FILE; in Python model.class_names = \[\.\.\.\], which "
                                         r"keras.models.clone_model does not copy\)$"):
+        alexft.evaluate(copy, data)
+    copy.class_names = model.class_names[:3]  # a wrong count is said, not taken for "no names"
+    with pytest.warns(alexft.AlexftWarning, match=r"^model.class_names holds 3 names for the model's 10 outputs: not "
+                                                  r"used$"), pytest.raises(DataError, match="names no classes"):
         alexft.evaluate(copy, data)
     copy.class_names = model.class_names
     assert alexft.evaluate(copy, data)["images"] == 12

@@ -160,7 +160,7 @@ def read_class_names(path):
     """One class name per line (blank lines ignored), like imagenet_classes.txt."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # (a Windows editor's byte-order mark)
     except (OSError, UnicodeDecodeError) as error:
         raise WeightsError(f"{path}: cannot read class names: {error}") from None
     return [line.strip() for line in lines if line.strip()]
@@ -170,7 +170,7 @@ def _names_miscounted(class_names, names_file, outputs, source):
     said = f"{len(class_names)} class names given for {outputs} fc8 outputs in {source}"
     if names_file is None:
         return said
-    lines = names_file.read_text(encoding="utf-8").splitlines()
+    lines = names_file.read_text(encoding="utf-8-sig").splitlines()
     last = max((number for number, line in enumerate(lines, 1) if line.strip()), default=0)
     blank = [str(number) for number, line in enumerate(lines[:last], 1) if not line.strip()]
     skipped = (f"; blank line{'s' if len(blank) > 1 else ''} {', '.join(blank[:5])}{', ...' if len(blank) > 5 else ''} "
