@@ -255,6 +255,10 @@ def test_a_partial_download_is_resumed_only_from_the_url_that_began_it(tmp_path,
         else:  # bytes of unknown origin (an older alexft kept no record)
             partial.write_bytes(canonical_bytes[:1000])
             origin = "of unknown origin"
+        # A URL that fails (a typo, a 404) leaves the download resumable: it had been deleted first.
+        kept = partial.read_bytes()
+        assert run("weights", "fetch", "--url", f"{url}/typo.npy", "--output", output).exit_code == 1
+        assert partial.read_bytes() == kept
         earlier = len(url.requests)
         with caplog.at_level(logging.WARNING, logger="alexft"):
             result = run("weights", "fetch", "--url", f"{url}/new.npy", "--output", output)
@@ -509,7 +513,7 @@ def test_convert_stores_class_names(tmp_path, caplog):
     params = {name: tuple(pair) for name, pair in random_params(seed=5, num_classes=2).items()}
     source = weights.save(weights.WeightSet(params), tmp_path / "two.npz")
     names = tmp_path / "names.txt"
-    names.write_text("sea otter\n\nrocket\n", encoding="utf-8")
+    names.write_text("sea otter\r\n\r\nrocket\r\n", encoding="utf-8-sig")  # a byte-order mark: not in the first name
     assert run("weights", "convert", "--class-names", names, source, tmp_path / "named.npz").exit_code == 0
     assert weights.load(tmp_path / "named.npz").class_names == ["sea otter", "rocket"]
     names.write_text("only one\n")

@@ -64,9 +64,9 @@ def download_weights(url, destination, sha256=None, progress=None, timeout=30, s
 def _download(url, destination, expected, progress, timeout):
     partial = partial_path(destination)
     with _exclusive(partial, url):
-        _start_over_unless_from(url, partial, expected)
+        fresh = _start_over_unless_from(url, partial, expected)
         try:
-            _fetch_with_retries(url, partial, expected, progress, timeout)
+            _fetch_with_retries(url, partial, expected, progress, timeout, fresh)
             _verify_or_discard(partial, url, expected)
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM: what came is kept (checked or not), and the user is told so
             if partial.exists() and partial.stat().st_size:
@@ -102,21 +102,23 @@ def _pinned(expected):
 
 
 def _start_over_unless_from(url, partial, expected):
-    """A partial file from another URL, or with no record of where it came from (an older
-    alexft's, or not ours), is discarded rather than resumed: its bytes may belong to another
-    file. A mirror pinned to the same hash as the URL that began it continues it."""
+    """True when a partial file is not to be resumed: from another URL, or with no record of
+    where it came from (an older alexft's, or not ours), its bytes may belong to another file.
+    It is replaced once this URL's server sends the file, not before: a URL that fails (a
+    typo, a 404) leaves the other download resumable. A mirror pinned to the same hash as the
+    URL that began it continues it."""
     if not partial.exists():
         _source_path(partial).unlink(missing_ok=True)
-        return
+        return False
     record = _recorded_source(partial)
     began, pinned = record.get("url"), record.get("pinned")
     pinned = pinned if isinstance(pinned, dict) else {}
     same_file = any(pinned.get(algorithm) == digest for algorithm, digest in _pinned(expected).items())
     if began != url and not same_file:
-        log.warning("%s: an unfinished download %s; starting over from %s", partial,
-                    f"from {began}" if began else "of unknown origin", url)
-        partial.unlink()
-        _source_path(partial).unlink(missing_ok=True)
+        log.warning("%s: an unfinished download %s; starting over from %s (it is replaced once that server sends "
+                    "the file)", partial, f"from {began}" if began else "of unknown origin", url)
+        return True
+    return False
 
 
 def _validator(response):
@@ -147,12 +149,13 @@ def _exclusive(partial, url):
             lock_path.unlink(missing_ok=True)
 
 
-def _fetch_with_retries(url, partial, expected, progress, timeout):
+def _fetch_with_retries(url, partial, expected, progress, timeout, fresh=False):
     delay, attempt = RETRY_DELAY, 1
     while True:
-        before = _size(partial)
+        fresh = fresh and _recorded_source(partial).get("url") != url  # until this URL's bytes are in it
+        before = 0 if fresh else _size(partial)
         try:
-            _fetch(url, partial, expected, progress, timeout)
+            _fetch(url, partial, expected, progress, timeout, fresh)
             return
         except _Interrupted as error:
             if _size(partial) >= before + PROGRESS:  # it got further: the count of attempts starts again
@@ -175,9 +178,10 @@ def _size(path):
     return path.stat().st_size if path.exists() else 0
 
 
-def _fetch(url, partial, expected, progress, timeout):
-    """One attempt: continue `partial` from its current size (or start over) until the server's end."""
-    have = _size(partial)
+def _fetch(url, partial, expected, progress, timeout, fresh=False):
+    """One attempt: continue `partial` from its current size (or, `fresh`, start it over once
+    the server answers) until the server's end."""
+    have = 0 if fresh else _size(partial)
     headers = {}
     if have:
         headers["Range"] = f"bytes={have}-"
