@@ -44,6 +44,11 @@ class TrainingNetwork:
         self.multiworker = isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
         if self.multiworker:
             log(f"{self.strategy.num_replicas_in_sync} replicas in sync across the cluster")
+        elif isinstance(self.strategy, tf.distribute.MirroredStrategy):  # how many, and on what, said as for a cluster
+            devices = self.strategy.extended.worker_devices
+            kinds = sorted({tf.DeviceSpec.from_string(device).device_type or "CPU" for device in devices})
+            log(f"{len(devices)} replica{'s' if len(devices) != 1 else ''} in sync on this machine's "
+                f"{' and '.join(kinds)}{'s' if len(devices) != 1 else ''}")
         self.policy = precision_policy(options.mixed_precision, self.strategy)
         if self.policy != "float32":
             log(f"mixed precision: {self.policy[len('mixed_'):]} compute, float32 weights, loss and softmax")

@@ -320,11 +320,14 @@ def test_a_base_whose_fc8_knows_these_classes_is_not_reset_silently():
 
 
 def test_mirrored_strategy_on_two_cpu_devices_matches_one_device(small_digits_folder, canonical_weights_file, tmp_path):
-    results = {}
+    results, said = {}, []
     for strategy in ("one", "mirrored"):
         finetune(small_digits_folder, weights=canonical_weights_file, epochs=2, batch_size=8, dropout=0.0, val_split=0,
-                 lr=0.001, strategy=strategy, keep_last=True, output=tmp_path / strategy, progress=False, log=quiet)
+                 lr=0.001, strategy=strategy, keep_last=True, output=tmp_path / strategy, progress=False,
+                 log=said.append)
         results[strategy] = weights.load(tmp_path / strategy / "last_layers.npz", skip=FROZEN).params["fc8"]
+    # How many replicas, on what, is said (it trained on two in silence; a cluster's were said).
+    assert [line for line in said if "replica" in line] == ["2 replicas in sync on this machine's CPUs"], said
     initial = build_alexnet(num_classes=10, seed=0).get_layer("fc8").kernel.numpy()
     assert not np.allclose(results["one"][0], initial, atol=1e-6)  # it trained
     np.testing.assert_allclose(results["mirrored"][0], results["one"][0], rtol=1e-4, atol=1e-6)
@@ -2010,6 +2013,7 @@ def test_a_python_resume_takes_the_runs_own_settings(small_digits_folder, canoni
     # epochs="auto" keeps the run's own (it had meant 10 on images: 8 more epochs from the kept checkpoint).
     said.clear()
     assert finetune(resume=True, output=output, epochs="auto", progress=False, log=said.append)["epochs"] == 2
+    assert said[0] == "note: epochs='auto' keeps a resumed run's 2 epochs: give a number to change them", said
     assert said[-1].startswith(f"{output}: already finished (2 epochs;"), said
     # What is given stays given, and a change is refused in the keywords' words.
     with pytest.raises(RunFolderError, match=r"\(train: was fc7,fc8, now fc8\)"):
