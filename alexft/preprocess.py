@@ -114,8 +114,8 @@ def _undecoded(image_format, data, complaints):
         return f"{article} {image_format} image, a format alexft does not read; convert it to JPEG or PNG"
     if _truncated_png(image_format, data):
         return f"truncated PNG (no end chunk{'; ' + said if said else ''})"
-    if image_format == "TIFF" and _tiff_samples_not_read(data):
-        return _tiff_samples_not_read(data)
+    if image_format == "TIFF" and (kind_not_read := _tiff_samples_not_read(data)):
+        return kind_not_read
     return f"cannot decode {image_format} ({said or 'corrupt or truncated'})"
 
 
@@ -178,8 +178,8 @@ def _read_header(data, name):
         image_format = signature_format(data)
         if _truncated_png(image_format, data):
             raise ImageError(f"{name}: truncated PNG (no end chunk)") from None
-        if image_format == "TIFF" and _tiff_samples_not_read(data):  # (Pillow opens no 64-bit samples)
-            raise ImageError(f"{name}: {_tiff_samples_not_read(data)}") from None
+        if image_format == "TIFF" and (kind_not_read := _tiff_samples_not_read(data)):  # (64-bit: not opened)
+            raise ImageError(f"{name}: {kind_not_read}") from None
         if image_format:  # an image's first bytes, then a header Pillow gives up on
             raise ImageError(f"{name}: cannot decode {image_format} (truncated or corrupt)") from None
         raise ImageError(f"{name}: not an image ({_describe_start(data)})") from None

@@ -194,10 +194,11 @@ def _fetch(url, partial, expected, progress, timeout, fresh=False):
     except urllib.error.HTTPError as error:
         if error.code == 416 and have:  # nothing left to send: the partial file is already whole
             return
-        if 300 <= error.code < 400:  # urllib's three lines on a loop of redirects
-            raise WeightsError(f"{url}: the server redirects without end ({error.code} {error.reason.splitlines()[-1]} "
+        reason = str(error.reason)
+        if 300 <= error.code < 400 and "redirect" in reason.lower():  # urllib's three lines on a loop of redirects
+            raise WeightsError(f"{url}: the server redirects without end ({error.code} {reason.splitlines()[-1]} "
                                "again and again)") from None
-        raise WeightsError(f"{url}: server answered {error.code} {' '.join(str(error.reason).split())}") from None
+        raise WeightsError(f"{url}: server answered {error.code} {' '.join(reason.split())}") from None
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", None) or error
         if isinstance(reason, socket.gaierror):  # "[Errno -2] Name or service not known"

@@ -68,8 +68,9 @@ def convert(source, destination, class_names=None, renames=None, force=False):
 
     `class_names` (a list, or a text file's path: one per line) are stored with the weights;
     otherwise names already in the source are kept. `renames` ({layer name in a .caffemodel:
-    alexft's name}) maps layers a fine-tuned Caffe model stored under other names. An existing `destination` is replaced
-    only with `force` (it may be the only copy of fine-tuned weights). Returns the written WeightSet.
+    alexft's name}) maps layers a fine-tuned Caffe model stored under other names. An existing
+    `destination` is replaced only with `force` (it may be the only copy of fine-tuned
+    weights). Returns the written WeightSet.
     """
     source, destination = Path(source), Path(destination)
     check_destination_name(destination)
