@@ -176,9 +176,10 @@ def release_memory_after_each_module():
 
 
 TRIM_AFTER_GROWTH_MIB = 1024
-# Above this, Keras' session is cleared too: test_train.py's worker still grew to 12-15 GB with
-# trimming alone (beside 8 GB in the other, 22.7 of the machine's 24 GB; once killed for memory).
-# 23 of its tests: 4.97 GB at the peak against 6.42, in the same time (189 against 184 s).
+# Above this, Keras' session is cleared too, when the worker has grown as much again: with
+# trimming alone a worker grew to 12-15 GB (beside 8 GB in the other: 22.7 of the machine's
+# 24 GB; once killed for memory). Cleared after every test above it, the run's peak was 19.1 GB,
+# but each small test paid for it (+330 test-seconds, 26 to 29 minutes on a Zen 4).
 CLEAR_ABOVE_MIB = 3072
 _resident_after_last_trim = [0]
 
@@ -190,11 +191,11 @@ def release_freed_memory_after_each_test():
     test: collecting and trimming cost about 0.5 s each time, 3 worker-minutes a run."""
     yield
     resident = _resident_mib()
-    if resident is not None and resident > CLEAR_ABOVE_MIB:  # what trimming cannot return: Keras' and TF's caches
-        _release_memory()
-        _resident_after_last_trim[0] = _resident_mib() or 0
-    elif resident is None or resident > _resident_after_last_trim[0] + TRIM_AFTER_GROWTH_MIB:
-        _return_freed_memory()
+    if resident is None or resident > _resident_after_last_trim[0] + TRIM_AFTER_GROWTH_MIB:
+        if resident is not None and resident > CLEAR_ABOVE_MIB:  # what trimming cannot return: Keras' caches
+            _release_memory()
+        else:
+            _return_freed_memory()
         _resident_after_last_trim[0] = _resident_mib() or 0
 
 
