@@ -30,7 +30,7 @@ from .progress import beside_bars, progress_bar
 from .recovery import Diverged, LossWatch
 from .run_folder import RunFolder
 from .weights.sources import resolve_weights
-from .train_data import TrainingData
+from .train_data import TrainingData, unread_classes_said
 from .train_network import LostWorker, TrainingNetwork
 from .train_options import (CAFFE_BASE_LR, TrainOptions, bias_factor_for_rate, cache_point, check_layers,
                             decay_for_rate)
@@ -712,10 +712,8 @@ class Trainer:
         self._validation_read = True
         unread = self.data.unread_validation_classes()
         if unread:
-            listed = ", ".join(f"{name!r} ({count:,} listed)" for name, count in unread[:5])
-            more = f" and {len(unread) - 5} more" if len(unread) > 5 else ""
-            self.log(f"warning: none of the validation images of class {listed}{more} could be read (the skipped lines "
-                     "name them): accuracy is not measured there")
+            self.log(f"warning: none of the validation images of class {unread_classes_said(unread)} could be read (the "
+                     "skipped lines name them): accuracy is not measured there")
 
     def _either(self, *remedies):
         """The remedies as alternatives, with training fewer layers where more than one is trained."""

@@ -89,26 +89,25 @@ class TrainingData:
         """A class all of whose training images are broken would be an output the model never
         learned, yet ships: refused, naming it (the images are in broken_files.json). Not when
         several workers train on the images: each reads, and records as broken, only its share."""
-        if self.multiworker and not self.cache_after:
-            return
-        names = self.dataset.class_names
-        listed = np.bincount(self.dataset.train.labels, minlength=len(names))
-        untrained = np.flatnonzero((np.bincount(self.usable_labels("train"), minlength=len(names)) == 0) & (listed > 0))
-        if len(untrained):
-            said = ", ".join(f"{names[label]!r} ({listed[label]:,} listed)" for label in untrained[:5])
-            more = f" and {len(untrained) - 5} more" if len(untrained) > 5 else ""
-            raise DataError(f"none of the training images of class {said}{more} could be read (the skipped lines "
-                            "above name them): the model would have an output it never learned; fix or remove them")
+        untrained = self._unread_classes("train")
+        if untrained:
+            raise DataError(f"none of the training images of class {unread_classes_said(untrained)} could be read (the "
+                            "skipped lines above name them): the model would have an output it never learned; fix or "
+                            "remove them")
 
     def unread_validation_classes(self):
-        """[(class name, images listed)] of the classes whose every validation image is broken:
-        listed, so not said at the start, yet never measured (uncached: known once the first
-        validation has read them)."""
+        """The classes whose every validation image is broken: listed, so not said at the start,
+        yet never measured (uncached: known once the first validation has read them)."""
+        return self._unread_classes("val")
+
+    def _unread_classes(self, split):
+        """[(class name, images listed)] of `split`'s classes none of whose images could be read.
+        None known when several workers read the images: each records only its share as broken."""
         if self.multiworker and not self.cache_after:
             return []
         names = self.dataset.class_names
-        listed = np.bincount(self.dataset.val.labels, minlength=len(names))
-        read = np.bincount(self.usable_labels("val"), minlength=len(names))
+        listed = np.bincount((self.dataset.train if split == "train" else self.dataset.val).labels, minlength=len(names))
+        read = np.bincount(self.usable_labels(split), minlength=len(names))
         return [(names[label], int(listed[label])) for label in np.flatnonzero((read == 0) & (listed > 0))]
 
     def _scratch(self):
@@ -245,3 +244,9 @@ def _fixed_views(image, ten_crop):
         return tf.stack(crops[4:5])
     crops = tf.stack(crops)
     return tf.concat([crops, tf.reverse(crops, [2])], 0)
+
+
+def unread_classes_said(unread, shown=5):
+    """"'a' (3 listed), 'b' (5 listed) and 2 more" of _unread_classes' list, for one line."""
+    said = ", ".join(f"{name!r} ({count:,} listed)" for name, count in unread[:shown])
+    return said + (f" and {len(unread) - shown} more" if len(unread) > shown else "")
