@@ -30,6 +30,7 @@ from .progress import beside_bars, progress_bar
 from .recovery import Diverged, LossWatch
 from .run_folder import RunFolder
 from .weights.sources import resolve_weights
+from .traced_gradients import custom_gradients_released
 from .train_data import TrainingData, unread_classes_said
 from .train_network import LostWorker, TrainingNetwork
 from .train_options import (CAFFE_BASE_LR, TrainOptions, bias_factor_for_rate, cache_point, check_layers,
@@ -163,7 +164,8 @@ def _finetune(data_dir, options=None, *, weights=None, output=None, resume=False
         else:
             run.start(config)
             run.write_val_list(dataset, data_dir)
-        return Trainer(options, config, dataset, weight_set, run, cache_memory, progress, log).fit()
+        with custom_gradients_released():  # else each run's graphs and variables stay in memory
+            return Trainer(options, config, dataset, weight_set, run, cache_memory, progress, log).fit()
     except BaseException as error:
         discarded = run.claimed and not resume and not run.checkpoint.exists() and not run.model.exists()
         if discarded:
