@@ -147,11 +147,11 @@ def test_classify_answers_as_tensorflow_does_without_importing_it(canonical_weig
                            [p["probability"] for p in theirs["predictions"]], atol=1e-5)
 
 
-def test_evaluate_measures_what_tensorflow_measures(fc8_run, digits_folder):
-    model = fc8_run[1] / "model.npz"
+def test_evaluate_measures_what_tensorflow_measures(fc8_run, small_digits_folder):
+    model = fc8_run[1] / "model.npz"  # (trained on other images of the same digits)
     summaries = {}
     for runtime in ("openvino", "tensorflow"):
-        result = CliRunner().invoke(main, ["evaluate", str(digits_folder), "--weights", str(model), "--ten-crop",
+        result = CliRunner().invoke(main, ["evaluate", str(small_digits_folder), "--weights", str(model), "--ten-crop",
                                            "--json", "--runtime", runtime, "--no-progress"], catch_exceptions=False)
         assert result.exit_code == 0, result.output
         summaries[runtime] = json.loads(result.stdout)
