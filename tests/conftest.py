@@ -179,7 +179,8 @@ TRIM_AFTER_GROWTH_MIB = 1024
 # Above this, Keras' session is cleared too, when the worker has grown as much again: with
 # trimming alone a worker grew to 12-15 GB (beside 8 GB in the other: 22.7 of the machine's
 # 24 GB; once killed for memory). Cleared after every test above it, the run's peak was 19.1 GB,
-# but each small test paid for it (+330 test-seconds, 26 to 29 minutes on a Zen 4).
+# but each small test paid for it (+330 test-seconds, 26 to 29 minutes on a Zen 4). Most of
+# that growth was finetune's, since freed (alexft/traced_gradients.py): the peak is 15.7 GB.
 CLEAR_ABOVE_MIB = 3072
 _resident_after_last_trim = [0]
 
