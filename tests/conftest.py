@@ -221,15 +221,13 @@ def pytest_runtest_logfinish(nodeid, location):
             log.write(f"{os.getpid()} {_resident_mib()} {nodeid}\n")
 
 
-# The longest files first (seconds per file from a CI run's junit XML on a Zen 4, 2026-12-06;
-# 721 s for test_train.py down to 83 s). pytest-xdist hands out whole files (--dist loadfile) to
-# whichever worker is free, so a long file started late keeps one worker busy while the other
-# idles; longest-first ends both about together (1,345 s each against 1,295 and 1,395 s with the
-# order of 2026-12-02, simulated on those times). A file not listed keeps its place after these;
-# only the order changes, never what runs.
-LONGEST_FIRST = ["test_train.py", "test_cli_contract.py", "test_docs.py", "test_keras_app.py", "test_multiworker.py",
-                 "test_faults.py", "test_evaluate.py", "test_convergence.py", "test_fast_start.py", "test_weights_cli.py",
-                 "test_winograd.py", "test_notebooks.py", "test_export.py"]
+# The longest files first (seconds per file from `pytest --durations=0`, 2026-12-02; 722 s for
+# test_train.py down to 93 s). pytest-xdist hands out whole files (--dist loadfile) to whichever
+# worker is free, so a long file started late keeps one worker busy while the other idles;
+# longest-first ends both about together (22 against 23-26 minutes, simulated on those times).
+# A file not listed keeps its place after these; only the order changes, never what runs.
+LONGEST_FIRST = ["test_train.py", "test_docs.py", "test_multiworker.py", "test_convergence.py", "test_notebooks.py",
+                 "test_faults.py", "test_winograd.py", "test_fast_start.py", "test_keras_app.py"]
 
 
 def pytest_collection_modifyitems(items):
