@@ -24,15 +24,32 @@ from http_server import serving
 
 ALEXFT = str(Path(sys.executable).parent / "alexft")
 
-# Runs the command in this process without TensorFlow and says whether it got imported.
-WITHOUT_TENSORFLOW = """
-import sys
+# Runs commands (a JSON file of [arguments, environment] pairs) without TensorFlow and says, for
+# each, whether it got imported. Each runs in a process of its own, forked from one that has
+# imported alexft.cli (as a process calling main has) and the libraries most commands import
+# before they refuse, which would take 0.3 s each time: TensorFlow is not among them (asserted).
+# What command N prints goes to N.out and N.err in the folder given.
+EACH_WITHOUT_TENSORFLOW = """
+import json, os, sys
 from alexft.cli import main
-try:
-    main(sys.argv[1:], prog_name="alexft")
-except SystemExit as done:
-    code = done.code
-print("exit", code, "tensorflow" in sys.modules, file=sys.stderr)
+import cv2, numpy, PIL.Image, tqdm, asyncio, hashlib, http.client, ssl, subprocess, zipfile, difflib
+assert "tensorflow" not in sys.modules
+cases, folder = json.loads(open(sys.argv[1]).read()), sys.argv[2]
+for number, (args, environment) in enumerate(cases):
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child == 0:
+        for descriptor, suffix in ((1, "out"), (2, "err")):
+            os.dup2(os.open(f"{folder}/{number}.{suffix}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC), descriptor)
+        os.environ.update(environment)
+        try:
+            main(args, prog_name="alexft")
+        except SystemExit as done:
+            code = done.code
+        print("exit", code, "tensorflow" in sys.modules, file=sys.stderr)
+        raise SystemExit  # the child ends as a script does: its exit functions run, its streams are flushed
+    os.waitpid(child, 0)
 """
 
 
@@ -288,9 +305,9 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
     # A mistyped setting in the environment, too.
     cases.append((["finetune", str(small_digits_folder), *weights], 1,
                   "ALEXFT_FEATURE_STORE_GB='ten': expected a number of gigabytes", dict(ALEXFT_FEATURE_STORE_GB="ten")))
-    for args, status, message, *env in cases:
-        done = subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, *args], capture_output=True, text=True,
-                              cwd=tmp_path, timeout=120, env=dict(os.environ, **(env[0] if env else {})))
+    results = each_without_tensorflow([args for args, *_ in cases], tmp_path,
+                                      [env[0] if env else {} for _, _, _, *env in cases])
+    for (args, status, message, *_), done in zip(cases, results, strict=True):
         assert done.stderr.splitlines()[-1] == f"exit {status} False", (args, done.stderr)
         assert message in done.stderr, (args, done.stderr)
         assert "Traceback" not in done.stderr
@@ -302,9 +319,24 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
     assert (tmp_path / "small.npz").read_bytes() == small
 
 
-def without_tensorflow(args, cwd):
-    done = subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=120)
+def each_without_tensorflow(commands, cwd, environments=None):
+    """What each command printed, as (stdout, stderr), run one after the other by EACH_WITHOUT_TENSORFLOW:
+    each in a process of its own, in the environment given for it on top of this one's."""
+    import tempfile
+    from types import SimpleNamespace
+
+    with tempfile.TemporaryDirectory() as folder:
+        cases = [[[str(arg) for arg in args], env] for args, env in zip(commands, environments or [{}] * len(commands))]
+        (Path(folder) / "cases.json").write_text(json.dumps(cases))
+        done = subprocess.run([sys.executable, "-c", EACH_WITHOUT_TENSORFLOW, Path(folder) / "cases.json", folder],
+                              capture_output=True, text=True, cwd=cwd, timeout=120 * len(commands))
+        assert done.returncode == 0 and done.stdout == done.stderr == "", done.stderr
+        return [SimpleNamespace(stdout=(Path(folder) / f"{number}.out").read_text(),
+                                stderr=(Path(folder) / f"{number}.err").read_text()) for number in range(len(cases))]
+
+
+def said_without_tensorflow(done):
+    """(exit status, whether TensorFlow was imported, what was printed) of one of each_without_tensorflow's."""
     status, imported = done.stderr.splitlines()[-1].split()[1:]
     return int(status), imported == "True", done
 
@@ -344,24 +376,27 @@ def test_a_resume_the_run_refuses_or_has_nothing_to_do_for_is_said_before_tensor
         (["--weights", other], f"base weights: SHA-256 was {sha256(canonical_weights_file)[:12]}... "
                                f"({canonical_weights_file.absolute()}), now {sha256(other)[:12]}... ({other.absolute()})"),
     ]
-    for args, change in refusals:
-        status, imported, done = without_tensorflow(["finetune", "--resume", "--output", run, *args], tmp_path)
+    resumes = [["finetune", "--resume", "--output", run, *args]
+               for args in [*(args for args, _ in refusals), ["--json"], ["--lr", "auto"], ["--epochs", "Auto"]]]
+    results = iter(each_without_tensorflow(resumes, tmp_path))  # the commands in turn, as below
+    for (args, change), result in zip(refusals, results):
+        status, imported, done = said_without_tensorflow(result)
         assert (status, imported) == (1, False), done.stderr
         assert f"Error: {run}: cannot resume with a different configuration ({change}" in done.stderr
-    status, imported, done = without_tensorflow(["finetune", "--resume", "--output", run, "--json"], tmp_path)
+    status, imported, done = said_without_tensorflow(next(results))  # --json
     assert (status, imported) == (0, False), done.stderr
     count = summary["epochs"]
     assert f"{run}: already finished ({count} epoch{'' if count == 1 else 's'};" in done.stderr
     assert json.loads(done.stdout)["already_finished"] is True
     assert "--lr auto" not in done.stderr
     # --lr auto given on a resume was ignored in silence (a helper expected a new range test).
-    status, imported, done = without_tensorflow(["finetune", "--resume", "--output", run, "--lr", "auto"], tmp_path)
+    status, imported, done = said_without_tensorflow(next(results))  # --lr auto
     assert (status, imported) == (0, False), done.stderr
     assert (f"alexft: note: --lr auto keeps a resumed run's rate ({summary['lr_found']:.3g}): the range test runs once, "
             "before a run's first epoch; give a number for a new rate") in done.stderr
     # --epochs auto on a resume was auto's count for a new run (67 here, on the feature cache), so
     # this finished run was refused as one asked to train longer without its checkpoint.
-    status, imported, done = without_tensorflow(["finetune", "--resume", "--output", run, "--epochs", "Auto"], tmp_path)
+    status, imported, done = said_without_tensorflow(next(results))  # --epochs Auto
     assert (status, imported) == (0, False), done.stderr
     assert (f"alexft: note: --epochs auto keeps a resumed run's {count} epochs: give a number to change them\n"
             f"alexft: {run}: already finished ({count} epochs;") in done.stderr
@@ -370,9 +405,11 @@ def test_a_resume_the_run_refuses_or_has_nothing_to_do_for_is_said_before_tensor
     config = json.loads((run / "config.json").read_text())
     del config["ten_crop_val"]
     (run / "config.json").write_text(json.dumps(config))
-    status, imported, done = without_tensorflow(["finetune", "--resume", "--output", run], tmp_path)
+    results = each_without_tensorflow([["finetune", "--resume", "--output", run],
+                                       ["finetune", "--resume", "--output", run, "--ten-crop"]], tmp_path)
+    status, imported, done = said_without_tensorflow(results[0])
     assert (status, imported) == (0, False) and f"{run}: already finished" in done.stderr, done.stderr
-    status, imported, done = without_tensorflow(["finetune", "--resume", "--output", run, "--ten-crop"], tmp_path)
+    status, imported, done = said_without_tensorflow(results[1])
     assert (status, imported) == (1, False)
     assert "cannot resume with a different configuration (--ten-crop: was off, now on)" in done.stderr
 
@@ -995,14 +1032,14 @@ def test_wordnet_id_folders_are_imagenet_classes(canonical_weights_file, tmp_pat
 @pytest.mark.parametrize("signal_number, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
                          ids=["sigint", "sigterm"])
 def test_interrupting_feature_caching_stops_soon_and_leaves_no_run_behind(signal_number, status, small_digits_folder,
-                                                                          canonical_weights_file, tmp_path, monkeypatch):
+                                                                          canonical_weights_file, tmp_path):
     """Ctrl-C, or SIGTERM alike, before the epochs (while the frozen layers' features are cached)."""
-    monkeypatch.setenv("ALEXFT_FEATURE_STORE", str(tmp_path / "store"))  # an empty store: the features are computed
     run_folder = tmp_path / "run"
     command = [ALEXFT, "finetune", str(small_digits_folder), "--weights", str(canonical_weights_file), "--output",
                str(run_folder), "--epochs", "2", "--val-split", "0.2", "--progress"]
+    empty_store = dict(os.environ, ALEXFT_FEATURE_STORE=str(tmp_path / "store"))  # the features are computed
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=as_at_a_terminal)
+                               preexec_fn=as_at_a_terminal, env=empty_store)
     deadline, seen = time.monotonic() + 300, ""
     while "features" not in seen:  # the caching bar has started
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
@@ -1015,7 +1052,8 @@ def test_interrupting_feature_caching_stops_soon_and_leaves_no_run_behind(signal
     assert "no run folder was kept" in stderr.splitlines()[-1], stderr
     assert waited < 10, waited
     assert not run_folder.exists() or not any(run_folder.iterdir()), sorted(run_folder.iterdir())
-    # A fresh start in the same folder is not refused.
+    # A fresh start in the same folder is not refused (with the session's feature store, where the
+    # features of these images are computed once for all the tests that train on them).
     result = run("finetune", small_digits_folder, "--weights", canonical_weights_file, "--output", run_folder,
                  "--epochs", "1", "--val-split", "0.2", "--lr", "0.001")
     assert result.exit_code == 0, result.output
@@ -1341,6 +1379,32 @@ def _without_root_powers():
     return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"]
 
 
+# Runs alexft commands (a JSON list of argument lists) one after the other in this one process, as
+# run() does in the tests' own, and prints what each gave as the last line: for commands that must
+# run without root's powers, one process's start-up of TensorFlow rather than one each.
+IN_ONE_PROCESS = """
+import json, sys
+from click.testing import CliRunner
+from alexft.cli import main
+said = []
+for args in json.loads(sys.argv[1]):
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    said.append(dict(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr))
+print(json.dumps(said))
+"""
+
+
+def run_without_root_powers(*commands):
+    """What each command gave (returncode, stdout, stderr), run in one process whose file permissions hold."""
+    from types import SimpleNamespace
+
+    done = subprocess.run([*_without_root_powers(), sys.executable, "-c", IN_ONE_PROCESS,
+                           json.dumps([[str(arg) for arg in args] for args in commands])],
+                          capture_output=True, text=True, timeout=300 * len(commands))
+    assert done.returncode == 0, done.stderr
+    return [SimpleNamespace(**said) for said in json.loads(done.stdout.splitlines()[-1])]
+
+
 def test_folders_that_cannot_be_read_and_dangling_links_are_named_not_skipped(canonical_weights_file, tmp_path):
     """A user's classify of a folder skipped a sub-folder without read permission and a broken
     symbolic link in silence, and exited 0; given directly, the locked folder was said to hold
@@ -1356,16 +1420,11 @@ def test_folders_that_cannot_be_read_and_dangling_links_are_named_not_skipped(ca
     (tmp_path / "linked").symlink_to(folder / "locked")  # a link to the folder, given as the input
     (folder / "locked").chmod(0)
     try:
-        command = [*_without_root_powers(), ALEXFT, "classify", "--top-k", "1", "--runtime", "tensorflow",
-                   "--weights", str(canonical_weights_file)]
-        whole = subprocess.run([*command, str(folder)], capture_output=True, text=True, timeout=300)
-        alone = subprocess.run([*command, str(folder / "locked")], capture_output=True, text=True, timeout=300)
-        linked = subprocess.run([*command, str(tmp_path / "linked")], capture_output=True, text=True, timeout=300)
-        as_json = subprocess.run([*command, "--json", str(folder / "ok"), str(folder / "locked")], capture_output=True,
-                                 text=True, timeout=300)
-        features = subprocess.run([*_without_root_powers(), ALEXFT, "features", "--weights", str(canonical_weights_file),
-                                   "-o", str(tmp_path / "f.npz"), str(folder / "locked")], capture_output=True, text=True,
-                                  timeout=300)
+        command = ["classify", "--top-k", "1", "--runtime", "tensorflow", "--weights", canonical_weights_file]
+        whole, alone, linked, as_json, features = run_without_root_powers(
+            [*command, folder], [*command, folder / "locked"], [*command, tmp_path / "linked"],
+            [*command, "--json", folder / "ok", folder / "locked"],
+            ["features", "--weights", canonical_weights_file, "-o", tmp_path / "f.npz", folder / "locked"])
     finally:
         (folder / "locked").chmod(0o755)
     assert whole.returncode == 1, whole.stderr
@@ -1403,11 +1462,9 @@ def test_a_folder_below_the_classes_that_cannot_be_listed_fails_evaluate_and_fea
     locked = data / "n01443537" / "more"
     locked.chmod(0)
     try:
-        common = ["--weights", str(canonical_weights_file), str(data)]
-        evaluated = subprocess.run([*_without_root_powers(), ALEXFT, "evaluate", "--json", *common], capture_output=True,
-                                   text=True, timeout=300)
-        features = subprocess.run([*_without_root_powers(), ALEXFT, "features", "-o", str(tmp_path / "f.npz"), *common],
-                                  capture_output=True, text=True, timeout=300)
+        common = ["--weights", canonical_weights_file, data]
+        evaluated, features = run_without_root_powers(["evaluate", "--json", *common],
+                                                      ["features", "-o", tmp_path / "f.npz", *common])
     finally:
         locked.chmod(0o755)
     said = f"error: {locked}: cannot read this folder (permission denied); its images are left out"
