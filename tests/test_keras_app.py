@@ -1101,14 +1101,18 @@ def test_extract_features_says_which_images_it_left_out_when_it_wrote_the_others
         alexft.extract_features(predictor, [np.zeros((64, 64, 3), np.uint8)], "fc7", tmp_path / "h.npz")
 
 
+# Serves the image (argv[1]) with each SavedModel named, saving the output where named after it:
+# SavedModel output SavedModel output... All in one process, that saved none of them (a loaded
+# SavedModel brings no Python callbacks: one served before cannot make the next one work).
 SERVE_IN_A_FRESH_PROCESS = """
 import sys
 import numpy as np
 import tensorflow as tf
-served = tf.saved_model.load(sys.argv[1])
-image = np.load(sys.argv[2])
-call = served.serve if hasattr(served, "serve") else served.prepare
-np.save(sys.argv[3], np.asarray(call(tf.constant(image[None]))))
+image = np.load(sys.argv[1])
+for folder, output in zip(sys.argv[2::2], sys.argv[3::2], strict=True):
+    served = tf.saved_model.load(folder)
+    call = served.serve if hasattr(served, "serve") else served.prepare
+    np.save(output, np.asarray(call(tf.constant(image[None]))))
 """
 
 
@@ -1129,11 +1133,11 @@ def test_preprocess_input_in_a_lambda_layer_or_a_tf_function_saves_and_serves_in
 
     tf.saved_model.save(Prepare(), str(tmp_path / "module"))
     np.save(tmp_path / "image.npy", image)
+    done = subprocess.run([sys.executable, "-c", SERVE_IN_A_FRESH_PROCESS, str(tmp_path / "image.npy"),
+                           *(str(tmp_path / name) for saved in ("lambda", "module") for name in (saved, f"{saved}.npy"))],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
     for saved in ("lambda", "module"):
-        done = subprocess.run([sys.executable, "-c", SERVE_IN_A_FRESH_PROCESS, str(tmp_path / saved),
-                               str(tmp_path / "image.npy"), str(tmp_path / f"{saved}.npy")], capture_output=True, text=True,
-                              timeout=300)
-        assert done.returncode == 0, done.stderr[-2000:]
         served = np.load(tmp_path / f"{saved}.npy")[0]
         assert served.shape == (227, 227, 3) and np.abs(served - exact).max() <= 1.0 + 1e-4
         assert np.mean(served != exact) < 0.5
