@@ -8,8 +8,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import click
 import cv2
@@ -322,9 +324,6 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
 def each_without_tensorflow(commands, cwd, environments=None):
     """What each command printed, as (stdout, stderr), run one after the other by EACH_WITHOUT_TENSORFLOW:
     each in a process of its own, in the environment given for it on top of this one's."""
-    import tempfile
-    from types import SimpleNamespace
-
     with tempfile.TemporaryDirectory() as folder:
         cases = [[[str(arg) for arg in args], env] for args, env in zip(commands, environments or [{}] * len(commands))]
         (Path(folder) / "cases.json").write_text(json.dumps(cases))
@@ -1396,8 +1395,6 @@ print(json.dumps(said))
 
 def run_without_root_powers(*commands):
     """What each command gave (returncode, stdout, stderr), run in one process whose file permissions hold."""
-    from types import SimpleNamespace
-
     done = subprocess.run([*_without_root_powers(), sys.executable, "-c", IN_ONE_PROCESS,
                            json.dumps([[str(arg) for arg in args] for args in commands])],
                           capture_output=True, text=True, timeout=300 * len(commands))
