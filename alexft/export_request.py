@@ -52,6 +52,7 @@ class ExportRequest:
         if self.precision != "float32" and self.file_format == "tflite":
             raise ExportOptionsError("TF Lite has no bfloat16 kernels: export float32, or quantize "
                                      "(--quantize float16 or int8) for a smaller, faster file")
+        _check_name_ends(self.output)
         _check_suffix(self.output)
         named = format_for(self.output)
         if named == "savedmodel":
@@ -130,6 +131,16 @@ def _check_suffix(output):
             stem = Path(stem).stem
         raise ExportOptionsError(f"{output}: the name asks for {FOREIGN_SUFFIXES[suffix]}, which export does not write; "
                                  f"name it {stem} (a SavedModel folder), {stem}.keras or {stem}.tflite")
+
+
+def _check_name_ends(output):
+    """`export m.keras.` wrote a SavedModel folder named m.keras. (and `m.tflite ` one named with a
+    space): a slip of the keyboard that Windows, archives and most tools drop or choke on."""
+    name = Path(output).name
+    meant = name.rstrip(". \t")
+    if meant != name and meant.strip("."):
+        raise ExportOptionsError(f"{str(output)!r}: the name ends in {name[len(meant):]!r}, which most tools drop or "
+                                 f"mistake; did you mean {str(Path(output).with_name(meant))!r}?")
 
 
 def _check_misspelt_suffix(output):

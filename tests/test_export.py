@@ -319,6 +319,11 @@ def test_a_keras_file_export_is_the_keras_model_with_the_same_scores(canonical_w
         result = run("export", "--weights", canonical_weights_file, tmp_path / name)
         assert result.exit_code == 2 and f"{name}: did you mean {meant}? A name ending in {meant[1:]} makes a {kind}; a " \
             "SavedModel folder's name needs no ending" in result.stderr, result.output
+    # A trailing dot or space (`export m.keras.` had written a SavedModel folder named m.keras.).
+    for name, tail, meant in (("m.keras.", ".", "m.keras"), ("m.tflite ", " ", "m.tflite"), ("sm..", "..", "sm")):
+        result = run("export", "--weights", canonical_weights_file, tmp_path / name)
+        assert result.exit_code == 2 and f"'{tmp_path / name}': the name ends in '{tail}', which most tools drop or " \
+            f"mistake; did you mean '{tmp_path / meant}'?" in result.stderr, result.output
     assert list(tmp_path.iterdir()) == []
     output = tmp_path / "out" / "m.keras"
     result = run("export", "--weights", canonical_weights_file, output)
