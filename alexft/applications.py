@@ -93,9 +93,7 @@ def _weight_set(weights, include_top, last, progress):
         raise TypeError(f"weights must be 'imagenet', a path, a WeightSet or None; got {type(weights).__name__}"
                         + (" (a Keras model: alexft.weights_from_model(model) gives its WeightSet)"
                            if hasattr(weights, "get_layer") else ""))
-    names = list(arch.LAYER_NAMES)
-    needed = names[: names.index(last) + 1] if last in names else _layers_below(last)
-    return weights_io.as_weight_set(path, skip=[layer for layer in names if layer not in needed])  # (this model's own)
+    return weights_io.as_weight_set(path, skip=weights_io.layers_above(last))  # (this model's own)
 
 
 def _check_spelling(weights):
@@ -104,15 +102,6 @@ def _check_spelling(weights):
     if (not os.path.exists(word) and not any(mark in word for mark in "./\\")
             and difflib.get_close_matches(word.lower(), [IMAGENET], cutoff=0.75)):
         raise ValueError(f"weights={word!r}: no such file; did you mean {IMAGENET!r}?")
-
-
-def _layers_below(last):
-    """The weighted layers a model ending at a norm or pooling layer (e.g. "pool5") needs."""
-    names = list(arch.LAYER_NAMES)
-    for index, name in enumerate(names):
-        if last in (f"norm{name[-1]}", f"pool{name[-1]}") and name.startswith("conv"):
-            return names[: index + 1]
-    return names  # not a layer name: alexnet_layers says so
 
 
 def _warn_of_unused(pooling, classes):

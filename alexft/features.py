@@ -130,7 +130,7 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
 
     The file holds `features` (n, ...) float32 (the mean over the ten crops with `ten_crop`,
     for fc6-fc8 only: the crops' maps do not line up), `paths`, `recipe` (JSON: the layer, the
-    crops, a digest of the weights, the preprocessing and precision, so that `merge_features`
+    crops, a digest of the weights up to `layer`, the preprocessing and precision, so that `merge_features`
     never joins shards made differently), and for labelled data `labels` and `class_names`. Activations go to a
     memory-mapped file as they are computed, so memory stays flat for large folders.
     Returns (number written, {path: error} for the skipped files). When no input could be
@@ -151,7 +151,7 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
     prefix = truncated(model, layer)
     if ten_crop and len(prefix.output.shape) > 2:
         raise TenCropOfMapsError(layer, "ten_crop=True")
-    recipe = feature_recipe(model, layer, ten_crop, preprocessing)
+    recipe = feature_recipe(prefix, layer, ten_crop, preprocessing)
     output = Path(output)
     kept, skipped = [], {}
 
@@ -183,15 +183,17 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
     return len(kept), skipped
 
 
-def feature_recipe(model, layer, ten_crop, preprocessing=None):
+def feature_recipe(prefix, layer, ten_crop, preprocessing=None):
     """How features are made, as plain values: two files agree on it only if their features can
-    stand side by side. The weights are named by a digest of all of `model`'s arrays."""
+    stand side by side. The weights are named by a digest of the arrays of `prefix`, the network
+    up to `layer` (as the feature store names them): the layers above change no feature, so a
+    file without them (fc7's, without fc8) agrees with the full file it came from."""
     preprocessing = preprocessing or Preprocessing()
-    weights = add_weights(hashlib.sha256(), model.weights)
+    weights = add_weights(hashlib.sha256(), prefix.weights)
     mean = ("the mean pixel" if preprocessing.mean is None
             else "a mean image, SHA-256 " + hashlib.sha256(np.ascontiguousarray(preprocessing.mean).tobytes()).hexdigest())
     return {"layer": layer, "ten_crop": bool(ten_crop), "weights_sha256": weights.hexdigest(), "mean": mean,
-            "float_resize": bool(preprocessing.float_resize), "precision": model.get_layer(layer).compute_dtype}
+            "float_resize": bool(preprocessing.float_resize), "precision": prefix.get_layer(layer).compute_dtype}
 
 
 @contextlib.contextmanager

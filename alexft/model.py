@@ -154,7 +154,7 @@ class Kernels:
 
 
 def build_alexnet(num_classes=arch.IMAGENET_CLASSES, seed=None, dropout=arch.DROPOUT_RATE, dtype=None, initial=None,
-                  kernels=Kernels()):
+                  kernels=Kernels(), last="fc8"):
     """Build AlexNet with layers named conv1..conv5, fc6..fc8; outputs float32 logits.
 
     Input: a batch of 227x227 BGR, mean-subtracted float images (`alexft.preprocess_input`).
@@ -165,11 +165,16 @@ def build_alexnet(num_classes=arch.IMAGENET_CLASSES, seed=None, dropout=arch.DRO
     Dropout (on fc6 and fc7, rate `dropout`) is active only when called with training=True.
     `dtype`: a Keras dtype policy such as "mixed_float16" (variables stay float32).
     `kernels`: how the layers are computed (`Kernels`); the default runs on any device and exports.
+    `last`: the layer it stops at (any of `arch.ENDS`); below fc8 its activations are the output, and
+    `initial` needs no layers above it (a feature extractor's).
     `alexft.AlexNet` is the keras.applications-style way to get one with weights.
     """
     check_count(num_classes, "num_classes")
     inputs = keras.Input((arch.INPUT_SIZE, arch.INPUT_SIZE, 3), name="image")
-    x = alexnet_layers(inputs, num_classes, seed=seed, dropout=dropout, dtype=dtype, initial=initial, kernels=kernels)
+    x = alexnet_layers(inputs, num_classes, last=last, seed=seed, dropout=dropout, dtype=dtype, initial=initial,
+                       kernels=kernels)
+    if last != "fc8":
+        return keras.Model(inputs, x, name=f"alexnet_to_{last}")
     # Logits are float32 even under a mixed-precision policy, so softmax and loss stay exact.
     outputs = keras.layers.Activation("linear", dtype="float32", name="logits")(x)
     return keras.Model(inputs, outputs, name="alexnet")

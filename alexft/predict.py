@@ -149,14 +149,21 @@ def load_predictor(weights=None, download=True, progress=None, preprocessing=Non
         from .openvino_runtime import OpenVinoPredictor
 
         return OpenVinoPredictor(weight_set.params, class_names, preprocessing, precision)
+    return Predictor(inference_network(weight_set, precision), class_names, preprocessing)
+
+
+def inference_network(weight_set, precision="float32", last="fc8"):
+    """AlexNet on TensorFlow, its variables started from a checked WeightSet, up to `last`: to fc8
+    the logits (`load_predictor`'s network); below it that layer's activations, for which a set
+    without the layers above (a feature extractor's) serves. `precision` as in `load_predictor`."""
+    from .architecture import IMAGENET_CLASSES
     from .model import Kernels, build_alexnet, onednn_is_on
 
-    dtype = model_dtype(precision)
     # The variables start from the file's arrays, taken without a copy when the set was read here.
     # Grouped layers as one op where oneDNN runs them: ~20% faster at batch 1 on AVX2 CPUs.
-    model = build_alexnet(num_classes=weight_set.num_classes, initial=weight_set.initial_arrays(), dtype=dtype,
-                          kernels=Kernels(groups_as_one_op=onednn_is_on()))
-    return Predictor(model, class_names, preprocessing)
+    return build_alexnet(num_classes=weight_set.num_classes or IMAGENET_CLASSES,  # (no fc8: unused below it)
+                         initial=weight_set.initial_arrays(), dtype=model_dtype(precision),
+                         kernels=Kernels(groups_as_one_op=onednn_is_on()), last=last)
 
 
 PRECISIONS = ("float32", "bfloat16")

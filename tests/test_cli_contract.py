@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from alexft import weights as weights_io
 from alexft.cli import main
 from alexft.image_sources import UrlImage
 from fixtures import as_at_a_terminal, photo_paths, write_digits_folder
@@ -67,7 +68,7 @@ def one_class_folder(tmp_path):
 
 
 def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folder, small_digits_folder,
-                                                       canonical_weights_file, canonical_caffemodel):
+                                                       canonical_weights_file, canonical_caffemodel, canonical_params):
     existing = tmp_path / "runs" / "existing"
     existing.mkdir(parents=True)
     (existing / "config.json").write_text("{}")
@@ -124,6 +125,9 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
     np.savez(tmp_path / "earlier.npz", features=np.zeros((1, 4096), np.float32), paths=np.array(["a.jpg"]))
     earlier = (tmp_path / "earlier.npz").read_bytes()
     (tmp_path / "labels.txt").write_text("photo.png 1000\n")  # ImageNet's labels end at 999
+    for name, left_out in (("headless", {"fc8"}), ("convolutions", {"fc6", "fc7", "fc8"})):  # feature extractors' files
+        kept = {layer: arrays for layer, arrays in canonical_params.items() if layer not in left_out}
+        weights_io.save(weights_io.WeightSet(kept), tmp_path / f"{name}.npz")
     weights = ["--weights", str(canonical_weights_file)]
     cases = [
         (["classify", "nope.jpg"], 2, "nope.jpg: no such file or folder"),
@@ -232,6 +236,11 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
          cut_caffemodel),
         (["features", str(photo_paths()["chelsea"]), "--output", "f.npz", "--weights", "fc7.npz"], 1,
          "fc7.npz: a feature file (alexft features), not weights"),
+        # A file without the layers above --layer serves it (test_evaluate.py), not a layer above its own.
+        (["features", str(photo_paths()["chelsea"]), "--output", "f.npz", "--layer", "fc8", "--weights", "headless.npz"],
+         1, "Error: headless.npz: missing layer(s) fc8\n"),
+        (["features", str(photo_paths()["chelsea"]), "--output", "f.npz", "--weights", "convolutions.npz"], 1,
+         "Error: convolutions.npz: missing layer(s) fc6, fc7\n"),
         (["evaluate", str(small_digits_folder), "--weights", "cut.caffemodel"], 1, cut_caffemodel),
         (["export", "out", "--weights", "fc7.npz"], 1, "fc7.npz: a feature file (alexft features), not weights"),
         (["export", "out.tflite", "--format", "tflite", "--weights", "cut.caffemodel"], 1, cut_caffemodel),

@@ -14,7 +14,7 @@ from alexft.weights import imagenet_class_names
 from alexft.data import DataError
 from alexft.evaluation import labelled_folder, labelled_list, metrics
 from alexft import model as network
-from alexft.features import extract_features, layer_outputs
+from alexft.features import extract_features, feature_recipe, layer_outputs
 from alexft.model import InferenceFunction, build_alexnet, truncated
 from alexft.preprocess import image_views
 from alexft.cli import main
@@ -417,14 +417,35 @@ def test_features_match_the_models_intermediate_activations(fc8_run, small_digit
             expected = fc7(image_views(paths[index], ten_crop=ten_crop)).numpy().mean(axis=0)
             np.testing.assert_allclose(features[index], expected, rtol=1e-4, atol=1e-4)
             assert labels[index] == int(paths[index].split("/")[-2][-1])
-    # The same weights in both files; the base weights (another fc8) are told apart (the recipe
-    # does not depend on how many images it was written for: one class's folder serves).
+    # The same weights in both files (the recipe does not depend on how many images it was written
+    # for: one class's folder serves). fc7's features depend on conv1-fc7 alone, which the run
+    # kept as the base weights hold them: those agree, though their fc8 differs.
     assert recipes[0]["weights_sha256"] == recipes[1]["weights_sha256"]
     other = tmp_path / "base.npz"
     assert run("features", small_digits_folder / "digit_3", "--layer", "fc7", "--output", other, "--weights",
                canonical_weights_file, "--resize", "float").exit_code == 0
     recipe = json.loads(str(np.load(other)["recipe"]))
-    assert recipe["float_resize"] is True and recipe["weights_sha256"] != recipes[0]["weights_sha256"]
+    assert recipe["float_resize"] is True and recipe["weights_sha256"] == recipes[0]["weights_sha256"]
+    assert feature_recipe(fc7, "fc7", False)["weights_sha256"] == recipes[0]["weights_sha256"]  # the API's too
+    fc7.get_layer("fc7").bias.assign(fc7.get_layer("fc7").bias + 1)  # any value of a layer used is told apart
+    assert feature_recipe(fc7, "fc7", False)["weights_sha256"] != recipes[0]["weights_sha256"]
+
+
+def test_features_need_no_layers_above_the_one_asked_for(canonical_params, canonical_weights_file, small_digits_folder,
+                                                         tmp_path):
+    """A headless file (a feature extractor's, saved without fc8) writes the full file's fc7
+    features, bit for bit, with its recipe: their shards merge."""
+    headless = weights.save(weights.WeightSet({name: arrays for name, arrays in canonical_params.items() if name != "fc8"}),
+                            tmp_path / "headless.npz")
+    saved = {}
+    for source in (canonical_weights_file, headless):
+        output = tmp_path / f"{Path(source).stem}-fc7.npz"
+        result = run("features", small_digits_folder / "digit_3", "--layer", "fc7", "-o", output, "--weights", source)
+        assert result.exit_code == 0, result.output
+        saved[source] = np.load(output)
+    full, own = saved[canonical_weights_file], saved[headless]
+    assert own["features"].shape == (6, 4096) and np.array_equal(own["features"], full["features"])
+    assert list(own["paths"]) == list(full["paths"]) and str(own["recipe"]) == str(full["recipe"])
 
 
 def test_ten_crops_of_a_layers_maps_are_refused(canonical_weights_file, tmp_path):

@@ -119,6 +119,14 @@ def _predictor(weights, progress, preprocessing, precision="float32", runtime="t
                           runtime=runtime)
 
 
+def _feature_network(weight_set, layer, precision):
+    """The network up to `layer` on TensorFlow, from weights read and checked for it."""
+    start_tensorflow()
+    from alexft.predict import inference_network
+
+    return inference_network(weight_set, precision, last=layer)
+
+
 def _build_litert_copy(weights, seen):
     """The one-off build `--runtime auto` does after its results; a failure only costs the fast start."""
     from alexft import fast_start
@@ -376,6 +384,7 @@ def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, s
     from alexft.feature_files import TenCropOfMapsError
     from alexft.pipeline import shard as shard_of
     from alexft.preprocess import distinct_inputs
+    from alexft.weights import layers_above
 
     _check_features_output(output, force)  # before TensorFlow and the work, not after
     if ten_crop and not isinstance(arch.LAYERS.get(layer), arch.Dense):
@@ -386,9 +395,10 @@ def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, s
     if labels is None:
         paths = expand_inputs(inputs)  # the same as find_images, and says which folders were empty
         _say_why_unlabelled(inputs)
-    weight_set = read_weights(weights, progress=progress)
+    # A file without the layers above --layer (a headless fc7 extractor's) serves: they are not built.
+    weight_set = read_weights(weights, progress=progress, skip=layers_above(layer))
     preprocessing = preprocessing_from(mean_file, resize)
-    predictor = _predictor(weight_set, progress, preprocessing, precision)
+    network = _feature_network(weight_set, layer, precision)
     from alexft.features import extract_features
 
     if shard:  # labels and class names come from the whole listing, so every shard agrees on them
@@ -399,7 +409,7 @@ def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, s
     # which the last line below says after each input's error.
     earlier = output.exists()
     try:
-        written, skipped = extract_features(predictor.model, paths, layer, output, ten_crop=ten_crop, labels=labels,
+        written, skipped = extract_features(network, paths, layer, output, ten_crop=ten_crop, labels=labels,
                                             class_names=class_names, batch_size=batch_size, progress=progress,
                                             preprocessing=preprocessing, say=lambda note: None)  # output checked, with --force
     except KeyboardInterrupt:  # said before "interrupted": the file is written whole at the end, or not at all

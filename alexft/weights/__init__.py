@@ -14,8 +14,9 @@ Imports only go down that list's dependencies (files <- caffe <- formats <- down
 <- sources): no circle.
 """
 from .formats import (FORMATS, NPY_MAGIC, ZIP_MAGIC, WeightSet, as_weight_set, assign, check, class_names_for,
-                      default_class_names, from_model, imagenet_class_names, load, read, read_format, save)
+                      default_class_names, from_model, imagenet_class_names, layers_above, load, read, read_format, save)
 from .files import open_weights_file
 
 __all__ = ["FORMATS", "NPY_MAGIC", "ZIP_MAGIC", "WeightSet", "as_weight_set", "assign", "check", "class_names_for",
-           "default_class_names", "from_model", "imagenet_class_names", "load", "open_weights_file", "read", "read_format", "save"]
+           "default_class_names", "from_model", "imagenet_class_names", "layers_above", "load", "open_weights_file", "read",
+           "read_format", "save"]

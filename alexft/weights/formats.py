@@ -438,6 +438,13 @@ def check(params, path, num_classes=None, skip=(), class_names=None):
         raise WeightsError(f"{path}: {len(class_names)} class names for {params['fc8'][0].shape[1]} fc8 outputs")
 
 
+def layers_above(last):
+    """The weighted layers above `last` (a layer a network may end at, `arch.ENDS`: "fc7", "pool5",
+    ...): a network that ends there uses none of them, so its weights file need not hold them."""
+    position = arch.ENDS.index(last)
+    return [name for name in arch.LAYER_NAMES if arch.ENDS.index(name) > position]
+
+
 def _is_array(value):
     return isinstance(value, np.ndarray)
 
