@@ -108,10 +108,44 @@ class _FirstImport:
         def exec_module(module):
             if self in sys.meta_path:  # (a find_spec without an import, e.g. a version check, leaves it)
                 sys.meta_path.remove(self)
-            self.wrap(run_module, module)
+            before = set(sys.modules)
+            try:
+                self.wrap(run_module, module)
+            except KeyboardInterrupt:
+                # (Python drops the interrupted module from sys.modules only after this)
+                _refuse_half_imported({name.split(".")[0] for name in set(sys.modules) - before}, unfinished={self.name})
+                raise
 
         spec.loader.exec_module = exec_module
         return spec
+
+
+class _HalfImported:
+    """An import finder that refuses the libraries an interrupted first import left half-imported:
+    importing them again fails on their insides ("Registering two gradient with name
+    'AccumulateNV2'", "partially initialized module"), wherever the import comes from (alexft.AlexNet's
+    second call, the user's own `import tensorflow`)."""
+
+    def __init__(self, names):
+        self.names = names
+
+    def find_spec(self, fullname, path=None, target=None):
+        library = fullname.split(".")[0]
+        if library in self.names and fullname not in sys.modules:
+            raise ImportError(f"{library}: an earlier import of {_interrupted_import} in this interpreter was "
+                              "interrupted (Ctrl-C), and such libraries cannot be imported again in it: restart the "
+                              "interpreter (in a notebook, the kernel)")
+        return None
+
+
+def _refuse_half_imported(started, unfinished=()):
+    """After a Ctrl-C in an import that started the top-level modules `started`: those of the heavy
+    libraries it left unfinished (Python drops an interrupted module) are refused from then on."""
+    global _interrupted_import
+    names = [name for name in _HEAVY_LIBRARIES if name in started and (name in unfinished or name not in sys.modules)]
+    if names:
+        _interrupted_import = ", ".join(names)
+        sys.meta_path.insert(0, _HalfImported(set(names)))
 
 
 def _register_layers():
@@ -148,7 +182,6 @@ _HEAVY_LIBRARIES = ("numpy", "tensorflow", "keras", "matplotlib")  # broken when
 
 
 def __getattr__(name):
-    global _interrupted_import
     if name not in _EXPORTS:
         raise AttributeError(f"module 'alexft' has no attribute {name!r}")
     if _interrupted_import and _EXPORTS[name] != "errors":  # (the errors stay reachable: an except clause names them)
@@ -163,8 +196,7 @@ def __getattr__(name):
         # The first use imports TensorFlow, for seconds. Stopped midway, TensorFlow (and Keras,
         # matplotlib) stay half-imported, and every later use fails with errors about their
         # insides (an AttributeError, "already registered"): said plainly from then on.
-        started = {module.split(".")[0] for module in set(sys.modules) - before}
-        _interrupted_import = ", ".join(name for name in _HEAVY_LIBRARIES if name in started) or None
+        _refuse_half_imported({module.split(".")[0] for module in set(sys.modules) - before})
         raise
     globals()[name] = value
     return value

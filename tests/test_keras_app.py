@@ -797,29 +797,37 @@ def test_a_global_mixed_precision_policy_leaves_float32_inference_and_exports_in
     assert base.get_layer("conv1").compute_dtype == "float16"
 
 
-def test_a_ctrl_c_during_the_first_import_of_tensorflow_is_said_plainly_afterwards(tmp_path):
+@pytest.mark.parametrize("first_use", ["alexft.finetune", "network(weights=None)"])
+def test_a_ctrl_c_during_the_first_import_of_tensorflow_is_said_plainly_afterwards(first_use, tmp_path):
     """A user's Ctrl-C while alexft.finetune imported TensorFlow left it half-imported: every later
     use failed with "module 'matplotlib' has no attribute 'artist'" or "Name tf.RaggedTensorSpec
     has already been registered". Later uses now say to restart the interpreter. The error
     classes stay reachable: `except alexft.TrainingInterrupted:` around the first use raised
-    that RuntimeError itself, hiding the Ctrl-C."""
+    that RuntimeError itself, hiding the Ctrl-C. A function taken before (`network`, as a
+    notebook's second run of a cell calls alexft.AlexNet) imports TensorFlow in its call, where
+    a second try said "Registering two gradient with name 'AccumulateNV2'!": refused plainly
+    too, as is the user's own `import tensorflow`."""
     script = tmp_path / "stopped.py"
     script.write_text(
         "import _thread, signal, threading, time\nimport alexft\n"
         "signal.signal(signal.SIGINT, signal.default_int_handler)  # (a suite run in the background ignores SIGINT)\n"
+        "network = alexft.AlexNet  # (imports no TensorFlow yet)\n"
         "threading.Timer(0.3, _thread.interrupt_main).start()  # TensorFlow's import takes seconds\n"
-        "try:\n    alexft.finetune\nexcept alexft.TrainingInterrupted:\n    print('training interrupted')\n"
+        f"try:\n    {first_use}\nexcept alexft.TrainingInterrupted:\n    print('training interrupted')\n"
         "except KeyboardInterrupt:\n    print('interrupted')\n"
         "time.sleep(0.5)\n"
+        "for again in ('network(weights=None)', 'import tensorflow'):\n"
+        "    try:\n        exec(again)\n    except ImportError as error:\n        print(error)\n"
         "try:\n    alexft.load_predictor\nexcept RuntimeError as error:\n    print(error)\n"
         "print(alexft.TrainingError.__name__, alexft.AlexftError.__name__)\n")
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     lines = done.stdout.splitlines()
     assert lines[0] == "interrupted", done.stderr
-    assert re.match(r"alexft.load_predictor: an earlier import of (numpy, )?tensorflow", lines[1]) and lines[1].endswith(
-        "in this interpreter was interrupted (Ctrl-C), and such libraries cannot be imported again in it: restart the "
-        "interpreter (in a notebook, the kernel)")
-    assert lines[2:] == ["TrainingError AlexftError"], done.stderr
+    said = ("in this interpreter was interrupted (Ctrl-C), and such libraries cannot be imported again in it: restart the "
+            "interpreter (in a notebook, the kernel)")
+    for line, refused in zip(lines[1:4], ("(keras|tensorflow)", "tensorflow", "alexft.load_predictor")):
+        assert re.match(rf"{refused}: an earlier import of (numpy, )?tensorflow", line) and line.endswith(said), lines
+    assert lines[4:] == ["TrainingError AlexftError"], done.stderr
 
 
 def test_a_keras_model_where_weights_go_and_a_class_count_of_zero_are_said_in_alexft_terms(canonical_weights_file,
