@@ -176,6 +176,12 @@ def preprocess_input(x, data_format=None):
     if isinstance(x, (str, os.PathLike)) or (isinstance(x, (list, tuple)) and x and isinstance(x[0], (str, os.PathLike))):
         raise TypeError("preprocess_input takes pixels (arrays, tensors, PIL images), not file names: for files use "
                         "alexft.image_views(path), which reads and prepares them the same way")
+    if x is None or isinstance(x, (bytes, bytearray, memoryview)):
+        raise TypeError("preprocess_input takes pixels (arrays, tensors, PIL images), not "
+                        + ("None" if x is None else "an image file's encoded bytes: decode them first (e.g. "
+                           "PIL.Image.open(io.BytesIO(data))), or give the file to alexft.image_views(path)"))
+    if isinstance(x, np.ndarray) and x.dtype == object and x.ndim == 1:  # images of different sizes, as numpy holds them
+        x = list(x)
     if _is_keras_tensor(x):  # a model's input: TF ops only, so the model saves, exports and serves
         from .preprocessing_layer import CaffePreprocessing
 

@@ -111,6 +111,9 @@ def check_views(views):
     """What the network takes, said plainly: a tf.function's own refusal of raw pixels is pages long.
     Returns the number of views: none (an empty batch, as a filtered list may leave) has no
     network call to make, and the predictors answer it with (0, classes)."""
+    if isinstance(views, (list, tuple)):
+        raise TypeError(f"the network takes one array of views, float (N, {INPUT_SIZE}, {INPUT_SIZE}, 3); got a "
+                        f"{type(views).__name__} of {len(views)}: np.stack(views) makes one")
     shape, dtype = tuple(getattr(views, "shape", ())), str(getattr(views, "dtype", type(views).__name__))
     if shape == (INPUT_SIZE, INPUT_SIZE, 3) and "float" in dtype:  # preprocess_input's answer for one image
         raise ValueError(f"the network takes a batch of views, (N, {INPUT_SIZE}, {INPUT_SIZE}, 3); got one view, "

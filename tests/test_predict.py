@@ -150,6 +150,18 @@ def test_the_api_refuses_a_top_of_no_classes_and_answers_an_empty_batch(predicto
     # preprocess_input gives one image's view (227, 227, 3); the advice was to call preprocess_input.
     with pytest.raises(ValueError, match=r"got one view, \(227, 227, 3\): add the batch axis \(views\[np.newaxis\]\)"):
         predictor.probabilities(np.zeros((227, 227, 3), np.float32))
+    # A list of views was "got list ()"; encoded bytes and None were "... shaped (H, W, 3) ...; got ()".
+    with pytest.raises(TypeError, match=r"one array of views, .*; got a list of 2: np.stack\(views\) makes one$"):
+        predictor.probabilities([np.zeros((227, 227, 3), np.float32)] * 2)
+    with pytest.raises(TypeError, match=r"not an image file's encoded bytes: decode them first .*alexft.image_views\(path\)$"):
+        alexft.preprocess_input(photo.read_bytes())
+    with pytest.raises(TypeError, match=r"takes pixels \(arrays, tensors, PIL images\), not None$"):
+        alexft.preprocess_input(None)
+    # Images of different sizes as numpy holds them, an object array: each prepared, as a list is.
+    images = [np.full((40, 60, 3), 200, np.uint8), np.zeros((30, 30, 3), np.uint8)]
+    held = np.empty(2, object)
+    held[:] = images
+    np.testing.assert_array_equal(alexft.preprocess_input(held), np.stack([alexft.preprocess_input(i) for i in images]))
     empty = predictor.probabilities(np.zeros((0, 227, 227, 3), np.float32))
     assert empty.shape == (0, 1000) and empty.dtype == np.float32
 
