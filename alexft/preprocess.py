@@ -106,12 +106,17 @@ def damage_said(name):
 DECODED_FORMATS = frozenset("JPEG MPO PNG GIF TIFF BMP DIB WEBP PPM JPEG2000".split())
 
 
+def _not_read(image_format):
+    # (as the letters are read: an ICO, an SGI; a HEIC and a JPEG are said as words)
+    article = "an" if image_format[0] in "AEFHILMNORSX" and not image_format.startswith(("HEI", "JPEG")) else "a"
+    return f"{article} {image_format} image, a format alexft does not read; convert it to JPEG or PNG"
+
+
 def _undecoded(image_format, data, complaints):
     """Why OpenCV gave no image: a format it does not read, a PNG cut short, or its own words."""
     said = "; ".join(complaints)
     if image_format not in DECODED_FORMATS:  # named on the command line; a folder's listing leaves these out
-        article = "an" if image_format[0] in "AEFHILMNORSX" else "a"  # (as the letters are read: an ICO, an SGI)
-        return f"{article} {image_format} image, a format alexft does not read; convert it to JPEG or PNG"
+        return _not_read(image_format)
     if _truncated_png(image_format, data):
         return f"truncated PNG (no end chunk{'; ' + said if said else ''})"
     if image_format == "TIFF" and (kind_not_read := _tiff_samples_not_read(data)):
@@ -182,6 +187,8 @@ def _read_header(data, name):
             raise ImageError(f"{name}: {kind_not_read}") from None
         if image_format:  # an image's first bytes, then a header Pillow gives up on
             raise ImageError(f"{name}: cannot decode {image_format} (truncated or corrupt)") from None
+        if unread := _unread_photo_format(data):
+            raise ImageError(f"{name}: {_not_read(unread)}") from None
         raise ImageError(f"{name}: not an image ({_describe_start(data)})") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         if _truncated_png(signature_format(data), data):
@@ -190,6 +197,20 @@ def _read_header(data, name):
             raise ImageError(f"{name}: truncated {signature_format(data) or 'image'} (it ends inside its header)") \
                 from None
         raise ImageError(f"{name}: corrupt image header ({error})") from None
+
+
+# The "ftyp" box's brands of the ISO media files phones save photos in (a folder's are told by suffix).
+_PHOTO_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"heim": "HEIC", b"heis": "HEIC", b"hevc": "HEIC", b"hevx": "HEIC",
+                 b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}
+
+
+def _unread_photo_format(data):
+    """HEIC, HEIF or AVIF by its first box, JPEG XL by its signature: a phone's photo, else None."""
+    if data[4:8] == b"ftyp":
+        return _PHOTO_BRANDS.get(data[8:12])
+    if data.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL ")):
+        return "JPEG XL"
+    return None
 
 
 def _describe_start(data):

@@ -124,6 +124,13 @@ def bad_images():
         # A format Pillow knows and OpenCV does not read: said so, not "corrupt or truncated".
         "photo.tga": (tga, "a TGA image, a format alexft does not read; convert it to JPEG or PNG$"),
         "icon.ico": (ico, "an ICO image, a format alexft does not read"),
+        # Phones' photos (HEIC, AVIF) and JPEG XL by their first bytes, as a folder's are by suffix:
+        # they were "not an image (starts with b'\\x00\\x00\\x00\\x18ftyp')".
+        "IMG_0001.HEIC": (b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + noise(2000),
+                          "a HEIC image, a format alexft does not read; convert it to JPEG or PNG$"),
+        "photo.avif": (b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf" + noise(2000), "an AVIF image, a format alexft"),
+        "photo.jxl": (b"\xff\x0a\xfa\x7f" + noise(2000), "a JPEG XL image, a format alexft"),
+        "clip.mp4": (b"\0\0\0\x18ftypmp42\0\0\0\0" + noise(2000), "not an image \\(starts with b'\\\\x00"),
         "cut.jpg": (jpeg[: len(jpeg) * 2 // 3], "truncated JPEG \\(no end-of-image marker\\)"),
         "cut-thumbnailed.jpg": (thumbnailed[: len(thumbnailed) * 2 // 3], "truncated JPEG"),
         "header-only.jpg": (jpeg[:200], "truncated JPEG|corrupt"),
