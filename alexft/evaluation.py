@@ -215,6 +215,12 @@ def labelled_list(list_file, root, num_classes=None):
     raw = Path(list_file).read_bytes()
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise DataError(f"{list_file}: UTF-16 text (as Windows' Notepad saves 'Unicode'); save it as UTF-8")
+    if b"\0" in raw[:4096]:  # an image (or other binary file) given where the list goes: no line of it is text
+        from .image_files import signature_format
+
+        kind = signature_format(raw)
+        raise DataError(f"{list_file}: {f'a {kind} image' if kind else 'binary data'}, not a text list of "
+                        "'path label' lines")
     text = raw.decode("utf-8-sig", errors="surrogateescape")
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():

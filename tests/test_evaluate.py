@@ -1,6 +1,7 @@
 """`alexft evaluate` and `alexft features` on a model fine-tuned on scikit-learn's digits."""
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -301,6 +302,10 @@ def test_list_file_evaluation_matches_the_folder(held_out_folder, tmp_path, eval
     with pytest.raises(DataError, match=r"unicode.txt: UTF-16 text \(as Windows' Notepad saves 'Unicode'\); save it "
                                         r"as UTF-8$"):
         labelled_list(utf16, held_out_folder, 10)
+    # An image given as the list: its bytes were quoted as a line ("got '\\udc89PNG'").
+    image = next(held_out_folder.rglob("*.png"))
+    with pytest.raises(DataError, match=rf"^{re.escape(str(image))}: a PNG image, not a text list of 'path label' lines$"):
+        labelled_list(image, held_out_folder, 10)
     (tmp_path / "bad.txt").write_text("digit_0/x.png eleven\n")
     with pytest.raises(DataError, match=r"bad.txt:1: expected 'path label'"):
         labelled_list(tmp_path / "bad.txt", held_out_folder, 10)
