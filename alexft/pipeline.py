@@ -105,3 +105,17 @@ def shard(items, index, count):
         raise ValueError(f"shard {index}/{count}: expected 0 <= index < count")
     items = list(items)
     return items[index * len(items) // count:(index + 1) * len(items) // count]
+
+
+def input_order(item):
+    """The sort key of `--shard`: an input's name as given (a path, a URL), compared part by part
+    as pathlib sorts a folder's listing, so one folder's shards keep its order. Not the absolute
+    path: machines naming the same relative paths from other working folders agree."""
+    return str(item).split(os.sep)
+
+
+def sorted_shard(items, index, count):
+    """Positions in `items` of the `index`-th of `count` shards of them sorted by `input_order`,
+    in that order: the same part whatever order the items came in."""
+    order = sorted(range(len(items)), key=lambda position: input_order(items[position]))
+    return shard(order, index, count)

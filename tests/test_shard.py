@@ -3,6 +3,7 @@ equal one process's."""
 import json
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,6 +83,76 @@ def test_features_shards_merged_equal_one_run(small_digits_folder, canonical_wei
             np.testing.assert_array_equal(merged[name], whole[name])
         assert len(whole["paths"]) == 60 and len(np.load(parts[1])["paths"]) == 15
         np.testing.assert_allclose(merged["features"], whole["features"], rtol=1e-4, atol=1e-6)  # other batch sizes
+
+
+# Two machines given the same names in other orders (`find | xargs`): a file named on its own
+# and inside a folder given too, and `more-b.png`, which sorts after `more/` part by part as
+# a folder's listing does (character by character '-' comes before '/').
+TYPED_ON = {"machine A": ["wide.png", "more/a.png", "cat.bmp", "more", "one.png", "chelsea.png", "more-b.png"],
+            "machine B": ["more-b.png", "chelsea.png", "one.png", "more", "cat.bmp", "more/a.png", "wide.png"]}
+IMAGES = ["wide.png", "cat.bmp", "one.png", "chelsea.png", "more-b.png", "more/a.png", "more/b.png"]
+
+
+def _spec_shards(count):
+    """The documented split, worked out here: the sorted list cut into `count` contiguous parts."""
+    ordered = sorted(IMAGES, key=lambda name: Path(name).parts)
+    return [ordered[len(ordered) * index // count:len(ordered) * (index + 1) // count] for index in range(count)]
+
+
+@pytest.fixture(scope="module")
+def typed_photos(tmp_path_factory):
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("typed_photos")
+    (folder / "more").mkdir()
+    photos = list(photo_paths().values())
+    for name, photo in zip(IMAGES, photos + photos):
+        Image.open(photo).convert("RGB").resize((64, 48)).save(folder / name)
+    return folder
+
+
+def test_classify_shards_are_of_the_sorted_inputs_whatever_order_typed(typed_photos, canonical_weights_file,
+                                                                        monkeypatch):
+    monkeypatch.chdir(typed_photos)  # relative names: machines in other working folders agree
+    expected = _spec_shards(2)
+    assert expected == [["cat.bmp", "chelsea.png", "more/a.png"], ["more/b.png", "more-b.png", "one.png", "wide.png"]]
+    for machine, typed in TYPED_ON.items():
+        for index, part in enumerate(expected):
+            result = run("classify", *typed, "--json", "--shard", f"{index}/2", "--weights", canonical_weights_file)
+            assert result.exit_code == 0, result.output
+            assert [item["path"] for item in _json_lines(result.stdout)] == part, (machine, index)  # in sorted order
+
+
+def test_features_shards_of_other_orders_merge_into_one_run(typed_photos, canonical_weights_file, tmp_path,
+                                                            monkeypatch):
+    monkeypatch.chdir(typed_photos)
+    typed_a, typed_b = TYPED_ON.values()
+    whole = run("features", *typed_a, "--layer", "fc7", "-o", tmp_path / "whole.npz", "--weights", canonical_weights_file)
+    part0 = run("features", *typed_a, "--layer", "fc7", "-o", tmp_path / "part0.npz", "--shard", "0/2",
+                "--weights", canonical_weights_file)
+    part1 = run("features", *typed_b, "--layer", "fc7", "-o", tmp_path / "part1.npz", "--shard", "1/2",
+                "--weights", canonical_weights_file)
+    assert (whole.exit_code, part0.exit_code, part1.exit_code) == (0, 0, 0), whole.output + part0.output + part1.output
+    merge_features([tmp_path / "part0.npz", tmp_path / "part1.npz"], tmp_path / "merged.npz")
+    with np.load(tmp_path / "whole.npz") as one_run, np.load(tmp_path / "merged.npz") as merged:
+        # Without --shard the order typed is kept (the folder's images where it was named).
+        assert list(one_run["paths"]) == ["wide.png", "cat.bmp", "more/a.png", "more/b.png", "one.png", "chelsea.png",
+                                          "more-b.png"]
+        assert list(merged["paths"]) == sum(_spec_shards(2), [])
+        assert sorted(merged.files) == sorted(one_run.files) and str(merged["recipe"]) == str(one_run["recipe"])
+        row = {path: index for index, path in enumerate(one_run["paths"])}
+        np.testing.assert_allclose(merged["features"], one_run["features"][[row[path] for path in merged["paths"]]],
+                                   rtol=1e-4, atol=1e-6)  # other batch sizes
+
+
+@pytest.mark.parametrize("command", [["classify"], ["features", "-o", "out.npz"]])
+def test_standard_input_is_not_sharded(command, tmp_path, monkeypatch):
+    """Each process's standard input is its own: no shard of it could be shared out."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, [*command, "-", "--shard", "0/2"], input=b"photo bytes")
+    assert result.exit_code == 2
+    assert "'-' (standard input) is each process's own" in result.output
+    assert not (tmp_path / "out.npz").exists()
 
 
 @pytest.mark.parametrize("value", ["3/3", "1/0", "a/2", "2", "-1/2"])

@@ -303,5 +303,22 @@ def parse_shard(ctx, param, value):
 
 shard_option = click.option(
     "--shard", callback=parse_shard, metavar="I/N",
-    help="Only the I-th (0-based) of N contiguous, equal parts of the sorted inputs: N processes "
-         "cover them exactly once, and their outputs concatenated for I = 0..N-1 equal one run's.")
+    help="Only the I-th (0-based) of N contiguous, equal parts of all the inputs (folders expanded) sorted by name "
+         "as given: N processes given the same names, in any order, cover them exactly once, each in sorted order; "
+         "their outputs concatenated for I = 0..N-1 equal one run's on the sorted inputs.")
+
+
+def inputs_to_shard(inputs, shard):
+    """The inputs of a --shard run sorted before folders are expanded, so that which of two names
+    for one photo is kept (`a.jpg $PWD/a.jpg`, two folders linking to a third) does not hang on
+    the order typed; the inputs as given without --shard. '-' is refused: each process's standard
+    input is its own, so no process could tell which shard it belongs to."""
+    from alexft.image_sources import StdinImage
+    from alexft.pipeline import input_order
+
+    if shard is None:
+        return inputs
+    if any(isinstance(item, StdinImage) for item in inputs):
+        raise click.UsageError("--shard cuts the inputs every process names alike; '-' (standard input) is each "
+                               "process's own: save the image to a file, or leave out --shard")
+    return sorted(inputs, key=input_order)

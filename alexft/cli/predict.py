@@ -10,8 +10,9 @@ from alexft.errors import AlexftError
 
 from . import examples
 from .common import (EXIT_INPUT_FAILED, EnvironmentOption, ImageInput, PathParam, expand_inputs, fail_cleanly,
-                     note_top_k, precision_option, preprocessing_from, preprocessing_options, progress_option,
-                     read_weights, say_unused, say_warning, shard_option, start_tensorflow, terminating_cleanly, weights_option)
+                     inputs_to_shard, note_top_k, precision_option, preprocessing_from, preprocessing_options,
+                     progress_option, read_weights, say_unused, say_warning, shard_option, start_tensorflow,
+                     terminating_cleanly, weights_option)
 
 
 @click.command(short_help="Print the top ImageNet (or your model's) classes of images.",
@@ -43,7 +44,7 @@ def classify(ctx, inputs, weights, top, ten_crop, batch_size, as_json, runtime, 
     Exit status 1 if any input could not be used; all others are still classified.
     """
     from alexft import fast_start
-    from alexft.pipeline import shard as shard_of
+    from alexft.pipeline import sorted_shard
     from alexft.predict import classify as classify_images
     from alexft.weights.sources import resolve_weights
 
@@ -53,9 +54,9 @@ def classify(ctx, inputs, weights, top, ten_crop, batch_size, as_json, runtime, 
                                    "or OpenVINO")
         runtime = "tensorflow"
     _check_runtime_installed(runtime)
-    paths = expand_inputs(inputs)
-    if shard:
-        paths = shard_of(paths, *shard)
+    paths = expand_inputs(inputs_to_shard(inputs, shard))  # without --shard: in the order typed
+    if shard:  # the sorted list's part, whatever the order typed: every process cuts the same list
+        paths = [paths[position] for position in sorted_shard(paths, *shard)]
         if not paths:
             return  # more shards than images: this one has nothing to do
     weights = resolve_weights(weights, progress=progress)  # before TensorFlow: a missing file is said at once
@@ -382,7 +383,7 @@ def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, s
     from alexft import architecture as arch
     from alexft.data import images_with_labels
     from alexft.feature_files import TenCropOfMapsError
-    from alexft.pipeline import shard as shard_of
+    from alexft.pipeline import sorted_shard
     from alexft.preprocess import distinct_inputs
     from alexft.weights import layers_above
 
@@ -390,7 +391,7 @@ def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, s
     if ten_crop and not isinstance(arch.LAYERS.get(layer), arch.Dense):
         raise click.UsageError(str(TenCropOfMapsError(layer, "--ten-crop")))
     # `cl cl/` or `cl cl/cats` is one class folder, with its labels
-    inputs = distinct_inputs(inputs, say=say_warning)
+    inputs = distinct_inputs(inputs_to_shard(inputs, shard), say=say_warning)
     paths, labels, class_names = images_with_labels(inputs)
     if labels is None:
         paths = expand_inputs(inputs)  # the same as find_images, and says which folders were empty
@@ -401,8 +402,8 @@ def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, s
     network = _feature_network(weight_set, layer, precision)
     from alexft.features import extract_features
 
-    if shard:  # labels and class names come from the whole listing, so every shard agrees on them
-        chosen = shard_of(range(len(paths)), *shard)
+    if shard:  # the sorted list's part; labels and class names come from the whole listing, so every shard agrees
+        chosen = sorted_shard(paths, *shard)
         paths = [paths[index] for index in chosen]
         labels = labels[chosen] if labels is not None else None
     # The inputs are expanded and labelled here: its only note would be "no features written",

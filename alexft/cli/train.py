@@ -48,7 +48,8 @@ class _OptionValue(click.ParamType):
                    "Default: the skipped ones.")
 @click.option("--epochs", default="auto", show_default=True, type=_OptionValue("N|auto", "parse_epochs"), metavar="N|auto",
               help="Passes over the training images, or 'auto': 10 on images; on the feature cache, enough for "
-                   "1000 steps (10-200 epochs). With --resume: may grow; auto keeps the run's.")
+                   "1000 steps (10-200 epochs). With --resume: may change, but not below the epochs done (equal: the run "
+                   "ends now); auto keeps the run's.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Images per training step.")
 @click.option("--lr", default="auto", show_default=True, type=_OptionValue("RATE|auto", "parse_rate"), metavar="RATE|auto",
               help="Base learning rate, or 'auto': measured by a range test on the training data before the first "
