@@ -6,6 +6,7 @@ import tensorflow as tf
 from .cpu_features import cpu_has_bfloat16
 from .cluster_config import cluster_role
 from .errors import DeviceError  # noqa: F401  (raised here, and imported from here)
+from .train_options import HEARTBEAT_SECONDS
 
 # Seconds the chief's coordination service waits for a worker's heartbeat before it calls the
 # worker lost and stops the job. Workers heartbeat every half timeout, so a stall of half the
@@ -65,20 +66,20 @@ def _heartbeat_seconds(value):
     """`value`, else $ALEXFT_HEARTBEAT_TIMEOUT, else HEARTBEAT_TIMEOUT, in seconds (at least 1:
     the agent heartbeats every half timeout, so less would make it spin)."""
     if value is not None:
-        if not isinstance(value, (int, float)) or not 1 <= value < float("inf"):
-            raise DeviceError(f"heartbeat timeout {value!r}: expected a number of seconds, at least 1")
-        return value
+        return _seconds(value, f"heartbeat timeout {value!r}")
     text = os.environ.get(HEARTBEAT_TIMEOUT_VARIABLE, "").strip()
     if not text:
         return HEARTBEAT_TIMEOUT
+    return _seconds(text, f"{HEARTBEAT_TIMEOUT_VARIABLE}={text!r}", f" (unset: {HEARTBEAT_TIMEOUT})")
+
+
+def _seconds(value, said, note=""):
+    """`value` in seconds by the rule TrainOptions checks its heartbeat_timeout with, else a
+    DeviceError: `said` names where it came from, `note` adds what to know."""
     try:
-        seconds = float(text)
-    except ValueError:
-        seconds = None
-    if seconds is None or not 1 <= seconds < float("inf"):
-        raise DeviceError(f"{HEARTBEAT_TIMEOUT_VARIABLE}={text!r}: expected a number of seconds, at least 1 "
-                          f"(unset: {HEARTBEAT_TIMEOUT})")
-    return seconds
+        return float(HEARTBEAT_SECONDS.take(value))
+    except (TypeError, ValueError):
+        raise DeviceError(f"{said}: expected {HEARTBEAT_SECONDS.expected}{note}") from None
 
 
 def _configure_coordination(heartbeat_seconds):

@@ -33,9 +33,15 @@ from .weights.sources import resolve_weights
 from .traced_gradients import custom_gradients_released
 from .train_data import TrainingData, unread_classes_said
 from .train_network import LostWorker, TrainingNetwork
-from .train_options import (CAFFE_BASE_LR, TrainOptions, bias_factor_for_rate, cache_point, check_layers,
-                            decay_for_rate)
+from .option_rules import Flag, Function, Range, checked
+from .train_options import CAFFE_BASE_LR, TrainOptions, bias_factor_for_rate, cache_point, check_layers, decay_for_rate
 
+
+# finetune's own keywords, checked as the options record checks its fields: before the listing
+# (log="train.log" failed seconds into it, as "'str' object is not callable"); resume="no" is
+# truthy, and would continue a run asked not to.
+KEYWORD_RULES = {"resume": Flag(), "progress": Flag(none=True), "log": Function("each line of the run's log"),
+                 "cache_memory": Range(0, unit="bytes")}
 
 CLIMB_SHARE = 2.0  # a last epoch's loss over this times the lowest epoch's (and a guess's): steps too large
 CHANCE_LOSS_SHARE = 0.97  # a best training loss at least this share of ln(classes) learned nothing
@@ -63,8 +69,8 @@ def finetune(data_dir=None, options=None, *, weights=None, output=None, resume=F
         if value is not None and not isinstance(value, (str, os.PathLike, *also)):
             raise TypeError(f"finetune()'s {name} is a folder's path (str or pathlib.Path), not "
                             f"{type(value).__name__} {value!r}")
-    if not isinstance(resume, (bool, np.bool_)):  # resume="no" is truthy: it would continue a run asked not to
-        raise TypeError(f"finetune()'s resume is True or False, not {type(resume).__name__} {resume!r}")
+    for name, value in dict(resume=resume, progress=progress, log=log, cache_memory=cache_memory).items():
+        checked(value, f"finetune()'s {name}", KEYWORD_RULES[name])
     with said_in_python_words(FINETUNE_KEYWORDS):
         if isinstance(data_dir, Dataset) and dataset is None:  # finetune(load_dataset(...))
             data_dir, dataset = None, data_dir

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Union
 
 from . import architecture as arch
-from .errors import AlexftError
+from .option_rules import Flag, OneOf, OptionsError, OptionTypeError, Range, checked  # noqa: F401  (re-exported)
 
 WEIGHT_DECAY = 5e-4
 FRESH_LR_MULTIPLIER = 10.0
@@ -31,10 +31,6 @@ CAFFE_BASE_LR = 0.001  # the rate Caffe's fine-tuning recipe pairs with its deca
 
 
 MAX_SEED = 2**31 - 1  # numpy takes no negative seed, TensorFlow's ops none past 64 bits: one range for all
-
-
-class OptionsError(AlexftError, ValueError):
-    """An option has a value fine-tuning cannot use."""
 
 
 @dataclass
@@ -97,6 +93,8 @@ class TrainOptions:
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or not 0 <= self.seed <= MAX_SEED:
             raise OptionsError(f"seed must be a whole number from 0 to {MAX_SEED}, got {self.seed!r}")
         self.seed = int(self.seed)  # (numpy's integers are not JSON: config.json could not be written)
+        for name, rule in FIELD_RULES.items():
+            setattr(self, name, checked(getattr(self, name), name, rule))
 
     @property
     def auto_lr(self):
@@ -237,6 +235,26 @@ def parse_share(value, name):
     if isinstance(number, bool) or not isinstance(number, numbers.Real) or not 0 <= number < 1:
         raise OptionsError(f"{name} must be a number in [0, 1), got {value!r}")
     return number if type(number) in (int, float) else float(number)  # (as given; numpy's are not JSON)
+
+
+STRATEGIES = ("auto", "one", "mirrored", "multiworker")
+HEARTBEAT_SECONDS = Range(1, unit="seconds", none=True)  # the agent heartbeats every half timeout: less would spin
+
+# The fields checked by rule; the ranges are the command line's where it has the option, else
+# Caffe's meaning: momentum 1 would never forget a gradient, a negative decay grows the weights,
+# a fresh layer at rate 0 stays random (as an untrained skipped layer, check_layers), biases at
+# rate 0 are held (Caffe's lr_mult: 0).
+FIELD_RULES = {
+    "ten_crop_val": Flag(), "cache": Flag(), "keep_last": Flag(), "keep_checkpoint": Flag(),
+    "momentum": Range(0, 1, high_open=True),
+    "weight_decay": Range(0),
+    "fresh_lr_multiplier": Range(0, low_open=True),
+    "bias_lr_multiplier": Range(0),
+    "max_broken": Range(0, 1),
+    "max_recoveries": Range(0, whole=True),
+    "heartbeat_timeout": HEARTBEAT_SECONDS,
+    "strategy": OneOf(STRATEGIES),
+}
 
 
 def parse_epochs(value):

@@ -1827,6 +1827,55 @@ def test_a_mistyped_option_is_named_with_the_one_meant():
         finetune("anywhere", learning_rate=0.01)
 
 
+def test_a_mistaken_option_value_is_refused_at_once_naming_it_and_what_it_takes():
+    """cache="no" cached (a text is truthy), momentum=1.5 failed seconds in, inside Keras,
+    weight_decay=-1 trained to the end, log="train.log" failed inside the run as "'str' object
+    is not callable": each is one line, before anything is listed (here a folder that is not there)."""
+    from alexft.train_options import OptionTypeError, TrainOptions
+
+    finetunes_own = {"progress", "log", "cache_memory"}  # said as finetune()'s, as resume is; the rest the record's
+    for keywords, error, said in (
+            ({"cache": "no"}, OptionTypeError, r"cache is True or False, not str 'no'$"),
+            ({"ten_crop_val": "false"}, OptionTypeError, r"ten_crop_val is True or False, not str 'false'$"),
+            ({"keep_last": "no"}, OptionTypeError, r"keep_last is True or False, not str 'no'$"),
+            ({"keep_checkpoint": 1}, OptionTypeError, r"keep_checkpoint is True or False, not int 1$"),
+            ({"progress": "no"}, OptionTypeError, r"progress is True, False or None, not str 'no'$"),
+            ({"log": "train.log"}, OptionTypeError, r"log is a function called with each line of the run's log, or "
+                                                    r"None, not str 'train.log'$"),
+            ({"momentum": 1.5}, OptionsError, r"momentum 1.5: expected a number in \[0, 1\)$"),
+            ({"momentum": 1}, OptionsError, r"momentum 1: expected a number in \[0, 1\)$"),
+            ({"momentum": True}, OptionsError, r"momentum True: expected a number in \[0, 1\)$"),
+            ({"weight_decay": -0.1}, OptionsError, r"weight_decay -0.1: expected a number, at least 0$"),
+            ({"weight_decay": float("nan")}, OptionsError, r"weight_decay nan: expected a number, at least 0$"),
+            ({"fresh_lr_multiplier": 0}, OptionsError, r"fresh_lr_multiplier 0: expected a number, above 0$"),
+            ({"bias_lr_multiplier": "twice"}, OptionsError, r"bias_lr_multiplier 'twice': expected a number, at least 0$"),
+            ({"max_broken": 2.0}, OptionsError, r"max_broken 2.0: expected a number in \[0, 1\]$"),
+            ({"max_recoveries": -1}, OptionsError, r"max_recoveries -1: expected a whole number, at least 0$"),
+            ({"max_recoveries": 2.0}, OptionsError, r"max_recoveries 2.0: expected a whole number, at least 0$"),
+            ({"heartbeat_timeout": -5}, OptionsError, r"heartbeat_timeout -5: expected a number of seconds, at least 1$"),
+            ({"strategy": "bogus"}, OptionsError, r"strategy 'bogus': expected auto, one, mirrored or multiworker$"),
+            ({"cache_memory": "2GB"}, OptionsError, r"cache_memory '2GB': expected a number of bytes, at least 0$"),
+            ({"cache_memory": -1}, OptionsError, r"cache_memory -1: expected a number of bytes, at least 0$")):
+        own = bool(keywords.keys() & finetunes_own)
+        with pytest.raises(error, match=(r"^finetune\(\)'s " if own else "^") + said):
+            finetune("no folder here", **keywords)
+        if not own:
+            with pytest.raises(error, match="^" + said):
+                TrainOptions(**keywords)
+    assert issubclass(OptionTypeError, TypeError)  # a wrong kind is a TypeError too, as resume="no" was refused
+    # Numbers as Python or numpy gives them, or their digits as the counts and shares take theirs,
+    # kept as plain numbers (config.json is JSON); the command line's bounds are in range.
+    options = TrainOptions(momentum=np.float32(0.5), weight_decay=0, max_recoveries=np.int64(5), max_broken=1,
+                           bias_lr_multiplier="2", fresh_lr_multiplier=0.5, heartbeat_timeout=np.int64(1),
+                           cache=np.bool_(False), keep_last=True, strategy="Mirrored")
+    assert (options.momentum, options.max_recoveries, options.bias_lr_multiplier, options.heartbeat_timeout,
+            options.cache, options.strategy) == (0.5, 5, 2.0, 1.0, False, "mirrored")
+    assert json.loads(json.dumps(options.as_dict()))["max_recoveries"] == 5
+    assert TrainOptions(momentum="0.9").momentum == 0.9
+    defaults = TrainOptions().as_dict()
+    assert TrainOptions.from_dict(defaults).as_dict() == defaults  # config.json read back passes its own rules
+
+
 def test_a_new_run_folder_inside_the_data_is_refused_before_anything_is_written(small_digits_folder, tmp_path):
     """A helper's `finetune nested2 -o nested2/run1` ran, and the next run on nested2 trained a
     class 'run1' (its curves are images). Inside a --val-dir too, and the default runs/ when the
