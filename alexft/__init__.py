@@ -149,11 +149,13 @@ def _refuse_half_imported(started, unfinished=()):
 
 
 def _register_layers():
-    """Keras finds alexft's layers by their registered names ("alexft>GroupedConv2D") when it
-    loads a saved model, so they are registered right after Keras is imported."""
+    """Keras finds alexft's layers by their registered names ("alexft>GroupedConv2D"), and
+    preprocess_input in a Lambda layer ("alexft>preprocess_input"), when it loads a saved model,
+    so they are registered right after Keras is imported."""
     try:
         importlib.import_module(".layers", __name__)
         importlib.import_module(".preprocessing_layer", __name__)
+        importlib.import_module(".applications", __name__).register_with_keras()
     except Exception as error:  # never break the user's `import keras`
         import warnings
 

@@ -41,29 +41,26 @@ def AlexNet(weights=IMAGENET, include_top=True, classes=None, pooling=None, clas
     227x227x3 and the output the class scores after `classifier_activation` ("softmax", None for
     logits, or any Keras activation). Inputs are what `preprocess_input` returns.
     """
+    # Every check that needs no weights comes first: a mistake is said at once, not after the
+    # weights are looked for (or 233 MB downloaded, or a download failing offline), nor after
+    # TensorFlow's start-up where it can.
+    classes = _checked_classes(classes)
+    last = _last_layer(include_top, last_layer, pooling, classes)
+    _warn_of_unused(pooling=pooling if include_top else None, classes=classes if last != "fc8" else None)
+    input_shape = _input_shape(input_tensor, input_shape, include_top, last)
     import keras
 
     from .model import alexnet_layers
 
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of None, 'avg', 'max'; got {pooling!r}")
-    if last_layer is not None and last_layer not in arch.ENDS:
-        raise ValueError(f"AlexNet has no layer {last_layer!r}; a model may end at {', '.join(arch.ENDS)}")
-    if include_top and last_layer not in (None, "fc8"):
-        raise ValueError(f"last_layer={last_layer!r} needs include_top=False")
-    last = "fc8" if include_top else (last_layer or "pool5")
-    _warn_of_unused(pooling=pooling if include_top else None, classes=classes if last != "fc8" else None)
+    activation = keras.activations.get(classifier_activation) if include_top else None
     weight_set = _weight_set(weights, include_top, last, progress)
     classes = _class_count(weight_set, classes, include_top)
-    inputs = _input(keras, input_tensor, input_shape, include_top, last)
+    inputs = _input(keras, input_tensor, input_shape)
     x = alexnet_layers(inputs, classes, last=last, initial=weight_set.initial_arrays() if weight_set else None)
     if not include_top and pooling:
-        if len(x.shape) != 4:
-            raise ValueError(f"pooling={pooling!r} needs a convolutional output; {last} is {x.shape[1:]}")
         pool = keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
         x = pool(name=f"{pooling}_pool")(x)
     if include_top:
-        activation = keras.activations.get(classifier_activation)
         x = keras.layers.Activation(activation, dtype="float32",
                                     name="logits" if classifier_activation is None else "prob")(x)
     source = inputs if input_tensor is None else keras.utils.get_source_inputs(input_tensor)
@@ -74,6 +71,22 @@ def AlexNet(weights=IMAGENET, include_top=True, classes=None, pooling=None, clas
     from .layers import ClassifierModel
 
     return ClassifierModel(source, x, name=name, class_names=class_names)  # for decode_predictions, kept when saved
+
+
+def _last_layer(include_top, last_layer, pooling, classes):
+    """The layer the model ends at, checked with the pooling it takes."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of None, 'avg', 'max'; got {pooling!r}")
+    if last_layer is not None and last_layer not in arch.ENDS:
+        raise ValueError(f"AlexNet has no layer {last_layer!r}; a model may end at {', '.join(arch.ENDS)}")
+    if include_top and last_layer not in (None, "fc8"):
+        raise ValueError(f"last_layer={last_layer!r} needs include_top=False")
+    last = "fc8" if include_top else (last_layer or "pool5")
+    layer = arch.LAYERS.get(last)
+    if not include_top and pooling and isinstance(layer, arch.Dense):  # a flat vector: nothing to pool
+        raise ValueError(f"pooling={pooling!r} needs a convolutional output; {last} is "
+                         f"({layer.outputs or classes or 'classes'},)")
+    return last
 
 
 def _weight_set(weights, include_top, last, progress):
@@ -114,21 +127,28 @@ def _warn_of_unused(pooling, classes):
                       "your own head that many outputs", AlexftWarning, stacklevel=3)
 
 
+def _checked_classes(classes):
+    if classes is None:
+        return None
+    if isinstance(classes, bool) or not isinstance(classes, numbers.Integral) or classes < 1:
+        raise ValueError(f"classes must be a positive whole number; got {classes!r}")
+    return int(classes)  # (numpy's integers, as len(np.unique(labels)) gives, are not JSON in a saved model)
+
+
 def _class_count(weight_set, classes, include_top):
     held = weight_set.num_classes if weight_set is not None and "fc8" in weight_set.params else None
     if classes is None:
         return held or arch.IMAGENET_CLASSES
-    if isinstance(classes, bool) or not isinstance(classes, numbers.Integral) or classes < 1:
-        raise ValueError(f"classes must be a positive whole number; got {classes!r}")
-    classes = int(classes)  # (numpy's integers, as len(np.unique(labels)) gives, are not JSON in a saved model)
     if include_top and held is not None and classes != held:
         raise ValueError(f"the weights {weight_set.path} have {held} classes, not {classes}: leave classes unset, "
                          "or use include_top=False and a head of your own")
     return classes
 
 
-def _input(keras, input_tensor, input_shape, include_top, last):
+def _input_shape(input_tensor, input_shape, include_top, last):
+    """The shape of one input image, (height, width, 3), checked with the input tensor's dtype."""
     size = arch.INPUT_SIZE
+    _check_input_dtype(input_tensor)
     if input_shape is None:
         input_shape = (size, size, 3) if input_tensor is None else tuple(input_tensor.shape[1:])
     input_shape = tuple(input_shape)
@@ -141,6 +161,21 @@ def _input(keras, input_tensor, input_shape, include_top, last):
                          f"got {input_shape}: end at pool5 or a convolution for other sizes")
     if any(side is not None and side < 67 for side in input_shape[:2]):
         raise ValueError(f"input_shape {input_shape}: AlexNet needs at least 67x67 pixels")
+    return input_shape
+
+
+def _check_input_dtype(input_tensor):
+    """Integer pixels built a model that failed only when run, deep in TensorFlow ("GroupedConv2D.call():
+    ... DataType uint8 not in list of allowed values"). (input_shape carries no dtype: Keras' float.)"""
+    dtype = getattr(input_tensor, "dtype", None)
+    name = str(getattr(dtype, "name", dtype))  # (a KerasTensor's dtype is a str, a tf.Tensor's a DType)
+    if dtype is not None and "float" not in name:
+        raise ValueError(f"input_tensor is {name}: AlexNet takes float32 images as preprocess_input returns them; for "
+                         "raw uint8 images put the preprocessing in the model, input_tensor=alexft.preprocess_input("
+                         "keras.Input((None, None, 3), dtype=\"uint8\")) (an alexft.CaffePreprocessing layer)")
+
+
+def _input(keras, input_tensor, input_shape):
     if input_tensor is None:
         return keras.Input(input_shape, name="image")
     if not keras.backend.is_keras_tensor(input_tensor):
@@ -167,8 +202,9 @@ def preprocess_input(x, data_format=None):
     layer instead: TensorFlow ops only, so the model saves, exports and serves without Python,
     within a grey level of OpenCV's resize on some pixels; it takes 8-bit images (uint8 or 0-255
     floats; RGB, grey, grey and alpha, or RGBA). So does a tensor traced in a `tf.function` or a
-    Keras `Lambda` layer, which may be saved. Arrays, eager tensors and `Dataset.map`'s tensors go
-    through OpenCV, exactly (a `tf.numpy_function`, which a saved model could not serve).
+    Keras `Lambda` layer, which may be saved (and loads after `import alexft`). Arrays, eager
+    tensors and `Dataset.map`'s tensors go through OpenCV, exactly (a `tf.numpy_function`, which a
+    saved model could not serve).
     """
     if data_format not in (None, "channels_last"):
         raise ValueError(f"preprocess_input: data_format {data_format!r}: alexft's models take channels_last "
@@ -195,6 +231,17 @@ def preprocess_input(x, data_format=None):
             views.append(_preprocess_array(_pixels(image)))
         return np.stack(views)
     return _preprocess_array(_pixels(x))
+
+
+def register_with_keras():
+    """Keras saves the function of a `Lambda` layer by its registered name and finds it again by
+    that name only ("preprocess_input", unregistered, needed custom_objects to load). Called
+    once Keras is imported (alexft/__init__.py): `import alexft` does not import it."""
+    import keras
+
+    from .layers import PACKAGE
+
+    keras.saving.register_keras_serializable(PACKAGE)(preprocess_input)  # as "alexft>preprocess_input"
 
 
 def _pixels(x):

@@ -275,6 +275,19 @@ def test_preprocess_input_on_a_models_input_is_a_layer_that_exports_and_serves_w
     np.testing.assert_array_equal(np.float32(eval(done.stdout)), model(images[1][np.newaxis]).numpy())
 
 
+def test_an_integer_input_tensor_is_refused_with_the_way_to_give_a_model_raw_pixels():
+    """A uint8 input_tensor built a model that failed only in predict, deep in TensorFlow
+    ("GroupedConv2D.call(): ... DataType uint8 not in list of allowed values"); the way named works."""
+    for dtype in ("uint8", "int32"):
+        with pytest.raises(ValueError, match=f"^input_tensor is {dtype}: AlexNet takes float32 images as preprocess_input "
+                                             r"returns them; for raw uint8 images .* input_tensor=alexft\.preprocess_input\("
+                                             r"keras\.Input\(\(None, None, 3\), dtype=\"uint8\"\)\) \(an alexft\."
+                                             r"CaffePreprocessing layer\)$"):
+            alexft.AlexNet(weights=None, input_tensor=keras.Input((227, 227, 3), dtype=dtype))
+    model = alexft.AlexNet(weights=None, input_tensor=alexft.preprocess_input(keras.Input((None, None, 3), dtype="uint8")))
+    assert model.predict(photos_rgb()[0][np.newaxis], verbose=0).shape == (1, 1000)
+
+
 def test_decode_predictions_names_imagenet_classes_by_wordnet_id():
     scores = np.zeros((2, 1000), np.float32)
     scores[0, [281, 285, 3]] = [0.7, 0.2, 0.1]
@@ -448,6 +461,26 @@ def test_imagenet_weights_are_found_as_the_command_line_finds_them(canonical_wei
         alexft.AlexNet(weights="imagenet")
 
 
+def test_argument_mistakes_are_said_before_any_weights_are_looked_for(monkeypatch):
+    """With the default weights="imagenet" a wrong argument first went for the download (233 MB;
+    offline "all 2 sources failed"), and the mistake was never said."""
+    def looked_for(*args, **kwargs):
+        raise AssertionError("the weights were looked for before the arguments were checked")
+
+    monkeypatch.setattr("alexft.weights.sources.resolve_weights", looked_for)
+    for wrong, message in ((dict(include_top=False, input_shape=(3, 227, 227)),
+                            r"^input_shape must be \(height, width, 3\); got \(3, 227, 227\)$"),
+                           (dict(include_top=False, last_layer="fc7", pooling="avg"),
+                            r"^pooling='avg' needs a convolutional output; fc7 is \(4096,\)$"),
+                           (dict(include_top=False, last_layer="fc8", pooling="max", classes=5),
+                            r"^pooling='max' needs a convolutional output; fc8 is \(5,\)$"),
+                           (dict(classes=0), "^classes must be a positive whole number; got 0$"),
+                           (dict(classifier_activation="sofmax"), "sofmax"),
+                           (dict(input_tensor=keras.Input((227, 227, 3), dtype="uint8")), "^input_tensor is uint8: ")):
+        with pytest.raises(ValueError, match=message):
+            alexft.AlexNet(**wrong)
+
+
 # --- serialisation --------------------------------------------------------------------------------
 
 LOAD_AND_RUN = """
@@ -474,6 +507,8 @@ rebuilt.load_weights(folder + "/user.weights.h5")
 out["json"] = np.asarray(rebuilt(views)).tolist()
 exported = tf.saved_model.load(folder + "/user_saved_model")  # kept: its variables live as long as it does
 out["saved_model"] = exported.serve(tf.constant(views)).numpy().tolist()
+# preprocess_input in a Lambda layer, found by its registered name, in Keras' default safe_mode.
+out["lambda"] = np.asarray(keras.models.load_model(folder + "/lambda.keras")(np.load(folder + "/pixels.npy"))).tolist()
 print(json.dumps(out))
 """
 
@@ -497,11 +532,18 @@ def test_models_save_and_load_bit_for_bit_in_a_fresh_process(ten_class_weights, 
     (tmp_path / "user.json").write_text(user.to_json())
     user.save_weights(tmp_path / "user.weights.h5")
     user.export(str(tmp_path / "user_saved_model"), verbose=False)
+    # It saved as "preprocess_input", which no other process found without custom_objects.
+    pixels_in = keras.Input((None, None, 3))
+    with_lambda = keras.Model(pixels_in, keras.layers.Lambda(alexft.preprocess_input, output_shape=(227, 227, 3))(pixels_in))
+    with_lambda.save(tmp_path / "lambda.keras")
+    pixels = np.float32(photos_rgb(("chelsea",))[0][np.newaxis])
+    np.save(tmp_path / "pixels.npy", pixels)
 
     done = subprocess.run([sys.executable, "-c", LOAD_AND_RUN, str(tmp_path)], capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     loaded = json.loads(done.stdout.splitlines()[-1])
+    np.testing.assert_array_equal(np.float32(loaded.pop("lambda")), with_lambda(pixels).numpy())
     assert loaded.pop("class_names") == [TEN_CLASSES] * 3
     assert loaded.pop("base_class_names") is None
     assert loaded.pop("decoded") == TEN_CLASSES[int(np.argmax(expected["full.keras"][0]))]
@@ -516,6 +558,7 @@ def test_models_save_and_load_bit_for_bit_in_a_fresh_process(ten_class_weights, 
     config = full.get_layer("conv2").get_config()
     assert config["spec"]["groups"] == 2 and keras.saving.get_registered_name(type(full.get_layer("conv2"))) == \
         "alexft>GroupedConv2D"
+    assert with_lambda.get_layer(index=1).get_config()["function"]["config"] == "alexft>preprocess_input"
 
 
 def test_a_model_built_from_its_config_starts_from_caffes_initialisation(ten_class_weights):
