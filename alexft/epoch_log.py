@@ -4,7 +4,8 @@ Every epoch goes to history.csv and TensorBoard. The log shows every epoch while
 slow, but a run of many quick epochs (200 on the feature cache, 0.1 s each) would bury the
 lines that matter under hundreds alike: there it shows about MAX_LINES of them, evenly spaced,
 plus any epoch that ends LOG_INTERVAL seconds after the last line, recovered epochs, the
-last one and the one a signal stopped the run after.
+last one and the one a signal stopped the run after (also when the stop came mid-epoch: the
+last epoch that ended, if its line was held back, so the log says where the run got).
 """
 import math
 import time
@@ -22,10 +23,12 @@ class EpochLog:
         self.every = max(1, math.ceil(epochs / MAX_LINES))
         self._last_line = time.monotonic()
         self._shown_any = self._said_thinned = False
+        self._held = None  # the last row, when its line was thinned out
 
     def __call__(self, row, stopping=False):
         due = (stopping or not self._shown_any or row["epoch"] % self.every == 0 or row["epoch"] >= self.epochs
                or row.get("note") or time.monotonic() - self._last_line >= LOG_INTERVAL)
+        self._held = None if due else row
         if not due:
             if not self._said_thinned:
                 self._said_thinned = True
@@ -34,6 +37,12 @@ class EpochLog:
             return
         self.log(describe_row(row, self.epochs))
         self._shown_any, self._last_line = True, time.monotonic()
+
+    def stopped(self):
+        """The run stops before its last epoch (a stop or an error mid-epoch): the line of the
+        last epoch that ended, if it was held back."""
+        if self._held is not None:
+            self(self._held, stopping=True)
 
 
 def describe_row(row, epochs):

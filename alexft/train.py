@@ -314,6 +314,7 @@ class Trainer:
                 self._write_pending_model()
                 summary = self._finish(state, time.perf_counter() - started)
         except BaseException as stopping:
+            show.stopped()  # a stop mid-epoch: the log shows the last epoch that ended, as history.csv does
             self._write_pending_model(stopping=str(stopping))  # whatever stops the run, model.npz is the best epoch
             self._write_ledger(quietly=True)  # and the files skipped so far are listed, as the log said
             raise

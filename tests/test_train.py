@@ -930,6 +930,34 @@ def test_ctrl_c_in_the_python_api_is_a_keyboard_interrupt_after_the_checkpoint(s
     assert (output / "checkpoint.npz").exists() and (output / "model.npz").exists()
 
 
+def test_a_stop_mid_epoch_shows_the_last_ended_epochs_line_that_was_held_back(monkeypatch):
+    """A piped 30-epoch run shows every second epoch: stopped in epoch 6, its log ended at epoch
+    4, though epoch 5 had ended (history.csv held it). The stop shows it, once; a line shown is
+    not shown again."""
+    from alexft import epoch_log
+
+    monkeypatch.setattr(epoch_log.time, "monotonic", lambda: 1000.0)  # quick epochs: none is due by the clock
+    lines = []
+    show = epoch_log.EpochLog(lines.append, 30, "run/history.csv")
+
+    def ended(epoch):
+        show(dict(epoch=epoch, train_loss=1.0, train_accuracy=0.5, val_loss=None, val_accuracy=None, lr=0.01,
+                  seconds=0.1))
+
+    def shown():
+        return [line.split(":")[0] for line in lines if line.startswith("epoch ")]
+
+    for epoch in range(1, 6):
+        ended(epoch)
+    assert shown() == ["epoch 1/30", "epoch 2/30", "epoch 4/30"]
+    show.stopped()
+    show.stopped()
+    assert shown() == ["epoch 1/30", "epoch 2/30", "epoch 4/30", "epoch 5/30"]
+    ended(6)
+    show.stopped()
+    assert shown()[-2:] == ["epoch 5/30", "epoch 6/30"]
+
+
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
 def test_a_signal_after_the_last_epoch_lets_the_run_finish(signal_number, monkeypatch, small_digits_folder,
                                                            canonical_weights_file, tmp_path):
