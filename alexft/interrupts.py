@@ -43,3 +43,21 @@ def raise_if_pending():
         raise Terminated
     if _noted:
         raise KeyboardInterrupt
+
+
+def before_training(signal_number, resume, kept=None):
+    """A stop that came before the run folder was touched (the listing, the weights' read,
+    TensorFlow's start-up), as the TrainingInterrupted a stop in the epochs raises, saying what
+    is on disk: `kept`, the folder a resume left as it was. Without TensorFlow: it may be the
+    import that was stopped."""
+    from .errors import TrainingInterrupted
+
+    how = "terminated" if signal_number == signal.SIGTERM else "interrupted"
+    said = (f"{how} before training resumed; the run folder is as it was" if resume else
+            f"{how} before training started; no run folder was kept")
+    return TrainingInterrupted(said, signal_number, kept)
+
+
+def stop_signal():
+    """The signal of the stop noted since the command began: SIGTERM's first, as `raise_if_pending`."""
+    return signal.SIGTERM if terminated() else signal.SIGINT

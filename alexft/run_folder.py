@@ -37,7 +37,7 @@ CURVES_EVERY = 30  # seconds between redraws of curves.png during a run
 # of quick epochs training fc6-fc8 rewrote a 655 MB checkpoint after each 0.2 s epoch (25 s of 27)
 WRITE_SHARE = 0.1
 # What a run writes, replaces or removes in its folder: a folder holding any of them that is not a
-# run's (no config.json) is refused, so that nothing of the user's is overwritten or deleted.
+# run's (no config.json alexft wrote) is refused, so that nothing of the user's is overwritten or deleted.
 RUN_FILES = ("config.json", "classes.json", "val.txt", "checkpoint.npz", "model.npz", "last_layers.npz", "history.csv",
              "curves.png", "summary.json", "lr_find.png", "broken_files.json", "tensorboard", "feature_cache")
 
@@ -83,9 +83,13 @@ class RunFolder:
         if not self._holds("config.json") or not saved.is_file():
             raise RunFolderError(f"{self.path}: nothing to resume (no config.json); run without --resume first")
         try:
-            return json.loads(saved.read_text())
+            config = json.loads(saved.read_text())
         except ValueError as error:
             raise RunFolderError(f"{saved}: unreadable ({error}); the run cannot be resumed") from None
+        if not written_by_alexft(config):
+            raise RunFolderError(f"{self.path}: config.json there is not from an alexft run: nothing to resume; "
+                                 "choose another --output")
+        return config
 
     def finished_summary(self):
         """The summary of a run that finished, or None."""
@@ -108,7 +112,7 @@ class RunFolder:
     def refuse_existing(self):
         # A finished epoch leaves a checkpoint, which every worker can see before the cluster forms
         # (the chief's fresh config.json cannot tell them apart): all refuse together, none waits.
-        if self._holds("checkpoint.npz") or (self.chief and self._holds("config.json")):
+        if self._holds("checkpoint.npz") or (self.chief and self._holds_runs_config()):
             if self.chief and not self.claimed:
                 self.claim()  # refused here, as in use, while another run trains there ("pass --resume" would be)
                 self.release()
@@ -125,6 +129,16 @@ class RunFolder:
             one = len(taken) == 1
             raise RunFolderError(f"{self.path}: {', '.join(taken)} there {'is' if one else 'are'} not from an alexft run, "
                                  f"and a run would replace {'it' if one else 'them'}; choose another --output")
+
+    def _holds_runs_config(self):
+        """A config.json an alexft run wrote: the user's own of that name (a model's, a tool's)
+        is no run to resume, and is refused with the other files a run would replace."""
+        if not self._holds("config.json"):
+            return False
+        try:
+            return written_by_alexft(json.loads((self.path / "config.json").read_text()))
+        except (OSError, ValueError):  # (written atomically: one alexft wrote is whole JSON)
+            return False
 
     def _holds(self, name):
         try:
@@ -274,6 +288,13 @@ class RunFolder:
         if not keep_checkpoint:
             self.checkpoint.unlink(missing_ok=True)
         shutil.rmtree(self.path / "feature_cache", ignore_errors=True)  # a resumed run rebuilds it
+
+
+def written_by_alexft(config):
+    """Whether a config.json's contents are a run's: every run's records the alexft that wrote it
+    (`versions`, since the first), which a config.json of the user's own does not."""
+    versions = config.get("versions") if isinstance(config, dict) else None
+    return isinstance(versions, dict) and "alexft" in versions
 
 
 def write_json(path, value):

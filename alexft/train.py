@@ -212,9 +212,8 @@ def _interrupted(stop, resume, run=None, discarded=False, kept=None):
     number = getattr(stop, "signal_number", signal.SIGINT)
     how = "terminated" if number == signal.SIGTERM else "interrupted"
     if run is None:
-        said = (f"{how} before training resumed; the run folder is as it was" if resume else
-                f"{how} before training started; no run folder was kept")
-    elif discarded:
+        return interrupts.before_training(number, resume, kept)
+    if discarded:
         said = f"{how} before the first epoch ended; " + (
             f"what the run wrote in {run.path} was removed" if run.path.exists() else "no run folder was kept")
     elif run.checkpoint.exists():
@@ -223,7 +222,7 @@ def _interrupted(stop, resume, run=None, discarded=False, kept=None):
     else:  # an epoch's model.npz was written, then the stop came before its checkpoint
         said = (f"{how} before the first checkpoint was written; the run folder {run.path} is kept"
                 + (" with model.npz" if run.model.exists() else "") + ", and --resume there starts again from epoch 1")
-    if run is not None and not discarded:
+    if not discarded:
         kept = run.path
     return TrainingInterrupted(said, number, kept)
 

@@ -67,14 +67,19 @@ def one_class_folder(tmp_path):
     return folder
 
 
+def run_config(**fields):
+    """A config.json as a run writes it, so far as a run folder's checks read it: it names the alexft that wrote it."""
+    return json.dumps(dict(fields, versions={"alexft": "0.1.0"}))
+
+
 def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folder, small_digits_folder,
                                                        canonical_weights_file, canonical_caffemodel, canonical_params):
     existing = tmp_path / "runs" / "existing"
     existing.mkdir(parents=True)
-    (existing / "config.json").write_text("{}")
+    (existing / "config.json").write_text(run_config())
     finished = tmp_path / "runs" / "finished"
     finished.mkdir()
-    (finished / "config.json").write_text("{}")
+    (finished / "config.json").write_text(run_config())
     (finished / "summary.json").write_text('{"epochs": 3}')
     extended = tmp_path / "runs" / "extended"  # finished, then resumed with more epochs and stopped
     extended.mkdir()
@@ -83,11 +88,13 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
     os.utime(extended / "summary.json", ns=(1_000_000_000, 1_000_000_000))
     moved = tmp_path / "runs" / "moved"  # a run whose data folder has gone since
     moved.mkdir()
-    (moved / "config.json").write_text(json.dumps({"data_dir": str(tmp_path / "gone")}))
+    (moved / "config.json").write_text(run_config(data_dir=str(tmp_path / "gone")))
     begun = tmp_path / "runs" / "begun"  # a run stopped at batch size 16, seed 0, cached
     begun.mkdir()
-    (begun / "config.json").write_text(json.dumps({"data_dir": str(small_digits_folder), "batch_size": 16, "seed": 0,
-                                                   "cache": True}))
+    (begun / "config.json").write_text(run_config(data_dir=str(small_digits_folder), batch_size=16, seed=0, cache=True))
+    others = tmp_path / "others"  # a config.json of the user's own (another tool's): no run, to resume or to replace
+    others.mkdir()
+    (others / "config.json").write_text("{}")
     (tmp_path / "empty").mkdir()
     (tmp_path / "unreadable").mkdir()
     (tmp_path / "unreadable" / "a.jpg").write_bytes(b"not a JPEG")
@@ -171,6 +178,13 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["finetune", "--resume", *weights], 2, "--resume needs --output, the run folder to continue"),
         (["finetune", "--resume", "--output", str(tmp_path / "empty")], 1, "nothing to resume (no config.json)"),
         (["finetune", "--resume", "--output", str(existing)], 1, "its config.json names no data folder; give DATA_DIR"),
+        # Was "already holds a run; pass --resume", and --resume then asked for DATA_DIR, then refused its options.
+        (["finetune", str(small_digits_folder), "--output", str(others), *weights], 1,
+         f"{others}: config.json there is not from an alexft run, and a run would replace it; choose another --output"),
+        (["finetune", "--resume", "--output", str(others)], 1,
+         f"{others}: config.json there is not from an alexft run: nothing to resume; choose another --output"),
+        (["finetune", str(small_digits_folder), "--resume", "--output", str(others), *weights], 1,
+         f"{others}: config.json there is not from an alexft run: nothing to resume; choose another --output"),
         (["finetune", "--resume", "--output", str(moved)], 1, f"its data folder {tmp_path / 'gone'} is not there"),
         (["finetune", "--resume", "--output", str(begun), "--batch-size", "64"], 1,
          f"{begun}: cannot resume with a different configuration (--batch-size: was 16, now 64); resume with the run's "
@@ -325,6 +339,7 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
     assert (precious / "thesis.txt").read_text() == "years of work" and (precious / "1").is_dir()
     assert (tmp_path / "afile").read_text() == "a file, not a folder"
     assert (tmp_path / "mine" / "metrics.json").read_text() == '{"accuracy": 0.93}'
+    assert [path.name for path in others.iterdir()] == ["config.json"] and (others / "config.json").read_text() == "{}"
     assert (tmp_path / "photo.png").read_bytes() == photo_paths()["chelsea"].read_bytes()
     assert (tmp_path / "earlier.npz").read_bytes() == earlier
     assert (tmp_path / "small.npz").read_bytes() == small
@@ -517,7 +532,7 @@ def test_sigterm_during_tensorflows_start_up_is_said_and_shows_none_of_its_chatt
     arguments = {"classify": ["classify", str(photo_paths()["coffee"]), "--runtime", "tensorflow"],
                  "evaluate": ["evaluate", "--list", str(tmp_path / "val.txt"), "--root", str(tmp_path)],
                  "export": ["export", str(tmp_path / "out")],
-                 "finetune": ["finetune", str(small_digits_folder), "--output", str(tmp_path / "run")]}[command]
+                 "finetune": ["finetune", str(small_digits_folder), "--output", str(tmp_path / "run"), "--json"]}[command]
     shutil.copy(photo_paths()["coffee"], tmp_path / "coffee.png")
     (tmp_path / "val.txt").write_text("coffee.png 504\n")
     environment = {name: value for name, value in os.environ.items() if name != "TF_CPP_MIN_LOG_LEVEL"}  # held back
@@ -530,9 +545,14 @@ def test_sigterm_during_tensorflows_start_up_is_said_and_shows_none_of_its_chatt
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, stderr
-    assert stderr.strip().splitlines()[-1] == "alexft: terminated", stderr
+    said = "terminated before training started; no run folder was kept" if command == "finetune" else "terminated"
+    assert stderr.strip().splitlines()[-1] == f"alexft: {said}", stderr
     assert "Traceback" not in stderr and "oneDNN" not in stderr and "cpu_feature_guard" not in stderr, stderr
-    assert stdout == "" and not (tmp_path / "out").exists() and not (tmp_path / "run").exists()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "run").exists()
+    if command == "finetune":  # --json: stdout was empty when the stop came before the run was entered
+        assert json.loads(stdout) == {"stopped_by": "SIGTERM", "run": None, "model": None, "message": said}
+    else:
+        assert stdout == ""
 
 
 @pytest.mark.parametrize("command", ["classify", "evaluate", "export", "finetune"])
@@ -558,9 +578,51 @@ def test_a_sigterm_swallowed_by_tensorflows_start_up_stops_the_command_before_an
                  "export": ["export", str(tmp_path / "out")],
                  "finetune": ["finetune", str(small_digits_folder), "--output", str(tmp_path / "run")]}[command]
     result = CliRunner().invoke(main, [*arguments, "--weights", str(canonical_weights_file)], catch_exceptions=False)
-    assert result.exit_code == 143 and result.stderr.splitlines()[-1] == "alexft: terminated", result.output
+    said = "terminated before training started; no run folder was kept" if command == "finetune" else "terminated"
+    assert result.exit_code == 143 and result.stderr.splitlines()[-1] == f"alexft: {said}", result.output
     assert result.stdout == ""
     assert sorted(path.name for path in tmp_path.iterdir()) == ["coffee.png", "val.txt"]
+
+
+def test_finetune_json_says_a_ctrl_c_as_soon_as_the_command_has_begun(small_digits_folder, canonical_weights_file,
+                                                                      tmp_path):
+    """Ctrl-C in finetune's first seconds (TensorFlow's import) printed nothing on stdout with
+    --json: a script found no `stopped_by` to read. Sent as soon as the first line is said."""
+    process = subprocess.Popen([ALEXFT, "finetune", str(small_digits_folder), "--weights", str(canonical_weights_file),
+                                "--output", str(tmp_path / "run"), "--json"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, preexec_fn=as_at_a_terminal)
+    first = process.stderr.readline()
+    assert " classes, " in first, first
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, first + stderr
+    said = "interrupted before training started; no run folder was kept"
+    assert stderr.strip().splitlines()[-1] == f"alexft: {said}", stderr
+    assert json.loads(stdout) == {"stopped_by": "SIGINT", "run": None, "model": None, "message": said}
+    assert not (tmp_path / "run").exists()
+
+
+def test_finetune_json_says_a_ctrl_c_that_surfaced_as_another_error_and_keeps_a_resumed_run(tmp_path, monkeypatch):
+    """A Ctrl-C inside TensorFlow's import can come out as a RuntimeError (fail_cleanly): with
+    --json still a stop, here of a resume, whose folder stays as it was."""
+    import alexft.quiet
+    from alexft import interrupts
+
+    def import_stopped():
+        interrupts.note(signal.SIGINT)
+        raise RuntimeError("Could not import original test/binary location")  # what TensorFlow's import raised
+
+    monkeypatch.setattr(alexft.quiet, "import_tensorflow_quietly", import_stopped)
+    monkeypatch.setattr("alexft.cli.train._check_before_training", lambda *args: (SimpleNamespace(
+        class_names=["a", "b"], train=[1], val=[]), SimpleNamespace(path="w.npz"), None))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(run_config(data_dir=str(tmp_path)))
+    result = CliRunner().invoke(main, ["finetune", "--resume", "--output", str(run), "--json", "--lr", "0.01"],
+                                catch_exceptions=False)
+    said = "interrupted before training resumed; the run folder is as it was"
+    assert result.exit_code == 130 and result.stderr.splitlines()[-1] == f"alexft: {said}", result.output
+    assert json.loads(result.stdout) == {"stopped_by": "SIGINT", "run": str(run), "model": None, "message": said}
 
 
 @pytest.mark.parametrize("command", ["classify", "finetune", "finetune's range test"])

@@ -779,7 +779,8 @@ def test_a_cli_resume_takes_the_runs_settings_but_not_its_rate_or_devices(small_
     run.mkdir()
     saved = dict(data_dir=str(small_digits_folder), weights=str(tmp_path / "moved.npy"), batch_size=16, seed=5,
                  lr=0.01, device="gpu:0", strategy="mirrored", mixed_precision=True, keep_checkpoint=True,
-                 keep_last=True, momentum=0.95, skip=["fc8"], train=["fc7", "fc8"], epochs=7)
+                 keep_last=True, momentum=0.95, skip=["fc8"], train=["fc7", "fc8"], epochs=7,
+                 versions={"alexft": "0.1.0"})  # (as a run's own: it names the alexft that wrote it)
     (run / "config.json").write_text(json.dumps(saved))
     seen = {}
 
@@ -1813,7 +1814,8 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_takes_nothing_from_it(
     and the files there stay as they were."""
     folder = tmp_path / "run"
     folder.mkdir()
-    (folder / "config.json").write_text("{}")  # the other run's
+    other_runs = '{"versions": {"alexft": "0.1.0"}}'
+    (folder / "config.json").write_text(other_runs)  # the other run's
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom alexft.run_folder import RunFolder\n"
                                "RunFolder(sys.argv[1]).claim()\nprint('held', flush=True)\ntime.sleep(120)", str(folder)],
                               stdout=subprocess.PIPE, text=True)
@@ -1827,7 +1829,7 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_takes_nothing_from_it(
         with pytest.raises(TrainingError, match="another alexft run is training in this folder"):
             finetune(small_digits_folder, weights=canonical_weights_file, output=folder, train=["fc8"], epochs=1,
                      lr=0.001)
-        assert (folder / "config.json").read_text() == "{}"
+        assert (folder / "config.json").read_text() == other_runs
         # One that passed its first look before the other wrote anything: refused when it claims.
         (folder / "config.json").unlink()
         with pytest.raises(TrainingError, match="another alexft run is training in this folder"):

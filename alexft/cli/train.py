@@ -1,10 +1,13 @@
 """`finetune`: train AlexNet's layers on a folder of class folders."""
+import signal
 import sys
 from pathlib import Path
 
 import click
 
+from alexft import interrupts
 from alexft.atomic import json_text
+from alexft.errors import TrainingInterrupted
 from alexft.train_options import MAX_SEED
 
 from . import examples
@@ -94,6 +97,23 @@ def finetune(output, resume, as_json, progress, **values):
     --resume, DATA_DIR and the options not given
     are the run's own (its config.json), except the rate, device and precision.
     """
+    # A stop from the command's first line on is said as one from the epochs is: with --json, a
+    # script reading stdout had found nothing when it came in the listing or TensorFlow's import.
+    try:
+        _finetune(output, resume, as_json, progress, values)
+    except TrainingInterrupted as interrupted:  # also before the epochs (caching, range test): it says what was kept
+        _say_stopped(interrupted, as_json)
+    except KeyboardInterrupt as stop:  # before training was entered (the listing, the weights, TensorFlow's import)
+        _say_stopped(_before_training(getattr(stop, "signal_number", signal.SIGINT), resume, output), as_json)
+    except Exception:
+        if not interrupts.pending():
+            raise
+        # A stop inside TensorFlow's import can surface as another error (see fail_cleanly).
+        _say_stopped(_before_training(interrupts.stop_signal(), resume, output), as_json)
+
+
+def _finetune(output, resume, as_json, progress, values):
+    """finetune's work; `values`: its other parameters, by name."""
     from alexft.train_options import TrainOptions
 
     saved = None
@@ -125,19 +145,28 @@ def finetune(output, resume, as_json, progress, **values):
     click.echo(f"alexft: {data_dir}: {len(dataset.class_names):,} classes, {len(dataset.train):,} training and "
                f"{len(dataset.val):,} validation images; weights {weights.path}", err=True)
     start_tensorflow()
-    from alexft.train import TrainingInterrupted, finetune_as_command, say
-    try:
-        summary = finetune_as_command(data_dir, options, weights=weights, output=output, resume=resume, progress=progress,
-                                      dataset=dataset, log=say)
-    except TrainingInterrupted as interrupted:  # also before the epochs (caching, range test): it says what was kept
-        click.echo(f"alexft: {interrupted}", err=True)
-        if as_json:  # a script reading stdout learns what is on disk, not only the exit status
-            click.echo(json_text(_interruption_record(interrupted)))
-        sys.exit(128 + interrupted.signal_number)
+    from alexft.train import finetune_as_command, say
+
+    summary = finetune_as_command(data_dir, options, weights=weights, output=output, resume=resume, progress=progress,
+                                  dataset=dataset, log=say)
     if as_json:
         click.echo(json_text(summary))
     else:
         click.echo(_describe_summary(summary))
+
+
+def _before_training(signal_number, resume, output):
+    """A stop before the run folder was touched: a resumed one is kept as it was."""
+    return interrupts.before_training(signal_number, resume, Path(output) if resume and output is not None else None)
+
+
+def _say_stopped(interrupted, as_json):
+    """What was kept, on stderr; with --json also on stdout (a script reading it learns what is on
+    disk, not only the exit status); exit 130/143."""
+    click.echo(f"alexft: {interrupted}", err=True)
+    if as_json:
+        click.echo(json_text(_interruption_record(interrupted)))
+    sys.exit(128 + interrupted.signal_number)
 
 
 def _interruption_record(interrupted):
