@@ -37,6 +37,11 @@ class LabelledFiles:
     def subset(self, indices):
         return LabelledFiles([self.paths[i] for i in indices], self.labels[indices], self.class_names)
 
+    def __repr__(self):  # (the dataclass's listed every path: pages in a notebook)
+        classes = f" of {len(self.class_names)} classes" if self.class_names is not None else ""
+        first = f", first {str(self.paths[0])!r}" if self.paths else ""
+        return f"LabelledFiles({len(self.paths):,} images{classes}{first})"
+
 
 @dataclass
 class Dataset:
@@ -45,6 +50,11 @@ class Dataset:
     val: LabelledFiles  # may be empty
     val_split: float = None  # the share asked of each class when val was split off train, else None (a folder)
     listed_with: dict = None  # load_dataset's arguments (data_dir, val_dir, val_split, seed): finetune takes them
+
+    def __repr__(self):
+        names = ", ".join(map(repr, self.class_names[:5])) + (", ..." if len(self.class_names) > 5 else "")
+        return (f"Dataset({len(self.class_names):,} classes [{names}]: {len(self.train):,} training and "
+                f"{len(self.val):,} validation images)")
 
 
 def class_folders(root):

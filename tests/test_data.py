@@ -25,6 +25,17 @@ def test_classes_are_sorted_folder_names_and_files_are_recursive(tmp_path):
     assert dataset.train.labels.tolist() == [0, 0, 1] and len(dataset.val) == 0
 
 
+def test_a_dataset_is_shown_by_its_counts_not_its_every_path(tmp_path):
+    """print(load_dataset(...)) listed every path and label (5 KB for 80 images, pages for more)."""
+    make_tree(tmp_path, [f"class_{c}/{i}.jpg" for c in range(7) for i in range(40)])
+    dataset = load_dataset(tmp_path, val_split=0.25)
+    assert repr(dataset) == ("Dataset(7 classes ['class_0', 'class_1', 'class_2', 'class_3', 'class_4', ...]: "
+                             "210 training and 70 validation images)")
+    first = dataset.train.paths[0]
+    assert repr(dataset.train) == f"LabelledFiles(210 images of 7 classes, first {str(first)!r})"
+    assert str(dataset.val.subset([])) == "LabelledFiles(0 images of 7 classes)"
+
+
 def test_a_dataset_assembled_from_links_keeps_every_image(tmp_path):
     """A class folder that is a link, and links inside one to folders elsewhere (a split made of
     links, as torchvision users build them): the images behind the inner links were left out."""
