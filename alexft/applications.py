@@ -40,6 +40,12 @@ def AlexNet(weights=IMAGENET, include_top=True, classes=None, pooling=None, clas
     `input_shape` of at least 67x67 (without fc6, no size is fixed). With the top, the input is
     227x227x3 and the output the class scores after `classifier_activation` ("softmax", None for
     logits, or any Keras activation). Inputs are what `preprocess_input` returns.
+
+    `classes`: fc8's outputs, by default what the weights file holds (1000 for ImageNet's and for
+    `weights=None`); another count needs weights without fc8, or none.
+    `input_tensor`: a Keras tensor to build on (e.g. `preprocess_input(keras.Input((None, None, 3),
+    dtype="uint8"))`, the preprocessing inside the model). `name`: the model's. `progress`: a
+    progress bar for a download, as the commands' --progress (None: on a terminal).
     """
     # Every check that needs no weights comes first: a mistake is said at once, not after the
     # weights are looked for (or 233 MB downloaded, or a download failing offline), nor after
