@@ -170,8 +170,6 @@ def _say_stopped(interrupted, as_json):
 
 
 def _interruption_record(interrupted):
-    import signal
-
     def path(value):
         return None if value is None else str(value)
 
