@@ -38,7 +38,8 @@ def check_output(output, overwrite, option="overwrite=True"):
                               "name one (e.g. features.npz)")
     output = Path(output)
     if output.suffix.lower() != ".npz":
-        raise OutputNameError(f"{output}: features are written as .npz; name the output so (e.g. {output.stem}.npz)")
+        stem = output.stem if output.stem.lower() not in (".npz", ".npy") else "features"  # (-o .npz: a hidden file)
+        raise OutputNameError(f"{output}: features are written as .npz; name the output so (e.g. {stem}.npz)")
     if output.is_symlink() or output.exists():
         if output.exists() and not output.is_file():
             raise AlexftError(f"{output}: exists and is not a file; {option} replaces only files")

@@ -229,6 +229,9 @@ def test_feature_outputs_never_replace_another_kind_of_file(tmp_path):
     originals = {name: (tmp_path / name).read_bytes() for name in ("weights.npz", "photo.png")}
     for output, error, message in (("photo.png", OutputNameError, "photo.png: features are written as .npz; name the "
                                                                    "output so \\(e.g. photo.npz\\)"),
+                                   # a hidden file named only by the ending: "e.g. .npz.npz" was the advice
+                                   (".npz", OutputNameError, "\\.npz: features are written as \\.npz; name the output "
+                                                             "so \\(e.g. features.npz\\)"),
                                    ("weights.npz", AlexftError, "weights.npz: exists and is not a feature file"),
                                    ("folder.npz", AlexftError, "folder.npz: exists and is not a file")):
         with pytest.raises(error, match=message):
