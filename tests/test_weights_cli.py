@@ -114,6 +114,30 @@ def test_fetch_defaults_to_the_cache_under_the_urls_name(canonical_bytes):
     assert f"note: commands use w.npy only when given it (--weights {cache_dir() / 'w.npy'})" in elsewhere.stderr
 
 
+def test_a_download_keeps_its_format_and_a_pinned_hash_is_never_dropped(tmp_path, canonical_bytes, monkeypatch):
+    """`fetch --url X.caffemodel -o w.npz` said it fetched w.npz, which every command then refused
+    ("not a weights file"); $ALEXFT_WEIGHTS_SHA256 beside two URLs was dropped unsaid (the file then
+    trusted on first use), and one that is no SHA-256 was found out only after the download."""
+    with serving({"/bvlc_alexnet.caffemodel": ("ok", b"caffe"), "/w.npy": ("ok", canonical_bytes)}) as url:
+        for source, output, meant in (("bvlc_alexnet.caffemodel", "w.npz", "w.caffemodel"), ("w.npy", "w.npz", "w.npy")):
+            result = run("weights", "fetch", "--url", f"{url}/{source}", "-o", tmp_path / output)
+            assert result.exit_code == 1, result.output
+            assert result.stderr == (f"Error: {tmp_path / output}: {url}/{source} is a {Path(source).suffix} file, and a "
+                                     f"download keeps its format: name it {tmp_path / meant}, then alexft weights "
+                                     "convert makes an .npz of it\n")
+        monkeypatch.setenv("ALEXFT_WEIGHTS_URL", f"{url}/w.npy {url}/bvlc_alexnet.caffemodel")
+        monkeypatch.setenv("ALEXFT_WEIGHTS_SHA256", hashlib.sha256(canonical_bytes).hexdigest())
+        result = run("weights", "fetch", "-o", tmp_path)
+        assert result.exit_code == 1 and result.stderr == (
+            "Error: $ALEXFT_WEIGHTS_SHA256 pins one URL's file, and $ALEXFT_WEIGHTS_URL names 2: give each its own as "
+            "URL#sha256=HEX\n"), result.output
+        monkeypatch.setenv("ALEXFT_WEIGHTS_URL", f"{url}/w.npy")
+        monkeypatch.setenv("ALEXFT_WEIGHTS_SHA256", "00")
+        result = run("weights", "fetch", "-o", tmp_path)
+        assert result.exit_code == 1 and "'00' is not a SHA-256: expected 64 hexadecimal digits" in result.stderr
+        assert url.requests == [] and list(tmp_path.iterdir()) == []
+
+
 def test_fetch_with_the_defaults_leaves_a_file_the_commands_find_already(tmp_path, canonical_bytes, monkeypatch):
     """In a folder holding weights/bvlc_alexnet.npz, `weights fetch` went to the network and, offline,
     ended with "Put one of bvlc_alexnet.npz, … in <that folder>/weights" (a helper's trial)."""
@@ -748,12 +772,12 @@ def test_save_weights_replaces_only_weights_files(tmp_path):
 
 
 def test_a_failed_fetch_leaves_no_folder_it_made(tmp_path):
-    """`weights fetch -o new/x.npz` from a source that cannot be reached left an empty new/ behind.
+    """`weights fetch -o new/x.npy` from a source that cannot be reached left an empty new/ behind.
     A stalled transfer still keeps its partial file there for the next fetch."""
     result = CliRunner().invoke(main, ["weights", "fetch", "--url", "http://127.0.0.1:9/w.npy", "-o",
-                                       str(tmp_path / "new" / "deeper" / "x.npz")])
+                                       str(tmp_path / "new" / "deeper" / "x.npy")])
     assert result.exit_code == 1 and "download failed" in result.output
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "mine").mkdir()  # a folder that was there stays, empty or not
-    CliRunner().invoke(main, ["weights", "fetch", "--url", "http://127.0.0.1:9/w.npy", "-o", str(tmp_path / "mine" / "x.npz")])
+    CliRunner().invoke(main, ["weights", "fetch", "--url", "http://127.0.0.1:9/w.npy", "-o", str(tmp_path / "mine" / "x.npy")])
     assert [path.name for path in tmp_path.iterdir()] == ["mine"]

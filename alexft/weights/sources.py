@@ -172,8 +172,12 @@ def sources():
         return SOURCES
     parsed = [parse_source(text) for text in named]
     sha256 = os.environ.get("ALEXFT_WEIGHTS_SHA256")
-    if sha256 and len(parsed) == 1 and not parsed[0].pinned:
-        parsed[0] = Source(parsed[0].url, sha256=sha256.lower(), about=parsed[0].about)
+    if sha256 is not None:  # a pin never dropped unsaid: it was, for a list of URLs, and a file trusted on first use
+        if len(parsed) > 1:
+            raise WeightsError(f"$ALEXFT_WEIGHTS_SHA256 pins one URL's file, and $ALEXFT_WEIGHTS_URL names {len(parsed)}: "
+                               "give each its own as URL#sha256=HEX")
+        if not parsed[0].pinned:
+            parsed[0] = Source(parsed[0].url, sha256=checked_hex(sha256, "sha256"), about=parsed[0].about)
     return tuple(parsed)
 
 
@@ -370,6 +374,7 @@ def fetch_weights(url=None, sha256=None, output=None, force=False, progress=None
         target = Path(output).expanduser() if output else cache_dir() / source.name
         if target.is_dir():  # a folder to put it in, under the URL's name, as `wget -P` takes one
             target = target / source.name
+        _check_the_endings_agree(target, source)
         if target.is_file() and not force:
             _check_present(target, source)
             return target, False
@@ -386,6 +391,16 @@ def fetch_weights(url=None, sha256=None, output=None, force=False, progress=None
 
 
 FETCHED_SUFFIXES = (".caffemodel", ".npy", ".npz")
+
+
+def _check_the_endings_agree(target, source):
+    """A download keeps its format, which a file's ending names (a Caffe model has no other mark):
+    `-o w.npz` of a .caffemodel URL wrote one that no command could read, after saying it was fetched."""
+    named, given = target.suffix.lower(), Path(source.name).suffix.lower()
+    if named != given and given in FETCHED_SUFFIXES:
+        raise WeightsError(f"{target}: {source.url} is a {given} file, and a download keeps its format: name it "
+                           f"{target.with_suffix(given)}" + ("" if given == ".npz" else
+                                                             ", then alexft weights convert makes an .npz of it"))
 
 
 def check_fetch_output(output):
