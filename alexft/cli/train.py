@@ -95,7 +95,7 @@ def finetune(output, resume, as_json, progress, **values):
     it runs. Exit status 130/143 when stopped by Ctrl-C/SIGTERM (the checkpoint stays, and
     model.npz once an epoch has ended; with --json, a JSON object says what was kept). With
     --resume, DATA_DIR and the options not given
-    are the run's own (its config.json), except the rate, device and precision.
+    are the run's own (its config.json), except the rate, device, strategy and precision.
     """
     # A stop from the command's first line on is said as one from the epochs is: with --json, a
     # script reading stdout had found nothing when it came in the listing or TensorFlow's import.
