@@ -366,6 +366,9 @@ class Trainer:
             changes.append(f"base rate {state['base_lr']:.3g} -> {self.options.lr:.3g}")
             state["base_lr"] = self.options.lr
         planned = state.get("planned_epochs")
+        # The most epochs any session planned: a second short resume (30 -> 10 -> 12) forgot the
+        # 30 the first kept the checkpoint for, and removed it.
+        begun = state["begun_epochs"] = max(state.get("begun_epochs") or 0, planned or 0) or None
         if planned is not None and planned != self.options.epochs:
             changes.append(f"epochs {planned} -> {self.options.epochs}")
             epoch, base = state["epoch"], state["base_lr"]
@@ -379,9 +382,9 @@ class Trainer:
         if state["step"] and state["epoch"] >= self.options.epochs:
             changes.append(f"epoch {state['epoch'] + 1}, stopped at step {state['step']}, left unfinished: --epochs "
                            f"{self.options.epochs} ends the run before it")
-        if planned is not None and self.options.epochs < planned:  # a slip of a number cannot end a run for good
+        if begun is not None and self.options.epochs < begun:  # a slip of a number cannot end a run for good
             self._ended_early = True
-            changes.append(f"its checkpoint is kept, so --epochs {planned} can still go on as begun")
+            changes.append(f"its checkpoint is kept, so --epochs {begun} can still go on as begun")
         if changes:
             state["notes"].append("resumed with " + ", ".join(changes))
             self.log(state["notes"][-1])

@@ -1093,6 +1093,38 @@ def test_a_resume_whose_epochs_are_all_done_says_so(monkeypatch, small_digits_fo
     assert summary["epochs"] == 2 and len(read_history(output)) == 2
 
 
+def test_short_resumes_keep_the_checkpoint_until_the_epochs_begun_are_done(monkeypatch, small_digits_folder,
+                                                                            canonical_weights_file, tmp_path):
+    """Begun with 4 epochs, stopped after 1, resumed to 2 (checkpoint kept), then to 3: the second
+    resume forgot the 4 (the first had planned 2) and removed the checkpoint, so --epochs 4 was
+    refused as a finished run's."""
+    from alexft.errors import TrainingInterrupted
+    from alexft.train import Trainer
+
+    finish = Trainer._finish_epoch
+
+    def signalled_finish(self, state, *args):
+        row = finish(self, state, *args)
+        if state["epoch"] == 1:  # as if Ctrl-C came as epoch 1 ended
+            os.kill(os.getpid(), signal.SIGINT)
+        return row
+
+    monkeypatch.setattr(Trainer, "_finish_epoch", signalled_finish)
+    output, options = tmp_path / "run", dict(weights=canonical_weights_file, batch_size=8, val_split=0.2, lr=0.001,
+                                             progress=False)
+    with pytest.raises(TrainingInterrupted, match="after epoch 1"):
+        finetune(small_digits_folder, epochs=4, output=output, log=quiet, **options)
+    monkeypatch.setattr(Trainer, "_finish_epoch", finish)
+    for epochs in (2, 3):
+        said = []
+        summary = finetune(small_digits_folder, epochs=epochs, output=output, resume=True, log=said.append, **options)
+        assert summary["epochs"] == epochs and (output / "checkpoint.npz").exists(), (epochs, said)
+        assert any("its checkpoint is kept, so epochs=4 can still go on as begun" in line for line in said), said
+    summary = finetune(small_digits_folder, epochs=4, output=output, resume=True, log=quiet, **options)
+    assert summary["epochs"] == 4 and [row["epoch"] for row in read_history(output)] == ["1", "2", "3", "4"]
+    assert not (output / "checkpoint.npz").exists()  # done as begun: nothing more to go on with
+
+
 def test_rate_multipliers_reach_the_update(small_digits_folder, canonical_weights_file, tmp_path):
     """One update of fc8 (one batch, one epoch) moves a variable by lr * multiplier * (gradient +
     decay * weight), the same for every run from the same start: so the moves must scale with the
