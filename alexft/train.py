@@ -726,6 +726,10 @@ class Trainer:
             self.log(f"warning: none of the validation images of class {unread_classes_said(unread)} could be read (the "
                      "skipped lines name them): accuracy is not measured there")
 
+    def _unless_measured(self):
+        """The range test offered to a run whose rate was given, not to one it measured the rate of."""
+        return "" if self.config.get("lr") == "auto" else " (--lr auto measures one)"
+
     def _either(self, *remedies):
         """The remedies as alternatives, with training fewer layers where more than one is trained."""
         remedies += ("training fewer layers",) if len(self.options.train) > 1 else ()
@@ -769,7 +773,7 @@ class Trainer:
                      f"others; try {self._either('more images per class')}")
         else:
             self.log(f"{said}: the model has not learned to tell the classes apart; try "
-                     f"{self._either('more --epochs', f'another --lr than {base_lr:.3g} (--lr auto measures one)')}")
+                     f"{self._either('more --epochs', f'another --lr than {base_lr:.3g}' + self._unless_measured())}")
 
 
 def say(message):
