@@ -50,17 +50,21 @@ def weights_or_generated(log=print):
     current folder, the cache; never a download), else (generated weights, False); `log` says
     which, loudly. The path is absolute: a notebook may change its folder afterwards."""
     from .errors import WeightsError
-    from .weights.sources import cache_dir, resolve_weights
+    from .weights.sources import LOOKED_FOR, cache_dir, resolve_weights
 
     try:
         real = resolve_weights(None, download=False)
     except WeightsError as error:
         named = os.environ.get("ALEXFT_WEIGHTS")
-        why = str(error) if named else "no weights file found (ALEXFT_WEIGHTS is not set, none in weights/ or the cache)"
-        log(f"{why}: using GENERATED RANDOM WEIGHTS. Every cell runs, but what the network computes is meaningless. "
-            f"For the real demo, put bvlc_alexnet.npy (or .npz) in {cache_dir()} or in weights/ here, or set "
-            "ALEXFT_WEIGHTS to its path.")
-        return generated_weights(), False
+        # `jupyter lab notebooks/` runs the kernels in notebooks/: the project's weights/ is beside it
+        project = Path.cwd().parent / "weights"
+        real = None if named else next((project / name for name in LOOKED_FOR if (project / name).is_file()), None)
+        if real is None:
+            why = str(error) if named else "no weights file found (ALEXFT_WEIGHTS is not set, none in weights/ or the cache)"
+            log(f"{why}: using GENERATED RANDOM WEIGHTS. Every cell runs, but what the network computes is meaningless. "
+                f"For the real demo, put bvlc_alexnet.npy (or .npz) in {cache_dir()} or in weights/ here or beside "
+                "this folder, or set ALEXFT_WEIGHTS to its path.")
+            return generated_weights(), False
     real = Path(real).absolute()
     log(f"Using the real weights: {real}")
     return real, True

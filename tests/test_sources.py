@@ -320,6 +320,11 @@ def test_the_notebooks_take_the_weights_the_command_line_finds(tmp_path, monkeyp
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights" / "bvlc_alexnet.npy").write_bytes(b"stands in for the weights")
     assert demo.weights_or_generated(said.append) == (tmp_path / "weights" / "bvlc_alexnet.npy", True)  # absolute
+    cached.unlink()
+    (tmp_path / "notebooks").mkdir()  # `jupyter lab notebooks/`: its kernels run there, the project's weights/ beside
+    monkeypatch.chdir(tmp_path / "notebooks")
+    assert demo.weights_or_generated(said.append) == (tmp_path / "weights" / "bvlc_alexnet.npy", True)
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ALEXFT_WEIGHTS", str(tmp_path))
     assert demo.weights_or_generated(said.append) == ("generated", False)
     assert said[-1].startswith(f"{tmp_path}: is a folder, not a weights file (named by $ALEXFT_WEIGHTS): using GENERATED")
