@@ -486,6 +486,16 @@ def test_info_on_a_fine_tuned_file_and_on_a_broken_one(tmp_path):
     assert result.exit_code == 1
     assert "classes: unknown, no usable fc8 (3 names stored)" in result.stdout
     assert result.stderr.splitlines() == [f"Error: {headless}: missing layer(s) fc8"]
+    # A run's last_layers.npz (--keep-last, its trained layers only) was refused with the missing
+    # layers alone: it says what it is, and where the run's whole network is.
+    last = tmp_path / "run" / "last_layers.npz"
+    last.parent.mkdir()
+    weights.save(weights.WeightSet({"fc8": random_params(seed=4, num_classes=3)["fc8"]}, ["tabby, tabby cat", "dog",
+                                                                                            "elk"]), last)
+    result = run("classify", photo_paths()["chelsea"], "--weights", last)
+    assert result.exit_code == 1 and result.stderr.splitlines() == [
+        f"Error: {last}: missing layer(s) conv1, conv2, conv3, conv4, conv5, fc6, fc7; it holds a run's trained layers "
+        f"only, of its last epoch (--keep-last): the run's whole network is {last.parent / 'model.npz'} (its best epoch)"]
     # A folder: --json still gives one object (it was click's usage error, with nothing on stdout).
     result = run("weights", "info", "--json", tmp_path)
     assert result.exit_code == 1 and json.loads(result.stdout) == {"path": str(tmp_path),

@@ -427,7 +427,7 @@ def check(params, path, num_classes=None, skip=(), class_names=None):
         raise WeightsError(f"{path}: unknown layer(s) {', '.join(unknown)}; AlexNet has {', '.join(arch.LAYER_NAMES)}")
     missing = [name for name in arch.LAYER_NAMES if name not in params and name not in skip]
     if missing:
-        raise WeightsError(f"{path}: missing layer(s) {', '.join(missing)}")
+        raise WeightsError(f"{path}: missing layer(s) {', '.join(missing)}" + _run_part(path))
     fc8 = params.get("fc8", (None,))[0]
     file_classes = fc8.shape[1] if _is_array(fc8) and fc8.ndim == 2 else None
     expected = arch.parameter_shapes(num_classes or file_classes or arch.IMAGENET_CLASSES)
@@ -436,6 +436,14 @@ def check(params, path, num_classes=None, skip=(), class_names=None):
             _check_array(path, name, part, array, shape, check_shape=name not in skip)
     if class_names is not None and "fc8" in params and len(class_names) != params["fc8"][0].shape[1]:
         raise WeightsError(f"{path}: {len(class_names)} class names for {params['fc8'][0].shape[1]} fc8 outputs")
+
+
+def _run_part(path):
+    """What a run's last_layers.npz is, said where it is refused: it holds no whole network."""
+    if Path(str(path)).name != "last_layers.npz":
+        return ""
+    return (f"; it holds a run's trained layers only, of its last epoch (--keep-last): the run's whole network is "
+            f"{Path(str(path)).with_name('model.npz')} (its best epoch)")
 
 
 def layers_above(last):
