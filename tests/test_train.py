@@ -1065,9 +1065,8 @@ def test_a_resume_whose_epochs_end_before_the_stopped_epoch_says_it_is_left_unfi
     assert not (output / "checkpoint.npz").exists()  # the run ended as begun: nothing more to go on with
 
 
-def test_a_resume_whose_epochs_are_all_done_says_so(monkeypatch, small_digits_folder, canonical_weights_file, tmp_path):
-    """Stopped after epoch 2 of 3 and resumed with --epochs 2: it said "resuming at epoch 3" and
-    that epoch 3 was past the schedule's drop, and no epoch 3 ran."""
+def _stopped_after(epoch, epochs, monkeypatch, data, weights_file, tmp_path):
+    """A run of `epochs` stopped as if Ctrl-C came as epoch `epoch` ended; (its folder, its options)."""
     from alexft.errors import TrainingInterrupted
     from alexft.train import Trainer
 
@@ -1075,16 +1074,22 @@ def test_a_resume_whose_epochs_are_all_done_says_so(monkeypatch, small_digits_fo
 
     def signalled_finish(self, state, *args):
         row = finish(self, state, *args)
-        if state["epoch"] == 2:  # as if Ctrl-C came as epoch 2 ended
+        if state["epoch"] == epoch:
             os.kill(os.getpid(), signal.SIGINT)
         return row
 
-    monkeypatch.setattr(Trainer, "_finish_epoch", signalled_finish)
-    output, options = tmp_path / "run", dict(weights=canonical_weights_file, batch_size=8, val_split=0.2, lr=0.001,
-                                             progress=False)
-    with pytest.raises(TrainingInterrupted, match="after epoch 2"):
-        finetune(small_digits_folder, epochs=3, output=output, log=quiet, **options)
-    monkeypatch.setattr(Trainer, "_finish_epoch", finish)
+    output, options = tmp_path / "run", dict(weights=weights_file, batch_size=8, val_split=0.2, lr=0.001, progress=False)
+    with monkeypatch.context() as patched:
+        patched.setattr(Trainer, "_finish_epoch", signalled_finish)
+        with pytest.raises(TrainingInterrupted, match=f"after epoch {epoch}"):
+            finetune(data, epochs=epochs, output=output, log=quiet, **options)
+    return output, options
+
+
+def test_a_resume_whose_epochs_are_all_done_says_so(monkeypatch, small_digits_folder, canonical_weights_file, tmp_path):
+    """Stopped after epoch 2 of 3 and resumed with --epochs 2: it said "resuming at epoch 3" and
+    that epoch 3 was past the schedule's drop, and no epoch 3 ran."""
+    output, options = _stopped_after(2, 3, monkeypatch, small_digits_folder, canonical_weights_file, tmp_path)
     said = []
     summary = finetune(small_digits_folder, epochs=2, output=output, resume=True, log=said.append, **options)
     assert f"resuming {output}: the 2 epoch(s) epochs asks are done; finishing the run" in said, said
@@ -1098,23 +1103,7 @@ def test_short_resumes_keep_the_checkpoint_until_the_epochs_begun_are_done(monke
     """Begun with 4 epochs, stopped after 1, resumed to 2 (checkpoint kept), then to 3: the second
     resume forgot the 4 (the first had planned 2) and removed the checkpoint, so --epochs 4 was
     refused as a finished run's."""
-    from alexft.errors import TrainingInterrupted
-    from alexft.train import Trainer
-
-    finish = Trainer._finish_epoch
-
-    def signalled_finish(self, state, *args):
-        row = finish(self, state, *args)
-        if state["epoch"] == 1:  # as if Ctrl-C came as epoch 1 ended
-            os.kill(os.getpid(), signal.SIGINT)
-        return row
-
-    monkeypatch.setattr(Trainer, "_finish_epoch", signalled_finish)
-    output, options = tmp_path / "run", dict(weights=canonical_weights_file, batch_size=8, val_split=0.2, lr=0.001,
-                                             progress=False)
-    with pytest.raises(TrainingInterrupted, match="after epoch 1"):
-        finetune(small_digits_folder, epochs=4, output=output, log=quiet, **options)
-    monkeypatch.setattr(Trainer, "_finish_epoch", finish)
+    output, options = _stopped_after(1, 4, monkeypatch, small_digits_folder, canonical_weights_file, tmp_path)
     for epochs in (2, 3):
         said = []
         summary = finetune(small_digits_folder, epochs=epochs, output=output, resume=True, log=said.append, **options)
