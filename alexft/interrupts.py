@@ -61,3 +61,12 @@ def before_training(signal_number, resume, kept=None):
 def stop_signal():
     """The signal of the stop noted since the command began: SIGTERM's first, as `raise_if_pending`."""
     return signal.SIGTERM if terminated() else signal.SIGINT
+
+
+def signal_name(number):
+    """"Ctrl-C (SIGINT)" for the signal a user sends by hand, else the signal's name."""
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+    return "Ctrl-C (SIGINT)" if name == "SIGINT" else name

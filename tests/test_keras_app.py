@@ -840,9 +840,9 @@ def test_a_global_mixed_precision_policy_leaves_float32_inference_and_exports_in
     assert base.get_layer("conv1").compute_dtype == "float16"
 
 
-@pytest.mark.parametrize("first_use", ["alexft.finetune", "network(weights=None)"])
+@pytest.mark.parametrize("first_use", ["alexft.build_alexnet", "network(weights=None)"])
 def test_a_ctrl_c_during_the_first_import_of_tensorflow_is_said_plainly_afterwards(first_use, tmp_path):
-    """A user's Ctrl-C while alexft.finetune imported TensorFlow left it half-imported: every later
+    """A user's Ctrl-C while alexft.build_alexnet imported TensorFlow left it half-imported: every later
     use failed with "module 'matplotlib' has no attribute 'artist'" or "Name tf.RaggedTensorSpec
     has already been registered". Later uses now say to restart the interpreter. The error
     classes stay reachable: `except alexft.TrainingInterrupted:` around the first use raised

@@ -964,7 +964,7 @@ def test_a_signal_after_the_last_epoch_lets_the_run_finish(signal_number, monkey
                                                            canonical_weights_file, tmp_path):
     """Ctrl-C as the last epoch's writes are made: the run still ends finished (summary, no
     checkpoint left), not as a half-finished folder with a message that nothing was saved."""
-    from alexft import train as train_module
+    from alexft import trainer as train_module
 
     finish = train_module.Trainer._finish
 
@@ -991,7 +991,7 @@ def test_a_run_stopped_in_its_first_epoch_resumes_with_its_range_tests_rate_and_
     from alexft.errors import TrainingInterrupted
     from alexft.train_network import TrainingNetwork
 
-    from alexft.train import Trainer
+    from alexft.trainer import Trainer
 
     step, find_rate, tested, signalled = TrainingNetwork.step, Trainer._find_rate, [], []
 
@@ -1068,7 +1068,7 @@ def test_a_resume_whose_epochs_end_before_the_stopped_epoch_says_it_is_left_unfi
 def _stopped_after(epoch, epochs, monkeypatch, data, weights_file, tmp_path):
     """A run of `epochs` stopped as if Ctrl-C came as epoch `epoch` ended; (its folder, its options)."""
     from alexft.errors import TrainingInterrupted
-    from alexft.train import Trainer
+    from alexft.trainer import Trainer
 
     finish = Trainer._finish_epoch
 
@@ -1215,7 +1215,7 @@ def test_the_range_test_leaves_no_data_pipeline_for_the_garbage_collector(option
 def test_range_test_restores_every_variable_bit_for_bit(cache, small_digits_folder, canonical_weights_file, tmp_path):
     from alexft.data import load_dataset
     from alexft.run_folder import RunFolder
-    from alexft.train import Trainer
+    from alexft.trainer import Trainer
     from alexft.train_options import TrainOptions
 
     options = TrainOptions(train=["fc7", "fc8"], batch_size=8, epochs=2, mixed_precision=False, cache=cache)
@@ -1490,7 +1490,7 @@ def test_checkpoints_of_quick_epochs_take_a_tenth_of_the_run_and_a_stop_saves_th
     took. Here each takes 1 s (a slow disk), so epochs' are put off; the history on disk never
     runs ahead of the checkpoint, the last epoch's is always written, and a stop after an epoch
     whose checkpoint was put off writes it, so that --resume repeats no epoch."""
-    from alexft import train as train_module
+    from alexft import trainer as train_module
     from alexft.errors import TrainingInterrupted
     from alexft.run_folder import RunFolder
 
@@ -1570,7 +1570,7 @@ def test_a_run_without_epochs_plans_them_and_records_the_number(small_digits_fol
 
 
 def test_the_best_epoch_is_the_most_accurate_then_the_lowest_validation_loss():
-    from alexft.train import epoch_score
+    from alexft.trainer import epoch_score
 
     def row(accuracy, val_loss, train_loss=1.0):
         return dict(val_accuracy=accuracy, val_loss=val_loss, train_loss=train_loss)
@@ -1589,7 +1589,7 @@ def test_a_run_that_learned_nothing_ends_with_a_warning():
     guess over 10 classes is ln 10 = 2.3026; a best epoch there is named, a better one is not."""
     from types import SimpleNamespace
 
-    from alexft.train import Trainer
+    from alexft.trainer import Trainer
 
     messages = []
     balanced = SimpleNamespace(labels=np.arange(10))  # 10 held-out images, one per class
@@ -1673,7 +1673,7 @@ def test_a_loss_that_climbed_over_the_epochs_ends_with_a_warning_to_lower_the_ra
     and a loss near zero that rose to under twice a guess's, say nothing."""
     from types import SimpleNamespace
 
-    from alexft.train import Trainer
+    from alexft.trainer import Trainer
 
     messages = []
     trainer = SimpleNamespace(dataset=SimpleNamespace(class_names=[f"c{i}" for i in range(10)]), log=messages.append)
@@ -1691,7 +1691,7 @@ def test_a_low_training_loss_with_a_validation_accuracy_within_luck_ends_with_a_
     on 12 images (the limit: 0.625). Each gets the warning that fits it; learning does not."""
     from types import SimpleNamespace
 
-    from alexft.train import Trainer
+    from alexft.trainer import Trainer
 
     messages = []
     trainer = SimpleNamespace(dataset=SimpleNamespace(class_names=["a", "b", "c", "d"]), log=messages.append,
@@ -1804,7 +1804,7 @@ def test_a_run_that_answers_only_the_largest_class_of_lopsided_data_ends_with_a_
     alone give. Balanced data, or an accuracy clearly beyond that share, say nothing."""
     from types import SimpleNamespace
 
-    from alexft.train import Trainer
+    from alexft.trainer import Trainer
 
     messages = []
     trainer = SimpleNamespace(dataset=SimpleNamespace(class_names=["many", "single", "other"]), log=messages.append)
@@ -1928,6 +1928,36 @@ def test_a_mistaken_option_value_is_refused_at_once_naming_it_and_what_it_takes(
     assert TrainOptions(momentum="0.9").momentum == 0.9
     defaults = TrainOptions().as_dict()
     assert TrainOptions.from_dict(defaults).as_dict() == defaults  # config.json read back passes its own rules
+
+
+def test_a_python_callers_mistakes_are_said_before_tensorflow_is_imported(small_digits_folder, canonical_weights_file,
+                                                                           tmp_path):
+    """alexft.finetune imported TensorFlow when first named, so a script's typo (an option, a
+    value, a folder, the weights) was said after 4-8 s of its start-up; the command line said
+    them at once. Each is refused here in a fresh interpreter that never imports TensorFlow."""
+    (tmp_path / "not-a-run").mkdir()
+    (tmp_path / "not-a-run" / "model.npz").write_text("mine, not a run's")
+    calls = [f"alexft.finetune({str(small_digits_folder)!r}, epoch=3)",
+             f"alexft.finetune({str(small_digits_folder)!r}, momentum=1.5)",
+             f"alexft.finetune({str(small_digits_folder)!r}, train='fc9')",
+             f"alexft.finetune({str(tmp_path / 'digitz')!r}, weights={str(canonical_weights_file)!r})",
+             f"alexft.finetune({str(small_digits_folder)!r}, weights={str(tmp_path / 'w.npy')!r})",
+             f"alexft.finetune({str(small_digits_folder)!r}, weights={str(canonical_weights_file)!r}, "
+             f"output={str(tmp_path / 'not-a-run')!r})",
+             f"alexft.finetune(resume=True, output={str(tmp_path / 'no-run')!r})"]
+    script = ("import sys, alexft\n"
+              f"for call in {calls!r}:\n"
+              "    try:\n        eval(call)\n    except Exception as error:\n"
+              "        print(type(error).__name__, str(error).replace(chr(10), ' '))\n"
+              "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    said = done.stdout.splitlines()
+    assert len(said) == len(calls) + 1, (done.stdout, done.stderr)
+    for line, expected in zip(said, [r"TypeError .*'epoch'; did you mean 'epochs'", r"OptionsError momentum 1\.5",
+                                     r"OptionsError .*fc9", r"DataError .*digitz", r"WeightsError .*w\.npy",
+                                     r"RunFolderError .*not-a-run", r"RunFolderError .*no-run"]):
+        assert re.match(expected, line), said
+    assert said[-1] == "False False", said
 
 
 def test_a_new_run_folder_inside_the_data_is_refused_before_anything_is_written(small_digits_folder, tmp_path):
@@ -2201,7 +2231,7 @@ def test_a_signal_ignored_when_the_run_began_stays_ignored_through_the_epochs():
     """A script's `alexft finetune ... &` starts with SIGINT ignored (the shell's rule for
     background jobs): a helper's kill -INT was ignored in the range test, then stopped the run in
     the epochs, whose handler had replaced the ignoring."""
-    from alexft.train import _StopOnSignal
+    from alexft.trainer import _StopOnSignal
 
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
