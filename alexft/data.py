@@ -345,18 +345,19 @@ def load_prepared(path, ledger):
 
 
 def _refuse_a_split_as_classes(folder):
-    """train/ and val/ (or test/) each holding class folders are a split's parts, as finetune
-    reads them, not two classes: their images would be labelled 'train' and 'val', unsaid."""
-    names = class_folders(folder)
-    parts = split_parts(folder)
-    if set(names) != set(parts.values()) or len(names) < 2:
+    """train/ beside val/ or test/ (or alone), each holding class folders, are a split's parts as
+    finetune reads them (`_split_folders`), not classes: their images would be labelled 'train'
+    and 'val', unsaid, also with other folders beside them (an empty one, an old class)."""
+    split = _split_folders(folder)
+    if split is None or not all(class_folders(part) and not loose_images(part) for part in split if part is not None):
         return
-    if not all(class_folders(folder / name) and not loose_images(folder / name) for name in names):
-        return
-    commands = "; ".join(f"alexft features {folder / name} -o {name}.npz" for name in names)
-    raise DataError(f"{folder}: holds {', '.join(name + '/' for name in names)}, the parts of a split, each with class "
-                    f"folders; labelled as classes, every image would be labelled by its part: give each part alone "
-                    f"({commands})")
+    parts = [part for part in split if part is not None]
+    others = [name for name in class_folders(folder) if name not in {part.name for part in parts}]
+    commands = "; ".join(f"alexft features {part} -o {part.name}.npz" for part in parts)
+    beside = f" (and {quoted_names(others)} beside them)" if others else ""
+    raise DataError(f"{folder}: holds {', '.join(part.name + '/' for part in parts)}, the parts of a split, each with class "
+                    f"folders{beside}; labelled as classes, every image would be labelled by its folder there: give each "
+                    f"part alone ({commands})")
 
 
 def images_with_labels(inputs, say=None):

@@ -196,11 +196,12 @@ def _say_folders_of_one_class(data_dir, folders, index, class_names):
 
 def _split_hint(data_dir, folders):
     """A train/val (or train/test) layout given whole: the images to measure are in one part
-    (part names in any case, as fine-tuning reads them)."""
+    (part names in any case, as fine-tuning reads them), other folders beside them or not."""
     by_part = {name.lower(): name for name in folders}
     held_out = [by_part[part] for part in ("test",) + VALIDATION_NAMES if part in by_part]
-    if held_out and set(by_part) <= set(SPLIT_NAMES):
-        return f"; for a layout of {', '.join(sorted(folders))}, evaluate " + " or ".join(
+    if held_out and (set(by_part) <= set(SPLIT_NAMES) or "train" in by_part):
+        parts = sorted(name for name in folders if name.lower() in SPLIT_NAMES)
+        return f"; for a layout of {', '.join(parts)}, evaluate " + " or ".join(
             str(Path(data_dir) / name) for name in held_out)
     return ""
 

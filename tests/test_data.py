@@ -431,5 +431,16 @@ def test_a_split_given_to_features_is_refused_not_labelled_by_its_parts(tmp_path
         images_with_labels([split])
     paths, labels, names = images_with_labels([split / "train"])
     assert names == ["cat", "dog"] and list(labels) == [0, 1]
+    # Another folder beside the parts (an empty one, an old class) had turned the refusal off:
+    # the images were labelled 'train', 'val' and 'old', exit 0. train/ beside test/ alone too.
+    (split / "old" / "cat").mkdir(parents=True)
+    cv2.imwrite(str(split / "old" / "cat" / "0.png"), np.zeros((8, 8, 3), np.uint8))
+    (split / "empty").mkdir()
+    with pytest.raises(DataError, match=rf"^{split}: holds train/, val/, the parts of a split, each with class folders "
+                                        rf"\(and 'empty', 'old' beside them\); .* -o val.npz\)$"):
+        images_with_labels([split])
+    (split / "val").rename(split / "test")
+    with pytest.raises(DataError, match=rf"^{split}: holds train/, test/, the parts of a split, .* -o test.npz\)$"):
+        images_with_labels([split])
     paths, labels, names = images_with_labels([classes])
     assert names == ["train", "val"] and list(labels) == [0, 1]

@@ -211,6 +211,10 @@ def test_folders_match_classes_in_either_unicode_form_and_a_train_val_folder_is_
     (tmp_path / "split" / "test").rename(tmp_path / "split" / "Valid")  # part names in any case
     with pytest.raises(DataError, match=f"; for a layout of Valid, train, evaluate {tmp_path / 'split' / 'Valid'}$"):
         labelled_folder(tmp_path / "split", ["digit_0", "café"])
+    (tmp_path / "split" / "old").mkdir()  # a folder beside the parts (it had hidden the hint)
+    with pytest.raises(DataError, match=f"'Valid', 'old', 'train' are not classes of this model .*; for a layout of "
+                                        f"Valid, train, evaluate {tmp_path / 'split' / 'Valid'}$"):
+        labelled_folder(tmp_path / "split", ["digit_0", "café"])
     # A folder named as two classes: ImageNet's "crane" is a bird (134) and a machine (517). It
     # was scored as the machine, unsaid.
     write_digits_folder(tmp_path / "cranes", per_class=1, classes=[0])
