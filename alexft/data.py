@@ -8,14 +8,14 @@ import difflib
 import os
 import threading
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .atomic import json_text, write_text
 from .progress import progress_bar
-from .errors import AlexftError, ImageError, warn_user
+from .errors import AlexftError, ImageError, warn_user, warnings_heard
 from .image_sources import UnreadableFolder
 from .preprocess import (distinct_inputs, find_images, images_below, is_folder, is_image_file, path_list, read_image,
                          resize_and_subtract_mean, unread_photos_said)
@@ -50,6 +50,7 @@ class Dataset:
     val: LabelledFiles  # may be empty
     val_split: float = None  # the share asked of each class when val was split off train, else None (a folder)
     listed_with: dict = None  # load_dataset's arguments (data_dir, val_dir, val_split, seed): finetune takes them
+    warnings: list = field(default_factory=list)  # what the listing warned of (a run's summary keeps them)
 
     def __repr__(self):
         names = ", ".join(map(repr, self.class_names[:5])) + (", ..." if len(self.class_names) > 5 else "")
@@ -192,6 +193,14 @@ def load_dataset(data_dir, val_dir=None, val_split=0.1, seed=0):
     only, is the data, split by `val_split`; test/ is left out with a warning (it is for
     `evaluate`). Classes are sorted by folder name.
     """
+    said = []
+    with warnings_heard(said.append):
+        dataset = _listed(data_dir, val_dir, val_split, seed)
+    dataset.warnings = said
+    return dataset
+
+
+def _listed(data_dir, val_dir, val_split, seed):
     from .train_options import parse_share
 
     val_split = parse_share(val_split, "val_split")  # (-0.1 and 1.5 had split off all but one image a class)

@@ -3,6 +3,7 @@
 Each carries a one-line message that names the file and the cause; the CLI prints
 the message alone, without a traceback.
 """
+import contextlib
 import os
 import sys
 import threading
@@ -40,7 +41,10 @@ WARNING_FILTERS = threading.Lock()
 
 def warn_user(message):
     """A note for a Python caller, where the command line prints "alexft: warning: ...",
-    attributed to the caller's line (the first frame outside alexft), as Keras' warnings are."""
+    attributed to the caller's line (the first frame outside alexft), as Keras' warnings are.
+    Those who listen (`warnings_heard`) are given it too, however Python's filters treat it."""
+    for listen in list(_LISTENERS):
+        listen(message)
     frame, level = sys._getframe(0), 1
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
         frame, level = frame.f_back, level + 1
@@ -49,6 +53,18 @@ def warn_user(message):
 
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_LISTENERS = []
+
+
+@contextlib.contextmanager
+def warnings_heard(listen):
+    """Call `listen(message)` with each warning alexft gives meanwhile, on any thread (a run keeps
+    what it warned of for summary.json: a damaged JPEG said while features are cached)."""
+    _LISTENERS.append(listen)
+    try:
+        yield
+    finally:
+        _LISTENERS.remove(listen)
 
 
 class WeightsError(AlexftError, ValueError):

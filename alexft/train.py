@@ -16,7 +16,8 @@ from pathlib import Path
 from . import interrupts, train_setup
 from . import weights as weights_io
 from .data import Dataset, load_dataset
-from .errors import AlexftError, TrainingError, TrainingInterrupted, warn_user  # noqa: F401  (re-exported: the command line takes it from here)
+# (TrainingError is re-exported: the command line takes it from here)
+from .errors import AlexftError, TrainingError, TrainingInterrupted, warn_user, warnings_heard  # noqa: F401
 from .python_words import FINETUNE_KEYWORDS, in_python_words, said_in_python_words
 from .progress import beside_bars
 from .run_folder import RunFolder
@@ -91,15 +92,20 @@ WARNING = "warning: "
 
 class KeptWarnings:
     """The run's log, keeping the warnings it says for summary.json and --json: a script reading
-    the result learns that nothing was learned, as a user reading stderr does."""
+    the result learns that nothing was learned, or that images were left out or damaged, as a
+    user reading stderr does. `heard` keeps those said elsewhere (the listing, decoding)."""
 
     def __init__(self, log):
         self.log, self.said = log, []
 
     def __call__(self, message):
         if message.startswith(WARNING):
-            self.said.append(message[len(WARNING):])
+            self.heard(message[len(WARNING):])
         self.log(message)
+
+    def heard(self, message):
+        if message not in self.said:  # (a Python caller's log lines are raised as warnings, heard again)
+            self.said.append(message)
 
 
 def finetune_as_command(data_dir, options=None, *, weights=None, output=None, resume=False, cache_memory=2 << 30,
@@ -134,6 +140,8 @@ def _finetune(data_dir, options=None, *, weights=None, output=None, resume=False
     if weights is not None and not isinstance(weights, weights_io.WeightSet):  # (a WeightSet: the command line's)
         weights = resolve_weights(weights, progress=progress)  # a file given is checked before the listing
     dataset = dataset or load_dataset(data_dir, val_dir=options.val_dir, val_split=options.val_split, seed=options.seed)
+    for said in dataset.warnings:  # (the command line lists the folder before it calls this)
+        log.heard(said)
     train_setup.report_split(dataset, options, log)
     if weights is None:  # found or downloaded once the images are known to be there
         weights = resolve_weights(None, progress=progress)
@@ -157,7 +165,7 @@ def _finetune(data_dir, options=None, *, weights=None, output=None, resume=False
         from .trainer import Trainer  # (TensorFlow's seconds of import: after every check above)
         from .traced_gradients import custom_gradients_released
 
-        with custom_gradients_released():  # else each run's graphs and variables stay in memory
+        with custom_gradients_released(), warnings_heard(log.heard):  # (released: else each run's graphs stay in memory)
             return Trainer(options, config, dataset, weight_set, run, cache_memory, progress, log).fit()
     except BaseException as error:
         discarded = run.claimed and not resume and not run.checkpoint.exists() and not run.model.exists()

@@ -453,7 +453,8 @@ class Trainer:
                 self._say_if_nothing_was_learned(best, state["base_lr"], losses, rate_given=self.config["lr"] != "auto")
         finally:
             self.log = log
-        summary["warnings"] = list(getattr(log, "said", ())) + [line.removeprefix(WARNING) for line in verdicts]
+        summary["warnings"] = list(dict.fromkeys(list(getattr(log, "said", ())) +
+                                                 [line.removeprefix(WARNING) for line in verdicts]))
         self.run.finish(summary, self.options.keep_checkpoint or self._ended_early)
         for line in verdicts:
             log(line)

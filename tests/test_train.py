@@ -1777,6 +1777,49 @@ def test_shuffled_labels_end_with_a_warning_kept_in_the_summary_and_true_labels_
     assert ("--lr" in said["shuffled"][0]) == (through == "command line") or "no better than" in said["shuffled"][0]
 
 
+@pytest.mark.parametrize("through", ["command line", "python"])
+def test_every_warning_of_the_data_is_kept_in_the_summary(small_digits_folder, canonical_weights_file, tmp_path,
+                                                          through):
+    """summary.json's "warnings" (and finetune --json's) held the verdicts only: a run whose
+    listing left out a test/ part, an old folder and an image beside the class folders, and
+    which used a damaged JPEG as decoded, said so on stderr while a script reading the summary
+    read a clean run. Every warning said is now kept there, each once, in the order said."""
+    from alexft.errors import AlexftWarning
+    from alexft.python_words import in_python_words
+    from test_preprocess import damaged_jpeg
+
+    data = tmp_path / "data"
+    for part, digits in (("train", (0, 1)), ("val", (0, 1)), ("test", (0,)), ("old", (1,))):
+        for digit in digits:
+            shutil.copytree(small_digits_folder / f"digit_{digit}", data / part / f"digit_{digit}",
+                            ignore=lambda folder, names: sorted(names)[4:] if part == "train" else sorted(names)[:4])
+    shutil.copy(small_digits_folder / "digit_1" / sorted(os.listdir(small_digits_folder / "digit_1"))[-1],
+                data / "train" / "stray.png")
+    # (bytes of this test's own: the feature store reuses an image's features without decoding it)
+    (data / "train" / "digit_0" / "damaged.jpg").write_bytes(damaged_jpeg(41 if through == "python" else 42))
+    output = tmp_path / "run"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AlexftWarning)
+        if through == "python":
+            summary = finetune(data, weights=canonical_weights_file, epochs=2, lr=0.001, output=output, progress=False)
+            printed = [str(warning.message) for warning in caught if warning.category is AlexftWarning]
+        else:
+            result = CliRunner().invoke(main, ["finetune", str(data), "--weights", str(canonical_weights_file), "--epochs",
+                                               "2", "--lr", "0.001", "-o", str(output), "--no-progress", "--json"],
+                                        catch_exceptions=False)
+            assert result.exit_code == 0, result.stderr
+            summary = json.loads(result.stdout)
+            printed = [line.removeprefix("alexft: warning: ") for line in result.stderr.splitlines()
+                       if line.startswith("alexft: warning: ")]
+    kept = json.loads((output / "summary.json").read_text())["warnings"]
+    for expected in (rf"^{data / 'test'}: not used in fine-tuning", rf"^{data}: 'old' left out",
+                     rf"^{data / 'train'}: 1 image\(s\) beside the class folders .*stray\.png",
+                     rf"^{data / 'train' / 'digit_0' / 'damaged.jpg'}: damaged JPEG data, used as decoded"):
+        assert sum(bool(re.search(expected, line)) for line in printed) == 1, (expected, printed)
+    assert summary["warnings"] == printed and len(set(printed)) == len(printed)
+    assert [in_python_words(warning) for warning in kept] == printed if through == "python" else kept == printed
+
+
 def test_a_verdict_raised_as_an_error_comes_after_the_run_folder_is_whole(small_digits_folder, canonical_weights_file,
                                                                           tmp_path):
     """Under `warnings.simplefilter("error", AlexftWarning)` (pytest's filterwarnings, python
