@@ -65,11 +65,13 @@ def AlexNet(weights=IMAGENET, include_top=True, classes=None, pooling=None, clas
     x = alexnet_layers(inputs, classes, last=last, initial=weight_set.initial_arrays() if weight_set else None)
     if not include_top and pooling:
         pool = keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
-        x = pool(name=f"{pooling}_pool")(x)
+        x = pool(data_format="channels_last", name=f"{pooling}_pool")(x)  # (whatever keras.config's image_data_format)
     if include_top:
         x = keras.layers.Activation(activation, dtype="float32",
                                     name="logits" if classifier_activation is None else "prob")(x)
     source = inputs if input_tensor is None else keras.utils.get_source_inputs(input_tensor)
+    if isinstance(source, list) and len(source) == 1:  # a model of one input, not of a list of one: served as such
+        source = source[0]
     # Names only for class scores. One model class whatever the weights: Keras' .weights.h5 files
     # key a nested model by its class, so a model rebuilt with weights=None must be the same class
     # to load_weights() saved from one built on a file that names its classes.

@@ -112,7 +112,11 @@ class CaffeMaxPooling2D(keras.layers.MaxPooling2D):
     """Max pooling sized as Caffe sizes it: ceil((side - pool) / stride) + 1 windows, the last one
     clipped at the border, where Keras' "valid" rounds down and drops it. The same on AlexNet's
     227x227 input (55, 27 and 13 leave nothing over); on other sizes (a model without fc6) the
-    last row or column of windows would otherwise be missing."""
+    last row or column of windows would otherwise be missing. Channels last always, whatever
+    Keras' image_data_format says (the padding above is laid out so)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **dict(kwargs, data_format="channels_last"))
 
     def call(self, inputs):
         missing = [self._missing(inputs, axis) for axis in (1, 2)]

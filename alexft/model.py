@@ -195,7 +195,9 @@ def alexnet_layers(x, num_classes=arch.IMAGENET_CLASSES, last="fc8", seed=None, 
             if spec.pool:
                 steps.append(CaffeMaxPooling2D(3, 2, name=f"pool{name[-1]}", dtype=dtype))
         else:
-            steps = [keras.layers.Flatten(name="flatten", dtype=dtype)] if name == "fc6" else []  # (h, w, c), as the file's fc6
+            # (h, w, c), as the file's fc6, whatever keras.config's image_data_format
+            flatten = keras.layers.Flatten(data_format="channels_last", name="flatten", dtype=dtype)
+            steps = [flatten] if name == "fc6" else []
             steps.append(keras.layers.Dense(spec.outputs or num_classes, activation="relu" if spec.relu else None,
                                             kernel_initializer=kernel_init, bias_initializer=bias_init, name=name,
                                             dtype=dtype))

@@ -288,6 +288,41 @@ def test_an_integer_input_tensor_is_refused_with_the_way_to_give_a_model_raw_pix
     assert model.predict(photos_rgb()[0][np.newaxis], verbose=0).shape == (1, 1000)
 
 
+def test_a_model_on_raw_pixels_has_one_input_and_calls_without_a_list(tmp_path):
+    """AlexNet(input_tensor=preprocess_input(keras.Input(...))), the docs' way to give a model raw
+    pixels, had a list of one input: every model(image) warned "The structure of `inputs` doesn't
+    match the expected structure", and its export served only serve([image])."""
+    model = alexft.AlexNet(weights=None, input_tensor=alexft.preprocess_input(keras.Input((None, None, 3), dtype="uint8")))
+    assert not isinstance(model.input, list)
+    image = photos_rgb()[0][np.newaxis]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        called = model(image).numpy()
+    np.testing.assert_allclose(called, model.predict(image, verbose=0), atol=1e-6)
+    model.export(str(tmp_path / "served"), verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "served"))
+    np.testing.assert_allclose(served.serve(image).numpy(), called, atol=1e-6)
+
+
+def test_keras_image_data_format_channels_first_leaves_the_model_channels_last(canonical_weights_file):
+    """With keras.config.set_image_data_format("channels_first") (or keras.json saying so), the
+    model's pooling layers pooled the wrong axes: include_top=False, pooling="avg" gave 6 outputs
+    and a full model failed inside GroupedConv2D. alexft's models take channels-last images
+    whatever that setting says, and compute what they compute under the default."""
+    image = alexft.preprocess_input(photos_rgb()[0])[np.newaxis]
+    expected = {pooling: alexft.AlexNet(weights=canonical_weights_file, include_top=False, pooling=pooling)(image).numpy()
+                for pooling in ("avg", "max")}
+    expected["top"] = alexft.AlexNet(weights=canonical_weights_file)(image).numpy()
+    keras.config.set_image_data_format("channels_first")
+    try:
+        for pooling in ("avg", "max"):
+            model = alexft.AlexNet(weights=canonical_weights_file, include_top=False, pooling=pooling)
+            assert model.output_shape == (None, 256)
+            np.testing.assert_array_equal(model(image).numpy(), expected[pooling])
+        np.testing.assert_array_equal(alexft.AlexNet(weights=canonical_weights_file)(image).numpy(), expected["top"])
+    finally:
+        keras.config.set_image_data_format("channels_last")
+
 def test_decode_predictions_names_imagenet_classes_by_wordnet_id():
     scores = np.zeros((2, 1000), np.float32)
     scores[0, [281, 285, 3]] = [0.7, 0.2, 0.1]
