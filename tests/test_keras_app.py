@@ -4,6 +4,7 @@ training in plain Keras. Outputs are checked against the numpy forward pass (tes
 and the pipeline against Caffe's recipe written out here, not against alexft's own code."""
 import json
 import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -486,7 +487,7 @@ def test_weights_saved_from_a_model_on_a_file_load_into_one_built_without_weight
     assert trained.layers[0].class_names is None  # fc7 features are not class scores
 
 
-def test_imagenet_weights_are_found_as_the_command_line_finds_them(canonical_weights_file, monkeypatch):
+def test_imagenet_weights_are_found_as_the_command_line_finds_them(canonical_weights_file, monkeypatch, tmp_path):
     monkeypatch.setenv("ALEXFT_WEIGHTS", str(canonical_weights_file))
     model = alexft.AlexNet(weights="imagenet", include_top=False, last_layer="conv1")
     kernel = model.get_layer("conv1").kernel.numpy()
@@ -494,6 +495,14 @@ def test_imagenet_weights_are_found_as_the_command_line_finds_them(canonical_wei
     monkeypatch.delenv("ALEXFT_WEIGHTS")
     with pytest.raises(alexft.WeightsError, match="unreachable.npy"):  # the tests' download source is closed
         alexft.AlexNet(weights="imagenet")
+    # finetune(weights="imagenet"), load_predictor(...) and the others said "imagenet: weights
+    # file not found": they take the word as AlexNet does (they all resolve weights here),
+    # unless a file has that name.
+    with pytest.raises(alexft.WeightsError, match="unreachable.npy"):
+        alexft.resolve_weights("ImageNet")
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(canonical_weights_file, tmp_path / "imagenet")
+    assert alexft.resolve_weights("imagenet") == Path("imagenet")
 
 
 def test_argument_mistakes_are_said_before_any_weights_are_looked_for(monkeypatch):

@@ -123,7 +123,10 @@ def check_weights_argument(weights):
 def resolve_weights(path=None, download=True, progress=None):
     """Return the weights file to use: `path` if given, else the first existing candidate,
     else the first source that downloads and verifies, converted once into the cache (when
-    `download` is true)."""
+    `download` is true). "imagenet", in any case, names those defaults as alexft.AlexNet's
+    weights= does, unless a file has that name."""
+    if isinstance(path, str) and path.lower() == "imagenet" and not os.path.exists(path):
+        path = None
     if path is not None:
         check_weights_argument(path)
         path = Path(path).expanduser()
