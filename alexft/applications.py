@@ -214,6 +214,9 @@ def preprocess_input(x, data_format=None):
     tensors and `Dataset.map`'s tensors go through OpenCV, exactly (a `tf.numpy_function`, which a
     saved model could not serve).
     """
+    if data_format is not None and not isinstance(data_format, str):  # dataset.map(preprocess_input) on (image, label)
+        raise TypeError(f"preprocess_input: data_format is None or 'channels_last', not {type(data_format).__name__}; "
+                        "on a dataset of (images, labels): dataset.map(lambda x, y: (alexft.preprocess_input(x), y))")
     if data_format not in (None, "channels_last"):
         raise ValueError(f"preprocess_input: data_format {data_format!r}: alexft's models take channels_last "
                          "images, (N, H, W, 3)")
@@ -355,8 +358,9 @@ def _warn_of_unlikely_pixels(x):
         raise ValueError("preprocess_input: the images hold NaN or infinite pixels")
     low, high = x.min(), x.max()
     if low < 0:
-        warnings.warn(f"preprocess_input: pixels down to {low:.4g}, below 0: these look preprocessed already "
-                      "(it takes RGB grey levels 0-255); they are clipped to 0", AlexftWarning, stacklevel=4)
+        warnings.warn(f"preprocess_input: pixels down to {low:.4g}, below 0: preprocessed already? It takes RGB grey "
+                      "levels 0-255, and clips these to 0 (right for the overshoot of a bicubic or lanczos resize)",
+                      AlexftWarning, stacklevel=4)
     elif high > 255:
         warnings.warn(f"preprocess_input: pixels up to {high:.6g}, above 255: it takes grey levels 0-255 and clips "
                       "these to 255 (16-bit images: pass them as uint16)", AlexftWarning, stacklevel=4)

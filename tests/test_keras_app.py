@@ -99,6 +99,14 @@ def test_preprocess_input_in_a_dataset_map_says_what_is_wrong_when_the_map_is_bu
     assert next(iter(decoded.map(alexft.preprocess_input))).shape == (227, 227, 3)
     with pytest.raises(ValueError, match=r"got \(None, 50, 50, 5\)$"):
         tf.data.Dataset.from_tensor_slices(np.zeros((2, 50, 50, 5), np.uint8)).batch(2).map(alexft.preprocess_input)
+    # Mapped over (image, label) pairs, the labels went into data_format: "Expected int32 passed
+    # to parameter 'y' of op 'Equal', got 'channels_last'".
+    labelled = tf.data.Dataset.from_tensor_slices((np.zeros((2, 50, 50, 3), np.uint8), [0, 1]))
+    with pytest.raises(TypeError, match=r"preprocess_input: data_format is None or 'channels_last', not "
+                                        r"\w+; on a dataset of \(images, labels\): dataset.map\(lambda x, y: "
+                                        r"\(alexft.preprocess_input\(x\), y\)\)"):
+        labelled.map(alexft.preprocess_input)
+    assert labelled.map(lambda x, y: (alexft.preprocess_input(x), y)).element_spec[0].shape == (227, 227, 3)
 
 
 def test_preprocess_input_refuses_what_is_not_an_image():
@@ -229,7 +237,8 @@ def test_preprocess_input_warns_of_pixels_that_are_not_grey_levels():
     AlexftWarnings (they were plain UserWarnings, which the documented filter left alone)."""
     image = photos_rgb()[0]
     for wrong, message in ((image / 255.0, "every pixel is within 0-1; it takes grey levels 0-255"),
-                           (alexft.preprocess_input(image), "below 0: these look preprocessed already")):
+                           (alexft.preprocess_input(image), "below 0: preprocessed already\\? .* clips these to 0 \\(right for "
+                                                            "the overshoot of a bicubic or lanczos resize\\)")):
         for given in (wrong, [wrong, wrong]):
             with pytest.warns(alexft.AlexftWarning, match=message) as caught:
                 alexft.preprocess_input(given)
