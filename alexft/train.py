@@ -194,10 +194,17 @@ def _refuse_unknown_options(fields):
 
     known = [field.name for field in dataclasses.fields(TrainOptions)]
     for name in fields:
+        if name in ("verbose", "quiet", "silent"):  # Keras' verbose=0: two keywords here
+            raise TypeError(f"finetune() got an unexpected keyword argument {name!r}; progress=False hides the "
+                            "progress bars, and log=lambda line: None the log's lines")
         if name not in known:
-            close = [KERAS_NAMES[name]] if name in KERAS_NAMES else difflib.get_close_matches(name, known, n=1)
+            close = [KERAS_NAMES[name]] if name in KERAS_NAMES else difflib.get_close_matches(name, known + OWN_KEYWORDS, n=1)
             raise TypeError(f"finetune() got an unexpected keyword argument {name!r}"
-                            + (f"; did you mean {close[0]!r}?" if close else f"; its options: {', '.join(known)}"))
+                            + (f"; did you mean {close[0]!r}?" if close else
+                               f"; its options: {', '.join(known)}; and its own: {', '.join(OWN_KEYWORDS)}"))
+
+
+OWN_KEYWORDS = ["weights", "output", "resume", "progress", "log", "cache_memory", "dataset"]  # finetune's, not the record's
 
 
 def _interrupted(stop, resume, run=None, discarded=False, kept=None):

@@ -1922,6 +1922,15 @@ def test_a_mistyped_option_is_named_with_the_one_meant():
         finetune("anywhere", colour="red")
     with pytest.raises(TypeError, match=r"'learning_rate'; did you mean 'lr'\?$"):  # Keras' word: not found by spelling
         finetune("anywhere", learning_rate=0.01)
+    # finetune's own keywords were left out of the list and of the guesses; Keras' verbose=0
+    # (quiet) is two of them here.
+    with pytest.raises(TypeError, match=r"'colour'; .*; and its own: weights, output, resume, progress, log, "):
+        finetune("anywhere", colour="red")
+    with pytest.raises(TypeError, match=r"'wieghts'; did you mean 'weights'\?$"):
+        finetune("anywhere", wieghts="w.npy")
+    with pytest.raises(TypeError, match=r"'verbose'; progress=False hides the progress bars, and log=lambda line: None "
+                                        r"the log's lines$"):
+        finetune("anywhere", verbose=0)
 
 
 def test_a_mistaken_option_value_is_refused_at_once_naming_it_and_what_it_takes():
