@@ -159,6 +159,10 @@ def test_npz_round_trip_keeps_arrays_and_class_names(tmp_path):
     for name in params:
         np.testing.assert_array_equal(loaded.params[name][0], params[name][0])
     assert not list(tmp_path.glob(".*tmp*")), "the temporary file was left behind"
+    # Shown by what it holds (its dataclass repr listed every array: 80,000 characters in a cell)
+    assert repr(loaded) == (f"WeightSet(conv1, conv2, conv3, conv4, conv5, fc6, fc7, fc8, 3 classes named 'cat', 'dog', "
+                            f"'ëlk' from {path})")
+    assert repr(weights.WeightSet({"conv1": params["conv1"]})) == "WeightSet(conv1)"
 
 
 def test_npz_with_pickled_objects_is_refused(tmp_path):

@@ -44,6 +44,14 @@ class WeightSet:
     def num_classes(self):
         return self.params["fc8"][0].shape[1] if "fc8" in self.params else None
 
+    def __repr__(self):  # (the dataclass's listed every array: 80,000 characters in a notebook's cell)
+        layers = ", ".join(self.params) or "no layers"
+        classes = f", {self.num_classes:,} classes" if self.num_classes else ""
+        named = f" named {', '.join(map(repr, self.class_names[:3]))}{', ...' if len(self.class_names) > 3 else ''}" \
+            if self.class_names else ""
+        where = f" from {self.path}" if self.path is not None else ""
+        return f"WeightSet({layers}{classes}{named}{where})"
+
     def initial_arrays(self):
         """`{layer: [weights, biases]}` for a model to start from (model.alexnet_layers' `initial`):
         the set's own dict when handed over, which the model empties as it takes the arrays; else
