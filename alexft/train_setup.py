@@ -9,7 +9,7 @@ import numpy as np
 
 from . import weights as weights_io
 from .errors import TrainingError
-from .overlap import overlap_warning
+from .overlap import overlap_warnings
 from .run_folder import RunFolder, refuse_changes
 from .train_options import OptionsError, TrainOptions, cache_matters, cache_point, check_layers, option_change
 from .weights.download import file_sha256
@@ -103,6 +103,8 @@ def report_split(dataset, options, log):
     if len(dataset.val) == 0:
         reason = "--val-split 0" if options.val_split == 0 else f"--val-split {options.val_split} holds out no image"
         log(f"no validation images ({reason}): model.npz will be the epoch with the lowest training loss")
+        for said in overlap_warnings(dataset):  # (training images filed under two classes)
+            log(said)
         return
     classes = len(dataset.class_names)
     in_train = np.bincount(dataset.train.labels, minlength=classes)
@@ -125,8 +127,7 @@ def report_split(dataset, options, log):
         log(f"warning: {_some_classes(scarce)} {counts[0]}{'' if len(counts) == 1 else f'-{counts[-1]}'} training images "
             f"against {in_train[largest]} for {dataset.class_names[largest]!r}: the model may learn to answer "
             f"{dataset.class_names[largest]!r} everywhere; more images of the few (or fewer of the many) balance it")
-    said = overlap_warning(dataset)  # (a split of one folder holds a file once; copies of it, twice)
-    if said:
+    for said in overlap_warnings(dataset):
         log(said)
 
 

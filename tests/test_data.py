@@ -1,4 +1,5 @@
 """Class folders, splits and the broken-file ledger (no TensorFlow needed)."""
+import re
 from pathlib import Path
 
 import cv2
@@ -387,12 +388,26 @@ def test_validation_images_that_are_training_images_too_are_warned_of(tmp_path, 
     assert warned(train) == [  # the training folder given as the validation folder
         f"warning: 4 of the 4 validation images are training images too (e.g. {train / 'cat' / 'a.jpg'}): accuracy "
         "there says little about images the model has not seen; is the validation folder the data folder?"]
-    # A split of one folder is not compared (each file is on one side; a stat per image per run otherwise)
-    stat_calls = []
-    monkeypatch.setattr(overlap, "_size", lambda path: stat_calls.append(path) or 0)
-    split = load_dataset(train, val_split=0.5)
-    assert overlap.overlap_warning(split) is None and stat_calls == []
-    monkeypatch.undo()
+    # A split of one folder is compared too: a photo copied within the folder (here under
+    # another name in its class) landed on both sides unsaid.
+    shutil.copy(train / "cat" / "a.jpg", train / "cat" / "z.jpg")
+    sides = {}
+    for seed in range(20):  # (the copies fall on the two sides of a 50% split, or on one)
+        split = load_dataset(train, val_split=0.5, seed=seed)
+        together = {path.name for path in split.train.paths} & {"a.jpg", "z.jpg"}
+        sides[len(together)] = (split, overlap.overlap_warnings(split))
+    assert 1 in sides and len(sides) > 1, sides.keys()
+    assert re.match(r"warning: 1 of the \d validation images is a training image too \(e.g. .*cat/[az].jpg, the same bytes "
+                    r"as .*cat/[az].jpg\)", sides[1][1][0]) and len(sides[1][1]) == 1
+    assert all(said == [] for together, (split, said) in sides.items() if together != 1)
+    # Training images whose bytes are filed under two classes: one label is wrong, said with
+    # or without validation images (the copy in cat/ stays: within a class a copy is no mistake).
+    shutil.copy(train / "cat" / "b.jpg", train / "dog" / "b again.jpg")
+    said = []
+    report_split(load_dataset(train, val_split=0), SimpleNamespace(val_split=0), said.append)
+    assert said[-1] == (f"warning: 1 training image(s) are filed under two classes or more, the same bytes in each (e.g. "
+                        f"{train / 'cat' / 'b.jpg'} in 'cat', {train / 'dog' / 'b again.jpg'} in 'dog'): one of the "
+                        "labels is wrong; remove the copy from the class it is not")
     monkeypatch.setattr(overlap, "MAX_HASHED", 1)  # the content check stops, and says so
     assert overlap.shared_images([train / "dog" / "d.jpg"], [val / "dog" / "copy of d.jpg"]) == ([], False)
 
