@@ -127,7 +127,8 @@ class FeatureStore:
 
     def describe(self):
         """What this run did with the store, in one line."""
-        taken = (f", {self.taken:,} computed here but stored first by another run (its values used)"
+        taken = (f", {self.taken:,} computed here but stored first (by another run, or as a copy of the image in this "
+                 "one; the stored values used)"
                  if self.taken else "")
         return (f"feature store: {self.read:,} images' features reused, {self.written:,} added{taken} "
                 f"({self.root}; ALEXFT_FEATURE_STORE=off turns it off)")
