@@ -503,7 +503,7 @@ class Trainer:
             return
         if accuracy is not None and accuracy > chance and len(scored):  # said, or "nothing" reads as false beside them
             said += (f", and its validation accuracy {accuracy:.3f} is within luck's reach of chance "
-                     f"{_luck_words(chance, len(scored))}")
+                     f"{_luck_words(chance, len(scored), len(self.dataset.class_names))}")
         if loss > 1.5 * guess:
             self.log(f"warning: nothing was learned: {said}; try {self._either(f'a smaller --lr than {base_lr:.3g}')}")
         elif relation == "above":  # worse than guessing: more steps at this rate would not help
@@ -566,7 +566,7 @@ class Trainer:
             return
         limit = _luck_limit(chance, len(scored))
         said = (f"warning: the best epoch's validation accuracy {accuracy:.3f} is within luck's reach of chance "
-                f"{_luck_words(chance, len(scored))}")
+                f"{_luck_words(chance, len(scored), len(self.dataset.class_names))}")
         fitted = best.get("train_accuracy")
         if limit >= 1:
             self.log(f"{said}: no accuracy on so few images can show that the model tells the classes apart; hold "
@@ -594,11 +594,14 @@ def _luck_limit(chance, images):
     return chance + 3 * math.sqrt(chance * (1 - chance) / images)
 
 
-def _luck_words(chance, images):
-    """The limit, as the warnings give it; one over 1 (a few images) is said as such, not as 1.150."""
+def _luck_words(chance, images, classes):
+    """The limit, as the warnings give it; one over 1 (a few images) is said as such, not as 1.150.
+    A chance above 1/classes is named as the largest class's share (a user reads "chance" with 3
+    classes as 0.333, not 0.750)."""
     limit = _luck_limit(chance, images)
-    return (f"({chance:.3f} + 3 standard errors = {limit:.3f} on {images} images)" if limit < 1 else
-            f"({chance:.3f} + 3 standard errors is over 1 on {images} images)")
+    share = ", the largest class's share of them," if chance > 1 / classes + 1e-9 else ""
+    return (f"({chance:.3f}{share} + 3 standard errors = {limit:.3f} on {images} images)" if limit < 1 else
+            f"({chance:.3f}{share} + 3 standard errors is over 1 on {images} images)")
 
 
 class _TensorBoard:

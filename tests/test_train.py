@@ -1717,12 +1717,12 @@ def test_a_low_training_loss_with_a_validation_accuracy_within_luck_ends_with_a_
     random_labels = [0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4]
     assert verdict(random_labels, {"train_loss": 0.05, "train_accuracy": 1.0, "val_accuracy": 0.5}, classes=5,
                    layers=("fc7", "fc8")) == (
-        "warning: the best epoch's validation accuracy 0.500 is within luck's reach of chance (0.250 + 3 standard "
-        "errors = 0.625 on 12 images), while its training accuracy is 1.000: it fits the images it trains on, not "
+        "warning: the best epoch's validation accuracy 0.500 is within luck's reach of chance (0.250, the largest "
+        "class's share of them, + 3 standard errors = 0.625 on 12 images), while its training accuracy is 1.000: it fits the images it trains on, not "
         "others; try more images per class or training fewer layers")
     assert verdict([0, 0, 1, 2], {"train_loss": 0.1, "train_accuracy": 1.0, "val_accuracy": 1.0}, classes=3) == (
-        "warning: the best epoch's validation accuracy 1.000 is within luck's reach of chance (0.500 + 3 standard "
-        "errors is over 1 on 4 images): no accuracy on so few images can show that the model tells the classes apart; "
+        "warning: the best epoch's validation accuracy 1.000 is within luck's reach of chance (0.500, the largest "
+        "class's share of them, + 3 standard errors is over 1 on 4 images): no accuracy on so few images can show that the model tells the classes apart; "
         "hold out more images with --val-split or --val-dir")
     assert verdict(random_labels, {"train_loss": 0.05, "train_accuracy": 1.0, "val_accuracy": 8 / 12}, classes=5) is None
     assert verdict(list(range(10)) * 6, {"train_loss": 0.3, "train_accuracy": 0.9, "val_accuracy": 0.25},
