@@ -631,7 +631,7 @@ def test_a_ctrl_c_swallowed_mid_run_stops_the_command_at_the_next_batch(
     """A user's Ctrl-C landed in a weakref callback while finetune cached features ("Exception
     ignored in: ... raise KeyboardInterrupt"), and the run went on through every epoch.
     Simulated: the signal is noted as the handler notes it, its exception never arrives."""
-    from alexft import interrupts, predict, train, train_data
+    from alexft import interrupts, predict, train_data, trainer
 
     def swallowing(function):
         def run(*args, **kwargs):
@@ -643,7 +643,7 @@ def test_a_ctrl_c_swallowed_mid_run_stops_the_command_at_the_next_batch(
         monkeypatch.setattr(predict.Predictor, "probabilities", swallowing(predict.Predictor.probabilities))
         arguments = ["classify", str(small_digits_folder), "--runtime", "tensorflow", "--batch-size", "2"]
     else:  # while the features are cached, or after, in the range test (no batch loop of images there)
-        where = (train_data, "view_features") if command == "finetune" else (train.Trainer, "_find_rate")
+        where = (train_data, "view_features") if command == "finetune" else (trainer.Trainer, "_find_rate")
         monkeypatch.setattr(*where, swallowing(getattr(*where)))
         arguments = ["finetune", str(small_digits_folder), "--output", str(tmp_path / "run"), "--epochs", "1"]
     result = CliRunner().invoke(main, [*arguments, "--weights", str(canonical_weights_file)], catch_exceptions=False)
