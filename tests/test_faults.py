@@ -80,7 +80,7 @@ def test_kill_9_at_random_moments_and_mid_checkpoint_never_loses_a_checkpoint(
             str(canonical_weights_file), "--output", str(run)] + _cli_options()
     env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
     done_epochs, kills, torn_writes = 0, 0, 0
-    for moment in ["write", "random"] * 4:
+    for moment in ["write", "random"] * 3:  # 3 of each kind (4 each took ~20 s more: two start-ups)
         resume = ["--resume"] if (run / "config.json").exists() else []
         process = subprocess.Popen(base + resume, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         if not _kill_when(process, run, moment, rng):
@@ -94,10 +94,12 @@ def test_kill_9_at_random_moments_and_mid_checkpoint_never_loses_a_checkpoint(
             done_epochs = record["epoch"]
         if done_epochs >= 1:  # once an epoch has ended there is always a usable model
             assert weights.load(run / "model.npz").params["fc8"][0].shape == (4096, 3)
-    assert kills == 8 and torn_writes >= 3, (kills, torn_writes)  # the write-time kills did land mid-write
+    assert kills == 6 and torn_writes >= 2, (kills, torn_writes)  # the write-time kills did land mid-write
 
     leftovers = list(run.glob(".*.tmp-*"))
-    result = subprocess.run(base + ["--resume"], capture_output=True, text=True, env=env, timeout=900)
+    # The run ends as a user resumes it: the plain command, checkpointing as time allows (a
+    # checkpoint every epoch, for kills to aim at, added ~8 s to the last ~20 epochs).
+    result = subprocess.run([ALEXFT] + base[3:] + ["--resume"], capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert all(f"removed {stale.name}, left by an interrupted write" in result.stderr for stale in leftovers)
     assert not list(run.glob(".*.tmp-*"))
