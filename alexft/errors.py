@@ -27,6 +27,9 @@ def one_line(text):
     return " ".join(str(text).split())
 
 
+WARNING = "warning: "  # how a run's log line that is a warning begins
+
+
 class AlexftWarning(UserWarning):
     """A note for a Python caller (a folder without images left out, an input no feature came
     from); the command line prints it as "alexft: warning: ..."."""

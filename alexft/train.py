@@ -11,13 +11,14 @@ written where, and when).
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import interrupts, train_setup
 from . import weights as weights_io
 from .data import Dataset, load_dataset
 # (TrainingError is re-exported: the command line takes it from here)
-from .errors import AlexftError, TrainingError, TrainingInterrupted, warn_user, warnings_heard  # noqa: F401
+from .errors import WARNING, AlexftError, TrainingError, TrainingInterrupted, warn_user, warnings_heard  # noqa: F401
 from .python_words import FINETUNE_KEYWORDS, in_python_words, said_in_python_words
 from .progress import beside_bars
 from .run_folder import RunFolder
@@ -87,8 +88,6 @@ def _said_to_a_python_caller(message):
         say(message)
 
 
-WARNING = "warning: "
-
 
 class KeptWarnings:
     """The run's log, keeping the warnings it says for summary.json and --json: a script reading
@@ -97,15 +96,21 @@ class KeptWarnings:
 
     def __init__(self, log):
         self.log, self.said = log, []
+        self._lock, self._passing = threading.Lock(), threading.local()
 
     def __call__(self, message):
         if message.startswith(WARNING):
             self.heard(message[len(WARNING):])
-        self.log(message)
+        self._passing.on = True  # a Python caller's log raises its warnings, in its words: not heard again
+        try:
+            self.log(message)
+        finally:
+            self._passing.on = False
 
     def heard(self, message):
-        if message not in self.said:  # (a Python caller's log lines are raised as warnings, heard again)
-            self.said.append(message)
+        with self._lock:  # (decoding threads say theirs at the same time)
+            if not getattr(self._passing, "on", False) and message not in self.said:
+                self.said.append(message)
 
 
 def finetune_as_command(data_dir, options=None, *, weights=None, output=None, resume=False, cache_memory=2 << 30,

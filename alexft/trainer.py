@@ -15,12 +15,11 @@ from . import interrupts, lr_finder, recovery
 from . import weights as weights_io
 from .data import BrokenFiles
 from .epoch_log import EpochLog
-from .errors import AlexftError, TrainingError, TrainingInterrupted
+from .errors import WARNING, AlexftError, TrainingError, TrainingInterrupted
 from .features import VIEWS
 from .plots import range_test_curve
 from .progress import progress_bar
 from .recovery import Diverged, LossWatch
-from .train import WARNING
 from .train_data import TrainingData, unread_classes_said
 from .train_network import LostWorker, TrainingNetwork
 from .train_options import CAFFE_BASE_LR, bias_factor_for_rate, cache_point, decay_for_rate

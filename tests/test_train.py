@@ -1820,6 +1820,30 @@ def test_every_warning_of_the_data_is_kept_in_the_summary(small_digits_folder, c
     assert [in_python_words(warning) for warning in kept] == printed if through == "python" else kept == printed
 
 
+def test_a_warning_the_log_passes_on_in_other_words_is_kept_once():
+    """A Python caller's log raises the run's warnings in its own words ("give lr", not "give
+    --lr"), and the run hears alexft's warnings: each was kept twice, in both wordings. What
+    other threads say meanwhile is kept, once however many say it."""
+    from alexft.errors import warn_user, warnings_heard
+    from alexft.train import KeptWarnings
+
+    def python_callers_log(message):  # as finetune's own for a caller who gave none
+        if message.startswith("warning: "):
+            warn_user(message.removeprefix("warning: ").replace("--lr", "lr"))
+
+    kept = KeptWarnings(python_callers_log)
+    with warnings_heard(kept.heard), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kept("warning: the range test measured no rate; give --lr to choose one")
+        kept("epoch 1/2: loss 0.5")
+        threads = [threading.Thread(target=warn_user, args=("a.jpg: damaged JPEG data",)) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert kept.said == ["the range test measured no rate; give --lr to choose one", "a.jpg: damaged JPEG data"]
+
+
 def test_a_verdict_raised_as_an_error_comes_after_the_run_folder_is_whole(small_digits_folder, canonical_weights_file,
                                                                           tmp_path):
     """Under `warnings.simplefilter("error", AlexftWarning)` (pytest's filterwarnings, python
