@@ -101,11 +101,11 @@ def _weight_set(weights, include_top, last, progress):
     if weights is None:
         return None
     from . import weights as weights_io
-    from .weights.sources import resolve_weights
+    from .weights.sources import names_the_defaults, resolve_weights
 
     if isinstance(weights, weights_io.WeightSet):  # read already (alexft.weights.load, export)
         return weights
-    if isinstance(weights, str) and weights.lower() == IMAGENET and not os.path.exists(weights):  # ("ImageNet" too)
+    if names_the_defaults(weights):  # ("ImageNet" too)
         path = resolve_weights(None, progress=progress)
     elif isinstance(weights, (str, os.PathLike)):
         _check_spelling(weights)

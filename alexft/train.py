@@ -22,7 +22,7 @@ from .errors import WARNING, AlexftError, TrainingError, TrainingInterrupted, wa
 from .python_words import FINETUNE_KEYWORDS, in_python_words, said_in_python_words
 from .progress import beside_bars
 from .run_folder import RunFolder
-from .weights.sources import resolve_weights
+from .weights.sources import names_the_defaults, resolve_weights
 from .option_rules import Flag, Function, Range, checked
 from .train_options import TrainOptions, check_layers
 
@@ -142,6 +142,8 @@ def _finetune(data_dir, options=None, *, weights=None, output=None, resume=False
     if not resume:  # before the listing and the weights; outside the try below: a folder refused is the user's
         run.refuse_inside(data_dir, options.val_dir)
         run.refuse_existing()
+    if names_the_defaults(weights):  # found or downloaded once the images are known to be there, as None
+        weights = None
     if weights is not None and not isinstance(weights, weights_io.WeightSet):  # (a WeightSet: the command line's)
         weights = resolve_weights(weights, progress=progress)  # a file given is checked before the listing
     dataset = dataset or load_dataset(data_dir, val_dir=options.val_dir, val_split=options.val_split, seed=options.seed)

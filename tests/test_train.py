@@ -2020,18 +2020,22 @@ def test_a_python_callers_mistakes_are_said_before_tensorflow_is_imported(small_
              f"alexft.finetune({str(small_digits_folder)!r}, weights={str(tmp_path / 'w.npy')!r})",
              f"alexft.finetune({str(small_digits_folder)!r}, weights={str(canonical_weights_file)!r}, "
              f"output={str(tmp_path / 'not-a-run')!r})",
-             f"alexft.finetune(resume=True, output={str(tmp_path / 'no-run')!r})"]
+             f"alexft.finetune(resume=True, output={str(tmp_path / 'no-run')!r})",
+             # "imagenet" as None: the weights looked for (here a missing file) once the images are there
+             f"alexft.finetune({str(tmp_path / 'digitz')!r}, weights='ImageNet')"]
     script = ("import sys, alexft\n"
               f"for call in {calls!r}:\n"
               "    try:\n        eval(call)\n    except Exception as error:\n"
               "        print(type(error).__name__, str(error).replace(chr(10), ' '))\n"
               "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    env = dict(os.environ, ALEXFT_WEIGHTS=str(tmp_path / "missing.npy"))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env=env)
     said = done.stdout.splitlines()
     assert len(said) == len(calls) + 1, (done.stdout, done.stderr)
     for line, expected in zip(said, [r"TypeError .*'epoch'; did you mean 'epochs'", r"OptionsError momentum 1\.5",
                                      r"OptionsError .*fc9", r"DataError .*digitz", r"WeightsError .*w\.npy",
-                                     r"RunFolderError .*not-a-run", r"RunFolderError .*no-run"]):
+                                     r"RunFolderError .*not-a-run", r"RunFolderError .*no-run", r"DataError .*digitz"]):
         assert re.match(expected, line), said
     assert said[-1] == "False False", said
 

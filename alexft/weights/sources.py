@@ -120,12 +120,17 @@ def check_weights_argument(weights):
         raise WeightsError(f"weights: an empty path {weights!r}; give a weights file, or leave it out for the default ones")
 
 
+def names_the_defaults(weights):
+    """Whether `weights` is "imagenet", in any case, as Keras' applications take it: the default
+    weights, found or downloaded; unless a file has that name."""
+    return isinstance(weights, str) and weights.lower() == "imagenet" and not os.path.isfile(weights)
+
+
 def resolve_weights(path=None, download=True, progress=None):
     """Return the weights file to use: `path` if given, else the first existing candidate,
     else the first source that downloads and verifies, converted once into the cache (when
-    `download` is true). "imagenet", in any case, names those defaults as alexft.AlexNet's
-    weights= does, unless a file has that name."""
-    if isinstance(path, str) and path.lower() == "imagenet" and not os.path.exists(path):
+    `download` is true). "imagenet" names those defaults (`names_the_defaults`)."""
+    if names_the_defaults(path):
         path = None
     if path is not None:
         check_weights_argument(path)
