@@ -356,12 +356,15 @@ def load_prepared(path, ledger):
 def _refuse_a_split_as_classes(folder):
     """train/ beside val/ or test/ (or alone), each holding class folders, are a split's parts as
     finetune reads them (`_split_folders`), not classes: their images would be labelled 'train'
-    and 'val', unsaid, also with other folders beside them (an empty one, an old class)."""
+    and 'val', unsaid, also with other folders beside them (an empty one, an old class). A
+    train/ of sub-folders beside other classes only is a class (finetune reads it as the data)."""
     split = _split_folders(folder)
     if split is None or not all(class_folders(part) and not loose_images(part) for part in split if part is not None):
         return
     parts = [part for part in split if part is not None]
     others = [name for name in class_folders(folder) if name not in {part.name for part in parts}]
+    if len(parts) == 1 and others:  # train/ of sub-folders among classes (bus/, car/): a class, read whole
+        return
     commands = "; ".join(f"alexft features {part} -o {part.name}.npz" for part in parts)
     beside = f" (and {quoted_names(others)} beside them)" if others else ""
     raise DataError(f"{folder}: holds {', '.join(part.name + '/' for part in parts)}, the parts of a split, each with class "

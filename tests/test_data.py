@@ -457,5 +457,11 @@ def test_a_split_given_to_features_is_refused_not_labelled_by_its_parts(tmp_path
     (split / "val").rename(split / "test")
     with pytest.raises(DataError, match=rf"^{split}: holds train/, test/, the parts of a split, .* -o test.npz\)$"):
         images_with_labels([split])
+    # A class named train whose photos are in sub-folders, among other classes: read as classes.
+    for name in ("bus/day", "car/day", "train/day", "train/night"):
+        (tmp_path / "vehicles2" / name).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "vehicles2" / name / "0.png"), np.zeros((8, 8, 3), np.uint8))
+    paths, labels, names = images_with_labels([tmp_path / "vehicles2"])
+    assert names == ["bus", "car", "train"] and list(labels) == [0, 1, 2, 2]
     paths, labels, names = images_with_labels([classes])
     assert names == ["train", "val"] and list(labels) == [0, 1]
