@@ -1,4 +1,6 @@
 """Class folders, splits and the broken-file ledger (no TensorFlow needed)."""
+import hashlib
+import os
 import re
 from pathlib import Path
 
@@ -398,16 +400,24 @@ def test_validation_images_that_are_training_images_too_are_warned_of(tmp_path, 
         sides[len(together)] = (split, overlap.overlap_warnings(split))
     assert 1 in sides and len(sides) > 1, sides.keys()
     assert re.match(r"warning: 1 of the \d validation images is a training image too \(e.g. .*cat/[az].jpg, the same bytes "
-                    r"as .*cat/[az].jpg\)", sides[1][1][0]) and len(sides[1][1]) == 1
+                    r"as .*cat/[az].jpg\): .*; remove the copies from the folder$", sides[1][1][0]) and len(sides[1][1]) == 1
     assert all(said == [] for together, (split, said) in sides.items() if together != 1)
     # Training images whose bytes are filed under two classes: one label is wrong, said with
     # or without validation images (the copy in cat/ stays: within a class a copy is no mistake).
     shutil.copy(train / "cat" / "b.jpg", train / "dog" / "b again.jpg")
     said = []
     report_split(load_dataset(train, val_split=0), SimpleNamespace(val_split=0), said.append)
-    assert said[-1] == (f"warning: 1 training image(s) are filed under two classes or more, the same bytes in each (e.g. "
+    assert said[-1] == (f"warning: 1 image(s) are filed under two classes or more, the same bytes in each (e.g. "
                         f"{train / 'cat' / 'b.jpg'} in 'cat', {train / 'dog' / 'b again.jpg'} in 'dog'): one of the "
                         "labels is wrong; remove the copy from the class it is not")
+    # Each file is looked at once for both checks (each had its own stat of every training image)
+    split, stats, stat = load_dataset(train, val_split=0.5, seed=1), [], os.stat
+    with monkeypatch.context() as patch:
+        patch.setattr(overlap, "file_sha256", lambda path: hashlib.sha256(Path(path).read_bytes()).hexdigest())
+        patch.setattr(os, "stat", lambda path, *args, **kwargs: stats.append(str(path)) or stat(path, *args, **kwargs))
+        overlap.overlap_warnings(split)
+    listed = sorted(map(str, list(split.train.paths) + list(split.val.paths)))
+    assert sorted(path for path in stats if path in listed) == listed
     monkeypatch.setattr(overlap, "MAX_HASHED", 1)  # the content check stops, and says so
     assert overlap.shared_images([train / "dog" / "d.jpg"], [val / "dog" / "copy of d.jpg"]) == ([], False)
 
