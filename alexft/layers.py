@@ -115,8 +115,8 @@ class CaffeMaxPooling2D(keras.layers.MaxPooling2D):
     last row or column of windows would otherwise be missing. Channels last always, whatever
     Keras' image_data_format says (the padding above is laid out so)."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **dict(kwargs, data_format="channels_last"))
+    def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None, **kwargs):
+        super().__init__(pool_size, strides, padding, data_format="channels_last", **kwargs)
 
     def call(self, inputs):
         missing = [self._missing(inputs, axis) for axis in (1, 2)]

@@ -163,6 +163,7 @@ def test_npz_round_trip_keeps_arrays_and_class_names(tmp_path):
     assert repr(loaded) == (f"WeightSet(conv1, conv2, conv3, conv4, conv5, fc6, fc7, fc8, 3 classes named 'cat', 'dog', "
                             f"'ëlk' from {path})")
     assert repr(weights.WeightSet({"conv1": params["conv1"]})) == "WeightSet(conv1)"
+    assert repr(weights.WeightSet(params, np.array(["a", "b", "c"]))).endswith("3 classes named 'a', 'b', 'c')")
 
 
 def test_npz_with_pickled_objects_is_refused(tmp_path):

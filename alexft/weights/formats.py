@@ -47,8 +47,10 @@ class WeightSet:
     def __repr__(self):  # (the dataclass's listed every array: 80,000 characters in a notebook's cell)
         layers = ", ".join(self.params) or "no layers"
         classes = f", {self.num_classes:,} classes" if self.num_classes else ""
-        named = f" named {', '.join(map(repr, self.class_names[:3]))}{', ...' if len(self.class_names) > 3 else ''}" \
-            if self.class_names else ""
+        named = ""
+        if self.class_names is not None and len(self.class_names):  # (a list, or a numpy array of names)
+            more = ", ..." if len(self.class_names) > 3 else ""
+            named = f" named {', '.join(repr(str(name)) for name in self.class_names[:3])}{more}"
         where = f" from {self.path}" if self.path is not None else ""
         return f"WeightSet({layers}{classes}{named}{where})"
 
