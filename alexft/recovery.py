@@ -6,14 +6,18 @@
   times where the epoch started: its first batch's loss (measured before that batch's
   update) or the previous epoch's mean loss, whichever is larger (one small batch alone is
   a noisy reference: a batch of 8 can be 4x below the epoch's mean);
-- or the epoch's mean loss exceeds FAR times the previous epoch's mean (a loss climbing
-  from epoch to epoch; its first batch, measured on the weights the previous epoch ended
-  with, is no reference then), or for the first epoch its start (which catches a runaway in
-  an epoch of fewer than WINDOW batches);
-- or the weights the epoch ends with have a loss on its last batch over FAR times the epoch's
-  mean: its last updates ran away. Each batch's loss is measured before its update, so the
-  batch losses cannot show the last updates; an epoch of one or two batches showed nothing
-  until the next, which started from the broken weights and took them as its reference.
+- or the epoch's mean loss exceeds FAR times the previous epochs' (a loss climbing from epoch
+  to epoch; its first batch, measured on the weights the previous epoch ended with, is no
+  reference then), or for the first epoch its start (which catches a runaway in an epoch of
+  fewer than WINDOW batches). "The previous epochs'" is the highest mean of the last
+  RECENT_EPOCHS (`epoch_reference`): a few images' epochs scatter (fc7 features 40x larger,
+  66 photos: 3.8 then 23.2, 2.4 then 8.2, learning all along), and one low epoch alone made
+  the next a runaway, three times, until the run stopped;
+- or the weights the epoch ends with have a loss on its last full batch over FAR times the
+  epoch's mean: its last updates ran away. Each batch's loss is measured before its update, so
+  the batch losses cannot show the last updates; an epoch of one or two batches showed nothing
+  until the next, which started from the broken weights and took them as its reference. (A
+  short last batch, 2 images after 64, is no measure: its loss scatters far beyond 4x.)
 An epoch run again after a recovery starts from a state that may already be worse than the
 previous epoch's mean says (the loss was climbing through it): there the first WINDOW
 batches set the start too, so that the restored state's own loss is not taken for a runaway
@@ -30,6 +34,14 @@ from collections import deque
 FAR = 4.0
 WINDOW = 5
 DIVISOR = 10.0
+RECENT_EPOCHS = 5
+
+
+def epoch_reference(epoch_losses):
+    """The previous epochs' loss an epoch's mean is judged against: the highest of the last
+    RECENT_EPOCHS (None before the first)."""
+    recent = list(epoch_losses)[-RECENT_EPOCHS:]
+    return max(recent) if recent else None
 
 
 class LossWatch:
@@ -73,11 +85,11 @@ class LossWatch:
         return None
 
     def check_end(self, end_loss, epoch_loss):
-        """`end_loss`: the loss of the epoch's final weights on its last batch (no dropout)."""
+        """`end_loss`: the loss of the epoch's final weights on its last full batch (no dropout)."""
         if not math.isfinite(end_loss):
             return f"the loss of the epoch's final weights is {end_loss}"
         if end_loss > FAR * max(epoch_loss, self.floor):
-            return (f"the epoch's last updates ran away (its final weights' loss on its last batch {end_loss:.2g}, over "
+            return (f"the epoch's last updates ran away (its final weights' loss on its last full batch {end_loss:.2g}, over "
                     f"{FAR:g}x the epoch's mean {epoch_loss:.2g})")
         return None
 

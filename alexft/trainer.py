@@ -72,7 +72,7 @@ class Trainer:
         self.checkpoint_behind = False  # the last ended epoch's checkpoint was put off (Trainer._save)
         self.model_epoch = None  # the epoch model.npz holds, recorded in each checkpoint
         self.best_epoch = None  # the epoch self.best holds
-        self._last_batch = None  # the epoch's last batch, to check the weights it ends with
+        self._end_batch = None  # (the epoch's last full batch, its size), to check the weights it ends with
         self._ended_early = False  # resumed with fewer --epochs than begun with: its checkpoint stays
         self._validation_read = False  # classes whose validation images are all broken: said once, after it
 
@@ -288,7 +288,7 @@ class Trainer:
         # A lower rate (the schedule's drop, a recovery, a resume with a lower --lr) applies at
         # once, momentum included (CaffeSGD.change_rate).
         self.net.set_rate(scheduled_rate(state["base_lr"], epoch, epochs))
-        previous = state["history"][-1]["train_loss"] if state["history"] else None
+        previous = recovery.epoch_reference(row["train_loss"] for row in state["history"])
         watch = LossWatch(len(self.dataset.class_names), previous, settle=state.get("retry", False))
         started = time.perf_counter()
         totals = self._train_steps(epoch, state, stop, watch)
@@ -297,16 +297,16 @@ class Trainer:
         problem = None if self.net.weights_finite() else "weights became non-finite"
         epoch_loss = totals[0] / max(totals[2], 1)
         problem = problem or watch.check_epoch(epoch_loss)
-        if not problem and self._last_batch is not None:
-            problem = watch.check_end(self.net.batch_loss(self._last_batch), epoch_loss)
-        self._last_batch = None
+        if not problem and self._end_batch is not None:
+            problem = watch.check_end(self.net.batch_loss(self._end_batch[0]), epoch_loss)
+        self._end_batch = None
         if problem:
             raise Diverged(problem)
         return self._finish_epoch(state, totals, time.perf_counter() - started)
 
     def _train_steps(self, epoch, state, stop, watch):
         totals = state.pop("partial", None) or [0.0, 0.0, 0.0]
-        batches = self.data.batches_per_epoch
+        batches, self._end_batch = self.data.batches_per_epoch, None
         desc = f"epoch {epoch + 1}/{self.options.epochs}"
         # The bar goes when the epoch ends (leave=False): its summary line stays, one per epoch, as in Keras.
         with progress_bar(self.data.train_count, self.progress, unit="img", desc=desc, initial=int(totals[2]),
@@ -314,7 +314,8 @@ class Trainer:
             step = state["step"]
             for batch in self.data.train_batches(epoch, step):
                 loss_sum, correct, count = self._step(batch)
-                self._last_batch = batch  # to check the weights the epoch ends with
+                if self._end_batch is None or count >= self._end_batch[1]:  # the last full one: a short one scatters
+                    self._end_batch = batch, count  # to check the weights the epoch ends with
                 step += 1
                 problem = watch.check(loss_sum / max(count, 1.0), step)
                 if problem:

@@ -523,7 +523,7 @@ def test_an_epochs_last_update_that_runs_away_is_caught_and_the_epoch_retried(sm
     assert summary["recoveries"] == 1 and summary["base_lr"] == pytest.approx(1e-4)
     recovered = [message for message in messages if " diverged: " in message]
     assert len(recovered) == 1 and recovered[0].startswith("epoch 1 diverged: the epoch's last updates ran away (its "
-                                                           "final weights' loss on its last batch"), messages
+                                                           "final weights' loss on its last full batch"), messages
     history = read_history(tmp_path / "run")
     assert all(float(row["train_loss"]) < 2 * np.log(10) for row in history)
     fc8 = weights.load(tmp_path / "run" / "model.npz").params["fc8"][0]
@@ -576,12 +576,48 @@ def test_loss_watch_defines_a_runaway_loss():
     assert "ran away (over 4x its start 9.4)" in climbing.check_epoch(66.8)
     # The weights an epoch ends with, on its last batch: over 4x the epoch's mean (floored at ln(classes)).
     ended = LossWatch(num_classes=10)
-    assert ended.check_end(11.9, 3.0) is None and "its final weights' loss on its last batch 12, over 4x the epoch's " \
+    assert ended.check_end(11.9, 3.0) is None and "its final weights' loss on its last full batch 12, over 4x the epoch's " \
         "mean 3)" in ended.check_end(12.1, 3.0)
     assert ended.check_end(9.0, 0.01) is None and ended.check_end(float("inf"), 3.0) is not None
     short = LossWatch(num_classes=3)  # an epoch of 4 batches never fills the window: its mean is judged
     assert [short.check(loss, step) for step, loss in enumerate([1.1, 90.0, 3000.0, 4000.0], 1)] == [None] * 4
     assert "ran away (over 4x its start 1.1)" in short.check_epoch(1772.8)
+
+
+def test_an_epoch_is_judged_against_the_last_five_epochs_and_its_last_full_batch(small_digits_folder,
+                                                                                  canonical_weights_file, tmp_path,
+                                                                                  monkeypatch):
+    """A user's run with the default options (66 photos of 6 classes, fc7's features 40x larger)
+    reached validation accuracy 1.0 at epoch 50, then was stopped as diverged at epoch 74:
+    its epoch losses scatter (below, from its history.csv), and 23.2 after 3.84 was over 4x
+    the previous epoch's; the retries at lower rates then met the end check on a last batch of
+    2 images (loss 130 against a mean of 21), three times. An epoch is now judged against the
+    highest of the last 5 epochs' losses, and the final weights on the epoch's last full batch."""
+    from alexft.recovery import LossWatch, epoch_reference
+    from alexft.train_network import TrainingNetwork
+
+    scattered = [9.67, 7.35, 17.36, 15.17, 16.90, 6.57, 14.50, 21.71, 15.94, 7.25, 19.35, 15.13, 18.60, 16.67, 20.40,
+                 21.44, 7.53, 18.46, 25.30, 23.75, 23.04, 12.02, 9.45, 31.93, 20.94, 23.53, 45.84, 42.11, 31.36, 23.13,
+                 24.33, 19.73, 43.48, 45.69, 32.04, 22.48, 9.97, 4.08, 15.59, 19.91, 22.88, 15.97, 5.72, 5.08, 5.21,
+                 2.95, 7.42, 8.58, 7.09, 6.06, 10.06, 6.26, 4.27, 3.66, 6.33, 7.63, 14.95, 17.03, 13.80, 4.93, 2.41,
+                 8.20, 13.24, 20.61, 20.14, 13.48, 17.68, 13.28, 6.02, 9.48, 8.10, 7.54, 3.84, 23.18]
+    assert [epoch for epoch in range(1, len(scattered))
+            if LossWatch(6, epoch_reference(scattered[:epoch])).check_epoch(scattered[epoch])] == []
+    assert LossWatch(6, scattered[-2]).check_epoch(scattered[-1]) is not None  # the previous epoch's alone: stopped
+    climbing = [2.3, 9.4, 67.0, 139.0]  # a loss climbing from epoch to epoch is still caught at once
+    assert LossWatch(3, epoch_reference(climbing[:1])).check_epoch(climbing[1]) is not None
+    assert epoch_reference([]) is None and epoch_reference([50.0, 1.0, 2.0, 3.0, 4.0, 5.0]) == 5.0
+    # 50 training images (one of each class's 6 held out) in batches of 20, 20 and 10: the end check takes 20.
+    probe, probed = TrainingNetwork.batch_loss, []
+
+    def recorded(self, batch):
+        probed.append(len(batch[1]))
+        return probe(self, batch)
+
+    monkeypatch.setattr(TrainingNetwork, "batch_loss", recorded)
+    finetune(small_digits_folder, weights=canonical_weights_file, epochs=2, batch_size=20, lr=0.001, val_split=0.2,
+             output=tmp_path / "run", progress=False, log=quiet)
+    assert probed == [20, 20]
 
 
 def test_range_test_rule_on_known_curves():
