@@ -504,12 +504,16 @@ class Trainer:
         if accuracy is not None and accuracy > chance and len(scored):  # said, or "nothing" reads as false beside them
             said += (f", and its validation accuracy {accuracy:.3f} is within luck's reach of chance "
                      f"{_luck_words(chance, len(scored), len(self.dataset.class_names))}")
-        if loss > 1.5 * guess:
+        # The user's rate, and a loss that never fell a tenth below its first epoch's: a rate too
+        # small to move the weights (1e-8 on fc7 features 40x larger: 18.2, 18.1, ...) was told
+        # to go smaller. Which way is not known from the losses; the range test measures it.
+        unmoved = rate_given and len(losses) >= 2 and min(losses) >= 0.9 * losses[0]
+        if loss > 1.5 * guess and not unmoved:
             self.log(f"warning: nothing was learned: {said}; try {self._either(f'a smaller --lr than {base_lr:.3g}')}")
-        elif relation == "above":  # worse than guessing: more steps at this rate would not help
+        elif relation == "above" and not unmoved:  # worse than guessing: more steps at this rate would not help
             self.log(f"warning: nothing was learned: {said}; try "
                      f"{self._either(f'a smaller --lr than {base_lr:.3g}', 'more --epochs')}")
-        elif len(losses) >= 2 and _fell_every_epoch(losses):
+        elif len(losses) >= 2 and _fell_every_epoch(losses) and not unmoved:
             self.log(f"warning: nothing was learned yet: {said}, but it fell every epoch ({losses[0]:.4f} to "
                      f"{losses[-1]:.4f}): try more --epochs (more steps)")
         elif rate_given:

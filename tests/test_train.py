@@ -1665,6 +1665,12 @@ def test_a_run_that_learned_nothing_ends_with_a_warning():
     assert messages.pop() == ("warning: nothing was learned: the best epoch's training loss 2.3020 is about a uniform "
                               "guess's (ln 10 = 2.3026); try a new run with --lr auto (a range test picks the rate; 0.0001 may be too "
                               "small or too large), more --epochs, or training fewer layers")
+    # Far above a guess at the user's tiny rate, never falling (fc7 features 40x larger, --lr 1e-8):
+    # it was told to go smaller still; the range test measured 3.6e-6.
+    Trainer._say_if_nothing_was_learned(trainer, {"train_loss": 18.1009}, 1e-8, [18.2, 18.15, 18.1009], rate_given=True)
+    assert messages.pop() == ("warning: nothing was learned: the best epoch's training loss 18.1009 is above a uniform "
+                              "guess's (ln 10 = 2.3026); try a new run with --lr auto (a range test picks the rate; 1e-08 may be too "
+                              "small or too large), more --epochs, or training fewer layers")
     assert messages[-2:] == ["warning: nothing was learned yet: the best epoch's training loss 2.2990 is about a "
                              "uniform guess's (ln 10 = 2.3026), but it fell every epoch (2.3031 to 2.2990): try more "
                              "--epochs (more steps)",
