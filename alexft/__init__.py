@@ -51,7 +51,7 @@ _EXPORTS = {
     "convert_weights": ("weights.tools", "convert"),
     "read_caffemodel": "weights.caffe",
     "read_mean_image": "weights.caffe",
-    "export_model": ("export", "export"),
+    "export_model": "export_request",  # (checks the request, then imports export and TensorFlow)
     "read_image": "preprocess",
     "decode_image": "preprocess",
     "resize_and_subtract_mean": "preprocess",

@@ -54,13 +54,17 @@ def AlexNet(weights=IMAGENET, include_top=True, classes=None, pooling=None, clas
     last = _last_layer(include_top, last_layer, pooling, classes)
     _warn_of_unused(pooling=pooling if include_top else None, classes=classes if last != "fc8" else None)
     input_shape = _input_shape(input_tensor, input_shape, include_top, last)
+    if include_top and classifier_activation not in (None, "softmax"):  # a name only Keras knows, checked first
+        import keras
+
+        keras.activations.get(classifier_activation)
+    weight_set = _weight_set(weights, include_top, last, progress)  # a missing file is said before Keras' start-up
+    classes = _class_count(weight_set, classes, include_top)
     import keras
 
     from .model import alexnet_layers
 
     activation = keras.activations.get(classifier_activation) if include_top else None
-    weight_set = _weight_set(weights, include_top, last, progress)
-    classes = _class_count(weight_set, classes, include_top)
     inputs = _input(keras, input_tensor, input_shape)
     x = alexnet_layers(inputs, classes, last=last, initial=weight_set.initial_arrays() if weight_set else None)
     if not include_top and pooling:

@@ -99,19 +99,8 @@ def serving_module(weights, top_k=5, precision="float32"):
 
 def export(weights, output, file_format=None, top_k=5, force=False, quantization=None, precision="float32",
            before_writing=None, calibration=None):
-    """Write the model of `weights` (a file, or a WeightSet already read) to `output` as a
-    SavedModel folder, a `.tflite` file or a `.keras` file (`alexft.AlexNet`'s model, which
-    `keras.saving.load_model` reads after `import alexft`); `file_format` "savedmodel",
-    "tflite" or "keras", by default from `output`'s ending (as `alexft export` chooses).
-
-    `quantization`: "float16" or "int8" as `--quantize` takes them, with `calibration` (a folder
-    of images) for int8, or a quantize.Quantization (TF Lite only); `precision`: "bfloat16" holds a
-    SavedModel's weights in bfloat16 (TF Lite has no bfloat16 kernels: --quantize). Written under a temporary name and
-    renamed when complete; an existing `output` is replaced only with `force`. `before_writing`:
-    called when the model is made, before it takes `output`'s place; what it raises leaves
-    `output` as it was. Returns the output path. Errors name these keywords, not the command
-    line's flags.
-    """
+    """alexft.export_model once its request is checked (`export_request.export_model`, whose
+    docstring says what it does); errors name these keywords, not the command line's flags."""
     with said_in_python_words(EXPORT_KEYWORDS):
         return export_as_command(weights, output, file_format, top_k, force, quantization, precision, before_writing,
                                  calibration)

@@ -4,6 +4,7 @@
 `alexft.export.export` checks it again for Python callers: one set of rules for both.
 """
 import difflib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,3 +194,32 @@ def is_tflite_file(path):
     with open(path, "rb") as handle:
         return handle.read(8)[4:] == b"TFL3"
 
+
+def export_model(weights, output, file_format=None, top_k=DEFAULT_TOP_K, force=False, quantization=None,
+                 precision="float32", before_writing=None, calibration=None):
+    """Write the model of `weights` (a file, or a WeightSet already read) to `output` as a
+    SavedModel folder, a `.tflite` file or a `.keras` file (`alexft.AlexNet`'s model, which
+    `keras.saving.load_model` reads after `import alexft`); `file_format` "savedmodel",
+    "tflite" or "keras", by default from `output`'s ending (as `alexft export` chooses).
+
+    `quantization`: "float16" or "int8" as `--quantize` takes them, with `calibration` (a folder
+    of images) for int8, or a quantize.Quantization (TF Lite only); `precision`: "bfloat16" holds a
+    SavedModel's weights in bfloat16 (TF Lite has no bfloat16 kernels: --quantize). Written under a temporary name and
+    renamed when complete; an existing `output` is replaced only with `force`. `before_writing`:
+    called when the model is made, before it takes `output`'s place; what it raises leaves
+    `output` as it was. Returns the output path. Errors name these keywords, not the command
+    line's flags.
+    """
+    from .python_words import EXPORT_KEYWORDS, said_in_python_words
+    from .weights.sources import check_weights_argument, resolve_weights
+
+    with said_in_python_words(EXPORT_KEYWORDS):
+        check_weights_argument(weights)
+        if isinstance(weights, (str, os.PathLike)):  # a missing or broken file, said now
+            weights = resolve_weights(weights, download=False)
+        if isinstance(quantization, str) or calibration is not None:  # as on the command line, images listed now
+            quantization, calibration = Quantization.from_options(quantization, calibration), None
+        ExportRequest(Path(output), file_format or format_for(output), top_k, quantization, precision, force).check()
+    from .export import export  # TensorFlow, once the request is known to be sound
+
+    return export(weights, output, file_format, top_k, force, quantization, precision, before_writing, calibration)

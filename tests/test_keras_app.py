@@ -534,6 +534,30 @@ def test_argument_mistakes_are_said_before_any_weights_are_looked_for(monkeypatc
             alexft.AlexNet(**wrong)
 
 
+def test_a_scripts_mistakes_in_export_model_and_alexnet_are_said_before_tensorflow_starts(canonical_weights_file,
+                                                                                         tmp_path):
+    """A script's export_model("model.npz", "m.kerass") or AlexNet(weights="nope.npz") said its
+    mistake after 4-5 s of TensorFlow's start-up; the command line says the same at once."""
+    w = str(canonical_weights_file)
+    calls = [("alexft.export_model('nope.npz', 'm.keras')", r"WeightsError nope\.npz: weights file not found"),
+             (f"alexft.export_model({w!r}, 'm.kerass')", r"\w*Error m\.kerass: did you mean m\.keras"),
+             (f"alexft.export_model({w!r}, 'm', file_format='onnx')", r"ExportOptionsError unknown export format 'onnx'"),
+             (f"alexft.export_model({w!r}, 'm.tflite', quantization='int9')", r"\w+Error .*int9"),
+             ("alexft.AlexNet(weights='nope.npz')", r"WeightsError nope\.npz: weights file not found"),
+             (f"alexft.AlexNet(weights={w!r}, classes=10)", r"ValueError the weights .* have 1000 classes, not 10")]
+    script = ("import sys, alexft\n"
+              f"for call in {[call for call, _ in calls]!r}:\n"
+              "    try:\n        eval(call)\n    except Exception as error:\n"
+              "        print(type(error).__name__, str(error).replace(chr(10), ' '))\n"
+              "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    said = done.stdout.splitlines()
+    assert len(said) == len(calls) + 1, (done.stdout, done.stderr[-2000:])
+    for line, (call, expected) in zip(said, calls):
+        assert re.match(expected, line), (call, line)
+    assert said[-1] == "False False" and not list(tmp_path.iterdir())
+
+
 # --- serialisation --------------------------------------------------------------------------------
 
 LOAD_AND_RUN = """
