@@ -714,11 +714,16 @@ def test_a_runs_validation_split_is_listed_so_evaluate_measures_it_again(fc8_run
 def test_val_txt_gives_a_confident_runs_own_validation_loss(small_digits_folder, canonical_weights_file, tmp_path):
     """A run at too high a rate answers wrong with near-certainty, where a probability rounds
     to 0 and the log loss's floor decides it: evaluate floored at 1e-15, validation at 1e-12,
-    and gave 21.86 for a run's 19.40 (a helper's trial)."""
+    and gave 21.86 for a run's 19.40 (a helper's trial). Here fc7's features are 40 times
+    larger than the weights' (a rate of 0.05 on them is caught as divergence and recovered)."""
     import alexft
     from alexft.train import finetune
+    from alexft.weights import WeightSet, load, save
 
-    summary = finetune(small_digits_folder, weights=canonical_weights_file, epochs=3, lr=0.05, batch_size=16,
+    params = dict(load(canonical_weights_file).params)
+    params["fc7"] = tuple(40 * array for array in params["fc7"])
+    base = save(WeightSet(params), tmp_path / "fc7_x40.npz")
+    summary = finetune(small_digits_folder, weights=base, epochs=3, lr=0.0002, batch_size=16,
                        val_split=0.34, output=tmp_path / "run", progress=False, log=lambda message: None)
     listed = [line.rpartition(" ") for line in (tmp_path / "run" / "val.txt").read_text().splitlines()]
     predictor = alexft.load_predictor(tmp_path / "run" / "model.npz", download=False)

@@ -304,7 +304,8 @@ def test_the_first_entry_written_for_an_image_stays_and_later_writers_use_it(tmp
     assert (first.written, second.written) == (1, 0)  # the log counts entries added, not attempts
     # ... and says what the second did: it had said "0 reused, 0 added" of images it computed (a helper's two runs).
     assert second.describe().startswith("feature store: 0 images' features reused, 0 added, 1 computed here but stored "
-                                        "first by another run (its values used) (")
+                                        "first (by another run, or as a copy of the image in this one; the stored values "
+                                        "used) (")
     assert ", 1 added (" in first.describe() and "computed here" not in first.describe()
     np.testing.assert_array_equal(second.load(digest), ours)
     assert not list(tmp_path.rglob("*.tmp"))
