@@ -95,7 +95,7 @@ class KeptWarnings:
     user reading stderr does. `heard` keeps those said elsewhere (the listing, decoding)."""
 
     def __init__(self, log):
-        self.log, self.said = log, []
+        self.log, self.said, self._kept = log, [], set()  # (the set: a run of thousands of damaged JPEGs)
         self._lock, self._passing = threading.Lock(), threading.local()
 
     def __call__(self, message):
@@ -109,7 +109,8 @@ class KeptWarnings:
 
     def heard(self, message):
         with self._lock:  # (decoding threads say theirs at the same time)
-            if not getattr(self._passing, "on", False) and message not in self.said:
+            if not getattr(self._passing, "on", False) and message not in self._kept:
+                self._kept.add(message)
                 self.said.append(message)
 
 
