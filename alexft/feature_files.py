@@ -1,14 +1,16 @@
 """Feature files (.npz) as `alexft features` writes them: merging shards, streaming writes.
 No TensorFlow here: joining files must not wait for it."""
 import contextlib
+import errno
 import json
+import os
 import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import archive_names, check_writable, write_atomic, zip_failure
+from .atomic import archive_names, check_writable, write_atomic, write_failure_cause, zip_failure
 from .errors import AlexftError
 from .preprocess import path_list
 
@@ -95,8 +97,7 @@ def merge_features(parts, output, overwrite=True):
     output = Path(output)
     total = sum(shape[0] for shape in shapes)
     with tempfile.TemporaryDirectory(dir=output.parent) as scratch:
-        merged = np.lib.format.open_memmap(Path(scratch) / "features.npy", mode="w+", dtype=np.float32,
-                                           shape=(total,) + shapes[0][1:])
+        merged = disk_array(Path(scratch) / "features.npy", (total,) + shapes[0][1:], output, FeatureFileError)
         start = 0
         for part, shape in zip(parts, shapes):
             with np.load(part, allow_pickle=False) as stored:
@@ -161,6 +162,35 @@ def _features_shape(part):
         version = np.lib.format.read_magic(member)
         read_header = np.lib.format.read_array_header_2_0 if version == (2, 0) else np.lib.format.read_array_header_1_0
         return read_header(member)[0]
+
+
+# Errors of a file system that cannot reserve space ahead (some network ones): the array is then
+# mapped as numpy makes it, unreserved.
+_NO_RESERVING = frozenset({errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS})
+
+
+def disk_array(path, shape, named, error=AlexftError):
+    """A float32 .npy at `path`, mapped into memory, with its disk space taken now.
+
+    numpy's memory-mapped file is sparse: on a disk that fills up meanwhile, writing into the
+    map kills the process (SIGBUS) with no message and leaves the scratch file. Reserving the
+    blocks first makes a full disk an `error` here, naming `named`, the file the user asked for
+    (the scratch file's own name would mean nothing to them)."""
+    try:
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+        if hasattr(os, "posix_fallocate"):  # (Linux; elsewhere the map stays as numpy makes it)
+            with open(path, "r+b") as handle:
+                try:
+                    os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
+                except OSError as failure:
+                    if failure.errno not in _NO_RESERVING:
+                        raise
+    except OSError as failure:
+        Path(path).unlink(missing_ok=True)
+        needed = -(-(int(np.prod(shape, dtype=np.int64)) * 4 + 128) // 2**20)  # MiB, rounded up
+        raise error(f"{named}: could not be written ({write_failure_cause(failure)}; it needs {needed:,.0f} MiB); "
+                    f"{'the previous file is intact' if Path(named).exists() else 'nothing was left there'}") from None
+    return array
 
 
 def write_npz(output, features_file, count, extras):

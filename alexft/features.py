@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import missing_folders, remove_empty
-from .feature_files import TenCropOfMapsError, check_output, write_npz
+from .feature_files import TenCropOfMapsError, check_output, disk_array, write_npz
 from .feature_store import HashedFile, add_weights, file_digest
 from .pipeline import check_count, chunks, map_ahead
 from .errors import ImageError
@@ -107,7 +107,7 @@ def _allocate(shape, memory_budget, spill_path):
     if size <= memory_budget or spill_path is None:
         return np.empty(shape, np.float32)
     spill_path.parent.mkdir(parents=True, exist_ok=True)
-    return np.lib.format.open_memmap(spill_path, mode="w+", dtype=np.float32, shape=shape)
+    return disk_array(spill_path, shape, spill_path)
 
 
 def _keras_model(model, preprocessing):
@@ -159,8 +159,7 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
         skipped[str(path)] = message
 
     with _folders_made_for(output), tempfile.TemporaryDirectory(dir=output.parent) as scratch:
-        features = np.lib.format.open_memmap(Path(scratch) / "features.npy", mode="w+", dtype=np.float32,
-                                             shape=(len(paths),) + tuple(prefix.output.shape[1:]))
+        features = disk_array(Path(scratch) / "features.npy", (len(paths),) + tuple(prefix.output.shape[1:]), output)
         for index, outputs in layer_outputs(prefix, paths, ten_crop, skip, batch_size, progress, f"{layer} features",
                                             preprocessing):
             features[len(kept)] = outputs.mean(axis=0)

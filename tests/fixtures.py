@@ -1,5 +1,10 @@
 """Test data built from the specification: weights in the canonical layout, real photos."""
 import contextlib
+import functools
+import os
+import shutil
+import subprocess
+import tempfile
 import warnings
 
 from alexft import demo
@@ -46,3 +51,20 @@ def alexft_notes():
         warnings.simplefilter("always", AlexftWarning)
         yield said
     said.extend(str(warning.message) for warning in caught if issubclass(warning.category, AlexftWarning))
+
+
+@functools.cache
+def mount_namespace():
+    """The command prefix under which a shell may mount a tmpfs of its own (root: a mount namespace;
+    others: also a user namespace, where the kernel allows them), or None."""
+    if not shutil.which("unshare"):
+        return None
+    target = tempfile.mkdtemp()
+    try:
+        for prefix in (["unshare", "-m"], ["unshare", "-U", "-r", "-m"]):
+            tried = subprocess.run([*prefix, "mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", target], capture_output=True)
+            if tried.returncode == 0:
+                return prefix
+        return None
+    finally:
+        os.rmdir(target)

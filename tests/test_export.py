@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from alexft.export import decode_and_preprocess, labels_path
 from alexft.preprocess import MEAN_BGR, image_views
 from alexft.weights import imagenet_class_names
 from alexft.cli import main
-from fixtures import photo_paths
+from fixtures import mount_namespace, photo_paths
 
 # Measured on the photos below: OpenCV's fixed-point bilinear resize and TensorFlow's float
 # one, both rounded to whole grey levels, differ by at most one level in about 1 value in 8.
@@ -524,21 +523,7 @@ def test_quantized_tflite_files_are_smaller_and_agree_with_float32(exported, ser
             assert np.mean(overlap) >= 3
 
 
-def _namespace_for_mounts():
-    """The command prefix under which a shell may mount a tmpfs of its own (root: a mount namespace;
-    others: also a user namespace, where the kernel allows them), or None."""
-    target = tempfile.mkdtemp()
-    try:
-        for prefix in (["unshare", "-m"], ["unshare", "-U", "-r", "-m"]):
-            tried = subprocess.run([*prefix, "mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", target], capture_output=True)
-            if tried.returncode == 0:
-                return prefix
-        return None
-    finally:
-        os.rmdir(target)
-
-
-SMALL_DISK = shutil.which("unshare") and _namespace_for_mounts()
+SMALL_DISK = mount_namespace()
 
 
 @pytest.mark.skipif(not SMALL_DISK, reason="needs unshare to mount a small tmpfs (root or user namespaces)")

@@ -17,7 +17,7 @@ from alexft import checkpoint as checkpoints
 from alexft import weights
 from alexft.errors import AlexftError
 from alexft.train import finetune
-from fixtures import write_digits_folder
+from fixtures import mount_namespace, write_digits_folder
 
 ALEXFT = str(Path(sys.executable).parent / "alexft")
 EPOCHS = 24
@@ -223,6 +223,48 @@ def test_a_full_disk_while_saving_the_model_keeps_the_checkpoint(tiny_folder, ca
     summary = finetune(tiny_folder, weights=canonical_weights_file, output=run, resume=True, progress=False,
                        log=lambda message: None, **options)
     assert summary["epochs"] == 2 and weights.load(run / "model.npz").params["fc8"][0].shape == (4096, 3)
+
+
+SPILLED_RUN = """
+import sys
+from alexft import AlexftError, finetune
+try:
+    finetune(sys.argv[1], weights=sys.argv[2], output=sys.argv[3], cache_memory=0, train=["fc7", "fc8"], epochs=1,
+             progress=False, log=lambda line: None)
+except AlexftError as error:
+    print(error)
+"""
+
+
+@pytest.mark.skipif(not mount_namespace(), reason="needs unshare to mount a small tmpfs (root or user namespaces)")
+def test_features_written_to_a_full_disk_are_an_error_naming_the_file_not_a_crash(tiny_folder, canonical_weights_file,
+                                                                                  tmp_path):
+    """Scratch arrays mapped into memory were sparse files: on a disk that filled up, writing
+    into them killed `features` with SIGBUS (no message, exit 135, the scratch folder left), and
+    a disk already full was reported as standard output's. Now the space is taken up front."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = "\n".join([
+        f"mount -t tmpfs -o size=256k tmpfs '{disk}' || exit 99",  # 12 images' pool5 maps take 432 KiB
+        f"'{sys.executable}' -m alexft features '{tiny_folder}' --layer pool5 -o '{disk}/f.npz' "
+        f"--weights '{canonical_weights_file}' > '{tmp_path}/features.out' 2> '{tmp_path}/features.err'",
+        f"echo $? > '{tmp_path}/features.rc'; ls -A '{disk}' > '{tmp_path}/after_features'",
+        # fine-tuning's feature cache spilled into the run folder (over cache_memory), as from Python
+        f"'{sys.executable}' -c '{SPILLED_RUN}' '{tiny_folder}' '{canonical_weights_file}' '{disk}/run' "
+        f"> '{tmp_path}/finetune.out' 2>&1; ls -RA '{disk}' > '{tmp_path}/after_finetune'",
+    ])
+    done = subprocess.run([*mount_namespace(), "sh", "-c", script], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 0, done.stderr
+    said = (tmp_path / "features.err").read_text()
+    assert (tmp_path / "features.rc").read_text().strip() == "1", said
+    assert said.splitlines() == [f"Error: {disk}/f.npz: could not be written (no space left on the device; it needs "
+                                 "1 MiB); nothing was left there"], said
+    assert (tmp_path / "features.out").read_text() == "" and (tmp_path / "after_features").read_text() == ""
+    said = (tmp_path / "finetune.out").read_text()
+    assert re.fullmatch(re.escape(f"{disk}/run/feature_cache/train.npy: could not be written (no space left on the "
+                                  "device; it needs ") + r"\d MiB\); nothing was left there\n", said), said
+    assert "train.npy" not in (tmp_path / "after_finetune").read_text()
 
 
 def _fingerprint(paths):
