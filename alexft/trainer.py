@@ -395,8 +395,10 @@ class Trainer:
             size = sum(array.nbytes for array in arrays.values()) / 2**20
             raise type(error)(f"{error}; model.npz holds epoch {self.model_epoch} and is usable; to go on, free about "
                               f"{size:,.0f} MiB (this run's checkpoint) and --resume") from None
-        if first_model_error:
-            raise first_model_error
+        if first_model_error:  # the epoch is checkpointed: say what going on takes, as above
+            size = sum(w.nbytes + b.nbytes for w, b in self.net.weight_set(self.best, self.dataset.class_names).params.values()) / 2**20
+            raise type(first_model_error)(f"{first_model_error}; checkpoint.npz holds epoch {state['epoch']}: to go "
+                                          f"on, free about {size:,.0f} MiB (the model) and --resume") from None
         if self.model_pending and (final or self.run.model_write_due()):
             self._write_pending_model()
         self.run.write_history(state["history"], final=final)
