@@ -4,6 +4,7 @@ file changes."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -253,8 +254,31 @@ def test_the_copy_is_built_only_after_a_call_that_classified_something(canonical
 
     monkeypatch.setattr(fast_start, "build_copy", interrupted)
     stopped = CliRunner().invoke(main, [*arguments, str(tmp_path / "fake.png"), str(PHOTOS[0])])
-    assert stopped.exit_code == 130 and len(stopped.stdout.splitlines()) == 6  # the photo's results stay printed
+    assert stopped.exit_code == 1 and len(stopped.stdout.splitlines()) == 6  # the photo's results stay printed
     assert "the LiteRT copy was not finished; the next short classify builds it" in stopped.stderr
+    assert "interrupted" not in stopped.stderr  # the exit code is the command's: fake.png failed
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_stop_during_the_build_after_the_answer_leaves_the_command_successful(canonical_weights_file, tmp_path, stop):
+    """A `timeout` or a container stop while the copy was being built, after the answer was
+    printed, failed a good answer (exit 130 or 143)."""
+    process = subprocess.Popen([Path(sys.executable).parent / "alexft", "classify", "--runtime", "auto", "--json",
+                                "--weights", canonical_weights_file, PHOTOS[0]], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=dict(os.environ, ALEXFT_CACHE=str(tmp_path)))
+    said = []
+    for line in process.stderr:  # the answer is printed before the build is announced
+        said.append(line)
+        if "building a LiteRT copy" in line:
+            time.sleep(1)  # inside the conversion
+            process.send_signal(stop)
+            break
+    said.extend(process.stderr)
+    answer = process.stdout.read()
+    assert process.wait(timeout=120) == 0, "".join(said)
+    assert said[-1] == "alexft: the LiteRT copy was not finished; the next short classify builds it\n", said
+    assert len(answer.splitlines()) == 1 and json.loads(answer)["path"] == str(PHOTOS[0])
+    assert not list(tmp_path.rglob("*.tflite"))
 
 
 def test_a_cache_that_cannot_be_written_is_said_before_the_conversion(canonical_weights_file, tmp_path, monkeypatch,

@@ -129,17 +129,28 @@ def _feature_network(weight_set, layer, precision):
 
 
 def _build_litert_copy(weights, seen):
-    """The one-off build `--runtime auto` does after its results; a failure only costs the fast start."""
-    from alexft import fast_start
-    from alexft.errors import AlexftError
+    """The one-off build `--runtime auto` does after its results; a failure only costs the fast
+    start, and so does a stop: the results are printed, the command keeps its exit code."""
+    from alexft import fast_start, interrupts
 
     try:
         fast_start.build_copy_unless_another_is(weights, seen)
-    except KeyboardInterrupt:  # the results are printed; only the speed-up is put off
-        click.echo("alexft: the LiteRT copy was not finished; the next short classify builds it", err=True)
-        raise
-    except AlexftError as error:
-        click.echo(f"alexft: warning: no LiteRT copy was built, short calls stay on TensorFlow: {error}", err=True)
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM
+        _build_stopped()
+    except Exception as error:
+        if interrupts.pending():  # a stop inside the converter can surface as its own error
+            _build_stopped()
+        elif isinstance(error, AlexftError):
+            click.echo(f"alexft: warning: no LiteRT copy was built, short calls stay on TensorFlow: {error}", err=True)
+        else:
+            raise
+
+
+def _build_stopped():
+    from alexft import interrupts
+
+    interrupts.clear()  # honoured: the build is given up, not the command
+    click.echo("alexft: the LiteRT copy was not finished; the next short classify builds it", err=True)
 
 
 def _say_error(message):
