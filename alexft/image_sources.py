@@ -7,6 +7,7 @@ a timeout. No TensorFlow here.
 """
 import http.client
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -44,7 +45,7 @@ class UrlImage:
                 length = response.headers.get("Content-Length")
                 if length and length.isdigit() and int(length) > self.max_bytes:
                     raise ImageError(f"{self.url}: {int(length):,} bytes, over the {self.max_bytes:,}-byte limit")
-                data = response.read(self.max_bytes + 1)
+                data = self._body(response, deadline=time.monotonic() + self.timeout)
         except ImageError:
             raise
         except urllib.error.HTTPError as error:
@@ -62,6 +63,28 @@ class UrlImage:
         if len(data) > self.max_bytes:
             raise ImageError(f"{self.url}: more than the {self.max_bytes:,}-byte limit")
         return data
+
+    def _body(self, response, deadline):
+        """The body, read in pieces: `timeout` bounds the whole answer, not each wait for a
+        byte (a server sending one every few seconds had held the command for ever)."""
+        sock = getattr(getattr(response.fp, "raw", None), "_sock", None)  # to wait no longer than the time left
+        pieces, size = [], 0
+        while size <= self.max_bytes:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ImageError(f"{self.url}: no complete answer within {self.timeout:g} s "
+                                 f"({size:,} bytes came); the server is too slow")
+            if sock is not None:
+                sock.settimeout(left)
+            try:
+                piece = response.read1(1 << 16)
+            except TimeoutError:  # the time left ran out waiting: said above
+                continue
+            if not piece:
+                break
+            pieces.append(piece)
+            size += len(piece)
+        return b"".join(pieces)
 
 
 class UnreadableFolder:

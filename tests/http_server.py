@@ -9,6 +9,7 @@ Modes:
 - "trickle": every request sends an eighth of the whole file, then hangs up (a flaky link that
   gets there, in eight requests);
 - "hang": sends half, then keeps the connection open without sending for a minute;
+- "drip": sends a byte every 0.2 s, for as long as the client listens (a very slow server);
 - "empty": announces everything, sends nothing and hangs up, every time;
 - "loop": redirects (302) to itself.
 Every response but "norange"'s carries an ETag of its bytes, and a Range request whose
@@ -62,6 +63,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(part[: len(part) // 2])
             self.wfile.flush()
             time.sleep(60)
+            return
+        if mode == "drip":
+            for byte in part:
+                try:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                except OSError:  # the client gave up
+                    return
+                time.sleep(0.2)
             return
         if mode == "empty":
             self.wfile.flush()

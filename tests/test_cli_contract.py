@@ -977,6 +977,12 @@ def test_an_image_on_standard_input_and_at_urls(canonical_weights_file, predicto
         big = UrlImage(f"{url}/cat.png", max_bytes=1000)
         with pytest.raises(Exception, match=rf"^{url}/cat.png: .*1,000-byte limit$"):
             big.read_bytes()
+    with serving({"/slow.png": ("drip", photo)}) as slow:  # a byte every 0.2 s: each wait is short, the whole is not
+        started = time.monotonic()
+        with pytest.raises(Exception, match=rf"^{slow}/slow.png: no complete answer within 1.5 s \(\d bytes came\); "
+                                            "the server is too slow$"):
+            UrlImage(f"{slow}/slow.png", timeout=1.5).read_bytes()
+        assert time.monotonic() - started < 3
     assert result.exit_code == 1
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert lines[0]["path"] == f"{url}/cat.png" and lines[0]["predictions"] == from_file["predictions"]
