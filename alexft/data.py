@@ -359,7 +359,8 @@ def _refuse_a_split_as_classes(folder):
     and 'val', unsaid, also with other folders beside them (an empty one, an old class). A
     train/ of sub-folders beside other classes only is a class (finetune reads it as the data)."""
     split = _split_folders(folder)
-    if split is None or not all(class_folders(part) and not loose_images(part) for part in split if part is not None):
+    # (A stray photo beside train/'s classes changes nothing: finetune reads the split, and warns of it.)
+    if split is None or not class_folders(split[0]):
         return
     parts = [part for part in split if part is not None]
     others = [name for name in class_folders(folder) if name not in {part.name for part in parts}]

@@ -467,6 +467,11 @@ def test_a_split_given_to_features_is_refused_not_labelled_by_its_parts(tmp_path
     (split / "val").rename(split / "test")
     with pytest.raises(DataError, match=rf"^{split}: holds train/, test/, the parts of a split, .* -o test.npz\)$"):
         images_with_labels([split])
+    # A stray photo beside the parts' class folders had turned it off too (finetune reads the split).
+    for part in ("train", "test"):
+        cv2.imwrite(str(split / part / "stray.png"), np.zeros((8, 8, 3), np.uint8))
+        with pytest.raises(DataError, match=rf"^{split}: holds train/, test/, the parts of a split"):
+            images_with_labels([split])
     # A class named train whose photos are in sub-folders, among other classes: read as classes.
     for name in ("bus/day", "car/day", "train/day", "train/night"):
         (tmp_path / "vehicles2" / name).mkdir(parents=True)
