@@ -428,13 +428,21 @@ def test_a_resume_the_run_refuses_or_has_nothing_to_do_for_is_said_before_tensor
     config = json.loads((run / "config.json").read_text())
     del config["ten_crop_val"]
     (run / "config.json").write_text(json.dumps(config))
+    # The base weights in another file holding the same arrays (the .npy converted to .npz, as
+    # commands.md shows) were refused as other weights; `other` above differs in one value.
+    same = weights.save(weights.WeightSet(canonical_params), tmp_path / "same.npz")
     results = each_without_tensorflow([["finetune", "--resume", "--output", run],
-                                       ["finetune", "--resume", "--output", run, "--ten-crop"]], tmp_path)
+                                       ["finetune", "--resume", "--output", run, "--ten-crop"],
+                                       ["finetune", "--resume", "--output", run, "--weights", same]], tmp_path)
     status, imported, done = said_without_tensorflow(results[0])
     assert (status, imported) == (0, False) and f"{run}: already finished" in done.stderr, done.stderr
     status, imported, done = said_without_tensorflow(results[1])
     assert (status, imported) == (1, False)
     assert "cannot resume with a different configuration (--ten-crop: was off, now on)" in done.stderr
+    status, imported, done = said_without_tensorflow(results[2])
+    assert (status, imported) == (0, False) and f"{run}: already finished" in done.stderr, done.stderr
+    assert (f"alexft: the base weights are read from {same.absolute()}, which holds the same arrays as "
+            f"{canonical_weights_file.absolute()}, the file the run began with") in done.stderr
 
 
 def test_the_command_starts_tensorflow_without_scikit_learn_and_the_library_leaves_it(canonical_weights_file):
