@@ -13,6 +13,7 @@ tenth for the last third of the epochs), except two defaults that adapt to the r
   a linear classifier on the same features reaches (docs/training.md, the matrix).
 """
 import dataclasses
+import difflib
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -167,11 +168,9 @@ def check_layers(skip, train, default_skip=False):
     None: the skipped layers; `default_skip`: the user never typed --skip. Raises OptionsError."""
     if train is not None and not list(train):
         raise OptionsError("--train names no layer; give layers such as fc8, fc7,fc8, conv5-fc8 or all")
+    for option, names in (("--skip", skip), ("--train", train or [])):  # (train None: the skipped layers)
+        _refuse_unknown_layers(option, names)
     train = list(skip) if train is None else list(train)
-    unknown = sorted((set(skip) | set(train)) - set(arch.LAYER_NAMES))
-    if unknown:
-        raise OptionsError(f"unknown layer(s) {', '.join(unknown)}; AlexNet has {', '.join(arch.LAYER_NAMES)} "
-                           "(a range: conv5-fc8; every layer: all)")
     if not train:
         raise OptionsError("no layer to train: pass --skip fc8 or --train LAYERS")
     frozen_fresh = [name for name in skip if name not in train]
@@ -182,6 +181,15 @@ def check_layers(skip, train, default_skip=False):
                            f"(--train {','.join(sorted(set(train) | set(frozen_fresh), key=arch.LAYER_NAMES.index))})")
     order = arch.LAYER_NAMES.index
     return sorted(skip, key=order), sorted(set(train), key=order)
+
+
+def _refuse_unknown_layers(option, names):
+    unknown = sorted(set(names) - set(arch.LAYER_NAMES))
+    if unknown:
+        guesses = difflib.get_close_matches(unknown[0].lower(), arch.LAYER_NAMES, n=1, cutoff=0.6)
+        guess = f" (did you mean {guesses[0]}?)" if len(unknown) == 1 and guesses else ""
+        raise OptionsError(f"{option}: unknown layer(s) {', '.join(unknown)}{guess}; AlexNet has "
+                           f"{', '.join(arch.LAYER_NAMES)} (a range: conv5-fc8; every layer: all)")
 
 
 def layer_list(value):

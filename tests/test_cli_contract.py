@@ -157,9 +157,10 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["finetune", str(small_digits_folder), "--output", str(extended), *weights], 1,
          f"{extended}: already holds a run; pass --resume to continue it"),
         (["finetune", *weights], 2, "Missing argument 'DATA_DIR'"),
-        (["finetune", str(small_digits_folder), "--skip", "fc9", *weights], 2,
-         "unknown layer(s) fc9; AlexNet has conv1, conv2, conv3, conv4, conv5, fc6, fc7, fc8"),
-        (["finetune", str(small_digits_folder), "--train", "fc7,fc9", *weights], 2, "unknown layer(s) fc9"),
+        (["finetune", str(small_digits_folder), "--skip", "fc9", *weights], 2,  # the option is named, and a guess
+         "--skip: unknown layer(s) fc9 (did you mean fc8?); AlexNet has conv1, conv2, conv3, conv4, conv5, fc6, fc7, fc8"),
+        (["finetune", str(small_digits_folder), "--train", "fc7,fc9", *weights], 2,
+         "--train: unknown layer(s) fc9 (did you mean fc8?); AlexNet has"),
         (["finetune", str(small_digits_folder), "--train", " , ", *weights], 2,
          "--train names no layer; give layers such as fc8, fc7,fc8, conv5-fc8 or all"),
         (["finetune", str(small_digits_folder), "--skip", "", *weights], 2,  # it went on with the default fc8
@@ -170,7 +171,7 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
          "Invalid value for '--train': layer range 'fc8-conv5' runs backwards: ranges go from input to output, as in "
          "conv5-fc8"),
         (["finetune", str(small_digits_folder), "--train", "fc8-conv9", *weights], 2,
-         "unknown layer(s) fc8-conv9; AlexNet has conv1, conv2, conv3, conv4, conv5, fc6, fc7, fc8 (a range: conv5-fc8;"),
+         "--train: unknown layer(s) fc8-conv9; AlexNet has conv1, conv2, conv3, conv4, conv5, fc6, fc7, fc8 (a range: conv5-fc8;"),
         (["finetune", str(small_digits_folder), "--skip", "fc7", "--train", "fc8", *weights], 2,
          "--skip fc7 starts fc7 afresh, and without training it would leave it random: train it too (--train fc7,fc8)"),
         (["finetune", str(small_digits_folder), "--train", "fc7", *weights], 2,
