@@ -358,6 +358,9 @@ def measure(predictor, files, ten_crop=False, batch_size=32, progress=None, on_s
     `on_skip`: as predict_labelled's."""
     predictions = predict_labelled(predictor, files, ten_crop, batch_size, progress, on_skip)
     names = predictor.class_names
+    said = _classes_left_unread(files.labels, predictions.labels, names)
+    if said:
+        warn_user(said)
     centre, confusion = metrics(predictions.centre, predictions.labels, names)
     summary = dict(images=len(predictions.paths), skipped=len(predictions.skipped), skipped_files=predictions.skipped,
                    centre=centre)
@@ -366,6 +369,20 @@ def measure(predictor, files, ten_crop=False, batch_size=32, progress=None, on_s
         summary["ten_crop"], confusion = metrics(predictions.ten_crop, predictions.labels, names)
         probabilities = predictions.ten_crop
     return Evaluation(summary, predictions, probabilities, confusion, names)
+
+
+def _classes_left_unread(listed, used, class_names, shown=3):
+    """The warning for classes whose every listed image could not be read, or None: they are
+    in no figure (an empty folder is said when listed), and the mean class accuracy, over the
+    classes scored, would read as if they were not asked."""
+    listed_counts = collections.Counter(np.asarray(listed).tolist())
+    unread = sorted(set(listed_counts) - set(np.asarray(used).tolist()))
+    if not unread:
+        return None
+    named = ", ".join(f"{class_names[label]!r} ({listed_counts[label]} image{'s' if listed_counts[label] > 1 else ''})"
+                      for label in unread[:shown]) + (", ..." if len(unread) > shown else "")
+    return (f"{len(unread)} class(es) of which no image could be read: {named}; they are in no figure "
+            f"(the mean class accuracy is over the {len(set(np.asarray(used).tolist()))} classes scored)")
 
 
 REPORT_FILES = ("metrics.json", "per_class.csv", "misclassified.csv", "confusion_matrix.csv", "confusion_matrix.png",

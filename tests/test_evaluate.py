@@ -360,6 +360,15 @@ def test_bad_files_are_skipped_and_unknown_folders_refused(fc8_run, small_digits
     summary = json.loads(result.stdout)
     assert summary["images"] == 60 and summary["skipped"] == 1
     assert f"error: {data / 'digit_1' / 'cut.jpg'}: truncated JPEG" in result.stderr
+    # Classes none of whose images could be read were in no figure, unsaid: the mean class
+    # accuracy, over the others, read as the whole set's.
+    for name in ("digit_2", "digit_5"):
+        for image in (data / name).iterdir():
+            image.write_bytes(bad_images()["cut.jpg"][0])
+    result = run("evaluate", data, "--weights", run_folder / "model.npz", "--json")
+    assert result.exit_code == 1 and json.loads(result.stdout)["images"] == 48
+    assert ("alexft: warning: 2 class(es) of which no image could be read: 'digit_2' (6 images), 'digit_5' (6 images); "
+            "they are in no figure (the mean class accuracy is over the 8 classes scored)") in result.stderr, result.stderr
     (data / "cats").mkdir()
     result = run("evaluate", data, "--weights", run_folder / "model.npz")
     assert result.exit_code == 1 and "folder(s) 'cats' are not classes of this model" in result.stderr
