@@ -33,6 +33,8 @@ import tensorflow as tf
 
 from . import weights as weights_io
 from .converter_space import check_converter_space, converter_scratch_bytes
+from .declared_pixels import declared_pixels
+from .image_files import MAX_PIXELS
 from .export_request import (FORMATS, ExportError, ExportOptionsError, ExportRequest, format_for,  # noqa: F401  (re-exported)
                              is_tflite_file, labels_path)
 from .model import build_alexnet
@@ -51,13 +53,19 @@ log = logging.getLogger(__name__)
 
 
 def decode_and_preprocess(data):
-    """Encoded image bytes (scalar string tensor) -> (227, 227, 3) centre view, in TF ops only."""
-    image = tf.cond(  # RGB uint8
-        tf.io.is_jpeg(data),
-        # TensorFlow's default JPEG IDCT is libjpeg's fast one; OpenCV uses the accurate one.
-        lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
-        lambda: tf.io.decode_image(data, channels=3, expand_animations=False),
-    )
+    """Encoded image bytes (scalar string tensor) -> (227, 227, 3) centre view, in TF ops only.
+    An image declaring more than MAX_PIXELS is refused before decoding (InvalidArgumentError)."""
+    refused = tf.debugging.assert_less_equal(
+        declared_pixels(data), tf.constant(MAX_PIXELS, tf.int64),
+        message=f"an image declares more than {MAX_PIXELS:,} pixels in its header: refused before decoding "
+                "(scale it down first; AlexNet sees 256x256)")
+    with tf.control_dependencies([refused]):
+        image = tf.cond(  # RGB uint8
+            tf.io.is_jpeg(data),
+            # TensorFlow's default JPEG IDCT is libjpeg's fast one; OpenCV uses the accurate one.
+            lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+            lambda: tf.io.decode_image(data, channels=3, expand_animations=False),
+        )
     return caffe_views(image)
 
 

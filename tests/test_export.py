@@ -1,14 +1,17 @@
 """`alexft export`: the SavedModel and TFLite files, loaded in a fresh process and compared
 with the Python path (`alexft classify`, the OpenCV preprocessing)."""
+import io
 import json
 import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
 import time
+import zlib
 from pathlib import Path
 
 import cv2
@@ -96,6 +99,52 @@ def test_in_graph_preprocessing_is_within_one_grey_level_of_opencv(photos):
         difference = np.abs(in_graph - expected)
         assert difference.max() <= MAX_PIXEL_DIFFERENCE + 1e-4, path.name
         assert (difference > 1e-4).mean() < MAX_FRACTION_DIFFERENT, path.name
+
+
+def _png_declaring(width, height, rows=16):
+    """A PNG whose header declares width x height grey pixels, holding `rows` of them (a bomb
+    needs no more: the decoder takes the memory for all before it finds out)."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * (width + 1) * rows)) + chunk(b"IEND", b""))
+
+
+def test_the_served_model_refuses_an_image_declaring_too_many_pixels_before_decoding(photos):
+    """The exported model decoded whatever it was sent: a 12 KB PNG declaring 20000x20000
+    pixels took a server 8 GB and 15 s (a real 389 KB one, in a helper's trial). Each format's declared size is read as Pillow reads it
+    (the reference here), and one over MAX_PIXELS fails the request, as classify refuses it."""
+    from PIL import Image
+
+    from alexft.declared_pixels import declared_pixels
+    from alexft.image_files import MAX_PIXELS
+
+    image = Image.open(photos[0]).convert("RGB").resize((53, 37))
+    encoded = {}
+    for name, kind, options in [("png", "PNG", {}), ("jpeg", "JPEG", {}), ("bmp", "BMP", {}), ("gif", "GIF", {}),
+                                ("webp VP8", "WEBP", {"quality": 80}), ("webp VP8L", "WEBP", {"lossless": True}),
+                                ("webp VP8X", "WEBP", {"lossless": True, "icc_profile": b"x" * 10})]:
+        buffer = io.BytesIO()
+        image.save(buffer, kind, **options)
+        encoded[name] = buffer.getvalue()
+    top_down = bytearray(encoded["bmp"])
+    top_down[22:26] = struct.pack("<i", -37)  # rows stored top-down: a negative height
+    encoded["bmp top-down"] = bytes(top_down)
+    for name, data in encoded.items():
+        assert Image.open(io.BytesIO(data)).size == (53, 37), name
+        assert declared_pixels(tf.constant(data)).numpy() == 53 * 37, name
+    jpeg_bomb = bytearray(encoded["jpeg"])  # the frame header (SOF0) declaring 60000x60000
+    frame = jpeg_bomb.index(b"\xff\xc0")
+    jpeg_bomb[frame + 5:frame + 9] = struct.pack(">HH", 60000, 60000)
+    serve = tf.function(lambda images: tf.map_fn(decode_and_preprocess, images,
+                                                 fn_output_signature=tf.TensorSpec([227, 227, 3], tf.float32)))
+    assert serve(tf.constant([encoded["png"], _png_declaring(300, 200, rows=200)])).shape == (2, 227, 227, 3)
+    for bomb in (_png_declaring(20000, 20000), bytes(jpeg_bomb)):
+        assert declared_pixels(tf.constant(bomb)).numpy() > MAX_PIXELS
+        with pytest.raises(tf.errors.InvalidArgumentError, match=f"an image declares more than {MAX_PIXELS:,} pixels in "
+                                                                 "its header: refused before decoding"):
+            serve(tf.constant([encoded["png"], bomb]))
 
 
 def test_in_graph_preprocessing_drops_alpha_and_broadcasts_grey_as_the_python_path_does(photos):
