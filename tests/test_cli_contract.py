@@ -236,9 +236,9 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["weights", "info", "missing.npz"], 1, "missing.npz"),
         # A broken weights file is said at once, not after TensorFlow's start-up.
         (["classify", str(photo_paths()["chelsea"]), "--weights", "cut.npy"], 1,
-         "cut.npy: corrupt or truncated .npy (it ends early: no end of its pickle)"),
-        (["export", "out", "--weights", "cut.npz"], 1, "cut.npz: corrupt or truncated .npz (File is not a zip file)"),
-        (["finetune", str(small_digits_folder), "--weights", "cut.npz"], 1, "cut.npz: corrupt or truncated .npz"),
+         "cut.npy: the file ends early ("),  # as weights info says it: "(N bytes; an interrupted download or copy?)"
+        (["export", "out", "--weights", "cut.npz"], 1, "cut.npz: the file ends early ("),
+        (["finetune", str(small_digits_folder), "--weights", "cut.npz"], 1, "cut.npz: the file ends early"),
         # A whole file of the wrong kind too, by every command that reads the weights.
         (["classify", str(photo_paths()["chelsea"]), "--weights", "fc7.npz"], 1,
          "fc7.npz: a feature file (alexft features), not weights"),

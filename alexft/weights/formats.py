@@ -7,6 +7,7 @@ Two formats:
 - our own `.npz` (keys `conv1/weights`, `conv1/biases`, ..., optional `class_names`), read
   with `allow_pickle=False`.
 """
+import contextlib
 import math
 import os
 import pickle
@@ -164,7 +165,7 @@ def quick_check(path):
                 size = path.stat().st_size
                 cut = [info.filename for info in archive.infolist() if info.header_offset + info.compress_size > size]
         except (zipfile.BadZipFile, OSError) as error:
-            raise WeightsError(f"{path}: corrupt or truncated .npz ({zip_failure(error)})") from None
+            raise WeightsError(_npz_failure(path, error)) from None
         if cut:
             raise WeightsError(f"{path}: corrupt or truncated .npz ({cut[0]} is cut short)")
     elif kind == "npy":
@@ -176,8 +177,27 @@ def quick_check(path):
                 return kind  # load says what is wrong with the header
             handle.seek(-1, os.SEEK_END)
             if pickled and handle.read(1) != pickle.STOP:
-                raise WeightsError(f"{path}: corrupt or truncated .npy (it ends early: no end of its pickle)")
+                raise WeightsError(ends_early(path))
     return kind
+
+
+def ends_early(path):
+    """A weights file cut short, said alike by every command and by `weights info`."""
+    return f"{path}: the file ends early ({Path(path).stat().st_size:,} bytes; an interrupted download or copy?)"
+
+
+def _npz_failure(path, error):
+    """Why an .npz could not be read. One that begins as a zip archive but has no index (a zip's
+    is at its end) was cut short: said so, not as zipfile's "File is not a zip file"."""
+    if isinstance(error, zipfile.BadZipFile):
+        with contextlib.suppress(OSError), open(path, "rb") as handle:
+            if handle.read(len(ZIP_MAGIC)) == ZIP_MAGIC:
+                return ends_early(path)
+    if isinstance(error, (zipfile.BadZipFile, OSError)):
+        error = zip_failure(error)
+    else:
+        error = f"{type(error).__name__}: {error}"
+    return f"{path}: corrupt or truncated .npz ({error})"
 
 
 def _describe_bytes(head):
@@ -238,8 +258,7 @@ def _read_legacy_npy(path):
             content = _NumpyOnlyUnpickler(handle, encoding="latin1").load()
         except pickle.UnpicklingError as error:
             if "truncated" in str(error):  # the commonest damage: a copy or download cut short
-                raise WeightsError(f"{path}: the file ends early ({path.stat().st_size:,} bytes; "
-                                   "an interrupted download or copy?)") from None
+                raise WeightsError(ends_early(path)) from None
             raise WeightsError(f"{path}: unsafe or corrupt pickle: {error}") from None
         except Exception as error:  # noqa: BLE001 - on corrupt bytes pickle raises anything (OverflowError, struct.error, ...)
             raise WeightsError(f"{path}: corrupt or truncated pickle ({type(error).__name__}: {error})") from None
@@ -293,8 +312,7 @@ def _read_npz(path):
         raise WeightsError(f"{path}: not a weights file: {error} (weights are arrays of numbers)") from None
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as error:
         # Worded as quick_check words it, so a broken file reads the same in every command.
-        reason = zip_failure(error) if isinstance(error, (zipfile.BadZipFile, OSError)) else f"{type(error).__name__}: {error}"
-        raise WeightsError(f"{path}: corrupt or truncated .npz ({reason})") from None
+        raise WeightsError(_npz_failure(path, error)) from None
     for key in sorted(arrays):
         layer, _, part = key.partition("/")
         if key == "class_names":
