@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from . import imagenet
-from .atomic import json_text, remove_stale_temporaries, temporary_path, write_failure_cause
+from .atomic import (json_text, missing_folders, remove_empty, remove_stale_temporaries, temporary_path,
+                     write_failure_cause)
 from .data import (DataError, LabelledFiles, class_folders, class_index, folder_class, list_labelled,
                    loose_images_warning, quoted_names, SPLIT_NAMES, VALIDATION_NAMES)
 from .errors import AlexftError, warn_user
@@ -415,22 +416,28 @@ def write_report(folder, summary, predictions, probabilities, confusion, class_n
     report whole, never one file of each run."""
     folder = Path(folder)
     refuse_foreign_files(folder)
+    made = missing_folders(folder)  # removed again when no report is written: no empty folder is left
     try:
         folder.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(folder, shared=True, prefix="report")  # what a killed run left
         scratch = temporary_path(folder / "report")
         scratch.mkdir()
     except OSError as failure:
+        remove_empty(made)
         raise AlexftError(f"{folder}: the report could not be written ({write_failure_cause(failure)})") from None
+    written = False
     try:
         _write_report_files(scratch, summary, predictions, probabilities, confusion, class_names)
         for name in REPORT_FILES:
             os.replace(scratch / name, folder / name)
+        written = True
     except OSError as failure:
-        raise AlexftError(f"{folder}: the report could not be written ({write_failure_cause(failure)}); "
-                              "an earlier report there is as it was") from None
+        kept = "nothing was left there" if made else "an earlier report there is as it was"
+        raise AlexftError(f"{folder}: the report could not be written ({write_failure_cause(failure)}); {kept}") from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        if not written:
+            remove_empty(made)
 
 
 def _write_report_files(folder, summary, predictions, probabilities, confusion, class_names):
