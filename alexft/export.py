@@ -89,7 +89,11 @@ class ServingModule(tf.Module):
         return self._outputs(views)
 
     def _outputs(self, views):
-        probabilities = tf.nn.softmax(self.model(views, training=False))
+        # An empty batch (a server's request whose images were all filtered out) is answered
+        # with empty outputs: the convolutions' kernels refuse one.
+        logits = tf.cond(tf.shape(views)[0] > 0, lambda: tf.cast(self.model(views, training=False), tf.float32),
+                         lambda: tf.zeros([0, len(self.class_names)], tf.float32))
+        probabilities = tf.nn.softmax(logits)
         scores, indices = tf.math.top_k(probabilities, k=self.top_k)
         return {"probabilities": probabilities, "classes": tf.gather(self.labels, indices), "scores": scores}
 

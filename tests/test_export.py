@@ -58,6 +58,9 @@ SERVE_SCRIPT = textwrap.dedent(
     out["signatures"] = np.array(sorted(served.signatures))
     out["tflite_signatures"] = np.array(json.dumps(signature_list, sort_keys=True))
     out["mixed_batch"] = np.array(mixed_batch)
+    empty = [served.signatures["serving_default"](images=tf.constant([], tf.string)),
+             served.signatures["preprocessed"](views=tf.zeros([0, 227, 227, 3]))]
+    out["empty_shapes"] = np.array([[list(v.shape) for _, v in sorted(answer.items())] for answer in empty])
     np.savez(sys.argv[3] + ".out.npz", **{k: (v.astype(str) if v.dtype == object else v) for k, v in out.items()})
     """
 )
@@ -199,6 +202,14 @@ def test_the_tflite_file_holds_what_the_docs_say(served):
 def test_a_batch_with_an_undecodable_image_is_refused_as_a_whole_as_documented(served):
     outputs, _ = served
     assert str(outputs["mixed_batch"]) == "refused"
+
+
+def test_an_empty_batch_gets_empty_outputs_from_both_signatures(served):
+    """A request whose images a server had all filtered out failed in the convolutions
+    ("Number of ways to split should evenly divide the split dimension")."""
+    outputs, _ = served
+    # classes, probabilities, scores (sorted by name): top-5 of the 1,000 classes
+    assert outputs["empty_shapes"].tolist() == [[[0, 5], [0, 1000], [0, 5]]] * 2
 
 
 def test_saved_model_on_image_bytes_comes_close_to_the_python_path(served, predictor):
