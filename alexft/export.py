@@ -140,6 +140,8 @@ def export_as_command(weights, output, file_format=None, top_k=5, force=False, q
             written = _write_keras_file(weights, temporary, output.name)
         else:
             written = temporary
+            # Before the announcement: a disk too small is said at once, not after "tens of seconds".
+            check_converter_space(output.parent, _converter_scratch(module.model), output, ExportError)
             log.info("%s: converting to TF Lite%s; the converter works for tens of seconds", output,
                      f", {quantization.mode}" if quantization is not None else "")
             temporary.write_bytes(tflite_flatbuffer(module, quantization, beside=output))
@@ -160,6 +162,10 @@ def export_as_command(weights, output, file_format=None, top_k=5, force=False, q
     if file_format == "tflite":
         write_text(labels_path(output), "\n".join(module.class_names) + "\n", ExportError)
     return output
+
+
+def _converter_scratch(model):
+    return converter_scratch_bytes(sum(variable.numpy().nbytes for variable in model.weights))
 
 
 def _write_failure(failure):
@@ -222,7 +228,7 @@ def tflite_flatbuffer(module, quantization=None, beside=None):
     # calibration's decoding takes turns with it, errors.WARNING_FILTERS).
     warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected", category=UserWarning)
     scratch = Path(beside).absolute().parent if beside is not None else Path(tempfile.gettempdir())
-    needed = converter_scratch_bytes(sum(variable.numpy().nbytes for variable in numeric.weights))
+    needed = _converter_scratch(numeric)
     check_converter_space(scratch, needed, beside, ExportError)
     with contextlib.redirect_stdout(io.StringIO()), stderr_held_back() as stderr, _temporary_files_beside(beside):
         visible["stderr"] = stderr

@@ -619,6 +619,7 @@ def test_a_disk_too_small_for_the_export_is_said_in_one_line_and_nothing_is_left
     rc, err = said("tflite")
     assert rc == "1" and "Traceback" not in err, err
     assert err.splitlines()[-1].startswith("Error: m.tflite: cannot be written: the TF Lite converter needs about 4"), err
+    assert "converting" not in err  # the "tens of seconds" were announced, then refused
     assert re.search(r"needs about \d+ MiB free in \S+ for its temporary files, and (29\d|300) MiB are free$", err), err
     rc, err = said("classify")
     assert rc == "0" and "Traceback" not in err, err
