@@ -266,6 +266,22 @@ def test_classify_quotes_an_odd_file_name_on_a_terminal_and_writes_it_as_it_is_t
     assert f"error: {shell_quoted(str(broken))}: not an image" in shown
 
 
+def test_a_missing_input_with_a_newline_in_its_name_is_one_line_shown_as_a_result_would_be(tmp_path):
+    """The usage error split at the newline: "...: nosuch" and "file.jpg: no such file or folder"."""
+    from alexft.cli.predict import shell_quoted
+
+    name = str(tmp_path / "nosuch\nfile.jpg")
+    piped = run("classify", name)
+    assert piped.exit_code == 2
+    assert piped.stderr.splitlines()[-1] == (f"Error: Invalid value for 'INPUTS...': {tmp_path}/nosuch file.jpg: no "
+                                             "such file or folder")
+    command = shlex.join([sys.executable, "-m", "alexft", "classify", name])
+    on_terminal = subprocess.run(["bash", "-c", f"script -qec {shlex.quote(command)} /dev/null"], capture_output=True,
+                                 timeout=120, stdin=subprocess.DEVNULL)
+    shown = on_terminal.stdout.decode("utf-8", "replace").replace("\r\n", "\n")
+    assert shown.splitlines()[-1] == f"Error: Invalid value for 'INPUTS...': {shell_quoted(name)}: no such file or folder"
+
+
 def test_a_bad_runtime_names_the_environment_variable_only_when_it_came_from_there(tmp_path):
     photo = photo_paths()["chelsea"]
     typed = run("classify", photo, "--runtime", "openvin", ALEXFT_RUNTIME="litert")

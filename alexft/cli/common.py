@@ -179,8 +179,12 @@ class ImageInput(click.ParamType):
             exists = Path(value).exists() or Path(value).is_symlink()  # a dangling link: reading it says so
         except OSError:  # inside a folder that cannot be searched: reading it says why, for this input alone
             return Path(value)
-        if not exists:
-            self.fail(f"{value}: no such file or folder", param, ctx)
+        if not exists:  # one line, the name shown as a result's is (a newline in it had split the error)
+            from alexft.errors import one_line
+
+            from .predict import shown_to
+
+            self.fail(f"{one_line(shown_to(sys.stderr, value))}: no such file or folder", param, ctx)
         return Path(value)
 
 
