@@ -122,7 +122,7 @@ def _keras_model(model, preprocessing):
 
 
 def extract_features(model, paths, layer, output, ten_crop=False, labels=None, class_names=None,
-                     batch_size=32, progress=None, preprocessing=None, overwrite=True, say=warn_user):
+                     batch_size=32, progress=None, preprocessing=None, overwrite=True, say=warn_user, on_skip=None):
     """Write `layer`'s activations for every readable image to `output` (.npz), streaming.
     `model`: a Predictor (`load_predictor`; its preprocessing is used) or its Keras model.
     `paths`: images or folders; one folder laid out as <class>/<images> gives the labels and
@@ -140,7 +140,8 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
     an existing one is replaced only if it is a feature file, and with `overwrite` (as Keras'
     `save`): a photo or a weights file named by mistake is refused before any work, and folders
     made for it are removed again when nothing is written. `say`: told what was left out (default:
-    an AlexftWarning).
+    an AlexftWarning). `on_skip(message)`: told of each unusable file as it is met (a long run, or
+    one interrupted, names them before its end).
     """
     check_count(batch_size, "batch_size")
     check_output(output, overwrite)
@@ -157,6 +158,8 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
 
     def skip(path, message):
         skipped[str(path)] = message
+        if on_skip is not None:
+            on_skip(message)
 
     with _folders_made_for(output), tempfile.TemporaryDirectory(dir=output.parent) as scratch:
         features = disk_array(Path(scratch) / "features.npy", (len(paths),) + tuple(prefix.output.shape[1:]), output)

@@ -383,9 +383,9 @@ def test_bad_files_are_skipped_and_unknown_folders_refused(fc8_run, small_digits
             "truncated JPEG") in result.stderr
 
 
-def test_a_broken_image_is_named_when_met_so_an_interrupted_evaluation_names_it_too(fc8_run, small_digits_folder,
-                                                                                     tmp_path, monkeypatch):
-    from alexft import evaluation
+def test_a_broken_image_is_named_when_met_so_an_interrupted_evaluation_or_features_names_it_too(
+        fc8_run, small_digits_folder, tmp_path, monkeypatch):
+    from alexft import evaluation, features
 
     _, run_folder = fc8_run
     data = tmp_path / "data"
@@ -403,6 +403,20 @@ def test_a_broken_image_is_named_when_met_so_an_interrupted_evaluation_names_it_
     result = run("evaluate", data, "--weights", run_folder / "model.npz", "--batch-size", 4, "--no-progress")
     assert result.exit_code == 130
     assert f"error: {data / 'digit_0' / 'cut.jpg'}: truncated JPEG" in result.stderr
+    # features named them only at its end: after the bar's 100%, and never when stopped
+    every_output = features.layer_outputs
+
+    def features_interrupted_after_twelve(*args, **kwargs):
+        for number, output in enumerate(every_output(*args, **kwargs)):
+            if number == 12:
+                raise KeyboardInterrupt
+            yield output
+
+    monkeypatch.setattr(features, "layer_outputs", features_interrupted_after_twelve)
+    result = run("features", data, "--layer", "fc7", "--output", tmp_path / "f.npz", "--weights", run_folder / "model.npz",
+                 "--batch-size", 4, "--no-progress")
+    assert result.exit_code == 130 and not (tmp_path / "f.npz").exists()
+    assert result.stderr.count(f"error: {data / 'digit_0' / 'cut.jpg'}: truncated JPEG") == 1, result.stderr
 
 
 def test_weights_info_names_the_run_a_model_was_fine_tuned_in(fc8_run, digits_folder, tmp_path):

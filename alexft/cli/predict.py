@@ -423,13 +423,12 @@ def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, s
     try:
         written, skipped = extract_features(network, paths, layer, output, ten_crop=ten_crop, labels=labels,
                                             class_names=class_names, batch_size=batch_size, progress=progress,
-                                            preprocessing=preprocessing, say=lambda note: None)  # output checked, with --force
+                                            preprocessing=preprocessing, say=lambda note: None,  # output checked, with --force
+                                            on_skip=_say_error)  # as met: an interrupted run names them too
     except KeyboardInterrupt:  # said before "interrupted": the file is written whole at the end, or not at all
         click.echo(f"alexft: {output}: " + ("not replaced, the earlier file is as it was" if earlier else "not written"),
                    err=True)
         raise
-    for message in skipped.values():
-        click.echo(f"error: {message}", err=True)
     if written or not skipped:
         click.echo(f"{output}: {layer} features of {written} image{'' if written == 1 else 's'}"
                    + (f" ({len(skipped)} skipped)" if skipped else ""))
