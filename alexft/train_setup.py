@@ -189,7 +189,7 @@ def resume_point(run, config, options, log):
     without a checkpoint to train longer from."""
     earlier = run.earlier_config()
     check_same_run(earlier, config, run.path)
-    if earlier.get("base_weights_sha256") != config["base_weights_sha256"]:  # the arrays are the same: see below
+    if earlier.get("base_weights_sha256") != config.get("base_weights_sha256"):  # the same arrays: check_same_run
         log(f"the base weights are read from {config['weights']}, which holds the same arrays as {earlier.get('weights')}, "
             "the file the run began with")
     finished = run.finished_summary()
@@ -270,7 +270,8 @@ def check_same_run(saved, config, run):
     keys += ("data",) if "data" in saved and not resplit else ()  # (runs begun before it was recorded: none)
     if not cache_matters(saved, config):
         keys = tuple(key for key in keys if key != "cache")
-    if saved.get("base_weights_arrays_sha256") == config["base_weights_arrays_sha256"]:  # another file, the same weights
+    arrays = saved.get("base_weights_arrays_sha256")
+    if arrays and arrays == config.get("base_weights_arrays_sha256"):  # another file, the same weights
         keys = tuple(key for key in keys if key != "base_weights_sha256")  # (e.g. the .npy converted to .npz)
     refuse_changes(saved, config, run, keys, describe=_change_in_words)
 

@@ -270,15 +270,20 @@ def test_a_stop_during_the_build_after_the_answer_leaves_the_command_successful(
     for line in process.stderr:  # the answer is printed before the build is announced
         said.append(line)
         if "building a LiteRT copy" in line:
-            time.sleep(1)  # inside the conversion
             process.send_signal(stop)
             break
     said.extend(process.stderr)
     answer = process.stdout.read()
     assert process.wait(timeout=120) == 0, "".join(said)
-    assert said[-1] == "alexft: the LiteRT copy was not finished; the next short classify builds it\n", said
     assert len(answer.splitlines()) == 1 and json.loads(answer)["path"] == str(PHOTOS[0])
-    assert not list(tmp_path.rglob("*.tflite"))
+    # Given up, or, when the stop landed where TensorFlow's converter swallows exceptions (seen
+    # in CI, for Ctrl-C), finished: either way the answer stands. The in-process test above
+    # stops the build for sure.
+    if said[-1].startswith("alexft: built "):
+        assert len(list(tmp_path.rglob("*.tflite"))) == 1
+    else:
+        assert said[-1] == "alexft: the LiteRT copy was not finished; the next short classify builds it\n", said
+        assert not list(tmp_path.rglob("*.tflite"))
 
 
 def test_a_cache_that_cannot_be_written_is_said_before_the_conversion(canonical_weights_file, tmp_path, monkeypatch,
