@@ -161,6 +161,7 @@ def _finetune(data_dir, options=None, *, weights=None, output=None, resume=False
             earlier, finished = train_setup.resume_point(run, config, options, log)
             if finished:
                 return finished
+            train_setup.say_other_weights_file(earlier, config, log)
             config.update(lr_found=earlier.get("lr_found"), lr_measured=earlier.get("lr_measured"),
                           lr=earlier["lr"] if options.auto_lr else options.lr)
             if not run.checkpoint.exists():

@@ -189,15 +189,20 @@ def resume_point(run, config, options, log):
     without a checkpoint to train longer from."""
     earlier = run.earlier_config()
     check_same_run(earlier, config, run.path)
-    if earlier.get("base_weights_sha256") != config.get("base_weights_sha256"):  # the same arrays: check_same_run
-        log(f"the base weights are read from {config['weights']}, which holds the same arrays as {earlier.get('weights')}, "
-            "the file the run began with")
     finished = run.finished_summary()
     if finished and (finished["epochs"] >= options.epochs or not run.checkpoint.exists()):
+        say_other_weights_file(earlier, config, log)  # (a run that goes on says it once it has started)
         return earlier, already_finished(run, finished, options, log)
     if not finished and run.checkpoint.exists():
         _refuse_cutting_back(run, options)
     return earlier, None
+
+
+def say_other_weights_file(earlier, config, log):
+    """A resume whose weights are another file holding the same arrays (check_same_run) says so."""
+    if earlier.get("base_weights_sha256") != config.get("base_weights_sha256"):
+        log(f"the base weights are read from {config['weights']}, which holds the same arrays as {earlier.get('weights')}, "
+            "the file the run began with")
 
 
 def _epochs(count):

@@ -446,6 +446,21 @@ def test_a_resume_the_run_refuses_or_has_nothing_to_do_for_is_said_before_tensor
             f"{canonical_weights_file.absolute()}, the file the run began with") in done.stderr
 
 
+def test_a_resume_on_the_same_weights_in_another_file_goes_on_and_says_so_once(fc8_run, canonical_weights_file,
+                                                                               canonical_params, tmp_path):
+    """The note was said twice: by the command's check before TensorFlow's start-up, and by the run."""
+    _, finished_run = fc8_run
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)  # with its checkpoint (--keep-checkpoint): one epoch more goes on
+    same = weights_io.save(weights_io.WeightSet(canonical_params), tmp_path / "same.npz")
+    done = subprocess.run([sys.executable, "-m", "alexft", "finetune", "--resume", "--output", str(run), "--weights",
+                           str(same), "--epochs", "31", "--no-progress"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count(f"alexft: the base weights are read from {same.absolute()}, which holds the same arrays "
+                             f"as {canonical_weights_file.absolute()}, the file the run began with\n") == 1, done.stderr
+    assert (run / "history.csv").read_text().splitlines()[-1].startswith("31,")
+
+
 def test_the_command_starts_tensorflow_without_scikit_learn_and_the_library_leaves_it(canonical_weights_file):
     """Keras imports scikit-learn, when it is installed (as here, for the tests), as TensorFlow
     starts: 1.3 s of every command's start-up, for wrappers no command uses. The executable goes
