@@ -12,7 +12,7 @@ from . import examples
 from .common import (EXIT_INPUT_FAILED, EnvironmentOption, ImageInput, PathParam, expand_inputs, fail_cleanly,
                      inputs_to_shard, note_top_k, precision_option, preprocessing_from, preprocessing_options,
                      progress_option, read_weights, say_unused, say_warning, shard_option, start_tensorflow,
-                     terminating_cleanly, weights_option)
+                     forget_stop, terminating_cleanly, weights_option)
 
 
 @click.command(short_help="Print the top ImageNet (or your model's) classes of images.",
@@ -144,12 +144,12 @@ def _build_litert_copy(weights, seen):
             click.echo(f"alexft: warning: no LiteRT copy was built, short calls stay on TensorFlow: {error}", err=True)
         else:
             raise
+    else:
+        forget_stop()  # a stop the converter swallowed: the build went on to its end, and the answer stands
 
 
 def _build_stopped():
-    from alexft import interrupts
-
-    interrupts.clear()  # honoured: the build is given up, not the command
+    forget_stop()  # honoured: the build is given up, not the command
     click.echo("alexft: the LiteRT copy was not finished; the next short classify builds it", err=True)
 
 
