@@ -702,6 +702,14 @@ def test_a_truncated_npz_reads_the_same_in_info_and_convert_as_in_the_other_comm
     for args in (["weights", "info", cut], ["weights", "convert", cut, tmp_path / "out.npz"]):
         result = run(*args)
         assert result.exit_code == 1 and result.stderr.splitlines() == [expected], args
+    # Whole, its index damaged: not "ends early", but what zipfile finds
+    damaged = bytearray(whole.read_bytes())
+    central = bytes(damaged).index(b"PK\x01\x02")
+    damaged[central + 2] ^= 0xFF
+    cut.write_bytes(bytes(damaged))
+    result = run("weights", "info", cut)
+    assert result.exit_code == 1 and result.stderr.startswith(f"Error: {cut}: corrupt or truncated .npz ("), result.stderr
+    assert "ends early" not in result.stderr
     # 1 KB cut from the middle: the index points past the file's start (it said "[Errno 22] Invalid argument")
     data = whole.read_bytes()
     cut.write_bytes(data[:len(data) // 2] + data[len(data) // 2 + 1024:])

@@ -187,11 +187,14 @@ def ends_early(path):
 
 
 def _npz_failure(path, error):
-    """Why an .npz could not be read. One that begins as a zip archive but has no index (a zip's
-    is at its end) was cut short: said so, not as zipfile's "File is not a zip file"."""
+    """Why an .npz could not be read. One that begins as a zip archive but has no end record of
+    its index (a zip's is at its very end) was cut short: said so, not as zipfile's "File is not
+    a zip file". One with that record is damaged otherwise, said as zipfile says it."""
     if isinstance(error, zipfile.BadZipFile):
         with contextlib.suppress(OSError), open(path, "rb") as handle:
-            if handle.read(len(ZIP_MAGIC)) == ZIP_MAGIC:
+            start = handle.read(len(ZIP_MAGIC))
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - (1 << 16) - 22))  # the record, and a comment's room
+            if start == ZIP_MAGIC and b"PK\x05\x06" not in handle.read():
                 return ends_early(path)
     if isinstance(error, (zipfile.BadZipFile, OSError)):
         error = zip_failure(error)
