@@ -65,8 +65,9 @@ class UrlImage:
         return data
 
     def _body(self, response, deadline):
-        """The body, read in pieces: `timeout` bounds the whole answer, not each wait for a
-        byte (a server sending one every few seconds had held the command for ever)."""
+        """The body, read in pieces: `timeout` bounds the whole of it, not each wait for a byte
+        (a server sending one every few seconds had held the command for ever). The connection
+        and headers before it are bounded per wait only, as urllib does."""
         sock = getattr(getattr(response.fp, "raw", None), "_sock", None)  # to wait no longer than the time left
         pieces, size = [], 0
         while size <= self.max_bytes:

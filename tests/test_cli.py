@@ -280,6 +280,8 @@ def test_a_missing_input_with_a_newline_in_its_name_is_one_line_shown_as_a_resul
                                  timeout=120, stdin=subprocess.DEVNULL)
     shown = on_terminal.stdout.decode("utf-8", "replace").replace("\r\n", "\n")
     assert shown.splitlines()[-1] == f"Error: Invalid value for 'INPUTS...': {shell_quoted(name)}: no such file or folder"
+    spaced = run("classify", str(tmp_path / "a  b.jpg"))  # a name that prints is shown as typed
+    assert spaced.stderr.splitlines()[-1].endswith(f"{tmp_path}/a  b.jpg: no such file or folder")
 
 
 def test_a_bad_runtime_names_the_environment_variable_only_when_it_came_from_there(tmp_path):

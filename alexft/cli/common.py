@@ -192,11 +192,10 @@ class ImageInput(click.ParamType):
         except OSError:  # inside a folder that cannot be searched: reading it says why, for this input alone
             return Path(value)
         if not exists:  # one line, the name shown as a result's is (a newline in it had split the error)
-            from alexft.errors import one_line
-
             from .predict import shown_to
 
-            self.fail(f"{one_line(shown_to(sys.stderr, value))}: no such file or folder", param, ctx)
+            shown = shown_to(sys.stderr, value).replace("\r", " ").replace("\n", " ")  # (other spaces stay as typed)
+            self.fail(f"{shown}: no such file or folder", param, ctx)
         return Path(value)
 
 
