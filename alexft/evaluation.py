@@ -432,7 +432,8 @@ def write_report(folder, summary, predictions, probabilities, confusion, class_n
             os.replace(scratch / name, folder / name)
         written = True
     except OSError as failure:
-        kept = "nothing was left there" if made else "an earlier report there is as it was"
+        kept = ("an earlier report there is as it was" if not made else
+                "nothing was left there" if not any(folder.glob("[!.]*")) else "part of it is there")
         raise AlexftError(f"{folder}: the report could not be written ({write_failure_cause(failure)}); {kept}") from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -41,12 +41,14 @@ def layer_outputs(prefix, paths, ten_crop, on_error, batch_size=32, progress=Non
         try:
             return index, image_views(paths[index], ten_crop, preprocessing)
         except ImageError as error:
-            on_error(paths[index], str(error))
-            return index, None
+            return index, str(error)
 
     with progress_bar(len(paths), progress, minimum=8, unit="img", desc=desc) as bar:
         for chunk in chunks(map_ahead(load, range(len(paths)), None, 2 * batch_size), batch_size):
-            good = [(index, views) for index, views in chunk if views is not None]
+            for index, views in chunk:  # said here, in the inputs' order, not from the decoding threads
+                if isinstance(views, str):
+                    on_error(paths[index], views)
+            good = [(index, views) for index, views in chunk if not isinstance(views, str)]
             if good:
                 full = len(good) == batch_size
                 values = run(np.concatenate([views for _, views in good]), fused_lrn and full).numpy()
