@@ -3,8 +3,8 @@ model's serving function checks before decoding, as `preprocess.decode_image` ch
 Python. A 400 KB PNG declaring 20000x20000 pixels had taken 8 GB and 15 s of a server.
 
 Formats are those `tf.io.decode_image` reads; offsets from their specifications (PNG's IHDR,
-GIF's logical screen, BMP's DIB header, WebP's VP8/VP8L/VP8X headers). Anything else counts
-as 0: its decoder refuses it anyway.
+GIF's frames, BMP's DIB header, WebP's VP8/VP8L/VP8X headers). Anything else counts as 0:
+its decoder refuses it anyway.
 """
 import tensorflow as tf
 
@@ -37,16 +37,54 @@ def _webp(padded):
     return tf.where(tf.equal(chunk, "VP8X"), extended, tf.where(tf.equal(chunk, "VP8L"), lossless, lossy))
 
 
+def _gif(data, padded):
+    """Frames x the largest frame's extent, as TensorFlow's GIF decoder allocates them all: the
+    screen size alone would pass a 1x1 screen holding a 20000x20000 frame. The blocks are walked
+    (extensions and frames, each a chain of sub-blocks of at most 255 bytes)."""
+    size = tf.cast(tf.strings.length(data), tf.int64)
+
+    def byte(position):
+        return _number(padded, position, 1)
+
+    def after_sub_blocks(position):  # past a chain of sub-blocks and its terminating 0
+        end = tf.while_loop(lambda at: tf.logical_and(at < size, byte(at) > 0), lambda at: [at + byte(at) + 1],
+                            [position])[0]
+        return end + 1
+
+    def table(flags):  # a colour table's bytes, when its flag is set
+        return tf.where(flags >= 128, 3 * 2 ** (flags % 8 + 1), tf.constant(0, tf.int64))
+
+    def block(position, width, height, frames):
+        kind = byte(position)
+
+        def frame():
+            right = _number(padded, position + 1, 2) + _number(padded, position + 5, 2)
+            bottom = _number(padded, position + 3, 2) + _number(padded, position + 7, 2)
+            start = position + 10 + table(byte(position + 9)) + 1  # the table, then LZW's code size
+            return after_sub_blocks(start), tf.maximum(width, right), tf.maximum(height, bottom), frames + 1
+
+        def extension():
+            return after_sub_blocks(position + 2), width, height, frames
+
+        return tf.cond(tf.equal(kind, 0x2C), frame, extension)
+
+    def more(position, width, height, frames):
+        return tf.logical_and(position < size, tf.logical_or(tf.equal(byte(position), 0x21), tf.equal(byte(position), 0x2C)))
+
+    screen = (_number(padded, 6, 2), _number(padded, 8, 2))
+    _, width, height, frames = tf.while_loop(more, block, [13 + table(byte(10)), *screen, tf.constant(0, tf.int64)])
+    return tf.maximum(frames, 1) * width * height
+
+
 def declared_pixels(data):
     """Width x height as `data` (a scalar string tensor) declares them, int64."""
     padded = tf.strings.join([data, _PADDING])
     start = tf.strings.substr(padded, 0, 4)
     png = _number(padded, 16, 4, big_endian=True) * _number(padded, 20, 4, big_endian=True)
-    gif = _number(padded, 6, 2) * _number(padded, 8, 2)
     webp = tf.logical_and(tf.equal(start, "RIFF"), tf.equal(tf.strings.substr(padded, 8, 4), "WEBP"))
     other = tf.where(tf.equal(start, b"\x89PNG"), png,
-                     tf.where(tf.equal(tf.strings.substr(padded, 0, 3), "GIF"), gif,
-                              tf.where(tf.equal(tf.strings.substr(padded, 0, 2), "BM"), _bmp(padded),
-                                       tf.where(webp, _webp(padded), tf.constant(0, tf.int64)))))
+                     tf.where(tf.equal(tf.strings.substr(padded, 0, 2), "BM"), _bmp(padded),
+                              tf.where(webp, _webp(padded), tf.constant(0, tf.int64))))
+    is_gif = tf.equal(tf.strings.substr(padded, 0, 3), "GIF")
     return tf.cond(tf.io.is_jpeg(data), lambda: tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(data)[:2], tf.int64)),
-                   lambda: other)
+                   lambda: tf.cond(is_gif, lambda: _gif(data, padded), lambda: other))

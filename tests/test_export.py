@@ -114,6 +114,19 @@ def _png_declaring(width, height, rows=16):
             + chunk(b"IDAT", zlib.compress(b"\0" * (width + 1) * rows)) + chunk(b"IEND", b""))
 
 
+def _first_gif_frame(data):
+    """Where a GIF's first image descriptor (0x2C) is: after the screen, its colour table and the
+    extensions (each a chain of sub-blocks), as the GIF89a specification lays them out."""
+    position = 13 + (3 * 2 ** ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+    while data[position] == 0x21:
+        position += 2
+        while data[position]:
+            position += data[position] + 1
+        position += 1
+    assert data[position] == 0x2C
+    return position
+
+
 def test_the_served_model_refuses_an_image_declaring_too_many_pixels_before_decoding(photos):
     """The exported model decoded whatever it was sent: a 12 KB PNG declaring 20000x20000
     pixels took a server 8 GB and 15 s (a real 389 KB one, in a helper's trial). Each format's declared size is read as Pillow reads it
@@ -137,13 +150,24 @@ def test_the_served_model_refuses_an_image_declaring_too_many_pixels_before_deco
     for name, data in encoded.items():
         assert Image.open(io.BytesIO(data)).size == (53, 37), name
         assert declared_pixels(tf.constant(data)).numpy() == 53 * 37, name
+    # GIF: what TensorFlow's decoder allocates, every frame at the largest frame's extent
+    frames = [image, image.rotate(90), image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100)
+    animated = Image.open(io.BytesIO(buffer.getvalue()))
+    assert animated.n_frames == 3
+    assert declared_pixels(tf.constant(buffer.getvalue())).numpy() == 3 * 53 * 37 == tf.io.decode_gif(buffer.getvalue()).numpy().size // 3
+    gif_bomb = bytearray(encoded["gif"])  # a 1x1 screen, its one frame declaring 20000x20000
+    gif_bomb[6:10] = struct.pack("<HH", 1, 1)
+    frame = _first_gif_frame(gif_bomb)
+    gif_bomb[frame + 5:frame + 9] = struct.pack("<HH", 20000, 20000)
     jpeg_bomb = bytearray(encoded["jpeg"])  # the frame header (SOF0) declaring 60000x60000
     frame = jpeg_bomb.index(b"\xff\xc0")
     jpeg_bomb[frame + 5:frame + 9] = struct.pack(">HH", 60000, 60000)
     serve = tf.function(lambda images: tf.map_fn(decode_and_preprocess, images,
                                                  fn_output_signature=tf.TensorSpec([227, 227, 3], tf.float32)))
     assert serve(tf.constant([encoded["png"], _png_declaring(300, 200, rows=200)])).shape == (2, 227, 227, 3)
-    for bomb in (_png_declaring(20000, 20000), bytes(jpeg_bomb)):
+    for bomb in (_png_declaring(20000, 20000), bytes(jpeg_bomb), bytes(gif_bomb)):
         assert declared_pixels(tf.constant(bomb)).numpy() > MAX_PIXELS
         with pytest.raises(tf.errors.InvalidArgumentError, match=f"an image declares more than {MAX_PIXELS:,} pixels in "
                                                                  "its header: refused before decoding"):
