@@ -15,6 +15,7 @@ import pytest
 from alexft import fast_start
 from alexft.demo import sample_photos
 from alexft.preprocess import image_views
+from fixtures import as_at_a_terminal
 from test_preprocess import damaged_jpeg, encode, random_image
 
 pytestmark = pytest.mark.skipif(not fast_start.litert_installed(), reason="needs ai-edge-litert")
@@ -290,7 +291,8 @@ def test_a_stop_during_the_build_after_the_answer_leaves_the_commands_exit_statu
     fake = tmp_path / "fake.png"
     fake.write_text("not a photo")
     done = subprocess.run([sys.executable, "-c", STOPPED_BUILDS, canonical_weights_file, PHOTOS[0], fake],
-                          capture_output=True, text=True, timeout=600, env=dict(os.environ, ALEXFT_CACHE=str(tmp_path)))
+                          capture_output=True, text=True, timeout=600, env=dict(os.environ, ALEXFT_CACHE=str(tmp_path)),
+                          preexec_fn=as_at_a_terminal)  # (a suite run in the background ignores SIGINT: so would it)
     assert done.returncode == 0, done.stderr
     for case, (status, stdout, stderr) in json.loads(done.stdout.splitlines()[-1]).items():
         assert status == 1, (case, stderr)  # fake.png's: neither 130 nor 143
