@@ -383,6 +383,17 @@ def test_bad_files_are_skipped_and_unknown_folders_refused(fc8_run, small_digits
             "truncated JPEG") in result.stderr
 
 
+def _interrupted_after_twelve(results):
+    """`results` (a generator function), stopped by a Ctrl-C after its twelfth item."""
+    def interrupted(*args, **kwargs):
+        for number, result in enumerate(results(*args, **kwargs)):
+            if number == 12:
+                raise KeyboardInterrupt
+            yield result
+
+    return interrupted
+
+
 def test_a_broken_image_is_named_when_met_so_an_interrupted_evaluation_or_features_names_it_too(
         fc8_run, small_digits_folder, tmp_path, monkeypatch):
     from alexft import evaluation, features
@@ -391,28 +402,12 @@ def test_a_broken_image_is_named_when_met_so_an_interrupted_evaluation_or_featur
     data = tmp_path / "data"
     shutil.copytree(small_digits_folder, data)
     (data / "digit_0" / "cut.jpg").write_bytes(bad_images()["cut.jpg"][0])  # the 7th of 61 images
-    every_result = evaluation.predict_views
-
-    def interrupted_after_twelve(*args, **kwargs):
-        for number, result in enumerate(every_result(*args, **kwargs)):
-            if number == 12:
-                raise KeyboardInterrupt
-            yield result
-
-    monkeypatch.setattr(evaluation, "predict_views", interrupted_after_twelve)
+    monkeypatch.setattr(evaluation, "predict_views", _interrupted_after_twelve(evaluation.predict_views))
     result = run("evaluate", data, "--weights", run_folder / "model.npz", "--batch-size", 4, "--no-progress")
     assert result.exit_code == 130
     assert f"error: {data / 'digit_0' / 'cut.jpg'}: truncated JPEG" in result.stderr
     # features named them only at its end: after the bar's 100%, and never when stopped
-    every_output = features.layer_outputs
-
-    def features_interrupted_after_twelve(*args, **kwargs):
-        for number, output in enumerate(every_output(*args, **kwargs)):
-            if number == 12:
-                raise KeyboardInterrupt
-            yield output
-
-    monkeypatch.setattr(features, "layer_outputs", features_interrupted_after_twelve)
+    monkeypatch.setattr(features, "layer_outputs", _interrupted_after_twelve(features.layer_outputs))
     result = run("features", data, "--layer", "fc7", "--output", tmp_path / "f.npz", "--weights", run_folder / "model.npz",
                  "--batch-size", 4, "--no-progress")
     assert result.exit_code == 130 and not (tmp_path / "f.npz").exists()
