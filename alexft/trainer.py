@@ -392,13 +392,12 @@ class Trainer:
         except AlexftError as error:  # a full disk: say what is usable and what it takes to go on
             if first_model_error or not self.run.model.exists() or self.model_epoch is None:
                 raise
-            size = sum(array.nbytes for array in arrays.values()) / 2**20
-            raise type(error)(f"{error}; model.npz holds epoch {self.model_epoch} and is usable; to go on, free about "
-                              f"{size:,.0f} MiB (this run's checkpoint) and --resume") from None
+            raise _going_on(error, f"model.npz holds epoch {self.model_epoch} and is usable",
+                            arrays.values(), "this run's checkpoint") from None
         if first_model_error:  # the epoch is checkpointed: say what going on takes, as above
-            size = sum(w.nbytes + b.nbytes for w, b in self.net.weight_set(self.best, self.dataset.class_names).params.values()) / 2**20
-            raise type(first_model_error)(f"{first_model_error}; checkpoint.npz holds epoch {state['epoch']}: to go "
-                                          f"on, free about {size:,.0f} MiB (the model) and --resume") from None
+            model = self.net.weight_set(self.best, self.dataset.class_names).params.values()
+            raise _going_on(first_model_error, f"checkpoint.npz holds epoch {state['epoch']}",
+                            [array for pair in model for array in pair], "the model") from None
         if self.model_pending and (final or self.run.model_write_due()):
             self._write_pending_model()
         self.run.write_history(state["history"], final=final)
@@ -659,3 +658,9 @@ class _StopOnSignal:
         for number, handler in self._previous.items():
             signal.signal(number, handler)
         return False
+
+
+def _going_on(error, usable, arrays, what):
+    """A full disk's error, with what is usable and the space going on takes (--resume)."""
+    size = sum(array.nbytes for array in arrays) / 2**20
+    return type(error)(f"{error}; {usable}; to go on, free about {size:,.0f} MiB ({what}) and --resume")

@@ -214,7 +214,7 @@ def test_a_full_disk_while_saving_the_model_keeps_the_checkpoint(tiny_folder, ca
     # There was no model.npz before: the message does not claim a previous one is intact.
     said = []
     with pytest.raises(AlexftError, match=r"model\.npz: could not be written \(no space left on the device\); nothing was "
-                       r"left there; checkpoint\.npz holds epoch 1: to go on, free about 2\d\d MiB \(the model\) and "
+                       r"left there; checkpoint\.npz holds epoch 1; to go on, free about 2\d\d MiB \(the model\) and "
                        r"resume=True$"):
         finetune(tiny_folder, weights=canonical_weights_file, output=run, progress=False, log=said.append, **options)
     assert not any("could not be written" in line for line in said), said  # said once, as the error (it was logged too)
