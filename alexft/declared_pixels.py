@@ -13,8 +13,11 @@ _PADDING = tf.constant(b"\0" * 32)  # a short file reads as zeros, never out of 
 
 def _number(padded, offset, count, big_endian=False):
     data = tf.cast(tf.io.decode_raw(tf.strings.substr(padded, offset, count), tf.uint8), tf.int64)
-    weights = tf.constant([256 ** i for i in range(count)], tf.int64)
-    return tf.reduce_sum(data * (weights[::-1] if big_endian else weights))
+    # The byte order is fixed here, not by slicing a constant: grappler's layout pass fails on a
+    # reversing slice of one and logs an error line on every server's first call.
+    powers = [256 ** i for i in range(count)]
+    weights = tf.constant(powers[::-1] if big_endian else powers, tf.int64)
+    return tf.reduce_sum(data * weights)
 
 
 def _signed32(value):

@@ -41,6 +41,7 @@ SERVE_SCRIPT = textwrap.dedent(
     saved_model, tflite, views_file, *images = sys.argv[1:]
     views = np.load(views_file)
     served = tf.saved_model.load(saved_model)
+    print("--- serving", file=sys.stderr, flush=True)  # TensorFlow's log lines after this are the calls'
     encoded = served.signatures["serving_default"](images=tf.constant([open(p, "rb").read() for p in images]))
     preprocessed = served.signatures["preprocessed"](views=tf.constant(views))
     interpreter = tf.lite.Interpreter(model_path=tflite)
@@ -90,9 +91,13 @@ def served(exported, photos, tmp_path_factory):
     views_file = tmp_path_factory.mktemp("serve") / "views.npy"
     np.save(views_file, np.concatenate([image_views(path) for path in photos]))
     saved_model, tflite = exported
-    subprocess.run([sys.executable, "-c", SERVE_SCRIPT, saved_model, tflite, views_file, *photos], check=True, timeout=600)
+    done = subprocess.run([sys.executable, "-c", SERVE_SCRIPT, saved_model, tflite, views_file, *photos],
+                          capture_output=True, text=True, timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0"))
+    assert done.returncode == 0, done.stderr[-3000:]
     with np.load(f"{views_file}.out.npz") as outputs:
-        return {key: outputs[key] for key in outputs.files}, np.load(views_file)
+        answers = {key: outputs[key] for key in outputs.files}
+    answers["log_while_serving"] = done.stderr.split("--- serving\n", 1)[1].splitlines()
+    return answers, np.load(views_file)
 
 
 def test_in_graph_preprocessing_is_within_one_grey_level_of_opencv(photos):
@@ -211,6 +216,14 @@ def test_saved_model_on_preprocessed_views_matches_the_python_path(served, predi
         top = np.argsort(-probabilities, kind="stable")[:5]
         assert list(outputs["preprocessed_classes"][row]) == [names[index] for index in top]
         np.testing.assert_allclose(outputs["preprocessed_scores"][row], probabilities[top], rtol=1e-4)
+
+
+def test_serving_logs_no_error_lines(served):
+    """A server's log gets no error-level line from TensorFlow's graph optimiser when the model
+    is called (declared_pixels' reversed constant had made its layout pass fail, once per
+    process, on every server)."""
+    errors = [line for line in served[0]["log_while_serving"] if re.match(r"[EF]\d{4} ", line)]
+    assert not errors, errors
 
 
 def test_the_tflite_file_holds_what_the_docs_say(served):
