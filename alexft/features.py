@@ -128,7 +128,8 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
     """Write `layer`'s activations for every readable image to `output` (.npz), streaming.
     `model`: a Predictor (`load_predictor`; its preprocessing is used) or its Keras model.
     `paths`: images or folders; one folder laid out as <class>/<images> gives the labels and
-    class names, as `alexft features` does.
+    class names, as `alexft features` does. Or `labels`: one class index per image file, and
+    optionally the `class_names` they index (checked before any work).
 
     The file holds `features` (n, ...) float32 (the mean over the ten crops with `ten_crop`,
     for fc6-fc8 only: the crops' maps do not line up), `paths`, `recipe` (JSON: the layer, the
@@ -151,6 +152,8 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
     paths = path_list(paths)
     if labels is None:  # folders expand as on the command line; one laid out <class>/<images> gives labels
         paths, labels, class_names = _images_found(paths, say)
+    else:
+        labels = _labels_given(paths, labels, class_names)
     prefix = truncated(model, layer)
     if ten_crop and len(prefix.output.shape) > 2:
         raise TenCropOfMapsError(layer, "ten_crop=True")
@@ -178,13 +181,34 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
         extras = {"paths": np.array([str(paths[i]) for i in kept], dtype=str), "recipe": np.array(json.dumps(recipe))}
         if labels is not None:
             extras["labels"] = np.asarray(labels)[kept].astype(np.int32)
-            extras["class_names"] = np.array(class_names, dtype=str)
+            if class_names is not None:
+                extras["class_names"] = np.array(class_names, dtype=str)
         write_npz(output, Path(scratch) / "features.npy", len(kept), extras)
     if skipped:  # (said when nothing was written only, a user found the file one image short)
         they = "it is" if len(skipped) == 1 else "they are"
         say(f"{len(skipped)} of {len(paths)} images could not be used; {they} not in {output} (e.g. "
             f"{next(iter(skipped.values()))})")
     return len(kept), skipped
+
+
+def _labels_given(paths, labels, class_names):
+    """Labels passed by the caller, checked before any work: one whole number per image file
+    (a folder cannot take one label), each naming one of `class_names` when they are given."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != len(paths):
+        raise ValueError(f"labels: {labels.size} given for {len(paths)} path(s); give one per image")
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"labels must be whole numbers (class indices); got {labels.dtype} values such as "
+                        f"{labels.flat[0].item()!r}")
+    folders = [str(path) for path in paths if isinstance(path, Path) and path.is_dir()]
+    if folders:
+        raise ValueError(f"{folders[0]}: is a folder; with labels, give one image file per label (or leave labels "
+                         "out: a folder laid out as <class>/<images> gives its own)")
+    if class_names is not None and labels.size and not 0 <= labels.min() <= labels.max() < len(class_names):
+        outside = labels[(labels < 0) | (labels >= len(class_names))][0]
+        raise ValueError(f"labels: {outside} names no class; class_names holds {len(class_names)} (0 to "
+                         f"{len(class_names) - 1})")
+    return labels
 
 
 def feature_recipe(prefix, layer, ten_crop, preprocessing=None):

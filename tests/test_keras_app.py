@@ -787,6 +787,33 @@ def test_extract_features_of_folders_without_images_is_an_error_and_writes_nothi
         assert none["features"].shape == (0, 1000)
 
 
+def test_labels_given_to_extract_features_are_checked_before_any_work(predictor, small_digits_folder, tmp_path,
+                                                                     monkeypatch):
+    """Seen by a user: too many labels were dropped unsaid, too few failed with numpy's
+    IndexError after the whole pass, and labels without class names stored the string 'None'."""
+    images = sorted((small_digits_folder / "digit_3").iterdir())[:2]
+    computed = []
+    monkeypatch.setattr("alexft.features.layer_outputs", lambda *args: computed.append(1) or iter(()))
+    refusals = [
+        ([3, 3, 3], None, ValueError, r"^labels: 3 given for 2 path\(s\); give one per image$"),
+        ([3], None, ValueError, r"^labels: 1 given for 2 path\(s\); give one per image$"),
+        ([3.0, 3.5], None, TypeError, r"^labels must be whole numbers \(class indices\); got float64 values such as 3\.0$"),
+        ([3, 12], [f"digit_{i}" for i in range(10)], ValueError, r"^labels: 12 names no class; class_names holds 10 "
+                                                                  r"\(0 to 9\)$"),
+    ]
+    for labels, class_names, error, message in refusals:
+        with pytest.raises(error, match=message):
+            alexft.extract_features(predictor, images, "fc8", tmp_path / "f.npz", labels=labels, class_names=class_names)
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(small_digits_folder))}: is a folder; with labels, give one "
+                                         r"image file per label \(or leave labels out"):
+        alexft.extract_features(predictor, [small_digits_folder], "fc8", tmp_path / "f.npz", labels=[0])
+    assert not computed and not (tmp_path / "f.npz").exists()
+    monkeypatch.undo()
+    written, _ = alexft.extract_features(predictor, images, "fc8", tmp_path / "f.npz", labels=[3, 5])
+    with np.load(tmp_path / "f.npz") as stored:
+        assert written == 2 and stored["labels"].tolist() == [3, 5] and "class_names" not in stored.files
+
+
 def test_extract_features_takes_a_predictor_and_labels_a_class_folder_as_the_command_does(
         predictor, small_digits_folder, tmp_path):
     """Seen by a user: extract_features(predictor, ...) failed with "'Predictor' object has no
