@@ -15,6 +15,7 @@ from . import interrupts, lr_finder, recovery
 from . import weights as weights_io
 from .data import BrokenFiles
 from .epoch_log import EpochLog
+from .feature_store import store_folder
 from .errors import WARNING, AlexftError, TrainingError, TrainingInterrupted
 from .features import VIEWS
 from .plots import range_test_curve
@@ -82,9 +83,10 @@ class Trainer:
         started = time.perf_counter()
         state = self._restore()
         if self.data.cache_after:
+            whence = "computed once" if store_folder() is None else "taken from the feature store or computed once"
             self.log(f"the frozen layers' output ({self.data.cache_after}) for the {len(self.dataset.train):,} "
-                     f"training and {len(self.dataset.val):,} validation images, {VIEWS} views each, is taken from the "
-                     "feature store or computed once; the epochs then train on it (--no-cache: on the images)")
+                     f"training and {len(self.dataset.val):,} validation images, {VIEWS} views each, is {whence}; "
+                     "the epochs then train on it (--no-cache: on the images)")
         self.data.prepare(self.net.model, self.net.policy, len(self.dataset.class_names), self.cache_memory, self.progress,
                           self.log)
         interrupts.raise_if_pending()  # a Ctrl-C swallowed while the features were cached

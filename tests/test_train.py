@@ -177,10 +177,14 @@ def test_broken_files_are_skipped_and_listed(small_digits_folder, canonical_weig
 
     monkeypatch.setattr(features_module, "InferenceFunction", Counted)
     monkeypatch.setenv("ALEXFT_FEATURE_STORE", "off")  # else the first run's features are read, not computed
+    said = []
     with pytest.raises(DataError, match="2 of 62 images are broken, over the 1% max_broken allows; e.g. "):
         finetune(data, weights=canonical_weights_file, epochs=1, val_split=0, output=tmp_path / "strict",
-                 max_broken=0.01, progress=False, log=quiet)
+                 max_broken=0.01, progress=False, log=said.append)
     assert len(calls) == 1
+    # With the store off, the run does not say its features may come from it.
+    assert [line for line in said if "each, is computed once; the epochs then train on it" in line]
+    assert not [line for line in said if "feature store" in line], said
 
 
 @pytest.mark.parametrize("cache", [True, False])
