@@ -21,6 +21,7 @@ import importlib.util
 import json
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -103,12 +104,11 @@ def build_copy(weights):
     """Write the TF Lite copy of `weights` into the cache (imports TensorFlow); return its path."""
     from .quiet import import_tensorflow_quietly
 
-    import_tensorflow_quietly()
-    from .export import serving_module, tflite_flatbuffer
-
     model, record = copy_paths(weights)
-    try:  # before the announcement: a cache that cannot be written builds nothing
+    try:  # before the announcement and TensorFlow: a cache that cannot be written builds nothing
         model.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=model.parent):
+            pass  # a folder that exists but only reads (a cache shared read-only) is found here, by trying
         remove_stale_temporaries(model.parent, shared=True)  # two first calls may build at once
     except OSError as error:
         raise FastStartError(f"{model.parent}: cannot be written ({error.strerror or error})") from None
@@ -116,6 +116,9 @@ def build_copy(weights):
     # otherwise announce the build, spend seconds and fail again. (float32 with 1000 classes: an
     # upper bound for any fc8.)
     check_converter_space(model.parent, converter_scratch_bytes(4 * parameter_count()), model, FastStartError)
+    import_tensorflow_quietly()
+    from .export import serving_module, tflite_flatbuffer
+
     start = time.perf_counter()
     log.warning("building a LiteRT copy of %s in %s, once, so that short classify calls start without "
                 "TensorFlow (about half a minute; --runtime tensorflow skips it)", weights, model.parent)

@@ -15,7 +15,7 @@ import pytest
 from alexft import fast_start
 from alexft.demo import sample_photos
 from alexft.preprocess import image_views
-from fixtures import as_at_a_terminal
+from fixtures import as_at_a_terminal, mount_namespace
 from test_preprocess import damaged_jpeg, encode, random_image
 
 pytestmark = pytest.mark.skipif(not fast_start.litert_installed(), reason="needs ai-edge-litert")
@@ -310,6 +310,32 @@ def test_a_cache_that_cannot_be_written_is_said_before_the_conversion(canonical_
     with pytest.raises(fast_start.FastStartError, match="cannot be written"):
         fast_start.build_copy(canonical_weights_file)
     assert "building a LiteRT copy" not in caplog.text  # nothing is announced that will not happen
+
+
+@pytest.mark.skipif(not mount_namespace(), reason="needs unshare to mount a folder read-only (root or user namespaces)")
+def test_a_cache_shared_read_only_builds_nothing_and_says_why(canonical_weights_file, tmp_path):
+    """A cache folder that exists but only reads (built once, then shared read-only, as in a
+    container) made the build fail with two tracebacks on its temporary files, after the answer
+    (exit 1) or instead of it (`--runtime litert`). Now it is said in one line, before any work."""
+    cache = tmp_path / "cache"
+    (cache / "litert").mkdir(parents=True)
+    alexft = f"'{sys.executable}' -m alexft classify '{PHOTOS[0]}' --weights '{canonical_weights_file}' --json -k 1"
+    script = "\n".join([
+        f"mount --bind '{cache}' '{cache}' && mount -o remount,bind,ro '{cache}' || exit 99",
+        f"{alexft} --runtime litert > '{tmp_path}/litert.out' 2> '{tmp_path}/litert.err'; echo $? > '{tmp_path}/litert.rc'",
+        f"{alexft} --runtime auto > '{tmp_path}/auto.out' 2> '{tmp_path}/auto.err'; echo $? > '{tmp_path}/auto.rc'",
+    ])
+    done = subprocess.run([*mount_namespace(), "sh", "-c", script], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, ALEXFT_CACHE=str(cache), TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 0, done.stderr
+    read = {name: (tmp_path / name).read_text() for name in ("litert.out", "litert.err", "litert.rc", "auto.out",
+                                                             "auto.err", "auto.rc")}
+    why = f"{cache / 'litert'}: cannot be written (Read-only file system)"
+    assert read["litert.rc"].strip() == "1" and why in json.loads(read["litert.out"])["error"], read
+    assert read["auto.rc"].strip() == "0" and json.loads(read["auto.out"])["predictions"], read  # the answer, on TensorFlow
+    assert why in read["auto.err"] and "building a LiteRT copy" not in read["auto.err"], read["auto.err"]
+    assert "Traceback" not in read["litert.err"] + read["auto.err"]
+    assert list((cache / "litert").iterdir()) == []
 
 
 def test_two_first_calls_at_once_build_the_copy_once(tmp_path, monkeypatch):
