@@ -95,8 +95,8 @@ def current_copy(weights):
 
 
 def _same_bytes_touched(saved, now, weights):
-    """Only the modification time changed, and the bytes are those the copy was built from."""
-    earlier = dict(saved["source"], mtime_ns=now["mtime_ns"])
+    """Only the file's times changed, and the bytes are those the copy was built from."""
+    earlier = dict(saved["source"], mtime_ns=now["mtime_ns"], ctime_ns=now["ctime_ns"])
     return earlier == now and saved.get("sha256") == file_sha256(weights)
 
 
@@ -278,7 +278,9 @@ class LitePredictor:
 def _identity(weights):
     weights = Path(weights).resolve()
     stat = weights.stat()
-    return {"path": str(weights), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+    # The change time too: bytes replaced in place with the modification time kept (cp -p,
+    # rsync -a, tar) change it, and only the system sets it.
+    return {"path": str(weights), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns,
             "alexft": __version__, "format": COPY_FORMAT}
 
 
