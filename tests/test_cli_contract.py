@@ -229,7 +229,7 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["export", "out.tflite", "--format", "tflite", "--weights", "missing.npz"], 1, "missing.npz: weights file not found"),
         (["classify", str(photo_paths()["chelsea"]), "--runtime", "onnx", *weights], 2, "'onnx' is not one of"),
         (["classify", str(photo_paths()["chelsea"]), "--runtime", "litert", "--precision", "bfloat16", *weights], 2,
-         "--runtime litert computes in float32"),
+         "Invalid value for '--runtime': litert computes in float32; --precision bfloat16 runs on TensorFlow or"),
         (["export", "out.tflite", "--precision", "bfloat16", *weights], 2, "TF Lite has no bfloat16 kernels"),
         (["export", "out.TFLite", "--format", "savedmodel", "--quantize", "float16", *weights], 2,
          "quantization needs the TF Lite format"),  # a --format given wins over the name

@@ -174,6 +174,22 @@ def test_runtime_openvino_without_openvino_is_a_usage_error_before_any_work(monk
         OpenVinoPredictor({}, ["a", "b"])  # (load_predictor(runtime="openvino") from Python)
 
 
+def test_a_runtime_from_the_environment_is_named_as_such_in_its_errors(monkeypatch, tmp_path):
+    """A helper's trial: with ALEXFT_RUNTIME set, the errors blamed a --runtime never typed."""
+    from alexft import openvino_runtime
+
+    monkeypatch.setattr(openvino_runtime, "openvino_installed", lambda: False)
+    photo = ["classify", str(PHOTOS[0]), "--weights", str(tmp_path / "missing.npz")]
+    cases = [("openvino", [], "OpenVINO is not installed: pip install openvino"),
+             ("litert", ["--precision", "bfloat16"], "litert computes in float32; --precision bfloat16 runs on ")]
+    for runtime, more, why in cases:
+        from_environment = CliRunner().invoke(main, [*photo, *more], env={"ALEXFT_RUNTIME": runtime})
+        assert from_environment.exit_code == 2, from_environment.output
+        assert f"Invalid value for '--runtime' (from $ALEXFT_RUNTIME): {why}" in from_environment.output
+        typed = CliRunner().invoke(main, [*photo, *more, "--runtime", runtime], env={"ALEXFT_RUNTIME": "auto"})
+        assert typed.exit_code == 2 and f"Invalid value for '--runtime': {why}" in typed.output, typed.output
+
+
 def test_openvino_is_imported_without_its_usage_telemetry(tmp_path):
     """OpenVINO's package sends an event to Google Analytics on import unless opted out, and
     writes ~/intel/stats and ~/intel/openvino_ga_cid when it does. alexft's import sends none,

@@ -50,10 +50,10 @@ def classify(ctx, inputs, weights, top, ten_crop, batch_size, as_json, runtime, 
 
     if precision != "float32" and runtime != "openvino":
         if runtime == "litert":
-            raise click.UsageError("--runtime litert computes in float32; --precision bfloat16 runs on TensorFlow "
-                                   "or OpenVINO")
+            raise click.BadParameter("litert computes in float32; --precision bfloat16 runs on TensorFlow or OpenVINO",
+                                     ctx, _runtime_option(ctx))
         runtime = "tensorflow"
-    _check_runtime_installed(runtime)
+    _check_runtime_installed(runtime, ctx)
     paths = expand_inputs(inputs_to_shard(inputs, shard))  # without --shard: in the order typed
     if shard:  # the sorted list's part, whatever the order typed: every process cuts the same list
         paths = [paths[position] for position in sorted_shard(paths, *shard)]
@@ -97,13 +97,18 @@ def _litert_predictor(weights, preprocessing, runtime):
         return None
 
 
-def _check_runtime_installed(runtime):
+def _check_runtime_installed(runtime, ctx):
     """`--runtime openvino` without OpenVINO is the command line's mistake, said before any work."""
     from alexft.openvino_runtime import openvino_installed
 
     if runtime == "openvino" and not openvino_installed():
         raise click.BadParameter("OpenVINO is not installed: pip install openvino (or 'alexft[openvino]')",
-                                 param_hint="'--runtime'")
+                                 ctx, _runtime_option(ctx))
+
+
+def _runtime_option(ctx):
+    """The command's --runtime, whose errors name $ALEXFT_RUNTIME when the value came from it."""
+    return next(param for param in ctx.command.params if param.name == "runtime")
 
 
 def _predictor(weights, progress, preprocessing, precision="float32", runtime="tensorflow"):
@@ -231,7 +236,7 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
         raise click.UsageError("give either DATA (class folders) or --list FILE")
     if root is not None and list_file is None:  # it would be ignored, and the user measured what they did not mean
         raise click.UsageError("--root is the folder --list paths are relative to; with DATA it has no meaning")
-    _check_runtime_installed(runtime)
+    _check_runtime_installed(runtime, ctx)
     from alexft import weights as weights_io
     from alexft.atomic import check_writable
 
