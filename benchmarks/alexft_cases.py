@@ -20,6 +20,8 @@ ten crops.
 `ceiling` measures the machine's best matrix-product rate (TensorFlow's oneDNN on 4096-square
 matrices, the kernels' best case) and divides it by AlexNet's multiply-adds per image, counted
 from the model's layers: no engine can run the network faster than that with direct arithmetic.
+It gives the same for a training step of all layers (forward, and the gradients to the weights
+and to each layer's input but the image's).
 """
 import argparse
 import dataclasses
@@ -90,15 +92,28 @@ def command_train(args):
             "convs": convs}
 
 
-def multiply_adds_per_image(model):
-    """Each layer's kernel size times its output positions (grouped kernels hold only their group's inputs)."""
-    total = 0
+def multiply_adds_per_layer(model):
+    """Each weighted layer's kernel size times its output positions, in order (grouped kernels hold
+    only their group's inputs)."""
+    counts = []
     for layer in model.layers:
         kernels = [weight for weight in layer.weights if len(weight.shape) > 1]
         if kernels:
             positions = np.prod(layer.output.shape[1:-1]) if len(layer.output.shape) == 4 else 1
-            total += int(positions) * int(np.prod(kernels[0].shape))
-    return total
+            counts.append(int(positions) * int(np.prod(kernels[0].shape)))
+    return counts
+
+
+def multiply_adds_per_image(model):
+    return sum(multiply_adds_per_layer(model))
+
+
+def multiply_adds_per_training_image(model):
+    """A training step of all layers: each layer's forward pass, its gradient to the weights (as
+    many multiply-adds as the forward) and its gradient to the input (as many again), except the
+    first layer's, whose input is the image."""
+    counts = multiply_adds_per_layer(model)
+    return 3 * sum(counts) - counts[0]
 
 
 def command_ceiling(args):
@@ -113,8 +128,10 @@ def command_ceiling(args):
         product(a).numpy()
         best = min(best, time.perf_counter() - start)
     flops = 2 * size**3 / best
-    network = 2 * multiply_adds_per_image(build_alexnet())
-    return {"gflop_per_s": flops / 1e9, "network_gflop_per_image": network / 1e9, "ceiling_img_per_s": flops / network}
+    model = build_alexnet()
+    network, training = 2 * multiply_adds_per_image(model), 2 * multiply_adds_per_training_image(model)
+    return {"gflop_per_s": flops / 1e9, "network_gflop_per_image": network / 1e9, "ceiling_img_per_s": flops / network,
+            "training_ceiling_img_per_s": flops / training}
 
 
 def command_check(args):

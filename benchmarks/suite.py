@@ -133,6 +133,7 @@ class Suite:
     def __init__(self, scratch, rounds, seconds):
         self.scratch, self.rounds, self.seconds = scratch, rounds, seconds
         self.results = []
+        self.ceilings = {}  # precision -> the ceiling's rounds, measured once per run
         self.steal = []  # steal % of each measurement since the last record()
         self.peer = peers_python()
         from alexft.cpu_features import cpu_has_bfloat16  # not alexft.devices: TensorFlow here would inflate children's peak RSS
@@ -250,19 +251,31 @@ class Suite:
                 self.record(f"   (context, --runtime openvino) {ours_precision}, batch {batch}", ours, theirs,
                             f"OpenVINO {theirs_precision}", 0.0)
 
-    def against_ceiling(self, precision, peer_rounds, target):
-        """How close the peer's batch 64 runs to the machine's arithmetic ceiling in `precision`,
-        and how close alexft would have to run to meet `target` (above 100%: no direct-arithmetic
-        engine can)."""
-        rates = [self.alexft("ceiling", "--precision", precision, "--seconds", str(self.seconds))["ceiling_img_per_s"]
-                 for _ in range(self.rounds)]
+    def ceiling(self, precision):
+        """The machine's arithmetic ceiling in `precision` (`alexft_cases.py ceiling`), measured
+        `rounds` times once per run: inference and training share it."""
+        if precision not in self.ceilings:
+            self.ceilings[precision] = [self.alexft("ceiling", "--precision", precision, "--seconds", str(self.seconds))
+                                        for _ in range(self.rounds)]
+        return self.ceilings[precision]
+
+    def against_ceiling(self, precision, peer_rounds, target, peer_name="OpenVINO", work="inference", ours_rounds=()):
+        """How close the peer (and alexft, when given) runs to the machine's arithmetic ceiling for
+        `work` in `precision`, and how close alexft would have to run to meet `target` (above 100%:
+        no engine computing AlexNet as written can)."""
+        key = "ceiling_img_per_s" if work == "inference" else "training_ceiling_img_per_s"
+        rates = [measured[key] for measured in self.ceiling(precision)]
         ceiling = max(rates)  # each is a best case; the best of them is the nearest to the true ceiling
         peer, needed = statistics.median(peer_rounds) / ceiling, target * statistics.median(peer_rounds) / ceiling
-        self.results.append({"case": f"ceiling, {precision}", "ceiling_img_per_s": round(ceiling, 1),
-                             "ceiling_rounds": [round(rate, 1) for rate in rates], "peer_share": round(peer, 3),
-                             "target_needs_share": round(needed, 3)})
-        print(f"{'   (ceiling) ' + precision + ' matrix products':<44} at most {ceiling:.0f} img/s: OpenVINO runs at "
-              f"{peer:.0%} of it, {target}x OpenVINO would need {needed:.0%}", flush=True)
+        row = {"case": f"ceiling, {work}, {precision}", "ceiling_img_per_s": round(ceiling, 1),
+               "ceiling_rounds": [round(rate, 1) for rate in rates], "peer_share": round(peer, 3),
+               "target_needs_share": round(needed, 3)}
+        ours = f"alexft runs at {statistics.median(ours_rounds) / ceiling:.0%}, " if ours_rounds else ""
+        if ours_rounds:
+            row["alexft_share"] = round(statistics.median(ours_rounds) / ceiling, 3)
+        self.results.append(row)
+        print(f"{f'   (ceiling) {work}, {precision} matrix products':<44} at most {ceiling:.0f} img/s: {ours}"
+              f"{peer_name} at {peer:.0%}, {target}x {peer_name} would need {needed:.0%}", flush=True)
 
     def classify_pipeline(self):
         def marginal(command):
@@ -282,6 +295,7 @@ class Suite:
             lambda: self.peers("train", "--runtime", "torch", "--layers", "all", "--batch", 64, "--seconds", str(self.seconds))["img_per_s"],
         )
         self.record("3. train all layers, batch 64", ours, theirs, "PyTorch (channels-last)", 3.0)
+        self.against_ceiling("float32", theirs, 3.0, "PyTorch", "training", ours)
         if self.cpu_has_bfloat16:  # --mixed-precision on a CPU; PyTorch's own mixed precision as the peer
             ours, theirs = self.alternate(
                 lambda: self.alexft("train", "--layers", "all", "--batch", 64, "--seconds", str(self.seconds),
@@ -291,6 +305,7 @@ class Suite:
             )
             # Issue #26: bfloat16 training >= 4x PyTorch's autocast, on CPUs with bfloat16 instructions.
             self.record("3. train all layers, bfloat16 mixed", ours, theirs, "PyTorch, autocast bfloat16", 4.0)
+            self.against_ceiling("bfloat16", theirs, 4.0, "PyTorch", "training", ours)
         result = run_json([sys.executable, HERE / "finetune_cache.py", "--per-class", "20", "--epochs", "3"])
         self.record("3. fc8 epoch on the feature cache", [result["no store"]["median_epoch_s"]],
                     [result["full"]["median_epoch_s"]], "alexft full-forward epoch", 25.0, unit="s",

@@ -35,3 +35,16 @@ def test_multiply_adds_per_image_follow_caffes_definition():
 def test_a_smaller_head_counts_fewer_multiply_adds():
     assert (caffe_multiply_adds() - alexft_cases.multiply_adds_per_image(build_alexnet(num_classes=10))
             == 4096 * (1000 - 10))
+
+
+def caffe_training_multiply_adds():
+    """Caffe's backward pass of a training step: every layer's weight gradient costs its forward
+    multiply-adds again, and every layer's gradient to its input as well, but conv1's: the data
+    layer needs none (Caffe's propagate_down is false there)."""
+    conv1 = 55 * 55 * 96 * 11 * 11 * 3
+    return 3 * caffe_multiply_adds() - conv1
+
+
+def test_a_training_step_counts_three_passes_but_the_images_gradient():
+    assert alexft_cases.multiply_adds_per_training_image(build_alexnet()) == caffe_training_multiply_adds()
+    assert caffe_training_multiply_adds() == 2_067_805_248
