@@ -41,6 +41,12 @@ def as_at_a_terminal():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def stopped_by(signal_number):
+    """The status of an alexft process stopped by `signal_number`, as Popen reports it: the command
+    says so, then ends killed by that signal (a shell shows 130 or 143, and stops its loop)."""
+    return -signal_number
+
+
 @contextlib.contextmanager
 def alexft_notes():
     """The AlexftWarnings said inside the block, as their messages (a list filled at its end)."""

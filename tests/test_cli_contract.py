@@ -1,6 +1,7 @@
 """The command line's contract (issue #24): usage errors before TensorFlow starts, one exit-code
 rule for every command (0 good, 1 an input could not be used, 2 usage, 130/143 interrupted),
 described options, images from standard input and URLs, and no silent skips."""
+import contextlib
 import json
 import os
 import shlex
@@ -22,7 +23,7 @@ from click.testing import CliRunner
 from alexft import weights as weights_io
 from alexft.cli import main
 from alexft.image_sources import UrlImage
-from fixtures import as_at_a_terminal, photo_paths, write_digits_folder
+from fixtures import as_at_a_terminal, photo_paths, stopped_by, write_digits_folder
 from http_server import serving
 
 ALEXFT = str(Path(sys.executable).parent / "alexft")
@@ -498,11 +499,45 @@ def test_ctrl_c_during_classify_exits_130_and_keeps_the_lines_already_printed(ca
         process.send_signal(signal.SIGINT)
         stopped_at = time.monotonic()
         _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
+    assert process.returncode == stopped_by(signal.SIGINT), stderr
     assert time.monotonic() - stopped_at < 15
     assert stderr.strip().splitlines()[-1] == "alexft: interrupted" and "Aborted" not in stderr
     lines = output.read_text().splitlines()
     assert 0 < len(lines) < 600 and all(json.loads(line)["path"].endswith(".png") for line in lines)
+
+
+def test_ctrl_c_in_a_shell_loop_of_commands_stops_the_loop(canonical_weights_file, tmp_path):
+    """Ctrl-C reaches the shell and the command alike; bash waits for the command and goes on with
+    its loop when the command merely exits 130, taking the stop as handled there. alexft did that,
+    so a loop over photos or folders had to be stopped once per iteration. It now ends killed by
+    the signal, as Python's own KeyboardInterrupt ends, and the shell stops with it."""
+    many, one = tmp_path / "many", tmp_path / "one"
+    for folder, count in ((many, 600), (one, 1)):
+        folder.mkdir()
+        for index in range(count):
+            shutil.copy(photo_paths()["coffee"], folder / f"coffee_{index:03d}.png")
+    output = tmp_path / "out.jsonl"
+    output.touch()
+    loop = (f'for folder in {shlex.quote(str(many))} {shlex.quote(str(one))}; do '
+            f'{shlex.quote(ALEXFT)} classify "$folder" --json --batch-size 8 --weights '
+            f'{shlex.quote(str(canonical_weights_file))} >> {shlex.quote(str(output))}; echo "after $folder: $?" >&2; '
+            'done; echo "the loop went on to its end" >&2')
+    shell = subprocess.Popen(["bash", "-c", loop], stderr=subprocess.PIPE, text=True, start_new_session=True,
+                             preexec_fn=as_at_a_terminal)
+    try:
+        deadline = time.monotonic() + 300
+        while output.stat().st_size == 0:  # the first command is classifying
+            assert shell.poll() is None and time.monotonic() < deadline, shell.stderr.read()
+            time.sleep(0.1)
+        os.killpg(shell.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C: the whole foreground group
+        _, stderr = shell.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(shell.pid, signal.SIGKILL)
+    assert shell.returncode == -signal.SIGINT, stderr
+    assert stderr.strip().splitlines()[-1] == "alexft: interrupted", stderr
+    assert "after" not in stderr and "the loop went on" not in stderr, stderr
+    assert str(one) not in output.read_text()
 
 
 @pytest.mark.parametrize("command", ["features", "classify", "evaluate"])
@@ -536,7 +571,7 @@ def test_sigterm_ends_a_command_as_ctrl_c_does_and_leaves_no_scratch_files(comma
             time.sleep(0.1)
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 143, stderr
+    assert process.returncode == stopped_by(signal.SIGTERM), stderr
     assert stderr.strip().splitlines()[-1] == "alexft: terminated"
     assert list(results.iterdir()) == []
     lines = printed.read_text().splitlines()
@@ -568,7 +603,7 @@ def test_sigterm_during_tensorflows_start_up_is_said_and_shows_none_of_its_chatt
         time.sleep(0.02)
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == 143, stderr
+    assert process.returncode == stopped_by(signal.SIGTERM), stderr
     said = "terminated before training started; no run folder was kept" if command == "finetune" else "terminated"
     assert stderr.strip().splitlines()[-1] == f"alexft: {said}", stderr
     assert "Traceback" not in stderr and "oneDNN" not in stderr and "cpu_feature_guard" not in stderr, stderr
@@ -619,7 +654,7 @@ def test_finetune_json_says_a_ctrl_c_as_soon_as_the_command_has_begun(small_digi
     assert " classes, " in first, first
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, first + stderr
+    assert process.returncode == stopped_by(signal.SIGINT), first + stderr
     said = "interrupted before training started; no run folder was kept"
     assert stderr.strip().splitlines()[-1] == f"alexft: {said}", stderr
     assert json.loads(stdout) == {"stopped_by": "SIGINT", "run": None, "model": None, "message": said}
@@ -1129,9 +1164,8 @@ def test_wordnet_id_folders_are_imagenet_classes(canonical_weights_file, tmp_pat
             "WordNet ids such as 'n01440764')") in result.stderr
 
 
-@pytest.mark.parametrize("signal_number, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
-                         ids=["sigint", "sigterm"])
-def test_interrupting_feature_caching_stops_soon_and_leaves_no_run_behind(signal_number, status, small_digits_folder,
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_interrupting_feature_caching_stops_soon_and_leaves_no_run_behind(signal_number, small_digits_folder,
                                                                           canonical_weights_file, tmp_path):
     """Ctrl-C, or SIGTERM alike, before the epochs (while the frozen layers' features are cached)."""
     run_folder = tmp_path / "run"
@@ -1148,7 +1182,7 @@ def test_interrupting_feature_caching_stops_soon_and_leaves_no_run_behind(signal
     stopped_at = time.monotonic()
     _, stderr = process.communicate(timeout=120)
     waited = time.monotonic() - stopped_at
-    assert process.returncode == status, seen + stderr
+    assert process.returncode == stopped_by(signal_number), seen + stderr
     assert "no run folder was kept" in stderr.splitlines()[-1], stderr
     assert waited < 10, waited
     assert not run_folder.exists() or not any(run_folder.iterdir()), sorted(run_folder.iterdir())

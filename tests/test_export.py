@@ -24,7 +24,7 @@ from alexft.export import decode_and_preprocess, labels_path
 from alexft.preprocess import MEAN_BGR, image_views
 from alexft.weights import imagenet_class_names
 from alexft.cli import main
-from fixtures import mount_namespace, photo_paths
+from fixtures import mount_namespace, photo_paths, stopped_by
 
 # Measured on the photos below: OpenCV's fixed-point bilinear resize and TensorFlow's float
 # one, both rounded to whole grey levels, differ by at most one level in about 1 value in 8.
@@ -510,7 +510,7 @@ def test_sigterm_stops_a_tflite_export_and_leaves_nothing(canonical_weights_file
         time.sleep(0.1)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 143, stderr
+    assert process.returncode == stopped_by(signal.SIGTERM), stderr
     assert stderr.splitlines()[-1] == "alexft: terminated"
     assert list(tmp_path.iterdir()) == []
 

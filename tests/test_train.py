@@ -32,6 +32,7 @@ from alexft.preprocess import image_views
 from alexft.train import TrainingError, finetune
 from alexft.train_options import OptionsError
 from alexft.cli import main
+from fixtures import stopped_by
 from test_preprocess import bad_images
 
 FROZEN = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"]
@@ -914,7 +915,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(
     output = tmp_path / "run"
     command = cli_command(small_digits_folder, canonical_weights_file, output)
     returncode, stderr, stdout = interrupt_after_first_checkpoint(command, output, signal_number)
-    assert returncode == 128 + signal_number, stderr
+    assert returncode == stopped_by(signal_number), stderr
     hint = f"continue with --resume --output {output}"
     assert hint in stderr
     # --json: stdout says what was kept, for a script that reads it rather than the exit status

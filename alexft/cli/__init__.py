@@ -194,13 +194,24 @@ def _exit_at_once(code):
         _flush_and_exit(status)
 
 
+# A stopped command ends killed by its signal, as Python's own uncaught KeyboardInterrupt ends: a
+# shell sees 130/143 all the same, and a loop of alexft calls stops at the first Ctrl-C. Bash and
+# make go on after a child that merely exited 130, taking it to have handled the Ctrl-C itself.
+_STOPPED_BY = {common.EXIT_INTERRUPTED: signal.SIGINT, common.EXIT_TERMINATED: signal.SIGTERM}
+
+
 def _flush_and_exit(status):
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError, AttributeError):  # flushed before (or None: closed at the start)
             pass
-    os._exit(status)
+    if status in _STOPPED_BY:
+        number = _STOPPED_BY[status]
+        signal.signal(number, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [number])
+        os.kill(os.getpid(), number)
+    os._exit(status)  # (not reached after a stop, unless the signal could not be sent)
 
 
 # Standard output that cannot take the results: a full disk or quota behind `> file`, or a

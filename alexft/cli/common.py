@@ -43,7 +43,6 @@ def fail_cleanly(function):
         from alexft.errors import AlexftError
 
         watch = _InterruptWatch()
-        _watches[:] = [watch]
         interrupts.clear()
         _finished.clear()
         try:
@@ -75,17 +74,6 @@ def fail_cleanly(function):
 
 EXIT_TERMINATED = 143
 _finished = []  # the command that returned, its result printed (one at most)
-
-
-_watches = []  # the running command's _InterruptWatch
-
-
-def forget_stop():
-    """A stop the command has honoured by giving up optional work (the LiteRT copy's build after
-    its answer): neither its note nor its Ctrl-C turns the command's own exit status into 130/143."""
-    interrupts.clear()
-    for watch in _watches:
-        watch.seen = False
 
 
 def command_finished():

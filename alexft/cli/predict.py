@@ -12,7 +12,7 @@ from . import examples
 from .common import (EXIT_INPUT_FAILED, EnvironmentOption, ImageInput, PathParam, expand_inputs, fail_cleanly,
                      inputs_to_shard, note_top_k, precision_option, preprocessing_from, preprocessing_options,
                      progress_option, read_weights, say_unused, say_warning, shard_option, start_tensorflow,
-                     forget_stop, terminating_cleanly, weights_option)
+                     terminating_cleanly, weights_option)
 
 
 @click.command(short_help="Print the top ImageNet (or your model's) classes of images.",
@@ -135,26 +135,27 @@ def _feature_network(weight_set, layer, precision):
 
 def _build_litert_copy(weights, seen):
     """The one-off build `--runtime auto` does after its results; a failure only costs the fast
-    start, and so does a stop: the results are printed, the command keeps its exit code."""
+    start. A stop gives the build up and stops the command as any stop does (130/143): a shell
+    loop of classify calls must end there, not start the build again on the next photo."""
     from alexft import fast_start, interrupts
 
     try:
         fast_start.build_copy_unless_another_is(weights, seen)
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM
         _build_stopped()
+        raise
     except Exception as error:
         if interrupts.pending():  # a stop inside the converter can surface as its own error
             _build_stopped()
+            interrupts.raise_if_pending()
         elif isinstance(error, AlexftError):
             click.echo(f"alexft: warning: no LiteRT copy was built, short calls stay on TensorFlow: {error}", err=True)
         else:
             raise
-    else:
-        forget_stop()  # a stop the converter swallowed: the build went on to its end, and the answer stands
+    interrupts.raise_if_pending()  # a stop the converter swallowed, the copy built all the same
 
 
 def _build_stopped():
-    forget_stop()  # honoured: the build is given up, not the command
     click.echo("alexft: the LiteRT copy was not finished; the next short classify builds it", err=True)
 
 
