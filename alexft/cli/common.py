@@ -47,7 +47,7 @@ def fail_cleanly(function):
         _finished.clear()
         try:
             result = function(*args, **kwargs)
-            raise_if_terminated()  # a SIGTERM whose exception was swallowed where it landed: still honoured
+            interrupts.raise_if_pending()  # a stop whose exception was swallowed where it landed: still honoured
             _finished.append(function.__name__)
             return result
         except AlexftError as error:
@@ -141,6 +141,15 @@ class _InterruptWatch:
                 signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             signal.signal(signal.SIGINT, self._remember)
             self._installed = True
+        self._unraisable_hook = sys.unraisablehook
+        sys.unraisablehook = self._drop_swallowed_stops
+
+    def _drop_swallowed_stops(self, unraisable):
+        """A stop that landed in a finaliser or a weakref callback is noted and honoured later
+        (`interrupts`): Python's "Exception ignored ... KeyboardInterrupt" and its traceback would
+        only alarm. Other exceptions there are printed as Python prints them."""
+        if not (isinstance(unraisable.exc_type, type) and issubclass(unraisable.exc_type, KeyboardInterrupt)):
+            self._unraisable_hook(unraisable)
 
     def _remember(self, signum, frame):
         self.seen = True
@@ -150,6 +159,8 @@ class _InterruptWatch:
     def stop(self):
         if self._installed and signal.getsignal(signal.SIGINT) == self._remember:
             signal.signal(signal.SIGINT, signal.default_int_handler)
+        if sys.unraisablehook == self._drop_swallowed_stops:
+            sys.unraisablehook = self._unraisable_hook
 
 
 class EnvironmentOption(click.Option):
