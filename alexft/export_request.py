@@ -51,6 +51,9 @@ class ExportRequest:
         if self.quantization is not None and self.file_format != "tflite":
             raise ExportOptionsError("quantization needs the TF Lite format (--format tflite, or an OUTPUT ending in .tflite)")
         if self.precision != "float32" and self.file_format == "tflite":
+            if self.quantization is not None:  # the user already asked for a smaller file: one flag too many
+                raise ExportOptionsError("TF Lite has no bfloat16 kernels, and --quantize already sets the file's "
+                                         "numbers: drop --precision bfloat16")
             raise ExportOptionsError("TF Lite has no bfloat16 kernels: export float32, or quantize "
                                      "(--quantize float16 or int8) for a smaller, faster file")
         _check_name_ends(self.output)

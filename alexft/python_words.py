@@ -35,6 +35,7 @@ EXPORT_KEYWORDS = {**_EITHER_ENTRY,
                    "--format tflite": 'file_format="tflite"', "--format": "file_format",
                    "--quantize float16 or int8": 'quantization="float16" or "int8"',
                    "--quantize int8": 'quantization="int8"', "--quantize": "quantization",
+                   "--precision bfloat16": 'precision="bfloat16"',
                    "--calibration DIR": "calibration=FOLDER", "--force": "force=True", "--top-k": "top_k",
                    "an OUTPUT ending": "an output ending", "another OUTPUT": "another output"}
 

@@ -232,6 +232,9 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["classify", str(photo_paths()["chelsea"]), "--runtime", "litert", "--precision", "bfloat16", *weights], 2,
          "Invalid value for '--runtime': litert computes in float32; --precision bfloat16 runs on TensorFlow or"),
         (["export", "out.tflite", "--precision", "bfloat16", *weights], 2, "TF Lite has no bfloat16 kernels"),
+        # Quantizing already: the advice was to quantize.
+        (["export", "out.tflite", "--precision", "bfloat16", "--quantize", "float16", *weights], 2,
+         "TF Lite has no bfloat16 kernels, and --quantize already sets the file's numbers: drop --precision bfloat16"),
         (["export", "out.TFLite", "--format", "savedmodel", "--quantize", "float16", *weights], 2,
          "quantization needs the TF Lite format"),  # a --format given wins over the name
         (["weights", "info", "missing.npz"], 1, "missing.npz"),

@@ -290,6 +290,8 @@ def test_the_python_export_takes_the_format_from_the_name_as_the_command_does(ca
 
     with pytest.raises(ExportOptionsError, match="TF Lite has no bfloat16 kernels"):
         export(canonical_weights_file, tmp_path / "m.TFLite", precision="bfloat16")
+    with pytest.raises(ExportOptionsError, match=r'already sets the file\'s numbers: drop precision="bfloat16"$'):
+        export(canonical_weights_file, tmp_path / "m.tflite", precision="bfloat16", quantization="float16")
     # Told in export's keywords, not the command line's flags (which said "--format tflite").
     with pytest.raises(ExportOptionsError, match=r'^quantization needs the TF Lite format \(file_format="tflite", or '
                                                  r'an output ending in \.tflite\)$'):
