@@ -92,7 +92,9 @@ class TrainOptions:
         self.val_split = parse_share(self.val_split, "val_split")
         self.dropout = parse_share(self.dropout, "dropout")
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or not 0 <= self.seed <= MAX_SEED:
-            raise OptionsError(f"seed must be a whole number from 0 to {MAX_SEED}, got {self.seed!r}")
+            wrong_kind = isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral)
+            raise (OptionTypeError if wrong_kind else OptionsError)(
+                f"seed must be a whole number from 0 to {MAX_SEED}, got {self.seed!r}")
         self.seed = int(self.seed)  # (numpy's integers are not JSON: config.json could not be written)
         for name, rule in FIELD_RULES.items():
             setattr(self, name, checked(getattr(self, name), name, rule))
@@ -222,13 +224,17 @@ def _layer_range(name):
 
 def _whole_number(value, name, also=""):
     """A whole number of at least 1, from an int or its digits ("16"); `also` names the other
-    values the caller accepts, for the message."""
+    values the caller accepts, for the message. A value of another kind (2.5, True, a list) is
+    also a TypeError, as Python's `range(2.5)` and Keras' `fit(epochs=2.5)` have it."""
+    said = f"{name} {value!r}: expected a whole number of at least 1{also}"
+    if not isinstance(value, str) and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+        raise OptionTypeError(said)
     try:
         number = int(value) if isinstance(value, str) else value
     except ValueError:
-        number = None
-    if isinstance(number, bool) or not isinstance(number, numbers.Integral) or number < 1:
-        raise OptionsError(f"{name} {value!r}: expected a whole number of at least 1{also}")
+        raise OptionsError(said) from None
+    if number < 1:
+        raise OptionsError(said)
     return int(number)
 
 

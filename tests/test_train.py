@@ -267,12 +267,17 @@ def test_layers_may_be_given_as_the_command_line_writes_them():
     assert options.skip == ["fc7", "fc8"] and options.train == ["fc6", "fc7", "fc8"] and options.batch_size == 16
     assert TrainOptions(skip="", train="all").skip == [] and TrainOptions(train="all").train[0] == "conv1"
     assert TrainOptions(skip=None).skip == [] and TrainOptions(skip="all").skip[-1] == "fc8"
-    for wrong in ("sixteen", 0, 2.5, True):
-        with pytest.raises(OptionsError, match="batch_size .*: expected a whole number of at least 1"):
+    # A value of the wrong kind is also a TypeError, as the docs' rule and Python's range(2.5) say.
+    for wrong, kind in (("sixteen", ValueError), (0, ValueError), (2.5, TypeError), (True, TypeError),
+                        ([16], TypeError)):
+        with pytest.raises(OptionsError, match="batch_size .*: expected a whole number of at least 1") as raised:
             TrainOptions(batch_size=wrong)
-    for wrong in (-1, 2**31, 1.5, "7", True):  # numpy refused -1 with a traceback, TensorFlow 2**63 after start-up
-        with pytest.raises(OptionsError, match=r"^seed must be a whole number from 0 to 2147483647, got "):
+        assert isinstance(raised.value, kind) and isinstance(raised.value, TypeError) == (kind is TypeError), wrong
+    for wrong, kind in ((-1, ValueError), (2**31, ValueError), (1.5, TypeError), ("7", TypeError), (True, TypeError)):
+        # numpy refused -1 with a traceback, TensorFlow 2**63 after start-up
+        with pytest.raises(OptionsError, match=r"^seed must be a whole number from 0 to 2147483647, got ") as raised:
             TrainOptions(seed=wrong)
+        assert isinstance(raised.value, TypeError) == (kind is TypeError), wrong
     assert TrainOptions(seed=2**31 - 1).seed == 2**31 - 1
     # Shares, as the counts: a number or its digits; anything else one line naming the keyword.
     assert TrainOptions(val_split="0.2", dropout=np.float32(0.25)).val_split == 0.2
@@ -1596,9 +1601,10 @@ def test_auto_epochs_give_the_cache_about_a_thousand_steps():
     assert why(100_000) == "auto: 15630 steps of 64 on the feature cache, the fewest epochs it runs"
     assert why(600) == "auto: 1000 steps of 64 on the feature cache, the fewest epochs that give 1000"
     assert planned(600, 64, epochs=3) == 3 and planned(600, 64, cached=False, epochs="7") == 7
-    for wrong in (0, -1, 2.5, "ten", True):
-        with pytest.raises(OptionsError, match="expected a whole number of at least 1 or 'auto'"):
+    for wrong in (0, -1, 2.5, "ten", True, None):
+        with pytest.raises(OptionsError, match="expected a whole number of at least 1 or 'auto'") as raised:
             TrainOptions(epochs=wrong)
+        assert isinstance(raised.value, TypeError) == (wrong in (2.5, True, None)), wrong  # the wrong kind
 
 
 def test_a_run_without_epochs_plans_them_and_records_the_number(small_digits_folder, canonical_weights_file, tmp_path):
