@@ -424,9 +424,12 @@ def distinct_inputs(items, say=None):
 
 def _listed_within(item, identity, folder):
     """Whether listing `folder` (a real path) lists `item` (known as `identity`) too: a folder
-    or an image below it, not under a hidden name (the listing skips those; a file named on its
-    own is kept, so that a text file or a hidden photo named by mistake is reported)."""
+    or an image below it, not under a hidden name, and there (the listing skips those; a file
+    named on its own is kept, so that a text file, a hidden photo or a missing one named by
+    mistake is reported)."""
     if identity is None or is_url(identity) or not identity.startswith(folder.rstrip(os.sep) + os.sep):
+        return False
+    if not os.path.lexists(identity):  # no listing finds it: "file not found", not "read once"
         return False
     hidden = any(part.startswith(".") for part in Path(identity).relative_to(folder).parts)
     return not hidden and (is_folder(item) or is_image_file(item))

@@ -592,3 +592,9 @@ def test_inputs_named_twice_or_inside_another_are_read_once(tmp_path):
                     f"{d / 'cats' / '1.jpg'}, inside {d})"]
     found = preprocess.find_images(given)
     assert found == [d / "cats/1.jpg", d / "dogs/2.jpg", d / ".hidden/3.jpg", d / "notes.txt", tmp_path / "photo.jpg"]
+    # A photo named inside a folder also given, that is not there, is no repeat: the listing does
+    # not find it, and it was dropped as "read once" instead of said as not found (Python API).
+    said.clear()
+    missing = d / "cats" / "nosuch.jpg"
+    assert preprocess.distinct_inputs([missing, d], said.append) == [missing, d] and said == []
+    assert preprocess.find_images([missing, d])[0] == missing
