@@ -3,6 +3,7 @@ import hashlib
 import json
 import logging
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -609,6 +610,19 @@ def test_convert_replaces_an_existing_output_only_with_force(tmp_path):
     replaced = run("weights", "convert", "--force", second, output)
     assert replaced.exit_code == 0, replaced.output
     assert weights.load(output).num_classes == 3
+    # --force replaced anything named as the output: a photo saved under an .npz name, a feature
+    # file (a helper's trial). Only weights are replaced, as fetch --force and save_weights do.
+    photo = tmp_path / "photo.npz"
+    shutil.copy(photo_paths()["chelsea"], photo)
+    features = tmp_path / "fc7.npz"
+    np.savez(features, features=np.zeros((2, 4096), np.float32), paths=np.array(["a.jpg", "b.jpg"]))
+    for kept in (photo, features):
+        before = kept.read_bytes()
+        refused = run("weights", "convert", "--force", second, kept)
+        assert refused.exit_code == 1 and refused.stdout == "", refused.output
+        assert refused.stderr.strip() == (f"Error: {kept}: exists and is not a weights file (no layers in it), so it is not "
+                                          "replaced, even with --force; remove it first if it should go")
+        assert kept.read_bytes() == before
 
 
 def test_caffemodel_converts_to_the_same_predictions(tmp_path, canonical_caffemodel, canonical_weights_file):

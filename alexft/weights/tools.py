@@ -80,6 +80,8 @@ def convert(source, destination, class_names=None, renames=None, force=False):
         raise WeightsError(f"{destination}: is a folder; --force replaces only files")
     if (destination.exists() or destination.is_symlink()) and not force:
         raise WeightsError(f"{destination}: already exists; pass --force to replace it")
+    if destination.exists():  # --force replaces weights, never a photo or a feature file named by mistake
+        _refuse_unless_weights(destination, "--force")
     check_writable(destination, WeightsError)  # before reading a .caffemodel for seconds
     names_file = Path(class_names) if isinstance(class_names, (str, os.PathLike)) else None
     if names_file is not None:
@@ -129,16 +131,16 @@ def save_weights(weight_set, path, overwrite=True):
     if path.exists():
         if not overwrite:
             raise WeightsError(f"{path}: already exists; pass overwrite=True to replace it")
-        _refuse_unless_weights(path)
+        _refuse_unless_weights(path, "overwrite=True")
     check_writable(path, WeightsError)
     weights_io.save(weight_set, path)
     return path
 
 
-def _refuse_unless_weights(path):
+def _refuse_unless_weights(path, forced_by):
     if not any(name.endswith("/weights.npy") for name in archive_names(path, WeightsError)):
         raise WeightsError(f"{path}: exists and is not a weights file (no layers in it), so it is not replaced, even "
-                           "with overwrite=True; remove it first if it should go")
+                           f"with {forced_by}; remove it first if it should go")
 
 
 def check_destination_name(destination):
