@@ -306,15 +306,19 @@ def size_mb(path):
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) / 1e6
 
 
-def refuse_changes(saved, config, run, keys, describe=None):
+def refuse_changes(saved, config, run, keys, describe=None, remedies=None):
     """Refuse to resume `run` when any of `keys` differs between its saved config and this one.
-    `describe(key, saved, config)` may say a change in words (None: "KEY: was X, now Y")."""
+    `describe(key, saved, config)` may say a change in words (None: "KEY: was X, now Y");
+    `remedies` ({key: what undoes its change}) the way back for keys that are no option (the
+    rest: the run's own options)."""
     changed = [key for key in keys if saved.get(key) != config.get(key)]
     if changed:
         details = "; ".join((describe and describe(key, saved, config))
                             or f"{key}: was {_short(saved.get(key))}, now {_short(config.get(key))}" for key in changed)
-        raise RunFolderError(f"{run}: cannot resume with a different configuration ({details}); resume with the "
-                             "run's own options, or start a new run in another --output")
+        remedies = remedies or {}
+        ways = list(dict.fromkeys(remedies.get(key, "resume with the run's own options") for key in changed))
+        raise RunFolderError(f"{run}: cannot resume with a different configuration ({details}); {', '.join(ways)}, "
+                             "or start a new run in another --output")
 
 
 def _short(value):

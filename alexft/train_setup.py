@@ -14,6 +14,7 @@ from .overlap import overlap_warnings
 from .run_folder import RunFolder, refuse_changes
 from .train_options import OptionsError, TrainOptions, cache_matters, cache_point, check_layers, option_change
 from .weights.download import file_sha256
+from .weights.sources import LOOKED_FOR
 
 
 def check_multiworker_options(options, output):
@@ -48,7 +49,8 @@ def resumed_settings(output, data_dir, weights, given):
     """A resume continues the run as it was begun: what the caller leaves out is the run's own,
     from its config.json. `given`: the TrainOptions fields the caller set (the rest, but for
     NOT_RESUMED, are the run's); `data_dir` and `weights` None: the run's (weights only while
-    that file is still there; else looked for as usual, and its digest must match). Returns
+    that file is still there; a gone bvlc_alexnet.* is looked for as usual, and its digest must
+    match; another gone file is said). Returns
     (data_dir, weights, the options' fields, config.json's contents)."""
     if output is None:
         raise OptionsError("--resume needs --output, the run folder to continue")
@@ -65,8 +67,13 @@ def resumed_settings(output, data_dir, weights, given):
         if not Path(recorded).is_dir():
             raise TrainingError(f"{output}: its data folder {recorded} is not there; give DATA_DIR")
         data_dir = Path(recorded)
-    if weights is None and saved.get("weights") and Path(saved["weights"]).is_file():
-        weights = Path(saved["weights"])
+    if weights is None and saved.get("weights"):
+        recorded = Path(saved["weights"])
+        if recorded.is_file():
+            weights = recorded
+        elif recorded.name not in LOOKED_FOR:  # a file of the user's own: the defaults hold other weights
+            raise TrainingError(f"{output}: the weights it began from, {recorded}, are not there; give --weights: "
+                                "that file, or another holding the same weights")
     return data_dir, weights, fields, saved
 
 
@@ -278,7 +285,12 @@ def check_same_run(saved, config, run):
     arrays = saved.get("base_weights_arrays_sha256")
     if arrays and arrays == config.get("base_weights_arrays_sha256"):  # another file, the same weights
         keys = tuple(key for key in keys if key != "base_weights_sha256")  # (e.g. the .npy converted to .npz)
-    refuse_changes(saved, config, run, keys, describe=_change_in_words)
+    refuse_changes(saved, config, run, keys, describe=_change_in_words, remedies=REMEDIES)
+
+
+# What undoes a change that no option made: a resume given no option was told to give the run's own.
+REMEDIES = {"data": "resume on the images it began with", "class_names": "resume on the class folders it began with",
+            "base_weights_sha256": "give --weights the file it began with"}
 
 
 def as_recorded_now(saved):

@@ -90,6 +90,12 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
     moved = tmp_path / "runs" / "moved"  # a run whose data folder has gone since
     moved.mkdir()
     (moved / "config.json").write_text(run_config(data_dir=str(tmp_path / "gone")))
+    # A run begun from a weights file of the user's that has gone since: the defaults are other
+    # weights (a download of 233 MB, then refused by their digest), so the file is named.
+    weights_gone = tmp_path / "runs" / "weights_gone"
+    weights_gone.mkdir()
+    (weights_gone / "config.json").write_text(run_config(data_dir=str(small_digits_folder),
+                                                         weights=str(tmp_path / "mine.npy")))
     begun = tmp_path / "runs" / "begun"  # a run stopped at batch size 16, seed 0, cached
     begun.mkdir()
     (begun / "config.json").write_text(run_config(data_dir=str(small_digits_folder), batch_size=16, seed=0, cache=True))
@@ -188,6 +194,9 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["finetune", str(small_digits_folder), "--resume", "--output", str(others), *weights], 1,
          f"{others}: config.json there is not from an alexft run: nothing to resume; choose another --output"),
         (["finetune", "--resume", "--output", str(moved)], 1, f"its data folder {tmp_path / 'gone'} is not there"),
+        (["finetune", "--resume", "--output", str(weights_gone)], 1,
+         f"{weights_gone}: the weights it began from, {tmp_path / 'mine.npy'}, are not there; give --weights: that file, "
+         "or another holding the same weights"),
         (["finetune", "--resume", "--output", str(begun), "--batch-size", "64"], 1,
          f"{begun}: cannot resume with a different configuration (--batch-size: was 16, now 64); resume with the run's "
          "own options, or start a new run in another --output"),
@@ -407,10 +416,14 @@ def test_a_resume_the_run_refuses_or_has_nothing_to_do_for_is_said_before_tensor
     resumes = [["finetune", "--resume", "--output", run, *args]
                for args in [*(args for args, _ in refusals), ["--json"], ["--lr", "auto"], ["--epochs", "Auto"]]]
     results = iter(each_without_tensorflow(resumes, tmp_path))  # the commands in turn, as below
-    for (args, change), result in zip(refusals, results):
+    # The way back is said for what changed: a resume given no option was told to give the run's own.
+    remedies = ["resume with the run's own options"] * 2 + ["resume on the images it began with"] * 2 + [
+        "give --weights the file it began with"]
+    for (args, change), remedy, result in zip(refusals, remedies, results):
         status, imported, done = said_without_tensorflow(result)
         assert (status, imported) == (1, False), done.stderr
         assert f"Error: {run}: cannot resume with a different configuration ({change}" in done.stderr
+        assert f"); {remedy}, or start a new run in another --output\n" in done.stderr, done.stderr
     status, imported, done = said_without_tensorflow(next(results))  # --json
     assert (status, imported) == (0, False), done.stderr
     count = summary["epochs"]
