@@ -292,3 +292,18 @@ def test_a_weights_files_digest_is_read_once_until_the_file_changes(tmp_path, mo
     small.write_bytes(b"x" * 100)
     download.file_sha256(small), download.file_sha256(small)
     assert opened[2:] == [small, small]
+
+
+def test_bytes_a_stalled_server_sent_are_kept_and_counted(tmp_path, monkeypatch):
+    """A server that sent 2,000 bytes and then stalled: each read waited for a whole 1 MiB chunk,
+    so the timeout lost what had come, and the message said "connection lost after 0 bytes ...
+    no byte was received". What arrives is written as it arrives, counted, and kept to resume."""
+    from alexft.weights import download
+    from http_server import serving
+
+    body = bytes(range(256)) * 16  # 4,096 bytes announced, half of them sent ("hang")
+    monkeypatch.setattr(download, "ATTEMPTS", 1)
+    with serving({"/w.npy": ("hang", body)}) as url:
+        with pytest.raises(WeightsError, match=r"connection lost after 2,048 bytes \(.*kept 2,048 bytes in "):
+            download.download_weights(f"{url}/w.npy", tmp_path / "w.npy", timeout=1)
+    assert download.partial_path(tmp_path / "w.npy").read_bytes() == body[:2048]

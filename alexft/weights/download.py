@@ -240,7 +240,8 @@ def _stream(response, partial, start, total, progress):
         handle.seek(start)
         handle.truncate()
         try:
-            while chunk := response.read(CHUNK):
+            while chunk := response.read1(CHUNK):  # what has come, at once: read() waited for a whole chunk,
+                # and a stalled server's last bytes before the timeout were lost with it
                 handle.write(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))
