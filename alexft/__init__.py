@@ -120,6 +120,12 @@ class _FirstImport:
         return spec
 
 
+class HalfImportedError(ImportError, RuntimeError):
+    """A library an interrupted first import left half-imported, asked for again: an ImportError
+    where an import asks (the user's `import tensorflow`, a function taken earlier that imports it
+    in its call) and a RuntimeError where alexft's attribute does, so either `except` catches it."""
+
+
 class _HalfImported:
     """An import finder that refuses the libraries an interrupted first import left half-imported:
     importing them again fails on their insides ("Registering two gradient with name
@@ -132,9 +138,7 @@ class _HalfImported:
     def find_spec(self, fullname, path=None, target=None):
         library = fullname.split(".")[0]
         if library in self.names and fullname not in sys.modules:
-            raise ImportError(f"{library}: an earlier import of {_interrupted_import} in this interpreter was "
-                              "interrupted (Ctrl-C), and such libraries cannot be imported again in it: restart the "
-                              "interpreter (in a notebook, the kernel)")
+            raise HalfImportedError(f"{library}: {_half_imported_said()}")
         return None
 
 
@@ -183,13 +187,16 @@ _interrupted_import = None  # the libraries an interrupted first use left half-i
 _HEAVY_LIBRARIES = ("numpy", "tensorflow", "keras", "matplotlib")  # broken when their import is stopped midway
 
 
+def _half_imported_said():
+    return (f"an earlier import of {_interrupted_import} in this interpreter was interrupted (Ctrl-C), and such "
+            "libraries cannot be imported again in it: restart the interpreter (in a notebook, the kernel)")
+
+
 def __getattr__(name):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'alexft' has no attribute {name!r}")
     if _interrupted_import and _EXPORTS[name] != "errors":  # (the errors stay reachable: an except clause names them)
-        raise RuntimeError(f"alexft.{name}: an earlier import of {_interrupted_import} in this interpreter was "
-                           "interrupted (Ctrl-C), and such libraries cannot be imported again in it: restart the "
-                           "interpreter (in a notebook, the kernel)")
+        raise HalfImportedError(f"alexft.{name}: {_half_imported_said()}")
     module, attribute = _EXPORTS[name] if isinstance(_EXPORTS[name], tuple) else (_EXPORTS[name], name)
     before = set(sys.modules)
     try:
