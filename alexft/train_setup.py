@@ -14,7 +14,7 @@ from .overlap import overlap_warnings
 from .run_folder import RunFolder, refuse_changes
 from .train_options import OptionsError, TrainOptions, cache_matters, cache_point, check_layers, option_change
 from .weights.download import file_sha256
-from .weights.sources import LOOKED_FOR
+from .weights.sources import LOOKED_FOR, found_locally
 
 
 def check_multiworker_options(options, output):
@@ -49,8 +49,8 @@ def resumed_settings(output, data_dir, weights, given):
     """A resume continues the run as it was begun: what the caller leaves out is the run's own,
     from its config.json. `given`: the TrainOptions fields the caller set (the rest, but for
     NOT_RESUMED, are the run's); `data_dir` and `weights` None: the run's (weights only while
-    that file is still there; a gone bvlc_alexnet.* is looked for as usual, and its digest must
-    match; another gone file is said). Returns
+    that file is still there; else the default weights, when they are here or the file was a
+    bvlc_alexnet.* to download, and their digest must match; else the gone file is said). Returns
     (data_dir, weights, the options' fields, config.json's contents)."""
     if output is None:
         raise OptionsError("--resume needs --output, the run folder to continue")
@@ -71,7 +71,9 @@ def resumed_settings(output, data_dir, weights, given):
         recorded = Path(saved["weights"])
         if recorded.is_file():
             weights = recorded
-        elif recorded.name not in LOOKED_FOR:  # a file of the user's own: the defaults hold other weights
+        elif recorded.name not in LOOKED_FOR and found_locally() is None:
+            # A file of the user's own, and no default weights here: the search would download 233 MB
+            # of others, then refuse them by their digest. (Defaults found here are taken and checked.)
             raise TrainingError(f"{output}: the weights it began from, {recorded}, are not there; give --weights: "
                                 "that file, or another holding the same weights")
     return data_dir, weights, fields, saved
