@@ -94,12 +94,15 @@ class TrainingInterrupted(TrainingError, KeyboardInterrupt):
     discarded and a resumed one kept; the message says which. A KeyboardInterrupt too, as Keras'
     fit raises one, so `except KeyboardInterrupt` in a notebook or script catches it;
     `signal_number` says which signal came; `run`, the run folder kept (a Path, None when none
-    was); `model`, its model.npz when one was written (the best epoch so far), else None."""
+    was); `model`, its model.npz when one was written (the best epoch so far), else None.
+    A stop as the last epoch ends lets the run finish first: `summary` is then what `finetune`
+    would have returned (else None)."""
 
-    def __init__(self, message, signal_number, run=None):
+    def __init__(self, message, signal_number, run=None, summary=None):
         super().__init__(message)
         self.signal_number = signal_number
         self.run = run
+        self.summary = summary
 
     @property
     def model(self):

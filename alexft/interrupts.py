@@ -6,7 +6,11 @@ dropped: the command would go on as if never stopped. The command line's handler
 every signal here; long loops call `raise_if_pending` between batches, where the stop is
 honoured after all. Outside the command line nothing is noted and this costs nothing.
 """
+import atexit
+import contextlib
+import os
 import signal
+import sys
 
 _noted = []  # signal numbers since the command began
 
@@ -70,3 +74,32 @@ def signal_name(number):
     except ValueError:
         return f"signal {number}"
     return "Ctrl-C (SIGINT)" if name == "SIGINT" else name
+
+
+def end_uncaught_stops_by_their_signal():
+    """Let a script that leaves a TrainingInterrupted uncaught end killed by its signal, as Python
+    ends one that leaves Ctrl-C's own KeyboardInterrupt uncaught (a shell's loop of such scripts,
+    or make, then stops). Python does that for the exact class only; a subclass ended the process
+    with status 1, and the loop went on. Installed once, chained to the hook before it, by the
+    call that raises the stop; an interactive interpreter (the REPL, `python -i`) is left alone.
+    Python's exit functions run first, then the interpreter's teardown is skipped."""
+    if getattr(sys.excepthook, "ends_stops_by_their_signal", False):
+        return
+    shown = sys.excepthook
+
+    def hook(kind, error, trace):
+        shown(kind, error, trace)
+        number = getattr(error, "signal_number", None)
+        if not isinstance(error, KeyboardInterrupt) or number not in (signal.SIGINT, signal.SIGTERM) \
+                or hasattr(sys, "ps1") or sys.flags.interactive:
+            return
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        signal.signal(number, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [number])
+        os.kill(os.getpid(), number)
+
+    hook.ends_stops_by_their_signal = True
+    sys.excepthook = hook

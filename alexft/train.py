@@ -71,9 +71,13 @@ def finetune(data_dir=None, options=None, *, weights=None, output=None, resume=F
             options = None
         elif data_dir is None:
             raise TypeError("finetune() needs data_dir, the folder of <class>/<images> (or resume=True, output=RUN)")
-        summary = finetune_as_command(data_dir, options, weights=weights, output=output, resume=resume,
-                                      cache_memory=cache_memory, progress=progress, dataset=dataset,
-                                      log=lambda message: told(in_python_words(message)), **fields)
+        try:
+            summary = finetune_as_command(data_dir, options, weights=weights, output=output, resume=resume,
+                                          cache_memory=cache_memory, progress=progress, dataset=dataset,
+                                          log=lambda message: told(in_python_words(message)), **fields)
+        except TrainingInterrupted:
+            interrupts.end_uncaught_stops_by_their_signal()  # left uncaught, it ends a script as Ctrl-C does
+            raise
         if "warnings" in summary:  # (a finished run's summary.json from before they were kept has none)
             summary["warnings"] = [in_python_words(warning) for warning in summary["warnings"]]
         return summary

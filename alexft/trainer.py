@@ -122,8 +122,10 @@ class Trainer:
             raise
         finally:
             board.close()
-        if stop.signal_number:
-            self.log(f"{interrupts.signal_name(stop.signal_number)} came after the last epoch: the run was completed first")
+        if stop.signal_number:  # honoured once the run is whole: a shell loop or a notebook's sweep stops here
+            raise TrainingInterrupted(
+                f"stopped by {interrupts.signal_name(stop.signal_number)} as the last epoch ended: the run was completed "
+                f"first; model.npz holds epoch {state['best_epoch']}", stop.signal_number, self.run.path, summary=summary)
         return summary
 
     def _restore(self):

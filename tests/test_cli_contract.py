@@ -625,7 +625,7 @@ def test_sigterm_during_tensorflows_start_up_is_said_and_shows_none_of_its_chatt
     assert "Traceback" not in stderr and "oneDNN" not in stderr and "cpu_feature_guard" not in stderr, stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "run").exists()
     if command == "finetune":  # --json: stdout was empty when the stop came before the run was entered
-        assert json.loads(stdout) == {"stopped_by": "SIGTERM", "run": None, "model": None, "message": said}
+        assert json.loads(stdout) == {"stopped_by": "SIGTERM", "run": None, "model": None, "message": said, "finished": False}
     else:
         assert stdout == ""
 
@@ -673,7 +673,7 @@ def test_finetune_json_says_a_ctrl_c_as_soon_as_the_command_has_begun(small_digi
     assert process.returncode == stopped_by(signal.SIGINT), first + stderr
     said = "interrupted before training started; no run folder was kept"
     assert stderr.strip().splitlines()[-1] == f"alexft: {said}", stderr
-    assert json.loads(stdout) == {"stopped_by": "SIGINT", "run": None, "model": None, "message": said}
+    assert json.loads(stdout) == {"stopped_by": "SIGINT", "run": None, "model": None, "message": said, "finished": False}
     assert not (tmp_path / "run").exists()
 
 
@@ -697,7 +697,7 @@ def test_finetune_json_says_a_ctrl_c_that_surfaced_as_another_error_and_keeps_a_
                                 catch_exceptions=False)
     said = "interrupted before training resumed; the run folder is as it was"
     assert result.exit_code == 130 and result.stderr.splitlines()[-1] == f"alexft: {said}", result.output
-    assert json.loads(result.stdout) == {"stopped_by": "SIGINT", "run": str(run), "model": None, "message": said}
+    assert json.loads(result.stdout) == {"stopped_by": "SIGINT", "run": str(run), "model": None, "message": said, "finished": False}
 
 
 @pytest.mark.parametrize("command", ["classify", "finetune", "finetune's range test"])

@@ -32,7 +32,7 @@ from alexft.preprocess import image_views
 from alexft.train import TrainingError, finetune
 from alexft.train_options import OptionsError
 from alexft.cli import main
-from fixtures import stopped_by
+from fixtures import as_at_a_terminal, stopped_by
 from test_preprocess import bad_images
 
 FROZEN = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"]
@@ -977,6 +977,33 @@ def test_ctrl_c_in_the_python_api_is_a_keyboard_interrupt_after_the_checkpoint(s
     assert (output / "checkpoint.npz").exists() and (output / "model.npz").exists()
 
 
+UNCAUGHT_STOP = """
+import atexit, sys, alexft
+data, weights, output = sys.argv[1:]
+atexit.register(lambda: print("exit functions ran", flush=True))
+alexft.finetune(data, weights=weights, output=output, epochs=6, batch_size=4, lr=0.001, val_split=0.2, log=lambda m: None)
+"""
+
+
+def test_a_script_that_leaves_the_stop_uncaught_ends_killed_by_it_as_python_ends_on_ctrl_c(
+        small_digits_folder, canonical_weights_file, tmp_path):
+    """Python ends a script killed by SIGINT when Ctrl-C's own KeyboardInterrupt is left uncaught,
+    so a shell loop of such scripts (or make) stops; for a subclass, TrainingInterrupted, it
+    exits with status 1, and the loop went on to its next run. Its exit functions still run."""
+    output = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-c", UNCAUGHT_STOP, str(small_digits_folder),
+                                str(canonical_weights_file), str(output)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, preexec_fn=as_at_a_terminal)
+    deadline = time.monotonic() + 300
+    while not (output / "checkpoint.npz").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == -signal.SIGINT, stderr[-2000:]
+    assert stderr.rstrip().splitlines()[-1].startswith("alexft.errors.TrainingInterrupted: stopped by Ctrl-C (SIGINT)")
+    assert stdout == "exit functions ran\n"
+
+
 def test_a_stop_mid_epoch_shows_the_last_ended_epochs_line_that_was_held_back(monkeypatch):
     """A piped 30-epoch run shows every second epoch: stopped in epoch 6, its log ended at epoch
     4, though epoch 5 had ended (history.csv held it). The stop shows it, once; a line shown is
@@ -1006,27 +1033,65 @@ def test_a_stop_mid_epoch_shows_the_last_ended_epochs_line_that_was_held_back(mo
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
-def test_a_signal_after_the_last_epoch_lets_the_run_finish(signal_number, monkeypatch, small_digits_folder,
-                                                           canonical_weights_file, tmp_path):
-    """Ctrl-C as the last epoch's writes are made: the run still ends finished (summary, no
-    checkpoint left), not as a half-finished folder with a message that nothing was saved."""
+def test_a_signal_as_the_last_epoch_ends_lets_the_run_finish_then_stops(signal_number, monkeypatch,
+                                                                        small_digits_folder, canonical_weights_file,
+                                                                        tmp_path):
+    """Ctrl-C during the last epoch's validation or its writes: the run ends finished (summary, no
+    checkpoint left), not as a half-finished folder. It then returned as if never stopped, saying
+    the signal came "after the last epoch": a notebook's sweep or a script's loop of runs went on
+    to the next. The stop is now raised once the run is whole, its summary on the exception."""
+    from alexft import trainer as train_module
+    from alexft.errors import TrainingInterrupted
+
+    validate = train_module.Trainer._finish_epoch
+    epochs_validated = []
+
+    def signalled_during_the_last_validation(trainer, state, *args):
+        epochs_validated.append(state["epoch"] + 1)
+        if epochs_validated[-1] == 2:
+            os.kill(os.getpid(), signal_number)  # delivered at once, to this (the main) thread
+        return validate(trainer, state, *args)
+
+    monkeypatch.setattr(train_module.Trainer, "_finish_epoch", signalled_during_the_last_validation)
+    said = []
+    with pytest.raises(TrainingInterrupted) as stopped:
+        finetune(small_digits_folder, weights=canonical_weights_file, epochs=2, batch_size=8, lr=0.001, val_split=0.2,
+                 output=tmp_path / "run", progress=False, log=said.append)
+    name = "Ctrl-C (SIGINT)" if signal_number == signal.SIGINT else signal.Signals(signal_number).name
+    assert str(stopped.value) == (f"stopped by {name} as the last epoch ended: the run was completed first; model.npz "
+                                  f"holds epoch {stopped.value.summary['best_epoch']}")
+    assert stopped.value.signal_number == signal_number and stopped.value.run == tmp_path / "run"
+    assert stopped.value.summary["epochs"] == 2 and stopped.value.model == tmp_path / "run" / "model.npz"
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["epochs"] == 2
+    assert not (tmp_path / "run" / "checkpoint.npz").exists()
+    assert weights.load(tmp_path / "run" / "model.npz").params["fc8"][0].shape == (4096, 10)
+
+
+def test_the_command_stopped_as_the_last_epoch_ends_says_the_run_finished_and_exits_as_stopped(
+        monkeypatch, small_digits_folder, canonical_weights_file, tmp_path):
+    """The command had exited 0, so a shell loop of runs went on after Ctrl-C; it now exits as
+    stopped (130), and --json's record says the run is finished and where its model is."""
     from alexft import trainer as train_module
 
-    finish = train_module.Trainer._finish
+    validate = train_module.Trainer._finish_epoch
 
-    def signalled_finish(trainer, *args):
-        os.kill(os.getpid(), signal_number)  # delivered at once, to this (the main) thread
-        return finish(trainer, *args)
+    def signalled(trainer, state, *args):
+        os.kill(os.getpid(), signal.SIGINT)  # the last (only) epoch's validation
+        return validate(trainer, state, *args)
 
-    monkeypatch.setattr(train_module.Trainer, "_finish", signalled_finish)
-    said = []
-    summary = finetune(small_digits_folder, weights=canonical_weights_file, epochs=2, batch_size=8, lr=0.001,
-                       val_split=0.2, output=tmp_path / "run", progress=False, log=said.append)
-    assert summary["epochs"] == 2
+    monkeypatch.setattr(train_module.Trainer, "_finish_epoch", signalled)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal, also under nohup
+    try:
+        result = CliRunner().invoke(main, ["finetune", str(small_digits_folder), "--weights", str(canonical_weights_file),
+                                           "--epochs", "1", "--lr", "0.001", "--output", str(tmp_path / "run"), "--json"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert result.exit_code == 130, result.output
+    record = json.loads(result.stdout)
+    assert record["finished"] is True and record["model"] == str(tmp_path / "run" / "model.npz"), record
+    assert record["message"].startswith("stopped by Ctrl-C (SIGINT) as the last epoch ended: the run was completed first")
+    assert result.stderr.splitlines()[-1] == f"alexft: {record['message']}"
     assert (tmp_path / "run" / "summary.json").exists() and not (tmp_path / "run" / "checkpoint.npz").exists()
-    assert weights.load(tmp_path / "run" / "model.npz").params["fc8"][0].shape == (4096, 10)
-    name = "Ctrl-C (SIGINT)" if signal_number == signal.SIGINT else signal.Signals(signal_number).name
-    assert f"{name} came after the last epoch: the run was completed first" in said  # was "signal 2"
 
 
 def test_a_run_stopped_in_its_first_epoch_resumes_with_its_range_tests_rate_and_notes_new_epochs(

@@ -174,7 +174,7 @@ def _interruption_record(interrupted):
         return None if value is None else str(value)
 
     return {"stopped_by": signal.Signals(interrupted.signal_number).name, "run": path(interrupted.run),
-            "model": path(interrupted.model), "message": str(interrupted)}
+            "model": path(interrupted.model), "message": str(interrupted), "finished": interrupted.summary is not None}
 
 
 def _check_layers(ctx, options):
