@@ -20,7 +20,7 @@ from .atomic import (json_text, missing_folders, remove_empty, remove_stale_temp
 from .data import (DataError, LabelledFiles, class_folders, class_index, folder_class, list_labelled,
                    loose_images_warning, quoted_names, SPLIT_NAMES, VALIDATION_NAMES)
 from .errors import AlexftError, warn_user
-from .pipeline import check_count
+from .pipeline import check_count, check_flags
 from .preprocess import is_within  # noqa: F401  (the command line takes it from here)
 from .predict import as_predictor, predict_views
 from .weights.formats import default_class_names
@@ -317,6 +317,7 @@ def evaluate(predictor, files, ten_crop=False, batch_size=32, progress=None, rep
     <class>/<images> whose folder names are the predictor's classes, as `alexft evaluate DATA` reads.
     """
     check_count(batch_size, "batch_size")
+    check_flags(ten_crop=ten_crop)
     predictor = as_predictor(predictor)  # (a Keras model of alexft's: alexft.AlexNet's, a loaded .keras file)
     if isinstance(files, (str, os.PathLike)):
         folder = Path(files)

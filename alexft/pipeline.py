@@ -70,6 +70,14 @@ class CountTypeError(TypeError, ValueError):
     API promises for a wrong type, and a ValueError, as it was (numpy's AxisError is both too)."""
 
 
+def check_flags(**flags):
+    """True-or-False keywords (numpy's bools too): ten_crop="no" is truthy, and was taken as a yes."""
+    from .option_rules import Flag, checked
+
+    for name, value in flags.items():
+        checked(value, name, Flag())
+
+
 def check_count(value, name):
     """A count such as a batch size: a whole number of at least 1 (0 or -1 would put a whole
     folder into one batch)."""

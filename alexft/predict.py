@@ -15,7 +15,7 @@ import numpy as np
 from . import weights as weights_io
 from .architecture import INPUT_SIZE
 from .errors import AlexftError
-from .pipeline import check_count, chunks, map_ahead
+from .pipeline import check_count, check_flags, chunks, map_ahead
 from .preprocess import damage_said, find_images, image_views, warn_user
 from .progress import progress_bar
 from .train_options import OptionsError
@@ -208,6 +208,7 @@ def predict_views(predictor, paths, ten_crop=False, batch_size=32, progress=None
     `fused_lrn`: whether full batches use the fused LRN (`Predictor.probabilities`); by default,
     runs of 512 views or more do. `desc`: the progress bar's label.
     """
+    check_flags(ten_crop=ten_crop)
     predictor = as_predictor(predictor)
     paths = find_images(paths, say=warn_user)  # one path or many; folders expand as on the command line
     views_per_image = 10 if ten_crop else 1
@@ -259,6 +260,7 @@ def classify(predictor, paths, top=5, ten_crop=False, batch_size=32, progress=No
     below 1 is refused at the call, not when the results are first asked for."""
     check_top(top)
     check_count(batch_size, "batch_size")
+    check_flags(ten_crop=ten_crop)
     return _classified(as_predictor(predictor), paths, top, ten_crop, batch_size, progress)
 
 

@@ -147,6 +147,13 @@ def test_the_api_refuses_a_top_of_no_classes_and_answers_an_empty_batch(predicto
                      lambda: alexft.evaluate(predictor, photo.parent, batch_size=wrong)):
             with pytest.raises(ValueError, match="^batch_size must be"):
                 call()
+    # ten_crop="no" is truthy, and classify ran ten crops on it (a helper's trial): refused as a wrong type.
+    for call in (lambda: classify(predictor, photo, ten_crop="no"), lambda: next(predict_files(predictor, photo, "no")),
+                 lambda: alexft.evaluate(predictor, photo.parent, ten_crop="no"),
+                 lambda: alexft.extract_features(predictor, photo, "fc7", "never.npz", ten_crop="no")):
+        with pytest.raises(TypeError, match="^ten_crop is True or False, not str 'no'$"):
+            call()
+    assert not Path("never.npz").exists()
     # preprocess_input gives one image's view (227, 227, 3); the advice was to call preprocess_input.
     with pytest.raises(ValueError, match=r"got one view, \(227, 227, 3\): add the batch axis \(views\[np.newaxis\]\)"):
         predictor.probabilities(np.zeros((227, 227, 3), np.float32))
