@@ -14,7 +14,7 @@ import numpy as np
 from .atomic import missing_folders, remove_empty
 from .feature_files import TenCropOfMapsError, check_output, disk_array, write_npz
 from .feature_store import HashedFile, add_weights, file_digest
-from .pipeline import check_count, chunks, map_ahead
+from .pipeline import check_count, check_flags, chunks, map_ahead
 from .errors import ImageError
 from .data import DataError, images_with_labels  # (images_with_labels also re-exported)
 from .model import InferenceFunction, fused_lrn_pays_off, truncated
@@ -147,13 +147,14 @@ def extract_features(model, paths, layer, output, ten_crop=False, labels=None, c
     one interrupted, names them before its end).
     """
     check_count(batch_size, "batch_size")
+    check_flags(ten_crop=ten_crop, overwrite=overwrite)
     check_output(output, overwrite)
     model, preprocessing = _keras_model(model, preprocessing)
     paths = path_list(paths)
     if labels is None:  # folders expand as on the command line; one laid out <class>/<images> gives labels
         paths, labels, class_names = _images_found(paths, say)
     else:
-        labels = _labels_given(paths, labels, class_names)
+        paths, labels = _each_labelled_image_once(paths, _labels_given(paths, labels, class_names), say)
     prefix = truncated(model, layer)
     if ten_crop and len(prefix.output.shape) > 2:
         raise TenCropOfMapsError(layer, "ten_crop=True")
@@ -209,6 +210,24 @@ def _labels_given(paths, labels, class_names):
         raise ValueError(f"labels: {outside} names no class; class_names holds {len(class_names)} (0 to "
                          f"{len(class_names) - 1})")
     return labels
+
+
+def _each_labelled_image_once(paths, labels, say):
+    """An image named twice is read once, as without labels (its rows had been written twice, and
+    the row count depended on whether labels were given); under two labels it is a mistake."""
+    from .preprocess import each_once, file_identity
+
+    first = {}
+    for path, label in zip(paths, labels.tolist()):
+        identity = file_identity(path)
+        if identity is not None and first.setdefault(identity, label) != label:
+            raise ValueError(f"{path}: given twice, with labels {first[identity]} and {label}; one image takes one label")
+    kept = each_once(list(range(len(paths))), key=lambda index: file_identity(paths[index]) or f"<{index}>")
+    if len(kept) < len(paths) and say is not None:
+        said = [str(paths[index]) for index in sorted(set(range(len(paths))) - set(kept))]
+        say(f"each image is read once: {len(said)} input{'' if len(said) == 1 else 's'} named again "
+            f"{'is' if len(said) == 1 else 'are'} left out (e.g. {said[0]})")
+    return [paths[index] for index in kept], labels[kept]
 
 
 def feature_recipe(prefix, layer, ten_crop, preprocessing=None):

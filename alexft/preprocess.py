@@ -390,7 +390,7 @@ def find_images(paths, say=None):
             found.extend(images + [UnreadableFolder(folder) for folder in unsearchable])
         else:
             found.append(path)
-    return each_once(found, say, key=_file_identity)  # (two folders may link to a third)
+    return each_once(found, say, key=file_identity)  # (two folders may link to a third)
 
 
 def each_once(items, say=None, key=None):
@@ -398,7 +398,7 @@ def each_once(items, say=None, key=None):
     out: `d3 d3`, or a folder and a file in it, wrote the same rows twice. Files compare as
     absolute names, not followed links (a dataset made of links names one photo twice on
     purpose); folders as the folder they are, a link to one being that folder. `key`: the
-    identity to compare, `_identity` by default (`_file_identity` for images listed from folders)."""
+    identity to compare, `_identity` by default (`file_identity` for images listed from folders)."""
     _real_folder.cache_clear()  # (links may have changed since the last call)
     key = key or _identity
     kept, repeated = _without_repeats([(item, key(item)) for item in items])
@@ -459,11 +459,11 @@ def _say_left_out(left_out, say):
 def _identity(item):
     """What makes two inputs the same: a URL's text, a file's absolute name, a folder's real
     path; None for standard input, which is never the same as another."""
-    name = _file_identity(item)
+    name = file_identity(item)
     return os.path.realpath(name) if name is not None and not is_url(name) and os.path.isdir(name) else name
 
 
-def _file_identity(item):
+def file_identity(item):
     """`_identity` for files: the real folder a file is in and its own name (a link to a photo
     is another name for it; a photo reached through a link to its folder is the same one)."""
     name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else str(item)

@@ -807,11 +807,23 @@ def test_labels_given_to_extract_features_are_checked_before_any_work(predictor,
     with pytest.raises(ValueError, match=rf"^{re.escape(str(small_digits_folder))}: is a folder; with labels, give one "
                                          r"image file per label \(or leave labels out"):
         alexft.extract_features(predictor, [small_digits_folder], "fc8", tmp_path / "f.npz", labels=[0])
+    # One image named twice under two labels (a helper's trial stored both rows, one file, two classes).
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(images[0]))}: given twice, with labels 3 and 5; one image "
+                                         "takes one label$"):
+        alexft.extract_features(predictor, [*images, images[0]], "fc8", tmp_path / "f.npz", labels=[3, 4, 5])
     assert not computed and not (tmp_path / "f.npz").exists()
     monkeypatch.undo()
     written, _ = alexft.extract_features(predictor, images, "fc8", tmp_path / "f.npz", labels=[3, 5])
     with np.load(tmp_path / "f.npz") as stored:
         assert written == 2 and stored["labels"].tolist() == [3, 5] and "class_names" not in stored.files
+    # Named twice under one label: read once, as without labels (the rows had depended on labels= being given).
+    said = []
+    written, _ = alexft.extract_features(predictor, [images[0], images[1], images[0]], "fc8", tmp_path / "f.npz",
+                                         labels=[3, 5, 3], say=said.append)
+    with np.load(tmp_path / "f.npz") as stored:
+        assert written == 2 and stored["labels"].tolist() == [3, 5]
+        assert stored["paths"].tolist() == [str(images[0]), str(images[1])]
+    assert said == [f"each image is read once: 1 input named again is left out (e.g. {images[0]})"]
 
 
 def test_extract_features_takes_a_predictor_and_labels_a_class_folder_as_the_command_does(
