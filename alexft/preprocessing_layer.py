@@ -63,6 +63,9 @@ class CaffePreprocessing(keras.layers.Layer):
         super().__init__(**kwargs)
 
     def call(self, images):
+        if isinstance(images, tf.RaggedTensor):  # images of different sizes (Dataset.ragged_batch): one at a time
+            return tf.map_fn(lambda image: caffe_views(image.to_tensor() if isinstance(image, tf.RaggedTensor) else image),
+                             images, fn_output_signature=tf.TensorSpec([CROP, CROP, 3], tf.float32))
         return caffe_views(images)
 
     def compute_output_shape(self, input_shape):
