@@ -221,6 +221,11 @@ def test_preprocess_input_takes_a_list_of_photos_of_different_sizes():
     with pytest.raises(ValueError, match=r"takes a ragged batch of images shaped \(N, None, None, 3\), or \(N, None, None\) "
                                          r"for grey ones; got \(2, None\)"):
         alexft.preprocess_input(tf.ragged.constant([[1, 2, 3], [4]]))
+    # The in-graph layer takes a ragged batch too, image by image (it failed: "object of type
+    # 'RaggedTensor' has no len()"), as a model serving raw images is fed by Dataset.ragged_batch.
+    layer = alexft.CaffePreprocessing()
+    ragged = next(iter(dataset.ragged_batch(3)))
+    np.testing.assert_array_equal(layer(ragged).numpy(), np.stack([layer(image[np.newaxis])[0] for image in images]))
 
 
 def test_the_predictor_names_what_it_takes_when_given_raw_pixels(predictor):
@@ -376,6 +381,12 @@ def test_alexnet_with_a_weights_file_matches_the_reference(canonical_weights_fil
     logits = alexft.AlexNet(weights=canonical_weights_file, classifier_activation=None)
     assert logits.layers[-1].name == "logits"
     assert_close(logits(views).numpy(), expected_logits)
+    # An empty batch (a filtered batch in a user's pipeline) gives no rows, as keras.applications'
+    # models do: TensorFlow's oneDNN convolution handed it back as it came, and the bias failed
+    # with "Must provide as many biases as the last dimension of the input tensor: [96] vs. [0,227,227,3]".
+    assert model(views[:0]).shape == (0, 1000)
+    backbone = alexft.AlexNet(weights=canonical_weights_file, include_top=False, pooling="avg", input_shape=(160, 160, 3))
+    assert backbone(np.zeros((0, 160, 160, 3), np.float32)).shape == (0, 256)
 
 
 def test_alexnet_takes_its_class_count_and_names_from_the_file(ten_class_weights):
