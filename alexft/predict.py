@@ -142,7 +142,8 @@ def load_predictor(weights=None, download=True, progress=None, preprocessing=Non
     `runtime`: "tensorflow", the reference, or "openvino" (OpenVINO's CPU plugin, where it is
     installed: faster at small batches, without TensorFlow's start-up; openvino_runtime.py)."""
     if runtime not in RUNTIMES:
-        raise OptionsError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+        litert = " (LiteRT's copy: alexft.load_litert_predictor)" if str(runtime).lower() in ("litert", "tflite") else ""
+        raise OptionsError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}{litert}")
     check_precision(precision)  # before the weights are read: a mistaken option is said at once
     if not isinstance(weights, weights_io.WeightSet):
         weights = resolve_weights(weights, download=download, progress=progress)

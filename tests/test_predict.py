@@ -136,6 +136,10 @@ def test_the_api_refuses_a_top_of_no_classes_and_answers_an_empty_batch(predicto
     for wrong in ({"precision": "fp16"}, {"runtime": "openvno"}):  # a mistaken option: an OptionsError, a ValueError
         with pytest.raises(OptionsError, match=f"unknown {next(iter(wrong))} '{next(iter(wrong.values()))}'; choose"):
             alexft.load_predictor(photo_paths()["chelsea"], **wrong)
+    # LiteRT, which classify's --runtime takes, has a function of its own in Python: named.
+    with pytest.raises(OptionsError, match=r"^unknown runtime 'litert'; choose one of tensorflow, openvino \(LiteRT's copy: "
+                                           r"alexft.load_litert_predictor\)$"):
+        alexft.load_predictor(photo_paths()["chelsea"], runtime="litert")
     assert len(next(classify(predictor, photo, top=2))["predictions"]) == 2
     # A batch size of 0 or less put every image into one batch (4.4 GB for 600 digits).
     for wrong in (0, -3, 2.0):
