@@ -40,6 +40,9 @@ def check_output(output, overwrite, option="overwrite=True"):
                               "name one (e.g. features.npz)")
     output = Path(output)
     if output.suffix.lower() != ".npz":
+        if output.is_dir():  # a folder to write into: the file goes inside it
+            raise OutputNameError(f"{output}: is a folder; features are written as one .npz file: name it (e.g. "
+                                  f"{output / 'features.npz'})")
         stem = output.stem if output.stem.lower() not in (".npz", ".npy") else "features"  # (-o .npz: a hidden file)
         raise OutputNameError(f"{output}: features are written as .npz; name the output so (e.g. {stem}.npz)")
     if output.is_symlink() or output.exists():
