@@ -1089,6 +1089,9 @@ def test_the_command_stopped_as_the_last_epoch_ends_says_the_run_finished_and_ex
     assert result.exit_code == 130, result.output
     record = json.loads(result.stdout)
     assert record["finished"] is True and record["model"] == str(tmp_path / "run" / "model.npz"), record
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())  # its figures, as a finished run's --json
+    assert {key: record[key] for key in ("epochs", "best_epoch", "val_accuracy")} == \
+        {key: summary[key] for key in ("epochs", "best_epoch", "val_accuracy")}
     assert record["message"].startswith("stopped by Ctrl-C (SIGINT) as the last epoch ended: the run was completed first")
     assert result.stderr.splitlines()[-1] == f"alexft: {record['message']}"
     assert (tmp_path / "run" / "summary.json").exists() and not (tmp_path / "run" / "checkpoint.npz").exists()

@@ -173,7 +173,8 @@ def _interruption_record(interrupted):
     def path(value):
         return None if value is None else str(value)
 
-    return {"stopped_by": signal.Signals(interrupted.signal_number).name, "run": path(interrupted.run),
+    finished = interrupted.summary or {}  # a run completed before the stop: its figures, as a finished one prints them
+    return {**finished, "stopped_by": signal.Signals(interrupted.signal_number).name, "run": path(interrupted.run),
             "model": path(interrupted.model), "message": str(interrupted), "finished": interrupted.summary is not None}
 
 
