@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from alexft import interrupts
 from alexft.atomic import json_text
 from alexft.errors import AlexftError
 
@@ -292,6 +293,8 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
             failed = True
         else:
             click.echo(f"alexft: report written to {report}", err=True)
+            if interrupts.pending():  # honoured when the command returns: said to be about a whole report
+                click.echo("alexft: the stop came while the report was written; it was finished first", err=True)
     if failed:
         ctx.exit(EXIT_INPUT_FAILED)
 
