@@ -215,18 +215,16 @@ def _labels_given(paths, labels, class_names):
 def _each_labelled_image_once(paths, labels, say):
     """An image named twice is read once, as without labels (its rows had been written twice, and
     the row count depended on whether labels were given); under two labels it is a mistake."""
-    from .preprocess import each_once, file_identity
+    from .preprocess import file_identity, say_left_out, without_repeats
 
     first = {}
     for path, label in zip(paths, labels.tolist()):
         identity = file_identity(path)
         if identity is not None and first.setdefault(identity, label) != label:
             raise ValueError(f"{path}: given twice, with labels {first[identity]} and {label}; one image takes one label")
-    kept = each_once(list(range(len(paths))), key=lambda index: file_identity(paths[index]) or f"<{index}>")
-    if len(kept) < len(paths) and say is not None:
-        said = [str(paths[index]) for index in sorted(set(range(len(paths))) - set(kept))]
-        say(f"each image is read once: {len(said)} input{'' if len(said) == 1 else 's'} named again "
-            f"{'is' if len(said) == 1 else 'are'} left out (e.g. {said[0]})")
+    kept, repeated = without_repeats([(index, file_identity(path)) for index, path in enumerate(paths)])
+    say_left_out([f"{paths[index]}, named again" for index in repeated], say)
+    kept = [index for index, _ in kept]
     return [paths[index] for index in kept], labels[kept]
 
 

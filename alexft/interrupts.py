@@ -97,9 +97,15 @@ def end_uncaught_stops_by_their_signal():
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
-        signal.signal(number, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, [number])
-        os.kill(os.getpid(), number)
+        end_by_signal(number)
 
     hook.ends_stops_by_their_signal = True
     sys.excepthook = hook
+
+
+def end_by_signal(number):
+    """End the process killed by signal `number`, its default action restored: how a shell (and
+    make, xargs) learns the process was stopped, and ends its own loop."""
+    signal.signal(number, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [number])
+    os.kill(os.getpid(), number)

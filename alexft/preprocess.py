@@ -401,8 +401,8 @@ def each_once(items, say=None, key=None):
     identity to compare, `_identity` by default (`file_identity` for images listed from folders)."""
     _real_folder.cache_clear()  # (links may have changed since the last call)
     key = key or _identity
-    kept, repeated = _without_repeats([(item, key(item)) for item in items])
-    _say_left_out([f"{item}, named again" for item in repeated], say)
+    kept, repeated = without_repeats([(item, key(item)) for item in items])
+    say_left_out([f"{item}, named again" for item in repeated], say)
     return [item for item, _ in kept]
 
 
@@ -410,14 +410,14 @@ def distinct_inputs(items, say=None):
     """The inputs as `each_once` leaves them, less those inside a folder also given (`d3
     d3/cats`): what remains says whether the inputs are one class folder, with its labels."""
     _real_folder.cache_clear()
-    kept, repeated = _without_repeats([(item, _identity(item)) for item in items])
+    kept, repeated = without_repeats([(item, _identity(item)) for item in items])
     folders = [(item, identity) for item, identity in kept if is_folder(item)]
     inside = {}  # index in kept -> the folder given that lists it
     for index, (item, identity) in enumerate(kept if folders else []):
         within = next((folder for folder, real in folders if _listed_within(item, identity, real)), None)
         if within is not None:
             inside[index] = within
-    _say_left_out([f"{kept[index][0]}, inside {folder}" for index, folder in sorted(inside.items())]
+    say_left_out([f"{kept[index][0]}, inside {folder}" for index, folder in sorted(inside.items())]
                   + [f"{item}, named again" for item in repeated], say)
     return [item for index, (item, _) in enumerate(kept) if index not in inside]
 
@@ -435,7 +435,7 @@ def _listed_within(item, identity, folder):
     return not hidden and (is_folder(item) or is_image_file(item))
 
 
-def _without_repeats(named):
+def without_repeats(named):
     """(kept [(item, identity)], repeated [item]) from (item, identity) pairs; an identity of
     None (standard input: `- -` is refused on its own) is never a repeat."""
     seen, kept, repeated = set(), [], []
@@ -448,7 +448,7 @@ def _without_repeats(named):
     return kept, repeated
 
 
-def _say_left_out(left_out, say):
+def say_left_out(left_out, say):
     """`left_out`: each input not read, said with why ("x.jpg, named again", "d/x.jpg, inside d")."""
     if left_out and say is not None:
         one = len(left_out) == 1

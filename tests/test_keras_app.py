@@ -834,7 +834,8 @@ def test_labels_given_to_extract_features_are_checked_before_any_work(predictor,
     with np.load(tmp_path / "f.npz") as stored:
         assert written == 2 and stored["labels"].tolist() == [3, 5]
         assert stored["paths"].tolist() == [str(images[0]), str(images[1])]
-    assert said == [f"each image is read once: 1 input named again is left out (e.g. {images[0]})"]
+    assert said == [f"each image is read once: 1 input named again or inside a folder also given is left out (e.g. "
+                    f"{images[0]}, named again)"]  # as the same image named twice without labels is said
 
 
 def test_extract_features_takes_a_predictor_and_labels_a_class_folder_as_the_command_does(

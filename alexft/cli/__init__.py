@@ -16,7 +16,7 @@ import warnings
 
 import click
 
-from .. import quiet
+from .. import interrupts, quiet
 
 from . import common, examples
 from .export import export
@@ -207,10 +207,7 @@ def _flush_and_exit(status):
         except (OSError, ValueError, AttributeError):  # flushed before (or None: closed at the start)
             pass
     if status in _STOPPED_BY:
-        number = _STOPPED_BY[status]
-        signal.signal(number, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, [number])
-        os.kill(os.getpid(), number)
+        interrupts.end_by_signal(_STOPPED_BY[status])
     os._exit(status)  # (not reached after a stop, unless the signal could not be sent)
 
 

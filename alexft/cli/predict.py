@@ -138,7 +138,7 @@ def _build_litert_copy(weights, seen):
     """The one-off build `--runtime auto` does after its results; a failure only costs the fast
     start. A stop gives the build up and stops the command as any stop does (130/143): a shell
     loop of classify calls must end there, not start the build again on the next photo."""
-    from alexft import fast_start, interrupts
+    from alexft import fast_start
 
     try:
         fast_start.build_copy_unless_another_is(weights, seen)
