@@ -38,11 +38,13 @@ def check_output(output, overwrite, option="overwrite=True"):
     if str(output) == "-":  # standard output, as for images on the way in: an .npz is a file of parts
         raise OutputNameError("-: features are written to an .npz file, which cannot go to standard output; "
                               "name one (e.g. features.npz)")
+    named_as_folder = str(output).endswith(("/", os.sep))  # `-o out/`, which need not exist yet
     output = Path(output)
+    if named_as_folder or (output.suffix.lower() != ".npz" and output.is_dir()):  # the file goes inside it
+        what = "is a folder" if output.is_dir() else "names a folder"
+        raise OutputNameError(f"{output}/: {what}; features are written as one .npz file: name it (e.g. "
+                              f"{output / 'features.npz'})")
     if output.suffix.lower() != ".npz":
-        if output.is_dir():  # a folder to write into: the file goes inside it
-            raise OutputNameError(f"{output}: is a folder; features are written as one .npz file: name it (e.g. "
-                                  f"{output / 'features.npz'})")
         stem = output.stem if output.stem.lower() not in (".npz", ".npy") else "features"  # (-o .npz: a hidden file)
         raise OutputNameError(f"{output}: features are written as .npz; name the output so (e.g. {stem}.npz)")
     if output.is_symlink() or output.exists():

@@ -286,7 +286,10 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
          "photo.png: features are written as .npz; name the output so (e.g. photo.npz)"),
         # A folder to write into: the file is named inside it (it suggested empty.npz beside it).
         (["features", str(photo_paths()["coffee"]), "--output", "empty", *weights], 2,
-         "empty: is a folder; features are written as one .npz file: name it (e.g. empty/features.npz)"),
+         "empty/: is a folder; features are written as one .npz file: name it (e.g. empty/features.npz)"),
+        # One not made yet, typed as a folder (it suggested later.npz: a Path drops the slash).
+        (["features", str(photo_paths()["coffee"]), "--output", "later/", *weights], 2,
+         "later/: names a folder; features are written as one .npz file: name it (e.g. later/features.npz)"),
         (["features", str(photo_paths()["coffee"]), "--output", "earlier.npz", *weights], 1,
          "earlier.npz: exists; pass --force to replace it"),
         (["features", str(photo_paths()["coffee"]), "--output", "-", *weights], 2,

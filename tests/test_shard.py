@@ -239,6 +239,11 @@ def test_feature_outputs_never_replace_another_kind_of_file(tmp_path):
         with pytest.raises(error, match=message):
             extract_features(None, [tmp_path / "photo.png"], "fc7", tmp_path / output)
     assert {name: (tmp_path / name).read_bytes() for name in originals} == originals
+    for call in (merge_features, lambda inputs, output: extract_features(None, inputs, "fc7", output)):
+        with pytest.raises(OutputNameError, match=r"later/: names a folder; features are written as one \.npz file: "
+                                                  r"name it \(e\.g\. .*later/features\.npz\)"):
+            call([tmp_path / "a.npz"], f"{tmp_path}/later/")  # typed as a folder, not made yet
+    assert not (tmp_path / "later").exists()
     np.savez(tmp_path / "b.npz", features=np.ones((2, 3), np.float32), paths=np.array(["z", "w"]))
     merge_features([tmp_path / "a.npz"], tmp_path / "out.npz")
     merge_features([tmp_path / "a.npz", tmp_path / "b.npz"], tmp_path / "out.npz")  # an earlier one is replaced

@@ -22,8 +22,9 @@ class PathParam(click.Path):
     """A path option or argument (a `pathlib.Path`) that may not be empty: `Path("")` is the
     current folder, so `-o "$RUN"` with RUN unset would have written a run into it."""
 
-    def __init__(self, **kwargs):
-        super().__init__(path_type=Path, **kwargs)
+    def __init__(self, as_text=False, **kwargs):
+        # as_text: the value as typed, a trailing slash kept (a Path drops it): `-o out/` names a folder
+        super().__init__(path_type=str if as_text else Path, **kwargs)
 
     def convert(self, value, param, ctx):
         if isinstance(value, str) and not value.strip():

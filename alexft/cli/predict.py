@@ -382,7 +382,7 @@ def _check_features_output(output, force):
               type=click.Choice(["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8"]),
               help="The layer whose activations are written (after its ReLU; fc8: the logits).")
 @click.option("--ten-crop", is_flag=True, help="Average the activations of Caffe's ten crops.")
-@click.option("-o", "--output", required=True, type=PathParam(), help="The .npz to write.")
+@click.option("-o", "--output", required=True, type=PathParam(as_text=True), help="The .npz to write.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it is an earlier feature file.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images per batch.")
 @shard_option
@@ -408,6 +408,7 @@ def features(ctx, inputs, weights, layer, ten_crop, output, force, batch_size, s
     from alexft.weights import layers_above
 
     _check_features_output(output, force)  # before TensorFlow and the work, not after
+    output = Path(output)
     if ten_crop and not isinstance(arch.LAYERS.get(layer), arch.Dense):
         raise click.UsageError(str(TenCropOfMapsError(layer, "--ten-crop")))
     # `cl cl/` or `cl cl/cats` is one class folder, with its labels
