@@ -10,6 +10,7 @@ import glob
 import json
 import os
 import shutil
+import struct
 import tempfile
 from pathlib import Path
 
@@ -177,8 +178,41 @@ def archive_names(path, error=AlexftError):
     try:
         with zipfile.ZipFile(path) as archive:
             return set(archive.namelist())
-    except zipfile.BadZipFile:
-        return set()
+    except zipfile.BadZipFile:  # no index at its end: a copy cut short still names its members up front
+        with open(path, "rb") as handle:
+            return _names_before_the_cut(handle)
     except OSError as problem:
         raise error(f"{path}: exists and cannot be read ({problem.strerror or problem}), so it is not "
                     "replaced") from None
+
+
+LOCAL_HEADER = struct.Struct("<4s2xH10xIIHH")  # signature, flags, compressed and full size, name and extra lengths
+
+
+def _names_before_the_cut(handle):
+    """The member names in the local headers of a zip whose end (and index) is gone: each
+    member's data follows its header, sized there or, past 4 GiB, in its ZIP64 extra field."""
+    names = set()
+    while len(header := handle.read(LOCAL_HEADER.size)) == LOCAL_HEADER.size:
+        signature, flags, size, _, name_length, extra_length = LOCAL_HEADER.unpack(header)
+        name, extra = handle.read(name_length), handle.read(extra_length)
+        if signature != b"PK\x03\x04" or len(name) < name_length:
+            break
+        names.add(name.decode("utf-8", "replace"))
+        if flags & 0x08:  # sizes follow the data: the next header cannot be found
+            break
+        if size == 0xFFFFFFFF:
+            size = _zip64_compressed_size(extra)
+            if size is None:
+                break
+        handle.seek(size, 1)
+    return names
+
+
+def _zip64_compressed_size(extra):
+    while len(extra) >= 4:
+        tag, length = struct.unpack_from("<HH", extra)
+        if tag == 1 and length >= 16:  # (uncompressed size, compressed size)
+            return struct.unpack_from("<Q", extra, 12)[0]
+        extra = extra[4 + length:]
+    return None

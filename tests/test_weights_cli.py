@@ -616,13 +616,26 @@ def test_convert_replaces_an_existing_output_only_with_force(tmp_path):
     shutil.copy(photo_paths()["chelsea"], photo)
     features = tmp_path / "fc7.npz"
     np.savez(features, features=np.zeros((2, 4096), np.float32), paths=np.array(["a.jpg", "b.jpg"]))
-    for kept in (photo, features):
+    features_cut = tmp_path / "fc7_cut.npz"
+    features_cut.write_bytes(features.read_bytes()[:-30])  # its index gone, its members' headers still there
+    for kept in (photo, features, features_cut):
         before = kept.read_bytes()
         refused = run("weights", "convert", "--force", second, kept)
         assert refused.exit_code == 1 and refused.stdout == "", refused.output
         assert refused.stderr.strip() == (f"Error: {kept}: exists and is not a weights file (no layers in it), so it is not "
                                           "replaced, even with --force; remove it first if it should go")
         assert kept.read_bytes() == before
+    # An earlier output cut short (a copy that did not finish) has lost the zip's index at its end;
+    # its members' own headers still say it holds weights, so --force replaces it (it was refused
+    # as "not a weights file").
+    whole = output.read_bytes()
+    for cut in (len(whole) // 2, len(whole) - 30, 5000):
+        output.write_bytes(whole[:cut])
+        refused = run("weights", "convert", first, output)
+        assert refused.exit_code == 1 and "already exists; pass --force to replace it" in refused.stderr
+        replaced = run("weights", "convert", "--force", first, output)
+        assert replaced.exit_code == 0, replaced.output
+        assert weights.load(output).num_classes == 2
 
 
 def test_caffemodel_converts_to_the_same_predictions(tmp_path, canonical_caffemodel, canonical_weights_file):
