@@ -760,10 +760,11 @@ def test_a_later_unhashed_fetch_of_the_same_bytes_keeps_them_recorded_as_checked
         assert source.endswith(f"(checked against SHA-256 {canonical_sha256})"), source
 
 
-def test_a_stop_after_the_converted_file_is_in_place_does_not_fail_the_conversion(tmp_path, canonical_weights_file,
-                                                                                   canonical_params, monkeypatch):
-    """Recording its origin hashes both files for a second after the rename: a Ctrl-C there gave
-    exit 130 for a whole file, and the retry refused it as existing."""
+def test_a_stop_after_the_converted_file_is_in_place_keeps_it_and_stops_the_command(tmp_path, canonical_weights_file,
+                                                                                     canonical_params, monkeypatch):
+    """Recording its origin hashes both files for a second after the rename: a stop there keeps
+    the whole file, says so with the result, and then stops the command (130/143), as a run
+    stopped as its last epoch ends does. It had exited 0, so a shell's loop of conversions went on."""
     from alexft import interrupts
     from alexft.weights import sources
 
@@ -777,9 +778,11 @@ def test_a_stop_after_the_converted_file_is_in_place_does_not_fail_the_conversio
         monkeypatch.setattr(sources, "remember_conversion", interrupted)
         output = tmp_path / f"{stop}.npz"
         result = run("weights", "convert", canonical_weights_file, output)
-        assert result.exit_code == 0, (stop, result.output)
+        assert result.exit_code == (143 if stop == "SIGTERM" else 130), (stop, result.output)
         assert result.stdout == f"{output}: 1000 classes, from {canonical_weights_file}\n"
-        assert "was written whole; only its origin, which weights info shows, was not recorded" in result.stderr
+        assert result.stderr.splitlines() == [
+            f"alexft: the stop came after {output} was written whole; only its origin, which weights info shows, was "
+            "not recorded", f"alexft: {'terminated' if stop == 'SIGTERM' else 'interrupted'}"]
         written = weights.load(output).params
         assert all(np.array_equal(written[name][0], canonical_params[name][0]) for name in canonical_params)
 

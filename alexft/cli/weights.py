@@ -3,6 +3,7 @@ import importlib
 import json
 import os
 import shlex
+import signal
 from pathlib import Path
 
 import click
@@ -173,8 +174,9 @@ def weights_convert(source, destination, class_names, renames, force):
                          force=force)
     try:
         remember_conversion(source, destination)  # hashes both files: a second or so after the file is in place
-    except KeyboardInterrupt:  # the conversion is whole: a failure here would have a retry refuse it as existing
-        interrupts.clear()  # (a SIGTERM's note would fail the command when it returns)
+    except KeyboardInterrupt as stop:  # the conversion is whole, and said so; the stop ends the command after
         click.echo(f"alexft: the stop came after {destination} was written whole; only its origin, which weights "
-                   "info shows, was not recorded", err=True)
+                   "info shows, was not recorded", err=True)  # its line (a shell's loop of conversions then stops)
+        if not interrupts.pending():  # (a signal's handler has noted it already)
+            interrupts.note(getattr(stop, "signal_number", signal.SIGINT))
     click.echo(f"{destination}: {weight_set.num_classes} classes, from {source}")
