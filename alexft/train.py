@@ -64,7 +64,11 @@ def finetune(data_dir=None, options=None, *, weights=None, output=None, resume=F
             data_dir, fields = train_setup.as_listed(dataset, data_dir, options, fields)
         if resume and dataset is None and (options is None or isinstance(options, TrainOptions)):
             given = dict(options.as_dict() if options else {}, **fields)
-            data_dir, weights, resumed, saved = train_setup.resumed_settings(output, data_dir, weights, given)
+            try:
+                data_dir, weights, resumed, saved = train_setup.resumed_settings(
+                    output, data_dir, weights, given, log=lambda message: told(in_python_words(message)))
+            except train_setup.RunAlreadyFinished as done:
+                return done.summary
             if fields.get("epochs") == "auto" and saved.get("epochs") is not None:  # as the command line notes it
                 told(f"note: epochs='auto' keeps a resumed run's {saved['epochs']} epochs: give a number to change them")
             fields = resumed

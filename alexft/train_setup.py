@@ -45,13 +45,24 @@ def check_cluster(options, output, log):
 NOT_RESUMED = frozenset({"lr", "device", "strategy", "heartbeat_timeout", "mixed_precision"})
 
 
-def resumed_settings(output, data_dir, weights, given):
+class RunAlreadyFinished(Exception):
+    """--resume of a run with nothing left to do (see resume_point) whose data folder or base
+    weights have gone since: nothing it could do needs them, so it is said to be finished, as
+    when they are there, not refused for their absence. `summary`: what finetune returns."""
+
+    def __init__(self, summary):
+        super().__init__(summary.get("run"))
+        self.summary = summary
+
+
+def resumed_settings(output, data_dir, weights, given, log):
     """A resume continues the run as it was begun: what the caller leaves out is the run's own,
     from its config.json. `given`: the TrainOptions fields the caller set (the rest, but for
     NOT_RESUMED, are the run's); `data_dir` and `weights` None: the run's (weights only while
     that file is still there; else the default weights, when they are here or the file was a
     bvlc_alexnet.* to download, and their digest must match; else the gone file is said). Returns
-    (data_dir, weights, the options' fields, config.json's contents)."""
+    (data_dir, weights, the options' fields, config.json's contents); raises RunAlreadyFinished
+    for a run with nothing left to do whose folder or weights are gone (`log` says so)."""
     if output is None:
         raise OptionsError("--resume needs --output, the run folder to continue")
     saved = RunFolder(output).earlier_config()
@@ -65,6 +76,7 @@ def resumed_settings(output, data_dir, weights, given):
         if recorded is None:
             raise TrainingError(f"{output}: its config.json names no data folder; give DATA_DIR")
         if not Path(recorded).is_dir():
+            _said_if_finished(output, fields, log)
             raise TrainingError(f"{output}: its data folder {recorded} is not there; give DATA_DIR")
         data_dir = Path(recorded)
     if weights is None and saved.get("weights"):
@@ -74,9 +86,19 @@ def resumed_settings(output, data_dir, weights, given):
         elif recorded.name not in LOOKED_FOR and found_locally() is None:
             # A file of the user's own, and no default weights here: the search would download 233 MB
             # of others, then refuse them by their digest. (Defaults found here are taken and checked.)
+            _said_if_finished(output, fields, log)
             raise TrainingError(f"{output}: the weights it began from, {recorded}, are not there; give --weights: "
                                 "that file, or another holding the same weights")
     return data_dir, weights, fields, saved
+
+
+def _said_if_finished(output, fields, log):
+    """Raise RunAlreadyFinished, saying so, if the run has nothing left to do with `fields`."""
+    run = RunFolder(output)
+    finished = run.finished_summary()
+    options = TrainOptions(**{key: value for key, value in fields.items() if key in TrainOptions.__dataclass_fields__})
+    if _nothing_left(run, finished, options):
+        raise RunAlreadyFinished(already_finished(run, finished, options, log))
 
 
 def as_listed(dataset, data_dir, options, fields):
@@ -199,12 +221,17 @@ def resume_point(run, config, options, log):
     earlier = run.earlier_config()
     check_same_run(earlier, config, run.path)
     finished = run.finished_summary()
-    if finished and (finished["epochs"] >= options.epochs or not run.checkpoint.exists()):
+    if _nothing_left(run, finished, options):
         say_other_weights_file(earlier, config, log)  # (a run that goes on says it once it has started)
         return earlier, already_finished(run, finished, options, log)
     if not finished and run.checkpoint.exists():
         _refuse_cutting_back(run, options)
     return earlier, None
+
+
+def _nothing_left(run, finished, options):
+    """Finished, and either asked for no more epochs or without the checkpoint more would go on from."""
+    return finished is not None and (finished["epochs"] >= options.epochs or not run.checkpoint.exists())
 
 
 def say_other_weights_file(earlier, config, log):
@@ -336,4 +363,4 @@ def already_finished(run, summary, options, log):
         fewer += f"; --lr {options.lr:g} is not used: nothing is left to train"
     log(f"{run.path}: already finished ({_epochs(summary['epochs'])}; model.npz holds epoch {summary['best_epoch']}); "
         f"nothing to resume{fewer}")
-    return dict(summary, already_finished=True)
+    return dict(summary, run=str(run.path), already_finished=True)  # (a folder moved since: where it is now)

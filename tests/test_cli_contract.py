@@ -469,6 +469,54 @@ def test_a_resume_the_run_refuses_or_has_nothing_to_do_for_is_said_before_tensor
             f"{canonical_weights_file.absolute()}, the file the run began with") in done.stderr
 
 
+def test_a_finished_run_whose_weights_or_images_have_gone_is_still_said_to_be_finished(fc8_run, canonical_weights_file,
+                                                                                         tmp_path):
+    """Resuming a finished run needs neither its base weights nor its images: it has nothing left
+    to do. Once its weights file was deleted, the resume was refused ("give --weights"), sending a
+    user after a 233 MB file only to learn the run was done. A run that can still go on (its kept
+    checkpoint, more epochs asked) still needs them, and still says so; without its checkpoint,
+    more epochs get the way to train longer."""
+    from alexft.train import finetune
+
+    summary, finished_run = fc8_run
+    count = summary["epochs"]
+    gone_weights, gone_images = tmp_path / "gone.npz", tmp_path / "gone_digits"
+    runs = {}
+    for name, change in (("weights", {"weights": str(gone_weights)}), ("images", {"data_dir": str(gone_images)})):
+        runs[name] = tmp_path / name
+        shutil.copytree(finished_run, runs[name], ignore=shutil.ignore_patterns("tensorboard"))
+        config = json.loads((runs[name] / "config.json").read_text())
+        (runs[name] / "config.json").write_text(json.dumps({**config, **change}))
+    no_checkpoint = tmp_path / "no_checkpoint"
+    shutil.copytree(runs["weights"], no_checkpoint)
+    (no_checkpoint / "checkpoint.npz").unlink()
+    results = iter(each_without_tensorflow([["finetune", "--resume", "--output", runs["weights"]],
+                                            ["finetune", "--resume", "--output", runs["images"], "--json"],
+                                            ["finetune", "--resume", "--output", runs["weights"], "--epochs", count + 5],
+                                            ["finetune", "--resume", "--output", no_checkpoint, "--epochs", count + 5]],
+                                           tmp_path))
+    for run in (runs["weights"], runs["images"]):
+        status, imported, done = said_without_tensorflow(next(results))
+        assert (status, imported) == (0, False), done.stderr
+        assert done.stderr.splitlines()[0] + "\n" == (f"alexft: {run}: already finished ({count} epochs; model.npz holds epoch "
+                               f"{summary['best_epoch']}); nothing to resume; its checkpoint is kept: --epochs N over "
+                               f"{count} trains it further\n")
+        assert str(run) in done.stdout  # where it is now: the run was copied (it said the first run's folder)
+    assert json.loads(done.stdout)["already_finished"] is True  # (--json)
+    status, imported, done = said_without_tensorflow(next(results))  # it could go on: the file is needed
+    assert (status, imported) == (1, False)
+    assert f"the weights it began from, {gone_weights}, are not there; give --weights" in done.stderr, done.stderr
+    status, imported, done = said_without_tensorflow(next(results))
+    assert (status, imported) == (1, False)
+    assert (f"Error: {no_checkpoint}: finished after {count} epochs and its checkpoint was removed; to train longer, "
+            f"start a new run from its model") in done.stderr, done.stderr
+    heard = []
+    returned = finetune(resume=True, output=runs["weights"], log=heard.append)
+    assert returned["already_finished"] is True and returned["best_epoch"] == summary["best_epoch"]
+    assert heard == [f"{runs['weights']}: already finished ({count} epochs; model.npz holds epoch {summary['best_epoch']}); "
+                     f"nothing to resume; its checkpoint is kept: epochs=N over {count} trains it further"]
+
+
 def test_a_resume_on_the_same_weights_in_another_file_goes_on_and_says_so_once(fc8_run, canonical_weights_file,
                                                                                canonical_params, tmp_path):
     """The note was said twice: by the command's check before TensorFlow's start-up, and by the run."""

@@ -116,9 +116,15 @@ def _finetune(output, resume, as_json, progress, values):
     """finetune's work; `values`: its other parameters, by name."""
     from alexft.train_options import TrainOptions
 
+    from alexft.train_setup import RunAlreadyFinished
+
     saved = None
     if resume:
-        saved = _take_the_runs_settings(click.get_current_context(), output, values)
+        try:
+            saved = _take_the_runs_settings(click.get_current_context(), output, values)
+        except RunAlreadyFinished as done:  # its data folder or weights gone, which it no longer needs
+            click.echo(json_text(done.summary) if as_json else _describe_summary(done.summary))
+            return
     elif values["data_dir"] is None:
         raise click.UsageError("Missing argument 'DATA_DIR'.")
     data_dir, weights, train_layers = values.pop("data_dir"), values.pop("weights"), values.pop("train_layers")
@@ -236,7 +242,8 @@ def _take_the_runs_settings(ctx, output, values):
     epochs_auto = "epochs" in given and values["epochs"] == "auto"
     options = {_CONFIG_KEYS.get(name, name): values[name] for name in given - {"data_dir", "weights"}}
     data_dir, weights, fields, saved = resumed_settings(output, values["data_dir"] if "data_dir" in given else None,
-                                                        values["weights"] if "weights" in given else None, options)
+                                                        values["weights"] if "weights" in given else None, options,
+                                                        log=lambda message: click.echo(f"alexft: {message}", err=True))
     option_names = {key: name for name, key in _CONFIG_KEYS.items()}
     values.update({option_names.get(key, key): value for key, value in fields.items()})
     values.update(data_dir=data_dir, weights=weights and Path(weights))
