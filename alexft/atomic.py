@@ -186,6 +186,22 @@ def archive_names(path, error=AlexftError):
                     "replaced") from None
 
 
+def what_it_holds(path, names):
+    """An existing file an output would have replaced, in words, for its refusal: by its members
+    (`names`, from archive_names) when it is an .npz, else by its first bytes."""
+    if any(name.endswith("/weights.npy") for name in names):
+        return "it holds weights"
+    if {"features.npy", "paths.npy"} <= names:
+        return "it holds features (alexft features)"
+    if names:
+        return "an .npz of other arrays"
+    from .image_files import signature_format
+
+    with open(path, "rb") as handle:
+        kind = signature_format(handle.read(16))
+    return f"a {kind} image" if kind else "not an .npz archive"
+
+
 LOCAL_HEADER = struct.Struct("<4s2xH10xIIHH")  # signature, flags, compressed and full size, name and extra lengths
 
 

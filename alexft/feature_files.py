@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import archive_names, check_writable, write_atomic, write_failure_cause, zip_failure
+from .atomic import archive_names, check_writable, what_it_holds, write_atomic, write_failure_cause, zip_failure
 from .errors import AlexftError
 from .preprocess import path_list
 
@@ -45,8 +45,8 @@ def check_output(output, overwrite, option="overwrite=True"):
         raise OutputNameError(f"{output}/: {what}; features are written as one .npz file: name it (e.g. "
                               f"{output / 'features.npz'})")
     if output.suffix.lower() != ".npz":
-        stem = output.stem if output.stem.lower() not in (".npz", ".npy") else "features"  # (-o .npz: a hidden file)
-        raise OutputNameError(f"{output}: features are written as .npz; name the output so (e.g. {stem}.npz)")
+        raise OutputNameError(f"{output}: features are written as .npz; name the output so (e.g. "
+                              f"{_npz_name_for(output)})")
     if output.is_symlink() or output.exists():
         if output.exists() and not output.is_file():
             raise AlexftError(f"{output}: exists and is not a file; {option} replaces only files")
@@ -57,10 +57,22 @@ def check_output(output, overwrite, option="overwrite=True"):
     check_writable(output)
 
 
+def _npz_name_for(output):
+    """The .npz name suggested for a mistaken output, in its folder; never a name the weights
+    lookup takes (-o weights/bvlc_alexnet.npy had suggested bvlc_alexnet.npz, which classify then
+    found as its weights)."""
+    from .weights.sources import LOOKED_FOR
+
+    stem = output.stem if output.stem.lower() not in (".npz", ".npy") else "features"  # (-o .npz: a hidden file)
+    suggested = output.with_name(f"{stem}.npz")
+    return suggested.with_name(f"{stem}_features.npz") if suggested.name in LOOKED_FOR else suggested
+
+
 def _refuse_unless_features(path, option):
-    if not {"features.npy", "paths.npy"} <= archive_names(path):
-        raise AlexftError(f"{path}: exists and is not a feature file (no features and paths in it), so it is not "
-                          f"replaced, even with {option}; remove it first if it should go")
+    names = archive_names(path)
+    if not {"features.npy", "paths.npy"} <= names:
+        raise AlexftError(f"{path}: exists and is not a feature file ({what_it_holds(path, names)}), so it is not "
+                          f"replaced, even with {option}; name another output, or remove it first if it should go")
 
 
 # Members that describe all of a file's features: the same in every part, kept once.

@@ -297,10 +297,10 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["features", str(photo_paths()["coffee"]), "--output", "earlier.npz", "--force", "--mean", str(page), *weights],
          1, "page.binaryproto: not a Caffe mean file"),  # --force passes the output check
         (["features", str(photo_paths()["coffee"]), "--output", "small.npz", "--force", *weights], 1,
-         "small.npz: exists and is not a feature file (no features and paths in it), so it is not replaced, even "
-         "with --force"),  # weights, say: never replaced by features
+         "small.npz: exists and is not a feature file (it holds weights), so it is not replaced, even with --force; "
+         "name another output, or remove it first"),  # weights are never replaced by features
         (["features", str(photo_paths()["coffee"]), "--output", "small.npz", *weights], 1,
-         "small.npz: exists and is not a feature file (no features and paths in it), so it is not replaced, even "
+         "small.npz: exists and is not a feature file (it holds weights), so it is not replaced, even "
          "with --force"),  # said at once, not "pass --force" first (a helper's)
         (["features", str(photo_paths()["coffee"]), "--output", "/proc/f.npz", *weights], 1,
          "/proc/f.npz: cannot be written"),  # os.access says yes to root there; trying says no

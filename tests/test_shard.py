@@ -228,10 +228,10 @@ def test_feature_outputs_never_replace_another_kind_of_file(tmp_path):
     (tmp_path / "folder.npz").mkdir()
     originals = {name: (tmp_path / name).read_bytes() for name in ("weights.npz", "photo.png")}
     for output, error, message in (("photo.png", OutputNameError, "photo.png: features are written as .npz; name the "
-                                                                   "output so \\(e.g. photo.npz\\)"),
+                                                                   "output so \\(e.g. .*/photo.npz\\)"),
                                    # a hidden file named only by the ending: "e.g. .npz.npz" was the advice
                                    (".npz", OutputNameError, "\\.npz: features are written as \\.npz; name the output "
-                                                             "so \\(e.g. features.npz\\)"),
+                                                             "so \\(e.g. .*/features.npz\\)"),
                                    ("weights.npz", AlexftError, "weights.npz: exists and is not a feature file"),
                                    ("folder.npz", AlexftError, "folder.npz: exists and is not a file")):
         with pytest.raises(error, match=message):
@@ -244,6 +244,17 @@ def test_feature_outputs_never_replace_another_kind_of_file(tmp_path):
                                                   r"name it \(e\.g\. .*later/features\.npz\)"):
             call([tmp_path / "a.npz"], f"{tmp_path}/later/")  # typed as a folder, not made yet
     assert not (tmp_path / "later").exists()
+    # A mistaken name's suggestion keeps its folder, and is never a name the weights lookup takes:
+    # -o weights/bvlc_alexnet.npy suggested bvlc_alexnet.npz, which classify then took as weights.
+    for output, suggested in (("weights/bvlc_alexnet.npy", "weights/bvlc_alexnet_features.npz"),
+                              ("out/photo.png", "out/photo.npz")):
+        with pytest.raises(OutputNameError, match=f"name the output so \\(e\\.g\\. {re.escape(str(tmp_path / suggested))}\\)$"):
+            extract_features(None, [tmp_path / "photo.png"], "fc7", tmp_path / output)
+    png = tmp_path / "png.npz"
+    png.write_bytes((tmp_path / "photo.png").read_bytes())
+    with pytest.raises(AlexftError, match=r"png\.npz: exists and is not a feature file \(a PNG image\), so it is not "
+                                          r"replaced, even with overwrite=True; name another output"):
+        extract_features(None, [tmp_path / "photo.png"], "fc7", png)
     np.savez(tmp_path / "b.npz", features=np.ones((2, 3), np.float32), paths=np.array(["z", "w"]))
     merge_features([tmp_path / "a.npz"], tmp_path / "out.npz")
     merge_features([tmp_path / "a.npz", tmp_path / "b.npz"], tmp_path / "out.npz")  # an earlier one is replaced

@@ -618,12 +618,15 @@ def test_convert_replaces_an_existing_output_only_with_force(tmp_path):
     np.savez(features, features=np.zeros((2, 4096), np.float32), paths=np.array(["a.jpg", "b.jpg"]))
     features_cut = tmp_path / "fc7_cut.npz"
     features_cut.write_bytes(features.read_bytes()[:-30])  # its index gone, its members' headers still there
-    for kept in (photo, features, features_cut):
+    # Each said for what it is (all were "no layers in it"), with another output as the way out.
+    for kept, what in ((photo, "a PNG image"), (features, "it holds features (alexft features)"),
+                       (features_cut, "it holds features (alexft features)")):
         before = kept.read_bytes()
         refused = run("weights", "convert", "--force", second, kept)
         assert refused.exit_code == 1 and refused.stdout == "", refused.output
-        assert refused.stderr.strip() == (f"Error: {kept}: exists and is not a weights file (no layers in it), so it is not "
-                                          "replaced, even with --force; remove it first if it should go")
+        assert refused.stderr.strip() == (f"Error: {kept}: exists and is not a weights file ({what}), so it is not "
+                                          "replaced, even with --force; name another output, or remove it first if it "
+                                          "should go")
         assert kept.read_bytes() == before
     # An earlier output cut short (a copy that did not finish) has lost the zip's index at its end;
     # its members' own headers still say it holds weights, so --force replaces it (it was refused
@@ -799,8 +802,8 @@ def test_save_weights_replaces_only_weights_files(tmp_path):
     photo.write_bytes(photo_paths()["chelsea"].read_bytes())
     features = tmp_path / "features.npz"
     np.savez(features, features=np.zeros((1, 4)), paths=np.array(["x.jpg"]))
-    for path, message in [(photo, "exists and is not a weights file (no layers in it), so it is not replaced, even "
-                                  "with overwrite=True; remove it first if it should go"),
+    for path, message in [(photo, "exists and is not a weights file (a PNG image), so it is not replaced, even "
+                                  "with overwrite=True; name another output, or remove it first if it should go"),
                           (features, "exists and is not a weights file"),
                           (tmp_path / "sw.npy", "weights are saved as .npz; name the file so (e.g. sw.npz)"),
                           (tmp_path / "sw", "weights are saved as .npz"), (tmp_path, "is a folder; name a file")]:

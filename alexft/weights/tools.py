@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from .. import architecture as arch
-from ..atomic import archive_names, check_writable
+from ..atomic import archive_names, check_writable, what_it_holds
 from ..errors import WeightsError, warn_user
 from . import caffe
 from . import formats as weights_io
@@ -138,9 +138,10 @@ def save_weights(weight_set, path, overwrite=True):
 
 
 def _refuse_unless_weights(path, forced_by):
-    if not any(name.endswith("/weights.npy") for name in archive_names(path, WeightsError)):
-        raise WeightsError(f"{path}: exists and is not a weights file (no layers in it), so it is not replaced, even "
-                           f"with {forced_by}; remove it first if it should go")
+    names = archive_names(path, WeightsError)
+    if not any(name.endswith("/weights.npy") for name in names):
+        raise WeightsError(f"{path}: exists and is not a weights file ({what_it_holds(path, names)}), so it is not "
+                           f"replaced, even with {forced_by}; name another output, or remove it first if it should go")
 
 
 def check_destination_name(destination):
