@@ -96,11 +96,20 @@ def _refuse_foreign_classes(where, names, class_names, index, hint=""):
     _refuse_ambiguous_folders(where, names, class_names, imagenet_model)
     unknown = [name for name in names if folder_class(index, name) is None]
     if unknown:
+        near = (_closest_hint(unknown, class_names, imagenet.wordnet_ids() if imagenet_model else ())
+                + _case_hint(unknown, class_names))
         raise DataError(f"{where}: folder(s) {quoted_names(unknown)} are not classes of this model "
                         f"(e.g. {quoted_names(class_names[:3])}" +
                         (", or WordNet ids such as 'n01440764')" if len(class_names) == 1000 else ")") +
-                        _closest_hint(unknown, class_names, imagenet.wordnet_ids() if imagenet_model else ())
-                        + _case_hint(unknown, class_names) + _unnamed_hint(class_names) + hint)
+                        near + _unnamed_hint(class_names)
+                        + _fine_tune_hint(imagenet_model and not near and len(unknown) == len(names)) + hint)
+
+
+def _fine_tune_hint(classes_of_their_own):
+    """The ImageNet model given folders of the user's own classes, none near one of its own (not
+    typos): the way to score such classes."""
+    return ("; none is an ImageNet class: evaluate a model fine-tuned on these folders (alexft finetune DATA_DIR, "
+            "then its run's model.npz as the weights)" if classes_of_their_own else "")
 
 
 def _unnamed_hint(class_names):

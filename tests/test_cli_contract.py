@@ -1232,6 +1232,14 @@ def test_wordnet_id_folders_are_imagenet_classes(canonical_weights_file, tmp_pat
     assert ("folder(s) 'kittens' are not classes of this model (e.g. 'tench, Tinca tinca', 'goldfish, Carassius "
             "auratus', 'great white shark, white shark, man-eater, man-eating shark, Carcharodon carcharias', or "
             "WordNet ids such as 'n01440764')") in result.stderr
+    assert "fine-tuned" not in result.stderr  # the others are ImageNet's: a typo, not another task
+    shutil.move(data / "n02123045" / "chelsea.png", data / "kittens")
+    for wordnet_id in ("n02123045", "n07920052"):  # the user's own classes only: another task
+        shutil.rmtree(data / wordnet_id)
+    result = run("evaluate", data, "--weights", canonical_weights_file)
+    assert result.exit_code == 1
+    assert ("none is an ImageNet class: evaluate a model fine-tuned on these folders (alexft finetune DATA_DIR, then "
+            "its run's model.npz as the weights)\n") in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
