@@ -1051,7 +1051,7 @@ def test_features_exits_1_naming_each_input_it_could_not_use(canonical_weights_f
     result = run("features", mixed, "--layer", "pool1", "--output", tmp_path / "new" / "mixed.npz", "--weights",
                  canonical_weights_file)
     assert result.exit_code == 0, result.output
-    assert "holds images beside its sub-folders, so it is read as plain images" in result.stderr
+    assert f"alexft: note: {mixed} holds images beside its sub-folders, so it is read as plain images" in result.stderr
     with np.load(tmp_path / "new" / "mixed.npz") as stored:  # the missing folder "new" was made
         assert sorted(stored["paths"].tolist()) == [str(mixed / "old" / "below.png"), str(mixed / "top.png")]
         assert "labels" not in stored.files

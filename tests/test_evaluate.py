@@ -504,12 +504,12 @@ def test_features_of_class_folders_keep_a_class_without_images(canonical_weights
     write_digits_folder(tmp_path / "more", per_class=1, classes=[1, 2])
     result = run("features", tmp_path / "more", data / "digit_0", "--layer", "fc8", "-o", tmp_path / "g.npz",
                  "--weights", canonical_weights_file)
-    assert result.exit_code == 0 and "note: 2 inputs are read as plain images, without class labels: labels come from " \
+    assert result.exit_code == 0 and "alexft: note: 2 inputs are read as plain images, without class labels: labels come from " \
         f"one folder laid out as <class>/<images> (such as {tmp_path / 'more'}) given alone" in result.stderr
     assert sorted(np.load(tmp_path / "g.npz").files) == ["features", "paths", "recipe"]
     result = run("features", data / "digit_0", data / "digit_1", "--layer", "fc8", "-o", tmp_path / "h.npz", "--force",
                  "--weights", canonical_weights_file)  # two classes' own folders: their parent has the labels
-    assert result.exit_code == 0 and "note: 2 folders are read as plain images, without class labels: for labels, give " \
+    assert result.exit_code == 0 and "alexft: note: 2 folders are read as plain images, without class labels: for labels, give " \
         f"their parent folder alone ({data}), laid out as <class>/<images>" in result.stderr, result.stderr
     # Two folders of a working folder that holds much else (a helper's `photos bad big`): its
     # other sub-folder holds no images, so it is no <class>/<images> layout, and is not advised.

@@ -332,13 +332,13 @@ def _say_why_unlabelled(inputs):
     folders = [path for path in inputs if is_folder(path)]
     laid_out = [path for path in folders if class_folders(path) and not loose_images(path)]
     if len(inputs) == 1 and folders and loose_images(folders[0]) and class_folders(folders[0]):
-        click.echo(f"note: {folders[0]} holds images beside its sub-folders, so it is read as plain images, every "
+        click.echo(f"alexft: note: {folders[0]} holds images beside its sub-folders, so it is read as plain images, every "
                    "one below it, without class labels (labels need <class>/<images> only)", err=True)
     elif len(inputs) > 1 and laid_out:
-        click.echo(f"note: {len(inputs)} inputs are read as plain images, without class labels: labels come "
+        click.echo(f"alexft: note: {len(inputs)} inputs are read as plain images, without class labels: labels come "
                    f"from one folder laid out as <class>/<images> (such as {laid_out[0]}) given alone", err=True)
     elif len(inputs) > 1 and len(folders) == len(inputs) and _all_of_one_parent(folders):
-        click.echo(f"note: {len(inputs)} folders are read as plain images, without class labels: for labels, "
+        click.echo(f"alexft: note: {len(inputs)} folders are read as plain images, without class labels: for labels, "
                    f"give their parent folder alone ({Path(inputs[0]).parent}), laid out as <class>/<images>", err=True)
 
 
