@@ -344,7 +344,12 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["weights", "fetch", "--url", "http://127.0.0.1:9/w.npy", "--sha256", ""], 2,
          "an empty SHA-256 (an unset variable?): give its 64 hexadecimal digits, or none at all"),
         (["weights", "fetch", "--url", "http://127.0.0.1:9/w.npy#sha1="], 2, "an empty SHA-1 (an unset variable?)"),
-        (["weights", "convert", "missing.npy", "x.npy"], 2, "x.npy: the converted file must be an .npz"),
+        (["weights", "convert", "missing.npy", "x.npy"], 2, "x.npy: the converted file must be an .npz (e.g. x.npz)"),
+        # A folder, made or not yet (it said "newdir: the converted file must be an .npz").
+        (["weights", "convert", "missing.npy", "newdir/"], 2, "newdir/: names a folder; the converted file is one .npz: "
+         "name it (e.g. newdir/bvlc_alexnet.npz)"),
+        (["weights", "convert", "missing.npy", "empty"], 2, "empty/: is a folder; the converted file is one .npz: name it "
+         "(e.g. empty/bvlc_alexnet.npz)"),
         (["weights", "convert", "missing.npy", "x.npz", "--rename", "fc8_b"], 2, "expected NAME=LAYER"),
     ]
     # A mistyped setting in the environment, too.

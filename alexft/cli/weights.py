@@ -155,7 +155,7 @@ def _shape(array_facts):
 @weights_group.command("convert", short_help="Convert .npy, .npz or .caffemodel weights to .npz.",
                        epilog=examples.epilog("weights convert"))
 @click.argument("source", type=PathParam())  # a folder: "is a folder, not a weights file", status 1 as in info
-@click.argument("destination", type=PathParam(),
+@click.argument("destination", type=PathParam(as_text=True),  # `out/` keeps its slash: a folder, said so
                 callback=_refused_as_usage(lambda path: _weights("tools").check_destination_name(path)))
 @click.option("--class-names", type=PathParam(exists=True, dir_okay=False), help="Text file, one class name per line, stored with the weights.")
 @click.option("--rename", "renames", multiple=True, metavar="NAME=LAYER",
@@ -170,6 +170,7 @@ def weights_convert(source, destination, class_names, renames, force):
     from alexft.weights.sources import remember_conversion
     from alexft.weights.tools import convert, parse_renames
 
+    destination = Path(destination)
     weight_set = convert(source, destination, class_names=class_names or None, renames=parse_renames(renames),
                          force=force)
     try:

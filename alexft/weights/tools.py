@@ -72,8 +72,8 @@ def convert(source, destination, class_names=None, renames=None, force=False):
     `destination` is replaced only with `force` (it may be the only copy of fine-tuned
     weights). Returns the written WeightSet.
     """
-    source, destination = Path(source), Path(destination)
     check_destination_name(destination)
+    source, destination = Path(source), Path(destination)
     if destination.exists() and destination.resolve() == source.resolve():
         raise WeightsError(f"{destination}: is the source itself; choose another output")
     if destination.is_dir():
@@ -145,8 +145,15 @@ def _refuse_unless_weights(path, forced_by):
 
 
 def check_destination_name(destination):
-    if Path(destination).suffix.lower() != ".npz":
-        raise WeightsError(f"{destination}: the converted file must be an .npz")
+    """An output that is no .npz name is refused, a folder (one typed `out/` too, not made yet)
+    with a name inside it."""
+    named_as_folder = str(destination).endswith(("/", os.sep))  # (a Path drops the slash)
+    destination = Path(destination)
+    if named_as_folder or (destination.suffix.lower() != ".npz" and destination.is_dir()):
+        raise WeightsError(f"{destination}/: {'is' if destination.is_dir() else 'names'} a folder; the converted "
+                           f"file is one .npz: name it (e.g. {destination / 'bvlc_alexnet.npz'})")
+    if destination.suffix.lower() != ".npz":
+        raise WeightsError(f"{destination}: the converted file must be an .npz (e.g. {destination.with_suffix('.npz')})")
 
 
 def parse_renames(pairs):
