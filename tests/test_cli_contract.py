@@ -1222,6 +1222,22 @@ def test_every_commands_help_ends_with_examples_that_its_own_parser_accepts(tmp_
             command.make_context(" ".join(path), words)  # raises click's UsageError on a mistake
 
 
+def test_folders_that_are_not_imagenets_classes_are_said_before_the_default_weights_download(small_digits_folder,
+                                                                                              tmp_path, monkeypatch):
+    """`evaluate digits/` with no weights here tried the downloads (233 MB online) and only then
+    said the folders are no ImageNet classes, which the default weights' classes always are."""
+    monkeypatch.chdir(tmp_path)  # no bvlc_alexnet.* here, nor in the test's own cache
+    with serving({"/bvlc_alexnet.npy": ("ok", b"\x93NUMPY" + bytes(1000))}) as url:
+        monkeypatch.setenv("ALEXFT_WEIGHTS_URL", f"{url}/bvlc_alexnet.npy")
+        result = run("evaluate", small_digits_folder)
+        assert result.exit_code == 1, result.output
+        assert f"{small_digits_folder}: folder(s) 'digit_0', " in result.stderr
+        assert "none is an ImageNet class: evaluate a model fine-tuned on these folders" in result.stderr
+        assert url.requests == []  # nothing asked of the server
+        run("evaluate", tmp_path)  # (no class folders: refused before, as it was)
+        assert url.requests == []
+
+
 def test_wordnet_id_folders_are_imagenet_classes(canonical_weights_file, tmp_path):
     data = tmp_path / "imagenet_val"
     for wordnet_id, name in (("n02123045", "chelsea"), ("n07920052", "coffee")):  # tabby (281), espresso (967)

@@ -262,6 +262,9 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
         refuse_foreign_files(report)
     # The weights are read before TensorFlow starts: folders or labels that do not match their
     # classes are said at once, not after its seconds of start-up.
+    if data is not None and weights is None and _defaults_to_download():
+        # They will be ImageNet's: folders that are not its classes are said before 233 MB of download.
+        labelled_folder(data, weights_io.default_class_names(1000))
     weight_set = read_weights(weights, progress=progress)
     preprocessing = preprocessing_from(mean_file, resize)
     class_names = weights_io.class_names_for(weight_set)
@@ -321,6 +324,14 @@ def _describe_evaluation(summary):
         lines += ["", f"most confused, {protocol} (true -> predicted):"]
         lines += [f"  {pair['count']:5d}  {pair['true']} -> {pair['predicted']}" for pair in confused]
     return "\n".join(lines)
+
+
+def _defaults_to_download():
+    """Whether the default weights would be downloaded: none here ($ALEXFT_WEIGHTS unset or naming
+    nothing, no bvlc_alexnet.* in the places looked at)."""
+    from alexft.weights.sources import found_locally
+
+    return not os.environ.get("ALEXFT_WEIGHTS") and found_locally() is None
 
 
 def _say_why_unlabelled(inputs):
