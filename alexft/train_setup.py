@@ -96,7 +96,12 @@ def _said_if_finished(output, fields, log):
     """Raise RunAlreadyFinished, saying so, if the run has nothing left to do with `fields`."""
     run = RunFolder(output)
     finished = run.finished_summary()
-    options = TrainOptions(**{key: value for key, value in fields.items() if key in TrainOptions.__dataclass_fields__})
+    if finished is None:
+        return
+    try:
+        options = TrainOptions(**{key: value for key, value in fields.items() if key in TrainOptions.__dataclass_fields__})
+    except (TypeError, ValueError):  # a config.json of another version: what is gone is said instead
+        return
     if _nothing_left(run, finished, options):
         raise RunAlreadyFinished(already_finished(run, finished, options, log))
 

@@ -115,7 +115,6 @@ def finetune(output, resume, as_json, progress, **values):
 def _finetune(output, resume, as_json, progress, values):
     """finetune's work; `values`: its other parameters, by name."""
     from alexft.train_options import TrainOptions
-
     from alexft.train_setup import RunAlreadyFinished
 
     saved = None
