@@ -25,7 +25,19 @@ from .train import finetune
 from .weights import weights_group
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=examples.epilog(""))
+class _Commands(click.Group):
+    """A Ctrl-C while click reads a command's arguments (their callbacks import and check files)
+    ends as one in the command does. Click said "Aborted!" and exited 1, so a shell's loop of
+    alexft calls went on to the next; once the command runs, `fail_cleanly` says it."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as stop:
+            common.exit_interrupted(stop)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]}, epilog=examples.epilog(""))
 @click.version_option(package_name="alexft")
 def main():
     """AlexNet with the original Caffe ImageNet weights: classify and fine-tune."""

@@ -56,15 +56,15 @@ def fail_cleanly(function):
                 click.echo(json_text({"error": str(error)}))
             raise click.ClickException(str(error)) from None
         except KeyboardInterrupt as stop:
-            _interrupted(stop)
+            exit_interrupted(stop)
         except Exception:
             # A signal inside TensorFlow's import, tracing or converter can surface as another
             # error (in CI a SIGTERM in the TF Lite converter's export ended as a TypeError from
             # the converter's fallback path).
             if interrupts.terminated():
-                _interrupted(Terminated())
+                exit_interrupted(Terminated())
             if watch.seen:
-                _interrupted()
+                exit_interrupted()
             raise
         finally:
             watch.stop()
@@ -83,7 +83,8 @@ def command_finished():
     return bool(_finished)
 
 
-def _interrupted(stop=None):
+def exit_interrupted(stop=None):
+    """Say the stop and end the command with its status (130, or 143 for SIGTERM)."""
     sys.stdout.flush()
     terminated = isinstance(stop, Terminated)
     click.echo("alexft: terminated" if terminated else "alexft: interrupted", err=True)
