@@ -192,7 +192,7 @@ def what_it_holds(path, names):
     if any(name.endswith("/weights.npy") for name in names):
         return "it holds weights"
     if {"features.npy", "paths.npy"} <= names:
-        return "it holds features (alexft features)"
+        return "it holds features"
     if names:
         return "an .npz of other arrays"
     from .image_files import signature_format

@@ -318,8 +318,8 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["features", str(photo_paths()["coffee"]), "--output", "adir.npz", *weights], 1,
          "adir.npz: exists and is not a file; --force replaces only files"),
         # (weights fetch takes a folder as --output, writing into it: test_weights_cli.py)
-        (["weights", "convert", str(canonical_weights_file), "adir.npz", "--force"], 1,
-         "adir.npz: is a folder; --force replaces only files"),
+        (["weights", "convert", str(canonical_weights_file), "adir.npz", "--force"], 2,
+         f"adir.npz/: is a folder; the converted file is one .npz: name it (e.g. adir.npz/{canonical_weights_file.stem}.npz)"),
         (["evaluate", str(small_digits_folder), "--report", "mine", *weights], 1, "mine: metrics.json there is not "
          "from an alexft report, and the report would replace it; choose another --report folder"),
         (["evaluate", str(small_digits_folder), "--report", "afile/report", *weights], 1,
@@ -347,9 +347,10 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["weights", "convert", "missing.npy", "x.npy"], 2, "x.npy: the converted file must be an .npz (e.g. x.npz)"),
         # A folder, made or not yet (it said "newdir: the converted file must be an .npz").
         (["weights", "convert", "missing.npy", "newdir/"], 2, "newdir/: names a folder; the converted file is one .npz: "
-         "name it (e.g. newdir/bvlc_alexnet.npz)"),
+         "name it (e.g. newdir/missing.npz)"),  # named after the source
         (["weights", "convert", "missing.npy", "empty"], 2, "empty/: is a folder; the converted file is one .npz: name it "
-         "(e.g. empty/bvlc_alexnet.npz)"),
+         "(e.g. empty/missing.npz)"),
+        (["weights", "convert", "missing.npy", ".npz"], 2, "must be an .npz (e.g. missing.npz)"),  # it said .npz.npz
         (["weights", "convert", "missing.npy", "x.npz", "--rename", "fc8_b"], 2, "expected NAME=LAYER"),
     ]
     # A mistyped setting in the environment, too.

@@ -605,7 +605,7 @@ def test_convert_replaces_an_existing_output_only_with_force(tmp_path):
     kept = output.read_bytes()
     refused = run("weights", "convert", second, output)
     assert refused.exit_code == 1 and refused.stdout == ""
-    assert refused.stderr.strip().splitlines() == [f"Error: {output}: already exists; pass --force to replace it"]
+    assert refused.stderr.strip().splitlines() == [f"Error: {output}: already holds weights; pass --force to replace them"]
     assert output.read_bytes() == kept
     replaced = run("weights", "convert", "--force", second, output)
     assert replaced.exit_code == 0, replaced.output
@@ -619,14 +619,15 @@ def test_convert_replaces_an_existing_output_only_with_force(tmp_path):
     features_cut = tmp_path / "fc7_cut.npz"
     features_cut.write_bytes(features.read_bytes()[:-30])  # its index gone, its members' headers still there
     # Each said for what it is (all were "no layers in it"), with another output as the way out.
-    for kept, what in ((photo, "a PNG image"), (features, "it holds features (alexft features)"),
-                       (features_cut, "it holds features (alexft features)")):
+    # Said at once, not "pass --force" first and this after it (a helper's).
+    for kept, what in ((photo, "a PNG image"), (features, "it holds features"), (features_cut, "it holds features")):
         before = kept.read_bytes()
-        refused = run("weights", "convert", "--force", second, kept)
-        assert refused.exit_code == 1 and refused.stdout == "", refused.output
-        assert refused.stderr.strip() == (f"Error: {kept}: exists and is not a weights file ({what}), so it is not "
-                                          "replaced, even with --force; name another output, or remove it first if it "
-                                          "should go")
+        for force in (["--force"], []):
+            refused = run("weights", "convert", *force, second, kept)
+            assert refused.exit_code == 1 and refused.stdout == "", refused.output
+            assert refused.stderr.strip() == (f"Error: {kept}: exists and is not a weights file ({what}), so it is not "
+                                              "replaced, even with --force; name another output, or remove it first if "
+                                              "it should go")
         assert kept.read_bytes() == before
     # An earlier output cut short (a copy that did not finish) has lost the zip's index at its end;
     # its members' own headers still say it holds weights, so --force replaces it (it was refused
@@ -635,7 +636,7 @@ def test_convert_replaces_an_existing_output_only_with_force(tmp_path):
     for cut in (len(whole) // 2, len(whole) - 30, 5000):
         output.write_bytes(whole[:cut])
         refused = run("weights", "convert", first, output)
-        assert refused.exit_code == 1 and "already exists; pass --force to replace it" in refused.stderr
+        assert refused.exit_code == 1 and "already holds weights; pass --force to replace them" in refused.stderr
         replaced = run("weights", "convert", "--force", first, output)
         assert replaced.exit_code == 0, replaced.output
         assert weights.load(output).num_classes == 2

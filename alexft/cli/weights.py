@@ -156,7 +156,9 @@ def _shape(array_facts):
                        epilog=examples.epilog("weights convert"))
 @click.argument("source", type=PathParam())  # a folder: "is a folder, not a weights file", status 1 as in info
 @click.argument("destination", type=PathParam(as_text=True),  # `out/` keeps its slash: a folder, said so
-                callback=_refused_as_usage(lambda path: _weights("tools").check_destination_name(path)))
+                callback=lambda ctx, param, value: _refused_as_usage(  # (SOURCE, read first, names the example)
+                    lambda path: _weights("tools").check_destination_name(path, ctx.params.get("source")))(
+                    ctx, param, value))
 @click.option("--class-names", type=PathParam(exists=True, dir_okay=False), help="Text file, one class name per line, stored with the weights.")
 @click.option("--rename", "renames", multiple=True, metavar="NAME=LAYER",
               callback=_refused_as_usage(lambda pairs: _weights("tools").parse_renames(pairs)),

@@ -72,16 +72,16 @@ def convert(source, destination, class_names=None, renames=None, force=False):
     `destination` is replaced only with `force` (it may be the only copy of fine-tuned
     weights). Returns the written WeightSet.
     """
-    check_destination_name(destination)
+    check_destination_name(destination, source)
     source, destination = Path(source), Path(destination)
     if destination.exists() and destination.resolve() == source.resolve():
         raise WeightsError(f"{destination}: is the source itself; choose another output")
-    if destination.is_dir():
-        raise WeightsError(f"{destination}: is a folder; --force replaces only files")
-    if (destination.exists() or destination.is_symlink()) and not force:
-        raise WeightsError(f"{destination}: already exists; pass --force to replace it")
     if destination.exists():  # --force replaces weights, never a photo or a feature file named by mistake
-        _refuse_unless_weights(destination, "--force")
+        _refuse_unless_weights(destination, "--force")  # (said at once, not "pass --force" first)
+        if not force:
+            raise WeightsError(f"{destination}: already holds weights; pass --force to replace them")
+    elif destination.is_symlink() and not force:  # a link to nothing: nothing to lose, but not replaced unasked
+        raise WeightsError(f"{destination}: already exists; pass --force to replace it")
     check_writable(destination, WeightsError)  # before reading a .caffemodel for seconds
     names_file = Path(class_names) if isinstance(class_names, (str, os.PathLike)) else None
     if names_file is not None:
@@ -144,16 +144,18 @@ def _refuse_unless_weights(path, forced_by):
                            f"replaced, even with {forced_by}; name another output, or remove it first if it should go")
 
 
-def check_destination_name(destination):
+def check_destination_name(destination, source=None):
     """An output that is no .npz name is refused, a folder (one typed `out/` too, not made yet)
-    with a name inside it."""
+    with a name inside it; the names suggested are the source's (`source`, when known)."""
     named_as_folder = str(destination).endswith(("/", os.sep))  # (a Path drops the slash)
     destination = Path(destination)
-    if named_as_folder or (destination.suffix.lower() != ".npz" and destination.is_dir()):
+    stem = Path(source).stem if source is not None else "bvlc_alexnet"
+    if named_as_folder or destination.is_dir():
         raise WeightsError(f"{destination}/: {'is' if destination.is_dir() else 'names'} a folder; the converted "
-                           f"file is one .npz: name it (e.g. {destination / 'bvlc_alexnet.npz'})")
+                           f"file is one .npz: name it (e.g. {destination / f'{stem}.npz'})")
     if destination.suffix.lower() != ".npz":
-        raise WeightsError(f"{destination}: the converted file must be an .npz (e.g. {destination.with_suffix('.npz')})")
+        own = stem if destination.stem.startswith(".") else destination.stem  # (`.npz` alone: a hidden file)
+        raise WeightsError(f"{destination}: the converted file must be an .npz (e.g. {destination.with_name(f'{own}.npz')})")
 
 
 def parse_renames(pairs):
