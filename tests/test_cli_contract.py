@@ -521,6 +521,10 @@ def test_a_finished_run_whose_weights_or_images_have_gone_is_still_said_to_be_fi
     assert returned["already_finished"] is True and returned["best_epoch"] == summary["best_epoch"]
     assert heard == [f"{runs['weights']}: already finished ({count} epochs; model.npz holds epoch {summary['best_epoch']}); "
                      f"nothing to resume; its checkpoint is kept: epochs=N over {count} trains it further"]
+    from alexft.errors import TrainingError
+
+    with pytest.raises(TrainingError, match="are not there; give weights=: that file, or another"):  # not --weights
+        finetune(resume=True, output=runs["weights"], epochs=count + 5, log=heard.append)
 
 
 def test_a_resume_on_the_same_weights_in_another_file_goes_on_and_says_so_once(fc8_run, canonical_weights_file,
