@@ -29,7 +29,7 @@ FINETUNE_KEYWORDS = {**_EITHER_ENTRY,
                      "--ten-crop": "ten_crop_val=True", "--ten-crop:": "ten_crop_val:",
                      "--mixed-precision": "mixed_precision=True", "--train LAYERS": "train=LAYERS",
                      "--lr auto": 'lr="auto"', "--epochs N": "epochs=N", "give DATA_DIR": "give data_dir",
-                     "give --weights: that file": "give weights=: that file",
+                     "give --weights: that file": "pass weights=PATH: that file",
                      "--cache/--no-cache: was --cache, now --no-cache": "cache: was True, now False",
                      "--cache/--no-cache: was --no-cache, now --cache": "cache: was False, now True"}
 EXPORT_KEYWORDS = {**_EITHER_ENTRY,

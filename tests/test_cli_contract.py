@@ -523,7 +523,7 @@ def test_a_finished_run_whose_weights_or_images_have_gone_is_still_said_to_be_fi
                      f"nothing to resume; its checkpoint is kept: epochs=N over {count} trains it further"]
     from alexft.errors import TrainingError
 
-    with pytest.raises(TrainingError, match="are not there; give weights=: that file, or another"):  # not --weights
+    with pytest.raises(TrainingError, match="are not there; pass weights=PATH: that file, or another"):  # not --weights
         finetune(resume=True, output=runs["weights"], epochs=count + 5, log=heard.append)
 
 
