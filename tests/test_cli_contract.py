@@ -592,7 +592,7 @@ def test_ctrl_c_while_the_arguments_are_read_stops_the_command_as_in_its_work(mo
     (a helper's, 3 of 3 tries at 0.25-0.3 s)."""
     from alexft.weights import tools
 
-    def stopped(destination):
+    def stopped(*args):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(tools, "check_destination_name", stopped)
