@@ -143,6 +143,17 @@ def _fsync_folder(folder):
         os.close(descriptor)
 
 
+def refuse_folder_for_file(path, what, example, error=AlexftError):
+    """Refuse an output that names a folder where one file is written: a folder that exists, or
+    one typed `out/` (a str as typed: a Path drops the slash), which need not exist yet. `what`
+    says what the file is; the message names `example` inside the folder to use instead."""
+    typed_as_folder = str(path).endswith(("/", os.sep))
+    folder = Path(path)
+    if typed_as_folder or folder.is_dir():
+        raise error(f"{folder}/: {'is' if folder.is_dir() else 'names'} a folder; {what}: name it "
+                    f"(e.g. {folder / example})")
+
+
 def missing_folders(folder):
     """`folder` and those of its parents that do not exist yet, deepest first: what a write that
     makes them should remove again if it fails (`remove_empty`)."""

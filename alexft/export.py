@@ -123,7 +123,8 @@ def export_as_command(weights, output, file_format=None, top_k=5, force=False, q
     """export for the command line: its errors name the command's flags."""
     check_weights_argument(weights)
     file_format = file_format or format_for(output)
-    output = ExportRequest(Path(output), file_format, top_k, quantization, precision, force).check().output
+    ExportRequest(output, file_format, top_k, quantization, precision, force).check()  # as typed: `out/` names a folder
+    output = Path(output)
     if isinstance(quantization, str) or calibration is not None:  # as on the command line, images listed now
         quantization = Quantization.from_options(quantization, calibration)
     module = None if file_format == "keras" else serving_module(weights, top_k=top_k, precision=precision)

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import check_writable
+from .atomic import check_writable, refuse_folder_for_file
 from .errors import AlexftError
 from .pipeline import check_count
 from .predict import PRECISIONS
@@ -33,7 +33,7 @@ class ExportRequest:
     or just its mode: `check` only asks whether there is one. `precision`: "bfloat16" holds a
     SavedModel's weights in bfloat16."""
 
-    output: Path
+    output: Path  # or a str as typed: `out/` names a folder
     file_format: str = "savedmodel"
     top_k: int = DEFAULT_TOP_K
     quantization: Quantization = None
@@ -68,11 +68,11 @@ class ExportRequest:
                                      f"{FORMAT_NAMES[self.file_format]}; name it for its format (e.g. {right}), or "
                                      "leave the format to the name")
         output = Path(self.output)
-        if self.file_format != "savedmodel" and output.is_dir() and not output.is_symlink():
+        if self.file_format != "savedmodel" and not output.is_symlink():
             # (--force replaced a folder, even a SavedModel, with a file of the folder's name)
             suffix = {"tflite": ".tflite", "keras": ".keras"}[self.file_format]
-            raise ExportError(f"{output}: is a folder; a {FORMAT_NAMES[self.file_format]} needs a file name, "
-                              f"e.g. {output / ('alexnet' + suffix)}")
+            refuse_folder_for_file(self.output, f"the export is one {FORMAT_NAMES[self.file_format]}", f"alexnet{suffix}",
+                                   ExportError)
         if self.file_format == "keras":
             self._check_keras()
         if output.exists() or output.is_symlink():
@@ -222,7 +222,7 @@ def export_model(weights, output, file_format=None, top_k=DEFAULT_TOP_K, force=F
             weights = resolve_weights(weights, download=False)
         if isinstance(quantization, str) or calibration is not None:  # as on the command line, images listed now
             quantization, calibration = Quantization.from_options(quantization, calibration), None
-        ExportRequest(Path(output), file_format or format_for(output), top_k, quantization, precision, force).check()
+        ExportRequest(output, file_format or format_for(output), top_k, quantization, precision, force).check()
     from .export import export  # TensorFlow, once the request is known to be sound
 
     return export(weights, output, file_format, top_k, force, quantization, precision, before_writing, calibration)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import archive_names, check_writable, what_it_holds, write_atomic, write_failure_cause, zip_failure
+from .atomic import archive_names, check_writable, refuse_folder_for_file, what_it_holds, write_atomic, write_failure_cause, zip_failure
 from .errors import AlexftError
 from .preprocess import path_list
 
@@ -38,12 +38,8 @@ def check_output(output, overwrite, option="overwrite=True"):
     if str(output) == "-":  # standard output, as for images on the way in: an .npz is a file of parts
         raise OutputNameError("-: features are written to an .npz file, which cannot go to standard output; "
                               "name one (e.g. features.npz)")
-    named_as_folder = str(output).endswith(("/", os.sep))  # `-o out/`, which need not exist yet
+    refuse_folder_for_file(output, "features are written as one .npz file", "features.npz", OutputNameError)
     output = Path(output)
-    if named_as_folder or (output.suffix.lower() != ".npz" and output.is_dir()):  # the file goes inside it
-        what = "is a folder" if output.is_dir() else "names a folder"
-        raise OutputNameError(f"{output}/: {what}; features are written as one .npz file: name it (e.g. "
-                              f"{output / 'features.npz'})")
     if output.suffix.lower() != ".npz":
         raise OutputNameError(f"{output}: features are written as .npz; name the output so (e.g. "
                               f"{_npz_name_for(output)})")

@@ -315,8 +315,9 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
          f"afile/metrics.json: cannot be written: {tmp_path / 'afile'} is not a folder"),
         (["finetune", str(small_digits_folder), "--output", "afile", *weights], 1,
          "afile: is a file, not a run folder; choose another --output"),
-        (["features", str(photo_paths()["coffee"]), "--output", "adir.npz", *weights], 1,
-         "adir.npz: exists and is not a file; --force replaces only files"),
+        # A folder named as a file is still a folder (it said "exists and is not a file"), as for convert.
+        (["features", str(photo_paths()["coffee"]), "--output", "adir.npz", *weights], 2,
+         "adir.npz/: is a folder; features are written as one .npz file: name it (e.g. adir.npz/features.npz)"),
         # (weights fetch takes a folder as --output, writing into it: test_weights_cli.py)
         (["weights", "convert", str(canonical_weights_file), "adir.npz", "--force"], 2,
          f"adir.npz/: is a folder; the converted file is one .npz: name it (e.g. adir.npz/{canonical_weights_file.stem}.npz)"),
@@ -326,8 +327,13 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
          f"cannot be written: {tmp_path / 'afile'} is not a folder"),
         (["export", "afile/x.tflite", "--format", "tflite", *weights], 1, "afile/x.tflite: cannot be written"),
         (["export", str(precious), "--force", *weights], 1, "exists and is not an earlier export"),
-        (["export", str(precious), "--format", "tflite", "--force", *weights], 1, "precious: is a folder; a TF Lite file "
-         "needs a file name, e.g. "),
+        (["export", str(precious), "--format", "tflite", "--force", *weights], 1, "precious/: is a folder; the export is one "
+         "TF Lite file: name it (e.g. "),
+        # Typed as a folder, not made yet: it wrote a TF Lite file named `later` (a Path drops the slash).
+        (["export", "later/", "--format", "tflite", *weights], 1, "later/: names a folder; the export is one TF Lite file: "
+         "name it (e.g. later/alexnet.tflite)"),
+        (["export", "m.keras/", *weights], 1, "m.keras/: names a folder; the export is one Keras file: name it "
+         "(e.g. m.keras/alexnet.keras)"),
         (["export", "afile", "--format", "tflite", "--force", *weights], 1, "exists and is not an earlier export"),
         (["export", "afile", *weights], 1, "afile: exists and is not an earlier export (a SavedModel folder, a TF Lite "
                                            "or a Keras file); remove it yourself or choose another OUTPUT"),

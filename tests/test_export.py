@@ -473,9 +473,13 @@ def test_an_earlier_savedmodel_folder_is_replaced_with_force_only(tmp_path):
     for folder, file_format, suffix in ((tmp_path / "m.tflite", "tflite", "tflite"), (empty, "tflite", "tflite"),
                                         (empty, "keras", "keras"), (earlier, "tflite", "tflite")):
         for force in (False, True):  # a folder is never replaced by a file of its name
-            with pytest.raises(ExportError, match=f"{folder.name}: is a folder; a .* needs a file name, "
-                                                  f"e.g. .*{folder.name}/alexnet.{suffix}$"):
+            with pytest.raises(ExportError, match=f"{folder.name}/: is a folder; the export is one .*: name it "
+                                                  rf"\(e.g. .*{folder.name}/alexnet.{suffix}\)$"):
                 ExportRequest(folder, file_format, force=force).check()
+    for file_format in ("tflite", "keras"):  # typed as a folder, not made yet (it wrote a file named `later`)
+        with pytest.raises(ExportError, match=rf"later/: names a folder; .*\(e.g. .*later/alexnet.{file_format}\)$"):
+            ExportRequest(f"{tmp_path / 'later'}/", file_format).check()
+    assert not (tmp_path / "later").exists()
     assert (earlier / "saved_model.pb").exists()
     (empty / "notes.txt").write_text("mine")
     with pytest.raises(ExportError, match="exists and is not an earlier export"):

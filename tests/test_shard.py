@@ -233,7 +233,9 @@ def test_feature_outputs_never_replace_another_kind_of_file(tmp_path):
                                    (".npz", OutputNameError, "\\.npz: features are written as \\.npz; name the output "
                                                              "so \\(e.g. .*/features.npz\\)"),
                                    ("weights.npz", AlexftError, "weights.npz: exists and is not a feature file"),
-                                   ("folder.npz", AlexftError, "folder.npz: exists and is not a file")):
+                                   # a folder named as a file is a folder still, as for convert
+                                   ("folder.npz", OutputNameError, "folder.npz/: is a folder; features are written as "
+                                                                   "one \\.npz file: name it \\(e\\.g\\. .*folder.npz/features.npz\\)")):
         with pytest.raises(error, match=message):
             merge_features([tmp_path / "a.npz"], tmp_path / output)
         with pytest.raises(error, match=message):

@@ -8,7 +8,7 @@ from .common import (EXIT_INPUT_FAILED, PathParam, fail_cleanly, note_top_k, pre
 
 
 @click.command(short_help="Export a model for serving: SavedModel, TF Lite or Keras.", epilog=examples.epilog("export"))
-@click.argument("output", type=PathParam())
+@click.argument("output", type=PathParam(as_text=True))  # `out/` keeps its slash: a folder, never a file of that name
 @weights_option
 @click.option("--format", "file_format", type=click.Choice(["savedmodel", "tflite", "keras"]),
               help="savedmodel: a folder for TF Serving (takes image bytes, or preprocessed views); tflite: one file for "

@@ -152,13 +152,18 @@ def _shape(array_facts):
     return str(tuple(array_facts["shape"]))
 
 
+def _destination_checked(ctx, param, value):
+    """convert's DESTINATION, a usage error if it is no .npz name; SOURCE, read first, names the
+    file suggested."""
+    source = ctx.params.get("source")
+    return _refused_as_usage(lambda path: _weights("tools").check_destination_name(path, source))(ctx, param, value)
+
+
 @weights_group.command("convert", short_help="Convert .npy, .npz or .caffemodel weights to .npz.",
                        epilog=examples.epilog("weights convert"))
 @click.argument("source", type=PathParam())  # a folder: "is a folder, not a weights file", status 1 as in info
 @click.argument("destination", type=PathParam(as_text=True),  # `out/` keeps its slash: a folder, said so
-                callback=lambda ctx, param, value: _refused_as_usage(  # (SOURCE, read first, names the example)
-                    lambda path: _weights("tools").check_destination_name(path, ctx.params.get("source")))(
-                    ctx, param, value))
+                callback=_destination_checked)
 @click.option("--class-names", type=PathParam(exists=True, dir_okay=False), help="Text file, one class name per line, stored with the weights.")
 @click.option("--rename", "renames", multiple=True, metavar="NAME=LAYER",
               callback=_refused_as_usage(lambda pairs: _weights("tools").parse_renames(pairs)),

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from .. import architecture as arch
-from ..atomic import archive_names, check_writable, what_it_holds
+from ..atomic import archive_names, check_writable, refuse_folder_for_file, what_it_holds
 from ..errors import WeightsError, warn_user
 from . import caffe
 from . import formats as weights_io
@@ -147,12 +147,9 @@ def _refuse_unless_weights(path, forced_by):
 def check_destination_name(destination, source=None):
     """An output that is no .npz name is refused, a folder (one typed `out/` too, not made yet)
     with a name inside it; the names suggested are the source's (`source`, when known)."""
-    named_as_folder = str(destination).endswith(("/", os.sep))  # (a Path drops the slash)
-    destination = Path(destination)
     stem = Path(source).stem if source is not None else "bvlc_alexnet"
-    if named_as_folder or destination.is_dir():
-        raise WeightsError(f"{destination}/: {'is' if destination.is_dir() else 'names'} a folder; the converted "
-                           f"file is one .npz: name it (e.g. {destination / f'{stem}.npz'})")
+    refuse_folder_for_file(destination, "the converted file is one .npz", f"{stem}.npz", WeightsError)
+    destination = Path(destination)
     if destination.suffix.lower() != ".npz":
         own = stem if destination.stem.startswith(".") else destination.stem  # (`.npz` alone: a hidden file)
         raise WeightsError(f"{destination}: the converted file must be an .npz (e.g. {destination.with_name(f'{own}.npz')})")
