@@ -275,7 +275,7 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["finetune", str(small_digits_folder), "--weights", "fc7.npz"], 1, "fc7.npz: a feature file (alexft features), not weights"),
         (["finetune", str(small_digits_folder), "--train", "all", "--weights", "cut.caffemodel"], 1, cut_caffemodel),
         (["clasify", "x.jpg"], 2, "No such command 'clasify'"),
-        (["classify", str(photo_paths()["chelsea"]), "--mean", "nope.binaryproto", *weights], 2, "does not exist"),
+        (["classify", str(photo_paths()["chelsea"]), "--mean", "nope.binaryproto", *weights], 2, "no such file"),
         (["features", str(photo_paths()["chelsea"]), "--output", "f.npz", "--mean", str(page), *weights], 1,
          "page.binaryproto: not a Caffe mean file"),
         # Where the results would go is checked first, not after minutes of work.
@@ -358,6 +358,16 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
          "(e.g. empty/missing.npz)"),
         (["weights", "convert", "missing.npy", ".npz"], 2, "must be an .npz (e.g. missing.npz)"),  # it said .npz.npz
         (["weights", "convert", "missing.npy", "x.npz", "--rename", "fc8_b"], 2, "expected NAME=LAYER"),
+        # A path that does not exist, with the name beside it that is near (a typo) when there is one:
+        # `finetune digitz` got click's "Directory 'digitz' does not exist."
+        (["finetune", "empyt", *weights], 2, "empyt: no such folder; did you mean 'empty'?"),
+        (["evaluate", "nothing_like_it", *weights], 2, "nothing_like_it: no such folder\n"),  # no guess
+        (["classify", "phot.png", *weights], 2, "phot.png: no such file or folder; did you mean 'photo.png'?"),
+        (["classify", str(photo_paths()["chelsea"]), "--mean", "page.binaryprot", *weights], 2,
+         "page.binaryprot: no such file; did you mean 'page.binaryproto'?"),
+        (["weights", "info", "afil"], 1, "afil: weights file not found; did you mean 'afile'?"),
+        (["classify", str(photo_paths()["chelsea"]), "--weights", str(canonical_weights_file)[:-1]], 1,
+         f"weights file not found; did you mean '{canonical_weights_file.parent}/"),
     ]
     # A mistyped setting in the environment, too.
     cases.append((["finetune", str(small_digits_folder), *weights], 1,

@@ -2,6 +2,7 @@
 inputs and the options several commands take. Nothing here imports TensorFlow."""
 import contextlib
 import functools
+import os
 import signal
 import sys
 import threading
@@ -29,6 +30,11 @@ class PathParam(click.Path):
     def convert(self, value, param, ctx):
         if isinstance(value, str) and not value.strip():
             self.fail("an empty path", param, ctx)
+        if self.exists and isinstance(value, str) and not os.path.lexists(value):  # (a dangling link: reading it says so)
+            from alexft.near_names import near_name_hint
+
+            kind = "folder" if not self.file_okay else "file" if not self.dir_okay else "file or folder"
+            self.fail(f"{value}: no such {kind}{near_name_hint(value)}", param, ctx)
         return super().convert(value, param, ctx)
 
 
@@ -193,10 +199,12 @@ class ImageInput(click.ParamType):
         except OSError:  # inside a folder that cannot be searched: reading it says why, for this input alone
             return Path(value)
         if not exists:  # one line, the name shown as a result's is (a newline in it had split the error)
+            from alexft.near_names import near_name_hint
+
             from .predict import shown_to
 
             shown = shown_to(sys.stderr, value).replace("\r", " ").replace("\n", " ")  # (other spaces stay as typed)
-            self.fail(f"{shown}: no such file or folder", param, ctx)
+            self.fail(f"{shown}: no such file or folder{near_name_hint(value)}", param, ctx)
         return Path(value)
 
 

@@ -1,5 +1,6 @@
 """Opening a weights file for reading, shared by every format's reader (formats, caffe)."""
 from ..errors import WeightsError
+from ..near_names import near_name_hint
 
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -10,7 +11,7 @@ def open_weights_file(path):
     try:
         return open(path, "rb")
     except FileNotFoundError:
-        raise WeightsError(f"{path}: weights file not found") from None
+        raise WeightsError(f"{path}: weights file not found{near_name_hint(path)}") from None
     except IsADirectoryError:
         raise WeightsError(f"{path}: is a folder, not a weights file") from None
     except OSError as error:

@@ -24,6 +24,7 @@ from typing import Optional
 
 from ..atomic import check_writable, write_text
 from ..errors import AlexftError, WeightsError
+from ..near_names import near_name_hint
 from ..urls import as_sent
 from . import formats as weights_io
 from .download import ChecksumMismatch, download_weights, file_digests, file_sha256
@@ -138,7 +139,7 @@ def resolve_weights(path=None, download=True, progress=None):
         if path.is_dir():
             raise WeightsError(f"{path}: is a folder, not a weights file" + _inside(path))
         if not path.is_file():
-            raise WeightsError(f"{path}: weights file not found")
+            raise WeightsError(f"{path}: weights file not found{near_name_hint(path)}")
         weights_io.quick_check(path)  # a broken file is said now, not after TensorFlow's start-up
         return path
     env = os.environ.get("ALEXFT_WEIGHTS")
