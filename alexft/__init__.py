@@ -46,9 +46,9 @@ _EXPORTS = {
     "imagenet_class_names": "weights",
     "resolve_weights": "weights.sources",
     "download_weights": "weights.download",
-    "fetch_weights": "weights.sources",
+    "fetch_weights": "weights.in_python",
     "describe_weights": ("weights.tools", "describe"),
-    "convert_weights": ("weights.tools", "convert"),
+    "convert_weights": "weights.in_python",
     "read_caffemodel": "weights.caffe",
     "read_mean_image": "weights.caffe",
     "export_model": "export_request",  # (checks the request, then imports export and TensorFlow)

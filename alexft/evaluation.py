@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from . import imagenet
-from .atomic import (json_text, missing_folders, remove_empty, remove_stale_temporaries, temporary_path,
-                     write_failure_cause)
+from .atomic import (check_writable, json_text, missing_folders, remove_empty, remove_stale_temporaries,
+                     temporary_path, write_failure_cause)
 from .data import (DataError, LabelledFiles, class_folders, class_index, folder_class, list_labelled,
                    loose_images_warning, quoted_names, SPLIT_NAMES, VALIDATION_NAMES)
 from .errors import AlexftError, warn_user
 from .pipeline import check_count, check_flags
+from .python_words import said_in_python_words
 from .preprocess import is_within  # noqa: F401  (the command line takes it from here)
 from .predict import as_predictor, predict_views
 from .weights.formats import default_class_names
@@ -342,9 +343,12 @@ def evaluate(predictor, files, ten_crop=False, batch_size=32, progress=None, rep
                         f"alexft.load_dataset(folder).val), not {type(files).__name__}")
     else:
         files = as_the_models_classes(files, predictor.class_names)
-    evaluation = measure(predictor, files, ten_crop, batch_size, progress)
-    if report is not None:
-        evaluation.write_report(report)
+    with said_in_python_words({}):  # (--report as report)
+        if report is not None:  # before the work, which would be lost (it was refused after it)
+            check_report_folder(report)
+        evaluation = measure(predictor, files, ten_crop, batch_size, progress)
+        if report is not None:
+            evaluation.write_report(report)
     return evaluation.summary
 
 
@@ -398,6 +402,13 @@ def _classes_left_unread(listed, used, class_names, shown=3):
 
 REPORT_FILES = ("metrics.json", "per_class.csv", "misclassified.csv", "confusion_matrix.csv", "confusion_matrix.png",
                 "top_losses.png")
+
+
+def check_report_folder(folder):
+    """Refuse, before any work, a report folder that cannot be written or holds files of the
+    user's under a report file's name."""
+    check_writable(Path(folder) / "metrics.json")
+    refuse_foreign_files(folder)
 
 
 def refuse_foreign_files(folder):

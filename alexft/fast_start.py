@@ -100,8 +100,13 @@ def _same_bytes_touched(saved, now, weights):
     return earlier == now and saved.get("sha256") == file_sha256(weights)
 
 
-def build_copy(weights):
-    """Write the TF Lite copy of `weights` into the cache (imports TensorFlow); return its path."""
+# What answers without the copy, as the caller's user asks for it (the command line's by default).
+SKIPPED_BY_COMMAND, SKIPPED_BY_PYTHON = "--runtime tensorflow", "alexft.load_predictor (TensorFlow)"
+
+
+def build_copy(weights, skipped_by=SKIPPED_BY_COMMAND):
+    """Write the TF Lite copy of `weights` into the cache (imports TensorFlow); return its path.
+    `skipped_by`: what the announcement names as the way to go without it."""
     from .quiet import import_tensorflow_quietly
 
     model, record = copy_paths(weights)
@@ -121,7 +126,7 @@ def build_copy(weights):
 
     start = time.perf_counter()
     log.warning("building a LiteRT copy of %s in %s, once, so that short classify calls start without "
-                "TensorFlow (about half a minute; --runtime tensorflow skips it)", weights, model.parent)
+                "TensorFlow (about half a minute; %s skips it)", weights, model.parent, skipped_by)
     source = _identity(weights)  # taken first: a file replaced while it is read is not mistaken for this one
     digest = file_sha256(weights)  # before the build too: bytes replaced meanwhile never match it
     module = serving_module(weights)
@@ -184,15 +189,16 @@ def _gone(path):
     return False
 
 
-def load_litert_predictor(weights, preprocessing=None, build=True):
+def load_litert_predictor(weights, preprocessing=None, build=True, skipped_by=SKIPPED_BY_PYTHON):
     """A predictor on LiteRT for `weights`, building its copy first if needed (with `build`,
-    else None when there is none). Same interface as predict.Predictor."""
+    else None when there is none). Same interface as predict.Predictor. `skipped_by`: see
+    build_copy."""
     copy = current_copy(weights)
     if copy is None and build:
         with _build_lock(weights, wait=True):  # two first calls at once (xargs -P): one builds, the other waits
             copy = current_copy(weights)
             if copy is None:
-                build_copy(weights)
+                build_copy(weights, skipped_by)
                 copy = current_copy(weights)
     if copy is None:
         return None

@@ -647,6 +647,29 @@ def test_a_report_that_cannot_be_written_loses_none_of_the_figures(centre_evalua
     assert not report.exists()  # made for the report, it is removed again (it had stayed, empty)
 
 
+def test_the_python_evaluate_refuses_a_report_folder_before_the_work(evaluation, held_out_folder, tmp_path, monkeypatch):
+    """A report folder holding a metrics.json of the user's was refused only after the whole
+    evaluation (hours on ImageNet's val set), and in the command's words (--report)."""
+    import alexft
+    from alexft import evaluation as evaluating
+    from alexft.errors import AlexftError
+
+    _, _, model = evaluation
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "metrics.json").write_text('{"accuracy": 0.93}')
+    (tmp_path / "afile").write_text("a file")
+    measured = []
+    monkeypatch.setattr(evaluating, "measure", lambda *args: measured.append(args))
+    predictor = alexft.load_predictor(model, download=False)
+    for report, said in ((mine, r"mine: metrics\.json there is not from an alexft report, and the report would "
+                                r"replace it; choose another report folder$"),
+                         (tmp_path / "afile" / "report", r"afile/report/metrics\.json: cannot be written")):
+        with pytest.raises(AlexftError, match=said):
+            alexft.evaluate(predictor, held_out_folder, report=report)
+    assert not measured and (mine / "metrics.json").read_text() == '{"accuracy": 0.93}'
+
+
 def test_the_python_evaluate_takes_a_folder_as_the_command_does(evaluation, held_out_folder):
     import alexft
 

@@ -2,6 +2,7 @@
 reference, without importing it; the copy is built once per weights file and rebuilt when the
 file changes."""
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -49,9 +50,10 @@ def test_the_litert_copy_of_the_canonical_npy_agrees_with_tensorflow(canonical_w
         lite.probabilities(np.zeros((1, 300, 300, 3), np.uint8))
 
 
-def test_the_copy_agrees_where_the_softmax_is_sharp(canonical_params, tmp_path):
+def test_the_copy_agrees_where_the_softmax_is_sharp(canonical_params, tmp_path, caplog):
     """Generated weights give a flat softmax (top class ~3%); fc8 x 40 makes it confident, where
-    a difference in the logits shows in the probabilities."""
+    a difference in the logits shows in the probabilities. The build is announced in Python's
+    words (it named --runtime tensorflow to a Python caller)."""
     from alexft import weights as weights_io
 
     params = {name: [array.copy() for array in arrays] for name, arrays in canonical_params.items()}
@@ -62,7 +64,10 @@ def test_the_copy_agrees_where_the_softmax_is_sharp(canonical_params, tmp_path):
     views = _views(ten_crop=False)
     expected = _tensorflow_probabilities(sharp, views)
     assert expected.max(axis=1).min() > 0.5  # the case this test is about
-    lite = fast_start.load_litert_predictor(sharp)
+    with caplog.at_level(logging.WARNING, logger="alexft.fast_start"):
+        lite = fast_start.load_litert_predictor(sharp)
+    assert "building a LiteRT copy" in caplog.text and "alexft.load_predictor (TensorFlow) skips it" in caplog.text
+    assert "--runtime" not in caplog.text
     assert lite.class_names == names
     got = lite.probabilities(views)
     assert np.abs(got - expected).max() <= 1e-5
@@ -84,6 +89,7 @@ def test_auto_answers_on_tensorflow_builds_once_then_starts_without_it(canonical
     first = _classify("--weights", canonical_weights_file, "--json", *photos, cache=cache)
     assert first.returncode == 0, first.stderr
     assert "building a LiteRT copy" in first.stderr and "tensorflow imported: True" in first.stderr
+    assert "--runtime tensorflow skips it" in first.stderr
     # The results came before the build, whose converter worked beside the copy and left nothing.
     assert first.stdout.count("\n") == 2
     assert not list(cache.rglob(".*.tmp-*")) and list(cache.rglob("*.tflite"))

@@ -77,6 +77,12 @@ def test_fetch_writes_only_to_a_weights_files_name(tmp_path, canonical_bytes):
             f"Error: {disguised}: exists and is not a weights file, so --force does not replace it; remove it first if "
             "it should go"], result.stderr
         assert disguised.read_bytes() == photo.read_bytes()
+        import alexft  # the same refusal in Python's words (it named --force to a Python caller)
+
+        with pytest.raises(WeightsError, match=r"photo\.npz: exists and is not a weights file, so force=True does not "
+                                               r"replace it; remove it first if it should go$"):
+            alexft.fetch_weights(url=f"{url}/w.npz", output=disguised, force=True)
+        assert disguised.read_bytes() == photo.read_bytes()
         # A folder takes the download under the URL's name, as wget -P does; one not made yet is said to be missing
         result = run("weights", "fetch", "--url", f"{url}/w.npz", "-o", f"{tmp_path / 'dl'}/")
         assert result.exit_code == 2 and f"{tmp_path / 'dl'}: no such folder to download into (make it first: mkdir -p " \
@@ -834,3 +840,19 @@ def test_a_failed_fetch_leaves_no_folder_it_made(tmp_path):
     (tmp_path / "mine").mkdir()  # a folder that was there stays, empty or not
     CliRunner().invoke(main, ["weights", "fetch", "--url", "http://127.0.0.1:9/w.npy", "-o", str(tmp_path / "mine" / "x.npy")])
     assert [path.name for path in tmp_path.iterdir()] == ["mine"]
+
+
+def test_python_converts_name_its_keywords_where_the_command_names_its_flags(canonical_weights_file, tmp_path):
+    """alexft.convert_weights said "pass --force" and "--rename" to a Python caller (a helper's trial)."""
+    import alexft
+    from alexft.errors import WeightsError
+
+    output = tmp_path / "w.npz"
+    alexft.convert_weights(canonical_weights_file, output)
+    with pytest.raises(WeightsError, match=r"w\.npz: already holds weights; pass force=True to replace them$"):
+        alexft.convert_weights(canonical_weights_file, output)
+    with pytest.raises(WeightsError, match=r": renames applies to \.caffemodel files"):
+        alexft.convert_weights(canonical_weights_file, tmp_path / "r.npz", renames={"fc8_flickr": "fc8"})
+    assert alexft.convert_weights(canonical_weights_file, output, force=True).num_classes == 1000
+    result = run("weights", "convert", canonical_weights_file, output)  # the command keeps its flags
+    assert result.exit_code == 1 and "already holds weights; pass --force to replace them" in result.stderr

@@ -90,7 +90,8 @@ def _litert_predictor(weights, preprocessing, runtime):
     from alexft import fast_start
 
     try:
-        return fast_start.load_litert_predictor(weights, preprocessing, build=runtime == "litert")
+        return fast_start.load_litert_predictor(weights, preprocessing, build=runtime == "litert",
+                                                skipped_by=fast_start.SKIPPED_BY_COMMAND)
     except fast_start.FastStartError as error:
         if runtime == "litert":
             raise
@@ -240,7 +241,6 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
         raise click.UsageError("--root is the folder --list paths are relative to; with DATA it has no meaning")
     _check_runtime_installed(runtime, ctx)
     from alexft import weights as weights_io
-    from alexft.atomic import check_writable
 
     if data is not None:  # the layout first: the class names it is matched to come with the weights
         from alexft.data import DataError, class_folders
@@ -249,7 +249,7 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
             raise DataError(f"{data}: no class sub-folders; expected {data}/<class name>/<images>")
         _warn_of_loose_images(data)
     from alexft.errors import AlexftError
-    from alexft.evaluation import is_within, labelled_folder, labelled_list, measure, refuse_foreign_files
+    from alexft.evaluation import check_report_folder, is_within, labelled_folder, labelled_list, measure
 
     listed = None
     if list_file is not None:  # its form and whereabouts now; the labels' range needs the model's classes
@@ -258,8 +258,7 @@ def evaluate(ctx, data, weights, list_file, root, ten_crop, batch_size, report, 
         if data is not None and is_within(report, data):  # its figures would be taken for images next time
             raise click.UsageError(f"--report {report} is inside {data}, the class folders being evaluated; "
                                    "choose a folder outside it")
-        check_writable(report / "metrics.json")  # before the work, which would be lost
-        refuse_foreign_files(report)
+        check_report_folder(report)  # before the work, which would be lost
     # The weights are read before TensorFlow starts: folders or labels that do not match their
     # classes are said at once, not after its seconds of start-up.
     if data is not None and weights is None and _defaults_to_download():
