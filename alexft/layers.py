@@ -219,6 +219,28 @@ class ClassifierModel(keras.Model):
     def call(self, inputs, training=None, mask=None):
         return super().call(_sides_checked(inputs, self.inputs[0].shape), training=training, mask=mask)
 
+    def __call__(self, *args, **kwargs):
+        if args:
+            self._refuse_raw_pixels(args[0])
+        return super().__call__(*args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        self._refuse_raw_pixels(x)
+        declared = self.inputs[0].shape
+        if len(getattr(x, "shape", ())) == 4 and len(declared) == 4:  # the whole array, before Keras batches it:
+            _check_sides(list(x.shape[1:3]), list(declared[1:3]))  # in its graph, the check is pages of TensorFlow
+        return super().predict(x, *args, **kwargs)
+
+    def _refuse_raw_pixels(self, images):
+        """Whole-number pixels (an image as read, uint8) given to a model that takes floats have not
+        been through preprocess_input: they were scored, as nonsense, without a word."""
+        given, declared = getattr(images, "dtype", None), self.inputs[0].dtype
+        if given is None or len(self.inputs) != 1 or not tf.as_dtype(declared).is_floating:
+            return  # (a model with the preprocessing inside takes uint8 images)
+        if tf.as_dtype(given).is_integer:
+            raise ValueError(f"images of {tf.as_dtype(given).name} pixels: the model takes preprocessed views, float "
+                             "(alexft.preprocess_input makes them from images)")
+
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)

@@ -366,6 +366,11 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["classify", str(photo_paths()["chelsea"]), "--mean", "page.binaryprot", *weights], 2,
          "page.binaryprot: no such file; did you mean 'page.binaryproto'?"),
         (["weights", "info", "afil"], 1, "afil: weights file not found; did you mean 'afile'?"),
+        # A URL where a weights file goes (it lost a slash as a path: "https:/example.com/w.npy: ... not found").
+        (["classify", str(photo_paths()["chelsea"]), "--weights", "https://example.com/w.npy"], 2,
+         "https://example.com/w.npy: a URL, and weights are read from a file: download it first (alexft weights fetch "
+         "--url URL on the command line"),
+        (["weights", "convert", "ftp://example.com/w.npy", "w.npz"], 2, "ftp://example.com/w.npy: a URL, and weights"),
         (["classify", str(photo_paths()["chelsea"]), "--weights", str(canonical_weights_file)[:-1]], 1,
          f"weights file not found; did you mean '{canonical_weights_file.parent}/"),
     ]

@@ -1207,10 +1207,32 @@ def test_a_227_model_refuses_other_sizes_also_after_its_first_call(canonical_wei
     scored without a word, and 300x300 failed deep in fc6."""
     model = alexft.AlexNet(weights=canonical_weights_file)
     assert model.predict(np.zeros((1, 227, 227, 3), "float32"), verbose=0).shape == (1, 1000)
-    for side in (224, 300):
-        with pytest.raises(tf.errors.InvalidArgumentError, match=r"do not suit the model: it takes 227x227 pixels "
-                                                                  r"\(preprocess_input makes them\)"):
+    for side in (224, 300):  # an array: said in one line before Keras batches it (it was pages of TensorFlow's)
+        with pytest.raises(ValueError, match=rf"^images of {side}x{side} pixels: it takes 227x227 pixels "
+                                             r"\(preprocess_input makes them\)$"):
             model.predict(np.zeros((1, side, side, 3), "float32"), verbose=0)
+    # Batches whose sides are known only when they come: checked in the graph.
+    batches = tf.data.Dataset.from_generator(lambda: iter([np.zeros((1, 224, 224, 3), "float32")]),
+                                             output_signature=tf.TensorSpec((None, None, None, 3), tf.float32))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"do not suit the model: it takes 227x227 pixels "
+                                                              r"\(preprocess_input makes them\)"):
+        model.predict(batches, verbose=0)
+
+
+def test_whole_number_pixels_are_refused_unless_the_model_holds_the_preprocessing(canonical_weights_file):
+    """uint8 pixels as read, never through preprocess_input, were scored as nonsense without a
+    word (a helper's trial); a model with the preprocessing inside takes them."""
+    model = alexft.AlexNet(weights=canonical_weights_file)
+    pixels = np.zeros((1, 227, 227, 3), "uint8")
+    said = r"^images of uint8 pixels: the model takes preprocessed views, float \(alexft.preprocess_input makes them"
+    for call in (lambda: model.predict(pixels, verbose=0), lambda: model(pixels), lambda: model(tf.constant(pixels)),
+                 lambda: model.predict(pixels.astype("int32"), verbose=0)):
+        with pytest.raises(ValueError, match=said.replace("uint8", "u?int(8|32)")):
+            call()
+    raw = keras.Input((None, None, 3), dtype="uint8")
+    inside = alexft.AlexNet(weights=canonical_weights_file, input_tensor=alexft.preprocess_input(raw))
+    photo = np.random.default_rng(0).integers(0, 256, (1, 300, 280, 3)).astype("uint8")
+    np.testing.assert_allclose(inside.predict(photo, verbose=0), inside(photo).numpy(), atol=1e-6)
 
 
 def test_the_python_api_reads_an_image_named_twice_once(predictor, small_digits_folder, tmp_path):

@@ -332,3 +332,14 @@ def test_the_notebooks_take_the_weights_the_command_line_finds(tmp_path, monkeyp
     assert demo.weights_or_generated(said.append) == ("generated", False)
     assert said[-1].startswith(f"{tmp_path / 'typo.npz'}: weights file not found (named by $ALEXFT_WEIGHTS): using "
                                "GENERATED RANDOM WEIGHTS")
+
+
+def test_a_url_given_as_the_weights_is_told_to_be_downloaded_first():
+    """weights="ftp://host/w.npy" said "ftp:/host/w.npy: weights file not found" (a path drops a slash)."""
+    import alexft
+
+    for call in (lambda: alexft.load_predictor("https://example.com/bvlc_alexnet.npy", download=False),
+                 lambda: alexft.AlexNet(weights="ftp://example.com/w.npz")):
+        with pytest.raises(WeightsError, match=r"^(https|ftp)://example\.com/\S+: a URL, and weights are read from a "
+                                               r"file: download it first \(.*alexft\.fetch_weights\(url=URL\) in Python\)"):
+            call()

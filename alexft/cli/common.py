@@ -23,13 +23,21 @@ class PathParam(click.Path):
     """A path option or argument (a `pathlib.Path`) that may not be empty: `Path("")` is the
     current folder, so `-o "$RUN"` with RUN unset would have written a run into it."""
 
-    def __init__(self, as_text=False, **kwargs):
+    def __init__(self, as_text=False, weights=False, **kwargs):
         # as_text: the value as typed, a trailing slash kept (a Path drops it): `-o out/` names a folder
         super().__init__(path_type=str if as_text else Path, **kwargs)
+        self.weights = weights  # a weights file's: a URL is told how to become one
 
     def convert(self, value, param, ctx):
         if isinstance(value, str) and not value.strip():
             self.fail("an empty path", param, ctx)
+        if self.weights and isinstance(value, str):  # (as a Path it lost a slash: "http:/host/w.npy: not found")
+            from alexft.weights.sources import WeightsError, check_weights_argument
+
+            try:
+                check_weights_argument(value)
+            except WeightsError as error:
+                self.fail(str(error), param, ctx)
         if self.exists and isinstance(value, str) and not os.path.lexists(value):  # (a dangling link: reading it says so)
             from alexft.near_names import near_name_hint
 
@@ -269,7 +277,7 @@ def read_weights(weights, progress=None, skip=()):
 
 weights_option = click.option(
     "--weights",
-    type=PathParam(),  # a folder is refused by the weights' own check, which says what it holds
+    type=PathParam(weights=True),  # a folder is refused by the weights' own check, which says what it holds
     help="Weights file (.npz, .npy or .caffemodel). Default: $ALEXFT_WEIGHTS, weights/bvlc_alexnet.{npz,npy,caffemodel}, "
          "the same in the cache, else download (weights/README.md).",
 )

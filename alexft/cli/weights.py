@@ -83,7 +83,7 @@ def weights_fetch(url, sha256, sha1, output, force, progress):
 
 @weights_group.command("info", short_help="Describe a weights file: format, source, layers, classes.",
                        epilog=examples.epilog("weights info"))
-@click.argument("file", type=PathParam())  # a folder is said as such, in --json too
+@click.argument("file", type=PathParam(weights=True))  # a folder is said as such, in --json too
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 @click.pass_context
 @fail_cleanly
@@ -161,7 +161,7 @@ def _destination_checked(ctx, param, value):
 
 @weights_group.command("convert", short_help="Convert .npy, .npz or .caffemodel weights to .npz.",
                        epilog=examples.epilog("weights convert"))
-@click.argument("source", type=PathParam())  # a folder: "is a folder, not a weights file", status 1 as in info
+@click.argument("source", type=PathParam(weights=True))  # a folder: "is a folder, not a weights file", status 1 as in info
 @click.argument("destination", type=PathParam(as_text=True),  # `out/` keeps its slash: a folder, said so
                 callback=_destination_checked)
 @click.option("--class-names", type=PathParam(exists=True, dir_okay=False), help="Text file, one class name per line, stored with the weights.")

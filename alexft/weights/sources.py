@@ -119,6 +119,11 @@ def check_weights_argument(weights):
                                                        "WeightSet)" if hasattr(weights, "get_layer") else ""))
     if isinstance(weights, str) and not weights.strip():  # ("" was read as the current folder)
         raise WeightsError(f"weights: an empty path {weights!r}; give a weights file, or leave it out for the default ones")
+    if isinstance(weights, str) and re.match(r"[a-zA-Z][\w+.-]*://", weights) and not os.path.exists(weights):
+        # (a path drops a slash: it said "http:/host/w.npy: weights file not found")
+        raise WeightsError(f"{weights}: a URL, and weights are read from a file: download it first (alexft weights "
+                           "fetch --url URL on the command line, alexft.fetch_weights(url=URL) in Python), then give "
+                           "the file's path")
 
 
 def names_the_defaults(weights):
