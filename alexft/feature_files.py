@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import archive_names, check_writable, refuse_folder_for_file, what_it_holds, write_atomic, write_failure_cause, zip_failure
+from .atomic import (archive_names, check_writable, refuse_folder_for_file, what_it_holds, write_atomic,
+                     write_failure_cause, zip_failure)
 from .errors import AlexftError
 from .preprocess import path_list
 

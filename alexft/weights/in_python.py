@@ -15,5 +15,4 @@ def _in_python_words(function, keywords):
 
 
 convert_weights = _in_python_words(tools.convert, {"--force": "force=True", "--rename": "renames"})
-fetch_weights = _in_python_words(sources.fetch_weights, {"--force": "force=True", "--weights PATH": "weights=PATH",
-                                                         "--output": "output"})
+fetch_weights = _in_python_words(sources.fetch_weights, {"--force": "force=True", "--weights PATH": "weights=PATH"})
