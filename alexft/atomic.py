@@ -146,12 +146,19 @@ def _fsync_folder(folder):
 def refuse_folder_for_file(path, what, example, error=AlexftError):
     """Refuse an output that names a folder where one file is written: a folder that exists, or
     one typed `out/` (a str as typed: a Path drops the slash), which need not exist yet. `what`
-    says what the file is; the message names `example` inside the folder to use instead."""
+    says what the file is; the message names a file to use instead (`example`, inside it)."""
     typed_as_folder = str(path).endswith(("/", os.sep))
     folder = Path(path)
-    if typed_as_folder or folder.is_dir():
-        raise error(f"{folder}/: {'is' if folder.is_dir() else 'names'} a folder; {what}: name it "
-                    f"(e.g. {folder / example})")
+    if not (typed_as_folder or folder.is_dir()):
+        return
+    shown = str(path) if typed_as_folder else f"{folder}{os.sep}"  # (`/` stays `/`, not `//`)
+    if folder.is_dir():
+        raise error(f"{shown}: is a folder; {what}: name it (e.g. {folder / example})")
+    if folder.exists():  # `afile/`: a file has the folder's name
+        raise error(f"{shown}: names a folder, but {folder} is a file; {what}: name it (e.g. {folder.parent / example})")
+    # `m.keras/` meant m.keras itself; `out/` a folder to make, the file inside it
+    meant = folder if folder.suffix.lower() == Path(example).suffix.lower() else folder / example
+    raise error(f"{shown}: names a folder; {what}: name it (e.g. {meant})")
 
 
 def missing_folders(folder):

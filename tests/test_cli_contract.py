@@ -109,6 +109,11 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
     page = tmp_path / "page.binaryproto"
     page.write_bytes(b"<!DOCTYPE html><html>moved</html>")
     (tmp_path / "afile").write_text("a file, not a folder")
+    (tmp_path / "dangling.npy").symlink_to("nowhere.npy")
+    os.mkfifo(tmp_path / "pipe.npy")
+    (tmp_path / "img_15.png").write_bytes(b"")
+    (tmp_path / "img_25.png").write_bytes(b"")
+    (tmp_path / "caf\u00e9").mkdir()  # composed; typed decomposed, it looks the same
     (tmp_path / "adir.npz").mkdir()  # a folder where an output file would go
     (tmp_path / "mine").mkdir()  # the user's own figures, under a name a report writes
     (tmp_path / "mine" / "metrics.json").write_text('{"accuracy": 0.93}')
@@ -333,7 +338,9 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["export", "later/", "--format", "tflite", *weights], 1, "later/: names a folder; the export is one TF Lite file: "
          "name it (e.g. later/alexnet.tflite)"),
         (["export", "m.keras/", *weights], 1, "m.keras/: names a folder; the export is one Keras file: name it "
-         "(e.g. m.keras/alexnet.keras)"),
+         "(e.g. m.keras)"),  # the name meant, without its slash
+        (["export", "afile/", "--format", "tflite", *weights], 1, "afile/: names a folder, but afile is a file; the export "
+         "is one TF Lite file: name it (e.g. alexnet.tflite)"),
         (["export", "afile", "--format", "tflite", "--force", *weights], 1, "exists and is not an earlier export"),
         (["export", "afile", *weights], 1, "afile: exists and is not an earlier export (a SavedModel folder, a TF Lite "
                                            "or a Keras file); remove it yourself or choose another OUTPUT"),
@@ -370,7 +377,24 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["classify", str(photo_paths()["chelsea"]), "--weights", "https://example.com/w.npy"], 2,
          "https://example.com/w.npy: a URL, and weights are read from a file: download it first (alexft weights fetch "
          "--url URL on the command line"),
-        (["weights", "convert", "ftp://example.com/w.npy", "w.npz"], 2, "ftp://example.com/w.npy: a URL, and weights"),
+        (["weights", "convert", "ftp://example.com/w.npy", "w.npz"], 2, "ftp://example.com/w.npy: weights are read "
+         "from a file, not from a URL (ftp://): copy it to this machine"),  # (weights fetch takes http(s) only)
+        (["weights", "info", f"file://{tmp_path}/a%20b.npy"], 2, f"a file URL: give the file's path itself ({tmp_path}/a b.npy)"),
+        # What is there but no file to read, said as such (a guess had offered the very name typed; a
+        # named pipe was waited on for ever).
+        (["classify", str(photo_paths()["chelsea"]), "--weights", "dangling.npy"], 1,
+         "dangling.npy: broken symbolic link (to nowhere.npy)\n"),
+        (["weights", "info", "pipe.npy"], 1, "pipe.npy: not a regular file (a named pipe or a device); weights are read from a file"),
+        (["weights", "convert", "pipe.npy", "p.npz"], 1, "pipe.npy: not a regular file"),
+        # A file where a folder must be, and the other way round (click's "Directory 'afile' is a file.").
+        (["evaluate", "afile", *weights], 2, "afile: is a file, not a folder"),
+        (["classify", str(photo_paths()["chelsea"]), "--mean", "empty", *weights], 2, "empty: is a folder, not a file"),
+        (["evaluate", "dangling.npy", *weights], 2, "dangling.npy: broken symbolic link (to nowhere.npy)"),
+        (["evaluate", "afil", *weights], 2, "afil: no such folder\n"),  # afile is a file: no folder to guess
+        # Names as near as each other get no guess; case or Unicode form alone is a guess.
+        (["classify", "img_5.png", *weights], 2, "img_5.png: no such file or folder\n"),
+        (["classify", "PHOTO.PNG", *weights], 2, "PHOTO.PNG: no such file or folder; did you mean 'photo.png'?"),
+        (["evaluate", "cafe\u0301", *weights], 2, "no such folder; did you mean 'caf\u00e9'?"),
         (["classify", str(photo_paths()["chelsea"]), "--weights", str(canonical_weights_file)[:-1]], 1,
          f"weights file not found; did you mean '{canonical_weights_file.parent}/"),
     ]

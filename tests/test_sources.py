@@ -338,8 +338,19 @@ def test_a_url_given_as_the_weights_is_told_to_be_downloaded_first():
     """weights="ftp://host/w.npy" said "ftp:/host/w.npy: weights file not found" (a path drops a slash)."""
     import alexft
 
-    for call in (lambda: alexft.load_predictor("https://example.com/bvlc_alexnet.npy", download=False),
-                 lambda: alexft.AlexNet(weights="ftp://example.com/w.npz")):
-        with pytest.raises(WeightsError, match=r"^(https|ftp)://example\.com/\S+: a URL, and weights are read from a "
-                                               r"file: download it first \(.*alexft\.fetch_weights\(url=URL\) in Python\)"):
-            call()
+    with pytest.raises(WeightsError, match=r"^https://example\.com/\S+: a URL, and weights are read from a file: "
+                                           r"download it first \(.*alexft\.fetch_weights\(url=URL\) in Python\)"):
+        alexft.load_predictor("https://example.com/bvlc_alexnet.npy", download=False)
+    with pytest.raises(WeightsError, match=r"^ftp://example\.com/w\.npz: weights are read from a file, not from a URL "
+                                           r"\(ftp://\): copy it to this machine, then give its path$"):
+        alexft.AlexNet(weights="ftp://example.com/w.npz")  # (alexft downloads http(s) only)
+
+
+def test_imagenet_names_the_default_weights_also_as_the_command_line_passes_it(tmp_path, monkeypatch):
+    """`--weights imagenet`, as Keras' weights="imagenet", was looked for as a file named imagenet
+    (the command line passes a Path)."""
+    monkeypatch.chdir(tmp_path)
+    assert sources.names_the_defaults("imagenet") and sources.names_the_defaults(Path("ImageNet"))
+    assert not sources.names_the_defaults(Path("weights/imagenet"))
+    (tmp_path / "imagenet").write_bytes(b"a file of the user's")  # a file of that name is that file
+    assert not sources.names_the_defaults(Path("imagenet")) and not sources.names_the_defaults("imagenet")

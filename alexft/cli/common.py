@@ -2,7 +2,6 @@
 inputs and the options several commands take. Nothing here imports TensorFlow."""
 import contextlib
 import functools
-import os
 import signal
 import sys
 import threading
@@ -38,12 +37,18 @@ class PathParam(click.Path):
                 check_weights_argument(value)
             except WeightsError as error:
                 self.fail(str(error), param, ctx)
-        if self.exists and isinstance(value, str) and not os.path.lexists(value):  # (a dangling link: reading it says so)
-            from alexft.near_names import near_name_hint
+        if self.exists and isinstance(value, str):  # said as the other inputs are (not "Directory 'x' does not exist.")
+            from alexft.missing_paths import path_problem
 
-            kind = "folder" if not self.file_okay else "file" if not self.dir_okay else "file or folder"
-            self.fail(f"{value}: no such {kind}{near_name_hint(value)}", param, ctx)
+            problem = path_problem(value, "folder" if not self.file_okay else "file" if not self.dir_okay else
+                                   "file or folder")
+            if problem:
+                self.fail(f"{_one_line(value)}: {problem}", param, ctx)
         return super().convert(value, param, ctx)
+
+
+def _one_line(text):
+    return text.replace("\r", " ").replace("\n", " ")  # (a newline in a name had split the error over two lines)
 
 
 def fail_cleanly(function):
@@ -207,11 +212,11 @@ class ImageInput(click.ParamType):
         except OSError:  # inside a folder that cannot be searched: reading it says why, for this input alone
             return Path(value)
         if not exists:  # one line, the name shown as a result's is (a newline in it had split the error)
-            from alexft.near_names import near_name_hint
+            from alexft.missing_paths import near_name_hint
 
             from .predict import shown_to
 
-            shown = shown_to(sys.stderr, value).replace("\r", " ").replace("\n", " ")  # (other spaces stay as typed)
+            shown = _one_line(shown_to(sys.stderr, value))  # (other spaces stay as typed)
             self.fail(f"{shown}: no such file or folder{near_name_hint(value)}", param, ctx)
         return Path(value)
 

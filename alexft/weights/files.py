@@ -1,7 +1,11 @@
 """Opening a weights file for reading, shared by every format's reader (formats, caffe)."""
-from ..errors import WeightsError
-from ..near_names import near_name_hint
+import os
+import stat
 
+from ..errors import WeightsError
+from ..missing_paths import path_problem
+
+NOT_REGULAR = "not a regular file (a named pipe or a device); weights are read from a file"
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"
 
@@ -9,9 +13,11 @@ ZIP_MAGIC = b"PK\x03\x04"
 def open_weights_file(path):
     """Open a weights file for reading, or raise WeightsError saying why not (every reader uses this)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode) and not os.path.isdir(path):
+            raise WeightsError(f"{path}: {NOT_REGULAR}")  # (a named pipe was waited on for ever)
         return open(path, "rb")
     except FileNotFoundError:
-        raise WeightsError(f"{path}: weights file not found{near_name_hint(path)}") from None
+        raise WeightsError(f"{path}: {missing_weights_said(path)}") from None
     except IsADirectoryError:
         raise WeightsError(f"{path}: is a folder, not a weights file") from None
     except OSError as error:
@@ -24,3 +30,10 @@ def read_head(path):
     if not head:
         raise WeightsError(f"{path}: weights file is empty")
     return head
+
+
+def missing_weights_said(path):
+    """Why a weights file that could not be found is not there: a broken link, a loop, or missing
+    (with the file's name likely meant)."""
+    problem = path_problem(path, "file")
+    return problem.replace("no such file", "weights file not found", 1) if problem else "weights file not found"

@@ -24,9 +24,9 @@ from typing import Optional
 
 from ..atomic import check_writable, write_text
 from ..errors import AlexftError, WeightsError
-from ..near_names import near_name_hint
 from ..urls import as_sent
 from . import formats as weights_io
+from .files import NOT_REGULAR, missing_weights_said
 from .download import ChecksumMismatch, download_weights, file_digests, file_sha256
 from .tools import convert
 
@@ -119,17 +119,37 @@ def check_weights_argument(weights):
                                                        "WeightSet)" if hasattr(weights, "get_layer") else ""))
     if isinstance(weights, str) and not weights.strip():  # ("" was read as the current folder)
         raise WeightsError(f"weights: an empty path {weights!r}; give a weights file, or leave it out for the default ones")
-    if isinstance(weights, str) and re.match(r"[a-zA-Z][\w+.-]*://", weights) and not os.path.exists(weights):
-        # (a path drops a slash: it said "http:/host/w.npy: weights file not found")
-        raise WeightsError(f"{weights}: a URL, and weights are read from a file: download it first (alexft weights "
-                           "fetch --url URL on the command line, alexft.fetch_weights(url=URL) in Python), then give "
-                           "the file's path")
+    said = isinstance(weights, str) and _url_said(weights)
+    if said:
+        raise WeightsError(f"{weights}: {said}")
+
+
+def _url_said(text):
+    """Why a URL given where a weights file goes is not read ('' for no URL): as a path it lost a
+    slash, and was said to be "http:/host/w.npy: weights file not found"."""
+    scheme = re.match(r"([a-zA-Z][\w+.-]*)://", text)
+    if not scheme or os.path.exists(text):
+        return ""
+    scheme = scheme.group(1).lower()
+    if scheme in ("http", "https"):
+        return ("a URL, and weights are read from a file: download it first (alexft weights fetch --url URL on the "
+                "command line, alexft.fetch_weights(url=URL) in Python), then give the file's path")
+    if scheme == "file":
+        return f"a file URL: give the file's path itself ({urllib.parse.unquote(urllib.parse.urlsplit(text).path)})"
+    return f"weights are read from a file, not from a URL ({scheme}://): copy it to this machine, then give its path"
+
+
+def _not_a_weights_file(path):
+    """Why `path`, no folder, is not a file to read: missing, a broken link, or a named pipe or
+    device (the readers had waited on a pipe for ever)."""
+    return missing_weights_said(path) if not path.exists() else NOT_REGULAR
 
 
 def names_the_defaults(weights):
-    """Whether `weights` is "imagenet", in any case, as Keras' applications take it: the default
-    weights, found or downloaded; unless a file has that name."""
-    return isinstance(weights, str) and weights.lower() == "imagenet" and not os.path.isfile(weights)
+    """Whether `weights` is "imagenet", in any case, as Keras' applications take it (`--weights
+    imagenet` too): the default weights, found or downloaded; unless a file has that name."""
+    return isinstance(weights, (str, os.PathLike)) and os.fspath(weights).lower() == "imagenet" \
+        and not os.path.isfile(weights)
 
 
 def resolve_weights(path=None, download=True, progress=None):
@@ -144,12 +164,13 @@ def resolve_weights(path=None, download=True, progress=None):
         if path.is_dir():
             raise WeightsError(f"{path}: is a folder, not a weights file" + _inside(path))
         if not path.is_file():
-            raise WeightsError(f"{path}: weights file not found{near_name_hint(path)}")
+            raise WeightsError(f"{path}: {_not_a_weights_file(path)}")
         weights_io.quick_check(path)  # a broken file is said now, not after TensorFlow's start-up
         return path
     env = os.environ.get("ALEXFT_WEIGHTS")
     if env and not Path(env).expanduser().is_file():
-        said = "is a folder, not a weights file" if Path(env).expanduser().is_dir() else "weights file not found"
+        named = Path(env).expanduser()
+        said = "is a folder, not a weights file" if named.is_dir() else _url_said(env) or _not_a_weights_file(named)
         raise WeightsError(f"{env}: {said} (named by $ALEXFT_WEIGHTS)")
     found = found_locally()
     if found is not None:
