@@ -20,7 +20,10 @@ def path_problem(path, kind="file or folder"):
         if path.is_symlink():
             return f"broken symbolic link (to {os.readlink(path)})"
         return f"no such {kind}{near_name_hint(path, kind)}"
-    except OSError as error:  # a link that leads back to itself, a part that is no folder, ...
+    except NotADirectoryError:  # `afile/x`: a part of the path is a file
+        blocking = next((part for part in reversed(path.parents) if part.is_file()), None)
+        return f"{blocking} is a file, not a folder" if blocking else "a part of the path is a file, not a folder"
+    except OSError as error:  # a link that leads back to itself, a name too long, ...
         return (error.strerror or str(error)).lower()
     if stat.S_ISDIR(mode) and kind == "file":
         return "is a folder, not a file"

@@ -391,6 +391,7 @@ def test_mistakes_are_refused_before_tensorflow_starts(tmp_path, one_class_folde
         (["classify", str(photo_paths()["chelsea"]), "--mean", "empty", *weights], 2, "empty: is a folder, not a file"),
         (["evaluate", "dangling.npy", *weights], 2, "dangling.npy: broken symbolic link (to nowhere.npy)"),
         (["evaluate", "afil", *weights], 2, "afil: no such folder\n"),  # afile is a file: no folder to guess
+        (["evaluate", "afile/x", *weights], 2, "afile/x: afile is a file, not a folder"),  # (it said "not a directory")
         # Names as near as each other get no guess; case or Unicode form alone is a guess.
         (["classify", "img_5.png", *weights], 2, "img_5.png: no such file or folder\n"),
         (["classify", "PHOTO.PNG", *weights], 2, "PHOTO.PNG: no such file or folder; did you mean 'photo.png'?"),

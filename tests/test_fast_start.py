@@ -369,7 +369,7 @@ def test_two_first_calls_at_once_build_the_copy_once(tmp_path, monkeypatch):
             if record.getMessage().startswith("waiting for another process building the LiteRT copy of "):
                 waiting.set()
 
-    def build(weights):
+    def build(weights, skipped_by=None):
         builds.append(weights)
         assert waiting.wait(30), "the second call did not wait for the first's build"
         built.append(1)
