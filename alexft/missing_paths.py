@@ -9,17 +9,18 @@ from pathlib import Path
 _MOST_NAMES_COMPARED = 20_000  # a folder of 60,000 photos took 3 s to guess in
 
 
-def path_problem(path, kind="file or folder"):
+def path_problem(path, kind="file or folder", missing=None):
     """'no such folder; did you mean ...?', 'broken symbolic link (to x)', 'is a file, not a
     folder', ... for `path` where a `kind` ("file", "folder" or "file or folder") must be; None
-    when it is one. Named pipes and devices pass as files: `--list <(...)` gives a pipe."""
+    when it is one. `missing`: the words for one not there (default 'no such KIND'). Named pipes
+    and devices pass as files: `--list <(...)` gives a pipe."""
     path = Path(path)
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
         if path.is_symlink():
             return f"broken symbolic link (to {os.readlink(path)})"
-        return f"no such {kind}{near_name_hint(path, kind)}"
+        return f"{missing or f'no such {kind}'}{near_name_hint(path, kind)}"
     except NotADirectoryError:  # `afile/x`: a part of the path is a file
         blocking = next((part for part in reversed(path.parents) if part.is_file()), None)
         return f"{blocking} is a file, not a folder" if blocking else "a part of the path is a file, not a folder"

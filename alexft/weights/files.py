@@ -13,7 +13,8 @@ ZIP_MAGIC = b"PK\x03\x04"
 def open_weights_file(path):
     """Open a weights file for reading, or raise WeightsError saying why not (every reader uses this)."""
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode) and not os.path.isdir(path):
+        mode = os.stat(path).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # (a folder: open says so below)
             raise WeightsError(f"{path}: {NOT_REGULAR}")  # (a named pipe was waited on for ever)
         return open(path, "rb")
     except FileNotFoundError:
@@ -35,5 +36,4 @@ def read_head(path):
 def missing_weights_said(path):
     """Why a weights file that could not be found is not there: a broken link, a loop, or missing
     (with the file's name likely meant)."""
-    problem = path_problem(path, "file")
-    return problem.replace("no such file", "weights file not found", 1) if problem else "weights file not found"
+    return path_problem(path, "file", missing="weights file not found") or "weights file not found"
