@@ -1,6 +1,7 @@
 """`alexft evaluate` and `alexft features` on a model fine-tuned on scikit-learn's digits."""
 import csv
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -182,6 +183,27 @@ def test_an_empty_class_folder_is_left_out_of_an_evaluation_with_a_warning(tmp_p
     for name in ("digit_0", "digit_2"):
         shutil.rmtree(tmp_path / "data" / name)
         (tmp_path / "data" / name).mkdir()
+    with pytest.raises(DataError, match="none of its class folders holds an image"):
+        labelled_folder(tmp_path / "data", class_names)
+
+
+def test_an_empty_folder_that_is_no_class_of_the_model_is_left_out_not_refused(tmp_path):
+    """docs/data.md: an empty class folder is named in a warning and left out. One named as no
+    class of the model (a folder made ahead, 'empty class') refused the whole evaluation; with
+    an image in it, it is still refused, and so is one of photos alexft cannot read."""
+    write_digits_folder(tmp_path / "data", per_class=2, classes=[0, 2])
+    (tmp_path / "data" / "empty class" / "nested").mkdir(parents=True)
+    class_names = [f"digit_{i}" for i in range(3)]
+    with alexft_notes() as said:
+        files = labelled_folder(tmp_path / "data", class_names)
+    assert sorted(path.parent.name for path in files.paths) == ["digit_0"] * 2 + ["digit_2"] * 2
+    assert said == [f"{tmp_path / 'data'}: 1 class folder(s) with no images: 'empty class'"]
+    (tmp_path / "data" / "empty class" / "nested" / "IMG_1.HEIC").write_bytes(b"\0" * 64)
+    with pytest.raises(DataError, match="folder\\(s\\) 'empty class' are not classes of this model"):
+        labelled_folder(tmp_path / "data", class_names)
+    for name in ("digit_0", "digit_2"):
+        shutil.rmtree(tmp_path / "data" / name)
+    shutil.rmtree(tmp_path / "data" / "empty class" / "nested")
     with pytest.raises(DataError, match="none of its class folders holds an image"):
         labelled_folder(tmp_path / "data", class_names)
 
@@ -370,6 +392,7 @@ def test_bad_files_are_skipped_and_unknown_folders_refused(fc8_run, small_digits
     assert ("alexft: warning: 2 class(es) of which no image could be read: 'digit_2' (6 images), 'digit_5' (6 images); "
             "they are in no figure (the mean class accuracy is over the 8 classes scored)") in result.stderr, result.stderr
     (data / "cats").mkdir()
+    (data / "cats" / "tabby.png").write_bytes((data / "digit_0").joinpath(sorted(os.listdir(data / "digit_0"))[0]).read_bytes())
     result = run("evaluate", data, "--weights", run_folder / "model.npz")
     assert result.exit_code == 1 and "folder(s) 'cats' are not classes of this model" in result.stderr
     # Nothing readable at all: the error names a file and why, not only a count.

@@ -58,3 +58,18 @@ def test_runs_top_to_bottom(path, tmp_path, monkeypatch, notebook_cache):
     stderr = "".join(output.text for cell in code_cells for output in cell.outputs
                      if output.output_type == "stream" and output.name == "stderr")
     assert not re.search(r"^[IWE]\d{4} ", stderr, re.MULTILINE), f"TensorFlow start-up lines reached the notebook:\n{stderr[:500]}"
+
+
+def test_each_notebook_writes_in_a_folder_of_its_own():
+    """02 wrote 12 digits a class into work/digits and 03 15 into the same folder (write_digits
+    adds to what is there): after 03, 02 trained on 150 images, and its "new digits, not used
+    above" were among them, so it scored itself on images it had learned."""
+    folders = {}
+    for path in NOTEBOOKS:
+        source = "\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code")
+        found = re.findall(r"^work = (.+?)\s*(?:#.*)?$", source, re.MULTILINE)
+        if found:
+            folders[path.name] = found
+    assert set(folders) == {"02_transfer_learning.ipynb", "03_features.ipynb"}, folders
+    assert all(len(found) == 1 for found in folders.values()), folders
+    assert len({found[0] for found in folders.values()}) == len(folders), f"notebooks share a work folder: {folders}"
