@@ -1,5 +1,7 @@
 """Figures written into run folders."""
+import re
 import textwrap
+import warnings
 
 import numpy as np
 # Figures built without pyplot need no backend, so drawing a file never changes the
@@ -8,6 +10,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .atomic import write_atomic
+from .errors import warn_user
 
 
 def learning_curves(history, path):
@@ -119,4 +122,30 @@ def _wrapped(caption, width=44):
 
 
 def _save(figure, path, dpi):
-    write_atomic(path, lambda handle: figure.savefig(handle, format="png", dpi=dpi))
+    with warnings.catch_warnings(record=True) as heard:
+        warnings.simplefilter("always")
+        write_atomic(path, lambda handle: figure.savefig(handle, format="png", dpi=dpi))
+    missing = []
+    for warning in heard:
+        glyph = _MISSING_GLYPH.match(str(warning.message))
+        if glyph:
+            missing.append(chr(int(glyph[1])))
+        else:  # (anything else matplotlib says goes on as it came)
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    _say_missing_glyphs(missing)
+
+
+# Matplotlib's words (a UserWarning, with its own file and line) for a character its font lacks,
+# drawn as a box: class names in Chinese, Japanese, ... with only DejaVu Sans installed.
+_MISSING_GLYPH = re.compile(r"Glyph (\d+) .*missing from (?:current )?font")
+_GLYPHS_SAID = set()
+
+
+def _say_missing_glyphs(characters):
+    """One alexft warning per character never said before in this process, not two of
+    matplotlib's (with its source line) per figure."""
+    new = sorted(set(characters) - _GLYPHS_SAID)
+    if new:
+        _GLYPHS_SAID.update(new)
+        warn_user(f"the figures draw {''.join(new)!r} of the class names as boxes: matplotlib's fonts here lack "
+                  "those characters (install one that has them, e.g. Noto Sans CJK; the figures' numbers are unaffected)")

@@ -168,6 +168,29 @@ def test_confusion_matrix_grows_for_many_classes(tmp_path):
     assert cv2.imread(str(tmp_path / "cm.png")).shape[:2] == (1900, 1900)
 
 
+def test_characters_the_font_lacks_are_said_once_in_alexfts_words_not_matplotlibs(tmp_path):
+    """A class named in a script matplotlib's fonts lack ('单') put matplotlib's UserWarning, with
+    alexft's source file and line, on stderr twice per report. U+E000 (private use) is in no font."""
+    import warnings
+
+    from alexft import plots
+    from alexft.plots import confusion_matrix
+
+    names = ["\ue000 private", "plain", "\ue001 two"]
+    with warnings.catch_warnings(record=True) as heard:
+        warnings.simplefilter("always")
+        with alexft_notes() as said:
+            confusion_matrix(np.eye(3, dtype=int), names, tmp_path / "cm.png")
+            confusion_matrix(np.eye(3, dtype=int), names, tmp_path / "again.png")
+    assert cv2.imread(str(tmp_path / "cm.png")) is not None and cv2.imread(str(tmp_path / "again.png")) is not None
+    assert [str(w.message) for w in heard if "Glyph" in str(w.message)] == []
+    assert len(said) == 1 and said[0].startswith(f"the figures draw {repr(names[0][0] + names[2][0])} of the class names as boxes"), said
+    plots._GLYPHS_SAID.discard("\ue000")  # (the process-wide memory: a new character is said again)
+    with alexft_notes() as said:
+        confusion_matrix(np.eye(3, dtype=int), names, tmp_path / "third.png")
+    assert len(said) == 1 and said[0].startswith(f"the figures draw {repr(names[0][0])} of"), said
+
+
 def test_an_empty_class_folder_is_left_out_of_an_evaluation_with_a_warning(tmp_path, caplog):
     """Measuring, unlike learning, needs no image of every class: one empty folder among many
     is named and left out; the other classes keep their own labels."""
