@@ -249,7 +249,9 @@ def _interrupted(stop, resume, run=None, discarded=False, kept=None):
 def say(message):
     """One line on stderr in one write: decoding threads say "skipped: ..." at the same time
     (print's separate newline let two lines run together), and clear of a progress bar. The
-    command line's log."""
+    command line's log. A newline in a file's name is a space, as in the errors: a log read
+    line by line (grep) keeps each note whole."""
+    line = message.replace("\r", " ").replace("\n", " ")  # (not one_line: an aligned log keeps its spaces)
     with beside_bars(sys.stderr):
-        sys.stderr.write(f"alexft: {message}\n")
+        sys.stderr.write(f"alexft: {line}\n")
         sys.stderr.flush()

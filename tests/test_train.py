@@ -2308,7 +2308,7 @@ def test_a_keyboard_interrupt_at_any_stage_is_training_interrupted_saying_what_i
     assert not (tmp_path / "fresh").exists() and caught.value.run is None
 
 
-def test_finetunes_own_lines_are_written_whole_as_decoding_threads_say_them_at_once(monkeypatch):
+def test_finetunes_own_lines_are_written_whole_and_one_line_each(monkeypatch):
     """print() wrote the message and its newline separately: two "skipped:" lines from decoding
     threads ran together on one line. Each line must reach stderr in one write."""
     import threading
@@ -2337,6 +2337,9 @@ def test_finetunes_own_lines_are_written_whole_as_decoding_threads_say_them_at_o
     for thread in threads:
         thread.join()
     assert sorted(recorder.writes) == sorted(f"alexft: skipped: {index}.png: broken\n" for index in range(8))
+    recorder.writes.clear()
+    train.say("warning: sp/a.jpg has the same bytes as sp/new\nline.jpg;\r\nleft out")  # a newline in a file's name
+    assert recorder.writes == ["alexft: warning: sp/a.jpg has the same bytes as sp/new line.jpg;  left out\n"]
 
 
 def test_a_resume_in_another_precision_is_noted(small_digits_folder, canonical_weights_file, tmp_path):
