@@ -204,14 +204,16 @@ class RunFolder:
         self.write_config(config)
         write_json(self.path / "classes.json", config["class_names"])
 
-    def write_val_list(self, dataset, data_dir):
+    def write_val_list(self, dataset, data_dir, broken=()):
         """val.txt: the images a --val-split held out, `relative/path label` a line, relative to
         the data folder: `alexft evaluate --list RUN/val.txt --root DATA` measures the model on
         them again (they were in no folder of their own). A separate validation folder is
-        evaluated as itself: none is written then."""
+        evaluated as itself: none is written then. `broken`: the files found unreadable (their
+        str paths), left out, so that the list holds what the validation measured."""
         if not self.chief or dataset.val_split is None or not len(dataset.val):
             return
-        lines = [f"{os.path.relpath(path, data_dir)} {label}\n" for path, label in zip(dataset.val.paths, dataset.val.labels)]
+        lines = [f"{os.path.relpath(path, data_dir)} {label}\n" for path, label in zip(dataset.val.paths, dataset.val.labels)
+                 if str(path) not in broken]
         # (a name that is not UTF-8 as its own bytes, as the list is read; one with a line break cannot be listed)
         data = "".join(line for line in lines if line.count("\n") == 1 and "\r" not in line).encode("utf-8", "surrogateescape")
         write_atomic(self.path / "val.txt", lambda handle: handle.write(data), RunFolderError)

@@ -422,11 +422,14 @@ class Trainer:
                 self.log(str(error))  # the error that stopped the run comes next, and matters more
 
     def _write_ledger(self, quietly=False):
-        """broken_files.json, of the files skipped so far (a stopped run's too: a resume lists them again)."""
+        """broken_files.json, of the files skipped so far (a stopped run's too: a resume lists them
+        again), and val.txt again without those of them it listed."""
         if not self.run.chief:
             return
         try:
             self.ledger.write(self.run.path / "broken_files.json")
+            if any(str(path) in self.ledger.errors for path in self.dataset.val.paths):
+                self.run.write_val_list(self.dataset, self.config["data_dir"], broken=self.ledger.errors)
         except AlexftError as error:
             if not quietly:
                 raise

@@ -798,6 +798,30 @@ def test_a_runs_validation_split_is_listed_so_evaluate_measures_it_again(fc8_run
     assert measured["centre"]["log_loss"] == pytest.approx(summary["best"]["val_loss"], abs=1e-4)
 
 
+def test_val_txt_leaves_out_the_held_out_images_found_broken(small_digits_folder, canonical_weights_file, tmp_path):
+    """The split is drawn before any image is read, so a broken file can be held out: val.txt
+    listed it, and evaluate --list RUN/val.txt then exited 1 ("1 of 4 images could not be
+    used") where the run had measured the others (helper-97's trial)."""
+    import alexft
+    from alexft.train import finetune
+
+    data = tmp_path / "data"
+    shutil.copytree(small_digits_folder, data)
+    held_out = alexft.load_dataset(data, val_split=0.34, seed=0).val.paths  # (the run's split: its seed is 0)
+    broken = held_out[0]
+    broken.write_bytes(bad_images()["cut.jpg"][0])
+    summary = finetune(data, weights=canonical_weights_file, epochs=1, lr=0.0002, batch_size=16, val_split=0.34, seed=0,
+                       output=tmp_path / "run", progress=False, log=lambda message: None)
+    assert [row["path"] for row in json.loads((tmp_path / "run" / "broken_files.json").read_text())] == [str(broken)]
+    listed = [line.rpartition(" ")[0] for line in (tmp_path / "run" / "val.txt").read_text().splitlines()]
+    assert sorted(listed) == sorted(os.path.relpath(path, data) for path in held_out[1:])
+    assert summary["val_images"] == len(held_out) - 1
+    result = run("evaluate", "--list", tmp_path / "run" / "val.txt", "--root", data, "--weights",
+                 tmp_path / "run" / "model.npz", "--json", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["centre"]["top1"] == pytest.approx(summary["best"]["val_accuracy"])
+
+
 def test_val_txt_gives_a_confident_runs_own_validation_loss(small_digits_folder, canonical_weights_file, tmp_path):
     """A run at too high a rate answers wrong with near-certainty, where a probability rounds
     to 0 and the log loss's floor decides it: evaluate floored at 1e-15, validation at 1e-12,
