@@ -193,7 +193,7 @@ def _finetune(data_dir, options=None, *, weights=None, output=None, resume=False
         if isinstance(error, KeyboardInterrupt) and not isinstance(error, TrainingInterrupted):
             # Not by the epochs' own signal handling (caching, the range test, a callback's
             # KeyboardInterrupt): said as what is left on disk.
-            raise _interrupted(error, resume, run, discarded) from None
+            raise _interrupted(error, resume, run, discarded, found=config.get("lr_found")) from None
         raise
     finally:
         run.release()
@@ -224,17 +224,20 @@ def _refuse_unknown_options(fields):
 OWN_KEYWORDS = ["weights", "output", "resume", "progress", "log", "cache_memory", "dataset"]  # finetune's, not the record's
 
 
-def _interrupted(stop, resume, run=None, discarded=False, kept=None):
+def _interrupted(stop, resume, run=None, discarded=False, kept=None, found=None):
     """A bare KeyboardInterrupt (or the command line's SIGTERM) as TrainingInterrupted, saying
     what is on disk: `run` is None when it came before the run folder was touched (`kept`: the
-    folder a resume left as it was)."""
+    folder a resume left as it was); `found`: the rate a range test chose, which a discarded
+    run would otherwise lose (its minute or so of steps)."""
     number = getattr(stop, "signal_number", signal.SIGINT)
     how = "terminated" if number == signal.SIGTERM else "interrupted"
     if run is None:
         return interrupts.before_training(number, resume, kept)
     if discarded:
         said = f"{how} before the first epoch ended; " + (
-            f"what the run wrote in {run.path} was removed" if run.path.exists() else "no run folder was kept")
+            f"what the run wrote in {run.path} was removed" if run.path.exists() else "no run folder was kept") + (
+            f"; the range test had chosen base rate {found:.3g}: --lr {found:.3g} starts again without it"
+            if found is not None else "")
     elif run.checkpoint.exists():
         said = (f"stopped by {interrupts.signal_name(number)}" + ("; model.npz holds the best epoch so far" if run.model.exists() else "")
                 + f"; continue with --resume --output {run.path}")

@@ -2251,6 +2251,14 @@ def test_a_keyboard_interrupt_at_any_stage_is_training_interrupted_saying_what_i
         assert str(caught.value) == f"{how} before the first epoch ended; no run folder was kept"
         assert caught.value.signal_number == number and isinstance(caught.value, (TrainingError, KeyboardInterrupt))
         assert not (tmp_path / "early").exists() and caught.value.run is None and caught.value.model is None
+    # After the range test (a minute or more on real data): its choice is said, not lost with the run.
+    with pytest.raises(TrainingInterrupted) as caught:
+        finetune(small_digits_folder, output=tmp_path / "tested", log=stop_at("with the measured rate"),
+                 **dict(options, lr="auto"))
+    chosen = re.fullmatch(r"interrupted before the first epoch ended; no run folder was kept; the range test had "
+                          r"chosen base rate (\S+): lr=(\S+) starts again without it", str(caught.value))
+    assert chosen and chosen[1] == chosen[2] and 1e-6 < float(chosen[1]) < 1, str(caught.value)
+    assert not (tmp_path / "tested").exists()
     (tmp_path / "made_for_it").mkdir()  # an empty folder the user made for the run stays
     with pytest.raises(TrainingInterrupted) as caught:
         finetune(small_digits_folder, output=tmp_path / "made_for_it", log=stop_at(caching), **options)
