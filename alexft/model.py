@@ -236,8 +236,9 @@ def truncated(model, layer):
     if layer not in names:  # Keras' own error lists internal layers (image, flatten, drop6, logits)
         inner = next((each for each in model.layers if layer in {sub.name for sub in getattr(each, "layers", [])}), None)
         if inner is not None:  # an AlexNet inside the user's own model (keras.Model(x, AlexNet(...)(x)))
+            # (named as a model to pass, not a call: extract_features and truncated both come here)
             raise ValueError(f"no layer {layer!r} in {model.name!r} itself: it is inside its {inner.name!r}; give "
-                             f"that: truncated(model.get_layer({inner.name!r}), {layer!r})")
+                             f"that model instead: model.get_layer({inner.name!r})")
         known = [name for name in (*arch.ENDS, "prob") if name in names] or names  # prob: the softmax, alexft.AlexNet's
         raise ValueError(f"no layer {layer!r} in the model; choose one of {', '.join(known)}")
     return keras.Model(model.input, model.get_layer(layer).output, name=f"alexnet_to_{layer}")

@@ -883,9 +883,14 @@ def test_extract_features_takes_a_predictor_and_labels_a_class_folder_as_the_com
     # helper got "choose one of input_layer, alexnet").
     image = keras.Input((227, 227, 3))
     wrapped = keras.Model(image, alexft.AlexNet(weights=None)(image), name="mine")
-    with pytest.raises(ValueError, match=r"^no layer 'fc7' in 'mine' itself: it is inside its 'alexnet'; give that: "
-                                         r"truncated\(model.get_layer\('alexnet'\), 'fc7'\)$"):
+    inside = r"^no layer 'fc7' in 'mine' itself: it is inside its 'alexnet'; give that model instead: " \
+             r"model.get_layer\('alexnet'\)$"
+    with pytest.raises(ValueError, match=inside):
         alexft.truncated(wrapped, "fc7")
+    with pytest.raises(ValueError, match=inside):  # (it named truncated(...), which this call does not take)
+        alexft.extract_features(wrapped, expected.paths[:1], "fc7", tmp_path / "h.npz")
+    count, _ = alexft.extract_features(wrapped.get_layer("alexnet"), expected.paths[:1], "fc7", tmp_path / "h.npz")
+    assert count == 1
     assert alexft.truncated(wrapped.get_layer("alexnet"), "fc7").output.shape == (None, 4096)
 
 
