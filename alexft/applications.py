@@ -21,11 +21,13 @@ from . import imagenet
 from .errors import AlexftWarning
 from .predict import check_top
 from .preprocess import CROP, center_crop, is_tensor, resize_and_subtract_mean
+from .python_words import keywords_hinted
 
 IMAGENET = "imagenet"
 POOLINGS = (None, "avg", "max")
 
 
+@keywords_hinted
 def AlexNet(weights=IMAGENET, include_top=True, classes=None, pooling=None, classifier_activation="softmax",
             input_tensor=None, input_shape=None, last_layer=None, name="alexnet", progress=None):  # noqa: N802 (Keras' name)
     """AlexNet as a Keras model, with `weights`:

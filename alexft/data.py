@@ -19,6 +19,7 @@ from .errors import AlexftError, ImageError, warn_user, warnings_heard
 from .image_sources import UnreadableFolder
 from .preprocess import (distinct_inputs, find_images, images_below, is_folder, is_image_file, path_list, read_image,
                          resize_and_subtract_mean, unread_photos_said)
+from .python_words import keywords_hinted
 
 
 class DataError(AlexftError, ValueError):
@@ -185,6 +186,7 @@ def _refuse_names_that_are_not_utf_8(data_dir, class_names):
                             "(class names go into the model and its exports as text)") from None
 
 
+@keywords_hinted
 def load_dataset(data_dir, val_dir=None, val_split=0.1, seed=0):
     """Class names and train/val file lists.
 

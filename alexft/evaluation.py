@@ -21,7 +21,7 @@ from .data import (DataError, LabelledFiles, class_folders, class_index, folder_
                    loose_images_warning, quoted_names, SPLIT_NAMES, VALIDATION_NAMES)
 from .errors import AlexftError, warn_user
 from .pipeline import check_count, check_flags
-from .python_words import said_in_python_words
+from .python_words import keywords_hinted, said_in_python_words
 from .preprocess import images_below, is_within  # noqa: F401  (is_within: the command line takes it from here)
 from .predict import as_predictor, predict_views
 from .weights.formats import default_class_names
@@ -340,6 +340,7 @@ def _most_confused(confusion, class_names, top=10):
     return [dict(true=class_names[t], predicted=class_names[p], count=int(off_diagonal[t, p])) for t, p in ordered]
 
 
+@keywords_hinted
 def evaluate(predictor, files, ten_crop=False, batch_size=32, progress=None, report=None):
     """Evaluate on labelled files; return the metrics dict (centre, and ten_crop when asked).
 

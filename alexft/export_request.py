@@ -14,6 +14,7 @@ from .pipeline import check_count
 from .predict import PRECISIONS
 from .quantize import Quantization
 from .weights.formats import is_keras_file
+from .python_words import keywords_hinted
 
 FORMATS = ("savedmodel", "tflite", "keras")
 DEFAULT_TOP_K = 5
@@ -198,6 +199,7 @@ def is_tflite_file(path):
         return handle.read(8)[4:] == b"TFL3"
 
 
+@keywords_hinted
 def export_model(weights, output, file_format=None, top_k=DEFAULT_TOP_K, force=False, quantization=None,
                  precision="float32", before_writing=None, calibration=None):
     """Write the model of `weights` (a file, or a WeightSet already read) to `output` as a

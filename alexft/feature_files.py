@@ -14,6 +14,7 @@ from .atomic import (archive_names, check_writable, refuse_folder_for_file, what
                      write_failure_cause, zip_failure)
 from .errors import AlexftError
 from .preprocess import path_list
+from .python_words import keywords_hinted
 
 
 class OutputNameError(AlexftError, ValueError):
@@ -76,6 +77,7 @@ def _refuse_unless_features(path, option):
 ONE_COPY = ("class_names", "recipe")
 
 
+@keywords_hinted
 def merge_features(parts, output, overwrite=True):
     """Concatenate feature files written by `features --shard I/N`, in the order given, into
     `output`: the same file one unsharded run writes. Reads one part at a time. An existing

@@ -20,6 +20,7 @@ from .data import DataError, images_with_labels  # (images_with_labels also re-e
 from .model import InferenceFunction, fused_lrn_pays_off, truncated
 from .preprocess import Preprocessing, image_views, path_list, warn_user
 from .progress import progress_bar
+from .python_words import keywords_hinted
 
 VIEWS = 10  # Caffe's ten crops; view 4 is the centre crop
 
@@ -123,6 +124,7 @@ def _keras_model(model, preprocessing):
     raise TypeError(not_a_predictor(model))
 
 
+@keywords_hinted
 def extract_features(model, paths, layer, output, ten_crop=False, labels=None, class_names=None,
                      batch_size=32, progress=None, preprocessing=None, overwrite=True, say=warn_user, on_skip=None):
     """Write `layer`'s activations for every readable image to `output` (.npz), streaming.

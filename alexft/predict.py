@@ -20,6 +20,7 @@ from .preprocess import damage_said, find_images, image_views, warn_user
 from .progress import progress_bar
 from .train_options import OptionsError
 from .weights.sources import resolve_weights
+from .python_words import keywords_hinted
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ def check_top(top, name="top"):
 RUNTIMES = ("tensorflow", "openvino")
 
 
+@keywords_hinted
 def load_predictor(weights=None, download=True, progress=None, preprocessing=None, precision="float32",
                    runtime="tensorflow"):
     """Build the network and load `weights` (a path, a WeightSet already read, which stays as it
@@ -228,6 +230,7 @@ def predict_views(predictor, paths, ten_crop=False, batch_size=32, progress=None
                 yield path, (next(per_image) if views is not None else None), error
 
 
+@keywords_hinted
 def predict_files(predictor, paths, ten_crop=False, batch_size=32, progress=None, workers=None):
     """Yield (path, probabilities or None, error message or None) per path, in order.
 
@@ -256,6 +259,7 @@ def top_k(probabilities, class_names, k=5):
     ]
 
 
+@keywords_hinted
 def classify(predictor, paths, top=5, ten_crop=False, batch_size=32, progress=None):
     """Yield one result dict per image: {"path", "predictions"} or {"path", "error"}. A `top`
     below 1 is refused at the call, not when the results are first asked for."""

@@ -2,9 +2,13 @@
 function called (`--lr 0.01` as lr 0.01, `--no-cache` as cache=False).
 
 alexft's messages are written once, in the command line's words; the Python entry points
-(`finetune`, `export_model`) pass their log lines and their exceptions through here.
+(`finetune`, `export_model`) pass their log lines and their exceptions through here; and the
+public functions' unknown keywords are refused with the keyword meant (`keywords_hinted`).
 """
 import contextlib
+import difflib
+import functools
+import inspect
 import re
 
 from .errors import AlexftError
@@ -77,3 +81,41 @@ def said_in_python_words(keywords):
         if error.args and isinstance(error.args[0], str):
             error.args = (in_python_words(error.args[0], keywords),) + error.args[1:]
         raise
+
+
+# Other libraries' words for alexft's keywords, which spelling alone does not find (Keras' verbose,
+# PyTorch's and Keras' topk / k).
+_OTHER_LIBRARIES = {"verbose": "progress", "topk": "top_k", "k": "top_k", "tencrop": "ten_crop", "ten_crops": "ten_crop",
+                    "input_size": "input_shape", "num_classes": "classes", "overwrite": "force", "force": "overwrite"}
+
+
+def keywords_hinted(function):
+    """`function`, whose unknown keyword arguments are refused as Python does, with the keyword
+    it may have meant (finetune's are, by `_refuse_unknown_options`); checked at the call, before
+    a generator's first item. Functions taking **kwargs are returned as they are."""
+    parameters = inspect.signature(function).parameters.values()
+    if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+        return function
+    known = [parameter.name for parameter in parameters
+             if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)]
+
+    @functools.wraps(function)
+    def hinted(*args, **kwargs):
+        unknown = next((name for name in kwargs if name not in known), None)
+        if unknown is not None:
+            raise TypeError(f"{function.__name__}() got an unexpected keyword argument {unknown!r}"
+                            + _meant(unknown, known, function.__name__))
+        return function(*args, **kwargs)
+
+    return hinted
+
+
+def _meant(name, known, function_name):
+    """'; did you mean X?' for a keyword `name` near one of `known`, else the keywords there are."""
+    alias = _OTHER_LIBRARIES.get(name)
+    if alias in known:
+        return f"; did you mean {alias!r}?"
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.7)
+    if not close:  # (ten_crop for tencrop: the same letters without the underscores)
+        close = [each for each in known if each.replace("_", "") == name.replace("_", "").lower()]
+    return f"; did you mean {close[0]!r}?" if close else f"; {function_name}() takes {', '.join(known)}"

@@ -1222,6 +1222,13 @@ def test_a_227_model_refuses_other_sizes_also_after_its_first_call(canonical_wei
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"do not suit the model: it takes 227x227 pixels "
                                                               r"\(preprocess_input makes them\)"):
         model.predict(batches, verbose=0)
+    # XLA drops a graph's assertions, but Keras checks a jit-compiled model's batches itself (the
+    # docs had said such a model took any size).
+    model.compile(jit_compile=True)
+    for given in (np.zeros((1, 224, 224, 3), "float32"), batches):
+        with pytest.raises(ValueError, match=r"(224x224 pixels: it takes 227x227|expected shape=\(None, 227, 227, 3\), "
+                                             r"found shape=\(1, 224, 224, 3\))"):
+            model.predict(given, verbose=0)
 
 
 def test_whole_number_pixels_are_refused_unless_the_model_holds_the_preprocessing(canonical_weights_file):
@@ -1351,3 +1358,35 @@ def test_preprocess_input_in_a_lambda_layer_or_a_tf_function_saves_and_serves_in
         assert np.mean(served != exact) < 0.5
     in_a_map = next(iter(tf.data.Dataset.from_tensors(image).map(alexft.preprocess_input)))
     np.testing.assert_array_equal(in_a_map.numpy(), exact)
+
+
+@pytest.mark.parametrize("call, meant", [
+    (lambda: alexft.evaluate(None, "data", tencrop=True), "ten_crop"),
+    (lambda: alexft.export_model("w.npz", "m.tflite", topk=3), "top_k"),
+    (lambda: alexft.extract_features(None, [], "fc7", "f.npz", force=True), "overwrite"),  # the other functions' word
+    (lambda: alexft.load_predictor("w.npz", verbose=0), "progress"),  # Keras' word
+    (lambda: alexft.predict_files(None, [], tencrop=True), "ten_crop"),  # at the call, not at the first result
+    (lambda: alexft.classify(None, [], top_k=3), "top"),
+    (lambda: alexft.load_dataset("data", validation_split=0.2), "val_split"),
+    (lambda: alexft.merge_features([], "f.npz", overwrit=True), "overwrite"),
+    (lambda: alexft.AlexNet(weights=None, num_classes=10), "classes"),  # PyTorch's word
+])
+def test_a_mistyped_keyword_of_the_public_functions_is_told_the_one_meant(call, meant):
+    """finetune named the keyword meant; evaluate(p, D, tencrop=True) and export_model(topk=3)
+    gave Python's bare "unexpected keyword argument" (helper-96's trial)."""
+    with pytest.raises(TypeError, match=rf"^\w+\(\) got an unexpected keyword argument '\w+'; did you mean '{meant}'\?$"):
+        call()
+
+
+def test_a_keyword_near_none_is_told_the_keywords_there_are_and_the_signatures_stay_the_functions():
+    with pytest.raises(TypeError, match=r"^AlexNet\(\) got an unexpected keyword argument 'zzz'; AlexNet\(\) takes "
+                                        r"weights, include_top, classes, pooling, classifier_activation, input_tensor, "
+                                        r"input_shape, last_layer, name, progress$"):
+        alexft.AlexNet(weights=None, zzz=1)
+    import inspect
+
+    from alexft import evaluation
+    # (help() and a notebook's completion show the function's own parameters and text)
+    assert list(inspect.signature(alexft.evaluate).parameters) == ["predictor", "files", "ten_crop", "batch_size",
+                                                                   "progress", "report"]
+    assert alexft.evaluate.__doc__ == evaluation.evaluate.__wrapped__.__doc__ and alexft.evaluate.__name__ == "evaluate"
