@@ -52,8 +52,9 @@ def labelled_folder(data_dir, class_names):
     if not folders:
         raise DataError(f"{data_dir}: no class sub-folders; expected {data_dir}/<class name>/<images>")
     index = _model_class_index(class_names)
+    hint = _split_hint(data_dir, folders)  # (an empty train/ beside val/ is a part still)
     folders = _without_empty_strangers(data_dir, folders, index)
-    _refuse_foreign_classes(data_dir, folders, class_names, index, _split_hint(data_dir, folders))
+    _refuse_foreign_classes(data_dir, folders, class_names, index, hint)
     _say_folders_of_one_class(data_dir, folders, index, class_names)
     files = list_labelled(data_dir, folders, empty_ok=True)  # a class with no images has no figures, not an error
     return _labelled_as_the_model(files, class_names, index)

@@ -250,6 +250,7 @@ def test_folders_match_classes_in_either_unicode_form_and_a_train_val_folder_is_
     with pytest.raises(DataError, match=f"; for a layout of test, train, evaluate {tmp_path / 'split' / 'test'}$"):
         labelled_folder(tmp_path / "split", ["digit_0", "café"])
     (tmp_path / "data2" / "DIGIT_0").mkdir(parents=True)  # a class name in another case: named, not guessed
+    (tmp_path / "data2" / "DIGIT_0" / "a.png").write_bytes(b"")  # (an empty folder of no class is left out)
     with pytest.raises(DataError, match=r"folder\(s\) 'DIGIT_0' are not classes of this model .*; class names match "
                                         r"in their case: did you mean 'digit_0'\?$"):
         labelled_folder(tmp_path / "data2", ["digit_0", "café"])
@@ -257,7 +258,8 @@ def test_folders_match_classes_in_either_unicode_form_and_a_train_val_folder_is_
     with pytest.raises(DataError, match=f"; for a layout of Valid, train, evaluate {tmp_path / 'split' / 'Valid'}$"):
         labelled_folder(tmp_path / "split", ["digit_0", "café"])
     (tmp_path / "split" / "old").mkdir()  # a folder beside the parts (it had hidden the hint)
-    with pytest.raises(DataError, match=f"'Valid', 'old', 'train' are not classes of this model .*; for a layout of "
+    (tmp_path / "split" / "old" / "a.png").write_bytes(b"")  # (empty, it would be left out with a warning)
+    with pytest.raises(DataError, match=f"'Valid', 'old' are not classes of this model .*; for a layout of "
                                         f"Valid, train, evaluate {tmp_path / 'split' / 'Valid'}$"):
         labelled_folder(tmp_path / "split", ["digit_0", "café"])
     # A folder named as two classes: ImageNet's "crane" is a bird (134) and a machine (517). It
@@ -294,6 +296,7 @@ def test_folders_named_near_a_class_are_told_its_name_and_two_folders_of_one_cla
     data = tmp_path / "data"
     for folder in ("tabby_cat", "tabby", "Space Shuttle", "goldfsh", "kittens"):
         (data / folder).mkdir(parents=True)
+        (data / folder / "a.png").write_bytes(b"")  # (a folder of no class with no image is left out, not refused)
     with pytest.raises(DataError) as caught:
         labelled_folder(data, names)
     said = str(caught.value)
@@ -302,11 +305,12 @@ def test_folders_named_near_a_class_are_told_its_name_and_two_folders_of_one_cla
                          "'space shuttle'?"), said
     assert "kittens" not in said.split("closest class names")[1]  # nothing near it: no guess
     for folder in ("tabby_cat", "tabby", "Space Shuttle", "goldfsh", "kittens"):
-        (data / folder).rmdir()
+        shutil.rmtree(data / folder)
     (data / "N02123045").mkdir()  # a WordNet id in capitals: ImageNet's are lower case
+    (data / "N02123045" / "a.png").write_bytes(b"")
     with pytest.raises(DataError, match=r"; closest class names: 'n02123045' for 'N02123045'$"):
         labelled_folder(data, names)
-    (data / "N02123045").rmdir()
+    shutil.rmtree(data / "N02123045")
     write_digits_folder(data, per_class=1, classes=[0, 1])
     (data / "digit_0").rename(data / "n02389026")  # sorrel's WordNet id
     (data / "digit_1").rename(data / "sorrel")
