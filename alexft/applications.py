@@ -144,7 +144,9 @@ def _warn_of_unused(pooling, classes):
 def _checked_classes(classes):
     if classes is None:
         return None
-    if isinstance(classes, bool) or not isinstance(classes, numbers.Integral) or classes < 1:
+    if isinstance(classes, bool) or not isinstance(classes, numbers.Integral):  # (a wrong type: Python's TypeError)
+        raise TypeError(f"classes must be a positive whole number; got {classes!r}")
+    if classes < 1:
         raise ValueError(f"classes must be a positive whole number; got {classes!r}")
     return int(classes)  # (numpy's integers, as len(np.unique(labels)) gives, are not JSON in a saved model)
 

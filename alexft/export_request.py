@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import check_writable, refuse_folder_for_file
-from .errors import AlexftError
+from .errors import AlexftError, warn_user
 from .pipeline import check_count
 from .predict import PRECISIONS
 from .quantize import Quantization
@@ -216,15 +216,19 @@ def export_model(weights, output, file_format=None, top_k=DEFAULT_TOP_K, force=F
     line's flags.
     """
     from .python_words import EXPORT_KEYWORDS, said_in_python_words
+    from .weights import as_weight_set
     from .weights.sources import check_weights_argument, resolve_weights
 
     with said_in_python_words(EXPORT_KEYWORDS):
         check_weights_argument(weights)
-        if isinstance(weights, (str, os.PathLike)):  # a missing or broken file, said now
-            weights = resolve_weights(weights, download=False)
+        if isinstance(weights, (str, os.PathLike)):  # a missing or broken file, said now; read once, as the command does
+            weights = as_weight_set(resolve_weights(weights, download=False))
         if isinstance(quantization, str) or calibration is not None:  # as on the command line, images listed now
             quantization, calibration = Quantization.from_options(quantization, calibration), None
         ExportRequest(output, file_format or format_for(output), top_k, quantization, precision, force).check()
+    classes = getattr(weights, "num_classes", None)
+    if classes is not None and top_k > classes and (file_format or format_for(output)) != "keras":
+        warn_user(f"top_k={top_k}, but the model knows {classes} classes: each image gets all {classes}")  # (as the command)
     from .export import export  # TensorFlow, once the request is known to be sound
 
     return export(weights, output, file_format, top_k, force, quantization, precision, before_writing, calibration)

@@ -226,9 +226,15 @@ class ClassifierModel(keras.Model):
 
     def predict(self, x, *args, **kwargs):
         self._refuse_raw_pixels(x)
-        declared = self.inputs[0].shape
-        if len(getattr(x, "shape", ())) == 4 and len(declared) == 4:  # the whole array, before Keras batches it:
-            _check_sides(list(x.shape[1:3]), list(declared[1:3]))  # in its graph, the check is pages of TensorFlow
+        declared, given = self.inputs[0].shape, tuple(getattr(x, "shape", ()))
+        if len(given) == 3 and len(declared) == 4 and given[-1] == declared[-1]:
+            # (Keras took its rows as 227 images of shape (227, 3): "found shape=(32, 227, 3)")
+            raise ValueError(f"one image of shape {given}: predict takes a batch of them; give x[None] "
+                             "(np.expand_dims(x, 0)) for one")
+        if len(given) == 4 and len(declared) == 4:  # the whole array, before Keras batches it:
+            _check_sides(list(given[1:3]), list(declared[1:3]))  # in its graph, the check is pages of TensorFlow
+            if given[0] == 0:  # (Keras' predict failed on it: "cannot access local variable 'batch_outputs'")
+                return keras.ops.convert_to_numpy(self(x, training=False))
         return super().predict(x, *args, **kwargs)
 
     def _refuse_raw_pixels(self, images):

@@ -1282,8 +1282,9 @@ def test_a_base_without_the_top_takes_its_layers_from_weights_and_classes_may_be
                               alexft.load_weights(canonical_weights_file))
     model = alexft.AlexNet(weights=None, classes=np.int64(10))
     assert model.output.shape[-1] == 10 and type(model.get_layer("fc8").units) is int
-    with pytest.raises(ValueError, match="classes must be a positive whole number; got np.float64"):
-        alexft.AlexNet(weights=None, classes=np.float64(10))
+    for wrong_type in (np.float64(10), "10", 10.0):  # a wrong type is Python's TypeError (docs/commands.md)
+        with pytest.raises(TypeError, match=f"^classes must be a positive whole number; got {re.escape(repr(wrong_type))}$"):
+            alexft.AlexNet(weights=None, classes=wrong_type)
 
 
 @pytest.mark.parametrize("activation", ["softmax", "sigmoid", None])
@@ -1390,3 +1391,37 @@ def test_a_keyword_near_none_is_told_the_keywords_there_are_and_the_signatures_s
     assert list(inspect.signature(alexft.evaluate).parameters) == ["predictor", "files", "ten_crop", "batch_size",
                                                                    "progress", "report"]
     assert alexft.evaluate.__doc__ == evaluation.evaluate.__wrapped__.__doc__ and alexft.evaluate.__name__ == "evaluate"
+
+
+def test_predict_takes_an_empty_batch_and_refuses_one_unbatched_image_in_a_line():
+    """Keras' predict failed on an empty batch with its own UnboundLocalError ('batch_outputs'),
+    where calling the model gave (0, 1000); one image without its batch axis was read as 227
+    images of shape (227, 3) (helper-96's trial)."""
+    model = alexft.AlexNet(weights=None, classes=7)
+    empty = np.zeros((0, 227, 227, 3), "float32")
+    assert model.predict(empty, verbose=0).shape == (0, 7) == tuple(model(empty).shape)
+    with pytest.raises(ValueError, match=r"^one image of shape \(227, 227, 3\): predict takes a batch of them; give "
+                                         r"x\[None\] \(np.expand_dims\(x, 0\)\) for one$"):
+        model.predict(np.zeros((227, 227, 3), "float32"), verbose=0)
+    assert model.predict(np.zeros((227, 227, 3), "float32")[None], verbose=0).shape == (1, 7)
+    any_size = alexft.AlexNet(weights=None, include_top=False, input_shape=(None, None, 3))
+    with pytest.raises(ValueError, match=r"^one image of shape \(100, 90, 3\)"):
+        any_size.predict(np.zeros((100, 90, 3), "float32"), verbose=0)
+
+
+def test_export_models_top_k_beyond_the_classes_is_said_as_the_command_says_it(ten_class_weights, tmp_path,
+                                                                                monkeypatch):
+    """`alexft export -k 20` of a 10-class model notes that each image gets all 10; export_model
+    (top_k=20) was silent (helper-94's trial). Said before the export's TensorFlow work."""
+    from alexft import export
+
+    path, _ = ten_class_weights
+    asked = []
+    monkeypatch.setattr(export, "export", lambda weights, output, file_format, top_k, *rest: asked.append(top_k))
+    for top_k, output, said in ((20, "m.tflite", ["top_k=20, but the model knows 10 classes: each image gets all 10"]),
+                                (10, "m.tflite", []), (5, "saved", [])):
+        with warnings.catch_warnings(record=True) as heard:
+            warnings.simplefilter("always")
+            alexft.export_model(path, tmp_path / output, top_k=top_k)
+        assert [str(warning.message) for warning in heard if issubclass(warning.category, alexft.AlexftWarning)] == said
+    assert asked == [20, 10, 5]  # (the export clamps it itself)
