@@ -84,7 +84,8 @@ def said_in_python_words(keywords):
 
 
 # Other libraries' words for alexft's keywords, which spelling alone does not find (Keras' verbose,
-# PyTorch's and Keras' topk / k).
+# PyTorch's num_classes, topk / k), and alexft's own two words for replacing an output: its
+# writers of data files take overwrite=, its exports and conversions force= (docs/commands.md).
 _OTHER_LIBRARIES = {"verbose": "progress", "topk": "top_k", "k": "top_k", "tencrop": "ten_crop", "ten_crops": "ten_crop",
                     "input_size": "input_shape", "num_classes": "classes", "overwrite": "force", "force": "overwrite"}
 
