@@ -22,7 +22,7 @@ from .data import (DataError, LabelledFiles, class_folders, class_index, folder_
 from .errors import AlexftError, warn_user
 from .pipeline import check_count, check_flags
 from .python_words import keywords_hinted, said_in_python_words
-from .preprocess import images_below, is_within  # noqa: F401  (is_within: the command line takes it from here)
+from .preprocess import holds_images, is_within  # noqa: F401  (is_within: the command line takes it from here)
 from .predict import as_predictor, predict_views
 from .weights.formats import default_class_names
 
@@ -63,20 +63,15 @@ def labelled_folder(data_dir, class_names):
 def _without_empty_strangers(data_dir, folders, index):
     """The folders less those that are not the model's classes and hold no image: nothing to
     score, so left out with a warning (as an empty class of the model is), not refused."""
-    empty = [name for name in folders if folder_class(index, name) is None and not _holds_files(Path(data_dir) / name)]
+    empty = [name for name in folders if folder_class(index, name) is None and not holds_images(Path(data_dir) / name)]
     if not empty:
         return folders
-    warn_user(f"{data_dir}: {len(empty)} class folder(s) with no images: {quoted_names(empty)}")
+    warn_user(f"{data_dir}: {len(empty)} folder(s) with no images and named as no class of this model, left out: "
+              f"{quoted_names(empty)}")
     kept = [name for name in folders if name not in empty]
     if not kept:
         raise DataError(f"{data_dir}: none of its class folders holds an image")
     return kept
-
-
-def _holds_files(folder):
-    """Whether any image, or a photo alexft cannot read (said later, by the listing), is below `folder`."""
-    held = []
-    return bool(images_below(folder, held)) or bool(held)
 
 
 def as_the_models_classes(files, class_names):

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .atomic import write_atomic
-from .errors import warn_user
+from .errors import WARNING_FILTERS, warn_user
 
 
 def learning_curves(history, path):
@@ -122,17 +122,24 @@ def _wrapped(caption, width=44):
 
 
 def _save(figure, path, dpi):
-    with warnings.catch_warnings(record=True) as heard:
-        warnings.simplefilter("always")
-        write_atomic(path, lambda handle: figure.savefig(handle, format="png", dpi=dpi))
     missing = []
-    for warning in heard:
-        glyph = _MISSING_GLYPH.match(str(warning.message))
-        if glyph:
-            missing.append(chr(int(glyph[1])))
-        else:  # (anything else matplotlib says goes on as it came)
-            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-    _say_missing_glyphs(missing)
+    # The filters and showwarning are the process's: changed in turn with the decoding threads
+    # (errors.WARNING_FILTERS). Only the glyph warnings are taken; any other goes on to Python's
+    # own handling, the user's filters and its once-per-place memory included.
+    with WARNING_FILTERS, warnings.catch_warnings():
+        warnings.filterwarnings("always", message=_MISSING_GLYPH.pattern, category=UserWarning)
+        shown = warnings.showwarning
+
+        def heard(message, category, filename, lineno, file=None, line=None):
+            glyph = _MISSING_GLYPH.match(str(message))
+            if glyph and issubclass(category, UserWarning):
+                missing.append(chr(int(glyph[1])))
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = heard
+        write_atomic(path, lambda handle: figure.savefig(handle, format="png", dpi=dpi))
+    _say_missing_glyphs(missing)  # (outside the lock: warn_user takes it)
 
 
 # Matplotlib's words (a UserWarning, with its own file and line) for a character its font lacks,

@@ -517,6 +517,17 @@ def images_below(folder, unread=None, unsearchable=None, walked=None, within=Non
     return sorted(images)
 
 
+def holds_images(folder):
+    """Whether `folder` may hold images: one is found below it (a photo alexft does not read
+    counts), or a folder below it cannot be listed. Stops at the first: a wrong data folder
+    may hold a million files."""
+    unsearchable = []
+    for path in _entries_below(folder, unsearchable):
+        if _listed_image(path) or (path.suffix.lower() in UNREAD_IMAGE_SUFFIXES and not path.name.startswith(".")):
+            return True
+    return bool(unsearchable)
+
+
 def _entries_below(folder, unsearchable=None, walked=None, within=None):
     """Every entry below `folder` that is not a folder (names of files, of links to files, of
     links that lead nowhere); hidden folders skipped."""

@@ -193,7 +193,8 @@ def _finetune(data_dir, options=None, *, weights=None, output=None, resume=False
         if isinstance(error, KeyboardInterrupt) and not isinstance(error, TrainingInterrupted):
             # Not by the epochs' own signal handling (caching, the range test, a callback's
             # KeyboardInterrupt): said as what is left on disk.
-            raise _interrupted(error, resume, run, discarded, found=config.get("lr_found")) from None
+            found = config.get("lr_found") if config.get("lr_measured") else None  # (not Caffe's fallback)
+            raise _interrupted(error, resume, run, discarded, found=found) from None
         raise
     finally:
         run.release()
@@ -236,7 +237,8 @@ def _interrupted(stop, resume, run=None, discarded=False, kept=None, found=None)
     if discarded:
         said = f"{how} before the first epoch ended; " + (
             f"what the run wrote in {run.path} was removed" if run.path.exists() else "no run folder was kept") + (
-            f"; the range test had chosen base rate {found:.3g}: --lr {found:.3g} starts again without it"
+            f"; the range test had chosen base rate {found:.3g}: --lr {found:.3g} starts at it without the test (with "
+            "Caffe's weight decay and bias rates, which --lr auto scales to the rate it measures)"
             if found is not None else "")
     elif run.checkpoint.exists():
         said = (f"stopped by {interrupts.signal_name(number)}" + ("; model.npz holds the best epoch so far" if run.model.exists() else "")

@@ -168,7 +168,7 @@ def test_confusion_matrix_grows_for_many_classes(tmp_path):
     assert cv2.imread(str(tmp_path / "cm.png")).shape[:2] == (1900, 1900)
 
 
-def test_characters_the_font_lacks_are_said_once_in_alexfts_words_not_matplotlibs(tmp_path):
+def test_characters_the_font_lacks_are_said_once_in_alexfts_words_not_matplotlibs(tmp_path, monkeypatch):
     """A class named in a script matplotlib's fonts lack ('单') put matplotlib's UserWarning, with
     alexft's source file and line, on stderr twice per report. U+E000 (private use) is in no font."""
     import warnings
@@ -177,6 +177,8 @@ def test_characters_the_font_lacks_are_said_once_in_alexfts_words_not_matplotlib
     from alexft.plots import confusion_matrix
 
     names = ["\ue000 private", "plain", "\ue001 two"]
+    monkeypatch.setattr(plots, "_GLYPHS_SAID", set())  # (what this process said before: none of them)
+    filters = list(warnings.filters)
     with warnings.catch_warnings(record=True) as heard:
         warnings.simplefilter("always")
         with alexft_notes() as said:
@@ -184,6 +186,7 @@ def test_characters_the_font_lacks_are_said_once_in_alexfts_words_not_matplotlib
             confusion_matrix(np.eye(3, dtype=int), names, tmp_path / "again.png")
     assert cv2.imread(str(tmp_path / "cm.png")) is not None and cv2.imread(str(tmp_path / "again.png")) is not None
     assert [str(w.message) for w in heard if "Glyph" in str(w.message)] == []
+    assert warnings.filters == filters  # (the process's filters, changed in turn with the decoding threads, restored)
     assert len(said) == 1 and said[0].startswith(f"the figures draw {repr(names[0][0] + names[2][0])} of the class names as boxes"), said
     plots._GLYPHS_SAID.discard("\ue000")  # (the process-wide memory: a new character is said again)
     with alexft_notes() as said:
@@ -220,7 +223,8 @@ def test_an_empty_folder_that_is_no_class_of_the_model_is_left_out_not_refused(t
     with alexft_notes() as said:
         files = labelled_folder(tmp_path / "data", class_names)
     assert sorted(path.parent.name for path in files.paths) == ["digit_0"] * 2 + ["digit_2"] * 2
-    assert said == [f"{tmp_path / 'data'}: 1 class folder(s) with no images: 'empty class'"]
+    assert said == [f"{tmp_path / 'data'}: 1 folder(s) with no images and named as no class of this model, left out: "
+                    "'empty class'"]
     (tmp_path / "data" / "empty class" / "nested" / "IMG_1.HEIC").write_bytes(b"\0" * 64)
     with pytest.raises(DataError, match="folder\\(s\\) 'empty class' are not classes of this model"):
         labelled_folder(tmp_path / "data", class_names)

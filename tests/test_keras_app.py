@@ -1425,3 +1425,10 @@ def test_export_models_top_k_beyond_the_classes_is_said_as_the_command_says_it(t
             alexft.export_model(path, tmp_path / output, top_k=top_k)
         assert [str(warning.message) for warning in heard if issubclass(warning.category, alexft.AlexftWarning)] == said
     assert asked == [20, 10, 5]  # (the export clamps it itself)
+    params = random_params(seed=5, num_classes=2)  # the default 5 on a model of 2 classes is no request: nothing said
+    two = WeightSet({name: tuple(pair) for name, pair in params.items()}, ["cat", "dog"])
+    with warnings.catch_warnings(record=True) as heard:
+        warnings.simplefilter("always")
+        alexft.export_model(two, tmp_path / "two.tflite")
+    assert [warning for warning in heard if issubclass(warning.category, alexft.AlexftWarning)] == []
+    assert asked[-1] == 5

@@ -2256,7 +2256,8 @@ def test_a_keyboard_interrupt_at_any_stage_is_training_interrupted_saying_what_i
         finetune(small_digits_folder, output=tmp_path / "tested", log=stop_at("with the measured rate"),
                  **dict(options, lr="auto"))
     chosen = re.fullmatch(r"interrupted before the first epoch ended; no run folder was kept; the range test had "
-                          r"chosen base rate (\S+): lr=(\S+) starts again without it", str(caught.value))
+                          r"chosen base rate (\S+): lr=(\S+) starts at it without the test \(with Caffe's weight decay "
+                          r"and bias rates, which lr=\"auto\" scales to the rate it measures\)", str(caught.value))
     assert chosen and chosen[1] == chosen[2] and 1e-6 < float(chosen[1]) < 1, str(caught.value)
     assert not (tmp_path / "tested").exists()
     (tmp_path / "made_for_it").mkdir()  # an empty folder the user made for the run stays
