@@ -68,7 +68,8 @@ def _without_empty_strangers(data_dir, folders, index):
         return folders
     warn_user(f"{data_dir}: {len(empty)} folder(s) with no images and named as no class of this model, left out: "
               f"{quoted_names(empty)}")
-    kept = [name for name in folders if name not in empty]
+    left_out = set(empty)
+    kept = [name for name in folders if name not in left_out]
     if not kept:
         raise DataError(f"{data_dir}: none of its class folders holds an image")
     return kept

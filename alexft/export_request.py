@@ -225,10 +225,11 @@ def export_model(weights, output, file_format=None, top_k=DEFAULT_TOP_K, force=F
             weights = as_weight_set(resolve_weights(weights, download=False))
         if isinstance(quantization, str) or calibration is not None:  # as on the command line, images listed now
             quantization, calibration = Quantization.from_options(quantization, calibration), None
-        ExportRequest(output, file_format or format_for(output), top_k, quantization, precision, force).check()
+        chosen_format = file_format or format_for(output)
+        ExportRequest(output, chosen_format, top_k, quantization, precision, force).check()
     classes = getattr(weights, "num_classes", None)
     # (the default 5 on a model of 2 classes is no request, as on the command line: nothing said)
-    if classes is not None and top_k != DEFAULT_TOP_K and top_k > classes and (file_format or format_for(output)) != "keras":
+    if classes is not None and top_k != DEFAULT_TOP_K and top_k > classes and chosen_format != "keras":
         warn_user(f"top_k={top_k}, but the model knows {classes} classes: each image gets all {classes}")  # (as the command)
     from .export import export  # TensorFlow, once the request is known to be sound
 

@@ -510,7 +510,7 @@ def images_below(folder, unread=None, unsearchable=None, walked=None, within=Non
     for path in _entries_below(folder, unsearchable, walked, within):
         if _listed_image(path):
             images.append(path)
-        elif path.suffix.lower() in UNREAD_IMAGE_SUFFIXES and not path.name.startswith("."):
+        elif _unread_photo(path):
             held.append(path)
     if unread is not None:
         unread.extend(sorted(held))
@@ -522,10 +522,13 @@ def holds_images(folder):
     counts), or a folder below it cannot be listed. Stops at the first: a wrong data folder
     may hold a million files."""
     unsearchable = []
-    for path in _entries_below(folder, unsearchable):
-        if _listed_image(path) or (path.suffix.lower() in UNREAD_IMAGE_SUFFIXES and not path.name.startswith(".")):
-            return True
-    return bool(unsearchable)
+    return any(_listed_image(path) or _unread_photo(path) for path in _entries_below(folder, unsearchable)) or bool(
+        unsearchable)
+
+
+def _unread_photo(path):
+    """A photo in a format alexft does not read (HEIC, ...), which a listing names."""
+    return path.suffix.lower() in UNREAD_IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
 def _entries_below(folder, unsearchable=None, walked=None, within=None):
